@@ -1,0 +1,3 @@
+"""sonieval: evaluation and listening-study toolkit for embedding sonification."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from sonieval.cli import main
+
+sys.exit(main())

@@ -1,0 +1,215 @@
+"""The one place that reads, resamples, pads and writes audio.
+
+- Reading: anything soundfile (libsndfile) reads (WAV, FLAC, OGG, ...), mixed down to mono,
+  as float32. torchaudio is not used: the registry's build is CUDA-linked (DESIGN.md §4).
+- Resampling: soxr at "VHQ" quality (a polyphase resampler with a steep, linear-phase filter),
+  to 16 kHz for the encoders and 44.1 kHz for the codec.
+- Length policy: clips are made exactly ``seconds`` long. ``pad_or_trim`` right-pads with zeros
+  or trims the end and records what was done; ``strict`` refuses other lengths.
+- Writing: WAV, atomically (temporary file then rename).
+
+Every problem is one :class:`~sonieval.errors.AudioError` line naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from sonieval.errors import AudioError
+from sonieval.files import atomic_path
+
+ENCODER_RATE = 16_000
+CODEC_RATE = 44_100
+CLIP_SECONDS = 5.0
+LengthPolicy = Literal["pad_or_trim", "strict"]
+# Shorter than this is not a clip but a fragment: refuse rather than pad 95 % zeros.
+MIN_SECONDS = 0.05
+
+
+@dataclass
+class AudioInfo:
+    """What the file was, before any conversion (recorded in manifests)."""
+
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    subtype: str
+    format: str
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+@dataclass
+class Clip:
+    """A mono float32 clip at ``sample_rate``, with what was done to it."""
+
+    samples: np.ndarray
+    sample_rate: int
+    info: AudioInfo
+    length_action: str = "none"  # none | padded | trimmed
+    original_seconds: float = 0.0
+
+    @property
+    def notes(self) -> dict[str, object]:
+        return {
+            "source_rate": self.info.sample_rate,
+            "source_channels": self.info.channels,
+            "source_subtype": self.info.subtype,
+            "source_seconds": round(self.original_seconds, 6),
+            "length_action": self.length_action,
+            "resampled": self.info.sample_rate != self.sample_rate,
+            "mixed_down": self.info.channels > 1,
+        }
+
+
+def _check_wav_truncation(path: Path) -> None:
+    """libsndfile silently reads what is there from a truncated WAV; we refuse it instead."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+                return
+            size = path.stat().st_size
+            endian = "<" if head[:4] == b"RIFF" else ">"
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                chunk = fh.read(8)
+                cid, clen = chunk[:4], struct.unpack(endian + "I", chunk[4:8])[0]
+                if cid == b"data":
+                    available = size - (pos + 8)
+                    if clen != 0xFFFFFFFF and clen > available:
+                        raise AudioError(
+                            f"truncated WAV: header promises {clen} data bytes, file holds {available}",
+                            path=path,
+                            hint="re-export or re-download the file",
+                        )
+                    return
+                pos += 8 + clen + (clen & 1)
+    except OSError as exc:
+        raise AudioError(f"cannot read file: {exc.strerror}", path=path) from None
+
+
+def audio_info(path: str | os.PathLike) -> AudioInfo:
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.exists():
+        raise AudioError("file not found", path=path)
+    if path.is_dir():
+        raise AudioError("is a folder, not an audio file", path=path)
+    if path.stat().st_size == 0:
+        raise AudioError("empty file (0 bytes)", path=path, hint="re-export or re-download the file")
+    _check_wav_truncation(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
+        reason = str(exc).split(":")[-1].strip() or type(exc).__name__
+        raise AudioError(
+            f"not a readable audio file ({reason})", path=path, hint="expected WAV, FLAC or OGG that libsndfile reads"
+        ) from None
+    if info.frames <= 0:
+        raise AudioError("contains no audio frames", path=path)
+    return AudioInfo(str(path), int(info.samplerate), int(info.channels), int(info.frames), info.subtype, info.format)
+
+
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """High-quality resampling (soxr VHQ) along the last axis; float32 out."""
+    import soxr
+
+    if from_rate == to_rate:
+        return np.asarray(samples, dtype=np.float32)
+    x = np.asarray(samples, dtype=np.float32)
+    if x.ndim == 1:
+        return soxr.resample(x, from_rate, to_rate, quality="VHQ").astype(np.float32, copy=False)
+    flat = x.reshape(-1, x.shape[-1])
+    # soxr takes [frames, channels]
+    out = soxr.resample(flat.T, from_rate, to_rate, quality="VHQ").T
+    return np.ascontiguousarray(out.reshape(*x.shape[:-1], out.shape[-1]), dtype=np.float32)
+
+
+def read_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int, AudioInfo]:
+    """Read a file as mono float32 (channels averaged), resampled to ``sample_rate`` if given."""
+    import soundfile as sf
+
+    info = audio_info(path)
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(f"cannot decode audio ({exc})", path=path) from None
+    if data.shape[0] == 0:
+        raise AudioError("contains no audio frames", path=path)
+    if not np.all(np.isfinite(data)):
+        bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+        raise AudioError(f"contains {bad} NaN or infinite sample(s)", path=path, hint="fix or remove the file")
+    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if sample_rate is not None and rate != sample_rate:
+        mono = resample(mono, rate, sample_rate)
+        rate = sample_rate
+    return np.ascontiguousarray(mono, dtype=np.float32), int(rate), info
+
+
+def fit_length(
+    samples: np.ndarray, n: int, policy: LengthPolicy = "pad_or_trim", *, path: str | os.PathLike | None = None
+) -> tuple[np.ndarray, str]:
+    """Right-pad with zeros or trim the end to ``n`` samples; returns (samples, action)."""
+    m = samples.shape[-1]
+    if m == n:
+        return samples, "none"
+    if policy == "strict":
+        raise AudioError(
+            f"has {m} samples, expected exactly {n}", path=path, hint="use length_policy 'pad_or_trim' to pad/trim"
+        )
+    if m > n:
+        return samples[..., :n], "trimmed"
+    pad = [(0, 0)] * (samples.ndim - 1) + [(0, n - m)]
+    return np.pad(samples, pad), "padded"
+
+
+def load_clip(
+    path: str | os.PathLike,
+    sample_rate: int,
+    seconds: float = CLIP_SECONDS,
+    policy: LengthPolicy = "pad_or_trim",
+) -> Clip:
+    """Read, mix down, resample and fit a clip to exactly ``seconds`` at ``sample_rate``."""
+    samples, rate, info = read_audio(path, sample_rate)
+    original_seconds = info.seconds
+    if original_seconds < MIN_SECONDS:
+        raise AudioError(f"only {original_seconds * 1000:.1f} ms long; too short to be a clip", path=path)
+    n = int(round(seconds * sample_rate))
+    fitted, action = fit_length(samples, n, policy, path=path)
+    return Clip(fitted, rate, info, action, original_seconds)
+
+
+def to_float32_audio(samples: np.ndarray, *, what: str = "audio") -> np.ndarray:
+    x = np.asarray(samples, dtype=np.float32)
+    if x.ndim != 1:
+        raise AudioError(f"{what} must be one channel of samples, got shape {tuple(x.shape)}")
+    if not np.all(np.isfinite(x)):
+        raise AudioError(f"{what} contains NaN or infinite samples; refusing to write it")
+    return x
+
+
+def write_wav(
+    path: str | os.PathLike, samples: np.ndarray, sample_rate: int, subtype: Literal["PCM_16", "FLOAT"] = "PCM_16"
+) -> Path:
+    """Write mono audio as WAV, atomically. PCM_16 clips to [-1, 1] (say so by choosing FLOAT)."""
+    import soundfile as sf
+
+    x = to_float32_audio(samples, what=f"audio for {path}")
+    if subtype == "PCM_16":
+        x = np.clip(x, -1.0, 1.0)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), x, int(sample_rate), subtype=subtype, format="WAV")
+    return path

@@ -1,0 +1,74 @@
+"""The ``sonieval`` command: parses arguments and calls stage functions, nothing more.
+
+Each subcommand lives in ``sonieval/commands/<name>.py`` with ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Command modules import only light
+modules at top level; heavy or side-effecting packages (torch, transformers, dac, kadtk)
+are imported inside ``run`` so that ``sonieval --help`` stays fast and offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# Order is the order shown in --help: the pipeline's stages first.
+COMMANDS = [
+    "run", "demo", "data", "prepare", "train", "sonify", "score", "study", "report", "gates", "finetune",
+]
+
+
+def _available_commands() -> list[tuple[str, object]]:
+    found = []
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"sonieval.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"sonieval.commands.{name}":
+                continue  # not built yet
+            raise
+        found.append((name, module))
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sonieval import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="sonieval",
+        description="Evaluation and listening-study toolkit for embedding sonification.",
+        epilog="Each stage reads a protocol (protocols/*.yaml) and the previous stages' tables. "
+        "Set SONIEVAL_DEBUG=1 to see tracebacks.",
+    )
+    parser.add_argument("--version", action="version", version=f"sonieval {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in _available_commands():
+        p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP))
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sonieval.errors import SonievalError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except SonievalError as exc:
+        if os.environ.get("SONIEVAL_DEBUG"):
+            raise
+        print(f"sonieval {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sonieval {args.command}: interrupted; finished items are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

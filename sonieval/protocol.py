@@ -1,0 +1,370 @@
+"""Protocols: one YAML file describes a whole experiment (DESIGN.md §3).
+
+Every stage reads only the protocol and the previous stages' tables. The models below are
+the schema; an unknown or misspelt key, a wrong type or an impossible value is reported as
+one line naming the file, the key path and what is allowed (:func:`load_protocol`).
+
+Relative paths in a protocol are resolved against the protocol file's folder, except
+``results_dir``/``cache_dir`` which are resolved against the current directory (so
+``protocols/demo.yaml`` writes to ``results/demo`` when run from the repo root).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sonieval.errors import ProtocolError
+
+GATE_VARIANTS = (
+    "LIN", "CONV", "ATTN", "CONV-R", "CONV-D", "CONV-RDD", "CONV-LN", "CONV-GN", "CONV-RDN",
+    "LIN-D", "LIN-R", "LIN-C",
+)
+Alignment = Literal["reshape", "transpose", "grid"]
+ModelSize = Literal["full", "small"]
+# Post-processing names; a chain is written with "+" (e.g. "minmax+squared"); "threshold10"
+# means threshold at 10 % of peak.
+POSTPROCESS_STEPS = ("none", "peak", "minmax", "squared", "wiener", "embedding_rescale")
+THRESHOLD_PREFIX = "threshold"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitSpec(_Model):
+    train: float = Field(0.8, gt=0, lt=1)
+    validation: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "SplitSpec":
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must be 1, got {total:g}")
+        return self
+
+
+class ListeningSetSpec(_Model):
+    n_clips: int = Field(77, ge=1)
+    seed: int = 42
+    at_least_one_per_class: bool = True
+
+
+class DataSpec(_Model):
+    # Path to an ESC-50 copy (official layout), or "auto": $SONIEVAL_ESC50 when set, else the
+    # built-in synthetic clip set (labelled as such in every output).
+    esc50: str = "auto"
+    clip_seconds: float = Field(5.0, gt=0)
+    length_policy: Literal["pad_or_trim", "strict"] = "pad_or_trim"
+    folds: list[int] | None = None
+    max_clips_per_class: int | None = Field(None, ge=1)
+    split: SplitSpec = SplitSpec()
+    listening_set: ListeningSetSpec = ListeningSetSpec()
+
+    @field_validator("folds")
+    @classmethod
+    def _folds_valid(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(f not in (1, 2, 3, 4, 5) for f in v)):
+            raise ValueError("folds must be a non-empty list of ESC-50 folds 1..5")
+        return v
+
+
+class EncoderSpec(_Model):
+    name: str  # registry name: "ast", "hubert", ...
+    model: str | None = None  # hub id or local directory; None = the registry's default hub id
+    size: ModelSize = "full"  # "small": randomly initialised small version of the architecture
+    finetuned: str | None = None  # local directory of a fine-tuned checkpoint (sonieval finetune)
+
+
+class CodecSpec(_Model):
+    name: Literal["dac-vae", "dac"] = "dac-vae"
+    checkpoint: str | None = None  # hub file or local path; None = the published default
+    size: ModelSize = "full"
+
+
+class GatesSpec(_Model):
+    variants: list[str] = Field(default_factory=lambda: ["LIN"])
+    alignments: list[Alignment] = Field(default_factory=lambda: ["transpose"])
+
+    @field_validator("variants")
+    @classmethod
+    def _known_variants(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one gate variant is needed")
+        for name in v:
+            if name not in GATE_VARIANTS:
+                close = difflib.get_close_matches(name, GATE_VARIANTS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"unknown gate variant {name!r}{hint}; allowed: {', '.join(GATE_VARIANTS)}")
+        return v
+
+
+class AugmentationSpec(_Model):
+    gaussian_blur: bool = False
+    blur_sigma: float = Field(1.0, gt=0)
+
+
+class TrainingSpec(_Model):
+    learning_rates: list[float] = Field(default_factory=lambda: [0.005])
+    epochs: list[int] = Field(default_factory=lambda: [50])
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(32, ge=1)
+    gradient_accumulation: int = Field(2, ge=1)
+    seed: int = 42
+    augmentation: AugmentationSpec = AugmentationSpec()
+    normalize_latents: bool = False  # min-max normalisation of the target latents
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _positive_lrs(cls, v: list[float]) -> list[float]:
+        if not v or any(not (0 < lr < 10) for lr in v):
+            raise ValueError("learning rates must be a non-empty list of numbers in (0, 10)")
+        return v
+
+    @field_validator("epochs")
+    @classmethod
+    def _positive_epochs(cls, v: list[int]) -> list[int]:
+        if not v or any(e < 1 for e in v):
+            raise ValueError("epochs must be a non-empty list of whole numbers >= 1")
+        return v
+
+
+def validate_postprocess(name: str) -> str:
+    for step in name.split("+"):
+        if step in POSTPROCESS_STEPS:
+            continue
+        if step.startswith(THRESHOLD_PREFIX):
+            pct = step[len(THRESHOLD_PREFIX):]
+            if pct.replace(".", "", 1).isdigit() and 0 < float(pct) < 100:
+                continue
+        allowed = ", ".join(POSTPROCESS_STEPS) + ", threshold<percent> (e.g. threshold10)"
+        raise ValueError(f"unknown post-processing step {step!r} in {name!r}; allowed: {allowed}; chain with '+'")
+    return name
+
+
+class SonifySpec(_Model):
+    postprocess: list[str] = Field(default_factory=lambda: ["minmax", "minmax+squared"])
+    batch_size: int = Field(8, ge=1)
+    codec_reconstruction: bool = True  # also encode -> decode each original (per-clip ceiling)
+
+    @field_validator("postprocess")
+    @classmethod
+    def _known_postprocess(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one post-processing entry is needed (use 'none' for the raw decode)")
+        return [validate_postprocess(p) for p in v]
+
+
+class MetricsSpec(_Model):
+    embeddings: list[str] = Field(default_factory=lambda: ["logmel"])
+    metrics: list[Literal["kad", "fad"]] = Field(default_factory=lambda: ["kad", "fad"])
+    # Which clips form the reference set: ESC-50 split name(s), or a folder of audio.
+    reference_set: str = "test"
+    bootstrap: int = Field(1000, ge=0)
+    per_class: bool = True
+    item_metrics: list[str] = Field(
+        default_factory=lambda: ["frame_kad", "embedding_cosine", "logmel_l1", "mrstft", "envelope_correlation"]
+    )
+
+
+class AnchorSpec(_Model):
+    kind: Literal["lowpass", "noise"] = "lowpass"
+    cutoff_hz: float = Field(3500.0, gt=0)
+    snr_db: float = 0.0
+
+
+class StudySpec(_Model):
+    study_id: str | None = None  # default: the protocol's name
+    mode: Literal["joint", "split"] = "joint"
+    attributes: list[Literal["visual", "audio"]] = Field(default_factory=lambda: ["visual", "audio"])
+    scale_min: int = 1
+    scale_max: int = 5
+    systems: list[str] | None = None  # system_ids to rate; None = every sonified system
+    clips: list[str] | None = None  # clip_ids; None = the listening set
+    design: Literal["full", "subset"] = "full"
+    trials_per_rater: int | None = Field(None, ge=1)  # K, for design "subset"
+    min_ratings_per_trial: int = Field(1, ge=1)  # M
+    n_raters: int = Field(1, ge=1)
+    hidden_reference: bool = True
+    anchor: AnchorSpec | None = AnchorSpec()
+    attention_checks: int = Field(2, ge=0)
+    familiarisation: bool = True
+    storage: str = "sqlite:///{results_dir}/study.sqlite"
+    audio_dir: str | None = None  # default: the sonify stage's output folder
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "StudySpec":
+        if self.scale_max <= self.scale_min:
+            raise ValueError("scale_max must be greater than scale_min")
+        if self.design == "subset" and self.trials_per_rater is None:
+            raise ValueError("design 'subset' needs trials_per_rater (K)")
+        if not self.attributes:
+            raise ValueError("at least one attribute is needed")
+        return self
+
+
+class ReportSpec(_Model):
+    bootstrap: int = Field(2000, ge=0)
+    hidden_reference_max_mark: int = 3
+    hidden_reference_max_fraction: float = Field(0.15, ge=0, le=1)
+    anchor_min_mark: int = 4
+    anchor_max_fraction: float = Field(0.15, ge=0, le=1)
+
+
+class Protocol(_Model):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seed: int = 42
+    results_dir: str | None = None  # default: results/<name>
+    cache_dir: str | None = None  # default: <results_dir>/cache
+    data: DataSpec = DataSpec()
+    encoders: list[EncoderSpec] = Field(default_factory=lambda: [EncoderSpec(name="ast")])
+    codec: CodecSpec = CodecSpec()
+    gates: GatesSpec = GatesSpec()
+    training: TrainingSpec = TrainingSpec()
+    sonify: SonifySpec = SonifySpec()
+    metrics: MetricsSpec = MetricsSpec()
+    study: StudySpec = StudySpec()
+    report: ReportSpec = ReportSpec()
+
+    # Set by load_protocol, not part of the YAML.
+    source: Path | None = Field(None, exclude=True)
+
+    @field_validator("encoders")
+    @classmethod
+    def _unique_encoders(cls, v: list[EncoderSpec]) -> list[EncoderSpec]:
+        if not v:
+            raise ValueError("at least one encoder is needed")
+        names = [e.name for e in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"encoder names must be unique, got {names}")
+        return v
+
+    @property
+    def results_path(self) -> Path:
+        return Path(self.results_dir) if self.results_dir else Path("results") / self.name
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else self.results_path / "cache"
+
+    @property
+    def study_id(self) -> str:
+        return self.study.study_id or self.name
+
+    def resolve(self, value: str) -> Path:
+        """Resolve a path written in the protocol against the protocol file's folder."""
+        p = Path(os.path.expandvars(os.path.expanduser(value)))
+        if p.is_absolute() or self.source is None:
+            return p
+        return (self.source.parent / p).resolve()
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys allowed at ``loc`` (walking nested models), for error messages."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        current = _model_in(ann)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [k for k in current.model_fields if k != "source"]
+    return None
+
+
+def _model_in(ann: Any) -> Any:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in get_args(ann):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_validation_error(path: Path, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = tuple(err.get("loc", ()))
+    key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[") or "(top level)"
+    etype = err.get("type", "")
+    if etype == "extra_forbidden":
+        allowed = _allowed_keys(Protocol, loc) or []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        did = f"; did you mean {close[0]!r}?" if close else ""
+        msg = f"{key}: unknown key{did} Allowed here: {', '.join(allowed)}"
+    elif etype == "missing":
+        msg = f"{key}: required key is missing"
+    else:
+        text = err.get("msg", "invalid value").removeprefix("Value error, ")
+        given = err.get("input")
+        shown = f" (got {given!r})" if given is not None and not isinstance(given, dict) else ""
+        msg = f"{key}: {text}{shown}"
+    more = len(exc.errors()) - 1
+    if more > 0:
+        msg += f" [+{more} more problem(s)]"
+    return f"{path}: {msg}"
+
+
+def parse_protocol(data: Any, source: str | os.PathLike = "<protocol>") -> Protocol:
+    path = Path(source)
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{path}: the protocol must be a YAML mapping of keys to values")
+    try:
+        proto = Protocol.model_validate(data)
+    except ValidationError as exc:
+        raise ProtocolError(_format_validation_error(path, exc)) from None
+    proto.source = path if path.exists() else None
+    return proto
+
+
+def load_protocol(path: str | os.PathLike, *, check_paths: bool = True) -> Protocol:
+    """Load and validate a protocol file; every problem is one :class:`ProtocolError` line."""
+    path = Path(path)
+    if not path.exists():
+        raise ProtocolError(f"{path}: protocol file not found (see protocols/ for examples)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProtocolError(f"{path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{path}: not a text file (a protocol is UTF-8 YAML)") from None
+    proto = parse_protocol(data, path)
+    if check_paths:
+        check_protocol_paths(proto)
+    return proto
+
+
+def check_protocol_paths(proto: Protocol) -> None:
+    """Folders and files a protocol names must exist (hub ids are left alone)."""
+    where = proto.source or Path("<protocol>")
+    if proto.data.esc50 not in ("auto", "synthetic"):
+        p = proto.resolve(proto.data.esc50)
+        if not p.is_dir():
+            raise ProtocolError(
+                f"{where}: data.esc50: folder {p} does not exist "
+                "(point it at an ESC-50 copy, or use 'auto' / 'synthetic')"
+            )
+    for i, enc in enumerate(proto.encoders):
+        if enc.finetuned is not None and not proto.resolve(enc.finetuned).exists():
+            raise ProtocolError(f"{where}: encoders[{i}].finetuned: {proto.resolve(enc.finetuned)} does not exist")
+    if proto.study.audio_dir is not None and not proto.resolve(proto.study.audio_dir).is_dir():
+        raise ProtocolError(f"{where}: study.audio_dir: folder {proto.resolve(proto.study.audio_dir)} does not exist")

@@ -1,0 +1,130 @@
+"""The documented tables through which stages talk (DESIGN.md §3).
+
+Each stage writes its table with :func:`write_table` and the next stage reads it with
+:func:`read_table`, which checks the contract columns and names the file and the missing
+column in one line. Extra columns are welcome; these names are the contract.
+
+A *system* is one (encoder, gate variant, learning rate, epoch, alignment, post-processing)
+tuple, named everywhere by its readable ``system_id``, e.g.
+``hubert/LIN-C/lr0.005/e50/transpose/minmax``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from sonieval.errors import DataError
+from sonieval.files import atomic_path
+
+SONIFICATIONS_COLUMNS = [
+    "system_id", "encoder", "variant", "lr", "epoch", "alignment", "postprocess",
+    "clip_id", "category", "path", "sha256", "status", "error",
+]
+SCORES_COLUMNS = [
+    "system_id", "metric", "embedding", "reference_set", "n_reference", "n_evaluated",
+    "value", "ci_low", "ci_high", "bandwidth", "scale", "versions",
+]
+ITEM_SCORES_COLUMNS = ["system_id", "clip_id", "metric", "embedding", "value"]
+RATINGS_COLUMNS = [
+    "study_id", "rater_id", "trial_id", "clip_id", "system_id", "role", "attribute", "mark",
+    "submitted_at", "position", "seed", "mode",
+]
+CLIPS_COLUMNS = ["clip_id", "filename", "fold", "target", "category", "path", "split", "status", "error"]
+
+TABLE_COLUMNS: dict[str, list[str]] = {
+    "sonifications": SONIFICATIONS_COLUMNS,
+    "scores": SCORES_COLUMNS,
+    "item_scores": ITEM_SCORES_COLUMNS,
+    "ratings": RATINGS_COLUMNS,
+    "clips": CLIPS_COLUMNS,
+}
+
+RATING_ROLES = ("sonification", "reference", "anchor", "attention")
+RATING_ATTRIBUTES = ("visual", "audio")
+
+
+@dataclass(frozen=True)
+class SystemKey:
+    """The parts of a ``system_id``."""
+
+    encoder: str
+    variant: str
+    lr: float
+    epoch: int
+    alignment: str
+    postprocess: str
+
+    @property
+    def system_id(self) -> str:
+        return make_system_id(self.encoder, self.variant, self.lr, self.epoch, self.alignment, self.postprocess)
+
+
+def format_lr(lr: float) -> str:
+    """``0.005 -> '0.005'``, ``1e-05 -> '1e-05'``: the shortest exact text of the float."""
+    return repr(float(lr))
+
+
+def make_system_id(encoder: str, variant: str, lr: float, epoch: int, alignment: str, postprocess: str) -> str:
+    return f"{encoder}/{variant}/lr{format_lr(lr)}/e{int(epoch)}/{alignment}/{postprocess}"
+
+
+def parse_system_id(system_id: str) -> SystemKey:
+    parts = system_id.split("/")
+    if len(parts) != 6 or not parts[2].startswith("lr") or not parts[3].startswith("e"):
+        raise DataError(
+            f"system_id {system_id!r} is not of the form encoder/variant/lr<float>/e<int>/alignment/postprocess"
+        )
+    try:
+        return SystemKey(parts[0], parts[1], float(parts[2][2:]), int(parts[3][1:]), parts[4], parts[5])
+    except ValueError as exc:
+        raise DataError(f"system_id {system_id!r}: {exc}") from None
+
+
+def read_table(path: str | os.PathLike, kind: str) -> pd.DataFrame:
+    """Read a Parquet/CSV table and check it has the contract columns of ``kind``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("table not found", path=path, hint=f"expected a {kind} table (.parquet or .csv)")
+    try:
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+        elif path.suffix in (".csv", ".tsv"):
+            df = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+        else:
+            raise DataError(f"unknown table format {path.suffix!r}", path=path, hint="use .parquet or .csv")
+    except DataError:
+        raise
+    except Exception as exc:  # pyarrow/pandas parse errors
+        raise DataError(f"cannot read table: {type(exc).__name__}: {exc}", path=path) from None
+    check_columns(df, kind, path)
+    return df
+
+
+def check_columns(df: pd.DataFrame, kind: str, path: str | os.PathLike | None = None) -> None:
+    required = TABLE_COLUMNS[kind]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{kind} table lacks column(s) {', '.join(missing)}",
+            path=path,
+            hint=f"required: {', '.join(required)}",
+        )
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, kind: str | None = None) -> Path:
+    """Write a table atomically as Parquet or CSV (by the file extension)."""
+    path = Path(path)
+    if kind is not None:
+        check_columns(df, kind, path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        elif path.suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            raise DataError(f"unknown table format {path.suffix!r}", path=path, hint="use .parquet or .csv")
+    return path

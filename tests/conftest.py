@@ -1,0 +1,50 @@
+"""Shared fixtures.
+
+Tests that need real parts (the ESC-50 subset, a PostgreSQL server, Chromium) find or start
+them themselves. Locally they skip with a visible reason when the part is missing; with
+SONIEVAL_REQUIRE_<PART>=1 (set by .ci/run) a missing part is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+# Tests must never reach a hub: everything they load is made locally.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def require_part(part: str, reason: str) -> None:
+    """Skip (locally) or fail (when SONIEVAL_REQUIRE_<PART>=1, as in CI) because ``part`` is missing."""
+    if os.environ.get(f"SONIEVAL_REQUIRE_{part.upper()}") == "1" or os.environ.get("CI") == "true":
+        pytest.fail(f"required part missing: {part}: {reason}", pytrace=False)
+    pytest.skip(f"{part} not available: {reason}")
+
+
+@pytest.fixture(scope="session")
+def esc50_root() -> Path:
+    """The real ESC-50 subset (../shared/esc50 in CI), from SONIEVAL_ESC50."""
+    value = os.environ.get("SONIEVAL_ESC50")
+    if not value:
+        require_part("esc50", "set SONIEVAL_ESC50 to an ESC-50 copy (e.g. ../shared/esc50)")
+    root = Path(value)
+    if not (root / "meta" / "esc50.csv").is_file() or not (root / "audio").is_dir():
+        require_part("esc50", f"SONIEVAL_ESC50={value} is not an ESC-50 copy (meta/esc50.csv, audio/)")
+    return root
+
+
+@pytest.fixture
+def torch_threads():
+    """Keep torch to one thread in tests: two cores are shared by the whole suite."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
