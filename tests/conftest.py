@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from sonieval.testing import require_part
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Tests must never reach a hub: everything they load is made locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -20,11 +22,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def require_part(part: str, reason: str) -> None:
-    """Skip (locally) or fail (when SONIEVAL_REQUIRE_<PART>=1, as in CI) because ``part`` is missing."""
-    if os.environ.get(f"SONIEVAL_REQUIRE_{part.upper()}") == "1" or os.environ.get("CI") == "true":
-        pytest.fail(f"required part missing: {part}: {reason}", pytrace=False)
-    pytest.skip(f"{part} not available: {reason}")
 
 
 @pytest.fixture(scope="session")
