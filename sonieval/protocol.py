@@ -64,6 +64,7 @@ class DataSpec(_Model):
     clip_seconds: float = Field(5.0, gt=0)
     length_policy: Literal["pad_or_trim", "strict"] = "pad_or_trim"
     folds: list[int] | None = None
+    categories: list[str] | None = None  # restrict to these ESC-50 classes (None = all)
     max_clips_per_class: int | None = Field(None, ge=1)
     split: SplitSpec = SplitSpec()
     listening_set: ListeningSetSpec = ListeningSetSpec()
