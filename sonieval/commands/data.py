@@ -1,0 +1,113 @@
+"""`sonieval data`: get and verify ESC-50, write the splits and the listening set."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "download or verify ESC-50; write the splits and listening set of a protocol"
+DESCRIPTION = (
+    "esc50: download the official ESC-50 archive (--root DIR) or verify an existing copy (--esc50 DIR or "
+    "$SONIEVAL_ESC50; a partial copy such as fold 4 only is fine). Every missing, unreadable or "
+    "non-conforming clip is printed on its own line and the exit status is 1. "
+    "splits: read a protocol's clips and write train/validation/test.txt and listening_set.txt. "
+    "synthetic: write the built-in SYNTHETIC clip set (not ESC-50) to a folder."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    esc = sub.add_parser(
+        "esc50", help="download (--root) or verify (--esc50 / $SONIEVAL_ESC50) an ESC-50 copy",
+        description="Download the official archive into --root DIR (then verify it), or verify the copy at "
+        "--esc50 DIR (default $SONIEVAL_ESC50): meta/esc50.csv columns, every clip present, readable, WAV "
+        "mono 44.1 kHz PCM_16 of 220500 frames, no unlisted files, checksums.sha256 when present.",
+    )
+    where = esc.add_mutually_exclusive_group()
+    where.add_argument("--root", metavar="DIR", help="download the official archive into DIR/ESC-50 and verify it")
+    where.add_argument("--esc50", metavar="DIR", help="verify an existing copy (default: $SONIEVAL_ESC50)")
+    esc.add_argument("--sha256", metavar="HEX", help="with --root: refuse an archive whose SHA-256 differs")
+    esc.add_argument("--url", default=None, help="with --root: archive URL (default: the official GitHub archive)")
+    esc.add_argument("--write-checksums", action="store_true",
+                     help="record checksums.sha256 for the copy when it verifies cleanly (done automatically after --root)")
+    esc.add_argument("--no-checksums", action="store_true", help="do not check checksums.sha256 (faster)")
+    esc.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    splits = sub.add_parser(
+        "splits", help="read a protocol's clips; write the split files and the listening set",
+        description="Runs the 'clips' stage of PROTOCOL: reads every clip, records problems in the run manifest, "
+        "writes <results>/splits/{train,validation,test,listening_set}.txt and <results>/tables/clips.parquet.",
+    )
+    splits.add_argument("protocol", metavar="PROTOCOL", help="protocol YAML file (e.g. protocols/demo.yaml)")
+    splits.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    synth = sub.add_parser("synthetic", help="write the built-in SYNTHETIC clip set (not ESC-50) to a folder")
+    synth.add_argument("folder", metavar="DIR")
+
+
+def _run_esc50(args: argparse.Namespace) -> int:
+    from sonieval.data.esc50 import (
+        ESC50_ENV, ESC50_URL, download_esc50, resolve_esc50_root, verify_esc50, write_checksums,
+    )
+    from sonieval.errors import DataError
+
+    progress = not args.no_progress
+    if args.root:
+        root = download_esc50(args.root, url=args.url or ESC50_URL, expected_sha256=args.sha256, progress=progress)
+        write_sums = True
+    else:
+        if args.url or args.sha256:
+            raise DataError("--url and --sha256 only apply to a download (--root DIR)")
+        root = resolve_esc50_root(args.esc50)
+        if root is None:
+            raise DataError(
+                "no ESC-50 copy given",
+                hint=f"use --root DIR to download the official archive, or --esc50 DIR / {ESC50_ENV} for an existing copy",
+            )
+        write_sums = args.write_checksums
+    report = verify_esc50(root, checksums=not args.no_checksums, progress=progress)
+    for line in report.problem_lines():
+        print(line)
+    if write_sums and report.ok:
+        # Only a copy that verified cleanly gets a checksum manifest: it then protects a known-good state.
+        sums = write_checksums(report.root, progress=progress)
+        report.checksums = f"recorded for the meta CSV and {report.n_listed} clips in {sums}"
+    print(report.summary())
+    if not report.ok:
+        print(f"sonieval data esc50: {report.n_problem_files} file(s) with problems in {report.root}", file=sys.stderr)
+        return 1
+    if args.root:
+        print(f"use it with: export {ESC50_ENV}={report.root}")
+    return 0
+
+
+def _run_splits(args: argparse.Namespace) -> int:
+    from sonieval.data.esc50 import describe_clips_stage, prepare_clips
+    from sonieval.pipeline.manifest import RunManifest
+    from sonieval.protocol import load_protocol
+
+    proto = load_protocol(args.protocol)
+    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+        table = prepare_clips(proto, manifest, progress=not args.no_progress)
+    for line in describe_clips_stage(table, proto):
+        print(line)
+    n_failed = int((table["status"] != "ok").sum())
+    if n_failed:
+        print(f"sonieval data splits: {n_failed} clip(s) could not be read (listed above; also in "
+              f"{proto.results_path / 'manifest.sqlite'})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_synthetic(args: argparse.Namespace) -> int:
+    from sonieval.data.esc50 import open_esc50
+    from sonieval.data.synthetic import make_synthetic_esc50
+
+    ds = open_esc50(make_synthetic_esc50(args.folder))
+    print(f"wrote {ds.label}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"esc50": _run_esc50, "splits": _run_splits, "synthetic": _run_synthetic}[args.data_command](args)
