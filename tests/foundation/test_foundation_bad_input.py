@@ -1,0 +1,173 @@
+"""The issue's "Bad input (each with a test)" list.
+
+Each bad file: `sonieval data esc50 --esc50 <copy>` names it on one line with the problem and what to
+do, exits non-zero, no traceback; in a batch (the clips stage) the good clips still finish and the bad
+one is in the manifest with its error.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from foundation_helpers import write_bad_audio
+
+from sonieval.cli import main
+from sonieval.data.esc50 import open_esc50, prepare_clips
+from sonieval.errors import DataError, ProtocolError
+from sonieval.pipeline.manifest import RunManifest
+from sonieval.protocol import load_protocol
+
+# kind -> (text expected in the verification line, readable by the clips stage under pad_or_trim?)
+BAD_FILES = {
+    "truncated": ("truncated WAV", False),
+    "text": ("not a readable audio file", False),
+    "zero_length": ("empty file (0 bytes)", False),
+    "stereo_48k": ("2 channels, expected mono; sample rate 48000 Hz, expected 44100 Hz", True),
+    "8bit": ("sample format PCM_U8, expected PCM_16", True),
+    "float_nan": ("NaN", False),
+    "1s": ("44100 frames (1.000 s), expected 220500", True),
+    "12s": ("529200 frames (12.000 s), expected 220500", True),
+}
+
+
+def _damage(copy: Path, kind: str) -> tuple[str, Path]:
+    """Replace the first listed clip of ``copy`` by a bad file of ``kind``; return (clip_id, path)."""
+    clips = open_esc50(copy).clips
+    victim = clips.iloc[0]
+    path = Path(victim["path"])
+    path.unlink()
+    write_bad_audio(kind, path)
+    return victim["clip_id"], path
+
+
+def _assert_one_clean_line(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+def test_verify_names_bad_file(kind, tiny_esc50, capsys):
+    clip_id, path = _damage(tiny_esc50, kind)
+    rc = main(["data", "esc50", "--esc50", str(tiny_esc50), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc != 0
+    problem_lines = [ln for ln in out.splitlines() if ln.startswith(str(path.parent))]
+    assert len(problem_lines) == 1, out  # one line for the bad file, none for the good ones
+    line = problem_lines[0]
+    assert line.startswith(f"{path}: ")
+    assert BAD_FILES[kind][0] in line
+    assert "official archive" in line  # what to do
+    _assert_one_clean_line(err)
+    assert "1 file(s) with problems" in err
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+def test_batch_finishes_good_clips_and_records_bad(kind, tiny_esc50, write_protocol, tmp_path):
+    clip_id, path = _damage(tiny_esc50, kind)
+    proto = load_protocol(write_protocol({"name": "bad", "results_dir": str(tmp_path / "res"),
+                                          "data": {"esc50": str(tiny_esc50)}}))
+    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+        table = prepare_clips(proto, manifest, progress=False)
+        row = manifest.get("clips", clip_id)
+    others = table[table["clip_id"] != clip_id]
+    assert len(others) == 7 and (others["status"] == "ok").all()
+    bad = table.set_index("clip_id").loc[clip_id]
+    readable = BAD_FILES[kind][1]
+    if readable:
+        # audio.py's policy: converted, and what was done is recorded.
+        assert bad["status"] == "ok" and row["status"] == "done"
+        notes = row["extra"]
+        if kind == "stereo_48k":
+            assert notes["resampled"] and notes["mixed_down"] and bad["source_rate"] == 48_000
+        elif kind == "8bit":
+            assert notes["source_subtype"] == "PCM_U8"
+        elif kind == "1s":
+            assert bad["length_action"] == "padded"
+        elif kind == "12s":
+            assert bad["length_action"] == "trimmed"
+    else:
+        assert bad["status"] == "failed" and row["status"] == "failed"
+        assert str(path) in bad["error"] and str(path) in row["error"]
+        assert not bad["listening"]
+        split_files = (proto.results_path / "splits").glob("*.txt")
+        assert all(path.name not in f.read_text() for f in split_files)
+    stored = pd.read_parquet(proto.results_path / "tables" / "clips.parquet")
+    assert len(stored) == 8
+
+
+@pytest.mark.parametrize("kind", ["1s", "12s"])
+def test_strict_length_policy_fails_wrong_lengths(kind, tiny_esc50, write_protocol, tmp_path):
+    clip_id, path = _damage(tiny_esc50, kind)
+    proto = load_protocol(write_protocol({"name": "strict", "results_dir": str(tmp_path / "res"),
+                                          "data": {"esc50": str(tiny_esc50), "length_policy": "strict"}}))
+    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+        table = prepare_clips(proto, manifest, progress=False)
+        failures = manifest.failures("clips")
+    assert list(failures["key"]) == [clip_id]
+    assert str(path) in failures["error"].iloc[0] and "expected exactly 220500" in failures["error"].iloc[0]
+    assert (table[table["clip_id"] != clip_id]["status"] == "ok").all()
+
+
+def test_meta_missing_column(tiny_esc50, write_protocol, tmp_path, capsys):
+    meta = tiny_esc50 / "meta" / "esc50.csv"
+    pd.read_csv(meta).drop(columns=["take"]).to_csv(meta, index=False)
+    rc = main(["data", "esc50", "--esc50", str(tiny_esc50), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    line = _assert_one_clean_line(err)
+    assert str(meta.resolve()) in line and "lacks column(s) take" in line and "official archive" in line
+    proto = load_protocol(write_protocol({"name": "m", "results_dir": str(tmp_path / "r"),
+                                          "data": {"esc50": str(tiny_esc50)}}))
+    with RunManifest(tmp_path / "r" / "manifest.sqlite") as manifest, pytest.raises(DataError, match="take"):
+        prepare_clips(proto, manifest, progress=False)
+
+
+def test_protocol_misspelt_key(write_protocol, capsys):
+    path = write_protocol({"name": "typo", "data": {"esc5O": "auto"}})
+    with pytest.raises(ProtocolError) as info:
+        load_protocol(path)
+    msg = str(info.value)
+    assert str(path) in msg and "data.esc5O" in msg and "did you mean 'esc50'" in msg
+    rc = main(["data", "splits", str(path)])
+    _, err = capsys.readouterr()
+    assert rc == 2
+    assert "data.esc5O: unknown key" in _assert_one_clean_line(err)
+
+
+def test_protocol_missing_folder(write_protocol, tmp_path, capsys):
+    missing = tmp_path / "no-such-esc50"
+    path = write_protocol({"name": "nofolder", "data": {"esc50": str(missing)}})
+    with pytest.raises(ProtocolError, match="does not exist"):
+        load_protocol(path)
+    rc = main(["data", "splits", str(path)])
+    _, err = capsys.readouterr()
+    assert rc == 2
+    line = _assert_one_clean_line(err)
+    assert str(path) in line and str(missing) in line and "data.esc50" in line
+
+
+def test_cli_subprocess_bad_file_no_traceback(tiny_esc50):
+    """Through the installed entry point, as a user runs it (also proves `--help` stays offline and light)."""
+    _damage(tiny_esc50, "text")
+    env = {**os.environ, "SONIEVAL_ESC50": str(tiny_esc50)}
+    env.pop("SONIEVAL_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-m", "sonieval", "data", "esc50", "--no-progress"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "not a readable audio file" in proc.stdout
+    helped = subprocess.run(
+        [sys.executable, "-c", "import sys; from sonieval.cli import main\n"
+         "for a in (['data','--help'], ['data','esc50','--help'], ['data','splits','--help']):\n"
+         "    try: main(a)\n    except SystemExit: pass\n"
+         "print(sorted(m for m in ('torch','transformers','dac','kadtk','streamlit') if m in sys.modules))"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert helped.returncode == 0 and helped.stdout.strip().endswith("[]"), helped.stdout + helped.stderr
+    assert "--esc50" in helped.stdout and "PROTOCOL" in helped.stdout
