@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from sonieval.errors import AudioError, DataError
-from sonieval.files import atomic_path, sha256_file, write_text_atomic
+from sonieval.files import sha256_file, write_text_atomic
 
 if TYPE_CHECKING:
     from sonieval.pipeline.manifest import RunManifest
@@ -65,6 +65,7 @@ class Esc50:
     root: Path
     clips: pd.DataFrame  # clip_id, filename, fold, target, category, esc10, src_file, take, path
     synthetic: bool = False
+    notes: list[str] = field(default_factory=list)  # what was adapted when opening it for a protocol
 
     @property
     def folds(self) -> list[int]:
@@ -175,6 +176,13 @@ def dataset_for_protocol(proto: "Protocol") -> Esc50:
                 hint=f"folds present: {', '.join(map(str, ds.folds))}",
             )
     categories = getattr(spec, "categories", None)
+    notes: list[str] = []
+    fallback = ds.synthetic and spec.esc50 in ("auto", "synthetic")
+    if categories is not None and fallback and not set(categories) & set(ds.clips["category"]):
+        # `auto` without $SONIEVAL_ESC50 (or `synthetic`): the protocol's ESC-50 class names cannot
+        # apply to the synthetic set, so every synthetic class is used, and the outputs say so.
+        notes.append(f"data.categories ({len(categories)} ESC-50 classes) ignored: the SYNTHETIC set has its own classes")
+        categories = None
     if categories is not None:
         known = set(ds.clips["category"])
         unknown = [c for c in categories if c not in known]
@@ -190,7 +198,7 @@ def dataset_for_protocol(proto: "Protocol") -> Esc50:
         clips = clips[clips["category"].isin(categories)]
     if spec.max_clips_per_class is not None:
         clips = clips.groupby("category", sort=False, group_keys=False).head(spec.max_clips_per_class)
-    return Esc50(root=ds.root, clips=clips.reset_index(drop=True), synthetic=ds.synthetic)
+    return Esc50(root=ds.root, clips=clips.reset_index(drop=True), synthetic=ds.synthetic, notes=notes)
 
 
 # ----------------------------------------------------------------------------- verification
@@ -405,7 +413,11 @@ def download_esc50(
     root.mkdir(parents=True, exist_ok=True)
     hint = f"no network? point --esc50 DIR or {ESC50_ENV} at an existing ESC-50 copy instead"
     digest = hashlib.sha256()
-    with atomic_path(root / "ESC-50-master.zip") as zip_tmp:
+    # The archive (~600 MB) is only a means to the extracted copy: kept under a temporary name, removed after.
+    fd, zip_name = tempfile.mkstemp(prefix=".ESC-50-master.", suffix=".zip.part", dir=root)
+    os.close(fd)
+    zip_tmp = Path(zip_name)
+    try:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(zip_tmp, "wb") as out:
                 total = int(response.headers.get("Content-Length") or 0) or None
@@ -440,6 +452,8 @@ def download_esc50(
             os.replace(copy, dest)  # atomic: the copy appears complete or not at all
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        zip_tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -626,7 +640,7 @@ def prepare_clips(proto: "Protocol", manifest: "RunManifest", *, progress: bool 
     for col in ("source_rate", "source_channels"):
         table[col] = table[col].astype("Int64")
     write_table(table, proto.results_path / "tables" / "clips.parquet", kind="clips")
-    table.attrs.update(dataset=ds.label, batch=batch.summary("clips"), listening_note=listening.attrs.get("note", ""))
+    table.attrs.update(dataset=ds.label, data_notes=list(ds.notes), batch=batch.summary("clips"), listening_note=listening.attrs.get("note", ""))
     return table
 
 
@@ -638,6 +652,7 @@ def describe_clips_stage(table: pd.DataFrame, proto: "Protocol") -> list[str]:
         f"data: {table.attrs.get('dataset', '')}",
         f"clips: {table.attrs.get('batch', '')}; {n_ok} readable",
     ]
+    lines += [f"  note: {n}" for n in table.attrs.get("data_notes", [])]
     for split in ("train", "validation", "test"):
         k = int(((table["split"] == split) & (table["status"] == "ok")).sum())
         lines.append(f"  {split}: {k} clips -> {res / 'splits' / (split + '.txt')}")
