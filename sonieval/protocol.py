@@ -121,6 +121,10 @@ class TrainingSpec(_Model):
     seed: int = 42
     augmentation: AugmentationSpec = AugmentationSpec()
     normalize_latents: bool = False  # min-max normalisation of the target latents
+    # How an epochs grid such as [15, 50] is trained: "prefix" trains once to max(epochs) and
+    # keeps, for each E, the best checkpoint (by eval loss) within the first E epochs;
+    # "separate" trains one run per E (each with its own learning-rate schedule).
+    epoch_grid: Literal["prefix", "separate"] = "prefix"
 
     @field_validator("learning_rates")
     @classmethod

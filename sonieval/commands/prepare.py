@@ -1,0 +1,46 @@
+"""``sonieval prepare PROTOCOL``: embeddings and codec latents into the on-disk cache."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "compute encoder embeddings and codec latents once into the cache (resumable)"
+DESCRIPTION = (
+    "For the clips of tables/clips.parquet needed downstream (train, validation, listening set), compute each "
+    "encoder's embedding (float16) and the codec latent (float32) into <results>/cache/, keyed by the clip's "
+    "content hash and the model. Finished entries are skipped on rerun; writes tables/prepared.parquet."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("protocol", help="protocol file (protocols/*.yaml)")
+    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips per encoder/codec forward (default 8)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sonieval.pipeline.manifest import RunManifest
+    from sonieval.pipeline.prepare import run_prepare
+    from sonieval.protocol import load_protocol
+
+    proto = load_protocol(args.protocol)
+    if args.batch_size < 1:
+        from sonieval.errors import SonievalError
+
+        raise SonievalError(f"--batch-size {args.batch_size}: must be at least 1")
+    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+        result = run_prepare(proto, manifest, device=args.device, batch_size=args.batch_size,
+                             progress=not args.no_progress)
+    print(f"prepare: {result.summary()}")
+    _print_failures({k: v for b in result.batches.values() for k, v in b.failed.items()})
+    print(f"table: {proto.results_path / 'tables' / 'prepared.parquet'}")
+    return 1 if any(b.failed for b in result.batches.values()) else 0
+
+
+def _print_failures(failed: dict[str, str], limit: int = 10) -> None:
+    for i, (key, err) in enumerate(sorted(failed.items())):
+        if i == limit:
+            print(f"  ... and {len(failed) - limit} more (see manifest.sqlite)")
+            break
+        print(f"  failed {key}: {err}")

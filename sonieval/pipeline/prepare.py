@@ -1,0 +1,321 @@
+"""The ``prepare`` stage: encoder embeddings and codec latents, computed once into a cache.
+
+For every usable clip of the clips table (``tables/clips.parquet``: splits train and
+validation for training, the listening set for sonify) and every encoder of the protocol,
+the embedding ``[T, D]``; and for the same clips the codec latent ``[C, T']`` (the DAC-VAE
+posterior mean, the gate's training target and the codec-reconstruction ceiling).
+
+Cache layout (``<cache>`` = ``proto.cache_path``)::
+
+    <cache>/embeddings/<model_key>/<clip_sha256>.npy   float16
+    <cache>/latents/<model_key>/<clip_sha256>.npy      float32
+
+``model_key`` names the model (registry name, a slug and hash of the hub id or local
+folder, ``-random`` for random weights, the clip length), so a cache entry is keyed by the
+clip's *content* and the model that made it: a changed file or another model never reuses a
+stale entry, and another results folder sharing the cache reuses it. One ``.npy`` per entry
+is written atomically, so a killed run loses at most the batch in flight (resumable).
+
+Precision: embeddings are stored as float16 (AST: 1212×768×2 B = 1.8 MB instead of 3.7 MB
+per clip). float16 keeps 11 significant bits, a relative rounding error ≤ 2⁻¹¹ ≈ 4.9e-4,
+far below the gate's training loss; values beyond ±65504 would overflow, so such an
+embedding is refused. Latents (64×431, 110 kB) stay float32: they are the training target.
+
+The stage writes ``tables/prepared.parquet`` (clip_id, split, listening, kind, model,
+model_key, path, status, error), which ``train`` and ``sonify`` read, and records every
+entry in the run manifest (stage ``prepare``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from sonieval.errors import DataError, SonievalError
+from sonieval.files import atomic_path, sha256_file
+from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest
+from sonieval.protocol import Protocol
+from sonieval.tables import read_table, write_table
+
+STAGE = "prepare"
+FLOAT16_MAX = 65504.0
+PREPARED_COLUMNS = ["clip_id", "split", "listening", "kind", "model", "model_key", "path", "status", "error"]
+DEFAULT_ENCODE_BATCH = 8
+
+
+def resolve_device(option: str | None = "auto") -> str:
+    """``auto`` → ``cuda`` when a GPU is there, else ``cpu``; anything else as given."""
+    if option in (None, "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return option
+
+
+def model_key(name: str, model_id: str | None, random_init: bool, clip_seconds: float) -> str:
+    """A folder name for one model's cache: readable slug plus a hash of the full id."""
+    ident = str(model_id or name)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ident.rstrip("/").split("/")[-1])[:40].strip("-") or "model"
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:8]
+    return f"{name}-{slug}-{digest}{'-random' if random_init else ''}-{clip_seconds:g}s"
+
+
+def clips_table_path(proto: Protocol) -> Path:
+    return proto.results_path / "tables" / "clips.parquet"
+
+
+def prepared_table_path(proto: Protocol) -> Path:
+    return proto.results_path / "tables" / "prepared.parquet"
+
+
+def read_usable_clips(proto: Protocol) -> pd.DataFrame:
+    """Clips that are readable and needed downstream (train, validation, listening set)."""
+    path = clips_table_path(proto)
+    if not path.exists():
+        raise DataError("clips table not found", path=path, hint="run `sonieval data PROTOCOL` first")
+    clips = read_table(path, "clips")
+    if "listening" not in clips.columns:
+        raise DataError("clips table lacks column listening", path=path, hint="rerun `sonieval data PROTOCOL`")
+    clips = clips[clips["status"].astype(str) != "failed"].copy()
+    clips["listening"] = clips["listening"].fillna(False).astype(bool)
+    needed = clips["split"].isin(["train", "validation"]) | clips["listening"]
+    return clips[needed].reset_index(drop=True)
+
+
+def cache_file(proto: Protocol, kind: str, key: str, clip_sha: str) -> Path:
+    folder = {"embedding": "embeddings", "latent": "latents"}[kind]
+    return proto.cache_path / folder / key / f"{clip_sha}.npy"
+
+
+def save_array(path: Path, array: np.ndarray, kind: str) -> None:
+    if not np.all(np.isfinite(array)):
+        raise SonievalError(f"{kind} has NaN or infinite values; not cached", path=path)
+    if kind == "embedding":
+        if np.max(np.abs(array)) > FLOAT16_MAX:
+            raise SonievalError(f"embedding values exceed the float16 range (±{FLOAT16_MAX:g})", path=path)
+        array = array.astype(np.float16)
+    else:
+        array = array.astype(np.float32)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+
+
+def load_array(path: str | Path) -> np.ndarray:
+    """A cached embedding or latent as float32."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("cache entry not found", path=path, hint="run `sonieval prepare PROTOCOL`")
+    try:
+        return np.load(path).astype(np.float32)
+    except Exception as exc:  # a damaged file
+        raise DataError(f"cannot read cache entry ({type(exc).__name__}: {exc})", path=path,
+                        hint="delete it and rerun `sonieval prepare PROTOCOL`") from None
+
+
+@dataclass
+class PrepareResult:
+    table: pd.DataFrame
+    batches: dict[str, BatchResult]
+
+    def summary(self) -> str:
+        return "; ".join(f"{name}: {res.summary('entries')}" for name, res in self.batches.items())
+
+
+def _compute_cached(
+    proto: Protocol,
+    manifest: RunManifest,
+    clips: pd.DataFrame,
+    *,
+    kind: str,
+    model_name: str,
+    key: str,
+    sample_rate: int,
+    forward: Callable[[np.ndarray], np.ndarray],
+    load_model_info: dict[str, Any],
+    batch_size: int,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], BatchResult]:
+    """Fill the cache for one model, ``batch_size`` clips per forward; one manifest row per clip."""
+    from tqdm.auto import tqdm
+
+    from sonieval.audio import load_clip
+
+    items: list[ManifestItem] = []
+    for row in clips.itertuples(index=False):
+        try:
+            sha = sha256_file(row.path)
+        except OSError as exc:
+            sha = f"unreadable-{row.clip_id}"
+            err = f"{row.path}: cannot read file ({exc.strerror})"
+        else:
+            err = None
+        target = cache_file(proto, kind, key, sha)
+        inputs = {"clip_sha256": sha, "model_key": key, **load_model_info}
+        items.append(ManifestItem(f"{kind}/{model_name}/{row.clip_id}", inputs,
+                                  payload={"row": row, "target": target, "error": err}))
+
+    total = BatchResult()
+    pending = [it for it in items if not manifest.is_done(STAGE, it.key, it.inputs)]
+    pending_keys = {it.key for it in pending}
+    total.skipped.extend(it.key for it in items if it.key not in pending_keys)
+    # A cache file from an earlier run (or another results folder) is reused without a forward.
+    to_compute = [it for it in pending if not it.payload["target"].exists() and it.payload["error"] is None]
+    results: dict[str, np.ndarray | Exception] = {}
+    bar = tqdm(total=len(to_compute), desc=f"prepare {kind}s ({model_name})", unit="clip",
+               disable=not progress or not to_compute)
+    for start in range(0, len(to_compute), batch_size):
+        chunk = to_compute[start:start + batch_size]
+        audio, ok = [], []
+        for it in chunk:
+            row = it.payload["row"]
+            try:
+                clip = load_clip(row.path, sample_rate, proto.data.clip_seconds, proto.data.length_policy)
+            except SonievalError as exc:
+                results[it.key] = exc
+                continue
+            audio.append(clip.samples)
+            ok.append(it)
+        if ok:
+            try:
+                out = forward(np.stack(audio))
+            except SonievalError as exc:
+                for it in ok:
+                    results[it.key] = exc
+            else:
+                for it, arr in zip(ok, out):
+                    results[it.key] = arr
+        # Write and record this chunk now, so a kill loses at most the chunk in flight.
+        res = manifest.run_batch(STAGE, chunk, lambda it: _store(it, results.pop(it.key), kind), progress=False)
+        _merge(total, res)
+        bar.update(len(chunk))
+    bar.close()
+    computed_keys = {it.key for it in to_compute}
+    rest = [it for it in pending if it.key not in computed_keys]
+    res = manifest.run_batch(STAGE, rest, lambda it: _store(it, None, kind), progress=False)
+    _merge(total, res)
+
+    rows = []
+    for it in items:
+        row = it.payload["row"]
+        state = manifest.get(STAGE, it.key) or {}
+        rows.append({
+            "clip_id": row.clip_id, "split": row.split, "listening": bool(row.listening), "kind": kind,
+            "model": model_name, "model_key": key, "path": str(it.payload["target"]),
+            "status": state.get("status", "failed"), "error": state.get("error"),
+        })
+    return rows, total
+
+
+def _store(item: ManifestItem, value: np.ndarray | Exception | None, kind: str) -> ItemOutcome:
+    if item.payload["error"]:
+        raise SonievalError(item.payload["error"])
+    target: Path = item.payload["target"]
+    if isinstance(value, Exception):
+        raise value
+    if value is None:  # reused from the cache: check it still loads
+        arr = load_array(target)
+        return ItemOutcome(path=target, extra={"shape": list(arr.shape), "reused": True})
+    save_array(target, np.asarray(value), kind)
+    return ItemOutcome(path=target, extra={"shape": list(np.shape(value))})
+
+
+def _merge(total: BatchResult, res: BatchResult) -> None:
+    total.done.extend(res.done)
+    total.skipped.extend(res.skipped)
+    total.failed.update(res.failed)
+
+
+def weights_dir() -> Path:
+    """Where pretrained weights are cached: ``$SONIEVAL_WEIGHTS`` or ``~/.cache/sonieval/weights``."""
+    import os
+
+    return Path(os.environ.get("SONIEVAL_WEIGHTS", Path.home() / ".cache" / "sonieval" / "weights"))
+
+
+def encoder_forward(encoder: Any, device: str) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return encoder.embed(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+
+    return forward
+
+
+def codec_forward(codec: Any, device: str) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    def forward(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return codec.encode(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+
+    return forward
+
+
+def run_prepare(
+    proto: Protocol,
+    manifest: RunManifest,
+    *,
+    device: str = "auto",
+    batch_size: int = DEFAULT_ENCODE_BATCH,
+    progress: bool = True,
+) -> PrepareResult:
+    """Fill the embedding and latent caches for the protocol's clips and encoders (resumable)."""
+    from sonieval.models.codec import load_codec
+    from sonieval.models.encoders import load_encoder
+
+    device = resolve_device(device)
+    clips = read_usable_clips(proto)
+    if clips.empty:
+        raise DataError("no usable clips (train, validation or listening set) in the clips table",
+                        path=clips_table_path(proto), hint="check `sonieval data PROTOCOL`'s output")
+    rows: list[dict[str, Any]] = []
+    batches: dict[str, BatchResult] = {}
+    for spec in proto.encoders:
+        encoder = load_encoder(spec, device=device)
+        key = model_key(encoder.name, encoder.model_id, encoder.random_init, proto.data.clip_seconds)
+        info = {"model_id": str(encoder.model_id), "random_init": bool(encoder.random_init)}
+        r, b = _compute_cached(
+            proto, manifest, clips, kind="embedding", model_name=spec.name, key=key,
+            sample_rate=encoder.sample_rate, forward=encoder_forward(encoder, device),
+            load_model_info=info, batch_size=batch_size, progress=progress,
+        )
+        rows += r
+        batches[f"embedding/{spec.name}"] = b
+        del encoder
+    codec = load_codec(proto.codec, weights_dir(), device=device)
+    key = model_key(codec.name, codec.model_id, codec.random_init, proto.data.clip_seconds)
+    info = {"model_id": str(codec.model_id), "random_init": bool(codec.random_init)}
+    r, b = _compute_cached(
+        proto, manifest, clips, kind="latent", model_name=codec.name, key=key,
+        sample_rate=codec.sample_rate, forward=codec_forward(codec, device),
+        load_model_info=info, batch_size=batch_size, progress=progress,
+    )
+    rows += r
+    batches[f"latent/{codec.name}"] = b
+    table = pd.DataFrame(rows, columns=PREPARED_COLUMNS)
+    write_table(table, prepared_table_path(proto))
+    return PrepareResult(table, batches)
+
+
+def read_prepared(proto: Protocol) -> pd.DataFrame:
+    path = prepared_table_path(proto)
+    if not path.exists():
+        raise DataError("prepared table not found", path=path, hint="run `sonieval prepare PROTOCOL` first")
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:
+        raise DataError(f"cannot read table ({type(exc).__name__})", path=path,
+                        hint="rerun `sonieval prepare PROTOCOL`") from None
+    missing = [c for c in PREPARED_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(f"prepared table lacks column(s) {', '.join(missing)}", path=path,
+                        hint="rerun `sonieval prepare PROTOCOL`")
+    return table
