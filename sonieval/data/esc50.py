@@ -540,7 +540,8 @@ def select_listening_set(clips_with_split: pd.DataFrame, listening_spec: "Listen
             for category in classes:
                 members = test.index[test["category"] == category].tolist()
                 picked.append(members[int(_class_rng(spec.seed, category).integers(len(members)))])
-        rest = [i for i in test.index if i not in set(picked)]
+        taken = set(picked)
+        rest = [i for i in test.index if i not in taken]
         extra = spec.n_clips - len(picked)
         if extra > 0:
             picked += rng.choice(rest, size=extra, replace=False).tolist()
