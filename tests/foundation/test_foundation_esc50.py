@@ -147,6 +147,7 @@ def test_download_extract_verify_from_local_archive(tiny_esc50_master, tmp_path,
     copy = root / "ESC-50"
     sha = sha256_file(archive)
     assert f"SHA-256 {sha}" in out and f"export SONIEVAL_ESC50={copy.resolve()}" in out
+    assert "warning: SHA-256 differs from the one recorded for the official archive" in out  # not the real archive
     assert (copy / "archive.sha256").read_text().startswith(sha)
     assert len((copy / "checksums.sha256").read_text().splitlines()) == 9
     assert sorted(p.name for p in root.iterdir()) == ["ESC-50"]  # atomic: no staging folder or zip left
@@ -162,6 +163,14 @@ def test_download_wrong_sha256_refused(tiny_esc50_master, tmp_path):
         esc.download_esc50(tmp_path / "dl", url=archive.as_uri(), expected_sha256="0" * 64, progress=False,
                            echo=lambda s: None)
     assert list((tmp_path / "dl").iterdir()) == []
+
+
+def test_download_with_matching_sha256(tiny_esc50_master, tmp_path):
+    archive = _zip_copy(tiny_esc50_master, tmp_path / "master.zip")
+    said = []
+    copy = esc.download_esc50(tmp_path / "dl", url=archive.as_uri(), expected_sha256=sha256_file(archive).upper(),
+                              progress=False, echo=said.append)
+    assert (copy / "meta" / "esc50.csv").is_file() and not any("warning" in s for s in said)
 
 
 def test_download_not_a_zip(tmp_path):
