@@ -1,0 +1,646 @@
+"""Embedding backends for the metrics, one small class each behind a registry, plus a cache.
+
+An embedding is named by a *spec* string ``name[:source]``:
+
+- ``logmel`` - the built-in, weight-free log-mel embedding (:class:`LogMelEmbedding`): works
+  offline, the default of the demo and the tests, and labelled ``weight-free`` in every output;
+- ``ast``, ``hubert``, ``wavlm``, ``clap`` - transformers encoders. ``source`` is a hub id or a
+  local ``save_pretrained`` folder (default: the registry's hub id), or ``small`` for a randomly
+  initialised small configuration (labelled ``random-init``);
+- ``kadtk:<model>`` - kadtk 1.1.0's loaders (``panns-cnn14-16k``, ``panns-cnn14-32k``,
+  ``panns-wavegram-logmel``, ``vggish``, ``clap-laion-audio``, ``clap-laion-music``,
+  ``openl3-mel256-env``, ...), imported lazily, with kadtk's process-wide
+  ``warnings.filterwarnings("ignore")`` undone after import.
+
+Every backend's :attr:`EmbeddingBackend.embedding_id` carries its weights label, e.g.
+``logmel[weight-free]``, ``hubert:small[random-init]``, ``kadtk:panns-cnn14-16k[pretrained]``;
+that id is what the scores tables' ``embedding`` column holds.
+
+Extraction (:func:`embed_files`) is batched (clips of equal length share a forward pass; kadtk
+itself runs one file per pass), shows a progress bar, and is cached per file under
+``<cache>/metric_embeddings/<backend key>/`` keyed by the audio file's SHA-256 *content* hash plus
+the backend's id, version and parameters (kadtk/fadtk key by directory, which goes stale when
+files change).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from sonieval.audio import ENCODER_RATE, read_audio
+from sonieval.errors import SonievalError, WeightsUnavailable
+from sonieval.files import atomic_path, sha256_file
+
+DEFAULT_EMBEDDING = "logmel"
+
+
+class EmbeddingError(SonievalError):
+    """An embedding spec that names no backend, or a backend that cannot embed."""
+
+
+# --------------------------------------------------------------------------- registry
+
+_REGISTRY: dict[str, Callable[[str | None], "EmbeddingBackend"]] = {}
+
+
+def register_embedding(name: str):
+    """Class decorator: ``@register_embedding("logmel")``; the class takes ``source`` (or None)."""
+
+    def deco(cls):
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def available_embeddings() -> list[str]:
+    return sorted(_REGISTRY) + ["kadtk:<model>"]
+
+
+def load_embedding(spec: str, *, device: str = "cpu") -> "EmbeddingBackend":
+    """Build the backend a spec names (``logmel``, ``hubert:small``, ``kadtk:vggish``, ...)."""
+    spec = spec.strip()
+    if spec.startswith("kadtk:"):
+        return KadtkEmbedding(spec[len("kadtk:"):], device=device)
+    name, _, source = spec.partition(":")
+    if name not in _REGISTRY:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        did = f" (did you mean {close[0]!r}?)" if close else ""
+        raise EmbeddingError(
+            f"unknown embedding {spec!r}{did}", hint=f"available: {', '.join(available_embeddings())}"
+        )
+    backend = _REGISTRY[name](source or None)
+    backend.device = device
+    return backend
+
+
+# --------------------------------------------------------------------------- base
+
+
+class EmbeddingBackend:
+    """One embedding model: audio at ``sample_rate`` -> frames ``[n_frames, dim]`` per clip."""
+
+    name: str = ""
+    version: str = "1"
+    sample_rate: int = ENCODER_RATE
+    batch_size: int = 16
+    weights: str = "pretrained"  # weight-free | random-init | pretrained | local
+    source: str | None = None
+    device: str = "cpu"
+
+    @property
+    def embedding_id(self) -> str:
+        base = self.name if not self.source else f"{self.name}:{self.source}"
+        return f"{base}[{self.weights}]"
+
+    def params(self) -> dict:
+        """Everything that changes the output (part of the cache key and the provenance)."""
+        return {"sample_rate": self.sample_rate}
+
+    def provenance(self) -> dict:
+        return {"embedding": self.embedding_id, "version": self.version, "weights": self.weights, **self.params()}
+
+    def embed_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def cache_key(self) -> str:
+        text = json.dumps({"id": self.embedding_id, "version": self.version, **self.params()}, sort_keys=True)
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.embedding_id).strip("_")[:60]
+        return f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+# --------------------------------------------------------------------------- logmel
+
+
+@register_embedding("logmel")
+class LogMelEmbedding(EmbeddingBackend):
+    """Weight-free frame-level log-mel embedding (the default; needs no download).
+
+    16 kHz mono; |STFT|^2 with a periodic Hann window of ``n_fft = 1024`` samples (64 ms), hop
+    320 samples (20 ms, 50 frames/s), ``center=True`` with zero padding (5 s -> 251 frames);
+    ``n_mels = 64`` Slaney-normalised mel filters (librosa ``filters.mel``, ``htk=False``)
+    from ``fmin = 50`` to ``fmax = 8000`` Hz; ``log(mel + 1e-6)`` (natural log). One 64-d vector
+    per frame.
+    """
+
+    name = "logmel"
+    version = "1"
+    weights = "weight-free"
+    batch_size = 32
+    n_fft = 1024
+    hop_length = 320
+    n_mels = 64
+    fmin = 50.0
+    fmax = 8000.0
+    log_offset = 1e-6
+
+    def __init__(self, source: str | None = None):
+        if source:
+            raise EmbeddingError(f"embedding 'logmel' takes no source, got {source!r}", hint="write just 'logmel'")
+        self._fb = None
+
+    def params(self) -> dict:
+        return {
+            "sample_rate": self.sample_rate, "n_fft": self.n_fft, "hop_length": self.hop_length,
+            "n_mels": self.n_mels, "fmin": self.fmin, "fmax": self.fmax, "log_offset": self.log_offset,
+            "window": "hann", "center": True, "mel_norm": "slaney",
+        }
+
+    def log_mel(self, audio: np.ndarray) -> np.ndarray:
+        """[n] or [B, n] float32 audio -> [(B,) n_frames, n_mels] log-mel frames."""
+        import torch
+
+        if self._fb is None:
+            import librosa
+
+            fb = librosa.filters.mel(
+                sr=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax,
+                htk=False, norm="slaney",
+            )
+            self._fb = torch.from_numpy(fb.astype(np.float32))
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+        one = x.ndim == 1
+        if one:
+            x = x[None]
+        spec = torch.stft(
+            x, self.n_fft, self.hop_length, window=torch.hann_window(self.n_fft), center=True,
+            pad_mode="constant", return_complex=True,
+        ).abs().pow_(2)
+        mel = torch.matmul(self._fb, spec).add_(self.log_offset).log_().transpose(1, 2)
+        out = mel.numpy()
+        return out[0] if one else out
+
+    def embed_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        return list(self.log_mel(np.stack(batch)))
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+class TransformersEmbedding(EmbeddingBackend):
+    """A transformers audio encoder; frames = last hidden states (one row per token/frame).
+
+    ``source``: hub id (default :attr:`hub_id`), local ``save_pretrained`` folder, or ``small``
+    (a random small configuration, seed 0). A local folder whose config sets
+    ``sonieval_random_init: true`` is labelled ``random-init``.
+    """
+
+    hub_id: str = ""
+    batch_size = 4
+    version = "1"
+
+    def __init__(self, source: str | None = None):
+        self.source = source
+        self._model = None
+        self._extractor = None
+        if source == "small":
+            self.weights = "random-init"
+        elif source and Path(source).is_dir():
+            cfg = Path(source) / "config.json"
+            flagged = cfg.is_file() and json.loads(cfg.read_text()).get("sonieval_random_init", False)
+            self.weights = "random-init" if flagged else "local"
+        else:
+            self.weights = "pretrained"
+
+    def params(self) -> dict:
+        return {"sample_rate": self.sample_rate, "model": self.source or self.hub_id, "output": "last_hidden_state"}
+
+    # subclasses: model class, small config, extractor class, how to embed
+    def _model_class(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _small_config(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _extractor_class(self):
+        return None
+
+    def load(self):
+        if self._model is not None:
+            return self._model
+        import torch
+
+        cls = self._model_class()
+        if self.source == "small":
+            torch.manual_seed(0)
+            self._model = cls(self._small_config())
+        else:
+            where = self.source or self.hub_id
+            try:
+                self._model = cls.from_pretrained(where)
+            except OSError as exc:
+                raise WeightsUnavailable(
+                    f"cannot load {self.name} weights {where!r} ({str(exc).splitlines()[0][:160]})",
+                    hint="download them once with network access, point to a local save_pretrained folder, "
+                    "or use the weight-free 'logmel' embedding",
+                ) from None
+        ext_cls = self._extractor_class()
+        if ext_cls is not None:
+            src = self.source if self.source and Path(self.source).is_dir() else None
+            try:
+                self._extractor = ext_cls.from_pretrained(src) if src else ext_cls(**self._extractor_kwargs())
+            except OSError:
+                self._extractor = ext_cls(**self._extractor_kwargs())
+        self._model.eval().to(self.device)
+        return self._model
+
+    def _extractor_kwargs(self) -> dict:
+        return {}
+
+
+@register_embedding("hubert")
+class HubertEmbedding(TransformersEmbedding):
+    """HuBERT (transformers ``HubertModel``) last hidden states, ~50 frames/s at 16 kHz."""
+
+    name = "hubert"
+    hub_id = "facebook/hubert-base-ls960"
+
+    def _model_class(self):
+        from transformers import HubertModel
+
+        return HubertModel
+
+    def _small_config(self):
+        from transformers import HubertConfig
+
+        return HubertConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            conv_dim=(32, 32, 32, 32, 32, 32, 32), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+        )
+
+    def embed_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        model = self.load()
+        x = torch.from_numpy(np.stack(batch)).to(self.device)
+        # zero mean, unit variance per clip, as Wav2Vec2FeatureExtractor(do_normalize=True) does
+        x = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, keepdim=True) + 1e-7)
+        with torch.no_grad():
+            h = model(x).last_hidden_state
+        return [a for a in h.float().cpu().numpy()]
+
+
+@register_embedding("wavlm")
+class WavLMEmbedding(HubertEmbedding):
+    """WavLM (transformers ``WavLMModel``) last hidden states, ~50 frames/s at 16 kHz."""
+
+    name = "wavlm"
+    hub_id = "microsoft/wavlm-base-plus"
+
+    def _model_class(self):
+        from transformers import WavLMModel
+
+        return WavLMModel
+
+    def _small_config(self):
+        from transformers import WavLMConfig
+
+        return WavLMConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            conv_dim=(32, 32, 32, 32, 32, 32, 32), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+            num_buckets=32, max_bucket_distance=64,
+        )
+
+
+@register_embedding("ast")
+class AstEmbedding(TransformersEmbedding):
+    """AST (transformers ``ASTModel``) last hidden states of the 1212 patch tokens (cls and
+    distillation tokens dropped); input: ``ASTFeatureExtractor`` 128-bin fbank, 1024 frames."""
+
+    name = "ast"
+    hub_id = "MIT/ast-finetuned-audioset-10-10-0.4593"
+
+    def _model_class(self):
+        from transformers import ASTModel
+
+        return ASTModel
+
+    def _extractor_class(self):
+        from transformers import ASTFeatureExtractor
+
+        return ASTFeatureExtractor
+
+    def _small_config(self):
+        from transformers import ASTConfig
+
+        return ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+
+    def embed_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        model = self.load()
+        feats = self._extractor(list(batch), sampling_rate=self.sample_rate, return_tensors="pt")
+        with torch.no_grad():
+            h = model(feats["input_values"].to(self.device)).last_hidden_state[:, 2:]
+        return [a for a in h.float().cpu().numpy()]
+
+
+@register_embedding("clap")
+class ClapEmbedding(TransformersEmbedding):
+    """CLAP audio tower (transformers ``ClapModel.get_audio_features``): one 512-d projected
+    embedding per clip (48 kHz input). Clip-level: KAD works on sets of clips; FAD needs more
+    clips than dimensions."""
+
+    name = "clap"
+    hub_id = "laion/clap-htsat-unfused"
+    sample_rate = 48_000
+
+    def _model_class(self):
+        from transformers import ClapModel
+
+        return ClapModel
+
+    def _extractor_class(self):
+        from transformers import ClapFeatureExtractor
+
+        return ClapFeatureExtractor
+
+    def _extractor_kwargs(self) -> dict:
+        # the unfused audio tower takes one crop; audio up to 10 s is repeat-padded, not cropped
+        return {"truncation": "rand_trunc", "padding": "repeatpad"}
+
+    def _small_config(self):
+        from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
+
+        audio = ClapAudioConfig(
+            hidden_size=32, patch_embeds_hidden_size=16, depths=[1, 1], num_attention_heads=[1, 1],
+            window_size=8, spec_size=256, num_mel_bins=64, projection_dim=16,
+        )
+        text = ClapTextConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16,
+                              projection_dim=16)
+        return ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16)
+
+    def embed_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        model = self.load()
+        feats = self._extractor(list(batch), sampling_rate=self.sample_rate, return_tensors="pt")
+        with torch.no_grad():
+            out = model.get_audio_features(input_features=feats["input_features"].to(self.device))
+        out = getattr(out, "pooler_output", out)
+        return [a[None] for a in out.float().cpu().numpy()]
+
+
+# --------------------------------------------------------------------------- kadtk
+
+# kadtk model name -> (class name in kadtk.model_loader, constructor kwargs)
+KADTK_MODELS: dict[str, tuple[str, dict]] = {
+    "panns-cnn14-16k": ("PANNsModel", {"variant": "cnn14-16k"}),
+    "panns-cnn14-32k": ("PANNsModel", {"variant": "cnn14-32k"}),
+    "panns-wavegram-logmel": ("PANNsModel", {"variant": "wavegram-logmel"}),
+    "vggish": ("VGGishModel", {}),
+    "clap-laion-audio": ("CLAPLaionModel", {"type": "audio"}),
+    "clap-laion-music": ("CLAPLaionModel", {"type": "music"}),
+    "clap-2023": ("CLAPModel", {"type": "2023"}),
+    "openl3-mel256-env": ("OpenL3Model", {"variant": "mel256-env"}),
+    "openl3-mel128-env": ("OpenL3Model", {"variant": "mel128-env"}),
+    "encodec-emb": ("EncodecEmbModel", {"variant": "24k"}),
+    "dac-44kHz": ("DACModel", {}),
+}
+
+
+def import_kadtk():
+    """Import kadtk without letting it silence every warning of the process."""
+    saved = warnings.filters[:]
+    try:
+        import kadtk  # noqa: F401  (its modules call warnings.filterwarnings("ignore"))
+        import kadtk.model_loader as model_loader
+    except ImportError as exc:
+        raise EmbeddingError(f"kadtk is not importable ({exc})", hint="pip install kadtk==1.1.0") from None
+    finally:
+        warnings.filters[:] = saved
+        warnings._filters_mutated()  # type: ignore[attr-defined]  # invalidate cached decisions
+    return model_loader
+
+
+class KadtkEmbedding(EmbeddingBackend):
+    """A kadtk 1.1.0 model loader behind our interface (weights as kadtk downloads them).
+
+    PANNs run batched through the network directly (kadtk's own ``PANNsModel._get_embedding``
+    returns an undefined name in 1.1.0); the others go through kadtk's ``_get_embedding`` one
+    clip at a time, as kadtk does.
+    """
+
+    batch_size = 8
+    weights = "pretrained"
+
+    def __init__(self, model: str, device: str = "cpu"):
+        if model not in KADTK_MODELS:
+            import difflib
+
+            close = difflib.get_close_matches(model, list(KADTK_MODELS), n=1)
+            did = f" (did you mean 'kadtk:{close[0]}'?)" if close else ""
+            raise EmbeddingError(f"unknown kadtk model {model!r}{did}", hint=f"available: {', '.join(KADTK_MODELS)}")
+        self.model_name = model
+        self.name = f"kadtk:{model}"
+        self.source = None
+        self.device = device
+        self._loader = None
+        self.version = "kadtk-1.1.0"
+
+    @property
+    def embedding_id(self) -> str:
+        return f"{self.name}[{self.weights}]"
+
+    def params(self) -> dict:
+        return {"sample_rate": self.sample_rate, "kadtk_model": self.model_name}
+
+    def _build(self):
+        class_name, kwargs = KADTK_MODELS[self.model_name]
+        ml = getattr(import_kadtk(), class_name)(**kwargs)
+        self.sample_rate = int(ml.sr)
+        return ml
+
+    @property
+    def sample_rate(self) -> int:  # type: ignore[override]
+        return getattr(self, "_sr", None) or (self._build_sr())
+
+    @sample_rate.setter
+    def sample_rate(self, value: int) -> None:
+        self._sr = value
+
+    def _build_sr(self) -> int:
+        # known without importing kadtk, so that the cache key needs no model
+        variant = KADTK_MODELS[self.model_name][1]
+        rates = {"PANNsModel": 16000 if variant.get("variant") == "cnn14-16k" else 32000, "VGGishModel": 16000,
+                 "CLAPLaionModel": 48000, "CLAPModel": 44100, "OpenL3Model": 48000, "EncodecEmbModel": 24000,
+                 "DACModel": 44100}
+        return rates[KADTK_MODELS[self.model_name][0]]
+
+    def weights_file(self, ml) -> Path | None:
+        """Where kadtk keeps this model's checkpoint, when it is a known file (PANNs)."""
+        if KADTK_MODELS[self.model_name][0] == "PANNsModel":
+            names = {"cnn14-32k": "Cnn14_mAP=0.431.pth", "cnn14-16k": "Cnn14_16k_mAP=0.438.pth",
+                     "wavegram-logmel": "Wavegram_Logmel_Cnn14_mAP=0.439.pth"}
+            import kadtk.model_loader as model_loader
+
+            return Path(model_loader.__file__).parent / ".model-checkpoints" / names[ml.variant]
+        return None
+
+    def load(self):
+        if self._loader is not None:
+            return self._loader
+        ml = self._build()
+        wf = self.weights_file(ml)
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("SONIEVAL_OFFLINE") == "1"
+        if offline and (wf is None or not wf.is_file()):
+            raise WeightsUnavailable(
+                f"{self.name}: pretrained weights are not cached and downloads are off (offline mode)",
+                hint=f"run once with network access{f' (kadtk stores them at {wf})' if wf else ''}, "
+                "or use the weight-free 'logmel' embedding",
+            )
+        try:
+            saved = warnings.filters[:]
+            try:
+                ml.load_model()
+            finally:
+                warnings.filters[:] = saved
+        except Exception as exc:  # noqa: BLE001 - kadtk raises whatever its downloader raises
+            raise WeightsUnavailable(
+                f"{self.name}: cannot load pretrained weights ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
+                hint="check network access or the kadtk checkpoint folder, or use the weight-free 'logmel' embedding",
+            ) from None
+        self._loader = ml
+        return ml
+
+    def embed_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
+        ml = self.load()
+        if KADTK_MODELS[self.model_name][0] == "PANNsModel":
+            x = torch.from_numpy(np.stack(batch)).float().to(ml.device)
+            with torch.no_grad():
+                out = ml.model.forward(x)
+            emb = out["2048"] if "cnn14" in ml.variant else out["embedding"]
+            return [e[None] for e in emb.float().cpu().numpy()]
+        frames = []
+        for audio in batch:
+            e = np.asarray(ml.get_embedding(audio.astype(np.float32)), dtype=np.float32)
+            frames.append(e.reshape(-1, e.shape[-1]))
+        return frames
+
+
+# --------------------------------------------------------------------------- cache + extraction
+
+
+class EmbeddingCache:
+    """Per-file embeddings under ``root/<backend key>/<sha[:2]>/<sha>.npy`` (content-addressed)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root) / "metric_embeddings"
+
+    def path(self, backend: EmbeddingBackend, content_sha256: str) -> Path:
+        return self.root / backend.cache_key() / content_sha256[:2] / f"{content_sha256}.npy"
+
+    def get(self, backend: EmbeddingBackend, content_sha256: str) -> np.ndarray | None:
+        p = self.path(backend, content_sha256)
+        if not p.is_file():
+            return None
+        try:
+            return np.load(p)
+        except (OSError, ValueError):
+            return None  # a damaged entry is recomputed
+
+    def put(self, backend: EmbeddingBackend, content_sha256: str, frames: np.ndarray) -> None:
+        p = self.path(backend, content_sha256)
+        with atomic_path(p) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, frames)
+        meta = p.parent.parent / "embedding.json"
+        if not meta.exists():
+            with atomic_path(meta) as tmp:
+                tmp.write_text(json.dumps(backend.provenance(), indent=1, default=str))
+
+
+@dataclass
+class Extraction:
+    """Frames per input path, and one error line per path that failed."""
+
+    frames: dict[str, np.ndarray] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    from_cache: int = 0
+
+
+def embed_files(
+    backend: EmbeddingBackend,
+    paths: Iterable[str | os.PathLike],
+    *,
+    cache: EmbeddingCache | None = None,
+    batch_size: int | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+) -> Extraction:
+    """Embed audio files in batches; a file that fails is recorded and the others go on.
+
+    Files are read at the backend's rate (mixed down to mono, not padded); clips of equal length
+    are batched together so that no padding changes any clip's frames.
+    """
+    from tqdm.auto import tqdm
+
+    result = Extraction()
+    unique = list(dict.fromkeys(os.fspath(p) for p in paths))
+    bs = batch_size or backend.batch_size
+    bar = tqdm(total=len(unique), desc=desc or f"embed {backend.embedding_id}", unit="clip",
+               disable=not progress or len(unique) < 2, leave=False)
+    pending: dict[int, list[tuple[str, str, np.ndarray]]] = {}
+
+    def flush(length: int) -> None:
+        items = pending.pop(length, [])
+        if not items:
+            return
+        try:
+            out = backend.embed_batch([a for _, _, a in items])
+        except SonievalError as exc:
+            for p, _, _ in items:
+                result.errors[p] = str(exc)
+            bar.update(len(items))
+            if isinstance(exc, WeightsUnavailable):
+                raise
+            return
+        for (p, sha, _), frames in zip(items, out):
+            frames = np.ascontiguousarray(frames, dtype=np.float32)
+            if frames.ndim != 2 or not np.all(np.isfinite(frames)):
+                result.errors[p] = f"{p}: embedding {backend.embedding_id} gave non-finite or malformed frames"
+                continue
+            if cache is not None:
+                cache.put(backend, sha, frames)
+            result.frames[p] = frames
+        bar.update(len(items))
+
+    for p in unique:
+        try:
+            sha = sha256_file(p)
+        except OSError as exc:
+            result.errors[p] = f"{p}: cannot read file ({exc.strerror})"
+            bar.update(1)
+            continue
+        cached = cache.get(backend, sha) if cache is not None else None
+        if cached is not None:
+            result.frames[p] = cached
+            result.from_cache += 1
+            bar.update(1)
+            continue
+        try:
+            audio, _, _ = read_audio(p, backend.sample_rate)
+        except SonievalError as exc:
+            result.errors[p] = str(exc)
+            bar.update(1)
+            continue
+        pending.setdefault(len(audio), []).append((p, sha, audio))
+        if len(pending[len(audio)]) >= bs:
+            flush(len(audio))
+    for length in list(pending):
+        flush(length)
+    bar.close()
+    return result
