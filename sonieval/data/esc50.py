@@ -597,7 +597,7 @@ def prepare_clips(proto: "Protocol", manifest: "RunManifest", *, progress: bool 
     ``status=failed`` with its error, is left out of the split files and the listening set, and
     the others finish. Splits are assigned over every listed clip, so one bad file does not move
     the others between splits. ``result.attrs`` holds ``dataset`` (the data set's label),
-    ``batch`` (the batch summary) and ``listening_note``.
+    ``data_notes`` (what was adapted), ``batch`` (the batch summary) and ``listening_note``.
     """
     from sonieval.audio import CODEC_RATE, load_clip
     from sonieval.pipeline.manifest import ItemOutcome, ManifestItem
@@ -651,7 +651,10 @@ def prepare_clips(proto: "Protocol", manifest: "RunManifest", *, progress: bool 
     for col in ("source_rate", "source_channels"):
         table[col] = table[col].astype("Int64")
     write_table(table, proto.results_path / "tables" / "clips.parquet", kind="clips")
-    table.attrs.update(dataset=ds.label, data_notes=list(ds.notes), batch=batch.summary("clips"), listening_note=listening.attrs.get("note", ""))
+    table.attrs.update(
+        dataset=ds.label, data_notes=list(ds.notes), batch=batch.summary("clips"),
+        listening_note=listening.attrs.get("note", ""),
+    )
     return table
 
 
