@@ -1,0 +1,376 @@
+"""Study design: which stimuli are rated, by whom, in which order.
+
+A **trial** is one (original, stimulus) pair rated on one or more attributes. Its ``role`` is
+
+- ``sonification``: a system's sonification of the clip (the thing under study);
+- ``reference``: the hidden reference, the original itself presented as if it were a
+  sonification (a rater who marks it low is not listening: ITU-R BS.1534 post-screening);
+- ``anchor``: the low anchor, a strongly degraded original (low-pass or noise, see
+  :mod:`sonieval.study.stimuli`); a rater who marks it high is not discriminating;
+- ``attention``: an attention check: the original paired with itself, with the instruction
+  "set the mark(s) to N" (N is 2 or 4, never the natural answer 5 for an identical pair, so a
+  rater who ignores the instruction fails it). ``expected_mark`` holds N.
+
+**Designs.** ``full``: every rater rates every trial. ``subset``: rater *r* gets K
+sonification trials, taken as the *r*-th run of K from a cycle through one seeded
+permutation of all sonification trials, so after R raters every trial has
+⌊RK/n⌋ or ⌈RK/n⌉ ratings (balanced; at least M when R·K ≥ M·n, checked at creation). A subset
+rater also rates the hidden reference and the anchor of every clip among their K trials
+(as in MUSHRA, where each screen carries both) and every attention check.
+
+**Order.** Each rater's order is a permutation drawn from ``numpy.random.default_rng(seed)``
+with ``seed`` derived from the study seed and the rater id (recorded with every mark).
+``joint`` mode: one step per trial, both attributes on one page (the reference work's
+procedure). ``split`` mode: one block per attribute, each in its own random order, one
+attribute per step (BS.1534 grades one attribute per trial); the block order alternates with
+the rater's invitation index (counterbalanced). System names are never shown: the page only
+says "Original" and "Sonification".
+
+**Familiarisation.** Before the first trial a rater sees two example pairs, the anchor of one
+clip ("near 1") and its hidden reference ("near 5"), without marking them. Nothing from it is
+stored as a rating; the time the rater finished it is stored on the rater's row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from sonieval.errors import DataError, ProtocolError
+from sonieval.study.stimuli import check_identifier, contained
+
+ROLES = ("sonification", "reference", "anchor", "attention")
+REFERENCE_SYSTEM = "hidden_reference"
+ATTENTION_SYSTEM = "attention_check"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+# Statuses the upstream stages write for usable rows; anything else (failed, missing) is skipped.
+_UNUSABLE = {"failed", "error", "missing"}
+
+
+def anchor_system_id(kind: str, cutoff_hz: float, snr_db: float) -> str:
+    return f"anchor_lowpass_{cutoff_hz:g}Hz" if kind == "lowpass" else f"anchor_noise_{snr_db:g}dB"
+
+
+@dataclass(frozen=True)
+class StimulusSource:
+    """One stimulus before the study copies it: where its audio comes from."""
+
+    clip_id: str
+    category: str
+    system_id: str
+    role: str
+    original_path: Path
+    stimulus_path: Path | None  # None: made from the original (anchor)
+
+
+@dataclass
+class Trial:
+    """One (original, stimulus) pair as stored in the study; files are names in the study folder."""
+
+    trial_id: str
+    clip_id: str
+    category: str
+    system_id: str
+    role: str
+    original_file: str = ""
+    stimulus_file: str = ""
+    waveform_file: str = ""
+    stimulus_seconds: float = 0.0
+    instruction: str = ""
+    expected_mark: int | None = None
+    source_key: str = ""
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One page a rater sees: a trial and the attribute(s) marked on it."""
+
+    position: int
+    trial_id: str
+    attributes: tuple[str, ...]
+    block: str  # joint | visual | audio
+
+
+@dataclass
+class DesignConfig:
+    """What the plan needs from the study (stored with the study, so invites made later agree)."""
+
+    mode: str = "joint"
+    attributes: tuple[str, ...] = ("visual", "audio")
+    design: str = "full"
+    trials_per_rater: int | None = None
+    min_ratings_per_trial: int = 1
+    seed: int = 42
+    extra: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def _usable(status: object) -> bool:
+    return not (isinstance(status, str) and status.strip().lower() in _UNUSABLE)
+
+
+def sources_from_tables(
+    results_dir: Path,
+    *,
+    systems: list[str] | None = None,
+    clips: list[str] | None = None,
+) -> tuple[list[StimulusSource], list[str]]:
+    """Stimuli from ``<results>/tables/{clips,sonifications}.parquet``; returns (sources, notes).
+
+    Clips: ``clips`` if given, else the listening set (``listening`` true), skipping failed
+    clips. Sonification paths must lie inside the results folder (no path traversal through
+    a table); relative ones are taken relative to it.
+    """
+    from sonieval.tables import read_table
+
+    results_dir = Path(results_dir)
+    tables = results_dir / "tables"
+    clips_path = tables / "clips.parquet"
+    son_path = tables / "sonifications.parquet"
+    clip_df = read_table(clips_path, "clips")
+    son_df = read_table(son_path, "sonifications")
+    notes: list[str] = []
+    clip_df = clip_df[clip_df["status"].map(_usable)]
+    if clips is not None:
+        for c in clips:
+            check_identifier(c, "study.clips entry")
+        unknown = sorted(set(clips) - set(clip_df["clip_id"].astype(str)))
+        if unknown:
+            raise ProtocolError(
+                f"study.clips: {len(unknown)} clip id(s) not in {clips_path} (e.g. {unknown[0]!r})",
+                hint="use clip ids from the clips table",
+            )
+        clip_df = clip_df[clip_df["clip_id"].astype(str).isin(clips)]
+    else:
+        if "listening" not in clip_df.columns:
+            raise DataError("clips table lacks column listening", path=clips_path, hint="rerun sonieval prepare, or list study.clips")
+        clip_df = clip_df[clip_df["listening"].astype(bool)]
+    if clip_df.empty:
+        raise DataError("no usable listening-set clips", path=clips_path, hint="run sonieval prepare first")
+    son_df = son_df[son_df["status"].map(_usable) & son_df["clip_id"].astype(str).isin(clip_df["clip_id"].astype(str))]
+    if systems is not None:
+        for s in systems:
+            if not isinstance(s, str) or not s:
+                raise ProtocolError(f"study.systems entry {s!r} is not a system id")
+        unknown = sorted(set(systems) - set(son_df["system_id"].astype(str)))
+        if unknown:
+            raise ProtocolError(
+                f"study.systems: {len(unknown)} system id(s) have no usable sonification in {son_path} (e.g. {unknown[0]!r})",
+                hint="use system ids from the sonifications table",
+            )
+        son_df = son_df[son_df["system_id"].astype(str).isin(systems)]
+    if son_df.empty:
+        raise DataError("no usable sonifications for the study's clips", path=son_path, hint="run sonieval sonify first")
+    out: list[StimulusSource] = []
+    originals: dict[str, tuple[Path, str]] = {}
+    for row in clip_df.itertuples(index=False):
+        cid = check_identifier(str(row.clip_id), "clip_id")
+        originals[cid] = (Path(str(row.path)), str(row.category))
+    for row in son_df.sort_values(["system_id", "clip_id"]).itertuples(index=False):
+        cid = str(row.clip_id)
+        p = Path(str(row.path))
+        try:
+            stim = contained(p if p.is_absolute() else results_dir / p, results_dir)
+        except Exception as exc:
+            raise DataError(f"sonification path refused: {exc}", path=son_path, hint="sonification paths must lie inside the results folder") from None
+        orig, cat = originals[cid]
+        out.append(StimulusSource(cid, cat, str(row.system_id), "sonification", orig, stim))
+    return _with_screening(out, originals), notes
+
+
+def _audio_files(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."):
+            # A symlink pointing out of the folder is refused here (path traversal).
+            found[check_identifier(p.stem, "clip id (file name)")] = contained(p, folder)
+    return found
+
+
+def sources_from_folders(
+    originals_dir: Path, systems: dict[str, Path], *, clips: list[str] | None = None
+) -> tuple[list[StimulusSource], list[str]]:
+    """Stimuli from plain folders: ``originals_dir/<clip>.wav`` and ``<system dir>/<clip>.wav``.
+
+    A clip id is a file stem; a system's file for a clip has the same stem. Files a system
+    lacks are skipped (listed in the notes).
+    """
+    originals_dir = Path(originals_dir)
+    if not originals_dir.is_dir():
+        raise DataError("originals folder not found", path=originals_dir)
+    originals = _audio_files(originals_dir)
+    if clips is not None:
+        missing = sorted(set(clips) - set(originals))
+        if missing:
+            raise DataError(f"clip(s) not in the originals folder (e.g. {missing[0]!r})", path=originals_dir)
+        originals = {c: originals[c] for c in clips}
+    if not originals:
+        raise DataError("no audio files (.wav, .flac, .ogg) in the originals folder", path=originals_dir)
+    if not systems:
+        raise DataError("no system folders given", hint="pass --system NAME=DIR at least once")
+    out: list[StimulusSource] = []
+    notes: list[str] = []
+    for name, folder in systems.items():
+        if not isinstance(name, str) or not name.strip() or "\x00" in name:
+            raise DataError(f"system name {name!r} is empty", hint="use --system NAME=DIR")
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DataError(f"folder of system {name!r} not found", path=folder)
+        files = _audio_files(folder)
+        absent = sorted(set(originals) - set(files))
+        if absent:
+            notes.append(f"system {name}: {len(absent)} clip(s) without a file, skipped (e.g. {absent[0]})")
+        for cid in sorted(set(originals) & set(files)):
+            out.append(StimulusSource(cid, "", name, "sonification", originals[cid], files[cid]))
+    if not out:
+        raise DataError("no file in any system folder matches an original by name", path=originals_dir)
+    return _with_screening(out, {c: (p, "") for c, p in originals.items()}), notes
+
+
+def sources_from_audio_dir(audio_dir: Path, clips: list[str] | None = None) -> tuple[list[StimulusSource], list[str]]:
+    """``study.audio_dir`` layout: ``originals/`` plus one sub-folder per system."""
+    audio_dir = Path(audio_dir)
+    orig = audio_dir / "originals"
+    if not orig.is_dir():
+        raise ProtocolError(f"study.audio_dir {audio_dir} has no originals/ folder", hint="put the originals in <audio_dir>/originals and each system in <audio_dir>/<system>")
+    systems = {p.name: p for p in sorted(audio_dir.iterdir()) if p.is_dir() and p.name != "originals" and not p.name.startswith(".")}
+    return sources_from_folders(orig, systems, clips=clips)
+
+
+def _with_screening(sonifications: list[StimulusSource], originals: dict[str, tuple[Path, str]]) -> list[StimulusSource]:
+    """Add a hidden reference and an anchor source for every clip that has a sonification."""
+    cats = {s.clip_id: s.category for s in sonifications}
+    out = list(sonifications)
+    for cid in sorted(cats):
+        orig = originals[cid][0]
+        out.append(StimulusSource(cid, cats[cid], REFERENCE_SYSTEM, "reference", orig, orig))
+        out.append(StimulusSource(cid, cats[cid], "", "anchor", orig, None))
+    return out
+
+
+# ----------------------------------------------------------------------------- trials
+
+
+def build_trials(
+    sources: Iterable[StimulusSource],
+    *,
+    hidden_reference: bool,
+    anchor_system: str | None,
+    attention_checks: int,
+    scale_min: int,
+    scale_max: int,
+    joint: bool,
+    seed: int,
+) -> list[Trial]:
+    """The study's trials, with ids that reveal nothing (a seeded shuffle of t0001, t0002, ...)."""
+    trials: list[Trial] = []
+    for s in sources:
+        if s.role == "reference" and not hidden_reference:
+            continue
+        if s.role == "anchor":
+            if anchor_system is None:
+                continue
+            s = StimulusSource(s.clip_id, s.category, anchor_system, "anchor", s.original_path, None)
+        trials.append(Trial("", s.clip_id, s.category, s.system_id, s.role, source_key=_source_key(s)))
+    clip_ids = sorted({t.clip_id for t in trials})
+    rng = np.random.default_rng(seed)
+    targets = [min(scale_max, scale_min + 1), max(scale_min, scale_max - 1)]
+    for i in range(attention_checks):
+        cid = clip_ids[int(rng.integers(len(clip_ids)))]
+        cat = next(t.category for t in trials if t.clip_id == cid)
+        expected = targets[i % 2]
+        what = "both marks" if joint else "the mark"
+        trials.append(
+            Trial(
+                "", cid, cat, ATTENTION_SYSTEM, "attention",
+                instruction=f"Attention check: whatever you hear and see, set {what} to {expected}.",
+                expected_mark=expected, source_key=f"attention/{i}/{cid}",
+            )
+        )
+    order = rng.permutation(len(trials))
+    width = max(4, len(str(len(trials))))
+    for number, idx in enumerate(order, start=1):
+        trials[idx].trial_id = f"t{number:0{width}d}"
+    return sorted(trials, key=lambda t: t.trial_id)
+
+
+def _source_key(s: StimulusSource) -> str:
+    return f"{s.role}/{s.system_id}/{s.clip_id}"
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+def rater_seed(study_seed: int, rater_id: str) -> int:
+    digest = hashlib.sha256(f"{study_seed}:{rater_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def assigned_trials(trials: list[Trial], config: DesignConfig, rater_index: int) -> list[Trial]:
+    """The trials rater number ``rater_index`` (0-based, invitation order) rates."""
+    if config.design == "full":
+        return list(trials)
+    k = int(config.trials_per_rater or 0)
+    son = [t for t in trials if t.role == "sonification"]
+    if not son:
+        return list(trials)
+    k = min(k, len(son))
+    cycle = np.random.default_rng(config.seed).permutation(len(son))
+    start = rater_index * k
+    picked = [son[cycle[(start + j) % len(son)]] for j in range(k)]
+    clips = {t.clip_id for t in picked}
+    screening = [t for t in trials if t.role in ("reference", "anchor") and t.clip_id in clips]
+    attention = [t for t in trials if t.role == "attention"]
+    return picked + screening + attention
+
+
+def check_subset_balance(n_sonification: int, config: DesignConfig, n_raters: int) -> None:
+    """A subset design must be able to give every sonification trial at least M ratings."""
+    if config.design != "subset":
+        return
+    k = min(int(config.trials_per_rater or 0), n_sonification)
+    need = config.min_ratings_per_trial * n_sonification
+    if n_raters * k < need:
+        raise ProtocolError(
+            f"study: {n_raters} rater(s) x {k} trials = {n_raters * k} ratings cannot give "
+            f"{n_sonification} trials {config.min_ratings_per_trial} rating(s) each ({need} needed)",
+            hint=f"raise study.n_raters to {-(-need // max(k, 1))} or study.trials_per_rater",
+        )
+
+
+def rater_plan(trials: list[Trial], config: DesignConfig, rater_index: int, seed: int) -> list[PlanStep]:
+    """The pages rater ``rater_index`` sees, in order (see the module docstring)."""
+    mine = assigned_trials(trials, config, rater_index)
+    rng = np.random.default_rng(seed)
+    steps: list[PlanStep] = []
+    if config.mode == "joint" or len(config.attributes) == 1:
+        block = "joint" if len(config.attributes) > 1 else config.attributes[0]
+        for idx in rng.permutation(len(mine)):
+            steps.append(PlanStep(len(steps), mine[idx].trial_id, tuple(config.attributes), block))
+        return steps
+    blocks = list(config.attributes) if rater_index % 2 == 0 else list(reversed(config.attributes))
+    for attribute in blocks:
+        for idx in rng.permutation(len(mine)):
+            steps.append(PlanStep(len(steps), mine[idx].trial_id, (attribute,), attribute))
+    return steps
+
+
+def trials_frame(trials: list[Trial]) -> pd.DataFrame:
+    return pd.DataFrame([t.as_row() for t in trials])
+
+
+__all__ = [
+    "ROLES", "REFERENCE_SYSTEM", "ATTENTION_SYSTEM", "StimulusSource", "Trial", "PlanStep", "DesignConfig",
+    "sources_from_tables", "sources_from_folders", "sources_from_audio_dir", "build_trials", "rater_seed",
+    "assigned_trials", "check_subset_balance", "rater_plan", "trials_frame", "anchor_system_id",
+]

@@ -1,0 +1,63 @@
+"""Waveform pictures: the original above the stimulus, rendered once and cached on disk.
+
+Rendering with matplotlib takes tens of milliseconds, too slow to do on every page view,
+so each (original, stimulus) pair is drawn once into ``<study_dir>/waveforms/<name>.png``
+when the study is created; the app only reads the PNG. Both panels share the time axis and
+the amplitude axis so that shapes and loudness compare honestly (the reference work
+compared waveforms by eye in Audacity, each at full scale).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sonieval.audio import read_audio
+from sonieval.files import atomic_path
+
+FIG_SIZE = (8.0, 3.2)
+DPI = 80
+# Down-sample to this many min/max columns: enough for an 640-pixel-wide picture.
+COLUMNS = 1200
+
+
+def _envelope(samples: np.ndarray, columns: int = COLUMNS) -> tuple[np.ndarray, np.ndarray]:
+    """Min/max per column, so peaks survive the down-sampling (plain striding drops them)."""
+    n = len(samples)
+    if n <= columns:
+        return samples, samples
+    edges = np.linspace(0, n, columns + 1).astype(int)
+    lo = np.minimum.reduceat(samples, edges[:-1])
+    hi = np.maximum.reduceat(samples, edges[:-1])
+    return lo, hi
+
+
+def render_waveform_pair(original: Path, stimulus: Path, dest: Path, *, top_label: str = "Original",
+                         bottom_label: str = "Sonification") -> Path:
+    """Draw ``original`` above ``stimulus`` into ``dest`` (PNG), unless it exists already."""
+    if dest.exists():
+        return dest
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a, rate_a, _ = read_audio(original)
+    b, rate_b, _ = read_audio(stimulus)
+    peak = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))), 1e-3) * 1.05
+    fig, axes = plt.subplots(2, 1, figsize=FIG_SIZE, dpi=DPI, sharex=True, sharey=True)
+    for ax, x, rate, label, colour in ((axes[0], a, rate_a, top_label, "#1f4e79"), (axes[1], b, rate_b, bottom_label, "#8a3b12")):
+        lo, hi = _envelope(x)
+        t = np.linspace(0, len(x) / rate, len(lo))
+        ax.fill_between(t, lo, hi, color=colour, linewidth=0.4)
+        ax.set_ylim(-peak, peak)
+        ax.set_ylabel(label, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.axhline(0, color="#999999", linewidth=0.4)
+    axes[1].set_xlabel("time (s)", fontsize=8)
+    fig.tight_layout(pad=0.4)
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return dest

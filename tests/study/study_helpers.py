@@ -1,0 +1,65 @@
+"""Helpers shared by the study tests (imported via tests/study/conftest.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sonieval.audio import write_wav
+from sonieval.study.create import CreatedStudy, StudySettings, create_from_folders
+
+RATE = 16_000
+
+
+def tone(freq: float, seconds: float, rate: int = RATE, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.5 * np.sin(2 * np.pi * freq * t) * np.hanning(len(t))
+    if noise:
+        x = x + noise * np.random.default_rng(seed).standard_normal(len(t))
+    return x.astype(np.float32)
+
+
+@dataclass
+class FolderStudy:
+    created: CreatedStudy
+    originals: Path
+    systems: dict[str, Path]
+
+    @property
+    def url(self) -> str:
+        return self.created.storage
+
+    @property
+    def study_id(self) -> str:
+        return self.created.study_id
+
+    @property
+    def admin_token(self) -> str:
+        assert self.created.admin_token
+        return self.created.admin_token
+
+    @property
+    def tokens(self) -> list[str]:
+        return [tok for _, tok in self.created.rater_tokens]
+
+
+def write_folders(root: Path, n_clips: int = 2, n_systems: int = 2, seconds: float = 0.3) -> tuple[Path, dict[str, Path]]:
+    originals = root / "originals"
+    systems = {f"sys{chr(65 + s)}": root / f"system{s}" for s in range(n_systems)}
+    for c in range(n_clips):
+        write_wav(originals / f"clip{c}.wav", tone(300 + 200 * c, seconds), RATE)
+        for s, folder in enumerate(systems.values()):
+            write_wav(folder / f"clip{c}.wav", tone(300 + 200 * c, seconds, noise=0.05 * (s + 1), seed=s), RATE)
+    return originals, systems
+
+
+def make_folder_study(tmp_path: Path, *, storage: str | None = None, study_id: str = "teststudy", n_clips: int = 2,
+                      n_systems: int = 2, seconds: float = 0.3, **settings) -> FolderStudy:
+    originals, systems = write_folders(tmp_path / "input", n_clips, n_systems, seconds)
+    defaults = dict(study_id=study_id, attention_checks=1, min_listen_fraction=0.0, n_raters=2)
+    defaults.update(settings)
+    created = create_from_folders(StudySettings(**defaults), originals, systems, study_dir=tmp_path / "study",
+                                  storage=storage, progress=False)
+    return FolderStudy(created, originals, systems)

@@ -1,0 +1,284 @@
+"""Storage, design and submission rules of the listening study (SQLite)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pandas as pd
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from sonieval.study.create import StudySettings
+from sonieval.study.design import DesignConfig, Trial, assigned_trials, check_subset_balance, rater_plan
+from sonieval.study.export import ratings_frame, screening_per_rater, write_ratings
+from sonieval.study.session import AccessDenied, AdminSession, RaterSession
+from sonieval.study.store import SCHEMA_VERSION, StudyError, StudyStore, SubmissionRefused
+from sonieval.tables import RATINGS_COLUMNS, read_table
+from study_helpers import make_folder_study
+
+
+def _rate_all(session: RaterSession, mark: int = 3) -> int:
+    n = 0
+    while not (state := session.next_step()).finished:
+        session.show(state)
+        session.submit(state.step.position, {a: (state.trial.expected_mark or mark) for a in state.step.attributes})
+        n += 1
+    return n
+
+
+def test_created_study_has_all_roles_and_blinded_files(small_study):
+    store = StudyStore(small_study.url)
+    trials = store.trials(small_study.study_id)
+    roles = pd.Series([t.role for t in trials.values()]).value_counts().to_dict()
+    # 2 clips x 2 systems, a reference and an anchor per clip, 1 attention check
+    assert roles == {"sonification": 4, "reference": 2, "anchor": 2, "attention": 1}
+    for t in trials.values():
+        assert "sys" not in t.stimulus_file and "clip" not in t.stimulus_file  # opaque names
+        assert (small_study.created.study_dir / "audio" / t.stimulus_file).is_file()
+        assert (small_study.created.study_dir / "waveforms" / t.waveform_file).is_file()
+    att = [t for t in trials.values() if t.role == "attention"][0]
+    assert att.expected_mark == 2 and "set both marks to 2" in att.instruction
+    assert len(small_study.tokens) == 2 and small_study.admin_token
+
+
+def test_anchor_is_lowpassed(small_study):
+    import numpy as np
+    from sonieval.audio import read_audio
+
+    store = StudyStore(small_study.url)
+    trials = store.trials(small_study.study_id)
+    anchor = next(t for t in trials.values() if t.role == "anchor")
+    a, rate, _ = read_audio(small_study.created.study_dir / "audio" / anchor.original_file)
+    b, _, _ = read_audio(small_study.created.study_dir / "audio" / anchor.stimulus_file)
+    # broadband noise makes the difference visible: energy above the cutoff is removed
+    noisy = np.random.default_rng(0).standard_normal(rate).astype(np.float32) * 0.1
+    from sonieval.study.stimuli import lowpass_anchor
+
+    spec_in = np.abs(np.fft.rfft(noisy))
+    spec_out = np.abs(np.fft.rfft(lowpass_anchor(noisy, rate, 3500.0)))
+    freqs = np.fft.rfftfreq(len(noisy), 1 / rate)
+    high = freqs > 5000
+    assert spec_out[high].sum() < 0.01 * spec_in[high].sum()
+    assert a.shape == b.shape
+
+
+def test_rater_completes_study_and_marks_are_stored_once(small_study):
+    store = StudyStore(small_study.url)
+    session = RaterSession(store, small_study.study_id, small_study.tokens[0])
+    pages = _rate_all(session)
+    assert pages == 9  # joint mode: one page per trial
+    df = ratings_frame(store, small_study.study_id)
+    assert list(df.columns[: len(RATINGS_COLUMNS)]) == RATINGS_COLUMNS
+    assert len(df) == 18 and not df.duplicated(["rater_id", "trial_id", "attribute"]).any()
+    assert set(df["role"]) == {"sonification", "reference", "anchor", "attention"}
+    assert df["attention_passed"].dropna().all()
+    # resubmitting a finished page is idempotent: nothing new, first mark stands
+    res = session.submit(0, {"visual": 5, "audio": 5})
+    assert res.stored == 0 and res.already_stored == 2
+    assert len(ratings_frame(store, small_study.study_id)) == 18
+
+
+def test_resume_after_new_connection(small_study):
+    store = StudyStore(small_study.url)
+    s = RaterSession(store, small_study.study_id, small_study.tokens[0])
+    for _ in range(3):
+        st_ = s.next_step()
+        s.show(st_)
+        s.submit(st_.step.position, {"visual": 4, "audio": 4})
+    store.close()
+    again = RaterSession(StudyStore(small_study.url), small_study.study_id, small_study.tokens[0])
+    state = again.next_step()
+    assert state.done == 3 and state.step.position == 3
+
+
+def test_orders_differ_per_rater_with_recorded_seed(small_study):
+    store = StudyStore(small_study.url)
+    plans = []
+    for tok in small_study.tokens:
+        r = store.rater_for_token(small_study.study_id, tok)
+        plans.append([s.trial_id for s, _ in store.plan_of(r)])
+        assert r.seed > 0
+    assert sorted(plans[0]) == sorted(plans[1]) and plans[0] != plans[1]
+
+
+def test_split_mode_blocks_counterbalanced(tmp_path):
+    st = make_folder_study(tmp_path, mode="split")
+    store = StudyStore(st.url)
+    orders = []
+    for tok in st.tokens:
+        r = store.rater_for_token(st.study_id, tok)
+        steps = [s for s, _ in store.plan_of(r)]
+        assert all(len(s.attributes) == 1 for s in steps)
+        n = len(steps) // 2
+        assert {s.block for s in steps[:n]} != {s.block for s in steps[n:]}
+        orders.append(r.block_order)
+    assert orders == ["visual,audio", "audio,visual"]
+    att = [t for t in store.trials(st.study_id).values() if t.role == "attention"][0]
+    assert "set the mark to" in att.instruction
+
+
+def test_subset_design_balanced_and_checked():
+    trials = [Trial(f"t{i:02d}", f"c{i % 4}", "", f"s{i // 4}", "sonification") for i in range(12)]
+    trials += [Trial(f"r{c}", f"c{c}", "", "hidden_reference", "reference") for c in range(4)]
+    trials += [Trial("a9", "c0", "", "attention_check", "attention", expected_mark=2)]
+    cfg = DesignConfig(design="subset", trials_per_rater=5, min_ratings_per_trial=2, seed=1)
+    counts: dict[str, int] = {}
+    for r in range(5):
+        mine = assigned_trials(trials, cfg, r)
+        son = [t for t in mine if t.role == "sonification"]
+        assert len(son) == 5 and len({t.trial_id for t in son}) == 5
+        assert any(t.role == "attention" for t in mine)
+        assert {t.clip_id for t in mine if t.role == "reference"} == {t.clip_id for t in son}
+        for t in son:
+            counts[t.trial_id] = counts.get(t.trial_id, 0) + 1
+        assert len(rater_plan(trials, cfg, r, seed=r)) == len(mine)
+    assert min(counts.values()) >= 2 and max(counts.values()) - min(counts.values()) <= 1
+    check_subset_balance(12, cfg, 5)
+    with pytest.raises(Exception, match="raise study.n_raters to 5"):
+        check_subset_balance(12, cfg, 4)
+
+
+def test_schema_version_and_check_constraint(small_study):
+    store = StudyStore(small_study.url)
+    db = small_study.url.split("///", 1)[1]
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    r = store.rater_for_token(small_study.study_id, small_study.tokens[0])
+    base = dict(study_id=small_study.study_id, rater_id=r.rater_id, trial_id=next(iter(store.trials(small_study.study_id))),
+                attribute="audio", scale_min=1, scale_max=5, position=0, seed=1, mode="joint", shown_at=None, submitted_at=0.0)
+    for bad in (0, 6):
+        with pytest.raises(IntegrityError):
+            store.raw_insert_rating({**base, "mark": bad})
+    with pytest.raises(IntegrityError):  # the scale columns must be the study's
+        store.raw_insert_rating({**base, "mark": 9, "scale_max": 10})
+    assert con.execute("SELECT count(*) FROM ratings").fetchone()[0] == 0
+    con.execute("UPDATE schema_version SET version = 99")
+    con.commit()
+    with pytest.raises(StudyError, match="schema version 99"):
+        StudyStore(small_study.url)
+
+
+@pytest.mark.parametrize("bad", [0, 6, -1, "3", "three", 2.5, True, None, float("nan")])
+def test_bad_marks_refused_nothing_stored(small_study, bad):
+    store = StudyStore(small_study.url)
+    s = RaterSession(store, small_study.study_id, small_study.tokens[0])
+    state = s.next_step()
+    s.show(state)
+    with pytest.raises(SubmissionRefused):
+        s.submit(state.step.position, {"visual": bad, "audio": 3})
+    assert len(ratings_frame(store, small_study.study_id)) == 0
+
+
+def test_wrong_tokens_refused(small_study):
+    store = StudyStore(small_study.url)
+    guessed = "A" * 43
+    for tok in (guessed, "", None, "../../etc/passwd", small_study.admin_token, small_study.tokens[0] + "x"):
+        with pytest.raises(AccessDenied):
+            RaterSession(store, small_study.study_id, tok)
+    for tok in (guessed, small_study.tokens[0], None, "../../etc/passwd"):
+        with pytest.raises(AccessDenied):
+            AdminSession(store, small_study.study_id, tok)
+    AdminSession(store, small_study.study_id, small_study.admin_token)
+    # another study's token does not open this one
+    with pytest.raises(AccessDenied):
+        RaterSession(store, "other-study", small_study.tokens[0])
+
+
+def test_rater_cannot_touch_other_raters_marks(small_study):
+    store = StudyStore(small_study.url)
+    a = RaterSession(store, small_study.study_id, small_study.tokens[0])
+    b = RaterSession(store, small_study.study_id, small_study.tokens[1])
+    sa = a.next_step()
+    a.show(sa)
+    a.submit(sa.step.position, {"visual": 1, "audio": 1})
+    # b submitting "the same position" writes b's own row, never a's
+    sb = b.next_step()
+    b.show(sb)
+    b.submit(sb.step.position, {"visual": 5, "audio": 5})
+    df = ratings_frame(store, small_study.study_id)
+    assert set(df[df.rater_id == a.rater.rater_id]["mark"]) == {1}
+    assert set(df[df.rater_id == b.rater.rater_id]["mark"]) == {5}
+    assert b.next_step().done == 1  # b sees only b's progress
+
+
+def test_out_of_order_and_wrong_attributes_refused(small_study):
+    store = StudyStore(small_study.url)
+    s = RaterSession(store, small_study.study_id, small_study.tokens[0])
+    with pytest.raises(SubmissionRefused, match="not the next page"):
+        s.submit(3, {"visual": 3, "audio": 3})
+    with pytest.raises(SubmissionRefused, match="asks for"):
+        s.submit(0, {"visual": 3})
+    with pytest.raises(SubmissionRefused, match="not a page"):
+        s.submit(999, {"visual": 3, "audio": 3})
+    assert len(ratings_frame(store, small_study.study_id)) == 0
+
+
+def test_listening_gate(tmp_path):
+    now = [1000.0]
+    st = make_folder_study(tmp_path, min_listen_fraction=1.0, seconds=0.5)
+    store = StudyStore(st.url, clock=lambda: now[0])
+    s = RaterSession(store, st.study_id, st.tokens[0])
+    state = s.next_step()
+    with pytest.raises(SubmissionRefused, match="not shown yet"):
+        s.submit(state.step.position, {"visual": 3, "audio": 3})
+    s.show(state)
+    now[0] += 0.3
+    with pytest.raises(SubmissionRefused, match="listen to the sonification first"):
+        s.submit(state.step.position, {"visual": 3, "audio": 3})
+    # a reload does not restart the gate, and after the clip's duration the mark is taken
+    s.show(s.next_step())
+    now[0] += 0.25
+    assert s.submit(state.step.position, {"visual": 3, "audio": 3}).stored == 2
+
+
+def test_closed_study_refuses_marks(small_study):
+    store = StudyStore(small_study.url)
+    admin = AdminSession(store, small_study.study_id, small_study.admin_token)
+    admin.set_open(False)
+    s = RaterSession(store, small_study.study_id, small_study.tokens[0])
+    state = s.next_step()
+    s.show(state)
+    with pytest.raises(SubmissionRefused, match="closed"):
+        s.submit(state.step.position, {"visual": 3, "audio": 3})
+    admin.set_open(True)
+    assert s.submit(state.step.position, {"visual": 3, "audio": 3}).stored == 2
+
+
+def test_export_csv_parquet_and_screening(small_study, tmp_path):
+    store = StudyStore(small_study.url)
+    _rate_all(RaterSession(store, small_study.study_id, small_study.tokens[0]), mark=1)
+    csv, parquet, n = write_ratings(store, small_study.study_id, tmp_path / "out")
+    assert n == 18
+    for p in (csv, parquet):
+        df = read_table(p, "ratings")
+        assert len(df) == 18 and df["mark"].between(1, 5).all()
+    scr = screening_per_rater(store, small_study.study_id)
+    row = scr.iloc[0]
+    assert row.reference_marks == 4 and row.reference_low == 4  # marked the hidden reference 1: flagged
+    assert row.anchor_high == 0 and row.attention_failed == 0
+    admin = AdminSession(store, small_study.study_id, small_study.admin_token)
+    per_rater, per_trial = admin.progress()
+    assert per_rater.set_index("rater_id").loc["r001", "pages_done"] == 9
+    assert per_trial["n_audio"].fillna(0).sum() == 9
+
+
+def test_recreate_is_idempotent_and_conflicts_are_refused(tmp_path):
+    st = make_folder_study(tmp_path)
+    again = make_folder_study(tmp_path)  # same folders, same settings: nothing new
+    assert again.created.admin_token is None and again.created.rater_tokens == []
+    with pytest.raises(StudyError, match="different trials"):
+        make_folder_study(tmp_path, attention_checks=3)
+    assert st.created.n_trials == 9
+
+
+def test_unreadable_audio_leaves_only_its_trial_out(tmp_path):
+    from study_helpers import write_folders
+    from sonieval.study.create import create_from_folders
+
+    originals, systems = write_folders(tmp_path / "in")
+    (systems["sysA"] / "clip1.wav").write_bytes(b"RIFF not really a wav")
+    created = create_from_folders(StudySettings(study_id="s", attention_checks=0, min_listen_fraction=0), originals, systems,
+                                  study_dir=tmp_path / "study", progress=False)
+    assert created.n_trials == 7  # 8 minus the broken one
+    assert any("left out" in n and "sysA" in n for n in created.notes)
