@@ -28,6 +28,7 @@ dimension) and random weights; ``Codec.random_init`` says so and every output mu
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -245,12 +246,12 @@ class DacVaeCodec(Codec):
                          latent_dim=model.vae_latent_channels, device=device, sha256=sha256)
         self.model = model.to(self.device).eval()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """[B, n] at 44.1 kHz → posterior mean [B, 64, ceil(n / 512)] (right-padded to whole hops)."""
         return self.model.encode_mean(self._audio_batch(audio)[:, None, :]).float().cpu()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """[B, 64, T'] → audio [B, T' × 512] at 44.1 kHz in [-1, 1]."""
         return self.model.decode(self._latent_batch(latent))[:, 0, :].float().cpu()
@@ -266,12 +267,12 @@ class DacCodec(Codec):
                          latent_dim=int(model.latent_dim), device=device, sha256=sha256)
         self.model = model.to(self.device).eval()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         z = self.model.encode(self._audio_batch(audio)[:, None, :])[0]
         return z.float().cpu()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         return self.model.decode(self._latent_batch(latent))[:, 0, :].float().cpu()
 
@@ -301,6 +302,16 @@ def _dac_weights_path(spec_checkpoint: str | None) -> Path:
                                  f"({type(exc).__name__})", hint=fix) from None
 
 
+@contextlib.contextmanager
+def _quiet_weight_norm():
+    """dac uses the deprecated torch.nn.utils.weight_norm on purpose (see DacVae); hide only that warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weight_norm.*is deprecated", category=FutureWarning)
+        yield
+
+
 def load_codec(spec, cache_dir: str | os.PathLike | None = None, device: str = "cpu") -> Codec:
     """Build the codec a protocol's ``codec`` section names (sonieval.protocol.CodecSpec).
 
@@ -326,11 +337,14 @@ def load_codec(spec, cache_dir: str | os.PathLike | None = None, device: str = "
 
         if size == "small":
             torch.manual_seed(0)
-            return DacCodec(DAC(**DAC_SMALL), model_id="dac-44khz-small-random", random_init=True, device=device)
+            with _quiet_weight_norm():
+                model = DAC(**DAC_SMALL)
+            return DacCodec(model, model_id="dac-44khz-small-random", random_init=True, device=device)
         path = _dac_weights_path(checkpoint)
         digest = weights.verify_checksum(path, key=str(path.resolve()), cache_dir=cache_dir)
         try:
-            model = DAC.load(str(path))
+            with _quiet_weight_norm():
+                model = DAC.load(str(path))
         except Exception as exc:
             raise CodecError(f"dac could not load these weights ({type(exc).__name__}: {str(exc)[:120]})", path=path,
                              hint="expected a DAC 44 kHz .pth from `python -m dac download`") from None

@@ -76,7 +76,7 @@ class Encoder:
     def describe(self) -> dict[str, Any]:
         return {"encoder": self.name, "model_id": self.model_id, "random_init": self.random_init}
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def embed(self, audio: torch.Tensor) -> torch.Tensor:
         """[B, n] (or [n]) float audio at 16 kHz → embeddings [B, T, D] (float32, on the CPU)."""
         audio = torch.as_tensor(audio, dtype=torch.float32)
