@@ -97,7 +97,10 @@ def wiener_filter(decoded: np.ndarray) -> np.ndarray:
     x = _as_audio(decoded)
     if x.size == 0 or np.ptp(x) < _SILENT:
         return x.copy()
-    return wiener(x)
+    # Runs of equal samples have local variance 0: scipy computes 0/0 there and then replaces
+    # it by the local mean (its lVar < noise branch); only the warning is silenced.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return wiener(x)
 
 
 def rescale_embedding(embedding: np.ndarray, original: np.ndarray) -> np.ndarray:

@@ -239,6 +239,33 @@ def weights_dir() -> Path:
     return Path(os.environ.get("SONIEVAL_WEIGHTS", Path.home() / ".cache" / "sonieval" / "weights"))
 
 
+ENCODER_INFO = "encoder.json"
+
+
+def write_encoder_info(proto: Protocol, key: str, encoder: Any) -> Path:
+    """Beside the cached embeddings: the encoder's provenance and time axis (for the ``grid`` alignment)."""
+    import json
+
+    from sonieval.files import write_text_atomic
+
+    n = int(round(proto.data.clip_seconds * encoder.sample_rate))
+    info: dict[str, Any] = {"encoder": encoder.name, "model_id": str(encoder.model_id),
+                            "random_init": bool(encoder.random_init), "sample_rate": encoder.sample_rate}
+    try:
+        axis = encoder.time_axis(n)
+        info["time_axis"] = {"grid": list(axis.grid), "hop_s": axis.hop_s, "first_center_s": axis.first_center_s}
+    except NotImplementedError:
+        info["time_axis"] = None
+    return write_text_atomic(proto.cache_path / "embeddings" / key / ENCODER_INFO, json.dumps(info, indent=1))
+
+
+def read_encoder_info(embedding_folder: str | Path) -> dict[str, Any]:
+    import json
+
+    path = Path(embedding_folder) / ENCODER_INFO
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def encoder_forward(encoder: Any, device: str) -> Callable[[np.ndarray], np.ndarray]:
     import torch
 
@@ -281,6 +308,7 @@ def run_prepare(
     for spec in proto.encoders:
         encoder = load_encoder(spec, device=device)
         key = model_key(encoder.name, encoder.model_id, encoder.random_init, proto.data.clip_seconds)
+        write_encoder_info(proto, key, encoder)
         info = {"model_id": str(encoder.model_id), "random_init": bool(encoder.random_init)}
         r, b = _compute_cached(
             proto, manifest, clips, kind="embedding", model_name=spec.name, key=key,

@@ -44,7 +44,7 @@ from sonieval.pipeline.postprocess import apply_postprocess, needs_embedding_res
 from sonieval.pipeline.prepare import (
     clips_table_path, load_array, model_key, read_prepared, resolve_device, weights_dir,
 )
-from sonieval.pipeline.train import checkpoint_path, load_checkpoint, plan_runs
+from sonieval.pipeline.train import checkpoint_path, load_checkpoint, plan_runs, time_axis_from
 from sonieval.protocol import Protocol
 from sonieval.tables import SONIFICATIONS_COLUMNS, make_system_id, read_table, write_table
 
@@ -194,7 +194,8 @@ class _GateCache:
                 path=path, hint="retrain with `sonieval train PROTOCOL` or use the codec it was trained for",
             )
         gate = build_gate(meta["variant"], embedding_shape=tuple(meta["embedding_shape"]),
-                          latent_shape=tuple(meta["latent_shape"]), alignment=meta["alignment"])
+                          latent_shape=tuple(meta["latent_shape"]), alignment=meta["alignment"],
+                          time_axis=time_axis_from(meta.get("time_axis")))
         gate.load_state_dict(ck["state_dict"])
         gate.to(self.device).eval()
         return gate, meta

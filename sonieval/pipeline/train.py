@@ -48,7 +48,7 @@ import pandas as pd
 from sonieval.errors import DataError, SonievalError
 from sonieval.files import atomic_path
 from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest, inputs_hash
-from sonieval.pipeline.prepare import load_array, read_prepared, resolve_device
+from sonieval.pipeline.prepare import load_array, read_encoder_info, read_prepared, resolve_device
 from sonieval.protocol import Protocol
 from sonieval.tables import format_lr, write_table
 
@@ -121,6 +121,7 @@ class PairedData:
     codec: str
     latent_min: float = 0.0
     latent_max: float = 1.0
+    time_axis: dict[str, Any] | None = None  # the encoder's (grid alignment), from prepare
     clip_ids: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -156,6 +157,7 @@ def paired_data(proto: Protocol, encoder: str) -> PairedData:
         arr = np.load(p, mmap_mode="r")
         lo, hi = min(lo, float(arr.min())), max(hi, float(arr.max()))
     data.latent_min, data.latent_max = lo, hi
+    data.time_axis = read_encoder_info(Path(data.embeddings["train"][0]).parent).get("time_axis")
     return data
 
 
@@ -239,7 +241,7 @@ def train_one_run(
 
     torch.manual_seed(t.seed)
     gate = build_gate(run.variant, embedding_shape=data.embedding_shape, latent_shape=data.latent_shape,
-                      alignment=run.alignment).to(device)
+                      alignment=run.alignment, time_axis=time_axis_from(data.time_axis)).to(device)
     optimizer = torch.optim.AdamW(gate.parameters(), lr=run.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     n_train = len(data.embeddings["train"])
     steps_per_epoch = math.ceil(math.ceil(n_train / t.batch_size) / t.gradient_accumulation)
@@ -277,7 +279,7 @@ def train_one_run(
         "lr": float(run.lr), "alignment": run.alignment, "codec": data.codec,
         "embedding_model_key": data.embedding_model_key, "latent_model_key": data.latent_model_key,
         "embedding_shape": list(data.embedding_shape), "latent_shape": list(data.latent_shape),
-        "latent_normalization": norm, "n_train": n_train, "n_validation": len(data.embeddings["validation"]),
+        "latent_normalization": norm, "time_axis": data.time_axis, "n_train": n_train, "n_validation": len(data.embeddings["validation"]),
         "seed": t.seed, "batch_size": t.batch_size, "gradient_accumulation": t.gradient_accumulation,
         "gaussian_blur": t.augmentation.gaussian_blur, "run_id": run.run_id, "versions": _versions(),
     }
@@ -387,6 +389,15 @@ def write_losses(logdir: Path, run_id: str, history: list[dict[str, Any]]) -> Pa
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
     return path
+
+
+def time_axis_from(info: dict[str, Any] | None):
+    """The gates' TimeAxis from its JSON form (None: the gate's default)."""
+    if not info:
+        return None
+    from sonieval.models.gates import TimeAxis
+
+    return TimeAxis(tuple(int(v) for v in info["grid"]), float(info["hop_s"]), float(info["first_center_s"]))
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
