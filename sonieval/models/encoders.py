@@ -136,10 +136,12 @@ class TransformersEncoder(Encoder):
     def __init__(self, model, folder: Path | None, *, model_id: str, random_init: bool, device="cpu"):
         super().__init__(model_id, random_init, device)
         self.config = model.config
-        self.feature_extractor = self._feature_extractor(folder)
+        self.feature_extractor = self.feature_extractor_for(model.config, folder)
         self._keep(model.to(self.device).eval())
 
-    def _feature_extractor(self, folder: Path | None):
+    @classmethod
+    def feature_extractor_for(cls, config, folder: Path | None):
+        """The model's feature extractor: the folder's preprocessor_config.json, else the published defaults."""
         raise NotImplementedError
 
     def _keep(self, model) -> None:
@@ -172,9 +174,10 @@ class ASTEncoder(TransformersEncoder):
         return ASTConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
                          patch_size=16, frequency_stride=10, time_stride=10, max_length=1024, num_mel_bins=128)
 
-    def _feature_extractor(self, folder):
-        return _load_feature_extractor("ASTFeatureExtractor", folder, num_mel_bins=self.config.num_mel_bins,
-                                       max_length=self.config.max_length)
+    @classmethod
+    def feature_extractor_for(cls, config, folder):
+        return _load_feature_extractor("ASTFeatureExtractor", folder, num_mel_bins=config.num_mel_bins,
+                                       max_length=config.max_length)
 
     def _keep(self, model) -> None:
         self.patch_embeddings = model.embeddings.patch_embeddings
@@ -219,7 +222,8 @@ class HubertEncoder(TransformersEncoder):
         return HubertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
                             conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
 
-    def _feature_extractor(self, folder):
+    @classmethod
+    def feature_extractor_for(cls, config, folder):
         # facebook/hubert-base-ls960 was trained on raw (not normalised) waveforms.
         return _load_feature_extractor("Wav2Vec2FeatureExtractor", folder, feature_size=1,
                                        sampling_rate=ENCODER_RATE, padding_value=0.0, do_normalize=False,
@@ -267,7 +271,8 @@ class Wav2Vec2Encoder(HubertEncoder):
         return Wav2Vec2Config(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
                               conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
 
-    def _feature_extractor(self, folder):
+    @classmethod
+    def feature_extractor_for(cls, config, folder):
         # wav2vec 2.0 base expects zero-mean, unit-variance input (its published preprocessor config).
         return _load_feature_extractor("Wav2Vec2FeatureExtractor", folder, feature_size=1,
                                        sampling_rate=ENCODER_RATE, padding_value=0.0, do_normalize=True,
