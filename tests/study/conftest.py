@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from study_helpers import make_folder_study  # noqa: E402
+from study_helpers import clone_study, make_folder_study  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def _small_study_template(tmp_path_factory):
+    return make_folder_study(tmp_path_factory.mktemp("study-template"))
 
 
 @pytest.fixture
-def small_study(tmp_path):
+def small_study(_small_study_template, tmp_path):
     """A joint-mode study: 2 clips x 2 systems, reference, anchor, 1 attention check, no listening gate."""
-    return make_folder_study(tmp_path)
+    return clone_study(_small_study_template, tmp_path / "copy")

@@ -1,0 +1,133 @@
+"""The Streamlit app driven by streamlit.testing.v1.AppTest (in-process, no browser)."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from sonieval.study.export import ratings_frame
+from sonieval.study.server import ENV_STORAGE, ENV_STUDY_ID, app_path
+from sonieval.study.store import StudyStore
+from study_helpers import make_folder_study
+
+
+def _app(monkeypatch, study, **params) -> AppTest:
+    monkeypatch.setenv(ENV_STORAGE, study.url)
+    monkeypatch.setenv(ENV_STUDY_ID, study.study_id)
+    at = AppTest.from_file(str(app_path()), default_timeout=30)
+    for k, v in params.items():
+        at.query_params[k] = v
+    return at.run()
+
+
+def _texts(at: AppTest) -> str:
+    parts = [e.value for e in at.markdown] + [e.value for e in at.caption] + [e.value for e in at.title]
+    parts += [e.value for e in at.success] + [e.value for e in at.error] + [e.value for e in at.info] + [e.value for e in at.warning]
+    return "\n".join(map(str, parts))
+
+
+def _complete(at: AppTest, study) -> int:
+    """Rate every page through the UI; returns the number of pages seen."""
+    store = StudyStore(study.url)
+    trials = store.trials(study.study_id)
+    pages = 0
+    while not at.success:
+        assert not at.exception, at.exception
+        progress = at.get("progress")[0].proto.text
+        assert progress.startswith(f"Page {pages + 1} of ")
+        instruction = [i.value for i in at.info]
+        for radio in at.radio:
+            target = 2 if any("set both marks to 2" in t or "set the mark to 2" in t for t in instruction) else \
+                4 if any("to 4" in t for t in instruction) else 3
+            radio.set_value(target)
+        at.button[0].click().run()
+        pages += 1
+        assert pages < 100
+    assert not at.exception
+    return pages
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["joint", "split"])
+def test_app_full_flow(tmp_path, monkeypatch, mode):
+    study = make_folder_study(tmp_path, mode=mode)
+    at = _app(monkeypatch, study, rater=study.tokens[0])
+    # familiarisation first: two example pairs, nothing stored
+    assert "Before you start" in _texts(at)
+    assert len(at.get("audio")) == 4 and len(at.get("image")) == 2
+    at.button[0].click().run()
+    assert len(ratings_frame(StudyStore(study.url), study.study_id)) == 0
+    first = _texts(at)
+    if mode == "joint":
+        assert len(at.radio) == 2 and len(at.get("audio")) == 2 and len(at.get("image")) == 1
+    else:  # split: one attribute per page; waveform hidden in the audio block, audio hidden in the visual block
+        assert len(at.radio) == 1
+        if "sound only" in first:
+            assert len(at.get("image")) == 0 and len(at.get("audio")) == 2
+        else:
+            assert len(at.get("image")) == 1 and len(at.get("audio")) == 0
+    assert "sys" not in first  # system names never shown
+    pages = _complete(at, study)
+    assert pages == (9 if mode == "joint" else 18)
+    df = ratings_frame(StudyStore(study.url), study.study_id)
+    assert len(df) == 18 and (df["mode"] == mode).all()
+    assert df["attention_passed"].dropna().all()
+
+
+def test_app_missing_mark_and_resume(small_study, monkeypatch):
+    at = _app(monkeypatch, small_study, rater=small_study.tokens[1])
+    at.button[0].click().run()  # familiarisation done
+    at.radio[0].set_value(3)
+    at.button[0].click().run()  # second mark missing
+    assert "choose a mark for every question" in _texts(at)
+    assert len(ratings_frame(StudyStore(small_study.url), small_study.study_id)) == 0
+    for r in at.radio:
+        r.set_value(4)
+    at.button[0].click().run()
+    assert at.get("progress")[0].proto.text.startswith("Page 2 of 9")
+    # a fresh page load (new session) resumes at page 2, familiarisation not shown again
+    again = _app(monkeypatch, small_study, rater=small_study.tokens[1])
+    assert again.get("progress")[0].proto.text.startswith("Page 2 of 9")
+
+
+def test_app_listening_gate_message(tmp_path, monkeypatch):
+    study = make_folder_study(tmp_path, min_listen_fraction=1.0, seconds=3.0, familiarisation=False, n_clips=1, n_systems=1)
+    at = _app(monkeypatch, study, rater=study.tokens[0])
+    assert "Please play the sonification" in _texts(at)
+    for r in at.radio:
+        r.set_value(3)
+    at.button[0].click().run()
+    assert "listen to the sonification first" in _texts(at)
+    assert len(ratings_frame(StudyStore(study.url), study.study_id)) == 0
+
+
+@pytest.mark.parametrize("params", [{}, {"rater": "A" * 43}, {"rater": "../../etc/passwd"}, {"admin": "A" * 43}])
+def test_app_refuses_bad_links(small_study, monkeypatch, params):
+    at = _app(monkeypatch, small_study, **params)
+    assert not at.exception
+    assert at.error and "not valid" in at.error[0].value or "personal link" in at.error[0].value
+    assert not at.radio and not at.get("audio")
+
+
+def test_app_rater_token_does_not_open_admin(small_study, monkeypatch):
+    at = _app(monkeypatch, small_study, admin=small_study.tokens[0])
+    assert at.error and "admin link is not valid" in at.error[0].value
+
+
+def test_app_admin_view(small_study, monkeypatch):
+    at = _app(monkeypatch, small_study, admin=small_study.admin_token)
+    assert not at.exception
+    assert "admin" in at.title[0].value
+    assert len(at.dataframe) >= 3
+    close = next(b for b in at.button if b.label == "Close the study")
+    close.click().run()
+    assert StudyStore(small_study.url).study(small_study.study_id).status == "closed"
+    rater = _app(monkeypatch, small_study, rater=small_study.tokens[0])
+    assert "closed" in _texts(rater)
+    at = _app(monkeypatch, small_study, admin=small_study.admin_token)
+    next(b for b in at.button if b.label == "Open the study").click().run()
+    assert StudyStore(small_study.url).study(small_study.study_id).status == "open"
+    n_before = len(StudyStore(small_study.url).frame(__import__("sonieval.study.store", fromlist=["raters"]).raters, small_study.study_id))
+    next(b for b in at.button if b.label == "Invite").click().run()
+    assert "?rater=" in at.code[0].value
+    assert len(StudyStore(small_study.url).frame(__import__("sonieval.study.store", fromlist=["raters"]).raters, small_study.study_id)) == n_before + 1
