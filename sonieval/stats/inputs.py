@@ -1,0 +1,310 @@
+"""Reading and checking the report's inputs: ratings, scores and per-item scores.
+
+Every check ends in either a defined result (rows dropped and counted, a warning the report
+prints) or one :class:`~sonieval.errors.DataError` line naming the file, the problem and what
+to do. Metric directions live here, so that every part of the report agrees on which way is
+"better".
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sonieval.errors import DataError
+from sonieval.files import sha256_file
+from sonieval.tables import RATING_ATTRIBUTES, RATING_ROLES, check_columns, read_table
+
+# Direction of each known metric. ``lower`` = smaller values are better (distances: KAD, FAD,
+# per-item embedding distances); ``higher`` = larger values are better (correlations,
+# similarities). A scores table may also declare its own with a ``higher_is_better`` column.
+# The report orients every metric so that a *positive* correlation with the human marks means
+# "the metric agrees with the listeners" (marks are higher-is-better).
+METRIC_DIRECTIONS: dict[str, str] = {
+    "kad": "lower",
+    "fad": "lower",
+    "mmd": "lower",
+    "distance": "lower",
+    "embedding_distance": "lower",
+    "cosine_distance": "lower",
+    "l2_distance": "lower",
+    "mel_distance": "lower",
+    "log_spectral_distance": "lower",
+    "mse": "lower",
+    "mae": "lower",
+    "envelope_correlation": "higher",
+    "correlation": "higher",
+    "cosine_similarity": "higher",
+    "si_sdr": "higher",
+    "snr": "higher",
+    "pesq": "higher",
+}
+
+
+def metric_direction(metric: str, declared: object = None) -> str | None:
+    """``'lower'`` / ``'higher'`` for a metric name, or None when it is not known.
+
+    A declared ``higher_is_better`` value (from the table) wins; otherwise the exact name,
+    then a known suffix (``*_distance`` lower, ``*_correlation``/``*_similarity`` higher).
+    """
+    if declared is not None and not (isinstance(declared, float) and np.isnan(declared)):
+        text = str(declared).strip().lower()
+        if text in ("1", "true", "yes", "higher"):
+            return "higher"
+        if text in ("0", "false", "no", "lower"):
+            return "lower"
+    name = str(metric).strip().lower()
+    if name in METRIC_DIRECTIONS:
+        return METRIC_DIRECTIONS[name]
+    if name.endswith(("_distance", "_error", "_loss")) or name.startswith(("kad", "fad")):
+        return "lower"
+    if name.endswith(("_correlation", "_similarity", "_snr", "_sdr")):
+        return "higher"
+    return None
+
+
+@dataclass
+class InputFile:
+    """Where a table came from: path, content hash, rows."""
+
+    kind: str
+    path: str
+    sha256: str
+    n_rows: int
+
+    def label(self) -> str:
+        return f"{self.kind}={Path(self.path).name}@{self.sha256[:12]}"
+
+
+@dataclass
+class Ratings:
+    """Checked ratings: one row per mark, with the problems found on the way."""
+
+    table: pd.DataFrame
+    scale_min: int
+    scale_max: int
+    source: InputFile | None
+    simulated: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Scores:
+    """Checked system-level scores (overall and per class) with declared directions."""
+
+    overall: pd.DataFrame  # system_id, metric_key, metric, embedding, reference_set, value, direction, ...
+    per_class: pd.DataFrame
+    source: InputFile | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _is_simulated(df: pd.DataFrame) -> bool:
+    if "simulated" not in df.columns:
+        return False
+    col = df["simulated"]
+    if col.dtype == bool:
+        return bool(col.any())
+    return bool(col.astype(str).str.strip().str.lower().isin(["1", "true", "yes", "simulated"]).any())
+
+
+def _source(path: str | os.PathLike | None, kind: str, df: pd.DataFrame) -> InputFile | None:
+    if path is None:
+        return None
+    return InputFile(kind=kind, path=os.fspath(path), sha256=sha256_file(path), n_rows=int(len(df)))
+
+
+def check_ratings(
+    df: pd.DataFrame,
+    *,
+    scale_min: int = 1,
+    scale_max: int = 5,
+    path: str | os.PathLike | None = None,
+    simulated: bool | None = None,
+) -> Ratings:
+    """Check a ratings table (RATINGS_COLUMNS) against the declared integer scale.
+
+    Rows without a rater, clip, system, role, attribute or mark are dropped and counted (a
+    half-finished session leaves such rows); a mark outside ``[scale_min, scale_max]``, a
+    non-integer mark, an unknown role or attribute is an error, because it means the table is
+    not on the declared scale or not a ratings table.
+    """
+    where = path or "ratings"
+    check_columns(df, "ratings", where)
+    if scale_min >= scale_max:
+        raise DataError(f"scale {scale_min}..{scale_max} is empty", path=where, hint="use --scale-min < --scale-max")
+    df = df.copy()
+    notes: list[str] = []
+    n_in = len(df)
+    for col in ("rater_id", "clip_id", "system_id", "trial_id", "study_id"):
+        df[col] = df[col].where(df[col].isna(), df[col].astype(str))
+    mark = pd.to_numeric(df["mark"], errors="coerce")
+    bad_text = df["mark"].notna() & mark.isna()
+    if bad_text.any():
+        example = df.loc[bad_text, "mark"].iloc[0]
+        raise DataError(
+            f"column mark has {int(bad_text.sum())} non-numeric value(s), e.g. {example!r}",
+            path=where, hint=f"marks must be integers on the declared scale {scale_min}..{scale_max}",
+        )
+    df["mark"] = mark
+    required = ["rater_id", "clip_id", "system_id", "role", "attribute", "mark"]
+    missing = df[required].isna().any(axis=1)
+    if missing.any():
+        counts = {c: int(df[c].isna().sum()) for c in required if df[c].isna().any()}
+        notes.append(
+            f"{int(missing.sum())} of {n_in} rating rows dropped because a required cell is empty "
+            f"({', '.join(f'{c}: {n}' for c, n in counts.items())})"
+        )
+        df = df.loc[~missing]
+    if df.empty:
+        raise DataError("no complete rating rows", path=where, hint="every row needs rater_id, clip_id, system_id, role, attribute and mark")
+    df["role"] = df["role"].astype(str).str.strip().str.lower()
+    df["attribute"] = df["attribute"].astype(str).str.strip().str.lower()
+    bad_role = ~df["role"].isin(RATING_ROLES)
+    if bad_role.any():
+        raise DataError(
+            f"column role has unknown value(s) {sorted(df.loc[bad_role, 'role'].unique())[:5]}",
+            path=where, hint=f"allowed: {', '.join(RATING_ROLES)}",
+        )
+    bad_attr = ~df["attribute"].isin(RATING_ATTRIBUTES)
+    if bad_attr.any():
+        raise DataError(
+            f"column attribute has unknown value(s) {sorted(df.loc[bad_attr, 'attribute'].unique())[:5]}",
+            path=where, hint=f"allowed: {', '.join(RATING_ATTRIBUTES)}",
+        )
+    marks = df["mark"].to_numpy(dtype=float)
+    not_int = marks != np.round(marks)
+    if not_int.any():
+        raise DataError(
+            f"column mark has {int(not_int.sum())} non-integer value(s), e.g. {marks[not_int][0]}",
+            path=where, hint=f"marks must be integers on the declared scale {scale_min}..{scale_max}",
+        )
+    outside = (marks < scale_min) | (marks > scale_max)
+    if outside.any():
+        vals = sorted(set(marks[outside].astype(int).tolist()))[:5]
+        raise DataError(
+            f"{int(outside.sum())} mark(s) outside the declared scale {scale_min}..{scale_max} (e.g. {vals})",
+            path=where, hint="declare the study's scale with --scale-min/--scale-max, or fix the marks",
+        )
+    df["mark"] = marks.astype(np.int64)
+    if simulated is None:
+        simulated = _is_simulated(df)
+    return Ratings(
+        table=df.reset_index(drop=True), scale_min=scale_min, scale_max=scale_max,
+        source=_source(path, "ratings", df) if path is not None else None, simulated=bool(simulated), notes=notes,
+    )
+
+
+def load_ratings(path: str | os.PathLike, *, scale_min: int = 1, scale_max: int = 5) -> Ratings:
+    df = read_table(path, "ratings")
+    ratings = check_ratings(df, scale_min=scale_min, scale_max=scale_max, path=path)
+    ratings.source = InputFile("ratings", os.fspath(path), sha256_file(path), int(len(df)))
+    return ratings
+
+
+def _metric_key(df: pd.DataFrame) -> pd.Series:
+    """One name per (metric, embedding, reference set), short when there is no ambiguity."""
+    emb = df["embedding"].fillna("").astype(str)
+    ref = df["reference_set"].fillna("").astype(str)
+    key = df["metric"].astype(str)
+    if emb.groupby(key).nunique().max() > 1 or ref.groupby(key).nunique().max() > 1:
+        key = key + "[" + emb + (("|" + ref) if ref.groupby(df["metric"]).nunique().max() > 1 else "") + "]"
+    return key
+
+
+def check_scores(df: pd.DataFrame, *, path: str | os.PathLike | None = None) -> Scores:
+    """Split a scores table into overall and per-class rows and attach each metric's direction.
+
+    A metric whose direction is unknown (not in :data:`METRIC_DIRECTIONS`, no
+    ``higher_is_better`` column) is left out with a note rather than guessed: a wrong sign would
+    turn agreement into disagreement.
+    """
+    where = path or "scores"
+    check_columns(df, "scores", where)
+    df = df.copy()
+    notes: list[str] = []
+    df["system_id"] = df["system_id"].astype(str)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    if "category" not in df.columns:
+        df["category"] = ""
+    df["category"] = df["category"].fillna("").astype(str)
+    declared = df["higher_is_better"] if "higher_is_better" in df.columns else pd.Series([None] * len(df), index=df.index)
+    df["direction"] = [metric_direction(m, d) for m, d in zip(df["metric"], declared)]
+    unknown = sorted(df.loc[df["direction"].isna(), "metric"].astype(str).unique())
+    if unknown:
+        notes.append(
+            f"metric(s) {', '.join(unknown)} left out: direction unknown (add a higher_is_better column "
+            "to the scores table, or name the metric in sonieval.stats.inputs.METRIC_DIRECTIONS)"
+        )
+        df = df.loc[df["direction"].notna()]
+    bad = ~np.isfinite(df["value"].to_numpy(dtype=float))
+    if bad.any():
+        notes.append(
+            f"{int(bad.sum())} score row(s) with a missing or non-finite value left out "
+            f"(metrics: {', '.join(sorted(df.loc[bad, 'metric'].astype(str).unique()))})"
+        )
+        df = df.loc[~bad]
+    if df.empty:
+        raise DataError("no usable score rows", path=where, hint="need finite values of metrics with a known direction")
+    df["metric_key"] = _metric_key(df)
+    overall = df.loc[df["category"] == ""].copy()
+    per_class = df.loc[df["category"] != ""].copy()
+    dup = overall.duplicated(["system_id", "metric_key"])
+    if dup.any():
+        raise DataError(
+            f"{int(dup.sum())} duplicate overall score row(s), e.g. {overall.loc[dup, ['system_id', 'metric_key']].iloc[0].tolist()}",
+            path=where, hint="one row per system, metric, embedding and reference set",
+        )
+    return Scores(overall=overall.reset_index(drop=True), per_class=per_class.reset_index(drop=True), source=None, notes=notes)
+
+
+def load_scores(path: str | os.PathLike) -> Scores:
+    df = read_table(path, "scores")
+    scores = check_scores(df, path=path)
+    scores.source = InputFile("scores", os.fspath(path), sha256_file(path), int(len(df)))
+    return scores
+
+
+def load_item_scores(path: str | os.PathLike) -> tuple[pd.DataFrame, InputFile, list[str]]:
+    df = read_table(path, "item_scores").copy()
+    notes: list[str] = []
+    df["system_id"] = df["system_id"].astype(str)
+    df["clip_id"] = df["clip_id"].astype(str)
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    declared = df["higher_is_better"] if "higher_is_better" in df.columns else [None] * len(df)
+    df["direction"] = [metric_direction(m, d) for m, d in zip(df["metric"], declared)]
+    unknown = sorted(df.loc[df["direction"].isna(), "metric"].astype(str).unique())
+    if unknown:
+        notes.append(f"item metric(s) {', '.join(unknown)} left out: direction unknown (add a higher_is_better column)")
+    bad = ~np.isfinite(df["value"].to_numpy(dtype=float))
+    if bad.any():
+        notes.append(f"{int(bad.sum())} item score row(s) with a missing or non-finite value left out")
+    df = df.loc[df["direction"].notna() & ~bad]
+    if "reference_set" not in df.columns:
+        df["reference_set"] = ""
+    df["metric_key"] = _metric_key(df) if not df.empty else pd.Series(dtype=str)
+    return df.reset_index(drop=True), InputFile("item_scores", os.fspath(path), sha256_file(path), int(len(df))), notes
+
+
+def match_systems(ratings: pd.DataFrame, systems_scored: set[str], *, path: str | os.PathLike | None = None) -> tuple[list[str], list[str]]:
+    """Systems rated and scored; a note about the rest. No overlap at all is an error."""
+    rated = set(ratings.loc[ratings["role"] == "sonification", "system_id"].unique())
+    both = sorted(rated & systems_scored)
+    notes = []
+    if not both:
+        raise DataError(
+            "no system_id in the scores table matches the rated systems "
+            f"(ratings e.g. {sorted(rated)[:2]}, scores e.g. {sorted(systems_scored)[:2]})",
+            path=path or "scores",
+            hint="system_id must be the same text in both tables (encoder/variant/lr<lr>/e<epoch>/alignment/postprocess)",
+        )
+    only_rated = sorted(rated - systems_scored)
+    only_scored = sorted(systems_scored - rated)
+    if only_rated:
+        notes.append(f"{len(only_rated)} rated system(s) have no score and are left out of the correlations: {', '.join(only_rated[:5])}{' …' if len(only_rated) > 5 else ''}")
+    if only_scored:
+        notes.append(f"{len(only_scored)} scored system(s) were not rated: {', '.join(only_scored[:5])}{' …' if len(only_scored) > 5 else ''}")
+    return both, notes

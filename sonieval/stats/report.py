@@ -1,0 +1,622 @@
+"""The correlation report: analysis of ratings + scores, written as HTML, Markdown, CSV, PNG, JSON.
+
+:func:`build_report` reads the tables, runs every stage (screening, descriptives,
+reliability, models, correlations), and writes into ``out_dir``:
+
+    report.html, report.md        the same content, with figures
+    summary.json                  the headline numbers (keys documented in docs/INTERFACES.md)
+    tables/*.csv                  every table, each row with a ``provenance`` column
+    figures/*.png                 mark distributions, system means, metric scatter plots, rater agreement
+
+Every page and file names its inputs (path + SHA-256), n and package versions; when the ratings
+are simulated, every page, table row, figure and the JSON say "SIMULATED". An undefined number is
+written as "n/a" (null in JSON) with a note next to it saying why.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sonieval.errors import DataError
+from sonieval.files import atomic_path, write_text_atomic
+from sonieval.stats import correlation, descriptives, models, reliability
+from sonieval.stats.bootstrap import draw_weights
+from sonieval.stats.inputs import (
+    InputFile, Ratings, Scores, load_item_scores, load_ratings, load_scores, match_systems,
+)
+from sonieval.stats.screening import ScreeningRules, screen_raters
+
+SIMULATED_BANNER = "SIMULATED RATINGS: not a study result"
+
+
+@dataclass
+class ReportOptions:
+    scale_min: int = 1
+    scale_max: int = 5
+    n_boot: int = 2000
+    seed: int = 0
+    rules: ScreeningRules = field(default_factory=ScreeningRules)
+    mixed_model_max_rows: int = 4000
+    figures: bool = True
+    simulated: bool | None = None  # None: from the ratings' `simulated` column
+    simulated_note: str = ""
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    summary: dict
+    tables: dict[str, pd.DataFrame]
+    timings: dict[str, float]
+    files: list[Path]
+
+
+# --- formatting ----------------------------------------------------------------------------------
+
+def _clean(v):
+    """JSON-safe value: NaN/inf → None (the tables carry notes saying why)."""
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(float(v)):
+            return "n/a"
+        return f"{float(v):.{digits}f}"
+    return str(v)
+
+
+def _display(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    out = df.copy()
+    for c in out.columns:
+        if c == "provenance":
+            continue
+        out[c] = [_fmt(v, digits) for v in out[c]]
+    return out.drop(columns=[c for c in ("provenance", "simulated") if c in out.columns])
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("sonieval", "numpy", "pandas", "scipy", "statsmodels", "pingouin", "krippendorff", "matplotlib"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            if name == "sonieval":
+                from sonieval import __version__
+
+                out[name] = __version__
+    return out
+
+
+class _Doc:
+    """Blocks rendered to both Markdown and HTML, so the two pages never drift apart."""
+
+    def __init__(self):
+        self.blocks: list[tuple[str, object]] = []
+
+    def h(self, level: int, text: str):
+        self.blocks.append(("h", (level, text)))
+
+    def p(self, text: str):
+        self.blocks.append(("p", text))
+
+    def bullets(self, items: list[str]):
+        if items:
+            self.blocks.append(("ul", list(items)))
+
+    def table(self, df: pd.DataFrame, digits: int = 3, max_rows: int = 60):
+        if df is None or df.empty:
+            self.p("(no rows)")
+            return
+        shown = _display(df.head(max_rows), digits)
+        self.blocks.append(("table", shown))
+        if len(df) > max_rows:
+            self.p(f"(first {max_rows} of {len(df)} rows; all rows in the CSV)")
+
+    def image(self, rel: str, alt: str):
+        self.blocks.append(("img", (rel, alt)))
+
+    def markdown(self) -> str:
+        out = []
+        for kind, v in self.blocks:
+            if kind == "h":
+                out.append("#" * v[0] + " " + v[1])
+            elif kind == "p":
+                out.append(v)
+            elif kind == "ul":
+                out.append("\n".join(f"- {x}" for x in v))
+            elif kind == "table":
+                out.append(v.to_markdown(index=False))
+            elif kind == "img":
+                out.append(f"![{v[1]}]({v[0]})")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str, simulated: bool) -> str:
+        css = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+               "table{border-collapse:collapse;font-size:13px;margin:0.5em 0}"
+               "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
+               ".sim{background:#b00;color:#fff;padding:0.6em;font-weight:bold;font-size:1.2em}"
+               "img{max-width:100%}")
+        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+               f"<style>{css}</style></head><body>"]
+        if simulated:
+            out.append(f"<div class='sim'>{SIMULATED_BANNER}</div>")
+        for kind, v in self.blocks:
+            if kind == "h":
+                out.append(f"<h{v[0]}>{html.escape(v[1])}</h{v[0]}>")
+            elif kind == "p":
+                out.append(f"<p>{html.escape(v)}</p>")
+            elif kind == "ul":
+                out.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in v) + "</ul>")
+            elif kind == "table":
+                out.append(v.to_html(index=False, escape=True, border=0))
+            elif kind == "img":
+                out.append(f"<p><img src='{html.escape(v[0])}' alt='{html.escape(v[1])}'></p>")
+        if simulated:
+            out.append(f"<div class='sim'>{SIMULATED_BANNER}</div>")
+        out.append("</body></html>")
+        return "\n".join(out)
+
+
+# --- analysis ------------------------------------------------------------------------------------
+
+def analyse(
+    ratings: Ratings,
+    scores: Scores,
+    item_scores: pd.DataFrame | None,
+    options: ReportOptions,
+    *,
+    timings: dict[str, float] | None = None,
+) -> tuple[dict, dict[str, pd.DataFrame], list[str]]:
+    """Run every stage; returns (summary dict, tables, notes). No files are written here."""
+    timings = {} if timings is None else timings
+    notes = list(ratings.notes) + list(scores.notes)
+    tables: dict[str, pd.DataFrame] = {}
+    summary: dict = {}
+    df = ratings.table
+
+    t = time.perf_counter()
+    screening = screen_raters(df, options.rules)
+    notes += screening.notes
+    kept = screening.kept
+    if not kept:
+        kept = screening.per_rater["rater_id"].tolist()
+    tables["screening"] = screening.per_rater
+    kept_set = set(kept)
+    son_all = df[df["role"] == "sonification"]
+    son = son_all[son_all["rater_id"].isin(kept_set)]
+    if son.empty:
+        raise DataError("no sonification marks after screening", path=ratings.source.path if ratings.source else "ratings",
+                        hint="the ratings need rows with role=sonification")
+    systems_scored = set(scores.overall["system_id"])
+    matched, match_notes = match_systems(son_all, systems_scored, path=scores.source.path if scores.source else None)
+    notes += match_notes
+    timings["screening"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    weights = None
+    if options.n_boot:
+        weights = draw_weights(son["rater_id"].unique(), son["clip_id"].unique(), options.n_boot, options.seed)
+    means, boot = descriptives.system_means(son, weights)
+    means_all, _ = descriptives.system_means(son_all, None)
+    tables["system_means"] = means
+    tables["role_means"] = descriptives.role_means(df[df["rater_id"].isin(kept_set)])
+    tables["mark_distribution"] = descriptives.mark_distribution(son, ratings.scale_min, ratings.scale_max)
+    timings["descriptives"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    rel_rows = []
+    summary_rel = {}
+    for attribute, part in son.groupby("attribute"):
+        a = reliability.krippendorff_alpha(part, ratings.scale_min, ratings.scale_max, options.n_boot, options.seed)
+        icc = reliability.icc_balanced(part)
+        rel_rows.append({
+            "attribute": attribute, "krippendorff_alpha_ordinal": a["alpha"], "alpha_ci_low": a["ci_low"],
+            "alpha_ci_high": a["ci_high"], "n_raters": a["n_raters"], "n_units": a["n_units"],
+            "n_units_pairable": a["n_units_pairable"], "icc2_1": icc["icc2_1"], "icc2_k": icc["icc2_k"],
+            "icc_k": icc.get("k"), "icc_n_raters_balanced": icc["n_raters_balanced"],
+            "icc_n_units_balanced": icc["n_units_balanced"],
+            "note": "; ".join(filter(None, [a["note"], icc["note"]])),
+        })
+        summary_rel[attribute] = {
+            "krippendorff_alpha_ordinal": a["alpha"], "krippendorff_alpha_ci": [a["ci_low"], a["ci_high"]],
+            "icc2_1": icc["icc2_1"], "icc2_k": icc["icc2_k"], "icc2_1_ci95": icc["icc2_1_ci95"],
+            "icc2_k_ci95": icc["icc2_k_ci95"], "icc_n_raters_balanced": icc["n_raters_balanced"],
+            "icc_n_units_balanced": icc["n_units_balanced"], "n_units": a["n_units"],
+            "note": "; ".join(filter(None, [a["note"], icc["note"]])),
+        }
+    tables["reliability"] = pd.DataFrame(rel_rows)
+    tables["rater_agreement"] = reliability.rater_panel_agreement(son)
+    attr_agree = reliability.attribute_agreement(son)
+    tables["attribute_agreement"] = pd.DataFrame([attr_agree])
+    timings["reliability"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    mm_rows, mm_info_rows, fr_rows, pair_frames = [], [], [], []
+    for attribute, part in son.groupby("attribute"):
+        est, info = models.mixed_model(part, max_rows=options.mixed_model_max_rows, seed=options.seed)
+        mm_rows.append(est.assign(attribute=attribute))
+        mm_info_rows.append({"attribute": attribute, **info})
+        fr, pairs = models.friedman_wilcoxon(part)
+        fr_rows.append({"attribute": attribute, **fr})
+        pair_frames.append(pairs.assign(attribute=attribute))
+    tables["mixed_model"] = pd.concat(mm_rows, ignore_index=True)
+    tables["mixed_model_fit"] = pd.DataFrame(mm_info_rows)
+    tables["friedman"] = pd.DataFrame(fr_rows)
+    tables["pairwise_wilcoxon"] = pd.concat(pair_frames, ignore_index=True)
+    timings["models"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    matched_means = means[means["system_id"].isin(matched)]
+    corr, samples = correlation.system_level(matched_means, boot, scores.overall, seed=options.seed)
+    frames = [corr]
+    if item_scores is not None and not item_scores.empty:
+        frames.append(correlation.item_level(son, item_scores, n_boot=options.n_boot, seed=options.seed))
+    cls = correlation.per_class(son, scores.per_class, seed=options.seed)
+    if not cls.empty:
+        frames.append(cls)
+    elif not scores.per_class.empty:
+        notes.append("per-class correlations need a category column in the ratings (or --clips): not computed")
+    tables["correlations"] = pd.concat(frames, ignore_index=True)
+    tables["metric_comparison"] = correlation.compare_metrics(samples, corr)
+    tables["rank_agreement"] = correlation.rank_agreement(matched_means, scores.overall)
+    timings["correlations"] = time.perf_counter() - t
+
+    # With and without screening, side by side.
+    cmp = means[["system_id", "attribute", "mean", "ci_low", "ci_high", "n"]].merge(
+        means_all[["system_id", "attribute", "mean", "n"]], on=["system_id", "attribute"], how="outer",
+        suffixes=("_screened", "_all_raters"))
+    tables["screening_effect_means"] = cmp
+    corr_all, _ = correlation.system_level(means_all[means_all["system_id"].isin(matched)], {}, scores.overall,
+                                           seed=options.seed)
+    if not corr.empty:
+        tables["screening_effect_correlations"] = corr[["metric", "attribute", "spearman", "kendall_tau_b", "pearson", "n"]].merge(
+            corr_all[["metric", "attribute", "spearman", "kendall_tau_b", "pearson"]], on=["metric", "attribute"],
+            suffixes=("_screened", "_all_raters"))
+    tables["reference_table"] = reference_table(matched_means, scores.overall)
+
+    summary.update({
+        "n_ratings": int(len(df)),
+        "n_sonification_marks": int(len(son_all)),
+        "n_raters": int(df["rater_id"].nunique()),
+        "n_raters_kept": int(len(kept_set)),
+        "n_systems_rated": int(son_all["system_id"].nunique()),
+        "n_systems_matched": len(matched),
+        "n_clips": int(son_all["clip_id"].nunique()),
+        "scale": [ratings.scale_min, ratings.scale_max],
+        "excluded_raters": [{"rater_id": r, "reasons": w} for r, w in screening.excluded.itertuples(index=False)],
+        "reliability": summary_rel,
+        "attribute_agreement": attr_agree,
+        "systems": [
+            {"system": r.system_id, "attribute": r.attribute, "mean": r.mean, "ci_low": r.ci_low, "ci_high": r.ci_high,
+             "t_ci_low": r.t_ci_low, "t_ci_high": r.t_ci_high, "n": int(r.n), "note": r.note}
+            for r in means.itertuples()
+        ],
+        "correlations": [
+            {k: row.get(k) for k in ("metric", "attribute", "level", "category", "direction", "spearman", "kendall_tau_b",
+                                      "pearson", "p_permutation", "ci_low", "ci_high", "n", "note") if k in row}
+            for row in tables["correlations"].to_dict("records")
+        ],
+        "orientation": "correlations use scores oriented so that positive = the metric agrees with the listeners "
+                       "(lower-is-better metrics such as KAD/FAD are negated)",
+    })
+    return summary, tables, notes
+
+
+def reference_table(means: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """The reference work's table form: system, visual mean, audio mean, rank by the objective score."""
+    wide = means.pivot_table(index="system_id", columns="attribute", values="mean").reset_index()
+    if scores.empty:
+        return wide
+    primary = "kad" if "kad" in set(scores["metric_key"]) else sorted(scores["metric_key"].unique())[0]
+    s = scores[scores["metric_key"] == primary].set_index("system_id")
+    oriented = pd.Series(correlation.orient(s["value"], s["direction"].iloc[0]), index=s.index)
+    rank = oriented.rank(ascending=False, method="min")
+    wide[f"{primary}_value"] = wide["system_id"].map(s["value"])
+    wide[f"{primary}_rank"] = wide["system_id"].map(rank)
+    wide[f"{primary}_rank_of"] = len(s)
+    return wide.sort_values(f"{primary}_rank")
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+def _short(sid: str, width: int = 28) -> str:
+    return sid if len(sid) <= width else "…" + sid[-(width - 1):]
+
+
+def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: str, simulated: bool) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.optimize import isotonic_regression
+
+    out = []
+
+    def save(fig, name, alt):
+        fig.text(0.01, 0.005, stamp, fontsize=6, color="#555")
+        if simulated:
+            fig.suptitle(SIMULATED_BANNER, color="#b00", fontweight="bold")
+        path = fig_dir / name
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight")
+        plt.close(fig)
+        out.append((f"figures/{name}", alt))
+
+    dist = tables["mark_distribution"]
+    attrs = sorted(dist["attribute"].unique())
+    share_cols = [c for c in dist.columns if c.startswith("share_")]
+    fig, axes = plt.subplots(1, len(attrs), figsize=(6 * len(attrs), 0.35 * dist["system_id"].nunique() + 1.5), squeeze=False)
+    cmap = plt.get_cmap("RdYlGn", len(share_cols))
+    for ax, attr in zip(axes[0], attrs):
+        d = dist[dist["attribute"] == attr].set_index("system_id")
+        left = np.zeros(len(d))
+        for k, c in enumerate(share_cols):
+            ax.barh([_short(s) for s in d.index], d[c], left=left, color=cmap(k), label=c.split("_")[1])
+            left += d[c].to_numpy()
+        ax.set_title(f"{attr} marks"); ax.set_xlabel("share of marks")
+    axes[0][-1].legend(title="mark", bbox_to_anchor=(1.0, 1.0), loc="upper left")
+    save(fig, "mark_distribution.png", "Distribution of marks per system")
+
+    means = tables["system_means"]
+    fig, axes = plt.subplots(1, len(attrs), figsize=(6 * len(attrs), 0.35 * means["system_id"].nunique() + 1.5), squeeze=False)
+    for ax, attr in zip(axes[0], attrs):
+        m = means[means["attribute"] == attr].sort_values("mean")
+        y = np.arange(len(m))
+        ax.errorbar(m["mean"], y, xerr=[m["mean"] - m["ci_low"].fillna(m["mean"]), m["ci_high"].fillna(m["mean"]) - m["mean"]],
+                    fmt="o", capsize=3)
+        ax.set_yticks(y, [_short(s) for s in m["system_id"]]); ax.set_title(f"{attr}: mean mark, 95% cluster-bootstrap CI")
+    save(fig, "system_means.png", "Mean marks with 95% CIs")
+
+    corr = tables["correlations"]
+    sysc = corr[corr["level"] == "system"] if "level" in corr else corr
+    for metric_key, s in scores.overall.groupby("metric_key"):
+        fig, axes = plt.subplots(1, len(attrs), figsize=(5 * len(attrs), 4), squeeze=False)
+        sv = s.set_index("system_id")["value"]
+        for ax, attr in zip(axes[0], attrs):
+            m = means[(means["attribute"] == attr) & means["system_id"].isin(sv.index)]
+            if m.empty:
+                ax.set_title(f"{attr}: no matched systems"); continue
+            x = sv.loc[m["system_id"]].to_numpy(float)
+            y = m["mean"].to_numpy(float)
+            ax.errorbar(x, y, yerr=[y - m["ci_low"].fillna(m["mean"]), m["ci_high"].fillna(m["mean"]) - y], fmt="o", capsize=3)
+            order = np.argsort(x)
+            increasing = s["direction"].iloc[0] == "higher"
+            fit = isotonic_regression(y[order], increasing=increasing).x
+            ax.plot(x[order], fit, "-", color="C1", label="monotone fit")
+            row = sysc[(sysc["metric"] == metric_key) & (sysc["attribute"] == attr)]
+            rho = _fmt(row["spearman"].iloc[0], 2) if len(row) else "n/a"
+            ax.set_title(f"{attr}: agreement ρ = {rho} (n={len(m)})", fontsize=9)
+            ax.set_xlabel(f"{metric_key} ({'lower' if not increasing else 'higher'} is better)")
+            ax.set_ylabel("mean mark")
+            ax.legend(fontsize=7)
+        save(fig, f"scatter_{_safe(metric_key)}.png", f"Mean mark vs {metric_key}")
+
+    ra = tables["rater_agreement"]
+    if ra["spearman_with_panel"].notna().any():
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for attr, part in ra.groupby("attribute"):
+            ax.hist(part["spearman_with_panel"].dropna(), bins=20, alpha=0.6, label=attr)
+        ax.set_xlabel("Spearman ρ of a rater with the other raters' mean"); ax.set_ylabel("raters"); ax.legend()
+        save(fig, "rater_agreement.png", "Per-rater agreement with the panel")
+    return out
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+def build_report(
+    ratings_path: str | os.PathLike,
+    scores_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    item_scores_path: str | os.PathLike | None = None,
+    clips_path: str | os.PathLike | None = None,
+    options: ReportOptions | None = None,
+) -> ReportResult:
+    """Read the tables, analyse, and write the report into ``out_dir`` (see module docstring)."""
+    options = options or ReportOptions()
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    ratings = load_ratings(ratings_path, scale_min=options.scale_min, scale_max=options.scale_max)
+    if options.simulated is not None:
+        ratings.simulated = ratings.simulated or options.simulated
+    scores = load_scores(scores_path)
+    item_scores, item_source, item_notes = (None, None, [])
+    if item_scores_path is not None:
+        item_scores, item_source, item_notes = load_item_scores(item_scores_path)
+    sources: list[InputFile] = [ratings.source, scores.source] + ([item_source] if item_source else [])
+    if clips_path is not None:
+        from sonieval.files import sha256_file
+        from sonieval.tables import read_table
+
+        clips = read_table(clips_path, "clips")
+        mapping = clips.assign(clip_id=clips["clip_id"].astype(str)).drop_duplicates("clip_id").set_index("clip_id")["category"]
+        if "category" not in ratings.table.columns:
+            ratings.table["category"] = ratings.table["clip_id"].map(mapping)
+        sources.append(InputFile("clips", os.fspath(clips_path), sha256_file(clips_path), int(len(clips))))
+    timings["read"] = time.perf_counter() - t
+    return write_report(ratings, scores, item_scores, out_dir, options=options, sources=sources,
+                        extra_notes=item_notes, timings=timings)
+
+
+def write_report(
+    ratings: Ratings,
+    scores: Scores,
+    item_scores: pd.DataFrame | None,
+    out_dir: str | os.PathLike,
+    *,
+    options: ReportOptions,
+    sources: list[InputFile],
+    extra_notes: list[str] = (),
+    timings: dict[str, float] | None = None,
+) -> ReportResult:
+    timings = {} if timings is None else timings
+    out_dir = Path(out_dir)
+    simulated = bool(ratings.simulated)
+    summary, tables, notes = analyse(ratings, scores, item_scores, options, timings=timings)
+    notes = list(notes) + list(extra_notes)
+
+    t = time.perf_counter()
+    versions = _versions()
+    created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    provenance = {
+        "inputs": [asdict(s) for s in sources if s is not None],
+        "versions": versions,
+        "created_at": created,
+        "parameters": {"scale": [ratings.scale_min, ratings.scale_max], "bootstrap": options.n_boot,
+                       "seed": options.seed, "screening": asdict(options.rules),
+                       "mixed_model_max_rows": options.mixed_model_max_rows},
+        "n_ratings": summary["n_ratings"], "n_raters": summary["n_raters"], "n_raters_kept": summary["n_raters_kept"],
+    }
+    stamp = (("SIMULATED | " if simulated else "") + " ".join(s.label() for s in sources if s is not None)
+             + f" | n_ratings={summary['n_ratings']} raters={summary['n_raters_kept']}/{summary['n_raters']}"
+             + f" | sonieval {versions.get('sonieval', '?')} | B={options.n_boot} seed={options.seed}")
+    summary = {"simulated": simulated, **({"warning": SIMULATED_BANNER + (": " + options.simulated_note if options.simulated_note else "")} if simulated else {}),
+               **summary, "notes": notes, "provenance": provenance}
+
+    files: list[Path] = []
+    table_dir = out_dir / "tables"
+    table_dir.mkdir(parents=True, exist_ok=True)
+    for name, df in tables.items():
+        df = df.copy()
+        if simulated:
+            df.insert(0, "simulated", "SIMULATED")
+        df["provenance"] = stamp
+        path = table_dir / f"{name}.csv"
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, index=False)
+        files.append(path)
+
+    figures: list[tuple[str, str]] = []
+    if options.figures:
+        fig_dir = out_dir / "figures"
+        fig_dir.mkdir(parents=True, exist_ok=True)
+        son = ratings.table[ratings.table["role"] == "sonification"]
+        figures = _figures(tables, scores, son, fig_dir, stamp, simulated)
+        files += [out_dir / f for f, _ in figures]
+    timings["figures"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    doc = _compose(summary, tables, notes, figures, options, sources, simulated, stamp)
+    title = ("SIMULATED — " if simulated else "") + "sonieval correlation report"
+    md = doc.markdown()
+    if simulated:
+        md = f"**{SIMULATED_BANNER}**\n\n{md}\n**{SIMULATED_BANNER}**\n"
+    files.append(write_text_atomic(out_dir / "report.md", md))
+    files.append(write_text_atomic(out_dir / "report.html", doc.html(title, simulated)))
+    files.append(write_text_atomic(out_dir / "summary.json", json.dumps(_clean(summary), indent=2, default=str) + "\n"))
+    timings["write"] = time.perf_counter() - t
+    return ReportResult(out_dir=out_dir, summary=_clean(summary), tables=tables, timings=timings, files=files)
+
+
+def _compose(summary, tables, notes, figures, options, sources, simulated, stamp) -> _Doc:
+    doc = _Doc()
+    fig = dict((Path(f).stem, (f, alt)) for f, alt in figures)
+    doc.h(1, ("SIMULATED — " if simulated else "") + "Correlation report: objective scores vs listener marks")
+    if simulated:
+        doc.p(f"{SIMULATED_BANNER}. {options.simulated_note or 'The ratings are marked simulated.'}")
+    doc.h(2, "Provenance")
+    doc.bullets([f"{s.kind}: {s.path} (sha256 {s.sha256}, {s.n_rows} rows)" for s in sources if s is not None]
+                + [f"created {summary['provenance']['created_at']}; "
+                   + ", ".join(f"{k} {v}" for k, v in summary["provenance"]["versions"].items()),
+                   f"scale {options.scale_min}–{options.scale_max}; bootstrap resamples {options.n_boot}; seed {options.seed}",
+                   f"{summary['n_ratings']} ratings, {summary['n_raters']} raters ({summary['n_raters_kept']} kept), "
+                   f"{summary['n_systems_rated']} systems rated ({summary['n_systems_matched']} with scores), {summary['n_clips']} clips"])
+    doc.h(2, "Data checks and warnings")
+    doc.bullets(notes or ["none"])
+
+    doc.h(2, "1. Screening")
+    doc.p("A rater is excluded when any rule holds (ITU-R BS.1534-3 post-screening adapted to the mark scale):")
+    doc.bullets(options.rules.describe())
+    excl = tables["screening"]
+    excl = excl[excl["excluded"]][["rater_id", "n_marks", "reasons"]]
+    doc.p(f"Excluded {len(excl)} of {summary['n_raters']} raters." + ("" if len(excl) else " Nobody was excluded."))
+    doc.table(excl)
+    doc.p("Main results with and without screening (means; system-level correlations):")
+    doc.table(tables["screening_effect_means"])
+    if "screening_effect_correlations" in tables:
+        doc.table(tables["screening_effect_correlations"])
+
+    doc.h(2, "2. Descriptives")
+    doc.p("Mean mark per system and attribute (screened raters). ci_low/ci_high: 95 % two-way cluster bootstrap "
+          "over raters and clips (Owen 2007), the interval to read; t_ci: naive t interval treating marks as independent.")
+    doc.table(tables["system_means"])
+    doc.p("The reference work's table form (mean marks and the rank by the primary objective score, 1 = best):")
+    doc.table(tables["reference_table"])
+    doc.p("Hidden reference and anchor means (the two ends of the scale as used):")
+    doc.table(tables["role_means"])
+    for key in ("mark_distribution", "system_means"):
+        if key in fig:
+            doc.image(*fig[key])
+
+    doc.h(2, "3. Reliability")
+    doc.p("Krippendorff's α, ordinal, raters × units with the scale as value domain; CI: bootstrap over units. "
+          "ICC(2,1)/ICC(2,k): two-way random effects, absolute agreement (Shrout & Fleiss 1979), on the complete "
+          "block of raters × units shown (pingouin drops incomplete units).")
+    doc.table(tables["reliability"])
+    doc.p("Agreement between the visual and the audio mark of the same rater and stimulus:")
+    doc.table(tables["attribute_agreement"])
+    ra = tables["rater_agreement"]
+    doc.p("Per-rater agreement with the panel (Spearman ρ with the leave-one-out mean of the other raters); lowest ten:")
+    doc.table(ra.sort_values("spearman_with_panel", na_position="first").head(10))
+    if "rater_agreement" in fig:
+        doc.image(*fig["rater_agreement"])
+
+    doc.h(2, "4. Models and tests")
+    doc.p("Linear mixed model mark ~ 0 + system + (1|rater) + (1|clip), REML, statsmodels MixedLM with crossed "
+          "random intercepts as variance components; estimates are model mean marks with Wald 95 % CIs.")
+    doc.table(tables["mixed_model"])
+    doc.table(tables["mixed_model_fit"])
+    doc.p("Friedman test across systems on per-rater mean marks; pairwise Wilcoxon signed-rank tests with Holm "
+          "correction; effect size: matched-pairs rank-biserial correlation.")
+    doc.table(tables["friedman"])
+    doc.table(tables["pairwise_wilcoxon"])
+
+    doc.h(2, "5. Agreement with objective scores")
+    doc.p(summary["orientation"] + ". p_permutation: two-sided permutation p of Spearman's ρ (exact for ≤ 8 "
+          "systems); ci_low/ci_high: 95 % bootstrap CI of ρ.")
+    corr = tables["correlations"]
+    cols = [c for c in ["metric", "attribute", "level", "category", "direction", "n", "spearman", "ci_low", "ci_high",
+                        "kendall_tau_b", "pearson", "p_permutation", "note"] if c in corr.columns]
+    doc.table(corr[cols])
+    doc.p("Comparison of metrics: paired bootstrap of the difference in ρ on the same resamples:")
+    doc.table(tables["metric_comparison"])
+    doc.p("Rank agreement (human rank vs metric rank; 1 = best):")
+    doc.table(tables["rank_agreement"])
+    for key, (f, alt) in fig.items():
+        if key.startswith("scatter_"):
+            doc.image(f, alt)
+    doc.h(2, "Files")
+    doc.bullets([f"tables/{n}.csv" for n in tables] + ["summary.json", "report.md", "report.html"])
+    doc.p(stamp)
+    return doc

@@ -1,0 +1,139 @@
+"""Rater screening: hidden reference, anchor, attention checks, straight-lining.
+
+The hidden-reference and anchor rules follow the post-screening of ITU-R BS.1534-3 (MUSHRA,
+§4.1.2: exclude an assessor who rates the hidden reference below 90 for more than 15 % of the
+test items, or the mid-range anchor above 90 for more than 15 %) adapted to a 1–5 scale:
+by default a rater is excluded who marks the hidden reference ≤ 3 on more than 15 % of those
+trials, or the anchor ≥ 4 on more than 15 %. Attention checks carry the mark the rater was
+told to give (an ``expected_mark`` column); a rater who misses more than the allowed fraction
+is excluded. A rater whose sonification marks for an attribute never vary (over at least
+``zero_variance_min_marks`` marks) is excluded as straight-lining.
+
+Every rule is configurable (:class:`ScreeningRules`, from the protocol's ``report`` section);
+the report lists each excluded rater with the reasons, and shows the main results with and
+without screening.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class ScreeningRules:
+    hidden_reference_max_mark: int = 3
+    hidden_reference_max_fraction: float = 0.15
+    anchor_min_mark: int = 4
+    anchor_max_fraction: float = 0.15
+    attention_max_fraction: float = 0.0  # any missed attention check excludes
+    zero_variance_min_marks: int = 5
+    enabled: bool = True
+
+    def describe(self) -> list[str]:
+        return [
+            f"hidden reference marked ≤ {self.hidden_reference_max_mark} on more than "
+            f"{self.hidden_reference_max_fraction:.0%} of hidden-reference trials",
+            f"anchor marked ≥ {self.anchor_min_mark} on more than {self.anchor_max_fraction:.0%} of anchor trials",
+            f"attention checks missed (mark ≠ expected_mark) on more than {self.attention_max_fraction:.0%} of them",
+            f"no variation in the sonification marks of an attribute (at least {self.zero_variance_min_marks} marks)",
+        ]
+
+    @classmethod
+    def from_spec(cls, spec) -> "ScreeningRules":
+        """Build from a protocol ``ReportSpec`` (fields it lacks keep their defaults)."""
+        kw = {}
+        for name in cls.__dataclass_fields__:
+            if hasattr(spec, name):
+                kw[name] = getattr(spec, name)
+        return cls(**kw)
+
+
+@dataclass
+class ScreeningResult:
+    rules: ScreeningRules
+    per_rater: pd.DataFrame  # one row per rater: counts, fractions, excluded, reasons
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def kept(self) -> list[str]:
+        return self.per_rater.loc[~self.per_rater["excluded"], "rater_id"].tolist()
+
+    @property
+    def excluded(self) -> pd.DataFrame:
+        return self.per_rater.loc[self.per_rater["excluded"], ["rater_id", "reasons"]]
+
+    def as_dict(self) -> dict:
+        return {"rules": asdict(self.rules), "n_raters": int(len(self.per_rater)), "n_kept": len(self.kept)}
+
+
+def screen_raters(ratings: pd.DataFrame, rules: ScreeningRules = ScreeningRules()) -> ScreeningResult:
+    """Apply the screening rules to a checked ratings table; one row per rater in the result.
+
+    A rule that a rater cannot be checked against (no hidden-reference trials, say) does not
+    exclude them; the table shows ``n_reference = 0`` and the notes say the rule was not applied.
+    """
+    df = ratings
+    raters = pd.Index(sorted(df["rater_id"].unique()), name="rater_id")
+    out = pd.DataFrame(index=raters)
+    out["n_marks"] = df.groupby("rater_id").size().reindex(raters).fillna(0).astype(int)
+    notes: list[str] = []
+
+    ref = df[df["role"] == "reference"]
+    out["n_reference"] = ref.groupby("rater_id").size().reindex(raters).fillna(0).astype(int)
+    low = (ref["mark"] <= rules.hidden_reference_max_mark).groupby(ref["rater_id"]).mean()
+    out["reference_low_fraction"] = low.reindex(raters)
+
+    anc = df[df["role"] == "anchor"]
+    out["n_anchor"] = anc.groupby("rater_id").size().reindex(raters).fillna(0).astype(int)
+    high = (anc["mark"] >= rules.anchor_min_mark).groupby(anc["rater_id"]).mean()
+    out["anchor_high_fraction"] = high.reindex(raters)
+
+    att = df[df["role"] == "attention"]
+    out["n_attention"] = att.groupby("rater_id").size().reindex(raters).fillna(0).astype(int)
+    if len(att) and "expected_mark" in att.columns:
+        expected = pd.to_numeric(att["expected_mark"], errors="coerce")
+        missed = (att["mark"] != expected) & expected.notna()
+        out["attention_missed_fraction"] = missed.groupby(att["rater_id"]).mean().reindex(raters)
+    else:
+        out["attention_missed_fraction"] = np.nan
+        if len(att):
+            notes.append("attention trials present but the ratings have no expected_mark column: attention rule not applied")
+
+    son = df[df["role"] == "sonification"]
+    stats = son.groupby(["rater_id", "attribute"])["mark"].agg(["size", "nunique"])
+    flat = stats[(stats["size"] >= rules.zero_variance_min_marks) & (stats["nunique"] == 1)]
+    flat_attrs = flat.reset_index().groupby("rater_id")["attribute"].agg(lambda s: ",".join(sorted(s)))
+    out["zero_variance_attributes"] = flat_attrs.reindex(raters).fillna("")
+
+    reasons: list[str] = []
+    for rid, row in out.iterrows():
+        why = []
+        if rules.enabled:
+            if row.n_reference and row.reference_low_fraction > rules.hidden_reference_max_fraction:
+                why.append(
+                    f"hidden reference ≤ {rules.hidden_reference_max_mark} on {row.reference_low_fraction:.0%} "
+                    f"of {row.n_reference} trials"
+                )
+            if row.n_anchor and row.anchor_high_fraction > rules.anchor_max_fraction:
+                why.append(f"anchor ≥ {rules.anchor_min_mark} on {row.anchor_high_fraction:.0%} of {row.n_anchor} trials")
+            if row.n_attention and np.isfinite(row.attention_missed_fraction) and (
+                row.attention_missed_fraction > rules.attention_max_fraction
+            ):
+                why.append(f"missed {row.attention_missed_fraction:.0%} of {row.n_attention} attention checks")
+            if row.zero_variance_attributes:
+                why.append(f"same mark on every sonification ({row.zero_variance_attributes})")
+        reasons.append("; ".join(why))
+    out["reasons"] = reasons
+    out["excluded"] = out["reasons"] != ""
+    if not rules.enabled:
+        notes.append("screening disabled: every rater kept")
+    if rules.enabled and (out["n_reference"] == 0).all():
+        notes.append("no hidden-reference trials: hidden-reference rule not applied")
+    if rules.enabled and (out["n_anchor"] == 0).all():
+        notes.append("no anchor trials: anchor rule not applied")
+    if rules.enabled and out["excluded"].all():
+        notes.append("screening would exclude every rater: results are shown without screening; check the rules")
+    return ScreeningResult(rules=rules, per_rater=out.reset_index(), notes=notes)

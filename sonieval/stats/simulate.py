@@ -1,0 +1,218 @@
+"""SIMULATED ratings and scores with a planted structure, clearly labelled as such.
+
+For tests, the benchmark and the demo (so a new user sees what a report looks like before
+running a study). Nothing here is a result: every ratings row carries ``simulated=True`` and
+``study_id="SIMULATED"``, and a report built from them says "SIMULATED" on every page and file.
+
+Planted model (per attribute): ``latent = quality[system] + bias[rater] + effect[clip] +
+offset[attribute] + noise``; the mark is the latent rounded and clipped to the scale. Hidden
+references sit near the top of the scale, anchors near the bottom. Careless raters come in two
+kinds: ``random`` (uniform marks on every trial, misses attention checks) and ``constant``
+(the same mark on everything).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SIMULATED_LABEL = "SIMULATED"
+
+
+@dataclass
+class PlantedStudy:
+    """What was planted, so tests and the report can compare recovered against planted."""
+
+    quality: dict[str, float]
+    rater_bias: dict[str, float]
+    careless: dict[str, str] = field(default_factory=dict)  # rater_id -> kind
+    clip_effect: dict[str, float] = field(default_factory=dict)
+
+
+def simulate_ratings(
+    systems: list[str] | None = None,
+    *,
+    quality: list[float] | np.ndarray | None = None,
+    n_systems: int = 5,
+    n_raters: int = 20,
+    n_clips: int = 30,
+    rater_bias_sd: float = 0.4,
+    clip_sd: float = 0.5,
+    noise_sd: float = 0.6,
+    attributes: tuple[str, ...] = ("visual", "audio"),
+    attribute_offset: dict[str, float] | None = None,
+    n_reference: int = 6,
+    n_anchor: int = 6,
+    n_attention: int = 2,
+    careless: dict[str, int] | None = None,
+    scale: tuple[int, int] = (1, 5),
+    seed: int = 0,
+) -> tuple[pd.DataFrame, PlantedStudy]:
+    """Return a SIMULATED ratings table (RATINGS_COLUMNS + simulated, expected_mark) and the plant.
+
+    Every rater rates every (system, clip) pair once per attribute, plus ``n_reference`` hidden
+    references, ``n_anchor`` anchors and ``n_attention`` attention checks. ``careless`` is e.g.
+    ``{"random": 2, "constant": 1}``: that many extra raters of each kind.
+    """
+    rng = np.random.default_rng(seed)
+    lo, hi = scale
+    if systems is None:
+        systems = [f"sim/S{i + 1}/lr0.001/e1/transpose/minmax" for i in range(n_systems)]
+    systems = [str(s) for s in systems]
+    if quality is None:
+        quality = np.linspace(lo + 0.3 * (hi - lo), lo + 0.8 * (hi - lo), len(systems))[::-1]
+    quality = np.asarray(quality, float)
+    offsets = attribute_offset or {"visual": 0.15, "audio": -0.15}
+    careless = careless or {}
+    good = [f"rater{i + 1:03d}" for i in range(n_raters)]
+    kinds = {f"careless_{kind}{i + 1:02d}": kind for kind, k in careless.items() for i in range(k)}
+    raters = good + list(kinds)
+    clips = [f"clip{j + 1:04d}" for j in range(n_clips)]
+    bias = rng.normal(0, rater_bias_sd, len(raters))
+    clip_eff = rng.normal(0, clip_sd, n_clips)
+
+    s_idx, c_idx = np.meshgrid(np.arange(len(systems)), np.arange(n_clips), indexing="ij")
+    s_idx, c_idx = s_idx.ravel(), c_idx.ravel()
+    frames = []
+    for r, rid in enumerate(raters):
+        kind = kinds.get(rid)
+        n_son = len(s_idx)
+        role = np.array(["sonification"] * n_son + ["reference"] * n_reference + ["anchor"] * n_anchor
+                        + ["attention"] * n_attention)
+        sys_col = np.array([systems[i] for i in s_idx] + ["[hidden reference]"] * n_reference
+                           + ["[anchor]"] * n_anchor + ["[attention]"] * n_attention, dtype=object)
+        extra_clips = rng.integers(0, n_clips, n_reference + n_anchor + n_attention)
+        clip_col = np.array([clips[i] for i in np.r_[c_idx, extra_clips]], dtype=object)
+        expected = np.full(len(role), np.nan)
+        expected[role == "attention"] = rng.integers(lo, hi + 1, n_attention)
+        order = rng.permutation(len(role))
+        for attribute in attributes:
+            latent = np.r_[quality[s_idx] + clip_eff[c_idx], np.full(n_reference, hi - 0.3), np.full(n_anchor, lo + 0.3),
+                           np.zeros(n_attention)]
+            latent = latent + bias[r] + offsets.get(attribute, 0.0) + rng.normal(0, noise_sd, len(latent))
+            mark = np.clip(np.round(latent), lo, hi)
+            att = role == "attention"
+            mark[att] = expected[att]
+            if kind == "random":
+                mark = rng.integers(lo, hi + 1, len(mark)).astype(float)
+            elif kind == "constant":
+                mark = np.full(len(mark), float((lo + hi) // 2))
+            frames.append(pd.DataFrame({
+                "study_id": SIMULATED_LABEL, "rater_id": rid,
+                "trial_id": [f"{rid}-t{k:05d}" for k in range(len(role))],
+                "clip_id": clip_col, "system_id": sys_col, "role": role, "attribute": attribute,
+                "mark": mark.astype(int), "submitted_at": pd.Timestamp("2026-01-01") + pd.to_timedelta(order, unit="s"),
+                "position": order, "seed": seed, "mode": "simulated", "expected_mark": expected,
+            }))
+    table = pd.concat(frames, ignore_index=True)
+    table["simulated"] = True
+    plant = PlantedStudy(quality=dict(zip(systems, quality.tolist())), rater_bias=dict(zip(raters, bias.tolist())),
+                         careless=kinds, clip_effect=dict(zip(clips, clip_eff.tolist())))
+    return table, plant
+
+
+def simulate_scores(
+    plant: PlantedStudy, *, metrics: dict[str, tuple[str, float]] | None = None, seed: int = 0
+) -> pd.DataFrame:
+    """SIMULATED system scores: each metric = planted agreement with the planted quality + noise.
+
+    ``metrics`` maps a metric name to (direction, planted correlation with quality), e.g.
+    ``{"kad": ("lower", 0.9)}``; a lower-is-better metric is generated decreasing in quality.
+    """
+    metrics = metrics or {"kad": ("lower", 0.9), "fad": ("lower", 0.5), "envelope_correlation": ("higher", 0.3)}
+    rng = np.random.default_rng(seed + 1)
+    systems = list(plant.quality)
+    q = np.array([plant.quality[s] for s in systems])
+    z = (q - q.mean()) / (q.std() or 1.0)
+    rows = []
+    for metric, (direction, rho) in metrics.items():
+        noise = rng.normal(0, 1, len(systems))
+        good = rho * z + np.sqrt(max(0.0, 1 - rho**2)) * noise
+        value = (5.0 - good) if direction == "lower" else (0.5 + 0.1 * good)
+        for sid, v in zip(systems, value):
+            rows.append({"system_id": sid, "metric": metric, "embedding": "simulated", "reference_set": "simulated",
+                         "n_reference": 0, "n_evaluated": 0, "value": float(v), "ci_low": np.nan, "ci_high": np.nan,
+                         "bandwidth": np.nan, "scale": 100.0 if metric == "kad" else 1.0,
+                         "versions": "SIMULATED scores", "category": "", "simulated": True})
+    return pd.DataFrame(rows)
+
+
+def simulate_item_scores(plant: PlantedStudy, *, rho: float = 0.6, seed: int = 0) -> pd.DataFrame:
+    """SIMULATED per-item KAD-like distances (lower = better) tied to planted item quality."""
+    rng = np.random.default_rng(seed + 2)
+    rows = []
+    for sid, q in plant.quality.items():
+        for cid, c in plant.clip_effect.items():
+            good = q + c
+            rows.append((sid, cid, float(3.0 - rho * good + np.sqrt(1 - rho**2) * rng.normal(0, 0.7))))
+    df = pd.DataFrame(rows, columns=["system_id", "clip_id", "value"])
+    df["metric"] = "embedding_distance"
+    df["embedding"] = "simulated"
+    df["simulated"] = True
+    return df[["system_id", "clip_id", "metric", "embedding", "value", "simulated"]]
+
+
+def _planted_quality_from_scores(systems: list[str], scores: pd.DataFrame, planted_rho: float, seed: int) -> np.ndarray:
+    """Planted human quality for the demo: follows the real primary metric's ordering with noise."""
+    from sonieval.stats.inputs import check_scores
+    from sonieval.stats.correlation import orient
+
+    checked = check_scores(scores)
+    overall = checked.overall
+    metric = "kad" if "kad" in set(overall["metric"]) else overall["metric_key"].iloc[0]
+    s = overall[overall["metric"] == metric].drop_duplicates("system_id").set_index("system_id")
+    rng = np.random.default_rng(seed)
+    good = np.array([orient([s.loc[sid, "value"]], s.loc[sid, "direction"])[0] if sid in s.index else np.nan for sid in systems])
+    finite = np.isfinite(good)
+    z = np.zeros(len(systems))
+    if finite.sum() > 1 and np.nanstd(good) > 0:
+        z[finite] = (good[finite] - np.nanmean(good)) / np.nanstd(good)
+    z = planted_rho * z + np.sqrt(1 - planted_rho**2) * rng.normal(0, 1, len(systems))
+    return 3.0 + 0.8 * z
+
+
+def write_simulated_report(
+    out_dir: str | os.PathLike,
+    *,
+    systems: list[str] | None = None,
+    scores: pd.DataFrame | None = None,
+    item_scores: pd.DataFrame | None = None,
+    n_raters: int = 12,
+    n_clips: int = 20,
+    planted_rho: float = 0.7,
+    n_boot: int = 1000,
+    seed: int = 0,
+):
+    """Write a report on SIMULATED ratings (for the demo); returns the ReportResult.
+
+    ``systems``/``scores``: the demo's real system_ids and its real scores table; the marks are
+    simulated around a planted quality that follows the scores' primary metric (KAD when
+    present) with planted agreement ``planted_rho``. Without them, systems and scores are
+    simulated too. Inputs are written to ``out_dir/inputs/`` so the report can hash them.
+    """
+    from sonieval.stats.report import ReportOptions, build_report
+    from sonieval.tables import write_table
+
+    out_dir = Path(out_dir)
+    if scores is not None and systems is None:
+        systems = sorted(scores["system_id"].astype(str).unique())
+    quality = _planted_quality_from_scores(systems, scores, planted_rho, seed) if scores is not None else None
+    ratings, plant = simulate_ratings(systems, quality=quality, n_raters=n_raters, n_clips=n_clips,
+                                      careless={"random": 1, "constant": 1}, seed=seed)
+    if scores is None:
+        scores = simulate_scores(plant, seed=seed)
+        if item_scores is None:
+            item_scores = simulate_item_scores(plant, seed=seed)
+    inputs = out_dir / "inputs"
+    ratings_path = write_table(ratings, inputs / "ratings_SIMULATED.csv")
+    scores_path = write_table(scores, inputs / "scores.csv")
+    item_path = write_table(item_scores, inputs / "item_scores.csv") if item_scores is not None else None
+    options = ReportOptions(n_boot=n_boot, seed=seed, simulated=True,
+                            simulated_note=(f"marks generated by sonieval.stats.simulate from a planted model "
+                                            f"(planted agreement with the primary metric ρ≈{planted_rho}); "
+                                            "any agreement shown was planted, not measured"))
+    return build_report(ratings_path, scores_path, out_dir, item_scores_path=item_path, options=options)
