@@ -7,7 +7,10 @@ Both write into one study folder::
     <study_dir>/audio/<opaque>.wav       every stimulus and original, re-written (blinding)
     <study_dir>/waveforms/<opaque>.png   original above stimulus, pre-rendered
     <study_dir>/study.json               study id and storage URL (password removed)
-    <study_dir>/links.txt                links minted so far (owner-readable only, 0600)
+    <study_dir>/links.txt                tokens minted so far (owner-readable only, 0600): the
+                                         database keeps only their hashes, so this file is the
+                                         organiser's one copy; links are built from it with the
+                                         server's current address
     <study_dir>/ratings.{csv,parquet}    exports
 
 Stimulus preparation goes through the run manifest (stage ``study``): a file that cannot be
@@ -237,3 +240,29 @@ def append_links(study_dir: Path, lines: list[str]) -> Path:
         fh.write("".join(line + "\n" for line in lines))
     os.chmod(path, 0o600)
     return path
+
+
+def record_tokens(study_dir: Path, created: CreatedStudy) -> None:
+    """Append freshly minted tokens to ``links.txt`` (owner-only); a no-op when none were minted."""
+    lines = []
+    if created.admin_token:
+        lines.append(f"admin {created.admin_token}")
+    lines += [f"rater {rid} {tok}" for rid, tok in created.rater_tokens]
+    if lines:
+        append_links(study_dir, lines)
+
+
+def read_tokens(study_dir: Path) -> tuple[str | None, list[tuple[str, str]]]:
+    """(latest admin token, rater tokens) recorded in ``links.txt``; (None, []) if there is none."""
+    path = Path(study_dir) / "links.txt"
+    admin: str | None = None
+    raters: list[tuple[str, str]] = []
+    if not path.is_file():
+        return admin, raters
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "admin":
+            admin = parts[1]
+        elif len(parts) == 3 and parts[0] == "rater":
+            raters.append((parts[1], parts[2]))
+    return admin, raters

@@ -84,3 +84,32 @@ def wait_until_up(base_url: str, proc: subprocess.Popen | None = None, timeout: 
             pass
         time.sleep(0.2)
     raise StudyError(f"the Streamlit server at {base_url} did not come up within {timeout:.0f} s")
+
+
+def link_lines(base_url: str, admin_token: str | None, rater_tokens: list[tuple[str, str]]) -> list[str]:
+    lines = []
+    if admin_token:
+        lines.append(f"admin: {admin_link(base_url, admin_token)}")
+    lines += [f"rater {rid}: {rater_link(base_url, tok)}" for rid, tok in rater_tokens]
+    return lines
+
+
+def prepare_study_for_protocol(proto, *, protocol_arg: str | None = None, port: int = 8501, progress: bool = True) -> list[str]:
+    """Create (or reuse) the protocol's study and return the lines to print: command and links.
+
+    Does not start a server (the demo calls this and goes on); ``sonieval study serve`` does.
+    """
+    from sonieval.study.create import create_from_protocol, read_tokens, record_tokens
+
+    created = create_from_protocol(proto, progress=progress)
+    record_tokens(created.study_dir, created)
+    admin, raters = read_tokens(created.study_dir)
+    base = f"http://127.0.0.1:{port}"
+    target = protocol_arg or (str(proto.source) if proto.source else "PROTOCOL")
+    lines = [
+        f"study {created.study_id}: {created.n_trials} trials, storage {created.storage.split('://')[0]}, folder {created.study_dir}",
+        f"start it with: sonieval study serve {target} --port {port}",
+    ]
+    lines += [f"then open {line}" if i == 0 else f"     {line}" for i, line in enumerate(link_lines(base, admin, raters))]
+    lines += [f"note: {n}" for n in created.notes]
+    return lines

@@ -1,0 +1,143 @@
+"""The study CLI and the protocol/tables route, with the path-traversal refusals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from sonieval.cli import main
+from sonieval.errors import SonievalError
+from sonieval.study.stimuli import StudyFileError, study_file
+from sonieval.study.store import StudyStore
+from sonieval.tables import make_system_id, write_table
+from study_helpers import RATE, tone, write_folders
+from sonieval.audio import write_wav
+
+
+def _results(tmp_path: Path) -> Path:
+    """A results folder as prepare + sonify leave it: clips and sonifications tables, WAVs."""
+    results = tmp_path / "results" / "p"
+    originals, systems = write_folders(tmp_path / "esc", n_clips=2, n_systems=1)
+    clips = pd.DataFrame({
+        "clip_id": ["clip0", "clip1", "clip9"], "filename": ["clip0.wav", "clip1.wav", "clip9.wav"], "fold": 4, "target": 0,
+        "category": ["dog", "rain", "dog"], "path": [str(originals / "clip0.wav"), str(originals / "clip1.wav"), str(originals / "clip9.wav")],
+        "split": "test", "listening": [True, True, False], "status": "done", "error": None,
+    })
+    write_table(clips, results / "tables" / "clips.parquet", "clips")
+    rows = []
+    for c, clip in enumerate(["clip0", "clip1"]):
+        for pp in ("minmax", "codec"):
+            sid = make_system_id("ast", "LIN", 0.005, 1, "transpose", pp)
+            path = results / "sonifications" / sid / f"{clip}.wav"
+            write_wav(path, tone(300 + 200 * c, 0.3, noise=0.1), RATE)
+            rows.append({"system_id": sid, "encoder": "ast", "variant": "LIN", "lr": 0.005, "epoch": 1, "alignment": "transpose",
+                         "postprocess": pp, "clip_id": clip, "category": "dog", "path": str(path), "sha256": "", "status": "done", "error": None})
+    write_table(pd.DataFrame(rows), results / "tables" / "sonifications.parquet", "sonifications")
+    return results
+
+
+def _protocol(tmp_path: Path, results: Path, **study) -> Path:
+    p = tmp_path / "proto.yaml"
+    p.write_text(yaml.safe_dump({"name": "p", "results_dir": str(results), "study": {"n_raters": 2, "attention_checks": 1, **study}}))
+    return p
+
+
+def test_cli_create_from_protocol_tables_and_export(tmp_path, capsys):
+    results = _results(tmp_path)
+    proto = _protocol(tmp_path, results)
+    assert main(["study", "create", str(proto)]) == 0
+    out = capsys.readouterr().out
+    assert "study p created: 9 trials" in out  # 2 clips x 2 systems + ref + anchor per clip + 1 attention
+    assert out.count("?rater=") == 2 and "?admin=" in out
+    links = results / "study" / "links.txt"
+    assert oct(links.stat().st_mode & 0o777) == "0o600"
+    # second create: unchanged, same links printed again from links.txt
+    assert main(["study", "create", str(proto)]) == 0
+    assert "already existed" in capsys.readouterr().out
+    assert main(["study", "invite", "2", str(proto), "--base-url", "http://h:1"]) == 0
+    assert capsys.readouterr().out.count("http://h:1/?rater=") == 2
+    assert main(["study", "close", str(proto)]) == 0
+    assert StudyStore(f"sqlite:///{results / 'study.sqlite'}").study("p").status == "closed"
+    assert main(["study", "export", str(proto)]) == 0
+    assert (results / "study" / "ratings.parquet").is_file() and (results / "study" / "ratings.csv").is_file()
+    # clip9 is not in the listening set; its trials are absent
+    trials = StudyStore(f"sqlite:///{results / 'study.sqlite'}").trials("p")
+    assert {t.clip_id for t in trials.values()} == {"clip0", "clip1"}
+
+
+def test_cli_create_from_folders(tmp_path, capsys):
+    originals, systems = write_folders(tmp_path / "in")
+    args = ["study", "create", "--originals", str(originals), "--study-dir", str(tmp_path / "st"), "--raters", "3", "--mode", "split"]
+    for name, folder in systems.items():
+        args += ["--system", f"{name}={folder}"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("?rater=") == 3
+    assert main(["study", "export", "--study-dir", str(tmp_path / "st")]) == 0
+    assert pd.read_parquet(tmp_path / "st" / "ratings.parquet").empty
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["study", "export"]) == 2
+    assert "no study given" in capsys.readouterr().err
+    assert main(["study", "create", "--originals", str(tmp_path), "--system", "bad"]) == 2
+    assert "NAME=DIR" in capsys.readouterr().err
+    assert main(["study", "export", "--storage", "nonsense", "--study-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "study.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_traversal_in_protocol_clips_refused(tmp_path, capsys):
+    results = _results(tmp_path)
+    proto = _protocol(tmp_path, results, clips=["../../etc/passwd"])
+    assert main(["study", "create", str(proto)]) == 2
+    assert "looks like a path" in capsys.readouterr().err
+    assert not (results / "study.sqlite").exists()
+
+
+def test_traversal_in_sonifications_table_refused(tmp_path, capsys):
+    results = _results(tmp_path)
+    df = pd.read_parquet(results / "tables" / "sonifications.parquet")
+    df.loc[0, "path"] = str(results / ".." / ".." / ".." / "etc" / "passwd")
+    write_table(df, results / "tables" / "sonifications.parquet", "sonifications")
+    proto = _protocol(tmp_path, results)
+    assert main(["study", "create", str(proto)]) == 2
+    err = capsys.readouterr().err
+    assert "sonification path refused" in err and "outside" in err
+
+
+def test_symlink_out_of_audio_dir_refused(tmp_path, capsys):
+    audio = tmp_path / "audio"
+    originals, systems = write_folders(audio)
+    os.rename(originals, audio / "originals")
+    (audio / "system0" / "clip1.wav").unlink()
+    os.symlink("/etc/passwd", audio / "system0" / "clip1.wav")
+    proto = tmp_path / "proto.yaml"
+    proto.write_text(yaml.safe_dump({"name": "q", "results_dir": str(tmp_path / "res"), "study": {"audio_dir": str(audio)}}))
+    assert main(["study", "create", str(proto)]) == 2
+    assert "outside" in capsys.readouterr().err
+
+
+def test_study_file_serving_is_contained(small_study):
+    d = small_study.created.study_dir
+    name = next(p.name for p in (d / "audio").iterdir())
+    assert study_file(d, name).is_file()
+    for bad in ("../study.sqlite", "../../../../etc/passwd", "/etc/passwd", "..", "", "a/../../x", "links.txt"):
+        with pytest.raises(StudyFileError):
+            study_file(d, bad)
+    os.symlink("/etc/passwd", d / "audio" / "evil.wav")
+    with pytest.raises(StudyFileError, match="outside"):
+        study_file(d, "evil.wav")
+
+
+def test_bad_storage_url_is_one_clear_error(tmp_path):
+    with pytest.raises(SonievalError, match="not a database URL"):
+        StudyStore("not a url")
+    with pytest.raises(SonievalError, match="in-memory"):
+        StudyStore("sqlite://")
+    with pytest.raises(SonievalError, match="not supported"):
+        StudyStore("mysql://u@h/db")
