@@ -56,6 +56,7 @@ def write_protocol(root: Path, **sections) -> Path:
             data[key] = {**data[key], **value}
         else:
             data[key] = value
+    root.mkdir(parents=True, exist_ok=True)
     path = root / "protocol.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
