@@ -519,12 +519,17 @@ def gate_parameter_count(variant: str, embedding_shape: tuple[int, int] = AST_EM
 
 
 def layer_summary(gate: Gate) -> str:
-    """Layer list as text, e.g. ``conv 1→8 (10x10, s2x1) · relu · linear_cols 1194→431``."""
+    """Layer list as text, e.g. ``conv 1→8 10x10/2x1 · relu · linear_cols 1194→431``."""
     parts = []
     for name, m in gate.layers.named_children():
         kind = name.split("_", 1)[1]
         if isinstance(m, nn.Conv2d):
-            parts.append(f"conv {m.in_channels}→{m.out_channels}")
+            k, st = m.kernel_size, m.stride
+            parts.append(f"conv {m.in_channels}→{m.out_channels} {k[0]}x{k[1]}/{st[0]}x{st[1]}")
+        elif isinstance(m, nn.Dropout):
+            parts.append(f"dropout {m.p:g}")
+        elif isinstance(m, nn.LayerNorm):
+            parts.append(f"layernorm(cols {m.normalized_shape[0]})")
         elif isinstance(m, RowLinear):
             parts.append(f"linear_rows {m.linear.in_features}→{m.linear.out_features}")
         elif isinstance(m, nn.Linear):

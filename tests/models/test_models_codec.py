@@ -148,3 +148,23 @@ def test_dac_vae_small_is_the_same_geometry():
     codec = codec_mod.load_codec(spec(size="small"))
     assert codec.latent_shape(5 * 44100) == (64, 431)
     assert abs(codec.latent_rate - 86.13) < 0.01
+
+
+def test_plain_dac_loads_through_dacs_own_loader(torch_threads, tmp_path):
+    """A DAC saved by dac itself (its .pth format) loads through DAC.load; latent = decoder input z."""
+    import warnings
+
+    from dac.model.dac import DAC
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = DAC(**codec_mod.DAC_SMALL)
+        model.save(str(tmp_path / "dac.pth"))
+    codec = codec_mod.load_codec(spec(name="dac", checkpoint=str(tmp_path / "dac.pth")), cache_dir=tmp_path)
+    assert not codec.random_init and codec.latent_dim == model.latent_dim
+    audio = torch.randn(1, 512 * 10) * 0.1
+    z = codec.encode(audio)
+    with torch.no_grad():
+        expected = model.eval().encode(audio[:, None, :])[0]
+    assert torch.allclose(z, expected, atol=1e-5)
+    assert codec.decode(z).shape == (1, 512 * 10)
