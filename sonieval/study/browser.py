@@ -1,0 +1,122 @@
+"""Drive a rater through a served study in headless Chromium (Playwright for Python).
+
+Used by the browser tests and the latency benchmark, and handy to smoke-test a deployment.
+It drives an installed Chromium (Debian's ``/usr/bin/chromium`` or ``$SONIEVAL_CHROMIUM``):
+Playwright is never asked to download a browser.
+
+A page counts as *fully rendered* when its progress line names the expected page, no element
+is still marked stale by Streamlit (``data-stale``), and every waveform image has loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]
+_PAGE_RE = re.compile(r"Page (\d+) of (\d+)")
+_INSTRUCTION_RE = re.compile(r"set (?:both marks|the mark) to (\d+)")
+
+_RENDERED_JS = """
+(want) => {
+  const stale = document.querySelector('[data-stale="true"]');
+  if (stale) return false;
+  if (want === 'done') return document.body.innerText.includes('Thank you!');
+  const p = document.querySelector('[data-testid="stProgress"]');
+  if (!p || !p.innerText.includes(want)) return false;
+  for (const img of document.querySelectorAll('img')) { if (!img.complete || img.naturalWidth === 0) return false; }
+  return document.querySelector('[data-testid="stFormSubmitButton"] button') !== null;
+}
+"""
+
+
+def chromium_path() -> str | None:
+    for candidate in (os.environ.get("SONIEVAL_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+@contextlib.contextmanager
+def headless_chromium() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    path = chromium_path()
+    if path is None:
+        from sonieval.errors import SonievalError
+
+        raise SonievalError("Chromium not found", hint="apt-get install chromium, or set SONIEVAL_CHROMIUM")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=path, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class RaterDriver:
+    """One rater's tab: open the link, pass familiarisation, rate pages, time each step."""
+
+    def __init__(self, page, link: str, timeout_ms: float = 30_000):
+        self.page = page
+        self.link = link
+        self.timeout_ms = timeout_ms
+
+    def open(self) -> str:
+        """Load the link; returns 'familiarisation', 'page' or 'done'."""
+        self.page.goto(self.link)
+        return self.wait_any()
+
+    def wait_any(self) -> str:
+        self.page.wait_for_function(
+            "() => !document.querySelector('[data-stale=\"true\"]') && (document.body.innerText.includes('Before you start')"
+            " || document.body.innerText.includes('Thank you!') || (document.querySelector('[data-testid=\"stProgress\"]')"
+            " && document.querySelector('[data-testid=\"stFormSubmitButton\"] button')))",
+            timeout=self.timeout_ms,
+        )
+        text = self.page.inner_text("body")
+        if "Before you start" in text:
+            return "familiarisation"
+        if "Thank you!" in text:
+            return "done"
+        return "page"
+
+    def familiarise(self) -> None:
+        self.page.get_by_role("button", name="I am ready").click()
+        self.wait_rendered(1)
+
+    def position(self) -> tuple[int, int]:
+        """(page number, pages) as shown in the progress line."""
+        m = _PAGE_RE.search(self.page.locator('[data-testid="stProgress"]').inner_text())
+        if not m:
+            raise RuntimeError("no progress line on the page")
+        return int(m.group(1)), int(m.group(2))
+
+    def wait_rendered(self, page_number: int | None) -> None:
+        want = "done" if page_number is None else f"Page {page_number} of"
+        self.page.wait_for_function(_RENDERED_JS, arg=want, timeout=self.timeout_ms)
+
+    def rate(self, mark: int = 3) -> float:
+        """Mark the current page (obeying an attention check), submit, wait for the next page.
+
+        Returns seconds from the submit click to the next page fully rendered.
+        """
+        number, total = self.position()
+        alerts = " ".join(self.page.locator('[data-testid="stAlert"]').all_inner_texts())
+        m = _INSTRUCTION_RE.search(alerts)
+        target = int(m.group(1)) if m else mark
+        groups = self.page.locator('[data-testid="stRadio"]')
+        for k in range(groups.count()):
+            groups.nth(k).locator('[data-testid="stRadioOption"]').nth(target - 1).click()
+        start = time.perf_counter()
+        self.page.locator('[data-testid="stFormSubmitButton"] button').click()
+        self.wait_rendered(number + 1 if number < total else None)
+        return time.perf_counter() - start
