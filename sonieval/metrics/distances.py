@@ -519,22 +519,36 @@ def kad_vs_n(
 # --------------------------------------------------------------------------- FAD
 
 
-@dataclass(frozen=True)
+@dataclass
 class GaussianStats:
-    """Mean and covariance factor of one set: ``cov = factor.T @ factor`` (float64)."""
+    """Mean and covariance of one set (float64), kept as whichever is smaller: the scaled centred
+    frames ``rows`` (``cov = rows.T @ rows``, when ``n - 1 <= dim``) or ``cov`` itself."""
 
     mean: np.ndarray
-    factor: np.ndarray  # [r, dim]
-    trace: float
     n: int
+    trace: float
+    rows: np.ndarray | None = None  # [n, dim]
+    cov: np.ndarray | None = None  # [dim, dim]
+    _factor: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def dim(self) -> int:
         return self.mean.shape[0]
 
+    @property
+    def factor(self) -> np.ndarray:
+        """``L`` with ``cov = L.T @ L`` (rows, or ``diag(sqrt(lambda)) V^T`` from ``eigh``); cached."""
+        if self._factor is None:
+            if self.rows is not None:
+                self._factor = self.rows
+            else:
+                lam, vec = np.linalg.eigh(self.cov)
+                self._factor = (vec * np.sqrt(np.clip(lam, 0.0, None))).T
+        return self._factor
+
 
 def gaussian_stats(x: np.ndarray, what: str = "embedding set", *, require_full_rank: bool = True) -> GaussianStats:
-    """Mean and a covariance factor (unbiased covariance, ``n - 1``) of frames ``[n, dim]``.
+    """Mean and unbiased covariance (``n - 1``) of frames ``[n, dim]``.
 
     With ``require_full_rank`` (default) a set with no more frames than dimensions is refused:
     its covariance is singular and FAD is then dominated by estimation error.
@@ -550,12 +564,10 @@ def gaussian_stats(x: np.ndarray, what: str = "embedding set", *, require_full_r
     mean = xs.mean(0)
     centred = xs - mean
     if n - 1 <= d:
-        factor = centred / math.sqrt(n - 1)
-    else:
-        cov = centred.T @ centred / (n - 1)
-        lam, vec = np.linalg.eigh(cov)
-        factor = (vec * np.sqrt(np.clip(lam, 0.0, None))).T
-    return GaussianStats(mean, factor, float(np.sum(factor * factor)), n)
+        rows = centred / math.sqrt(n - 1)
+        return GaussianStats(mean, n, float(np.sum(rows * rows)), rows=rows)
+    cov = centred.T @ centred / (n - 1)
+    return GaussianStats(mean, n, float(np.trace(cov)), cov=cov)
 
 
 @dataclass(frozen=True)
@@ -576,12 +588,11 @@ def _trace_sqrt_product(ref: GaussianStats, ev: GaussianStats) -> float:
     """tr sqrt(C_r^1/2 C_e C_r^1/2) = sum sqrt(eig(L C_e L^T)) with C_r = L^T L (symmetric route)."""
     torch = _torch()
     L = torch.from_numpy(ref.factor)
-    F = torch.from_numpy(ev.factor)
-    if F.shape[0] <= F.shape[1] or L.shape[0] <= L.shape[1]:
-        g = L @ F.T  # L C_e L^T = G G^T; use the smaller Gram of G
+    if ev.rows is not None:
+        g = L @ torch.from_numpy(ev.rows).T  # L C_e L^T = G G^T; eigenvalues from the smaller Gram
         m = g @ g.T if g.shape[0] <= g.shape[1] else g.T @ g
     else:
-        m = L @ (F.T @ F) @ L.T
+        m = L @ torch.from_numpy(ev.cov) @ L.T
     m = 0.5 * (m + m.T)
     eig = torch.linalg.eigvalsh(m)
     return float(torch.sqrt(torch.clamp(eig, min=0.0)).sum())

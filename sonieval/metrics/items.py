@@ -1,0 +1,156 @@
+"""Per-item scores: one sonification against its own original clip.
+
+The reference work scored each sonification against its original one clip at a time with FAD/KAD
+over one embedding per clip, and got NaN, -inf and 1e30 (DESIGN.md §1): a Gaussian or a kernel
+mean cannot be estimated from one vector. The measures here are defined for one pair of clips:
+
+- ``frame_kad``: KAD (x100, unbiased MMD^2) between the two clips' *frames* of a frame-level
+  embedding, sigma = median pairwise distance of the original's frames; needs >= 2 frames each.
+- ``embedding_cosine``: cosine distance ``1 - cos`` between the clips' mean-pooled embeddings.
+- ``logmel_l1``: mean absolute difference of the 64-band log-mel spectrograms
+  (:class:`~sonieval.metrics.embeddings.LogMelEmbedding` parameters), frame by frame.
+- ``mrstft``: multi-resolution STFT distance (Yamamoto et al., "Parallel WaveGAN", ICASSP 2020,
+  eqs. 4-6): spectral convergence + mean |log magnitude difference|, averaged over the
+  (n_fft, hop, window) resolutions (1024, 120, 600), (2048, 240, 1200), (512, 50, 240).
+- ``envelope_correlation``: Pearson correlation of the two amplitude envelopes (RMS over 20 ms
+  windows, 10 ms hop): a proxy for how alike the waveforms *look* (the "visual" mark).
+
+All measures are "lower is closer" except ``envelope_correlation`` ("higher is closer"); see
+:data:`ITEM_METRIC_DIRECTION`. Audio is compared at 16 kHz, the evaluated clip fitted (padded or
+trimmed) to the original's length. A measure that is undefined for a pair (silent original,
+constant envelope, too few frames) raises :class:`ItemScoreError` instead of returning NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from sonieval.errors import SonievalError
+
+ITEM_METRICS = ("frame_kad", "embedding_cosine", "logmel_l1", "mrstft", "envelope_correlation")
+ITEM_METRIC_DIRECTION = {
+    "frame_kad": "lower", "embedding_cosine": "lower", "logmel_l1": "lower", "mrstft": "lower",
+    "envelope_correlation": "higher",
+}
+# Measures computed from the embedding's frames (the others from the audio).
+EMBEDDING_ITEM_METRICS = ("frame_kad", "embedding_cosine")
+MRSTFT_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
+ENVELOPE_WINDOW = 320  # 20 ms at 16 kHz
+ENVELOPE_HOP = 160  # 10 ms at 16 kHz
+_EPS = 1e-7
+
+
+class ItemScoreError(SonievalError):
+    """A per-item measure that is not defined for this pair of clips."""
+
+
+def check_item_metrics(names: list[str]) -> list[str]:
+    for n in names:
+        if n not in ITEM_METRICS:
+            raise ItemScoreError(f"unknown per-item metric {n!r}", hint=f"allowed: {', '.join(ITEM_METRICS)}")
+    return names
+
+
+def frame_kad(evaluated_frames: np.ndarray, original_frames: np.ndarray) -> float:
+    from sonieval.metrics.distances import MetricError, kernel_audio_distance
+
+    try:
+        return kernel_audio_distance(original_frames, evaluated_frames).value
+    except MetricError as exc:
+        raise ItemScoreError(f"frame_kad: {exc.problem}", hint=exc.hint) from None
+
+
+def embedding_cosine(evaluated_frames: np.ndarray, original_frames: np.ndarray) -> float:
+    a = np.asarray(evaluated_frames, dtype=np.float64).reshape(-1, np.shape(evaluated_frames)[-1]).mean(0)
+    b = np.asarray(original_frames, dtype=np.float64).reshape(-1, np.shape(original_frames)[-1]).mean(0)
+    if a.shape != b.shape:
+        raise ItemScoreError(f"embedding_cosine: dimensions differ ({a.shape[0]} vs {b.shape[0]})")
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0 or nb == 0:
+        raise ItemScoreError("embedding_cosine: a mean embedding is the zero vector; cosine is undefined")
+    return float(1.0 - np.clip(a @ b / (na * nb), -1.0, 1.0))
+
+
+def _fit(evaluated: np.ndarray, original: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from sonieval.audio import fit_length
+
+    ev, _ = fit_length(np.asarray(evaluated, dtype=np.float32), len(original))
+    return ev, np.asarray(original, dtype=np.float32)
+
+
+def logmel_l1(evaluated: np.ndarray, original: np.ndarray) -> float:
+    from sonieval.metrics.embeddings import LogMelEmbedding
+
+    ev, orig = _fit(evaluated, original)
+    lm = LogMelEmbedding()
+    return float(np.mean(np.abs(lm.log_mel(ev) - lm.log_mel(orig))))
+
+
+def mrstft(evaluated: np.ndarray, original: np.ndarray) -> float:
+    import torch
+
+    ev, orig = _fit(evaluated, original)
+    x, y = torch.from_numpy(ev), torch.from_numpy(orig)
+    total = 0.0
+    for n_fft, hop, win in MRSTFT_RESOLUTIONS:
+        window = torch.hann_window(win)
+        mx = torch.stft(x, n_fft, hop, win, window, center=True, pad_mode="constant", return_complex=True).abs()
+        my = torch.stft(y, n_fft, hop, win, window, center=True, pad_mode="constant", return_complex=True).abs()
+        ref_norm = float(torch.linalg.norm(my))
+        if ref_norm == 0.0:
+            raise ItemScoreError("mrstft: the original is silent; spectral convergence is undefined")
+        sc = float(torch.linalg.norm(my - mx)) / ref_norm
+        mag = float(torch.mean(torch.abs(torch.log(my.clamp(min=_EPS)) - torch.log(mx.clamp(min=_EPS)))))
+        total += sc + mag
+    return total / len(MRSTFT_RESOLUTIONS)
+
+
+def amplitude_envelope(audio: np.ndarray) -> np.ndarray:
+    x = np.asarray(audio, dtype=np.float64)
+    if len(x) < ENVELOPE_WINDOW:
+        x = np.pad(x, (0, ENVELOPE_WINDOW - len(x)))
+    frames = np.lib.stride_tricks.sliding_window_view(x, ENVELOPE_WINDOW)[::ENVELOPE_HOP]
+    return np.sqrt(np.mean(frames * frames, axis=1))
+
+
+def envelope_correlation(evaluated: np.ndarray, original: np.ndarray) -> float:
+    ev, orig = _fit(evaluated, original)
+    a, b = amplitude_envelope(ev), amplitude_envelope(orig)
+    if np.std(a) == 0 or np.std(b) == 0:
+        which = "original" if np.std(b) == 0 else "evaluated clip"
+        raise ItemScoreError(f"envelope_correlation: the {which}'s envelope is constant; correlation is undefined")
+    r = float(np.corrcoef(a, b)[0, 1])
+    if not math.isfinite(r):
+        raise ItemScoreError("envelope_correlation: correlation is not finite")
+    return r
+
+
+AUDIO_MEASURES = {"logmel_l1": logmel_l1, "mrstft": mrstft, "envelope_correlation": envelope_correlation}
+FRAME_MEASURES = {"frame_kad": frame_kad, "embedding_cosine": embedding_cosine}
+
+
+def score_item(
+    metrics: list[str],
+    *,
+    evaluated_audio: np.ndarray | None = None,
+    original_audio: np.ndarray | None = None,
+    evaluated_frames: np.ndarray | None = None,
+    original_frames: np.ndarray | None = None,
+) -> dict[str, float | ItemScoreError]:
+    """Compute each requested measure; an undefined one is returned as its :class:`ItemScoreError`."""
+    out: dict[str, float | ItemScoreError] = {}
+    for name in check_item_metrics(list(metrics)):
+        try:
+            if name in FRAME_MEASURES:
+                if evaluated_frames is None or original_frames is None:
+                    raise ItemScoreError(f"{name}: needs the embedding frames of both clips")
+                out[name] = FRAME_MEASURES[name](evaluated_frames, original_frames)
+            else:
+                if evaluated_audio is None or original_audio is None:
+                    raise ItemScoreError(f"{name}: needs the audio of both clips")
+                out[name] = AUDIO_MEASURES[name](evaluated_audio, original_audio)
+        except ItemScoreError as exc:
+            out[name] = exc
+    return out

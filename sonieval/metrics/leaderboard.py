@@ -1,0 +1,747 @@
+"""Leaderboards: KAD and FAD of each system against a reference set, overall and per class.
+
+Two entry points share one engine (:func:`score_sets`):
+
+- :func:`run_score` (``sonieval score PROTOCOL``): the reference set is the clips of
+  ``metrics.reference_set`` (an ESC-50 split name such as ``test``, several joined with ``+``,
+  ``all``, or a folder of audio) from ``<results>/tables/clips.parquet``; the systems are the
+  sonified systems of ``<results>/tables/sonifications.parquet``.
+- :func:`score_folders` (``sonieval score --reference DIR --system NAME=DIR ...``): any folders
+  of audio; files whose path (relative, without extension) matches a reference file get per-item
+  scores against it.
+
+Per embedding, sigma and the reference kernel block (KAD) and the reference Gaussian (FAD) are
+computed once and fixed for every system. KAD CIs resample clips (frames of one clip are not
+independent) from the stored per-clip kernel block sums; FAD CIs resample the evaluated clips
+(the reference Gaussian fixed), at most :data:`FAD_BOOTSTRAP_MAX` resamples because each refits a
+covariance. Every row carries the embedding id (with its ``weight-free`` / ``random-init`` /
+``pretrained`` label), the reference set and its size, the number evaluated, the bandwidth, the
+scale and the package versions.
+
+Outputs under ``<out>/``: ``scores.parquet`` and ``scores.csv`` (DESIGN.md §3 scores table, plus
+``category`` for per-class rows), ``item_scores.parquet``, ``leaderboard.{csv,md,html}`` and
+``figures/<metric>__<embedding>__<encoder>__<postprocess>.png`` (the reference work's dot plot:
+one point per system, a line at the best).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from sonieval.errors import DataError, SonievalError
+from sonieval.pipeline.manifest import ItemOutcome, ManifestItem, RunManifest
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+FAD_BOOTSTRAP_MAX = 200
+CI_LEVEL = 0.95
+STAGE = "score"
+SCORE_ROW_EXTRA = [
+    "category", "embedding_weights", "ci_method", "n_reference_frames", "n_evaluated_frames",
+    "reference_term", "evaluated_term", "cross_term", "saturated", "n_failed", "error",
+]
+
+
+@dataclass
+class AudioSet:
+    """A named set of audio files: the reference, or one system's outputs."""
+
+    name: str
+    paths: list[str]
+    clip_ids: list[str]
+    categories: list[str | None] = field(default_factory=list)
+    originals: list[str | None] = field(default_factory=list)  # the original clip of each item
+
+    def __post_init__(self) -> None:
+        n = len(self.paths)
+        if not self.categories:
+            self.categories = [None] * n
+        if not self.originals:
+            self.originals = [None] * n
+        if not (len(self.clip_ids) == len(self.categories) == len(self.originals) == n):
+            raise DataError(f"audio set {self.name!r}: paths, clip ids, categories and originals differ in length")
+
+
+@dataclass
+class ScoreConfig:
+    embeddings: list[str] = field(default_factory=lambda: ["logmel"])
+    metrics: list[str] = field(default_factory=lambda: ["kad", "fad"])
+    bootstrap: int = 1000
+    per_class: bool = True
+    item_metrics: list[str] = field(
+        default_factory=lambda: ["frame_kad", "embedding_cosine", "logmel_l1", "mrstft", "envelope_correlation"]
+    )
+    bandwidth: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+
+@dataclass
+class ScoreOutputs:
+    scores: pd.DataFrame
+    item_scores: pd.DataFrame
+    leaderboard: pd.DataFrame
+    files: list[Path]
+    failures: dict[str, str]
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def package_versions(extra: dict | None = None) -> dict:
+    import importlib.metadata as md
+
+    import sonieval
+
+    out = {"sonieval": sonieval.__version__, "python": platform.python_version()}
+    for pkg in ("numpy", "torch", "scipy", "librosa", "transformers", "kadtk"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    out["kad_convention"] = (
+        "kadtk-1.1.0 calc_kernel_audio_distance equivalent (unbiased MMD^2, Gaussian kernel, x100), "
+        "except bandwidth = median pairwise distance of the REFERENCE set, fixed per leaderboard"
+    )
+    out["fad_convention"] = "Frechet distance of Gaussians, unbiased covariance, symmetric eigen route"
+    out.update(extra or {})
+    return out
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def _frames_of(audio_set: AudioSet, frames: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Stack the frames of the items that embedded; group label = item index."""
+    blocks, groups, kept = [], [], []
+    for i, p in enumerate(audio_set.paths):
+        f = frames.get(p)
+        if f is None or f.shape[0] == 0:
+            continue
+        blocks.append(f)
+        groups.append(np.full(f.shape[0], i, dtype=np.int64))
+        kept.append(i)
+    if not blocks:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), []
+    dims = {b.shape[1] for b in blocks}
+    if len(dims) > 1:
+        raise DataError(f"{audio_set.name}: embeddings of different dimensions {sorted(dims)}")
+    return np.concatenate(blocks), np.concatenate(groups), kept
+
+
+def _row(system_id: str, metric: str, base: dict, **values) -> dict:
+    row = {"system_id": system_id, "metric": metric, **base}
+    row.update(values)
+    return row
+
+
+def _part_path(out_dir: Path, kind: str, key: str) -> Path:
+    return out_dir / "parts" / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.parquet"
+
+
+def score_sets(
+    reference: AudioSet,
+    systems: list[AudioSet],
+    out_dir: str | os.PathLike,
+    *,
+    config: ScoreConfig,
+    cache_dir: str | os.PathLike,
+    reference_label: str,
+    manifest: RunManifest,
+) -> ScoreOutputs:
+    """Score every system against ``reference`` with each embedding; write tables and figures."""
+    from sonieval.metrics import distances as D
+    from sonieval.metrics.embeddings import EmbeddingCache, embed_files, load_embedding
+    from sonieval.metrics.items import EMBEDDING_ITEM_METRICS, check_item_metrics
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_item_metrics(config.item_metrics)
+    if not systems:
+        raise DataError("no systems to score", hint="sonify first, or pass --system NAME=DIR")
+    names = [s.name for s in systems]
+    if len(set(names)) != len(names):
+        raise DataError(f"system names must be unique, got {names}")
+    cache = EmbeddingCache(cache_dir)
+    failures: dict[str, str] = {}
+    score_parts: list[Path] = []
+    item_parts: list[Path] = []
+
+    for spec in config.embeddings:
+        backend = load_embedding(spec, device=config.device)
+        emb_id = backend.embedding_id
+        versions = package_versions({"embedding_version": backend.version, "embedding_params": backend.params()})
+        all_paths = list(reference.paths)
+        for s in systems:
+            all_paths += s.paths + [o for o in s.originals if o]
+        extraction = embed_files(backend, all_paths, cache=cache, progress=config.progress,
+                                 desc=f"embed ({emb_id})")
+        for p, err in extraction.errors.items():
+            manifest.record(f"{STAGE}-embed", f"{emb_id}|{p}", "failed", inputs={"embedding": emb_id, "path": p},
+                            error=err)
+            failures[f"{emb_id}|{p}"] = err
+        ref_frames, ref_groups, ref_kept = _frames_of(reference, extraction.frames)
+        if len(ref_kept) < 2:
+            raise DataError(
+                f"reference set {reference_label!r}: only {len(ref_kept)} clip(s) could be embedded with {emb_id}",
+                hint="a reference set needs at least 2 clips",
+            )
+        ref_categories = np.array([reference.categories[i] for i in ref_kept], dtype=object)
+        ref_clip_ids = [reference.clip_ids[i] for i in ref_kept]
+        ref_sha = hashlib.sha256("\n".join(sorted(ref_clip_ids)).encode()).hexdigest()[:16]
+        base = {
+            "embedding": emb_id, "embedding_weights": backend.weights, "reference_set": reference_label,
+            "n_reference": len(ref_kept), "n_reference_frames": int(ref_frames.shape[0]),
+            "versions": json.dumps(versions, sort_keys=True, default=str),
+        }
+        # the reference side, once per embedding
+        ref_kernel = None
+        ref_kernel_error = None
+        if "kad" in config.metrics:
+            try:
+                ref_kernel = D.ReferenceKernel(ref_frames, ref_groups, bandwidth=config.bandwidth)
+            except D.MetricError as exc:
+                ref_kernel_error = str(exc)
+        ref_stats = None
+        ref_stats_error = None
+        if "fad" in config.metrics:
+            try:
+                ref_stats = D.gaussian_stats(ref_frames, f"reference set {reference_label}")
+            except D.MetricError as exc:
+                ref_stats_error = str(exc)
+        class_ref_stats: dict[str, object] = {}
+
+        def score_system(item: ManifestItem) -> ItemOutcome:
+            s: AudioSet = item.payload
+            ev_frames, ev_groups, ev_kept = _frames_of(s, extraction.frames)
+            n_failed = len(s.paths) - len(ev_kept)
+            if not ev_kept:
+                raise DataError(f"system {s.name}: none of its {len(s.paths)} clips could be embedded with {emb_id}")
+            ev_categories = np.array([s.categories[i] for i in ev_kept], dtype=object)
+            rows: list[dict] = []
+            common = {**base, "n_evaluated": len(ev_kept), "n_evaluated_frames": int(ev_frames.shape[0]),
+                      "n_failed": n_failed}
+            cats = [None]
+            if config.per_class:
+                cats += sorted({c for c in ev_categories if c is not None} & {c for c in ref_categories if c is not None})
+            if "kad" in config.metrics:
+                if ref_kernel is None:
+                    rows.append(_row(s.name, "kad", common, category=None, value=np.nan, error=ref_kernel_error,
+                                     ci_method="none"))
+                else:
+                    comp = ref_kernel.compare(ev_frames, ev_groups)
+                    for cat in cats:
+                        if cat is None:
+                            res = comp.result()
+                            n_ref, n_ev = len(ref_kept), len(ev_kept)
+                            lo = hi = np.nan
+                            method = "none (bootstrap: 0)"
+                            if config.bootstrap > 0:
+                                lo, hi, _ = comp.bootstrap(config.bootstrap, level=CI_LEVEL, seed=config.seed)
+                                method = f"percentile bootstrap over clips, {config.bootstrap} resamples, {CI_LEVEL:.0%}"
+                        else:
+                            rsel = [ref_kept[i] for i in np.flatnonzero(ref_categories == cat)]
+                            esel = [ev_kept[i] for i in np.flatnonzero(ev_categories == cat)]
+                            try:
+                                res = comp.result(rsel, esel)
+                            except D.MetricError as exc:
+                                rows.append(_row(s.name, "kad", common, category=cat, value=np.nan, error=str(exc),
+                                                 ci_method="none", n_reference=len(rsel), n_evaluated=len(esel)))
+                                continue
+                            n_ref, n_ev = len(rsel), len(esel)
+                            lo = hi = np.nan
+                            method = "none (per-class rows have no CI)"
+                        rows.append(_row(
+                            s.name, "kad", common, category=cat, value=res.value, ci_low=lo, ci_high=hi,
+                            ci_method=method, bandwidth=res.bandwidth, scale=res.scale, n_reference=n_ref,
+                            n_evaluated=n_ev, n_reference_frames=res.n_reference, n_evaluated_frames=res.n_evaluated,
+                            reference_term=res.reference_term, evaluated_term=res.evaluated_term,
+                            cross_term=res.cross_term, saturated=res.saturated, error=None,
+                        ))
+            if "fad" in config.metrics:
+                for cat in cats:
+                    if cat is None:
+                        rstats, err, n_ref = ref_stats, ref_stats_error, len(ref_kept)
+                        mask = np.ones(len(ev_groups), bool)
+                        n_ev = len(ev_kept)
+                    else:
+                        if cat not in class_ref_stats:
+                            cmask = np.isin(ref_groups, [ref_kept[i] for i in np.flatnonzero(ref_categories == cat)])
+                            try:
+                                class_ref_stats[cat] = D.gaussian_stats(ref_frames[cmask], f"reference class {cat}")
+                            except D.MetricError as exc:
+                                class_ref_stats[cat] = exc
+                        got = class_ref_stats[cat]
+                        rstats, err = (None, str(got)) if isinstance(got, Exception) else (got, None)
+                        n_ref = int(np.sum(ref_categories == cat))
+                        esel = [ev_kept[i] for i in np.flatnonzero(ev_categories == cat)]
+                        mask = np.isin(ev_groups, esel)
+                        n_ev = len(esel)
+                    if rstats is None:
+                        rows.append(_row(s.name, "fad", common, category=cat, value=np.nan, error=err,
+                                         ci_method="none", n_reference=n_ref, n_evaluated=n_ev))
+                        continue
+                    try:
+                        res = D.frechet_audio_distance(rstats, ev_frames[mask])
+                    except D.MetricError as exc:
+                        rows.append(_row(s.name, "fad", common, category=cat, value=np.nan, error=str(exc),
+                                         ci_method="none", n_reference=n_ref, n_evaluated=n_ev))
+                        continue
+                    lo = hi = np.nan
+                    method = "none (per-class rows have no CI)" if cat is not None else "none (bootstrap: 0)"
+                    if cat is None and config.bootstrap > 0:
+                        n_b = min(config.bootstrap, FAD_BOOTSTRAP_MAX)
+                        try:
+                            lo, hi = D.fad_bootstrap(rstats, ev_frames, ev_groups, n_resamples=n_b,
+                                                     level=CI_LEVEL, seed=config.seed)
+                            method = (f"percentile bootstrap over evaluated clips (reference fixed), {n_b} resamples,"
+                                      f" {CI_LEVEL:.0%}")
+                        except D.MetricError as exc:
+                            method = f"none ({exc.problem})"
+                    rows.append(_row(
+                        s.name, "fad", common, category=cat, value=res.value, ci_low=lo, ci_high=hi, ci_method=method,
+                        bandwidth=np.nan, scale=res.scale, n_reference=n_ref, n_evaluated=n_ev,
+                        n_reference_frames=res.n_reference, n_evaluated_frames=res.n_evaluated, error=None,
+                    ))
+            # per-item measures from this embedding's frames
+            item_rows = []
+            for i in ev_kept:
+                orig = s.originals[i]
+                if not orig:
+                    continue
+                of = extraction.frames.get(orig)
+                for m in [m for m in config.item_metrics if m in EMBEDDING_ITEM_METRICS]:
+                    item_rows.append(_item_row(s.name, s.clip_ids[i], m, emb_id, extraction.frames[s.paths[i]], of))
+            part = _part_path(out_dir, "scores", item.key)
+            _write_part(pd.DataFrame(rows), part)
+            ipart = _part_path(out_dir, "items", item.key)
+            _write_part(pd.DataFrame(item_rows), ipart)
+            return ItemOutcome(path=part, extra={"items": str(ipart), "n_rows": len(rows)})
+
+        items = [
+            ManifestItem(
+                key=f"{emb_id}|{reference_label}|{s.name}",
+                inputs={"embedding": emb_id, "embedding_key": backend.cache_key(), "reference": ref_sha,
+                        "system": _set_digest(s), "config": _config_digest(config)},
+                system_id=s.name, payload=s,
+            )
+            for s in systems
+        ]
+        batch = manifest.run_batch(STAGE, items, score_system, desc=f"score ({emb_id})", progress=config.progress)
+        failures.update({k: v for k, v in batch.failed.items()})
+        for it in items:
+            if it.key in batch.failed:
+                continue
+            score_parts.append(_part_path(out_dir, "scores", it.key))
+            item_parts.append(_part_path(out_dir, "items", it.key))
+
+    # audio-based per-item measures do not depend on the embedding: once per system
+    audio_parts = _score_audio_items(systems, out_dir, config, manifest, failures)
+    scores = _concat(score_parts)
+    item_scores = _concat(item_parts + audio_parts)
+    return _write_outputs(scores, item_scores, out_dir, failures)
+
+
+def _item_row(system_id, clip_id, metric, emb_id, ev_frames, orig_frames) -> dict:
+    from sonieval.metrics.items import ITEM_METRIC_DIRECTION, ItemScoreError, score_item
+
+    if orig_frames is None:
+        value, err = np.nan, f"{metric}: the original clip could not be embedded"
+    else:
+        got = score_item([metric], evaluated_frames=ev_frames, original_frames=orig_frames)[metric]
+        value, err = (np.nan, str(got)) if isinstance(got, ItemScoreError) else (float(got), None)
+    return {"system_id": system_id, "clip_id": clip_id, "metric": metric, "embedding": emb_id, "value": value,
+            "direction": ITEM_METRIC_DIRECTION[metric], "error": err}
+
+
+def _score_audio_items(systems, out_dir, config, manifest, failures) -> list[Path]:
+    from sonieval.audio import ENCODER_RATE, read_audio
+    from sonieval.metrics.items import AUDIO_MEASURES, ITEM_METRIC_DIRECTION, ItemScoreError, score_item
+
+    wanted = [m for m in config.item_metrics if m in AUDIO_MEASURES]
+    if not wanted:
+        return []
+    parts = []
+
+    def run(item: ManifestItem) -> ItemOutcome:
+        s: AudioSet = item.payload
+        rows = []
+        originals: dict[str, np.ndarray | SonievalError] = {}
+        for path, clip_id, orig in zip(s.paths, s.clip_ids, s.originals):
+            if not orig:
+                continue
+            if orig not in originals:
+                try:
+                    originals[orig] = read_audio(orig, ENCODER_RATE)[0]
+                except SonievalError as exc:
+                    originals[orig] = exc
+            try:
+                ev = read_audio(path, ENCODER_RATE)[0]
+            except SonievalError as exc:
+                ev = exc
+            for m in wanted:
+                o = originals[orig]
+                if isinstance(o, SonievalError) or isinstance(ev, SonievalError):
+                    bad = o if isinstance(o, SonievalError) else ev
+                    value, err = np.nan, f"{m}: {bad}"
+                else:
+                    got = score_item([m], evaluated_audio=ev, original_audio=o)[m]
+                    value, err = (np.nan, str(got)) if isinstance(got, ItemScoreError) else (float(got), None)
+                embedding = "logmel[weight-free]" if m == "logmel_l1" else "waveform-16k"
+                rows.append({"system_id": s.name, "clip_id": clip_id, "metric": m, "embedding": embedding,
+                             "value": value, "direction": ITEM_METRIC_DIRECTION[m], "error": err})
+        part = _part_path(out_dir, "items", item.key)
+        _write_part(pd.DataFrame(rows), part)
+        return ItemOutcome(path=part)
+
+    items = [
+        ManifestItem(key=f"audio-items|{s.name}", inputs={"system": _set_digest(s), "metrics": wanted},
+                     system_id=s.name, payload=s)
+        for s in systems if any(s.originals)
+    ]
+    batch = manifest.run_batch(f"{STAGE}-items", items, run, desc="per-item audio measures", progress=config.progress)
+    failures.update(batch.failed)
+    for it in items:
+        if it.key not in batch.failed:
+            parts.append(_part_path(out_dir, "items", it.key))
+    return parts
+
+
+def _set_digest(s: AudioSet) -> str:
+    from sonieval.files import sha256_bytes
+
+    text = json.dumps([s.paths, s.clip_ids, s.categories, s.originals], default=str)
+    stamps = []
+    for p in s.paths:
+        try:
+            st = os.stat(p)
+            stamps.append(f"{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            stamps.append("missing")
+    return sha256_bytes((text + "|".join(stamps)).encode())[:16]
+
+
+def _config_digest(config: ScoreConfig) -> str:
+    d = {k: v for k, v in config.__dict__.items() if k not in ("progress", "device", "embeddings")}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _write_part(df: pd.DataFrame, path: Path) -> None:
+    from sonieval.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def _concat(parts: Iterable[Path]) -> pd.DataFrame:
+    frames = [pd.read_parquet(p) for p in parts if Path(p).is_file()]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _with_system_parts(df: pd.DataFrame) -> pd.DataFrame:
+    from sonieval.tables import parse_system_id
+
+    enc, post, label = [], [], []
+    for sid in df["system_id"]:
+        try:
+            k = parse_system_id(sid)
+            enc.append(k.encoder)
+            post.append(k.postprocess)
+            label.append(f"{k.variant}/lr{k.lr:g}/e{k.epoch}/{k.alignment}")
+        except SonievalError:
+            enc.append("folders")
+            post.append("-")
+            label.append(sid)
+    out = df.copy()
+    out["encoder"], out["postprocess"], out["system_label"] = enc, post, label
+    return out
+
+
+def build_leaderboard(scores: pd.DataFrame) -> pd.DataFrame:
+    """Overall rows ranked per (embedding, metric), best (lowest) first."""
+    if scores.empty:
+        return pd.DataFrame()
+    overall = scores[scores["category"].isna()].copy()
+    overall = _with_system_parts(overall)
+    overall["rank"] = overall.groupby(["embedding", "metric"])["value"].rank(method="min", na_option="bottom")
+    cols = ["embedding", "metric", "rank", "system_id", "value", "ci_low", "ci_high", "n_evaluated", "n_failed",
+            "reference_set", "n_reference", "bandwidth", "scale", "saturated", "cross_term", "embedding_weights",
+            "ci_method", "error", "encoder", "postprocess", "system_label", "versions"]
+    overall = overall[[c for c in cols if c in overall.columns]]
+    return overall.sort_values(["embedding", "metric", "rank", "system_id"]).reset_index(drop=True)
+
+
+def _fmt(v, digits=4) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "—"
+    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+
+def _notes(board: pd.DataFrame) -> list[str]:
+    notes = []
+    for (emb, metric), g in board.groupby(["embedding", "metric"]):
+        first = g.iloc[0]
+        line = (f"{metric.upper()} on `{emb}` against reference set `{first['reference_set']}` "
+                f"(n_reference = {first['n_reference']} clips)")
+        if metric == "kad":
+            line += f", bandwidth σ = {_fmt(first['bandwidth'])} (median pairwise distance of the reference), scale ×100"
+            if g["saturated"].fillna(False).astype(bool).all():
+                line += (". **All systems are saturated** (cross term ≈ 0 on σ's scale): equal KADs here mean "
+                         "'all far from the reference', not 'all equal'")
+        if "random-init" in emb:
+            line += ". The embedding is RANDOMLY INITIALISED (not a pretrained model)"
+        if "weight-free" in emb:
+            line += ". The embedding is weight-free (log-mel), not a learned model"
+        notes.append(line + ".")
+    return notes
+
+
+def leaderboard_markdown(board: pd.DataFrame) -> str:
+    lines = ["# KAD / FAD leaderboard", ""]
+    if board.empty:
+        return "\n".join(lines + ["No scores."])
+    lines += [f"- {n}" for n in _notes(board)]
+    versions = json.loads(board["versions"].iloc[0])
+    lines += [f"- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k not in (
+        "kad_convention", "fad_convention", "embedding_params")), ""]
+    for (emb, metric), g in board.groupby(["embedding", "metric"]):
+        lines += [f"## {metric.upper()} · {emb}", "", "| rank | system | value | 95% CI | n evaluated | note |",
+                  "|---:|---|---:|---|---:|---|"]
+        for _, r in g.iterrows():
+            ci = "—" if not np.isfinite(r["ci_low"]) else f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+            note = r["error"] if isinstance(r.get("error"), str) else ("saturated" if r.get("saturated") is True else "")
+            lines.append(f"| {int(r['rank'])} | `{r['system_id']}` | {_fmt(r['value'])} | {ci} | "
+                         f"{int(r['n_evaluated'])} | {note} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def leaderboard_html(board: pd.DataFrame, figures: list[Path], out_dir: Path) -> str:
+    head = "<!doctype html><meta charset='utf-8'><title>sonieval leaderboard</title>"
+    style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:3px 8px}</style>")
+    body = ["<h1>KAD / FAD leaderboard</h1>", "<ul>"]
+    body += [f"<li>{html.escape(n)}</li>" for n in _notes(board)]
+    body.append("</ul>")
+    if not board.empty:
+        body.append("<p>Versions: <code>" + html.escape(board["versions"].iloc[0]) + "</code></p>")
+        shown = board.drop(columns=["versions", "encoder", "postprocess", "system_label"], errors="ignore")
+        for (emb, metric), g in shown.groupby(["embedding", "metric"]):
+            body.append(f"<h2>{html.escape(metric.upper())} · {html.escape(emb)}</h2>")
+            body.append(g.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.4g}"))
+    for f in figures:
+        body.append(f"<p><img src='{html.escape(str(f.relative_to(out_dir)))}' style='max-width:900px'></p>")
+    return head + style + "\n".join(body)
+
+
+def dot_plots(board: pd.DataFrame, fig_dir: Path) -> list[Path]:
+    """The reference work's figure: one point per system (with its CI), a line at the best."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sonieval.files import atomic_path
+
+    paths = []
+    if board.empty:
+        return paths
+    for (emb, metric, enc, post), g in board.groupby(["embedding", "metric", "encoder", "postprocess"]):
+        g = g[np.isfinite(g["value"].astype(float))].sort_values("system_label")
+        if g.empty:
+            continue
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(g) + 2), 3.6))
+        x = np.arange(len(g))
+        y = g["value"].to_numpy(float)
+        lo, hi = g["ci_low"].to_numpy(float), g["ci_high"].to_numpy(float)
+        has_ci = np.isfinite(lo) & np.isfinite(hi)
+        ax.errorbar(x[has_ci], y[has_ci], yerr=[y[has_ci] - lo[has_ci], hi[has_ci] - y[has_ci]], fmt="none",
+                    ecolor="0.6", capsize=3)
+        ax.plot(x, y, "o", color="C0")
+        best = float(np.min(y))
+        ax.axhline(best, color="C3", lw=1, ls="--", label=f"best {best:.4g}")
+        ax.set_xticks(x, g["system_label"], rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel(f"{metric.upper()} (lower is better)")
+        first = g.iloc[0]
+        ax.set_title(f"{metric.upper()} · {enc} · {post}\n{emb} vs {first['reference_set']} "
+                     f"(n_ref={first['n_reference']})", fontsize=9)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        slug = "__".join(re.sub(r"[^A-Za-z0-9_.+-]+", "_", str(v)) for v in (metric, emb, enc, post))
+        path = fig_dir / f"{slug}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _write_outputs(scores: pd.DataFrame, item_scores: pd.DataFrame, out_dir: Path, failures) -> ScoreOutputs:
+    from sonieval.files import write_text_atomic
+    from sonieval.tables import ITEM_SCORES_COLUMNS, SCORES_COLUMNS, write_table
+
+    for c in SCORES_COLUMNS + SCORE_ROW_EXTRA:
+        if c not in scores.columns:
+            scores[c] = None
+    for c in ("ci_low", "ci_high", "bandwidth", "scale", "value", "cross_term", "reference_term", "evaluated_term"):
+        scores[c] = pd.to_numeric(scores[c], errors="coerce").astype(float)
+    scores = scores[SCORES_COLUMNS + SCORE_ROW_EXTRA + [c for c in scores.columns
+                                                        if c not in SCORES_COLUMNS + SCORE_ROW_EXTRA]]
+    if item_scores.empty:
+        item_scores = pd.DataFrame(columns=ITEM_SCORES_COLUMNS + ["direction", "error"])
+    files = [
+        write_table(scores, out_dir / "scores.parquet", "scores"),
+        write_table(scores, out_dir / "scores.csv", "scores"),
+        write_table(item_scores, out_dir / "item_scores.parquet", "item_scores"),
+    ]
+    board = build_leaderboard(scores)
+    figures = dot_plots(board, out_dir / "figures")
+    with_csv = board.drop(columns=["versions"], errors="ignore")
+    files.append(write_table(with_csv, out_dir / "leaderboard.csv"))
+    files.append(write_text_atomic(out_dir / "leaderboard.md", leaderboard_markdown(board)))
+    files.append(write_text_atomic(out_dir / "leaderboard.html", leaderboard_html(board, figures, out_dir)))
+    return ScoreOutputs(scores, item_scores, board, files + figures, failures)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def audio_files(folder: str | os.PathLike) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError("folder not found", path=folder, hint="pass a folder of audio files")
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    if not found:
+        raise DataError("no audio files (.wav/.flac/.ogg/...) in this folder", path=folder)
+    return found
+
+
+def _folder_set(name: str, folder: Path, reference_index: dict[str, str] | None = None) -> AudioSet:
+    files = audio_files(folder)
+    ids = [str(p.relative_to(folder).with_suffix("")) for p in files]
+    originals = [reference_index.get(i) for i in ids] if reference_index else []
+    return AudioSet(name, [str(p) for p in files], ids, originals=originals)
+
+
+def score_folders(
+    reference_dir: str | os.PathLike,
+    systems: dict[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    config: ScoreConfig | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> ScoreOutputs:
+    """Leaderboard of folders of audio against a reference folder (no protocol needed)."""
+    config = config or ScoreConfig(per_class=False)
+    out_dir = Path(out_dir)
+    reference = _folder_set("reference", Path(reference_dir))
+    index = dict(zip(reference.clip_ids, reference.paths))
+    sets = [_folder_set(name, Path(d), index) for name, d in systems.items()]
+    with RunManifest(out_dir / "manifest.sqlite") as manifest:
+        return score_sets(
+            reference, sets, out_dir, config=config, cache_dir=cache_dir or out_dir / "cache",
+            reference_label=f"folder:{Path(reference_dir).resolve()}", manifest=manifest,
+        )
+
+
+def _resolve_path(value: str, results: Path) -> str:
+    p = Path(value)
+    if p.is_absolute() or p.exists():
+        return str(p)
+    return str(results / p)
+
+
+def protocol_sets(proto) -> tuple[AudioSet, list[AudioSet], str]:
+    """The reference set and the systems of a protocol's results folder."""
+    from sonieval.tables import read_table
+
+    results = proto.results_path
+    spec = proto.metrics.reference_set
+    clips = read_table(results / "tables" / "clips.parquet", "clips")
+    ok_clips = clips[clips["status"].astype(str) != "failed"]
+    folder = proto.resolve(spec) if ("/" in spec or spec.startswith(".")) else None
+    if folder is not None:
+        reference = _folder_set("reference", folder)
+        label = f"folder:{folder}"
+    else:
+        if spec == "all":
+            chosen = ok_clips
+        else:
+            wanted = spec.split("+")
+            have = sorted(ok_clips["split"].dropna().astype(str).unique())
+            missing = [w for w in wanted if w not in have]
+            if missing:
+                raise DataError(
+                    f"metrics.reference_set {spec!r}: split(s) {', '.join(missing)} not in the clips table",
+                    path=results / "tables" / "clips.parquet",
+                    hint=f"available: {', '.join(have) or 'none'}, 'all', 'a+b', or a folder path",
+                )
+            chosen = ok_clips[ok_clips["split"].astype(str).isin(wanted)]
+        reference = AudioSet(
+            "reference", [_resolve_path(p, results) for p in chosen["path"]], [str(c) for c in chosen["clip_id"]],
+            [str(c) for c in chosen["category"]],
+        )
+        label = f"esc50:{spec}"
+        data_label = _data_label(clips)
+        if data_label:
+            label += f" ({data_label})"
+    son = read_table(results / "tables" / "sonifications.parquet", "sonifications")
+    son = son[son["status"].astype(str).isin(["done", "ok"])]
+    if son.empty:
+        raise DataError("no finished sonifications to score", path=results / "tables" / "sonifications.parquet",
+                        hint="run `sonieval sonify PROTOCOL` first")
+    orig_of = {str(c): _resolve_path(p, results) for c, p in zip(clips["clip_id"], clips["path"])}
+    systems = []
+    for sid, g in son.groupby("system_id", sort=True):
+        g = g.sort_values("clip_id")
+        systems.append(AudioSet(
+            str(sid), [_resolve_path(p, results) for p in g["path"]], [str(c) for c in g["clip_id"]],
+            [None if pd.isna(c) else str(c) for c in g["category"]], [orig_of.get(str(c)) for c in g["clip_id"]],
+        ))
+    return reference, systems, label
+
+
+def _data_label(clips: pd.DataFrame) -> str:
+    for col in ("synthetic", "dataset"):
+        if col in clips.columns:
+            v = clips[col].iloc[0]
+            if col == "synthetic" and bool(v):
+                return "SYNTHETIC clip set, not ESC-50"
+            if col == "dataset" and isinstance(v, str):
+                return v
+    return ""
+
+
+def config_from_protocol(proto, **overrides) -> ScoreConfig:
+    m = proto.metrics
+    cfg = ScoreConfig(
+        embeddings=list(m.embeddings), metrics=list(m.metrics), bootstrap=m.bootstrap, per_class=m.per_class,
+        item_metrics=list(m.item_metrics), seed=proto.seed,
+    )
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(cfg, k, v)
+    return cfg
+
+
+def run_score(proto, manifest: RunManifest, **overrides) -> ScoreOutputs:
+    """The ``score`` stage of a protocol: writes ``<results>/scores/``."""
+    reference, systems, label = protocol_sets(proto)
+    config = config_from_protocol(proto, **overrides)
+    return score_sets(reference, systems, proto.results_path / "scores", config=config,
+                      cache_dir=proto.cache_path, reference_label=label, manifest=manifest)
