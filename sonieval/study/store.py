@@ -554,9 +554,11 @@ class StudyStore:
         try:
             with self.engine.begin() as conn:
                 for row in rows:
+                    # RETURNING names the rows actually inserted (rowcount is not reliable for
+                    # ON CONFLICT DO NOTHING across drivers).
                     res = conn.execute(self._insert(ratings).values(**row).on_conflict_do_nothing(
-                        index_elements=["study_id", "rater_id", "trial_id", "attribute"]))
-                    stored += max(res.rowcount or 0, 0)
+                        index_elements=["study_id", "rater_id", "trial_id", "attribute"]).returning(ratings.c.attribute))
+                    stored += len(res.fetchall())
         except IntegrityError as exc:  # the CHECK constraint: only reachable if validation is bypassed
             raise SubmissionRefused(f"the database refused the mark ({exc.orig})") from None
         return SubmitResult(stored, len(rows) - stored)

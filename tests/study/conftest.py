@@ -21,3 +21,17 @@ def _small_study_template(tmp_path_factory):
 def small_study(_small_study_template, tmp_path):
     """A joint-mode study: 2 clips x 2 systems, reference, anchor, 1 attention check, no listening gate."""
     return clone_study(_small_study_template, tmp_path / "copy")
+
+
+@pytest.fixture(scope="session")
+def temp_postgres():
+    """A throwaway PostgreSQL server (initdb + pg_ctl on a free localhost port)."""
+    from sonieval.study.pgtemp import start_temp_postgres
+    from sonieval.testing import require_part
+
+    try:
+        server = start_temp_postgres()
+    except RuntimeError as exc:
+        require_part("postgres", str(exc))
+    yield server
+    server.stop()
