@@ -28,8 +28,8 @@ def add_arguments(parser) -> None:
                         help="anchor marked at or above this counts against a rater (default 4)")
     parser.add_argument("--anchor-max-fraction", type=float, default=0.15)
     parser.add_argument("--attention-max-fraction", type=float, default=0.0)
-    parser.add_argument("--mixed-model-max-rows", type=int, default=4000,
-                        help="fit the mixed model on a seeded rater×clip subsample above this many marks (default 4000)")
+    parser.add_argument("--mixed-model-max-rows", type=int, default=3000,
+                        help="fit the mixed model on a seeded rater×clip subsample above this many marks (default 3000)")
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--simulated", action="store_true",
                         help="ignore --ratings/--scores and write a demo report on SIMULATED ratings and scores")

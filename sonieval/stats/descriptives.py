@@ -73,7 +73,9 @@ def role_means(ratings: pd.DataFrame) -> pd.DataFrame:
     part = ratings[ratings["role"].isin(["reference", "anchor"])]
     if part.empty:
         return pd.DataFrame(columns=["role", "attribute", "n", "mean", "sd"])
-    return part.groupby(["role", "attribute"])["mark"].agg(n="size", mean="mean", sd="std").reset_index()
+    table = part.groupby(["role", "attribute"])["mark"].agg(n="size", mean="mean", sd="std").reset_index()
+    table["note"] = np.where(table["n"] < 2, "one mark: sd undefined", "")
+    return table
 
 
 def mark_distribution(son: pd.DataFrame, scale_min: int, scale_max: int) -> pd.DataFrame:

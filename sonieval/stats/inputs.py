@@ -230,7 +230,7 @@ def check_scores(df: pd.DataFrame, *, path: str | os.PathLike | None = None) -> 
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     if "category" not in df.columns:
         df["category"] = ""
-    df["category"] = df["category"].fillna("").astype(str)
+    df["category"] = [("" if pd.isna(v) else str(v)) for v in df["category"]]
     declared = df["higher_is_better"] if "higher_is_better" in df.columns else pd.Series([None] * len(df), index=df.index)
     df["direction"] = [metric_direction(m, d) for m, d in zip(df["metric"], declared)]
     unknown = sorted(df.loc[df["direction"].isna(), "metric"].astype(str).unique())

@@ -46,7 +46,7 @@ class ReportOptions:
     n_boot: int = 2000
     seed: int = 0
     rules: ScreeningRules = field(default_factory=ScreeningRules)
-    mixed_model_max_rows: int = 4000
+    mixed_model_max_rows: int = 3000
     figures: bool = True
     simulated: bool | None = None  # None: from the ratings' `simulated` column
     simulated_note: str = ""
@@ -292,6 +292,9 @@ def analyse(
     cmp = means[["system_id", "attribute", "mean", "ci_low", "ci_high", "n"]].merge(
         means_all[["system_id", "attribute", "mean", "n"]], on=["system_id", "attribute"], how="outer",
         suffixes=("_screened", "_all_raters"))
+    cmp["note"] = np.select(
+        [cmp["mean_screened"].isna(), cmp["ci_low"].isna()],
+        ["system rated only by excluded raters", "no bootstrap CI (bootstrap off or undefined, see system_means)"], "")
     tables["screening_effect_means"] = cmp
     corr_all, _ = correlation.system_level(means_all[means_all["system_id"].isin(matched)], {}, scores.overall,
                                            seed=options.seed)
@@ -299,6 +302,9 @@ def analyse(
         tables["screening_effect_correlations"] = corr[["metric", "attribute", "spearman", "kendall_tau_b", "pearson", "n"]].merge(
             corr_all[["metric", "attribute", "spearman", "kendall_tau_b", "pearson"]], on=["metric", "attribute"],
             suffixes=("_screened", "_all_raters"))
+        sec = tables["screening_effect_correlations"]
+        sec["note"] = np.where(sec[["spearman_screened", "spearman_all_raters"]].isna().any(axis=1),
+                               "correlation undefined in one version: see correlations.csv notes", "")
     tables["reference_table"] = reference_table(matched_means, scores.overall)
 
     summary.update({
@@ -332,6 +338,8 @@ def analyse(
 def reference_table(means: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """The reference work's table form: system, visual mean, audio mean, rank by the objective score."""
     wide = means.pivot_table(index="system_id", columns="attribute", values="mean").reset_index()
+    wide.columns.name = None
+    wide = wide.rename(columns={a: f"{a}_mean" for a in ("visual", "audio")})
     if scores.empty:
         return wide
     primary = "kad" if "kad" in set(scores["metric_key"]) else sorted(scores["metric_key"].unique())[0]
@@ -341,6 +349,7 @@ def reference_table(means: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     wide[f"{primary}_value"] = wide["system_id"].map(s["value"])
     wide[f"{primary}_rank"] = wide["system_id"].map(rank)
     wide[f"{primary}_rank_of"] = len(s)
+    wide["note"] = np.where(wide.isna().any(axis=1), "n/a: this system lacks marks for an attribute or a score", "")
     return wide.sort_values(f"{primary}_rank")
 
 

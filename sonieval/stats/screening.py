@@ -127,6 +127,16 @@ def screen_raters(ratings: pd.DataFrame, rules: ScreeningRules = ScreeningRules(
                 why.append(f"same mark on every sonification ({row.zero_variance_attributes})")
         reasons.append("; ".join(why))
     out["reasons"] = reasons
+    # Why a fraction is empty: the rater had no trials of that kind (or no expected marks).
+    out["note"] = [
+        "; ".join(filter(None, [
+            "no hidden-reference trials" if row.n_reference == 0 else "",
+            "no anchor trials" if row.n_anchor == 0 else "",
+            "no attention trials" if row.n_attention == 0 else (
+                "attention trials without expected_mark" if not np.isfinite(row.attention_missed_fraction) else ""),
+        ]))
+        for row in out.itertuples()
+    ]
     out["excluded"] = out["reasons"] != ""
     if not rules.enabled:
         notes.append("screening disabled: every rater kept")

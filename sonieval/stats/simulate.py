@@ -61,11 +61,14 @@ def simulate_ratings(
     rng = np.random.default_rng(seed)
     lo, hi = scale
     if systems is None:
-        systems = [f"sim/S{i + 1}/lr0.001/e1/transpose/minmax" for i in range(n_systems)]
+        n = len(quality) if quality is not None else n_systems
+        systems = [f"sim/S{i + 1}/lr0.001/e1/transpose/minmax" for i in range(n)]
     systems = [str(s) for s in systems]
     if quality is None:
         quality = np.linspace(lo + 0.3 * (hi - lo), lo + 0.8 * (hi - lo), len(systems))[::-1]
     quality = np.asarray(quality, float)
+    if len(quality) != len(systems):
+        raise ValueError(f"{len(quality)} quality values for {len(systems)} systems")
     offsets = attribute_offset or {"visual": 0.15, "audio": -0.15}
     careless = careless or {}
     good = [f"rater{i + 1:03d}" for i in range(n_raters)]
@@ -91,7 +94,7 @@ def simulate_ratings(
         expected[role == "attention"] = rng.integers(lo, hi + 1, n_attention)
         order = rng.permutation(len(role))
         for attribute in attributes:
-            latent = np.r_[quality[s_idx] + clip_eff[c_idx], np.full(n_reference, hi - 0.3), np.full(n_anchor, lo + 0.3),
+            latent = np.r_[quality[s_idx] + clip_eff[c_idx], np.full(n_reference, hi + 0.5), np.full(n_anchor, lo - 0.5),
                            np.zeros(n_attention)]
             latent = latent + bias[r] + offsets.get(attribute, 0.0) + rng.normal(0, noise_sd, len(latent))
             mark = np.clip(np.round(latent), lo, hi)
