@@ -428,7 +428,9 @@ def kernel_audio_distance(
     ``bandwidth`` (sigma) defaults to the median pairwise distance of the **reference** set.
     Agrees with ``kadtk.calc_kernel_audio_distance(reference, evaluated, ..., bandwidth=sigma)``.
     """
-    return ReferenceKernel(reference, bandwidth=bandwidth, tile=tile).compare(evaluated).result()
+    ref = _as_frames(reference, "reference set")
+    _check_same_dim(ref, _as_frames(evaluated, "evaluated set"))
+    return ReferenceKernel(ref, bandwidth=bandwidth, tile=tile).compare(evaluated).result()
 
 
 def kad_bootstrap(

@@ -478,21 +478,25 @@ class KadtkEmbedding(EmbeddingBackend):
                  "DACModel": 44100}
         return rates[KADTK_MODELS[self.model_name][0]]
 
-    def weights_file(self, ml) -> Path | None:
+    def weights_file(self) -> Path | None:
         """Where kadtk keeps this model's checkpoint, when it is a known file (PANNs)."""
-        if KADTK_MODELS[self.model_name][0] == "PANNsModel":
+        class_name, kwargs = KADTK_MODELS[self.model_name]
+        if class_name == "PANNsModel":
             names = {"cnn14-32k": "Cnn14_mAP=0.431.pth", "cnn14-16k": "Cnn14_16k_mAP=0.438.pth",
                      "wavegram-logmel": "Wavegram_Logmel_Cnn14_mAP=0.439.pth"}
-            import kadtk.model_loader as model_loader
+            import importlib.util
 
-            return Path(model_loader.__file__).parent / ".model-checkpoints" / names[ml.variant]
+            spec = importlib.util.find_spec("kadtk")
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            root = Path(list(spec.submodule_search_locations)[0])
+            return root / ".model-checkpoints" / names[kwargs["variant"]]
         return None
 
     def load(self):
         if self._loader is not None:
             return self._loader
-        ml = self._build()
-        wf = self.weights_file(ml)
+        wf = self.weights_file()
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("SONIEVAL_OFFLINE") == "1"
         if offline and (wf is None or not wf.is_file()):
             raise WeightsUnavailable(
@@ -500,17 +504,18 @@ class KadtkEmbedding(EmbeddingBackend):
                 hint=f"run once with network access{f' (kadtk stores them at {wf})' if wf else ''}, "
                 "or use the weight-free 'logmel' embedding",
             )
+        saved = warnings.filters[:]
         try:
-            saved = warnings.filters[:]
-            try:
-                ml.load_model()
-            finally:
-                warnings.filters[:] = saved
+            # some kadtk loaders download in their constructor (CLAP), the others in load_model
+            ml = self._build()
+            ml.load_model()
         except Exception as exc:  # noqa: BLE001 - kadtk raises whatever its downloader raises
             raise WeightsUnavailable(
                 f"{self.name}: cannot load pretrained weights ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
                 hint="check network access or the kadtk checkpoint folder, or use the weight-free 'logmel' embedding",
             ) from None
+        finally:
+            warnings.filters[:] = saved
         self._loader = ml
         return ml
 
