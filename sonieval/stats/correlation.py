@@ -137,8 +137,12 @@ def correlate(
     res["p_permutation_kendall"] = perm["p_kendall_tau_b"]
     res["p_permutation_pearson"] = perm["p_pearson"]
     res["min_p_possible"] = perm.get("min_p_possible")
+    if res["p_permutation_kendall"] is None:
+        notes_kendall = f"Kendall permutation p only for ≤ {KENDALL_PERMUTATION_MAX_N} units"
+    else:
+        notes_kendall = ""
     res["permutation"] = "exact" if perm["exact"] else f"{perm['n_permutations']} random"
-    notes = [too_few_systems_warning(n, res["min_p_possible"])]
+    notes = [too_few_systems_warning(n, res["min_p_possible"]), notes_kendall]
     if boot_human is not None and len(boot_human):
         for name, fn in STATISTICS.items():
             samples = fn(oriented_score, boot_human)
@@ -273,7 +277,7 @@ def item_level(son: pd.DataFrame, item_scores: pd.DataFrame, *, n_boot: int, see
                 res["note"] = "; ".join(filter(None, [
                     "CI: bootstrap over clips; Kendall CI not computed at item level",
                     "p: items permuted freely (ignores clustering; read the CI)", res["note"]]))
-            res["n_clips"] = int(merged["clip_id"].nunique())
+            res["note"] = "; ".join(filter(None, [f"{merged['clip_id'].nunique()} clips", res["note"]]))
             rows.append({**base, **res})
     return pd.DataFrame(rows)
 

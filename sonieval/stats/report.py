@@ -283,7 +283,11 @@ def analyse(
         frames.append(cls)
     elif not scores.per_class.empty:
         notes.append("per-class correlations need a category column in the ratings (or --clips): not computed")
-    tables["correlations"] = pd.concat(frames, ignore_index=True)
+    corr_table = pd.concat(frames, ignore_index=True)
+    for col in ("category", "embedding", "reference_set", "permutation"):
+        if col in corr_table.columns:
+            corr_table[col] = corr_table[col].fillna("")
+    tables["correlations"] = corr_table
     tables["metric_comparison"] = correlation.compare_metrics(samples, corr)
     tables["rank_agreement"] = correlation.rank_agreement(matched_means, scores.overall)
     timings["correlations"] = time.perf_counter() - t
