@@ -6,7 +6,9 @@ mean cannot be estimated from one vector. The measures here are defined for one 
 
 - ``frame_kad``: KAD (x100, unbiased MMD^2) between the two clips' *frames* of a frame-level
   embedding, sigma = median pairwise distance of the original's frames; needs >= 2 frames each.
-- ``embedding_cosine``: cosine distance ``1 - cos`` between the clips' mean-pooled embeddings.
+- ``embedding_cosine``: cosine distance ``1 - cos`` between the clips' mean-pooled embeddings,
+  each centred across its dimensions (i.e. ``1 - Pearson r``), so that a constant offset such as
+  log-mel's log floor does not dominate.
 - ``logmel_l1``: mean absolute difference of the 64-band log-mel spectrograms
   (:class:`~sonieval.metrics.embeddings.LogMelEmbedding` parameters), frame by frame.
 - ``mrstft``: multi-resolution STFT distance (Yamamoto et al., "Parallel WaveGAN", ICASSP 2020,
@@ -67,9 +69,11 @@ def embedding_cosine(evaluated_frames: np.ndarray, original_frames: np.ndarray) 
     b = np.asarray(original_frames, dtype=np.float64).reshape(-1, np.shape(original_frames)[-1]).mean(0)
     if a.shape != b.shape:
         raise ItemScoreError(f"embedding_cosine: dimensions differ ({a.shape[0]} vs {b.shape[0]})")
+    # centred across dimensions: a constant offset (log-mel's log floor) would otherwise dominate
+    a, b = a - a.mean(), b - b.mean()
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     if na == 0 or nb == 0:
-        raise ItemScoreError("embedding_cosine: a mean embedding is the zero vector; cosine is undefined")
+        raise ItemScoreError("embedding_cosine: a mean embedding is constant across dimensions; cosine is undefined")
     return float(1.0 - np.clip(a @ b / (na * nb), -1.0, 1.0))
 
 
