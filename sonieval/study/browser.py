@@ -76,7 +76,7 @@ class RaterDriver:
         return self.wait_any()
 
     def wait_any(self) -> str:
-        self.page.wait_for_function(
+        self._wait(
             "() => !document.querySelector('[data-stale=\"true\"]') && (document.body.innerText.includes('Before you start')"
             " || document.body.innerText.includes('Thank you!') || (document.querySelector('[data-testid=\"stProgress\"]')"
             " && document.querySelector('[data-testid=\"stFormSubmitButton\"] button')))",
@@ -102,7 +102,20 @@ class RaterDriver:
 
     def wait_rendered(self, page_number: int | None) -> None:
         want = "done" if page_number is None else f"Page {page_number} of"
-        self.page.wait_for_function(_RENDERED_JS, arg=want, timeout=self.timeout_ms)
+        self._wait(_RENDERED_JS, arg=want, timeout=self.timeout_ms)
+
+    def _wait(self, js: str, **kw) -> None:
+        """wait_for_function, with what the page showed when it times out (for diagnosis)."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            self.page.wait_for_function(js, **kw)
+        except PlaywrightTimeout:
+            try:
+                body = self.page.inner_text("body", timeout=2000)[:300].replace("\n", " | ")
+            except Exception:  # noqa: BLE001 - the diagnosis must not hide the timeout
+                body = "<unreadable>"
+            raise TimeoutError(f"page did not reach the expected state; it shows: {body!r}") from None
 
     def rate(self, mark: int = 3) -> float:
         """Mark the current page (obeying an attention check), submit, wait for the next page.
@@ -115,7 +128,15 @@ class RaterDriver:
         target = int(m.group(1)) if m else mark
         groups = self.page.locator('[data-testid="stRadio"]')
         for k in range(groups.count()):
-            groups.nth(k).locator('[data-testid="stRadioOption"]').nth(target - 1).click()
+            option = groups.nth(k).locator('[data-testid="stRadioOption"]').nth(target - 1)
+            # Under load a click can land before React has wired the handlers: check, retry.
+            for _attempt in range(20):
+                option.click()
+                if option.locator("input").is_checked():
+                    break
+                self.page.wait_for_timeout(100)
+            else:
+                raise TimeoutError(f"mark {target} could not be selected on page {number}")
         start = time.perf_counter()
         self.page.locator('[data-testid="stFormSubmitButton"] button').click()
         self.wait_rendered(number + 1 if number < total else None)
