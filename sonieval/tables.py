@@ -44,6 +44,25 @@ TABLE_COLUMNS: dict[str, list[str]] = {
 }
 
 RATING_ROLES = ("sonification", "reference", "anchor", "attention")
+
+# Paths inside tables are absolute, or relative to the results folder (the folder that holds
+# tables/), never relative to the current directory: a results folder can be moved or shared.
+
+
+def table_path_value(path: str | os.PathLike, results_dir: str | os.PathLike) -> str:
+    """The text to store for ``path``: relative to ``results_dir`` when inside it, else absolute."""
+    p = Path(path).resolve()
+    root = Path(results_dir).resolve()
+    try:
+        return p.relative_to(root).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def resolve_table_path(value: str | os.PathLike, results_dir: str | os.PathLike) -> Path:
+    """The file a table's path value names (see :func:`table_path_value`)."""
+    p = Path(value)
+    return p if p.is_absolute() else Path(results_dir) / p
 RATING_ATTRIBUTES = ("visual", "audio")
 
 

@@ -1,0 +1,123 @@
+"""`sonieval demo`: the main job end to end, offline, on embedded defaults.
+
+What it runs (protocols/demo.yaml):
+1. clips: ESC-50 from $SONIEVAL_ESC50 when set (10 classes), else the built-in SYNTHETIC set;
+2. prepare, train, sonify: small, RANDOMLY INITIALISED AST and DAC-VAE (no weights downloaded),
+   three gate variants trained for a few epochs, min-max post-processing;
+3. score: a KAD/FAD leaderboard on the weight-free `logmel` embedding;
+4. study: a listening study over the sonifications (SQLite), with the command and links to open it;
+5. report: a correlation report on SIMULATED ratings, so a new user sees what one looks like.
+
+Nothing here is a research result: the models are random and the ratings simulated, and every
+output says so.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from sonieval.errors import SonievalError
+from sonieval.protocol import Protocol, load_protocol
+
+BANNER = (
+    "DEMO: small randomly initialised models (no pretrained weights) and, in the report, SIMULATED "
+    "ratings. The outputs show what sonieval produces, not research results."
+)
+
+
+def default_demo_protocol() -> Path:
+    """protocols/demo.yaml of the source tree this package runs from."""
+    here = Path(__file__).resolve().parent.parent / "protocols" / "demo.yaml"
+    if not here.is_file():
+        raise SonievalError(
+            "protocols/demo.yaml not found next to the installed package",
+            hint="run from a clone of the repository, or pass --protocol PATH",
+        )
+    return here
+
+
+def _prepare_protocol(path: Path, echo: Callable[[str], None]) -> Protocol:
+    proto = load_protocol(path)
+    if proto.data.esc50 == "auto" and not os.environ.get("SONIEVAL_ESC50"):
+        echo("data: SONIEVAL_ESC50 is not set, so the demo uses the built-in SYNTHETIC clip set (not ESC-50)")
+    return proto
+
+
+def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[str], None] = print) -> dict[str, Path]:
+    """Run the demo; returns the main outputs by name (all of them also printed)."""
+    from sonieval.data.esc50 import describe_clips_stage
+    from sonieval.pipeline.run import STAGES, open_manifest
+    from sonieval.study.server import prepare_study_for_protocol
+    from sonieval.stats.simulate import write_simulated_report
+    from sonieval.tables import read_table
+
+    path = Path(protocol_path) if protocol_path else default_demo_protocol()
+    echo(BANNER)
+    proto = _prepare_protocol(path, echo)
+    results = proto.results_path
+    outputs: dict[str, Path] = {}
+    t_start = time.perf_counter()
+    with open_manifest(proto) as manifest:
+        for stage in STAGES:
+            echo(f"[{stage.name}] {stage.summary}")
+            t0 = time.perf_counter()
+            out = stage.load()(proto, manifest)
+            failed = manifest.failures(stage.name)
+            note = f"; {len(failed)} item(s) failed, listed in {manifest.path}" if len(failed) else ""
+            echo(f"[{stage.name}] {time.perf_counter() - t0:.1f} s{note}")
+            if stage.name == "clips":
+                for line in describe_clips_stage(out, proto):
+                    echo(f"  {line}")
+        outputs["manifest"] = manifest.path
+
+    outputs["clips table"] = results / "tables" / "clips.parquet"
+    outputs["splits"] = results / "splits"
+    outputs["checkpoints"] = results / "checkpoints"
+    outputs["training losses"] = results / "training"
+    outputs["sonifications"] = results / "sonifications"
+    outputs["sonifications table"] = results / "tables" / "sonifications.parquet"
+    outputs["leaderboard"] = results / "scores" / "leaderboard.md"
+    outputs["scores table"] = results / "scores" / "scores.parquet"
+    outputs["item scores table"] = results / "scores" / "item_scores.parquet"
+
+    echo("[figures] waveform stack of one listening clip, original on top")
+    outputs["waveform figure"] = _waveform_figure(proto)
+
+    echo("[study] listening study over the demo's sonifications (SQLite)")
+    study_lines = prepare_study_for_protocol(proto, protocol_arg=str(path), progress=False)
+    for line in study_lines:
+        echo(f"  {line}")
+    outputs["study"] = results / "study"
+
+    echo("[report] correlation report on SIMULATED ratings (the leaderboard's systems and scores are real)")
+    scores = read_table(results / "scores" / "scores.parquet", "scores")
+    report_dir = results / "report_SIMULATED"
+    write_simulated_report(report_dir, scores=scores, n_boot=200, seed=proto.seed)
+    outputs["report (simulated ratings)"] = report_dir / "report.html"
+
+    board = outputs["leaderboard"]
+    if board.is_file():
+        echo("")
+        echo(board.read_text(encoding="utf-8").strip())
+    echo("")
+    echo(f"demo finished in {time.perf_counter() - t_start:.0f} s. Outputs:")
+    width = max(len(k) for k in outputs)
+    for name, p in outputs.items():
+        echo(f"  {name:<{width}}  {p}")
+    echo(BANNER)
+    return outputs
+
+
+def _waveform_figure(proto: Protocol) -> Path:
+    """The reference work's figure form for the first listening clip: original, then each system."""
+    from sonieval.pipeline.figures import sonification_figure
+    from sonieval.tables import read_table
+
+    clips = read_table(proto.results_path / "tables" / "clips.parquet", "clips")
+    listening = clips[clips["listening"] & (clips["status"] == "ok")]
+    if listening.empty:
+        raise SonievalError("no readable listening-set clip to draw", path=proto.results_path / "tables" / "clips.parquet")
+    return sonification_figure(proto.results_path, str(listening.iloc[0]["clip_id"]), clip_seconds=proto.data.clip_seconds)
