@@ -350,9 +350,10 @@ class KernelComparison:
     ) -> tuple[float, float, np.ndarray]:
         """Percentile CI of KAD by resampling groups (clips, or frames) of both sets with replacement.
 
-        Each resample's U-statistic is ``(c^T S c - c . diag) / (M (M - 1))`` over the stored
-        per-group block sums ``S`` with draw counts ``c`` (``M`` frames drawn): no kernel value is
-        recomputed (Efron & Tibshirani 1993, two-sample percentile bootstrap).
+        Each resample's within-set terms are computed from the stored per-group block sums ``S``
+        and the draw counts ``c`` (pairs between two copies of the same group left out, see
+        :func:`_within_resampled`), the cross term as ``c_r^T S_re c_e / (M_r M_e)``: no kernel
+        value is recomputed (Efron & Tibshirani 1993, two-sample percentile bootstrap).
         """
         values = _bootstrap_values(self, n_resamples, seed, None)
         lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
@@ -393,6 +394,18 @@ def _quadratic(counts: np.ndarray, sums: np.ndarray, counts_right: np.ndarray | 
     return ((c @ s) * cr).sum(1, dtype=torch.float64).numpy()
 
 
+def _within_resampled(counts: np.ndarray, sums: _BlockSums, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Within-set kernel sum and pair count of each resample, over pairs of *distinct* groups
+    plus each drawn copy's own off-diagonal pairs: pairs between two copies of one group are left
+    out, as the identical-frame pairs (k = 1) they contain would bias every resample upwards."""
+    c = counts.astype(np.float64)
+    s_diag = np.diag(sums.group_sums)
+    n = sizes.astype(np.float64)
+    total = _quadratic(counts, sums.group_sums) - (c * c) @ s_diag + c @ (s_diag - sums.group_diagonal)
+    pairs = (c @ n) ** 2 - (c * c) @ (n * n) + c @ (n * (n - 1))
+    return total, pairs
+
+
 def _bootstrap_values(
     comp: KernelComparison, n_resamples: int, seed: int, ref_counts: np.ndarray | None,
     eval_counts: np.ndarray | None = None,
@@ -405,13 +418,13 @@ def _bootstrap_values(
     rng = np.random.default_rng(seed)
     cr = ref_counts if ref_counts is not None else _resample_counts(rng, len(ref.group_sizes), n_resamples)
     ce = eval_counts if eval_counts is not None else _resample_counts(rng, len(comp.group_sizes), n_resamples)
+    s_rr, p_rr = _within_resampled(cr, ref.sums, ref.group_sizes)
+    s_ee, p_ee = _within_resampled(ce, comp.ee, comp.group_sizes)
+    s_re = _quadratic(cr, comp.re.group_sums, ce)
     m_r = cr.astype(np.float64) @ ref.group_sizes
     m_e = ce.astype(np.float64) @ comp.group_sizes
-    s_rr = _quadratic(cr, ref.sums.group_sums) - cr.astype(np.float64) @ ref.sums.group_diagonal
-    s_ee = _quadratic(ce, comp.ee.group_sums) - ce.astype(np.float64) @ comp.ee.group_diagonal
-    s_re = _quadratic(cr, comp.re.group_sums, ce)
     with np.errstate(divide="ignore", invalid="ignore"):
-        k = s_rr / (m_r * (m_r - 1)) + s_ee / (m_e * (m_e - 1)) - 2.0 * s_re / (m_r * m_e)
+        k = s_rr / p_rr + s_ee / p_ee - 2.0 * s_re / (m_r * m_e)
     # A resample with a single frame has no off-diagonal pair (only possible with 1-frame groups
     # and tiny sets): drop it rather than report NaN.
     k = k[np.isfinite(k)]

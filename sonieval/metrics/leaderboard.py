@@ -570,7 +570,10 @@ def dot_plots(board: pd.DataFrame, fig_dir: Path) -> list[Path]:
         y = g["value"].to_numpy(float)
         lo, hi = g["ci_low"].to_numpy(float), g["ci_high"].to_numpy(float)
         has_ci = np.isfinite(lo) & np.isfinite(hi)
-        ax.errorbar(x[has_ci], y[has_ci], yerr=[y[has_ci] - lo[has_ci], hi[has_ci] - y[has_ci]], fmt="none",
+        # a percentile interval need not contain the estimate: clamp the bar lengths at 0
+        below = np.clip(y[has_ci] - lo[has_ci], 0, None)
+        above = np.clip(hi[has_ci] - y[has_ci], 0, None)
+        ax.errorbar(x[has_ci], y[has_ci], yerr=[below, above], fmt="none",
                     ecolor="0.6", capsize=3)
         ax.plot(x, y, "o", color="C0")
         best = float(np.min(y))

@@ -47,6 +47,7 @@ def test_kad_agrees_with_kadtk_given_the_same_bandwidth(kadtk, torch_threads):
     assert D.median_pairwise_distance(ev) != pytest.approx(sigma, rel=1e-3)
 
 
+@pytest.mark.filterwarnings("ignore:The `disp` argument is deprecated:DeprecationWarning")
 def test_fad_agrees_with_kadtk_on_well_conditioned_data(kadtk, torch_threads):
     rng = np.random.default_rng(1)
     ref = rng.standard_normal((3000, 16))
@@ -99,14 +100,31 @@ def test_group_sums_give_per_group_kad_and_exact_bootstrap_resamples():
     sub = comp.result([0, 1, 2], [3, 4])
     direct = D.kernel_audio_distance(ref[g_ref < 3], ev[(g_ev == 3) | (g_ev == 4)], rk.bandwidth)
     assert sub.value == pytest.approx(direct.value, rel=1e-6)
-    # one resample from the block sums equals KAD recomputed on the drawn frames
+    # one resample from the block sums equals the U-statistic over the drawn copies with pairs
+    # between two copies of the same clip left out, computed by brute force
     rng = np.random.default_rng(0)
     cr = D._resample_counts(rng, 12, 1)
     ce = D._resample_counts(rng, 9, 1)
     from_sums = D._bootstrap_values(comp, 1, 0, cr, ce)[0]
-    rf = np.concatenate([np.tile(ref[g_ref == g], (int(c), 1)) for g, c in enumerate(cr[0]) if c])
-    ef = np.concatenate([np.tile(ev[g_ev == g], (int(c), 1)) for g, c in enumerate(ce[0]) if c])
-    assert from_sums == pytest.approx(D.kernel_audio_distance(rf, ef, rk.bandwidth).value, rel=1e-4)
+
+    def drawn(x, g, counts):
+        frames, copy_id = [], []
+        for grp, c in enumerate(counts[0]):
+            for _ in range(int(c)):
+                frames.append(x[g == grp])
+                copy_id += [grp] * int((g == grp).sum())
+        return np.concatenate(frames), np.array(copy_id), np.repeat(np.arange(len(frames)), [len(f) for f in frames])
+
+    def within(x, clip, copy):
+        k = np.exp(-rk.gamma * ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+        keep = (clip[:, None] != clip[None, :]) | ((copy[:, None] == copy[None, :]) & ~np.eye(len(x), dtype=bool))
+        return k[keep].mean()
+
+    rf, rclip, rcopy = drawn(ref, g_ref, cr)
+    ef, eclip, ecopy = drawn(ev, g_ev, ce)
+    cross = np.exp(-rk.gamma * ((rf[:, None, :] - ef[None, :, :]) ** 2).sum(-1)).mean()
+    brute = 100 * (within(rf, rclip, rcopy) + within(ef, eclip, ecopy) - 2 * cross)
+    assert from_sums == pytest.approx(brute, rel=1e-4)
     lo, hi, values = comp.bootstrap(300, seed=1)
     assert lo < comp.result().value < hi and np.all(np.isfinite(values))
 
