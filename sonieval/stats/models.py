@@ -56,12 +56,12 @@ def mixed_model(part: pd.DataFrame, *, max_rows: int = 3000, seed: int = 0) -> t
 
     info = {"n_rows_used": 0, "n_rows": int(len(part)), "rater_variance": None, "clip_variance": None,
             "residual_variance": None, "converged": None, "note": ""}
-    systems = sorted(part["system_id"].unique())
+    systems = sorted(part["system_id"].astype(str).unique())
     if part["rater_id"].nunique() < 2 or part["clip_id"].nunique() < 2:
         info["note"] = "needs at least 2 raters and 2 clips: not fitted"
         return pd.DataFrame(columns=["system_id", "estimate", "ci_low", "ci_high"]), info
     sub, note = _cluster_subsample(part, max_rows, seed)
-    sub = sub.assign(one=1, system=pd.Categorical(sub["system_id"], categories=systems),
+    sub = sub.assign(one=1, system=pd.Categorical(sub["system_id"].astype(str), categories=systems),
                      rater=sub["rater_id"].astype(str), clip=sub["clip_id"].astype(str))
     info["n_rows_used"] = int(len(sub))
     formula = "mark ~ 0 + system" if len(systems) > 1 else "mark ~ 1"

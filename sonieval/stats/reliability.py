@@ -27,9 +27,9 @@ from scipy import stats
 from sonieval.stats.bootstrap import percentile_ci
 
 
-def unit_ids(df: pd.DataFrame) -> pd.Series:
-    """A rated unit is one stimulus: a system's sonification of a clip."""
-    return df["system_id"].astype(str) + "::" + df["clip_id"].astype(str)
+def unit_ids(df: pd.DataFrame) -> np.ndarray:
+    """A rated unit is one stimulus: a system's sonification of a clip (integer code per unit)."""
+    return df.groupby(["system_id", "clip_id"], observed=True, sort=True).ngroup().to_numpy()
 
 
 def rater_unit_matrix(part: pd.DataFrame) -> tuple[np.ndarray, pd.Index, pd.Index, int]:
@@ -39,10 +39,10 @@ def rater_unit_matrix(part: pd.DataFrame) -> tuple[np.ndarray, pd.Index, pd.Inde
         df = df.sort_values("submitted_at", kind="stable")
     n_dup = int(df.duplicated(["rater_id", "unit"]).sum())
     df = df.drop_duplicates(["rater_id", "unit"], keep="first")
-    raters = pd.Index(sorted(df["rater_id"].unique()))
-    units = pd.Index(sorted(df["unit"].unique()))
+    raters = pd.Index(sorted(df["rater_id"].astype(str).unique()))
+    units = pd.Index(np.unique(df["unit"]))
     m = np.full((len(raters), len(units)), np.nan)
-    m[raters.get_indexer(df["rater_id"]), units.get_indexer(df["unit"])] = df["mark"].to_numpy(dtype=float)
+    m[raters.get_indexer(df["rater_id"].astype(str)), units.get_indexer(df["unit"])] = df["mark"].to_numpy(dtype=float)
     return m, raters, units, n_dup
 
 
@@ -87,11 +87,15 @@ def ordinal_alpha_from_counts(counts: np.ndarray, unit_weights: np.ndarray | Non
     return alpha
 
 
-def krippendorff_alpha(part: pd.DataFrame, scale_min: int, scale_max: int, n_boot: int, seed: int) -> dict:
-    """Ordinal α of one attribute's sonification marks with a unit-bootstrap 95 % CI."""
+def krippendorff_alpha(part: pd.DataFrame, scale_min: int, scale_max: int, n_boot: int, seed: int,
+                       matrix=None) -> dict:
+    """Ordinal α of one attribute's sonification marks with a unit-bootstrap 95 % CI.
+
+    ``matrix``: the :func:`rater_unit_matrix` of ``part`` when already built.
+    """
     import krippendorff
 
-    matrix, raters, units, n_dup = rater_unit_matrix(part)
+    matrix, raters, units, n_dup = matrix if matrix is not None else rater_unit_matrix(part)
     domain = np.arange(scale_min, scale_max + 1)
     out = {"n_raters": len(raters), "n_units": len(units), "n_repeated_marks_ignored": n_dup,
            "alpha": None, "ci_low": None, "ci_high": None, "note": ""}
@@ -146,11 +150,11 @@ def complete_block(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-def icc_balanced(part: pd.DataFrame) -> dict:
+def icc_balanced(part: pd.DataFrame, matrix=None) -> dict:
     """ICC(2,1) and ICC(2,k) (two-way random, absolute agreement) on a complete block."""
     import pingouin
 
-    matrix, raters, units, _ = rater_unit_matrix(part)
+    matrix, raters, units, _ = matrix if matrix is not None else rater_unit_matrix(part)
     rows, cols = complete_block(matrix)
     out = {"icc2_1": None, "icc2_k": None, "icc2_1_ci95": None, "icc2_k_ci95": None,
            "n_raters_balanced": int(len(rows)), "n_units_balanced": int(len(cols)),
@@ -197,29 +201,38 @@ def rater_panel_agreement(son: pd.DataFrame) -> pd.DataFrame:
     """Per rater and attribute: Spearman ρ of the rater's marks with the other raters' mean.
 
     Leave-one-out: the panel mean of a unit excludes the rater's own mark, so a rater does not
-    agree with themself.
+    agree with themself. Computed for all raters at once: within-rater mid-ranks, then Pearson
+    on the ranks from grouped sums (Spearman's ρ with ties = Pearson's r of mid-ranks).
     """
-    df = son.assign(unit=unit_ids(son))
+    df = pd.DataFrame({"rater_id": son["rater_id"].astype(str).to_numpy(),
+                       "attribute": son["attribute"].astype(str).to_numpy(),
+                       "unit": unit_ids(son), "mark": son["mark"].to_numpy(float)})
     g = df.groupby(["attribute", "unit"])["mark"]
     total = g.transform("sum")
     count = g.transform("size")
+    shared = (count > 1).to_numpy()
+    df = df[shared].copy()
+    df["panel_mean"] = ((total - df["mark"].reindex(total.index)) / (count - 1))[shared].to_numpy()
+    keys = ["rater_id", "attribute"]
+    by = df.groupby(keys)
+    df["rx"] = by["mark"].rank()
+    df["ry"] = by["panel_mean"].rank()
+    df["dev"] = (df["mark"] - df["panel_mean"]).abs()
+    for a in ("rx", "ry"):
+        df[a] = df[a] - df.groupby(keys)[a].transform("mean")
+    df["xy"], df["xx"], df["yy"] = df["rx"] * df["ry"], df["rx"] ** 2, df["ry"] ** 2
+    agg = df.groupby(keys).agg(n_shared_units=("mark", "size"), xy=("xy", "sum"), xx=("xx", "sum"),
+                               yy=("yy", "sum"), mean_abs_difference=("dev", "mean")).reset_index()
+    defined = (agg["n_shared_units"] >= 3) & (agg["xx"] > 1e-12) & (agg["yy"] > 1e-12)
     with np.errstate(invalid="ignore", divide="ignore"):
-        df["panel_mean"] = (total - df["mark"]) / (count - 1)
-    df = df[count > 1]
-    rows = []
-    for (rid, attr), part in df.groupby(["rater_id", "attribute"]):
-        rho = _spearman(part["mark"], part["panel_mean"])
-        note = ""
-        if rho is None:
-            note = ("fewer than 3 units shared with other raters" if len(part) < 3
-                    else "no variation in this rater's marks or in the panel mean")
-        rows.append({"rater_id": rid, "attribute": attr, "n_shared_units": len(part),
-                     "spearman_with_panel": rho, "mean_abs_difference": float((part["mark"] - part["panel_mean"]).abs().mean()),
-                     "note": note})
-    all_raters = son[["rater_id", "attribute"]].drop_duplicates()
-    table = pd.DataFrame(rows, columns=["rater_id", "attribute", "n_shared_units", "spearman_with_panel",
-                                        "mean_abs_difference", "note"])
-    table = all_raters.merge(table, on=["rater_id", "attribute"], how="left")
+        rho = agg["xy"] / np.sqrt(agg["xx"] * agg["yy"])
+    agg["spearman_with_panel"] = np.where(defined, rho, np.nan)
+    agg["note"] = np.where(defined, "", np.where(agg["n_shared_units"] < 3, "fewer than 3 units shared with other raters",
+                                                 "no variation in this rater's marks or in the panel mean"))
+    all_raters = pd.DataFrame({"rater_id": son["rater_id"].astype(str).to_numpy(),
+                               "attribute": son["attribute"].astype(str).to_numpy()}).drop_duplicates()
+    cols = ["rater_id", "attribute", "n_shared_units", "spearman_with_panel", "mean_abs_difference", "note"]
+    table = all_raters.merge(agg[cols], on=keys, how="left")
     missing = table["n_shared_units"].isna()
     table.loc[missing, "n_shared_units"] = 0
     table.loc[missing, "note"] = "no unit also marked by another rater"

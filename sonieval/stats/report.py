@@ -234,8 +234,10 @@ def analyse(
     rel_rows = []
     summary_rel = {}
     for attribute, part in son.groupby("attribute"):
-        a = reliability.krippendorff_alpha(part, ratings.scale_min, ratings.scale_max, options.n_boot, options.seed)
-        icc = reliability.icc_balanced(part)
+        matrix = reliability.rater_unit_matrix(part)
+        a = reliability.krippendorff_alpha(part, ratings.scale_min, ratings.scale_max, options.n_boot, options.seed,
+                                           matrix=matrix)
+        icc = reliability.icc_balanced(part, matrix=matrix)
         rel_rows.append({
             "attribute": attribute, "krippendorff_alpha_ordinal": a["alpha"], "alpha_ci_low": a["ci_low"],
             "alpha_ci_high": a["ci_high"], "n_raters": a["n_raters"], "n_units": a["n_units"],

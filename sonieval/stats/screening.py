@@ -76,7 +76,7 @@ def screen_raters(ratings: pd.DataFrame, rules: ScreeningRules = ScreeningRules(
     exclude them; the table shows ``n_reference = 0`` and the notes say the rule was not applied.
     """
     df = ratings
-    raters = pd.Index(sorted(df["rater_id"].unique()), name="rater_id")
+    raters = pd.Index(sorted(df["rater_id"].astype(str).unique()), name="rater_id")
     out = pd.DataFrame(index=raters)
     out["n_marks"] = df.groupby("rater_id").size().reindex(raters).fillna(0).astype(int)
     notes: list[str] = []
@@ -105,8 +105,10 @@ def screen_raters(ratings: pd.DataFrame, rules: ScreeningRules = ScreeningRules(
     son = df[df["role"] == "sonification"]
     stats = son.groupby(["rater_id", "attribute"])["mark"].agg(["size", "nunique"])
     flat = stats[(stats["size"] >= rules.zero_variance_min_marks) & (stats["nunique"] == 1)]
-    flat_attrs = flat.reset_index().groupby("rater_id")["attribute"].agg(lambda s: ",".join(sorted(s)))
-    out["zero_variance_attributes"] = flat_attrs.reindex(raters).fillna("")
+    flat_attrs: dict[str, list[str]] = {}
+    for rid, attr in flat.index:
+        flat_attrs.setdefault(str(rid), []).append(str(attr))
+    out["zero_variance_attributes"] = [",".join(sorted(flat_attrs.get(str(r), []))) for r in raters]
 
     reasons: list[str] = []
     for rid, row in out.iterrows():
