@@ -140,3 +140,19 @@ def test_unknown_variant_and_alignment_are_clear_errors():
         g.build_gate("CONV_LN", (4, 4), (4, 4))
     with pytest.raises(SonievalError, match="allowed: reshape, transpose, grid"):
         g.build_gate("LIN", (4, 4), (4, 4), "diagonal")
+
+
+def test_gates_command_lists_every_variant_with_counts(capsys):
+    from sonieval.cli import main
+
+    assert main(["gates", "--layers"]) == 0
+    out = capsys.readouterr().out
+    for variant in g.GATES:
+        assert f"\n{variant} " in out
+    lin = next(line for line in out.splitlines() if line.startswith("LIN "))
+    counts = [int(v.replace(",", "")) for v in lin.split()[2:]]
+    assert counts == [g.gate_parameter_count("LIN", shape, g.DAC_VAE_LATENT, a)
+                      for shape in (g.AST_EMBEDDING, g.HUBERT_EMBEDDING) for a in g.ALIGNMENTS]
+    assert "conv 1→8 10x10/2x1" in out and "attention 3h" in out
+    assert main(["gates", "--embedding", "1500x1280", "--latent", "64x431"]) == 0
+    assert "1500x1280/transpose" in capsys.readouterr().out
