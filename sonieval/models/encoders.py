@@ -97,7 +97,8 @@ class TransformersEncoder(Encoder):
     """Shared loading for transformers models: local folder, hub id (cached) or small random config."""
 
     model_class_name: str = ""
-    config_class_name: str = ""
+    # Weight-name prefixes (in the base model) of the modules the embedding is computed with.
+    embedding_modules: tuple[str, ...] = ()
 
     @classmethod
     def small_config(cls):
@@ -124,11 +125,18 @@ class TransformersEncoder(Encoder):
             else:
                 folder = weights.hub_snapshot(model_id, what=f"{cls.name} encoder", setting=setting)
             try:
-                model = model_cls.from_pretrained(folder)
+                model, loading = model_cls.from_pretrained(folder, output_loading_info=True)
             except Exception as exc:
                 raise EncoderError(f"cannot load a {cls.model_class_name} from it ({type(exc).__name__}: "
                                    f"{str(exc).splitlines()[0][:140] if str(exc) else ''})", path=folder,
                                    hint=f"is it a {cls.name} checkpoint?") from None
+            # transformers fills missing weights with random ones and only logs it: refuse that for the
+            # modules the embedding is made of (other parts, e.g. a classifier head, may differ).
+            missing = [k for k in loading.get("missing_keys", []) if k.startswith(cls.embedding_modules)]
+            if missing:
+                raise EncoderError(f"checkpoint lacks {len(missing)} weight(s) the {cls.name} embedding needs, "
+                                   f"e.g. {missing[0]!r}", path=folder,
+                                   hint=f"is it a {cls.name} checkpoint? (they would be random otherwise)")
             random_init = False
         enc = cls(model, folder, model_id=model_id, random_init=random_init, device=device)
         return enc
@@ -164,6 +172,7 @@ class ASTEncoder(TransformersEncoder):
 
     default_model_id = "MIT/ast-finetuned-audioset-10-10-0.4593"
     model_class_name = "ASTModel"
+    embedding_modules = ("embeddings.patch_embeddings.",)
 
     @classmethod
     def small_config(cls):
@@ -213,6 +222,7 @@ class HubertEncoder(TransformersEncoder):
 
     default_model_id = "facebook/hubert-base-ls960"
     model_class_name = "HubertModel"
+    embedding_modules = ("feature_extractor.", "feature_projection.")
 
     @classmethod
     def small_config(cls):

@@ -160,3 +160,18 @@ def test_registry_makes_a_new_encoder_one_small_class(torch_threads):
         assert encoder.embed(torch.randn(1, FIVE_S) * 0.1).shape == (1, 249, 32)
     finally:
         enc_mod.ENCODERS.pop("test-wavlm", None)
+
+
+def test_checkpoint_missing_embedding_weights_is_refused(torch_threads, tmp_path):
+    """transformers would silently fill missing weights randomly; the embedding's own modules must load."""
+    from safetensors.torch import load_file, save_file
+    from transformers import HubertModel
+
+    folder = tmp_path / "hubert"
+    HubertModel(enc_mod.HubertEncoder.small_config()).save_pretrained(folder)
+    weights_file = next(folder.glob("*.safetensors"))
+    state = {k: v for k, v in load_file(weights_file).items() if "feature_projection.projection" not in k}
+    save_file(state, weights_file, metadata={"format": "pt"})
+    with pytest.raises(SonievalError) as exc:
+        enc_mod.load_encoder(spec("hubert", model=str(folder)))
+    assert "feature_projection.projection" in str(exc.value) and "\n" not in str(exc.value)
