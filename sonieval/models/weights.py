@@ -142,15 +142,20 @@ def verify_checksum(path: str | os.PathLike, *, key: str, cache_dir: str | os.Pa
 
 def resolve_checkpoint(source: str | None, *, default_repo: str, default_file: str, what: str, setting: str,
                        cache_dir: str | os.PathLike | None) -> tuple[Path, str, str]:
-    """Find a single-file checkpoint: a local path, ``repo_id/filename`` on the hub, or the default.
+    """Find a single-file checkpoint: a local path, ``owner/repo/file`` (or ``hf://owner/repo/file``) on the
+    hub, or the default (None).
 
     Returns ``(local_path, source_label, sha256)``.
     """
     if source is None:
         repo, fname = default_repo, default_file
     else:
-        local = Path(os.path.expandvars(os.path.expanduser(source)))
-        if local.exists() or local.is_absolute() or source.startswith((".", "~")) or source.count("/") < 2:
+        local = Path(os.path.expandvars(os.path.expanduser(source.removeprefix("hf://"))))
+        # A hub file is written `owner/repo/file` (or `hf://owner/repo/file`); anything that exists
+        # here, is absolute, starts with . or ~, or whose first folder exists here is a local path.
+        looks_local = (local.exists() or local.is_absolute() or source.startswith((".", "~"))
+                       or source.count("/") < 2 or Path(source.split("/")[0]).is_dir())
+        if not source.startswith("hf://") and looks_local:
             if not local.is_file():
                 raise WeightsUnavailable(
                     f"{setting}: checkpoint file not found" + (" (it is a folder)" if local.is_dir() else ""),
@@ -159,7 +164,7 @@ def resolve_checkpoint(source: str | None, *, default_repo: str, default_file: s
                 )
             digest = verify_checksum(local, key=str(local.resolve()), cache_dir=cache_dir)
             return local, str(local), digest
-        repo, fname = source.rsplit("/", 1)
+        repo, fname = source.removeprefix("hf://").rsplit("/", 1)
     path = hub_file(repo, fname, what=what, setting=setting)
     digest = verify_checksum(path, key=f"{repo}/{fname}", cache_dir=cache_dir,
                              published=PUBLISHED_SHA256.get((repo, fname)))

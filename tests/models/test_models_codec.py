@@ -168,3 +168,26 @@ def test_plain_dac_loads_through_dacs_own_loader(torch_threads, tmp_path):
         expected = model.eval().encode(audio[:, None, :])[0]
     assert torch.allclose(z, expected, atol=1e-5)
     assert codec.decode(z).shape == (1, 512 * 10)
+
+
+def test_checkpoint_sources_local_vs_hub(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    asked = []
+
+    def fake_download(repo_id, filename, local_files_only=False):
+        asked.append((repo_id, filename))
+        raise huggingface_hub.errors.LocalEntryNotFoundError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    for source in ("owner/repo/file.pth", "hf://owner/repo/file.pth"):
+        with pytest.raises(WeightsUnavailable, match="owner/repo/file.pth"):
+            weights.resolve_checkpoint(source, default_repo="a/b", default_file="c.pth", what="X",
+                                       setting="codec.checkpoint", cache_dir=tmp_path)
+    assert asked == [("owner/repo", "file.pth")] * 2
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(WeightsUnavailable, match="checkpoint file not found"):
+        weights.resolve_checkpoint("weights/dac/file.pth", default_repo="a/b", default_file="c.pth", what="X",
+                                   setting="codec.checkpoint", cache_dir=tmp_path)
+    assert len(asked) == 2  # a path under an existing local folder never goes to the hub
