@@ -21,7 +21,8 @@ from sonieval.tables import RATING_ATTRIBUTES, RATING_ROLES, check_columns, read
 
 # Direction of each known metric. ``lower`` = smaller values are better (distances: KAD, FAD,
 # per-item embedding distances); ``higher`` = larger values are better (correlations,
-# similarities). A scores table may also declare its own with a ``higher_is_better`` column.
+# similarities). A table may also declare its own with a ``direction`` column (lower/higher, as
+# the score stage writes for per-item measures) or a ``higher_is_better`` column.
 # The report orients every metric so that a *positive* correlation with the human marks means
 # "the metric agrees with the listeners" (marks are higher-is-better).
 METRIC_DIRECTIONS: dict[str, str] = {
@@ -36,6 +37,11 @@ METRIC_DIRECTIONS: dict[str, str] = {
     "log_spectral_distance": "lower",
     "mse": "lower",
     "mae": "lower",
+    # sonieval.metrics.items.ITEM_METRIC_DIRECTION (per-item measures of the score stage)
+    "frame_kad": "lower",
+    "embedding_cosine": "lower",
+    "logmel_l1": "lower",
+    "mrstft": "lower",
     "envelope_correlation": "higher",
     "correlation": "higher",
     "cosine_similarity": "higher",
@@ -209,6 +215,15 @@ def load_ratings(path: str | os.PathLike, *, scale_min: int = 1, scale_max: int 
     return ratings
 
 
+def _declared(df: pd.DataFrame) -> list:
+    """A table's own direction declaration per row (``direction`` or ``higher_is_better``), else None."""
+    if "direction" in df.columns:
+        return list(df["direction"])
+    if "higher_is_better" in df.columns:
+        return list(df["higher_is_better"])
+    return [None] * len(df)
+
+
 def _metric_key(df: pd.DataFrame) -> pd.Series:
     """One name per (metric, embedding, reference set), short when there is no ambiguity."""
     emb = df["embedding"].fillna("").astype(str)
@@ -235,8 +250,7 @@ def check_scores(df: pd.DataFrame, *, path: str | os.PathLike | None = None) -> 
     if "category" not in df.columns:
         df["category"] = ""
     df["category"] = [("" if pd.isna(v) else str(v)) for v in df["category"]]
-    declared = df["higher_is_better"] if "higher_is_better" in df.columns else pd.Series([None] * len(df), index=df.index)
-    df["direction"] = [metric_direction(m, d) for m, d in zip(df["metric"], declared)]
+    df["direction"] = [metric_direction(m, d) for m, d in zip(df["metric"], _declared(df))]
     unknown = sorted(df.loc[df["direction"].isna(), "metric"].astype(str).unique())
     if unknown:
         notes.append(
@@ -278,8 +292,7 @@ def load_item_scores(path: str | os.PathLike) -> tuple[pd.DataFrame, InputFile, 
     df["system_id"] = df["system_id"].astype(str)
     df["clip_id"] = df["clip_id"].astype(str)
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
-    declared = df["higher_is_better"] if "higher_is_better" in df.columns else [None] * len(df)
-    df["direction"] = [metric_direction(m, d) for m, d in zip(df["metric"], declared)]
+    df["direction"] = [metric_direction(m, d) for m, d in zip(df["metric"], _declared(df))]
     unknown = sorted(df.loc[df["direction"].isna(), "metric"].astype(str).unique())
     if unknown:
         notes.append(f"item metric(s) {', '.join(unknown)} left out: direction unknown (add a higher_is_better column)")

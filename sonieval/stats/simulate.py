@@ -50,13 +50,15 @@ def simulate_ratings(
     n_attention: int = 2,
     careless: dict[str, int] | None = None,
     scale: tuple[int, int] = (1, 5),
+    clips: list[str] | None = None,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, PlantedStudy]:
     """Return a SIMULATED ratings table (RATINGS_COLUMNS + simulated, expected_mark) and the plant.
 
     Every rater rates every (system, clip) pair once per attribute, plus ``n_reference`` hidden
     references, ``n_anchor`` anchors and ``n_attention`` attention checks. ``careless`` is e.g.
-    ``{"random": 2, "constant": 1}``: that many extra raters of each kind.
+    ``{"random": 2, "constant": 1}``: that many extra raters of each kind. ``clips``: clip ids to
+    use (e.g. a real listening set), else ``n_clips`` made-up ones.
     """
     rng = np.random.default_rng(seed)
     lo, hi = scale
@@ -74,7 +76,8 @@ def simulate_ratings(
     good = [f"rater{i + 1:03d}" for i in range(n_raters)]
     kinds = {f"careless_{kind}{i + 1:02d}": kind for kind, k in careless.items() for i in range(k)}
     raters = good + list(kinds)
-    clips = [f"clip{j + 1:04d}" for j in range(n_clips)]
+    clips = [str(c) for c in clips] if clips is not None else [f"clip{j + 1:04d}" for j in range(n_clips)]
+    n_clips = len(clips)
     bias = rng.normal(0, rater_bias_sd, len(raters))
     clip_eff = rng.normal(0, clip_sd, n_clips)
 
@@ -194,8 +197,10 @@ def write_simulated_report(
 
     ``systems``/``scores``: the demo's real system_ids and its real scores table; the marks are
     simulated around a planted quality that follows the scores' primary metric (KAD when
-    present) with planted agreement ``planted_rho``. Without them, systems and scores are
-    simulated too. Inputs are written to ``out_dir/inputs/`` so the report can hash them.
+    present) with planted agreement ``planted_rho``. ``item_scores``: the real per-item scores;
+    the simulated marks then use their clip ids (up to ``n_clips``) so item-level agreement can
+    be shown. Without scores, systems and scores are simulated too. Inputs are written to
+    ``out_dir/inputs/`` so the report can hash them.
     """
     from sonieval.stats.report import ReportOptions, build_report
     from sonieval.tables import write_table
@@ -204,7 +209,10 @@ def write_simulated_report(
     if scores is not None and systems is None:
         systems = sorted(scores["system_id"].astype(str).unique())
     quality = _planted_quality_from_scores(systems, scores, planted_rho, seed) if scores is not None else None
-    ratings, plant = simulate_ratings(systems, quality=quality, n_raters=n_raters, n_clips=n_clips,
+    clips = None
+    if item_scores is not None and len(item_scores):
+        clips = sorted(item_scores["clip_id"].astype(str).unique())[:n_clips]
+    ratings, plant = simulate_ratings(systems, quality=quality, n_raters=n_raters, n_clips=n_clips, clips=clips,
                                       careless={"random": 1, "constant": 1}, seed=seed)
     if scores is None:
         scores = simulate_scores(plant, seed=seed)
