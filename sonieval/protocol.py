@@ -221,6 +221,13 @@ class ReportSpec(_Model):
     hidden_reference_max_fraction: float = Field(0.15, ge=0, le=1)
     anchor_min_mark: int = 4
     anchor_max_fraction: float = Field(0.15, ge=0, le=1)
+    # Rater screening beyond BS.1534-style reference/anchor rules (sonieval.stats.screening).
+    screening: bool = True
+    attention_max_fraction: float = Field(0.0, ge=0, le=1)  # share of attention checks a rater may miss
+    zero_variance_min_marks: int = Field(5, ge=2)  # straight-lining: same mark on ≥ this many sonifications
+    # statsmodels fits crossed random effects densely: above this many marks per attribute the
+    # mixed model uses a seeded rater × clip subsample (sonieval.stats.models).
+    mixed_model_max_rows: int = Field(3000, ge=100)
 
 
 class Protocol(_Model):

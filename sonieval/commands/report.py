@@ -16,8 +16,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--item-scores", help="per-item scores table (optional)")
     parser.add_argument("--clips", help="clips table giving each clip's category, for per-class correlations (optional)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--scale-min", type=int, default=1, help="lowest mark on the study's scale (default 1)")
-    parser.add_argument("--scale-max", type=int, default=5, help="highest mark on the study's scale (default 5)")
+    parser.add_argument("--scale-min", type=int, default=None,
+                        help="lowest mark on the study's scale (default: the table's scale_min column, else 1)")
+    parser.add_argument("--scale-max", type=int, default=None,
+                        help="highest mark on the study's scale (default: the table's scale_max column, else 5)")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000; 0 = no CIs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-screening", action="store_true", help="keep every rater")

@@ -208,9 +208,29 @@ def check_ratings(
     )
 
 
-def load_ratings(path: str | os.PathLike, *, scale_min: int = 1, scale_max: int = 5) -> Ratings:
+def declared_scale(df: pd.DataFrame, scale_min: int | None, scale_max: int | None) -> tuple[int, int, str]:
+    """The scale to check marks against: given values win, else the table's own ``scale_min``/
+    ``scale_max`` columns (the study export writes them), else 1–5."""
+    found = []
+    for name, given, default in (("scale_min", scale_min, 1), ("scale_max", scale_max, 5)):
+        if given is not None:
+            found.append((int(given), ""))
+            continue
+        values = pd.to_numeric(df[name], errors="coerce").dropna().unique() if name in df.columns else []
+        if len(values) == 1:
+            found.append((int(values[0]), f"{name} {int(values[0])} from the table's {name} column"))
+        else:
+            found.append((default, ""))
+    note = "; ".join(n for _, n in found if n)
+    return found[0][0], found[1][0], note
+
+
+def load_ratings(path: str | os.PathLike, *, scale_min: int | None = None, scale_max: int | None = None) -> Ratings:
     df = read_table(path, "ratings")
+    scale_min, scale_max, note = declared_scale(df, scale_min, scale_max)
     ratings = check_ratings(df, scale_min=scale_min, scale_max=scale_max, path=path)
+    if note:
+        ratings.notes.append(note)
     ratings.source = InputFile("ratings", os.fspath(path), sha256_file(path), int(len(df)))
     return ratings
 

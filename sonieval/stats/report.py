@@ -41,8 +41,8 @@ SIMULATED_BANNER = "SIMULATED RATINGS: not a study result"
 
 @dataclass
 class ReportOptions:
-    scale_min: int = 1
-    scale_max: int = 5
+    scale_min: int | None = None  # None: the ratings' scale_min column, else 1
+    scale_max: int | None = None  # None: the ratings' scale_max column, else 5
     n_boot: int = 2000
     seed: int = 0
     rules: ScreeningRules = field(default_factory=ScreeningRules)
@@ -50,6 +50,14 @@ class ReportOptions:
     figures: bool = True
     simulated: bool | None = None  # None: from the ratings' `simulated` column
     simulated_note: str = ""
+
+    @classmethod
+    def from_protocol(cls, proto) -> "ReportOptions":
+        """Options of a protocol: the study's scale, the report section's bootstrap and screening."""
+        spec = proto.report
+        return cls(scale_min=proto.study.scale_min, scale_max=proto.study.scale_max, n_boot=spec.bootstrap,
+                   seed=proto.seed, rules=ScreeningRules.from_spec(spec),
+                   mixed_model_max_rows=getattr(spec, "mixed_model_max_rows", cls.mixed_model_max_rows))
 
 
 @dataclass
@@ -564,7 +572,7 @@ def _compose(summary, tables, notes, figures, options, sources, simulated, stamp
     doc.bullets([f"{s.kind}: {s.path} (sha256 {s.sha256}, {s.n_rows} rows)" for s in sources if s is not None]
                 + [f"created {summary['provenance']['created_at']}; "
                    + ", ".join(f"{k} {v}" for k, v in summary["provenance"]["versions"].items()),
-                   f"scale {options.scale_min}–{options.scale_max}; bootstrap resamples {options.n_boot}; seed {options.seed}",
+                   f"scale {summary['scale'][0]}–{summary['scale'][1]}; bootstrap resamples {options.n_boot}; seed {options.seed}",
                    f"{summary['n_ratings']} ratings, {summary['n_raters']} raters ({summary['n_raters_kept']} kept), "
                    f"{summary['n_systems_rated']} systems rated ({summary['n_systems_matched']} with scores), {summary['n_clips']} clips"])
     doc.h(2, "Data checks and warnings")

@@ -48,6 +48,8 @@ class ScreeningRules:
         for name in cls.__dataclass_fields__:
             if hasattr(spec, name):
                 kw[name] = getattr(spec, name)
+        if hasattr(spec, "screening"):
+            kw["enabled"] = bool(spec.screening)
         return cls(**kw)
 
 
