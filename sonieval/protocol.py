@@ -203,6 +203,10 @@ class StudySpec(_Model):
     familiarisation: bool = True
     storage: str = "sqlite:///{results_dir}/study.sqlite"
     audio_dir: str | None = None  # default: the sonify stage's output folder
+    # An audio mark is accepted only once this fraction of the sonification's duration has
+    # passed since the trial was first shown (st.audio reports no play events; see
+    # sonieval/study/session.py for the limits of this gate). 0 turns the gate off.
+    min_listen_fraction: float = Field(1.0, ge=0, le=2)
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
@@ -270,6 +274,23 @@ class Protocol(_Model):
     @property
     def study_id(self) -> str:
         return self.study.study_id or self.name
+
+    def local_or_hub(self, value: str | None) -> str | None:
+        """A model/checkpoint setting: a local path (resolved like :meth:`resolve`) when it exists, else kept as a hub id."""
+        if value is None:
+            return None
+        p = self.resolve(value)
+        return str(p) if p.exists() else value
+
+    def resolved_encoders(self) -> list[EncoderSpec]:
+        """The encoder specs with local paths resolved against the protocol's folder (loaders get absolute paths)."""
+        return [
+            e.model_copy(update={"model": self.local_or_hub(e.model), "finetuned": self.local_or_hub(e.finetuned)})
+            for e in self.encoders
+        ]
+
+    def resolved_codec(self) -> CodecSpec:
+        return self.codec.model_copy(update={"checkpoint": self.local_or_hub(self.codec.checkpoint)})
 
     def resolve(self, value: str) -> Path:
         """Resolve a path written in the protocol against the protocol file's folder."""
