@@ -4,8 +4,10 @@ Used by the browser tests and the latency benchmark, and handy to smoke-test a d
 It drives an installed Chromium (Debian's ``/usr/bin/chromium`` or ``$SONIEVAL_CHROMIUM``):
 Playwright is never asked to download a browser.
 
-A page counts as *fully rendered* when its progress line names the expected page, no element
-is still marked stale by Streamlit (``data-stale``), and every waveform image has loaded.
+A page counts as *fully rendered* when the script run has finished (``stApp``'s
+``data-test-script-state`` is ``notRunning``), its progress line names the expected page, no
+element is still marked stale by Streamlit (``data-stale``), the mark widgets have loaded (they
+are code-split and show as skeletons first) and every waveform image has loaded.
 """
 
 from __future__ import annotations
@@ -27,12 +29,18 @@ _INSTRUCTION_RE = re.compile(r"set (?:both marks|the mark) to (\d+)")
 
 _RENDERED_JS = """
 (want) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
   const stale = document.querySelector('[data-stale="true"]');
   if (stale) return false;
   if (want === 'done') return document.body.innerText.includes('Thank you!');
   const p = document.querySelector('[data-testid="stProgress"]');
   if (!p || !p.innerText.includes(want)) return false;
   for (const img of document.querySelectorAll('img')) { if (!img.complete || img.naturalWidth === 0) return false; }
+  // Widgets are code-split: until the radio chunk has loaded, the form shows skeletons.
+  const form = document.querySelector('[data-testid="stForm"]');
+  if (!form || form.querySelectorAll('[data-testid="stRadioOption"]').length === 0) return false;
+  if (form.querySelector('[data-testid="stSkeleton"]')) return false;
   return document.querySelector('[data-testid="stFormSubmitButton"] button') !== null;
 }
 """
@@ -77,8 +85,10 @@ class RaterDriver:
 
     def wait_any(self) -> str:
         self._wait(
-            "() => !document.querySelector('[data-stale=\"true\"]') && (document.body.innerText.includes('Before you start')"
+            "() => document.querySelector('[data-testid=\"stApp\"][data-test-script-state=\"notRunning\"]')"
+            " && !document.querySelector('[data-stale=\"true\"]') && (document.body.innerText.includes('Before you start')"
             " || document.body.innerText.includes('Thank you!') || (document.querySelector('[data-testid=\"stProgress\"]')"
+            " && document.querySelector('[data-testid=\"stForm\"] [data-testid=\"stRadioOption\"]')"
             " && document.querySelector('[data-testid=\"stFormSubmitButton\"] button')))",
             timeout=self.timeout_ms,
         )
