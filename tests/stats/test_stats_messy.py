@@ -187,3 +187,14 @@ def test_no_screening_parquet_and_figures(tmp_path):
     assert "SIMULATED" in html and (tmp_path / "out" / "report.md").read_text().count("SIMULATED") >= 2
     csv = pd.read_csv(tmp_path / "out" / "tables" / "system_means.csv")
     assert (csv["simulated"] == "SIMULATED").all() and csv["provenance"].str.contains("ratings=ratings.parquet@").all()
+
+
+def test_scale_from_the_tables_scale_columns(tmp_path):
+    ratings, scores = _base()
+    ratings["mark"] = ratings["mark"] * 2  # marks 2..10 on a declared 0..10 scale
+    ratings["scale_min"], ratings["scale_max"] = 0, 10
+    result = _report(tmp_path, ratings, scores)
+    assert result.summary["scale"] == [0, 10]
+    assert any("scale_max 10 from the table" in n for n in result.summary["notes"])
+    with pytest.raises(DataError, match="outside the declared scale 1..5"):
+        _report(tmp_path / "x", ratings, scores, scale_min=1, scale_max=5)
