@@ -10,9 +10,15 @@ tables keep the raw ``value`` and a ``direction`` column.
   Permutation p-values (two-sided) by exact enumeration of all n! orderings for n ≤ 8
   systems, otherwise 9,999 random permutations (p = (1 + #|stat*| ≥ |stat|)/(1 + N)). With few
   systems the smallest possible p is large (4 systems: 2/24 = 0.083); the report says so in
-  words. 95 % CIs: percentile bootstrap over the two-way (rater × clip) resamples of the
-  system means, the scores held fixed.
-- Metric comparison: the paired bootstrap of ρ(metric A) − ρ(metric B) on the same resamples.
+  words. 95 % CIs: percentile bootstrap that resamples the *systems* with replacement and,
+  for the human side, raters and clips (the two-way resamples of the system means): the
+  "Boot-Both" scheme of Deutsch, Dror & Roth (2021, TACL 9:1132, "A statistical analysis of
+  summarization evaluation metrics using resampling methods"). Holding the systems fixed would
+  give a zero-width interval whenever listeners order the few systems the same way in every
+  resample, which hides the main uncertainty: which systems happened to be compared.
+  Resamples in which the drawn systems' scores or means are all tied are left out and counted.
+- Metric comparison: the paired bootstrap of ρ(metric A) − ρ(metric B) on the same resamples
+  (same systems drawn, same raters and clips).
 - Item level: per-item (system × clip) scores vs per-item mean marks; CI by a bootstrap over
   clips (items of one clip move together), using weighted mid-ranks so no resample is built
   row by row.
@@ -67,6 +73,37 @@ def _kendall_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 STATISTICS = {"spearman": _spearman_rows, "kendall_tau_b": _kendall_b_rows, "pearson": _pearson_rows}
+
+
+# --- row-wise statistics where both x and y vary by row (bootstrap over systems) -------------
+
+def _pearson_pairs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    xc = x - x.mean(axis=1, keepdims=True)
+    yc = y - y.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (xc * yc).sum(axis=1) / np.sqrt((xc**2).sum(axis=1) * (yc**2).sum(axis=1))
+
+
+def _spearman_pairs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return _pearson_pairs(stats.rankdata(x, axis=1), stats.rankdata(y, axis=1))
+
+
+def _kendall_b_pairs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    i, j = np.triu_indices(x.shape[1], k=1)
+    sx = np.sign(x[:, i] - x[:, j])
+    sy = np.sign(y[:, i] - y[:, j])
+    n0 = len(i)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (sx * sy).sum(axis=1) / np.sqrt((n0 - (sx == 0).sum(axis=1)) * (n0 - (sy == 0).sum(axis=1)))
+
+
+PAIRED_STATISTICS = {"spearman": _spearman_pairs, "kendall_tau_b": _kendall_b_pairs, "pearson": _pearson_pairs}
+
+
+def system_draws(n_systems: int, n_boot: int, seed: int) -> np.ndarray:
+    """B × n indices of systems drawn with replacement; the same for every metric with n systems
+    (so that metrics scored on the same systems are compared on the same draws)."""
+    return np.random.default_rng([seed, 7, n_systems]).integers(0, n_systems, size=(n_boot, n_systems))
 
 
 def permutations(n: int, seed: int, n_random: int = N_PERMUTATIONS) -> tuple[np.ndarray, bool]:
@@ -148,14 +185,20 @@ def correlate(
     res["permutation"] = "exact" if perm["exact"] else f"{perm['n_permutations']} random"
     notes = [too_few_systems_warning(n, res["min_p_possible"]), notes_kendall]
     if boot_human is not None and len(boot_human):
-        for name, fn in STATISTICS.items():
-            samples = fn(oriented_score, boot_human)
+        draws = system_draws(n, len(boot_human), seed)
+        xb = oriented_score[draws]
+        yb = np.take_along_axis(boot_human, draws, axis=1)
+        for name, fn in PAIRED_STATISTICS.items():
+            samples = fn(xb, yb)
             lo, hi = percentile_ci(samples)
             key = "" if name == "spearman" else ("kendall_" if name == "kendall_tau_b" else "pearson_")
             res[f"{key}ci_low"] = None if np.isnan(lo) else float(lo)
             res[f"{key}ci_high"] = None if np.isnan(hi) else float(hi)
-            if name == "spearman" and np.isnan(samples).any():
-                notes.append(f"{int(np.isnan(samples).sum())} resamples with tied/missing means left out of the CI")
+            if name == "spearman":
+                res["_boot_spearman"] = samples
+                if np.isnan(samples).any():
+                    notes.append(f"{int(np.isnan(samples).sum())} of {len(samples)} resamples with all-tied drawn "
+                                 "systems left out of the CI")
     else:
         notes.append("bootstrap off: no CI")
     res["note"] = "; ".join(filter(None, notes))
@@ -187,8 +230,9 @@ def system_level(
                 ok = ~np.isnan(hb).any(axis=1)
                 hb = hb[ok]
             res = correlate(human.loc[common].to_numpy(float), oriented, seed=seed, boot_human=hb)
-            if hb is not None and len(common) >= 3 and res["spearman"] is not None:
-                samples[(metric_key, attribute)] = (common, _spearman_rows(oriented, hb), hb)
+            boot_rho = res.pop("_boot_spearman", None)
+            if boot_rho is not None:
+                samples[(metric_key, attribute)] = (common, boot_rho, hb)
             first = srows.iloc[0]
             rows.append({"metric": metric_key, "attribute": attribute, "level": "system",
                          "embedding": first["embedding"], "reference_set": first["reference_set"],

@@ -94,6 +94,8 @@ def _fmt(v, digits: int = 3) -> str:
     if isinstance(v, (float, np.floating)):
         if not math.isfinite(float(v)):
             return "n/a"
+        if v != 0 and abs(v) < 10 ** (-digits):
+            return f"{float(v):.1e}"  # small p-values: 0.000 would read as "impossible"
         return f"{float(v):.{digits}f}"
     return str(v)
 
@@ -627,7 +629,8 @@ def _compose(summary, tables, notes, figures, options, sources, simulated, stamp
 
     doc.h(2, "5. Agreement with objective scores")
     doc.p(summary["orientation"] + ". p_permutation: two-sided permutation p of Spearman's ρ (exact for ≤ 8 "
-          "systems); ci_low/ci_high: 95 % bootstrap CI of ρ.")
+          "systems); ci_low/ci_high: 95 % bootstrap CI of ρ, resampling systems, raters and clips (Boot-Both, "
+          "Deutsch et al. 2021).")
     corr = tables["correlations"]
     cols = [c for c in ["metric", "attribute", "level", "category", "direction", "n", "spearman", "ci_low", "ci_high",
                         "kendall_tau_b", "pearson", "p_permutation", "note"] if c in corr.columns]
