@@ -152,8 +152,13 @@ def _serve(args: argparse.Namespace) -> int:
             from sonieval.errors import SonievalError
 
             raise SonievalError(f"study {study_id!r} not in {redact_url(url)}", hint="create it with sonieval study create")
-        _print_created(create_from_protocol(proto, storage=url), base)
-        print()
+        from sonieval.study.create import record_tokens
+
+        created = create_from_protocol(proto, storage=url)
+        record_tokens(created.study_dir, created)
+        print(f"study {created.study_id} created: {created.n_trials} trials in {created.study_dir}")
+        for note in created.notes:
+            print(f"note: {note}")
     study_dir = Path(study_dir)
     log = study_dir / "server.log"
     proc, base = launch(url, study_id, host=args.host, port=port, log_path=log)
@@ -166,7 +171,7 @@ def _serve(args: argparse.Namespace) -> int:
             print("\n".join(lines))
         else:
             print("no links recorded here: mint some with `sonieval study invite N` / `sonieval study admin-link`")
-        print("press Ctrl-C to stop; every submitted mark is already saved")
+        print("press Ctrl-C to stop; every submitted mark is already saved", flush=True)
         return proc.wait()
     except KeyboardInterrupt:
         return 0

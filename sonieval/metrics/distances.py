@@ -116,6 +116,12 @@ def _torch():
     return torch
 
 
+def _symmetric_tile(n: int, tile: int) -> int:
+    """Tile side for a symmetric (a, a) block: at least 4 tiles a side once n >= 2048, so that
+    computing only the upper triangle of tiles saves ~40 % of the products."""
+    return max(1, min(tile, max(512, -(-n // 4))))
+
+
 def _sq_dists(torch, a, b, a_sq, b_sq):
     d2 = a @ b.T
     d2.mul_(-2.0).add_(a_sq[:, None]).add_(b_sq[None, :])
@@ -142,6 +148,8 @@ def _kernel_block_sums(
     a_sq = (ta * ta).sum(1)
     b_sq = a_sq if symmetric else (tb * tb).sum(1)
     n_a, n_b = ta.shape[0], tb.shape[0]
+    if symmetric:
+        tile = _symmetric_tile(n_a, tile)
     total = 0.0
     diagonal = 0.0
     gsum = None
@@ -194,7 +202,8 @@ def _add_group_sums(torch, gsum, k, rows, cols, *, mirror: bool) -> None:
 
 
 def median_pairwise_distance(
-    x: np.ndarray, *, max_frames: int = MEDIAN_MAX_FRAMES, seed: int = MEDIAN_SEED, _keep: dict | None = None
+    x: np.ndarray, *, max_frames: int = MEDIAN_MAX_FRAMES, seed: int = MEDIAN_SEED, tile: int = DEFAULT_TILE,
+    _keep: dict | None = None,
 ) -> float:
     """Median Euclidean distance over distinct pairs of frames (the "median heuristic").
 
@@ -214,7 +223,7 @@ def median_pairwise_distance(
     sq = (xs * xs).sum(1)
     values = []
     m = xs.shape[0]
-    tile = DEFAULT_TILE
+    tile = _symmetric_tile(m, tile)  # the same tiling as _kernel_block_sums, so _keep can be reused
     for i0 in range(0, m, tile):
         i1 = min(i0 + tile, m)
         for j0 in range(i0, m, tile):
@@ -284,9 +293,9 @@ class ReferenceKernel:
         self.dim = self.frames.shape[1]
         self.tile = tile
         self.groups = _groups(groups, self.n, "reference set")
-        keep: dict | None = {} if (bandwidth is None and tile == DEFAULT_TILE) else None
+        keep: dict | None = {} if bandwidth is None else None
         if bandwidth is None:
-            bandwidth = median_pairwise_distance(self.frames, _keep=keep)
+            bandwidth = median_pairwise_distance(self.frames, tile=tile, _keep=keep)
             if not (bandwidth > 0):
                 raise MetricError(
                     "reference set: median pairwise distance is 0 (most reference frames are identical), "

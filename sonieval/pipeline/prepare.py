@@ -47,6 +47,7 @@ STAGE = "prepare"
 FLOAT16_MAX = 65504.0
 PREPARED_COLUMNS = ["clip_id", "split", "listening", "kind", "model", "model_key", "path", "status", "error"]
 DEFAULT_ENCODE_BATCH = 8
+USABLE_STATUS = ("ok", "done")  # the clips stage marks readable clips "ok", unreadable ones "failed"
 
 
 def resolve_device(option: str | None = "auto") -> str:
@@ -82,7 +83,7 @@ def read_usable_clips(proto: Protocol) -> pd.DataFrame:
     clips = read_table(path, "clips")
     if "listening" not in clips.columns:
         raise DataError("clips table lacks column listening", path=path, hint="rerun `sonieval data PROTOCOL`")
-    clips = clips[clips["status"].astype(str) != "failed"].copy()
+    clips = clips[clips["status"].astype(str).isin(USABLE_STATUS)].copy()
     clips["listening"] = clips["listening"].fillna(False).astype(bool)
     needed = clips["split"].isin(["train", "validation"]) | clips["listening"]
     return clips[needed].reset_index(drop=True)
@@ -271,7 +272,8 @@ def encoder_forward(encoder: Any, device: str) -> Callable[[np.ndarray], np.ndar
 
     def forward(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return encoder.embed(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+            # CPU audio in: the encoder moves its features to its own device (its fbank runs on NumPy)
+            return encoder.embed(torch.from_numpy(batch)).float().cpu().numpy()
 
     return forward
 
@@ -281,7 +283,7 @@ def codec_forward(codec: Any, device: str) -> Callable[[np.ndarray], np.ndarray]
 
     def forward(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return codec.encode(torch.from_numpy(batch).to(device)).float().cpu().numpy()
+            return codec.encode(torch.from_numpy(batch)).float().cpu().numpy()  # the codec moves it to its device
 
     return forward
 

@@ -42,7 +42,7 @@ from sonieval.files import sha256_file
 from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest
 from sonieval.pipeline.postprocess import apply_postprocess, needs_embedding_rescale, rescale_embedding
 from sonieval.pipeline.prepare import (
-    clips_table_path, load_array, model_key, read_prepared, resolve_device, weights_dir,
+    USABLE_STATUS, clips_table_path, load_array, model_key, read_prepared, resolve_device, weights_dir,
 )
 from sonieval.pipeline.train import checkpoint_path, load_checkpoint, plan_runs, time_axis_from
 from sonieval.protocol import Protocol
@@ -126,7 +126,7 @@ def listening_clips(proto: Protocol) -> pd.DataFrame:
     if "listening" not in clips.columns:
         raise DataError("clips table lacks column listening", path=clips_table_path(proto),
                         hint="rerun `sonieval data PROTOCOL`")
-    ok = clips[(clips["status"].astype(str) != "failed") & clips["listening"].fillna(False).astype(bool)]
+    ok = clips[clips["status"].astype(str).isin(USABLE_STATUS) & clips["listening"].fillna(False).astype(bool)]
     return ok.sort_values("clip_id").reset_index(drop=True)
 
 

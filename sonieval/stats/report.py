@@ -371,8 +371,20 @@ def reference_table(means: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
 
 # --- figures -------------------------------------------------------------------------------------
 
-def _short(sid: str, width: int = 28) -> str:
-    return sid if len(sid) <= width else "…" + sid[-(width - 1):]
+def system_labels(system_ids) -> dict[str, str]:
+    """Short unique figure labels: the system_id parts in which the systems differ.
+
+    ``ast/LIN/lr0.005/e3/transpose/minmax`` and ``ast/CONV/lr0.005/e3/transpose/minmax`` become
+    ``LIN`` and ``CONV``; ids that are not of the system_id form are kept whole.
+    """
+    ids = [str(s) for s in system_ids]
+    parts = [s.split("/") for s in ids]
+    if len({len(p) for p in parts}) == 1 and len(ids) > 1:
+        varying = [k for k in range(len(parts[0])) if len({p[k] for p in parts}) > 1]
+        labels = {s: "/".join(p[k] for k in varying) for s, p in zip(ids, parts)}
+        if len(set(labels.values())) == len(ids) and all(labels.values()):
+            return labels
+    return {s: s for s in ids}
 
 
 def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: str, simulated: bool) -> list[tuple[str, str]]:
@@ -385,7 +397,9 @@ def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: st
     out = []
 
     def save(fig, name, alt):
-        fig.text(0.01, 0.005, stamp, fontsize=6, color="#555")
+        import textwrap
+
+        fig.text(0.01, -0.02, "\n".join(textwrap.wrap(stamp, 160)), fontsize=6, color="#555", va="top")
         if simulated:
             fig.suptitle(SIMULATED_BANNER, color="#b00", fontweight="bold")
         path = fig_dir / name
@@ -399,12 +413,15 @@ def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: st
     share_cols = [c for c in dist.columns if c.startswith("share_")]
     fig, axes = plt.subplots(1, len(attrs), figsize=(6 * len(attrs), 0.35 * dist["system_id"].nunique() + 1.5), squeeze=False)
     cmap = plt.get_cmap("RdYlGn", len(share_cols))
+    labels = system_labels(sorted(dist["system_id"].astype(str).unique()))
     for ax, attr in zip(axes[0], attrs):
         d = dist[dist["attribute"] == attr].set_index("system_id")
         left = np.zeros(len(d))
+        y = np.arange(len(d))
         for k, c in enumerate(share_cols):
-            ax.barh([_short(s) for s in d.index], d[c], left=left, color=cmap(k), label=c.split("_")[1])
+            ax.barh(y, d[c], left=left, color=cmap(k), label=c.split("_")[1])
             left += d[c].to_numpy()
+        ax.set_yticks(y, [labels[str(s)] for s in d.index])
         ax.set_title(f"{attr} marks"); ax.set_xlabel("share of marks")
     axes[0][-1].legend(title="mark", bbox_to_anchor=(1.0, 1.0), loc="upper left")
     save(fig, "mark_distribution.png", "Distribution of marks per system")
@@ -416,7 +433,7 @@ def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: st
         y = np.arange(len(m))
         ax.errorbar(m["mean"], y, xerr=[m["mean"] - m["ci_low"].fillna(m["mean"]), m["ci_high"].fillna(m["mean"]) - m["mean"]],
                     fmt="o", capsize=3)
-        ax.set_yticks(y, [_short(s) for s in m["system_id"]]); ax.set_title(f"{attr}: mean mark, 95% cluster-bootstrap CI")
+        ax.set_yticks(y, [labels[str(s)] for s in m["system_id"]]); ax.set_title(f"{attr}: mean mark, 95% cluster-bootstrap CI")
     save(fig, "system_means.png", "Mean marks with 95% CIs")
 
     corr = tables["correlations"]
@@ -435,6 +452,10 @@ def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: st
             increasing = s["direction"].iloc[0] == "higher"
             fit = isotonic_regression(y[order], increasing=increasing).x
             ax.plot(x[order], fit, "-", color="C1", label="monotone fit")
+            if len(m) <= 15:
+                names = system_labels(m["system_id"].astype(str))
+                for xi, yi, sid in zip(x, y, m["system_id"].astype(str)):
+                    ax.annotate(names[sid], (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
             row = sysc[(sysc["metric"] == metric_key) & (sysc["attribute"] == attr)]
             rho = _fmt(row["spearman"].iloc[0], 2) if len(row) else "n/a"
             ax.set_title(f"{attr}: agreement ρ = {rho} (n={len(m)})", fontsize=9)

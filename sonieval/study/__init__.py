@@ -1,0 +1,14 @@
+"""The listening study: design, stimuli, storage, the rater/admin sessions, export, serving.
+
+- ``design.py``: trials (sonification, hidden reference, low anchor, attention checks),
+  full or balanced-subset designs, per-rater seeded orders, joint or split mode.
+- ``stimuli.py``: the study's own audio (blinded copies, the anchor), safe file serving.
+- ``waveforms.py``: original-above-stimulus PNGs, rendered once and cached.
+- ``store.py``: SQLAlchemy storage (SQLite default, PostgreSQL by URL), schema versioned.
+- ``session.py``: what a rater and an admin may do, each behind a token; the listening gate.
+- ``create.py``: make a study from the protocol's tables, ``study.audio_dir`` or folders.
+- ``export.py``: the ratings table (CSV, Parquet), progress and screening tables.
+- ``server.py``: start ``streamlit run study_app/app.py``, build links, prepare for the demo.
+- ``browser.py``, ``pgtemp.py``: headless-Chromium rater driver and throwaway PostgreSQL
+  (tests, benchmark, deployment smoke tests).
+"""

@@ -141,3 +141,92 @@ def test_bad_storage_url_is_one_clear_error(tmp_path):
         StudyStore("sqlite://")
     with pytest.raises(SonievalError, match="not supported"):
         StudyStore("mysql://u@h/db")
+
+
+def test_prepare_study_for_protocol_prints_command_and_links(tmp_path):
+    from sonieval.protocol import load_protocol
+    from sonieval.study.server import prepare_study_for_protocol
+
+    results = _results(tmp_path)
+    proto_path = _protocol(tmp_path, results)
+    lines = prepare_study_for_protocol(load_protocol(proto_path), protocol_arg="protocols/x.yaml", progress=False)
+    text = "\n".join(lines)
+    assert "sonieval study serve protocols/x.yaml --port 8501" in text
+    assert "?admin=" in text and text.count("?rater=") == 2
+    # calling it again (a second demo run) reuses the study and prints the same links
+    assert prepare_study_for_protocol(load_protocol(proto_path), protocol_arg="protocols/x.yaml", progress=False)[2:] == lines[2:]
+
+
+@pytest.mark.esc50
+def test_study_over_real_esc50_clips(esc50_root, tmp_path):
+    """Real 5 s, 44.1 kHz clips: copies, the 3.5 kHz anchor and waveforms are made, a rater finishes."""
+    import numpy as np
+    from sonieval.audio import read_audio
+    from sonieval.study.create import StudySettings, create_from_folders
+    from sonieval.study.session import RaterSession
+
+    clips = sorted((esc50_root / "audio").glob("*.wav"))[:2]
+    originals = tmp_path / "orig"
+    system = tmp_path / "quiet"
+    for f in clips:
+        x, rate, _ = read_audio(f)
+        write_wav(originals / f.name, x, rate)
+        write_wav(system / f.name, 0.5 * x, rate)  # a fixture "system", not a sonification
+    created = create_from_folders(StudySettings(study_id="esc", attention_checks=1, min_listen_fraction=0), originals,
+                                  {"quiet": system}, study_dir=tmp_path / "study", progress=False)
+    store = StudyStore(created.storage)
+    trials = store.trials("esc")
+    assert len(trials) == 2 * 3 + 1
+    anchor = next(t for t in trials.values() if t.role == "anchor")
+    x, rate, _ = read_audio(created.study_dir / "audio" / anchor.stimulus_file)
+    assert rate == 44100 and abs(anchor.stimulus_seconds - 5.0) < 0.01
+    spectrum = np.abs(np.fft.rfft(x))
+    freqs = np.fft.rfftfreq(len(x), 1 / rate)
+    assert spectrum[freqs > 6000].sum() < 0.02 * spectrum.sum()
+    session = RaterSession(store, "esc", created.rater_tokens[0][1])
+    while not (state := session.next_step()).finished:
+        session.show(state)
+        session.submit(state.step.position, {a: state.trial.expected_mark or 3 for a in state.step.attributes})
+    assert session.next_step().done == 7
+
+
+@pytest.mark.slow
+def test_cli_serve_starts_app_and_prints_links(small_study, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from sonieval.study.create import record_tokens
+
+    record_tokens(small_study.created.study_dir, small_study.created)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sonieval", "study", "serve", "--study-dir", str(small_study.created.study_dir),
+         "--storage", small_study.url, "--free-port"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line.rstrip())
+            if line.startswith("press Ctrl-C"):
+                break
+        text = "\n".join(lines)
+        assert "is served at http://127.0.0.1:" in text, text
+        base = text.split("is served at ")[1].split()[0]
+        assert f"admin: {base}/?admin={small_study.admin_token}" in text
+        assert text.count(f"{base}/?rater=") == 2
+        with urllib.request.urlopen(f"{base}/_stcore/health", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert proc.returncode in (0, 130, -2)
