@@ -401,7 +401,7 @@ def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: st
 
         fig.text(0.01, -0.02, "\n".join(textwrap.wrap(stamp, 160)), fontsize=6, color="#555", va="top")
         if simulated:
-            fig.suptitle(SIMULATED_BANNER, color="#b00", fontweight="bold")
+            fig.suptitle(SIMULATED_BANNER, color="#b00", fontweight="bold", y=1.04)
         path = fig_dir / name
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight")
