@@ -4,7 +4,8 @@ Full-size DAC-VAE architecture with *random* weights (published checkpoint forma
 a LIN gate trained for one epoch on the small random AST's embeddings, ``--clips`` listening
 clips of 5 s (real ESC-50 clips when found). In one run, on the same latents:
 
-- bare: ``--clips`` × the decoder's forward alone (``DacVae.decode`` on one latent, inference mode);
+- bare: ``--clips`` × the decoder's forward alone (``DacVae.decode`` on one latent, inference mode),
+  timed before and after the stage and averaged (the load of a shared machine drifts);
 - sonify: the whole stage (``run_sonify``: codec loading and checksum, gate, decode, two
   post-processings (minmax, minmax+squared), WAV writing, manifest and table), batch size 1.
 
@@ -73,14 +74,18 @@ def main() -> int:
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
 
+        def bare() -> float:
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                for z in latents:
+                    codec.model.decode(z.to(device))
+                sync()
+                return time.perf_counter() - t0
+
         with torch.inference_mode():  # warm-up (allocator, kernels), not timed
             codec.model.decode(latents[0].to(device))
             sync()
-            t0 = time.perf_counter()
-            for z in latents:
-                codec.model.decode(z.to(device))
-            sync()
-            bare_s = time.perf_counter() - t0
+        bare_before = bare()
 
         t0 = time.perf_counter()
         load_codec(proto.codec, tmp / "weights", device=device)
@@ -90,10 +95,14 @@ def main() -> int:
             result = run_sonify(proto, manifest, device=device, progress=False)
             sonify_s = time.perf_counter() - t0
         assert result.batch.ok and len(result.batch.done) == args.clips, result.summary()
+        # bare forwards before and after the stage, averaged: the machine's load drifts
+        bare_after = bare()
+        bare_s = (bare_before + bare_after) / 2
         n = args.clips
         print(f"bench_sonify: {n} clips of 5 s ({label}); LIN gate (1 epoch, small random AST embeddings) + "
               f"full-size random DAC-VAE (published format); {environment(device)}")
-        print(f"  bare decoder forward: {bare_s:7.2f} s for {n} clips = {bare_s / n:.2f} s/clip")
+        print(f"  bare decoder forward: {bare_s:7.2f} s for {n} clips = {bare_s / n:.2f} s/clip "
+              f"(mean of {bare_before:.2f} s before and {bare_after:.2f} s after the stage)")
         print(f"  whole sonify stage:   {sonify_s:7.2f} s = {n / sonify_s:.3f} clips/s "
               f"(2 post-processings per clip, {len(result.table)} WAVs; codec load {load_s:.2f} s of it)")
         print(f"  overhead beyond the decoder: {sonify_s / bare_s - 1:+.1%} (whole stage), "
