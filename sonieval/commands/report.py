@@ -58,7 +58,7 @@ def run(args) -> int:
         )
         options = ReportOptions(scale_min=args.scale_min, scale_max=args.scale_max, n_boot=args.bootstrap,
                                 seed=args.seed, rules=rules, mixed_model_max_rows=args.mixed_model_max_rows,
-                                figures=not args.no_figures)
+                                figures=not args.no_figures, progress=True)
         result = build_report(args.ratings, args.scores, args.out, item_scores_path=args.item_scores,
                               clips_path=args.clips, options=options)
     s = result.summary

@@ -48,6 +48,7 @@ class ReportOptions:
     rules: ScreeningRules = field(default_factory=ScreeningRules)
     mixed_model_max_rows: int = 3000
     figures: bool = True
+    progress: bool = False  # a tqdm bar over the stages (the CLI turns it on)
     simulated: bool | None = None  # None: from the ratings' `simulated` column
     simulated_note: str = ""
 
@@ -58,6 +59,29 @@ class ReportOptions:
         return cls(scale_min=proto.study.scale_min, scale_max=proto.study.scale_max, n_boot=spec.bootstrap,
                    seed=proto.seed, rules=ScreeningRules.from_spec(spec),
                    mixed_model_max_rows=getattr(spec, "mixed_model_max_rows", cls.mixed_model_max_rows))
+
+
+STAGES = ("read", "screening", "descriptives", "reliability", "models", "correlations", "tables_figures", "write")
+
+
+class _StageTimer(dict):
+    """Stage → seconds; each finished stage also advances a tqdm bar (long reports take a while)."""
+
+    def __init__(self, progress: bool):
+        super().__init__()
+        self.bar = None
+        if progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=len(STAGES), desc="report", unit="stage", leave=False)
+
+    def __setitem__(self, stage, seconds):
+        super().__setitem__(stage, seconds)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{stage} {seconds:.1f} s")
+            self.bar.update(1)
+            if self.bar.n >= self.bar.total:
+                self.bar.close()
 
 
 @dataclass
@@ -491,7 +515,7 @@ def build_report(
 ) -> ReportResult:
     """Read the tables, analyse, and write the report into ``out_dir`` (see module docstring)."""
     options = options or ReportOptions()
-    timings: dict[str, float] = {}
+    timings = _StageTimer(options.progress)
     t = time.perf_counter()
     ratings = load_ratings(ratings_path, scale_min=options.scale_min, scale_max=options.scale_max)
     if options.simulated is not None:
@@ -570,7 +594,7 @@ def write_report(
         son = ratings.table[ratings.table["role"] == "sonification"]
         figures = _figures(tables, scores, son, fig_dir, stamp, simulated)
         files += [out_dir / f for f, _ in figures]
-    timings["figures"] = time.perf_counter() - t
+    timings["tables_figures"] = time.perf_counter() - t
 
     t = time.perf_counter()
     doc = _compose(summary, tables, notes, figures, options, sources, simulated, stamp)
@@ -582,7 +606,7 @@ def write_report(
     files.append(write_text_atomic(out_dir / "report.html", doc.html(title, simulated)))
     files.append(write_text_atomic(out_dir / "summary.json", json.dumps(_clean(summary), indent=2, default=str) + "\n"))
     timings["write"] = time.perf_counter() - t
-    return ReportResult(out_dir=out_dir, summary=_clean(summary), tables=tables, timings=timings, files=files)
+    return ReportResult(out_dir=out_dir, summary=_clean(summary), tables=tables, timings=dict(timings), files=files)
 
 
 def _compose(summary, tables, notes, figures, options, sources, simulated, stamp) -> _Doc:
