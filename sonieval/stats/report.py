@@ -69,14 +69,19 @@ class _StageTimer(dict):
 
     def __init__(self, progress: bool):
         super().__init__()
+        self.progress = progress
         self.bar = None
-        if progress:
-            from tqdm import tqdm
 
-            self.bar = tqdm(total=len(STAGES), desc="report", unit="stage", leave=False)
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()  # leave=False: the bar's line is cleared, an error stays one line
 
     def __setitem__(self, stage, seconds):
         super().__setitem__(stage, seconds)
+        if self.progress and self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=len(STAGES), desc="report", unit="stage", leave=False)
         if self.bar is not None:
             self.bar.set_postfix_str(f"{stage} {seconds:.1f} s")
             self.bar.update(1)
@@ -516,6 +521,13 @@ def build_report(
     """Read the tables, analyse, and write the report into ``out_dir`` (see module docstring)."""
     options = options or ReportOptions()
     timings = _StageTimer(options.progress)
+    try:
+        return _build_report(ratings_path, scores_path, out_dir, item_scores_path, clips_path, options, timings)
+    finally:
+        timings.close()
+
+
+def _build_report(ratings_path, scores_path, out_dir, item_scores_path, clips_path, options, timings) -> ReportResult:
     t = time.perf_counter()
     ratings = load_ratings(ratings_path, scale_min=options.scale_min, scale_max=options.scale_max)
     if options.simulated is not None:
