@@ -86,13 +86,15 @@ class CreatedStudy:
 
 
 def study_paths_for_protocol(proto) -> tuple[Path, str]:
-    """(study folder, storage URL) of a protocol's study."""
+    """(study folder, storage URL) of a protocol's study (``{results_dir}`` and ``$VARS`` filled in)."""
     results = proto.results_path
-    url = proto.study.storage.replace("{results_dir}", str(results))
+    # Absolute, so the Streamlit child process finds the same file whatever its folder;
+    # $VARS are expanded so a shared-server password can stay out of the protocol file.
+    url = os.path.expandvars(proto.study.storage.replace("{results_dir}", str(results.resolve())))
     return results / "study", url
 
 
-def create_from_protocol(proto, *, storage: str | None = None, progress: bool = True) -> CreatedStudy:
+def create_from_protocol(proto, *, storage: str | None = None, progress: bool = True, replace_unrated: bool = False) -> CreatedStudy:
     settings = StudySettings.from_protocol(proto)
     study_dir, default_url = study_paths_for_protocol(proto)
     if proto.study.audio_dir is not None:
@@ -103,15 +105,17 @@ def create_from_protocol(proto, *, storage: str | None = None, progress: bool = 
         source = {"kind": "tables", "results_dir": str(proto.results_path.resolve())}
     source["protocol"] = str(proto.source) if proto.source else None
     return create_study(settings, sources, study_dir=study_dir, storage=storage or default_url,
-                        manifest_path=proto.results_path / "manifest.sqlite", source=source, notes=notes, progress=progress)
+                        manifest_path=proto.results_path / "manifest.sqlite", source=source, notes=notes, progress=progress,
+                        replace_unrated=replace_unrated)
 
 
 def create_from_folders(settings: StudySettings, originals: Path, systems: dict[str, Path], *, study_dir: Path,
-                        storage: str | None = None, progress: bool = True) -> CreatedStudy:
+                        storage: str | None = None, progress: bool = True, replace_unrated: bool = False) -> CreatedStudy:
     sources, notes = sources_from_folders(originals, systems)
     source = {"kind": "folders", "originals": str(Path(originals).resolve()), "systems": {k: str(Path(v).resolve()) for k, v in systems.items()}}
     return create_study(settings, sources, study_dir=study_dir, storage=storage or f"sqlite:///{Path(study_dir) / 'study.sqlite'}",
-                        manifest_path=Path(study_dir) / "manifest.sqlite", source=source, notes=notes, progress=progress)
+                        manifest_path=Path(study_dir) / "manifest.sqlite", source=source, notes=notes, progress=progress,
+                        replace_unrated=replace_unrated)
 
 
 def create_study(
@@ -124,6 +128,7 @@ def create_study(
     source: dict,
     notes: list[str] | None = None,
     progress: bool = True,
+    replace_unrated: bool = False,
 ) -> CreatedStudy:
     """Make the stimuli and waveforms, store the study and invite ``n_raters`` raters (if new)."""
     from sonieval.pipeline.manifest import ItemOutcome, ManifestItem, RunManifest
@@ -187,11 +192,19 @@ def create_study(
     familiarisation = _familiarisation(kept) if settings.familiarisation else {}
     store = StudyStore(storage)
     try:
+        replacing = replace_unrated and store.has_study(sid)
         admin = store.create_study(
             sid, settings.config, scale_min=settings.scale_min, scale_max=settings.scale_max, study_dir=study_dir,
             trials_list=kept, familiarisation=familiarisation, min_listen_fraction=settings.min_listen_fraction,
             provenance={"source": source, "anchor": anchor_id, "n_raters_planned": settings.n_raters, "notes": notes[:20]},
+            replace_unrated=replace_unrated,
         )
+        if replacing and admin is not None:
+            # the old study (no marks) was replaced: its links no longer work
+            links = study_dir / "links.txt"
+            if links.exists():
+                links.replace(study_dir / "links-replaced.txt")
+            notes.append("an unrated study with other trials was replaced; its old links no longer work")
         raters = store.invite(sid, settings.n_raters) if admin is not None else []
     finally:
         store.close()

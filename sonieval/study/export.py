@@ -97,6 +97,11 @@ def progress_per_trial(store: StudyStore, study_id: str) -> pd.DataFrame:
     means = means.add_prefix("mean_") if len(means) else means
     out = t.set_index("trial_id").join(assigned).join(counts).join(means)
     out["raters_assigned"] = out["raters_assigned"].fillna(0).astype(int)
+    # M (min_ratings_per_trial) is planned for sonification trials: flag those still short of it.
+    info = store.study(study_id)
+    n_cols = [c for c in out.columns if c.startswith("n_")]
+    fewest = out[n_cols].fillna(0).min(axis=1) if n_cols else pd.Series(0, index=out.index)
+    out["min_ratings_reached"] = (fewest >= info.min_ratings_per_trial) | (out["role"] != "sonification")
     return out.reset_index()
 
 

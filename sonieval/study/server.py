@@ -101,7 +101,8 @@ def prepare_study_for_protocol(proto, *, protocol_arg: str | None = None, port: 
     """
     from sonieval.study.create import create_from_protocol, read_tokens, record_tokens
 
-    created = create_from_protocol(proto, progress=progress)
+    # A demo rerun over changed sonifications replaces the study while nobody has rated it yet.
+    created = create_from_protocol(proto, progress=progress, replace_unrated=True)
     record_tokens(created.study_dir, created)
     admin, raters = read_tokens(created.study_dir)
     base = f"http://127.0.0.1:{port}"

@@ -343,20 +343,25 @@ class StudyStore:
         familiarisation: dict,
         provenance: dict,
         min_listen_fraction: float,
+        replace_unrated: bool = False,
     ) -> str | None:
         """Store a new study and return its admin token; ``None`` if it exists with the same trials.
 
-        A study that exists with *different* trials is refused: its marks refer to those trials.
+        A study that exists with *different* trials is refused, since its marks refer to those
+        trials; with ``replace_unrated`` a study that has no mark yet is replaced instead (its
+        old links stop working).
         """
         signature = sorted((t.trial_id, t.source_key) for t in trials_list)
         if self.has_study(study_id):
             existing = sorted((t.trial_id, t.source_key) for t in self.trials(study_id).values())
-            if existing != signature:
+            if existing == signature:
+                return None
+            if not (replace_unrated and self.count_marks(study_id) == 0):
                 raise StudyError(
                     f"study {study_id!r} already exists in {redact_url(self.url)} with different trials",
                     hint="choose another study.study_id, or export and remove the old study first",
                 )
-            return None
+            self.delete_study(study_id)
         token = new_token()
         now = self.clock()
         with self.engine.begin() as conn:
@@ -369,6 +374,17 @@ class StudyStore:
             ))
             conn.execute(trials.insert(), [{**t.as_row(), "study_id": study_id} for t in trials_list])
         return token
+
+    def count_marks(self, study_id: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(ratings).where(ratings.c.study_id == study_id)).scalar() or 0)
+
+    def delete_study(self, study_id: str) -> None:
+        """Remove a study and everything of it (children first: portable without cascades)."""
+        with self.engine.begin() as conn:
+            for table in (ratings, plan, raters, trials, studies):
+                conn.execute(table.delete().where(table.c.study_id == study_id))
+        self._trial_cache.pop(study_id, None)
 
     def set_status(self, study_id: str, status: str) -> None:
         if status not in ("open", "closed"):

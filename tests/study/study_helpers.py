@@ -56,12 +56,12 @@ def write_folders(root: Path, n_clips: int = 2, n_systems: int = 2, seconds: flo
 
 
 def make_folder_study(tmp_path: Path, *, storage: str | None = None, study_id: str = "teststudy", n_clips: int = 2,
-                      n_systems: int = 2, seconds: float = 0.3, **settings) -> FolderStudy:
+                      n_systems: int = 2, seconds: float = 0.3, replace_unrated: bool = False, **settings) -> FolderStudy:
     originals, systems = write_folders(tmp_path / "input", n_clips, n_systems, seconds)
     defaults = dict(study_id=study_id, attention_checks=1, min_listen_fraction=0.0, n_raters=2)
     defaults.update(settings)
     created = create_from_folders(StudySettings(**defaults), originals, systems, study_dir=tmp_path / "study",
-                                  storage=storage, progress=False)
+                                  storage=storage, progress=False, replace_unrated=replace_unrated)
     return FolderStudy(created, originals, systems)
 
 

@@ -261,6 +261,7 @@ def test_export_csv_parquet_and_screening(small_study, tmp_path):
     per_rater, per_trial = admin.progress()
     assert per_rater.set_index("rater_id").loc["r001", "pages_done"] == 9
     assert per_trial["n_audio"].fillna(0).sum() == 9
+    assert per_trial["min_ratings_reached"].all()  # M = 1, one rater rated everything
 
 
 def test_recreate_is_idempotent_and_conflicts_are_refused(tmp_path):
@@ -282,3 +283,18 @@ def test_unreadable_audio_leaves_only_its_trial_out(tmp_path):
                                   study_dir=tmp_path / "study", progress=False)
     assert created.n_trials == 7  # 8 minus the broken one
     assert any("left out" in n and "sysA" in n for n in created.notes)
+
+
+def test_unrated_study_can_be_replaced_rated_one_cannot(tmp_path):
+    st = make_folder_study(tmp_path)
+    replaced = make_folder_study(tmp_path, attention_checks=3, replace_unrated=True)
+    assert replaced.created.admin_token and replaced.created.n_trials == 11
+    assert any("replaced" in n for n in replaced.created.notes)
+    store = StudyStore(st.url)
+    assert store.rater_for_token(st.study_id, st.tokens[0]) is None  # old links dead
+    s = RaterSession(store, st.study_id, replaced.tokens[0])
+    state = s.next_step()
+    s.show(state)
+    s.submit(state.step.position, {"visual": 3, "audio": 3})
+    with pytest.raises(StudyError, match="different trials"):
+        make_folder_study(tmp_path, attention_checks=1, replace_unrated=True)
