@@ -283,7 +283,10 @@ def analyse(
             "n_units_pairable": a["n_units_pairable"], "icc2_1": icc["icc2_1"], "icc2_k": icc["icc2_k"],
             "icc_k": icc.get("k"), "icc_n_raters_balanced": icc["n_raters_balanced"],
             "icc_n_units_balanced": icc["n_units_balanced"],
-            "note": "; ".join(filter(None, [a["note"], icc["note"]])),
+            "n_repeated_marks_ignored": a["n_repeated_marks_ignored"],
+            "note": "; ".join(filter(None, [a["note"], icc["note"], (
+                f"{a['n_repeated_marks_ignored']} repeated marks of a rater on the same stimulus: the first "
+                "given is used for α and ICC (all are used for means)") if a["n_repeated_marks_ignored"] else ""])),
         })
         summary_rel[attribute] = {
             "krippendorff_alpha_ordinal": a["alpha"], "krippendorff_alpha_ci": [a["ci_low"], a["ci_high"]],
@@ -380,6 +383,13 @@ def analyse(
     return summary, tables, notes
 
 
+def primary_metric(scores: pd.DataFrame) -> str:
+    """The metric the reference table ranks by: KAD when scored (first embedding), else the first."""
+    keys = sorted(scores["metric_key"].unique())
+    kad = sorted(scores.loc[scores["metric"].astype(str).str.lower() == "kad", "metric_key"].unique())
+    return kad[0] if kad else keys[0]
+
+
 def reference_table(means: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     """The reference work's table form: system, visual mean, audio mean, rank by the objective score."""
     wide = means.pivot_table(index="system_id", columns="attribute", values="mean").reset_index()
@@ -387,7 +397,7 @@ def reference_table(means: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     wide = wide.rename(columns={a: f"{a}_mean" for a in ("visual", "audio")})
     if scores.empty:
         return wide
-    primary = "kad" if "kad" in set(scores["metric_key"]) else sorted(scores["metric_key"].unique())[0]
+    primary = primary_metric(scores)
     s = scores[scores["metric_key"] == primary].set_index("system_id")
     oriented = pd.Series(correlation.orient(s["value"], s["direction"].iloc[0]), index=s.index)
     rank = oriented.rank(ascending=False, method="min")

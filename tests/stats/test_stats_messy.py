@@ -198,3 +198,22 @@ def test_scale_from_the_tables_scale_columns(tmp_path):
     assert any("scale_max 10 from the table" in n for n in result.summary["notes"])
     with pytest.raises(DataError, match="outside the declared scale 1..5"):
         _report(tmp_path / "x", ratings, scores, scale_min=1, scale_max=5)
+
+
+def test_study_export_dtypes_and_repeated_marks(tmp_path):
+    """The study export's extra columns (nullable ints, booleans, tz-aware times) are read as they are."""
+    ratings, scores = _base(careless={"random": 1})
+    ratings["expected_mark"] = ratings["expected_mark"].astype("Int64")
+    ratings["attention_passed"] = pd.Series(
+        np.where(ratings["role"] == "attention", ratings["mark"] == ratings["expected_mark"], pd.NA), dtype="boolean")
+    ratings["submitted_at"] = pd.to_datetime(ratings["submitted_at"], utc=True)
+    ratings["category"] = "dog"
+    repeat = ratings[ratings["role"] == "sonification"].head(3).assign(mark=1)
+    ratings = pd.concat([ratings, repeat], ignore_index=True)
+    rp = write_table(ratings, tmp_path / "ratings.parquet", "ratings")
+    sp = write_table(scores, tmp_path / "scores.parquet", "scores")
+    result = build_report(rp, sp, tmp_path / "out", options=ReportOptions(n_boot=50, figures=False))
+    assert {e["rater_id"] for e in result.summary["excluded_raters"]} == {"careless_random01"}
+    rel = result.tables["reliability"]
+    assert rel["n_repeated_marks_ignored"].sum() == 3 and rel["note"].str.contains("first given").any()
+    assert_no_unexplained_nan(result)
