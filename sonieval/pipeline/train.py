@@ -59,7 +59,7 @@ MAX_GRAD_NORM = 1.0
 SMOOTHING = 0.99  # the thesis's TensorBoard smoothing weight
 TRAINING_COLUMNS = [
     "encoder", "variant", "lr", "epoch", "alignment", "checkpoint", "run_id", "best_epoch",
-    "best_validation_loss", "n_train", "n_validation", "status", "error",
+    "best_validation_loss", "n_train", "n_validation", "embedding_model_key", "latent_model_key", "status", "error",
 ]
 
 
@@ -474,6 +474,8 @@ def write_training_table(proto: Protocol, manifest: RunManifest, runs: list[Trai
                 "best_validation_loss": snap.get("best_validation_loss"),
                 "n_train": (state.get("extra") or {}).get("n_train"),
                 "n_validation": (state.get("extra") or {}).get("n_validation"),
+                "embedding_model_key": (state.get("inputs") or {}).get("embedding_model_key"),
+                "latent_model_key": (state.get("inputs") or {}).get("latent_model_key"),
                 "status": state.get("status", "missing"), "error": state.get("error"),
             })
     return write_table(pd.DataFrame(rows, columns=TRAINING_COLUMNS), proto.results_path / "tables" / "training.parquet")

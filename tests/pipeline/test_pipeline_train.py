@@ -80,6 +80,7 @@ def test_loss_falls_on_a_learnable_mapping(tmp_path, torch_threads):
     assert losses["smoothed"].notna().all()
     table = pd.read_parquet(proto.results_path / "tables" / "training.parquet")
     assert sorted(table["epoch"]) == [3, 12] and (table["status"] == "done").all()
+    assert set(table["embedding_model_key"]) == {"synthetic-emb"} and set(table["latent_model_key"]) == {"synthetic-lat"}
     # a rerun does nothing
     with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
         again = run_train(proto, manifest, progress=False)
