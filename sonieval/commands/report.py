@@ -6,60 +6,106 @@ HELP = "Correlation report: screening, reliability, mixed models, metric-human a
 DESCRIPTION = (
     "Reads a ratings table (study export or any CSV/Parquet with the ratings columns) and the scores "
     "table (and optionally per-item scores), and writes report.html, report.md, summary.json, "
-    "tables/*.csv and figures/*.png into --out. Use --simulated to build a demo report on SIMULATED ratings."
+    "tables/*.csv and figures/*.png into --out. With --protocol, the tables, the scale, the bootstrap "
+    "and the screening rules default to that protocol's (results/<name>/study/ratings.parquet, "
+    "results/<name>/scores/*.parquet, results/<name>/report). --simulated writes a demo report on "
+    "SIMULATED ratings."
 )
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--ratings", help="ratings table (.csv or .parquet)")
-    parser.add_argument("--scores", help="scores table (.csv or .parquet): the leaderboard's scores.parquet")
+    parser.add_argument("--protocol", help="protocol YAML: default tables, scale, bootstrap and screening rules")
+    parser.add_argument("--ratings", help="ratings table (.csv or .parquet), e.g. the output of `sonieval study export`")
+    parser.add_argument("--scores", help="scores table (.csv or .parquet): the score stage's scores.parquet")
     parser.add_argument("--item-scores", help="per-item scores table (optional)")
-    parser.add_argument("--clips", help="clips table giving each clip's category, for per-class correlations (optional)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--clips", help="clips table giving each clip's category, for per-class correlations "
+                        "(optional; the study export already carries category)")
+    parser.add_argument("--out", help="output folder (default with --protocol: results/<name>/report)")
     parser.add_argument("--scale-min", type=int, default=None,
                         help="lowest mark on the study's scale (default: the table's scale_min column, else 1)")
     parser.add_argument("--scale-max", type=int, default=None,
                         help="highest mark on the study's scale (default: the table's scale_max column, else 5)")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000; 0 = no CIs)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default 2000; 0 = no CIs)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of every resampling (default 0, or the protocol's)")
     parser.add_argument("--no-screening", action="store_true", help="keep every rater")
-    parser.add_argument("--reference-max-mark", type=int, default=3,
+    parser.add_argument("--reference-max-mark", type=int, default=None,
                         help="hidden reference marked at or below this counts against a rater (default 3)")
-    parser.add_argument("--reference-max-fraction", type=float, default=0.15)
-    parser.add_argument("--anchor-min-mark", type=int, default=4,
+    parser.add_argument("--reference-max-fraction", type=float, default=None,
+                        help="share of hidden-reference trials a rater may mark that low (default 0.15)")
+    parser.add_argument("--anchor-min-mark", type=int, default=None,
                         help="anchor marked at or above this counts against a rater (default 4)")
-    parser.add_argument("--anchor-max-fraction", type=float, default=0.15)
-    parser.add_argument("--attention-max-fraction", type=float, default=0.0)
-    parser.add_argument("--mixed-model-max-rows", type=int, default=3000,
+    parser.add_argument("--anchor-max-fraction", type=float, default=None,
+                        help="share of anchor trials a rater may mark that high (default 0.15)")
+    parser.add_argument("--attention-max-fraction", type=float, default=None,
+                        help="share of attention checks a rater may miss (default 0)")
+    parser.add_argument("--mixed-model-max-rows", type=int, default=None,
                         help="fit the mixed model on a seeded rater×clip subsample above this many marks (default 3000)")
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--simulated", action="store_true",
                         help="ignore --ratings/--scores and write a demo report on SIMULATED ratings and scores")
 
 
+def _options(args):
+    """ReportOptions from the protocol (if any), then the flags given on the command line."""
+    import dataclasses
+    from pathlib import Path
+
+    from sonieval.stats.report import ReportOptions
+
+    paths = {"ratings": args.ratings, "scores": args.scores, "item_scores": args.item_scores, "out": args.out}
+    options = ReportOptions()
+    if args.protocol:
+        from sonieval.protocol import load_protocol
+
+        proto = load_protocol(args.protocol)
+        options = ReportOptions.from_protocol(proto)
+        results = proto.results_path
+        try:
+            from sonieval.study.create import study_paths_for_protocol
+
+            study_dir = study_paths_for_protocol(proto)[0]
+        except ImportError:  # the study package is optional for reports
+            study_dir = results / "study"
+        defaults = {"ratings": study_dir / "ratings.parquet", "scores": results / "scores" / "scores.parquet",
+                    "item_scores": results / "scores" / "item_scores.parquet", "out": results / "report"}
+        for key, value in defaults.items():
+            if paths[key] is None and (key != "item_scores" or Path(value).is_file()):
+                paths[key] = str(value)
+    rules = options.rules
+    rule_flags = {"hidden_reference_max_mark": args.reference_max_mark,
+                  "hidden_reference_max_fraction": args.reference_max_fraction,
+                  "anchor_min_mark": args.anchor_min_mark, "anchor_max_fraction": args.anchor_max_fraction,
+                  "attention_max_fraction": args.attention_max_fraction}
+    rules = dataclasses.replace(rules, **{k: v for k, v in rule_flags.items() if v is not None})
+    if args.no_screening:
+        rules = dataclasses.replace(rules, enabled=False)
+    given = {"scale_min": args.scale_min, "scale_max": args.scale_max, "n_boot": args.bootstrap, "seed": args.seed,
+             "mixed_model_max_rows": args.mixed_model_max_rows}
+    options = dataclasses.replace(options, rules=rules, figures=not args.no_figures, progress=True,
+                                  **{k: v for k, v in given.items() if v is not None})
+    return options, paths
+
+
 def run(args) -> int:
     from sonieval.errors import SonievalError
-    from sonieval.stats.report import ReportOptions, build_report
-    from sonieval.stats.screening import ScreeningRules
+    from sonieval.stats.report import build_report
 
-    if args.bootstrap < 0:
+    if args.bootstrap is not None and args.bootstrap < 0:
         raise SonievalError("--bootstrap must be ≥ 0")
     if args.simulated:
         from sonieval.stats.simulate import write_simulated_report
 
-        result = write_simulated_report(args.out, n_boot=args.bootstrap, seed=args.seed)
+        if not args.out:
+            raise SonievalError("--out is required", hint="the folder to write the SIMULATED demo report into")
+        result = write_simulated_report(args.out, n_boot=2000 if args.bootstrap is None else args.bootstrap,
+                                        seed=args.seed or 0)
     else:
-        if not args.ratings or not args.scores:
-            raise SonievalError("--ratings and --scores are required", hint="or pass --simulated for a demo report")
-        rules = ScreeningRules(
-            hidden_reference_max_mark=args.reference_max_mark, hidden_reference_max_fraction=args.reference_max_fraction,
-            anchor_min_mark=args.anchor_min_mark, anchor_max_fraction=args.anchor_max_fraction,
-            attention_max_fraction=args.attention_max_fraction, enabled=not args.no_screening,
-        )
-        options = ReportOptions(scale_min=args.scale_min, scale_max=args.scale_max, n_boot=args.bootstrap,
-                                seed=args.seed, rules=rules, mixed_model_max_rows=args.mixed_model_max_rows,
-                                figures=not args.no_figures, progress=True)
-        result = build_report(args.ratings, args.scores, args.out, item_scores_path=args.item_scores,
+        options, paths = _options(args)
+        missing = [f"--{k.replace('_', '-')}" for k in ("ratings", "scores", "out") if not paths[k]]
+        if missing:
+            raise SonievalError(f"{', '.join(missing)} required",
+                                hint="or pass --protocol PROTOCOL, or --simulated --out DIR for a demo report")
+        result = build_report(paths["ratings"], paths["scores"], paths["out"], item_scores_path=paths["item_scores"],
                               clips_path=args.clips, options=options)
     s = result.summary
     label = "SIMULATED ratings: " if s.get("simulated") else ""
@@ -67,7 +113,7 @@ def run(args) -> int:
           f"report in {result.out_dir / 'report.html'}")
     for c in s["correlations"]:
         if c.get("level") == "system" and c.get("spearman") is not None:
-            print(f"  {c['metric']} vs {c['attribute']}: rho={c['spearman']:.2f} "
+            print(f"  {c['metric']} vs {c['attribute']} marks: rho={c['spearman']:.2f} "
                   f"[{_f(c.get('ci_low'))}, {_f(c.get('ci_high'))}] p_perm={_f(c.get('p_permutation'))} n={c['n']}")
     return 0
 

@@ -217,3 +217,21 @@ def test_study_export_dtypes_and_repeated_marks(tmp_path):
     rel = result.tables["reliability"]
     assert rel["n_repeated_marks_ignored"].sum() == 3 and rel["note"].str.contains("first given").any()
     assert_no_unexplained_nan(result)
+
+
+def test_report_from_a_protocol(tmp_path, capsys):
+    """`sonieval report --protocol P` finds the study export and the scores in P's results folder."""
+    ratings, scores = _base()
+    results = tmp_path / "results"
+    write_table(ratings, results / "study" / "ratings.parquet")
+    write_table(scores, results / "scores" / "scores.parquet")
+    proto = tmp_path / "p.yaml"
+    proto.write_text(f"name: stats_test\nresults_dir: {results}\nseed: 3\nreport:\n  bootstrap: 40\n"
+                     "  anchor_max_fraction: 0.5\n")
+    assert main(["report", "--protocol", str(proto), "--no-figures"]) == 0
+    summary = json.loads((results / "report" / "summary.json").read_text())
+    params = summary["provenance"]["parameters"]
+    assert params["bootstrap"] == 40 and params["seed"] == 3 and params["screening"]["anchor_max_fraction"] == 0.5
+    assert "report.html" in capsys.readouterr().out
+    rc = main(["report", "--scores", "x.csv", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "--ratings required" in capsys.readouterr().err
