@@ -565,7 +565,7 @@ def dot_plots(board: pd.DataFrame, fig_dir: Path) -> list[Path]:
         g = g[np.isfinite(g["value"].astype(float))].sort_values("system_label")
         if g.empty:
             continue
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(g) + 2), 3.6))
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(g) + 2), 4.0))
         x = np.arange(len(g))
         y = g["value"].to_numpy(float)
         lo, hi = g["ci_low"].to_numpy(float), g["ci_high"].to_numpy(float)
@@ -581,8 +581,11 @@ def dot_plots(board: pd.DataFrame, fig_dir: Path) -> list[Path]:
         ax.set_xticks(x, g["system_label"], rotation=45, ha="right", fontsize=8)
         ax.set_ylabel(f"{metric.upper()} (lower is better)")
         first = g.iloc[0]
-        ax.set_title(f"{metric.upper()} · {enc} · {post}\n{emb} vs {first['reference_set']} "
-                     f"(n_ref={first['n_reference']})", fontsize=9)
+        import textwrap
+
+        subtitle = textwrap.fill(f"{emb} vs {first['reference_set']} (n_ref={first['n_reference']}); "
+                                 f"bars: {CI_LEVEL:.0%} bootstrap CI", 80)
+        ax.set_title(f"{metric.upper()} · {enc} · {post}\n{subtitle}", fontsize=8)
         ax.legend(fontsize=8)
         fig.tight_layout()
         slug = "__".join(re.sub(r"[^A-Za-z0-9_.+-]+", "_", str(v)) for v in (metric, emb, enc, post))
