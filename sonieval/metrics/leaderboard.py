@@ -179,174 +179,182 @@ def score_sets(
     item_parts: list[Path] = []
 
     for spec in config.embeddings:
-        backend = load_embedding(spec, device=config.device)
-        emb_id = backend.embedding_id
-        versions = package_versions({"embedding_version": backend.version, "embedding_params": backend.params()})
-        all_paths = list(reference.paths)
-        for s in systems:
-            all_paths += s.paths + [o for o in s.originals if o]
-        extraction = embed_files(backend, all_paths, cache=cache, progress=config.progress,
-                                 desc=f"embed ({emb_id})")
-        for p, err in extraction.errors.items():
-            manifest.record(f"{STAGE}-embed", f"{emb_id}|{p}", "failed", inputs={"embedding": emb_id, "path": p},
-                            error=err)
-            failures[f"{emb_id}|{p}"] = err
-        ref_frames, ref_groups, ref_kept = _frames_of(reference, extraction.frames)
-        if len(ref_kept) < 2:
-            raise DataError(
-                f"reference set {reference_label!r}: only {len(ref_kept)} clip(s) could be embedded with {emb_id}",
-                hint="a reference set needs at least 2 clips",
-            )
-        ref_categories = np.array([reference.categories[i] for i in ref_kept], dtype=object)
-        ref_clip_ids = [reference.clip_ids[i] for i in ref_kept]
-        ref_sha = hashlib.sha256("\n".join(sorted(ref_clip_ids)).encode()).hexdigest()[:16]
-        base = {
-            "embedding": emb_id, "embedding_weights": backend.weights, "reference_set": reference_label,
-            "n_reference": len(ref_kept), "n_reference_frames": int(ref_frames.shape[0]),
-            "versions": json.dumps(versions, sort_keys=True, default=str),
-        }
-        # the reference side, once per embedding
-        ref_kernel = None
-        ref_kernel_error = None
-        if "kad" in config.metrics:
-            try:
-                ref_kernel = D.ReferenceKernel(ref_frames, ref_groups, bandwidth=config.bandwidth)
-            except D.MetricError as exc:
-                ref_kernel_error = str(exc)
-        ref_stats = None
-        ref_stats_error = None
-        if "fad" in config.metrics:
-            try:
-                ref_stats = D.gaussian_stats(ref_frames, f"reference set {reference_label}")
-            except D.MetricError as exc:
-                ref_stats_error = str(exc)
-        class_ref_stats: dict[str, object] = {}
-
-        def score_system(item: ManifestItem) -> ItemOutcome:
-            s: AudioSet = item.payload
-            ev_frames, ev_groups, ev_kept = _frames_of(s, extraction.frames)
-            n_failed = len(s.paths) - len(ev_kept)
-            if not ev_kept:
-                raise DataError(f"system {s.name}: none of its {len(s.paths)} clips could be embedded with {emb_id}")
-            ev_categories = np.array([s.categories[i] for i in ev_kept], dtype=object)
-            rows: list[dict] = []
-            common = {**base, "n_evaluated": len(ev_kept), "n_evaluated_frames": int(ev_frames.shape[0]),
-                      "n_failed": n_failed}
-            cats = [None]
-            if config.per_class:
-                cats += sorted({c for c in ev_categories if c is not None} & {c for c in ref_categories if c is not None})
+        try:
+            backend = load_embedding(spec, device=config.device)
+            emb_id = backend.embedding_id
+            versions = package_versions({"embedding_version": backend.version, "embedding_params": backend.params()})
+            all_paths = list(reference.paths)
+            for s in systems:
+                all_paths += s.paths + [o for o in s.originals if o]
+            extraction = embed_files(backend, all_paths, cache=cache, progress=config.progress,
+                                     desc=f"embed ({emb_id})")
+            for p, err in extraction.errors.items():
+                manifest.record(f"{STAGE}-embed", f"{emb_id}|{p}", "failed", inputs={"embedding": emb_id, "path": p},
+                                error=err)
+                failures[f"{emb_id}|{p}"] = err
+            ref_frames, ref_groups, ref_kept = _frames_of(reference, extraction.frames)
+            if len(ref_kept) < 2:
+                raise DataError(
+                    f"reference set {reference_label!r}: only {len(ref_kept)} clip(s) could be embedded with {emb_id}",
+                    hint="a reference set needs at least 2 clips",
+                )
+            ref_categories = np.array([reference.categories[i] for i in ref_kept], dtype=object)
+            ref_clip_ids = [reference.clip_ids[i] for i in ref_kept]
+            ref_sha = hashlib.sha256("\n".join(sorted(ref_clip_ids)).encode()).hexdigest()[:16]
+            base = {
+                "embedding": emb_id, "embedding_weights": backend.weights, "reference_set": reference_label,
+                "n_reference": len(ref_kept), "n_reference_frames": int(ref_frames.shape[0]),
+                "versions": json.dumps(versions, sort_keys=True, default=str),
+            }
+            # the reference side, once per embedding
+            ref_kernel = None
+            ref_kernel_error = None
             if "kad" in config.metrics:
-                if ref_kernel is None:
-                    rows.append(_row(s.name, "kad", common, category=None, value=np.nan, error=ref_kernel_error,
-                                     ci_method="none"))
-                else:
-                    comp = ref_kernel.compare(ev_frames, ev_groups)
+                try:
+                    ref_kernel = D.ReferenceKernel(ref_frames, ref_groups, bandwidth=config.bandwidth)
+                except D.MetricError as exc:
+                    ref_kernel_error = str(exc)
+            ref_stats = None
+            ref_stats_error = None
+            if "fad" in config.metrics:
+                try:
+                    ref_stats = D.gaussian_stats(ref_frames, f"reference set {reference_label}")
+                except D.MetricError as exc:
+                    ref_stats_error = str(exc)
+            class_ref_stats: dict[str, object] = {}
+
+            def score_system(item: ManifestItem) -> ItemOutcome:
+                s: AudioSet = item.payload
+                ev_frames, ev_groups, ev_kept = _frames_of(s, extraction.frames)
+                n_failed = len(s.paths) - len(ev_kept)
+                if not ev_kept:
+                    raise DataError(f"system {s.name}: none of its {len(s.paths)} clips could be embedded with {emb_id}")
+                ev_categories = np.array([s.categories[i] for i in ev_kept], dtype=object)
+                rows: list[dict] = []
+                common = {**base, "n_evaluated": len(ev_kept), "n_evaluated_frames": int(ev_frames.shape[0]),
+                          "n_failed": n_failed}
+                cats = [None]
+                if config.per_class:
+                    cats += sorted({c for c in ev_categories if c is not None} & {c for c in ref_categories if c is not None})
+                if "kad" in config.metrics:
+                    if ref_kernel is None:
+                        rows.append(_row(s.name, "kad", common, category=None, value=np.nan, error=ref_kernel_error,
+                                         ci_method="none"))
+                    else:
+                        comp = ref_kernel.compare(ev_frames, ev_groups)
+                        for cat in cats:
+                            if cat is None:
+                                res = comp.result()
+                                n_ref, n_ev = len(ref_kept), len(ev_kept)
+                                lo = hi = np.nan
+                                method = "none (bootstrap: 0)"
+                                if config.bootstrap > 0:
+                                    lo, hi, _ = comp.bootstrap(config.bootstrap, level=CI_LEVEL, seed=config.seed)
+                                    method = f"percentile bootstrap over clips, {config.bootstrap} resamples, {CI_LEVEL:.0%}"
+                            else:
+                                rsel = [ref_kept[i] for i in np.flatnonzero(ref_categories == cat)]
+                                esel = [ev_kept[i] for i in np.flatnonzero(ev_categories == cat)]
+                                try:
+                                    res = comp.result(rsel, esel)
+                                except D.MetricError as exc:
+                                    rows.append(_row(s.name, "kad", common, category=cat, value=np.nan, error=str(exc),
+                                                     ci_method="none", n_reference=len(rsel), n_evaluated=len(esel)))
+                                    continue
+                                n_ref, n_ev = len(rsel), len(esel)
+                                lo = hi = np.nan
+                                method = "none (per-class rows have no CI)"
+                            rows.append(_row(
+                                s.name, "kad", common, category=cat, value=res.value, ci_low=lo, ci_high=hi,
+                                ci_method=method, bandwidth=res.bandwidth, scale=res.scale, n_reference=n_ref,
+                                n_evaluated=n_ev, n_reference_frames=res.n_reference, n_evaluated_frames=res.n_evaluated,
+                                reference_term=res.reference_term, evaluated_term=res.evaluated_term,
+                                cross_term=res.cross_term, saturated=res.saturated, error=None,
+                            ))
+                if "fad" in config.metrics:
                     for cat in cats:
                         if cat is None:
-                            res = comp.result()
-                            n_ref, n_ev = len(ref_kept), len(ev_kept)
-                            lo = hi = np.nan
-                            method = "none (bootstrap: 0)"
-                            if config.bootstrap > 0:
-                                lo, hi, _ = comp.bootstrap(config.bootstrap, level=CI_LEVEL, seed=config.seed)
-                                method = f"percentile bootstrap over clips, {config.bootstrap} resamples, {CI_LEVEL:.0%}"
+                            rstats, err, n_ref = ref_stats, ref_stats_error, len(ref_kept)
+                            mask = np.ones(len(ev_groups), bool)
+                            n_ev = len(ev_kept)
                         else:
-                            rsel = [ref_kept[i] for i in np.flatnonzero(ref_categories == cat)]
+                            if cat not in class_ref_stats:
+                                cmask = np.isin(ref_groups, [ref_kept[i] for i in np.flatnonzero(ref_categories == cat)])
+                                try:
+                                    class_ref_stats[cat] = D.gaussian_stats(ref_frames[cmask], f"reference class {cat}")
+                                except D.MetricError as exc:
+                                    class_ref_stats[cat] = exc
+                            got = class_ref_stats[cat]
+                            rstats, err = (None, str(got)) if isinstance(got, Exception) else (got, None)
+                            n_ref = int(np.sum(ref_categories == cat))
                             esel = [ev_kept[i] for i in np.flatnonzero(ev_categories == cat)]
-                            try:
-                                res = comp.result(rsel, esel)
-                            except D.MetricError as exc:
-                                rows.append(_row(s.name, "kad", common, category=cat, value=np.nan, error=str(exc),
-                                                 ci_method="none", n_reference=len(rsel), n_evaluated=len(esel)))
-                                continue
-                            n_ref, n_ev = len(rsel), len(esel)
-                            lo = hi = np.nan
-                            method = "none (per-class rows have no CI)"
-                        rows.append(_row(
-                            s.name, "kad", common, category=cat, value=res.value, ci_low=lo, ci_high=hi,
-                            ci_method=method, bandwidth=res.bandwidth, scale=res.scale, n_reference=n_ref,
-                            n_evaluated=n_ev, n_reference_frames=res.n_reference, n_evaluated_frames=res.n_evaluated,
-                            reference_term=res.reference_term, evaluated_term=res.evaluated_term,
-                            cross_term=res.cross_term, saturated=res.saturated, error=None,
-                        ))
-            if "fad" in config.metrics:
-                for cat in cats:
-                    if cat is None:
-                        rstats, err, n_ref = ref_stats, ref_stats_error, len(ref_kept)
-                        mask = np.ones(len(ev_groups), bool)
-                        n_ev = len(ev_kept)
-                    else:
-                        if cat not in class_ref_stats:
-                            cmask = np.isin(ref_groups, [ref_kept[i] for i in np.flatnonzero(ref_categories == cat)])
-                            try:
-                                class_ref_stats[cat] = D.gaussian_stats(ref_frames[cmask], f"reference class {cat}")
-                            except D.MetricError as exc:
-                                class_ref_stats[cat] = exc
-                        got = class_ref_stats[cat]
-                        rstats, err = (None, str(got)) if isinstance(got, Exception) else (got, None)
-                        n_ref = int(np.sum(ref_categories == cat))
-                        esel = [ev_kept[i] for i in np.flatnonzero(ev_categories == cat)]
-                        mask = np.isin(ev_groups, esel)
-                        n_ev = len(esel)
-                    if rstats is None:
-                        rows.append(_row(s.name, "fad", common, category=cat, value=np.nan, error=err,
-                                         ci_method="none", n_reference=n_ref, n_evaluated=n_ev))
-                        continue
-                    try:
-                        res = D.frechet_audio_distance(rstats, ev_frames[mask])
-                    except D.MetricError as exc:
-                        rows.append(_row(s.name, "fad", common, category=cat, value=np.nan, error=str(exc),
-                                         ci_method="none", n_reference=n_ref, n_evaluated=n_ev))
-                        continue
-                    lo = hi = np.nan
-                    method = "none (per-class rows have no CI)" if cat is not None else "none (bootstrap: 0)"
-                    if cat is None and config.bootstrap > 0:
-                        n_b = min(config.bootstrap, FAD_BOOTSTRAP_MAX)
+                            mask = np.isin(ev_groups, esel)
+                            n_ev = len(esel)
+                        if rstats is None:
+                            rows.append(_row(s.name, "fad", common, category=cat, value=np.nan, error=err,
+                                             ci_method="none", n_reference=n_ref, n_evaluated=n_ev))
+                            continue
                         try:
-                            lo, hi = D.fad_bootstrap(rstats, ev_frames, ev_groups, n_resamples=n_b,
-                                                     level=CI_LEVEL, seed=config.seed)
-                            method = (f"percentile bootstrap over evaluated clips (reference fixed), {n_b} resamples,"
-                                      f" {CI_LEVEL:.0%}")
+                            res = D.frechet_audio_distance(rstats, ev_frames[mask])
                         except D.MetricError as exc:
-                            method = f"none ({exc.problem})"
-                    rows.append(_row(
-                        s.name, "fad", common, category=cat, value=res.value, ci_low=lo, ci_high=hi, ci_method=method,
-                        bandwidth=np.nan, scale=res.scale, n_reference=n_ref, n_evaluated=n_ev,
-                        n_reference_frames=res.n_reference, n_evaluated_frames=res.n_evaluated, error=None,
-                    ))
-            # per-item measures from this embedding's frames
-            item_rows = []
-            for i in ev_kept:
-                orig = s.originals[i]
-                if not orig:
-                    continue
-                of = extraction.frames.get(orig)
-                for m in [m for m in config.item_metrics if m in EMBEDDING_ITEM_METRICS]:
-                    item_rows.append(_item_row(s.name, s.clip_ids[i], m, emb_id, extraction.frames[s.paths[i]], of))
-            part = _part_path(out_dir, "scores", item.key)
-            _write_part(pd.DataFrame(rows), part)
-            ipart = _part_path(out_dir, "items", item.key)
-            _write_part(pd.DataFrame(item_rows), ipart)
-            return ItemOutcome(path=part, extra={"items": str(ipart), "n_rows": len(rows)})
+                            rows.append(_row(s.name, "fad", common, category=cat, value=np.nan, error=str(exc),
+                                             ci_method="none", n_reference=n_ref, n_evaluated=n_ev))
+                            continue
+                        lo = hi = np.nan
+                        method = "none (per-class rows have no CI)" if cat is not None else "none (bootstrap: 0)"
+                        if cat is None and config.bootstrap > 0:
+                            n_b = min(config.bootstrap, FAD_BOOTSTRAP_MAX)
+                            try:
+                                lo, hi = D.fad_bootstrap(rstats, ev_frames, ev_groups, n_resamples=n_b,
+                                                         level=CI_LEVEL, seed=config.seed)
+                                method = (f"percentile bootstrap over evaluated clips (reference fixed), {n_b} resamples,"
+                                          f" {CI_LEVEL:.0%}")
+                            except D.MetricError as exc:
+                                method = f"none ({exc.problem})"
+                        rows.append(_row(
+                            s.name, "fad", common, category=cat, value=res.value, ci_low=lo, ci_high=hi, ci_method=method,
+                            bandwidth=np.nan, scale=res.scale, n_reference=n_ref, n_evaluated=n_ev,
+                            n_reference_frames=res.n_reference, n_evaluated_frames=res.n_evaluated, error=None,
+                        ))
+                # per-item measures from this embedding's frames
+                item_rows = []
+                for i in ev_kept:
+                    orig = s.originals[i]
+                    if not orig:
+                        continue
+                    of = extraction.frames.get(orig)
+                    for m in [m for m in config.item_metrics if m in EMBEDDING_ITEM_METRICS]:
+                        item_rows.append(_item_row(s.name, s.clip_ids[i], m, emb_id, extraction.frames[s.paths[i]], of))
+                part = _part_path(out_dir, "scores", item.key)
+                _write_part(pd.DataFrame(rows), part)
+                ipart = _part_path(out_dir, "items", item.key)
+                _write_part(pd.DataFrame(item_rows), ipart)
+                return ItemOutcome(path=part, extra={"items": str(ipart), "n_rows": len(rows)})
 
-        items = [
-            ManifestItem(
-                key=f"{emb_id}|{reference_label}|{s.name}",
-                inputs={"embedding": emb_id, "embedding_key": backend.cache_key(), "reference": ref_sha,
-                        "system": _set_digest(s), "config": _config_digest(config)},
-                system_id=s.name, payload=s,
-            )
-            for s in systems
-        ]
-        batch = manifest.run_batch(STAGE, items, score_system, desc=f"score ({emb_id})", progress=config.progress)
-        failures.update({k: v for k, v in batch.failed.items()})
-        for it in items:
-            if it.key in batch.failed:
-                continue
-            score_parts.append(_part_path(out_dir, "scores", it.key))
-            item_parts.append(_part_path(out_dir, "items", it.key))
+            items = [
+                ManifestItem(
+                    key=f"{emb_id}|{reference_label}|{s.name}",
+                    inputs={"embedding": emb_id, "embedding_key": backend.cache_key(), "reference": ref_sha,
+                            "system": _set_digest(s), "config": _config_digest(config)},
+                    system_id=s.name, payload=s,
+                )
+                for s in systems
+            ]
+            batch = manifest.run_batch(STAGE, items, score_system, desc=f"score ({emb_id})", progress=config.progress)
+            failures.update({k: v for k, v in batch.failed.items()})
+            for it in items:
+                if it.key in batch.failed:
+                    continue
+                score_parts.append(_part_path(out_dir, "scores", it.key))
+                item_parts.append(_part_path(out_dir, "items", it.key))
+        except SonievalError as exc:
+            # one embedding that cannot run (weights unavailable, ...) does not stop the others
+            failures[f"embedding {spec}"] = str(exc)
+            manifest.record(STAGE, f"embedding|{spec}", "failed", inputs={"embedding": spec}, error=str(exc))
 
     # audio-based per-item measures do not depend on the embedding: once per system
+    if not score_parts and failures:
+        first = next(iter(failures.values()))
+        raise SonievalError(f"nothing could be scored; first failure: {first}")
     audio_parts = _score_audio_items(systems, out_dir, config, manifest, failures)
     scores = _concat(score_parts)
     item_scores = _concat(item_parts + audio_parts)

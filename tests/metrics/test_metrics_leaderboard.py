@@ -159,3 +159,19 @@ def test_unknown_reference_split_is_one_clear_line(tmp_path, capsys):
     assert main(["score", str(proto), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "split(s) validation not in the clips table" in err and "available: test, train" in err
+
+
+def test_an_embedding_without_weights_fails_alone(folders, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ref, good, _ = folders
+    base = ["score", "--reference", str(ref), "--system", f"good={good}", "--bootstrap", "0", "--quiet",
+            "--no-items", "--metric", "kad"]
+    rc = main(base + ["--out", str(tmp_path / "a"), "--embedding", "kadtk:vggish", "--embedding", "logmel"])
+    assert rc == 1
+    out = capsys.readouterr().out
+    assert "failed: kadtk:vggish: pretrained weights are not cached" in out
+    scores = read_table(tmp_path / "a" / "scores.parquet", "scores")
+    assert scores["embedding"].tolist() == ["logmel[weight-free]"]
+    assert main(base + ["--out", str(tmp_path / "b"), "--embedding", "kadtk:vggish"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nothing could be scored" in err and len(err.splitlines()) == 1
