@@ -240,19 +240,24 @@ def system_level(
     return pd.DataFrame(rows), samples
 
 
-def compare_metrics(samples: dict, table: pd.DataFrame) -> pd.DataFrame:
-    """Paired bootstrap of ρ(A) − ρ(B) per attribute, on the systems both metrics scored."""
+def compare_metrics(samples: dict, table: pd.DataFrame, level: str = "system") -> pd.DataFrame:
+    """Paired bootstrap of ρ(A) − ρ(B) per attribute, on the units (systems or items) both scored.
+
+    ``samples[(metric, attribute)] = (units, ρ resamples, …)`` drawn with the same resampling
+    indices for every metric on the same units, so the difference is paired.
+    """
     rows = []
     keys = sorted(samples)
+    table = table[table["level"] == level] if "level" in table.columns else table
     for (ma, attr_a), (mb, attr_b) in itertools.combinations(keys, 2):
         if attr_a != attr_b:
             continue
-        common_a, rho_a, hb_a = samples[(ma, attr_a)]
-        common_b, rho_b, hb_b = samples[(mb, attr_b)]
-        row = {"metric_a": ma, "metric_b": mb, "attribute": attr_a}
+        common_a, rho_a = samples[(ma, attr_a)][:2]
+        common_b, rho_b = samples[(mb, attr_b)][:2]
+        row = {"metric_a": ma, "metric_b": mb, "attribute": attr_a, "level": level}
         if common_a != common_b:
             row.update(difference=None, ci_low=None, ci_high=None, share_a_higher=None,
-                       note="the metrics scored different systems: no paired comparison")
+                       note=f"the metrics scored different {level}s: no paired comparison")
         elif len(rho_a) != len(rho_b):
             row.update(difference=None, ci_low=None, ci_high=None, share_a_higher=None,
                        note="different numbers of valid resamples: no paired comparison")
@@ -264,8 +269,8 @@ def compare_metrics(samples: dict, table: pd.DataFrame) -> pd.DataFrame:
                        ci_low=float(lo), ci_high=float(hi),
                        share_a_higher=float(np.nanmean(diff > 0)), note="")
         rows.append(row)
-    cols = ["metric_a", "metric_b", "attribute", "spearman_a", "spearman_b", "difference", "ci_low", "ci_high",
-            "share_a_higher", "note"]
+    cols = ["metric_a", "metric_b", "attribute", "level", "spearman_a", "spearman_b", "difference", "ci_low",
+            "ci_high", "share_a_higher", "note"]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -295,9 +300,14 @@ def _weighted_pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.nd
         return (w * dx * dy).sum(axis=1) / np.sqrt((w * dx**2).sum(axis=1) * (w * dy**2).sum(axis=1))
 
 
-def item_level(son: pd.DataFrame, item_scores: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
-    """Per-item scores vs per-item mean marks, per metric and attribute; bootstrap over clips."""
+def item_level(son: pd.DataFrame, item_scores: pd.DataFrame, *, n_boot: int, seed: int) -> tuple[pd.DataFrame, dict]:
+    """Per-item scores vs per-item mean marks, per metric and attribute; bootstrap over clips.
+
+    Returns the table and the bootstrap ρ samples per (metric, attribute) for the paired metric
+    comparison (metrics scored on the same items get the same clip resamples).
+    """
     rows = []
+    samples: dict = {}
     items = son.groupby(["attribute", "system_id", "clip_id"])["mark"].agg(["mean", "size"]).reset_index()
     for metric_key, ms in item_scores.groupby("metric_key", sort=True):
         direction = ms["direction"].iloc[0]
@@ -321,13 +331,14 @@ def item_level(son: pd.DataFrame, item_scores: pd.DataFrame, *, n_boot: int, see
                 rho = _weighted_pearson_rows(_weighted_midranks(score, w), _weighted_midranks(human, w), w)
                 r = _weighted_pearson_rows(np.broadcast_to(score, w.shape), np.broadcast_to(human, w.shape), w)
                 res["ci_low"], res["ci_high"] = (float(v) for v in percentile_ci(rho))
+                samples[(metric_key, attribute)] = (tuple(zip(merged["system_id"].astype(str), merged["clip_id"].astype(str))), rho)
                 res["pearson_ci_low"], res["pearson_ci_high"] = (float(v) for v in percentile_ci(r))
                 res["note"] = "; ".join(filter(None, [
                     "CI: bootstrap over clips; Kendall CI not computed at item level",
                     "p: items permuted freely (ignores clustering; read the CI)", res["note"]]))
             res["note"] = "; ".join(filter(None, [f"{merged['clip_id'].nunique()} clips", res["note"]]))
             rows.append({**base, **res})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), samples
 
 
 def per_class(son: pd.DataFrame, per_class_scores: pd.DataFrame, *, seed: int) -> pd.DataFrame:

@@ -320,8 +320,11 @@ def analyse(
     matched_means = means[means["system_id"].isin(matched)]
     corr, samples = correlation.system_level(matched_means, boot, scores.overall, seed=options.seed)
     frames = [corr]
+    comparisons = [correlation.compare_metrics(samples, corr, "system")]
     if item_scores is not None and not item_scores.empty:
-        frames.append(correlation.item_level(son, item_scores, n_boot=options.n_boot, seed=options.seed))
+        items_table, item_samples = correlation.item_level(son, item_scores, n_boot=options.n_boot, seed=options.seed)
+        frames.append(items_table)
+        comparisons.append(correlation.compare_metrics(item_samples, items_table, "item"))
     cls = correlation.per_class(son, scores.per_class, seed=options.seed)
     if not cls.empty:
         frames.append(cls)
@@ -332,7 +335,7 @@ def analyse(
         if col in corr_table.columns:
             corr_table[col] = corr_table[col].fillna("")
     tables["correlations"] = corr_table
-    tables["metric_comparison"] = correlation.compare_metrics(samples, corr)
+    tables["metric_comparison"] = pd.concat(comparisons, ignore_index=True)
     tables["rank_agreement"] = correlation.rank_agreement(matched_means, scores.overall)
     timings["correlations"] = time.perf_counter() - t
 

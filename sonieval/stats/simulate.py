@@ -147,8 +147,9 @@ def simulate_scores(
     return pd.DataFrame(rows)
 
 
-def simulate_item_scores(plant: PlantedStudy, *, rho: float = 0.6, seed: int = 0) -> pd.DataFrame:
-    """SIMULATED per-item KAD-like distances (lower = better) tied to planted item quality."""
+def simulate_item_scores(plant: PlantedStudy, *, rho: float = 0.6, seed: int = 0,
+                         metric: str = "embedding_distance") -> pd.DataFrame:
+    """SIMULATED per-item distances (lower = better) tied to planted item quality by ``rho``."""
     rng = np.random.default_rng(seed + 2)
     rows = []
     for sid, q in plant.quality.items():
@@ -156,7 +157,7 @@ def simulate_item_scores(plant: PlantedStudy, *, rho: float = 0.6, seed: int = 0
             good = q + c
             rows.append((sid, cid, float(3.0 - rho * good + np.sqrt(1 - rho**2) * rng.normal(0, 0.7))))
     df = pd.DataFrame(rows, columns=["system_id", "clip_id", "value"])
-    df["metric"] = "embedding_distance"
+    df["metric"] = metric
     df["embedding"] = "simulated"
     df["simulated"] = True
     return df[["system_id", "clip_id", "metric", "embedding", "value", "simulated"]]

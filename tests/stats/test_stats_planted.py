@@ -24,7 +24,8 @@ def planted(tmp_path_factory):
         "envelope_correlation": ("higher", 1.0),   # agrees, higher is better
         "cosine_distance": ("lower", 0.6),         # partial agreement, realised value checked below
     }, seed=11)
-    items = simulate_item_scores(plant, rho=0.8, seed=11)
+    items = pd.concat([simulate_item_scores(plant, rho=0.8, seed=11),
+                       simulate_item_scores(plant, rho=0.0, seed=12, metric="l2_distance")], ignore_index=True)
     paths = {k: write_table(v, tmp / f"{k}.csv") for k, v in
              {"ratings": ratings, "scores": scores, "items": items}.items()}
     result = build_report(paths["ratings"], paths["scores"], tmp / "report", item_scores_path=paths["items"],
@@ -79,14 +80,19 @@ def test_correlation_size_matches_realised_plant(planted):
 
 def test_item_level_and_metric_comparison(planted):
     result, _, _ = planted
-    items = [c for c in result.summary["correlations"] if c["level"] == "item"]
+    items = [c for c in result.summary["correlations"] if c["level"] == "item" and c["metric"] == "embedding_distance"]
     assert {c["attribute"] for c in items} == {"visual", "audio"}
     for c in items:
         assert c["n"] == 8 * 24
         assert 0.3 < c["spearman"] and c["ci_low"] < c["spearman"] < c["ci_high"]
+    noise = [c for c in result.summary["correlations"] if c["level"] == "item" and c["metric"] == "l2_distance"]
+    assert all(c["ci_low"] < 0 < c["ci_high"] for c in noise)  # planted: no relation at item level
     cmp = result.tables["metric_comparison"]
     row = cmp[(cmp["metric_a"] == "fad") & (cmp["metric_b"] == "kad") & (cmp["attribute"] == "audio")].iloc[0]
-    assert row["difference"] == pytest.approx(-2.0) and row["ci_high"] < 0
+    assert row["level"] == "system" and row["difference"] == pytest.approx(-2.0) and row["ci_high"] < 0
+    row = cmp[(cmp["metric_a"] == "embedding_distance") & (cmp["metric_b"] == "l2_distance")
+              & (cmp["attribute"] == "visual")].iloc[0]
+    assert row["level"] == "item" and row["difference"] > 0.3 and row["ci_low"] > 0
 
 
 def test_reliability_and_outputs(planted):
