@@ -115,3 +115,17 @@ def test_reliability_and_outputs(planted):
     assert (fr["p_value"] < 1e-6).all()
     pw = result.tables["pairwise_wilcoxon"]
     assert (pw["p_holm"] >= pw["p_value"]).all()
+
+
+def test_mixed_model_sees_planted_rater_and_clip_variance(planted):
+    result, plant, _ = planted
+    fit = result.tables["mixed_model_fit"]
+    kept = [r for r in plant.rater_bias if r not in plant.careless]
+    planted_rater_var = np.var([plant.rater_bias[r] for r in kept], ddof=1)
+    planted_clip_var = np.var(list(plant.clip_effect.values()), ddof=1)
+    for row in fit.itertuples():
+        assert row.converged
+        # rounding to the 1-5 scale shrinks the effects a little; the size must still match
+        assert 0.4 * planted_rater_var < row.rater_variance < 2.0 * planted_rater_var
+        assert 0.4 * planted_clip_var < row.clip_variance < 2.0 * planted_clip_var
+        assert "subsample" in row.note and row.n_rows_used <= 3000  # 16 × 24 × 8 = 3072 marks > cap
