@@ -519,7 +519,15 @@ def _notes(board: pd.DataFrame) -> list[str]:
     return notes
 
 
-def leaderboard_markdown(board: pd.DataFrame) -> str:
+def per_class_table(scores: pd.DataFrame, embedding: str, metric: str) -> pd.DataFrame:
+    """Per-class values: one row per category, one column per system."""
+    rows = scores[(scores["embedding"] == embedding) & (scores["metric"] == metric) & scores["category"].notna()]
+    if rows.empty:
+        return pd.DataFrame()
+    return rows.pivot_table(index="category", columns="system_id", values="value", aggfunc="first")
+
+
+def leaderboard_markdown(board: pd.DataFrame, scores: pd.DataFrame | None = None) -> str:
     lines = ["# KAD / FAD leaderboard", ""]
     if board.empty:
         return "\n".join(lines + ["No scores."])
@@ -536,6 +544,15 @@ def leaderboard_markdown(board: pd.DataFrame) -> str:
             lines.append(f"| {int(r['rank'])} | `{r['system_id']}` | {_fmt(r['value'])} | {ci} | "
                          f"{int(r['n_evaluated'])} | {note} |")
         lines.append("")
+        pivot = per_class_table(scores, emb, metric) if scores is not None else pd.DataFrame()
+        if not pivot.empty:
+            systems = list(pivot.columns)
+            lines += [f"Per class ({metric.upper()}, no CIs; a class's reference and evaluated clips only):", "",
+                      "| class | " + " | ".join(f"`{c}`" for c in systems) + " |",
+                      "|---|" + "---:|" * len(systems)]
+            for cat, r in pivot.iterrows():
+                lines.append(f"| {cat} | " + " | ".join(_fmt(r[c]) for c in systems) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -627,7 +644,7 @@ def _write_outputs(scores: pd.DataFrame, item_scores: pd.DataFrame, out_dir: Pat
     figures = dot_plots(board, out_dir / "figures")
     with_csv = board.drop(columns=["versions"], errors="ignore")
     files.append(write_table(with_csv, out_dir / "leaderboard.csv"))
-    files.append(write_text_atomic(out_dir / "leaderboard.md", leaderboard_markdown(board)))
+    files.append(write_text_atomic(out_dir / "leaderboard.md", leaderboard_markdown(board, scores)))
     files.append(write_text_atomic(out_dir / "leaderboard.html", leaderboard_html(board, figures, out_dir)))
     return ScoreOutputs(scores, item_scores, board, files + figures, failures)
 

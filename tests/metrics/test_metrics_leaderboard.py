@@ -152,6 +152,8 @@ def test_score_protocol_per_class_rows_and_dot_plots(tmp_path, torch_threads):
     assert len(figs) == 4 and any("ast__minmax+squared" in f for f in figs)
     items = read_table(results / "scores" / "item_scores.parquet", "item_scores")
     assert set(items.clip_id) == {"clip8", "clip9", "clip10", "clip11"}
+    md = (results / "scores" / "leaderboard.md").read_text()
+    assert "Per class (KAD" in md and "| dog |" in md and "| rain |" in md
 
 
 def test_unknown_reference_split_is_one_clear_line(tmp_path, capsys):
