@@ -540,7 +540,8 @@ def leaderboard_markdown(board: pd.DataFrame, scores: pd.DataFrame | None = None
                   "|---:|---|---:|---|---:|---|"]
         for _, r in g.iterrows():
             ci = "—" if not np.isfinite(r["ci_low"]) else f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
-            note = r["error"] if isinstance(r.get("error"), str) else ("saturated" if r.get("saturated") is True else "")
+            sat = r.get("saturated")
+            note = r["error"] if isinstance(r.get("error"), str) else ("saturated" if pd.notna(sat) and bool(sat) else "")
             lines.append(f"| {int(r['rank'])} | `{r['system_id']}` | {_fmt(r['value'])} | {ci} | "
                          f"{int(r['n_evaluated'])} | {note} |")
         lines.append("")

@@ -177,3 +177,16 @@ def test_an_embedding_without_weights_fails_alone(folders, tmp_path, capsys, mon
     assert main(base + ["--out", str(tmp_path / "b"), "--embedding", "kadtk:vggish"]) == 2
     err = capsys.readouterr().err.strip()
     assert "nothing could be scored" in err and len(err.splitlines()) == 1
+
+
+def test_all_saturated_systems_are_called_out(tmp_path):
+    from sonieval.metrics.leaderboard import build_leaderboard, leaderboard_markdown
+
+    rows = []
+    for sid, value in (("a", 84.1), ("b", 84.2)):
+        rows.append({"system_id": sid, "metric": "kad", "embedding": "logmel[weight-free]", "reference_set": "esc50:test",
+                     "n_reference": 10, "n_evaluated": 10, "value": value, "ci_low": np.nan, "ci_high": np.nan,
+                     "bandwidth": 3.0, "scale": 100.0, "versions": json.dumps({"sonieval": "0"}), "category": None,
+                     "saturated": True, "n_failed": 0, "error": None, "cross_term": 0.0})
+    md = leaderboard_markdown(build_leaderboard(pd.DataFrame(rows)))
+    assert "All systems are saturated" in md and md.count("| saturated |") == 2
