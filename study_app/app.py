@@ -73,7 +73,7 @@ def familiarisation_page(session: RaterSession) -> None:
         c2.caption("Sonification")
         c2.audio(str(files.stimulus), format="audio/wav")
         st.image(str(files.waveform), caption="Top: original. Bottom: sonification.")
-    st.button("I am ready: start the study", type="primary", on_click=_finish_familiarisation, args=(session,))
+    st.button("I am ready: start the study", type="primary", on_click=_finish_familiarisation, args=(session,), shortcut="Enter")
 
 
 def rater_page(store: StudyStore, study_id: str, token: str) -> None:
@@ -124,7 +124,8 @@ def rater_page(store: StudyStore, study_id: str, token: str) -> None:
                 format_func=lambda m: texts.mark_label(m, info.scale_min, info.scale_max),
                 key=f"mark-{session.rater.rater_id}-{step.position}-{attribute}",
             )
-        st.form_submit_button("Submit and continue", type="primary", on_click=_submit, args=(session, step.position, step.attributes))
+        st.form_submit_button("Submit and continue", type="primary", on_click=_submit, args=(session, step.position, step.attributes),
+                              shortcut="Enter")
     st.caption(texts.KEYBOARD_HINT)
 
 

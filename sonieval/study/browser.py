@@ -127,17 +127,34 @@ class RaterDriver:
                 body = "<unreadable>"
             raise TimeoutError(f"page did not reach the expected state; it shows: {body!r}") from None
 
-    def rate(self, mark: int = 3) -> float:
-        """Mark the current page (obeying an attention check), submit, wait for the next page.
-
-        Returns seconds from the submit click to the next page fully rendered.
-        """
-        number, total = self.position()
+    def _target_mark(self, mark: int) -> int:
         alerts = " ".join(self.page.locator('[data-testid="stAlert"]').all_inner_texts())
         m = _INSTRUCTION_RE.search(alerts)
-        target = int(m.group(1)) if m else mark
+        return int(m.group(1)) if m else mark
+
+    def rate(self, mark: int = 3, *, keyboard: bool = False) -> float:
+        """Mark the current page (obeying an attention check), submit, wait for the next page.
+
+        With ``keyboard`` the page is operated with keys only: Space and the arrow keys choose
+        each mark, Tab moves on, Enter on the submit button submits. Returns seconds from the
+        submit (click or Enter) to the next page fully rendered.
+        """
+        number, total = self.position()
+        target = self._target_mark(mark)
         groups = self.page.locator('[data-testid="stRadio"]')
         for k in range(groups.count()):
+            inputs = groups.nth(k).locator("input")
+            if keyboard:
+                if k == 0:
+                    inputs.first.focus()
+                else:
+                    self.page.keyboard.press("Tab")
+                self.page.keyboard.press("Space")
+                for _ in range(target - 1):
+                    self.page.keyboard.press("ArrowRight")
+                if not inputs.nth(target - 1).is_checked():
+                    raise RuntimeError(f"keyboard selection of mark {target} failed on page {number}")
+                continue
             option = groups.nth(k).locator('[data-testid="stRadioOption"]').nth(target - 1)
             # Under load a click can land before React has wired the handlers: check, retry.
             for _attempt in range(20):
@@ -148,6 +165,14 @@ class RaterDriver:
             else:
                 raise TimeoutError(f"mark {target} could not be selected on page {number}")
         start = time.perf_counter()
-        self.page.locator('[data-testid="stFormSubmitButton"] button').click()
+        if keyboard:
+            self.page.keyboard.press("Tab")
+            focused = self.page.evaluate("document.activeElement && document.activeElement.innerText || ''")
+            if "Submit" not in focused:
+                raise RuntimeError(f"Tab after the last mark focused {focused!r}, not the submit button")
+            start = time.perf_counter()
+            self.page.keyboard.press("Enter")
+        else:
+            self.page.locator('[data-testid="stFormSubmitButton"] button').click()
         self.wait_rendered(number + 1 if number < total else None)
         return time.perf_counter() - start

@@ -13,7 +13,7 @@ QUESTIONS = {
 }
 LOW_END = "very low quality / totally different from the original"
 HIGH_END = "high quality / the same as the original"
-KEYBOARD_HINT = "Keyboard: Tab moves between questions, the arrow keys choose a mark, Tab to the button and press Enter to submit."
+KEYBOARD_HINT = "Keyboard: Tab moves to a question, Space and the arrow keys choose a mark, Tab then Enter submits."
 
 
 def mark_label(mark: int, scale_min: int, scale_max: int) -> str:

@@ -32,7 +32,7 @@ def test_browser_rater_completes_with_reload_and_server_restart(small_study, tmp
             rater.familiarise()
             assert rater.position() == (1, 9)
             rater.rate()
-            rater.rate()
+            rater.rate(keyboard=True)  # keys only: Space/arrows choose, Tab, Enter submits
             # reload mid-way: resumes at the right page
             page.reload()
             assert rater.wait_any() == "page" and rater.position() == (3, 9)
