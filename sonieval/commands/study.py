@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default localhost only)")
     s.add_argument("--port", type=int, default=8501)
     s.add_argument("--free-port", action="store_true", help="pick a free port")
+    s.add_argument("--public-url", help="the address raters open, for the printed links (e.g. https://study.example.org "
+                   "behind a reverse proxy); default http://HOST:PORT")
 
     i = sub.add_parser("invite", help="mint N new rater links")
     i.add_argument("n", type=int)
@@ -137,7 +139,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from sonieval.study.create import create_from_protocol, read_tokens
     from sonieval.study.server import free_port, launch, link_lines, wait_until_up
-    from sonieval.study.store import StudyStore, redact_url
+    from sonieval.study.store import StudyError, StudyStore, redact_url
 
     proto, study_dir, url, study_id = _locate(args)
     store = StudyStore(url)
@@ -163,10 +165,13 @@ def _serve(args: argparse.Namespace) -> int:
     log = study_dir / "server.log"
     proc, base = launch(url, study_id, host=args.host, port=port, log_path=log)
     try:
-        wait_until_up(base, proc)
+        try:
+            wait_until_up(base, proc)
+        except StudyError as exc:
+            raise StudyError(exc.problem, hint=f"see {log}; if port {port} is taken, use --free-port or --port") from None
         admin, raters = read_tokens(study_dir)
         print(f"study {study_id} is served at {base} (storage {redact_url(url)}; log {log})")
-        lines = link_lines(base, admin, raters)
+        lines = link_lines(args.public_url or base, admin, raters)
         if lines:
             print("\n".join(lines))
         else:

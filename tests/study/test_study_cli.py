@@ -230,3 +230,17 @@ def test_cli_serve_starts_app_and_prints_links(small_study, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
     assert proc.returncode in (0, 130, -2)
+
+
+@pytest.mark.slow
+def test_cli_serve_port_taken_is_one_clear_error(small_study, capsys):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        rc = main(["study", "serve", "--study-dir", str(small_study.created.study_dir), "--storage", small_study.url,
+                   "--port", str(port)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "exited with code" in err and "--free-port" in err and len(err.strip().splitlines()) == 1
