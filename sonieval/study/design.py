@@ -26,6 +26,11 @@ attribute per step (BS.1534 grades one attribute per trial); the block order alt
 the rater's invitation index (counterbalanced). System names are never shown: the page only
 says "Original" and "Sonification".
 
+**Blinding limits.** Stimuli are served from opaque copies and the page names no system, but
+Streamlit serves media under a content hash, so the hidden reference (the original's bytes)
+has the same media URL as the original: a rater who reads the page's network traffic could
+spot it. The screening does not rely on its secrecy against such a rater.
+
 **Familiarisation.** Before the first trial a rater sees two example pairs, the anchor of one
 clip ("near 1") and its hidden reference ("near 5"), without marking them. Nothing from it is
 stored as a rating; the time the rater finished it is stored on the rater's row.
