@@ -96,7 +96,7 @@ def test_group_sums_give_per_group_kad_and_exact_bootstrap_resamples():
     g_ref, g_ev = np.repeat(np.arange(12), 10), np.repeat(np.arange(9), 10)
     rk = D.ReferenceKernel(ref, g_ref)
     comp = rk.compare(ev, g_ev)
-    assert comp.result().value == pytest.approx(D.kernel_audio_distance(ref, ev, rk.bandwidth).value, rel=1e-9)
+    assert comp.result().value == pytest.approx(D.kernel_audio_distance(ref, ev, rk.bandwidth).value, rel=1e-6)
     sub = comp.result([0, 1, 2], [3, 4])
     direct = D.kernel_audio_distance(ref[g_ref < 3], ev[(g_ev == 3) | (g_ev == 4)], rk.bandwidth)
     assert sub.value == pytest.approx(direct.value, rel=1e-6)
