@@ -451,31 +451,37 @@ def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: st
         out.append((f"figures/{name}", alt))
 
     dist = tables["mark_distribution"]
+    means = tables["system_means"]
     attrs = sorted(dist["attribute"].unique())
     share_cols = [c for c in dist.columns if c.startswith("share_")]
-    fig, axes = plt.subplots(1, len(attrs), figsize=(6 * len(attrs), 0.35 * dist["system_id"].nunique() + 1.5), squeeze=False)
+    # One system order for every panel (best mean first at the top), labels on the left axis only.
+    order = means.groupby("system_id", observed=True)["mean"].mean().sort_values().index.astype(str).tolist()
+    labels = system_labels(order)
+    pos = {sid: k for k, sid in enumerate(order)}
+    label_width = max(len(v) for v in labels.values()) * 0.075
+    size = (label_width + 5 * len(attrs), 0.35 * len(order) + 1.5)
+    fig, axes = plt.subplots(1, len(attrs), figsize=size, squeeze=False, sharey=True)
     cmap = plt.get_cmap("RdYlGn", len(share_cols))
-    labels = system_labels(sorted(dist["system_id"].astype(str).unique()))
     for ax, attr in zip(axes[0], attrs):
         d = dist[dist["attribute"] == attr].set_index("system_id")
+        y = np.array([pos[str(sid)] for sid in d.index])
         left = np.zeros(len(d))
-        y = np.arange(len(d))
         for k, c in enumerate(share_cols):
             ax.barh(y, d[c], left=left, color=cmap(k), label=c.split("_")[1])
             left += d[c].to_numpy()
-        ax.set_yticks(y, [labels[str(s)] for s in d.index])
         ax.set_title(f"{attr} marks"); ax.set_xlabel("share of marks")
+    axes[0][0].set_yticks(np.arange(len(order)), [labels[sid] for sid in order])
     axes[0][-1].legend(title="mark", bbox_to_anchor=(1.0, 1.0), loc="upper left")
     save(fig, "mark_distribution.png", "Distribution of marks per system")
 
-    means = tables["system_means"]
-    fig, axes = plt.subplots(1, len(attrs), figsize=(6 * len(attrs), 0.35 * means["system_id"].nunique() + 1.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(attrs), figsize=size, squeeze=False, sharey=True)
     for ax, attr in zip(axes[0], attrs):
-        m = means[means["attribute"] == attr].sort_values("mean")
-        y = np.arange(len(m))
+        m = means[means["attribute"] == attr]
+        y = np.array([pos[str(sid)] for sid in m["system_id"]])
         ax.errorbar(m["mean"], y, xerr=[m["mean"] - m["ci_low"].fillna(m["mean"]), m["ci_high"].fillna(m["mean"]) - m["mean"]],
                     fmt="o", capsize=3)
-        ax.set_yticks(y, [labels[str(s)] for s in m["system_id"]]); ax.set_title(f"{attr}: mean mark, 95% cluster-bootstrap CI")
+        ax.set_title(f"{attr}: mean mark, 95% cluster-bootstrap CI", fontsize=9)
+    axes[0][0].set_yticks(np.arange(len(order)), [labels[sid] for sid in order])
     save(fig, "system_means.png", "Mean marks with 95% CIs")
 
     corr = tables["correlations"]
