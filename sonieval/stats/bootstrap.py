@@ -15,6 +15,7 @@ resamples in pandas.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,11 +91,8 @@ def group_means(
 def percentile_ci(samples: np.ndarray, level: float = 0.95, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval over ``axis``, ignoring resamples where the statistic was undefined."""
     alpha = (1 - level) / 2
-    with np.errstate(invalid="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, explained by callers
-            lo = np.nanquantile(samples, alpha, axis=axis)
-            hi = np.nanquantile(samples, 1 - alpha, axis=axis)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, explained by callers
+        lo = np.nanquantile(samples, alpha, axis=axis)
+        hi = np.nanquantile(samples, 1 - alpha, axis=axis)
     return lo, hi

@@ -29,7 +29,6 @@ tables keep the raw ``value`` and a ``direction`` column.
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pandas as pd

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from sonieval.stats.report import ReportOptions, build_report
 from sonieval.stats.simulate import simulate_ratings, simulate_scores, write_simulated_report
