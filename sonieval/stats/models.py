@@ -59,7 +59,7 @@ def mixed_model(part: pd.DataFrame, *, max_rows: int = 3000, seed: int = 0) -> t
     systems = sorted(part["system_id"].astype(str).unique())
     if part["rater_id"].nunique() < 2 or part["clip_id"].nunique() < 2:
         info["note"] = "needs at least 2 raters and 2 clips: not fitted"
-        return pd.DataFrame(columns=["system_id", "estimate", "ci_low", "ci_high"]), info
+        return pd.DataFrame(columns=["system_id", "estimate", "ci_low", "ci_high", "note"]), info
     sub, note = _cluster_subsample(part, max_rows, seed)
     sub = sub.assign(one=1, system=pd.Categorical(sub["system_id"].astype(str), categories=systems),
                      rater=sub["rater_id"].astype(str), clip=sub["clip_id"].astype(str))
@@ -73,7 +73,7 @@ def mixed_model(part: pd.DataFrame, *, max_rows: int = 3000, seed: int = 0) -> t
             fit = model.fit(reml=True, method=["lbfgs", "powell"])
         except (np.linalg.LinAlgError, ValueError) as exc:
             info["note"] = "; ".join(filter(None, [note, f"fit failed: {exc}"]))
-            return pd.DataFrame(columns=["system_id", "estimate", "ci_low", "ci_high"]), info
+            return pd.DataFrame(columns=["system_id", "estimate", "ci_low", "ci_high", "note"]), info
     conv_msgs = sorted({str(w.message).split(".")[0] for w in caught if "Convergence" in type(w.message).__name__})
     ci = fit.conf_int()
     params = fit.fe_params
@@ -87,6 +87,8 @@ def mixed_model(part: pd.DataFrame, *, max_rows: int = 3000, seed: int = 0) -> t
         "ci_low": [float(ci.loc[n, 0]) for n in names],
         "ci_high": [float(ci.loc[n, 1]) for n in names],
     })
+    table["note"] = np.where(table[["estimate", "ci_low", "ci_high"]].isna().any(axis=1),
+                             "undefined at the fit (singular information matrix); see mixed_model_fit", "")
     vc = dict(zip(model.exog_vc.names, np.asarray(fit.vcomp, float)))
     info.update(rater_variance=float(vc.get("rater", np.nan)), clip_variance=float(vc.get("clip", np.nan)),
                 residual_variance=float(fit.scale), converged=bool(fit.converged))
