@@ -95,7 +95,9 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
     echo("[report] correlation report on SIMULATED ratings (the leaderboard's systems and scores are real)")
     scores = read_table(results / "scores" / "scores.parquet", "scores")
     report_dir = results / "report_SIMULATED"
-    write_simulated_report(report_dir, scores=scores, n_boot=200, seed=proto.seed)
+    item_scores = read_table(results / "scores" / "item_scores.parquet", "item_scores")
+    write_simulated_report(report_dir, scores=scores, item_scores=item_scores,
+                           clips_path=results / "tables" / "clips.parquet", n_boot=200, seed=proto.seed)
     outputs["report (simulated ratings)"] = report_dir / "report.html"
 
     board = outputs["leaderboard"]
