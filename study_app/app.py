@@ -115,6 +115,7 @@ def rater_page(store: StudyStore, study_id: str, token: str) -> None:
     if wait > 0:
         st.caption(f"Please play the sonification: the audio mark can be submitted about {wait:.0f} s after the page opened.")
     with st.form(f"page-{session.rater.rater_id}-{step.position}", clear_on_submit=False, enter_to_submit=True):
+        st.caption(texts.scale_caption(info.scale_min, info.scale_max))
         for attribute in step.attributes:
             st.radio(
                 texts.QUESTIONS[attribute],

@@ -16,11 +16,20 @@ HIGH_END = "high quality / the same as the original"
 KEYBOARD_HINT = "Keyboard: Tab moves to a question, Space and the arrow keys choose a mark, Tab then Enter submits."
 
 
+LOW_SHORT = "totally different"
+HIGH_SHORT = "the same"
+
+
+def scale_caption(scale_min: int, scale_max: int) -> str:
+    return f"{scale_min} = {LOW_END}; {scale_max} = {HIGH_END}."
+
+
 def mark_label(mark: int, scale_min: int, scale_max: int) -> str:
+    """Short labels so the scale fits on one line; the full end labels are in the caption."""
     if mark == scale_min:
-        return f"{mark} ({LOW_END})"
+        return f"{mark} ({LOW_SHORT})"
     if mark == scale_max:
-        return f"{mark} ({HIGH_END})"
+        return f"{mark} ({HIGH_SHORT})"
     return str(mark)
 
 
