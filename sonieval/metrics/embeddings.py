@@ -237,14 +237,38 @@ class TransformersEmbedding(EmbeddingBackend):
             self._model = cls(self._small_config())
         else:
             where = self.source or self.hub_id
+            cfg_file = Path(where) / "config.json"
+            expected = getattr(cls.config_class, "model_type", None)
+            if cfg_file.is_file():
+                found = json.loads(cfg_file.read_text()).get("model_type")
+                if expected and found != expected:
+                    raise EmbeddingError(
+                        f"{where!r} is not a {self.name} checkpoint (its config says model_type {found!r}, "
+                        f"expected {expected!r})",
+                        hint=f"give a {self.name} hub id or save_pretrained folder",
+                    )
             try:
-                self._model = cls.from_pretrained(where)
+                self._model, info = cls.from_pretrained(where, output_loading_info=True)
             except OSError as exc:
                 raise WeightsUnavailable(
                     f"cannot load {self.name} weights {where!r} ({str(exc).splitlines()[0][:160]})",
                     hint="download them once with network access, point to a local save_pretrained folder, "
                     "or use the weight-free 'logmel' embedding",
                 ) from None
+            except (ValueError, KeyError, TypeError) as exc:
+                raise EmbeddingError(
+                    f"{where!r} is not a {self.name} checkpoint ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:160]})",
+                    hint=f"give a {self.name} hub id or save_pretrained folder",
+                ) from None
+            n_params = len(self._model.state_dict())
+            missing = info.get("missing_keys") or []
+            if len(missing) > 0.1 * n_params:
+                # transformers would otherwise run a mostly randomly initialised model, silently
+                raise EmbeddingError(
+                    f"{where!r}: {len(missing)} of {n_params} {self.name} weights are missing from the checkpoint",
+                    hint=f"give a complete {self.name} checkpoint",
+                )
         ext_cls = self._extractor_class()
         if ext_cls is not None:
             src = self.source if self.source and Path(self.source).is_dir() else None

@@ -105,3 +105,11 @@ def test_embed_files_batches_caches_by_content_and_isolates_bad_files(tmp_path):
     third = E.embed_files(lm, paths, cache=cache, progress=False)
     assert third.from_cache == 2
     assert not np.allclose(third.frames[str(paths[0])], first.frames[str(paths[0])])
+
+
+def test_a_folder_of_another_model_is_a_clear_error(tmp_path, torch_threads):
+    ast = E.load_embedding("ast:small").load()
+    ast.save_pretrained(tmp_path / "ast")
+    backend = E.load_embedding(f"hubert:{tmp_path / 'ast'}")
+    with pytest.raises(E.EmbeddingError, match="is not a hubert checkpoint|cannot load hubert"):
+        backend.load()
