@@ -162,9 +162,16 @@ def main() -> None:
         lm = load_embedding("logmel")
         t_b, _ = timed(lambda: embed_files(lm, files, cache=None, progress=False), max(1, r - 1))
         t_1, _ = timed(lambda: embed_files(lm, files, cache=None, progress=False, batch_size=1), max(1, r - 1))
-        print(f"\n5. logmel extraction on {source}, no cache (includes reading + resampling to 16 kHz)")
-        print(f"   batched (32): {len(files) / t_b:.1f} clips/s | one at a time: {len(files) / t_1:.1f} clips/s | "
-              f"ratio {t_1 / t_b:.2f}x")
+        print(f"\n5. extraction on {source}, no cache (includes reading + resampling to 16 kHz)")
+        print(f"   logmel: batched (32): {len(files) / t_b:.1f} clips/s | one at a time: {len(files) / t_1:.1f} "
+              f"clips/s | ratio {t_1 / t_b:.2f}x")
+        hub = load_embedding("hubert:small")  # random-init small HuBERT: a neural encoder's batching
+        hub.load()
+        few = files[:16]
+        t_hb, _ = timed(lambda: embed_files(hub, few, cache=None, progress=False, batch_size=8), max(1, r - 1))
+        t_h1, _ = timed(lambda: embed_files(hub, few, cache=None, progress=False, batch_size=1), max(1, r - 1))
+        print(f"   hubert:small[random-init], {len(few)} clips: batched (8): {len(few) / t_hb:.1f} clips/s | "
+              f"one at a time: {len(few) / t_h1:.1f} clips/s | ratio {t_h1 / t_hb:.2f}x")
     print(f"\nload average at end: {os.getloadavg()}")
 
 
