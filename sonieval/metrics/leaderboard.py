@@ -19,7 +19,8 @@ covariance. Every row carries the embedding id (with its ``weight-free`` / ``ran
 scale and the package versions.
 
 Outputs under ``<out>/``: ``scores.parquet`` and ``scores.csv`` (DESIGN.md §3 scores table, plus
-``category`` for per-class rows), ``item_scores.parquet``, ``leaderboard.{csv,md,html}`` and
+``category`` for per-class rows), ``item_scores.parquet``, ``paired_kad.csv`` (each system against
+the best by KAD: paired bootstrap of the difference), ``leaderboard.{csv,md,html}`` and
 ``figures/<metric>__<embedding>__<encoder>__<postprocess>.png`` (the reference work's dot plot:
 one point per system, a line at the best).
 """
@@ -123,17 +124,18 @@ def package_versions(extra: dict | None = None) -> dict:
 
 
 def _frames_of(audio_set: AudioSet, frames: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Stack the frames of the items that embedded; group label = item index."""
+    """Stack the frames of the items that embedded; group label = the item's clip id (so that two
+    systems' sonifications of the same clips pair up in a paired bootstrap)."""
     blocks, groups, kept = [], [], []
     for i, p in enumerate(audio_set.paths):
         f = frames.get(p)
         if f is None or f.shape[0] == 0:
             continue
         blocks.append(f)
-        groups.append(np.full(f.shape[0], i, dtype=np.int64))
+        groups.append(np.full(f.shape[0], audio_set.clip_ids[i], dtype=object))
         kept.append(i)
     if not blocks:
-        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64), []
+        return np.zeros((0, 0), np.float32), np.zeros(0, object), []
     dims = {b.shape[1] for b in blocks}
     if len(dims) > 1:
         raise DataError(f"{audio_set.name}: embeddings of different dimensions {sorted(dims)}")
@@ -177,6 +179,7 @@ def score_sets(
     failures: dict[str, str] = {}
     score_parts: list[Path] = []
     item_parts: list[Path] = []
+    paired_rows: list[dict] = []
 
     for spec in config.embeddings:
         try:
@@ -230,6 +233,7 @@ def score_sets(
                 if not ev_kept:
                     raise DataError(f"system {s.name}: none of its {len(s.paths)} clips could be embedded with {emb_id}")
                 ev_categories = np.array([s.categories[i] for i in ev_kept], dtype=object)
+                ev_clip_ids = [s.clip_ids[i] for i in ev_kept]
                 rows: list[dict] = []
                 common = {**base, "n_evaluated": len(ev_kept), "n_evaluated_frames": int(ev_frames.shape[0]),
                           "n_failed": n_failed}
@@ -242,6 +246,7 @@ def score_sets(
                                          ci_method="none"))
                     else:
                         comp = ref_kernel.compare(ev_frames, ev_groups)
+                        _save_comparison(comp, _part_path(out_dir, "kernel", item.key).with_suffix(".npz"))
                         for cat in cats:
                             if cat is None:
                                 res = comp.result()
@@ -252,8 +257,8 @@ def score_sets(
                                     lo, hi, _ = comp.bootstrap(config.bootstrap, level=CI_LEVEL, seed=config.seed)
                                     method = f"percentile bootstrap over clips, {config.bootstrap} resamples, {CI_LEVEL:.0%}"
                             else:
-                                rsel = [ref_kept[i] for i in np.flatnonzero(ref_categories == cat)]
-                                esel = [ev_kept[i] for i in np.flatnonzero(ev_categories == cat)]
+                                rsel = [ref_clip_ids[i] for i in np.flatnonzero(ref_categories == cat)]
+                                esel = [ev_clip_ids[i] for i in np.flatnonzero(ev_categories == cat)]
                                 try:
                                     res = comp.result(rsel, esel)
                                 except D.MetricError as exc:
@@ -278,7 +283,7 @@ def score_sets(
                             n_ev = len(ev_kept)
                         else:
                             if cat not in class_ref_stats:
-                                cmask = np.isin(ref_groups, [ref_kept[i] for i in np.flatnonzero(ref_categories == cat)])
+                                cmask = np.isin(ref_groups, [ref_clip_ids[i] for i in np.flatnonzero(ref_categories == cat)])
                                 try:
                                     class_ref_stats[cat] = D.gaussian_stats(ref_frames[cmask], f"reference class {cat}")
                                 except D.MetricError as exc:
@@ -286,7 +291,7 @@ def score_sets(
                             got = class_ref_stats[cat]
                             rstats, err = (None, str(got)) if isinstance(got, Exception) else (got, None)
                             n_ref = int(np.sum(ref_categories == cat))
-                            esel = [ev_kept[i] for i in np.flatnonzero(ev_categories == cat)]
+                            esel = [ev_clip_ids[i] for i in np.flatnonzero(ev_categories == cat)]
                             mask = np.isin(ev_groups, esel)
                             n_ev = len(esel)
                         if rstats is None:
@@ -346,6 +351,13 @@ def score_sets(
                     continue
                 score_parts.append(_part_path(out_dir, "scores", it.key))
                 item_parts.append(_part_path(out_dir, "items", it.key))
+            if ref_kernel is not None and config.bootstrap > 0:
+                comps = {}
+                for it in items:
+                    kpath = _part_path(out_dir, "kernel", it.key).with_suffix(".npz")
+                    if it.key not in batch.failed and kpath.is_file():
+                        comps[it.system_id] = _load_comparison(ref_kernel, kpath)
+                paired_rows += _paired_with_best(comps, config, {"embedding": emb_id, "reference_set": reference_label})
         except SonievalError as exc:
             # one embedding that cannot run (weights unavailable, ...) does not stop the others
             failures[f"embedding {spec}"] = str(exc)
@@ -358,7 +370,55 @@ def score_sets(
     audio_parts = _score_audio_items(systems, out_dir, config, manifest, failures)
     scores = _concat(score_parts)
     item_scores = _concat(item_parts + audio_parts)
-    return _write_outputs(scores, item_scores, out_dir, failures)
+    return _write_outputs(scores, item_scores, out_dir, failures, pd.DataFrame(paired_rows))
+
+
+def _save_comparison(comp, path: Path) -> None:
+    """The per-clip kernel block sums of one system (small: clips x clips), for paired comparisons."""
+    from sonieval.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh, labels=comp.groups[1].astype(str), sizes=comp.group_sizes, ee_sums=comp.ee.group_sums,
+                ee_diag=comp.ee.group_diagonal, ee_total=comp.ee.total, ee_diagonal=comp.ee.diagonal,
+                re_sums=comp.re.group_sums, re_total=comp.re.total,
+            )
+
+
+def _load_comparison(ref_kernel, path: Path):
+    from sonieval.metrics.distances import KernelComparison, _BlockSums
+
+    z = np.load(path, allow_pickle=False)
+    labels = z["labels"].astype(object)
+    codes = np.repeat(np.arange(len(labels)), z["sizes"])
+    ee = _BlockSums(float(z["ee_total"]), float(z["ee_diagonal"]), z["ee_sums"], z["ee_diag"])
+    re_ = _BlockSums(float(z["re_total"]), 0.0, z["re_sums"])
+    return KernelComparison(ref_kernel, int(z["sizes"].sum()), (codes, labels), ee, re_)
+
+
+def _paired_with_best(comps: dict, config: ScoreConfig, base: dict) -> list[dict]:
+    """KAD(best) - KAD(other) for every other system: paired bootstrap over shared clips."""
+    from sonieval.metrics.distances import MetricError, paired_kad_difference
+
+    if len(comps) < 2:
+        return []
+    values = {sid: c.result().value for sid, c in comps.items()}
+    best = min(values, key=values.get)
+    rows = []
+    for sid, comp in sorted(comps.items()):
+        if sid == best:
+            continue
+        try:
+            cmp = paired_kad_difference(comps[best], comp, n_resamples=config.bootstrap, level=CI_LEVEL,
+                                        seed=config.seed)
+        except MetricError as exc:
+            rows.append({**base, "best_system": best, "system_id": sid, "error": str(exc)})
+            continue
+        rows.append({**base, "best_system": best, "system_id": sid, "kad_difference": cmp.difference,
+                     "ci_low": cmp.ci_low, "ci_high": cmp.ci_high, "p_value": cmp.p_value,
+                     "paired_clips": cmp.paired_clips, "n_resamples": cmp.n_resamples, "error": None})
+    return rows
 
 
 def _item_row(system_id, clip_id, metric, emb_id, ev_frames, orig_frames) -> dict:
@@ -527,7 +587,9 @@ def per_class_table(scores: pd.DataFrame, embedding: str, metric: str) -> pd.Dat
     return rows.pivot_table(index="category", columns="system_id", values="value", aggfunc="first")
 
 
-def leaderboard_markdown(board: pd.DataFrame, scores: pd.DataFrame | None = None) -> str:
+def leaderboard_markdown(
+    board: pd.DataFrame, scores: pd.DataFrame | None = None, paired: pd.DataFrame | None = None
+) -> str:
     lines = ["# KAD / FAD leaderboard", ""]
     if board.empty:
         return "\n".join(lines + ["No scores."])
@@ -554,6 +616,21 @@ def leaderboard_markdown(board: pd.DataFrame, scores: pd.DataFrame | None = None
             for cat, r in pivot.iterrows():
                 lines.append(f"| {cat} | " + " | ".join(_fmt(r[c]) for c in systems) + " |")
             lines.append("")
+        if metric == "kad" and paired is not None and not paired.empty:
+            pg = paired[paired["embedding"] == emb]
+            if not pg.empty:
+                lines += [f"Paired bootstrap against the best system `{pg['best_system'].iloc[0]}` "
+                          "(KAD(best) − KAD(system); same reference resamples, shared clip draws when the "
+                          "systems sonified the same clips):", "",
+                          "| system | difference | 95% CI | p | paired clips |", "|---|---:|---|---:|---|"]
+                for _, r in pg.iterrows():
+                    if isinstance(r.get("error"), str):
+                        lines.append(f"| `{r['system_id']}` | — | — | — | {r['error']} |")
+                        continue
+                    lines.append(f"| `{r['system_id']}` | {_fmt(r['kad_difference'])} | "
+                                 f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | {_fmt(r['p_value'], 3)} | "
+                                 f"{'yes' if r['paired_clips'] else 'no'} |")
+                lines.append("")
     return "\n".join(lines)
 
 
@@ -623,7 +700,9 @@ def dot_plots(board: pd.DataFrame, fig_dir: Path) -> list[Path]:
     return paths
 
 
-def _write_outputs(scores: pd.DataFrame, item_scores: pd.DataFrame, out_dir: Path, failures) -> ScoreOutputs:
+def _write_outputs(
+    scores: pd.DataFrame, item_scores: pd.DataFrame, out_dir: Path, failures, paired: pd.DataFrame | None = None
+) -> ScoreOutputs:
     from sonieval.files import write_text_atomic
     from sonieval.tables import ITEM_SCORES_COLUMNS, SCORES_COLUMNS, write_table
 
@@ -645,7 +724,9 @@ def _write_outputs(scores: pd.DataFrame, item_scores: pd.DataFrame, out_dir: Pat
     figures = dot_plots(board, out_dir / "figures")
     with_csv = board.drop(columns=["versions"], errors="ignore")
     files.append(write_table(with_csv, out_dir / "leaderboard.csv"))
-    files.append(write_text_atomic(out_dir / "leaderboard.md", leaderboard_markdown(board, scores)))
+    paired = paired if paired is not None else pd.DataFrame()
+    files.append(write_table(paired, out_dir / "paired_kad.csv"))
+    files.append(write_text_atomic(out_dir / "leaderboard.md", leaderboard_markdown(board, scores, paired)))
     files.append(write_text_atomic(out_dir / "leaderboard.html", leaderboard_html(board, figures, out_dir)))
     return ScoreOutputs(scores, item_scores, board, files + figures, failures)
 
@@ -692,10 +773,9 @@ def score_folders(
 
 
 def _resolve_path(value: str, results: Path) -> str:
-    p = Path(value)
-    if p.is_absolute() or p.exists():
-        return str(p)
-    return str(results / p)
+    from sonieval.tables import resolve_table_path
+
+    return str(resolve_table_path(value, results))
 
 
 def protocol_sets(proto) -> tuple[AudioSet, list[AudioSet], str]:

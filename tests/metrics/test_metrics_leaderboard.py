@@ -69,6 +69,10 @@ def test_score_folders_writes_ranked_leaderboard_with_provenance(folders, tmp_pa
     assert "<table" in (out / "leaderboard.html").read_text()
     assert sorted(p.name for p in (out / "figures").glob("*.png")) == [
         "fad__logmel_weight-free___folders__-.png", "kad__logmel_weight-free___folders__-.png"]
+    paired = pd.read_csv(out / "paired_kad.csv")
+    assert paired[["best_system", "system_id"]].values.tolist() == [["good", "bad"]]
+    assert bool(paired["paired_clips"].iloc[0]) and paired["kad_difference"].iloc[0] < 0
+    assert paired["ci_high"].iloc[0] < 0 and "Paired bootstrap against the best system" in md
     printed = capsys.readouterr().out
     assert "KAD on logmel[weight-free]" in printed and "1. good" in printed
 
