@@ -10,7 +10,7 @@ DESCRIPTION = (
     "Score systems with KAD and FAD against a reference set.\n\n"
     "  sonieval score PROTOCOL                      the protocol's sonified systems vs metrics.reference_set\n"
     "  sonieval score --reference DIR --system NAME=DIR [--system NAME=DIR ...] --out DIR\n\n"
-    "Writes scores.parquet/csv, item_scores.parquet, leaderboard.csv/.md/.html and figures/ "
+    "Writes scores.parquet/csv, item_scores.parquet, paired_kad.csv, leaderboard.csv/.md/.html and figures/ "
     "(one dot plot per embedding, metric, encoder and post-processing). The default embedding is the "
     "weight-free 'logmel'; others: hubert, wavlm, ast, clap (transformers; ':small' = random-init, "
     "':DIR' = a local save_pretrained folder) and kadtk:<model>."
