@@ -162,7 +162,7 @@ def finetune_encoder(proto, encoder_name: str, output_dir: str | os.PathLike,
     if encoder_name not in CLASSIFIERS:
         raise SonievalError(f"--encoder: fine-tuning supports {', '.join(CLASSIFIERS)}, not {encoder_name!r}")
     encoder_cls = encoder_class(encoder_name)
-    spec = next((e for e in proto.encoders if e.name == encoder_name), None) or EncoderSpec(name=encoder_name)
+    spec = next((e for e in proto.resolved_encoders() if e.name == encoder_name), None) or EncoderSpec(name=encoder_name)
 
     ds = dataset_for_protocol(proto)
     clips = assign_splits(ds.clips, proto.data.split)

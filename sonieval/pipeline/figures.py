@@ -104,7 +104,7 @@ def sonification_figure(
     ``systems``: system_ids to show (default: every system with a finished sonification of the clip).
     """
     from sonieval.audio import CODEC_RATE, load_clip, read_audio
-    from sonieval.tables import read_table
+    from sonieval.tables import read_table, resolve_table_path
 
     results = Path(results)
     clips = read_table(results / "tables" / "clips.parquet", "clips")
@@ -121,8 +121,8 @@ def sonification_figure(
         rows = rows.set_index("system_id").loc[list(systems)].reset_index()
     if rows.empty:
         raise SonievalError(f"no finished sonification of clip {clip_id!r}", hint="run `sonieval sonify PROTOCOL`")
-    original = load_clip(match.iloc[0]["path"], CODEC_RATE, clip_seconds).samples
-    stack = [(r.system_id, read_audio(r.path, CODEC_RATE)[0]) for r in rows.itertuples()]
+    original = load_clip(resolve_table_path(match.iloc[0]["path"], results), CODEC_RATE, clip_seconds).samples
+    stack = [(r.system_id, read_audio(resolve_table_path(r.path, results), CODEC_RATE)[0]) for r in rows.itertuples()]
     category = match.iloc[0]["category"]
     out = Path(out) if out else results / "figures" / f"waveforms_{clip_id}.png"
     return waveform_stack(original, stack, CODEC_RATE, out, title=f"{clip_id} ({category})")

@@ -149,7 +149,8 @@ class RunManifest:
         extra: dict[str, Any] | None = None,
     ) -> None:
         now = time.time()
-        path_s = os.fspath(path) if path is not None else None
+        # Absolute, so a rerun from another working directory still finds the file.
+        path_s = os.fspath(Path(path).resolve()) if path is not None else None
         if status == "done" and path_s and sha256 is None and Path(path_s).is_file():
             sha256 = sha256_file(path_s)
         self._conn.execute(

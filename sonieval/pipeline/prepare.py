@@ -41,7 +41,7 @@ from sonieval.errors import DataError, SonievalError
 from sonieval.files import atomic_path, sha256_file
 from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest
 from sonieval.protocol import Protocol
-from sonieval.tables import read_table, write_table
+from sonieval.tables import read_table, table_path_value, write_table
 
 STAGE = "prepare"
 FLOAT16_MAX = 65504.0
@@ -208,7 +208,7 @@ def _compute_cached(
         state = manifest.get(STAGE, it.key) or {}
         rows.append({
             "clip_id": row.clip_id, "split": row.split, "listening": bool(row.listening), "kind": kind,
-            "model": model_name, "model_key": key, "path": str(it.payload["target"]),
+            "model": model_name, "model_key": key, "path": table_path_value(it.payload["target"], proto.results_path),
             "status": state.get("status", "failed"), "error": state.get("error"),
         })
     return rows, total
@@ -307,7 +307,7 @@ def run_prepare(
                         path=clips_table_path(proto), hint="check `sonieval data PROTOCOL`'s output")
     rows: list[dict[str, Any]] = []
     batches: dict[str, BatchResult] = {}
-    for spec in proto.encoders:
+    for spec in proto.resolved_encoders():
         encoder = load_encoder(spec, device=device)
         key = model_key(encoder.name, encoder.model_id, encoder.random_init, proto.data.clip_seconds)
         write_encoder_info(proto, key, encoder)
@@ -320,7 +320,7 @@ def run_prepare(
         rows += r
         batches[f"embedding/{spec.name}"] = b
         del encoder
-    codec = load_codec(proto.codec, weights_dir(), device=device)
+    codec = load_codec(proto.resolved_codec(), weights_dir(), device=device)
     key = model_key(codec.name, codec.model_id, codec.random_init, proto.data.clip_seconds)
     info = {"model_id": str(codec.model_id), "random_init": bool(codec.random_init)}
     r, b = _compute_cached(

@@ -46,7 +46,7 @@ from sonieval.pipeline.prepare import (
 )
 from sonieval.pipeline.train import checkpoint_path, load_checkpoint, plan_runs, time_axis_from
 from sonieval.protocol import Protocol
-from sonieval.tables import SONIFICATIONS_COLUMNS, make_system_id, read_table, write_table
+from sonieval.tables import SONIFICATIONS_COLUMNS, make_system_id, read_table, resolve_table_path, table_path_value, write_table
 
 STAGE = "sonify"
 CODEC_SLOT = "codec"
@@ -139,8 +139,11 @@ def plan_units(proto: Protocol, codec_name: str) -> list[DecodeUnit]:
     clips = listening_clips(proto)
     prepared = read_prepared(proto)
     done = prepared[prepared["status"] == "done"]
-    emb_path = {(r.model, r.clip_id): r.path for r in done[done["kind"] == "embedding"].itertuples()}
-    lat_path = {r.clip_id: r.path for r in done[done["kind"] == "latent"].itertuples()}
+    def where(value: str) -> str:
+        return str(resolve_table_path(value, proto.results_path))
+
+    emb_path = {(r.model, r.clip_id): where(r.path) for r in done[done["kind"] == "embedding"].itertuples()}
+    lat_path = {r.clip_id: where(r.path) for r in done[done["kind"] == "latent"].itertuples()}
     branches = {
         PLAIN: [p for p in proto.sonify.postprocess if not needs_embedding_rescale(p)],
         RESCALED: [p for p in proto.sonify.postprocess if needs_embedding_rescale(p)],
@@ -308,7 +311,7 @@ def run_sonify(
     from sonieval.models.codec import load_codec
 
     device = resolve_device(device)
-    codec = load_codec(proto.codec, weights_dir(), device=device)
+    codec = load_codec(proto.resolved_codec(), weights_dir(), device=device)
     codec_key = model_key(codec.name, codec.model_id, codec.random_init, proto.data.clip_seconds)
     all_units = plan_units(proto, codec.name)
     units = [u for u in all_units if in_shard(u.key, shard)]
@@ -425,7 +428,7 @@ def write_sonifications_table(
                     "lr": s.lr if s else 0.0, "epoch": s.epoch if s else 0,
                     "alignment": s.alignment if s else "none", "postprocess": post,
                     "clip_id": u.clip_id, "category": u.category,
-                    "path": out["path"] if out else None, "sha256": out["sha256"] if out else None,
+                    "path": table_path_value(out["path"], proto.results_path) if out else None, "sha256": out["sha256"] if out else None,
                     "status": "done" if out else "failed",
                     "error": None if out else (state.get("error") or "output missing"),
                     "branch": u.branch, "checkpoint": u.checkpoint,

@@ -50,7 +50,7 @@ from sonieval.files import atomic_path
 from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest, inputs_hash
 from sonieval.pipeline.prepare import load_array, read_encoder_info, read_prepared, resolve_device
 from sonieval.protocol import Protocol
-from sonieval.tables import format_lr, write_table
+from sonieval.tables import format_lr, resolve_table_path, write_table
 
 STAGE = "train"
 CHECKPOINT_FORMAT = "sonieval-gate/1"
@@ -144,8 +144,8 @@ def paired_data(proto: Protocol, encoder: str) -> PairedData:
         if part.empty:
             raise DataError(f"no prepared {split} clips for encoder {encoder!r}",
                             hint=f"the {split} split must hold clips whose embedding and latent were prepared")
-        out["emb"][split] = part["path"].tolist()
-        out["lat"][split] = part["path_latent"].tolist()
+        out["emb"][split] = [str(resolve_table_path(p, proto.results_path)) for p in part["path"]]
+        out["lat"][split] = [str(resolve_table_path(p, proto.results_path)) for p in part["path_latent"]]
         out["ids"][split] = part["clip_id"].tolist()
     e0 = np.load(out["emb"]["train"][0], mmap_mode="r")
     l0 = np.load(out["lat"]["train"][0], mmap_mode="r")

@@ -11,10 +11,11 @@ from sonieval.pipeline.figures import sonification_figure
 from sonieval.pipeline.manifest import RunManifest
 from sonieval.pipeline.prepare import run_prepare
 from sonieval.pipeline.sonify import run_sonify
+from sonieval.tables import resolve_table_path
 from sonieval.pipeline.train import run_train
 from sonieval.protocol import load_protocol
 
-from conftest import write_protocol
+from pipeline_helpers import write_protocol
 
 
 @pytest.mark.esc50
@@ -34,7 +35,7 @@ def test_real_clips_prepare_train_sonify(esc50_root, tmp_path, torch_threads):
         assert clips["listening"].sum() == 2
         prepared = run_prepare(proto, manifest, progress=False).table
         assert (prepared["status"] == "done").all()
-        lat = np.load(prepared[prepared["kind"] == "latent"]["path"].iloc[0])
+        lat = np.load(resolve_table_path(prepared[prepared["kind"] == "latent"]["path"].iloc[0], proto.results_path))
         assert lat.shape == (64, 431)  # 5 s at 44.1 kHz, right-padded to 431 hops of 512
         assert run_train(proto, manifest, progress=False).ok
         result = run_sonify(proto, manifest, progress=False)
@@ -45,7 +46,7 @@ def test_real_clips_prepare_train_sonify(esc50_root, tmp_path, torch_threads):
     assert set(table["clip_id"]) == set(listening.index)
     assert set(table["category"]) <= {"dog", "rooster"}
     for row in table.itertuples():
-        audio, rate, _ = read_audio(row.path)
+        audio, rate, _ = read_audio(resolve_table_path(row.path, proto.results_path))
         assert rate == 44100 and audio.size == 5 * 44100 and np.all(np.isfinite(audio))
     clip = table["clip_id"].iloc[0]
     png = sonification_figure(proto.results_path, clip)

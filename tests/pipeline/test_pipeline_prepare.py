@@ -12,8 +12,9 @@ from sonieval.pipeline import prepare as prepare_mod
 from sonieval.pipeline.manifest import RunManifest
 from sonieval.pipeline.prepare import FLOAT16_MAX, load_array, run_prepare, save_array
 from sonieval.protocol import load_protocol
+from sonieval.tables import resolve_table_path
 
-from conftest import make_clips, write_protocol
+from pipeline_helpers import make_clips, write_protocol
 
 
 def _prepare(proto, **kw):
@@ -49,8 +50,8 @@ def test_prepare_caches_compactly_and_reuses_the_cache(tiny_protocol, tmp_path, 
     # 11 clips (train, validation and listening), one embedding and one latent each
     assert len(table) == 22 and (table["status"] == "done").all()
     assert counter.clips == 22 and counter.calls == 2 * 3  # batches of 4: 4 + 4 + 3 per model
-    emb = np.load(table[table["kind"] == "embedding"]["path"].iloc[0])
-    lat = np.load(table[table["kind"] == "latent"]["path"].iloc[0])
+    emb = np.load(resolve_table_path(table[table["kind"] == "embedding"]["path"].iloc[0], tiny_protocol.results_path))
+    lat = np.load(resolve_table_path(table[table["kind"] == "latent"]["path"].iloc[0], tiny_protocol.results_path))
     assert emb.dtype == np.float16 and lat.dtype == np.float32 and lat.shape == (64, 87)
     # the float16 cache is within its documented rounding error of the encoder's float32 output
     from sonieval.audio import load_clip
@@ -71,7 +72,8 @@ def test_prepare_caches_compactly_and_reuses_the_cache(tiny_protocol, tmp_path, 
     (tiny_protocol.results_path / "tables" / "clips.parquet").replace(tmp_path / "other-results" / "tables" / "clips.parquet")
     reused = _prepare(other)
     assert counter.clips == 22 and (reused.table["status"] == "done").all()
-    assert reused.table["path"].tolist() == table["path"].tolist()
+    assert [resolve_table_path(p, other.results_path) for p in reused.table["path"]] == \
+        [resolve_table_path(p, tiny_protocol.results_path) for p in table["path"]]
 
 
 def test_changed_clip_content_is_not_served_from_the_cache(tiny_protocol, monkeypatch):
@@ -96,7 +98,7 @@ def test_batched_and_one_at_a_time_give_the_same_cache(tiny_protocol, tmp_path):
     a = _prepare(tiny_protocol, batch_size=5).table
     b = _prepare(one, batch_size=1).table
     for pa, pb in zip(a["path"], b["path"]):
-        np.testing.assert_allclose(np.load(pa).astype(np.float32), np.load(pb).astype(np.float32), rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(np.load(resolve_table_path(pa, tiny_protocol.results_path)).astype(np.float32), np.load(resolve_table_path(pb, one.results_path)).astype(np.float32), rtol=2e-3, atol=2e-3)
 
 
 def test_unreadable_clip_fails_alone_with_one_line(tiny_protocol):

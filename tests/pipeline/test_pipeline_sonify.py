@@ -18,9 +18,9 @@ from sonieval.pipeline.prepare import run_prepare
 from sonieval.pipeline.sonify import codec_system_id, parse_shard, run_sonify
 from sonieval.pipeline.train import checkpoint_path, run_train
 from sonieval.protocol import load_protocol
-from sonieval.tables import SONIFICATIONS_COLUMNS, parse_system_id
+from sonieval.tables import SONIFICATIONS_COLUMNS, parse_system_id, resolve_table_path
 
-from conftest import make_clips, write_protocol
+from pipeline_helpers import make_clips, write_protocol
 
 import sonieval.models.codec  # noqa: E402
 
@@ -92,17 +92,18 @@ def test_sonify_writes_every_system_postprocess_and_the_codec_ceiling(trained, m
     for row in table.itertuples():
         key = parse_system_id(row.system_id)
         assert (key.encoder, key.postprocess) == (row.encoder, row.postprocess)
-        assert Path(row.path) == trained.results_path / "sonifications" / row.system_id / f"{row.clip_id}.wav"
-        audio, rate, _ = read_audio(row.path)
+        assert resolve_table_path(row.path, trained.results_path) == trained.results_path / "sonifications" / row.system_id / f"{row.clip_id}.wav"
+        audio, rate, _ = read_audio(resolve_table_path(row.path, trained.results_path))
         assert rate == CODEC_RATE and audio.size == CODEC_RATE and np.all(np.isfinite(audio))
     clips = pd.read_parquet(trained.results_path / "tables" / "clips.parquet").set_index("clip_id")
     for row in table[table["postprocess"] == "minmax"].itertuples():
         original = load_clip(clips.loc[row.clip_id, "path"], CODEC_RATE, 1.0).samples
-        out = read_audio(row.path)[0]
+        out = read_audio(resolve_table_path(row.path, trained.results_path))[0]
         assert out.min() == pytest.approx(original.min(), abs=1e-6) and out.max() == pytest.approx(original.max(), abs=1e-6)
     # the plain decode and its post-processings differ; min-max of the rescaled embedding is another decode
     one = table[(table["clip_id"] == table["clip_id"].iloc[0]) & (table["epoch"] == 2)].set_index("postprocess")
-    mm, rescaled = read_audio(one.loc["minmax", "path"])[0], read_audio(one.loc["embedding_rescale+minmax", "path"])[0]
+    mm = read_audio(resolve_table_path(one.loc["minmax", "path"], trained.results_path))[0]
+    rescaled = read_audio(resolve_table_path(one.loc["embedding_rescale+minmax", "path"], trained.results_path))[0]
     assert not np.allclose(mm, rescaled)
     # a rerun decodes nothing
     again = _sonify(trained)
@@ -144,7 +145,7 @@ def test_wrong_embedding_shape_is_one_clear_error(trained):
     row = prepared[(prepared["kind"] == "embedding") & prepared["listening"]].index[0]
     folder = trained.results_path / "badcache" / Path(prepared.loc[row, "path"]).parent.name
     folder.mkdir(parents=True)
-    good = np.load(prepared.loc[row, "path"])
+    good = np.load(resolve_table_path(prepared.loc[row, "path"], trained.results_path))
     np.save(folder / "wrong.npy", good[:-3])
     prepared.loc[row, "path"] = str(folder / "wrong.npy")
     prepared.to_parquet(prepared_path)

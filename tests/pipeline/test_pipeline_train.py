@@ -16,7 +16,7 @@ from sonieval.pipeline.train import checkpoint_path, load_checkpoint, run_train
 from sonieval.protocol import load_protocol
 from sonieval.tables import write_table
 
-from conftest import write_protocol
+from pipeline_helpers import write_protocol
 
 EMB, LAT = (16, 12), (6, 20)  # embedding [T, D], latent [C, T']
 
