@@ -189,8 +189,8 @@ def _kernel_block_sums(
                     gsum[j0:j1, i0:i1] = k.T
             elif gsum is not None:
                 _add_group_sums(torch, gsum, k, ca[i0:i1], cb[j0:j1], mirror=symmetric and not on_diagonal)
-                if on_diagonal:
-                    gdiag.index_add_(0, ca[i0:i1], torch.diagonal(k).double())
+            if gsum is not None and on_diagonal:
+                gdiag.index_add_(0, ca[i0:i1], torch.diagonal(k).double())
     return _BlockSums(
         total,
         diagonal,

@@ -133,6 +133,14 @@ def test_frame_bootstrap_and_paired_comparison():
     ref, ev = _sets(n_ref=150, n_ev=150, dim=5)
     res, lo, hi = D.kad_bootstrap(ref, ev, n_resamples=200)
     assert lo <= res.value <= hi
+    # frame groups (the direct-tile path) keep the diagonal too; resamples are centred on the estimate
+    ref2, ev2 = _sets(n_ref=1200, n_ev=1100, dim=16, shift=0.05, scale=1.0)
+    rk = D.ReferenceKernel(ref2, np.arange(1200))
+    assert rk.sums.group_diagonal.sum() == pytest.approx(rk.sums.diagonal)
+    comp = rk.compare(ev2, np.arange(1100))
+    lo2, hi2, values = comp.bootstrap(300, seed=2)
+    value = comp.result().value
+    assert lo2 < value < hi2 and abs(np.median(values) - value) < 0.25 * (hi2 - lo2)
     rk = D.ReferenceKernel(ref, np.repeat(np.arange(15), 10))
     clips = np.repeat(np.arange(15), 10)
     good = rk.compare(ref + 0.05 * np.random.default_rng(0).standard_normal(ref.shape), clips)
