@@ -103,7 +103,8 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
     board = outputs["leaderboard"]
     if board.is_file():
         echo("")
-        echo(board.read_text(encoding="utf-8").strip())
+        for line in _ranking_tables(board.read_text(encoding="utf-8")):
+            echo(line)
     echo("")
     echo(f"demo finished in {time.perf_counter() - t_start:.0f} s. Outputs:")
     width = max(len(k) for k in outputs)
@@ -111,6 +112,21 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
         echo(f"  {name:<{width}}  {p}")
     echo(BANNER)
     return outputs
+
+
+def _ranking_tables(markdown: str) -> list[str]:
+    """The leaderboard's headings and overall ranking tables (per-class and paired tables stay in the file)."""
+    out: list[str] = []
+    keep = False
+    for line in markdown.splitlines():
+        if line.startswith("#"):
+            out += ["", line]
+            keep = line.startswith("## ")
+        elif keep and line.startswith("|"):
+            out.append(line)
+        elif keep and out and out[-1].startswith("|"):
+            keep = False  # the first table of a section is its ranking
+    return out[1:]
 
 
 def _waveform_figure(proto: Protocol) -> Path:

@@ -185,7 +185,7 @@ def sources_from_tables(
         cid = str(row.clip_id)
         p = Path(str(row.path))
         try:
-            stim = contained(p if p.is_absolute() else results_dir / p, results_dir)
+            stim = contained(p, results_dir)  # a relative path is taken relative to the results folder
         except Exception as exc:
             raise DataError(f"sonification path refused: {exc}", path=son_path, hint="sonification paths must lie inside the results folder") from None
         orig, cat = originals[cid]
