@@ -29,7 +29,9 @@ from sonieval.study.design import (
     DesignConfig, StimulusSource, Trial, anchor_system_id, build_trials, check_subset_balance,
     sources_from_audio_dir, sources_from_folders, sources_from_tables,
 )
-from sonieval.study.stimuli import AUDIO_SUBDIR, WAVEFORM_SUBDIR, copy_stimulus, make_anchor, opaque_name
+from sonieval.study.stimuli import (
+    AUDIO_SUBDIR, ORIGINAL_SUBTYPE, WAVEFORM_SUBDIR, copy_stimulus, make_anchor, opaque_name,
+)
 from sonieval.study.store import StudyStore, redact_url
 from sonieval.study.waveforms import render_waveform_pair
 
@@ -153,7 +155,7 @@ def create_study(
     def prepare(item: ManifestItem) -> ItemOutcome:
         trial: Trial = item.payload
         original_file = opaque_name(sid, f"original/{trial.clip_id}")
-        copy_stimulus(originals[trial.clip_id], audio_dir / original_file)
+        copy_stimulus(originals[trial.clip_id], audio_dir / original_file, ORIGINAL_SUBTYPE)
         stimulus_file = opaque_name(sid, trial.source_key)
         if trial.role == "anchor":
             seconds = make_anchor(originals[trial.clip_id], audio_dir / stimulus_file, settings.anchor_kind or "lowpass",

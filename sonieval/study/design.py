@@ -26,10 +26,10 @@ attribute per step (BS.1534 grades one attribute per trial); the block order alt
 the rater's invitation index (counterbalanced). System names are never shown: the page only
 says "Original" and "Sonification".
 
-**Blinding limits.** Stimuli are served from opaque copies and the page names no system, but
-Streamlit serves media under a content hash, so the hidden reference (the original's bytes)
-has the same media URL as the original: a rater who reads the page's network traffic could
-spot it. The screening does not rely on its secrecy against such a rater.
+**Blinding.** Stimuli are served from opaque copies and the page names no system. Streamlit
+serves media under a hash of the file's bytes; the hidden reference is written as 32-bit float
+like every other stimulus while the original is 16-bit PCM (sonieval.study.stimuli), so it has
+its own media URL although its samples are the original's.
 
 **Familiarisation.** Before the first trial a rater sees two example pairs, the anchor of one
 clip ("near 1") and its hidden reference ("near 5"), without marking them. Nothing from it is

@@ -75,11 +75,20 @@ def opaque_name(study_id: str, key: str, suffix: str = ".wav") -> str:
     return hashlib.sha256(f"{study_id}\x00{key}".encode()).hexdigest()[:24] + suffix
 
 
-def copy_stimulus(src: str | os.PathLike, dest: Path) -> float:
+# Originals are written as 16-bit PCM and every stimulus (sonification, hidden reference, anchor,
+# attention check) as 32-bit float. Streamlit serves media under a hash of the bytes, so a hidden
+# reference written like its original would get the original's URL and give itself away; as float
+# it has other bytes but the same samples (int16 / 32768 is exact in float32), and all stimuli
+# share one format, so the format does not single it out either.
+ORIGINAL_SUBTYPE = "PCM_16"
+STIMULUS_SUBTYPE = "FLOAT"
+
+
+def copy_stimulus(src: str | os.PathLike, dest: Path, subtype: str = STIMULUS_SUBTYPE) -> float:
     """Re-write ``src`` as a plain mono WAV at ``dest`` (if not there yet); returns seconds."""
     samples, rate, _ = read_audio(src)
     if not dest.exists():
-        write_wav(dest, samples, rate)
+        write_wav(dest, samples, rate, subtype=subtype)
     return len(samples) / rate
 
 
@@ -124,5 +133,5 @@ def make_anchor(src: str | os.PathLike, dest: Path, kind: str, cutoff_hz: float,
             degraded = noise_anchor(samples, snr_db, seed)
         else:  # the protocol schema allows only the two
             raise DataError(f"unknown anchor kind {kind!r}", hint="use 'lowpass' or 'noise'")
-        write_wav(dest, degraded, rate)
+        write_wav(dest, degraded, rate, subtype=STIMULUS_SUBTYPE)
     return len(samples) / rate

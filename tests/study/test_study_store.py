@@ -41,6 +41,27 @@ def test_created_study_has_all_roles_and_blinded_files(small_study):
     assert len(small_study.tokens) == 2 and small_study.admin_token
 
 
+def test_hidden_reference_has_the_originals_samples_but_other_bytes(small_study):
+    """Streamlit serves media by a hash of the bytes: the hidden reference must not share the original's URL."""
+    import hashlib
+
+    import numpy as np
+    from sonieval.audio import read_audio
+
+    trials = StudyStore(small_study.url).trials(small_study.study_id)
+    audio = small_study.created.study_dir / "audio"
+    refs = [t for t in trials.values() if t.role == "reference"]
+    assert refs
+    for t in refs:
+        original, stimulus = audio / t.original_file, audio / t.stimulus_file
+        assert np.array_equal(read_audio(original)[0], read_audio(stimulus)[0])
+        assert hashlib.sha256(original.read_bytes()).digest() != hashlib.sha256(stimulus.read_bytes()).digest()
+    # every stimulus shares one format, so the format does not single the reference out either
+    import soundfile as sf
+
+    assert {sf.info(str(audio / t.stimulus_file)).subtype for t in trials.values()} == {"FLOAT"}
+
+
 def test_anchor_is_lowpassed(small_study):
     import numpy as np
     from sonieval.audio import read_audio
