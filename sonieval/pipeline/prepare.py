@@ -59,12 +59,20 @@ def resolve_device(option: str | None = "auto") -> str:
     return option
 
 
+RANDOM_MARK = "-random-"
+
+
+def is_random_model_key(key: str | None) -> bool:
+    """Whether a cache key made by :func:`model_key` names a randomly initialised model."""
+    return bool(key) and RANDOM_MARK in str(key)
+
+
 def model_key(name: str, model_id: str | None, random_init: bool, clip_seconds: float) -> str:
     """A folder name for one model's cache: readable slug plus a hash of the full id."""
     ident = str(model_id or name)
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ident.rstrip("/").split("/")[-1])[:40].strip("-") or "model"
     digest = hashlib.sha256(ident.encode()).hexdigest()[:8]
-    return f"{name}-{slug}-{digest}{'-random' if random_init else ''}-{clip_seconds:g}s"
+    return f"{name}-{slug}-{digest}{RANDOM_MARK[:-1] if random_init else ''}-{clip_seconds:g}s"
 
 
 def clips_table_path(proto: Protocol) -> Path:

@@ -42,7 +42,7 @@ from sonieval.files import sha256_file
 from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest
 from sonieval.pipeline.postprocess import apply_postprocess, needs_embedding_rescale, rescale_embedding
 from sonieval.pipeline.prepare import (
-    USABLE_STATUS, clips_table_path, load_array, model_key, read_prepared, resolve_device, weights_dir,
+    USABLE_STATUS, clips_table_path, is_random_model_key, load_array, model_key, read_prepared, resolve_device, weights_dir,
 )
 from sonieval.pipeline.train import checkpoint_path, load_checkpoint, plan_runs, time_axis_from
 from sonieval.protocol import Protocol
@@ -51,7 +51,9 @@ from sonieval.tables import SONIFICATIONS_COLUMNS, make_system_id, read_table, r
 STAGE = "sonify"
 CODEC_SLOT = "codec"
 PLAIN, RESCALED, CODEC = "plain", "embedding_rescale", "codec"
-EXTRA_COLUMNS = ["branch", "checkpoint", "embedding_model_key", "codec_model_key", "sample_rate", "seconds"]
+# random_init: the system was made with a randomly initialised (small) encoder or codec, so its
+# audio shows that the pipeline runs, not what the architecture learns; every later output says so.
+EXTRA_COLUMNS = ["branch", "checkpoint", "embedding_model_key", "codec_model_key", "random_init", "sample_rate", "seconds"]
 
 
 def codec_system_id(codec_name: str) -> str:
@@ -420,6 +422,7 @@ def write_sonifications_table(
                 continue  # not made yet (another shard, or a run in flight)
             outs = {o["postprocess"]: o for o in state["extra"].get("outputs", [])} if state["status"] == "done" else {}
             s = u.system
+            emb_key = Path(u.embedding_path).parent.name if u.embedding_path else None
             for post in u.postprocesses:
                 out = outs.get(post)
                 rows.append({
@@ -432,8 +435,9 @@ def write_sonifications_table(
                     "status": "done" if out else "failed",
                     "error": None if out else (state.get("error") or "output missing"),
                     "branch": u.branch, "checkpoint": u.checkpoint,
-                    "embedding_model_key": Path(u.embedding_path).parent.name if u.embedding_path else None,
-                    "codec_model_key": codec_key, "sample_rate": CODEC_RATE, "seconds": proto.data.clip_seconds,
+                    "embedding_model_key": emb_key,
+                    "codec_model_key": codec_key, "random_init": is_random_model_key(codec_key) or is_random_model_key(emb_key),
+                    "sample_rate": CODEC_RATE, "seconds": proto.data.clip_seconds,
                 })
         table = pd.DataFrame(rows, columns=SONIFICATIONS_COLUMNS + EXTRA_COLUMNS)
         table["lr"] = table["lr"].astype(float)
