@@ -86,6 +86,7 @@ def test_sonify_writes_every_system_postprocess_and_the_codec_ceiling(trained, m
     assert counter.latents == N_SYSTEMS * 2 * N_CLIPS + N_CLIPS
     table = pd.read_parquet(trained.results_path / "tables" / "sonifications.parquet")
     assert list(table.columns[: len(SONIFICATIONS_COLUMNS)]) == SONIFICATIONS_COLUMNS
+    assert table["random_init"].all()  # small random models: every row says so
     assert len(table) == N_SYSTEMS * len(POSTS) * N_CLIPS + N_CLIPS and (table["status"] == "done").all()
     codec_rows = table[table["postprocess"] == "codec"]
     assert set(codec_rows["system_id"]) == {codec_system_id("dac-vae")} == {"codec/dac-vae/lr0.0/e0/none/codec"}
