@@ -49,7 +49,7 @@ CI_LEVEL = 0.95
 STAGE = "score"
 SCORE_ROW_EXTRA = [
     "category", "embedding_weights", "ci_method", "n_reference_frames", "n_evaluated_frames",
-    "reference_term", "evaluated_term", "cross_term", "saturated", "n_failed", "error",
+    "reference_term", "evaluated_term", "cross_term", "saturated", "n_failed", "error", "system_random_init",
 ]
 
 
@@ -62,6 +62,7 @@ class AudioSet:
     clip_ids: list[str]
     categories: list[str | None] = field(default_factory=list)
     originals: list[str | None] = field(default_factory=list)  # the original clip of each item
+    random_init: bool | None = None  # made with a randomly initialised encoder/codec (sonify's column)
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -236,7 +237,7 @@ def score_sets(
                 ev_clip_ids = [s.clip_ids[i] for i in ev_kept]
                 rows: list[dict] = []
                 common = {**base, "n_evaluated": len(ev_kept), "n_evaluated_frames": int(ev_frames.shape[0]),
-                          "n_failed": n_failed}
+                          "n_failed": n_failed, "system_random_init": s.random_init}
                 cats = [None]
                 if config.per_class:
                     cats += sorted({c for c in ev_categories if c is not None} & {c for c in ref_categories if c is not None})
@@ -547,7 +548,8 @@ def build_leaderboard(scores: pd.DataFrame) -> pd.DataFrame:
     overall = scores[scores["category"].isna()].copy()
     overall = _with_system_parts(overall)
     overall["rank"] = overall.groupby(["embedding", "metric"])["value"].rank(method="min", na_option="bottom")
-    cols = ["embedding", "metric", "rank", "system_id", "value", "ci_low", "ci_high", "n_evaluated", "n_failed",
+    cols = ["embedding", "metric", "rank", "system_id", "system_random_init", "value", "ci_low", "ci_high",
+            "n_evaluated", "n_failed",
             "reference_set", "n_reference", "bandwidth", "scale", "saturated", "cross_term", "embedding_weights",
             "ci_method", "error", "encoder", "postprocess", "system_label", "versions"]
     overall = overall[[c for c in cols if c in overall.columns]]
@@ -562,6 +564,9 @@ def _fmt(v, digits=4) -> str:
 
 def _notes(board: pd.DataFrame) -> list[str]:
     notes = []
+    if "system_random_init" in board.columns and board["system_random_init"].fillna(False).astype(bool).any():
+        notes.append("Systems marked † were made with RANDOMLY INITIALISED models (sonify's random_init column): "
+                     "their scores show that the pipeline runs, not how a trained system performs.")
     for (emb, metric), g in board.groupby(["embedding", "metric"]):
         first = g.iloc[0]
         line = (f"{metric.upper()} on `{emb}` against reference set `{first['reference_set']}` "
@@ -604,7 +609,8 @@ def leaderboard_markdown(
             ci = "—" if not np.isfinite(r["ci_low"]) else f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
             sat = r.get("saturated")
             note = r["error"] if isinstance(r.get("error"), str) else ("saturated" if pd.notna(sat) and bool(sat) else "")
-            lines.append(f"| {int(r['rank'])} | `{r['system_id']}` | {_fmt(r['value'])} | {ci} | "
+            mark = " †" if pd.notna(r.get("system_random_init")) and bool(r.get("system_random_init")) else ""
+            lines.append(f"| {int(r['rank'])} | `{r['system_id']}`{mark} | {_fmt(r['value'])} | {ci} | "
                          f"{int(r['n_evaluated'])} | {note} |")
         lines.append("")
         pivot = per_class_table(scores, emb, metric) if scores is not None else pd.DataFrame()
@@ -821,9 +827,11 @@ def protocol_sets(proto) -> tuple[AudioSet, list[AudioSet], str]:
     systems = []
     for sid, g in son.groupby("system_id", sort=True):
         g = g.sort_values("clip_id")
+        random_init = bool(g["random_init"].fillna(False).astype(bool).any()) if "random_init" in g.columns else None
         systems.append(AudioSet(
             str(sid), [_resolve_path(p, results) for p in g["path"]], [str(c) for c in g["clip_id"]],
             [None if pd.isna(c) else str(c) for c in g["category"]], [orig_of.get(str(c)) for c in g["clip_id"]],
+            random_init=random_init,
         ))
     return reference, systems, label
 

@@ -130,7 +130,8 @@ def _protocol_results(tmp_path, reference_set="test"):
             write_wav(p, _clip(i if cat == "dog" else 50 + i, kind=noisy), RATE)
             sons.append({"system_id": sid, "encoder": "ast", "variant": "LIN", "lr": 0.005, "epoch": 3,
                          "alignment": "transpose", "postprocess": post, "clip_id": f"clip{i}", "category": cat,
-                         "path": str(p.relative_to(results)), "sha256": "x", "status": "done", "error": None})
+                         "path": str(p.relative_to(results)), "sha256": "x", "status": "done", "error": None,
+                         "random_init": True})
     (results / "tables").mkdir(parents=True)
     pd.DataFrame(clips).to_parquet(results / "tables" / "clips.parquet")
     pd.DataFrame(sons).to_parquet(results / "tables" / "sonifications.parquet")
@@ -158,6 +159,7 @@ def test_score_protocol_per_class_rows_and_dot_plots(tmp_path, torch_threads):
     assert set(items.clip_id) == {"clip8", "clip9", "clip10", "clip11"}
     md = (results / "scores" / "leaderboard.md").read_text()
     assert "Per class (KAD" in md and "| dog |" in md and "| rain |" in md
+    assert overall["system_random_init"].astype(bool).all() and "RANDOMLY INITIALISED" in md and "` †" in md
 
 
 def test_unknown_reference_split_is_one_clear_line(tmp_path, capsys):
