@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
             for _, r in g.iterrows():
                 ci = "" if r["ci_low"] != r["ci_low"] else f" [{r['ci_low']:.4g}, {r['ci_high']:.4g}]"
                 value = "error: " + str(r["error"]) if r["value"] != r["value"] else f"{r['value']:.4g}{ci}"
-                print(f"  {int(r['rank']):>3}. {r['system_id']}: {value}")
+                flag = r.get("system_random_init")
+                mark = " (random-init models, not a result)" if flag is not None and flag == flag and bool(flag) else ""
+                print(f"  {int(r['rank']):>3}. {r['system_id']}: {value}{mark}")
     for key, err in outputs.failures.items():
         print(f"failed: {err}")
     print(f"wrote {out_dir / 'leaderboard.md'} ({len(outputs.scores)} score rows, "
