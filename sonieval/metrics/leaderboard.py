@@ -852,6 +852,7 @@ def config_from_protocol(proto, **overrides) -> ScoreConfig:
     cfg = ScoreConfig(
         embeddings=list(m.embeddings), metrics=list(m.metrics), bootstrap=m.bootstrap, per_class=m.per_class,
         item_metrics=list(m.item_metrics), seed=proto.seed,
+        bandwidth=getattr(m, "bandwidth", None),  # a fixed sigma, once MetricsSpec has the key
     )
     for k, v in overrides.items():
         if v is not None:
