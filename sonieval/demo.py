@@ -122,6 +122,8 @@ def _ranking_tables(markdown: str) -> list[str]:
         if line.startswith("#"):
             out += ["", line]
             keep = line.startswith("## ")
+        elif line.startswith("- ") and not any(o.startswith("## ") for o in out):
+            out.append(line)  # the notes above the first table: random-init marks, reference set, sigma
         elif keep and line.startswith("|"):
             out.append(line)
         elif keep and out and out[-1].startswith("|"):

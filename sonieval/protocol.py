@@ -173,6 +173,7 @@ class MetricsSpec(_Model):
     # Which clips form the reference set: ESC-50 split name(s), or a folder of audio.
     reference_set: str = "test"
     bootstrap: int = Field(1000, ge=0)
+    bandwidth: float | None = Field(None, gt=0)  # fixed KAD sigma; None = median pairwise distance of the reference
     per_class: bool = True
     item_metrics: list[str] = Field(
         default_factory=lambda: ["frame_kad", "embedding_cosine", "logmel_l1", "mrstft", "envelope_correlation"]
