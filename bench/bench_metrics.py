@@ -181,6 +181,7 @@ def main() -> None:
                 files.append(p)
             source = "64 generated noise clips (5 s, 44.1 kHz)"
         lm = load_embedding("logmel")
+        embed_files(lm, files[:2], cache=None, progress=False)  # warm-up: imports, filterbank, file cache
         t_b, _, t_1, _ = timed_pair(lambda: embed_files(lm, files, cache=None, progress=False),
                                     lambda: embed_files(lm, files, cache=None, progress=False, batch_size=1),
                                     max(1, r - 1))
@@ -189,6 +190,7 @@ def main() -> None:
               f"clips/s | ratio {t_1 / t_b:.2f}x")
         hub = load_embedding("hubert:small")  # random-init small HuBERT: a neural encoder's batching
         hub.load()
+        embed_files(hub, files[:2], cache=None, progress=False, batch_size=2)  # warm-up
         few = files[:16]
         t_hb, _, t_h1, _ = timed_pair(lambda: embed_files(hub, few, cache=None, progress=False, batch_size=8),
                                       lambda: embed_files(hub, few, cache=None, progress=False, batch_size=1),
