@@ -57,6 +57,7 @@ def main() -> int:
 
         # The same latents the stage will decode: cached embedding -> trained gate.
         from sonieval.models.gates import build_gate
+        from sonieval.tables import resolve_table_path
 
         ck = load_checkpoint(checkpoint_path(proto, "ast", "LIN", 0.005, 1, "transpose"))
         meta = ck["meta"]
@@ -67,7 +68,8 @@ def main() -> int:
         prepared = read_prepared(proto)
         emb = prepared[(prepared["kind"] == "embedding") & prepared["listening"]].sort_values("clip_id")
         with torch.inference_mode():
-            latents = [gate(torch.from_numpy(load_array(p)[None])) for p in emb["path"]]
+            latents = [gate(torch.from_numpy(load_array(resolve_table_path(p, proto.results_path))[None]))
+                       for p in emb["path"]]
         codec = load_codec(proto.codec, tmp / "weights", device=device)
 
         def sync():
