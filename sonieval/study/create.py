@@ -24,6 +24,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from sonieval.errors import DataError, ProtocolError
 from sonieval.study.design import (
     DesignConfig, StimulusSource, Trial, anchor_system_id, build_trials, check_subset_balance,
@@ -191,7 +193,7 @@ def create_study(
         notes.append(f"{len(result.failed)} trial(s) left out because their audio could not be prepared (see {manifest_path})")
     if not any(t.role == "sonification" for t in kept):
         raise DataError("no sonification trial could be prepared", path=manifest_path, hint="see the failures recorded there")
-    familiarisation = _familiarisation(kept) if settings.familiarisation else {}
+    familiarisation = _familiarisation(kept, audio_dir) if settings.familiarisation else {}
     store = StudyStore(storage)
     try:
         replacing = replace_unrated and store.has_study(sid)
@@ -215,21 +217,38 @@ def create_study(
     return created
 
 
-def _familiarisation(kept: list[Trial]) -> dict:
-    """Example pairs near both ends of the scale: one clip's anchor (low) and hidden reference (high)."""
+def _anchor_change(trial: Trial, audio_dir: Path) -> float:
+    """How far a clip's anchor is from its original (relative RMS difference)."""
+    from sonieval.audio import read_audio
+
+    original = read_audio(audio_dir / trial.original_file)[0]
+    anchor = read_audio(audio_dir / trial.stimulus_file)[0]
+    n = min(len(original), len(anchor))
+    norm = float(np.sqrt(np.mean(original[:n] ** 2)))
+    return float(np.sqrt(np.mean((anchor[:n] - original[:n]) ** 2))) / norm if norm > 0 else 0.0
+
+
+def _familiarisation(kept: list[Trial], audio_dir: Path) -> dict:
+    """Example pairs near both ends of the scale: one clip's anchor (low) and hidden reference (high).
+
+    The clip is the one whose anchor differs most from its original: a low-pass anchor of a clip
+    with little energy above the cutoff sounds like the original and would teach the wrong end.
+    """
     by_clip: dict[str, dict[str, Trial]] = {}
     for t in kept:
         by_clip.setdefault(t.clip_id, {})[t.role] = t
-    for clip in sorted(by_clip):
-        roles = by_clip[clip]
-        if "anchor" in roles or "reference" in roles:
-            out = {}
-            for end, role in (("low", "anchor"), ("high", "reference")):
-                if role in roles:
-                    t = roles[role]
-                    out[end] = {"original_file": t.original_file, "stimulus_file": t.stimulus_file, "waveform_file": t.waveform_file}
-            return out
-    return {}
+    candidates = [c for c in sorted(by_clip) if "anchor" in by_clip[c] or "reference" in by_clip[c]]
+    if not candidates:
+        return {}
+    with_anchor = [c for c in candidates if "anchor" in by_clip[c]]
+    clip = max(with_anchor, key=lambda c: _anchor_change(by_clip[c]["anchor"], audio_dir)) if with_anchor else candidates[0]
+    roles = by_clip[clip]
+    out = {}
+    for end, role in (("low", "anchor"), ("high", "reference")):
+        if role in roles:
+            t = roles[role]
+            out[end] = {"original_file": t.original_file, "stimulus_file": t.stimulus_file, "waveform_file": t.waveform_file}
+    return out
 
 
 def write_study_json(study_dir: Path, study_id: str, storage: str) -> Path:
