@@ -142,11 +142,8 @@ def _serve(args: argparse.Namespace) -> int:
     from sonieval.study.store import StudyError, StudyStore, redact_url
 
     proto, study_dir, url, study_id = _locate(args)
-    store = StudyStore(url)
-    try:
+    with StudyStore(url) as store:
         exists = store.has_study(study_id)
-    finally:
-        store.close()
     port = free_port(args.host) if args.free_port else args.port
     base = f"http://{args.host}:{port}"
     if not exists:
@@ -195,11 +192,8 @@ def _invite(args: argparse.Namespace) -> int:
     from sonieval.study.store import StudyStore
 
     _, study_dir, url, study_id = _locate(args)
-    store = StudyStore(url)
-    try:
+    with StudyStore(url) as store:
         minted = store.invite(study_id, args.n)
-    finally:
-        store.close()
     append_links(Path(study_dir), [f"rater {rid} {tok}" for rid, tok in minted])
     for rid, tok in minted:
         print(f"rater {rid}: {rater_link(args.base_url, tok)}")
@@ -212,12 +206,9 @@ def _export(args: argparse.Namespace) -> int:
     from sonieval.study.store import StudyStore, redact_url
 
     _, study_dir, url, study_id = _locate(args)
-    store = StudyStore(url)
-    try:
+    with StudyStore(url) as store:
         store.study(study_id)
         csv, parquet, n = write_ratings(store, study_id, args.out or study_dir)
-    finally:
-        store.close()
     print(f"{n} marks of study {study_id} (storage {redact_url(url)}) -> {csv}, {parquet}")
     return 0
 
@@ -226,12 +217,9 @@ def _set_status(args: argparse.Namespace, status: str) -> int:
     from sonieval.study.store import StudyStore
 
     _, _, url, study_id = _locate(args)
-    store = StudyStore(url)
-    try:
+    with StudyStore(url) as store:
         store.study(study_id)
         store.set_status(study_id, status)
-    finally:
-        store.close()
     print(f"study {study_id} is {status}")
     return 0
 
@@ -242,11 +230,8 @@ def _admin_link(args: argparse.Namespace) -> int:
     from sonieval.study.store import StudyStore
 
     _, study_dir, url, study_id = _locate(args)
-    store = StudyStore(url)
-    try:
+    with StudyStore(url) as store:
         token = store.rotate_admin_token(study_id)
-    finally:
-        store.close()
     append_links(Path(study_dir), [f"admin {token}"])
     print(f"admin: {admin_link(args.base_url, token)} (the previous admin link no longer works)")
     return 0

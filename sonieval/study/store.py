@@ -293,6 +293,12 @@ class StudyStore:
     def close(self) -> None:
         self.engine.dispose()
 
+    def __enter__(self) -> "StudyStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def _check_schema_version(self) -> None:
         with self.engine.begin() as conn:
             found = conn.execute(select(func.max(schema_version.c.version))).scalar()
