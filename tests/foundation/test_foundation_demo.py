@@ -1,0 +1,29 @@
+"""`sonieval demo` end to end: offline, on embedded defaults, every output made and labelled."""
+
+from __future__ import annotations
+
+import pytest
+
+from sonieval.cli import main as cli_main
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_says_what_is_not_real(tmp_path, monkeypatch, capsys, torch_threads):
+    monkeypatch.chdir(tmp_path)  # results/demo goes under tmp_path, not the repository
+    monkeypatch.delenv("SONIEVAL_ESC50", raising=False)  # the built-in synthetic clip set
+    assert cli_main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "SYNTHETIC clip set" in out
+    assert "small randomly initialised models" in out and "SIMULATED" in out
+    assert "Systems marked † were made with RANDOMLY INITIALISED models" in out
+    assert "sonieval study serve" in out and "?rater=" in out and "?admin=" in out
+    listed = out.split("Outputs:")[1].splitlines()
+    paths = [line.split()[-1] for line in listed if line.startswith("  ")]
+    assert len(paths) >= 10
+    for p in paths:
+        assert (tmp_path / p).exists(), p
+    report = (tmp_path / "results/demo/report_SIMULATED/report.md").read_text(encoding="utf-8")
+    assert "SIMULATED" in report.splitlines()[0] or "SIMULATED" in report[:500]
+    # a second run reuses everything already made
+    assert cli_main(["demo"]) == 0
+    assert "0 clips made, 40 already done" in capsys.readouterr().out
