@@ -660,12 +660,9 @@ def leaderboard_html(board: pd.DataFrame, figures: list[Path], out_dir: Path) ->
 
 def dot_plots(board: pd.DataFrame, fig_dir: Path) -> list[Path]:
     """The reference work's figure: one point per system (with its CI), a line at the best."""
-    import matplotlib
+    from sonieval.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sonieval.files import atomic_path
+    plt = pyplot()
 
     paths = []
     if board.empty:
@@ -698,11 +695,7 @@ def dot_plots(board: pd.DataFrame, fig_dir: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         slug = "__".join(re.sub(r"[^A-Za-z0-9_.+-]+", "_", str(v)) for v in (metric, emb, enc, post))
-        path = fig_dir / f"{slug}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, fig_dir / f"{slug}.png", dpi=110))
     return paths
 
 

@@ -20,16 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sonieval.errors import DataError, SonievalError
-from sonieval.files import atomic_path
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from sonieval.plotting import pyplot, save_figure
 
 
 def waveform_stack(
@@ -42,7 +33,7 @@ def waveform_stack(
     original_label: str = "original",
 ) -> Path:
     """Plot the original on top and each ``(label, samples)`` below it; write a PNG atomically."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [(original_label, np.asarray(original))] + [(label, np.asarray(x)) for label, x in systems]
     fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.3 * len(rows) + 0.6), sharex=True, squeeze=False)
     for ax, (label, x) in zip(axes[:, 0], rows):
@@ -56,11 +47,7 @@ def waveform_stack(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_loss_curves(losses: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
@@ -68,7 +55,7 @@ def plot_loss_curves(losses: pd.DataFrame, path: str | Path, *, title: str = "")
 
     ``losses`` has columns step, split (train | validation), loss, smoothed (losses.csv).
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, split in zip(axes, ("train", "validation")):
         part = losses[losses["split"] == split]
@@ -84,11 +71,7 @@ def plot_loss_curves(losses: pd.DataFrame, path: str | Path, *, title: str = "")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def sonification_figure(

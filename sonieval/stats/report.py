@@ -430,11 +430,11 @@ def system_labels(system_ids) -> dict[str, str]:
 
 
 def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: str, simulated: bool) -> list[tuple[str, str]]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from scipy.optimize import isotonic_regression
+
+    from sonieval.plotting import pyplot, save_figure
+
+    plt = pyplot()
 
     out = []
 
@@ -444,10 +444,7 @@ def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: st
         fig.text(0.01, -0.02, "\n".join(textwrap.wrap(stamp, 160)), fontsize=6, color="#555", va="top")
         if simulated:
             fig.suptitle(SIMULATED_BANNER, color="#b00", fontweight="bold", y=1.04)
-        path = fig_dir / name
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight")
-        plt.close(fig)
+        save_figure(fig, fig_dir / name, dpi=90, bbox_inches="tight")
         out.append((f"figures/{name}", alt))
 
     dist = tables["mark_distribution"]

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from sonieval.audio import read_audio
-from sonieval.files import atomic_path
 
 FIG_SIZE = (8.0, 3.2)
 DPI = 80
@@ -38,10 +37,9 @@ def render_waveform_pair(original: Path, stimulus: Path, dest: Path, *, top_labe
     """Draw ``original`` above ``stimulus`` into ``dest`` (PNG), unless it exists already."""
     if dest.exists():
         return dest
-    import matplotlib
+    from sonieval.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     a, rate_a, _ = read_audio(original)
     b, rate_b, _ = read_audio(stimulus)
@@ -57,7 +55,4 @@ def render_waveform_pair(original: Path, stimulus: Path, dest: Path, *, top_labe
         ax.axhline(0, color="#999999", linewidth=0.4)
     axes[1].set_xlabel("time (s)", fontsize=8)
     fig.tight_layout(pad=0.4)
-    with atomic_path(dest) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return dest
+    return save_figure(fig, dest)
