@@ -58,6 +58,18 @@ class CodecError(SonievalError):
     """Bad input to a codec (wrong shape, NaN latents) or an unusable checkpoint."""
 
 
+CODEC_NAMES = ("dac-vae", "dac", "mel")
+WEIGHT_FREE_CODECS = ("mel",)
+
+
+def codec_label(name: str, *, weight_free: bool | None = None, random_init: bool = False) -> str:
+    """``name[weight-free|random-init|pretrained]``: the codec as every output names it."""
+    if weight_free is None:
+        weight_free = name in WEIGHT_FREE_CODECS
+    kind = "weight-free" if weight_free else ("random-init" if random_init else "pretrained")
+    return f"{name}[{kind}]"
+
+
 class DacVae(nn.Module):
     """The DAC-VAE network with the published module names (a strict state-dict match).
 
@@ -176,6 +188,7 @@ class Codec:
     """A target codec: ``encode`` 44.1 kHz audio to a latent [B, C, T'], ``decode`` it back."""
 
     name: str = "codec"
+    weight_free: bool = False  # a signal-processing codec without learned weights (``mel``)
 
     def __init__(self, *, model_id: str, random_init: bool, hop_length: int, latent_dim: int,
                  device: str | torch.device = "cpu", sha256: str | None = None):
@@ -199,9 +212,14 @@ class Codec:
         """Latent frames per second (44100 / 512 ≈ 86.13 for DAC-VAE)."""
         return self.sample_rate / self.hop_length
 
+    @property
+    def label(self) -> str:
+        """How outputs name this codec: ``mel[weight-free]``, ``dac-vae[random-init]``, ``dac-vae[pretrained]``."""
+        return codec_label(self.name, weight_free=self.weight_free, random_init=self.random_init)
+
     def describe(self) -> dict[str, Any]:
         """Provenance for tables and logs."""
-        return {"codec": self.name, "model_id": self.model_id, "random_init": self.random_init,
+        return {"codec": self.name, "label": self.label, "model_id": self.model_id, "random_init": self.random_init,
                 "sha256": self.sha256, "latent_dim": self.latent_dim, "hop_length": self.hop_length}
 
     # --- checks
@@ -312,8 +330,12 @@ def _quiet_weight_norm():
         yield
 
 
-def load_codec(spec, cache_dir: str | os.PathLike | None = None, device: str = "cpu") -> Codec:
+def load_codec(spec, cache_dir: str | os.PathLike | None = None, device: str = "cpu", *,
+               normalisation=None) -> Codec:
     """Build the codec a protocol's ``codec`` section names (sonieval.protocol.CodecSpec).
+
+    ``mel`` is weight-free; its ``normalisation`` (train-split statistics, made by ``prepare``) is
+    needed to encode and decode, and ``spec.iterations`` sets its Griffin-Lim iterations.
 
     ``spec.size == "small"``: random weights, small channels, same hop and latent dimension.
     Otherwise ``spec.checkpoint`` is a local file, ``owner/repo/file.pth`` on the hub, or None for
@@ -322,6 +344,11 @@ def load_codec(spec, cache_dir: str | os.PathLike | None = None, device: str = "
     name = getattr(spec, "name", "dac-vae")
     size = getattr(spec, "size", "full")
     checkpoint = getattr(spec, "checkpoint", None)
+    if name == "mel":
+        from sonieval.models.mel_codec import DEFAULT_ITERATIONS, MelCodec
+
+        return MelCodec(normalisation, iterations=getattr(spec, "iterations", None) or DEFAULT_ITERATIONS,
+                        device=device)
     if name == "dac-vae":
         if size == "small":
             torch.manual_seed(0)
@@ -349,4 +376,4 @@ def load_codec(spec, cache_dir: str | os.PathLike | None = None, device: str = "
             raise CodecError(f"dac could not load these weights ({type(exc).__name__}: {str(exc)[:120]})", path=path,
                              hint="expected a DAC 44 kHz .pth from `python -m dac download`") from None
         return DacCodec(model, model_id=str(path), random_init=False, device=device, sha256=digest)
-    raise CodecError(f"codec.name: unknown codec {name!r}; allowed: dac-vae, dac")
+    raise CodecError(f"codec.name: unknown codec {name!r}; allowed: {', '.join(CODEC_NAMES)}")
