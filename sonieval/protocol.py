@@ -85,14 +85,40 @@ class EncoderSpec(_Model):
 
 
 class CodecSpec(_Model):
-    name: Literal["dac-vae", "dac"] = "dac-vae"
+    # "mel" is the weight-free codec (normalised log-mel with the DAC-VAE latent's shape, decoded by
+    # Griffin-Lim): the method runs, learns and can be heard without any download.
+    name: Literal["dac-vae", "dac", "mel"] = "dac-vae"
     checkpoint: str | None = None  # hub file or local path; None = the published default
     size: ModelSize = "full"
+    iterations: int | None = Field(None, ge=1)  # mel: Griffin-Lim iterations (default 32)
+    # When a protocol lists several codecs, each may restrict the gates trained onto it (None = all of
+    # the protocol's gates.variants / gates.alignments) and whether gates.controls apply to it.
+    variants: list[str] | None = None
+    alignments: list[Alignment] | None = None
+    controls: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CodecSpec":
+        if self.name == "mel" and (self.checkpoint is not None or self.size != "full"):
+            raise ValueError("the mel codec is weight-free: it takes no checkpoint and no size")
+        if self.name != "mel" and self.iterations is not None:
+            raise ValueError("iterations (Griffin-Lim) applies to the mel codec only")
+        for v in self.variants or []:
+            if v not in GATE_VARIANTS:
+                raise ValueError(f"unknown gate variant {v!r}; allowed: {', '.join(GATE_VARIANTS)}")
+        return self
+
+
+Control = Literal["untrained", "shuffled"]
 
 
 class GatesSpec(_Model):
     variants: list[str] = Field(default_factory=lambda: ["LIN"])
     alignments: list[Alignment] = Field(default_factory=lambda: ["transpose"])
+    # Learning controls, trained, sonified and scored like systems (sonieval.tables.GateSlot):
+    # "untrained" = each gate at its initialisation; "shuffled" = each gate trained on
+    # (embedding, latent) pairs of mismatched training clips with the same budget.
+    controls: list[Control] = Field(default_factory=list)
 
     @field_validator("variants")
     @classmethod
@@ -119,12 +145,25 @@ class TrainingSpec(_Model):
     eval_batch_size: int = Field(32, ge=1)
     gradient_accumulation: int = Field(2, ge=1)
     seed: int = 42
+    # Replicate seeds: one system per seed (system_ids then carry ".s<seed>"); None = just `seed`.
+    seeds: list[int] | None = None
     augmentation: AugmentationSpec = AugmentationSpec()
     normalize_latents: bool = False  # min-max normalisation of the target latents
     # How an epochs grid such as [15, 50] is trained: "prefix" trains once to max(epochs) and
     # keeps, for each E, the best checkpoint (by eval loss) within the first E epochs;
     # "separate" trains one run per E (each with its own learning-rate schedule).
     epoch_grid: Literal["prefix", "separate"] = "prefix"
+
+    @property
+    def replicate_seeds(self) -> list[int]:
+        return list(self.seeds) if self.seeds else [self.seed]
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError("seeds must be a non-empty list of distinct whole numbers")
+        return v
 
     @field_validator("learning_rates")
     @classmethod
@@ -243,7 +282,8 @@ class Protocol(_Model):
     cache_dir: str | None = None  # default: <results_dir>/cache
     data: DataSpec = DataSpec()
     encoders: list[EncoderSpec] = Field(default_factory=lambda: [EncoderSpec(name="ast")])
-    codec: CodecSpec = CodecSpec()
+    # One codec (a mapping) or several (a list; the first is primary, see sonieval.tables.GateSlot).
+    codec: list[CodecSpec] = Field(default_factory=lambda: [CodecSpec()])
     gates: GatesSpec = GatesSpec()
     training: TrainingSpec = TrainingSpec()
     sonify: SonifySpec = SonifySpec()
@@ -263,6 +303,30 @@ class Protocol(_Model):
         if len(set(names)) != len(names):
             raise ValueError(f"encoder names must be unique, got {names}")
         return v
+
+    @field_validator("codec", mode="before")
+    @classmethod
+    def _codec_list(cls, v):
+        return [v] if isinstance(v, (dict, CodecSpec)) else v
+
+    @field_validator("codec")
+    @classmethod
+    def _unique_codecs(cls, v: list[CodecSpec]) -> list[CodecSpec]:
+        if not v:
+            raise ValueError("at least one codec is needed")
+        names = [c.name for c in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"codec names must be unique, got {names}")
+        return v
+
+    @property
+    def codecs(self) -> list[CodecSpec]:
+        """Every codec of the protocol, the primary one first."""
+        return list(self.codec)
+
+    @property
+    def primary_codec(self) -> CodecSpec:
+        return self.codecs[0]
 
     @property
     def results_path(self) -> Path:
@@ -290,8 +354,13 @@ class Protocol(_Model):
             for e in self.encoders
         ]
 
-    def resolved_codec(self) -> CodecSpec:
-        return self.codec.model_copy(update={"checkpoint": self.local_or_hub(self.codec.checkpoint)})
+    def resolved_codec(self, name: str | None = None) -> CodecSpec:
+        """A codec spec (the primary one, or the one called ``name``) with a local checkpoint path resolved."""
+        spec = next((c for c in self.codecs if c.name == name), None) if name else self.primary_codec
+        if spec is None:
+            raise ProtocolError(f"{self.source or '<protocol>'}: codec {name!r} is not in the protocol "
+                                f"(it has {', '.join(c.name for c in self.codecs)})")
+        return spec.model_copy(update={"checkpoint": self.local_or_hub(spec.checkpoint)})
 
     def resolve(self, value: str) -> Path:
         """Resolve a path written in the protocol against the protocol file's folder."""

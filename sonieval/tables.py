@@ -7,6 +7,13 @@ column in one line. Extra columns are welcome; these names are the contract.
 A *system* is one (encoder, gate variant, learning rate, epoch, alignment, post-processing)
 tuple, named everywhere by its readable ``system_id``, e.g.
 ``hubert/LIN-C/lr0.005/e50/transpose/minmax``.
+
+The gate slot (second part) names the gate, and may say more about it (:class:`GateSlot`):
+``VARIANT[.CONTROL][.sSEED][@CODEC]``, e.g. ``LIN`` (a trained gate), ``LIN.shuffled`` (the control
+trained on mismatched pairs), ``LIN.untrained`` (the control at its initialisation, always
+``lr0.0/e0``), ``LIN.s43`` (replicate seed 43, when a protocol lists ``training.seeds``) and
+``LIN@dac-vae`` (a gate onto a protocol's second codec; the first codec is implied). The codec's
+own reconstruction is the system ``codec/<codec>/lr0.0/e0/none/codec`` (the ceiling).
 """
 
 from __future__ import annotations
@@ -45,6 +52,14 @@ TABLE_COLUMNS: dict[str, list[str]] = {
 
 RATING_ROLES = ("sonification", "reference", "anchor", "attention")
 
+# The ``control`` column: what kind of system a row is. Trained gates are "none"; the two learning
+# controls go through every stage like any system; the codec reconstruction is the ceiling.
+NO_CONTROL = "none"
+CONTROLS = ("untrained", "shuffled")
+CEILING = "ceiling"
+CONTROL_VALUES = (NO_CONTROL, *CONTROLS, CEILING)
+CODEC_SLOT = "codec"  # the encoder slot of the codec-reconstruction ceiling's system_id
+
 # Paths inside tables are absolute, or relative to the results folder (the folder that holds
 # tables/), never relative to the current directory: a results folder can be moved or shared.
 
@@ -67,11 +82,52 @@ RATING_ATTRIBUTES = ("visual", "audio")
 
 
 @dataclass(frozen=True)
+class GateSlot:
+    """The gate slot of a system_id: ``VARIANT[.CONTROL][.sSEED][@CODEC]`` (see the module docstring)."""
+
+    variant: str
+    control: str = NO_CONTROL
+    seed: int | None = None
+    codec: str | None = None  # None: the protocol's first (primary) codec
+
+    def __post_init__(self) -> None:
+        if self.control not in (NO_CONTROL, *CONTROLS):
+            raise DataError(f"unknown control {self.control!r}; allowed: {', '.join(CONTROLS)}")
+
+    @property
+    def text(self) -> str:
+        out = self.variant
+        if self.control != NO_CONTROL:
+            out += f".{self.control}"
+        if self.seed is not None:
+            out += f".s{int(self.seed)}"
+        if self.codec:
+            out += f"@{self.codec}"
+        return out
+
+
+def parse_gate_slot(text: str) -> GateSlot:
+    """``LIN.shuffled.s43@dac-vae`` → GateSlot("LIN", "shuffled", 43, "dac-vae")."""
+    body, _, codec = str(text).partition("@")
+    variant, *extras = body.split(".")
+    control, seed = NO_CONTROL, None
+    for part in extras:
+        if part in CONTROLS:
+            control = part
+        elif part.startswith("s") and part[1:].isdigit():
+            seed = int(part[1:])
+        else:
+            raise DataError(f"gate slot {text!r}: unknown part {part!r} "
+                            f"(expected VARIANT[.untrained|.shuffled][.s<seed>][@codec])")
+    return GateSlot(variant, control, seed, codec or None)
+
+
+@dataclass(frozen=True)
 class SystemKey:
     """The parts of a ``system_id``."""
 
     encoder: str
-    variant: str
+    variant: str  # the whole gate slot, e.g. "LIN.shuffled.s43"
     lr: float
     epoch: int
     alignment: str
@@ -80,6 +136,29 @@ class SystemKey:
     @property
     def system_id(self) -> str:
         return make_system_id(self.encoder, self.variant, self.lr, self.epoch, self.alignment, self.postprocess)
+
+    @property
+    def gate(self) -> GateSlot:
+        return parse_gate_slot(self.variant) if self.encoder != CODEC_SLOT else GateSlot(self.variant)
+
+    @property
+    def control(self) -> str:
+        return CEILING if self.encoder == CODEC_SLOT else self.gate.control
+
+    @property
+    def family(self) -> tuple:
+        """What a system and its controls share: (encoder, variant, alignment, seed, codec, postprocess)."""
+        g = self.gate
+        return (self.encoder, g.variant, self.alignment, g.seed, g.codec, self.postprocess)
+
+
+def system_parts(system_id: str) -> dict:
+    """A system_id's parts as table columns (``variant`` is the bare gate variant, without its slot extras)."""
+    k = parse_system_id(system_id)
+    g = k.gate
+    codec = k.variant if k.encoder == CODEC_SLOT else g.codec
+    return {"encoder": k.encoder, "variant": g.variant, "control": k.control, "seed": g.seed, "codec": codec,
+            "lr": k.lr, "epoch": k.epoch, "alignment": k.alignment, "postprocess": k.postprocess}
 
 
 def format_lr(lr: float) -> str:
