@@ -305,7 +305,6 @@ def run_prepare(
     progress: bool = True,
 ) -> PrepareResult:
     """Fill the embedding and latent caches for the protocol's clips and encoders (resumable)."""
-    from sonieval.models.codec import load_codec
     from sonieval.models.encoders import load_encoder
 
     device = resolve_device(device)
@@ -328,19 +327,100 @@ def run_prepare(
         rows += r
         batches[f"embedding/{spec.name}"] = b
         del encoder
-    codec = load_codec(proto.resolved_codec(), weights_dir(), device=device)
-    key = model_key(codec.name, codec.model_id, codec.random_init, proto.data.clip_seconds)
-    info = {"model_id": str(codec.model_id), "random_init": bool(codec.random_init)}
-    r, b = _compute_cached(
-        proto, manifest, clips, kind="latent", model_name=codec.name, key=key,
-        sample_rate=codec.sample_rate, forward=codec_forward(codec, device),
-        load_model_info=info, batch_size=batch_size, progress=progress,
-    )
-    rows += r
-    batches[f"latent/{codec.name}"] = b
+    for spec in proto.codecs:
+        codec = prepared_codec_for(proto, spec.name, clips, device=device, progress=progress)
+        key = codec_model_key(proto, codec)
+        write_codec_info(proto, key, codec)
+        info = {"model_id": str(codec.model_id), "random_init": bool(codec.random_init)}
+        r, b = _compute_cached(
+            proto, manifest, clips, kind="latent", model_name=codec.name, key=key,
+            sample_rate=codec.sample_rate, forward=codec_forward(codec, device),
+            load_model_info=info, batch_size=batch_size, progress=progress,
+        )
+        rows += r
+        batches[f"latent/{codec.name}"] = b
+        del codec
     table = pd.DataFrame(rows, columns=PREPARED_COLUMNS)
     write_table(table, prepared_table_path(proto))
     return PrepareResult(table, batches)
+
+
+CODEC_INFO = "codec.json"
+
+
+def codec_model_key(proto: Protocol, codec: Any) -> str:
+    return model_key(codec.name, codec.model_id, codec.random_init, proto.data.clip_seconds)
+
+
+def write_codec_info(proto: Protocol, key: str, codec: Any) -> Path:
+    """Beside the cached latents: the codec's provenance (and the mel codec's normalisation)."""
+    import json
+
+    from sonieval.files import write_text_atomic
+
+    return write_text_atomic(proto.cache_path / "latents" / key / CODEC_INFO, json.dumps(codec.describe(), indent=1))
+
+
+def prepared_codec_for(proto: Protocol, name: str, clips: pd.DataFrame, *, device: str = "cpu",
+                       progress: bool = False) -> Any:
+    """The codec ``name`` of the protocol, ready to encode; the mel codec gets its train-split statistics."""
+    from sonieval.models.codec import load_codec
+
+    spec = proto.resolved_codec(name)
+    if spec.name != "mel":
+        return load_codec(spec, weights_dir(), device=device)
+    return load_codec(spec, weights_dir(), device=device,
+                      normalisation=_mel_normalisation(proto, spec, clips, device, progress))
+
+
+def _mel_normalisation(proto: Protocol, spec: Any, clips: pd.DataFrame, device: str, progress: bool):
+    """Per-band log-mel statistics over the train split's clips (read once, in order)."""
+    from tqdm.auto import tqdm
+
+    from sonieval.audio import CODEC_RATE, load_clip
+    from sonieval.models.codec import load_codec
+    from sonieval.models.mel_codec import fit_mel_normalisation
+
+    train = clips[clips["split"] == "train"].sort_values("clip_id")
+    if train.empty:
+        raise DataError("the mel codec's normalisation needs train-split clips, and there are none",
+                        path=clips_table_path(proto), hint="check the protocol's data.split and `sonieval data splits PROTOCOL`")
+    raw = load_codec(spec, device=device)
+
+    def audio():
+        for row in tqdm(train.itertuples(index=False), total=len(train), desc="mel codec: train-split statistics",
+                        unit="clip", disable=not progress):
+            try:
+                yield load_clip(row.path, CODEC_RATE, proto.data.clip_seconds, proto.data.length_policy).samples
+            except SonievalError:
+                continue  # an unreadable clip is recorded by the latent pass; statistics use the rest
+
+    return fit_mel_normalisation(raw, audio(), source=f"train split ({len(train)} clips)")
+
+
+def load_prepared_codec(proto: Protocol, name: str, device: str = "cpu") -> Any:
+    """The codec that made the prepared latents of codec ``name`` (mel: with the stored statistics)."""
+    import json
+
+    from sonieval.models.codec import load_codec
+
+    spec = proto.resolved_codec(name)
+    if spec.name != "mel":
+        return load_codec(spec, weights_dir(), device=device)
+    from sonieval.models.mel_codec import MelNormalisation
+
+    prepared = read_prepared(proto)
+    keys = prepared[(prepared["kind"] == "latent") & (prepared["model"] == "mel") & (prepared["status"] == "done")]
+    if keys.empty:
+        raise DataError("no prepared mel-codec latents, so no normalisation statistics to decode with",
+                        path=prepared_table_path(proto), hint="run `sonieval prepare PROTOCOL`")
+    info_path = proto.cache_path / "latents" / str(keys["model_key"].iloc[-1]) / CODEC_INFO
+    try:
+        norm = MelNormalisation.from_dict(json.loads(info_path.read_text())["normalisation"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError("the mel codec's normalisation record is missing or damaged", path=info_path,
+                        hint="rerun `sonieval prepare PROTOCOL`") from None
+    return load_codec(spec, weights_dir(), device=device, normalisation=norm)
 
 
 def read_prepared(proto: Protocol) -> pd.DataFrame:

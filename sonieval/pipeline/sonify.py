@@ -42,18 +42,24 @@ from sonieval.files import sha256_file
 from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest
 from sonieval.pipeline.postprocess import apply_postprocess, needs_embedding_rescale, rescale_embedding
 from sonieval.pipeline.prepare import (
-    USABLE_STATUS, clips_table_path, is_random_model_key, load_array, model_key, read_prepared, resolve_device, weights_dir,
+    USABLE_STATUS, clips_table_path, codec_model_key, is_random_model_key, load_array, load_prepared_codec, read_prepared,
+    resolve_device,
 )
 from sonieval.pipeline.train import checkpoint_path, load_checkpoint, plan_runs, time_axis_from
 from sonieval.protocol import Protocol
-from sonieval.tables import SONIFICATIONS_COLUMNS, make_system_id, read_table, resolve_table_path, table_path_value, write_table
+from sonieval.tables import (
+    CODEC_SLOT, SONIFICATIONS_COLUMNS, make_system_id, read_table, resolve_table_path, system_parts, table_path_value,
+    write_table,
+)
 
 STAGE = "sonify"
-CODEC_SLOT = "codec"
 PLAIN, RESCALED, CODEC = "plain", "embedding_rescale", "codec"
 # random_init: the system was made with a randomly initialised (small) encoder or codec, so its
 # audio shows that the pipeline runs, not what the architecture learns; every later output says so.
-EXTRA_COLUMNS = ["branch", "checkpoint", "embedding_model_key", "codec_model_key", "random_init", "sample_rate", "seconds"]
+EXTRA_COLUMNS = [
+    "control", "seed", "codec", "codec_label", "branch", "checkpoint", "embedding_model_key", "codec_model_key",
+    "encoder_random_init", "codec_random_init", "random_init", "sample_rate", "seconds",
+]
 
 
 def codec_system_id(codec_name: str) -> str:
@@ -83,13 +89,14 @@ def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
 
 @dataclass(frozen=True)
 class System:
-    """A trained gate without its post-processing."""
+    """A trained gate (or a control) without its post-processing; ``variant`` is the gate slot."""
 
     encoder: str
     variant: str
     lr: float
     epoch: int
     alignment: str
+    codec: str = ""  # the codec this gate was trained onto (its latents are decoded by it)
 
     @property
     def base(self) -> str:
@@ -109,6 +116,7 @@ class DecodeUnit:
     clip_id: str
     category: str
     clip_path: str
+    codec: str = ""
     embedding_path: str | None = None
     latent_path: str | None = None
     checkpoint: str | None = None
@@ -116,11 +124,11 @@ class DecodeUnit:
 
     @property
     def key(self) -> str:
-        base = self.system.base if self.system else f"{CODEC_SLOT}"
+        base = self.system.base if self.system else f"{CODEC_SLOT}/{self.codec}"
         return f"{base}/{self.branch}/{self.clip_id}"
 
-    def system_id(self, postprocess: str, codec_name: str) -> str:
-        return self.system.system_id(postprocess) if self.system else codec_system_id(codec_name)
+    def system_id(self, postprocess: str) -> str:
+        return self.system.system_id(postprocess) if self.system else codec_system_id(self.codec)
 
 
 def listening_clips(proto: Protocol) -> pd.DataFrame:
@@ -133,10 +141,12 @@ def listening_clips(proto: Protocol) -> pd.DataFrame:
 
 
 def planned_systems(proto: Protocol) -> list[System]:
-    return [System(r.encoder, r.variant, float(r.lr), e, r.alignment) for r in plan_runs(proto) for e in r.snapshot_epochs]
+    primary = proto.primary_codec.name
+    return [System(r.encoder, r.gate_slot, float(r.lr), e, r.alignment, r.codec or primary)
+            for r in plan_runs(proto) for e in r.snapshot_epochs]
 
 
-def plan_units(proto: Protocol, codec_name: str) -> list[DecodeUnit]:
+def plan_units(proto: Protocol) -> list[DecodeUnit]:
     """Every decode the protocol asks for (all shards)."""
     clips = listening_clips(proto)
     prepared = read_prepared(proto)
@@ -145,7 +155,7 @@ def plan_units(proto: Protocol, codec_name: str) -> list[DecodeUnit]:
         return str(resolve_table_path(value, proto.results_path))
 
     emb_path = {(r.model, r.clip_id): where(r.path) for r in done[done["kind"] == "embedding"].itertuples()}
-    lat_path = {r.clip_id: where(r.path) for r in done[done["kind"] == "latent"].itertuples()}
+    lat_path = {(r.model, r.clip_id): where(r.path) for r in done[done["kind"] == "latent"].itertuples()}
     branches = {
         PLAIN: [p for p in proto.sonify.postprocess if not needs_embedding_rescale(p)],
         RESCALED: [p for p in proto.sonify.postprocess if needs_embedding_rescale(p)],
@@ -157,12 +167,13 @@ def plan_units(proto: Protocol, codec_name: str) -> list[DecodeUnit]:
             if not posts:
                 continue
             for c in clips.itertuples():
-                units.append(DecodeUnit(system, branch, posts, c.clip_id, str(c.category), str(c.path),
+                units.append(DecodeUnit(system, branch, posts, c.clip_id, str(c.category), str(c.path), system.codec,
                                         embedding_path=emb_path.get((system.encoder, c.clip_id)), checkpoint=str(ck)))
     if proto.sonify.codec_reconstruction:
-        for c in clips.itertuples():
-            units.append(DecodeUnit(None, CODEC, ["codec"], c.clip_id, str(c.category), str(c.path),
-                                    latent_path=lat_path.get(c.clip_id)))
+        for spec in proto.codecs:
+            for c in clips.itertuples():
+                units.append(DecodeUnit(None, CODEC, ["codec"], c.clip_id, str(c.category), str(c.path), spec.name,
+                                        latent_path=lat_path.get((spec.name, c.clip_id))))
     return units
 
 
@@ -173,14 +184,14 @@ def output_path(proto: Protocol, system_id: str, clip_id: str) -> Path:
 class _GateCache:
     """Loads each system's gate once; remembers a system's loading error."""
 
-    def __init__(self, device: str, codec_key: str):
-        self.device, self.codec_key = device, codec_key
+    def __init__(self, device: str, codec_keys: dict[str, str]):
+        self.device, self.codec_keys = device, codec_keys
         self._gates: dict[str, tuple[Any, dict[str, Any]] | SonievalError] = {}
 
     def get(self, unit: DecodeUnit) -> tuple[Any, dict[str, Any]]:
         if unit.checkpoint not in self._gates:
             try:
-                self._gates[unit.checkpoint] = self._load(unit.checkpoint)
+                self._gates[unit.checkpoint] = self._load(unit.checkpoint, self.codec_keys[unit.codec])
             except SonievalError as exc:
                 self._gates[unit.checkpoint] = exc
         got = self._gates[unit.checkpoint]
@@ -188,14 +199,14 @@ class _GateCache:
             raise got
         return got
 
-    def _load(self, path: str):
+    def _load(self, path: str, codec_key: str):
         from sonieval.models.gates import build_gate
 
         ck = load_checkpoint(path, self.device)
         meta = ck["meta"]
-        if meta["latent_model_key"] != self.codec_key:
+        if meta["latent_model_key"] != codec_key:
             raise SonievalError(
-                f"gate was trained on latents of {meta['latent_model_key']}, the protocol's codec is {self.codec_key}",
+                f"gate was trained on latents of {meta['latent_model_key']}, the protocol's codec is {codec_key}",
                 path=path, hint="retrain with `sonieval train PROTOCOL` or use the codec it was trained for",
             )
         gate = build_gate(meta["variant"], embedding_shape=tuple(meta["embedding_shape"]),
@@ -267,13 +278,12 @@ def _decode(codec: Any, latents, n_samples: int) -> np.ndarray:
     return np.stack([fit_length(a, n_samples)[0] for a in audio])
 
 
-def _write_outputs(proto: Protocol, unit: DecodeUnit, value: Any, original: np.ndarray | None,
-                   codec_name: str) -> ItemOutcome:
+def _write_outputs(proto: Protocol, unit: DecodeUnit, value: Any, original: np.ndarray | None) -> ItemOutcome:
     if isinstance(value, BaseException):
         raise value
     outputs = []
     for post in unit.postprocesses:
-        system_id = unit.system_id(post, codec_name)
+        system_id = unit.system_id(post)
         audio = value if post == "codec" else apply_postprocess(post, value, original)
         path = write_wav(output_path(proto, system_id, unit.clip_id), audio, CODEC_RATE, subtype="FLOAT")
         outputs.append({"system_id": system_id, "postprocess": post, "path": str(path), "sha256": sha256_file(path)})
@@ -310,71 +320,23 @@ def run_sonify(
     """Sonify every (system, listening clip) of this shard; then rebuild the sonifications table."""
     from tqdm.auto import tqdm
 
-    from sonieval.models.codec import load_codec
-
     device = resolve_device(device)
-    codec = load_codec(proto.resolved_codec(), weights_dir(), device=device)
-    codec_key = model_key(codec.name, codec.model_id, codec.random_init, proto.data.clip_seconds)
-    all_units = plan_units(proto, codec.name)
+    codecs = {spec.name: load_prepared_codec(proto, spec.name, device=device) for spec in proto.codecs}
+    codec_keys = {name: codec_model_key(proto, c) for name, c in codecs.items()}
+    all_units = plan_units(proto)
     units = [u for u in all_units if in_shard(u.key, shard)]
-    ck_hash: dict[str, str | None] = {}
-    for u in units:
-        if u.checkpoint and u.checkpoint not in ck_hash:
-            ck_hash[u.checkpoint] = sha256_file(u.checkpoint) if Path(u.checkpoint).exists() else None
-        u.inputs = {
-            "postprocesses": u.postprocesses, "embedding": u.embedding_path, "latent": u.latent_path,
-            "checkpoint_sha256": ck_hash.get(u.checkpoint) if u.checkpoint else None,
-            "codec_model_key": codec_key, "clip_seconds": proto.data.clip_seconds,
-        }
+    _set_inputs(proto, units, codec_keys)
     total = BatchResult()
     pending = []
     for u in units:
         (total.skipped.append(u.key) if _outputs_exist(manifest, u) else pending.append(u))
-    n_samples = int(round(proto.data.clip_seconds * CODEC_RATE))
-    gates = _GateCache(device, codec_key)
+    gates = _GateCache(device, codec_keys)
     bar = tqdm(total=len(pending), desc="sonify", unit="decode", disable=not progress or not pending)
     for group in _groups(pending, proto.sonify.batch_size):
-        outcome: dict[str, Any] = {}
-        originals: dict[str, np.ndarray] = {}
-        for u in group:
-            try:
-                originals[u.key] = _original(proto, u)
-            except SonievalError as exc:
-                outcome[u.key] = exc
-        ready = [u for u in group if u.key in originals]
-        try:
-            if ready and ready[0].system is None:
-                import torch
-
-                keep = []
-                for u in ready:
-                    try:
-                        if not u.latent_path:
-                            raise DataError(f"no prepared codec latent of clip {u.clip_id}",
-                                            hint="run `sonieval prepare PROTOCOL`")
-                        keep.append((u, load_array(u.latent_path)))
-                    except SonievalError as exc:
-                        outcome[u.key] = exc
-                ready = [u for u, _ in keep]
-                latents = torch.from_numpy(np.stack([a for _, a in keep])).to(device) if keep else None
-            elif ready:
-                try:
-                    ready, latents = _gate_latents(proto, ready, gates, originals, outcome, device)
-                except SonievalError as exc:
-                    for u in ready:
-                        outcome[u.key] = exc
-                    ready, latents = [], None
-            if ready:
-                audio = _decode(codec, latents, n_samples)
-                outcome.update({u.key: a for u, a in zip(ready, audio)})
-        except Exception as exc:  # noqa: BLE001 - a failed batch fails its items, the run goes on
-            for u in ready:
-                outcome.setdefault(u.key, exc)
-        items = [ManifestItem(u.key, u.inputs, system_id=u.system_id(u.postprocesses[0], codec.name), payload=u)
-                 for u in group]
+        outcome, originals = _decode_group(proto, group, codecs[group[0].codec], gates, device)
+        items = [ManifestItem(u.key, u.inputs, system_id=u.system_id(u.postprocesses[0]), payload=u) for u in group]
         res = manifest.run_batch(
-            STAGE, items,
-            lambda it: _write_outputs(proto, it.payload, outcome.get(it.key), originals.get(it.key), codec.name),
+            STAGE, items, lambda it: _write_outputs(proto, it.payload, outcome.get(it.key), originals.get(it.key)),
             progress=False,
         )
         total.done += res.done
@@ -382,15 +344,75 @@ def run_sonify(
         total.failed.update(res.failed)
         bar.update(len(group))
     bar.close()
-    table = write_sonifications_table(proto, manifest, all_units, codec.name, codec_key)
+    table = write_sonifications_table(proto, manifest, all_units, codecs, codec_keys)
     return SonifyResult(total, table, shard, len(units))
+
+
+def _set_inputs(proto: Protocol, units: list[DecodeUnit], codec_keys: dict[str, str]) -> None:
+    """What a decode depends on (a change redoes it): embedding, latent, checkpoint content, codec."""
+    ck_hash: dict[str, str | None] = {}
+    for u in units:
+        if u.checkpoint and u.checkpoint not in ck_hash:
+            ck_hash[u.checkpoint] = sha256_file(u.checkpoint) if Path(u.checkpoint).exists() else None
+        u.inputs = {
+            "postprocesses": u.postprocesses, "embedding": u.embedding_path, "latent": u.latent_path,
+            "checkpoint_sha256": ck_hash.get(u.checkpoint) if u.checkpoint else None,
+            "codec_model_key": codec_keys[u.codec], "clip_seconds": proto.data.clip_seconds,
+        }
+
+
+def _decode_group(proto: Protocol, group: list[DecodeUnit], codec: Any, gates: "_GateCache", device: str):
+    """Latents for one group (cached latents for the ceiling, else the gate's), decoded in one batch.
+
+    Returns ({unit key: audio or the exception that stopped it}, {unit key: original audio})."""
+    outcome: dict[str, Any] = {}
+    originals: dict[str, np.ndarray] = {}
+    for u in group:
+        try:
+            originals[u.key] = _original(proto, u)
+        except SonievalError as exc:
+            outcome[u.key] = exc
+    ready = [u for u in group if u.key in originals]
+    try:
+        if ready and ready[0].system is None:
+            ready, latents = _cached_latents(ready, outcome, device)
+        elif ready:
+            try:
+                ready, latents = _gate_latents(proto, ready, gates, originals, outcome, device)
+            except SonievalError as exc:
+                for u in ready:
+                    outcome[u.key] = exc
+                ready, latents = [], None
+        if ready:
+            audio = _decode(codec, latents, int(round(proto.data.clip_seconds * CODEC_RATE)))
+            outcome.update({u.key: a for u, a in zip(ready, audio)})
+    except Exception as exc:  # noqa: BLE001 - a failed batch fails its items, the run goes on
+        for u in ready:
+            outcome.setdefault(u.key, exc)
+    return outcome, originals
+
+
+def _cached_latents(units: list[DecodeUnit], outcome: dict[str, Any], device: str):
+    """The codec ceiling's input: each clip's own prepared latent."""
+    import torch
+
+    keep = []
+    for u in units:
+        try:
+            if not u.latent_path:
+                raise DataError(f"no prepared {u.codec} latent of clip {u.clip_id}", hint="run `sonieval prepare PROTOCOL`")
+            keep.append((u, load_array(u.latent_path)))
+        except SonievalError as exc:
+            outcome[u.key] = exc
+    latents = torch.from_numpy(np.stack([a for _, a in keep])).to(device) if keep else None
+    return [u for u, _ in keep], latents
 
 
 def _groups(units: list[DecodeUnit], batch_size: int) -> Iterator[list[DecodeUnit]]:
     """Batches of at most ``batch_size`` decodes sharing one gate (or the codec) and branch."""
     by: dict[tuple, list[DecodeUnit]] = {}
     for u in units:
-        by.setdefault((u.checkpoint, u.branch), []).append(u)
+        by.setdefault((u.codec, u.checkpoint, u.branch), []).append(u)
     for group in by.values():
         for i in range(0, len(group), batch_size):
             yield group[i:i + batch_size]
@@ -410,7 +432,7 @@ def _table_lock(path: Path) -> Iterator[None]:
 
 
 def write_sonifications_table(
-    proto: Protocol, manifest: RunManifest, units: list[DecodeUnit], codec_name: str, codec_key: str
+    proto: Protocol, manifest: RunManifest, units: list[DecodeUnit], codecs: dict[str, Any], codec_keys: dict[str, str]
 ) -> pd.DataFrame:
     """Rebuild ``tables/sonifications.parquet`` from the manifest (all shards' rows)."""
     tables = proto.results_path / "tables"
@@ -421,26 +443,31 @@ def write_sonifications_table(
             if state is None or state["status"] == "running":
                 continue  # not made yet (another shard, or a run in flight)
             outs = {o["postprocess"]: o for o in state["extra"].get("outputs", [])} if state["status"] == "done" else {}
-            s = u.system
-            emb_key = Path(u.embedding_path).parent.name if u.embedding_path else None
             for post in u.postprocesses:
-                out = outs.get(post)
-                rows.append({
-                    "system_id": u.system_id(post, codec_name),
-                    "encoder": s.encoder if s else CODEC_SLOT, "variant": s.variant if s else codec_name,
-                    "lr": s.lr if s else 0.0, "epoch": s.epoch if s else 0,
-                    "alignment": s.alignment if s else "none", "postprocess": post,
-                    "clip_id": u.clip_id, "category": u.category,
-                    "path": table_path_value(out["path"], proto.results_path) if out else None, "sha256": out["sha256"] if out else None,
-                    "status": "done" if out else "failed",
-                    "error": None if out else (state.get("error") or "output missing"),
-                    "branch": u.branch, "checkpoint": u.checkpoint,
-                    "embedding_model_key": emb_key,
-                    "codec_model_key": codec_key, "random_init": is_random_model_key(codec_key) or is_random_model_key(emb_key),
-                    "sample_rate": CODEC_RATE, "seconds": proto.data.clip_seconds,
-                })
+                rows.append(_table_row(proto, u, post, outs.get(post), state, codecs[u.codec], codec_keys[u.codec]))
         table = pd.DataFrame(rows, columns=SONIFICATIONS_COLUMNS + EXTRA_COLUMNS)
         table["lr"] = table["lr"].astype(float)
         table["epoch"] = table["epoch"].astype("int64")
         write_table(table, tables / "sonifications.parquet", "sonifications")
     return table
+
+
+def _table_row(proto: Protocol, u: DecodeUnit, post: str, out: dict | None, state: dict, codec: Any,
+               codec_key: str) -> dict[str, Any]:
+    system_id = u.system_id(post)
+    parts = system_parts(system_id)
+    emb_key = Path(u.embedding_path).parent.name if u.embedding_path else None
+    encoder_random = is_random_model_key(emb_key)
+    return {
+        "system_id": system_id, "encoder": parts["encoder"], "variant": parts["variant"], "lr": parts["lr"],
+        "epoch": parts["epoch"], "alignment": parts["alignment"], "postprocess": post,
+        "clip_id": u.clip_id, "category": u.category,
+        "path": table_path_value(out["path"], proto.results_path) if out else None,
+        "sha256": out["sha256"] if out else None, "status": "done" if out else "failed",
+        "error": None if out else (state.get("error") or "output missing"),
+        "control": parts["control"], "seed": parts["seed"], "codec": u.codec, "codec_label": codec.label,
+        "branch": u.branch, "checkpoint": u.checkpoint, "embedding_model_key": emb_key, "codec_model_key": codec_key,
+        "encoder_random_init": encoder_random, "codec_random_init": bool(codec.random_init),
+        "random_init": encoder_random or bool(codec.random_init),
+        "sample_rate": CODEC_RATE, "seconds": proto.data.clip_seconds,
+    }

@@ -37,6 +37,7 @@ from its last saved epoch with the same data order (the shuffle is seeded per ep
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,7 @@ from sonieval.files import atomic_path
 from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest, inputs_hash
 from sonieval.pipeline.prepare import load_array, read_encoder_info, read_prepared, resolve_device
 from sonieval.protocol import Protocol
-from sonieval.tables import format_lr, resolve_table_path, write_table
+from sonieval.tables import NO_CONTROL, GateSlot, format_lr, resolve_table_path, write_table
 
 STAGE = "train"
 CHECKPOINT_FORMAT = "sonieval-gate/1"
@@ -58,14 +59,20 @@ BLUR_KERNEL = (13, 7)  # (time, feature) taps, thesis §4.3 kernel (7, 13)
 MAX_GRAD_NORM = 1.0
 SMOOTHING = 0.99  # the thesis's TensorBoard smoothing weight
 TRAINING_COLUMNS = [
-    "encoder", "variant", "lr", "epoch", "alignment", "checkpoint", "run_id", "best_epoch",
-    "best_validation_loss", "n_train", "n_validation", "embedding_model_key", "latent_model_key", "status", "error",
+    "encoder", "variant", "gate_slot", "control", "seed", "codec", "lr", "epoch", "alignment", "checkpoint", "run_id",
+    "best_epoch", "best_validation_loss", "validation_mse", "validation_r2", "validation_r2_ci_low",
+    "validation_r2_ci_high", "n_train", "n_validation", "embedding_model_key", "latent_model_key", "status", "error",
 ]
 
 
 @dataclass
 class TrainRun:
-    """One training run; it yields one system per epoch count in ``snapshot_epochs``."""
+    """One training run; it yields one system per epoch count in ``snapshot_epochs``.
+
+    ``control``: "none" (a gate trained on its real pairs), "shuffled" (trained on mismatched pairs,
+    same budget) or "untrained" (no training: the gate at its initialisation, ``lr`` 0, epoch 0).
+    ``codec``: None for the protocol's primary codec, else the codec's name (see tables.GateSlot).
+    """
 
     encoder: str
     variant: str
@@ -74,34 +81,64 @@ class TrainRun:
     max_epochs: int
     snapshot_epochs: list[int]
     separate: bool = False
+    control: str = NO_CONTROL
+    seed: int = 42
+    seed_in_id: bool = False
+    codec: str | None = None
+
+    @property
+    def gate_slot(self) -> str:
+        """The system_id's gate slot, e.g. ``LIN``, ``LIN.shuffled.s43``, ``LIN@dac-vae``."""
+        return GateSlot(self.variant, self.control, self.seed if self.seed_in_id else None, self.codec).text
 
     @property
     def run_id(self) -> str:
-        base = f"{self.encoder}/{self.variant}/lr{format_lr(self.lr)}/{self.alignment}"
+        base = f"{self.encoder}/{self.gate_slot}/lr{format_lr(self.lr)}/{self.alignment}"
         return f"{base}/E{self.max_epochs}" if self.separate else base
+
+    def checkpoint(self, proto: Protocol, epoch: int) -> Path:
+        return checkpoint_path(proto, self.encoder, self.gate_slot, self.lr, epoch, self.alignment)
 
 
 def checkpoint_dir(proto: Protocol, encoder: str, variant: str, lr: float, alignment: str) -> Path:
+    """``variant`` is the system_id's gate slot (e.g. ``LIN`` or ``LIN.shuffled``)."""
     return proto.results_path / "checkpoints" / encoder / variant / f"lr{format_lr(lr)}" / alignment
 
 
 def checkpoint_path(proto: Protocol, encoder: str, variant: str, lr: float, epoch: int, alignment: str) -> Path:
-    """The checkpoint of system (encoder, variant, lr, epoch, alignment)."""
+    """The checkpoint of system (encoder, gate slot, lr, epoch, alignment)."""
     return checkpoint_dir(proto, encoder, variant, lr, alignment) / f"e{int(epoch)}.pt"
 
 
 def plan_runs(proto: Protocol) -> list[TrainRun]:
+    """Every run of the sweep: codecs × encoders × variants × alignments × seeds × (controls, lrs)."""
+    runs = []
+    for i, codec in enumerate(proto.codecs):
+        controls = list(proto.gates.controls) if codec.controls else []
+        for enc in proto.encoders:
+            for variant in codec.variants or proto.gates.variants:
+                for alignment in codec.alignments or proto.gates.alignments:
+                    for seed in proto.training.replicate_seeds:
+                        common = dict(control=NO_CONTROL, seed=seed, seed_in_id=bool(proto.training.seeds),
+                                      codec=codec.name if i else None)
+                        runs += _runs_of(proto, enc.name, variant, alignment, controls, common)
+    return runs
+
+
+def _runs_of(proto: Protocol, encoder: str, variant: str, alignment: str, controls: list[str],
+             common: dict[str, Any]) -> list[TrainRun]:
     t = proto.training
     epochs = sorted(set(t.epochs))
     runs = []
-    for enc in proto.encoders:
-        for variant in proto.gates.variants:
-            for alignment in proto.gates.alignments:
-                for lr in t.learning_rates:
-                    if t.epoch_grid == "prefix":
-                        runs.append(TrainRun(enc.name, variant, lr, alignment, max(epochs), epochs))
-                    else:
-                        runs += [TrainRun(enc.name, variant, lr, alignment, e, [e], True) for e in epochs]
+    if "untrained" in controls:
+        runs.append(TrainRun(encoder, variant, 0.0, alignment, 0, [0], **{**common, "control": "untrained"}))
+    for control in [NO_CONTROL] + (["shuffled"] if "shuffled" in controls else []):
+        kw = {**common, "control": control}
+        for lr in t.learning_rates:
+            if t.epoch_grid == "prefix":
+                runs.append(TrainRun(encoder, variant, lr, alignment, max(epochs), epochs, **kw))
+            else:
+                runs += [TrainRun(encoder, variant, lr, alignment, e, [e], True, **kw) for e in epochs]
     return runs
 
 
@@ -123,19 +160,71 @@ class PairedData:
     latent_max: float = 1.0
     time_axis: dict[str, Any] | None = None  # the encoder's (grid alignment), from prepare
     clip_ids: dict[str, list[str]] = field(default_factory=dict)
+    _stores: dict[str, "PairStore"] = field(default_factory=dict, repr=False)
+
+    def store(self, split: str) -> "PairStore":
+        """The split's pairs, loaded once and shared by every run of this (encoder, codec)."""
+        if split not in self._stores:
+            self._stores[split] = PairStore(self.embeddings[split], self.latents[split],
+                                            self.embedding_shape, self.latent_shape)
+        return self._stores[split]
+
+    def train_mean_latent(self):
+        """The mean training latent [C, T']: the baseline the validation R² is measured against."""
+        import torch
+
+        store = self.store("train")
+        return torch.stack([store.pairs([i])[1][0] for i in range(len(store))]).mean(dim=0)
 
 
-def paired_data(proto: Protocol, encoder: str) -> PairedData:
+TRAIN_MEMORY_BYTES = int(float(os.environ.get("SONIEVAL_TRAIN_MEMORY_GB", "8")) * 2**30)
+
+
+class PairStore:
+    """The (embedding, latent) pairs of one split: in memory when they fit in ``SONIEVAL_TRAIN_MEMORY_GB``
+    (embeddings stay float16, as cached), else read from the cache per batch.
+
+    Every gate of an (encoder, codec) reads the same pairs, so a sweep reads the cache once instead of
+    once per batch of every epoch of every system."""
+
+    def __init__(self, emb_paths: list[str], lat_paths: list[str], emb_shape: tuple, lat_shape: tuple):
+        self.emb_paths, self.lat_paths = list(emb_paths), list(lat_paths)
+        self.emb_shape, self.lat_shape = tuple(emb_shape), tuple(lat_shape)
+        need = len(self.emb_paths) * (math.prod(self.emb_shape) * 2 + math.prod(self.lat_shape) * 4)
+        self._x = self._y = None
+        if need <= TRAIN_MEMORY_BYTES:
+            import torch
+
+            self._x = torch.from_numpy(np.stack([_checked(p, emb_shape, "embedding").astype(np.float16)
+                                                 for p in self.emb_paths]))
+            self._y = torch.from_numpy(np.stack([_checked(p, lat_shape, "latent") for p in self.lat_paths]))
+
+    def __len__(self) -> int:
+        return len(self.emb_paths)
+
+    def pairs(self, idx: list[int], latent_idx: list[int] | None = None):
+        """Embeddings of clips ``idx`` (float32) with the latents of ``latent_idx`` (default: the same clips)."""
+        latent_idx = idx if latent_idx is None else latent_idx
+        if self._x is not None:
+            return self._x[idx].float(), self._y[latent_idx]
+        return _load_pairs([self.emb_paths[i] for i in idx], [self.lat_paths[i] for i in latent_idx],
+                           self.emb_shape, self.lat_shape)
+
+
+def paired_data(proto: Protocol, encoder: str, codec: str | None = None) -> PairedData:
+    """The prepared pairs of ``encoder`` and ``codec`` (None: the protocol's primary codec)."""
     prepared = read_prepared(proto)
     ok = prepared[prepared["status"] == "done"]
     emb = ok[(ok["kind"] == "embedding") & (ok["model"] == encoder)]
     lat = ok[ok["kind"] == "latent"]
+    codec = codec or proto.primary_codec.name
+    lat = lat[lat["model"] == codec]
     if emb.empty:
         raise DataError(f"no prepared embeddings for encoder {encoder!r}",
                         path=proto.results_path / "tables" / "prepared.parquet",
                         hint="run `sonieval prepare PROTOCOL` with this encoder in the protocol")
     if lat.empty:
-        raise DataError("no prepared codec latents", path=proto.results_path / "tables" / "prepared.parquet",
+        raise DataError(f"no prepared latents of codec {codec!r}", path=proto.results_path / "tables" / "prepared.parquet",
                         hint="run `sonieval prepare PROTOCOL`")
     merged = emb.merge(lat[["clip_id", "path", "model_key", "model"]], on="clip_id", suffixes=("", "_latent"))
     out: dict[str, dict[str, list[str]]] = {"emb": {}, "lat": {}, "ids": {}}
@@ -223,151 +312,274 @@ def ema_smooth(values: list[float] | np.ndarray, weight: float = SMOOTHING) -> n
     return out
 
 
+@dataclass
+class Evaluation:
+    """A gate on the validation pairs: MSE, and R² against the train-mean latent (with its clip bootstrap CI).
+
+    R² = 1 − Σ_clips SSE / Σ_clips SST, where SST is the squared distance of each validation latent to
+    the *training* mean latent: the share of the latent's variance the gate explains beyond always
+    answering the average training latent (0: no better than that; < 0: worse)."""
+
+    mse: float
+    sse: np.ndarray  # per validation clip
+    sst: np.ndarray  # per validation clip, against the train-mean latent
+
+    @property
+    def r2(self) -> float:
+        return float(1.0 - self.sse.sum() / self.sst.sum()) if self.sst.sum() > 0 else float("nan")
+
+    def r2_ci(self, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+        """Percentile CI from resampling validation clips."""
+        if len(self.sse) < 2:
+            return float("nan"), float("nan")
+        idx = np.random.default_rng(seed).integers(0, len(self.sse), size=(n_boot, len(self.sse)))
+        sst = self.sst[idx].sum(axis=1)
+        r2 = 1.0 - self.sse[idx].sum(axis=1) / np.where(sst > 0, sst, np.nan)
+        lo, hi = np.nanquantile(r2, [(1 - level) / 2, (1 + level) / 2])
+        return float(lo), float(hi)
+
+    def summary(self, seed: int = 0) -> dict[str, float]:
+        lo, hi = self.r2_ci(seed=seed)
+        return {"validation_mse": self.mse, "validation_r2": self.r2, "validation_r2_ci_low": lo,
+                "validation_r2_ci_high": hi}
+
+
+def evaluate(gate, x, y, batch_size: int, device: str, baseline=None) -> Evaluation:
+    """The gate on every validation pair (per-clip squared errors; ``baseline``: the train-mean latent)."""
+    import torch
+
+    gate.eval()
+    sse, sst = [], []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            sse.append(((gate(xb) - yb) ** 2).flatten(1).sum(dim=1).double().cpu())
+            if baseline is not None:
+                sst.append(((yb - baseline.to(device)) ** 2).flatten(1).sum(dim=1).double().cpu())
+    sse_all = torch.cat(sse).numpy() if sse else np.zeros(0)
+    sst_all = torch.cat(sst).numpy() if sst else np.full(len(sse_all), np.nan)
+    n = max(int(y.numel()), 1)
+    return Evaluation(float(sse_all.sum() / n), sse_all, sst_all)
+
+
+def shuffled_partners(n: int, seed: int) -> list[int]:
+    """A seeded derangement of 0..n-1: clip i is paired with the latent of clip partner[i] ≠ i."""
+    if n < 2:
+        raise DataError("the shuffled control needs at least 2 training clips")
+    order = np.random.default_rng(seed + 7919).permutation(n)
+    partner = np.empty(n, dtype=int)
+    partner[order] = np.roll(order, -1)  # each clip takes the latent of the next one in a random cycle
+    return partner.tolist()
+
+
+@dataclass
+class RunState:
+    """What a run carries from epoch to epoch (and saves to resume)."""
+
+    epoch: int = 0
+    step: int = 0
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    best_eval: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+class GateTrainer:
+    """One run's gate, optimiser and schedule, in short named steps (``run_epoch``, ``validate``, ``save``)."""
+
+    def __init__(self, proto: Protocol, run: TrainRun, data: PairedData, device: str, fingerprint: str):
+        import torch
+
+        from sonieval.models.gates import build_gate
+
+        self.proto, self.run, self.data, self.device, self.fingerprint = proto, run, data, device, fingerprint
+        self.t = proto.training
+        torch.manual_seed(run.seed)
+        self.gate = build_gate(run.variant, embedding_shape=data.embedding_shape, latent_shape=data.latent_shape,
+                               alignment=run.alignment, time_axis=time_axis_from(data.time_axis)).to(device)
+        self.train = data.store("train")
+        self.partners = shuffled_partners(len(self.train), run.seed) if run.control == "shuffled" else None
+        steps_per_epoch = math.ceil(math.ceil(len(self.train) / self.t.batch_size) / self.t.gradient_accumulation)
+        total = max(steps_per_epoch * run.max_epochs, 1)
+        self.optimizer = torch.optim.AdamW(self.gate.parameters(), lr=run.lr or 1e-3, betas=(0.9, 0.999),
+                                           eps=1e-8, weight_decay=0.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: max(0.0, 1.0 - s / total))
+        self.norm = {"min": data.latent_min, "max": data.latent_max} if self.t.normalize_latents else None
+        self.span = (data.latent_max - data.latent_min) or 1.0
+        val = data.store("validation")
+        x_val, y_val = val.pairs(list(range(len(val))))
+        self.x_val, self.y_val = x_val, self.target(y_val)
+        self.baseline = self.target(data.train_mean_latent())
+        self.state = RunState()
+        self.ckdir = checkpoint_dir(proto, run.encoder, run.gate_slot, run.lr, run.alignment)
+        self.state_path = self.ckdir / f"state_to_e{run.max_epochs}.pt"
+        self.best_path = self.ckdir / f"best_to_e{run.max_epochs}.pt"
+
+    def target(self, y):
+        return (y - self.data.latent_min) / self.span if self.norm else y
+
+    def meta(self) -> dict[str, Any]:
+        run, data, t = self.run, self.data, self.t
+        return {
+            "format": CHECKPOINT_FORMAT, "protocol": self.proto.name, "encoder": run.encoder, "variant": run.variant,
+            "gate_slot": run.gate_slot, "control": run.control, "seed": run.seed, "codec_slot": run.codec,
+            "lr": float(run.lr), "alignment": run.alignment, "codec": data.codec,
+            "embedding_model_key": data.embedding_model_key, "latent_model_key": data.latent_model_key,
+            "embedding_shape": list(data.embedding_shape), "latent_shape": list(data.latent_shape),
+            "latent_normalization": self.norm, "time_axis": data.time_axis, "n_train": len(self.train),
+            "n_validation": len(self.x_val), "batch_size": t.batch_size,
+            "gradient_accumulation": t.gradient_accumulation, "gaussian_blur": t.augmentation.gaussian_blur,
+            "run_id": run.run_id, "versions": _versions(),
+        }
+
+    # --- resume
+    def resume(self) -> None:
+        import torch
+
+        saved = torch.load(self.state_path, map_location=self.device, weights_only=True) if self.state_path.exists() else None
+        if saved is not None and saved.get("fingerprint") != self.fingerprint:
+            clear_run(self.proto, self.run)  # settings or data changed since that state was saved: start afresh
+            saved = None
+        if saved is None:
+            return
+        self.gate.load_state_dict(saved["gate"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.state = RunState(int(saved["epoch"]), int(saved["step"]), float(saved["best_loss"]),
+                              int(saved["best_epoch"]), dict(saved.get("best_eval", {})), list(saved["history"]),
+                              {int(k): v for k, v in saved["snapshots"].items()})
+
+    # --- steps
+    def run_epoch(self, epoch: int, writer) -> None:
+        import torch
+
+        self.gate.train()
+        gen = torch.Generator().manual_seed(self.run.seed * 100_003 + epoch)  # same order on resume
+        torch.manual_seed(self.run.seed + epoch)  # dropout masks and blur σ, reproducible on resume
+        order = torch.randperm(len(self.train), generator=gen).tolist()
+        micro = [order[i:i + self.t.batch_size] for i in range(0, len(order), self.t.batch_size)]
+        self.optimizer.zero_grad()
+        acc_loss, acc_n = 0.0, 0
+        for i, idx in enumerate(micro):
+            acc_loss += self.micro_step(idx, epoch)
+            acc_n += 1
+            if acc_n == self.t.gradient_accumulation or i == len(micro) - 1:
+                self.optimizer_step(acc_loss / acc_n, epoch, writer)
+                acc_loss, acc_n = 0.0, 0
+
+    def micro_step(self, idx: list[int], epoch: int) -> float:
+        import torch
+
+        latent_idx = [self.partners[j] for j in idx] if self.partners else None
+        x, y = self.train.pairs(idx, latent_idx)
+        x, y = x.to(self.device), self.target(y.to(self.device))
+        if self.t.augmentation.gaussian_blur:
+            sigma = float(torch.empty(1).uniform_(0.1, max(0.1, self.t.augmentation.blur_sigma)))
+            x = gaussian_blur(x, sigma)
+        loss = torch.nn.functional.mse_loss(self.gate(x), y)
+        if not torch.isfinite(loss):
+            raise SonievalError(f"run {self.run.run_id}: training loss became {loss.item()} at epoch {epoch}",
+                                hint="lower the learning rate or enable training.normalize_latents")
+        (loss / self.t.gradient_accumulation).backward()
+        return loss.item()
+
+    def optimizer_step(self, loss: float, epoch: int, writer) -> None:
+        import torch
+
+        torch.nn.utils.clip_grad_norm_(self.gate.parameters(), MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+        self.state.step += 1
+        self.state.history.append({"step": self.state.step, "epoch": epoch, "split": "train", "loss": loss})
+        writer.add_scalar("loss/train", loss, self.state.step)
+
+    def validate(self, epoch: int, writer) -> Evaluation:
+        ev = evaluate(self.gate, self.x_val, self.y_val, self.t.eval_batch_size, self.device, self.baseline)
+        if not math.isfinite(ev.mse):
+            raise SonievalError(f"run {self.run.run_id}: validation loss became {ev.mse} at epoch {epoch}",
+                                hint="lower the learning rate")
+        st = self.state
+        st.history.append({"step": st.step, "epoch": epoch, "split": "validation", "loss": ev.mse})
+        writer.add_scalar("loss/validation", ev.mse, st.step)
+        writer.add_scalar("r2/validation", ev.r2, st.step)
+        if ev.mse < st.best_loss:
+            st.best_loss, st.best_epoch, st.best_eval = ev.mse, epoch, ev.summary(seed=self.run.seed)
+            _save(self.best_path, {"meta": {**self.meta(), "best_epoch": epoch, "best_validation_loss": ev.mse,
+                                            **st.best_eval}, "state_dict": self.gate.state_dict()})
+        return ev
+
+    def save_snapshots(self, epoch: int) -> None:
+        """The best within the first E epochs is the best so far at epoch E."""
+        import torch
+
+        for e in self.run.snapshot_epochs:
+            if e != epoch:
+                continue
+            with atomic_path(self.run.checkpoint(self.proto, e)) as tmp:
+                ck = torch.load(self.best_path, map_location="cpu", weights_only=True)
+                ck["meta"].update({"epoch": e, "epochs_trained": epoch, "total_epochs": self.run.max_epochs})
+                torch.save(ck, tmp)
+            self.state.snapshots[e] = {"best_epoch": self.state.best_epoch,
+                                       "best_validation_loss": self.state.best_loss, **self.state.best_eval}
+
+    def save_state(self, epoch: int) -> None:
+        st = self.state
+        _save(self.state_path, {
+            "gate": self.gate.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "epoch": epoch, "step": st.step, "best_loss": st.best_loss,
+            "best_epoch": st.best_epoch, "best_eval": st.best_eval, "history": st.history,
+            "snapshots": {str(k): v for k, v in st.snapshots.items()}, "fingerprint": self.fingerprint,
+        })
+
+
 def train_one_run(
     proto: Protocol, run: TrainRun, data: PairedData, device: str, *, fingerprint: str = "", progress: bool = True
 ) -> dict[str, Any]:
-    """Train (or resume) one run; returns its summary (best epoch and loss per snapshot)."""
-    import torch
+    """Train (or resume) one run; returns its summary (best epoch, loss and R² per snapshot)."""
     from tqdm.auto import tqdm
 
-    from sonieval.models.gates import build_gate
-
-    t = proto.training
-    ckdir = checkpoint_dir(proto, run.encoder, run.variant, run.lr, run.alignment)
-    state_path = ckdir / f"state_to_e{run.max_epochs}.pt"
-    best_path = ckdir / f"best_to_e{run.max_epochs}.pt"
+    trainer = GateTrainer(proto, run, data, device, fingerprint)
+    if run.control == "untrained":
+        return _untrained_snapshot(trainer)
+    trainer.resume()
     logdir = proto.results_path / "training" / run.run_id
     logdir.mkdir(parents=True, exist_ok=True)
-
-    torch.manual_seed(t.seed)
-    gate = build_gate(run.variant, embedding_shape=data.embedding_shape, latent_shape=data.latent_shape,
-                      alignment=run.alignment, time_axis=time_axis_from(data.time_axis)).to(device)
-    optimizer = torch.optim.AdamW(gate.parameters(), lr=run.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    n_train = len(data.embeddings["train"])
-    steps_per_epoch = math.ceil(math.ceil(n_train / t.batch_size) / t.gradient_accumulation)
-    total_steps = steps_per_epoch * run.max_epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1.0 - s / total_steps))
-    history: list[dict[str, Any]] = []
-    start_epoch, step, best_loss, best_epoch = 1, 0, math.inf, 0
-    snapshots: dict[int, dict[str, Any]] = {}
-    state = torch.load(state_path, map_location=device, weights_only=True) if state_path.exists() else None
-    if state is not None and state.get("fingerprint") != fingerprint:
-        clear_run(proto, run)  # settings or data changed since that state was saved: start afresh
-        state = None
-    if state is not None:
-        gate.load_state_dict(state["gate"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
-        best_loss, best_epoch = float(state["best_loss"]), int(state["best_epoch"])
-        history = list(state["history"])
-        snapshots = {int(k): v for k, v in state["snapshots"].items()}
-
-    norm = {"min": data.latent_min, "max": data.latent_max} if t.normalize_latents else None
-    span = (data.latent_max - data.latent_min) or 1.0
-
-    def target(y):
-        return (y - data.latent_min) / span if norm else y
-
-    x_val, y_val = _load_pairs(data.embeddings["validation"], data.latents["validation"],
-                               data.embedding_shape, data.latent_shape)
     from torch.utils.tensorboard import SummaryWriter
 
+    step = trainer.state.step
     writer = SummaryWriter(log_dir=str(logdir / "tensorboard"), purge_step=step if step else None)
-    meta = {
-        "format": CHECKPOINT_FORMAT, "protocol": proto.name, "encoder": run.encoder, "variant": run.variant,
-        "lr": float(run.lr), "alignment": run.alignment, "codec": data.codec,
-        "embedding_model_key": data.embedding_model_key, "latent_model_key": data.latent_model_key,
-        "embedding_shape": list(data.embedding_shape), "latent_shape": list(data.latent_shape),
-        "latent_normalization": norm, "time_axis": data.time_axis, "n_train": n_train, "n_validation": len(data.embeddings["validation"]),
-        "seed": t.seed, "batch_size": t.batch_size, "gradient_accumulation": t.gradient_accumulation,
-        "gaussian_blur": t.augmentation.gaussian_blur, "run_id": run.run_id, "versions": _versions(),
-    }
-    bar = tqdm(range(start_epoch, run.max_epochs + 1), desc=f"train {run.run_id}", unit="epoch",
+    bar = tqdm(range(trainer.state.epoch + 1, run.max_epochs + 1), desc=f"train {run.run_id}", unit="epoch",
                disable=not progress, leave=False)
     try:
         for epoch in bar:
-            gate.train()
-            gen = torch.Generator().manual_seed(t.seed * 100_003 + epoch)  # same order on resume
-            torch.manual_seed(t.seed + epoch)  # dropout masks and blur σ, reproducible on resume
-            order = torch.randperm(n_train, generator=gen).tolist()
-            micro = [order[i:i + t.batch_size] for i in range(0, n_train, t.batch_size)]
-            optimizer.zero_grad()
-            acc_loss, acc_n = 0.0, 0
-            for i, idx in enumerate(micro):
-                x, y = _load_pairs([data.embeddings["train"][j] for j in idx], [data.latents["train"][j] for j in idx],
-                                   data.embedding_shape, data.latent_shape)
-                x, y = x.to(device), target(y.to(device))
-                if t.augmentation.gaussian_blur:
-                    sigma = float(torch.empty(1).uniform_(0.1, max(0.1, t.augmentation.blur_sigma)))
-                    x = gaussian_blur(x, sigma)
-                loss = torch.nn.functional.mse_loss(gate(x), y)
-                if not torch.isfinite(loss):
-                    raise SonievalError(
-                        f"run {run.run_id}: training loss became {loss.item()} at epoch {epoch}",
-                        hint="lower the learning rate or enable training.normalize_latents",
-                    )
-                (loss / t.gradient_accumulation).backward()
-                acc_loss += loss.item()
-                acc_n += 1
-                if acc_n == t.gradient_accumulation or i == len(micro) - 1:
-                    torch.nn.utils.clip_grad_norm_(gate.parameters(), MAX_GRAD_NORM)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
-                    step += 1
-                    value = acc_loss / acc_n
-                    history.append({"step": step, "epoch": epoch, "split": "train", "loss": value})
-                    writer.add_scalar("loss/train", value, step)
-                    acc_loss, acc_n = 0.0, 0
-            val_loss = evaluate(gate, x_val, target(y_val), t.eval_batch_size, device)
-            if not math.isfinite(val_loss):
-                raise SonievalError(f"run {run.run_id}: validation loss became {val_loss} at epoch {epoch}",
-                                    hint="lower the learning rate")
-            history.append({"step": step, "epoch": epoch, "split": "validation", "loss": val_loss})
-            writer.add_scalar("loss/validation", val_loss, step)
+            trainer.run_epoch(epoch, writer)
+            ev = trainer.validate(epoch, writer)
             writer.flush()
-            bar.set_postfix(validation_loss=f"{val_loss:.4g}")
-            if val_loss < best_loss:
-                best_loss, best_epoch = val_loss, epoch
-                _save(best_path, {"meta": {**meta, "best_epoch": epoch, "best_validation_loss": val_loss},
-                                  "state_dict": gate.state_dict()})
-            for e in run.snapshot_epochs:
-                if e == epoch:
-                    # The best within the first E epochs is the best so far at epoch E.
-                    with atomic_path(checkpoint_path(proto, run.encoder, run.variant, run.lr, e, run.alignment)) as tmp:
-                        ck = torch.load(best_path, map_location="cpu", weights_only=True)
-                        ck["meta"].update({"epoch": e, "epochs_trained": epoch, "total_epochs": run.max_epochs})
-                        torch.save(ck, tmp)
-                    snapshots[e] = {"best_epoch": best_epoch, "best_validation_loss": best_loss}
-            _save(state_path, {
-                "gate": gate.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": epoch, "step": step, "best_loss": best_loss, "best_epoch": best_epoch,
-                "history": history, "snapshots": {str(k): v for k, v in snapshots.items()},
-                "fingerprint": fingerprint,
-            })
-            write_losses(logdir, run.run_id, history)
+            bar.set_postfix(validation_loss=f"{ev.mse:.4g}", r2=f"{ev.r2:.3f}")
+            trainer.save_snapshots(epoch)
+            trainer.save_state(epoch)
+            write_losses(logdir, run.run_id, trainer.state.history)
     finally:
         writer.close()
     from sonieval.pipeline.figures import plot_loss_curves
 
     losses = pd.read_csv(logdir / "losses.csv")
-    plot_loss_curves(losses, logdir / "loss_curves.png", title=f"{run.run_id} ({n_train} training clips)")
-    return {"snapshots": snapshots, "n_train": n_train, "n_validation": meta["n_validation"]}
+    title = f"{run.run_id} ({len(trainer.train)} training clips{', SHUFFLED pairs (control)' if trainer.partners else ''})"
+    plot_loss_curves(losses, logdir / "loss_curves.png", title=title)
+    return {"snapshots": trainer.state.snapshots, "n_train": len(trainer.train), "n_validation": len(trainer.x_val)}
 
 
-def evaluate(gate, x, y, batch_size: int, device: str) -> float:
-    """Mean squared error over the whole evaluation set (sample-weighted over batches)."""
-    import torch
-
-    gate.eval()
-    total, n = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
-            total += torch.nn.functional.mse_loss(gate(xb), yb, reduction="sum").item()
-            n += yb.numel()
-    return total / max(n, 1)
+def _untrained_snapshot(trainer: GateTrainer) -> dict[str, Any]:
+    """The untrained control: the gate at its initialisation, evaluated and saved as epoch 0."""
+    ev = evaluate(trainer.gate, trainer.x_val, trainer.y_val, trainer.t.eval_batch_size, trainer.device,
+                  trainer.baseline)
+    summary = {"best_epoch": 0, "best_validation_loss": ev.mse, **ev.summary(seed=trainer.run.seed)}
+    _save(trainer.run.checkpoint(trainer.proto, 0), {
+        "meta": {**trainer.meta(), **summary, "epoch": 0, "epochs_trained": 0, "total_epochs": 0},
+        "state_dict": trainer.gate.state_dict()})
+    return {"snapshots": {0: summary}, "n_train": len(trainer.train), "n_validation": len(trainer.x_val)}
 
 
 def _save(path: Path, obj: dict[str, Any]) -> None:
@@ -425,65 +637,74 @@ def run_train(proto: Protocol, manifest: RunManifest, *, device: str = "auto", p
     """Train every run of the sweep not yet finished; write ``tables/training.parquet``."""
     device = resolve_device(device)
     runs = plan_runs(proto)
-    data_by_encoder: dict[str, PairedData | SonievalError] = {}
-    for enc in {r.encoder for r in runs}:
+    data_by_pair: dict[tuple, PairedData | SonievalError] = {}
+    for key in sorted({(r.encoder, r.codec or proto.primary_codec.name) for r in runs}):
         try:
-            data_by_encoder[enc] = paired_data(proto, enc)
+            data_by_pair[key] = paired_data(proto, *key)
         except SonievalError as exc:
-            data_by_encoder[enc] = exc
-    t = proto.training
-    items = []
-    for run in runs:
-        data = data_by_encoder[run.encoder]
-        inputs = {
-            "run": run.run_id, "max_epochs": run.max_epochs, "snapshots": run.snapshot_epochs,
-            "batch_size": t.batch_size, "eval_batch_size": t.eval_batch_size,
-            "gradient_accumulation": t.gradient_accumulation, "seed": t.seed,
-            "augmentation": t.augmentation.model_dump(), "normalize_latents": t.normalize_latents,
-        }
-        if isinstance(data, PairedData):
-            inputs.update(embedding_model_key=data.embedding_model_key, latent_model_key=data.latent_model_key,
-                          train_clips=data.clip_ids["train"], validation_clips=data.clip_ids["validation"])
-        items.append(ManifestItem(run.run_id, inputs, payload=(run, data)))
+            data_by_pair[key] = exc
+    items = [_train_item(proto, run, data_by_pair[(run.encoder, run.codec or proto.primary_codec.name)])
+             for run in runs]
 
     def fn(item: ManifestItem) -> ItemOutcome:
         run, data = item.payload
         if isinstance(data, SonievalError):
             raise data
         summary = train_one_run(proto, run, data, device, fingerprint=inputs_hash(item.inputs), progress=progress)
-        last = checkpoint_path(proto, run.encoder, run.variant, run.lr, max(run.snapshot_epochs), run.alignment)
-        return ItemOutcome(path=last, extra=summary)
+        return ItemOutcome(path=run.checkpoint(proto, max(run.snapshot_epochs)), extra=summary)
 
     result = manifest.run_batch(STAGE, items, fn, desc="train sweep", progress=progress)
     write_training_table(proto, manifest, runs)
     return result
 
 
+def _train_item(proto: Protocol, run: TrainRun, data: PairedData | SonievalError) -> ManifestItem:
+    t = proto.training
+    inputs = {
+        "run": run.run_id, "control": run.control, "max_epochs": run.max_epochs, "snapshots": run.snapshot_epochs,
+        "batch_size": t.batch_size, "eval_batch_size": t.eval_batch_size,
+        "gradient_accumulation": t.gradient_accumulation, "seed": run.seed,
+        "augmentation": t.augmentation.model_dump(), "normalize_latents": t.normalize_latents,
+    }
+    if isinstance(data, PairedData):
+        inputs.update(embedding_model_key=data.embedding_model_key, latent_model_key=data.latent_model_key,
+                      train_clips=data.clip_ids["train"], validation_clips=data.clip_ids["validation"])
+    return ManifestItem(run.run_id, inputs, payload=(run, data))
+
+
+R2_COLUMNS = ["validation_mse", "validation_r2", "validation_r2_ci_low", "validation_r2_ci_high"]
+
+
 def write_training_table(proto: Protocol, manifest: RunManifest, runs: list[TrainRun]) -> Path:
+    """One row per system (run × snapshot epoch): where its checkpoint is and how well it fits validation."""
     rows = []
     for run in runs:
         state = manifest.get(STAGE, run.run_id) or {}
-        snaps = (state.get("extra") or {}).get("snapshots", {})
+        extra, inputs = state.get("extra") or {}, state.get("inputs") or {}
+        snaps = extra.get("snapshots", {})
         for e in run.snapshot_epochs:
             snap = snaps.get(str(e)) or snaps.get(e) or {}
             rows.append({
-                "encoder": run.encoder, "variant": run.variant, "lr": float(run.lr), "epoch": e,
-                "alignment": run.alignment,
-                "checkpoint": str(checkpoint_path(proto, run.encoder, run.variant, run.lr, e, run.alignment)),
+                "encoder": run.encoder, "variant": run.variant, "gate_slot": run.gate_slot, "control": run.control,
+                "seed": run.seed, "codec": run.codec or proto.primary_codec.name, "lr": float(run.lr), "epoch": e,
+                "alignment": run.alignment, "checkpoint": str(run.checkpoint(proto, e)),
                 "run_id": run.run_id, "best_epoch": snap.get("best_epoch"),
                 "best_validation_loss": snap.get("best_validation_loss"),
-                "n_train": (state.get("extra") or {}).get("n_train"),
-                "n_validation": (state.get("extra") or {}).get("n_validation"),
-                "embedding_model_key": (state.get("inputs") or {}).get("embedding_model_key"),
-                "latent_model_key": (state.get("inputs") or {}).get("latent_model_key"),
+                **{c: snap.get(c) for c in R2_COLUMNS},
+                "n_train": extra.get("n_train"), "n_validation": extra.get("n_validation"),
+                "embedding_model_key": inputs.get("embedding_model_key"),
+                "latent_model_key": inputs.get("latent_model_key"),
                 "status": state.get("status", "missing"), "error": state.get("error"),
             })
-    return write_table(pd.DataFrame(rows, columns=TRAINING_COLUMNS), proto.results_path / "tables" / "training.parquet")
+    table = pd.DataFrame(rows, columns=TRAINING_COLUMNS)
+    for c in R2_COLUMNS + ["best_validation_loss"]:
+        table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
+    return write_table(table, proto.results_path / "tables" / "training.parquet")
 
 
 def clear_run(proto: Protocol, run: TrainRun) -> None:
     """Forget a run's resume state (used when its inputs changed)."""
-    ckdir = checkpoint_dir(proto, run.encoder, run.variant, run.lr, run.alignment)
+    ckdir = checkpoint_dir(proto, run.encoder, run.gate_slot, run.lr, run.alignment)
     for name in (f"state_to_e{run.max_epochs}.pt", f"best_to_e{run.max_epochs}.pt"):
         (ckdir / name).unlink(missing_ok=True)
     shutil.rmtree(proto.results_path / "training" / run.run_id / "tensorboard", ignore_errors=True)
