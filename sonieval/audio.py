@@ -213,3 +213,24 @@ def write_wav(
     with atomic_path(path) as tmp:
         sf.write(str(tmp), x, int(sample_rate), subtype=subtype, format="WAV")
     return path
+
+
+def write_stereo_wav(
+    path: str | os.PathLike, left: np.ndarray, right: np.ndarray, sample_rate: int,
+    subtype: Literal["PCM_16", "FLOAT"] = "PCM_16",
+) -> Path:
+    """Write two equal-length channels as a stereo WAV, atomically (dichotic stimuli, e.g. headphone checks)."""
+    import soundfile as sf
+
+    chans = [to_float32_audio(c, what=f"{side} channel for {path}") for side, c in (("left", left), ("right", right))]
+    if len(chans[0]) != len(chans[1]):
+        raise AudioError(f"{path}: left and right channels differ in length ({len(chans[0])} vs {len(chans[1])} samples)")
+    x = np.stack(chans, axis=1)
+    if subtype == "PCM_16":
+        # Quantised here with symmetric rounding: libsndfile's float->int16 conversion is not odd-symmetric
+        # (q(-x) != -q(x) for some x), which would break an exact antiphase pair (L = -R).
+        x = np.round(np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), x, int(sample_rate), subtype=subtype, format="WAV")
+    return path
