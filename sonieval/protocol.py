@@ -82,6 +82,33 @@ class EncoderSpec(_Model):
     model: str | None = None  # hub id or local directory; None = the registry's default hub id
     size: ModelSize = "full"  # "small": randomly initialised small version of the architecture
     finetuned: str | None = None  # local directory of a fine-tuned checkpoint (sonieval finetune)
+    # "input" (the cut before the transformer), block k (1-based), a list of those, or "all"
+    # (sonieval.models.layers); whether the encoder has block k is checked when it is loaded.
+    layer: str | int | list[str | int] = "input"
+
+    @field_validator("layer", mode="before")
+    @classmethod
+    def _layer_form(cls, v: Any) -> Any:
+        allowed = "allowed: input, a block number k >= 1, a list of those, or all"
+
+        def one(item: Any) -> None:
+            if item == "all" and isinstance(v, list):
+                raise ValueError(f"'all' stands alone, not inside a list; {allowed}")
+            if isinstance(item, str) and item in ("input", "all"):
+                return
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise ValueError(f"{item!r} is not a layer; {allowed}")
+            if item < 1:
+                raise ValueError(f"{item} is not a block (blocks count from 1; the cut before the first is 'input')")
+
+        items = v if isinstance(v, list) else [v]
+        if not items:
+            raise ValueError(f"an empty list names no layer; {allowed}")
+        for item in items:
+            one(item)
+        if len(items) != len({str(i) for i in items}):
+            raise ValueError(f"a layer is listed twice in {v!r}")
+        return v
 
 
 class CodecSpec(_Model):

@@ -1,27 +1,67 @@
-"""Encoders under study: the embedding a gate learns to sonify (DESIGN.md §4).
+"""Encoders under study: the embedding a gate learns to sonify (DESIGN.md §4), at any layer.
 
 A registry (``@register_encoder("name")``) of small classes, one per model, as in fadtk/kadtk's
 loaders. Each loads with transformers from a hub id (through :mod:`sonieval.models.weights`, which
 gives one clear line when the weights are not cached and there is no network) or from a local
 ``save_pretrained`` folder (e.g. the output of ``sonieval finetune``). ``size: small`` builds a
 randomly initialised small config of the same architecture with the same patch/convolution
-geometry, so the embedding's token count is the real one; ``Encoder.random_init`` says so.
+geometry, so every layer's token count is the real one; ``Encoder.random_init`` says so.
 
-- ``ast``: AST patch embeddings [1212, 768] for 5 s: the ASTFeatureExtractor's Kaldi fbank
-  ([1024 frames, 128 mel bins], 16 kHz, AudioSet normalisation) through
-  ``ASTModel.embeddings.patch_embeddings`` only: Conv2d 16×16, stride 10 over (128 freq × 1024 time)
-  → [768, 12, 101] flattened frequency-major (token = f·101 + t). No cls/distillation tokens, no
-  position embeddings (the reference work's choice, thesis §3.0.2). Only ~49 of the 101 time
-  columns hold the 5 s clip; the rest see the fbank's zero padding.
-- ``hubert``: HuBERT features before masking and the encoder, [249, 768] for 5 s (≈50 Hz):
-  ``feature_extractor`` (7 conv layers) then ``feature_projection`` (LayerNorm when the config has
-  ``feat_proj_layer_norm``, Linear 512 → 768, dropout). In transformers 5.x HuBERT's
-  ``feature_projection`` returns one tensor; wav2vec 2.0's returns (hidden, normed features).
-- ``wav2vec2``: the same cut for wav2vec 2.0 (proof that another encoder is one small class).
+Layers (:mod:`sonieval.models.layers`): ``input`` is each encoder's cut before its transformer
+(below); block ``k`` is the output of transformer block ``k`` (the residual stream after it, before
+any final layer norm), arranged in the same token geometry as ``input``. ``embed(audio)`` gives the
+one layer an encoder was loaded for (``encoders[i].layer``, default ``input``);
+``embed_layers(audio, layers)`` gives several from one forward pass; ``embedding_shape`` and
+``time_axis`` take the layer too. Input normalisation always follows the checkpoint's own
+feature-extractor config (``preprocessor_config.json``); the class defaults below apply only to
+folders without one and to ``size: small``.
+
+Geometry for a 5 s clip (published configs):
+
+- ``ast`` (``MIT/ast-finetuned-audioset-10-10-0.4593``, 12 blocks): ASTFeatureExtractor's Kaldi
+  fbank ([1024 frames, 128 mel bins], 16 kHz, AudioSet normalisation). ``input`` =
+  ``embeddings.patch_embeddings`` only: Conv2d 16×16, stride 10 over (128 freq × 1024 time) →
+  [768, 12, 101] flattened frequency-major (token = f·101 + t), [1212, 768], no cls/distillation
+  tokens, no position embeddings (the reference work's cut, thesis §3.0.2). Block k: the 1214
+  tokens after block k without the first two (cls, distillation): the same 12 × 101 grid, [1212, 768].
+  Time axis: hop 0.10 s, first centre 0.0875 s, every layer. Only ~49 of the 101 time columns hold
+  the 5 s clip (the fbank is zero-padded to 10.24 s); all 101 are kept, as the reference work did.
+- ``hubert`` (``facebook/hubert-base-ls960``), ``wav2vec2`` (``facebook/wav2vec2-base``),
+  ``wavlm`` (``microsoft/wavlm-base-plus``), 12 blocks each: ``input`` = ``feature_extractor``
+  (7 conv layers, hop 320) then ``feature_projection`` (LayerNorm, Linear 512 → 768, dropout), before
+  masking and *before* the encoder's positional convolution (transformers' ``hidden_states[0]`` is
+  after it, and after the encoder's layer norm in post-LN configs such as these). [249, 768] at
+  ≈50 Hz; block k: [249, 768]. Time axis (1 × 249), hop 0.02 s, first centre 0.0125 s (400-sample
+  receptive field), every layer. Default normalisation (no preprocessor config): HuBERT and WavLM
+  raw waveform (their base checkpoints were trained without it), wav2vec 2.0 zero-mean unit-variance.
+- ``whisper`` (``openai/whisper-base``, 6 blocks, d 512): WhisperFeatureExtractor pads every clip
+  to 30 s → log-mel [80, 3000] (hop 10 ms, centred frames); the encoder's conv stem (k3 s1, k3 s2,
+  GELU) gives 1500 frames at 50 Hz, frame j centred at 0.02·j s. ``input`` = the conv stem output
+  before the sinusoidal positions; block k = ``layers[k-1]``'s output (for k = 6 without the final
+  ``layer_norm``; transformers' ``hidden_states[6]`` has it). Every layer is cut to the frames whose
+  centre lies in the clip: 5 s → the first 250 of 1500 ([250, 512]); the attention still sees the
+  whole padded 30 s, as Whisper always does, but the 1250 frames of padding would make the gate
+  learn silence and have no counterpart in the codec's 5 s latent. Time axis (1 × 250), hop 0.02 s,
+  first centre 0. Clips longer than 30 s are refused.
+- ``clap`` (``laion/clap-htsat-unfused``, audio tower ClapAudioModel/HTSAT, 12 Swin blocks in 4
+  stages of 2, 2, 6, 2): ClapFeatureExtractor at 48 kHz, 64-bin log-mel, 10 ms hop, clips repeat-padded
+  to 10 s → [1001 frames, 64]; HTSAT stretches time to 1024 frames (bicubic) and folds it into a
+  256 × 256 image of 4 time chunks stacked along frequency (row = chunk·64 + mel bin); 4×4 patches
+  → 64 × 64 tokens; each stage after the first merges 2 × 2 tokens. Unfolded, stage s (0..3) is a
+  frequency × time grid of (16 / 2^s) × (256 / 2^s) tokens of width 96·2^s, hop 0.039·2^s s over the
+  10 s window. ``input`` = the patch embeddings (stage-0 grid, 16 × 256 × 96); block k = the output of
+  Swin block k (blocks 1–2 stage 0, 3–4 stage 1, 5–10 stage 2, 11–12 stage 3), before the stage's
+  patch merging, on its stage's grid. sonieval re-orders the tokens frequency-major (f·T + t, as AST)
+  and cuts time to the columns whose centre lies in the clip: 5 s → 16 × 128 (input, blocks 1–2,
+  [2048, 96]), 8 × 64 ([512, 192]), 4 × 32 ([128, 384]), 2 × 16 ([32, 768]). The repeat-padded
+  second half would repeat the clip. Exposed: every block, not only transformers' four stage
+  outputs (those are blocks 2, 4, 10, 12 here, after merging). Clips longer than 10 s are refused
+  (the extractor would crop them at random).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +72,8 @@ from sonieval.audio import ENCODER_RATE
 from sonieval.errors import SonievalError, WeightsUnavailable
 from sonieval.models import weights
 from sonieval.models.gates import TimeAxis
+from sonieval.models.layers import (INPUT, Layer, LayerSpec, capture_layers, expand_layers, layer_depth,
+                                    layer_label)
 
 ENCODERS: dict[str, type["Encoder"]] = {}
 
@@ -52,33 +94,80 @@ def register_encoder(name: str) -> Callable[[type["Encoder"]], type["Encoder"]]:
 
 
 class Encoder:
-    """An embedding model: ``embed(audio [B, n] at 16 kHz) -> [B, T, D]``."""
+    """An embedding model: ``embed(audio [B, n] at sample_rate) -> [B, T, D]`` at a chosen layer."""
 
     name: str = ""
+    display_name: str = ""  # for messages ("AST", "HuBERT", ...)
     default_model_id: str = ""
     sample_rate: int = ENCODER_RATE
+    loaded_layers: tuple[Layer, ...] = (INPUT,)  # what ``embed(audio)`` gives; set from encoders[i].layer
+    prefix: str = "encoders[i]"  # the protocol entry, for messages
 
     def __init__(self, model_id: str, random_init: bool, device: str | torch.device = "cpu"):
         self.model_id = model_id
         self.random_init = random_init
         self.device = torch.device(device)
 
-    def embedding_shape(self, n_samples: int) -> tuple[int, int]:
+    # ------------------------------------------------------------------ layers
+    @property
+    def num_blocks(self) -> int:
+        """How many transformer blocks the encoder has (layers 1..num_blocks)."""
+        return 0
+
+    @property
+    def label(self) -> str:
+        return (self.display_name or self.name) + (" (random-init)" if self.random_init else "")
+
+    def layers(self, value: LayerSpec | None = None) -> list[Layer]:
+        """A layer value (``input``, k, a list, ``all``) expanded for this encoder; None: the loaded layers."""
+        if value is None:
+            return list(self.loaded_layers)
+        return expand_layers(value, self.num_blocks, label=self.label, setting=f"{self.prefix}.layer")
+
+    def _one_layer(self, layer: LayerSpec | None) -> Layer:
+        layers = self.layers(layer)
+        if len(layers) != 1:
+            what = "was loaded for" if layer is None else "was asked for"
+            raise EncoderError(f"{self.name} {what} {len(layers)} layers ({', '.join(map(layer_label, layers))}); "
+                               "name one layer, or use embed_layers for several")
+        return layers[0]
+
+    def set_layers(self, value: LayerSpec | None) -> None:
+        """The layers ``embed`` gives and a protocol's system expands into (``encoders[i].layer``)."""
+        self.loaded_layers = tuple(self.layers(INPUT if value is None else value))
+
+    # ------------------------------------------------------------------ geometry
+    max_seconds: float | None = None  # longest clip the model's input window holds (None: any)
+
+    def embedding_shape(self, n_samples: int, layer: LayerSpec | None = None) -> tuple[int, int]:
+        """(tokens, width) of one clip's embedding at ``layer``."""
+        self._check_length(n_samples)
+        return self._shape(n_samples, self._one_layer(layer))
+
+    def time_axis(self, n_samples: int, layer: LayerSpec | None = None) -> TimeAxis:
+        """Where the embedding's tokens sit in time at ``layer`` (for the gates' ``grid`` alignment):
+        (frequency rows, time columns) of the frequency-major token grid, hop and first centre in s."""
+        self._check_length(n_samples)
+        return self._axis(n_samples, self._one_layer(layer))
+
+    def _shape(self, n_samples: int, layer: Layer) -> tuple[int, int]:
         raise NotImplementedError
 
-    def time_axis(self, n_samples: int) -> TimeAxis:
-        """Where the embedding's frames sit in time (for the gates' ``grid`` alignment)."""
+    def _axis(self, n_samples: int, layer: Layer) -> TimeAxis:
         raise NotImplementedError
 
-    def _embed(self, audio: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    def _check_length(self, n_samples: int) -> None:
+        if self.max_seconds is not None and n_samples > round(self.max_seconds * self.sample_rate):
+            raise EncoderError(f"{self.name}: a clip of {n_samples / self.sample_rate:g} s is longer than "
+                               f"{self.label}'s {self.max_seconds:g} s input window",
+                               hint=f"use data.clip_seconds <= {self.max_seconds:g} with this encoder")
 
+    # ------------------------------------------------------------------ embedding
     def describe(self) -> dict[str, Any]:
-        return {"encoder": self.name, "model_id": self.model_id, "random_init": self.random_init}
+        return {"encoder": self.name, "model_id": self.model_id, "random_init": self.random_init,
+                "layers": [layer_label(x) for x in self.loaded_layers]}
 
-    @torch.no_grad()
-    def embed(self, audio: torch.Tensor) -> torch.Tensor:
-        """[B, n] (or [n]) float audio at 16 kHz → embeddings [B, T, D] (float32, on the CPU)."""
+    def _checked_audio(self, audio) -> torch.Tensor:
         audio = torch.as_tensor(audio, dtype=torch.float32)
         if audio.ndim == 1:
             audio = audio[None]
@@ -87,29 +176,62 @@ class Encoder:
                                f"got shape {tuple(audio.shape)}")
         if not torch.isfinite(audio).all():
             raise EncoderError(f"{self.name}.embed: audio contains NaN or infinite samples")
-        return self._embed(audio).float().cpu()
+        self._check_length(audio.shape[-1])
+        return audio
+
+    @torch.no_grad()
+    def embed(self, audio: torch.Tensor, layer: LayerSpec | None = None) -> torch.Tensor:
+        """[B, n] (or [n]) float audio at ``sample_rate`` → embeddings [B, T, D] (float32, on the CPU) at
+        ``layer`` (default: the one layer the encoder was loaded for)."""
+        audio = self._checked_audio(audio)
+        layer = self._one_layer(layer)
+        return self._run_layers(audio, [layer])[layer]
+
+    @torch.no_grad()
+    def embed_layers(self, audio: torch.Tensor, layers: LayerSpec | None = None) -> dict[Layer, torch.Tensor]:
+        """Several layers from one forward pass: ``{layer: [B, T, D]}`` (default: the loaded layers)."""
+        audio = self._checked_audio(audio)
+        return self._run_layers(audio, self.layers(layers))
+
+    def _run_layers(self, audio: torch.Tensor, layers: list[Layer]) -> dict[Layer, torch.Tensor]:
+        out = {INPUT: self._embed(audio)} if layers == [INPUT] else self._embed_layers(audio, layers)
+        return {layer: out[layer].float().cpu() for layer in layers}
+
+    def _embed(self, audio: torch.Tensor) -> torch.Tensor:
+        """The ``input`` cut."""
+        return self._embed_layers(audio, [INPUT])[INPUT]
+
+    def _embed_layers(self, audio: torch.Tensor, layers: list[Layer]) -> dict[Layer, torch.Tensor]:
+        raise NotImplementedError
 
 
 # ----------------------------------------------------------------------------- transformers models
 
 
 class TransformersEncoder(Encoder):
-    """Shared loading for transformers models: local folder, hub id (cached) or small random config."""
+    """Shared loading for transformers models (local folder, hub id or small random config) and the
+    one-pass layer capture. A subclass says which modules make ``input`` and which are the blocks."""
 
     model_class_name: str = ""
-    # Weight-name prefixes (in the base model) of the modules the embedding is computed with.
-    embedding_modules: tuple[str, ...] = ()
+    base_prefix: str = ""  # where the kept model sits in the loaded one (weight-name prefix), e.g. "encoder."
 
     @classmethod
     def small_config(cls):
         raise NotImplementedError
 
     @classmethod
-    def load(cls, spec, device: str = "cpu", *, setting: str = "encoders[i].model") -> "TransformersEncoder":
+    def base_of(cls, model):
+        """The part of the loaded model that is kept (the rest, e.g. Whisper's decoder, is freed)."""
+        return model
+
+    @classmethod
+    def load(cls, spec, device: str = "cpu", *, prefix: str = "encoders[i]") -> "TransformersEncoder":
         import transformers
 
+        setting = f"{prefix}.model"
         model_cls = getattr(transformers, cls.model_class_name)
         source = getattr(spec, "finetuned", None) or getattr(spec, "model", None)
+        missing: list[str] = []
         if getattr(spec, "size", "full") == "small" and not getattr(spec, "finetuned", None):
             torch.manual_seed(0)
             model = model_cls(cls.small_config())
@@ -130,22 +252,25 @@ class TransformersEncoder(Encoder):
                 raise EncoderError(f"cannot load a {cls.model_class_name} from it ({type(exc).__name__}: "
                                    f"{str(exc).splitlines()[0][:140] if str(exc) else ''})", path=folder,
                                    hint=f"is it a {cls.name} checkpoint?") from None
-            # transformers fills missing weights with random ones and only logs it: refuse that for the
-            # modules the embedding is made of (other parts, e.g. a classifier head, may differ).
-            missing = [k for k in loading.get("missing_keys", []) if k.startswith(cls.embedding_modules)]
-            if missing:
-                raise EncoderError(f"checkpoint lacks {len(missing)} weight(s) the {cls.name} embedding needs, "
-                                   f"e.g. {missing[0]!r}", path=folder,
-                                   hint=f"is it a {cls.name} checkpoint? (they would be random otherwise)")
+            missing = list(loading.get("missing_keys", []))
             random_init = False
-        enc = cls(model, folder, model_id=model_id, random_init=random_init, device=device)
+        enc = cls(model, folder, model_id=model_id, random_init=random_init, device=device, missing_keys=missing)
+        enc.prefix = prefix
+        enc.set_layers(getattr(spec, "layer", INPUT))
+        enc.check_weights(layer_depth(enc.loaded_layers[-1]))
         return enc
 
-    def __init__(self, model, folder: Path | None, *, model_id: str, random_init: bool, device="cpu"):
+    def __init__(self, model, folder: Path | None, *, model_id: str, random_init: bool, device="cpu",
+                 missing_keys: list[str] | tuple = ()):
         super().__init__(model_id, random_init, device)
-        self.config = model.config
+        self.folder = folder
+        base = self.base_of(model)
+        self.config = base.config  # the kept part's (CLAP: the audio tower's)
         self.feature_extractor = self.feature_extractor_for(model.config, folder)
-        self._keep(model.to(self.device).eval())
+        # transformers fills missing weights with random ones and only logs it; remember them (relative
+        # to the kept part) so that a layer computed with one is refused (check_weights)
+        self._missing = [k[len(self.base_prefix):] for k in missing_keys if k.startswith(self.base_prefix)]
+        self._keep(base.to(self.device).eval())
 
     @classmethod
     def feature_extractor_for(cls, config, folder: Path | None):
@@ -153,8 +278,57 @@ class TransformersEncoder(Encoder):
         raise NotImplementedError
 
     def _keep(self, model) -> None:
-        """Keep only the modules the embedding needs (the rest is freed)."""
+        """Keep the modules the embeddings need (``self.model``; subclasses add names for its parts)."""
+        self.model = model
+
+    # ------------------------------------------------------------------ what a subclass says
+    def _model_inputs(self, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The model's forward arguments for a batch of audio (feature extractor output, on the device)."""
         raise NotImplementedError
+
+    def _input_module(self) -> torch.nn.Module:
+        """The module whose output is the ``input`` cut (through :meth:`_input_from`)."""
+        raise NotImplementedError
+
+    def _input_from(self, output) -> torch.Tensor:
+        return output[0] if isinstance(output, tuple) else output
+
+    def _blocks(self) -> list[torch.nn.Module]:
+        """The transformer blocks, in order (block k = ``_blocks()[k-1]``)."""
+        raise NotImplementedError
+
+    def _modules_for(self, depth: int) -> list[torch.nn.Module]:
+        """The modules whose weights layer ``depth`` (0 = input) is computed with."""
+        raise NotImplementedError
+
+    def _arrange(self, hidden: torch.Tensor, layer: Layer, n_samples: int) -> torch.Tensor:
+        """A captured output → [B, T, D] in the documented token geometry (default: as it comes)."""
+        return hidden
+
+    # ------------------------------------------------------------------ the forward pass
+    def _embed_layers(self, audio: torch.Tensor, layers: list[Layer]) -> dict[Layer, torch.Tensor]:
+        self.check_weights(layer_depth(layers[-1]))
+        inputs = self._model_inputs(audio)
+        raw = capture_layers(lambda: self.model(**inputs), layers, input_module=self._input_module(),
+                             input_from=self._input_from, blocks=self._blocks())
+        return {layer: self._arrange(raw[layer], layer, audio.shape[-1]) for layer in layers}
+
+    def check_weights(self, depth: int) -> None:
+        """Refuse a layer whose modules lack checkpoint weights (they would silently be random)."""
+        if not self._missing:
+            return
+        names = {id(m): n for n, m in self.model.named_modules()}
+        prefixes = tuple(f"{names[id(m)]}." if names[id(m)] else "" for m in self._modules_for(depth))
+        lacking = [k for k in self._missing if k.startswith(prefixes)]
+        if lacking:
+            what = "embedding" if depth == 0 else f"embedding up to {layer_label(depth)}"
+            raise EncoderError(f"checkpoint lacks {len(lacking)} weight(s) the {self.name} {what} needs, "
+                               f"e.g. {self.base_prefix + lacking[0]!r}", path=self.folder,
+                               hint=f"is it a {self.name} checkpoint? (they would be random otherwise)")
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.config.num_hidden_layers)
 
 
 def _load_feature_extractor(cls_name: str, folder: Path | None, **defaults):
@@ -166,20 +340,26 @@ def _load_feature_extractor(cls_name: str, folder: Path | None, **defaults):
     return fe_cls(**defaults)
 
 
+# ----------------------------------------------------------------------------- AST
+
+
 @register_encoder("ast")
 class ASTEncoder(TransformersEncoder):
-    """AST patch embeddings [1212, 768] (frequency-major 12 × 101 patch grid) for 5 s."""
+    """AST: patch embeddings or block outputs on the frequency-major 12 × 101 patch grid, [1212, 768]."""
 
+    display_name = "AST"
     default_model_id = "MIT/ast-finetuned-audioset-10-10-0.4593"
     model_class_name = "ASTModel"
-    embedding_modules = ("embeddings.patch_embeddings.",)
+    n_special_tokens = 2  # cls and distillation tokens, first in the sequence
 
     @classmethod
     def small_config(cls):
         from transformers import ASTConfig
 
         # Real patch geometry (16×16 patches, stride 10, 128 mel bins, 1024 frames → 12 × 101 patches);
-        # only the width and depth are small.
+        # only the width and depth are small. One block: a deeper config would draw other random weights
+        # for the input cut too (transformers initialises after building every block), changing the small
+        # models earlier results and `sonieval finetune` tests were made with.
         return ASTConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
                          patch_size=16, frequency_stride=10, time_stride=10, max_length=1024, num_mel_bins=128)
 
@@ -189,6 +369,7 @@ class ASTEncoder(TransformersEncoder):
                                        max_length=config.max_length)
 
     def _keep(self, model) -> None:
+        super()._keep(model)
         self.patch_embeddings = model.embeddings.patch_embeddings
 
     @property
@@ -198,11 +379,11 @@ class ASTEncoder(TransformersEncoder):
         t = (c.max_length - c.patch_size) // c.time_stride + 1
         return f, t
 
-    def embedding_shape(self, n_samples: int) -> tuple[int, int]:
+    def _shape(self, n_samples: int, layer: Layer) -> tuple[int, int]:
         f, t = self.patch_grid
         return f * t, self.config.hidden_size  # AST pads/truncates every input to max_length frames
 
-    def time_axis(self, n_samples: int) -> TimeAxis:
+    def _axis(self, n_samples: int, layer: Layer) -> TimeAxis:
         c = self.config
         frame_s = 0.010  # Kaldi fbank: 25 ms windows every 10 ms
         return TimeAxis(self.patch_grid, c.time_stride * frame_s, (c.patch_size - 1) / 2 * frame_s + 0.0125)
@@ -213,35 +394,60 @@ class ASTEncoder(TransformersEncoder):
         return feats["input_values"]
 
     def _embed(self, audio: torch.Tensor) -> torch.Tensor:
+        # the patch embedder alone (no transformer): what the reference work sonified
         return self.patch_embeddings(self.fbank(audio).to(self.device))
+
+    def _model_inputs(self, audio):
+        return {"input_values": self.fbank(audio).to(self.device)}
+
+    def _input_module(self):
+        return self.patch_embeddings
+
+    def _blocks(self):
+        return list(self.model.layers)
+
+    def _modules_for(self, depth: int):
+        return [self.patch_embeddings] if depth == 0 else [self.model.embeddings, *self._blocks()[:depth]]
+
+    def _arrange(self, hidden, layer, n_samples):
+        return hidden if layer == INPUT else hidden[:, self.n_special_tokens:]
+
+
+# ----------------------------------------------------------------------------- frame encoders
 
 
 @register_encoder("hubert")
 class HubertEncoder(TransformersEncoder):
-    """HuBERT features before masking and the transformer encoder, [249, 768] for 5 s (≈50 Hz)."""
+    """HuBERT: pre-encoder features or block outputs, [249, 768] for 5 s (≈50 Hz)."""
 
+    display_name = "HuBERT"
     default_model_id = "facebook/hubert-base-ls960"
     model_class_name = "HubertModel"
-    embedding_modules = ("feature_extractor.", "feature_projection.")
+    default_do_normalize = False  # facebook/hubert-base-ls960 was trained on raw (not normalised) waveforms
 
     @classmethod
     def small_config(cls):
         from transformers import HubertConfig
 
-        # Real convolution geometry (kernels 10,3,3,3,3,2,2; strides 5,2,2,2,2,2,2: hop 320); narrow.
+        # Real convolution geometry (kernels 10,3,3,3,3,2,2; strides 5,2,2,2,2,2,2: hop 320); narrow; one
+        # block (as AST's, to keep the small model earlier results were made with).
         return HubertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
                             conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
 
     @classmethod
     def feature_extractor_for(cls, config, folder):
-        # facebook/hubert-base-ls960 was trained on raw (not normalised) waveforms.
+        # the same for every frame encoder: the checkpoint's preprocessor config decides do_normalize
         return _load_feature_extractor("Wav2Vec2FeatureExtractor", folder, feature_size=1,
-                                       sampling_rate=ENCODER_RATE, padding_value=0.0, do_normalize=False,
-                                       return_attention_mask=False)
+                                       sampling_rate=ENCODER_RATE, padding_value=0.0,
+                                       do_normalize=cls.default_do_normalize, return_attention_mask=False)
 
     def _keep(self, model) -> None:
+        super()._keep(model)
         self.conv_features = model.feature_extractor
         self.feature_projection = model.feature_projection
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "do_normalize": bool(getattr(self.feature_extractor, "do_normalize", False))}
 
     def _frames(self, n_samples: int) -> int:
         n = n_samples
@@ -249,30 +455,51 @@ class HubertEncoder(TransformersEncoder):
             n = (n - k) // s + 1
         return n
 
-    def embedding_shape(self, n_samples: int) -> tuple[int, int]:
+    def _shape(self, n_samples: int, layer: Layer) -> tuple[int, int]:
         return self._frames(n_samples), self.config.hidden_size
 
-    def time_axis(self, n_samples: int) -> TimeAxis:
+    def _axis(self, n_samples: int, layer: Layer) -> TimeAxis:
         hop, field = 1, 1
         for k, s in zip(self.config.conv_kernel, self.config.conv_stride):
             field += (k - 1) * hop
             hop *= s
         return TimeAxis((1, self._frames(n_samples)), hop / self.sample_rate, field / 2 / self.sample_rate)
 
-    def _embed(self, audio: torch.Tensor) -> torch.Tensor:
+    def _model_inputs(self, audio):
         values = self.feature_extractor([a.numpy() for a in audio], sampling_rate=self.sample_rate,
-                                        return_tensors="pt")["input_values"].to(self.device)
-        features = self.conv_features(values).transpose(1, 2)
-        projected = self.feature_projection(features)
-        return projected[0] if isinstance(projected, tuple) else projected
+                                        return_tensors="pt")["input_values"]
+        return {"input_values": values.to(self.device)}
+
+    def _embed(self, audio: torch.Tensor) -> torch.Tensor:
+        # conv features + projection only (no transformer)
+        features = self.conv_features(self._model_inputs(audio)["input_values"]).transpose(1, 2)
+        return self._input_from(self.feature_projection(features))
+
+    def _input_module(self):
+        return self.feature_projection  # HuBERT's returns a tensor, wav2vec 2.0's (hidden, normed features)
+
+    def _blocks(self):
+        return list(self.model.encoder.layers)
+
+    def _modules_for(self, depth: int):
+        mods = [self.conv_features, self.feature_projection]
+        if depth > 0:
+            enc = self.model.encoder
+            mods.append(enc.pos_conv_embed)
+            if not self.config.do_stable_layer_norm:  # post-LN: the encoder's layer norm comes before block 1
+                mods.append(enc.layer_norm)
+            mods += self._blocks()[:depth]
+        return mods
 
 
 @register_encoder("wav2vec2")
 class Wav2Vec2Encoder(HubertEncoder):
-    """wav2vec 2.0 features before masking and the encoder, [249, 768] for 5 s."""
+    """wav2vec 2.0: pre-encoder features or block outputs, [249, 768] for 5 s."""
 
+    display_name = "wav2vec 2.0"
     default_model_id = "facebook/wav2vec2-base"
     model_class_name = "Wav2Vec2Model"
+    default_do_normalize = True  # wav2vec 2.0's published preprocessor config normalises
 
     @classmethod
     def small_config(cls):
@@ -281,12 +508,228 @@ class Wav2Vec2Encoder(HubertEncoder):
         return Wav2Vec2Config(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
                               conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
 
+
+@register_encoder("wavlm")
+class WavLMEncoder(HubertEncoder):
+    """WavLM: pre-encoder features or block outputs, [249, 768] for 5 s (gated relative position bias
+    computed in block 1 and passed on)."""
+
+    display_name = "WavLM"
+    default_model_id = "microsoft/wavlm-base-plus"
+    model_class_name = "WavLMModel"
+    default_do_normalize = False  # WavLM Base+ was trained on raw waveforms (Large normalises)
+
+    @classmethod
+    def small_config(cls):
+        from transformers import WavLMConfig
+
+        return WavLMConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                           conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+
+
+# ----------------------------------------------------------------------------- Whisper
+
+
+@register_encoder("whisper")
+class WhisperEncoder(TransformersEncoder):
+    """Whisper's encoder: conv-stem features or block outputs, 50 Hz, cut to the clip ([250, 512] for 5 s)."""
+
+    display_name = "Whisper encoder"
+    default_model_id = "openai/whisper-base"
+    model_class_name = "WhisperModel"
+    base_prefix = "encoder."
+
+    @classmethod
+    def small_config(cls):
+        from transformers import WhisperConfig
+
+        # Real front end (80 mel bins, 3000 frames, conv stem k3 s1 + k3 s2 → 1500 positions); narrow, shallow,
+        # and a tiny decoder (dropped at load) whose special token ids fit its tiny vocabulary.
+        return WhisperConfig(num_mel_bins=80, max_source_positions=1500, d_model=64, encoder_layers=2,
+                             encoder_attention_heads=2, encoder_ffn_dim=128, decoder_layers=1,
+                             decoder_attention_heads=2, decoder_ffn_dim=128, vocab_size=64, max_target_positions=16,
+                             pad_token_id=0, bos_token_id=0, eos_token_id=0, decoder_start_token_id=1,
+                             suppress_tokens=None, begin_suppress_tokens=None)
+
+    @classmethod
+    def base_of(cls, model):
+        return model.encoder  # the decoder is not needed (and is freed)
+
     @classmethod
     def feature_extractor_for(cls, config, folder):
-        # wav2vec 2.0 base expects zero-mean, unit-variance input (its published preprocessor config).
-        return _load_feature_extractor("Wav2Vec2FeatureExtractor", folder, feature_size=1,
-                                       sampling_rate=ENCODER_RATE, padding_value=0.0, do_normalize=True,
-                                       return_attention_mask=False)
+        return _load_feature_extractor("WhisperFeatureExtractor", folder, feature_size=config.num_mel_bins)
+
+    def _keep(self, model) -> None:
+        super()._keep(model)
+        fe, frames = self.feature_extractor, model.config.max_source_positions * 2
+        if fe.nb_max_frames != frames or fe.feature_size != model.config.num_mel_bins:
+            raise EncoderError(f"the feature extractor gives [{fe.feature_size}, {fe.nb_max_frames}] log-mel frames, the "
+                               f"model takes [{model.config.num_mel_bins}, {frames}]", path=self.folder,
+                               hint="use the checkpoint's own preprocessor_config.json")
+        self.max_seconds = fe.n_samples / fe.sampling_rate
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.config.encoder_layers)
+
+    @property
+    def frame_hop_s(self) -> float:
+        return 2 * self.feature_extractor.hop_length / self.sample_rate  # conv2 has stride 2
+
+    def _frames(self, n_samples: int) -> int:
+        """Encoder frames whose centre (0.02·j s) lies in the clip."""
+        hop = 2 * self.feature_extractor.hop_length
+        return min(math.ceil(n_samples / hop), self.config.max_source_positions)
+
+    def _shape(self, n_samples: int, layer: Layer) -> tuple[int, int]:
+        return self._frames(n_samples), self.config.d_model
+
+    def _axis(self, n_samples: int, layer: Layer) -> TimeAxis:
+        # log-mel frame m is centred at m·10 ms (centred STFT); encoder frame j at mel frame 2j
+        return TimeAxis((1, self._frames(n_samples)), self.frame_hop_s, 0.0)
+
+    def _model_inputs(self, audio):
+        feats = self.feature_extractor([a.numpy() for a in audio], sampling_rate=self.sample_rate, return_tensors="pt")
+        return {"input_features": feats["input_features"].to(self.device)}
+
+    def _input_module(self):
+        return self.model.conv2
+
+    def _input_from(self, output):
+        return torch.nn.functional.gelu(output).permute(0, 2, 1)  # as WhisperEncoder.forward, before the positions
+
+    def _blocks(self):
+        return list(self.model.layers)
+
+    def _modules_for(self, depth: int):
+        mods = [self.model.conv1, self.model.conv2]
+        return mods if depth == 0 else [*mods, self.model.embed_positions, *self._blocks()[:depth]]
+
+    def _arrange(self, hidden, layer, n_samples):
+        return hidden[:, :self._frames(n_samples)]
+
+
+# ----------------------------------------------------------------------------- CLAP
+
+
+@register_encoder("clap")
+class ClapEncoder(TransformersEncoder):
+    """CLAP's audio encoder (HTSAT Swin): patch embeddings or Swin block outputs, each on its stage's
+    frequency × time grid, frequency-major, cut to the clip (see the module docstring)."""
+
+    display_name = "CLAP audio encoder"
+    default_model_id = "laion/clap-htsat-unfused"
+    model_class_name = "ClapModel"
+    base_prefix = "audio_model."
+    sample_rate = 48_000
+
+    @classmethod
+    def small_config(cls):
+        from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
+
+        # Real front end and grids (64 mel bins, spec_size 256, 4×4 patches, four stages, window 8); one block
+        # per stage, narrow. The text tower (dropped at load) is tiny.
+        audio = ClapAudioConfig(spec_size=256, num_mel_bins=64, patch_size=4, patch_stride=(4, 4), window_size=8,
+                                depths=[1, 1, 1, 1], num_attention_heads=[1, 2, 2, 4], patch_embeds_hidden_size=16,
+                                hidden_size=128, projection_dim=16, projection_hidden_size=32)
+        text = ClapTextConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16,
+                              projection_dim=16, vocab_size=64)
+        return ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16)
+
+    @classmethod
+    def base_of(cls, model):
+        return model.audio_model  # ClapAudioModel; the text tower and projections are freed
+
+    @classmethod
+    def feature_extractor_for(cls, config, folder):
+        audio = getattr(config, "audio_config", config)
+        # laion/clap-htsat-unfused's own config: one crop ("rand_trunc"), repeat-padding to 10 s
+        return _load_feature_extractor("ClapFeatureExtractor", folder, feature_size=audio.num_mel_bins,
+                                       truncation="fusion" if audio.enable_fusion else "rand_trunc",
+                                       padding="repeatpad")
+
+    def _keep(self, model) -> None:
+        super()._keep(model)
+        enc = model.audio_encoder
+        self.audio_encoder = enc
+        self.stage_of_block = [s for s, stage in enumerate(enc.layers) for _ in stage.blocks]
+        fe = self.feature_extractor
+        self.max_seconds = fe.nb_max_samples / fe.sampling_rate
+        self.sample_rate = int(fe.sampling_rate)
+
+    @property
+    def num_blocks(self) -> int:
+        return int(sum(self.config.depths))
+
+    # ------------------------------------------------------------------ geometry
+    def _stage(self, layer: Layer) -> int:
+        return 0 if layer == INPUT else self.stage_of_block[int(layer) - 1]
+
+    def _grid(self, stage: int) -> tuple[int, int, int]:
+        """(frequency rows, time columns over the whole window, width) of a stage's tokens."""
+        enc = self.audio_encoder
+        rows, cols = enc.input_resolutions[stage]
+        return rows // enc.freq_ratio, cols * enc.freq_ratio, int(self.config.patch_embeds_hidden_size * 2 ** stage)
+
+    def _column_s(self, stage: int) -> tuple[float, float]:
+        """(hop, first centre) in seconds of a stage's time columns."""
+        enc, fe = self.audio_encoder, self.feature_extractor
+        stretched = enc.spec_size * enc.freq_ratio  # time frames after the bicubic stretch (1024)
+        frames = fe.nb_max_samples // fe.hop_length + 1  # log-mel frames of the window (1001, centred)
+        per = (frames - 1) / (stretched - 1) * fe.hop_length / fe.sampling_rate  # s per stretched frame
+        width = enc.patch_stride[1] * 2 ** stage  # stretched frames per column
+        return width * per, (width - 1) / 2 * per
+
+    def _columns(self, n_samples: int, stage: int) -> int:
+        """Time columns whose centre lies in the clip."""
+        hop, first = self._column_s(stage)
+        return max(1, min(self._grid(stage)[1], math.ceil((n_samples / self.sample_rate - first) / hop)))
+
+    def _shape(self, n_samples: int, layer: Layer) -> tuple[int, int]:
+        stage = self._stage(layer)
+        f, _, width = self._grid(stage)
+        return f * self._columns(n_samples, stage), width
+
+    def _axis(self, n_samples: int, layer: Layer) -> TimeAxis:
+        stage = self._stage(layer)
+        hop, first = self._column_s(stage)
+        return TimeAxis((self._grid(stage)[0], self._columns(n_samples, stage)), hop, first)
+
+    # ------------------------------------------------------------------ forward
+    def _model_inputs(self, audio):
+        feats = self.feature_extractor([a.numpy() for a in audio], sampling_rate=self.sample_rate, return_tensors="pt")
+        out = {"input_features": feats["input_features"].to(self.device)}
+        if self.config.enable_fusion:
+            out["is_longer"] = feats["is_longer"].to(self.device)
+        return out
+
+    def _input_module(self):
+        return self.audio_encoder.patch_embed
+
+    def _blocks(self):
+        return [block for stage in self.audio_encoder.layers for block in stage.blocks]
+
+    def _modules_for(self, depth: int):
+        enc = self.audio_encoder
+        mods = [enc.batch_norm, enc.patch_embed]
+        if depth > 0:
+            stage = self._stage(depth)
+            mods += self._blocks()[:depth] + [enc.layers[s].downsample for s in range(stage)]
+        return mods
+
+    def _arrange(self, hidden, layer, n_samples):
+        """[B, rows·cols, C] row-major over the folded image (row = chunk·F + f) → frequency-major [B, F·T, C]."""
+        stage = self._stage(layer)
+        enc = self.audio_encoder
+        f, _, _ = self._grid(stage)
+        b, _, c = hidden.shape
+        cols = enc.input_resolutions[stage][1]
+        grid = hidden.reshape(b, enc.freq_ratio, f, cols, c).permute(0, 2, 1, 3, 4).reshape(b, f, enc.freq_ratio * cols, c)
+        keep = self._columns(n_samples, stage)
+        return grid[:, :, :keep].reshape(b, f * keep, c)
+
+
+# ----------------------------------------------------------------------------- registry access
 
 
 def encoder_class(name: str) -> type[Encoder]:
@@ -296,6 +739,9 @@ def encoder_class(name: str) -> type[Encoder]:
         raise EncoderError(f"encoders[].name: unknown encoder {name!r}; registered: {', '.join(sorted(ENCODERS))}") from None
 
 
-def load_encoder(spec, device: str = "cpu") -> Encoder:
-    """Build the encoder a protocol's ``encoders[i]`` entry names (sonieval.protocol.EncoderSpec)."""
-    return encoder_class(spec.name).load(spec, device=device)
+def load_encoder(spec, device: str = "cpu", *, index: int | None = None) -> Encoder:
+    """Build the encoder a protocol's ``encoders[i]`` entry names (sonieval.protocol.EncoderSpec), for the
+    layer(s) its ``layer`` names (checked against the model: one clear line for a layer it lacks).
+    ``index`` (the entry's position) makes messages name ``encoders[<index>]``."""
+    prefix = f"encoders[{index}]" if index is not None else "encoders[i]"
+    return encoder_class(spec.name).load(spec, device=device, prefix=prefix)

@@ -128,8 +128,8 @@ def test_bad_local_folder_and_unknown_encoder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(WeightsUnavailable, match="not a save_pretrained folder"):
         enc_mod.load_encoder(spec("hubert", model=str(tmp_path / "empty")))
-    with pytest.raises(SonievalError, match="unknown encoder 'clap'; registered: ast, hubert, wav2vec2"):
-        enc_mod.load_encoder(spec("clap"))
+    with pytest.raises(SonievalError, match="unknown encoder 'beats'; registered: ast, clap, hubert, wav2vec2, wavlm, whisper"):
+        enc_mod.load_encoder(spec("beats"))
 
 
 def test_bad_audio_is_one_clear_error(torch_threads):
