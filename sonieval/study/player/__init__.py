@@ -1,0 +1,26 @@
+"""An A/B(/C…) listening player: one transport, instant switching at the same playhead (Web Audio).
+
+A Streamlit custom component (``components.v1.declare_component(path=...)``) whose frontend is
+three static files in ``frontend/`` (HTML, CSS, plain JavaScript speaking Streamlit's component
+protocol by ``postMessage``), so nothing is built at install time. The browser decodes every
+stimulus up front; switching crossfades (5 ms) between gain nodes of sources started together,
+so the new stimulus continues at the same playhead; a region can be looped; keys: Space,
+1–9 (or a stimulus's one-letter label), L, S, [ ], arrows. It reports play state, playhead and
+the listening time of each stimulus (audio-clock time actually played, not time on the page)
+and shows a countdown until the minimum listening time is reached.
+
+    from sonieval.study.player import ab_player
+    state = ab_player([{"label": "Original", "path": orig, "required": False},
+                       {"label": "A", "path": stim}], key=f"player-{trial_id}", min_listen_s=5)
+    state["listened_s"], state["min_listen_met"]
+"""
+
+from sonieval.study.player.component import (
+    FRONTEND_DIR, SWITCH_MODES, PlayerError, ab_player, check_stimuli, empty_state, listening_shortfall, media_url,
+    normalise_state,
+)
+
+__all__ = [
+    "ab_player", "PlayerError", "check_stimuli", "empty_state", "normalise_state", "listening_shortfall",
+    "media_url", "FRONTEND_DIR", "SWITCH_MODES",
+]

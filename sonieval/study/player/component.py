@@ -1,0 +1,184 @@
+"""The A/B player's Python side: argument checks, the Streamlit component call, the reported state.
+
+The browser reports what it measured (play state, playhead, listening time per stimulus); the
+server must not take its word for the listening rule, so :func:`normalise_state` rebuilds the
+state from the reported numbers alone (unknown labels dropped, negative or non-finite times set
+to 0, the "minimum reached" flag recomputed) and :func:`listening_shortfall` is the rule itself.
+"""
+
+from __future__ import annotations
+
+import math
+import mimetypes
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from sonieval.errors import SonievalError
+
+FRONTEND_DIR = Path(__file__).resolve().parent / "frontend"
+SWITCH_MODES = ("crossfade", "restart")
+MAX_STIMULI = 9  # keys 1..9
+RESERVED_LETTERS = {"L", "S"}  # loop, stop
+_AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
+
+
+class PlayerError(SonievalError):
+    """An A/B player argument that is not valid."""
+
+
+def check_stimuli(stimuli: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Validate the stimuli: 1..9 dicts with a unique ``label`` and a ``url`` or an existing ``path``.
+
+    ``required`` (default True) says whether the stimulus counts towards the minimum listening time.
+    """
+    if not isinstance(stimuli, (list, tuple)) or not 1 <= len(stimuli) <= MAX_STIMULI:
+        raise PlayerError(f"ab_player: stimuli must be a list of 1 to {MAX_STIMULI} items", hint="one dict per sound")
+    out, seen = [], set()
+    for i, item in enumerate(stimuli):
+        where = f"ab_player: stimuli[{i}]"
+        if not isinstance(item, Mapping):
+            raise PlayerError(f"{where} is not a dict", hint="give {'label': ..., 'url': ...}")
+        label = item.get("label")
+        if not isinstance(label, str) or not label.strip() or len(label) > 40:
+            raise PlayerError(f"{where}: label must be a non-empty string of at most 40 characters")
+        if label.upper() in RESERVED_LETTERS:
+            raise PlayerError(f"{where}: label {label!r} is a reserved key", hint="L toggles the loop and S stops")
+        if label in seen:
+            raise PlayerError(f"{where}: label {label!r} appears twice", hint="labels name the buttons and must differ")
+        seen.add(label)
+        url, path = item.get("url"), item.get("path")
+        if (url is None) == (path is None):
+            raise PlayerError(f"{where} ({label}): give exactly one of url and path")
+        if url is not None and (not isinstance(url, str) or not url):
+            raise PlayerError(f"{where} ({label}): url must be a non-empty string")
+        if path is not None and not Path(path).is_file():
+            raise PlayerError(f"{where} ({label}): audio file not found", hint="check the path")
+        entry = {"label": label, "required": bool(item.get("required", True))}
+        entry["url" if url is not None else "path"] = url if url is not None else Path(path)
+        out.append(entry)
+    return out
+
+
+def check_options(min_listen_s: float, loop_region: Sequence[float] | None, switch_mode: str,
+                  crossfade_ms: float, report_every_s: float) -> None:
+    if not (isinstance(min_listen_s, (int, float)) and math.isfinite(min_listen_s) and min_listen_s >= 0):
+        raise PlayerError(f"ab_player: min_listen_s={min_listen_s!r} must be a number >= 0")
+    if switch_mode not in SWITCH_MODES:
+        raise PlayerError(f"ab_player: switch_mode={switch_mode!r}", hint=f"use one of {SWITCH_MODES}")
+    if not 0 < crossfade_ms <= 50:
+        raise PlayerError(f"ab_player: crossfade_ms={crossfade_ms!r} must lie in (0, 50]")
+    if report_every_s < 0:
+        raise PlayerError(f"ab_player: report_every_s={report_every_s!r} must be >= 0 (0: report on events only)")
+    if loop_region is not None:
+        ok = isinstance(loop_region, (list, tuple)) and len(loop_region) == 2 and all(
+            isinstance(x, (int, float)) and math.isfinite(x) for x in loop_region)
+        if not ok or not 0 <= loop_region[0] < loop_region[1]:
+            raise PlayerError(f"ab_player: loop_region={loop_region!r} must be (start_s, end_s) with 0 <= start < end")
+
+
+def media_url(path: str | os.PathLike, coordinates: str) -> str:
+    """Serve a local audio file the way ``st.audio`` does (Streamlit's media file manager); returns its URL.
+
+    The URL names the file by a hash of its bytes, so it reveals nothing about the stimulus. It is
+    kept alive as long as the script registers it on every run under the same ``coordinates``.
+    """
+    from streamlit import config, runtime
+
+    if not runtime.exists():
+        raise PlayerError("ab_player: a path needs a running Streamlit server", hint="pass url= instead, or use streamlit run")
+    suffix = Path(path).suffix.lower()
+    mimetype = _AUDIO_TYPES.get(suffix) or mimetypes.guess_type(str(path))[0] or "application/octet-stream"
+    url = runtime.get_instance().media_file_mgr.add(str(path), mimetype, coordinates)
+    base = (config.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base}{url}" if base and url.startswith("/") else url
+
+
+def empty_state(labels: Sequence[str], min_listen_s: float = 0.0, required: Sequence[bool] | None = None) -> dict[str, Any]:
+    """The state before the browser has reported anything."""
+    return normalise_state(None, labels, min_listen_s=min_listen_s, required=required)
+
+
+def _seconds(x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return 0.0
+    return v if math.isfinite(v) and v > 0 else 0.0
+
+
+def listening_shortfall(listened_s: Mapping[str, float], min_listen_s: float, required: Mapping[str, bool]) -> float:
+    """Seconds still to listen: the sum over required stimuli of what each lacks of ``min_listen_s``."""
+    return sum(max(0.0, min_listen_s - _seconds(listened_s.get(label, 0.0))) for label, req in required.items() if req)
+
+
+def normalise_state(raw: Any, labels: Sequence[str], *, min_listen_s: float = 0.0,
+                    required: Sequence[bool] | None = None) -> dict[str, Any]:
+    """The player's reported value, reduced to known fields with server-side checks.
+
+    ``listened_s`` holds every label (0 when unreported); ``remaining_s`` and ``min_listen_met``
+    are recomputed here from ``listened_s`` and ``min_listen_s``, whatever the browser said.
+    """
+    raw = raw if isinstance(raw, Mapping) else {}
+    req = dict(zip(labels, required if required is not None else [True] * len(labels)))
+    reported = raw.get("listened_s") if isinstance(raw.get("listened_s"), Mapping) else {}
+    listened = {label: round(_seconds(reported.get(label)), 3) for label in labels}
+    shortfall = listening_shortfall(listened, min_listen_s, req)
+    loop = raw.get("loop") if isinstance(raw.get("loop"), Mapping) else {}
+    selected = raw.get("selected") if raw.get("selected") in labels else (labels[0] if labels else None)
+    return {
+        "ready": bool(raw.get("ready", False)),
+        "error": str(raw["error"]) if raw.get("error") else None,
+        "event": str(raw.get("event", "none")),
+        "seq": int(_seconds(raw.get("seq"))),
+        "playing": bool(raw.get("playing", False)),
+        "selected": selected,
+        "position_s": round(_seconds(raw.get("position_s")), 3),
+        "duration_s": round(_seconds(raw.get("duration_s")), 3),
+        "listened_s": listened,
+        "min_listen_s": float(min_listen_s),
+        "remaining_s": round(shortfall, 3),
+        "min_listen_met": shortfall <= 0,
+        "loop": {"enabled": bool(loop.get("enabled", False)), "start_s": round(_seconds(loop.get("start_s")), 3),
+                 "end_s": round(_seconds(loop.get("end_s")), 3)},
+        "n_switches": int(_seconds(raw.get("n_switches"))),
+        "last_switch": dict(raw["last_switch"]) if isinstance(raw.get("last_switch"), Mapping) else None,
+        "switch_mode": raw.get("switch_mode") if raw.get("switch_mode") in SWITCH_MODES else None,
+        "context_time": round(_seconds(raw.get("context_time")), 3),
+    }
+
+
+def ab_player(stimuli: Sequence[Mapping[str, Any]], *, key: str, loop_region: Sequence[float] | None = None,
+              min_listen_s: float = 0.0, switch_mode: str = "crossfade", crossfade_ms: float = 5.0,
+              report_every_s: float = 1.0, initial_listened_s: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Show the A/B player and return its last reported state (see :func:`normalise_state`).
+
+    ``stimuli``: ``[{"label": "Original", "url": ..., "required": False}, {"label": "A", "path": ...}]``
+    (a ``path`` is served through Streamlit's media file manager). ``key`` must be stable for one
+    page and different for the next: a new key gives a fresh player. The browser reports on
+    every action (play, pause, stop, switch, seek, loop), when the minimum listening time is
+    reached and, while playing, every ``report_every_s`` seconds (0: events only). Each report
+    reruns the script unless the player sits inside an ``st.form`` (then the last state arrives
+    with the form's submit) or an ``st.fragment`` (then only the fragment reruns).
+    ``initial_listened_s`` carries listening time over a page reload.
+    """
+    import streamlit.components.v1 as components
+
+    items = check_stimuli(stimuli)
+    check_options(min_listen_s, loop_region, switch_mode, crossfade_ms, report_every_s)
+    labels = [s["label"] for s in items]
+    required = [s["required"] for s in items]
+    args = []
+    for i, s in enumerate(items):
+        url = s["url"] if "url" in s else media_url(s["path"], f"sonieval.ab_player.{key}.{i}")
+        args.append({"label": s["label"], "url": url, "required": s["required"]})
+    initial = {k: _seconds(v) for k, v in (initial_listened_s or {}).items() if k in labels}
+    # Declared on every call: the registry lives in the running server, which may not have existed
+    # when this module was imported (components are registered only inside a script run).
+    component = components.declare_component("ab_player", path=str(FRONTEND_DIR))
+    raw = component(
+        stimuli=args, loop_region=list(loop_region) if loop_region is not None else None,
+        min_listen_s=float(min_listen_s), switch_mode=switch_mode, crossfade_ms=float(crossfade_ms),
+        report_every_s=float(report_every_s), initial_listened_s=initial, key=key, default=None,
+    )
+    return normalise_state(raw, labels, min_listen_s=min_listen_s, required=required)
