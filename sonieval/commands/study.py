@@ -98,6 +98,8 @@ def _print_created(created, base_url: str) -> None:
     print(f"study {created.study_id} {state}: {created.n_trials} trials in {created.study_dir}")
     for note in created.notes:
         print(f"note: {note}")
+    for warning in created.warnings:
+        print(f"warning: {warning}")
     admin, raters = read_tokens(created.study_dir)
     for line in link_lines(base_url, admin, raters):
         print(line)

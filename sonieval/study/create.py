@@ -14,28 +14,31 @@ Both write into one study folder::
     <study_dir>/ratings.{csv,parquet}    exports
 
 Stimulus preparation goes through the run manifest (stage ``study``): a file that cannot be
-read fails only its own trial, which is left out of the study and reported.
+read fails only the trials that need it, which are left out of the study and reported, one
+line per failed file with the reader's message. Every file is aligned in loudness
+(:mod:`sonieval.study.loudness`, :mod:`sonieval.study.prepare`); the level of each is stored
+with the study and exported with the ratings. The familiarisation examples are chosen by a
+measured distance (:mod:`sonieval.study.familiarisation`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from sonieval.errors import DataError, ProtocolError
 from sonieval.study.design import (
     DesignConfig, StimulusSource, Trial, anchor_system_id, build_trials, check_subset_balance,
     sources_from_audio_dir, sources_from_folders, sources_from_tables,
 )
-from sonieval.study.stimuli import (
-    AUDIO_SUBDIR, ORIGINAL_SUBTYPE, WAVEFORM_SUBDIR, copy_stimulus, make_anchor, opaque_name,
-)
+from sonieval.study.familiarisation import choose_examples
+from sonieval.study.loudness import CEILING_DBTP, TARGET_LUFS, Level, LevelSpec, describe_shortfalls
+from sonieval.study.prepare import AnchorSettings, StimulusWriter
+from sonieval.study.stimuli import AUDIO_SUBDIR
 from sonieval.study.store import StudyStore, redact_url
-from sonieval.study.waveforms import render_waveform_pair
 
 
 @dataclass
@@ -59,6 +62,12 @@ class StudySettings:
     familiarisation: bool = True
     min_listen_fraction: float = 1.0
     seed: int = 42
+    loudness_lufs: float = TARGET_LUFS
+    true_peak_dbtp: float = CEILING_DBTP
+
+    @property
+    def level_spec(self) -> LevelSpec:
+        return LevelSpec(self.loudness_lufs, self.true_peak_dbtp)
 
     @property
     def config(self) -> DesignConfig:
@@ -75,6 +84,8 @@ class StudySettings:
             anchor_cutoff_hz=s.anchor.cutoff_hz if s.anchor else 3500.0, anchor_snr_db=s.anchor.snr_db if s.anchor else 0.0,
             attention_checks=s.attention_checks, familiarisation=s.familiarisation,
             min_listen_fraction=getattr(s, "min_listen_fraction", 1.0), seed=proto.seed,
+            # read when the protocol's study section provides them (sonieval.protocol.StudySpec)
+            loudness_lufs=getattr(s, "loudness_lufs", TARGET_LUFS), true_peak_dbtp=getattr(s, "true_peak_dbtp", CEILING_DBTP),
         )
 
 
@@ -87,6 +98,7 @@ class CreatedStudy:
     admin_token: str | None  # None: the study existed already (its admin link was shown then)
     rater_tokens: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. stimuli that could not reach the target loudness
 
 
 def study_paths_for_protocol(proto) -> tuple[Path, str]:
@@ -122,6 +134,14 @@ def create_from_folders(settings: StudySettings, originals: Path, systems: dict[
                         replace_unrated=replace_unrated)
 
 
+class StudyNotCreated(DataError):
+    """No sonification trial could be prepared; ``failures`` names each failed file and why."""
+
+    def __init__(self, message: str, failures: list[str], **kw):
+        super().__init__(message, **kw)
+        self.failures = failures
+
+
 def create_study(
     settings: StudySettings,
     sources: list[StimulusSource],
@@ -135,8 +155,6 @@ def create_study(
     replace_unrated: bool = False,
 ) -> CreatedStudy:
     """Make the stimuli and waveforms, store the study and invite ``n_raters`` raters (if new)."""
-    from sonieval.pipeline.manifest import ItemOutcome, ManifestItem, RunManifest
-
     notes = list(notes or [])
     study_dir = Path(study_dir)
     if settings.attributes and any(a not in ("visual", "audio") for a in settings.attributes):
@@ -148,107 +166,96 @@ def create_study(
         joint=settings.mode == "joint" or len(settings.attributes) == 1, seed=settings.seed,
     )
     check_subset_balance(sum(t.role == "sonification" for t in trial_list), settings.config, settings.n_raters)
-    by_key = {f"{s.role}/{s.system_id if s.role != 'anchor' else anchor_id}/{s.clip_id}": s for s in sources}
-    originals = {s.clip_id: s.original_path for s in sources}
-    audio_dir = study_dir / AUDIO_SUBDIR
-    wave_dir = study_dir / WAVEFORM_SUBDIR
-    sid = settings.study_id
-
-    def prepare(item: ManifestItem) -> ItemOutcome:
-        trial: Trial = item.payload
-        original_file = opaque_name(sid, f"original/{trial.clip_id}")
-        copy_stimulus(originals[trial.clip_id], audio_dir / original_file, ORIGINAL_SUBTYPE)
-        stimulus_file = opaque_name(sid, trial.source_key)
-        if trial.role == "anchor":
-            seconds = make_anchor(originals[trial.clip_id], audio_dir / stimulus_file, settings.anchor_kind or "lowpass",
-                                  settings.anchor_cutoff_hz, settings.anchor_snr_db, settings.seed)
-        else:
-            src = by_key[trial.source_key].stimulus_path if trial.role != "attention" else originals[trial.clip_id]
-            seconds = copy_stimulus(src, audio_dir / stimulus_file)
-        waveform_file = opaque_name(sid, trial.source_key, ".png")
-        render_waveform_pair(audio_dir / original_file, audio_dir / stimulus_file, wave_dir / waveform_file)
-        return ItemOutcome(path=audio_dir / stimulus_file, extra={
-            "original_file": original_file, "stimulus_file": stimulus_file, "waveform_file": waveform_file, "stimulus_seconds": seconds,
-        })
-
-    items = [ManifestItem(key=f"{sid}/{t.source_key}", inputs={"study_dir": str(study_dir.resolve()), "anchor": anchor_id},
-                          system_id=t.system_id, payload=t) for t in trial_list]
-    manifest = RunManifest(manifest_path)
-    try:
-        result = manifest.run_batch("study", items, prepare, desc="study stimuli", progress=progress)
-        kept: list[Trial] = []
-        for item in items:
-            if item.key in result.failed:
-                continue
-            extra = (manifest.get("study", item.key) or {}).get("extra") or {}
-            t: Trial = item.payload
-            for k in ("original_file", "stimulus_file", "waveform_file", "stimulus_seconds"):
-                setattr(t, k, extra[k])
-            kept.append(t)
-    finally:
-        manifest.close()
-    for key, err in list(result.failed.items())[:5]:
-        notes.append(f"left out {key}: {err}")
-    if result.failed:
-        notes.append(f"{len(result.failed)} trial(s) left out because their audio could not be prepared (see {manifest_path})")
+    anchor = AnchorSettings(settings.anchor_kind, settings.anchor_cutoff_hz, settings.anchor_snr_db, settings.seed) if settings.anchor_kind else None
+    writer = StimulusWriter(settings.study_id, study_dir, sources, settings.level_spec, anchor, anchor_id)
+    writer.plan(trial_list)
+    kept, failures, file_levels = _prepare_trials(writer, trial_list, study_dir, manifest_path, progress)
+    warnings = _level_warnings(kept, file_levels, settings.level_spec)
+    if failures:
+        notes.append(f"{sum(len(v) for v in failures.values())} trial(s) left out because their audio could not be prepared "
+                     f"(recorded in {manifest_path}):")
+        notes += failure_lines(failures)
     if not any(t.role == "sonification" for t in kept):
-        raise DataError("no sonification trial could be prepared", path=manifest_path, hint="see the failures recorded there")
-    familiarisation = _familiarisation(kept, audio_dir) if settings.familiarisation else {}
-    store = StudyStore(storage)
-    try:
-        replacing = replace_unrated and store.has_study(sid)
+        raise StudyNotCreated("no sonification trial could be prepared", failure_lines(failures), path=manifest_path,
+                              hint="fix or remove the files listed above, then run the command again")
+    familiarisation = choose_examples(kept, study_dir / AUDIO_SUBDIR) if settings.familiarisation else {}
+    provenance = {"source": source, "anchor": anchor_id, "n_raters_planned": settings.n_raters, "notes": notes[:20],
+                  "loudness": settings.level_spec.as_dict()}
+    with StudyStore(storage) as store:
+        replacing = replace_unrated and store.has_study(settings.study_id)
         admin = store.create_study(
-            sid, settings.config, scale_min=settings.scale_min, scale_max=settings.scale_max, study_dir=study_dir,
+            settings.study_id, settings.config, scale_min=settings.scale_min, scale_max=settings.scale_max, study_dir=study_dir,
             trials_list=kept, familiarisation=familiarisation, min_listen_fraction=settings.min_listen_fraction,
-            provenance={"source": source, "anchor": anchor_id, "n_raters_planned": settings.n_raters, "notes": notes[:20]},
-            replace_unrated=replace_unrated,
+            provenance=provenance, file_levels=file_levels, replace_unrated=replace_unrated,
         )
         if replacing and admin is not None:
-            # the old study (no marks) was replaced: its links no longer work
-            links = study_dir / "links.txt"
-            if links.exists():
-                links.replace(study_dir / "links-replaced.txt")
+            _retire_links(study_dir)
             notes.append("an unrated study with other trials was replaced; its old links no longer work")
-        raters = store.invite(sid, settings.n_raters) if admin is not None else []
-    finally:
-        store.close()
-    created = CreatedStudy(sid, storage, study_dir, len(kept), admin, raters, notes)
-    write_study_json(study_dir, sid, storage)
+        raters = store.invite(settings.study_id, settings.n_raters) if admin is not None else []
+    created = CreatedStudy(settings.study_id, storage, study_dir, len(kept), admin, raters, notes, warnings)
+    write_study_json(study_dir, settings.study_id, storage)
     return created
 
 
-def _anchor_change(trial: Trial, audio_dir: Path) -> float:
-    """How far a clip's anchor is from its original (relative RMS difference)."""
-    from sonieval.audio import read_audio
+def _prepare_trials(writer: StimulusWriter, trial_list: list[Trial], study_dir: Path, manifest_path: Path,
+                    progress: bool) -> tuple[list[Trial], dict[str, list[str]], dict[str, dict]]:
+    """Write every trial's files through the run manifest (stage ``study``).
 
-    original = read_audio(audio_dir / trial.original_file)[0]
-    anchor = read_audio(audio_dir / trial.stimulus_file)[0]
-    n = min(len(original), len(anchor))
-    norm = float(np.sqrt(np.mean(original[:n] ** 2)))
-    return float(np.sqrt(np.mean((anchor[:n] - original[:n]) ** 2))) / norm if norm > 0 else 0.0
-
-
-def _familiarisation(kept: list[Trial], audio_dir: Path) -> dict:
-    """Example pairs near both ends of the scale: one clip's anchor (low) and hidden reference (high).
-
-    The clip is the one whose anchor differs most from its original: a low-pass anchor of a clip
-    with little energy above the cutoff sounds like the original and would teach the wrong end.
+    Returns the trials kept (files filled in), the failures (error -> trials it left out) and
+    the level of every written file. One unreadable file fails only the trials that need it.
     """
-    by_clip: dict[str, dict[str, Trial]] = {}
+    from sonieval.pipeline.manifest import ItemOutcome, ManifestItem, RunManifest
+
+    def prepare(item: ManifestItem) -> ItemOutcome:
+        record = writer.prepare(item.payload)
+        return ItemOutcome(path=writer.audio_dir / record["stimulus_file"], extra=record)
+
+    sid = writer.study_id
+    items = [ManifestItem(key=f"{sid}/{t.source_key}", system_id=t.system_id, payload=t,
+                          inputs={"study_dir": str(study_dir.resolve()), "level": writer.level_tag(t.clip_id)})
+             for t in trial_list]
+    kept: list[Trial] = []
+    records: list[dict] = []
+    failures: dict[str, list[str]] = {}
+    with contextlib.closing(RunManifest(manifest_path)) as manifest:
+        result = manifest.run_batch("study", items, prepare, desc="study stimuli", progress=progress)
+        for item in items:
+            t: Trial = item.payload
+            if item.key in result.failed:
+                failures.setdefault(result.failed[item.key], []).append(f"{t.role} {t.system_id}/{t.clip_id}")
+                continue
+            extra = (manifest.get("study", item.key) or {}).get("extra") or {}
+            for k in ("original_file", "stimulus_file", "waveform_file", "stimulus_seconds"):
+                setattr(t, k, extra[k])
+            kept.append(t)
+            records.append(extra)
+    return kept, failures, writer.levels_by_file(records)
+
+
+def failure_lines(failures: dict[str, list[str]]) -> list[str]:
+    """One line per failed file: the reader's message (it names the file) and the trials it left out."""
+    lines = []
+    for error, which in failures.items():
+        shown = ", ".join(which[:4]) + (f" and {len(which) - 4} more" if len(which) > 4 else "")
+        lines.append(f"  {error} [left out: {shown}]")
+    return lines
+
+
+def _level_warnings(kept: list[Trial], file_levels: dict[str, dict], spec: LevelSpec) -> list[str]:
+    """Console lines for files that did not reach the target loudness, named by role/system/clip."""
+    names: dict[str, str] = {}
     for t in kept:
-        by_clip.setdefault(t.clip_id, {})[t.role] = t
-    candidates = [c for c in sorted(by_clip) if "anchor" in by_clip[c] or "reference" in by_clip[c]]
-    if not candidates:
-        return {}
-    with_anchor = [c for c in candidates if "anchor" in by_clip[c]]
-    clip = max(with_anchor, key=lambda c: _anchor_change(by_clip[c]["anchor"], audio_dir)) if with_anchor else candidates[0]
-    roles = by_clip[clip]
-    out = {}
-    for end, role in (("low", "anchor"), ("high", "reference")):
-        if role in roles:
-            t = roles[role]
-            out[end] = {"original_file": t.original_file, "stimulus_file": t.stimulus_file, "waveform_file": t.waveform_file}
-    return out
+        names.setdefault(t.original_file, f"original {t.clip_id}")
+        names.setdefault(t.stimulus_file, f"{t.role} {t.system_id}/{t.clip_id}")
+    levels = {names.get(f, f): Level.from_dict(lv) for f, lv in file_levels.items()}
+    return describe_shortfalls(levels, spec)
+
+
+def _retire_links(study_dir: Path) -> None:
+    """The old study (no marks) was replaced: its links no longer work."""
+    links = study_dir / "links.txt"
+    if links.exists():
+        links.replace(study_dir / "links-replaced.txt")
 
 
 def write_study_json(study_dir: Path, study_id: str, storage: str) -> Path:

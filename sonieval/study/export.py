@@ -4,7 +4,10 @@
 the full design: the contract columns (``RATINGS_COLUMNS``) plus category, block, the
 attention check's expected mark and whether it was met, the stimulus duration, the times the
 page was shown and submitted, the scale and the study's provenance (sonieval version,
-design, where the stimuli came from).
+design, where the stimuli came from), and the loudness alignment of the stimulus and of its
+original (:data:`LEVEL_COLUMNS`: loudness measured before alignment, gain applied, loudness
+and true peak after, the level aimed at and why a file stayed below the target; empty for a
+study made before loudness alignment existed).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sonieval.study.store import StudyStore, plan, ratings, raters, trials
+from sonieval.study.store import StudyStore, levels, plan, ratings, raters, trials
 from sonieval.tables import RATINGS_COLUMNS, write_table
 
 EXTRA_COLUMNS = [
@@ -24,6 +27,9 @@ EXTRA_COLUMNS = [
     "shown_at", "response_seconds", "stimulus_seconds", "design", "trials_per_rater", "min_listen_fraction",
     "stimuli_source", "sonieval_version",
 ]
+_LEVEL_FIELDS = ("lufs_measured", "gain_db", "lufs", "true_peak_dbtp", "target_lufs", "limited")
+LEVEL_COLUMNS = ["loudness_target_lufs"] + [f"{who}_{f}" for who in ("stimulus", "original") for f in _LEVEL_FIELDS]
+EXTRA_COLUMNS += LEVEL_COLUMNS
 
 
 def _utc(seconds: pd.Series) -> pd.Series:
@@ -36,7 +42,9 @@ def ratings_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
 
     info = store.study(study_id)
     r = store.frame(ratings, study_id)
-    t = store.frame(trials, study_id)[["trial_id", "clip_id", "category", "system_id", "role", "expected_mark", "stimulus_seconds"]]
+    t = store.frame(trials, study_id)[["trial_id", "clip_id", "category", "system_id", "role", "expected_mark", "stimulus_seconds",
+                                       "stimulus_file", "original_file"]]
+    t = _with_levels(t, store.frame(levels, study_id))
     p = store.frame(plan, study_id)[["rater_id", "position", "block"]]
     who = store.frame(raters, study_id)[["rater_id", "rater_index", "block_order"]]
     df = r.merge(t, on="trial_id", how="left").merge(p, on=["rater_id", "position"], how="left").merge(who, on="rater_id", how="left")
@@ -52,9 +60,19 @@ def ratings_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
     df["min_listen_fraction"] = info.min_listen_fraction
     df["stimuli_source"] = json.dumps(info.provenance.get("source", {}), default=str)
     df["sonieval_version"] = __version__
+    df["loudness_target_lufs"] = info.provenance.get("loudness", {}).get("target_lufs")
     df["mark"] = df["mark"].astype("int64")
     df = df[RATINGS_COLUMNS + EXTRA_COLUMNS]
     return df.sort_values(["rater_id", "position", "attribute"]).reset_index(drop=True)
+
+
+def _with_levels(trial_frame: pd.DataFrame, level_frame: pd.DataFrame) -> pd.DataFrame:
+    """Add the level columns of each trial's stimulus file and original file."""
+    lv = level_frame[["file", *_LEVEL_FIELDS]]
+    for who in ("stimulus", "original"):
+        renamed = lv.rename(columns={"file": f"{who}_file", **{f: f"{who}_{f}" for f in _LEVEL_FIELDS}})
+        trial_frame = trial_frame.merge(renamed, on=f"{who}_file", how="left")
+    return trial_frame
 
 
 def write_ratings(store: StudyStore, study_id: str, out_dir: str | os.PathLike) -> tuple[Path, Path, int]:

@@ -113,4 +113,5 @@ def prepare_study_for_protocol(proto, *, protocol_arg: str | None = None, port: 
     ]
     lines += [f"then open {line}" if i == 0 else f"     {line}" for i, line in enumerate(link_lines(base, admin, raters))]
     lines += [f"note: {n}" for n in created.notes]
+    lines += [f"warning: {w}" for w in created.warnings]
     return lines

@@ -8,7 +8,8 @@ audio before anyone is invited, and lets the app serve audio *only* from that on
 
 The low anchor follows ITU-R BS.1534 (MUSHRA): the original low-pass filtered (default
 3.5 kHz, 8th-order Butterworth applied forward and backward, so zero phase), or, with
-``kind: noise``, the original plus white noise at ``snr_db``.
+``kind: noise``, the original plus white noise at ``snr_db``. Every file is then aligned in
+loudness (:mod:`sonieval.study.loudness`) by the study's creation (:mod:`sonieval.study.create`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sonieval.audio import read_audio, write_wav
+from sonieval.audio import write_wav
 from sonieval.errors import DataError, SonievalError
 
 AUDIO_SUBDIR = "audio"
@@ -84,14 +85,6 @@ ORIGINAL_SUBTYPE = "PCM_16"
 STIMULUS_SUBTYPE = "FLOAT"
 
 
-def copy_stimulus(src: str | os.PathLike, dest: Path, subtype: str = STIMULUS_SUBTYPE) -> float:
-    """Re-write ``src`` as a plain mono WAV at ``dest`` (if not there yet); returns seconds."""
-    samples, rate, _ = read_audio(src)
-    if not dest.exists():
-        write_wav(dest, samples, rate, subtype=subtype)
-    return len(samples) / rate
-
-
 def lowpass_anchor(samples: np.ndarray, rate: int, cutoff_hz: float) -> np.ndarray:
     """Low-pass filtered copy (8th-order Butterworth, zero phase) as in BS.1534's 3.5 kHz anchor."""
     from scipy.signal import butter, sosfiltfilt
@@ -123,15 +116,16 @@ def noise_anchor(samples: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
     return np.asarray(samples + noise, dtype=np.float32)
 
 
-def make_anchor(src: str | os.PathLike, dest: Path, kind: str, cutoff_hz: float, snr_db: float, seed: int) -> float:
-    """Write the low anchor of ``src`` to ``dest``; returns its duration in seconds."""
-    samples, rate, _ = read_audio(src)
-    if not dest.exists():
-        if kind == "lowpass":
-            degraded = lowpass_anchor(samples, rate, cutoff_hz)
-        elif kind == "noise":
-            degraded = noise_anchor(samples, snr_db, seed)
-        else:  # the protocol schema allows only the two
-            raise DataError(f"unknown anchor kind {kind!r}", hint="use 'lowpass' or 'noise'")
-        write_wav(dest, degraded, rate, subtype=STIMULUS_SUBTYPE)
+def anchor_samples(samples: np.ndarray, rate: int, kind: str, cutoff_hz: float, snr_db: float, seed: int) -> np.ndarray:
+    """The low anchor of an original (before loudness alignment, which the caller applies)."""
+    if kind == "lowpass":
+        return lowpass_anchor(samples, rate, cutoff_hz)
+    if kind == "noise":
+        return noise_anchor(samples, snr_db, seed)
+    raise DataError(f"unknown anchor kind {kind!r}", hint="use 'lowpass' or 'noise'")  # the schema allows only the two
+
+
+def write_stimulus(dest: Path, samples: np.ndarray, rate: int, subtype: str = STIMULUS_SUBTYPE) -> float:
+    """Write one of the study's files (atomically); returns its duration in seconds."""
+    write_wav(dest, samples, rate, subtype=subtype)
     return len(samples) / rate

@@ -11,6 +11,10 @@ Tables (schema version :data:`SCHEMA_VERSION`, recorded in ``schema_version``):
 - ``trials``: the study's (original, stimulus) pairs (:class:`sonieval.study.design.Trial`).
 - ``raters``: rater id, token hash (unique), invitation index, seed, block order, familiarisation time.
 - ``plan``: each rater's pages in order (position, trial, attributes) and when each was first shown.
+- ``levels``: per study file (originals and stimuli), what loudness alignment did: loudness
+  measured before (LUFS), gain applied (dB), loudness and true peak after, the level aimed at
+  and why a file stayed below the target (:mod:`sonieval.study.loudness`). Added without a
+  schema-version change: older databases get the table empty, older code ignores it.
 - ``ratings``: one row per (study, rater, trial, attribute), the primary key, so a resubmission
   cannot create a second row; ``INSERT ... ON CONFLICT DO NOTHING`` makes it idempotent (the
   first mark stands). A CHECK constraint keeps ``mark`` within the row's scale, and a foreign
@@ -132,6 +136,19 @@ plan = Table(
     Column("shown_at", Float),
     ForeignKeyConstraint(["study_id", "rater_id"], ["raters.study_id", "raters.rater_id"], ondelete="CASCADE"),
     ForeignKeyConstraint(["study_id", "trial_id"], ["trials.study_id", "trials.trial_id"], ondelete="CASCADE"),
+)
+
+levels = Table(
+    "levels", metadata,
+    Column("study_id", String(200), primary_key=True),
+    Column("file", String(200), primary_key=True),
+    Column("lufs_measured", Float),  # NULL: below the -70 LUFS gate (silent)
+    Column("gain_db", Float, nullable=False),
+    Column("lufs", Float),
+    Column("true_peak_dbtp", Float),
+    Column("target_lufs", Float),
+    Column("limited", String(20), nullable=False),
+    ForeignKeyConstraint(["study_id"], ["studies.study_id"], ondelete="CASCADE"),
 )
 
 ratings = Table(
@@ -349,17 +366,20 @@ class StudyStore:
         familiarisation: dict,
         provenance: dict,
         min_listen_fraction: float,
+        file_levels: dict[str, dict] | None = None,
         replace_unrated: bool = False,
     ) -> str | None:
         """Store a new study and return its admin token; ``None`` if it exists with the same trials.
 
-        A study that exists with *different* trials is refused, since its marks refer to those
-        trials; with ``replace_unrated`` a study that has no mark yet is replaced instead (its
-        old links stop working).
+        A study that exists with *different* trials (or the same trials over other files, e.g.
+        aligned to another loudness) is refused, since its marks refer to those stimuli; with
+        ``replace_unrated`` a study that has no mark yet is replaced instead (its old links stop
+        working). ``file_levels`` maps a study file name to its :class:`~sonieval.study.loudness.Level`
+        fields.
         """
-        signature = sorted((t.trial_id, t.source_key) for t in trials_list)
+        signature = _trial_signature(trials_list)
         if self.has_study(study_id):
-            existing = sorted((t.trial_id, t.source_key) for t in self.trials(study_id).values())
+            existing = _trial_signature(self.trials(study_id).values())
             if existing == signature:
                 return None
             if not (replace_unrated and self.count_marks(study_id) == 0):
@@ -379,6 +399,8 @@ class StudyStore:
                 familiarisation=json.dumps(familiarisation), provenance=json.dumps(provenance, default=str), created_at=now,
             ))
             conn.execute(trials.insert(), [{**t.as_row(), "study_id": study_id} for t in trials_list])
+            if file_levels:
+                conn.execute(levels.insert(), [{**_level_row(lv), "study_id": study_id, "file": f} for f, lv in sorted(file_levels.items())])
         return token
 
     def count_marks(self, study_id: str) -> int:
@@ -388,7 +410,7 @@ class StudyStore:
     def delete_study(self, study_id: str) -> None:
         """Remove a study and everything of it (children first: portable without cascades)."""
         with self.engine.begin() as conn:
-            for table in (ratings, plan, raters, trials, studies):
+            for table in (ratings, levels, plan, raters, trials, studies):
                 conn.execute(table.delete().where(table.c.study_id == study_id))
         self._trial_cache.pop(study_id, None)
 
@@ -596,6 +618,15 @@ class StudyStore:
         """Insert a ratings row bypassing validation (tests of the CHECK constraint only)."""
         with self.engine.begin() as conn:
             conn.execute(ratings.insert().values(**row))
+
+
+def _trial_signature(trial_list) -> list[tuple[str, str, str, str]]:
+    return sorted((t.trial_id, t.source_key, t.original_file, t.stimulus_file) for t in trial_list)
+
+
+def _level_row(level: dict) -> dict:
+    keys = ("lufs_measured", "gain_db", "lufs", "true_peak_dbtp", "target_lufs", "limited")
+    return {k: level.get(k) for k in keys}
 
 
 def open_store(url: str, **kw: Any) -> StudyStore:

@@ -81,3 +81,26 @@ def clone_study(template: FolderStudy, dest: Path) -> FolderStudy:
     con.close()
     created = replace(template.created, storage=f"sqlite:///{db}", study_dir=study_dir)
     return FolderStudy(created, dest / "input" / "originals", {k: dest / "input" / v.name for k, v in template.systems.items()})
+
+
+def measured_files(created: CreatedStudy) -> "pd.DataFrame":
+    """Every study file's role, loudness (LUFS) and true peak (dBTP), measured from disk."""
+    import pandas as pd
+
+    from sonieval.audio import read_audio
+    from sonieval.study.loudness import measure
+    from sonieval.study.store import StudyStore
+
+    rows, seen = [], set()
+    with StudyStore(created.storage) as store:
+        trials = store.trials(created.study_id)
+    for t in trials.values():
+        for role, name in ((t.role, t.stimulus_file), ("original", t.original_file)):
+            if name in seen:
+                continue
+            seen.add(name)
+            x, rate, _ = read_audio(created.study_dir / "audio" / name)
+            lufs, peak = measure(x, rate)
+            rows.append({"role": role, "clip_id": t.clip_id, "system_id": t.system_id if role != "original" else "",
+                         "file": name, "lufs": lufs, "true_peak_dbtp": peak, "sample_peak": float(np.max(np.abs(x)))})
+    return pd.DataFrame(rows)

@@ -319,31 +319,3 @@ def test_unrated_study_can_be_replaced_rated_one_cannot(tmp_path):
     s.submit(state.step.position, {"visual": 3, "audio": 3})
     with pytest.raises(StudyError, match="different trials"):
         make_folder_study(tmp_path, attention_checks=1, replace_unrated=True)
-
-
-def test_familiarisation_shows_the_clip_whose_anchor_changes_most(tmp_path):
-    """A low-pass anchor of a low tone sounds like its original: the 'near 1' example must be another clip."""
-    import numpy as np
-    from sonieval.audio import write_wav
-    from sonieval.study.create import _familiarisation
-    from sonieval.study.design import Trial
-    from sonieval.study.stimuli import lowpass_anchor
-
-    rate = 44100
-    t = np.arange(rate) / rate
-    clips = {
-        "a-low-tone": (0.5 * np.sin(2 * np.pi * 220 * t)).astype(np.float32),
-        "b-noise": (0.2 * np.random.default_rng(0).standard_normal(rate)).astype(np.float32),
-        "c-mid-tone": (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32),
-    }
-    trials = []
-    for cid, x in clips.items():
-        write_wav(tmp_path / f"{cid}-orig.wav", x, rate, subtype="FLOAT")
-        write_wav(tmp_path / f"{cid}-anchor.wav", lowpass_anchor(x, rate, 3500.0), rate, subtype="FLOAT")
-        write_wav(tmp_path / f"{cid}-ref.wav", x, rate, subtype="FLOAT")
-        for role, stim in (("anchor", "anchor"), ("reference", "ref")):
-            trials.append(Trial(f"{cid}-{role}", cid, "c", role, role, original_file=f"{cid}-orig.wav",
-                                stimulus_file=f"{cid}-{stim}.wav", waveform_file=f"{cid}-{role}.png"))
-    chosen = _familiarisation(trials, tmp_path)
-    assert chosen["low"]["stimulus_file"] == "b-noise-anchor.wav"
-    assert chosen["high"]["stimulus_file"] == "b-noise-ref.wav"

@@ -1,0 +1,226 @@
+"""Loudness alignment of study stimuli and the measured familiarisation examples."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sonieval.audio import read_audio, write_wav
+from sonieval.study.create import StudySettings, create_from_folders
+from sonieval.study.export import LEVEL_COLUMNS, ratings_frame
+from sonieval.study.familiarisation import distance_to_original
+from sonieval.study.loudness import (
+    CEILING_DBTP, TARGET_LUFS, LevelSpec, align_loudness, integrated_loudness, measure, to_db, true_peak,
+)
+from sonieval.study.session import RaterSession
+from sonieval.study.stimuli import lowpass_anchor
+from sonieval.study.store import StudyStore
+from study_helpers import RATE, measured_files, tone
+
+SECONDS = 1.0
+
+
+def _noise(scale: float, seed: int, seconds: float = SECONDS) -> np.ndarray:
+    return (scale * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+def _square(freq: float, amplitude: float, seconds: float = SECONDS) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (amplitude * np.sign(np.sin(2 * np.pi * freq * t))).astype(np.float32)
+
+
+def _clicks(amplitude: float = 0.9, seconds: float = SECONDS) -> np.ndarray:
+    x = np.zeros(int(seconds * RATE), dtype=np.float32)
+    x[:: RATE // 4] = amplitude
+    return x
+
+
+def _write(folder: Path, clips: dict[str, np.ndarray]) -> Path:
+    for cid, x in clips.items():
+        write_wav(folder / f"{cid}.wav", x, RATE, subtype="FLOAT")  # float: a "too loud" file keeps its peaks > 1
+    return folder
+
+
+def _create(tmp_path: Path, originals: dict, systems: dict[str, dict], **settings):
+    orig = _write(tmp_path / "in" / "originals", originals)
+    folders = {name: _write(tmp_path / "in" / name, clips) for name, clips in systems.items()}
+    defaults = dict(study_id="loud", attention_checks=2, min_listen_fraction=0.0, n_raters=1)
+    defaults.update(settings)
+    return create_from_folders(StudySettings(**defaults), orig, folders, study_dir=tmp_path / "study", progress=False)
+
+
+# ----------------------------------------------------------------------------- the measures
+
+
+def test_bs1770_reference_tone_and_true_peak():
+    """A full-scale 997 Hz sine reads -3.01 LUFS (BS.1770); an fs/4 sine at 45 deg hides 3 dB between samples."""
+    rate = 48_000
+    t = np.arange(rate * 2) / rate
+    assert integrated_loudness(np.sin(2 * np.pi * 997 * t), rate) == pytest.approx(-3.01, abs=0.05)
+    x = np.sin(2 * np.pi * (rate / 4) * t + np.pi / 4)
+    assert np.max(np.abs(x)) == pytest.approx(math.sqrt(0.5), abs=1e-6)  # sample peak -3 dBFS ...
+    assert to_db(true_peak(x)) == pytest.approx(0.0, abs=0.2)  # ... true peak 0 dBTP (FIR ripple: +0.12 here)
+    assert integrated_loudness(np.zeros(rate), rate) == -math.inf
+    assert math.isfinite(integrated_loudness(tone(300, 0.3), RATE))  # shorter than one 400 ms block
+
+
+def test_single_stimulus_alignment_and_its_limits():
+    spec = LevelSpec()
+    loud, lv = align_loudness(_noise(0.5, 0), RATE, spec)
+    assert lv.limited == "" and lv.lufs == pytest.approx(TARGET_LUFS, abs=0.01) and lv.gain_db < -10
+    clicks, lv = align_loudness(_clicks(), RATE, spec)
+    assert lv.limited == "true_peak" and lv.lufs < TARGET_LUFS - 1 and lv.true_peak_dbtp <= CEILING_DBTP
+    silent, lv = align_loudness(np.zeros(RATE, np.float32), RATE, spec)
+    assert lv.limited == "silent" and lv.gain_db == 0 and lv.lufs is None and not np.any(silent)
+    faint, lv = align_loudness(_noise(1e-6, 1), RATE, spec)  # below the -70 LUFS gate
+    assert lv.limited == "gain_cap" and lv.gain_db == spec.max_gain_db and np.all(np.isfinite(faint))
+
+
+# ----------------------------------------------------------------------------- a whole study
+
+
+@pytest.fixture(scope="module")
+def aligned_study(tmp_path_factory):
+    """Five clips (a tone, a square wave, quiet noise, a soft tone, clicks) and two systems far off in level."""
+    originals = {"c0": tone(300, SECONDS), "c1": _square(200, 0.99), "c2": _noise(0.02, 2), "c3": 0.4 * tone(1000, SECONDS),
+                 "c4": _clicks()}
+    systems = {
+        "loud": {c: _noise(0.5, 10 + i) for i, c in enumerate(originals)},  # ~ -9 LUFS, peaks beyond 1
+        "quiet": {c: 0.03 * x for c, x in originals.items()},  # -30 dB (two need more than the gain cap)
+    }
+    return _create(tmp_path_factory.mktemp("aligned"), originals, systems)
+
+
+def _levels(created):
+    from sonieval.study.store import levels
+
+    with StudyStore(created.storage) as store:
+        return store.frame(levels, created.study_id)
+
+
+def test_study_stimuli_share_one_loudness_without_clipping(aligned_study):
+    created = aligned_study
+    files = measured_files(created)
+    assert set(files["role"]) == {"original", "sonification", "reference", "anchor", "attention"}
+    # per role: the median at the target, and no file anywhere above the true-peak ceiling
+    medians = files.groupby("role")["lufs"].median()
+    assert (medians - TARGET_LUFS).abs().max() <= 0.5, medians
+    assert files["true_peak_dbtp"].max() <= CEILING_DBTP + 1e-6
+    assert files["sample_peak"].max() <= 10 ** (CEILING_DBTP / 20)
+    # control: the inputs differed widely, and the square wave's low-pass anchor overshoots full scale
+    df = _levels(created)
+    assert df["lufs_measured"].max() - df["lufs_measured"].min() > 30
+    assert np.max(np.abs(lowpass_anchor(_square(200, 0.99), RATE, 3500.0))) > 1.0
+    assert df["gain_db"].map(math.isfinite).all() and not df[["gain_db", "lufs", "true_peak_dbtp"]].isna().any().any()
+    # the impulsive clip c4 cannot reach the target: its whole clip is lowered together, so no
+    # stimulus of a clip is louder or quieter than its original (no level cue), except the ones
+    # whose gain is capped (near silent), which are recorded and reported
+    limited = dict(zip(df["file"], df["limited"]))
+    files["limited"] = files["file"].map(limited)
+    aligned = files[files["limited"] != "gain_cap"]
+    spread = aligned.groupby("clip_id")["lufs"].agg(lambda v: v.max() - v.min())
+    assert spread.max() <= 0.1, spread
+    c4 = aligned[aligned.clip_id == "c4"]
+    assert c4["lufs"].max() < TARGET_LUFS - 1
+    assert set(c4["limited"]) == {"true_peak", "clip_true_peak"}
+    assert "c2" in set(files.loc[files["limited"] == "gain_cap", "clip_id"])  # the quiet system's faint noise
+    text = "\n".join(created.warnings)
+    assert "original c4" in text and "true peak" in text and "quiet/c2" in text and "near-silent" in text
+
+
+def test_levels_appear_in_the_ratings_export(aligned_study):
+    created = aligned_study
+    with StudyStore(created.storage) as store:
+        session = RaterSession(store, created.study_id, created.rater_tokens[0][1])
+        while not (state := session.next_step()).finished:
+            session.show(state)
+            session.submit(state.step.position, {a: state.trial.expected_mark or 3 for a in state.step.attributes})
+        df = ratings_frame(store, created.study_id)
+    assert set(LEVEL_COLUMNS) <= set(df.columns)
+    assert (df["loudness_target_lufs"] == TARGET_LUFS).all()
+    assert df["stimulus_lufs"].notna().all() and df["original_lufs"].notna().all()
+    reached = df[df["stimulus_limited"] == ""]
+    assert len(reached) > len(df) / 2 and (reached["stimulus_lufs"] - TARGET_LUFS).abs().max() < 0.05
+    loud = df[df.system_id == "loud"]
+    # the loud noise was turned down by its measured excess over its clip's level
+    assert (loud["stimulus_gain_db"] - (loud["stimulus_target_lufs"] - loud["stimulus_lufs_measured"])).abs().max() < 1e-6
+    assert (loud["stimulus_gain_db"] < -10).all()
+    # the hidden reference carries its original's level exactly
+    ref = df[df.role == "reference"]
+    assert (ref["stimulus_lufs"] == ref["original_lufs"]).all() and (ref["stimulus_gain_db"] == ref["original_gain_db"]).all()
+
+
+def test_silent_and_near_silent_stimuli_are_capped_and_reported(tmp_path):
+    originals = {"c0": tone(300, SECONDS), "c1": tone(500, SECONDS)}
+    broken = {"c0": np.zeros(int(SECONDS * RATE), np.float32), "c1": _noise(1e-6, 3)}
+    created = _create(tmp_path, originals, {"broken": broken, "ok": {c: x + _noise(0.01, 4) for c, x in originals.items()}},
+                      attention_checks=0)
+    levels = _levels(created)
+    by_limit = levels.groupby("limited")["gain_db"].agg(list).to_dict()
+    assert by_limit["silent"] == [0.0] and by_limit["gain_cap"] == [30.0]
+    assert levels["gain_db"].map(math.isfinite).all()
+    text = "\n".join(created.warnings)
+    assert "near-silent" in text and "broken/c1" in text and "silent" in text and "broken/c0" in text
+    files = measured_files(created)
+    healthy = files[~files["system_id"].eq("broken")]
+    assert (healthy["lufs"] - TARGET_LUFS).abs().max() < 0.05  # the broken system does not pull its clips down
+    for name in files["file"]:
+        x, _, _ = read_audio(created.study_dir / "audio" / name)
+        assert np.all(np.isfinite(x))
+
+
+def test_other_loudness_settings_give_other_files(tmp_path):
+    """A study's files never change under it: another target writes other files (and is another study)."""
+    from sonieval.study.store import StudyError
+
+    originals = {"c0": tone(300, SECONDS)}
+    a = _create(tmp_path, originals, {"s": {"c0": _noise(0.1, 1)}}, attention_checks=0)
+    with pytest.raises(StudyError, match="different trials"):
+        _create(tmp_path, originals, {"s": {"c0": _noise(0.1, 1)}}, attention_checks=0, loudness_lufs=-30.0)
+    b = _create(tmp_path, originals, {"s": {"c0": _noise(0.1, 1)}}, attention_checks=0, loudness_lufs=-30.0, study_id="other")
+    assert b.admin_token and a.admin_token
+    files = measured_files(b)
+    assert (files["lufs"] - (-30.0)).abs().max() < 0.05
+
+
+# ----------------------------------------------------------------------------- familiarisation
+
+
+def _trials(created):
+    with StudyStore(created.storage) as store:
+        return list(store.trials(created.study_id).values()), store.study(created.study_id).familiarisation
+
+
+def test_familiarisation_low_example_is_the_farthest_stimulus_not_a_look_alike_anchor(tmp_path):
+    """A 3.5 kHz low-pass of a low tone is nearly the tone: the 'near 1' example must be the far sonification."""
+    originals = {"c0": tone(300, SECONDS), "c1": tone(400, SECONDS)}
+    systems = {"near": {c: x + _noise(0.005, i) for i, (c, x) in enumerate(originals.items())},
+               "far": {c: _noise(0.2, 20 + i) for i, c in enumerate(originals)}}
+    created = _create(tmp_path, originals, systems, attention_checks=0)
+    trials, examples = _trials(created)
+    audio = created.study_dir / "audio"
+    distance = {t.stimulus_file: distance_to_original(t, audio) for t in trials if t.role in ("sonification", "anchor")}
+    low, high = examples["low"], examples["high"]
+    assert low["measure"] == "logmel_l1" and low["role"] == "sonification"
+    low_trial = next(t for t in trials if t.stimulus_file == low["stimulus_file"])
+    assert low_trial.system_id == "far" and low["distance"] == pytest.approx(max(distance.values()), rel=1e-6)
+    # the two ends are far apart on the measure; the look-alike anchor is close to the high end
+    anchors = [d for f, d in distance.items() if next(t for t in trials if t.stimulus_file == f).role == "anchor"]
+    assert high["role"] == "reference" and high["distance"] == 0.0
+    assert low["distance"] - high["distance"] > 2.0
+    assert max(anchors) < 0.2 * low["distance"]
+    ref = next(t for t in trials if t.stimulus_file == high["stimulus_file"])
+    assert ref.role == "reference" and ref.clip_id == low_trial.clip_id
+
+
+def test_familiarisation_uses_the_anchor_when_it_is_farthest(tmp_path):
+    originals = {"c0": tone(300, SECONDS), "c1": tone(400, SECONDS)}
+    systems = {"near": {c: x + _noise(0.005, i) for i, (c, x) in enumerate(originals.items())}}
+    created = _create(tmp_path, originals, systems, anchor_kind="noise", anchor_snr_db=-20.0, attention_checks=0)
+    trials, examples = _trials(created)
+    assert examples["low"]["role"] == "anchor"
+    near = [distance_to_original(t, created.study_dir / "audio") for t in trials if t.role == "sonification"]
+    assert examples["low"]["distance"] > 3 * max(near)
