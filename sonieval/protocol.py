@@ -25,7 +25,7 @@ GATE_VARIANTS = (
     "LIN", "CONV", "ATTN", "CONV-R", "CONV-D", "CONV-RDD", "CONV-LN", "CONV-GN", "CONV-RDN",
     "LIN-D", "LIN-R", "LIN-C",
 )
-Alignment = Literal["reshape", "transpose", "grid"]
+Alignment = Literal["reshape", "transpose", "grid", "grid-pool"]
 ModelSize = Literal["full", "small"]
 # Post-processing names; a chain is written with "+" (e.g. "minmax+squared"); "threshold10"
 # means threshold at 10 % of peak.

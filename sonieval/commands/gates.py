@@ -56,5 +56,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f"    {a:9} {g.layer_summary(gate)}")
     print("Axes: reshape: rows = embedding frames, cols = features, output [T', C] reshaped (not transposed) to "
           "[C, T']; transpose and grid: rows = features -> latent channels, cols = time -> latent frames "
-          "(grid: AST's 12x101 patch grid pooled over frequency, then interpolated onto latent time).")
+          "(grid: AST's 12x101 patch grid with the 12 frequency rows folded into the features, grid-pool: averaged; "
+          "both then interpolated onto latent time).")
     return 0

@@ -23,13 +23,20 @@ def test_variant_names_match_protocol_and_reference():
 @pytest.mark.parametrize("alignment", g.ALIGNMENTS)
 def test_every_variant_gives_the_latent_shape_at_full_size(torch_threads, encoder, alignment):
     # Full reference shapes: the gates are small enough (largest: ATTN transpose on AST, 6.5 M parameters).
+    # Except ATTN on AST's folded grid: 9216 tokens, ~1 GB of attention weights per clip (documented in
+    # gates.py; its shape is checked on the meta device, which allocates nothing).
     torch.manual_seed(0)
-    x = torch.randn(2, *SHAPES[encoder])
+    x = torch.randn(1, *SHAPES[encoder])
     for variant in g.GATES:
+        if variant == "ATTN" and encoder == "ast" and alignment == "grid":
+            with torch.device("meta"):
+                y = g.build_gate(variant, SHAPES[encoder], g.DAC_VAE_LATENT, alignment)(x.to("meta"))
+            assert y.shape == (1, *g.DAC_VAE_LATENT)
+            continue
         gate = g.build_gate(variant, SHAPES[encoder], g.DAC_VAE_LATENT, alignment).eval()
         with torch.no_grad():
             y = gate(x)
-        assert y.shape == (2, *g.DAC_VAE_LATENT), (variant, alignment)
+        assert y.shape == (1, *g.DAC_VAE_LATENT), (variant, alignment)
         assert torch.isfinite(y).all()
 
 
@@ -37,9 +44,9 @@ def test_every_variant_gives_the_latent_shape_at_full_size(torch_threads, encode
 def test_docstring_parameter_counts_are_the_real_ones(variant):
     doc = g.GATES[variant].__doc__
     for label, encoder in (("AST→DAC-VAE", "ast"), ("HuBERT→DAC-VAE", "hubert")):
-        line = re.search(re.escape(label) + r" (reshape [\d,]+ · transpose [\d,]+ · grid [\d,]+)", doc)
+        line = re.search(re.escape(label) + r" (reshape [\d,]+ · transpose [\d,]+ · grid [\d,]+ · grid-pool [\d,]+)", doc)
         assert line, f"{variant}: no parameter line for {label}"
-        documented = dict(re.findall(r"(\w+) ([\d,]+)", line.group(1)))
+        documented = dict(re.findall(r"([\w-]+) ([\d,]+)", line.group(1)))
         for alignment in g.ALIGNMENTS:
             real = g.gate_parameter_count(variant, SHAPES[encoder], g.DAC_VAE_LATENT, alignment)
             assert int(documented[alignment].replace(",", "")) == real, (variant, label, alignment)
@@ -138,7 +145,7 @@ def test_wrong_embedding_shape_is_one_clear_error(torch_threads):
 def test_unknown_variant_and_alignment_are_clear_errors():
     with pytest.raises(SonievalError, match="did you mean 'CONV-LN'"):
         g.build_gate("CONV_LN", (4, 4), (4, 4))
-    with pytest.raises(SonievalError, match="allowed: reshape, transpose, grid"):
+    with pytest.raises(SonievalError, match="allowed: reshape, transpose, grid, grid-pool"):
         g.build_gate("LIN", (4, 4), (4, 4), "diagonal")
 
 
