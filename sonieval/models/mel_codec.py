@@ -18,7 +18,7 @@ trains on it unchanged.
   inverse of the filterbank (what ``torchaudio.transforms.InverseMelScale`` solves with
   ``torch.linalg.lstsq`` on every call; here its pseudo-inverse is computed once and applied as
   one matrix product, the same solution for a full-rank filterbank, clamped at 0 like torchaudio),
-  then phase reconstruction by ``torchaudio.transforms.GriffinLim`` (fast Griffin-Lim, momentum
+  then phase reconstruction by ``torchaudio.functional.griffinlim`` (fast Griffin-Lim, momentum
   0.99, zero initial phase so decoding is deterministic; ``iterations`` configurable).
 
 Why torchaudio and not librosa: torchaudio's transforms are torch modules, so decoding is batched
@@ -48,6 +48,7 @@ N_MELS = 64
 LOG_FLOOR = 1e-8  # −80 dB below a unit mel power: below the quietest ESC-50 content, above float error
 DEFAULT_ITERATIONS = 32
 MEL_MODEL_ID = f"mel-{N_MELS}x{N_FFT}x{HOP}"
+MOMENTUM = 0.99  # fast Griffin-Lim (Perraudin et al. 2013), torchaudio's default
 MIN_STD = 1e-3  # a band with (almost) no variance in the train split is scaled by this, not by ~0
 
 
@@ -120,8 +121,7 @@ class MelCodec(Codec):
                                      center=True).to(self.device)
         fb = self._mel.mel_scale.fb  # [n_freq, n_mels]: mel = fb^T @ power spectrum
         self._inverse_fb = torch.linalg.pinv(fb.T.double()).float().to(self.device)  # [n_freq, n_mels]
-        self._griffin_lim = T.GriffinLim(n_fft=N_FFT, hop_length=HOP, power=2.0, n_iter=self.iterations,
-                                         momentum=0.99, rand_init=False).to(self.device)
+        self._window = torch.hann_window(N_FFT, device=self.device)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -155,6 +155,8 @@ class MelCodec(Codec):
     @torch.no_grad()
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """[B, 64, T'] → audio [B, T' × 512] at 44.1 kHz (Griffin-Lim; not clipped)."""
+        from torchaudio.functional import griffinlim
+
         z = self._latent_batch(latent)
         mean, std = self._stats()
         log_mel = z * std.to(z.device) + mean.to(z.device)
@@ -162,7 +164,12 @@ class MelCodec(Codec):
         # loudest level the floor-to-ceiling range of real audio reaches (e^25 ≈ 7e10 mel power).
         mel = torch.exp(log_mel.clamp(max=25.0))
         power = torch.relu(torch.matmul(self._inverse_fb, mel))  # [B, n_freq, T']
-        return self._griffin_lim(power, length=z.shape[-1] * HOP).float().cpu()
+        # Frames are centred (frame j at sample j·512), so T' frames span (T'−1)·512 samples; the last
+        # hop (11.6 ms) is returned as zeros to keep the codec contract of T'·512 samples.
+        frames = z.shape[-1]
+        audio = griffinlim(power, self._window, N_FFT, HOP, N_FFT, 2.0, self.iterations, MOMENTUM,
+                           (frames - 1) * HOP, False)
+        return torch.nn.functional.pad(audio, (0, HOP)).float().cpu()
 
 
 def fit_mel_normalisation(codec: MelCodec, clips: Iterable[np.ndarray], source: str = "train split") -> MelNormalisation:
