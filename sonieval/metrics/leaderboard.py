@@ -50,7 +50,12 @@ STAGE = "score"
 SCORE_ROW_EXTRA = [
     "category", "embedding_weights", "ci_method", "n_reference_frames", "n_evaluated_frames",
     "reference_term", "evaluated_term", "cross_term", "saturated", "n_failed", "error", "system_random_init",
+    "system_control", "system_codec_label", "system_encoder_random_init", "system_codec_random_init",
 ]
+# Marks in every rendered leaderboard: the audio of a † system comes from a randomly initialised codec
+# (it shows that the pipeline runs, nothing more); a ‡ system's gate learned from a randomly initialised
+# encoder (a random projection of the audio: the method is real and can learn, the encoder is not AST).
+RANDOM_CODEC_MARK, RANDOM_ENCODER_MARK = "†", "‡"
 
 
 @dataclass
@@ -63,6 +68,9 @@ class AudioSet:
     categories: list[str | None] = field(default_factory=list)
     originals: list[str | None] = field(default_factory=list)  # the original clip of each item
     random_init: bool | None = None  # made with a randomly initialised encoder/codec (sonify's column)
+    # More of sonify's provenance, copied onto every score row: control, codec_label,
+    # encoder_random_init, codec_random_init (absent for folders of audio).
+    provenance: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.paths)
@@ -96,6 +104,7 @@ class ScoreOutputs:
     leaderboard: pd.DataFrame
     files: list[Path]
     failures: dict[str, str]
+    learning: pd.DataFrame = field(default_factory=pd.DataFrame)  # trained systems beside their controls
 
 
 # --------------------------------------------------------------------------- provenance
@@ -162,8 +171,13 @@ def score_sets(
     cache_dir: str | os.PathLike,
     reference_label: str,
     manifest: RunManifest,
+    training: pd.DataFrame | None = None,
+    primary_codec: str | None = None,
 ) -> ScoreOutputs:
-    """Score every system against ``reference`` with each embedding; write tables and figures."""
+    """Score every system against ``reference`` with each embedding; write tables and figures.
+
+    ``training`` (the train stage's table) adds each gate's validation R² to the learning table;
+    ``primary_codec`` names the codec of gates whose system_id names none (their ceiling)."""
     from sonieval.metrics import distances as D
     from sonieval.metrics.embeddings import EmbeddingCache, embed_files, load_embedding
     from sonieval.metrics.items import EMBEDDING_ITEM_METRICS, check_item_metrics
@@ -237,7 +251,8 @@ def score_sets(
                 ev_clip_ids = [s.clip_ids[i] for i in ev_kept]
                 rows: list[dict] = []
                 common = {**base, "n_evaluated": len(ev_kept), "n_evaluated_frames": int(ev_frames.shape[0]),
-                          "n_failed": n_failed, "system_random_init": s.random_init}
+                          "n_failed": n_failed, "system_random_init": s.random_init,
+                          **{f"system_{k}": v for k, v in s.provenance.items()}}
                 cats = [None]
                 if config.per_class:
                     cats += sorted({c for c in ev_categories if c is not None} & {c for c in ref_categories if c is not None})
@@ -371,7 +386,8 @@ def score_sets(
     audio_parts = _score_audio_items(systems, out_dir, config, manifest, failures)
     scores = _concat(score_parts)
     item_scores = _concat(item_parts + audio_parts)
-    return _write_outputs(scores, item_scores, out_dir, failures, pd.DataFrame(paired_rows))
+    return _write_outputs(scores, item_scores, out_dir, failures, pd.DataFrame(paired_rows), config=config,
+                          training=training, primary_codec=primary_codec)
 
 
 def _save_comparison(comp, path: Path) -> None:
@@ -523,22 +539,39 @@ def _concat(parts: Iterable[Path]) -> pd.DataFrame:
 
 
 def _with_system_parts(df: pd.DataFrame) -> pd.DataFrame:
-    from sonieval.tables import parse_system_id
+    from sonieval.tables import NO_CONTROL, parse_system_id
 
-    enc, post, label = [], [], []
+    enc, post, label, control = [], [], [], []
     for sid in df["system_id"]:
         try:
             k = parse_system_id(sid)
             enc.append(k.encoder)
             post.append(k.postprocess)
             label.append(f"{k.variant}/lr{k.lr:g}/e{k.epoch}/{k.alignment}")
+            control.append(k.control)
         except SonievalError:
             enc.append("folders")
             post.append("-")
             label.append(sid)
+            control.append(NO_CONTROL)
     out = df.copy()
-    out["encoder"], out["postprocess"], out["system_label"] = enc, post, label
+    out["encoder"], out["postprocess"], out["system_label"], out["control"] = enc, post, label, control
     return out
+
+
+def _flag(row, column: str) -> bool:
+    value = row.get(column) if hasattr(row, "get") else None
+    return bool(value) if value is not None and not (isinstance(value, float) and np.isnan(value)) else False
+
+
+def random_mark(row) -> str:
+    """† (random codec: the audio shows only that the pipeline runs) or ‡ (random encoder only) or ''."""
+    has_detail = "system_codec_random_init" in row and pd.notna(row.get("system_codec_random_init"))
+    if has_detail:
+        if _flag(row, "system_codec_random_init"):
+            return RANDOM_CODEC_MARK
+        return RANDOM_ENCODER_MARK if _flag(row, "system_encoder_random_init") else ""
+    return RANDOM_CODEC_MARK if _flag(row, "system_random_init") else ""
 
 
 def build_leaderboard(scores: pd.DataFrame) -> pd.DataFrame:
@@ -548,7 +581,8 @@ def build_leaderboard(scores: pd.DataFrame) -> pd.DataFrame:
     overall = scores[scores["category"].isna()].copy()
     overall = _with_system_parts(overall)
     overall["rank"] = overall.groupby(["embedding", "metric"])["value"].rank(method="min", na_option="bottom")
-    cols = ["embedding", "metric", "rank", "system_id", "system_random_init", "value", "ci_low", "ci_high",
+    cols = ["embedding", "metric", "rank", "system_id", "control", "system_random_init", "system_codec_label",
+            "system_encoder_random_init", "system_codec_random_init", "value", "ci_low", "ci_high",
             "n_evaluated", "n_failed",
             "reference_set", "n_reference", "bandwidth", "scale", "saturated", "cross_term", "embedding_weights",
             "ci_method", "error", "encoder", "postprocess", "system_label", "versions"]
@@ -564,9 +598,23 @@ def _fmt(v, digits=4) -> str:
 
 def _notes(board: pd.DataFrame) -> list[str]:
     notes = []
-    if "system_random_init" in board.columns and board["system_random_init"].fillna(False).astype(bool).any():
-        notes.append("Systems marked † were made with RANDOMLY INITIALISED models (sonify's random_init column): "
-                     "their scores show that the pipeline runs, not how a trained system performs.")
+    marks = {random_mark(r) for _, r in board.iterrows()}
+    if RANDOM_CODEC_MARK in marks:
+        notes.append(f"Systems marked {RANDOM_CODEC_MARK} were decoded by a RANDOMLY INITIALISED codec (or made "
+                     "with randomly initialised models): their scores show that the pipeline runs, not how a "
+                     "trained system performs.")
+    if RANDOM_ENCODER_MARK in marks:
+        notes.append(f"Systems marked {RANDOM_ENCODER_MARK} sonify a RANDOMLY INITIALISED encoder (a random projection "
+                     "of the audio, not a pretrained model) through a real or weight-free codec: their gates really "
+                     "learn, so they test the method, not what a pretrained encoder holds.")
+    if "system_codec_label" in board.columns:
+        labels = sorted({str(v) for v in board["system_codec_label"].dropna()})
+        if labels:
+            notes.append("Codecs: " + ", ".join(f"`{v}`" for v in labels) + ".")
+    if "control" in board.columns and (board["control"].isin(["untrained", "shuffled", "ceiling"])).any():
+        notes.append("Controls are systems: `.untrained` = the gate at its initialisation, `.shuffled` = the gate "
+                     "trained on mismatched (embedding, latent) pairs, `codec/…/codec` = the codec's own "
+                     "reconstruction of the original (the ceiling).")
     for (emb, metric), g in board.groupby(["embedding", "metric"]):
         first = g.iloc[0]
         line = (f"{metric.upper()} on `{emb}` against reference set `{first['reference_set']}` "
@@ -592,8 +640,50 @@ def per_class_table(scores: pd.DataFrame, embedding: str, metric: str) -> pd.Dat
     return rows.pivot_table(index="category", columns="system_id", values="value", aggfunc="first")
 
 
+MEASURE_TITLES = {
+    "validation_r2": "Validation R² against the train-mean latent (higher is better)",
+    "kad": "KAD against the reference set (lower is better)",
+    "fad": "FAD against the reference set (lower is better)",
+    "logmel_l1": "Log-mel distance of each sonification to its own original (mean over clips, lower is better)",
+    "envelope_correlation": "Envelope correlation with its own original (mean over clips, higher is better)",
+    "frame_kad": "Frame KAD of each sonification against its own original (mean over clips, lower is better)",
+    "mrstft": "Multi-resolution STFT distance to its own original (mean over clips, lower is better)",
+    "embedding_cosine": "Embedding cosine distance to its own original (mean over clips, lower is better)",
+}
+
+
+def _ci_cell(row, name: str) -> str:
+    v = row.get(f"{name}_value")
+    if v is None or not np.isfinite(v):
+        return "—"
+    lo, hi = row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
+    ci = f" [{_fmt(lo, 3)}, {_fmt(hi, 3)}]" if lo is not None and np.isfinite(lo) else ""
+    return f"{_fmt(v, 3)}{ci}"
+
+
+def learning_markdown(learning: pd.DataFrame) -> list[str]:
+    """Each trained system beside its controls and the codec ceiling, per measure, with 95 % CIs."""
+    if learning is None or learning.empty:
+        return []
+    lines = ["## Learning: trained systems against their controls", "",
+             "Each trained gate beside the same gate untrained and trained on shuffled pairs, and the codec's "
+             "own reconstruction (ceiling). 95 % CIs: R² resamples validation clips, KAD/FAD and the item "
+             "measures resample sonified clips. *beats both* = the trained CI lies entirely on the better side "
+             "of both controls' CIs.", ""]
+    for (measure, emb), g in learning.groupby(["measure", "embedding"], sort=False):
+        lines += [f"### {MEASURE_TITLES.get(measure, measure)} · {emb}", "",
+                  "| system | trained | shuffled | untrained | ceiling | beats both |", "|---|---:|---:|---:|---:|---|"]
+        for _, r in g.iterrows():
+            verdict = {True: "yes", False: "no"}.get(r["beats_controls"], "—")
+            lines.append(f"| `{r['system_id']}` | {_ci_cell(r, 'system')} | {_ci_cell(r, 'shuffled')} | "
+                         f"{_ci_cell(r, 'untrained')} | {_ci_cell(r, 'ceiling')} | {verdict} |")
+        lines.append("")
+    return lines
+
+
 def leaderboard_markdown(
-    board: pd.DataFrame, scores: pd.DataFrame | None = None, paired: pd.DataFrame | None = None
+    board: pd.DataFrame, scores: pd.DataFrame | None = None, paired: pd.DataFrame | None = None,
+    learning: pd.DataFrame | None = None,
 ) -> str:
     lines = ["# KAD / FAD leaderboard", ""]
     if board.empty:
@@ -602,6 +692,7 @@ def leaderboard_markdown(
     versions = json.loads(board["versions"].iloc[0])
     lines += [f"- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k not in (
         "kad_convention", "fad_convention", "embedding_params")), ""]
+    lines += learning_markdown(learning)
     for (emb, metric), g in board.groupby(["embedding", "metric"]):
         lines += [f"## {metric.upper()} · {emb}", "", "| rank | system | value | 95% CI | n evaluated | note |",
                   "|---:|---|---:|---|---:|---|"]
@@ -609,7 +700,8 @@ def leaderboard_markdown(
             ci = "—" if not np.isfinite(r["ci_low"]) else f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
             sat = r.get("saturated")
             note = r["error"] if isinstance(r.get("error"), str) else ("saturated" if pd.notna(sat) and bool(sat) else "")
-            mark = " †" if pd.notna(r.get("system_random_init")) and bool(r.get("system_random_init")) else ""
+            mark = random_mark(r)
+            mark = f" {mark}" if mark else ""
             lines.append(f"| {int(r['rank'])} | `{r['system_id']}`{mark} | {_fmt(r['value'])} | {ci} | "
                          f"{int(r['n_evaluated'])} | {note} |")
         lines.append("")
@@ -640,13 +732,23 @@ def leaderboard_markdown(
     return "\n".join(lines)
 
 
-def leaderboard_html(board: pd.DataFrame, figures: list[Path], out_dir: Path) -> str:
+def leaderboard_html(board: pd.DataFrame, figures: list[Path], out_dir: Path,
+                     learning: pd.DataFrame | None = None) -> str:
     head = "<!doctype html><meta charset='utf-8'><title>sonieval leaderboard</title>"
     style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px}</style>")
     body = ["<h1>KAD / FAD leaderboard</h1>", "<ul>"]
     body += [f"<li>{html.escape(n)}</li>" for n in _notes(board)]
     body.append("</ul>")
+    if learning is not None and not learning.empty:
+        body.append("<h2>Learning: trained systems against their controls</h2>")
+        for (measure, emb), g in learning.groupby(["measure", "embedding"], sort=False):
+            body.append(f"<h3>{html.escape(MEASURE_TITLES.get(measure, measure))} · {html.escape(emb)}</h3>")
+            cells = {label: [_ci_cell(r, name) for _, r in g.iterrows()] for label, name in
+                     (("trained", "system"), ("shuffled", "shuffled"), ("untrained", "untrained"), ("ceiling", "ceiling"))}
+            verdict = [{True: "yes", False: "no"}.get(v, "—") for v in g["beats_controls"]]
+            shown = pd.DataFrame({"system": list(g["system_id"]), **cells, "beats both": verdict})
+            body.append(shown.to_html(index=False, na_rep="—"))
     if not board.empty:
         body.append("<p>Versions: <code>" + html.escape(board["versions"].iloc[0]) + "</code></p>")
         shown = board.drop(columns=["versions", "encoder", "postprocess", "system_label"], errors="ignore")
@@ -700,7 +802,8 @@ def dot_plots(board: pd.DataFrame, fig_dir: Path) -> list[Path]:
 
 
 def _write_outputs(
-    scores: pd.DataFrame, item_scores: pd.DataFrame, out_dir: Path, failures, paired: pd.DataFrame | None = None
+    scores: pd.DataFrame, item_scores: pd.DataFrame, out_dir: Path, failures, paired: pd.DataFrame | None = None,
+    *, config: ScoreConfig | None = None, training: pd.DataFrame | None = None, primary_codec: str | None = None,
 ) -> ScoreOutputs:
     from sonieval.files import write_text_atomic
     from sonieval.tables import ITEM_SCORES_COLUMNS, SCORES_COLUMNS, write_table
@@ -719,15 +822,23 @@ def _write_outputs(
         write_table(scores, out_dir / "scores.csv", "scores"),
         write_table(item_scores, out_dir / "item_scores.parquet", "item_scores"),
     ]
+    from sonieval.metrics.controls import item_summary, learning_table
+
     board = build_leaderboard(scores)
     figures = dot_plots(board, out_dir / "figures")
     with_csv = board.drop(columns=["versions"], errors="ignore")
     files.append(write_table(with_csv, out_dir / "leaderboard.csv"))
     paired = paired if paired is not None else pd.DataFrame()
     files.append(write_table(paired, out_dir / "paired_kad.csv"))
-    files.append(write_text_atomic(out_dir / "leaderboard.md", leaderboard_markdown(board, scores, paired)))
-    files.append(write_text_atomic(out_dir / "leaderboard.html", leaderboard_html(board, figures, out_dir)))
-    return ScoreOutputs(scores, item_scores, board, files + figures, failures)
+    config = config or ScoreConfig()
+    items = item_summary(item_scores, n_boot=config.bootstrap, seed=config.seed)
+    files.append(write_table(items, out_dir / "item_summary.csv"))
+    learning = learning_table(scores, items, training, primary_codec)
+    if not learning.empty:
+        files.append(write_table(learning, out_dir / "learning.csv"))
+    files.append(write_text_atomic(out_dir / "leaderboard.md", leaderboard_markdown(board, scores, paired, learning)))
+    files.append(write_text_atomic(out_dir / "leaderboard.html", leaderboard_html(board, figures, out_dir, learning)))
+    return ScoreOutputs(scores, item_scores, board, files + figures, failures, learning)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -824,9 +935,21 @@ def protocol_sets(proto) -> tuple[AudioSet, list[AudioSet], str]:
         systems.append(AudioSet(
             str(sid), [_resolve_path(p, results) for p in g["path"]], [str(c) for c in g["clip_id"]],
             [None if pd.isna(c) else str(c) for c in g["category"]], [orig_of.get(str(c)) for c in g["clip_id"]],
-            random_init=random_init,
+            random_init=random_init, provenance=_provenance(g),
         ))
     return reference, systems, label
+
+
+def _provenance(g: pd.DataFrame) -> dict:
+    """Sonify's provenance columns of one system (the same on all its rows)."""
+    out = {}
+    for col in ("control", "codec_label"):
+        if col in g.columns and g[col].notna().any():
+            out[col] = str(g[col].dropna().iloc[0])
+    for col in ("encoder_random_init", "codec_random_init"):
+        if col in g.columns and g[col].notna().any():
+            out[col] = bool(g[col].fillna(False).astype(bool).any())
+    return out
 
 
 def _data_label(clips: pd.DataFrame) -> str:
@@ -857,5 +980,8 @@ def run_score(proto, manifest: RunManifest, **overrides) -> ScoreOutputs:
     """The ``score`` stage of a protocol: writes ``<results>/scores/``."""
     reference, systems, label = protocol_sets(proto)
     config = config_from_protocol(proto, **overrides)
+    training_path = proto.results_path / "tables" / "training.parquet"
+    training = pd.read_parquet(training_path) if training_path.is_file() else None
     return score_sets(reference, systems, proto.results_path / "scores", config=config,
-                      cache_dir=proto.cache_path, reference_label=label, manifest=manifest)
+                      cache_dir=proto.cache_path, reference_label=label, manifest=manifest,
+                      training=training, primary_codec=proto.primary_codec.name)

@@ -1,0 +1,154 @@
+"""Trained systems beside their learning controls and the codec ceiling (DESIGN.md §3, "controls are systems").
+
+A claim that a gate makes an embedding audible needs something to be measured against:
+
+- ``untrained``: the same gate at its initialisation (same seed): what the architecture alone gives;
+- ``shuffled``: the same gate trained with the same budget on (embedding, latent) pairs of
+  *mismatched* training clips: what learning the average latent gives, without the embedding;
+- the codec ceiling ``codec/<codec>/…/codec``: the codec's own reconstruction of the original,
+  the best any gate onto that codec can do.
+
+:func:`learning_table` lines each trained system up with these, on every measure there is:
+validation R² against the train-mean latent (from ``tables/training.parquet``), KAD/FAD against the
+reference set (the scores table, with its bootstrap CIs), and the per-item measures of the decoded
+audio against its own original (item_scores, mean over clips with a percentile bootstrap CI over
+clips). ``beats_controls`` says, per measure, whether the trained system's 95 % CI lies entirely on
+the better side of both controls' CIs (non-overlapping intervals: a conservative test).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from sonieval.errors import SonievalError
+from sonieval.tables import CEILING, CODEC_SLOT, NO_CONTROL, GateSlot, make_system_id, parse_system_id
+
+__all__ = ["item_summary", "control_ids", "learning_table", "LOWER_IS_BETTER"]
+
+# Direction of every measure the table can show.
+LOWER_IS_BETTER = {"kad": True, "fad": True, "frame_kad": True, "embedding_cosine": True, "logmel_l1": True,
+                   "mrstft": True, "envelope_correlation": False, "validation_r2": False}
+LEARNING_MEASURES = ("validation_r2", "kad", "logmel_l1", "envelope_correlation", "frame_kad")
+
+
+def item_summary(item_scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Mean of each per-item measure per (system, metric, embedding), with a percentile bootstrap CI over clips."""
+    cols = ["system_id", "metric", "embedding", "n", "value", "ci_low", "ci_high"]
+    if item_scores is None or item_scores.empty:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    rng = np.random.default_rng(seed)
+    finite = item_scores[np.isfinite(pd.to_numeric(item_scores["value"], errors="coerce").astype(float))]
+    for (sid, metric, emb), g in finite.groupby(["system_id", "metric", "embedding"], sort=True):
+        v = g["value"].to_numpy(float)
+        lo = hi = np.nan
+        if len(v) >= 2 and n_boot > 0:
+            means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+            lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+        rows.append({"system_id": sid, "metric": metric, "embedding": emb, "n": len(v), "value": float(v.mean()),
+                     "ci_low": float(lo), "ci_high": float(hi)})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def control_ids(system_id: str, primary_codec: str | None = None) -> dict[str, str] | None:
+    """The system_ids of a trained system's controls and ceiling; None when it is itself a control or not a gate."""
+    try:
+        key = parse_system_id(system_id)
+        gate = key.gate
+    except SonievalError:
+        return None
+    if key.encoder == CODEC_SLOT or gate.control != NO_CONTROL:
+        return None
+    shuffled = GateSlot(gate.variant, "shuffled", gate.seed, gate.codec).text
+    untrained = GateSlot(gate.variant, "untrained", gate.seed, gate.codec).text
+    codec = gate.codec or primary_codec
+    out = {
+        "shuffled": make_system_id(key.encoder, shuffled, key.lr, key.epoch, key.alignment, key.postprocess),
+        "untrained": make_system_id(key.encoder, untrained, 0.0, 0, key.alignment, key.postprocess),
+    }
+    if codec:
+        out[CEILING] = make_system_id(CODEC_SLOT, codec, 0.0, 0, "none", "codec")
+    return out
+
+
+def _measure_values(scores: pd.DataFrame, items: pd.DataFrame, training: pd.DataFrame | None) -> pd.DataFrame:
+    """One long table: system_id, measure, embedding, value, ci_low, ci_high."""
+    parts = []
+    if scores is not None and not scores.empty:
+        overall = scores[scores["category"].isna()] if "category" in scores.columns else scores
+        parts.append(overall[["system_id", "metric", "embedding", "value", "ci_low", "ci_high"]]
+                     .rename(columns={"metric": "measure"}))
+    if items is not None and not items.empty:
+        parts.append(items[["system_id", "metric", "embedding", "value", "ci_low", "ci_high"]]
+                     .rename(columns={"metric": "measure"}))
+    if training is not None and not training.empty:
+        parts.append(_r2_rows(training, set(pd.concat(parts)["system_id"]) if parts else set()))
+    if not parts:
+        return pd.DataFrame(columns=["system_id", "measure", "embedding", "value", "ci_low", "ci_high"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _r2_rows(training: pd.DataFrame, system_ids: set[str]) -> pd.DataFrame:
+    """Validation R² of the gate behind every scored system (any post-processing of it)."""
+    by_base = {}
+    for r in training.itertuples(index=False):
+        base = make_system_id(r.encoder, r.gate_slot, r.lr, r.epoch, r.alignment, "x").rsplit("/", 1)[0]
+        by_base[base] = (r.validation_r2, r.validation_r2_ci_low, r.validation_r2_ci_high)
+    rows = []
+    for sid in sorted(system_ids):
+        got = by_base.get(sid.rsplit("/", 1)[0])
+        if got is not None:
+            rows.append({"system_id": sid, "measure": "validation_r2", "embedding": "latent",
+                         "value": got[0], "ci_low": got[1], "ci_high": got[2]})
+    return pd.DataFrame(rows, columns=["system_id", "measure", "embedding", "value", "ci_low", "ci_high"])
+
+
+def _beats(sys_row, ctrl_row, lower: bool) -> bool | None:
+    """True when the system's CI lies entirely on the better side of the control's CI; None if unknown."""
+    if sys_row is None or ctrl_row is None:
+        return None
+    vals = [sys_row["ci_low"], sys_row["ci_high"], ctrl_row["ci_low"], ctrl_row["ci_high"]]
+    if not all(np.isfinite(float(v)) for v in vals):
+        return None
+    return bool(sys_row["ci_high"] < ctrl_row["ci_low"]) if lower else bool(sys_row["ci_low"] > ctrl_row["ci_high"])
+
+
+def learning_table(scores: pd.DataFrame, item_scores_summary: pd.DataFrame, training: pd.DataFrame | None = None,
+                   primary_codec: str | None = None) -> pd.DataFrame:
+    """Each trained system beside its controls and ceiling, one row per (system, measure, embedding).
+
+    Columns: system_id, measure, embedding, lower_is_better, then value/ci_low/ci_high for ``system``,
+    ``shuffled``, ``untrained``, ``ceiling`` (NaN where that control was not run), and
+    ``beats_shuffled``, ``beats_untrained``, ``beats_controls`` (None when a control or a CI is missing).
+    """
+    values = _measure_values(scores, item_scores_summary, training)
+    index = {(r["system_id"], r["measure"], r["embedding"]): r for _, r in values.iterrows()}
+    rows = []
+    for sid in sorted(values["system_id"].unique()):
+        ctrl = control_ids(sid, primary_codec)
+        if ctrl is None or not any(c in set(values["system_id"]) for c in ctrl.values()):
+            continue
+        for (s, measure, emb), r in [(k, v) for k, v in index.items() if k[0] == sid]:
+            if measure not in LOWER_IS_BETTER:
+                continue
+            rows.append(_learning_row(sid, measure, emb, r, ctrl, index))
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    order = {m: i for i, m in enumerate(LEARNING_MEASURES)}
+    table["_o"] = table["measure"].map(lambda m: order.get(m, len(order)))
+    return table.sort_values(["_o", "embedding", "system_id"]).drop(columns="_o").reset_index(drop=True)
+
+
+def _learning_row(sid: str, measure: str, emb: str, r, ctrl: dict[str, str], index: dict) -> dict:
+    lower = LOWER_IS_BETTER[measure]
+    row = {"system_id": sid, "measure": measure, "embedding": emb, "lower_is_better": lower}
+    for name, value in (("system", r), *((k, index.get((v, measure, emb))) for k, v in ctrl.items())):
+        for part in ("value", "ci_low", "ci_high"):
+            row[f"{name}_{part}"] = float(value[part]) if value is not None else np.nan
+    row["beats_shuffled"] = _beats(r, index.get((ctrl["shuffled"], measure, emb)), lower)
+    row["beats_untrained"] = _beats(r, index.get((ctrl["untrained"], measure, emb)), lower)
+    known = [row["beats_shuffled"], row["beats_untrained"]]
+    row["beats_controls"] = None if any(b is None for b in known) else all(known)
+    return row
