@@ -17,8 +17,11 @@ and a loudspeaker listener picks the wrong interval. Six trials; a listener pass
 five correct (the paper's criterion: 20 of 20 listeners on headphones passed, 19 of 20 on
 loudspeakers failed).
 
-Timing and levels (all in :class:`HeadphoneCheckSpec`): tones of 1000 ms with 100 ms raised-cosine
-onset and offset ramps, 500 ms of silence between the intervals, standards at −12 dBFS peak per
+Checked against the paper's text available here (abstract and results): 200 Hz, three tones, one in
+antiphase, the target 6 dB down, six trials. The timing defaults are our reading of its Methods, not
+checked against the text here, and are parameters (all in :class:`HeadphoneCheckSpec`): tones of
+1000 ms with 100 ms raised-cosine onset and offset ramps, 500 ms of silence between the intervals,
+standards at −12 dBFS peak per
 channel (an absolute level of our choosing: the test needs only the relative levels, the
 listener sets a comfortable volume with :func:`calibration_audio` first, and −12 dBFS keeps the
 files far from clipping). The tones start at sine phase 0 under the ramp. Written as 16-bit PCM
