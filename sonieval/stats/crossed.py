@@ -1,0 +1,472 @@
+"""Exact REML for two crossed random intercepts: ``y ~ 0 + group + (1|A) + (1|B)``.
+
+The report's mixed model is ``mark ~ system + (1|rater) + (1|clip)`` and its reliability model
+``mark ~ 1 + (1|rater) + (1|stimulus)``: one categorical fixed factor (cell-means coding, or an
+intercept) and two crossed random intercepts. Why by hand: statsmodels' ``MixedLM`` fits crossed
+effects as variance components of one group and builds their design densely, so it stops
+scaling at a few thousand marks; lme4 is R. This module is lme4's penalised least-squares
+formulation (Bates, Mächler, Bolker & Walker 2015, "Fitting linear mixed-effects models using
+lme4", *J. Stat. Softw.* 67(1), §3) specialised to this model, where everything depends on the
+data only through counts and sums (computed once, O(n)):
+
+    relative covariance factor Λ = diag(θ_A I, θ_B I),  θ = σ_A/σ, σ_B/σ
+    M(θ) = [[Λ Z'Z Λ + I, Λ Z'X], [X'Z Λ, X'X]]          (random + fixed effects)
+    REML criterion  d(θ) = log det M(θ) + (n − p)(1 + log(2π r²(θ)/(n − p)))
+
+with r²(θ) the penalised residual sum of squares. ``d`` is minimised over θ ≥ 0 (L-BFGS-B with
+the analytic gradient ∂d/∂θ_i = (2/θ_i)(q_i − tr M⁻¹_ii − (n − p)‖u_i‖²/r²)).
+
+Linear algebra. Z'Z of crossed intercepts is [[D_A, N], [N', D_B]] with D diagonal counts and N
+the sparse A × B incidence (scipy.sparse). Eliminating the factor with more levels is exact and
+creates no fill-in (its block is diagonal); what remains is the Schur complement on the factor
+with fewer levels plus the fixed effects. That complement is factorised with LAPACK's dense
+Cholesky (scipy.linalg) when its order is at most ``dense_limit``, else with SuperLU
+(``scipy.sparse.linalg.splu`` with a fill-reducing ordering), which wins when the design is
+block-structured (raters who each see one batch of clips). CHOLMOD (scikit-sparse) would do the
+same elimination in the same order; it is published on PyPI only as a source package that
+needs SuiteSparse and a compiler, so the toolkit does not depend on it. The cost of one
+evaluation is O(n) for the sums, plus the factorisation: (m³/3) for m = fewer levels + fixed
+effects (dense), i.e. cubic in the smaller random factor, as in lme4.
+
+Inference. The asymptotic covariance of the variance parameters is 2 H⁻¹ with H the Hessian of
+the REML deviance (finite differences of exact evaluations); denominator degrees of freedom for
+a contrast c'β are Satterthwaite's, ν = 2 V² / (∇V' A ∇V) with V = c' Cov(β̂) c (as lmerTest,
+Kuznetsova, Brockhoff & Christensen 2017, *J. Stat. Softw.* 82(13)). A variance component
+estimated at zero is held fixed there (the usual boundary convention).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.linalg import lapack
+import scipy.sparse as sp
+from scipy import optimize, stats
+from threadpoolctl import threadpool_limits
+
+__all__ = ["CrossedFit", "CrossedDesign", "fit_crossed_reml", "SingularFitError"]
+
+# Dense Schur complement up to this order (memory 8·m² bytes, time ~ m³/3 flops per evaluation).
+DENSE_LIMIT = 6000
+# Below this order of the dense factor, BLAS runs on one thread.
+_THREADED_FROM = 400
+# Bucketed cross-products are kept when their total size stays below this many entries.
+_BUCKET_LIMIT = 40_000_000
+
+
+class SingularFitError(ValueError):
+    """The model cannot be fitted; the message says why in words."""
+
+
+@dataclass
+class CrossedDesign:
+    """Sufficient statistics of y ~ 0 + group + (1|A) + (1|B) (counts and sums only)."""
+
+    n: int
+    p: int
+    n_a: int
+    n_b: int
+    eliminate_a: bool  # True: A (more levels) is the diagonal block eliminated exactly
+    d_g: np.ndarray  # counts of the eliminated factor
+    d_h: np.ndarray  # counts of the kept factor
+    n_s: np.ndarray  # counts per fixed level
+    y_g: np.ndarray
+    y_h: np.ndarray
+    y_s: np.ndarray
+    yy: float
+    N: sp.csr_matrix  # eliminated × kept counts
+    F_g: sp.csr_matrix  # eliminated × fixed counts
+    F_h: np.ndarray  # kept × fixed counts (dense)
+    cross: "_Cross" = field(repr=False, default=None)
+
+    @classmethod
+    def from_codes(cls, y, group, a, b, *, p: int | None = None, n_a: int | None = None,
+                   n_b: int | None = None) -> "CrossedDesign":
+        y = np.asarray(y, dtype=np.float64)
+        group, a, b = (np.asarray(v, dtype=np.int64) for v in (group, a, b))
+        p = int(group.max()) + 1 if p is None else p
+        n_a = int(a.max()) + 1 if n_a is None else n_a
+        n_b = int(b.max()) + 1 if n_b is None else n_b
+        eliminate_a = n_a >= n_b
+        g, h = (a, b) if eliminate_a else (b, a)
+        n_g, n_h = (n_a, n_b) if eliminate_a else (n_b, n_a)
+        ones = np.ones(len(y))
+        N = sp.csr_matrix((ones, (g, h)), shape=(n_g, n_h))
+        N.sum_duplicates()
+        F_g = sp.csr_matrix((ones, (g, group)), shape=(n_g, p))
+        F_g.sum_duplicates()
+        F_h = sp.csr_matrix((ones, (h, group)), shape=(n_h, p)).toarray()
+        design = cls(
+            n=len(y), p=p, n_a=n_a, n_b=n_b, eliminate_a=eliminate_a,
+            d_g=np.bincount(g, minlength=n_g).astype(float), d_h=np.bincount(h, minlength=n_h).astype(float),
+            n_s=np.bincount(group, minlength=p).astype(float),
+            y_g=np.bincount(g, y, n_g), y_h=np.bincount(h, y, n_h), y_s=np.bincount(group, y, p),
+            yy=float(y @ y), N=N, F_g=F_g, F_h=F_h,
+        )
+        design.cross = _Cross(design)
+        return design
+
+
+class _Cross:
+    """T(w) = B0' diag(w) B0 for B0 = [N | F_g | y_g] (rows: levels of the eliminated factor).
+
+    w depends on a level only through its count d_g, so the levels are bucketed by count and
+    B0_k' B0_k is formed once per bucket; each evaluation is then one sparse matrix–vector
+    product over the buckets instead of a sparse matrix product over all levels. When the
+    buckets would be too large (many distinct counts and dense overlaps) the product is formed
+    at each evaluation instead.
+    """
+
+    def __init__(self, d: CrossedDesign):
+        self.m1 = d.N.shape[1] + d.p + 1
+        self.B0 = sp.hstack([d.N, d.F_g, sp.csr_matrix(d.y_g[:, None])], format="csr")
+        self.counts, self.bucket = np.unique(d.d_g, return_inverse=True)
+        # Entries of the bucketed products, bounded per bucket by Σ nnz(row)² and by (m+1)².
+        per_row = np.diff(self.B0.indptr).astype(float) ** 2
+        bound = float(np.minimum(np.bincount(self.bucket, per_row), float(self.m1) ** 2).sum())
+        self.stacked = None
+        if bound <= _BUCKET_LIMIT:
+            rows, cols, vals, ks = [], [], [], []
+            for k in range(len(self.counts)):
+                part = self.B0[self.bucket == k]
+                prod = (part.T @ part).tocoo()
+                rows.append(prod.row)
+                cols.append(prod.col)
+                vals.append(prod.data)
+                ks.append(np.full(prod.nnz, k))
+            rows, cols, vals, ks = (np.concatenate(v) for v in (rows, cols, vals, ks))
+            flat = rows.astype(np.int64) * self.m1 + cols
+            self.pattern, pos = np.unique(flat, return_inverse=True)
+            self.stacked = sp.csr_matrix((vals, (pos, ks)), shape=(len(self.pattern), len(self.counts)))
+
+    def dense(self, w_counts: np.ndarray) -> np.ndarray:
+        """T(w) as a dense (m+1)² array, w given per count bucket."""
+        out = np.zeros((self.m1, self.m1))
+        if self.stacked is not None:
+            out.ravel()[self.pattern] = self.stacked @ w_counts
+        else:
+            w = w_counts[self.bucket]
+            out[:] = (self.B0.T @ self.B0.multiply(w[:, None]).tocsr()).toarray()
+        return out.T  # symmetric: the transpose is the same matrix, Fortran-ordered for LAPACK
+
+    def sparse(self, w_counts: np.ndarray) -> sp.csr_matrix:
+        if self.stacked is not None:
+            vals = self.stacked @ w_counts
+            return sp.csr_matrix((vals, (self.pattern // self.m1, self.pattern % self.m1)), shape=(self.m1, self.m1))
+        w = w_counts[self.bucket]
+        return (self.B0.T @ self.B0.multiply(w[:, None]).tocsr()).tocsr()
+
+
+@dataclass
+class _Eval:
+    """Everything the criterion, the estimates and the gradient need at one θ = (θ_g, θ_h)."""
+
+    logdet: float
+    r2: float
+    beta: np.ndarray
+    cov_beta_unscaled: np.ndarray  # (S⁻¹)_ββ
+    u_g: np.ndarray | None = None
+    u_h: np.ndarray | None = None
+    tr_g: float | None = None  # tr (M⁻¹)_gg
+    tr_h: float | None = None  # tr (M⁻¹)_hh
+
+
+def _evaluate(d: CrossedDesign, tg: float, th: float, *, dense_limit: int, gradient: bool = False) -> _Eval:
+    n_h, p = len(d.d_h), d.p
+    w_counts = 1.0 / (tg * tg * d.cross.counts + 1.0)
+    m = n_h + p
+    use_dense = m <= dense_limit
+    T = d.cross.dense(w_counts) if use_dense else d.cross.sparse(w_counts)
+    g2 = tg * tg
+    if use_dense:
+        S = np.array(T[:m, :m], order="F")  # the one copy; every step below is in place
+        S *= -g2
+        S[:n_h, :] *= th
+        S[:, :n_h] *= th
+        S[:n_h, n_h:] += th * d.F_h
+        S[n_h:, :n_h] += th * d.F_h.T
+        S[np.arange(n_h), np.arange(n_h)] += th * th * d.d_h + 1.0
+        S[np.arange(n_h, m), np.arange(n_h, m)] += d.n_s
+        t_y = T[:m, m]
+        t_yy = T[m, m]
+    else:
+        T = T.tocsr()
+        scale = sp.diags(np.r_[np.full(n_h, th), np.ones(p)])
+        S = -g2 * (scale @ T[:m, :m] @ scale)
+        Fh = sp.csr_matrix(d.F_h)
+        S = S + sp.bmat([[sp.diags(th * th * d.d_h + 1.0), th * Fh], [th * Fh.T, sp.diags(d.n_s)]])
+        t_y = T[:m, m].toarray().ravel()
+        t_yy = T[m, m]
+    rhs = np.r_[th * (d.y_h - g2 * t_y[:n_h]), d.y_s - g2 * t_y[n_h:]]
+    logdet_g = float(np.log(1.0 / w_counts) @ np.bincount(d.cross.bucket, minlength=len(w_counts)))
+    e_beta = np.zeros((m, p))
+    e_beta[n_h:, :] = np.eye(p)
+    if use_dense:
+        # LAPACK on a Fortran-ordered copy, factorised in place (no further copies of m² floats).
+        factor, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
+        if info != 0:
+            raise SingularFitError("the fixed-effect part is not estimable (a fixed level without marks?)")
+        logdet_s = 2.0 * float(np.log(np.diag(factor)).sum())
+        sol, _ = lapack.dpotrs(factor, np.column_stack([rhs, e_beta]), lower=1)
+    else:
+        from scipy.sparse.linalg import splu
+
+        try:
+            lu = splu(S.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                      options={"SymmetricMode": True})
+        except RuntimeError:
+            raise SingularFitError("the fixed-effect part is not estimable (a fixed level without marks?)") from None
+        diag_u = lu.U.diagonal()
+        if np.any(diag_u <= 0):
+            raise SingularFitError("the system matrix is not positive definite (a fixed level without marks?)")
+        logdet_s = float(np.log(diag_u).sum())
+        sol = lu.solve(np.column_stack([rhs, e_beta]))
+    x = sol[:, 0]
+    r2 = d.yy - g2 * t_yy - float(rhs @ x)
+    ev = _Eval(logdet=logdet_g + logdet_s, r2=r2, beta=x[n_h:].copy(), cov_beta_unscaled=sol[n_h:, 1:].copy())
+    ev.u_h = x[:n_h].copy()
+    if gradient:
+        if not use_dense:
+            raise ValueError("analytic gradient needs the dense factorisation")
+        # S⁻¹ from the factor (lower triangle; the upper one stays zero because dpotrf cleaned it).
+        inv_lower, _ = lapack.dpotri(factor, lower=1, overwrite_c=1)
+        diag = np.diag(inv_lower).copy()
+        # (M⁻¹)_gg = W + W B S⁻¹ B' W with B = [θ_gθ_h N, θ_g F_g]: tr = Σw + Σ_ij S⁻¹_ij s_i s_j T(w²)_ij.
+        T2 = d.cross.dense(w_counts ** 2)[:m, :m]
+        scale = np.r_[np.full(n_h, tg * th), np.full(p, tg)]
+        inv_lower *= T2
+        lower_sum = float(scale @ (inv_lower @ scale))
+        diag_sum = float((diag * np.diag(T2) * scale * scale).sum())
+        ev.tr_g = float(w_counts @ np.bincount(d.cross.bucket, minlength=len(w_counts))) + 2 * lower_sum - diag_sum
+        ev.tr_h = float(diag[:n_h].sum())
+        # u_g = W (θ_g y_g − θ_gθ_h N u_h − θ_g F_g β)
+        w = w_counts[d.cross.bucket]
+        ev.u_g = w * (tg * d.y_g - tg * th * (d.N @ ev.u_h) - tg * (d.F_g @ ev.beta))
+    return ev
+
+
+def _criterion(d: CrossedDesign, ev: _Eval) -> float:
+    dof = d.n - d.p
+    return ev.logdet + dof * (1.0 + np.log(2.0 * np.pi * ev.r2 / dof))
+
+
+@dataclass
+class CrossedFit:
+    """A REML fit of y ~ 0 + group + (1|A) + (1|B)."""
+
+    beta: np.ndarray
+    cov_beta: np.ndarray
+    var_a: float
+    var_b: float
+    var_resid: float
+    theta_a: float
+    theta_b: float
+    reml_criterion: float
+    n: int
+    p: int
+    n_a: int
+    n_b: int
+    converged: bool
+    n_evaluations: int
+    message: str = ""
+    # Asymptotic covariance of (var_a, var_b, var_resid) and ∂Cov(β̂)/∂(var_a, var_b, var_resid).
+    cov_variances: np.ndarray | None = None
+    cov_beta_gradient: np.ndarray | None = None
+    boundary: tuple[bool, bool] = (False, False)
+
+    @property
+    def variances(self) -> np.ndarray:
+        return np.array([self.var_a, self.var_b, self.var_resid])
+
+    def contrast(self, c: np.ndarray) -> tuple[float, float, float]:
+        """(estimate, standard error, Satterthwaite df) of c'β."""
+        c = np.asarray(c, float)
+        est = float(c @ self.beta)
+        v = float(c @ self.cov_beta @ c)
+        se = float(np.sqrt(max(v, 0.0)))
+        return est, se, self.satterthwaite_df(c, v)
+
+    def satterthwaite_df(self, c: np.ndarray, v: float | None = None) -> float:
+        v = float(c @ self.cov_beta @ c) if v is None else v
+        if self.cov_variances is None or self.cov_beta_gradient is None or v <= 0:
+            return float(self.n - self.p)
+        grad = np.array([float(c @ g @ c) for g in self.cov_beta_gradient])
+        denom = float(grad @ self.cov_variances @ grad)
+        if not np.isfinite(denom) or denom <= 0:
+            return float(self.n - self.p)
+        return float(min(2.0 * v * v / denom, self.n - self.p))
+
+
+def _optimise(d: CrossedDesign, start: tuple[float, float], dense_limit: int):
+    """Minimise the profiled REML criterion over θ ≥ 0; returns (θ, evaluation there, count, ok, message)."""
+    m = len(d.d_h) + d.p
+    analytic = m <= dense_limit
+    cache: dict = {}
+    n_eval = [0]
+    dof = d.n - d.p
+
+    def fg(x):
+        key = (float(x[0]), float(x[1]))
+        if key not in cache:
+            n_eval[0] += 1
+            ev = _evaluate(d, key[0], key[1], dense_limit=dense_limit, gradient=analytic)
+            f = _criterion(d, ev)
+            grad = None
+            if analytic:
+                grad = np.zeros(2)
+                for i, (t, q, tr, u) in enumerate(((key[0], len(d.d_g), ev.tr_g, ev.u_g),
+                                                    (key[1], len(d.d_h), ev.tr_h, ev.u_h))):
+                    if t > 0:
+                        grad[i] = (2.0 / t) * (q - tr - dof * float(u @ u) / ev.r2)
+            cache.clear()
+            cache[key] = (f, grad, ev)
+        return cache[key]
+
+    x0 = np.asarray(start, float)
+    if analytic:
+        res = optimize.minimize(lambda x: fg(x)[0], x0, jac=lambda x: fg(x)[1], method="L-BFGS-B",
+                                bounds=[(0.0, None), (0.0, None)], options={"ftol": 1e-12, "gtol": 1e-7, "maxiter": 200})
+    else:
+        res = optimize.minimize(lambda x: fg(x)[0], x0, method="L-BFGS-B", bounds=[(0.0, None), (0.0, None)],
+                                options={"ftol": 1e-12, "gtol": 1e-6, "maxiter": 200, "eps": 1e-6})
+    x = np.maximum(res.x, 0.0)
+    ev = fg(x)[2]
+    return x, ev, n_eval[0], bool(res.success), str(res.message)
+
+
+def _start(d: CrossedDesign) -> tuple[float, float]:
+    """Moment-style start: θ from the spread of level means around the grand mean (capped)."""
+    mean = d.yy / d.n
+    var_y = max(d.yy / d.n - (d.y_s.sum() / d.n) ** 2, 1e-12)
+    out = []
+    for y, c in ((d.y_g, d.d_g), (d.y_h, d.d_h)):
+        ok = c > 0
+        means = y[ok] / c[ok]
+        spread = float(np.var(means)) - var_y / max(float(np.mean(c[ok])), 1.0)
+        out.append(np.sqrt(max(spread, 0.05 * var_y) / var_y))
+    del mean
+    return out[0], out[1]
+
+
+def _hessian_and_gradients(d: CrossedDesign, center: _Eval, tg: float, th: float, sigma2: float, dense_limit: int):
+    """Finite-difference Hessian of the REML deviance in ψ = (θ_g, θ_h, σ²) and ∂Cov(β̂)/∂ψ.
+
+    Deviance D(θ, σ²) = log det M(θ) + (n−p) log(2πσ²) + r²(θ)/σ²; the σ² derivatives are exact.
+    Components on the boundary (θ = 0) are held fixed (returned as not free).
+    """
+    dof = d.n - d.p
+    free = [tg > 1e-6, th > 1e-6]
+    theta = np.array([tg, th])
+    steps = np.array([max(1e-4, 1e-3 * t) for t in theta])
+
+    def at(x):
+        ev = _evaluate(d, x[0], x[1], dense_limit=dense_limit)
+        return ev
+
+    f0 = center.logdet + center.r2 / sigma2
+    H = np.zeros((3, 3))
+    dcov = np.zeros((3, d.p, d.p))
+    evals = {}
+    for i in range(2):
+        if not free[i]:
+            continue
+        for sgn in (1, -1):
+            x = theta.copy()
+            x[i] += sgn * steps[i]
+            evals[(i, sgn)] = at(x)
+        fp = evals[(i, 1)].logdet + evals[(i, 1)].r2 / sigma2
+        fm = evals[(i, -1)].logdet + evals[(i, -1)].r2 / sigma2
+        H[i, i] = (fp - 2 * f0 + fm) / steps[i] ** 2
+        dr2 = (evals[(i, 1)].r2 - evals[(i, -1)].r2) / (2 * steps[i])
+        H[i, 2] = H[2, i] = -dr2 / sigma2 ** 2
+        dcov[i] = sigma2 * (evals[(i, 1)].cov_beta_unscaled - evals[(i, -1)].cov_beta_unscaled) / (2 * steps[i])
+    if all(free):
+        vals = {}
+        for si in (1, -1):
+            for sj in (1, -1):
+                x = theta + np.array([si * steps[0], sj * steps[1]])
+                ev = at(x)
+                vals[(si, sj)] = ev.logdet + ev.r2 / sigma2
+        H[0, 1] = H[1, 0] = (vals[(1, 1)] - vals[(1, -1)] - vals[(-1, 1)] + vals[(-1, -1)]) / (4 * steps[0] * steps[1])
+    H[2, 2] = -dof / sigma2 ** 2 + 2 * center.r2 / sigma2 ** 3
+    dcov[2] = center.cov_beta_unscaled
+    return H, dcov, np.array(free + [True])
+
+
+def fit_crossed_reml(
+    y, group, a, b, *, p: int | None = None, n_a: int | None = None, n_b: int | None = None,
+    dense_limit: int = DENSE_LIMIT, inference: bool = True,
+) -> CrossedFit:
+    """REML fit of y ~ 0 + group + (1|a) + (1|b) from integer codes (0..levels-1).
+
+    ``group``: fixed factor codes (all zeros for an intercept-only model). ``inference``: also
+    compute the asymptotic covariance of the variance components and ∂Cov(β̂) (Satterthwaite df,
+    ICC intervals). Raises :class:`SingularFitError` with a reason when the model is not
+    estimable.
+    """
+    y = np.asarray(y, float)
+    d = CrossedDesign.from_codes(y, group, a, b, p=p, n_a=n_a, n_b=n_b)
+    empty = np.flatnonzero(d.n_s == 0)
+    if len(empty):
+        raise SingularFitError(f"fixed level(s) {empty.tolist()} have no observations: their means are not estimable")
+    if d.n <= d.p:
+        raise SingularFitError(f"{d.n} observations for {d.p} fixed means: no residual degrees of freedom")
+    # Small problems run single-threaded: BLAS threads cost more than they save below a few
+    # hundred levels (and spin against other processes on a shared machine).
+    small = len(d.d_h) + d.p < _THREADED_FROM
+    with threadpool_limits(limits=1 if small else None, user_api="blas"):
+        return _fit(d, dense_limit, inference)
+
+
+def _fit(d: CrossedDesign, dense_limit: int, inference: bool) -> CrossedFit:
+    x, ev, n_eval, ok, message = _optimise(d, _start(d), dense_limit)
+    dof = d.n - d.p
+    sigma2 = ev.r2 / dof
+    if not np.isfinite(sigma2) or sigma2 <= 1e-14 * max(d.yy / d.n, 1e-300):
+        raise SingularFitError("the residual variance is zero: every observation is fitted exactly (no replication)")
+    tg, th = float(x[0]), float(x[1])
+    ta, tb = (tg, th) if d.eliminate_a else (th, tg)
+    fit = CrossedFit(
+        beta=ev.beta, cov_beta=sigma2 * ev.cov_beta_unscaled, var_a=ta * ta * sigma2, var_b=tb * tb * sigma2,
+        var_resid=sigma2, theta_a=ta, theta_b=tb, reml_criterion=float(_criterion(d, ev)), n=d.n, p=d.p,
+        n_a=d.n_a, n_b=d.n_b, converged=ok, n_evaluations=n_eval, message=message,
+        boundary=(ta <= 1e-6, tb <= 1e-6),
+    )
+    if inference:
+        H, dcov, free = _hessian_and_gradients(d, ev, tg, th, sigma2, dense_limit)
+        # ψ = (θ_g, θ_h, σ²) → φ = (var_g, var_h, σ²): J = ∂φ/∂ψ.
+        J = np.array([[2 * tg * sigma2, 0, tg * tg], [0, 2 * th * sigma2, th * th], [0, 0, 1.0]])
+        idx = np.flatnonzero(free)
+        cov_psi = np.zeros((3, 3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                cov_psi[np.ix_(idx, idx)] = 2.0 * np.linalg.inv(H[np.ix_(idx, idx)])
+            except np.linalg.LinAlgError:
+                cov_psi[:] = np.nan
+        cov_phi = J @ cov_psi @ J.T
+        # ∂Cov/∂φ = ∂Cov/∂ψ · J⁻¹ over the free parameters (boundary ones have zero variance anyway).
+        Jf = J[np.ix_(idx, idx)]
+        dcov_phi = np.zeros_like(dcov)
+        inv = np.linalg.inv(Jf)
+        for k_out, k in enumerate(idx):
+            dcov_phi[k] = sum(dcov[j] * inv[jj, k_out] for jj, j in enumerate(idx))
+        order = [0, 1, 2] if d.eliminate_a else [1, 0, 2]
+        fit.cov_variances = cov_phi[np.ix_(order, order)]
+        fit.cov_beta_gradient = dcov_phi[order]
+        fit.n_evaluations = n_eval + 2 * int(sum(free[:2])) + (4 if all(free[:2]) else 0)
+    return fit
+
+
+def codes(values) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes and the sorted levels of a column (strings)."""
+    cat = pd.Categorical(np.asarray(values).astype(str))
+    return cat.codes.astype(np.int64), pd.Index(cat.categories)
+
+
+def t_interval(est: float, se: float, df: float, level: float = 0.95) -> tuple[float, float]:
+    q = stats.t.ppf(0.5 + level / 2, df)
+    return est - q * se, est + q * se
