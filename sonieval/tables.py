@@ -182,8 +182,8 @@ def parse_system_id(system_id: str) -> SystemKey:
         raise DataError(f"system_id {system_id!r}: {exc}") from None
 
 
-def read_table(path: str | os.PathLike, kind: str) -> pd.DataFrame:
-    """Read a Parquet/CSV table and check it has the contract columns of ``kind``."""
+def read_table(path: str | os.PathLike, kind: str, required: list[str] | None = None) -> pd.DataFrame:
+    """Read a Parquet/CSV table and check it has the contract columns of ``kind`` (or ``required``)."""
     path = Path(path)
     if not path.exists():
         raise DataError("table not found", path=path, hint=f"expected a {kind} table (.parquet or .csv)")
@@ -198,12 +198,13 @@ def read_table(path: str | os.PathLike, kind: str) -> pd.DataFrame:
         raise
     except Exception as exc:  # pyarrow/pandas parse errors
         raise DataError(f"cannot read table: {type(exc).__name__}: {exc}", path=path) from None
-    check_columns(df, kind, path)
+    check_columns(df, kind, path, required)
     return df
 
 
-def check_columns(df: pd.DataFrame, kind: str, path: str | os.PathLike | None = None) -> None:
-    required = TABLE_COLUMNS[kind]
+def check_columns(df: pd.DataFrame, kind: str, path: str | os.PathLike | None = None,
+                  required: list[str] | None = None) -> None:
+    required = TABLE_COLUMNS[kind] if required is None else required
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(
