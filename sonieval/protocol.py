@@ -296,9 +296,11 @@ class ReportSpec(_Model):
     screening: bool = True
     attention_max_fraction: float = Field(0.0, ge=0, le=1)  # share of attention checks a rater may miss
     zero_variance_min_marks: int = Field(5, ge=2)  # straight-lining: same mark on ≥ this many sonifications
-    # statsmodels fits crossed random effects densely: above this many marks per attribute the
-    # mixed model uses a seeded rater × clip subsample (sonieval.stats.models).
-    mixed_model_max_rows: int = Field(3000, ge=100)
+    # Duplicated (rater_id, trial_id, attribute) rows: None refuses them; first|last|mean keeps one.
+    duplicates: Literal["first", "last", "mean"] | None = None
+    # Deprecated and ignored (the mixed model is fitted exactly on every mark); still accepted so
+    # old protocols load, and the report says it was ignored.
+    mixed_model_max_rows: int | None = None
 
 
 class Protocol(_Model):

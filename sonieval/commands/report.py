@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 HELP = "Correlation report: screening, reliability, mixed models, metric-human agreement with CIs."
 DESCRIPTION = (
     "Reads a ratings table (study export or any CSV/Parquet with the ratings columns) and the scores "
@@ -38,8 +40,11 @@ def add_arguments(parser) -> None:
                         help="share of anchor trials a rater may mark that high (default 0.15)")
     parser.add_argument("--attention-max-fraction", type=float, default=None,
                         help="share of attention checks a rater may miss (default 0)")
-    parser.add_argument("--mixed-model-max-rows", type=int, default=None,
-                        help="fit the mixed model on a seeded rater×clip subsample above this many marks (default 3000)")
+    parser.add_argument("--duplicates", choices=("first", "last", "mean"), default=None,
+                        help="keep one of duplicated (rater_id, trial_id, attribute) rows: the first or last "
+                             "(by submitted_at, else table order) or their mean mark (default: refuse them)")
+    # Removed: the mixed model is fitted exactly on every mark. Kept hidden to say so in one line.
+    parser.add_argument("--mixed-model-max-rows", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--simulated", action="store_true",
                         help="ignore --ratings/--scores and write a demo report on SIMULATED ratings and scores")
@@ -80,7 +85,7 @@ def _options(args):
     if args.no_screening:
         rules = dataclasses.replace(rules, enabled=False)
     given = {"scale_min": args.scale_min, "scale_max": args.scale_max, "n_boot": args.bootstrap, "seed": args.seed,
-             "mixed_model_max_rows": args.mixed_model_max_rows}
+             "duplicates": args.duplicates}
     options = dataclasses.replace(options, rules=rules, figures=not args.no_figures, progress=True,
                                   **{k: v for k, v in given.items() if v is not None})
     return options, paths
@@ -92,6 +97,9 @@ def run(args) -> int:
 
     if args.bootstrap is not None and args.bootstrap < 0:
         raise SonievalError("--bootstrap must be ≥ 0")
+    if args.mixed_model_max_rows is not None:
+        raise SonievalError("--mixed-model-max-rows was removed: the mixed model is now fitted exactly on every mark",
+                            hint="drop the flag")
     if args.simulated:
         from sonieval.stats.simulate import write_simulated_report
 

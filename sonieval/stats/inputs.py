@@ -86,6 +86,15 @@ class InputFile:
         return f"{self.kind}={Path(self.path).name}@{self.sha256[:12]}"
 
 
+# The columns the statistics use. ``role`` (absent: every row is a sonification) and ``trial_id``
+# (absent: duplicates are judged per stimulus) are read when present; the rest of the study
+# export's columns are welcome but not needed.
+RATINGS_REQUIRED = ["rater_id", "clip_id", "system_id", "attribute", "mark"]
+SCORES_REQUIRED = ["system_id", "metric", "value"]
+ITEM_SCORES_REQUIRED = ["system_id", "clip_id", "metric", "value"]
+DUPLICATE_POLICIES = ("first", "last", "mean")
+
+
 @dataclass
 class Ratings:
     """Checked ratings: one row per mark, with the problems found on the way."""
@@ -130,23 +139,34 @@ def check_ratings(
     scale_max: int = 5,
     path: str | os.PathLike | None = None,
     simulated: bool | None = None,
+    duplicates: str | None = None,
 ) -> Ratings:
-    """Check a ratings table (RATINGS_COLUMNS) against the declared integer scale.
+    """Check a ratings table (the columns in RATINGS_REQUIRED) against the declared integer scale.
 
     Rows without a rater, clip, system, role, attribute or mark are dropped and counted (a
     half-finished session leaves such rows); a mark outside ``[scale_min, scale_max]``, a
     non-integer mark, an unknown role or attribute is an error, because it means the table is
-    not on the declared scale or not a ratings table.
+    not on the declared scale or not a ratings table. Duplicated (rater, trial, attribute) rows
+    are an error naming the first few, unless ``duplicates`` is ``first``, ``last`` (by
+    ``submitted_at`` when present, else table order) or ``mean`` (their mean mark); the choice
+    and the rows it touched are in the notes, and every later stage sees the same rows.
     """
     where = path or "ratings"
-    check_columns(df, "ratings", where)
+    check_columns(df, "ratings", where, RATINGS_REQUIRED)
     if scale_min >= scale_max:
         raise DataError(f"scale {scale_min}..{scale_max} is empty", path=where, hint="use --scale-min < --scale-max")
+    if duplicates is not None and duplicates not in DUPLICATE_POLICIES:
+        raise DataError(f"unknown duplicates policy {duplicates!r}", path=where,
+                        hint=f"use one of {', '.join(DUPLICATE_POLICIES)}")
     df = df.copy()
     notes: list[str] = []
     n_in = len(df)
+    if "role" not in df.columns:
+        df["role"] = "sonification"
+        notes.append("the ratings have no role column: every row is taken as a sonification mark")
     for col in ("rater_id", "clip_id", "system_id", "trial_id", "study_id"):
-        df[col] = df[col].where(df[col].isna(), df[col].astype(str))
+        if col in df.columns:
+            df[col] = df[col].where(df[col].isna(), df[col].astype(str))
     mark = pd.to_numeric(df["mark"], errors="coerce")
     bad_text = df["mark"].notna() & mark.isna()
     if bad_text.any():
@@ -196,6 +216,9 @@ def check_ratings(
             path=where, hint="declare the study's scale with --scale-min/--scale-max, or fix the marks",
         )
     df["mark"] = marks.astype(np.int64)
+    df, dup_note = resolve_duplicates(df, duplicates, where)
+    if dup_note:
+        notes.append(dup_note)
     # Categorical ids: every later groupby/filter works on integer codes (800k marks: ~10× faster
     # than Arrow-backed strings).
     for col in ("rater_id", "clip_id", "system_id", "role", "attribute"):
@@ -206,6 +229,58 @@ def check_ratings(
         table=df.reset_index(drop=True), scale_min=scale_min, scale_max=scale_max,
         source=_source(path, "ratings", df) if path is not None else None, simulated=bool(simulated), notes=notes,
     )
+
+
+def _duplicate_key(df: pd.DataFrame) -> tuple[pd.Series, str]:
+    """One text key per (rater, trial, attribute); a row without a trial_id is keyed by its stimulus."""
+    stimulus = "stimulus " + df["system_id"].astype(str) + " | " + df["clip_id"].astype(str) + " | " + df["role"].astype(str)
+    if "trial_id" in df.columns:
+        trial = df["trial_id"].astype(object).where(df["trial_id"].notna(), stimulus)
+        label = "(rater_id, trial_id, attribute)"
+    else:
+        trial = stimulus
+        label = "(rater_id, stimulus, attribute) (no trial_id column)"
+    return df["rater_id"].astype(str) + " / " + trial.astype(str) + " / " + df["attribute"].astype(str), label
+
+
+def resolve_duplicates(df: pd.DataFrame, policy: str | None, where) -> tuple[pd.DataFrame, str]:
+    """Refuse duplicated (rater, trial, attribute) rows, or keep one per key by ``policy``."""
+    key, label = _duplicate_key(df)
+    dup = key.duplicated(keep=False)
+    if not dup.any():
+        return df, ""
+    groups = key[dup]
+    n_keys = int(groups.nunique())
+    n_extra = int(dup.sum()) - n_keys
+    examples = ", ".join(f"({k})" for k in pd.unique(groups)[:3]) + (" …" if n_keys > 3 else "")
+    stim = df.loc[dup, ["system_id", "clip_id", "role"]].astype(str).assign(key=groups.to_numpy())
+    conflicting = stim.groupby("key").nunique().gt(1).any(axis=1)
+    if conflicting.any():
+        raise DataError(
+            f"{int(conflicting.sum())} {label} key(s) name different stimuli in their rows, "
+            f"e.g. ({conflicting[conflicting].index[0]})",
+            path=where, hint="a trial is one stimulus: fix the trial ids before the report")
+    if policy is None:
+        raise DataError(
+            f"{n_extra} duplicated {label} row(s) in {n_keys} key(s), e.g. {examples}",
+            path=where, hint="keep one per key with --duplicates first|last|mean (ReportOptions.duplicates)")
+    order = df
+    if "submitted_at" in df.columns:
+        when = pd.to_datetime(df["submitted_at"], errors="coerce", utc=True)
+        order = df.assign(_when=when).sort_values("_when", kind="stable", na_position="first").drop(columns="_when")
+    okey = key.loc[order.index]
+    if policy == "mean":
+        marks = order["mark"].astype(float).groupby(okey.to_numpy()).transform("mean")
+        kept = order.assign(mark=marks.to_numpy()).loc[~okey.duplicated(keep="first").to_numpy()]
+        how = "their mean mark kept"
+    else:
+        kept = order.loc[~okey.duplicated(keep=policy).to_numpy()]
+        by = "submitted_at" if "submitted_at" in df.columns else "table order"
+        how = f"the {policy} by {by} kept"
+    kept = kept.sort_index()
+    note = (f"{n_extra} duplicated {label} row(s) in {n_keys} key(s), e.g. {examples}: {how} "
+            f"(--duplicates {policy}); every statistic uses the {len(kept)} remaining rows")
+    return kept, note
 
 
 def declared_scale(df: pd.DataFrame, scale_min: int | None, scale_max: int | None) -> tuple[int, int, str]:
@@ -225,10 +300,11 @@ def declared_scale(df: pd.DataFrame, scale_min: int | None, scale_max: int | Non
     return found[0][0], found[1][0], note
 
 
-def load_ratings(path: str | os.PathLike, *, scale_min: int | None = None, scale_max: int | None = None) -> Ratings:
-    df = read_table(path, "ratings")
+def load_ratings(path: str | os.PathLike, *, scale_min: int | None = None, scale_max: int | None = None,
+                 duplicates: str | None = None) -> Ratings:
+    df = read_table(path, "ratings", RATINGS_REQUIRED)
     scale_min, scale_max, note = declared_scale(df, scale_min, scale_max)
-    ratings = check_ratings(df, scale_min=scale_min, scale_max=scale_max, path=path)
+    ratings = check_ratings(df, scale_min=scale_min, scale_max=scale_max, path=path, duplicates=duplicates)
     if note:
         ratings.notes.append(note)
     ratings.source = InputFile("ratings", os.fspath(path), sha256_file(path), int(len(df)))
@@ -262,9 +338,12 @@ def check_scores(df: pd.DataFrame, *, path: str | os.PathLike | None = None) -> 
     turn agreement into disagreement.
     """
     where = path or "scores"
-    check_columns(df, "scores", where)
+    check_columns(df, "scores", where, SCORES_REQUIRED)
     df = df.copy()
     notes: list[str] = []
+    for col in ("embedding", "reference_set"):
+        if col not in df.columns:
+            df[col] = ""
     df["system_id"] = df["system_id"].astype(str)
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     if "category" not in df.columns:
@@ -300,15 +379,17 @@ def check_scores(df: pd.DataFrame, *, path: str | os.PathLike | None = None) -> 
 
 
 def load_scores(path: str | os.PathLike) -> Scores:
-    df = read_table(path, "scores")
+    df = read_table(path, "scores", SCORES_REQUIRED)
     scores = check_scores(df, path=path)
     scores.source = InputFile("scores", os.fspath(path), sha256_file(path), int(len(df)))
     return scores
 
 
 def load_item_scores(path: str | os.PathLike) -> tuple[pd.DataFrame, InputFile, list[str]]:
-    df = read_table(path, "item_scores").copy()
+    df = read_table(path, "item_scores", ITEM_SCORES_REQUIRED).copy()
     notes: list[str] = []
+    if "embedding" not in df.columns:
+        df["embedding"] = ""
     df["system_id"] = df["system_id"].astype(str)
     df["clip_id"] = df["clip_id"].astype(str)
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
