@@ -1,19 +1,32 @@
-"""Inter-rater reliability: Krippendorff's α (ordinal), ICC(2,1)/ICC(2,k), panel agreement.
+"""Inter-rater reliability on all marks: ICCs from crossed random effects, Krippendorff's α
+(ordinal and interval), and the classic complete-block ICC as a secondary figure.
 
-- Krippendorff's α (Krippendorff 2011, "Computing Krippendorff's Alpha-Reliability") with the
-  ``krippendorff`` package. Two of its defaults are wrong for marks: it assumes *interval*
-  data and it takes a raters × units matrix (not units × raters), so both are passed
-  explicitly, with the scale as ``value_domain`` (so an unused mark still counts as a scale
-  step for the ordinal metric). α handles incomplete designs: a unit with one mark is simply
-  not pairable.
-- Its CI is a percentile bootstrap over units (Zapf et al. 2016, *BMC Med. Res. Methodol.* 16:93).
-  The package has no bootstrap and calling it 2,000 times is slow, so the resamples use the
-  coincidence-matrix form (α = 1 − D_o/D_e with o_ck = Σ_u n_uc(n_uk − [c=k])/(m_u − 1)) as
-  one matrix product over unit weights; :func:`ordinal_alpha_from_counts` reproduces the
-  package's point estimate exactly (tested).
-- ICC(2,1) and ICC(2,k) (Shrout & Fleiss 1979; McGraw & Wong's "A,1"/"A,k") with
-  ``pingouin.intraclass_corr``, which drops every target with a missing rating: it is run on an
-  explicitly chosen complete block of raters × units and the report says how many were kept.
+- **ICCs from variance components** (primary). The two-way random-effects model
+  ``mark ~ 1 + (1|rater) + (1|stimulus)`` is fitted by REML on every mark
+  (:mod:`sonieval.stats.crossed`), so incomplete and unbalanced designs use all their data
+  (ten Hove, Jorgensen & van der Ark 2022, "Updated guidelines on selecting an ICC for
+  interrater reliability, with applications to incomplete observational designs", *Psychol.
+  Methods* 29(5); 2025, *Multivar. Behav. Res.*, doi:10.1080/00273171.2025.2507745, which
+  prefers ML random-effects estimates with Monte-Carlo intervals). With σ²_s (stimulus),
+  σ²_r (rater) and σ²_e (residual):
+  ICC(A,1) = σ²_s/(σ²_s+σ²_r+σ²_e), ICC(A,k̂) = σ²_s/(σ²_s+(σ²_r+σ²_e)/k̂) (absolute agreement),
+  ICC(C,1) = σ²_s/(σ²_s+σ²_e), ICC(C,k̂) = σ²_s/(σ²_s+σ²_e/k̂) (consistency: rater leniency
+  left out, which is right only when the units compared share their raters), k̂ = the harmonic
+  mean of the number of raters per stimulus. On a complete balanced design these equal the
+  ANOVA forms of McGraw & Wong (1996) (tested on Shrout & Fleiss 1979). 95 % intervals are
+  Monte-Carlo: variance components drawn from their asymptotic normal distribution (inverse
+  REML information) on the log scale, the ICC computed per draw, percentiles taken.
+- **Krippendorff's α** (Krippendorff 2011, "Computing Krippendorff's Alpha-Reliability"),
+  ordinal and interval, from the coincidence matrix of all marks per stimulus
+  (o_ck = Σ_u n_uc(n_uk − [c=k])/(m_u − 1)), with the scale as value domain (an unused mark
+  still counts as a scale step for the ordinal metric). This equals the ``krippendorff``
+  package on a raters × units matrix (tested) but also takes a rater's repeated marks of one
+  stimulus, and resamples units for the bootstrap CI as one matrix product (Zapf et al. 2016,
+  *BMC Med. Res. Methodol.* 16:93). The package cannot do either at our sizes.
+- **Complete-block ICC** (secondary): the McGraw & Wong (1996) ANOVA forms on a complete
+  raters × stimuli block chosen greedily, with F-based CIs. Written out here because
+  ``pingouin.intraclass_corr`` rounds its CIs to two decimals (tested against its point
+  estimates). The report gives the share of marks the block uses and how it was chosen.
 """
 
 from __future__ import annotations
@@ -25,6 +38,9 @@ import pandas as pd
 from scipy import stats
 
 from sonieval.stats.bootstrap import percentile_ci
+from sonieval.stats.crossed import SingularFitError, codes, fit_crossed_reml
+
+ICC_FORMS = ("icc_a1", "icc_ak", "icc_c1", "icc_ck")
 
 
 def unit_ids(df: pd.DataFrame) -> np.ndarray:
@@ -33,17 +49,16 @@ def unit_ids(df: pd.DataFrame) -> np.ndarray:
 
 
 def rater_unit_matrix(part: pd.DataFrame) -> tuple[np.ndarray, pd.Index, pd.Index, int]:
-    """raters × units matrix of marks (NaN where not rated); repeated marks keep the first given."""
-    df = part.assign(unit=unit_ids(part))
-    if "submitted_at" in df.columns:
-        df = df.sort_values("submitted_at", kind="stable")
-    n_dup = int(df.duplicated(["rater_id", "unit"]).sum())
-    df = df.drop_duplicates(["rater_id", "unit"], keep="first")
-    raters = pd.Index(sorted(df["rater_id"].astype(str).unique()))
-    units = pd.Index(np.unique(df["unit"]))
+    """raters × units matrix of marks (NaN where not rated); a rater's repeated marks of one unit
+    are averaged (the count of such cells is returned)."""
+    df = pd.DataFrame({"rater": part["rater_id"].astype(str).to_numpy(), "unit": unit_ids(part),
+                       "mark": part["mark"].to_numpy(dtype=float)})
+    cells = df.groupby(["rater", "unit"], sort=False)["mark"].agg(["mean", "size"]).reset_index()
+    raters = pd.Index(sorted(cells["rater"].unique()))
+    units = pd.Index(np.unique(cells["unit"]))
     m = np.full((len(raters), len(units)), np.nan)
-    m[raters.get_indexer(df["rater_id"].astype(str)), units.get_indexer(df["unit"])] = df["mark"].to_numpy(dtype=float)
-    return m, raters, units, n_dup
+    m[raters.get_indexer(cells["rater"]), units.get_indexer(cells["unit"])] = cells["mean"].to_numpy()
+    return m, raters, units, int((cells["size"] > 1).sum())
 
 
 def unit_value_counts(matrix: np.ndarray, domain: np.ndarray) -> np.ndarray:
@@ -54,8 +69,17 @@ def unit_value_counts(matrix: np.ndarray, domain: np.ndarray) -> np.ndarray:
     return counts
 
 
-def ordinal_alpha_from_counts(counts: np.ndarray, unit_weights: np.ndarray | None = None) -> np.ndarray:
-    """Ordinal Krippendorff's α from units × values counts, for one or many unit weightings.
+def _long_value_counts(units: np.ndarray, marks: np.ndarray, domain: np.ndarray) -> np.ndarray:
+    """units × values counts from one row per mark (every mark, repeats included)."""
+    col = np.searchsorted(domain, marks)
+    counts = np.zeros((int(units.max()) + 1, len(domain)))
+    np.add.at(counts, (units, col), 1.0)
+    return counts
+
+
+def alpha_from_counts(counts: np.ndarray, values: np.ndarray | None = None, level: str = "ordinal",
+                      unit_weights: np.ndarray | None = None) -> np.ndarray:
+    """Krippendorff's α (``ordinal`` or ``interval``) from units × values counts.
 
     ``unit_weights`` is (B × U) (bootstrap multiplicities) or None (the data as they are).
     Returns an array of B alphas (NaN where undefined: no pairable values or no variation).
@@ -68,17 +92,22 @@ def ordinal_alpha_from_counts(counts: np.ndarray, unit_weights: np.ndarray | Non
     a = w / (m - 1)[None, :]  # B × U
     # o_ck = Σ_u a_u n_uc n_uk − δ_ck Σ_u a_u n_uc
     o = np.einsum("bu,uc,uk->bck", a, counts, counts, optimize=True)
-    diag = a @ counts
-    o[:, np.arange(counts.shape[1]), np.arange(counts.shape[1])] -= diag
+    v = counts.shape[1]
+    o[:, np.arange(v), np.arange(v)] -= a @ counts
     n_c = o.sum(axis=2)  # B × V
     n = n_c.sum(axis=1)
-    # Ordinal metric: δ²_ck = (Σ_{g=c..k} n_g − (n_c + n_k)/2)²
-    cum = np.cumsum(n_c, axis=1)
-    v = n_c.shape[1]
-    ci, ki = np.meshgrid(np.arange(v), np.arange(v), indexing="ij")
-    lo, hi = np.minimum(ci, ki), np.maximum(ci, ki)
-    between = cum[:, hi] - cum[:, lo] + n_c[:, lo]
-    delta2 = (between - (n_c[:, ci] + n_c[:, ki]) / 2) ** 2
+    if level == "ordinal":
+        # δ²_ck = (Σ_{g=c..k} n_g − (n_c + n_k)/2)²
+        cum = np.cumsum(n_c, axis=1)
+        ci, ki = np.meshgrid(np.arange(v), np.arange(v), indexing="ij")
+        lo, hi = np.minimum(ci, ki), np.maximum(ci, ki)
+        between = cum[:, hi] - cum[:, lo] + n_c[:, lo]
+        delta2 = (between - (n_c[:, ci] + n_c[:, ki]) / 2) ** 2
+    elif level == "interval":
+        vals = np.asarray(values, float)
+        delta2 = np.broadcast_to((vals[:, None] - vals[None, :]) ** 2, (len(n), v, v))
+    else:
+        raise ValueError(f"unknown level {level!r}")
     d_o = (o * delta2).sum(axis=(1, 2))
     d_e = (n_c[:, :, None] * n_c[:, None, :] * delta2).sum(axis=(1, 2)) / np.maximum(n - 1, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -87,44 +116,143 @@ def ordinal_alpha_from_counts(counts: np.ndarray, unit_weights: np.ndarray | Non
     return alpha
 
 
+def ordinal_alpha_from_counts(counts: np.ndarray, unit_weights: np.ndarray | None = None) -> np.ndarray:
+    """Ordinal α from units × values counts (see :func:`alpha_from_counts`)."""
+    return alpha_from_counts(counts, None, "ordinal", unit_weights)
+
+
 def krippendorff_alpha(part: pd.DataFrame, scale_min: int, scale_max: int, n_boot: int, seed: int,
-                       matrix=None) -> dict:
-    """Ordinal α of one attribute's sonification marks with a unit-bootstrap 95 % CI.
+                       chunk: int = 200) -> dict:
+    """Ordinal and interval α of one attribute's sonification marks, unit-bootstrap 95 % CIs.
 
-    ``matrix``: the :func:`rater_unit_matrix` of ``part`` when already built.
+    Every mark counts (a rater's repeated marks of a stimulus are values of that stimulus);
+    marks that are not on the integer scale (means of duplicates) join the value domain.
     """
-    import krippendorff
-
-    matrix, raters, units, n_dup = matrix if matrix is not None else rater_unit_matrix(part)
-    domain = np.arange(scale_min, scale_max + 1)
-    out = {"n_raters": len(raters), "n_units": len(units), "n_repeated_marks_ignored": n_dup,
-           "alpha": None, "ci_low": None, "ci_high": None, "note": ""}
-    counts = unit_value_counts(matrix, domain)
-    pairable = int((counts.sum(axis=1) >= 2).sum())
-    out["n_units_pairable"] = pairable
-    if pairable == 0:
-        out["note"] = "no unit was marked by two raters: α undefined"
+    units = unit_ids(part)
+    marks = part["mark"].to_numpy(dtype=float)
+    domain = np.union1d(np.arange(scale_min, scale_max + 1, dtype=float), np.unique(marks))
+    n_raters = int(part["rater_id"].nunique())
+    out = {"n_raters": n_raters, "n_units": int(units.max()) + 1 if len(units) else 0,
+           "alpha": None, "ci_low": None, "ci_high": None,
+           "alpha_interval": None, "interval_ci_low": None, "interval_ci_high": None, "note": ""}
+    counts = _long_value_counts(units, marks, domain) if len(units) else np.zeros((0, len(domain)))
+    out["n_units_pairable"] = int((counts.sum(axis=1) >= 2).sum())
+    if n_raters < 2:
+        out["note"] = "one rater: agreement between raters is undefined"
         return out
-    if len(np.unique(matrix[~np.isnan(matrix)])) < 2:
+    if out["n_units_pairable"] == 0:
+        out["note"] = "no unit was marked twice: α undefined"
+        return out
+    if len(np.unique(marks)) < 2:
         out["note"] = "every mark is the same value: α undefined (no variation to agree on)"
         return out
-    try:
-        alpha = float(krippendorff.alpha(reliability_data=matrix, level_of_measurement="ordinal", value_domain=domain.tolist()))
-    except (ValueError, ZeroDivisionError) as exc:
-        out["note"] = f"α undefined: {exc}"
-        return out
-    out["alpha"] = alpha
-    if n_boot:
+    notes = []
+    for level, key, lo_key, hi_key in (("ordinal", "alpha", "ci_low", "ci_high"),
+                                       ("interval", "alpha_interval", "interval_ci_low", "interval_ci_high")):
+        point = float(alpha_from_counts(counts, domain, level)[0])
+        out[key] = None if not np.isfinite(point) else point
+        if not n_boot or out[key] is None:
+            continue
         rng = np.random.default_rng(seed)
-        w = rng.multinomial(len(units), np.full(len(units), 1 / len(units)), size=n_boot).astype(float)
-        samples = ordinal_alpha_from_counts(counts, w)
+        samples = []
+        for start in range(0, n_boot, chunk):  # B × U weights in chunks: 28k units × 2000 would be 450 MB
+            w = rng.multinomial(len(counts), np.full(len(counts), 1 / len(counts)),
+                                size=min(chunk, n_boot - start)).astype(float)
+            samples.append(alpha_from_counts(counts, domain, level, w))
+        samples = np.concatenate(samples)
         lo, hi = percentile_ci(samples)
-        out["ci_low"], out["ci_high"] = float(lo), float(hi)
-        if np.isnan(samples).any():
-            out["note"] = f"{int(np.isnan(samples).sum())} resamples without variation left out of the CI"
-    else:
-        out["note"] = "bootstrap off: no CI"
+        out[lo_key], out[hi_key] = float(lo), float(hi)
+        if np.isnan(samples).any() and level == "ordinal":
+            notes.append(f"{int(np.isnan(samples).sum())} resamples without variation left out of the CI")
+    if not n_boot:
+        notes.append("bootstrap off: no CI")
+    out["note"] = "; ".join(notes)
     return out
+
+
+def harmonic_raters_per_unit(part: pd.DataFrame) -> float:
+    """k̂: harmonic mean over stimuli of the number of distinct raters (ten Hove et al. 2022)."""
+    per_unit = part.assign(unit=unit_ids(part)).groupby("unit")["rater_id"].nunique().to_numpy(float)
+    return float(len(per_unit) / np.sum(1.0 / per_unit))
+
+
+def icc_forms(var_unit, var_rater, var_resid, k: float) -> dict[str, np.ndarray]:
+    """The four ICC forms from variance components (arrays broadcast: one value per draw)."""
+    s, r, e = (np.asarray(v, float) for v in (var_unit, var_rater, var_resid))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"icc_a1": s / (s + r + e), "icc_ak": s / (s + (r + e) / k),
+                "icc_c1": s / (s + e), "icc_ck": s / (s + e / k)}
+
+
+def icc_variance_components(part: pd.DataFrame, *, n_draws: int = 4000, seed: int = 0, level: float = 0.95) -> dict:
+    """ICC(A,1), ICC(A,k̂), ICC(C,1), ICC(C,k̂) from mark ~ 1 + (1|rater) + (1|stimulus) on all marks."""
+    out = {form: None for form in ICC_FORMS}
+    out.update({f"{form}_ci95": None for form in ICC_FORMS})
+    out.update({"k_hat": None, "var_stimulus": None, "var_rater": None, "var_residual": None,
+                "n_marks": int(len(part)), "n_raters": int(part["rater_id"].nunique()),
+                "n_units": int(part.groupby(["system_id", "clip_id"], observed=True).ngroups), "note": ""})
+    if out["n_raters"] < 2:
+        out["note"] = "one rater: rater and stimulus variance cannot be separated, ICC undefined"
+        return out
+    if out["n_units"] < 2:
+        out["note"] = "one stimulus: there is no variance between stimuli to be reliable about, ICC undefined"
+        return out
+    y = part["mark"].to_numpy(dtype=float)
+    if np.ptp(y) == 0:
+        out["note"] = "every mark is the same value: ICC undefined"
+        return out
+    raters, _ = codes(part["rater_id"])
+    units = unit_ids(part)
+    try:
+        fit = fit_crossed_reml(y, np.zeros(len(y), dtype=np.int64), raters, units)
+    except SingularFitError as exc:
+        out["note"] = f"ICC undefined: {exc}"
+        return out
+    k = harmonic_raters_per_unit(part)
+    out.update(k_hat=k, var_stimulus=fit.var_b, var_rater=fit.var_a, var_residual=fit.var_resid)
+    point = icc_forms(fit.var_b, fit.var_a, fit.var_resid, k)
+    for form, value in point.items():
+        out[form] = float(value)
+    notes = []
+    if fit.var_b <= 0:
+        notes.append("stimulus variance estimated at 0 (boundary): every ICC is 0")
+    if fit.var_a <= 0:
+        notes.append("rater variance estimated at 0 (boundary): agreement and consistency forms coincide")
+    draws = _variance_draws(fit, n_draws, seed)
+    if draws is None:
+        notes.append("information matrix singular: no ICC intervals")
+    else:
+        sampled = icc_forms(draws[:, 1], draws[:, 0], draws[:, 2], k)
+        alpha = (1 - level) / 2
+        for form, values in sampled.items():
+            lo, hi = np.nanquantile(values, [alpha, 1 - alpha])
+            out[f"{form}_ci95"] = [float(lo), float(hi)]
+    if not fit.converged:
+        notes.append(f"optimiser: {fit.message}")
+    out["note"] = "; ".join(notes)
+    return out
+
+
+def _variance_draws(fit, n_draws: int, seed: int) -> np.ndarray | None:
+    """Monte-Carlo draws of (var_rater, var_stimulus, var_resid): log-normal from the REML
+    information; components estimated at 0 stay at 0."""
+    cov = fit.cov_variances
+    est = fit.variances
+    if cov is None or not np.all(np.isfinite(cov)):
+        return None
+    free = est > 0
+    idx = np.flatnonzero(free)
+    scale = 1.0 / est[idx]
+    cov_log = cov[np.ix_(idx, idx)] * np.outer(scale, scale)
+    try:
+        chol = np.linalg.cholesky(cov_log + 1e-15 * np.eye(len(idx)))
+    except np.linalg.LinAlgError:
+        return None
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n_draws, len(idx))) @ chol.T
+    draws = np.zeros((n_draws, 3))
+    draws[:, idx] = est[idx] * np.exp(z)
+    return draws
 
 
 def complete_block(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,42 +278,84 @@ def complete_block(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-def icc_balanced(part: pd.DataFrame, matrix=None) -> dict:
-    """ICC(2,1) and ICC(2,k) (two-way random, absolute agreement) on a complete block."""
-    import pingouin
+BLOCK_METHOD = ("greedy: repeatedly drop the rater or stimulus with the largest share of missing cells "
+                "until none is missing")
 
-    matrix, raters, units, _ = matrix if matrix is not None else rater_unit_matrix(part)
+
+def icc_anova(block: np.ndarray, level: float = 0.95) -> dict:
+    """McGraw & Wong (1996) ICC(A,1), ICC(A,k), ICC(C,1), ICC(C,k) with F-based CIs.
+
+    ``block``: complete raters × units matrix (k raters, n units). Two-way ANOVA mean squares
+    of units (MSR), raters (MSC) and error (MSE); the agreement intervals use the approximate
+    df of McGraw & Wong (1996, *Psychol. Methods* 1(1):30-46, Table 7), as pingouin does.
+    """
+    x = np.asarray(block, float).T  # units × raters
+    n, k = x.shape
+    grand = x.mean()
+    ms_r = k * ((x.mean(axis=1) - grand) ** 2).sum() / (n - 1)
+    ms_c = n * ((x.mean(axis=0) - grand) ** 2).sum() / (k - 1)
+    sse = ((x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + grand) ** 2).sum()
+    ms_e = sse / ((n - 1) * (k - 1))
+    q = 0.5 + level / 2
+    out = {
+        "icc_a1": (ms_r - ms_e) / (ms_r + (k - 1) * ms_e + k * (ms_c - ms_e) / n),
+        "icc_ak": (ms_r - ms_e) / (ms_r + (ms_c - ms_e) / n),
+        "icc_c1": (ms_r - ms_e) / (ms_r + (k - 1) * ms_e),
+        "icc_ck": (ms_r - ms_e) / ms_r,
+    }
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = ms_r / ms_e
+        df1, df2 = n - 1, (n - 1) * (k - 1)
+        f_lo = f / stats.f.ppf(q, df1, df2)
+        f_hi = f * stats.f.ppf(q, df2, df1)
+        out["icc_c1_ci95"] = [(f_lo - 1) / (f_lo + k - 1), (f_hi - 1) / (f_hi + k - 1)]
+        out["icc_ck_ci95"] = [1 - 1 / f_lo, 1 - 1 / f_hi]
+        icc = out["icc_a1"]
+        a = k * icc / (n * (1 - icc))
+        b = 1 + k * icc * (n - 1) / (n * (1 - icc))
+        v = (a * ms_c + b * ms_e) ** 2 / ((a * ms_c) ** 2 / (k - 1) + (b * ms_e) ** 2 / ((n - 1) * (k - 1)))
+        fl = stats.f.ppf(q, n - 1, v)
+        fu = stats.f.ppf(q, v, n - 1)
+        lo = n * (ms_r - fl * ms_e) / (fl * (k * ms_c + (k * n - k - n) * ms_e) + n * ms_r)
+        hi = n * (fu * ms_r - ms_e) / (k * ms_c + (k * n - k - n) * ms_e + n * fu * ms_r)
+        out["icc_a1_ci95"] = [lo, hi]
+        out["icc_ak_ci95"] = [lo * k / (1 + lo * (k - 1)), hi * k / (1 + hi * (k - 1))]
+    return {key: ([float(x) for x in val] if isinstance(val, list) else float(val)) for key, val in out.items()}
+
+
+def icc_complete_block(part: pd.DataFrame) -> dict:
+    """Secondary: McGraw & Wong ICCs on a greedily chosen complete block of raters × stimuli."""
+    matrix, raters, units, n_repeat_cells = rater_unit_matrix(part)
     rows, cols = complete_block(matrix)
-    out = {"icc2_1": None, "icc2_k": None, "icc2_1_ci95": None, "icc2_k_ci95": None,
-           "n_raters_balanced": int(len(rows)), "n_units_balanced": int(len(cols)),
-           "n_raters_total": int(len(raters)), "n_units_total": int(len(units)), "note": ""}
+    out = {form: None for form in ICC_FORMS}
+    out.update({f"{form}_ci95": None for form in ICC_FORMS})
+    unit_system = part.assign(unit=unit_ids(part)).drop_duplicates("unit").set_index("unit")["system_id"].astype(str)
+    block_units = units[cols] if len(cols) else pd.Index([])
+    in_block = (part["rater_id"].astype(str).isin(raters[rows]).to_numpy()
+                & np.isin(unit_ids(part), np.asarray(block_units)))
+    systems_in_block = unit_system.reindex(block_units).value_counts()
+    out.update({
+        "k": int(len(rows)), "n_raters_block": int(len(rows)), "n_units_block": int(len(cols)),
+        "n_raters_total": int(len(raters)), "n_units_total": int(len(units)),
+        "n_marks_block": int(in_block.sum()), "share_of_marks": float(in_block.mean()) if len(part) else 0.0,
+        "n_systems_block": int(len(systems_in_block)), "n_systems_total": int(unit_system.nunique()),
+        "largest_system_share": float(systems_in_block.iloc[0] / len(cols)) if len(cols) else None,
+        "method": BLOCK_METHOD, "n_repeat_cells_averaged": n_repeat_cells, "note": "",
+    })
     if len(rows) < 2 or len(cols) < 2:
-        out["note"] = "no complete block of ≥ 2 raters × ≥ 2 units: ICC undefined (design too sparse)"
+        out["note"] = "no complete block of ≥ 2 raters × ≥ 2 stimuli: block ICC undefined (design too sparse)"
         return out
     sub = matrix[np.ix_(rows, cols)]
     if np.all(sub == sub.flat[0]):
-        out["note"] = "every mark in the complete block is the same: ICC undefined"
+        out["note"] = "every mark in the complete block is the same: block ICC undefined"
         return out
-    long = pd.DataFrame({
-        "unit": np.tile(np.arange(len(cols)), len(rows)),
-        "rater": np.repeat(np.arange(len(rows)), len(cols)),
-        "mark": sub.ravel(),
-    })
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = pingouin.intraclass_corr(data=long, targets="unit", raters="rater", ratings="mark")
-    res = res.set_index("Type")
-    # pingouin ≥ 0.6 names the forms after McGraw & Wong (ICC(A,1)); older releases ICC2.
-    one = "ICC(A,1)" if "ICC(A,1)" in res.index else "ICC2"
-    k = "ICC(A,k)" if "ICC(A,k)" in res.index else "ICC2k"
-    out["icc2_1"] = float(res.loc[one, "ICC"])
-    out["icc2_k"] = float(res.loc[k, "ICC"])
-    out["icc2_1_ci95"] = [float(x) for x in res.loc[one, "CI95"]]
-    out["icc2_k_ci95"] = [float(x) for x in res.loc[k, "CI95"]]
-    out["k"] = int(len(rows))
-    if len(rows) < out["n_raters_total"] or len(cols) < out["n_units_total"]:
-        out["note"] = (f"on the complete block of {len(rows)} of {out['n_raters_total']} raters × "
-                       f"{len(cols)} of {out['n_units_total']} units")
+    out.update(icc_anova(sub))
+    notes = [f"block of {len(rows)} of {len(raters)} raters × {len(cols)} of {len(units)} stimuli: "
+             f"{out['n_marks_block']} of {len(part)} marks ({out['share_of_marks']:.1%}), "
+             f"stimuli from {out['n_systems_block']} of {out['n_systems_total']} systems"]
+    if n_repeat_cells:
+        notes.append(f"{n_repeat_cells} rater × stimulus cells with repeated marks averaged")
+    out["note"] = "; ".join(notes) if (len(rows) < len(raters) or len(cols) < len(units) or n_repeat_cells) else ""
     return out
 
 

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from sonieval.stats.reliability import (
-    complete_block, icc_balanced, krippendorff_alpha, ordinal_alpha_from_counts, unit_value_counts,
+    alpha_from_counts, complete_block, icc_complete_block, icc_variance_components, krippendorff_alpha,
+    ordinal_alpha_from_counts, unit_value_counts,
 )
 
 SHROUT_FLEISS = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]])
@@ -36,30 +37,57 @@ def _long(matrix: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_shrout_fleiss_icc2_forms():
-    res = icc_balanced(_long(SHROUT_FLEISS.T.astype(float)))
-    assert round(res["icc2_1"], 2) == 0.29
-    assert round(res["icc2_k"], 2) == 0.62
-    assert res["k"] == 4 and res["n_units_balanced"] == 6 and res["note"] == ""
+def _pingouin_icc(matrix: np.ndarray) -> pd.DataFrame:
+    import pingouin
+
+    df = pd.DataFrame([(t, j, matrix[t, j]) for t in range(matrix.shape[0]) for j in range(matrix.shape[1])],
+                      columns=["t", "j", "x"])
+    return pingouin.intraclass_corr(data=df, targets="t", raters="j", ratings="x").set_index("Type")
+
+
+FORMS = {"icc_a1": "ICC(A,1)", "icc_ak": "ICC(A,k)", "icc_c1": "ICC(C,1)", "icc_ck": "ICC(C,k)"}
+
+
+def test_shrout_fleiss_icc_forms_from_variance_components():
+    """REML variance components on a complete design reproduce the ANOVA ICCs (printed: .29 .62 .71 .91)."""
+    res = icc_variance_components(_long(SHROUT_FLEISS.T.astype(float)))
+    assert [round(res[f], 2) for f in FORMS] == [0.29, 0.62, 0.71, 0.91]
+    ref = _pingouin_icc(SHROUT_FLEISS)
+    for form, name in FORMS.items():
+        assert res[form] == pytest.approx(ref.loc[name, "ICC"], abs=1e-6)
+        lo, hi = res[f"{form}_ci95"]
+        assert lo < res[form] < hi
+    assert res["k_hat"] == 4 and res["n_marks"] == 24 and res["note"] == ""
+
+
+def test_shrout_fleiss_complete_block_matches_pingouin_without_rounding():
+    res = icc_complete_block(_long(SHROUT_FLEISS.T.astype(float)))
+    ref = _pingouin_icc(SHROUT_FLEISS)
+    for form, name in FORMS.items():
+        assert res[form] == pytest.approx(ref.loc[name, "ICC"], abs=1e-12)
+        # pingouin rounds its CI to 2 decimals; the same formulas unrounded agree to that rounding
+        assert np.allclose(res[f"{form}_ci95"], ref.loc[name, "CI95"], atol=0.005 + 1e-12)
+    assert res["icc_a1_ci95"][0] != round(res["icc_a1_ci95"][0], 2)
+    assert res["share_of_marks"] == 1.0 and res["note"] == ""
 
 
 def test_shrout_fleiss_all_forms_through_pingouin():
-    """The library call the report uses gives all six printed values."""
-    import pingouin
-
-    df = pd.DataFrame([(t, j, SHROUT_FLEISS[t, j]) for t in range(6) for j in range(4)], columns=["t", "j", "x"])
-    icc = pingouin.intraclass_corr(data=df, targets="t", raters="j", ratings="x")["ICC"].round(2).tolist()
+    """The library's own values, as printed (the reference the hand-written forms are held to)."""
+    icc = _pingouin_icc(SHROUT_FLEISS)["ICC"].round(2).tolist()
     assert icc == [0.17, 0.29, 0.71, 0.44, 0.62, 0.91]
 
 
-def test_icc_uses_complete_block_and_says_so():
+def test_incomplete_rater_counts_for_the_mixed_model_icc_and_not_for_the_block():
     m = SHROUT_FLEISS.T.astype(float)
     m = np.vstack([m, np.full((1, 6), nan)])
     m[4, :2] = [3, 4]  # a fifth judge who rated two targets only
-    res = icc_balanced(_long(m))
-    assert round(res["icc2_1"], 2) == 0.29  # the fifth judge is dropped, not the targets
-    assert res["n_raters_balanced"] == 4 and res["n_raters_total"] == 5
-    assert "4 of 5 raters" in res["note"]
+    block = icc_complete_block(_long(m))
+    assert round(block["icc_a1"], 2) == 0.29  # the fifth judge is dropped from the block, not the targets
+    assert block["n_raters_block"] == 4 and block["n_raters_total"] == 5
+    assert block["share_of_marks"] == pytest.approx(24 / 26) and "24 of 26 marks" in block["note"]
+    full = icc_variance_components(_long(m))
+    assert full["n_marks"] == 26 and full["icc_a1"] != pytest.approx(block["icc_a1"], abs=1e-3)
+    assert full["k_hat"] == pytest.approx(6 / (2 / 5 + 4 / 4))  # harmonic mean of 5, 5, 4, 4, 4, 4 raters
 
 
 @pytest.mark.parametrize("level, expected", [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849), ("ratio", 0.797)])
@@ -72,11 +100,13 @@ def test_krippendorff_2011_levels_with_raters_by_units(level, expected):
     assert round(krippendorff.alpha(reliability_data=KRIPPENDORFF_2011.T, level_of_measurement=level), 3) != expected
 
 
-def test_report_alpha_is_ordinal_and_bootstrap_form_matches():
+def test_report_alpha_is_ordinal_and_interval_and_bootstrap_form_matches():
     res = krippendorff_alpha(_long(KRIPPENDORFF_2011), 1, 5, n_boot=200, seed=1)
     assert round(res["alpha"], 3) == 0.815
+    assert round(res["alpha_interval"], 3) == 0.849
     assert res["n_units"] == 12 and res["n_units_pairable"] == 11  # unit 12 has one value
     assert res["ci_low"] <= res["alpha"] <= res["ci_high"]
+    assert res["interval_ci_low"] <= res["alpha_interval"] <= res["interval_ci_high"]
     counts = unit_value_counts(KRIPPENDORFF_2011, np.arange(1, 6))
     assert ordinal_alpha_from_counts(counts)[0] == pytest.approx(res["alpha"], abs=1e-12)
 
@@ -92,6 +122,9 @@ def test_coincidence_form_matches_package_on_random_incomplete_data():
     expected = krippendorff.alpha(reliability_data=m, level_of_measurement="ordinal", value_domain=[1, 2, 3, 4, 5])
     got = ordinal_alpha_from_counts(unit_value_counts(m, np.arange(1, 6)))[0]
     assert got == pytest.approx(expected, abs=1e-12)
+    interval = krippendorff.alpha(reliability_data=m, level_of_measurement="interval")
+    got = alpha_from_counts(unit_value_counts(m, np.arange(1, 6)), np.arange(1.0, 6.0), "interval")[0]
+    assert got == pytest.approx(interval, abs=1e-12)
     # Unit weights of 2 everywhere = the data duplicated: α changes only through n (D_e's n-1).
     w = np.full((1, 40), 1.0)
     assert ordinal_alpha_from_counts(unit_value_counts(m, np.arange(1, 6)), w)[0] == pytest.approx(expected, abs=1e-12)
