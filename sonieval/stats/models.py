@@ -1,102 +1,153 @@
-"""Models and tests of system differences, per attribute.
+"""System differences per attribute: the crossed mixed model, its contrasts, and paired tests.
 
-- Linear mixed model ``mark ~ system + (1|rater) + (1|clip)`` (statsmodels ``MixedLM``). Crossed
-  random effects are fitted the way statsmodels supports them: one group holding every row and
-  the two intercept families as variance components (``vc_formula``). statsmodels builds the
-  variance-component design densely, so fitting time grows steeply with rows (measured here: 5,000
-  rows ≈ 5 s, 20,000 rows ≈ 95 s). Above ``max_rows`` the model is fitted on a random cluster
-  subsample: a subset of raters and of clips, all their marks, seeded; the report states the
-  subset. Fixed effects stay unbiased; their CIs are those of the subset (wider).
-- Friedman's test across systems on per-rater mean marks (raters who rated every system), then
-  pairwise Wilcoxon signed-rank tests with Holm's correction (``multipletests(method="holm")``;
-  the statsmodels default would be Holm–Šidák), effect size the matched-pairs rank-biserial
-  correlation r = (T⁺ − T⁻)/(T⁺ + T⁻) (Kerby 2014, *Compr. Psychol.* 3:11.IT.3.1).
+- **Mixed model** ``mark ~ 0 + system + (1|rater) + (1|clip)`` by REML on every mark
+  (:mod:`sonieval.stats.crossed`: exact, sparse in the design, no subsampling). The system
+  coefficients are the estimated marginal means (EMMs: a system's mean mark at an average rater
+  and clip); their 95 % CIs use Satterthwaite degrees of freedom.
+- **Pairwise contrasts** of the EMMs: Wald t tests with Satterthwaite df (as lmerTest/emmeans),
+  Holm's correction across pairs (``multipletests(method="holm")``; the statsmodels default
+  would be Holm–Šidák). Raters and clips are random, so the contrasts generalise to new raters
+  and clips; a per-rater mean over *different* clips would confound clip difficulty with systems.
+- **Friedman + Wilcoxon** (secondary unless the design is complete): paired on the same
+  (rater, clip) cells — Friedman across systems on each rater's mean over the clips they marked
+  with every system; Wilcoxon signed-rank per pair on each rater's mean difference over the clips
+  they marked with both; Holm across pairs; effect size the matched-pairs rank-biserial
+  correlation r = (T⁺ − T⁻)/(T⁺ + T⁻) (Kerby 2014, *Compr. Psychol.* 3:11.IT.3.1). They treat
+  clips as fixed, which is why the mixed model is the primary result whenever the design is
+  incomplete or unbalanced (:func:`design_summary` says which and why).
 """
 
 from __future__ import annotations
 
 import itertools
-import warnings
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from sonieval.stats.crossed import CrossedFit, SingularFitError, codes, fit_crossed_reml, t_interval
 
-def _cluster_subsample(part: pd.DataFrame, max_rows: int, seed: int) -> tuple[pd.DataFrame, str]:
-    if len(part) <= max_rows:
-        return part, ""
-    rng = np.random.default_rng(seed)
-    raters = np.array(sorted(part["rater_id"].unique()))
-    clips = np.array(sorted(part["clip_id"].unique()))
-    share = np.sqrt(max_rows / len(part))  # the same share of raters and of clips
-    n_r = max(2, min(len(raters), int(np.floor(len(raters) * share))))
-    n_c = max(2, min(len(clips), int(np.floor(len(clips) * share))))
-    while True:
-        keep_r = rng.choice(raters, n_r, replace=False)
-        keep_c = rng.choice(clips, n_c, replace=False)
-        sub = part[part["rater_id"].isin(keep_r) & part["clip_id"].isin(keep_c)]
-        if len(sub) <= max_rows or (n_r <= 2 and n_c <= 2):
-            break
-        n_r = max(2, int(n_r * 0.9))
-        n_c = max(2, int(n_c * 0.9))
-    note = (f"fitted on a seeded random subsample of {sub['rater_id'].nunique()} of {len(raters)} raters × "
-            f"{sub['clip_id'].nunique()} of {len(clips)} clips ({len(sub)} of {len(part)} marks) to bound "
-            "fitting time (statsmodels fits crossed effects densely)")
-    return sub, note
+EMM_COLUMNS = ["system_id", "estimate", "se", "df", "ci_low", "ci_high", "n", "note"]
+CONTRAST_COLUMNS = ["system_a", "system_b", "difference", "se", "df", "t", "ci_low", "ci_high", "p_value",
+                    "p_holm", "note"]
 
 
-def mixed_model(part: pd.DataFrame, *, max_rows: int = 3000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
-    """Fit mark ~ system + (1|rater) + (1|clip) by REML; estimated system means with 95 % CIs.
+def design_summary(part: pd.DataFrame) -> dict:
+    """Is the design complete (every rater marked every stimulus) and balanced (once each)?
 
-    Returns a table (system_id, estimate = model mean mark, ci_low, ci_high) and a dict with the
-    variance components, the rows used and any note (subsample, convergence).
+    Decides the primary pairwise result: Friedman + Wilcoxon only for a complete, balanced
+    design; the mixed-model contrasts otherwise. ``reason`` says why in words.
     """
-    import statsmodels.formula.api as smf
-
-    info = {"n_rows_used": 0, "n_rows": int(len(part)), "rater_variance": None, "clip_variance": None,
-            "residual_variance": None, "converged": None, "note": ""}
-    systems = sorted(part["system_id"].astype(str).unique())
-    if part["rater_id"].nunique() < 2 or part["clip_id"].nunique() < 2:
-        info["note"] = "needs at least 2 raters and 2 clips: not fitted"
-        return pd.DataFrame(columns=["system_id", "estimate", "ci_low", "ci_high", "note"]), info
-    sub, note = _cluster_subsample(part, max_rows, seed)
-    sub = sub.assign(one=1, system=pd.Categorical(sub["system_id"].astype(str), categories=systems),
-                     rater=sub["rater_id"].astype(str), clip=sub["clip_id"].astype(str))
-    info["n_rows_used"] = int(len(sub))
-    formula = "mark ~ 0 + system" if len(systems) > 1 else "mark ~ 1"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            model = smf.mixedlm(formula, sub, groups="one", re_formula="0",
-                                vc_formula={"rater": "0 + C(rater)", "clip": "0 + C(clip)"})
-            fit = model.fit(reml=True, method=["lbfgs", "powell"])
-        except (np.linalg.LinAlgError, ValueError) as exc:
-            info["note"] = "; ".join(filter(None, [note, f"fit failed: {exc}"]))
-            return pd.DataFrame(columns=["system_id", "estimate", "ci_low", "ci_high", "note"]), info
-    conv_msgs = sorted({str(w.message).split(".")[0] for w in caught if "Convergence" in type(w.message).__name__})
-    ci = fit.conf_int()
-    params = fit.fe_params
-    if len(systems) > 1:
-        names = [f"system[{s}]" for s in systems]
+    stim = part.groupby(["system_id", "clip_id"], observed=True).ngroups
+    raters = part["rater_id"].nunique()
+    cells = part.groupby(["rater_id", "system_id", "clip_id"], observed=True).size()
+    possible = raters * stim
+    repeated = int((cells > 1).sum())
+    complete = len(cells) == possible
+    balanced = repeated == 0
+    out = {"n_marks": int(len(part)), "n_raters": int(raters), "n_clips": int(part["clip_id"].nunique()),
+           "n_systems": int(part["system_id"].nunique()), "n_stimuli": int(stim),
+           "n_cells_marked": int(len(cells)), "n_cells_possible": int(possible), "n_cells_repeated": repeated,
+           "complete": bool(complete), "balanced": bool(balanced)}
+    if complete and balanced:
+        out["primary_pairwise"] = "friedman_wilcoxon"
+        out["reason"] = "complete, balanced design: every rater marked every stimulus once"
     else:
-        names = ["Intercept"]
-    table = pd.DataFrame({
-        "system_id": systems,
-        "estimate": [float(params[n]) for n in names],
-        "ci_low": [float(ci.loc[n, 0]) for n in names],
-        "ci_high": [float(ci.loc[n, 1]) for n in names],
-    })
-    table["note"] = np.where(table[["estimate", "ci_low", "ci_high"]].isna().any(axis=1),
-                             "undefined at the fit (singular information matrix); see mixed_model_fit", "")
-    vc = dict(zip(model.exog_vc.names, np.asarray(fit.vcomp, float)))
-    info.update(rater_variance=float(vc.get("rater", np.nan)), clip_variance=float(vc.get("clip", np.nan)),
-                residual_variance=float(fit.scale), converged=bool(fit.converged))
-    notes = [note] if note else []
-    if conv_msgs:
-        notes.append("statsmodels: " + "; ".join(conv_msgs))
+        why = []
+        if not complete:
+            why.append(f"incomplete: {len(cells):,} of {raters:,} raters × {stim:,} stimuli = {possible:,} cells marked "
+                       f"({len(cells) / possible:.1%})")
+        if not balanced:
+            why.append(f"unbalanced: {repeated:,} rater × stimulus cells marked more than once")
+        out["primary_pairwise"] = "mixed_model"
+        out["reason"] = "design " + "; ".join(why) + ": per-rater means would compare different clips, so the " \
+                        "mixed-model contrasts (raters and clips random) are the pairwise result"
+    return out
+
+
+def mixed_model(part: pd.DataFrame, *, systems: list[str] | None = None) -> tuple[pd.DataFrame, dict, CrossedFit | None]:
+    """Fit mark ~ 0 + system + (1|rater) + (1|clip) by REML on every mark of ``part``.
+
+    Returns the EMM table (system_id, estimate, se, df, ci_low, ci_high, n, note), a dict with the
+    variance components and fit details, and the fit (None when not fitted). ``systems``: every
+    system of the study; one without marks here gets a row saying so.
+    """
+    present = sorted(part["system_id"].astype(str).unique())
+    systems = sorted(set(systems or []) | set(present))
+    info = {"n_rows": int(len(part)), "n_rows_used": 0, "n_raters": int(part["rater_id"].nunique()),
+            "n_clips": int(part["clip_id"].nunique()), "rater_variance": None, "clip_variance": None,
+            "residual_variance": None, "reml_criterion": None, "converged": None, "n_evaluations": None,
+            "method": "REML, exact sparse crossed random intercepts (sonieval.stats.crossed)", "note": ""}
+    counts = part["system_id"].astype(str).value_counts()
+    table = pd.DataFrame({"system_id": systems, "estimate": np.nan, "se": np.nan, "df": np.nan,
+                          "ci_low": np.nan, "ci_high": np.nan,
+                          "n": [int(counts.get(s, 0)) for s in systems], "note": ""})
+    missing = [s for s in systems if s not in counts.index]
+    table.loc[table["system_id"].isin(missing), "note"] = "no marks for this attribute: mean not estimable"
+    why = _not_fittable(info)
+    if why:
+        info["note"] = why
+        table.loc[~table["system_id"].isin(missing), "note"] = f"undefined: {why}"
+        return table, info, None
+    s_codes, levels = codes(part["system_id"])
+    r_codes, _ = codes(part["rater_id"])
+    c_codes, _ = codes(part["clip_id"])
+    try:
+        fit = fit_crossed_reml(part["mark"].to_numpy(float), s_codes, r_codes, c_codes)
+    except SingularFitError as exc:
+        info["note"] = f"singular fit: {exc}"
+        table.loc[~table["system_id"].isin(missing), "note"] = f"undefined: singular fit ({exc})"
+        return table, info, None
+    info["systems_fitted"] = list(levels)
+    info.update(n_rows_used=int(fit.n), rater_variance=float(fit.var_a), clip_variance=float(fit.var_b),
+                residual_variance=float(fit.var_resid), reml_criterion=float(fit.reml_criterion),
+                converged=bool(fit.converged), n_evaluations=int(fit.n_evaluations))
+    notes = []
+    if fit.boundary[0]:
+        notes.append("rater variance estimated at 0 (boundary fit): raters do not differ in leniency beyond noise")
+    if fit.boundary[1]:
+        notes.append("clip variance estimated at 0 (boundary fit): clips do not differ beyond noise")
+    if not fit.converged:
+        notes.append(f"optimiser did not report convergence: {fit.message}")
     info["note"] = "; ".join(notes)
-    return table, info
+    pos = table.set_index("system_id").index
+    for k, sid in enumerate(levels):
+        est, se, df = fit.contrast(np.eye(fit.p)[k])
+        lo, hi = t_interval(est, se, df)
+        table.loc[pos.get_loc(sid), ["estimate", "se", "df", "ci_low", "ci_high"]] = [est, se, df, lo, hi]
+    return table[EMM_COLUMNS], info, fit
+
+
+def _not_fittable(info: dict) -> str:
+    if info["n_raters"] < 2:
+        return "one rater: rater variance cannot be told apart from the residual, the model is not fitted"
+    if info["n_clips"] < 2:
+        return "one clip: clip variance cannot be told apart from the residual, the model is not fitted"
+    return ""
+
+
+def mixed_model_contrasts(fit: CrossedFit | None, levels: list[str], note: str = "") -> pd.DataFrame:
+    """All pairwise EMM differences: Wald t with Satterthwaite df, 95 % CI, Holm across pairs."""
+    from statsmodels.stats.multitest import multipletests
+
+    if fit is None or len(levels) < 2:
+        return pd.DataFrame(columns=CONTRAST_COLUMNS)
+    rows = []
+    eye = np.eye(fit.p)
+    for i, j in itertools.combinations(range(len(levels)), 2):
+        est, se, df = fit.contrast(eye[i] - eye[j])
+        lo, hi = t_interval(est, se, df)
+        t = est / se if se > 0 else np.nan
+        p = float(2 * stats.t.sf(abs(t), df)) if np.isfinite(t) else np.nan
+        rows.append({"system_a": levels[i], "system_b": levels[j], "difference": est, "se": se, "df": df, "t": t,
+                     "ci_low": lo, "ci_high": hi, "p_value": p,
+                     "note": note if np.isfinite(p) else "zero standard error: test undefined"})
+    pairs = pd.DataFrame(rows)
+    tested = pairs["p_value"].notna()
+    pairs["p_holm"] = np.nan
+    if tested.any():
+        pairs.loc[tested, "p_holm"] = multipletests(pairs.loc[tested, "p_value"].astype(float), method="holm")[1]
+    return pairs[CONTRAST_COLUMNS]
 
 
 def rank_biserial(diff: np.ndarray) -> float:
@@ -110,50 +161,68 @@ def rank_biserial(diff: np.ndarray) -> float:
     return float((plus - minus) / (plus + minus))
 
 
+def _cell_table(part: pd.DataFrame) -> pd.DataFrame:
+    """(rater, clip) × system table of mean marks (a repeated cell is averaged)."""
+    keys = [part["rater_id"].astype(str), part["clip_id"].astype(str), part["system_id"].astype(str)]
+    return part["mark"].astype(float).groupby(keys).mean().unstack()
+
+
 def friedman_wilcoxon(part: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
-    """Friedman across systems on per-rater means, then pairwise Wilcoxon with Holm correction."""
+    """Friedman across systems and pairwise Wilcoxon, paired on the same (rater, clip) cells.
+
+    Friedman: each rater's mean over the clips they marked with every system (blocks = raters).
+    Wilcoxon for systems a, b: each rater's mean of (a − b) over the clips they marked with both.
+    """
     from statsmodels.stats.multitest import multipletests
 
-    means = part.groupby(["rater_id", "system_id"])["mark"].mean().unstack()
-    complete = means.dropna()
-    systems = list(means.columns)
-    info = {"n_systems": len(systems), "n_raters_complete": int(len(complete)), "n_raters": int(len(means)),
+    cells = _cell_table(part)
+    systems = list(cells.columns)
+    complete_cells = cells.dropna()
+    per_rater = complete_cells.groupby(level=0).mean()
+    in_complete = part.set_index([part["rater_id"].astype(str), part["clip_id"].astype(str)]).index.isin(complete_cells.index)
+    info = {"n_systems": len(systems), "n_raters_complete": int(len(per_rater)),
+            "n_raters": int(part["rater_id"].nunique()), "n_cells_complete": int(len(complete_cells)),
+            "share_of_marks": float(np.mean(in_complete)) if len(part) else 0.0,
             "statistic": None, "p_value": None, "kendall_w": None, "note": ""}
-    pair_cols = ["system_a", "system_b", "n", "median_difference", "wilcoxon_statistic", "p_value",
+    pair_cols = ["system_a", "system_b", "n", "n_cells", "median_difference", "wilcoxon_statistic", "p_value",
                  "p_holm", "rank_biserial", "note"]
     if len(systems) < 2:
         info["note"] = "one system: nothing to compare"
         return info, pd.DataFrame(columns=pair_cols)
-    if len(systems) >= 3 and len(complete) >= 2:
-        res = stats.friedmanchisquare(*[complete[s].to_numpy() for s in systems])
+    if len(systems) >= 3 and len(per_rater) >= 2:
+        res = stats.friedmanchisquare(*[per_rater[s].to_numpy() for s in systems])
         info["statistic"] = float(res.statistic) if np.isfinite(res.statistic) else None
         info["p_value"] = float(res.pvalue) if np.isfinite(res.pvalue) else None
         if info["statistic"] is not None:
-            info["kendall_w"] = float(res.statistic / (len(complete) * (len(systems) - 1)))
+            info["kendall_w"] = float(res.statistic / (len(per_rater) * (len(systems) - 1)))
         else:
             info["note"] = "all per-rater means tie: Friedman statistic undefined"
     elif len(systems) < 3:
         info["note"] = "two systems: Friedman needs three; see the Wilcoxon test"
     else:
-        info["note"] = "fewer than 2 raters rated every system: Friedman not run"
-    if len(complete) < len(means):
-        extra = f"{len(means) - len(complete)} rater(s) without every system left out of Friedman"
+        info["note"] = "fewer than 2 raters marked a clip with every system: Friedman not run"
+    if info["share_of_marks"] < 1 and len(systems) >= 3:
+        extra = (f"paired on {len(complete_cells)} (rater, clip) cells with every system: "
+                 f"{info['share_of_marks']:.1%} of the marks")
         info["note"] = "; ".join(filter(None, [info["note"], extra]))
     rows = []
     for a, b in itertools.combinations(systems, 2):
-        pair = means[[a, b]].dropna()
-        d = (pair[a] - pair[b]).to_numpy()
-        row = {"system_a": a, "system_b": b, "n": len(d), "median_difference": float(np.median(d)) if len(d) else None,
+        both = cells[[a, b]].dropna()
+        d_rater = (both[a] - both[b]).groupby(level=0).mean()
+        d = d_rater.to_numpy()
+        row = {"system_a": a, "system_b": b, "n": len(d), "n_cells": int(len(both)),
+               "median_difference": float(np.median(d)) if len(d) else None,
                "wilcoxon_statistic": None, "p_value": None, "rank_biserial": None, "note": ""}
         if len(d) < 2 or np.all(d == 0):
-            row["note"] = "fewer than 2 raters with both systems" if len(d) < 2 else "no rater differs: test undefined"
+            row["note"] = ("fewer than 2 raters marked a clip with both systems" if len(d) < 2
+                           else "no rater differs: test undefined")
         else:
             # Exact null distribution only where it is exact (small n, no ties or zeros); otherwise the
             # normal approximation with tie correction. scipy's "auto" would fall back to a slow
             # permutation test with ties.
             nz = d[d != 0]
             exact = len(nz) <= 25 and len(np.unique(np.abs(nz))) == len(nz) and len(nz) == len(d)
-            res = stats.wilcoxon(pair[a], pair[b], zero_method="wilcox", method="exact" if exact else "approx")
+            res = stats.wilcoxon(d, zero_method="wilcox", method="exact" if exact else "approx")
             row["wilcoxon_statistic"] = float(res.statistic)
             row["p_value"] = float(res.pvalue)
             row["rank_biserial"] = rank_biserial(d)

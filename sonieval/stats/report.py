@@ -46,19 +46,24 @@ class ReportOptions:
     n_boot: int = 2000
     seed: int = 0
     rules: ScreeningRules = field(default_factory=ScreeningRules)
-    mixed_model_max_rows: int = 3000
+    duplicates: str | None = None  # None: duplicated (rater, trial, attribute) rows are an error; first|last|mean
     figures: bool = True
     progress: bool = False  # a tqdm bar over the stages (the CLI turns it on)
     simulated: bool | None = None  # None: from the ratings' `simulated` column
     simulated_note: str = ""
+    notes: list[str] = field(default_factory=list)  # about the options themselves (e.g. a deprecated key)
 
     @classmethod
     def from_protocol(cls, proto) -> "ReportOptions":
         """Options of a protocol: the study's scale, the report section's bootstrap and screening."""
         spec = proto.report
+        notes = []
+        if getattr(spec, "mixed_model_max_rows", None) is not None:
+            notes.append(f"protocol key report.mixed_model_max_rows ({spec.mixed_model_max_rows}) is deprecated and "
+                         "ignored: the mixed model is now fitted exactly on every mark; delete the key")
         return cls(scale_min=proto.study.scale_min, scale_max=proto.study.scale_max, n_boot=spec.bootstrap,
                    seed=proto.seed, rules=ScreeningRules.from_spec(spec),
-                   mixed_model_max_rows=getattr(spec, "mixed_model_max_rows", cls.mixed_model_max_rows))
+                   duplicates=getattr(spec, "duplicates", None), notes=notes)
 
 
 STAGES = ("read", "screening", "descriptives", "reliability", "models", "correlations", "tables_figures", "write")
@@ -125,7 +130,8 @@ def _fmt(v, digits: int = 3) -> str:
             return "n/a"
         if v != 0 and abs(v) < 10 ** (-digits):
             return f"{float(v):.1e}"  # small p-values: 0.000 would read as "impossible"
-        return f"{float(v):.{digits}f}"
+        text = f"{float(v):.{digits}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000"
     return str(v)
 
 
@@ -235,7 +241,7 @@ def analyse(
 ) -> tuple[dict, dict[str, pd.DataFrame], list[str]]:
     """Run every stage; returns (summary dict, tables, notes). No files are written here."""
     timings = {} if timings is None else timings
-    notes = list(ratings.notes) + list(scores.notes)
+    notes = list(ratings.notes) + list(scores.notes) + list(options.notes)
     tables: dict[str, pd.DataFrame] = {}
     summary: dict = {}
     df = ratings.table
@@ -260,7 +266,11 @@ def analyse(
 
     t = time.perf_counter()
     weights = None
-    if options.n_boot:
+    one = [f"one {what}" for what, col in (("rater", "rater_id"), ("clip", "clip_id")) if son[col].nunique() < 2]
+    if one:
+        notes.append(f"{' and '.join(one)}: the cluster bootstrap over raters and clips has nothing to resample, so "
+                     "every bootstrap CI is undefined (it would not cover rater or clip variation)")
+    elif options.n_boot:
         weights = draw_weights(son["rater_id"].unique(), son["clip_id"].unique(), options.n_boot, options.seed)
     means, boot = descriptives.system_means(son, weights)
     means_all, _ = descriptives.system_means(son_all, None)
@@ -270,50 +280,16 @@ def analyse(
     timings["descriptives"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    rel_rows = []
-    summary_rel = {}
-    for attribute, part in son.groupby("attribute"):
-        matrix = reliability.rater_unit_matrix(part)
-        a = reliability.krippendorff_alpha(part, ratings.scale_min, ratings.scale_max, options.n_boot, options.seed,
-                                           matrix=matrix)
-        icc = reliability.icc_balanced(part, matrix=matrix)
-        rel_rows.append({
-            "attribute": attribute, "krippendorff_alpha_ordinal": a["alpha"], "alpha_ci_low": a["ci_low"],
-            "alpha_ci_high": a["ci_high"], "n_raters": a["n_raters"], "n_units": a["n_units"],
-            "n_units_pairable": a["n_units_pairable"], "icc2_1": icc["icc2_1"], "icc2_k": icc["icc2_k"],
-            "icc_k": icc.get("k"), "icc_n_raters_balanced": icc["n_raters_balanced"],
-            "icc_n_units_balanced": icc["n_units_balanced"],
-            "n_repeated_marks_ignored": a["n_repeated_marks_ignored"],
-            "note": "; ".join(filter(None, [a["note"], icc["note"], (
-                f"{a['n_repeated_marks_ignored']} repeated marks of a rater on the same stimulus: the first "
-                "given is used for α and ICC (all are used for means)") if a["n_repeated_marks_ignored"] else ""])),
-        })
-        summary_rel[attribute] = {
-            "krippendorff_alpha_ordinal": a["alpha"], "krippendorff_alpha_ci": [a["ci_low"], a["ci_high"]],
-            "icc2_1": icc["icc2_1"], "icc2_k": icc["icc2_k"], "icc2_1_ci95": icc["icc2_1_ci95"],
-            "icc2_k_ci95": icc["icc2_k_ci95"], "icc_n_raters_balanced": icc["n_raters_balanced"],
-            "icc_n_units_balanced": icc["n_units_balanced"], "n_units": a["n_units"],
-            "note": "; ".join(filter(None, [a["note"], icc["note"]])),
-        }
-    tables["reliability"] = pd.DataFrame(rel_rows)
+    rel_tables, summary_rel = reliability_stage(son, ratings.scale_min, ratings.scale_max, options)
+    tables.update(rel_tables)
     tables["rater_agreement"] = reliability.rater_panel_agreement(son)
     attr_agree = reliability.attribute_agreement(son)
     tables["attribute_agreement"] = pd.DataFrame([attr_agree])
     timings["reliability"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    mm_rows, mm_info_rows, fr_rows, pair_frames = [], [], [], []
-    for attribute, part in son.groupby("attribute"):
-        est, info = models.mixed_model(part, max_rows=options.mixed_model_max_rows, seed=options.seed)
-        mm_rows.append(est.assign(attribute=attribute))
-        mm_info_rows.append({"attribute": attribute, **info})
-        fr, pairs = models.friedman_wilcoxon(part)
-        fr_rows.append({"attribute": attribute, **fr})
-        pair_frames.append(pairs.assign(attribute=attribute))
-    tables["mixed_model"] = pd.concat(mm_rows, ignore_index=True)
-    tables["mixed_model_fit"] = pd.DataFrame(mm_info_rows)
-    tables["friedman"] = pd.DataFrame(fr_rows)
-    tables["pairwise_wilcoxon"] = pd.concat(pair_frames, ignore_index=True)
+    model_tables, summary_pairwise = models_stage(son, sorted(son_all["system_id"].astype(str).unique()))
+    tables.update(model_tables)
     timings["models"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -369,6 +345,7 @@ def analyse(
         "scale": [ratings.scale_min, ratings.scale_max],
         "excluded_raters": [{"rater_id": r, "reasons": w} for r, w in screening.excluded.itertuples(index=False)],
         "reliability": summary_rel,
+        "pairwise": summary_pairwise,
         "attribute_agreement": attr_agree,
         "systems": [
             {"system": r.system_id, "attribute": r.attribute, "mean": r.mean, "ci_low": r.ci_low, "ci_high": r.ci_high,
@@ -384,6 +361,80 @@ def analyse(
                        "(lower-is-better metrics such as KAD/FAD are negated)",
     })
     return summary, tables, notes
+
+
+def reliability_stage(son: pd.DataFrame, scale_min: int, scale_max: int, options: ReportOptions
+                      ) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Per attribute: ICCs from variance components on all marks, α (ordinal, interval), and the
+    complete-block ICC as a secondary table."""
+    rows, block_rows, summary = [], [], {}
+    for attribute, part in son.groupby("attribute", observed=True):
+        a = reliability.krippendorff_alpha(part, scale_min, scale_max, options.n_boot, options.seed)
+        icc = reliability.icc_variance_components(part, seed=options.seed)
+        block = reliability.icc_complete_block(part)
+        row = {"attribute": attribute, "n_marks": icc["n_marks"], "n_raters": icc["n_raters"],
+               "n_stimuli": icc["n_units"], "k_hat": icc["k_hat"]}
+        for form in reliability.ICC_FORMS:
+            ci = icc[f"{form}_ci95"] or [None, None]
+            row.update({form: icc[form], f"{form}_ci_low": ci[0], f"{form}_ci_high": ci[1]})
+        row.update({"var_stimulus": icc["var_stimulus"], "var_rater": icc["var_rater"],
+                    "var_residual": icc["var_residual"],
+                    "krippendorff_alpha_ordinal": a["alpha"], "alpha_ci_low": a["ci_low"], "alpha_ci_high": a["ci_high"],
+                    "krippendorff_alpha_interval": a["alpha_interval"], "interval_alpha_ci_low": a["interval_ci_low"],
+                    "interval_alpha_ci_high": a["interval_ci_high"], "n_stimuli_pairable": a["n_units_pairable"],
+                    "note": "; ".join(filter(None, [icc["note"], a["note"]]))})
+        rows.append(row)
+        brow = {"attribute": attribute, "method": block["method"], "n_raters_block": block["n_raters_block"],
+                "n_stimuli_block": block["n_units_block"], "n_marks_block": block["n_marks_block"],
+                "share_of_marks": block["share_of_marks"], "n_systems_block": block["n_systems_block"],
+                "n_systems_total": block["n_systems_total"], "largest_system_share": block["largest_system_share"]}
+        for form in reliability.ICC_FORMS:
+            ci = block[f"{form}_ci95"] or [None, None]
+            brow.update({form: block[form], f"{form}_ci_low": ci[0], f"{form}_ci_high": ci[1]})
+        brow["note"] = block["note"]
+        block_rows.append(brow)
+        summary[attribute] = {
+            "krippendorff_alpha_ordinal": a["alpha"], "krippendorff_alpha_ci": [a["ci_low"], a["ci_high"]],
+            "krippendorff_alpha_interval": a["alpha_interval"],
+            "krippendorff_alpha_interval_ci": [a["interval_ci_low"], a["interval_ci_high"]],
+            **{form: icc[form] for form in reliability.ICC_FORMS},
+            **{f"{form}_ci95": icc[f"{form}_ci95"] for form in reliability.ICC_FORMS},
+            # ICC(2,1)/ICC(2,k) in Shrout & Fleiss's names: the agreement forms, on all marks.
+            "icc2_1": icc["icc_a1"], "icc2_k": icc["icc_ak"], "icc2_1_ci95": icc["icc_a1_ci95"],
+            "icc2_k_ci95": icc["icc_ak_ci95"], "icc_k_hat": icc["k_hat"], "n_marks": icc["n_marks"],
+            "n_units": icc["n_units"],
+            "complete_block": {k: block[k] for k in ("n_raters_block", "n_units_block", "n_marks_block", "share_of_marks",
+                                                     "method", "icc_a1", "icc_ak", "icc_c1", "icc_ck", "note")},
+            "note": row["note"],
+        }
+    return {"reliability": pd.DataFrame(rows), "reliability_complete_block": pd.DataFrame(block_rows)}, summary
+
+
+def models_stage(son: pd.DataFrame, systems: list[str]) -> tuple[dict[str, pd.DataFrame], dict]:
+    """Per attribute: the design, the mixed model and its contrasts, the paired tests; which
+    pairwise result is primary and why."""
+    emm, fits, contrasts, fr_rows, wilcoxon, designs, summary = [], [], [], [], [], [], {}
+    for attribute, part in son.groupby("attribute", observed=True):
+        design = models.design_summary(part)
+        designs.append({"attribute": attribute, **design})
+        est, info, fit = models.mixed_model(part, systems=systems)
+        emm.append(est.assign(attribute=attribute))
+        fits.append({"attribute": attribute, **{k: v for k, v in info.items() if k != "systems_fitted"}})
+        pairs_mm = models.mixed_model_contrasts(fit, info.get("systems_fitted", []))
+        contrasts.append(pairs_mm.assign(attribute=attribute))
+        fr, pairs_w = models.friedman_wilcoxon(part)
+        primary = design["primary_pairwise"]
+        if primary == "mixed_model":
+            fr["note"] = "; ".join(filter(None, [f"secondary ({design['reason'].split(':')[0]})", fr["note"]]))
+        fr_rows.append({"attribute": attribute, **fr})
+        wilcoxon.append(pairs_w.assign(attribute=attribute))
+        chosen = pairs_mm if primary == "mixed_model" else pairs_w
+        summary[attribute] = {"method": primary, "reason": design["reason"],
+                              "pairs": chosen.assign(attribute=attribute).to_dict("records")}
+    tables = {"design": pd.DataFrame(designs), "mixed_model": pd.concat(emm, ignore_index=True),
+              "mixed_model_fit": pd.DataFrame(fits), "pairwise_mixed_model": pd.concat(contrasts, ignore_index=True),
+              "friedman": pd.DataFrame(fr_rows), "pairwise_wilcoxon": pd.concat(wilcoxon, ignore_index=True)}
+    return tables, summary
 
 
 def primary_metric(scores: pd.DataFrame) -> str:
@@ -441,9 +492,14 @@ def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: st
     def save(fig, name, alt):
         import textwrap
 
-        fig.text(0.01, -0.02, "\n".join(textwrap.wrap(stamp, 160)), fontsize=6, color="#555", va="top")
+        # Stamp and banner go just outside everything already drawn (tick labels, axis labels,
+        # legends): at a fixed figure fraction they overlapped the x-axis label of short figures.
+        box = fig.get_tightbbox(fig.canvas.get_renderer())  # inches
+        height = fig.get_figheight()
+        pad = 0.08 / height
+        fig.text(0.01, box.y0 / height - pad, "\n".join(textwrap.wrap(stamp, 160)), fontsize=6, color="#555", va="top")
         if simulated:
-            fig.suptitle(SIMULATED_BANNER, color="#b00", fontweight="bold", y=1.04)
+            fig.suptitle(SIMULATED_BANNER, color="#b00", fontweight="bold", y=box.y1 / height + pad, va="bottom")
         save_figure(fig, fig_dir / name, dpi=90, bbox_inches="tight")
         out.append((f"figures/{name}", alt))
 
@@ -545,7 +601,8 @@ def build_report(
 
 def _build_report(ratings_path, scores_path, out_dir, item_scores_path, clips_path, options, timings) -> ReportResult:
     t = time.perf_counter()
-    ratings = load_ratings(ratings_path, scale_min=options.scale_min, scale_max=options.scale_max)
+    ratings = load_ratings(ratings_path, scale_min=options.scale_min, scale_max=options.scale_max,
+                           duplicates=options.duplicates)
     if options.simulated is not None:
         ratings.simulated = ratings.simulated or options.simulated
     scores = load_scores(scores_path)
@@ -593,7 +650,7 @@ def write_report(
         "created_at": created,
         "parameters": {"scale": [ratings.scale_min, ratings.scale_max], "bootstrap": options.n_boot,
                        "seed": options.seed, "screening": asdict(options.rules),
-                       "mixed_model_max_rows": options.mixed_model_max_rows},
+                       "duplicates": options.duplicates or "refuse"},
         "n_ratings": summary["n_ratings"], "n_raters": summary["n_raters"], "n_raters_kept": summary["n_raters_kept"],
     }
     stamp = (("SIMULATED | " if simulated else "") + " ".join(s.label() for s in sources if s is not None)
@@ -637,6 +694,22 @@ def write_report(
     return ReportResult(out_dir=out_dir, summary=_clean(summary), tables=tables, timings=dict(timings), files=files)
 
 
+def _reliability_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The reliability table as read: one CI column per form ("lo – hi") instead of two."""
+    out = table.copy()
+    pairs = [(f, f"{f}_ci_low", f"{f}_ci_high") for f in reliability.ICC_FORMS] + [
+        ("krippendorff_alpha_ordinal", "alpha_ci_low", "alpha_ci_high"),
+        ("krippendorff_alpha_interval", "interval_alpha_ci_low", "interval_alpha_ci_high")]
+    for value, lo, hi in pairs:
+        out[f"{value}_ci95"] = [f"{_fmt(a)} – {_fmt(b)}" if a is not None and pd.notna(a) else "n/a"
+                                for a, b in zip(out[lo], out[hi])]
+        out = out.drop(columns=[lo, hi])
+    order = ["attribute", "n_marks", "n_raters", "n_stimuli", "k_hat"]
+    for value, _, _ in pairs:
+        order += [value, f"{value}_ci95"]
+    return out[order + [c for c in out.columns if c not in order]]
+
+
 def _compose(summary, tables, notes, figures, options, sources, simulated, stamp) -> _Doc:
     doc = _Doc()
     fig = dict((Path(f).stem, (f, alt)) for f, alt in figures)
@@ -678,25 +751,44 @@ def _compose(summary, tables, notes, figures, options, sources, simulated, stamp
             doc.image(*fig[key])
 
     doc.h(2, "3. Reliability")
-    doc.p("Krippendorff's α, ordinal, raters × units with the scale as value domain; CI: bootstrap over units. "
-          "ICC(2,1)/ICC(2,k): two-way random effects, absolute agreement (Shrout & Fleiss 1979), on the complete "
-          "block of raters × units shown (pingouin drops incomplete units).")
-    doc.table(tables["reliability"])
+    doc.p("On every mark. ICCs from the variance components of mark ~ 1 + (1|rater) + (1|stimulus) (REML, crossed "
+          "random intercepts): agreement ICC(A,1), ICC(A,k̂) and consistency ICC(C,1), ICC(C,k̂), with k̂ the harmonic "
+          "mean number of raters per stimulus (ten Hove et al. 2022); 95 % Monte-Carlo intervals from the REML "
+          "information. Consistency leaves rater leniency out, which suits only comparisons of stimuli marked by the "
+          "same raters; in an incomplete design read the agreement forms. Krippendorff's α, ordinal and interval, "
+          "from all marks per stimulus with the scale as value domain; CI: bootstrap over stimuli.")
+    doc.table(_reliability_view(tables["reliability"]))
+    block = tables["reliability_complete_block"]
+    doc.p("Secondary: McGraw & Wong ICCs (F-based CIs) on a complete block of raters × stimuli. The block is chosen "
+          f"{reliability.BLOCK_METHOD}; it holds only the share of marks shown, so read the ICCs above.")
+    doc.table(block.drop(columns=["method"]))
     doc.p("Agreement between the visual and the audio mark of the same rater and stimulus:")
     doc.table(tables["attribute_agreement"])
     ra = tables["rater_agreement"]
-    doc.p("Per-rater agreement with the panel (Spearman ρ with the leave-one-out mean of the other raters); lowest ten:")
-    doc.table(ra.sort_values("spearman_with_panel", na_position="first").head(10))
+    doc.p("Per-rater agreement with the panel (Spearman ρ with the leave-one-out mean of the other raters); lowest ten "
+          "(raters without a defined ρ after them):")
+    doc.table(ra.sort_values(["spearman_with_panel", "rater_id"], na_position="last").head(10))
     if "rater_agreement" in fig:
         doc.image(*fig["rater_agreement"])
 
     doc.h(2, "4. Models and tests")
-    doc.p("Linear mixed model mark ~ 0 + system + (1|rater) + (1|clip), REML, statsmodels MixedLM with crossed "
-          "random intercepts as variance components; estimates are model mean marks with Wald 95 % CIs.")
+    doc.p("Design per attribute, and which pairwise result is primary:")
+    doc.table(tables["design"][["attribute", "n_marks", "n_raters", "n_clips", "n_systems", "n_cells_marked",
+                                "n_cells_possible", "complete", "balanced", "primary_pairwise"]])
+    for attribute, info in summary["pairwise"].items():
+        name = "mixed-model contrasts" if info["method"] == "mixed_model" else "Friedman + Wilcoxon"
+        doc.p(f"{attribute}: primary pairwise result = {name}. Why: {info['reason']}.")
+    doc.p("Linear mixed model mark ~ 0 + system + (1|rater) + (1|clip), fitted by REML on every mark (exact sparse "
+          "crossed random intercepts, sonieval.stats.crossed). estimate = estimated marginal mean (a system's mean mark "
+          "at an average rater and clip); 95 % CIs with Satterthwaite df.")
     doc.table(tables["mixed_model"])
     doc.table(tables["mixed_model_fit"])
-    doc.p("Friedman test across systems on per-rater mean marks; pairwise Wilcoxon signed-rank tests with Holm "
-          "correction; effect size: matched-pairs rank-biserial correlation.")
+    doc.p("Pairwise contrasts of the marginal means: Wald t tests with Satterthwaite df, Holm's correction across pairs.")
+    doc.table(tables["pairwise_mixed_model"])
+    doc.p("Friedman test and pairwise Wilcoxon signed-rank tests paired on the same (rater, clip) cells (Friedman: "
+          "each rater's mean over the clips marked with every system; Wilcoxon: each rater's mean difference over the "
+          "clips marked with both systems), Holm's correction; effect size: matched-pairs rank-biserial correlation. "
+          "Clips are fixed here: primary only for a complete, balanced design.")
     doc.table(tables["friedman"])
     doc.table(tables["pairwise_wilcoxon"])
 

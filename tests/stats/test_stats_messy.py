@@ -208,14 +208,24 @@ def test_study_export_dtypes_and_repeated_marks(tmp_path):
         np.where(ratings["role"] == "attention", ratings["mark"] == ratings["expected_mark"], pd.NA), dtype="boolean")
     ratings["submitted_at"] = pd.to_datetime(ratings["submitted_at"], utc=True)
     ratings["category"] = "dog"
-    repeat = ratings[ratings["role"] == "sonification"].head(3).assign(mark=1)
-    ratings = pd.concat([ratings, repeat], ignore_index=True)
+    son = ratings[(ratings["role"] == "sonification") & (ratings["rater_id"] == "rater001")]
+    # A re-test: the same stimulus again in a new trial (kept: a real second mark) ...
+    retest = son.head(2).assign(trial_id=lambda d: d["trial_id"] + "-retest", mark=1)
+    # ... and a double submission: the same trial twice, later (a duplicate: one is kept, by choice).
+    double = son.iloc[[5]].assign(mark=1, submitted_at=son["submitted_at"].max() + pd.Timedelta("1h"))
+    ratings = pd.concat([ratings, retest, double], ignore_index=True)
     rp = write_table(ratings, tmp_path / "ratings.parquet", "ratings")
     sp = write_table(scores, tmp_path / "scores.parquet", "scores")
-    result = build_report(rp, sp, tmp_path / "out", options=ReportOptions(n_boot=50, figures=False))
+    with pytest.raises(DataError, match=r"1 duplicated \(rater_id, trial_id, attribute\) row.*rater001-t"):
+        build_report(rp, sp, tmp_path / "out", options=ReportOptions(n_boot=0, figures=False))
+    result = build_report(rp, sp, tmp_path / "out", options=ReportOptions(n_boot=50, figures=False, duplicates="last"))
+    assert result.summary["n_ratings"] == len(ratings) - 1
+    assert any("duplicated" in n and "the last by submitted_at kept" in n for n in result.summary["notes"])
     assert {e["rater_id"] for e in result.summary["excluded_raters"]} == {"careless_random01"}
-    rel = result.tables["reliability"]
-    assert rel["n_repeated_marks_ignored"].sum() == 3 and rel["note"].str.contains("first given").any()
+    n_son = int(result.tables["system_means"]["n"].sum())
+    assert result.tables["mixed_model_fit"]["n_rows_used"].sum() == n_son  # models and means: the same rows
+    assert result.tables["reliability"]["n_marks"].sum() == n_son  # reliability too (re-test marks included)
+    assert result.summary["provenance"]["parameters"]["duplicates"] == "last"
     assert_no_unexplained_nan(result)
 
 

@@ -103,7 +103,9 @@ def test_reliability_and_outputs(planted):
         assert 0.3 < r["krippendorff_alpha_ordinal"] < 0.95
         assert r["krippendorff_alpha_ci"][0] < r["krippendorff_alpha_ordinal"] < r["krippendorff_alpha_ci"][1]
         assert r["icc2_k"] > r["icc2_1"] > 0.3
-        assert r["icc_n_raters_balanced"] == 16
+        assert r["icc_ck"] >= r["icc_ak"] and r["icc_c1"] >= r["icc_a1"]  # rater variance counts against agreement
+        assert r["n_marks"] == 16 * 24 * 8 and r["icc_k_hat"] == 16  # every kept rater, every mark
+        assert r["complete_block"]["share_of_marks"] == 1.0
     out = result.out_dir
     summary = json.loads((out / "summary.json").read_text())
     for key in ("n_ratings", "n_raters", "n_raters_kept", "reliability", "systems", "correlations"):
@@ -128,4 +130,4 @@ def test_mixed_model_sees_planted_rater_and_clip_variance(planted):
         # rounding to the 1-5 scale shrinks the effects a little; the size must still match
         assert 0.4 * planted_rater_var < row.rater_variance < 2.0 * planted_rater_var
         assert 0.4 * planted_clip_var < row.clip_variance < 2.0 * planted_clip_var
-        assert "subsample" in row.note and row.n_rows_used <= 3000  # 16 × 24 × 8 = 3072 marks > cap
+        assert row.n_rows_used == row.n_rows == 16 * 24 * 8  # every mark, no subsample
