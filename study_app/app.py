@@ -2,22 +2,40 @@
 
 Run by ``sonieval study serve``; reads ``SONIEVAL_STUDY_STORAGE`` and ``SONIEVAL_STUDY_ID``.
 Raters open ``/?rater=TOKEN``, the organiser ``/?admin=TOKEN``.
+
+Three things keep a rater's intent from being lost or turned into a traceback:
+
+- **Submits are read from the form's return value, not from an ``on_click`` callback.**
+  Streamlit runs a callback only for widgets registered in the current server session; after
+  a server restart or an expired session the browser's first click arrives in a new session
+  and its callback would be skipped silently. The return value is read from the browser's
+  own widget state, so that click is stored.
+- **The page a browser shows is kept in its URL** (``&page=N``): a submit is matched to the
+  page it was made on, even when another window rated that page meanwhile (it is then told
+  so and shown its next page: :meth:`sonieval.study.session.RaterSession.page`).
+- **Every page runs under :func:`guarded`**: an unexpected error (a tampered widget value
+  Streamlit cannot deserialise, a database hiccup) is logged to the server log, answered with
+  one plain sentence, and the page's widgets are renewed so the rater can go on. Streamlit's
+  own error details are switched off in the served config (``client.showErrorDetails``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import io
+import logging
 import os
 import time
+from dataclasses import replace
 
 import streamlit as st
 
-from sonieval.errors import SonievalError
 from sonieval.study import texts
 from sonieval.study.server import ENV_STORAGE, ENV_STUDY_ID, rater_link
 from sonieval.study.session import AccessDenied, AdminSession, RaterSession, trial_files
-from sonieval.study.store import StudyStore
+from sonieval.study.store import StepState, StudyStore
+
+log = logging.getLogger("sonieval.study.app")
+PAGE_PARAM = "page"
 
 st.set_page_config(page_title="Listening study", page_icon=None, layout="centered")
 
@@ -27,8 +45,13 @@ def get_store(url: str) -> StudyStore:
     return StudyStore(url)
 
 
-def _flash(message: str) -> None:
-    st.session_state["flash"] = message
+# ----------------------------------------------------------------------------- page plumbing
+
+
+def _flash(message: str | None) -> None:
+    """Keep a message for the next run of this session (shown at the top of the next page)."""
+    if message:
+        st.session_state["flash"] = message
 
 
 def _show_flash() -> None:
@@ -37,20 +60,46 @@ def _show_flash() -> None:
         st.warning(msg)
 
 
-def _submit(session: RaterSession, position: int, attributes: tuple[str, ...]) -> None:
-    keys = {a: f"mark-{session.rater.rater_id}-{position}-{a}" for a in attributes}
-    marks = {a: st.session_state.get(k) for a, k in keys.items()}
-    if any(m is None for m in marks.values()):
-        _flash("Please choose a mark for every question before submitting.")
-        return
+def _key(*parts: object) -> str:
+    """A widget key; renewed (new generation) after a page could not be read."""
+    return "-".join(map(str, parts)) + f"-g{st.session_state.get('widget_generation', 0)}"
+
+
+def _renew_widgets() -> None:
+    st.session_state["widget_generation"] = st.session_state.get("widget_generation", 0) + 1
+
+
+def guarded(render, *args) -> None:
+    """Run one page; an unexpected error is logged, answered in one sentence and the page renewed.
+
+    A second failure in a row (the error is not in the widgets) asks for a reload instead of
+    looping.
+    """
     try:
-        session.submit(position, marks)
-    except SonievalError as exc:
-        _flash(exc.problem + (f" ({exc.hint})" if exc.hint else ""))
+        render(*args)
+    except Exception:  # noqa: BLE001 - a rater must never see a traceback; the log keeps it
+        log.exception("study page failed")
+        failures = st.session_state.get("failures_in_a_row", 0) + 1
+        st.session_state["failures_in_a_row"] = failures
+        if failures >= 2:
+            st.error(texts.RELOAD)
+            st.stop()
+        _renew_widgets()
+        _flash(texts.PAGE_PROBLEM)
+        st.rerun()
+    except BaseException:  # st.rerun / st.stop: the page ran as meant
+        st.session_state["failures_in_a_row"] = 0
+        raise
+    st.session_state["failures_in_a_row"] = 0
 
 
-def _finish_familiarisation(session: RaterSession) -> None:
-    session.finish_familiarisation()
+def _go_to_next_page() -> None:
+    if PAGE_PARAM in st.query_params:
+        del st.query_params[PAGE_PARAM]
+    st.rerun()
+
+
+# ----------------------------------------------------------------------------- rater
 
 
 def familiarisation_page(session: RaterSession) -> None:
@@ -67,67 +116,102 @@ def familiarisation_page(session: RaterSession) -> None:
             continue
         files = trial_files(info, example["original_file"], example["stimulus_file"], example["waveform_file"])
         st.subheader(f"An example near {mark}: {label}")
-        c1, c2 = st.columns(2)
-        c1.caption("Original")
-        c1.audio(str(files.original), format="audio/wav")
-        c2.caption("Sonification")
-        c2.audio(str(files.stimulus), format="audio/wav")
+        _audio_pair(files)
         st.image(str(files.waveform), caption="Top: original. Bottom: sonification.")
-    st.button("I am ready: start the study", type="primary", on_click=_finish_familiarisation, args=(session,), shortcut="Enter")
+    if st.button("I am ready: start the study", type="primary", shortcut="Enter", key=_key("ready")):
+        session.finish_familiarisation()
+        st.rerun()
+
+
+def _audio_pair(files) -> None:
+    c1, c2 = st.columns(2)
+    c1.caption("Original")
+    c1.audio(str(files.original), format="audio/wav")
+    c2.caption("Sonification")
+    c2.audio(str(files.stimulus), format="audio/wav")
 
 
 def rater_page(store: StudyStore, study_id: str, token: str) -> None:
     try:
         session = RaterSession(store, study_id, token)
     except AccessDenied:
-        st.error("This link is not valid. Please use the exact link you were given.")
+        st.error(texts.BAD_LINK)
         st.stop()
-    info = session.info
-    if info.status != "open":
-        st.info("This study is closed at the moment. Thank you for your interest.")
+    if session.info.status != "open":
+        st.info(texts.CLOSED)
         st.stop()
     if not session.familiarised:
         familiarisation_page(session)
         return
-    state = session.next_step()
+    state = session.page(st.query_params.get(PAGE_PARAM))
     if state.finished:
+        _show_flash()
         st.title("Thank you!")
         st.success(f"All {state.total} pages are rated and saved. You can close this tab.")
         return
-    shown_at = session.show(state)
-    state = dataclasses.replace(state, shown_at=shown_at)
-    step, trial = state.step, state.trial
+    if not state.stale:
+        state = replace(state, shown_at=session.show(state))
+    st.query_params[PAGE_PARAM] = str(state.step.position)
     st.progress(state.done / max(state.total, 1), text=f"Page {state.done + 1} of {state.total}")
     _show_flash()
+    _stimuli(session, state)
+    submitted, marks = rating_form(session, state)
+    if submitted:
+        _answer_submit(session, state, marks)
+    elif state.stale:  # rated meanwhile in another window and not submitted here: show the next page
+        _go_to_next_page()
+    st.caption(texts.KEYBOARD_HINT)
+
+
+def _stimuli(session: RaterSession, state: StepState) -> None:
+    step, trial = state.step, state.trial
     files = session.files(state)
     st.caption(texts.block_intro(step.block))
     if trial.instruction:
         st.info(trial.instruction)
     if step.block in ("joint", "audio"):
-        c1, c2 = st.columns(2)
-        c1.caption("Original")
-        c1.audio(str(files.original), format="audio/wav")
-        c2.caption("Sonification")
-        c2.audio(str(files.stimulus), format="audio/wav")
+        _audio_pair(files)
     if step.block in ("joint", "visual"):
         st.image(str(files.waveform), caption="Top: original. Bottom: sonification.")
     wait = session.listen_wait(state, time.time())
     if wait > 0:
         st.caption(f"Please play the sonification: the audio mark can be submitted about {wait:.0f} s after the page opened.")
-    with st.form(f"page-{session.rater.rater_id}-{step.position}", clear_on_submit=False, enter_to_submit=True):
+
+
+def rating_form(session: RaterSession, state: StepState) -> tuple[bool, dict[str, object]]:
+    """The marks of one page; returns (submitted, marks by attribute)."""
+    info, step = session.info, state.step
+    marks: dict[str, object] = {}
+    with st.form(_key("page", step.position), clear_on_submit=False, enter_to_submit=True):
         st.caption(texts.scale_caption(info.scale_min, info.scale_max))
         for attribute in step.attributes:
-            st.radio(
+            marks[attribute] = st.radio(
                 texts.QUESTIONS[attribute],
                 options=list(range(info.scale_min, info.scale_max + 1)),
                 index=None,
                 horizontal=True,
                 format_func=lambda m: texts.mark_label(m, info.scale_min, info.scale_max),
-                key=f"mark-{session.rater.rater_id}-{step.position}-{attribute}",
+                key=_key("mark", step.position, attribute),
             )
-        st.form_submit_button("Submit and continue", type="primary", on_click=_submit, args=(session, step.position, step.attributes),
-                              shortcut="Enter")
-    st.caption(texts.KEYBOARD_HINT)
+        submitted = st.form_submit_button("Submit and continue", type="primary", shortcut="Enter")
+    return bool(submitted), marks
+
+
+def _answer_submit(session: RaterSession, state: StepState, marks: dict[str, object]) -> None:
+    try:
+        outcome = session.submit_page(state.step.position, marks)
+    except Exception:  # noqa: BLE001 - storage did not answer: say so, keep the page and its marks
+        log.exception("submit failed")
+        st.warning(texts.NOT_SAVED)
+        return
+    if outcome.move_on:
+        _flash(outcome.message)
+        _go_to_next_page()
+    if outcome.message:
+        st.warning(outcome.message)
+
+
+# ----------------------------------------------------------------------------- admin
 
 
 def _base_url() -> str:
@@ -147,10 +231,10 @@ def admin_page(store: StudyStore, study_id: str, token: str) -> None:
     info = admin.info
     st.title(f"Study {study_id}: admin")
     st.write(f"Mode **{info.mode}**, design **{info.design}**, scale {info.scale_min}–{info.scale_max}, status **{info.status}**.")
-    if info.status == "open":
-        st.button("Close the study", on_click=admin.set_open, args=(False,))
-    else:
-        st.button("Open the study", on_click=admin.set_open, args=(True,))
+    label, opening = ("Close the study", False) if info.status == "open" else ("Open the study", True)
+    if st.button(label, key=_key("status")):
+        admin.set_open(opening)
+        st.rerun()
     per_rater, per_trial = admin.progress()
     tab_progress, tab_screening, tab_export, tab_invite = st.tabs(["Progress", "Screening", "Export", "Invite"])
     with tab_progress:
@@ -170,11 +254,14 @@ def admin_page(store: StudyStore, study_id: str, token: str) -> None:
         ratings.to_parquet(buf, index=False)
         st.download_button("Download Parquet", buf.getvalue(), file_name=f"{study_id}-ratings.parquet", mime="application/octet-stream")
     with tab_invite:
-        n = st.number_input("New raters", min_value=1, max_value=200, value=1, step=1)
-        if st.button("Invite"):
+        n = st.number_input("New raters", min_value=1, max_value=200, value=1, step=1, key=_key("invite-n"))
+        if st.button("Invite", key=_key("invite")):
             links = [f"{rid}: {rater_link(_base_url(), tok)}" for rid, tok in admin.invite(int(n))]
             st.warning("Copy these links now: only their hashes are stored.")
             st.code("\n".join(links), language=None)
+
+
+# ----------------------------------------------------------------------------- entry
 
 
 def main() -> None:
@@ -185,17 +272,18 @@ def main() -> None:
         st.stop()
     try:
         store = get_store(storage)
-    except SonievalError as exc:
-        st.error(str(exc))
+    except Exception:  # noqa: BLE001 - the cause goes to the server log, not to the rater
+        log.exception("cannot open the study storage")
+        st.error(texts.UNAVAILABLE)
         st.stop()
     admin_token = st.query_params.get("admin")
     rater_token = st.query_params.get("rater")
     if admin_token:
-        admin_page(store, study_id, admin_token)
+        guarded(admin_page, store, study_id, admin_token)
     elif rater_token:
-        rater_page(store, study_id, rater_token)
+        guarded(rater_page, store, study_id, rater_token)
     else:
-        st.error("This study needs the personal link you were given.")
+        st.error(texts.NO_LINK)
 
 
 main()

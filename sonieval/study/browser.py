@@ -140,6 +140,16 @@ class RaterDriver:
         submit (click or Enter) to the next page fully rendered.
         """
         number, total = self.position()
+        start = self.choose_and_submit(mark, keyboard=keyboard)
+        self.wait_rendered(number + 1 if number < total else None)
+        return time.perf_counter() - start
+
+    def choose_and_submit(self, mark: int = 3, *, keyboard: bool = False) -> float:
+        """Choose ``mark`` (or what an attention check asks) for every question and submit.
+
+        Does not wait for the answer; returns the ``time.perf_counter()`` of the submit.
+        """
+        number, _ = self.position()
         target = self._target_mark(mark)
         groups = self.page.locator('[data-testid="stRadio"]')
         for k in range(groups.count()):
@@ -174,5 +184,66 @@ class RaterDriver:
             self.page.keyboard.press("Enter")
         else:
             self.page.locator('[data-testid="stFormSubmitButton"] button').click()
-        self.wait_rendered(number + 1 if number < total else None)
-        return time.perf_counter() - start
+        return start
+
+    def wait_text(self, text: str) -> str:
+        """Wait until the script has finished and the page shows ``text``; returns the page's text."""
+        self._wait(
+            "(want) => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+            " return app && app.getAttribute('data-test-script-state') === 'notRunning'"
+            " && !document.querySelector('[data-stale=\"true\"]') && document.body.innerText.includes(want); }",
+            arg=text, timeout=self.timeout_ms,
+        )
+        return self.page.inner_text("body")
+
+
+# What a page must never show a rater: Streamlit's exception box, a traceback, a source path.
+INTERNALS_RE = re.compile(r"Traceback|File \"|\.py\b|/site-packages/|/work/|Error:")
+
+
+def shows_internals(page) -> bool:
+    """True when the page shows an exception box or text that looks like a traceback or a path."""
+    if page.locator('[data-testid="stException"]').count():
+        return True
+    return bool(INTERNALS_RE.search(page.inner_text("body")))
+
+
+class MarkTamperer:
+    """Rewrites the marks a page sends (websocket, Streamlit's protobuf) into a given value.
+
+    Installed on a Playwright page before it opens the study; while ``value`` is not None,
+    every rerun message's mark widgets (keys containing ``mark-``) carry ``value`` instead
+    of the chosen option: as an integer (``int_value``, a type the radio never sends) or, with
+    ``as_text``, as the option text. Used to check what a rater sees when marks are tampered with.
+    """
+
+    def __init__(self, page):
+        self.value: int | None = None
+        self.as_text = False
+        self.rewritten = 0
+        page.route_web_socket("**/_stcore/stream", self._route)
+
+    def _route(self, ws) -> None:
+        server = ws.connect_to_server()
+        ws.on_message(lambda message: server.send(self._rewrite(message)))
+        server.on_message(lambda message: ws.send(message))
+
+    def _rewrite(self, message):
+        if self.value is None or not isinstance(message, (bytes, bytearray)):
+            return message
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+
+        msg = BackMsg()
+        msg.ParseFromString(bytes(message))
+        if not msg.HasField("rerun_script"):
+            return message
+        marks = [w for w in msg.rerun_script.widget_states.widgets if "mark-" in w.id]
+        for w in marks:
+            if self.as_text:
+                w.string_value = str(self.value)
+            else:
+                w.int_value = self.value
+        if not marks:
+            return message
+        self.rewritten += 1
+        return msg.SerializeToString()

@@ -31,9 +31,14 @@ serves media under a hash of the file's bytes; the hidden reference is written a
 like every other stimulus while the original is 16-bit PCM (sonieval.study.stimuli), so it has
 its own media URL although its samples are the original's.
 
-**Familiarisation.** Before the first trial a rater sees two example pairs, the anchor of one
-clip ("near 1") and its hidden reference ("near 5"), without marking them. Nothing from it is
+**Familiarisation.** Before the first trial a rater sees two example pairs without marking
+them: the stimulus measured farthest from its original ("near 1") and that clip's hidden
+reference ("near 5"), chosen by :mod:`sonieval.study.familiarisation`. Nothing from it is
 stored as a rating; the time the rater finished it is stored on the rater's row.
+
+**Loudness.** Every stimulus and original is aligned to one programme loudness per clip with a
+true-peak ceiling (:mod:`sonieval.study.loudness`), so neither the hidden reference nor a
+sonification stands out by level.
 """
 
 from __future__ import annotations

@@ -54,6 +54,8 @@ def streamlit_command(host: str, port: int) -> list[str]:
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
         "--server.runOnSave", "false", "--global.developmentMode", "false",
         "--client.toolbarMode", "minimal", "--server.enableStaticServing", "false",
+        # a rater never sees a traceback: errors the app does not answer itself show no details
+        "--client.showErrorDetails", "none",
     ]
 
 

@@ -16,17 +16,28 @@ rater pressed play or listened; the hidden reference, the anchor and the attenti
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import numbers
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
+from sonieval.study import texts
 from sonieval.study.stimuli import WAVEFORM_SUBDIR, study_file
-from sonieval.study.store import Rater, StepState, StudyError, StudyInfo, StudyStore, SubmitResult
+from sonieval.study.store import Rater, StepState, StudyError, StudyInfo, StudyStore, SubmissionRefused, SubmitResult
 
 
 class AccessDenied(StudyError):
     """A token that does not open this study (or this action)."""
+
+
+@dataclass(frozen=True)
+class PageOutcome:
+    """What became of one submitted page, for the rater: stored or not, and one plain sentence."""
+
+    saved: bool  # this submission's marks were stored now
+    move_on: bool  # show the rater's next page
+    message: str | None = None  # what to tell the rater (None: nothing)
 
 
 @dataclass(frozen=True)
@@ -80,12 +91,56 @@ class RaterSession:
     def submit(self, position: int, marks: dict[str, object]) -> SubmitResult:
         return self.store.submit(self.rater, position, marks)
 
+    def page(self, shown: object = None) -> StepState:
+        """The page to render now.
+
+        ``shown`` is the page the rater's browser says it shows (kept in its URL, so it outlives
+        a server restart or an expired session). A page at or behind the rater's next page is
+        rendered again so that a submit made from it is answered (stored if it is the next page,
+        "already rated" if another window rated it meanwhile); anything else gives the next page.
+        """
+        nxt = self.next_step()
+        position = _as_position(shown)
+        if position is None or (nxt.step is not None and position >= nxt.step.position):
+            return nxt
+        steps = self.store.plan_of(self.rater)
+        if position >= len(steps):
+            return nxt
+        step, shown_at = steps[position]
+        return replace(nxt, step=step, trial=self.store.trials(self.study_id)[step.trial_id], shown_at=shown_at, stale=True)
+
+    def submit_page(self, position: int, marks: dict[str, object]) -> PageOutcome:
+        """Submit one page's marks and say what happened in one plain sentence (:mod:`texts`).
+
+        Storage failures (a database that does not answer) are not caught here: the caller
+        answers them with :data:`texts.NOT_SAVED` and keeps the page.
+        """
+        if not marks or any(m is None for m in marks.values()):
+            return PageOutcome(False, False, texts.MISSING_MARK)
+        try:
+            result = self.submit(position, marks)
+        except SubmissionRefused as exc:
+            info = self.info
+            return PageOutcome(False, exc.reason == "not_next", texts.refusal(exc.reason, exc.wait, info.scale_min, info.scale_max))
+        if result.stored == 0 and result.already_stored > 0:
+            return PageOutcome(False, True, texts.ALREADY_RATED)
+        return PageOutcome(True, True, None)
+
     def listen_wait(self, state: StepState, now: float) -> float:
         """Seconds left before an audio mark on this page is accepted (0 when none)."""
         if state.step is None or "audio" not in state.step.attributes or state.shown_at is None:
             return 0.0
         info = self.info
         return max(0.0, state.shown_at + info.min_listen_fraction * state.trial.stimulus_seconds - now)  # type: ignore[union-attr]
+
+
+def _as_position(value: object) -> int | None:
+    """A page number from a URL parameter, or None (anything else, tampered values included)."""
+    if isinstance(value, str) and value.isdigit() and len(value) < 7:
+        return int(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    return None
 
 
 def trial_files(info: StudyInfo, original: str, stimulus: str, waveform: str) -> PageFiles:

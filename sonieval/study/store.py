@@ -57,7 +57,19 @@ class StudyError(SonievalError):
 
 
 class SubmissionRefused(StudyError):
-    """A mark that is not stored (invalid, out of order, study closed, not listened yet)."""
+    """A mark that is not stored (invalid, out of order, study closed, not listened yet).
+
+    ``reason`` says which, so the app can answer the rater in one plain sentence
+    (:func:`sonieval.study.texts.refusal`): ``closed``, ``invalid`` (a mark that is not an
+    integer on the scale), ``not_next`` (a page other than the rater's next one), ``listen``
+    (too early for an audio mark; ``wait`` holds the seconds left) or ``request`` (a malformed
+    submission: unknown page, other attributes).
+    """
+
+    def __init__(self, message: str, *, reason: str = "request", wait: float = 0.0, **kw):
+        super().__init__(message, **kw)
+        self.reason = reason
+        self.wait = wait
 
 
 metadata = MetaData()
@@ -229,10 +241,12 @@ def validate_mark(value: object, scale_min: int, scale_max: int, *, what: str = 
         if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)) and float(value).is_integer():
             value = int(value)  # 3.0 from a JSON client is the mark 3
         else:
-            raise SubmissionRefused(f"{what}: {value!r} is not a whole number", hint=f"give an integer from {scale_min} to {scale_max}")
+            raise SubmissionRefused(f"{what}: {value!r} is not a whole number", hint=f"give an integer from {scale_min} to {scale_max}",
+                                    reason="invalid")
     mark = int(value)
     if not scale_min <= mark <= scale_max:
-        raise SubmissionRefused(f"{what}: {mark} is outside the scale", hint=f"give an integer from {scale_min} to {scale_max}")
+        raise SubmissionRefused(f"{what}: {mark} is outside the scale", hint=f"give an integer from {scale_min} to {scale_max}",
+                                reason="invalid")
     return mark
 
 
@@ -277,6 +291,7 @@ class StepState:
     done: int
     total: int
     shown_at: float | None = None
+    stale: bool = False  # a page already rated, still on a browser's screen (its submit gets an answer)
 
     @property
     def finished(self) -> bool:
@@ -560,7 +575,7 @@ class StudyStore:
         """
         info = self.study(rater.study_id)
         if info.status != "open":
-            raise SubmissionRefused(f"study {info.study_id!r} is closed", hint="the study's organiser can reopen it")
+            raise SubmissionRefused(f"study {info.study_id!r} is closed", hint="the study's organiser can reopen it", reason="closed")
         if not isinstance(marks, dict):
             raise SubmissionRefused("marks must be a mapping of attribute to mark")
         steps = self.plan_of(rater)
@@ -577,16 +592,17 @@ class StudyStore:
             return SubmitResult(0, len(step.attributes))
         next_position = next((s.position for s, _ in steps if any((s.trial_id, a) not in done_marks for a in s.attributes)), None)
         if next_position != step.position:
-            raise SubmissionRefused(f"page {position} is not the next page", hint="reload the page")
+            raise SubmissionRefused(f"page {position} is not the next page", hint="reload the page", reason="not_next")
         trial = self.trials(rater.study_id)[step.trial_id]
         now = self.clock()
         if "audio" in step.attributes and info.min_listen_fraction > 0:
             if shown_at is None:
-                raise SubmissionRefused("the page was not shown yet", hint="reload the page and listen to the sonification")
+                raise SubmissionRefused("the page was not shown yet", hint="reload the page and listen to the sonification",
+                                        reason="not_next")
             wait = shown_at + info.min_listen_fraction * trial.stimulus_seconds - now
             if wait > 0:
                 raise SubmissionRefused(
-                    f"please listen to the sonification first ({wait:.1f} s left)", hint="play it, then submit"
+                    f"please listen to the sonification first ({wait:.1f} s left)", hint="play it, then submit", reason="listen", wait=wait,
                 )
         rows = [
             {"study_id": rater.study_id, "rater_id": rater.rater_id, "trial_id": step.trial_id, "attribute": a,
@@ -604,7 +620,7 @@ class StudyStore:
                         index_elements=["study_id", "rater_id", "trial_id", "attribute"]).returning(ratings.c.attribute))
                     stored += len(res.fetchall())
         except IntegrityError as exc:  # the CHECK constraint: only reachable if validation is bypassed
-            raise SubmissionRefused(f"the database refused the mark ({exc.orig})") from None
+            raise SubmissionRefused(f"the database refused the mark ({exc.orig})", reason="invalid") from None
         return SubmitResult(stored, len(rows) - stored)
 
     # ------------------------------------------------------------------ admin reads

@@ -2,24 +2,64 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
-from sonieval.study.browser import RaterDriver, chromium_path, headless_chromium
+from sonieval.study import texts
+from sonieval.study.browser import MarkTamperer, RaterDriver, chromium_path, headless_chromium, shows_internals
 from sonieval.study.export import ratings_frame
 from sonieval.study.server import launch, rater_link, wait_until_up
 from sonieval.study.store import StudyStore
 from sonieval.testing import require_part
 
 
-@pytest.mark.browser
-@pytest.mark.slow
-def test_browser_rater_completes_with_reload_and_server_restart(small_study, tmp_path):
+def _require_browser() -> None:
     if chromium_path() is None:
         require_part("browser", "Chromium not installed (apt-get install chromium)")
     try:
         import playwright  # noqa: F401
     except ImportError:
         require_part("browser", "playwright for Python not installed")
+
+
+class _Server:
+    """`streamlit run` for a study on a fixed port, restartable (the port stays the same)."""
+
+    def __init__(self, study, log):
+        self.study, self.log = study, log
+        self.proc, self.base = launch(study.url, study.study_id, log_path=log)
+        self.port = int(self.base.rsplit(":", 1)[1])
+        wait_until_up(self.base, self.proc)
+
+    def restart(self) -> None:
+        self.stop()
+        self.proc, self.base = launch(self.study.url, self.study.study_id, port=self.port, log_path=self.log)
+        wait_until_up(self.base, self.proc)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def _served(study, tmp_path):
+    _require_browser()
+    server = _Server(study, tmp_path / "server.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _marks(study):
+    return ratings_frame(StudyStore(study.url), study.study_id)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_rater_completes_with_reload_and_server_restart(small_study, tmp_path):
+    _require_browser()
     log = tmp_path / "server.log"
     proc, base = launch(small_study.url, small_study.study_id, log_path=log)
     port = int(base.rsplit(":", 1)[1])
@@ -57,3 +97,60 @@ def test_browser_rater_completes_with_reload_and_server_restart(small_study, tmp
     assert not df.duplicated(["rater_id", "trial_id", "attribute"]).any()
     assert sorted(df["position"].unique()) == list(range(9))
     assert df["attention_passed"].dropna().all()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_tampered_marks_get_one_plain_sentence_and_the_page_stays_usable(small_study, tmp_path):
+    """Marks 7, 0, -1, 99 sent as integers (a type the radio never sends) or as option text."""
+    sentences = (texts.PAGE_PROBLEM, texts.MISSING_MARK, texts.refusal("invalid", 0, 1, 5))
+    with _served(small_study, tmp_path) as server, headless_chromium() as browser:
+        page = browser.new_page()
+        tamper = MarkTamperer(page)
+        rater = RaterDriver(page, rater_link(server.base, small_study.tokens[0]))
+        assert rater.open() == "familiarisation"
+        rater.familiarise()
+        for value, as_text in ((7, False), (0, False), (-1, False), (99, False), (7, True)):
+            tamper.value, tamper.as_text = value, as_text
+            before = tamper.rewritten
+            rater.choose_and_submit(3)
+            rater._wait("() => !!document.querySelector('[data-testid=\"stAlert\"]')", timeout=rater.timeout_ms)
+            body = rater.wait_text("Page 1 of 9")
+            assert tamper.rewritten > before, "the tampering did not happen"
+            shown = [s for s in sentences if s in body]
+            assert len(shown) == 1, (value, as_text, body[:400])
+            assert not shows_internals(page), body[:800]
+            assert rater.position() == (1, 9)
+            assert _marks(small_study).empty
+            page.reload()  # a fresh page, as a rater would after a message
+            assert rater.wait_any() == "page"
+        tamper.value = None
+        rater.rate(4)  # the page still works: the real marks are stored
+        assert rater.position() == (2, 9)
+    df = _marks(small_study)
+    assert len(df) == 2 and set(df["mark"]) == {4}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_no_silent_drop_after_restart_or_from_a_second_browser(small_study, tmp_path):
+    with _served(small_study, tmp_path) as server, headless_chromium() as browser:
+        # 1. the server restarts between the page load and the first submit: that submit is stored
+        first = RaterDriver(browser.new_page(), rater_link(server.base, small_study.tokens[0]))
+        assert first.open() == "familiarisation"
+        first.familiarise()
+        server.restart()
+        first.rate(2)
+        assert first.position() == (2, 9)
+        assert len(_marks(small_study)) == 2
+        # 2. a second browser on the same link, same page; the first one submits, then the second
+        second = RaterDriver(browser.new_context().new_page(), rater_link(server.base, small_study.tokens[0]))
+        assert second.open() == "page" and second.position() == (2, 9)
+        first.rate(4)
+        second.choose_and_submit(5)
+        body = second.wait_text(texts.ALREADY_RATED)
+        assert "Page 3 of 9" in body and not shows_internals(second.page)
+        second.wait_rendered(3)
+        assert second.position() == (3, 9)
+    df = _marks(small_study)
+    assert len(df) == 4 and sorted(df["mark"]) == [2, 2, 4, 4]  # the first marks of page 2 stand

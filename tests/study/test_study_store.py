@@ -319,3 +319,45 @@ def test_unrated_study_can_be_replaced_rated_one_cannot(tmp_path):
     s.submit(state.step.position, {"visual": 3, "audio": 3})
     with pytest.raises(StudyError, match="different trials"):
         make_folder_study(tmp_path, attention_checks=1, replace_unrated=True)
+
+
+def test_submit_page_answers_every_outcome_in_one_plain_sentence(small_study):
+    from sonieval.study import texts
+
+    store = StudyStore(small_study.url)
+    s = RaterSession(store, small_study.study_id, small_study.tokens[0])
+    state = s.next_step()
+    s.show(state)
+    pos = state.step.position
+    missing = s.submit_page(pos, {"visual": 3, "audio": None})
+    assert (missing.saved, missing.move_on, missing.message) == (False, False, texts.MISSING_MARK)
+    for bad in (7, 0, -1, 99, "3", 2.5):
+        out = s.submit_page(pos, {"visual": bad, "audio": 3})
+        assert not out.saved and not out.move_on and out.message == texts.refusal("invalid", 0, 1, 5)
+    ok = s.submit_page(pos, {"visual": 3, "audio": 3})
+    assert ok.saved and ok.move_on and ok.message is None
+    again = s.submit_page(pos, {"visual": 1, "audio": 1})  # another window, other marks
+    assert not again.saved and again.move_on and again.message == texts.ALREADY_RATED
+    assert set(ratings_frame(store, small_study.study_id)["mark"]) == {3}  # the first marks stand
+    ahead = s.submit_page(pos + 2, {"visual": 3, "audio": 3})
+    assert ahead.move_on and "not the one to rate now" in ahead.message
+    store.set_status(small_study.study_id, "closed")
+    closed = s.submit_page(pos + 1, {"visual": 3, "audio": 3})
+    assert not closed.saved and "closed" in closed.message
+    for out in (missing, ok, again, ahead, closed):
+        assert out.message is None or (out.message.count(". ") <= 1 and "/" not in out.message and "_" not in out.message)
+
+
+def test_page_follows_the_page_the_browser_shows(small_study):
+    store = StudyStore(small_study.url)
+    s = RaterSession(store, small_study.study_id, small_study.tokens[0])
+    first = s.next_step()
+    s.show(first)
+    s.submit(first.step.position, {"visual": 3, "audio": 3})
+    nxt = s.next_step()
+    assert nxt.step.position == 1
+    stale = s.page("0")  # a browser still showing page 0 (rated meanwhile elsewhere)
+    assert stale.stale and stale.step.position == 0 and stale.trial.trial_id == first.trial.trial_id
+    for shown in (None, "1", "5", "-1", "abc", "1e3", "9" * 20, 3.5, True):
+        page = s.page(shown)  # the next page, never a page ahead of it
+        assert not page.stale and page.step.position == 1, shown
