@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 HELP = "listening study: create it, serve the rating app, invite raters, export ratings"
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--no-familiarisation", action="store_true")
     c.add_argument("--min-listen-fraction", type=float, default=1.0)
     c.add_argument("--seed", type=int, default=42)
+    c.add_argument("--loudness", type=float, metavar="LUFS",
+                   help="programme loudness every stimulus is aligned to (ITU-R BS.1770; default -26 LUFS)")
+    c.add_argument("--true-peak", type=float, metavar="DBTP", help="true-peak ceiling (default -1 dBTP)")
 
     s = sub.add_parser("serve", help="start the rating app on localhost and print the links (creates the study if needed)")
     _target(s)
@@ -46,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     i = sub.add_parser("invite", help="mint N new rater links")
     i.add_argument("n", type=int)
     _target(i)
-    i.add_argument("--base-url", default="http://127.0.0.1:8501", help="the address raters will open")
+    _public_url(i)
 
     e = sub.add_parser("export", help="write ratings.csv and ratings.parquet (full design columns)")
     _target(e)
@@ -57,7 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         _target(o)
     a = sub.add_parser("admin-link", help="replace the admin token and print the new admin link")
     _target(a)
-    a.add_argument("--base-url", default="http://127.0.0.1:8501")
+    _public_url(a)
+
+
+def _public_url(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--public-url", "--base-url", dest="public_url",
+                   help="the address raters open (default: that of the running `study serve`, recorded in the study folder)")
 
 
 def _locate(args: argparse.Namespace):
@@ -89,9 +98,22 @@ def run(args: argparse.Namespace) -> int:
     }[args.action](args)
 
 
-def _print_created(created, base_url: str) -> None:
-    from sonieval.study.create import read_tokens, record_tokens
+def _print_links(study_dir: Path, base_url: str, note: str | None = None) -> None:
+    from sonieval.study.create import read_tokens
     from sonieval.study.server import link_lines
+
+    admin, raters = read_tokens(study_dir)
+    lines = link_lines(base_url, admin, raters)
+    if lines:
+        print("\n".join(lines))
+    else:
+        print("no links recorded here: mint some with `sonieval study invite N` / `sonieval study admin-link`")
+    if note and lines:
+        print(f"note: {note}")
+
+
+def _print_created(created) -> None:
+    from sonieval.study.create import record_tokens
 
     record_tokens(created.study_dir, created)
     state = "created" if created.admin_token else "already existed (unchanged)"
@@ -100,14 +122,27 @@ def _print_created(created, base_url: str) -> None:
         print(f"note: {note}")
     for warning in created.warnings:
         print(f"warning: {warning}")
-    admin, raters = read_tokens(created.study_dir)
-    for line in link_lines(base_url, admin, raters):
-        print(line)
+
+
+def _with_failures_listed(make):
+    """Run a study creation; if nothing could be prepared, list every failed file on stderr first."""
+    import sys
+
+    from sonieval.study.create import StudyNotCreated
+
+    try:
+        return make()
+    except StudyNotCreated as exc:
+        for line in exc.failures:
+            print(f"failed:{line}", file=sys.stderr)
+        raise
 
 
 def _create(args: argparse.Namespace) -> int:
     from sonieval.errors import SonievalError
     from sonieval.study.create import StudySettings, create_from_folders, create_from_protocol
+    from sonieval.study.loudness import CEILING_DBTP, TARGET_LUFS
+    from sonieval.study.server import link_base
 
     if args.originals:
         if not args.system:
@@ -117,89 +152,83 @@ def _create(args: argparse.Namespace) -> int:
             name, sep, folder = spec.partition("=")
             if not sep or not name or not folder:
                 raise SonievalError(f"--system {spec!r} is not NAME=DIR")
-            systems[name] = Path(folder)
-        study_dir = args.study_dir or Path("results") / "study"
+            systems[name] = _from_cwd(folder)
+        study_dir = _from_cwd(args.study_dir or Path("results") / "study")
         settings = StudySettings(
-            study_id=args.study_id or study_dir.resolve().name, mode=args.mode, n_raters=args.raters,
+            study_id=args.study_id or study_dir.name, mode=args.mode, n_raters=args.raters,
             attention_checks=args.attention_checks, anchor_kind=None if args.anchor == "none" else args.anchor,
             familiarisation=not args.no_familiarisation, min_listen_fraction=args.min_listen_fraction, seed=args.seed,
+            loudness_lufs=TARGET_LUFS if args.loudness is None else args.loudness,
+            true_peak_dbtp=CEILING_DBTP if args.true_peak is None else args.true_peak,
         )
-        created = create_from_folders(settings, args.originals, systems, study_dir=study_dir, storage=args.storage)
+        created = _with_failures_listed(lambda: create_from_folders(settings, _from_cwd(args.originals), systems,
+                                                                    study_dir=study_dir, storage=args.storage))
     else:
         if not args.protocol:
             raise SonievalError("give a PROTOCOL, or --originals DIR with --system NAME=DIR")
         from sonieval.protocol import load_protocol
 
-        created = create_from_protocol(load_protocol(args.protocol), storage=args.storage)
-    _print_created(created, "http://127.0.0.1:8501")
+        proto = load_protocol(args.protocol)
+        created = _with_failures_listed(lambda: create_from_protocol(proto, storage=args.storage, loudness_lufs=args.loudness,
+                                                                     true_peak_dbtp=args.true_peak))
+    _print_created(created)
+    _print_links(created.study_dir, *link_base(created.study_dir))
     print(f"serve it with: sonieval study serve {args.protocol or '--study-dir ' + str(created.study_dir)}")
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import subprocess
+def _from_cwd(path: str | Path) -> Path:
+    """A path as given on the command line, made absolute against the working directory.
 
-    from sonieval.study.create import create_from_protocol, read_tokens
-    from sonieval.study.server import free_port, launch, link_lines, wait_until_up
-    from sonieval.study.store import StudyError, StudyStore, redact_url
+    Not resolved: a symlinked folder keeps its name (the files inside are resolved when read).
+    """
+    return Path(os.path.abspath(os.path.expanduser(str(path))))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from sonieval.errors import SonievalError
+    from sonieval.study.create import create_from_protocol
+    from sonieval.study.server import StopServing, StudyServer, check_port_free, free_port
+    from sonieval.study.store import StudyStore, redact_url
 
     proto, study_dir, url, study_id = _locate(args)
+    port = free_port(args.host) if args.free_port else args.port
+    check_port_free(args.host, port)  # before a study is made or a link printed
     with StudyStore(url) as store:
         exists = store.has_study(study_id)
-    port = free_port(args.host) if args.free_port else args.port
-    base = f"http://{args.host}:{port}"
     if not exists:
         if proto is None:
-            from sonieval.errors import SonievalError
-
             raise SonievalError(f"study {study_id!r} not in {redact_url(url)}", hint="create it with sonieval study create")
-        from sonieval.study.create import record_tokens
-
-        created = create_from_protocol(proto, storage=url)
-        record_tokens(created.study_dir, created)
-        print(f"study {created.study_id} created: {created.n_trials} trials in {created.study_dir}")
-        for note in created.notes:
-            print(f"note: {note}")
-    study_dir = Path(study_dir)
-    log = study_dir / "server.log"
-    proc, base = launch(url, study_id, host=args.host, port=port, log_path=log)
+        _print_created(_with_failures_listed(lambda: create_from_protocol(proto, storage=url)))
+    server = StudyServer(url, study_id, host=args.host, port=port, study_dir=Path(study_dir), public_url=args.public_url)
     try:
-        try:
-            wait_until_up(base, proc)
-        except StudyError as exc:
-            raise StudyError(exc.problem, hint=f"see {log}; if port {port} is taken, use --free-port or --port") from None
-        admin, raters = read_tokens(study_dir)
-        print(f"study {study_id} is served at {base} (storage {redact_url(url)}; log {log})")
-        lines = link_lines(args.public_url or base, admin, raters)
-        if lines:
-            print("\n".join(lines))
-        else:
-            print("no links recorded here: mint some with `sonieval study invite N` / `sonieval study admin-link`")
-        print("press Ctrl-C to stop; every submitted mark is already saved", flush=True)
-        return proc.wait()
-    except KeyboardInterrupt:
+        with server:
+            server.start()
+            print(f"study {study_id} is served at {server.base_url} (storage {redact_url(url)}; log {server.log_path})")
+            _print_links(server.study_dir, server.link_base.rstrip("/"))
+            print("press Ctrl-C to stop; every submitted mark is already saved", flush=True)
+            return server.serve_forever()
+    except StopServing:  # a signal while starting
         return 0
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def _invite(args: argparse.Namespace) -> int:
+    import sys
+
     from sonieval.study.create import append_links
-    from sonieval.study.server import rater_link
+    from sonieval.study.server import link_base, rater_link
     from sonieval.study.store import StudyStore
 
     _, study_dir, url, study_id = _locate(args)
     with StudyStore(url) as store:
         minted = store.invite(study_id, args.n)
     append_links(Path(study_dir), [f"rater {rid} {tok}" for rid, tok in minted])
+    base, note = link_base(Path(study_dir), args.public_url)
     for rid, tok in minted:
-        print(f"rater {rid}: {rater_link(args.base_url, tok)}")
+        print(f"rater {rid}: {rater_link(base, tok)}")
     print(f"(tokens also appended to {Path(study_dir) / 'links.txt'}, readable by you only; the database keeps hashes)")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
@@ -227,13 +256,18 @@ def _set_status(args: argparse.Namespace, status: str) -> int:
 
 
 def _admin_link(args: argparse.Namespace) -> int:
+    import sys
+
     from sonieval.study.create import append_links
-    from sonieval.study.server import admin_link
+    from sonieval.study.server import admin_link, link_base
     from sonieval.study.store import StudyStore
 
     _, study_dir, url, study_id = _locate(args)
     with StudyStore(url) as store:
         token = store.rotate_admin_token(study_id)
     append_links(Path(study_dir), [f"admin {token}"])
-    print(f"admin: {admin_link(args.base_url, token)} (the previous admin link no longer works)")
+    base, note = link_base(Path(study_dir), args.public_url)
+    print(f"admin: {admin_link(base, token)} (the previous admin link no longer works)")
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return 0

@@ -110,8 +110,13 @@ def study_paths_for_protocol(proto) -> tuple[Path, str]:
     return results / "study", url
 
 
-def create_from_protocol(proto, *, storage: str | None = None, progress: bool = True, replace_unrated: bool = False) -> CreatedStudy:
+def create_from_protocol(proto, *, storage: str | None = None, progress: bool = True, replace_unrated: bool = False,
+                         loudness_lufs: float | None = None, true_peak_dbtp: float | None = None) -> CreatedStudy:
     settings = StudySettings.from_protocol(proto)
+    if loudness_lufs is not None:
+        settings.loudness_lufs = loudness_lufs
+    if true_peak_dbtp is not None:
+        settings.true_peak_dbtp = true_peak_dbtp
     study_dir, default_url = study_paths_for_protocol(proto)
     if proto.study.audio_dir is not None:
         sources, notes = sources_from_audio_dir(proto.resolve(proto.study.audio_dir), proto.study.clips)

@@ -44,6 +44,7 @@ sonification stands out by level.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -198,12 +199,23 @@ def sources_from_tables(
     return _with_screening(out, originals), notes
 
 
+def _absolute(path: str | os.PathLike) -> Path:
+    """Absolute against the working directory, symlinks kept (they are followed when read)."""
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+
+
 def _audio_files(folder: Path) -> dict[str, Path]:
+    """``{clip id: file}`` of a folder given by the organiser.
+
+    Files may be symlinks to audio elsewhere (a folder of links into an ESC-50 copy): the
+    organiser chose them, and the study only ever serves its own re-written copies (the
+    traversal rule, :func:`sonieval.study.stimuli.study_file`). A link to something that is
+    not audio fails its trials with the reader's message, naming the file.
+    """
     found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
+    for p in sorted(_absolute(folder).iterdir()):
         if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith("."):
-            # A symlink pointing out of the folder is refused here (path traversal).
-            found[check_identifier(p.stem, "clip id (file name)")] = contained(p, folder)
+            found[check_identifier(p.stem, "clip id (file name)")] = p
     return found
 
 
@@ -215,7 +227,7 @@ def sources_from_folders(
     A clip id is a file stem; a system's file for a clip has the same stem. Files a system
     lacks are skipped (listed in the notes).
     """
-    originals_dir = Path(originals_dir)
+    originals_dir = _absolute(originals_dir)
     if not originals_dir.is_dir():
         raise DataError("originals folder not found", path=originals_dir)
     originals = _audio_files(originals_dir)
@@ -233,7 +245,7 @@ def sources_from_folders(
     for name, folder in systems.items():
         if not isinstance(name, str) or not name.strip() or "\x00" in name:
             raise DataError(f"system name {name!r} is empty", hint="use --system NAME=DIR")
-        folder = Path(folder)
+        folder = _absolute(folder)
         if not folder.is_dir():
             raise DataError(f"folder of system {name!r} not found", path=folder)
         files = _audio_files(folder)
@@ -249,7 +261,7 @@ def sources_from_folders(
 
 def sources_from_audio_dir(audio_dir: Path, clips: list[str] | None = None) -> tuple[list[StimulusSource], list[str]]:
     """``study.audio_dir`` layout: ``originals/`` plus one sub-folder per system."""
-    audio_dir = Path(audio_dir)
+    audio_dir = _absolute(audio_dir)
     orig = audio_dir / "originals"
     if not orig.is_dir():
         raise ProtocolError(f"study.audio_dir {audio_dir} has no originals/ folder", hint="put the originals in <audio_dir>/originals and each system in <audio_dir>/<system>")

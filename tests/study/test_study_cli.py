@@ -110,7 +110,8 @@ def test_traversal_in_sonifications_table_refused(tmp_path, capsys):
     assert "sonification path refused" in err and "outside" in err
 
 
-def test_symlink_out_of_audio_dir_refused(tmp_path, capsys):
+def test_symlink_in_audio_dir_is_followed_and_a_non_audio_target_is_named(tmp_path, capsys):
+    """The organiser's folders may hold symlinks; what is served is only the study's own re-written copies."""
     audio = tmp_path / "audio"
     originals, systems = write_folders(audio)
     os.rename(originals, audio / "originals")
@@ -118,8 +119,12 @@ def test_symlink_out_of_audio_dir_refused(tmp_path, capsys):
     os.symlink("/etc/passwd", audio / "system0" / "clip1.wav")
     proto = tmp_path / "proto.yaml"
     proto.write_text(yaml.safe_dump({"name": "q", "results_dir": str(tmp_path / "res"), "study": {"audio_dir": str(audio)}}))
-    assert main(["study", "create", str(proto)]) == 2
-    assert "outside" in capsys.readouterr().err
+    assert main(["study", "create", str(proto)]) == 0
+    out = capsys.readouterr().out
+    assert f"{audio / 'system0' / 'clip1.wav'}: not a readable audio file" in out and "left out: sonification system0/clip1" in out
+    served = list((tmp_path / "res" / "study" / "audio").iterdir())
+    assert served and all(p.is_file() and not p.is_symlink() for p in served)
+    assert all(p.read_bytes()[:4] == b"RIFF" for p in served)
 
 
 def test_study_file_serving_is_contained(small_study):
@@ -190,57 +195,188 @@ def test_study_over_real_esc50_clips(esc50_root, tmp_path):
     assert session.next_step().done == 7
 
 
+def test_cli_create_accepts_relative_and_symlinked_paths(tmp_path, monkeypatch, capsys):
+    originals, systems = write_folders(tmp_path / "store")
+    work = tmp_path / "work"
+    (work / "in" / "links").mkdir(parents=True)
+    for f in originals.iterdir():  # originals as symlinks into another folder (e.g. an ESC-50 copy)
+        os.symlink(os.path.relpath(f, work / "in" / "links"), work / "in" / "links" / f.name)
+    os.symlink(systems["sysA"], work / "in" / "sysA")  # a system folder that is itself a symlink
+    monkeypatch.chdir(work)
+    args = ["study", "create", "--originals", "in/links", "--system", "A=in/sysA", "--system", f"B={os.path.relpath(systems['sysB'])}",
+            "--study-dir", "st", "--attention-checks", "0"]
+    assert main(args) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "study st created: 8 trials" in out and "left out" not in out
+    store = StudyStore(f"sqlite:///{work / 'st' / 'study.sqlite'}")
+    assert {t.system_id for t in store.trials("st").values()} >= {"A", "B"}
+    assert all(p.is_file() and not p.is_symlink() for p in (work / "st" / "audio").iterdir())
+
+
+def test_cli_create_names_each_failed_file(tmp_path, monkeypatch, capsys):
+    originals, systems = write_folders(tmp_path / "in", n_clips=3)
+    (systems["sysA"] / "clip1.wav").write_bytes(b"RIFF not really a wav")
+    (systems["sysB"] / "clip2.wav").unlink()
+    os.symlink(tmp_path / "nowhere.wav", systems["sysB"] / "clip2.wav")
+    monkeypatch.chdir(tmp_path)
+    args = ["study", "create", "--originals", "in/originals", "--system", "A=in/system0", "--system", "B=in/system1", "--study-dir", "st"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "[left out:" in line]
+    assert len(lines) == 2, out
+    assert any(f"{tmp_path / 'in' / 'system0' / 'clip1.wav'}: not a readable audio file" in line and "A/clip1" in line for line in lines)
+    assert any(f"{tmp_path / 'in' / 'system1' / 'clip2.wav'}: file not found" in line and "B/clip2" in line for line in lines)
+    # nothing usable at all: every failed file on stderr, then one error line, exit non-zero
+    for f in systems["sysA"].iterdir():
+        f.write_bytes(b"not audio")
+    rc = main(["study", "create", "--originals", "in/originals", "--system", "A=in/system0", "--study-dir", "st2"])
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("study stimuli")]  # not the progress bar
+    failed = [line for line in err if line.startswith("failed:")]
+    assert rc == 2 and len(failed) == 3 and err[-1].startswith("sonieval study: error:")
+    assert all("not a readable audio file" in line for line in failed) and "no sonification trial could be prepared" in err[-1]
+
+
+# ----------------------------------------------------------------------------- serve: the server's lifecycle
+
+
+def _port_is_free(port: int) -> bool:
+    from sonieval.study.server import check_port_free
+
+    try:
+        check_port_free("127.0.0.1", port)
+    except SonievalError:
+        return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class _Serve:
+    """`sonieval study serve` in a subprocess, read until it prints its links."""
+
+    def __init__(self, study, *extra: str):
+        import subprocess
+        import sys
+        import time
+
+        from sonieval.study.create import record_tokens
+
+        record_tokens(study.created.study_dir, study.created)
+        self.study_dir = study.created.study_dir
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sonieval", "study", "serve", "--study-dir", str(self.study_dir), "--storage", study.url, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line.rstrip())
+            if line.startswith("press Ctrl-C"):
+                break
+        self.text = "\n".join(self.lines)
+        assert "is served at http://127.0.0.1:" in self.text, (self.text, self.proc.stderr.read() if self.proc.poll() is not None else "")
+        self.base = self.text.split("is served at ")[1].split()[0]
+        self.port = int(self.base.rsplit(":", 1)[1])
+        import json
+
+        self.record = json.loads((self.study_dir / "server.json").read_text())
+
+    def finish(self, timeout: float = 30) -> tuple[int, str]:
+        import subprocess
+
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return self.proc.returncode, err
+
+
 @pytest.mark.slow
-def test_cli_serve_starts_app_and_prints_links(small_study, tmp_path):
+def test_cli_serve_starts_app_and_prints_links_and_sigint_stops_both(small_study):
     import signal
-    import subprocess
-    import sys
-    import time
     import urllib.request
+
+    serve = _Serve(small_study, "--free-port")
+    try:
+        assert f"admin: {serve.base}/?admin={small_study.admin_token}" in serve.text
+        assert serve.text.count(f"{serve.base}/?rater=") == 2
+        with urllib.request.urlopen(f"{serve.base}/_stcore/health", timeout=5) as r:
+            assert r.status == 200
+        child = serve.record["child_pid"]
+        assert serve.record["url"] == serve.base and _alive(child)
+        assert os.getpgid(child) == child != os.getpgid(serve.proc.pid)  # the child's own process group
+    finally:
+        serve.proc.send_signal(signal.SIGINT)
+        rc, err = serve.finish()
+    assert rc == 0, err
+    assert not _alive(child) and _port_is_free(serve.port)
+    assert not (serve.study_dir / "server.json").exists()
+
+
+@pytest.mark.slow
+def test_cli_serve_sigterm_stops_both_and_invite_uses_its_port(small_study, capsys):
+    import signal
+
+    serve = _Serve(small_study, "--free-port")
+    try:
+        assert serve.port != 8501
+        assert main(["study", "invite", "1", "--study-dir", str(serve.study_dir), "--storage", small_study.url]) == 0
+        out = capsys.readouterr()
+        assert out.out.count(f"{serve.base}/?rater=") == 1 and "8501" not in out.out and not out.err
+        assert main(["study", "admin-link", "--study-dir", str(serve.study_dir), "--storage", small_study.url]) == 0
+        assert f"admin: {serve.base}/?admin=" in capsys.readouterr().out
+        assert main(["study", "invite", "1", "--study-dir", str(serve.study_dir), "--storage", small_study.url,
+                     "--public-url", "https://study.example.org"]) == 0
+        assert "https://study.example.org/?rater=" in capsys.readouterr().out
+        child = serve.record["child_pid"]
+    finally:
+        serve.proc.send_signal(signal.SIGTERM)
+        rc, err = serve.finish()
+    assert rc == 0, err
+    assert not _alive(child) and _port_is_free(serve.port)
+    # with no server running, invite says which address it assumed
+    assert main(["study", "invite", "1", "--study-dir", str(serve.study_dir), "--storage", small_study.url]) == 0
+    out = capsys.readouterr()
+    assert "http://127.0.0.1:8501/?rater=" in out.out and "no running server" in out.err
+
+
+@pytest.mark.slow
+def test_cli_serve_reports_a_crash_of_its_child(small_study):
+    import signal
+
+    serve = _Serve(small_study, "--free-port")
+    os.kill(serve.record["child_pid"], signal.SIGKILL)
+    rc, err = serve.finish()
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "stopped unexpectedly" in err and "SIGKILL" in err
+    assert _port_is_free(serve.port)
+
+
+@pytest.mark.slow
+def test_cli_serve_port_taken_is_one_clear_error_before_any_link(small_study, capsys):
+    import socket
 
     from sonieval.study.create import record_tokens
 
     record_tokens(small_study.created.study_dir, small_study.created)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sonieval", "study", "serve", "--study-dir", str(small_study.created.study_dir),
-         "--storage", small_study.url, "--free-port"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    lines: list[str] = []
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line.rstrip())
-            if line.startswith("press Ctrl-C"):
-                break
-        text = "\n".join(lines)
-        assert "is served at http://127.0.0.1:" in text, text
-        base = text.split("is served at ")[1].split()[0]
-        assert f"admin: {base}/?admin={small_study.admin_token}" in text
-        assert text.count(f"{base}/?rater=") == 2
-        with urllib.request.urlopen(f"{base}/_stcore/health", timeout=5) as r:
-            assert r.status == 200
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    assert proc.returncode in (0, 130, -2)
-
-
-@pytest.mark.slow
-def test_cli_serve_port_taken_is_one_clear_error(small_study, capsys):
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
         rc = main(["study", "serve", "--study-dir", str(small_study.created.study_dir), "--storage", small_study.url,
                    "--port", str(port)])
-    err = capsys.readouterr().err
-    assert rc == 2 and "exited with code" in err and "--free-port" in err and len(err.strip().splitlines()) == 1
+    out = capsys.readouterr()
+    assert rc == 2 and f"port {port} on 127.0.0.1 is already in use" in out.err and "--free-port" in out.err
+    assert len(out.err.strip().splitlines()) == 1
+    assert "?rater=" not in out.out and "?admin=" not in out.out and "served at" not in out.out
+    assert not (small_study.created.study_dir / "server.json").exists()
