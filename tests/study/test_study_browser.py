@@ -154,3 +154,40 @@ def test_browser_no_silent_drop_after_restart_or_from_a_second_browser(small_stu
         assert second.position() == (3, 9)
     df = _marks(small_study)
     assert len(df) == 4 and sorted(df["mark"]) == [2, 2, 4, 4]  # the first marks of page 2 stand
+
+
+def _served_audio(page) -> list:
+    """The audio the page's players load, fetched as the browser would: [(samples, rate), ...]."""
+    import io
+
+    import soundfile as sf
+
+    out = []
+    for src in page.locator("audio").evaluate_all("els => els.map(e => e.currentSrc || e.src)"):
+        x, rate = sf.read(io.BytesIO(page.request.get(src).body()), dtype="float32")
+        out.append((x, rate))
+    return out
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_serves_loudness_aligned_audio_and_a_familiarisation_that_spans_the_scale(small_study, tmp_path):
+    from sonieval.audio import resample
+    from sonieval.metrics.items import logmel_l1
+    from sonieval.study.loudness import CEILING_DBTP, measure
+
+    with _served(small_study, tmp_path) as server, headless_chromium() as browser:
+        page = browser.new_page()
+        rater = RaterDriver(page, rater_link(server.base, small_study.tokens[0]))
+        assert rater.open() == "familiarisation"
+        (low_orig, rate), (low_stim, _), (high_orig, _), (high_stim, _) = _served_audio(page)
+        at16 = [resample(x, rate, 16_000) for x in (low_orig, low_stim, high_orig, high_stim)]
+        low, high = logmel_l1(at16[1], at16[0]), logmel_l1(at16[3], at16[2])
+        assert high == 0.0 and low > 1.0, (low, high)  # "near 5" is the original itself; "near 1" is far from it
+        rater.familiarise()
+        for _ in range(3):  # original and stimulus of each page: one loudness, under the ceiling
+            levels = [measure(x, r) for x, r in _served_audio(page)]
+            assert len(levels) == 2
+            assert abs(levels[0][0] - levels[1][0]) < 0.5, levels
+            assert max(tp for _, tp in levels) <= CEILING_DBTP + 1e-6
+            rater.rate(3)
