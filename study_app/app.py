@@ -5,11 +5,12 @@ Raters open ``/?rater=TOKEN``, the organiser ``/?admin=TOKEN``.
 
 Three things keep a rater's intent from being lost or turned into a traceback:
 
-- **Submits are read from the form's return value, not from an ``on_click`` callback.**
-  Streamlit runs a callback only for widgets registered in the current server session; after
-  a server restart or an expired session the browser's first click arrives in a new session
-  and its callback would be skipped silently. The return value is read from the browser's
-  own widget state, so that click is stored.
+- **A submit is handled by the form's ``on_click`` callback, and by its return value when the
+  callback did not run.** The callback runs before the script, so the next page is rendered
+  in the same run (one script run per page). But Streamlit runs a callback only for widgets
+  registered in the current server session: after a server restart or an expired session the
+  browser's first click arrives in a new session and its callback is skipped. The button's
+  return value is read from the browser's own widget state, so that click is still stored.
 - **The page a browser shows is kept in its URL** (``&page=N``): a submit is matched to the
   page it was made on, even when another window rated that page meanwhile (it is then told
   so and shown its next page: :meth:`sonieval.study.session.RaterSession.page`).
@@ -155,10 +156,11 @@ def rater_page(store: StudyStore, study_id: str, token: str) -> None:
     st.progress(state.done / max(state.total, 1), text=f"Page {state.done + 1} of {state.total}")
     _show_flash()
     _stimuli(session, state)
-    submitted, marks = rating_form(session, state)
-    if submitted:
-        _answer_submit(session, state, marks)
-    elif state.stale:  # rated meanwhile in another window and not submitted here: show the next page
+    form_key, submitted, marks = rating_form(session, state)
+    if submitted and st.session_state.pop("handled_submit", None) != form_key:
+        _record_submit(session, state.step.position, marks)  # the callback did not run (new session)
+        st.rerun()
+    if state.stale:  # rated meanwhile in another window and not submitted here: show the next page
         _go_to_next_page()
     st.caption(texts.KEYBOARD_HINT)
 
@@ -178,37 +180,52 @@ def _stimuli(session: RaterSession, state: StepState) -> None:
         st.caption(f"Please play the sonification: the audio mark can be submitted about {wait:.0f} s after the page opened.")
 
 
-def rating_form(session: RaterSession, state: StepState) -> tuple[bool, dict[str, object]]:
-    """The marks of one page; returns (submitted, marks by attribute)."""
+def rating_form(session: RaterSession, state: StepState) -> tuple[str, bool, dict[str, object]]:
+    """The marks of one page; returns (form key, submitted, marks by attribute)."""
     info, step = session.info, state.step
+    form_key = _key("page", step.position)
+    keys = {a: _key("mark", step.position, a) for a in step.attributes}
     marks: dict[str, object] = {}
-    with st.form(_key("page", step.position), clear_on_submit=False, enter_to_submit=True):
+    with st.form(form_key, clear_on_submit=False, enter_to_submit=True):
         st.caption(texts.scale_caption(info.scale_min, info.scale_max))
-        for attribute in step.attributes:
+        for attribute, key in keys.items():
             marks[attribute] = st.radio(
                 texts.QUESTIONS[attribute],
                 options=list(range(info.scale_min, info.scale_max + 1)),
                 index=None,
                 horizontal=True,
                 format_func=lambda m: texts.mark_label(m, info.scale_min, info.scale_max),
-                key=_key("mark", step.position, attribute),
+                key=key,
             )
-        submitted = st.form_submit_button("Submit and continue", type="primary", shortcut="Enter")
-    return bool(submitted), marks
+        submitted = st.form_submit_button("Submit and continue", type="primary", shortcut="Enter",
+                                          on_click=_on_submit, args=(session, step.position, keys, form_key))
+    return form_key, bool(submitted), marks
 
 
-def _answer_submit(session: RaterSession, state: StepState, marks: dict[str, object]) -> None:
+def _on_submit(session: RaterSession, position: int, keys: dict[str, str], form_key: str) -> None:
+    """The submit callback (runs before the script): store, and leave the answer for the page."""
+    st.session_state["handled_submit"] = form_key
     try:
-        outcome = session.submit_page(state.step.position, marks)
+        marks = {a: st.session_state.get(k) for a, k in keys.items()}
+    except Exception:  # noqa: BLE001 - a widget value that cannot be read (tampered): renew the page
+        log.exception("submitted marks could not be read")
+        _renew_widgets()
+        _flash(texts.PAGE_PROBLEM)
+        return
+    _record_submit(session, position, marks)
+
+
+def _record_submit(session: RaterSession, position: int, marks: dict[str, object]) -> None:
+    """Submit one page; its answer is flashed on the page rendered next (the next page on success)."""
+    try:
+        outcome = session.submit_page(position, marks)
     except Exception:  # noqa: BLE001 - storage did not answer: say so, keep the page and its marks
         log.exception("submit failed")
-        st.warning(texts.NOT_SAVED)
+        _flash(texts.NOT_SAVED)
         return
-    if outcome.move_on:
-        _flash(outcome.message)
-        _go_to_next_page()
-    if outcome.message:
-        st.warning(outcome.message)
+    _flash(outcome.message)
+    if outcome.move_on and PAGE_PARAM in st.query_params:
+        del st.query_params[PAGE_PARAM]
 
 
 # ----------------------------------------------------------------------------- admin
