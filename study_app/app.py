@@ -146,6 +146,8 @@ def rater_page(store: StudyStore, study_id: str, token: str) -> None:
         return
     state = session.page(st.query_params.get(PAGE_PARAM))
     if state.finished:
+        if PAGE_PARAM in st.query_params:
+            del st.query_params[PAGE_PARAM]
         _show_flash()
         st.title("Thank you!")
         st.success(f"All {state.total} pages are rated and saved. You can close this tab.")
