@@ -45,20 +45,34 @@ import pandas as pd
 from scipy.linalg import lapack
 import scipy.sparse as sp
 from scipy import optimize, stats
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
-__all__ = ["CrossedFit", "CrossedDesign", "fit_crossed_reml", "SingularFitError"]
+__all__ = ["CrossedFit", "CrossedDesign", "fit_crossed_reml", "NotFittedError", "SingularFitError", "TooLargeError"]
 
-# Dense Schur complement up to this order (memory 8·m² bytes, time ~ m³/3 flops per evaluation).
-DENSE_LIMIT = 6000
+# Dense Schur complement up to this order (memory 8·m² bytes, time ~ m³/3 flops per evaluation:
+# ~2·10¹⁰ at 4,000, about a second on two cores). Above it, SuperLU on the sparse complement, but
+# only when that complement is sparse (block-structured designs); a random design whose smaller
+# random factor has more levels than this is refused with a reason rather than run for hours.
+DENSE_LIMIT = 4000
+SPARSE_MAX_DENSITY = 0.02
 # Below this order of the dense factor, BLAS runs on one thread.
 _THREADED_FROM = 400
+# Up to this many entries in B0 (levels × (kept levels + fixed + 1)) it is kept dense.
+_SMALL_DENSE = 200_000
 # Bucketed cross-products are kept when their total size stays below this many entries.
 _BUCKET_LIMIT = 40_000_000
 
 
-class SingularFitError(ValueError):
-    """The model cannot be fitted; the message says why in words."""
+class NotFittedError(ValueError):
+    """The model was not fitted; the message says why in words."""
+
+
+class SingularFitError(NotFittedError):
+    """The model is not estimable from these data (e.g. a fixed level without observations)."""
+
+
+class TooLargeError(NotFittedError):
+    """An exact fit would need a factorisation too large to do here (both random factors large)."""
 
 
 @dataclass
@@ -124,10 +138,14 @@ class _Cross:
         self.m1 = d.N.shape[1] + d.p + 1
         self.B0 = sp.hstack([d.N, d.F_g, sp.csr_matrix(d.y_g[:, None])], format="csr")
         self.counts, self.bucket = np.unique(d.d_g, return_inverse=True)
+        self.stacked = None
+        self.dense_b0 = None
+        if self.B0.shape[0] * self.m1 <= _SMALL_DENSE:  # small: a dense product per evaluation is cheapest
+            self.dense_b0 = self.B0.toarray()
+            return
         # Entries of the bucketed products, bounded per bucket by Σ nnz(row)² and by (m+1)².
         per_row = np.diff(self.B0.indptr).astype(float) ** 2
         bound = float(np.minimum(np.bincount(self.bucket, per_row), float(self.m1) ** 2).sum())
-        self.stacked = None
         if bound <= _BUCKET_LIMIT:
             rows, cols, vals, ks = [], [], [], []
             for k in range(len(self.counts)):
@@ -144,6 +162,8 @@ class _Cross:
 
     def dense(self, w_counts: np.ndarray) -> np.ndarray:
         """T(w) as a dense (m+1)² array, w given per count bucket."""
+        if self.dense_b0 is not None:
+            return np.asfortranarray((self.dense_b0.T * w_counts[self.bucket]) @ self.dense_b0)
         out = np.zeros((self.m1, self.m1))
         if self.stacked is not None:
             out.ravel()[self.pattern] = self.stacked @ w_counts
@@ -153,6 +173,8 @@ class _Cross:
         return out.T  # symmetric: the transpose is the same matrix, Fortran-ordered for LAPACK
 
     def sparse(self, w_counts: np.ndarray) -> sp.csr_matrix:
+        if self.dense_b0 is not None:
+            return sp.csr_matrix(self.dense(w_counts))
         if self.stacked is not None:
             vals = self.stacked @ w_counts
             return sp.csr_matrix((vals, (self.pattern // self.m1, self.pattern % self.m1)), shape=(self.m1, self.m1))
@@ -194,13 +216,13 @@ def _evaluate(d: CrossedDesign, tg: float, th: float, *, dense_limit: int, gradi
         t_yy = T[m, m]
     else:
         T = T.tocsr()
-        scale = sp.diags(np.r_[np.full(n_h, th), np.ones(p)])
+        scale = sp.diags(np.concatenate([np.full(n_h, th), np.ones(p)]))
         S = -g2 * (scale @ T[:m, :m] @ scale)
         Fh = sp.csr_matrix(d.F_h)
         S = S + sp.bmat([[sp.diags(th * th * d.d_h + 1.0), th * Fh], [th * Fh.T, sp.diags(d.n_s)]])
         t_y = T[:m, m].toarray().ravel()
         t_yy = T[m, m]
-    rhs = np.r_[th * (d.y_h - g2 * t_y[:n_h]), d.y_s - g2 * t_y[n_h:]]
+    rhs = np.concatenate([th * (d.y_h - g2 * t_y[:n_h]), d.y_s - g2 * t_y[n_h:]])
     logdet_g = float(np.log(1.0 / w_counts) @ np.bincount(d.cross.bucket, minlength=len(w_counts)))
     e_beta = np.zeros((m, p))
     e_beta[n_h:, :] = np.eye(p)
@@ -236,7 +258,7 @@ def _evaluate(d: CrossedDesign, tg: float, th: float, *, dense_limit: int, gradi
         diag = np.diag(inv_lower).copy()
         # (M⁻¹)_gg = W + W B S⁻¹ B' W with B = [θ_gθ_h N, θ_g F_g]: tr = Σw + Σ_ij S⁻¹_ij s_i s_j T(w²)_ij.
         T2 = d.cross.dense(w_counts ** 2)[:m, :m]
-        scale = np.r_[np.full(n_h, tg * th), np.full(p, tg)]
+        scale = np.concatenate([np.full(n_h, tg * th), np.full(p, tg)])
         inv_lower *= T2
         lower_sum = float(scale @ (inv_lower @ scale))
         diag_sum = float((diag * np.diag(T2) * scale * scale).sum())
@@ -250,7 +272,8 @@ def _evaluate(d: CrossedDesign, tg: float, th: float, *, dense_limit: int, gradi
 
 def _criterion(d: CrossedDesign, ev: _Eval) -> float:
     dof = d.n - d.p
-    return ev.logdet + dof * (1.0 + np.log(2.0 * np.pi * ev.r2 / dof))
+    with np.errstate(divide="ignore", invalid="ignore"):  # r² = 0: an exact fit, refused after optimising
+        return ev.logdet + dof * (1.0 + np.log(2.0 * np.pi * ev.r2 / dof))
 
 
 @dataclass
@@ -319,7 +342,7 @@ def _optimise(d: CrossedDesign, start: tuple[float, float], dense_limit: int):
                 grad = np.zeros(2)
                 for i, (t, q, tr, u) in enumerate(((key[0], len(d.d_g), ev.tr_g, ev.u_g),
                                                     (key[1], len(d.d_h), ev.tr_h, ev.u_h))):
-                    if t > 0:
+                    if t > 0 and ev.r2 > 0:
                         grad[i] = (2.0 / t) * (q - tr - dof * float(u @ u) / ev.r2)
             cache.clear()
             cache[key] = (f, grad, ev)
@@ -414,11 +437,45 @@ def fit_crossed_reml(
         raise SingularFitError(f"fixed level(s) {empty.tolist()} have no observations: their means are not estimable")
     if d.n <= d.p:
         raise SingularFitError(f"{d.n} observations for {d.p} fixed means: no residual degrees of freedom")
+    _check_size(d, dense_limit)
     # Small problems run single-threaded: BLAS threads cost more than they save below a few
     # hundred levels (and spin against other processes on a shared machine).
     small = len(d.d_h) + d.p < _THREADED_FROM
-    with threadpool_limits(limits=1 if small else None, user_api="blas"):
+    if not small:
         return _fit(d, dense_limit, inference)
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return _fit(d, dense_limit, inference)
+
+
+_CONTROLLER: list = []
+
+
+def _blas_controller() -> ThreadpoolController:
+    """One controller per process: building one scans the loaded libraries (milliseconds)."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
+
+
+def _check_size(d: CrossedDesign, dense_limit: int) -> None:
+    m = len(d.d_h) + d.p
+    if m <= dense_limit:
+        return
+    n_h = len(d.d_h)
+    if d.cross.dense_b0 is not None:
+        block = d.cross.dense_b0[:, :n_h] != 0
+        nnz = int(((block.T.astype(float) @ block.astype(float)) != 0).sum())
+    elif d.cross.stacked is not None:  # the random block of the complement (the fixed rows are dense anyway)
+        rows, cols = np.divmod(d.cross.pattern, d.cross.m1)
+        nnz = int(((rows < n_h) & (cols < n_h)).sum())
+    else:  # bound: each level of the eliminated factor links its kept levels pairwise
+        nnz = float((np.diff(d.N.indptr).astype(float) ** 2).sum())
+    density = min(nnz / float(n_h) ** 2, 1.0)
+    if density > SPARSE_MAX_DENSITY:
+        raise TooLargeError(
+            f"both random factors are large ({d.n_a:,} and {d.n_b:,} levels): an exact fit needs a factorisation of "
+            f"order {m:,} that is {density:.0%} dense (limit: dense up to {dense_limit:,}, sparse up to "
+            f"{SPARSE_MAX_DENSITY:.0%} dense), so it is not fitted")
 
 
 def _fit(d: CrossedDesign, dense_limit: int, inference: bool) -> CrossedFit:
@@ -463,8 +520,9 @@ def _fit(d: CrossedDesign, dense_limit: int, inference: bool) -> CrossedFit:
 
 def codes(values) -> tuple[np.ndarray, pd.Index]:
     """Integer codes and the sorted levels of a column (strings)."""
-    cat = pd.Categorical(np.asarray(values).astype(str))
-    return cat.codes.astype(np.int64), pd.Index(cat.categories)
+    text = values.astype(str) if isinstance(values, pd.Series) else pd.Series(np.asarray(values)).astype(str)
+    found, levels = pd.factorize(text, sort=True)
+    return found.astype(np.int64), pd.Index(levels)
 
 
 def t_interval(est: float, se: float, df: float, level: float = 0.95) -> tuple[float, float]:

@@ -79,9 +79,14 @@ def role_means(ratings: pd.DataFrame) -> pd.DataFrame:
 
 
 def mark_distribution(son: pd.DataFrame, scale_min: int, scale_max: int) -> pd.DataFrame:
-    """Share of each mark per (system, attribute): the data behind the distribution figure."""
-    counts = son.groupby(["system_id", "attribute"])["mark"].value_counts().unstack(fill_value=0)
-    counts = counts.reindex(columns=range(scale_min, scale_max + 1), fill_value=0)
+    """Share of each mark per (system, attribute): the data behind the distribution figure.
+
+    Every scale step has a column; a mark between steps (the mean of duplicated rows, kept by
+    ``--duplicates mean``) gets its own column, so the shares still sum to one.
+    """
+    counts = son.groupby(["system_id", "attribute"], observed=True)["mark"].value_counts().unstack(fill_value=0)
+    values = sorted(set(range(scale_min, scale_max + 1)) | {float(v) for v in counts.columns})
+    counts = counts.reindex(columns=values, fill_value=0)
     shares = counts.div(counts.sum(axis=1), axis=0)
-    shares.columns = [f"share_{m}" for m in shares.columns]
+    shares.columns = [f"share_{float(m):g}" for m in shares.columns]
     return shares.reset_index()

@@ -38,7 +38,7 @@ import pandas as pd
 from scipy import stats
 
 from sonieval.stats.bootstrap import percentile_ci
-from sonieval.stats.crossed import SingularFitError, codes, fit_crossed_reml
+from sonieval.stats.crossed import NotFittedError, codes, fit_crossed_reml
 
 ICC_FORMS = ("icc_a1", "icc_ak", "icc_c1", "icc_ck")
 
@@ -51,14 +51,17 @@ def unit_ids(df: pd.DataFrame) -> np.ndarray:
 def rater_unit_matrix(part: pd.DataFrame) -> tuple[np.ndarray, pd.Index, pd.Index, int]:
     """raters × units matrix of marks (NaN where not rated); a rater's repeated marks of one unit
     are averaged (the count of such cells is returned)."""
-    df = pd.DataFrame({"rater": part["rater_id"].astype(str).to_numpy(), "unit": unit_ids(part),
-                       "mark": part["mark"].to_numpy(dtype=float)})
-    cells = df.groupby(["rater", "unit"], sort=False)["mark"].agg(["mean", "size"]).reset_index()
-    raters = pd.Index(sorted(cells["rater"].unique()))
-    units = pd.Index(np.unique(cells["unit"]))
-    m = np.full((len(raters), len(units)), np.nan)
-    m[raters.get_indexer(cells["rater"]), units.get_indexer(cells["unit"])] = cells["mean"].to_numpy()
-    return m, raters, units, int((cells["size"] > 1).sum())
+    return _cell_matrix(part["rater_id"].astype(str).to_numpy(), unit_ids(part), part["mark"].to_numpy(dtype=float))
+
+
+def _cell_matrix(raters: np.ndarray, units: np.ndarray, marks: np.ndarray) -> tuple[np.ndarray, pd.Index, pd.Index, int]:
+    cells = pd.DataFrame({"rater": raters, "unit": units, "mark": marks}).groupby(
+        ["rater", "unit"], sort=False)["mark"].agg(["mean", "size"]).reset_index()
+    row_index = pd.Index(sorted(cells["rater"].unique()))
+    col_index = pd.Index(np.unique(cells["unit"]))
+    m = np.full((len(row_index), len(col_index)), np.nan)
+    m[row_index.get_indexer(cells["rater"]), col_index.get_indexer(cells["unit"])] = cells["mean"].to_numpy()
+    return m, row_index, col_index, int((cells["size"] > 1).sum())
 
 
 def unit_value_counts(matrix: np.ndarray, domain: np.ndarray) -> np.ndarray:
@@ -170,9 +173,11 @@ def krippendorff_alpha(part: pd.DataFrame, scale_min: int, scale_max: int, n_boo
     return out
 
 
-def harmonic_raters_per_unit(part: pd.DataFrame) -> float:
+def harmonic_raters_per_unit(raters: np.ndarray, units: np.ndarray) -> float:
     """k̂: harmonic mean over stimuli of the number of distinct raters (ten Hove et al. 2022)."""
-    per_unit = part.assign(unit=unit_ids(part)).groupby("unit")["rater_id"].nunique().to_numpy(float)
+    pairs = np.unique(np.column_stack([units, raters]), axis=0)
+    per_unit = np.bincount(pairs[:, 0]).astype(float)
+    per_unit = per_unit[per_unit > 0]
     return float(len(per_unit) / np.sum(1.0 / per_unit))
 
 
@@ -188,9 +193,11 @@ def icc_variance_components(part: pd.DataFrame, *, n_draws: int = 4000, seed: in
     """ICC(A,1), ICC(A,k̂), ICC(C,1), ICC(C,k̂) from mark ~ 1 + (1|rater) + (1|stimulus) on all marks."""
     out = {form: None for form in ICC_FORMS}
     out.update({f"{form}_ci95": None for form in ICC_FORMS})
+    units = unit_ids(part)
+    raters, _ = codes(part["rater_id"])
     out.update({"k_hat": None, "var_stimulus": None, "var_rater": None, "var_residual": None,
-                "n_marks": int(len(part)), "n_raters": int(part["rater_id"].nunique()),
-                "n_units": int(part.groupby(["system_id", "clip_id"], observed=True).ngroups), "note": ""})
+                "n_marks": int(len(part)), "n_raters": int(raters.max()) + 1 if len(part) else 0,
+                "n_units": int(units.max()) + 1 if len(part) else 0, "note": ""})
     if out["n_raters"] < 2:
         out["note"] = "one rater: rater and stimulus variance cannot be separated, ICC undefined"
         return out
@@ -201,15 +208,13 @@ def icc_variance_components(part: pd.DataFrame, *, n_draws: int = 4000, seed: in
     if np.ptp(y) == 0:
         out["note"] = "every mark is the same value: ICC undefined"
         return out
-    raters, _ = codes(part["rater_id"])
-    units = unit_ids(part)
     try:
         fit = fit_crossed_reml(y, np.zeros(len(y), dtype=np.int64), raters, units)
-    except SingularFitError as exc:
+    except NotFittedError as exc:
         out["note"] = f"ICC undefined: {exc}"
         return out
-    k = harmonic_raters_per_unit(part)
-    out.update(k_hat=k, var_stimulus=fit.var_b, var_rater=fit.var_a, var_residual=fit.var_resid)
+    k = harmonic_raters_per_unit(raters, units)
+    out.update(k_hat=k, var_stimulus=float(fit.var_b), var_rater=float(fit.var_a), var_residual=float(fit.var_resid))
     point = icc_forms(fit.var_b, fit.var_a, fit.var_resid, k)
     for form, value in point.items():
         out[form] = float(value)
@@ -259,25 +264,35 @@ def complete_block(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows (raters) and columns (units) of a complete sub-matrix, chosen greedily.
 
     Repeatedly drops the rater or unit with the largest share of missing marks (ties: all of
-    them at once) until nothing is missing. Not guaranteed maximal, but deterministic and fast;
-    the report states the size kept.
+    them at once) until nothing is missing. Not guaranteed maximal, but deterministic; the
+    counts are updated as rows and columns go, so the search is O(raters × units) in all.
     """
-    rows = np.arange(matrix.shape[0])
-    cols = np.arange(matrix.shape[1])
     present = ~np.isnan(matrix)
-    for _ in range(10_000):
-        sub = present[np.ix_(rows, cols)]
-        if sub.size == 0 or sub.all():
+    row_alive = np.ones(present.shape[0], bool)
+    col_alive = np.ones(present.shape[1], bool)
+    row_count = present.sum(axis=1).astype(np.int64)  # marks within the alive columns
+    col_count = present.sum(axis=0).astype(np.int64)  # marks within the alive rows
+    while row_alive.any() and col_alive.any():
+        n_rows, n_cols = int(row_alive.sum()), int(col_alive.sum())
+        row_miss = np.where(row_alive, 1 - row_count / n_cols, -1.0)
+        col_miss = np.where(col_alive, 1 - col_count / n_rows, -1.0)
+        if row_miss.max() <= 1e-12 and col_miss.max() <= 1e-12:
             break
-        row_miss = 1 - sub.mean(axis=1)
-        col_miss = 1 - sub.mean(axis=0)
         if row_miss.max() >= col_miss.max():
-            rows = rows[row_miss < row_miss.max() - 1e-12]
+            drop = np.flatnonzero(row_alive & (row_miss >= row_miss.max() - 1e-12))
+            row_alive[drop] = False
+            col_count -= present[drop].sum(axis=0)
         else:
-            cols = cols[col_miss < col_miss.max() - 1e-12]
-    return rows, cols
+            drop = np.flatnonzero(col_alive & (col_miss >= col_miss.max() - 1e-12))
+            col_alive[drop] = False
+            row_count -= present[:, drop].sum(axis=1)
+    return np.flatnonzero(row_alive), np.flatnonzero(col_alive)
 
 
+# Above this many raters × stimuli cells the block is searched among the BLOCK_SEARCH_SIDE most
+# marked stimuli and their most active raters (the dense matrix would not fit otherwise).
+BLOCK_SEARCH_CELLS = 4_000_000
+BLOCK_SEARCH_SIDE = 2000
 BLOCK_METHOD = ("greedy: repeatedly drop the rater or stimulus with the largest share of missing cells "
                 "until none is missing")
 
@@ -323,24 +338,43 @@ def icc_anova(block: np.ndarray, level: float = 0.95) -> dict:
     return {key: ([float(x) for x in val] if isinstance(val, list) else float(val)) for key, val in out.items()}
 
 
+def _block_search_rows(raters: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, str]:
+    """Rows to search for the block: all, or (large designs) the most-marked stimuli and their
+    most active raters, so the dense raters × stimuli matrix stays small."""
+    n_r, n_u = len(np.unique(raters)), len(np.unique(units))
+    if n_r * n_u <= BLOCK_SEARCH_CELLS:
+        return np.ones(len(raters), bool), BLOCK_METHOD
+    per_unit = pd.DataFrame({"r": raters, "u": units}).drop_duplicates().groupby("u").size()
+    top_units = per_unit.sort_values(ascending=False, kind="stable").index[:BLOCK_SEARCH_SIDE]
+    sel = np.isin(units, top_units)
+    per_rater = pd.Series(raters[sel]).value_counts().sort_index().sort_values(ascending=False, kind="stable")
+    sel &= np.isin(raters, per_rater.index[:BLOCK_SEARCH_SIDE])
+    return sel, (f"{BLOCK_METHOD}, searched among the {len(top_units)} of {n_u} stimuli marked by most raters and "
+                 f"the {min(len(per_rater), BLOCK_SEARCH_SIDE)} of {n_r} raters with most marks on them")
+
+
 def icc_complete_block(part: pd.DataFrame) -> dict:
     """Secondary: McGraw & Wong ICCs on a greedily chosen complete block of raters × stimuli."""
-    matrix, raters, units, n_repeat_cells = rater_unit_matrix(part)
+    raters_all = part["rater_id"].astype(str).to_numpy()
+    units_all = unit_ids(part)
+    sel, method = _block_search_rows(raters_all, units_all)
+    matrix, raters, units, n_repeat_cells = _cell_matrix(raters_all[sel], units_all[sel],
+                                                         part["mark"].to_numpy(dtype=float)[sel])
     rows, cols = complete_block(matrix)
     out = {form: None for form in ICC_FORMS}
     out.update({f"{form}_ci95": None for form in ICC_FORMS})
-    unit_system = part.assign(unit=unit_ids(part)).drop_duplicates("unit").set_index("unit")["system_id"].astype(str)
-    block_units = units[cols] if len(cols) else pd.Index([])
-    in_block = (part["rater_id"].astype(str).isin(raters[rows]).to_numpy()
-                & np.isin(unit_ids(part), np.asarray(block_units)))
+    unit_system = pd.Series(part["system_id"].astype(str).to_numpy()).groupby(units_all).first()
+    block_units = np.asarray(units[cols])
+    in_block = np.isin(raters_all, np.asarray(raters[rows])) & np.isin(units_all, block_units)
     systems_in_block = unit_system.reindex(block_units).value_counts()
+    n_raters_total, n_units_total = len(np.unique(raters_all)), len(unit_system)
     out.update({
         "k": int(len(rows)), "n_raters_block": int(len(rows)), "n_units_block": int(len(cols)),
-        "n_raters_total": int(len(raters)), "n_units_total": int(len(units)),
+        "n_raters_total": n_raters_total, "n_units_total": n_units_total,
         "n_marks_block": int(in_block.sum()), "share_of_marks": float(in_block.mean()) if len(part) else 0.0,
         "n_systems_block": int(len(systems_in_block)), "n_systems_total": int(unit_system.nunique()),
         "largest_system_share": float(systems_in_block.iloc[0] / len(cols)) if len(cols) else None,
-        "method": BLOCK_METHOD, "n_repeat_cells_averaged": n_repeat_cells, "note": "",
+        "method": method, "n_repeat_cells_averaged": n_repeat_cells, "note": "",
     })
     if len(rows) < 2 or len(cols) < 2:
         out["note"] = "no complete block of ≥ 2 raters × ≥ 2 stimuli: block ICC undefined (design too sparse)"
@@ -350,12 +384,12 @@ def icc_complete_block(part: pd.DataFrame) -> dict:
         out["note"] = "every mark in the complete block is the same: block ICC undefined"
         return out
     out.update(icc_anova(sub))
-    notes = [f"block of {len(rows)} of {len(raters)} raters × {len(cols)} of {len(units)} stimuli: "
+    notes = [f"block of {len(rows)} of {n_raters_total} raters × {len(cols)} of {n_units_total} stimuli: "
              f"{out['n_marks_block']} of {len(part)} marks ({out['share_of_marks']:.1%}), "
              f"stimuli from {out['n_systems_block']} of {out['n_systems_total']} systems"]
     if n_repeat_cells:
         notes.append(f"{n_repeat_cells} rater × stimulus cells with repeated marks averaged")
-    out["note"] = "; ".join(notes) if (len(rows) < len(raters) or len(cols) < len(units) or n_repeat_cells) else ""
+    out["note"] = "; ".join(notes) if (len(rows) < n_raters_total or len(cols) < n_units_total or n_repeat_cells) else ""
     return out
 
 

@@ -761,7 +761,7 @@ def _compose(summary, tables, notes, figures, options, sources, simulated, stamp
     block = tables["reliability_complete_block"]
     doc.p("Secondary: McGraw & Wong ICCs (F-based CIs) on a complete block of raters × stimuli. The block is chosen "
           f"{reliability.BLOCK_METHOD}; it holds only the share of marks shown, so read the ICCs above.")
-    doc.table(block.drop(columns=["method"]))
+    doc.table(block)
     doc.p("Agreement between the visual and the audio mark of the same rater and stimulus:")
     doc.table(tables["attribute_agreement"])
     ra = tables["rater_agreement"]

@@ -121,6 +121,64 @@ def simulate_ratings(
     return table, plant
 
 
+def simulate_incomplete_ratings(
+    *,
+    quality: list[float] | np.ndarray,
+    n_raters: int,
+    n_clips: int,
+    per_rater: int | tuple[int, int],
+    nested: bool = False,
+    rater_bias_sd: float = 0.4,
+    clip_sd: float = 0.5,
+    noise_sd: float = 0.7,
+    attributes: tuple[str, ...] = ("visual",),
+    scale: tuple[int, int] | None = (1, 5),
+    seed: int = 0,
+) -> tuple[pd.DataFrame, PlantedStudy]:
+    """SIMULATED sonification marks of an incomplete design (the study's ``design: subset``,
+    crowdsourcing): each rater marks a random subset of stimuli.
+
+    ``nested``: each clip belongs to one system (clip ``c`` to system ``c mod S``, as in data sets
+    whose items come in groups), else every system sonifies every clip and a stimulus is a
+    (system, clip) pair. ``per_rater``: marks per rater per attribute, or a (low, high) range
+    drawn per rater (unbalanced). ``scale=None`` keeps continuous marks. Vectorised: 800,000
+    marks in about a second.
+    """
+    rng = np.random.default_rng(seed)
+    quality = np.asarray(quality, float)
+    n_sys = len(quality)
+    systems = np.array([f"sim/S{i + 1}/lr0.001/e1/transpose/minmax" for i in range(n_sys)], dtype=object)
+    raters = np.array([f"rater{i + 1:05d}" for i in range(n_raters)], dtype=object)
+    clips = np.array([f"clip{j + 1:05d}" for j in range(n_clips)], dtype=object)
+    bias = rng.normal(0, rater_bias_sd, n_raters)
+    clip_eff = rng.normal(0, clip_sd, n_clips)
+    n_stimuli = n_clips if nested else n_clips * n_sys
+    counts = (np.full(n_raters, per_rater) if np.isscalar(per_rater)
+              else rng.integers(per_rater[0], per_rater[1] + 1, n_raters))
+    counts = np.minimum(counts, n_stimuli)
+    r_idx = np.repeat(np.arange(n_raters), counts)
+    # Distinct stimuli per rater.
+    stim = np.concatenate([rng.choice(n_stimuli, k, replace=False) for k in counts])
+    c_idx = stim if nested else stim % n_clips
+    s_idx = stim % n_sys if nested else stim // n_clips
+    frames = []
+    for attribute in attributes:
+        latent = quality[s_idx] + bias[r_idx] + clip_eff[c_idx] + rng.normal(0, noise_sd, len(r_idx))
+        mark = latent if scale is None else np.clip(np.round(latent), scale[0], scale[1]).astype(np.int64)
+        trial = np.arange(len(r_idx)) - np.repeat(np.cumsum(counts) - counts, counts)
+        frames.append(pd.DataFrame({
+            "study_id": SIMULATED_LABEL, "rater_id": raters[r_idx],
+            "trial_id": pd.Series(raters[r_idx]).str.cat(trial.astype(str), sep="-t").to_numpy(),
+            "clip_id": clips[c_idx], "system_id": systems[s_idx], "role": "sonification", "attribute": attribute,
+            "mark": mark, "submitted_at": pd.Timestamp("2026-01-01"), "position": trial, "seed": seed,
+            "mode": "simulated", "simulated": True,
+        }))
+    plant = PlantedStudy(quality=dict(zip(systems.tolist(), quality.tolist())),
+                         rater_bias=dict(zip(raters.tolist(), bias.tolist())),
+                         clip_effect=dict(zip(clips.tolist(), clip_eff.tolist())))
+    return pd.concat(frames, ignore_index=True), plant
+
+
 def simulate_scores(
     plant: PlantedStudy, *, metrics: dict[str, tuple[str, float]] | None = None, seed: int = 0
 ) -> pd.DataFrame:
