@@ -11,7 +11,8 @@ the one to trust on a shared machine: other processes' load stretches wall time 
 *random* weights (a forward costs the same with any weights; the weights cannot be fetched here);
 by default AST and HuBERT (``--full all`` adds wav2vec 2.0, WavLM, Whisper base and CLAP's HTSAT).
 Clips: real ESC-50 clips (``$SONIEVAL_ESC50`` or ../shared/esc50) when present, else noise (said in
-the output). Times are medians over ``--repeats``; the two sides run alternately (a-b, b-a) so that
+the output). Times are the minimum over ``--repeats`` (the least disturbed run, as timeit advises: on a
+shared machine other processes only ever add time); the two sides run alternately (a-b, b-a) so that
 both see the same machine load.
 """
 
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,7 +41,7 @@ def timed(fn) -> tuple[float, float]:
 
 
 def alternate(fa, fb, repeats: int) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Median (wall, CPU) seconds of ``fa`` and ``fb`` run alternately, a-b then b-a (after two untimed
+    """Least (wall, CPU) seconds of ``fa`` and ``fb`` run alternately, a-b then b-a (after two untimed
     calls of each: the first calls of a shape are slower while allocators and thread pools warm up)."""
     for _ in range(2):
         fa(), fb()
@@ -53,8 +53,8 @@ def alternate(fa, fb, repeats: int) -> tuple[tuple[float, float], tuple[float, f
         else:
             ta.append(timed(fa))
             tb.append(timed(fb))
-    med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
-    return (med(ta, 0), med(ta, 1)), (med(tb, 0), med(tb, 1))
+    least = lambda xs, i: min(x[i] for x in xs)  # noqa: E731
+    return (least(ta, 0), least(ta, 1)), (least(tb, 0), least(tb, 1))
 
 
 def clips(n: int, sample_rate: int) -> tuple[torch.Tensor, str]:
@@ -104,15 +104,31 @@ def small(name: str):
     return load_encoder(types.SimpleNamespace(name=name, model=None, size="small", finetuned=None, layer="all"))
 
 
+def blocks_run(encoder, fn) -> int:
+    """How many transformer-block forwards ``fn()`` runs (counted with hooks: the cost-free check of one pass)."""
+    count = [0]
+    hooks = [b.register_forward_pre_hook(lambda m, a: count.__setitem__(0, count[0] + 1)) for b in encoder._blocks()]
+    try:
+        fn()
+    finally:
+        for h in hooks:
+            h.remove()
+    return count[0]
+
+
 def measure(encoder, n_clips: int, repeats: int, per_layer: bool) -> dict:
     audio, label = clips(n_clips, encoder.sample_rate)
     deepest = encoder.num_blocks
+    counted = (blocks_run(encoder, lambda: encoder.embed_layers(audio, "all")),
+               blocks_run(encoder, lambda: encoder.embed(audio, layer=deepest)))
     t_all, t_one = alternate(lambda: encoder.embed_layers(audio, "all"), lambda: encoder.embed(audio, layer=deepest),
                              repeats)
     row = {"layers": deepest + 1, "all": t_all, "deepest": t_one, "clips": label,
-           "ratio_wall": t_all[0] / t_one[0], "ratio_cpu": t_all[1] / t_one[1], "loop": float("nan")}
-    if per_layer:  # one forward per layer, timed once, CPU time (context only)
-        _, cpu = timed(lambda: [encoder.embed(audio, layer=layer) for layer in encoder.layers("all")])
+           "ratio_wall": t_all[0] / t_one[0], "ratio_cpu": t_all[1] / t_one[1], "loop": float("nan"),
+           "blocks": counted}
+    if per_layer:  # one forward per layer, least CPU time of 3 (context only)
+        cpu = min(timed(lambda: [encoder.embed(audio, layer=layer) for layer in encoder.layers("all")])[1]
+                  for _ in range(3))
         row["loop"] = cpu / t_one[1]
     return row
 
@@ -132,22 +148,24 @@ def main() -> int:
     full = FULL_ALL if args.full == "all" else tuple(x for x in args.full.split(",") if x)
     print(f"bench_layers: {platform.processor() or 'cpu'}, {args.threads} threads, load {os.getloadavg()[0]:.1f}; "
           f"torch {torch.__version__}, transformers {transformers.__version__}; RANDOM weights everywhere; "
-          f"median of {args.repeats}, sides alternated")
+          f"least of {args.repeats} (small models: {5 * args.repeats}), sides alternated")
     print(f"{'encoder':<26}{'layers':>7}{'all: wall/CPU s':>18}{'deepest: wall/CPU s':>22}{'ratio wall':>11}"
-          f"{'ratio CPU':>10}{'loop':>7}  clips")
+          f"{'ratio CPU':>10}{'loop':>7}{'blocks run':>12}  clips")
     worst = 0.0
     runs = [(name, "small", small) for name in sorted(ENCODERS)] + [(name, "full", full_size) for name in full]
     for name, size, build in runs:
         encoder = build(name)
         # small models are quick: more repeats; the per-layer loop only for them (at full size it costs ~L/2 forwards)
-        row = measure(encoder, args.clips, args.repeats * (3 if size == "small" else 1), per_layer=size == "small")
+        row = measure(encoder, args.clips, args.repeats * (5 if size == "small" else 1), per_layer=size == "small")
         worst = max(worst, row["ratio_cpu"])
+        loop = "" if row["loop"] != row["loop"] else f"{row['loop']:.1f}x"  # NaN: not timed
         print(f"{name + ' (' + size + ', random)':<26}{row['layers']:>7}{row['all'][0]:>9.3f}/{row['all'][1]:<8.3f}"
               f"{row['deepest'][0]:>13.3f}/{row['deepest'][1]:<8.3f}{row['ratio_wall']:>10.2f}x{row['ratio_cpu']:>9.2f}x"
-              f"{row['loop']:>6.1f}x  {row['clips']}", flush=True)
+              f"{loop:>7}{'%d vs %d' % row['blocks']:>12}  {row['clips']}", flush=True)
         del encoder
     print(f"all layers from one pass vs the deepest alone: worst CPU-time ratio {worst:.2f}x (goal <= 1.2x); "
-          "'loop' = one forward per layer (CPU time), relative to the deepest alone")
+          "'loop' = one forward per layer (CPU time), relative to the deepest alone; 'blocks run' = "
+          "transformer-block forwards in one call of each side (counted)")
     return 0
 
 

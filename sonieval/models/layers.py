@@ -4,8 +4,10 @@ A *layer* is ``"input"`` (the encoder's own cut before its transformer: AST's pa
 HuBERT's pre-encoder features, ...; what each encoder's ``input`` is, is documented on its class in
 :mod:`sonieval.models.encoders`) or a block number ``k`` (1-based): the output of transformer block
 ``k``, i.e. the residual stream after that block, before any final layer norm of the model. In
-transformers >= 5 that is ``hidden_states[k]`` for every encoder here, except Whisper's last block,
-whose ``hidden_states[-1]`` transformers ties to the final-layer-normed ``last_hidden_state``.
+transformers >= 5 that is ``hidden_states[k]`` for AST, HuBERT, wav2vec 2.0, WavLM and Whisper, except
+Whisper's last block, whose ``hidden_states[-1]`` transformers ties to the final-layer-normed
+``last_hidden_state`` (CLAP's ``hidden_states`` hold only its four Swin stage outputs; see
+:mod:`sonieval.models.window_encoders`).
 (Block ``0`` does not exist: transformers' ``hidden_states[0]`` is *not* ``input`` -- for HuBERT it
 adds the positional convolution and a layer norm; for AST the cls/distillation tokens and position
 embeddings -- so it is not offered, to keep one meaning per name.)
