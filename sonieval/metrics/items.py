@@ -84,12 +84,50 @@ def _fit(evaluated: np.ndarray, original: np.ndarray) -> tuple[np.ndarray, np.nd
     return ev, np.asarray(original, dtype=np.float32)
 
 
+def LogMelEmbedding_():
+    from sonieval.metrics.embeddings import LogMelEmbedding
+
+    return LogMelEmbedding()
+
+
 def logmel_l1(evaluated: np.ndarray, original: np.ndarray) -> float:
     from sonieval.metrics.embeddings import LogMelEmbedding
 
     ev, orig = _fit(evaluated, original)
     lm = LogMelEmbedding()
     return float(np.mean(np.abs(lm.log_mel(ev) - lm.log_mel(orig))))
+
+
+MAX_LAG_FRAMES = 50  # ±1 s at the log-mel's 50 frames per second
+
+
+def time_lag(evaluated: np.ndarray, original: np.ndarray, max_lag: int = MAX_LAG_FRAMES) -> tuple[int, np.ndarray]:
+    """Where in time a sonification sits relative to its original: the lag (in 20 ms log-mel frames,
+    positive = the sonification is late) that maximises the correlation of the two clips' loudness
+    curves (band-averaged log-mel per frame) over their overlap, searched over ±``max_lag``; and the
+    correlation profile by lag.
+
+    A gate whose alignment maps embedding time onto latent time correctly gives lag ≈ 0; a shifted
+    time axis moves the peak, a reversed one moves or flattens it. A clip whose loudness hardly
+    changes (stationary sound) carries no timing information (its profile is flat and its lag
+    arbitrary): look at many clips."""
+    ev, orig = _fit(evaluated, original)
+    lm = LogMelEmbedding_()
+    a, b = lm.log_mel(ev).mean(axis=1), lm.log_mel(orig).mean(axis=1)
+    n = len(b)
+    if n <= 2 * max_lag + 2:
+        raise ItemScoreError(f"time_lag: clip too short for lags of ±{max_lag} frames")
+    lags = np.arange(-max_lag, max_lag + 1)
+    profile = np.array([_corr(a[max(0, k):n + min(0, k)], b[max(0, -k):n - max(0, k)]) for k in lags])
+    if not np.isfinite(profile).any():
+        raise ItemScoreError("time_lag: a loudness curve is constant; timing is undefined")
+    return int(lags[int(np.nanargmax(profile))]), profile
+
+
+def _corr(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    den = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / den) if den > 0 else float("nan")
 
 
 def mrstft(evaluated: np.ndarray, original: np.ndarray) -> float:
