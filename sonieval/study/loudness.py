@@ -17,13 +17,18 @@ unless that would push its true peak above the ceiling (:data:`CEILING_DBTP`) or
 - **Gain**: ``min(target - measured, MAX_GAIN_DB, ceiling - true_peak - margin)``; digital
   silence gets no gain. The gain cap keeps a near-silent stimulus from being raised into
   noise (a "gain explosion").
-- **One level per clip** (:func:`clip_level`): a rater compares every stimulus of a clip with
-  that clip's original, so they must be equally loud *among themselves*. If one of them cannot
-  reach the target under the ceiling (an impulsive original: 13 % of ESC-50's clips have a
-  peak-to-loudness ratio above the 25 dB that -26 LUFS / -1 dBTP allows), the whole clip is
-  aligned to the loudest level that one can reach; otherwise a quieter original and hidden
-  reference would stand out among louder sonifications. Stimuli whose gain is capped (near
-  silent) or that are silent do not pull their clip down; they are recorded as such.
+- **One level per clip, set by its original** (:func:`clip_level`): a rater compares every
+  stimulus of a clip with that clip's original. If the original cannot reach the target under
+  the ceiling (an impulsive clip: 13 % of ESC-50's clips have a peak-to-loudness ratio above
+  the 25 dB that -26 LUFS / -1 dBTP allows), the whole clip (original, hidden reference,
+  attention check, anchor, sonifications) is aligned to the level the original reaches;
+  otherwise a quieter original and hidden reference would stand out among louder
+  sonifications (the same holds for an original quieter than the target by more than the gain
+  cap). A sonification or anchor that cannot reach its clip's level under the ceiling is
+  lowered alone (recorded as ``true_peak``): it is then quieter than its original,
+  which says nothing about which stimulus is the hidden reference, and one peaky system does
+  not pull its clips' other stimuli down. Near-silent stimuli (gain capped) and silent ones
+  are recorded as such.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ BLOCK_SECONDS = 0.4
 REACHED = ""
 LIMITED_BY_TRUE_PEAK = "true_peak"
 LIMITED_BY_GAIN_CAP = "gain_cap"
-LIMITED_WITH_CLIP = "clip_true_peak"  # lowered to its clip's level, set by another stimulus's peak
+LIMITED_WITH_CLIP = "clip"  # lowered to its clip's level: its original could not reach the target
 SILENT = "silent"
 
 
@@ -133,35 +138,30 @@ class Measured:
     peak_dbtp: float
 
 
-def achievable_lufs(m: Measured, spec: LevelSpec) -> float | None:
-    """The loudest level (<= target) ``m`` reaches under the ceiling; None if silent or gain-capped."""
-    if m.peak_dbtp == -math.inf or not math.isfinite(m.lufs) or spec.target_lufs - m.lufs > spec.max_gain_db:
-        return None
-    return min(spec.target_lufs, m.lufs + spec.ceiling_dbtp - m.peak_dbtp - TP_MARGIN_DB)
+def clip_level(original: Measured | None, spec: LevelSpec) -> float:
+    """The level every stimulus of a clip is aligned to: the level its original reaches (the target,
+    unless its true peak or the gain cap stops it short); the target for a silent or unread original."""
+    if original is None or not math.isfinite(original.lufs):
+        return spec.target_lufs
+    return original.lufs + alignment_gain(original, spec)[0]
 
 
-def clip_level(measured: list[Measured], spec: LevelSpec) -> float:
-    """The one level every stimulus of a clip is aligned to (see the module docstring)."""
-    reachable = [a for m in measured if (a := achievable_lufs(m, spec)) is not None]
-    return min([spec.target_lufs, *reachable])
-
-
-def alignment_gain(m: Measured, spec: LevelSpec, target: float | None = None) -> tuple[float, str]:
+def alignment_gain(m: Measured, spec: LevelSpec, clip: float | None = None) -> tuple[float, str]:
     """(gain in dB, why the stimulus stops short of the study target: "" when it does not).
 
-    ``target`` is the clip's level (default: the spec's). A stimulus below the absolute gate
-    (``lufs`` = -inf) that is not digitally silent gets the capped gain: it would need more.
+    The stimulus goes as loud as its own limits allow, up to the target (its reason then is
+    ``true_peak``, ``gain_cap`` or ""); if its clip's level ``clip`` is lower, it goes to that
+    level instead (``clip``). A stimulus below the absolute gate (``lufs`` = -inf) that is not
+    digitally silent gets the capped gain: it would need more.
     """
-    target = spec.target_lufs if target is None else target
     if m.peak_dbtp == -math.inf:
         return 0.0, SILENT
     bounds = [(spec.ceiling_dbtp - m.peak_dbtp - TP_MARGIN_DB, LIMITED_BY_TRUE_PEAK), (spec.max_gain_db, LIMITED_BY_GAIN_CAP)]
     if math.isfinite(m.lufs):
-        bounds.insert(0, (target - m.lufs, REACHED))  # first: wins a tie
+        bounds.insert(0, (spec.target_lufs - m.lufs, REACHED))  # first: wins a tie
     gain, reason = min(bounds, key=lambda b: b[0])
-    if reason == REACHED and target < spec.target_lufs - 1e-9:
-        own = achievable_lufs(m, spec)
-        reason = LIMITED_BY_TRUE_PEAK if own is not None and own <= target + 1e-9 else LIMITED_WITH_CLIP
+    if clip is not None and math.isfinite(m.lufs) and clip - m.lufs < gain - 1e-9:
+        return float(clip - m.lufs), LIMITED_WITH_CLIP
     return float(gain), reason
 
 
@@ -175,9 +175,9 @@ def measure_stimulus(samples: np.ndarray, rate: int) -> Measured:
     return Measured(lufs, peak)
 
 
-def apply_gain(samples: np.ndarray, m: Measured, spec: LevelSpec, target: float | None = None) -> tuple[np.ndarray, float, str]:
-    """Scale ``samples`` (measured as ``m``) towards ``target`` within the spec's limits: (samples, gain dB, reason)."""
-    gain_db, reason = alignment_gain(m, spec, target)
+def apply_gain(samples: np.ndarray, m: Measured, spec: LevelSpec, clip: float | None = None) -> tuple[np.ndarray, float, str]:
+    """Scale ``samples`` (measured as ``m``) as :func:`alignment_gain` says: (samples, gain dB, reason)."""
+    gain_db, reason = alignment_gain(m, spec, clip)
     return (np.asarray(samples, dtype=np.float64) * 10.0 ** (gain_db / 20.0)).astype(np.float32), gain_db, reason
 
 
@@ -200,7 +200,7 @@ def describe_shortfalls(levels: dict[str, Level], spec: LevelSpec, *, limit: int
     """Console lines for stimuli that did not reach the target (``levels``: name -> level)."""
     lines = []
     for reason, what in ((LIMITED_BY_TRUE_PEAK, f"kept below {spec.target_lufs:g} LUFS so that the true peak stays at or below {spec.ceiling_dbtp:g} dBTP"),
-                         (LIMITED_WITH_CLIP, "lowered to the level of their clip (another stimulus of the clip is limited by its peak)"),
+                         (LIMITED_WITH_CLIP, "lowered to the level of their clip (its original cannot reach the target)"),
                          (LIMITED_BY_GAIN_CAP, f"near-silent: gain capped at +{spec.max_gain_db:g} dB, so they stay quieter than {spec.target_lufs:g} LUFS"),
                          (SILENT, "silent (below the -70 LUFS gate): left as they are")):
         hits = sorted(((n, lv) for n, lv in levels.items() if lv.limited == reason), key=lambda h: h[0])
@@ -218,6 +218,6 @@ def _fmt(lufs: float | None) -> str:
 
 __all__ = [
     "TARGET_LUFS", "CEILING_DBTP", "MAX_GAIN_DB", "LevelSpec", "Level", "Measured", "integrated_loudness", "true_peak",
-    "to_db", "measure", "measure_stimulus", "achievable_lufs", "clip_level", "alignment_gain", "apply_gain",
+    "to_db", "measure", "measure_stimulus", "clip_level", "alignment_gain", "apply_gain",
     "level_after", "align_loudness", "describe_shortfalls",
 ]

@@ -3,8 +3,8 @@
 :class:`StimulusWriter` is used by :func:`sonieval.study.create.create_study` in two passes:
 
 1. :meth:`StimulusWriter.plan` reads every source once per clip (original, sonifications,
-   the anchor made from the original) and measures it, and fixes the clip's level
-   (:func:`sonieval.study.loudness.clip_level`). A file that cannot be read is skipped here;
+   the anchor made from the original) and measures it, and fixes the clip's level from its
+   original (:func:`sonieval.study.loudness.clip_level`). A file that cannot be read is skipped here;
    its trial fails in the second pass with the reader's message.
 2. :meth:`StimulusWriter.prepare` writes one trial's files: the aligned original (16-bit PCM,
    once per clip), the aligned stimulus (32-bit float), the waveform picture, and returns what
@@ -86,7 +86,7 @@ class StimulusWriter:
                 samples = self._source_samples(key, original)
                 if samples is not None:
                     measured[key] = measure_stimulus(*samples)
-            self.plans[clip] = _ClipPlan(clip_level(list(measured.values()), self.spec), measured)
+            self.plans[clip] = _ClipPlan(clip_level(measured.get(ORIGINAL_KEY), self.spec), measured)
 
     def _source_samples(self, key: str, original: tuple[np.ndarray, int] | None) -> tuple[np.ndarray, int] | None:
         source = self.by_key[key]

@@ -13,7 +13,7 @@ from sonieval.study.create import StudySettings, create_from_folders
 from sonieval.study.export import LEVEL_COLUMNS, ratings_frame
 from sonieval.study.familiarisation import distance_to_original
 from sonieval.study.loudness import (
-    CEILING_DBTP, TARGET_LUFS, LevelSpec, align_loudness, integrated_loudness, measure, to_db, true_peak,
+    CEILING_DBTP, TARGET_LUFS, LevelSpec, align_loudness, integrated_loudness, to_db, true_peak,
 )
 from sonieval.study.session import RaterSession
 from sonieval.study.stimuli import lowpass_anchor
@@ -87,10 +87,9 @@ def aligned_study(tmp_path_factory):
     """Five clips (a tone, a square wave, quiet noise, a soft tone, clicks) and two systems far off in level."""
     originals = {"c0": tone(300, SECONDS), "c1": _square(200, 0.99), "c2": _noise(0.02, 2), "c3": 0.4 * tone(1000, SECONDS),
                  "c4": _clicks()}
-    systems = {
-        "loud": {c: _noise(0.5, 10 + i) for i, c in enumerate(originals)},  # ~ -9 LUFS, peaks beyond 1
-        "quiet": {c: 0.03 * x for c, x in originals.items()},  # -30 dB (two need more than the gain cap)
-    }
+    loud = {c: _noise(0.5, 10 + i) for i, c in enumerate(originals)}  # ~ -9 LUFS, peaks beyond 1
+    loud["c0"] = _clicks(0.99)  # one peaky sonification: it cannot reach the target under the ceiling
+    systems = {"loud": loud, "quiet": {c: 0.03 * x for c, x in originals.items()}}  # -30 dB (two need more than the gain cap)
     return _create(tmp_path_factory.mktemp("aligned"), originals, systems)
 
 
@@ -115,20 +114,24 @@ def test_study_stimuli_share_one_loudness_without_clipping(aligned_study):
     assert df["lufs_measured"].max() - df["lufs_measured"].min() > 30
     assert np.max(np.abs(lowpass_anchor(_square(200, 0.99), RATE, 3500.0))) > 1.0
     assert df["gain_db"].map(math.isfinite).all() and not df[["gain_db", "lufs", "true_peak_dbtp"]].isna().any().any()
-    # the impulsive clip c4 cannot reach the target: its whole clip is lowered together, so no
-    # stimulus of a clip is louder or quieter than its original (no level cue), except the ones
-    # whose gain is capped (near silent), which are recorded and reported
-    limited = dict(zip(df["file"], df["limited"]))
-    files["limited"] = files["file"].map(limited)
-    aligned = files[files["limited"] != "gain_cap"]
-    spread = aligned.groupby("clip_id")["lufs"].agg(lambda v: v.max() - v.min())
+    # within a clip the original, its hidden reference and every stimulus not stopped short by
+    # its own peak or the gain cap share one level: the impulsive original c4 cannot reach the
+    # target, so its whole clip is lowered with it (no level cue to the hidden reference) ...
+    files["limited"] = files["file"].map(dict(zip(df["file"], df["limited"])))
+    original_like = files["role"].isin(["original", "reference", "attention"])
+    same = files[original_like | ~files["limited"].isin(["true_peak", "gain_cap"])]
+    spread = same.groupby("clip_id")["lufs"].agg(lambda v: v.max() - v.min())
     assert spread.max() <= 0.1, spread
-    c4 = aligned[aligned.clip_id == "c4"]
+    c4 = files[files.clip_id == "c4"]
     assert c4["lufs"].max() < TARGET_LUFS - 1
-    assert set(c4["limited"]) == {"true_peak", "clip_true_peak"}
+    assert set(c4.loc[original_like, "limited"]) == {"true_peak"} and "clip" in set(c4["limited"])
+    # ... while one peaky sonification is lowered alone and does not pull its clip down
+    c0 = files[files.clip_id == "c0"].set_index("system_id")
+    assert c0.loc["loud", "limited"] == "true_peak" and c0.loc["loud", "lufs"] < TARGET_LUFS - 1
+    assert abs(files.loc[(files.clip_id == "c0") & original_like, "lufs"] - TARGET_LUFS).max() < 0.05
     assert "c2" in set(files.loc[files["limited"] == "gain_cap", "clip_id"])  # the quiet system's faint noise
     text = "\n".join(created.warnings)
-    assert "original c4" in text and "true peak" in text and "quiet/c2" in text and "near-silent" in text
+    assert "original c4" in text and "loud/c0" in text and "true peak" in text and "quiet/c2" in text and "near-silent" in text
 
 
 def test_levels_appear_in_the_ratings_export(aligned_study):
@@ -144,7 +147,7 @@ def test_levels_appear_in_the_ratings_export(aligned_study):
     assert df["stimulus_lufs"].notna().all() and df["original_lufs"].notna().all()
     reached = df[df["stimulus_limited"] == ""]
     assert len(reached) > len(df) / 2 and (reached["stimulus_lufs"] - TARGET_LUFS).abs().max() < 0.05
-    loud = df[df.system_id == "loud"]
+    loud = df[(df.system_id == "loud") & (df.clip_id != "c0")]
     # the loud noise was turned down by its measured excess over its clip's level
     assert (loud["stimulus_gain_db"] - (loud["stimulus_target_lufs"] - loud["stimulus_lufs_measured"])).abs().max() < 1e-6
     assert (loud["stimulus_gain_db"] < -10).all()
