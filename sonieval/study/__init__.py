@@ -3,12 +3,16 @@
 - ``design.py``: trials (sonification, hidden reference, low anchor, attention checks),
   full or balanced-subset designs, per-rater seeded orders, joint or split mode.
 - ``stimuli.py``: the study's own audio (blinded copies, the anchor), safe file serving.
+- ``loudness.py``: BS.1770 loudness and true peak; one level per clip under a true-peak ceiling.
+- ``prepare.py``: writes a study's aligned files (originals, stimuli, waveforms) and their levels.
+- ``familiarisation.py``: the "near 1" / "near 5" examples, chosen by a measured distance.
+- ``texts.py``: what the pages say, including every plain-sentence answer to a rater.
 - ``waveforms.py``: original-above-stimulus PNGs, rendered once and cached.
 - ``store.py``: SQLAlchemy storage (SQLite default, PostgreSQL by URL), schema versioned.
 - ``session.py``: what a rater and an admin may do, each behind a token; the listening gate.
 - ``create.py``: make a study from the protocol's tables, ``study.audio_dir`` or folders.
 - ``export.py``: the ratings table (CSV, Parquet), progress and screening tables.
-- ``server.py``: start ``streamlit run study_app/app.py``, build links, prepare for the demo.
+- ``server.py``: start and own ``streamlit run study_app/app.py``, record its address, build links.
 - ``browser.py``, ``pgtemp.py``: headless-Chromium rater driver and throwaway PostgreSQL
   (tests, benchmark, deployment smoke tests).
 """
