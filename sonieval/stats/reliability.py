@@ -35,9 +35,10 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from scipy import stats
 
-from sonieval.stats.bootstrap import percentile_ci
+from sonieval.stats.bootstrap import percentile_ci, resample_counts
 from sonieval.stats.crossed import NotFittedError, codes, fit_crossed_reml
 
 ICC_FORMS = ("icc_a1", "icc_ak", "icc_c1", "icc_ck")
@@ -80,12 +81,10 @@ def _long_value_counts(units: np.ndarray, marks: np.ndarray, domain: np.ndarray)
     return counts
 
 
-def alpha_from_counts(counts: np.ndarray, values: np.ndarray | None = None, level: str = "ordinal",
-                      unit_weights: np.ndarray | None = None) -> np.ndarray:
-    """Krippendorff's α (``ordinal`` or ``interval``) from units × values counts.
+def coincidences(counts: np.ndarray, unit_weights: np.ndarray | None = None) -> np.ndarray:
+    """Coincidence matrices o_ck = Σ_u w_u n_uc(n_uk − [c=k])/(m_u − 1), one per weighting (B × V × V).
 
     ``unit_weights`` is (B × U) (bootstrap multiplicities) or None (the data as they are).
-    Returns an array of B alphas (NaN where undefined: no pairable values or no variation).
     """
     m = counts.sum(axis=1)
     pairable = m >= 2
@@ -93,10 +92,16 @@ def alpha_from_counts(counts: np.ndarray, values: np.ndarray | None = None, leve
     m = m[pairable]
     w = np.ones((1, len(m))) if unit_weights is None else unit_weights[:, pairable]
     a = w / (m - 1)[None, :]  # B × U
-    # o_ck = Σ_u a_u n_uc n_uk − δ_ck Σ_u a_u n_uc
-    o = np.einsum("bu,uc,uk->bck", a, counts, counts, optimize=True)
     v = counts.shape[1]
+    pairs = (counts[:, :, None] * counts[:, None, :]).reshape(len(m), v * v)  # U × V², one BLAS product below
+    o = (a @ pairs).reshape(len(a), v, v)
     o[:, np.arange(v), np.arange(v)] -= a @ counts
+    return o
+
+
+def alpha_from_coincidences(o: np.ndarray, values: np.ndarray | None = None, level: str = "ordinal") -> np.ndarray:
+    """Krippendorff's α (``ordinal`` or ``interval``) per coincidence matrix; NaN where undefined."""
+    v = o.shape[1]
     n_c = o.sum(axis=2)  # B × V
     n = n_c.sum(axis=1)
     if level == "ordinal":
@@ -117,6 +122,12 @@ def alpha_from_counts(counts: np.ndarray, values: np.ndarray | None = None, leve
         alpha = 1 - d_o / d_e
     alpha[(d_e <= 0) | (n < 2)] = np.nan
     return alpha
+
+
+def alpha_from_counts(counts: np.ndarray, values: np.ndarray | None = None, level: str = "ordinal",
+                      unit_weights: np.ndarray | None = None) -> np.ndarray:
+    """Krippendorff's α from units × values counts, for one or many unit weightings (B × U)."""
+    return alpha_from_coincidences(coincidences(counts, unit_weights), values, level)
 
 
 def ordinal_alpha_from_counts(counts: np.ndarray, unit_weights: np.ndarray | None = None) -> np.ndarray:
@@ -150,23 +161,27 @@ def krippendorff_alpha(part: pd.DataFrame, scale_min: int, scale_max: int, n_boo
         out["note"] = "every mark is the same value: α undefined (no variation to agree on)"
         return out
     notes = []
-    for level, key, lo_key, hi_key in (("ordinal", "alpha", "ci_low", "ci_high"),
-                                       ("interval", "alpha_interval", "interval_ci_low", "interval_ci_high")):
-        point = float(alpha_from_counts(counts, domain, level)[0])
-        out[key] = None if not np.isfinite(point) else point
-        if not n_boot or out[key] is None:
-            continue
+    levels = (("ordinal", "alpha", "ci_low", "ci_high"),
+              ("interval", "alpha_interval", "interval_ci_low", "interval_ci_high"))
+    o = coincidences(counts)
+    for level, key, _, _ in levels:
+        point = float(alpha_from_coincidences(o, domain, level)[0])
+        out[key] = point if np.isfinite(point) else None
+    if n_boot:
         rng = np.random.default_rng(seed)
-        samples = []
+        samples = {level: [] for level, *_ in levels}
         for start in range(0, n_boot, chunk):  # B × U weights in chunks: 28k units × 2000 would be 450 MB
-            w = rng.multinomial(len(counts), np.full(len(counts), 1 / len(counts)),
-                                size=min(chunk, n_boot - start)).astype(float)
-            samples.append(alpha_from_counts(counts, domain, level, w))
-        samples = np.concatenate(samples)
-        lo, hi = percentile_ci(samples)
-        out[lo_key], out[hi_key] = float(lo), float(hi)
-        if np.isnan(samples).any() and level == "ordinal":
-            notes.append(f"{int(np.isnan(samples).sum())} resamples without variation left out of the CI")
+            o = coincidences(counts, resample_counts(rng, len(counts), min(chunk, n_boot - start)).astype(float))
+            for level in samples:
+                samples[level].append(alpha_from_coincidences(o, domain, level))
+        for level, key, lo_key, hi_key in levels:
+            if out[key] is None:
+                continue
+            values = np.concatenate(samples[level])
+            lo, hi = percentile_ci(values)
+            out[lo_key], out[hi_key] = float(lo), float(hi)
+            if np.isnan(values).any() and level == "ordinal":
+                notes.append(f"{int(np.isnan(values).sum())} resamples without variation left out of the CI")
     if not n_boot:
         notes.append("bootstrap off: no CI")
     out["note"] = "; ".join(notes)
@@ -175,8 +190,9 @@ def krippendorff_alpha(part: pd.DataFrame, scale_min: int, scale_max: int, n_boo
 
 def harmonic_raters_per_unit(raters: np.ndarray, units: np.ndarray) -> float:
     """k̂: harmonic mean over stimuli of the number of distinct raters (ten Hove et al. 2022)."""
-    pairs = np.unique(np.column_stack([units, raters]), axis=0)
-    per_unit = np.bincount(pairs[:, 0]).astype(float)
+    cells = sp.csr_matrix((np.ones(len(units)), (units, raters)))
+    cells.sum_duplicates()
+    per_unit = np.diff(cells.indptr).astype(float)  # distinct raters per unit
     per_unit = per_unit[per_unit > 0]
     return float(len(per_unit) / np.sum(1.0 / per_unit))
 
@@ -297,6 +313,15 @@ BLOCK_METHOD = ("greedy: repeatedly drop the rater or stimulus with the largest 
                 "until none is missing")
 
 
+def _anova_points(ms_r: float, ms_c: float, ms_e: float, n: int, k: int) -> dict:
+    return {
+        "icc_a1": (ms_r - ms_e) / (ms_r + (k - 1) * ms_e + k * (ms_c - ms_e) / n),
+        "icc_ak": (ms_r - ms_e) / (ms_r + (ms_c - ms_e) / n),
+        "icc_c1": (ms_r - ms_e) / (ms_r + (k - 1) * ms_e),
+        "icc_ck": (ms_r - ms_e) / ms_r,
+    }
+
+
 def icc_anova(block: np.ndarray, level: float = 0.95) -> dict:
     """McGraw & Wong (1996) ICC(A,1), ICC(A,k), ICC(C,1), ICC(C,k) with F-based CIs.
 
@@ -312,13 +337,8 @@ def icc_anova(block: np.ndarray, level: float = 0.95) -> dict:
     sse = ((x - x.mean(axis=1, keepdims=True) - x.mean(axis=0, keepdims=True) + grand) ** 2).sum()
     ms_e = sse / ((n - 1) * (k - 1))
     q = 0.5 + level / 2
-    out = {
-        "icc_a1": (ms_r - ms_e) / (ms_r + (k - 1) * ms_e + k * (ms_c - ms_e) / n),
-        "icc_ak": (ms_r - ms_e) / (ms_r + (ms_c - ms_e) / n),
-        "icc_c1": (ms_r - ms_e) / (ms_r + (k - 1) * ms_e),
-        "icc_ck": (ms_r - ms_e) / ms_r,
-    }
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):  # no variance: NaN, reported as undefined by the caller
+        out = _anova_points(ms_r, ms_c, ms_e, n, k)
         f = ms_r / ms_e
         df1, df2 = n - 1, (n - 1) * (k - 1)
         f_lo = f / stats.f.ppf(q, df1, df2)
@@ -341,21 +361,21 @@ def icc_anova(block: np.ndarray, level: float = 0.95) -> dict:
 def _block_search_rows(raters: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, str]:
     """Rows to search for the block: all, or (large designs) the most-marked stimuli and their
     most active raters, so the dense raters × stimuli matrix stays small."""
-    n_r, n_u = len(np.unique(raters)), len(np.unique(units))
+    n_r, n_u = int(raters.max()) + 1, int(units.max()) + 1
     if n_r * n_u <= BLOCK_SEARCH_CELLS:
         return np.ones(len(raters), bool), BLOCK_METHOD
-    per_unit = pd.DataFrame({"r": raters, "u": units}).drop_duplicates().groupby("u").size()
-    top_units = per_unit.sort_values(ascending=False, kind="stable").index[:BLOCK_SEARCH_SIDE]
+    per_unit = pd.Series(np.bincount(np.unique(units.astype(np.int64) * n_r + raters) // n_r, minlength=n_u))
+    top_units = per_unit.sort_values(ascending=False, kind="stable").index[:BLOCK_SEARCH_SIDE].to_numpy()
     sel = np.isin(units, top_units)
-    per_rater = pd.Series(raters[sel]).value_counts().sort_index().sort_values(ascending=False, kind="stable")
-    sel &= np.isin(raters, per_rater.index[:BLOCK_SEARCH_SIDE])
+    per_rater = pd.Series(np.bincount(raters[sel], minlength=n_r)).sort_values(ascending=False, kind="stable")
+    sel &= np.isin(raters, per_rater.index[:BLOCK_SEARCH_SIDE].to_numpy())
     return sel, (f"{BLOCK_METHOD}, searched among the {len(top_units)} of {n_u} stimuli marked by most raters and "
                  f"the {min(len(per_rater), BLOCK_SEARCH_SIDE)} of {n_r} raters with most marks on them")
 
 
 def icc_complete_block(part: pd.DataFrame) -> dict:
     """Secondary: McGraw & Wong ICCs on a greedily chosen complete block of raters × stimuli."""
-    raters_all = part["rater_id"].astype(str).to_numpy()
+    raters_all, _ = codes(part["rater_id"])  # integer codes: set operations on 800k strings take seconds
     units_all = unit_ids(part)
     sel, method = _block_search_rows(raters_all, units_all)
     matrix, raters, units, n_repeat_cells = _cell_matrix(raters_all[sel], units_all[sel],
@@ -365,9 +385,9 @@ def icc_complete_block(part: pd.DataFrame) -> dict:
     out.update({f"{form}_ci95": None for form in ICC_FORMS})
     unit_system = pd.Series(part["system_id"].astype(str).to_numpy()).groupby(units_all).first()
     block_units = np.asarray(units[cols])
-    in_block = np.isin(raters_all, np.asarray(raters[rows])) & np.isin(units_all, block_units)
+    in_block = np.isin(raters_all, np.asarray(raters[rows], dtype=np.int64)) & np.isin(units_all, block_units)
     systems_in_block = unit_system.reindex(block_units).value_counts()
-    n_raters_total, n_units_total = len(np.unique(raters_all)), len(unit_system)
+    n_raters_total, n_units_total = int(raters_all.max()) + 1, len(unit_system)
     out.update({
         "k": int(len(rows)), "n_raters_block": int(len(rows)), "n_units_block": int(len(cols)),
         "n_raters_total": n_raters_total, "n_units_total": n_units_total,
@@ -384,12 +404,24 @@ def icc_complete_block(part: pd.DataFrame) -> dict:
         out["note"] = "every mark in the complete block is the same: block ICC undefined"
         return out
     out.update(icc_anova(sub))
+    # ANOVA estimates leave [−1, 1] when the block's stimuli do not vary beyond its noise (MSR ≤ MSE)
+    # in a small block: such a value means nothing, so it is undefined.
+    undefined = [form for form in ICC_FORMS if not (np.isfinite(out[form]) and -1 <= out[form] <= 1)]
+    for form in ICC_FORMS:
+        if form in undefined or not np.all(np.isfinite(out[f"{form}_ci95"])):
+            out[f"{form}_ci95"] = None
+        if form in undefined:
+            out[form] = None
     notes = [f"block of {len(rows)} of {n_raters_total} raters × {len(cols)} of {n_units_total} stimuli: "
              f"{out['n_marks_block']} of {len(part)} marks ({out['share_of_marks']:.1%}), "
              f"stimuli from {out['n_systems_block']} of {out['n_systems_total']} systems"]
     if n_repeat_cells:
         notes.append(f"{n_repeat_cells} rater × stimulus cells with repeated marks averaged")
-    out["note"] = "; ".join(notes) if (len(rows) < n_raters_total or len(cols) < n_units_total or n_repeat_cells) else ""
+    if undefined:
+        notes.append(f"{', '.join(undefined)} undefined: outside [−1, 1] or no variance (the block's stimuli do not "
+                     "vary beyond its noise)")
+    out["note"] = "; ".join(notes) if (len(rows) < n_raters_total or len(cols) < n_units_total or n_repeat_cells
+                                       or undefined) else ""
     return out
 
 
@@ -408,8 +440,9 @@ def rater_panel_agreement(son: pd.DataFrame) -> pd.DataFrame:
     agree with themself. Computed for all raters at once: within-rater mid-ranks, then Pearson
     on the ranks from grouped sums (Spearman's ρ with ties = Pearson's r of mid-ranks).
     """
-    df = pd.DataFrame({"rater_id": son["rater_id"].astype(str).to_numpy(),
-                       "attribute": son["attribute"].astype(str).to_numpy(),
+    rater_code, rater_names = codes(son["rater_id"])  # integer keys: text groupbys cost seconds at 800k marks
+    attr_code, attr_names = codes(son["attribute"])
+    df = pd.DataFrame({"rater_id": rater_code, "attribute": attr_code,
                        "unit": unit_ids(son), "mark": son["mark"].to_numpy(float)})
     g = df.groupby(["attribute", "unit"])["mark"]
     total = g.transform("sum")
@@ -433,10 +466,11 @@ def rater_panel_agreement(son: pd.DataFrame) -> pd.DataFrame:
     agg["spearman_with_panel"] = np.where(defined, rho, np.nan)
     agg["note"] = np.where(defined, "", np.where(agg["n_shared_units"] < 3, "fewer than 3 units shared with other raters",
                                                  "no variation in this rater's marks or in the panel mean"))
-    all_raters = pd.DataFrame({"rater_id": son["rater_id"].astype(str).to_numpy(),
-                               "attribute": son["attribute"].astype(str).to_numpy()}).drop_duplicates()
+    all_raters = pd.DataFrame({"rater_id": rater_code, "attribute": attr_code}).drop_duplicates()
     cols = ["rater_id", "attribute", "n_shared_units", "spearman_with_panel", "mean_abs_difference", "note"]
     table = all_raters.merge(agg[cols], on=keys, how="left")
+    table["rater_id"] = np.asarray(rater_names, dtype=object)[table["rater_id"].to_numpy()]
+    table["attribute"] = np.asarray(attr_names, dtype=object)[table["attribute"].to_numpy()]
     missing = table["n_shared_units"].isna()
     table.loc[missing, "n_shared_units"] = 0
     table.loc[missing, "note"] = "no unit also marked by another rater"
@@ -444,9 +478,15 @@ def rater_panel_agreement(son: pd.DataFrame) -> pd.DataFrame:
 
 
 def attribute_agreement(son: pd.DataFrame) -> dict:
-    """Agreement between the visual and the audio mark of the same rater on the same stimulus."""
-    keys = ["rater_id", "system_id", "clip_id"]
-    wide = son.pivot_table(index=keys, columns="attribute", values="mark", aggfunc="first")
+    """Agreement between the visual and the audio mark of the same rater on the same stimulus
+    (a rater's repeated marks of a stimulus are averaged per attribute)."""
+    rater, _ = codes(son["rater_id"])
+    stimulus = unit_ids(son)
+    key = stimulus.astype(np.int64) * (int(rater.max()) + 1 if len(son) else 1) + rater
+    marks = son["mark"].to_numpy(float)
+    attribute, names = codes(son["attribute"])
+    wide = pd.DataFrame({name: pd.Series(marks[attribute == k]).groupby(key[attribute == k]).mean()
+                         for k, name in enumerate(names)})
     out = {"n_pairs": 0, "spearman": None, "kendall_tau_b": None, "share_equal": None,
            "mean_visual_minus_audio": None, "spearman_item_means": None, "note": ""}
     if not {"visual", "audio"} <= set(wide.columns):
@@ -464,6 +504,6 @@ def attribute_agreement(son: pd.DataFrame) -> dict:
         out["note"] = "no variation in one attribute's marks: correlation undefined"
     out["share_equal"] = float((pairs["visual"] == pairs["audio"]).mean())
     out["mean_visual_minus_audio"] = float((pairs["visual"] - pairs["audio"]).mean())
-    items = pairs.groupby(level=["system_id", "clip_id"]).mean()
+    items = pairs.groupby(pairs.index.to_numpy() // (int(rater.max()) + 1)).mean()  # per stimulus
     out["spearman_item_means"] = _spearman(items["visual"], items["audio"])
     return out

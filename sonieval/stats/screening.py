@@ -112,35 +112,41 @@ def screen_raters(ratings: pd.DataFrame, rules: ScreeningRules = ScreeningRules(
         flat_attrs.setdefault(str(rid), []).append(str(attr))
     out["zero_variance_attributes"] = [",".join(sorted(flat_attrs.get(str(r), []))) for r in raters]
 
-    reasons: list[str] = []
-    for rid, row in out.iterrows():
-        why = []
-        if rules.enabled:
-            if row.n_reference and row.reference_low_fraction > rules.hidden_reference_max_fraction:
-                why.append(
-                    f"hidden reference ≤ {rules.hidden_reference_max_mark} on {row.reference_low_fraction:.0%} "
-                    f"of {row.n_reference} trials"
-                )
-            if row.n_anchor and row.anchor_high_fraction > rules.anchor_max_fraction:
-                why.append(f"anchor ≥ {rules.anchor_min_mark} on {row.anchor_high_fraction:.0%} of {row.n_anchor} trials")
-            if row.n_attention and np.isfinite(row.attention_missed_fraction) and (
-                row.attention_missed_fraction > rules.attention_max_fraction
-            ):
-                why.append(f"missed {row.attention_missed_fraction:.0%} of {row.n_attention} attention checks")
-            if row.zero_variance_attributes:
-                why.append(f"same mark on every sonification ({row.zero_variance_attributes})")
-        reasons.append("; ".join(why))
-    out["reasons"] = reasons
+    # Reasons and notes built column-wise (a loop over rows took seconds at 32,000 raters).
+    def words(mask, texts) -> pd.Series:
+        return pd.Series(np.where(mask, texts, ""), index=out.index)
+
+    def join(parts: list[pd.Series]) -> pd.Series:
+        joined = parts[0]
+        for part in parts[1:]:
+            joined = joined.str.cat(part, sep="; ")
+        return joined.str.replace(r"^(; )+|(; )+$", "", regex=True).str.replace(r"(; ){2,}", "; ", regex=True)
+
+    pct = lambda v: (np.nan_to_num(v.to_numpy(float)) * 100).round().astype(int).astype(str) + "%"  # noqa: E731
+    if rules.enabled:
+        reasons = [
+            words((out["n_reference"] > 0) & (out["reference_low_fraction"] > rules.hidden_reference_max_fraction),
+                  f"hidden reference ≤ {rules.hidden_reference_max_mark} on " + pct(out["reference_low_fraction"])
+                  + " of " + out["n_reference"].astype(str) + " trials"),
+            words((out["n_anchor"] > 0) & (out["anchor_high_fraction"] > rules.anchor_max_fraction),
+                  f"anchor ≥ {rules.anchor_min_mark} on " + pct(out["anchor_high_fraction"])
+                  + " of " + out["n_anchor"].astype(str) + " trials"),
+            words((out["n_attention"] > 0) & (out["attention_missed_fraction"].fillna(-1) > rules.attention_max_fraction),
+                  "missed " + pct(out["attention_missed_fraction"]) + " of " + out["n_attention"].astype(str)
+                  + " attention checks"),
+            words(out["zero_variance_attributes"] != "",
+                  "same mark on every sonification (" + out["zero_variance_attributes"] + ")"),
+        ]
+        out["reasons"] = join(reasons)
+    else:
+        out["reasons"] = ""
     # Why a fraction is empty: the rater had no trials of that kind (or no expected marks).
-    out["note"] = [
-        "; ".join(filter(None, [
-            "no hidden-reference trials" if row.n_reference == 0 else "",
-            "no anchor trials" if row.n_anchor == 0 else "",
-            "no attention trials" if row.n_attention == 0 else (
-                "attention trials without expected_mark" if not np.isfinite(row.attention_missed_fraction) else ""),
-        ]))
-        for row in out.itertuples()
-    ]
+    out["note"] = join([
+        words(out["n_reference"] == 0, "no hidden-reference trials"),
+        words(out["n_anchor"] == 0, "no anchor trials"),
+        words(out["n_attention"] == 0, "no attention trials"),
+        words((out["n_attention"] > 0) & out["attention_missed_fraction"].isna(), "attention trials without expected_mark"),
+    ])
     out["excluded"] = out["reasons"] != ""
     if not rules.enabled:
         notes.append("screening disabled: every rater kept")
