@@ -360,12 +360,17 @@ def _optimise(d: CrossedDesign, start: tuple[float, float], dense_limit: int):
         return cache[key]
 
     x0 = np.asarray(start, float)
+    # The criterion per observation: its gradient is O(1) whatever n, so one gradient tolerance
+    # means the same precision at 144 and at 800,000 marks (unscaled, the optimiser kept
+    # line-searching at the optimum of large fits, its gradient never below 1e-7 in roundoff).
+    scale = 1.0 / d.n
+    bounds = [(0.0, None), (0.0, None)]
     if analytic:
-        res = optimize.minimize(lambda x: fg(x)[0], x0, jac=lambda x: fg(x)[1], method="L-BFGS-B",
-                                bounds=[(0.0, None), (0.0, None)], options={"ftol": 1e-12, "gtol": 1e-7, "maxiter": 200})
+        res = optimize.minimize(lambda x: fg(x)[0] * scale, x0, jac=lambda x: fg(x)[1] * scale, method="L-BFGS-B",
+                                bounds=bounds, options={"ftol": 1e-12, "gtol": 1e-8, "maxiter": 200})
     else:
-        res = optimize.minimize(lambda x: fg(x)[0], x0, method="L-BFGS-B", bounds=[(0.0, None), (0.0, None)],
-                                options={"ftol": 1e-12, "gtol": 1e-6, "maxiter": 200, "eps": 1e-6})
+        res = optimize.minimize(lambda x: fg(x)[0] * scale, x0, method="L-BFGS-B", bounds=bounds,
+                                options={"ftol": 1e-12, "gtol": 1e-7, "maxiter": 200, "eps": 1e-6})
     x = np.maximum(res.x, 0.0)
     ev = fg(x)[2]
     return x, ev, n_eval[0], bool(res.success), str(res.message)
