@@ -252,9 +252,44 @@ class AnchorSpec(_Model):
     snr_db: float = 0.0
 
 
+class SessionsSpec(_Model):
+    """Split a study into sessions (ITU-R BS.1534 advises about 20-30 minutes each); a break between them."""
+
+    pages: int | None = Field(None, ge=1)  # a session ends after this many pages ...
+    minutes: float | None = Field(None, gt=0)  # ... or once this many minutes have passed (whichever first)
+    # A rater away this long (no page submitted) starts a new session on return (recorded as "left").
+    idle_minutes: float = Field(20.0, gt=0)
+
+
+class EnrolmentSpec(_Model):
+    """A public enrolment link that issues personal rater links (crowd studies); capped at study.n_raters."""
+
+    enabled: bool = False
+    max_per_minute: int = Field(30, ge=1)  # enrolments per minute, whole study
+    max_per_ip_per_hour: int = Field(5, ge=1)  # per network address (stored only as a keyed hash)
+    trust_proxy_headers: bool = False  # behind a reverse proxy: take the address from X-Forwarded-For
+    require_participant_id: bool = False  # refuse a link without PROLIFIC_PID / workerId
+    completion_code: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")  # default: one is generated
+    # Where a finished rater is sent, e.g. https://app.prolific.com/submissions/complete?cc={code}
+    completion_url: str | None = Field(None, pattern=r"^https?://")
+    screened_out_code: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")  # shown when a check stops a rater
+
+
+class HeadphoneSpec(_Model):
+    """The antiphase headphone check of Woods et al. (2017) before the first rating page."""
+
+    enabled: bool = False
+    on_fail: Literal["continue", "stop"] = "continue"  # continue: the report's screening decides
+
+
 class StudySpec(_Model):
     study_id: str | None = None  # default: the protocol's name
-    mode: Literal["joint", "split"] = "joint"
+    title: str | None = Field(None, max_length=120)  # the name raters see; default: the study id
+    # joint: both marks on one page; split: one attribute per block; multi: every condition of a
+    # clip on one page (MUSHRA-style, hidden reference and anchor among them).
+    mode: Literal["joint", "split", "multi"] = "joint"
+    # categories: labelled radio marks scale_min..scale_max; mushra: a 0-100 slider per mark.
+    rating_scale: Literal["categories", "mushra"] = "categories"
     attributes: list[Literal["visual", "audio"]] = Field(default_factory=lambda: ["visual", "audio"])
     scale_min: int = 1
     scale_max: int = 5
@@ -270,15 +305,29 @@ class StudySpec(_Model):
     familiarisation: bool = True
     storage: str = "sqlite:///{results_dir}/study.sqlite"
     audio_dir: str | None = None  # default: the sonify stage's output folder
-    # An audio mark is accepted only once this fraction of the sonification's duration has
-    # passed since the trial was first shown (st.audio reports no play events; see
-    # sonieval/study/session.py for the limits of this gate). 0 turns the gate off.
+    # An audio mark is accepted only once each stimulus on the page has been played for this
+    # fraction of its duration (time actually played, reported by the A/B player and checked
+    # on the server against the time on the page; sonieval/study/session.py). 0 turns it off.
     min_listen_fraction: float = Field(1.0, ge=0, le=2)
+    loudness_lufs: float = Field(-26.0, ge=-70, le=0)  # every file aligned to this (ITU-R BS.1770)
+    true_peak_dbtp: float = Field(-1.0, ge=-20, le=0)  # under this true-peak ceiling
+    sessions: SessionsSpec = SessionsSpec()
+    enrolment: EnrolmentSpec = EnrolmentSpec()
+    headphone_check: HeadphoneSpec = HeadphoneSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mushra_scale(cls, data):
+        if isinstance(data, dict) and data.get("rating_scale") == "mushra":
+            data = {"scale_min": 0, "scale_max": 100, **data}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "StudySpec":
         if self.scale_max <= self.scale_min:
             raise ValueError("scale_max must be greater than scale_min")
+        if self.rating_scale == "mushra" and (self.scale_min, self.scale_max) != (0, 100):
+            raise ValueError("rating_scale 'mushra' is 0-100: leave out scale_min/scale_max or set them to 0 and 100")
         if self.design == "subset" and self.trials_per_rater is None:
             raise ValueError("design 'subset' needs trials_per_rater (K)")
         if not self.attributes:
