@@ -4,9 +4,14 @@ Each stage writes its table with :func:`write_table` and the next stage reads it
 :func:`read_table`, which checks the contract columns and names the file and the missing
 column in one line. Extra columns are welcome; these names are the contract.
 
-A *system* is one (encoder, gate variant, learning rate, epoch, alignment, post-processing)
+A *system* is one (encoder, layer, gate variant, learning rate, epoch, alignment, post-processing)
 tuple, named everywhere by its readable ``system_id``, e.g.
 ``hubert/LIN-C/lr0.005/e50/transpose/minmax``.
+
+The encoder slot (first part) names the encoder and the layer sonified (:class:`EncoderSlot`):
+``ENCODER[.layer<k>]``, e.g. ``hubert`` (the ``input`` cut before the transformer: written as the
+bare name, so ids made before layers existed keep their meaning) or ``hubert.layer6`` (the output of
+transformer block 6; see :mod:`sonieval.models.layers`).
 
 The gate slot (second part) names the gate, and may say more about it (:class:`GateSlot`):
 ``VARIANT[.CONTROL][.sSEED][@CODEC]``, e.g. ``LIN`` (a trained gate), ``LIN.shuffled`` (the control
@@ -19,6 +24,7 @@ own reconstruction is the system ``codec/<codec>/lr0.0/e0/none/codec`` (the ceil
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +85,51 @@ def resolve_table_path(value: str | os.PathLike, results_dir: str | os.PathLike)
     p = Path(value)
     return p if p.is_absolute() else Path(results_dir) / p
 RATING_ATTRIBUTES = ("visual", "audio")
+
+
+INPUT_LAYER = "input"  # the layer label of the cut before the transformer (sonieval.models.layers.INPUT)
+# The layer labels of sonieval.models.layers.layer_label (this module sits below models, so it keeps
+# its own copy of the two-line grammar; a test checks they agree).
+_LAYER_LABEL = re.compile(r"^(input|layer[1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class EncoderSlot:
+    """The encoder slot of a system_id: ``ENCODER[.layer<k>]`` (see the module docstring)."""
+
+    name: str
+    layer: str = INPUT_LAYER  # "input" or "layer<k>"
+
+    def __post_init__(self) -> None:
+        if not self.name or "." in self.name or "/" in self.name:
+            raise DataError(f"encoder slot: {self.name!r} is not an encoder name (no '.' or '/')")
+        if not _LAYER_LABEL.match(str(self.layer)):
+            raise DataError(f"encoder slot {self.name}.{self.layer}: unknown layer {self.layer!r} "
+                            "(expected ENCODER for the input cut or ENCODER.layer<k>, k >= 1)")
+
+    @property
+    def text(self) -> str:
+        return self.name if self.layer == INPUT_LAYER else f"{self.name}.{self.layer}"
+
+    @property
+    def depth(self) -> int:
+        """0 for ``input``, k for ``layer<k>`` (the sort key of layers)."""
+        return 0 if self.layer == INPUT_LAYER else int(self.layer[len("layer"):])
+
+
+def parse_encoder_slot(text: str) -> EncoderSlot:
+    """``hubert.layer6`` → EncoderSlot("hubert", "layer6"); ``hubert`` → EncoderSlot("hubert", "input")."""
+    name, sep, layer = str(text).partition(".")
+    if not sep:
+        return EncoderSlot(name)
+    if layer == INPUT_LAYER:  # one name per system: the input cut is the bare encoder name
+        raise DataError(f"encoder slot {text!r}: write the input layer as the bare encoder name {name!r}")
+    return EncoderSlot(name, layer)
+
+
+def encoder_slot(encoder: str, layer: str | None = None) -> str:
+    """The encoder slot text of ``encoder`` at layer label ``layer`` (None or ``input``: the bare name)."""
+    return EncoderSlot(encoder, layer or INPUT_LAYER).text
 
 
 @dataclass(frozen=True)
@@ -146,6 +197,11 @@ class SystemKey:
         return CEILING if self.encoder == CODEC_SLOT else self.gate.control
 
     @property
+    def slot(self) -> EncoderSlot:
+        """The encoder slot: encoder name and layer (the codec ceiling's is ``codec``, layer input)."""
+        return parse_encoder_slot(self.encoder)
+
+    @property
     def family(self) -> tuple:
         """What a system and its controls share: (encoder, variant, alignment, seed, codec, postprocess)."""
         g = self.gate
@@ -153,12 +209,15 @@ class SystemKey:
 
 
 def system_parts(system_id: str) -> dict:
-    """A system_id's parts as table columns (``variant`` is the bare gate variant, without its slot extras)."""
+    """A system_id's parts as table columns (``variant`` is the bare gate variant, without its slot extras;
+    ``encoder`` the bare encoder name and ``layer`` its layer label; the codec ceiling has no layer: None)."""
     k = parse_system_id(system_id)
     g = k.gate
-    codec = k.variant if k.encoder == CODEC_SLOT else g.codec
-    return {"encoder": k.encoder, "variant": g.variant, "control": k.control, "seed": g.seed, "codec": codec,
-            "lr": k.lr, "epoch": k.epoch, "alignment": k.alignment, "postprocess": k.postprocess}
+    ceiling = k.encoder == CODEC_SLOT
+    codec = k.variant if ceiling else g.codec
+    return {"encoder": k.slot.name, "layer": None if ceiling else k.slot.layer, "variant": g.variant,
+            "control": k.control, "seed": g.seed, "codec": codec, "lr": k.lr, "epoch": k.epoch,
+            "alignment": k.alignment, "postprocess": k.postprocess}
 
 
 def format_lr(lr: float) -> str:
@@ -177,9 +236,14 @@ def parse_system_id(system_id: str) -> SystemKey:
             f"system_id {system_id!r} is not of the form encoder/variant/lr<float>/e<int>/alignment/postprocess"
         )
     try:
-        return SystemKey(parts[0], parts[1], float(parts[2][2:]), int(parts[3][1:]), parts[4], parts[5])
+        key = SystemKey(parts[0], parts[1], float(parts[2][2:]), int(parts[3][1:]), parts[4], parts[5])
     except ValueError as exc:
         raise DataError(f"system_id {system_id!r}: {exc}") from None
+    try:
+        key.slot  # the encoder slot must parse: ENCODER or ENCODER.layer<k>
+    except DataError as exc:
+        raise DataError(f"system_id {system_id!r}: {exc}") from None
+    return key
 
 
 def read_table(path: str | os.PathLike, kind: str, required: list[str] | None = None) -> pd.DataFrame:

@@ -2,13 +2,20 @@
 
 For every usable clip of the clips table (``tables/clips.parquet``: splits train and
 validation for training, the listening set for sonify) and every encoder of the protocol,
-the embedding ``[T, D]``; and for the same clips the codec latent ``[C, T']`` (the DAC-VAE
-posterior mean, the gate's training target and the codec-reconstruction ceiling).
+the embedding ``[T, D]`` at each layer the encoder's ``layer`` names (``input``, block k, a list,
+``all``; :mod:`sonieval.models.layers`); and for the same clips the codec latent ``[C, T']`` (the
+DAC-VAE posterior mean, the gate's training target and the codec-reconstruction ceiling).
 
 Cache layout (``<cache>`` = ``proto.cache_path``)::
 
-    <cache>/embeddings/<model_key>/<clip_sha256>.npy   float16
-    <cache>/latents/<model_key>/<clip_sha256>.npy      float32
+    <cache>/embeddings/<model_key>[@layer<k>]/<clip_sha256>.npy   float16
+    <cache>/embeddings/<model_key>[@layer<k>]/encoder.json        provenance, the layer's time axis
+    <cache>/latents/<model_key>/<clip_sha256>.npy                 float32
+
+Each layer has its own folder (``layer_model_key``: the bare ``model_key`` for ``input``, so caches
+written before layers existed stay valid). All the layers a clip still lacks come from **one**
+forward pass of the batch (``Encoder.embed_layers``: hidden states reused, the forward stopped after
+the deepest one asked for); a later run asking for more layers computes only the missing ones.
 
 ``model_key`` names the model (registry name, a slug and hash of the hub id or local
 folder, ``-random`` for random weights, the clip length), so a cache entry is keyed by the
@@ -21,9 +28,11 @@ per clip). float16 keeps 11 significant bits, a relative rounding error ≤ 2⁻
 far below the gate's training loss; values beyond ±65504 would overflow, so such an
 embedding is refused. Latents (64×431, 110 kB) stay float32: they are the training target.
 
-The stage writes ``tables/prepared.parquet`` (clip_id, split, listening, kind, model,
-model_key, path, status, error), which ``train`` and ``sonify`` read, and records every
-entry in the run manifest (stage ``prepare``).
+The stage writes ``tables/prepared.parquet`` (clip_id, split, listening, kind, model, layer,
+model_key, path, status, error; ``layer`` is the layer label of an embedding, ``input`` or
+``layer<k>``, and empty for latents), which ``train`` and ``sonify`` read, and records every
+entry in the run manifest (stage ``prepare``, one item per clip and layer: ``embedding/<encoder
+slot>/<clip_id>``, the slot as in system ids, e.g. ``hubert.layer6``).
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from sonieval.tables import read_table, table_path_value, write_table
 
 STAGE = "prepare"
 FLOAT16_MAX = 65504.0
-PREPARED_COLUMNS = ["clip_id", "split", "listening", "kind", "model", "model_key", "path", "status", "error"]
+PREPARED_COLUMNS = ["clip_id", "split", "listening", "kind", "model", "layer", "model_key", "path", "status", "error"]
 DEFAULT_ENCODE_BATCH = 8
 USABLE_STATUS = ("ok", "done")  # the clips stage marks readable clips "ok", unreadable ones "failed"
 
@@ -137,89 +146,120 @@ class PrepareResult:
         return "; ".join(f"{name}: {res.summary('entries')}" for name, res in self.batches.items())
 
 
+@dataclass(frozen=True)
+class CacheTarget:
+    """One output a model's forward fills the cache with: an encoder layer's embeddings or a codec's latents."""
+
+    name: str  # in manifest keys: the encoder slot as in system ids (``hubert``, ``hubert.layer6``) or the codec
+    model: str  # the prepared table's ``model``: the encoder's or codec's name
+    key: str  # the cache folder (for an encoder layer: layer_model_key)
+    layer: str | None = None  # the layer label of an embedding (``input``, ``layer<k>``); None for latents
+
+
+# forward(audio [B, n], targets) -> one array [B, ...] per target, from one pass of the model
+Forward = Callable[[np.ndarray, list[CacheTarget]], list[np.ndarray]]
+
+
 def _compute_cached(
     proto: Protocol,
     manifest: RunManifest,
     clips: pd.DataFrame,
     *,
     kind: str,
-    model_name: str,
-    key: str,
+    targets: list[CacheTarget],
     sample_rate: int,
-    forward: Callable[[np.ndarray], np.ndarray],
+    forward: Forward,
     load_model_info: dict[str, Any],
     batch_size: int,
     progress: bool,
 ) -> tuple[list[dict[str, Any]], BatchResult]:
-    """Fill the cache for one model, ``batch_size`` clips per forward; one manifest row per clip."""
+    """Fill the cache for one model's targets, ``batch_size`` clips per forward; one manifest row per
+    (clip, target). A clip goes through the model once for all the targets it still lacks."""
     from tqdm.auto import tqdm
 
-    from sonieval.audio import load_clip
-
-    items: list[ManifestItem] = []
-    for row in clips.itertuples(index=False):
-        try:
-            sha = sha256_file(row.path)
-        except OSError as exc:
-            sha = f"unreadable-{row.clip_id}"
-            err = f"{row.path}: cannot read file ({exc.strerror})"
-        else:
-            err = None
-        target = cache_file(proto, kind, key, sha)
-        inputs = {"clip_sha256": sha, "model_key": key, **load_model_info}
-        items.append(ManifestItem(f"{kind}/{model_name}/{row.clip_id}", inputs,
-                                  payload={"row": row, "target": target, "error": err}))
-
+    by_clip = [(row, _clip_items(proto, row, kind, targets, load_model_info)) for row in clips.itertuples(index=False)]
+    items = [it for _, its in by_clip for it in its]
     total = BatchResult()
-    pending = [it for it in items if not manifest.is_done(STAGE, it.key, it.inputs)]
-    pending_keys = {it.key for it in pending}
-    total.skipped.extend(it.key for it in items if it.key not in pending_keys)
+    pending = {it.key for it in items if not manifest.is_done(STAGE, it.key, it.inputs)}
+    total.skipped.extend(it.key for it in items if it.key not in pending)
     # A cache file from an earlier run (or another results folder) is reused without a forward.
-    to_compute = [it for it in pending if not it.payload["target"].exists() and it.payload["error"] is None]
+    need = {it.key for it in items if it.key in pending and not it.payload["target"].exists()
+            and it.payload["error"] is None}
+    to_compute = [(row, its) for row, its in by_clip if any(it.key in need for it in its)]
     results: dict[str, np.ndarray | Exception] = {}
-    bar = tqdm(total=len(to_compute), desc=f"prepare {kind}s ({model_name})", unit="clip",
+    bar = tqdm(total=len(to_compute), desc=f"prepare {kind}s ({targets[0].model})", unit="clip",
                disable=not progress or not to_compute)
     for start in range(0, len(to_compute), batch_size):
         chunk = to_compute[start:start + batch_size]
-        audio, ok = [], []
-        for it in chunk:
-            row = it.payload["row"]
-            try:
-                clip = load_clip(row.path, sample_rate, proto.data.clip_seconds, proto.data.length_policy)
-            except SonievalError as exc:
-                results[it.key] = exc
-                continue
-            audio.append(clip.samples)
-            ok.append(it)
-        if ok:
-            try:
-                out = forward(np.stack(audio))
-            except SonievalError as exc:
-                for it in ok:
-                    results[it.key] = exc
-            else:
-                for it, arr in zip(ok, out):
-                    results[it.key] = arr
+        _forward_chunk(proto, chunk, targets, need, sample_rate, forward, results)
         # Write and record this chunk now, so a kill loses at most the chunk in flight.
-        res = manifest.run_batch(STAGE, chunk, lambda it: _store(it, results.pop(it.key), kind), progress=False)
+        chunk_items = [it for _, its in chunk for it in its if it.key in pending]
+        res = manifest.run_batch(STAGE, chunk_items, lambda it: _store(it, results.pop(it.key, None), kind),
+                                 progress=False)
         _merge(total, res)
         bar.update(len(chunk))
     bar.close()
-    computed_keys = {it.key for it in to_compute}
-    rest = [it for it in pending if it.key not in computed_keys]
-    res = manifest.run_batch(STAGE, rest, lambda it: _store(it, None, kind), progress=False)
-    _merge(total, res)
+    computed = {id(row) for row, _ in to_compute}
+    rest = [it for row, its in by_clip if id(row) not in computed for it in its if it.key in pending]
+    _merge(total, manifest.run_batch(STAGE, rest, lambda it: _store(it, None, kind), progress=False))
 
     rows = []
-    for it in items:
-        row = it.payload["row"]
-        state = manifest.get(STAGE, it.key) or {}
-        rows.append({
-            "clip_id": row.clip_id, "split": row.split, "listening": bool(row.listening), "kind": kind,
-            "model": model_name, "model_key": key, "path": table_path_value(it.payload["target"], proto.results_path),
-            "status": state.get("status", "failed"), "error": state.get("error"),
-        })
+    for t in targets:  # the table by target, then clip
+        for it in (it for _, its in by_clip for it in its if it.payload["target_spec"] == t):
+            row = it.payload["row"]
+            state = manifest.get(STAGE, it.key) or {}
+            rows.append({
+                "clip_id": row.clip_id, "split": row.split, "listening": bool(row.listening), "kind": kind,
+                "model": t.model, "layer": t.layer, "model_key": t.key,
+                "path": table_path_value(it.payload["target"], proto.results_path),
+                "status": state.get("status", "failed"), "error": state.get("error"),
+            })
     return rows, total
+
+
+def _clip_items(proto: Protocol, row, kind: str, targets: list[CacheTarget],
+                load_model_info: dict[str, Any]) -> list[ManifestItem]:
+    """One manifest item per target for one clip, keyed by the clip's content hash."""
+    try:
+        sha = sha256_file(row.path)
+    except OSError as exc:
+        sha = f"unreadable-{row.clip_id}"
+        err = f"{row.path}: cannot read file ({exc.strerror})"
+    else:
+        err = None
+    return [ManifestItem(f"{kind}/{t.name}/{row.clip_id}", {"clip_sha256": sha, "model_key": t.key, **load_model_info},
+                         payload={"row": row, "target": cache_file(proto, kind, t.key, sha), "error": err,
+                                  "target_spec": t})
+            for t in targets]
+
+
+def _forward_chunk(proto: Protocol, chunk: list[tuple[Any, list[ManifestItem]]], targets: list[CacheTarget],
+                   need: set[str], sample_rate: int, forward: Forward, results: dict[str, Any]) -> None:
+    """One forward of the chunk's clips for the union of the targets they lack; fills ``results``."""
+    from sonieval.audio import load_clip
+
+    audio, ok = [], []
+    for row, its in chunk:
+        wanted = [it for it in its if it.key in need]
+        try:
+            clip = load_clip(row.path, sample_rate, proto.data.clip_seconds, proto.data.length_policy)
+        except SonievalError as exc:
+            results.update({it.key: exc for it in wanted})
+            continue
+        audio.append(clip.samples)
+        ok.append(wanted)
+    if not ok:
+        return
+    needed = {it.payload["target_spec"] for wanted in ok for it in wanted}
+    targets = [t for t in targets if t in needed]
+    try:
+        out = dict(zip(targets, forward(np.stack(audio), targets)))
+    except SonievalError as exc:
+        results.update({it.key: exc for wanted in ok for it in wanted})
+        return
+    for i, wanted in enumerate(ok):
+        for it in wanted:
+            results[it.key] = out[it.payload["target_spec"]][i]
 
 
 def _store(item: ManifestItem, value: np.ndarray | Exception | None, kind: str) -> ItemOutcome:
@@ -251,17 +291,20 @@ def weights_dir() -> Path:
 ENCODER_INFO = "encoder.json"
 
 
-def write_encoder_info(proto: Protocol, key: str, encoder: Any) -> Path:
-    """Beside the cached embeddings: the encoder's provenance and time axis (for the ``grid`` alignment)."""
+def write_encoder_info(proto: Protocol, key: str, encoder: Any, layer: Any = "input") -> Path:
+    """Beside one layer's cached embeddings (folder ``key``): the encoder's provenance, the layer and its
+    time axis (for the ``grid`` alignment; CLAP's grid changes from stage to stage)."""
     import json
 
     from sonieval.files import write_text_atomic
+    from sonieval.models.layers import layer_label
 
     n = int(round(proto.data.clip_seconds * encoder.sample_rate))
     info: dict[str, Any] = {"encoder": encoder.name, "model_id": str(encoder.model_id),
-                            "random_init": bool(encoder.random_init), "sample_rate": encoder.sample_rate}
+                            "random_init": bool(encoder.random_init), "sample_rate": encoder.sample_rate,
+                            "layer": layer_label(layer), "num_blocks": int(encoder.num_blocks)}
     try:
-        axis = encoder.time_axis(n)
+        axis = encoder.time_axis(n, layer)
         info["time_axis"] = {"grid": list(axis.grid), "hop_s": axis.hop_s, "first_center_s": axis.first_center_s}
     except NotImplementedError:
         info["time_axis"] = None
@@ -275,25 +318,57 @@ def read_encoder_info(embedding_folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def encoder_forward(encoder: Any, device: str) -> Callable[[np.ndarray], np.ndarray]:
+def encoder_forward(encoder: Any, device: str) -> Forward:
+    """All the asked-for layers of a batch from one forward pass of the encoder."""
     import torch
 
-    def forward(batch: np.ndarray) -> np.ndarray:
+    from sonieval.models.layers import parse_layer_label
+
+    def forward(batch: np.ndarray, targets: list[CacheTarget]) -> list[np.ndarray]:
+        layers = [parse_layer_label(t.layer) for t in targets]
         with torch.inference_mode():
             # CPU audio in: the encoder moves its features to its own device (its fbank runs on NumPy)
-            return encoder.embed(torch.from_numpy(batch)).float().cpu().numpy()
+            out = encoder.embed_layers(torch.from_numpy(batch), layers)
+        return [out[layer].float().cpu().numpy() for layer in layers]
 
     return forward
 
 
-def codec_forward(codec: Any, device: str) -> Callable[[np.ndarray], np.ndarray]:
+def codec_forward(codec: Any, device: str) -> Forward:
     import torch
 
-    def forward(batch: np.ndarray) -> np.ndarray:
+    def forward(batch: np.ndarray, targets: list[CacheTarget]) -> list[np.ndarray]:
         with torch.inference_mode():
-            return codec.encode(torch.from_numpy(batch)).float().cpu().numpy()  # the codec moves it to its device
+            return [codec.encode(torch.from_numpy(batch)).float().cpu().numpy()]  # the codec moves it to its device
 
     return forward
+
+
+def encoder_targets(proto: Protocol, encoder: Any) -> list[CacheTarget]:
+    """One cache target per loaded layer of ``encoder`` (its ``encoders[i].layer`` expanded)."""
+    from sonieval.models.layers import layer_label, layer_model_key
+    from sonieval.tables import encoder_slot
+
+    base = model_key(encoder.name, encoder.model_id, encoder.random_init, proto.data.clip_seconds)
+    return [CacheTarget(encoder_slot(encoder.name, layer_label(layer)), encoder.name, layer_model_key(base, layer),
+                        layer_label(layer)) for layer in encoder.loaded_layers]
+
+
+def prepare_encoder(proto: Protocol, manifest: RunManifest, clips: pd.DataFrame, spec: Any, *, index: int | None = None,
+                    device: str = "cpu", batch_size: int = DEFAULT_ENCODE_BATCH,
+                    progress: bool = False) -> tuple[list[dict[str, Any]], BatchResult]:
+    """The embeddings of one ``encoders[index]`` entry at every layer it names, into the cache."""
+    from sonieval.models.encoders import load_encoder
+    from sonieval.models.layers import parse_layer_label
+
+    encoder = load_encoder(spec, device=device, index=index)
+    targets = encoder_targets(proto, encoder)
+    for t in targets:
+        write_encoder_info(proto, t.key, encoder, parse_layer_label(t.layer))
+    info = {"model_id": str(encoder.model_id), "random_init": bool(encoder.random_init)}
+    return _compute_cached(proto, manifest, clips, kind="embedding", targets=targets, sample_rate=encoder.sample_rate,
+                           forward=encoder_forward(encoder, device), load_model_info=info, batch_size=batch_size,
+                           progress=progress)
 
 
 def run_prepare(
@@ -304,9 +379,7 @@ def run_prepare(
     batch_size: int = DEFAULT_ENCODE_BATCH,
     progress: bool = True,
 ) -> PrepareResult:
-    """Fill the embedding and latent caches for the protocol's clips and encoders (resumable)."""
-    from sonieval.models.encoders import load_encoder
-
+    """Fill the embedding and latent caches for the protocol's clips, encoders and layers (resumable)."""
     device = resolve_device(device)
     clips = read_usable_clips(proto)
     if clips.empty:
@@ -314,26 +387,18 @@ def run_prepare(
                         path=clips_table_path(proto), hint="check `sonieval data PROTOCOL`'s output")
     rows: list[dict[str, Any]] = []
     batches: dict[str, BatchResult] = {}
-    for spec in proto.resolved_encoders():
-        encoder = load_encoder(spec, device=device)
-        key = model_key(encoder.name, encoder.model_id, encoder.random_init, proto.data.clip_seconds)
-        write_encoder_info(proto, key, encoder)
-        info = {"model_id": str(encoder.model_id), "random_init": bool(encoder.random_init)}
-        r, b = _compute_cached(
-            proto, manifest, clips, kind="embedding", model_name=spec.name, key=key,
-            sample_rate=encoder.sample_rate, forward=encoder_forward(encoder, device),
-            load_model_info=info, batch_size=batch_size, progress=progress,
-        )
+    for i, spec in enumerate(proto.resolved_encoders()):
+        r, b = prepare_encoder(proto, manifest, clips, spec, index=i, device=device, batch_size=batch_size,
+                               progress=progress)
         rows += r
         batches[f"embedding/{spec.name}"] = b
-        del encoder
     for spec in proto.codecs:
         codec = prepared_codec_for(proto, spec.name, clips, device=device, progress=progress)
         key = codec_model_key(proto, codec)
         write_codec_info(proto, key, codec)
         info = {"model_id": str(codec.model_id), "random_init": bool(codec.random_init)}
         r, b = _compute_cached(
-            proto, manifest, clips, kind="latent", model_name=codec.name, key=key,
+            proto, manifest, clips, kind="latent", targets=[CacheTarget(codec.name, codec.name, key)],
             sample_rate=codec.sample_rate, forward=codec_forward(codec, device),
             load_model_info=info, batch_size=batch_size, progress=progress,
         )
@@ -432,8 +497,42 @@ def read_prepared(proto: Protocol) -> pd.DataFrame:
     except Exception as exc:
         raise DataError(f"cannot read table ({type(exc).__name__})", path=path,
                         hint="rerun `sonieval prepare PROTOCOL`") from None
+    if "layer" not in table.columns and "kind" in table.columns:  # written before layers existed: all input
+        table.insert(table.columns.get_loc("model") + 1 if "model" in table.columns else len(table.columns), "layer",
+                     np.where(table["kind"] == "embedding", "input", None))
     missing = [c for c in PREPARED_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"prepared table lacks column(s) {', '.join(missing)}", path=path,
                         hint="rerun `sonieval prepare PROTOCOL`")
     return table
+
+
+def encoder_layers(proto: Protocol, spec: Any) -> list[str]:
+    """The layer labels ``encoders[i].layer`` expands into (``input``, ``layer<k>``), shallowest first.
+
+    ``input``, numbers and lists expand from the protocol alone; ``all`` needs the model's depth,
+    which the prepare stage found when it loaded the model: the layers of the prepared table.
+    """
+    from sonieval.models.layers import ALL, expand_layers, layer_label
+
+    value = getattr(spec, "layer", "input")
+    if not (isinstance(value, str) and value == ALL):
+        items = value if isinstance(value, list) else [value]
+        deepest = max([int(v) for v in items if not isinstance(v, str)], default=0)
+        return [layer_label(layer) for layer in expand_layers(value, deepest)]
+    prepared = read_prepared(proto)
+    rows = prepared[(prepared["kind"] == "embedding") & (prepared["model"] == spec.name)]
+    if rows.empty:
+        raise DataError(f"encoder {spec.name!r} has layer: all, and the prepared table holds none of its layers",
+                        path=prepared_table_path(proto), hint="run `sonieval prepare PROTOCOL` first")
+    from sonieval.tables import EncoderSlot
+
+    have = sorted(rows["layer"].astype(str).unique(), key=lambda label: EncoderSlot(spec.name, label).depth)
+    info = read_encoder_info(proto.cache_path / "embeddings" / str(rows["model_key"].iloc[0]))
+    if "num_blocks" in info:
+        expected = ["input", *(layer_label(k) for k in range(1, int(info["num_blocks"]) + 1))]
+        if have != expected:
+            raise DataError(f"encoder {spec.name!r} has layer: all ({', '.join(expected)}), the prepared table holds "
+                            f"{', '.join(have)}", path=prepared_table_path(proto),
+                            hint="rerun `sonieval prepare PROTOCOL` (it computes only the missing layers)")
+    return have

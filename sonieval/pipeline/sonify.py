@@ -1,6 +1,6 @@
 """The ``sonify`` stage: trained gates turn listening-set embeddings into audio.
 
-For every trained system (encoder, variant, lr, epoch, alignment: the protocol's grid, see
+For every trained system (encoder, layer, variant, lr, epoch, alignment: the protocol's grid, see
 :mod:`sonieval.pipeline.train`) and every listening-set clip:
 
     cached embedding → gate → latent → codec decoder → 44.1 kHz audio → post-processings
@@ -48,8 +48,8 @@ from sonieval.pipeline.prepare import (
 from sonieval.pipeline.train import checkpoint_path, load_checkpoint, plan_runs, time_axis_from
 from sonieval.protocol import Protocol
 from sonieval.tables import (
-    CODEC_SLOT, SONIFICATIONS_COLUMNS, make_system_id, read_table, resolve_table_path, system_parts, table_path_value,
-    write_table,
+    CODEC_SLOT, INPUT_LAYER, SONIFICATIONS_COLUMNS, encoder_slot, make_system_id, read_table, resolve_table_path,
+    system_parts, table_path_value, write_table,
 )
 
 STAGE = "sonify"
@@ -57,7 +57,7 @@ PLAIN, RESCALED, CODEC = "plain", "embedding_rescale", "codec"
 # random_init: the system was made with a randomly initialised (small) encoder or codec, so its
 # audio shows that the pipeline runs, not what the architecture learns; every later output says so.
 EXTRA_COLUMNS = [
-    "control", "seed", "codec", "codec_label", "branch", "checkpoint", "embedding_model_key", "codec_model_key",
+    "layer", "control", "seed", "codec", "codec_label", "branch", "checkpoint", "embedding_model_key", "codec_model_key",
     "encoder_random_init", "codec_random_init", "random_init", "sample_rate", "seconds",
 ]
 
@@ -89,7 +89,8 @@ def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
 
 @dataclass(frozen=True)
 class System:
-    """A trained gate (or a control) without its post-processing; ``variant`` is the gate slot."""
+    """A trained gate (or a control) without its post-processing; ``variant`` is the gate slot, ``layer``
+    the encoder layer's label (``slot`` names both as system ids do)."""
 
     encoder: str
     variant: str
@@ -97,13 +98,18 @@ class System:
     epoch: int
     alignment: str
     codec: str = ""  # the codec this gate was trained onto (its latents are decoded by it)
+    layer: str = INPUT_LAYER
+
+    @property
+    def slot(self) -> str:
+        return encoder_slot(self.encoder, self.layer)
 
     @property
     def base(self) -> str:
-        return make_system_id(self.encoder, self.variant, self.lr, self.epoch, self.alignment, "x").rsplit("/", 1)[0]
+        return make_system_id(self.slot, self.variant, self.lr, self.epoch, self.alignment, "x").rsplit("/", 1)[0]
 
     def system_id(self, postprocess: str) -> str:
-        return make_system_id(self.encoder, self.variant, self.lr, self.epoch, self.alignment, postprocess)
+        return make_system_id(self.slot, self.variant, self.lr, self.epoch, self.alignment, postprocess)
 
 
 @dataclass
@@ -142,7 +148,7 @@ def listening_clips(proto: Protocol) -> pd.DataFrame:
 
 def planned_systems(proto: Protocol) -> list[System]:
     primary = proto.primary_codec.name
-    return [System(r.encoder, r.gate_slot, float(r.lr), e, r.alignment, r.codec or primary)
+    return [System(r.encoder, r.gate_slot, float(r.lr), e, r.alignment, r.codec or primary, r.layer)
             for r in plan_runs(proto) for e in r.snapshot_epochs]
 
 
@@ -154,7 +160,7 @@ def plan_units(proto: Protocol) -> list[DecodeUnit]:
     def where(value: str) -> str:
         return str(resolve_table_path(value, proto.results_path))
 
-    emb_path = {(r.model, r.clip_id): where(r.path) for r in done[done["kind"] == "embedding"].itertuples()}
+    emb_path = {(r.model, r.layer, r.clip_id): where(r.path) for r in done[done["kind"] == "embedding"].itertuples()}
     lat_path = {(r.model, r.clip_id): where(r.path) for r in done[done["kind"] == "latent"].itertuples()}
     branches = {
         PLAIN: [p for p in proto.sonify.postprocess if not needs_embedding_rescale(p)],
@@ -162,13 +168,14 @@ def plan_units(proto: Protocol) -> list[DecodeUnit]:
     }
     units = []
     for system in planned_systems(proto):
-        ck = checkpoint_path(proto, system.encoder, system.variant, system.lr, system.epoch, system.alignment)
+        ck = checkpoint_path(proto, system.slot, system.variant, system.lr, system.epoch, system.alignment)
         for branch, posts in branches.items():
             if not posts:
                 continue
             for c in clips.itertuples():
                 units.append(DecodeUnit(system, branch, posts, c.clip_id, str(c.category), str(c.path), system.codec,
-                                        embedding_path=emb_path.get((system.encoder, c.clip_id)), checkpoint=str(ck)))
+                                        embedding_path=emb_path.get((system.encoder, system.layer, c.clip_id)),
+                                        checkpoint=str(ck)))
     if proto.sonify.codec_reconstruction:
         for spec in proto.codecs:
             for c in clips.itertuples():
@@ -231,7 +238,7 @@ def _gate_latents(proto: Protocol, units: list[DecodeUnit], gates: _GateCache, o
     for u in units:
         try:
             if not u.embedding_path:
-                raise DataError(f"no prepared embedding of clip {u.clip_id} for encoder {u.system.encoder}",
+                raise DataError(f"no prepared embedding of clip {u.clip_id} for encoder {u.system.slot}",
                                 hint="run `sonieval prepare PROTOCOL`")
             if Path(u.embedding_path).parent.name != meta["embedding_model_key"]:
                 raise SonievalError(
@@ -461,7 +468,7 @@ def _table_row(proto: Protocol, u: DecodeUnit, post: str, out: dict | None, stat
     return {
         "system_id": system_id, "encoder": parts["encoder"], "variant": parts["variant"], "lr": parts["lr"],
         "epoch": parts["epoch"], "alignment": parts["alignment"], "postprocess": post,
-        "clip_id": u.clip_id, "category": u.category,
+        "clip_id": u.clip_id, "category": u.category, "layer": parts["layer"],
         "path": table_path_value(out["path"], proto.results_path) if out else None,
         "sha256": out["sha256"] if out else None, "status": "done" if out else "failed",
         "error": None if out else (state.get("error") or "output missing"),

@@ -21,7 +21,11 @@ first E epochs becomes system ``e<E>``. Note that its learning-rate schedule dec
 max(epochs), so the E=15 system is not identical to a run trained for 15 epochs only; use
 ``epoch_grid: separate`` for one run (and schedule) per E.
 
-Outputs per run (``<run>`` = ``<encoder>/<variant>/lr<lr>/<alignment>``, plus ``/E<E>`` for
+Layers: an encoder whose ``layer`` names several (a list or ``all``) gives one gate per layer, each
+trained on that layer's cached embeddings (shape and time axis read per layer); the run's encoder slot
+is the system id's (``hubert`` for the input cut, ``hubert.layer6`` for block 6).
+
+Outputs per run (``<run>`` = ``<encoder slot>/<gate slot>/lr<lr>/<alignment>``, plus ``/E<E>`` for
 separate runs):
 
 - ``<results>/checkpoints/<run>/e<E>.pt``: the system checkpoints (gate weights + metadata);
@@ -49,9 +53,9 @@ import pandas as pd
 from sonieval.errors import DataError, SonievalError
 from sonieval.files import atomic_path
 from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest, inputs_hash
-from sonieval.pipeline.prepare import load_array, read_encoder_info, read_prepared, resolve_device
+from sonieval.pipeline.prepare import encoder_layers, load_array, read_encoder_info, read_prepared, resolve_device
 from sonieval.protocol import Protocol
-from sonieval.tables import NO_CONTROL, GateSlot, format_lr, resolve_table_path, write_table
+from sonieval.tables import INPUT_LAYER, NO_CONTROL, GateSlot, encoder_slot, format_lr, resolve_table_path, write_table
 
 STAGE = "train"
 CHECKPOINT_FORMAT = "sonieval-gate/1"
@@ -59,7 +63,7 @@ BLUR_KERNEL = (13, 7)  # (time, feature) taps, thesis §4.3 kernel (7, 13)
 MAX_GRAD_NORM = 1.0
 SMOOTHING = 0.99  # the thesis's TensorBoard smoothing weight
 TRAINING_COLUMNS = [
-    "encoder", "variant", "gate_slot", "control", "seed", "codec", "lr", "epoch", "alignment", "checkpoint", "run_id",
+    "encoder", "layer", "variant", "gate_slot", "control", "seed", "codec", "lr", "epoch", "alignment", "checkpoint", "run_id",
     "best_epoch", "best_validation_loss", "validation_mse", "validation_r2", "validation_r2_ci_low",
     "validation_r2_ci_high", "n_train", "n_validation", "embedding_model_key", "latent_model_key", "status", "error",
 ]
@@ -72,6 +76,7 @@ class TrainRun:
     ``control``: "none" (a gate trained on its real pairs), "shuffled" (trained on mismatched pairs,
     same budget) or "untrained" (no training: the gate at its initialisation, ``lr`` 0, epoch 0).
     ``codec``: None for the protocol's primary codec, else the codec's name (see tables.GateSlot).
+    ``layer``: the encoder layer's label (``input``, ``layer<k>``); ``slot`` names both as system ids do.
     """
 
     encoder: str
@@ -85,6 +90,12 @@ class TrainRun:
     seed: int = 42
     seed_in_id: bool = False
     codec: str | None = None
+    layer: str = INPUT_LAYER
+
+    @property
+    def slot(self) -> str:
+        """The system_id's encoder slot, e.g. ``hubert`` (input) or ``hubert.layer6``."""
+        return encoder_slot(self.encoder, self.layer)
 
     @property
     def gate_slot(self) -> str:
@@ -93,15 +104,15 @@ class TrainRun:
 
     @property
     def run_id(self) -> str:
-        base = f"{self.encoder}/{self.gate_slot}/lr{format_lr(self.lr)}/{self.alignment}"
+        base = f"{self.slot}/{self.gate_slot}/lr{format_lr(self.lr)}/{self.alignment}"
         return f"{base}/E{self.max_epochs}" if self.separate else base
 
     def checkpoint(self, proto: Protocol, epoch: int) -> Path:
-        return checkpoint_path(proto, self.encoder, self.gate_slot, self.lr, epoch, self.alignment)
+        return checkpoint_path(proto, self.slot, self.gate_slot, self.lr, epoch, self.alignment)
 
 
 def checkpoint_dir(proto: Protocol, encoder: str, variant: str, lr: float, alignment: str) -> Path:
-    """``variant`` is the system_id's gate slot (e.g. ``LIN`` or ``LIN.shuffled``)."""
+    """``encoder`` and ``variant`` are the system_id's encoder and gate slots (e.g. ``hubert.layer6``, ``LIN.shuffled``)."""
     return proto.results_path / "checkpoints" / encoder / variant / f"lr{format_lr(lr)}" / alignment
 
 
@@ -111,17 +122,19 @@ def checkpoint_path(proto: Protocol, encoder: str, variant: str, lr: float, epoc
 
 
 def plan_runs(proto: Protocol) -> list[TrainRun]:
-    """Every run of the sweep: codecs × encoders × variants × alignments × seeds × (controls, lrs)."""
+    """Every run of the sweep: codecs × encoders × layers × variants × alignments × seeds × (controls, lrs)."""
     runs = []
+    layers = {enc.name: encoder_layers(proto, enc) for enc in proto.encoders}
     for i, codec in enumerate(proto.codecs):
         controls = list(proto.gates.controls) if codec.controls else []
         for enc in proto.encoders:
-            for variant in codec.variants or proto.gates.variants:
-                for alignment in codec.alignments or proto.gates.alignments:
-                    for seed in proto.training.replicate_seeds:
-                        common = dict(control=NO_CONTROL, seed=seed, seed_in_id=bool(proto.training.seeds),
-                                      codec=codec.name if i else None)
-                        runs += _runs_of(proto, enc.name, variant, alignment, controls, common)
+            for layer in layers[enc.name]:
+                for variant in codec.variants or proto.gates.variants:
+                    for alignment in codec.alignments or proto.gates.alignments:
+                        for seed in proto.training.replicate_seeds:
+                            common = dict(control=NO_CONTROL, seed=seed, seed_in_id=bool(proto.training.seeds),
+                                          codec=codec.name if i else None, layer=layer)
+                            runs += _runs_of(proto, enc.name, variant, alignment, controls, common)
     return runs
 
 
@@ -211,16 +224,17 @@ class PairStore:
                            self.emb_shape, self.lat_shape)
 
 
-def paired_data(proto: Protocol, encoder: str, codec: str | None = None) -> PairedData:
-    """The prepared pairs of ``encoder`` and ``codec`` (None: the protocol's primary codec)."""
+def paired_data(proto: Protocol, encoder: str, codec: str | None = None, layer: str = INPUT_LAYER) -> PairedData:
+    """The prepared pairs of ``encoder`` at ``layer`` and ``codec`` (None: the protocol's primary codec)."""
     prepared = read_prepared(proto)
     ok = prepared[prepared["status"] == "done"]
-    emb = ok[(ok["kind"] == "embedding") & (ok["model"] == encoder)]
+    emb = ok[(ok["kind"] == "embedding") & (ok["model"] == encoder) & (ok["layer"] == layer)]
+    what = encoder if layer == INPUT_LAYER else f"{encoder!r} at {layer}"
     lat = ok[ok["kind"] == "latent"]
     codec = codec or proto.primary_codec.name
     lat = lat[lat["model"] == codec]
     if emb.empty:
-        raise DataError(f"no prepared embeddings for encoder {encoder!r}",
+        raise DataError(f"no prepared embeddings for encoder {what}",
                         path=proto.results_path / "tables" / "prepared.parquet",
                         hint="run `sonieval prepare PROTOCOL` with this encoder in the protocol")
     if lat.empty:
@@ -231,7 +245,7 @@ def paired_data(proto: Protocol, encoder: str, codec: str | None = None) -> Pair
     for split in ("train", "validation"):
         part = merged[merged["split"] == split].sort_values("clip_id")
         if part.empty:
-            raise DataError(f"no prepared {split} clips for encoder {encoder!r}",
+            raise DataError(f"no prepared {split} clips for encoder {what}",
                             hint=f"the {split} split must hold clips whose embedding and latent were prepared")
         out["emb"][split] = [str(resolve_table_path(p, proto.results_path)) for p in part["path"]]
         out["lat"][split] = [str(resolve_table_path(p, proto.results_path)) for p in part["path_latent"]]
@@ -412,7 +426,7 @@ class GateTrainer:
         self.x_val, self.y_val = x_val, self.target(y_val)
         self.baseline = self.target(data.train_mean_latent())
         self.state = RunState()
-        self.ckdir = checkpoint_dir(proto, run.encoder, run.gate_slot, run.lr, run.alignment)
+        self.ckdir = checkpoint_dir(proto, run.slot, run.gate_slot, run.lr, run.alignment)
         self.state_path = self.ckdir / f"state_to_e{run.max_epochs}.pt"
         self.best_path = self.ckdir / f"best_to_e{run.max_epochs}.pt"
 
@@ -422,7 +436,8 @@ class GateTrainer:
     def meta(self) -> dict[str, Any]:
         run, data, t = self.run, self.data, self.t
         return {
-            "format": CHECKPOINT_FORMAT, "protocol": self.proto.name, "encoder": run.encoder, "variant": run.variant,
+            "format": CHECKPOINT_FORMAT, "protocol": self.proto.name, "encoder": run.encoder, "layer": run.layer,
+            "encoder_slot": run.slot, "variant": run.variant,
             "gate_slot": run.gate_slot, "control": run.control, "seed": run.seed, "codec_slot": run.codec,
             "lr": float(run.lr), "alignment": run.alignment, "codec": data.codec,
             "embedding_model_key": data.embedding_model_key, "latent_model_key": data.latent_model_key,
@@ -638,13 +653,15 @@ def run_train(proto: Protocol, manifest: RunManifest, *, device: str = "auto", p
     device = resolve_device(device)
     runs = plan_runs(proto)
     data_by_pair: dict[tuple, PairedData | SonievalError] = {}
-    for key in sorted({(r.encoder, r.codec or proto.primary_codec.name) for r in runs}):
+    def pair(r: TrainRun) -> tuple:
+        return r.encoder, r.codec or proto.primary_codec.name, r.layer
+
+    for key in sorted({pair(r) for r in runs}):
         try:
             data_by_pair[key] = paired_data(proto, *key)
         except SonievalError as exc:
             data_by_pair[key] = exc
-    items = [_train_item(proto, run, data_by_pair[(run.encoder, run.codec or proto.primary_codec.name)])
-             for run in runs]
+    items = [_train_item(proto, run, data_by_pair[pair(run)]) for run in runs]
 
     def fn(item: ManifestItem) -> ItemOutcome:
         run, data = item.payload
@@ -685,7 +702,8 @@ def write_training_table(proto: Protocol, manifest: RunManifest, runs: list[Trai
         for e in run.snapshot_epochs:
             snap = snaps.get(str(e)) or snaps.get(e) or {}
             rows.append({
-                "encoder": run.encoder, "variant": run.variant, "gate_slot": run.gate_slot, "control": run.control,
+                "encoder": run.encoder, "layer": run.layer, "variant": run.variant, "gate_slot": run.gate_slot,
+                "control": run.control,
                 "seed": run.seed, "codec": run.codec or proto.primary_codec.name, "lr": float(run.lr), "epoch": e,
                 "alignment": run.alignment, "checkpoint": str(run.checkpoint(proto, e)),
                 "run_id": run.run_id, "best_epoch": snap.get("best_epoch"),
@@ -704,7 +722,7 @@ def write_training_table(proto: Protocol, manifest: RunManifest, runs: list[Trai
 
 def clear_run(proto: Protocol, run: TrainRun) -> None:
     """Forget a run's resume state (used when its inputs changed)."""
-    ckdir = checkpoint_dir(proto, run.encoder, run.gate_slot, run.lr, run.alignment)
+    ckdir = checkpoint_dir(proto, run.slot, run.gate_slot, run.lr, run.alignment)
     for name in (f"state_to_e{run.max_epochs}.pt", f"best_to_e{run.max_epochs}.pt"):
         (ckdir / name).unlink(missing_ok=True)
     shutil.rmtree(proto.results_path / "training" / run.run_id / "tensorboard", ignore_errors=True)

@@ -26,17 +26,18 @@ class ForwardCounter:
     """Counts the clips that go through encoder and codec forwards."""
 
     def __init__(self, monkeypatch):
-        self.clips, self.calls = 0, 0
+        self.clips, self.calls, self.layers = 0, 0, []
         for name in ("encoder_forward", "codec_forward"):
             real = getattr(prepare_mod, name)
 
             def wrapped(model, device, _real=real):
                 fwd = _real(model, device)
 
-                def counted(batch):
+                def counted(batch, targets):
                     self.calls += 1
                     self.clips += batch.shape[0]
-                    return fwd(batch)
+                    self.layers.append([t.layer for t in targets])
+                    return fwd(batch, targets)
 
                 return counted
 

@@ -36,7 +36,8 @@ def synthetic_cache(root, n_train=48, n_validation=16, seed=0, noise=0.01):
             path = root / "results" / "cache" / f"{kind}s" / key / f"{sha}.npy"
             save_array(path, arr, kind)
             rows.append({"clip_id": f"c{i:03d}", "split": split, "listening": False, "kind": kind,
-                         "model": "ast" if kind == "embedding" else "dac-vae", "model_key": key, "path": str(path),
+                         "model": "ast" if kind == "embedding" else "dac-vae",
+                         "layer": "input" if kind == "embedding" else None, "model_key": key, "path": str(path),
                          "status": "done", "error": None})
     write_table(pd.DataFrame(rows, columns=PREPARED_COLUMNS), root / "results" / "tables" / "prepared.parquet")
 
