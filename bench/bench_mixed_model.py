@@ -11,10 +11,10 @@ Each size runs in its own subprocess, so its peak resident memory (ru_maxrss, da
 its own. Timed: the fit with Satterthwaite inference and all 91 pairwise contrasts, as the report
 calls them (``models.mixed_model`` + ``models.mixed_model_contrasts``), and, separately, the
 reliability model ``mark ~ 1 + (1|rater) + (1|stimulus)``. Side by side in one process: the same
-fit against statsmodels' MixedLM (dense variance components) on a 2,000-mark subset, the
+fit against statsmodels' MixedLM (dense variance components) on a 1,000-mark subset: the
 speed ratio and the largest relative difference of the variance components.
 
-    .venv/bin/python bench/bench_mixed_model.py [--sizes 75k 800k] [--compare-rows 2000]
+    .venv/bin/python bench/bench_mixed_model.py [--sizes 75k 800k] [--compare-rows 1000]
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def compare(n_rows: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
-    ap.add_argument("--compare-rows", type=int, default=2000, help="marks for the statsmodels comparison (0: skip)")
+    ap.add_argument("--compare-rows", type=int, default=1000, help="marks for the statsmodels comparison (0: skip)")
     ap.add_argument("--child", choices=list(SIZES), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
