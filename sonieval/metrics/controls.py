@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from sonieval.errors import SonievalError
-from sonieval.tables import CEILING, CODEC_SLOT, NO_CONTROL, GateSlot, make_system_id, parse_system_id
+from sonieval.tables import (CEILING, CODEC_SLOT, NO_CONTROL, GateSlot, encoder_slot, make_system_id, parse_system_id,
+                             system_parts)
 
 __all__ = ["item_summary", "control_ids", "learning_table", "LOWER_IS_BETTER"]
 
@@ -93,7 +94,9 @@ def _r2_rows(training: pd.DataFrame, system_ids: set[str]) -> pd.DataFrame:
     """Validation R² of the gate behind every scored system (any post-processing of it)."""
     by_base = {}
     for r in training.itertuples(index=False):
-        base = make_system_id(r.encoder, r.gate_slot, r.lr, r.epoch, r.alignment, "x").rsplit("/", 1)[0]
+        layer = getattr(r, "layer", None)  # absent in training tables made before layers: the input cut
+        slot = encoder_slot(r.encoder, layer if isinstance(layer, str) else None)
+        base = make_system_id(slot, r.gate_slot, r.lr, r.epoch, r.alignment, "x").rsplit("/", 1)[0]
         by_base[base] = (r.validation_r2, r.validation_r2_ci_low, r.validation_r2_ci_high)
     rows = []
     for sid in sorted(system_ids):
@@ -118,7 +121,7 @@ def learning_table(scores: pd.DataFrame, item_scores_summary: pd.DataFrame, trai
                    primary_codec: str | None = None) -> pd.DataFrame:
     """Each trained system beside its controls and ceiling, one row per (system, measure, embedding).
 
-    Columns: system_id, measure, embedding, lower_is_better, then value/ci_low/ci_high for ``system``,
+    Columns: system_id, encoder, layer, measure, embedding, lower_is_better, then value/ci_low/ci_high for ``system``,
     ``shuffled``, ``untrained``, ``ceiling`` (NaN where that control was not run), and
     ``beats_shuffled``, ``beats_untrained``, ``beats_controls`` (None when a control or a CI is missing).
     """
@@ -143,7 +146,9 @@ def learning_table(scores: pd.DataFrame, item_scores_summary: pd.DataFrame, trai
 
 def _learning_row(sid: str, measure: str, emb: str, r, ctrl: dict[str, str], index: dict) -> dict:
     lower = LOWER_IS_BETTER[measure]
-    row = {"system_id": sid, "measure": measure, "embedding": emb, "lower_is_better": lower}
+    parts = system_parts(sid)
+    row = {"system_id": sid, "encoder": parts["encoder"], "layer": parts["layer"], "measure": measure,
+           "embedding": emb, "lower_is_better": lower}
     for name, value in (("system", r), *((k, index.get((v, measure, emb))) for k, v in ctrl.items())):
         for part in ("value", "ci_low", "ci_high"):
             row[f"{name}_{part}"] = float(value[part]) if value is not None else np.nan
