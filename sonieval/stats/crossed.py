@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy.linalg import lapack
 import scipy.sparse as sp
-from scipy import optimize, stats
+from scipy import optimize
 from threadpoolctl import ThreadpoolController
 
 __all__ = ["CrossedFit", "CrossedDesign", "fit_crossed_reml", "NotFittedError", "SingularFitError", "TooLargeError"]
@@ -208,77 +208,99 @@ class _Eval:
 
 
 def _evaluate(d: CrossedDesign, tg: float, th: float, *, dense_limit: int, gradient: bool = False) -> _Eval:
+    """Factorise the Schur complement S(θ) and solve for (u_h, β): log det, r², β̂, (S⁻¹)_ββ.
+
+    With W = diag(1/(θ_g² d_g + 1)) from eliminating the diagonal block, S and the right-hand
+    side are the kept factor's and the fixed effects' rows of the system minus T(w) = B0'WB0.
+    """
     n_h, p = len(d.d_h), d.p
-    w_counts = 1.0 / (tg * tg * d.cross.counts + 1.0)
     m = n_h + p
-    use_dense = m <= dense_limit
-    T = d.cross.dense(w_counts) if use_dense else d.cross.sparse(w_counts)
+    w_counts = 1.0 / (tg * tg * d.cross.counts + 1.0)
+    dense = m <= dense_limit
+    S, t_y, t_yy = (_assemble_dense if dense else _assemble_sparse)(d, d.cross.dense(w_counts) if dense
+                                                                        else d.cross.sparse(w_counts), tg, th)
     g2 = tg * tg
-    if use_dense:
-        S = np.array(T[:m, :m], order="F")  # the one copy; every step below is in place
-        S *= -g2
-        S[:n_h, :] *= th
-        S[:, :n_h] *= th
-        S[:n_h, n_h:] += th * d.F_h
-        S[n_h:, :n_h] += th * d.F_h.T
-        S[np.arange(n_h), np.arange(n_h)] += th * th * d.d_h + 1.0
-        S[np.arange(n_h, m), np.arange(n_h, m)] += d.n_s
-        t_y = T[:m, m]
-        t_yy = T[m, m]
-    else:
-        T = T.tocsr()
-        scale = sp.diags(np.concatenate([np.full(n_h, th), np.ones(p)]))
-        S = -g2 * (scale @ T[:m, :m] @ scale)
-        Fh = sp.csr_matrix(d.F_h)
-        S = S + sp.bmat([[sp.diags(th * th * d.d_h + 1.0), th * Fh], [th * Fh.T, sp.diags(d.n_s)]])
-        t_y = T[:m, m].toarray().ravel()
-        t_yy = T[m, m]
     rhs = np.concatenate([th * (d.y_h - g2 * t_y[:n_h]), d.y_s - g2 * t_y[n_h:]])
-    logdet_g = float(np.log(1.0 / w_counts) @ np.bincount(d.cross.bucket, minlength=len(w_counts)))
     e_beta = np.zeros((m, p))
     e_beta[n_h:, :] = np.eye(p)
-    if use_dense:
-        # LAPACK on a Fortran-ordered copy, factorised in place (no further copies of m² floats).
-        factor, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
-        if info != 0:
-            raise SingularFitError("the fixed-effect part is not estimable (a fixed level without marks?)")
-        logdet_s = 2.0 * float(np.log(np.diag(factor)).sum())
-        sol, _ = lapack.dpotrs(factor, np.column_stack([rhs, e_beta]), lower=1)
-    else:
-        from scipy.sparse.linalg import splu
-
-        try:
-            lu = splu(S.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                      options={"SymmetricMode": True})
-        except RuntimeError:
-            raise SingularFitError("the fixed-effect part is not estimable (a fixed level without marks?)") from None
-        diag_u = lu.U.diagonal()
-        if np.any(diag_u <= 0):
-            raise SingularFitError("the system matrix is not positive definite (a fixed level without marks?)")
-        logdet_s = float(np.log(diag_u).sum())
-        sol = lu.solve(np.column_stack([rhs, e_beta]))
+    factor, logdet_s, sol = (_solve_dense if dense else _solve_sparse)(S, np.column_stack([rhs, e_beta]))
     x = sol[:, 0]
-    r2 = d.yy - g2 * t_yy - float(rhs @ x)
-    ev = _Eval(logdet=logdet_g + logdet_s, r2=r2, beta=x[n_h:].copy(), cov_beta_unscaled=sol[n_h:, 1:].copy())
-    ev.u_h = x[:n_h].copy()
+    logdet_g = float(np.log(1.0 / w_counts) @ np.bincount(d.cross.bucket, minlength=len(w_counts)))
+    ev = _Eval(logdet=logdet_g + logdet_s, r2=d.yy - g2 * t_yy - float(rhs @ x), beta=x[n_h:].copy(),
+               cov_beta_unscaled=sol[n_h:, 1:].copy(), u_h=x[:n_h].copy())
     if gradient:
-        if not use_dense:
+        if not dense:
             raise ValueError("analytic gradient needs the dense factorisation")
-        # S⁻¹ from the factor (lower triangle; the upper one stays zero because dpotrf cleaned it).
-        inv_lower, _ = lapack.dpotri(factor, lower=1, overwrite_c=1)
-        diag = np.diag(inv_lower).copy()
-        # (M⁻¹)_gg = W + W B S⁻¹ B' W with B = [θ_gθ_h N, θ_g F_g]: tr = Σw + Σ_ij S⁻¹_ij s_i s_j T(w²)_ij.
-        T2 = d.cross.dense(w_counts ** 2)[:m, :m]
-        scale = np.concatenate([np.full(n_h, tg * th), np.full(p, tg)])
-        inv_lower *= T2
-        lower_sum = float(scale @ (inv_lower @ scale))
-        diag_sum = float((diag * np.diag(T2) * scale * scale).sum())
-        ev.tr_g = float(w_counts @ np.bincount(d.cross.bucket, minlength=len(w_counts))) + 2 * lower_sum - diag_sum
-        ev.tr_h = float(diag[:n_h].sum())
-        # u_g = W (θ_g y_g − θ_gθ_h N u_h − θ_g F_g β)
-        w = w_counts[d.cross.bucket]
-        ev.u_g = w * (tg * d.y_g - tg * th * (d.N @ ev.u_h) - tg * (d.F_g @ ev.beta))
+        _gradient_terms(d, ev, factor, w_counts, tg, th)
     return ev
+
+
+def _assemble_dense(d: CrossedDesign, T: np.ndarray, tg: float, th: float):
+    n_h = len(d.d_h)
+    m = n_h + d.p
+    S = np.array(T[:m, :m], order="F")  # the one copy of m² floats; every step below is in place
+    S *= -tg * tg
+    S[:n_h, :] *= th
+    S[:, :n_h] *= th
+    S[:n_h, n_h:] += th * d.F_h
+    S[n_h:, :n_h] += th * d.F_h.T
+    S[np.arange(n_h), np.arange(n_h)] += th * th * d.d_h + 1.0
+    S[np.arange(n_h, m), np.arange(n_h, m)] += d.n_s
+    return S, T[:m, m], T[m, m]
+
+
+def _assemble_sparse(d: CrossedDesign, T: sp.csr_matrix, tg: float, th: float):
+    n_h = len(d.d_h)
+    m = n_h + d.p
+    T = T.tocsr()
+    scale = sp.diags(np.concatenate([np.full(n_h, th), np.ones(d.p)]))
+    Fh = sp.csr_matrix(d.F_h)
+    S = -tg * tg * (scale @ T[:m, :m] @ scale) + sp.bmat(
+        [[sp.diags(th * th * d.d_h + 1.0), th * Fh], [th * Fh.T, sp.diags(d.n_s)]])
+    return S, T[:m, m].toarray().ravel(), T[m, m]
+
+
+def _solve_dense(S: np.ndarray, rhs: np.ndarray):
+    """LAPACK Cholesky in place (S is Fortran-ordered): (factor, log det S, S⁻¹ rhs)."""
+    factor, info = lapack.dpotrf(S, lower=1, clean=1, overwrite_a=1)
+    if info != 0:
+        raise SingularFitError("the fixed-effect part is not estimable (a fixed level without marks?)")
+    sol, _ = lapack.dpotrs(factor, rhs, lower=1)
+    return factor, 2.0 * float(np.log(np.diag(factor)).sum()), sol
+
+
+def _solve_sparse(S: sp.spmatrix, rhs: np.ndarray):
+    """SuperLU with a symmetric fill-reducing ordering and no pivoting (S is positive definite)."""
+    from scipy.sparse.linalg import splu
+
+    try:
+        lu = splu(S.tocsc(), permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    except RuntimeError:
+        raise SingularFitError("the fixed-effect part is not estimable (a fixed level without marks?)") from None
+    diag_u = lu.U.diagonal()
+    if np.any(diag_u <= 0):
+        raise SingularFitError("the system matrix is not positive definite (a fixed level without marks?)")
+    return lu, float(np.log(diag_u).sum()), lu.solve(rhs)
+
+
+def _gradient_terms(d: CrossedDesign, ev: _Eval, factor: np.ndarray, w_counts: np.ndarray, tg: float, th: float):
+    """tr (M⁻¹)_gg, tr (M⁻¹)_hh and u_g, for the analytic gradient of the criterion."""
+    n_h, p = len(d.d_h), d.p
+    m = n_h + p
+    # S⁻¹ from the factor (lower triangle; the upper one stays zero because dpotrf cleaned it).
+    inv_lower, _ = lapack.dpotri(factor, lower=1, overwrite_c=1)
+    diag = np.diag(inv_lower).copy()
+    # (M⁻¹)_gg = W + W B S⁻¹ B' W with B = [θ_gθ_h N, θ_g F_g]: tr = Σw + Σ_ij S⁻¹_ij s_i s_j T(w²)_ij.
+    T2 = d.cross.dense(w_counts ** 2)[:m, :m]
+    scale = np.concatenate([np.full(n_h, tg * th), np.full(p, tg)])
+    inv_lower *= T2
+    lower_sum = float(scale @ (inv_lower @ scale))
+    diag_sum = float((diag * np.diag(T2) * scale * scale).sum())
+    ev.tr_g = float(w_counts @ np.bincount(d.cross.bucket, minlength=len(w_counts))) + 2 * lower_sum - diag_sum
+    ev.tr_h = float(diag[:n_h].sum())
+    # u_g = W (θ_g y_g − θ_gθ_h N u_h − θ_g F_g β)
+    w = w_counts[d.cross.bucket]
+    ev.u_g = w * (tg * d.y_g - tg * th * (d.N @ ev.u_h) - tg * (d.F_g @ ev.beta))
 
 
 def _criterion(d: CrossedDesign, ev: _Eval) -> float:
@@ -314,6 +336,11 @@ class CrossedFit:
     @property
     def variances(self) -> np.ndarray:
         return np.array([self.var_a, self.var_b, self.var_resid])
+
+    @property
+    def information_ok(self) -> bool:
+        """False when the REML information was singular (Satterthwaite df fall back to n − p)."""
+        return self.cov_variances is not None and bool(np.all(np.isfinite(self.cov_variances)))
 
     def contrast(self, c: np.ndarray) -> tuple[float, float, float]:
         """(estimate, standard error, Satterthwaite df) of c'β."""
@@ -377,16 +404,13 @@ def _optimise(d: CrossedDesign, start: tuple[float, float], dense_limit: int):
 
 
 def _start(d: CrossedDesign) -> tuple[float, float]:
-    """Moment-style start: θ from the spread of level means around the grand mean (capped)."""
-    mean = d.yy / d.n
+    """Moment-style start: θ from the spread of each factor's level means, net of their noise."""
     var_y = max(d.yy / d.n - (d.y_s.sum() / d.n) ** 2, 1e-12)
     out = []
     for y, c in ((d.y_g, d.d_g), (d.y_h, d.d_h)):
         ok = c > 0
-        means = y[ok] / c[ok]
-        spread = float(np.var(means)) - var_y / max(float(np.mean(c[ok])), 1.0)
+        spread = float(np.var(y[ok] / c[ok])) - var_y / max(float(np.mean(c[ok])), 1.0)
         out.append(np.sqrt(max(spread, 0.05 * var_y) / var_y))
-    del mean
     return out[0], out[1]
 
 
@@ -516,29 +540,33 @@ def _fit(d: CrossedDesign, dense_limit: int, inference: bool) -> CrossedFit:
         boundary=(ta <= 1e-6, tb <= 1e-6),
     )
     if inference:
-        H, dcov, free = _hessian_and_gradients(d, ev, tg, th, sigma2, dense_limit)
-        # ψ = (θ_g, θ_h, σ²) → φ = (var_g, var_h, σ²): J = ∂φ/∂ψ.
-        J = np.array([[2 * tg * sigma2, 0, tg * tg], [0, 2 * th * sigma2, th * th], [0, 0, 1.0]])
-        idx = np.flatnonzero(free)
-        cov_psi = np.zeros((3, 3))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                cov_psi[np.ix_(idx, idx)] = 2.0 * np.linalg.inv(H[np.ix_(idx, idx)])
-            except np.linalg.LinAlgError:
-                cov_psi[:] = np.nan
-        cov_phi = J @ cov_psi @ J.T
-        # ∂Cov/∂φ = ∂Cov/∂ψ · J⁻¹ over the free parameters (boundary ones have zero variance anyway).
-        Jf = J[np.ix_(idx, idx)]
-        dcov_phi = np.zeros_like(dcov)
-        inv = np.linalg.inv(Jf)
-        for k_out, k in enumerate(idx):
-            dcov_phi[k] = sum(dcov[j] * inv[jj, k_out] for jj, j in enumerate(idx))
-        order = [0, 1, 2] if d.eliminate_a else [1, 0, 2]
-        fit.cov_variances = cov_phi[np.ix_(order, order)]
-        fit.cov_beta_gradient = dcov_phi[order]
-        fit.n_evaluations = n_eval + 2 * int(sum(free[:2])) + (1 if all(free[:2]) else 0)
+        fit.cov_variances, fit.cov_beta_gradient, extra = _inference(d, ev, tg, th, sigma2, dense_limit)
+        fit.n_evaluations = n_eval + extra
     return fit
+
+
+def _inference(d: CrossedDesign, ev: _Eval, tg: float, th: float, sigma2: float, dense_limit: int):
+    """Asymptotic Cov of (var_a, var_b, σ²) = 2 H⁻¹ and ∂Cov(β̂)/∂(var_a, var_b, σ²); NaN when H is singular."""
+    H, dcov, free = _hessian_and_gradients(d, ev, tg, th, sigma2, dense_limit)
+    # ψ = (θ_g, θ_h, σ²) → φ = (var_g, var_h, σ²): J = ∂φ/∂ψ.
+    J = np.array([[2 * tg * sigma2, 0, tg * tg], [0, 2 * th * sigma2, th * th], [0, 0, 1.0]])
+    idx = np.flatnonzero(free)
+    cov_psi = np.zeros((3, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            cov_psi[np.ix_(idx, idx)] = 2.0 * np.linalg.inv(H[np.ix_(idx, idx)])
+        except np.linalg.LinAlgError:
+            cov_psi[:] = np.nan
+    cov_phi = J @ cov_psi @ J.T
+    # ∂Cov/∂φ = ∂Cov/∂ψ · J⁻¹ over the free parameters (those on the boundary are held fixed).
+    inv = np.linalg.inv(J[np.ix_(idx, idx)])
+    dcov_phi = np.zeros_like(dcov)
+    for k_out, k in enumerate(idx):
+        dcov_phi[k] = sum(dcov[j] * inv[jj, k_out] for jj, j in enumerate(idx))
+    order = [0, 1, 2] if d.eliminate_a else [1, 0, 2]
+    extra = 2 * int(sum(free[:2])) + (1 if all(free[:2]) else 0)
+    return cov_phi[np.ix_(order, order)], dcov_phi[order], extra
 
 
 def codes(values) -> tuple[np.ndarray, pd.Index]:
@@ -554,8 +582,3 @@ def codes(values) -> tuple[np.ndarray, pd.Index]:
     text = values.astype(str) if isinstance(values, pd.Series) else pd.Series(np.asarray(values)).astype(str)
     found, levels = pd.factorize(text, sort=True)
     return found.astype(np.int64), pd.Index(levels)
-
-
-def t_interval(est: float, se: float, df: float, level: float = 0.95) -> tuple[float, float]:
-    q = stats.t.ppf(0.5 + level / 2, df)
-    return est - q * se, est + q * se

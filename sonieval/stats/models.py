@@ -44,12 +44,11 @@ def design_summary(part: pd.DataFrame) -> dict:
     s, systems = codes(part["system_id"])
     stimulus = s * len(clips) + c
     stim = len(np.unique(stimulus))
-    cell_counts = np.unique(r * (len(systems) * len(clips)) + stimulus, return_counts=True)[1]
+    cells = np.unique(r * (len(systems) * len(clips)) + stimulus, return_counts=True)[1]  # marks per cell
     possible = len(raters) * stim
-    repeated = int((cell_counts > 1).sum())
-    complete = len(cell_counts) == possible
+    repeated = int((cells > 1).sum())
+    complete = len(cells) == possible
     balanced = repeated == 0
-    cells = cell_counts
     out = {"n_marks": int(len(part)), "n_raters": len(raters), "n_clips": len(clips),
            "n_systems": len(systems), "n_stimuli": int(stim),
            "n_cells_marked": int(len(cells)), "n_cells_possible": int(possible), "n_cells_repeated": repeated,
@@ -65,8 +64,8 @@ def design_summary(part: pd.DataFrame) -> dict:
         if not balanced:
             why.append(f"unbalanced: {repeated:,} rater × stimulus cells marked more than once")
         out["primary_pairwise"] = "mixed_model"
-        out["reason"] = "design " + "; ".join(why) + ": per-rater means would compare different clips, so the " \
-                        "mixed-model contrasts (raters and clips random) are the pairwise result"
+        out["reason"] = ("design " + "; ".join(why) + ": per-rater means would compare different clips, so the "
+                         "mixed-model contrasts (raters and clips random) are the pairwise result")
     return out
 
 
@@ -115,6 +114,8 @@ def mixed_model(part: pd.DataFrame, *, systems: list[str] | None = None) -> tupl
         notes.append("clip variance estimated at 0 (boundary fit): clips do not differ beyond noise")
     if not fit.converged:
         notes.append(f"optimiser did not report convergence: {fit.message}")
+    if not fit.information_ok:
+        notes.append("REML information matrix singular: df are the residual df (n − p), not Satterthwaite's")
     info["note"] = "; ".join(notes)
     est, se, df = np.array([fit.contrast(row) for row in np.eye(fit.p)]).T
     q = stats.t.ppf(0.975, df)
