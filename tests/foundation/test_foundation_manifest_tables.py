@@ -108,3 +108,27 @@ def test_system_id_round_trip():
     assert parse_system_id(sid).lr == 0.005 and parse_system_id(sid).system_id == sid
     with pytest.raises(DataError, match="not of the form"):
         parse_system_id("hubert/LIN-C")
+
+
+def test_system_ids_name_the_layer_in_the_encoder_slot():
+    from sonieval.models.layers import layer_label, parse_layer_label
+    from sonieval.tables import encoder_slot, system_parts
+
+    sid = make_system_id(encoder_slot("hubert", "layer6"), "LIN.shuffled.s43", 0.005, 50, "grid", "none")
+    assert sid == "hubert.layer6/LIN.shuffled.s43/lr0.005/e50/grid/none" and parse_system_id(sid).system_id == sid
+    parts = system_parts(sid)
+    assert (parts["encoder"], parts["layer"], parts["variant"], parts["control"], parts["seed"]) == \
+        ("hubert", "layer6", "LIN", "shuffled", 43)
+    # the input cut is the bare encoder name, so ids made before layers existed keep their meaning
+    assert encoder_slot("hubert", "input") == encoder_slot("hubert") == "hubert"
+    assert system_parts("hubert/LIN/lr0.005/e50/grid/none")["layer"] == "input"
+    assert system_parts("codec/mel/lr0.0/e0/none/codec")["layer"] is None
+    for bad, why in (("hubert.input", "bare encoder name"), ("hubert.layer0", "unknown layer"),
+                     ("hubert.block6", "unknown layer"), ("hubert.layer6.x", "unknown layer")):
+        with pytest.raises(DataError, match=why) as info:
+            parse_system_id(f"{bad}/LIN/lr0.005/e50/grid/none")
+        assert str(info.value).startswith(f"system_id '{bad}/LIN")
+    # the same label grammar as the models' layers (tables sits below models and keeps its own copy)
+    for layer in ("input", 1, 12):
+        sid = make_system_id(encoder_slot("ast", layer_label(layer)), "LIN", 0.1, 1, "grid", "none")
+        assert parse_layer_label(system_parts(sid)["layer"]) == layer
