@@ -1,7 +1,14 @@
 """The listening-study app (Streamlit). UI only: every rule lives in sonieval.study.
 
 Run by ``sonieval study serve``; reads ``SONIEVAL_STUDY_STORAGE`` and ``SONIEVAL_STUDY_ID``.
-Raters open ``/?rater=TOKEN``, the organiser ``/?admin=TOKEN``.
+Raters open ``/?rater=TOKEN``, the organiser ``/?admin=TOKEN``, crowd raters the public
+``/?enrol=KEY`` (plus the platform's participant ids), which issues their personal link.
+
+A rater goes through: the headphone check (when the study has one), the familiarisation
+examples, then the rating pages, split into sessions with a break between them when the study
+says so, and at the end the thank-you page with the completion code and the platform's return
+address. Every rating page holds the A/B player (:mod:`sonieval.study.player`) *inside* the
+page's form, so the listening time it measured arrives with the submit (no rerun per report).
 
 Three things keep a rater's intent from being lost or turned into a traceback:
 
@@ -31,14 +38,14 @@ from dataclasses import replace
 import streamlit as st
 
 from sonieval.study import texts
-from sonieval.study.server import ENV_STORAGE, ENV_STUDY_ID, rater_link
-from sonieval.study.session import AccessDenied, AdminSession, RaterSession, trial_files
-from sonieval.study.store import StepState, StudyStore
+from sonieval.study.player import ab_player, normalise_state
+from sonieval.study.server import ENV_STORAGE, ENV_STUDY_ID, enrol_link, rater_link
+from sonieval.study.session import AccessDenied, AdminSession, RaterSession, enrol, trial_files
+from sonieval.study.store import EnrolmentRefused, StepState, StudyStore
 
 log = logging.getLogger("sonieval.study.app")
 PAGE_PARAM = "page"
-
-st.set_page_config(page_title="Listening study", page_icon=None, layout="centered")
+WAVEFORM_CAPTION = "Top: original. Bottom: sonification."
 
 
 @st.cache_resource(show_spinner=False)
@@ -100,36 +107,97 @@ def _go_to_next_page() -> None:
     st.rerun()
 
 
-# ----------------------------------------------------------------------------- rater
+# ----------------------------------------------------------------------------- rater: before the ratings
+
+
+def enrol_page(store: StudyStore, study_id: str) -> None:
+    """The public link: issue a personal link (kept in the address bar from now on), or say why not."""
+    params = {k: st.query_params.get(k) for k in st.query_params.keys()}
+    try:
+        token = enrol(store, study_id, params, getattr(st.context, "ip_address", None), dict(st.context.headers or {}))
+    except EnrolmentRefused as exc:
+        (st.info if exc.reason in ("full", "closed") else st.error)(texts.enrol_refusal(exc.reason))
+        st.stop()
+    st.query_params.clear()
+    st.query_params["rater"] = token
+    _flash(texts.PERSONAL_LINK)
+    st.rerun()
+
+
+def headphone_page(session: RaterSession) -> None:
+    """The antiphase check (Woods et al. 2017): a calibration tone, then six three-tone questions."""
+    st.title(f"{session.info.title}: headphone check")
+    st.write(texts.HEADPHONE_INTRO)
+    calibration, trials, files = session.headphone_plan()
+    st.caption("Calibration tone: set a comfortable volume.")
+    st.audio(str(calibration), format="audio/wav")
+    started = st.session_state.setdefault("headphone_started", time.time())
+    keys = [_key("headphone", t.number) for t in trials]
+    with st.form(_key("headphone-form"), enter_to_submit=False):
+        for trial, path, key in zip(trials, files, keys):
+            st.markdown(f"**Question {trial.number} of {len(trials)}**")
+            st.audio(str(path), format="audio/wav")
+            st.radio("Which tone was the quietest?", options=[1, 2, 3], index=None, horizontal=True, key=key,
+                     format_func=lambda k: f"tone {k}")
+        submitted = st.form_submit_button("Submit the answers", type="primary")
+    if submitted:
+        outcome = session.submit_headphone([st.session_state.get(k) for k in keys], started)
+        _flash(outcome.message)
+        st.rerun()
 
 
 def familiarisation_page(session: RaterSession) -> None:
     info = session.info
     st.title("Before you start")
+    st.caption(info.title)
     st.write(
-        "You will compare sonifications with their original recordings. Each page shows the original and a "
-        f"sonification; you give marks from {info.scale_min} to {info.scale_max}. Here are two examples near the ends "
-        "of the scale (you do not mark these)."
+        "You will compare sonifications with their original recordings. Each page shows the original and "
+        f"sonifications; you give marks from {info.scale_min} to {info.scale_max}. Here are two examples near the ends "
+        "of the scale (you do not mark these). " + texts.PLAYER_HINT
     )
-    for end, mark, label in (("low", info.scale_min, texts.LOW_END), ("high", info.scale_max, texts.HIGH_END)):
-        example = info.familiarisation.get(end)
-        if not example:
-            continue
-        files = trial_files(info, example["original_file"], example["stimulus_file"], example["waveform_file"])
-        st.subheader(f"An example near {mark}: {label}")
-        _audio_pair(files)
-        st.image(str(files.waveform), caption="Top: original. Bottom: sonification.")
-    if st.button("I am ready: start the study", type="primary", shortcut="Enter", key=_key("ready")):
+    with st.form(_key("familiarisation"), enter_to_submit=False):
+        for end, mark, label in (("low", info.scale_min, texts.LOW_END), ("high", info.scale_max, texts.HIGH_END)):
+            example = info.familiarisation.get(end)
+            if not example:
+                continue
+            files = trial_files(info, example["original_file"], example["stimulus_file"], example["waveform_file"])
+            st.subheader(f"An example near {mark}: {label}")
+            ab_player([{"label": "R", "path": files.original, "required": False},
+                       {"label": "A", "path": files.stimulus, "required": False}], key=_key("example", end))
+            st.image(str(files.waveform), caption=WAVEFORM_CAPTION)
+        ready = st.form_submit_button("I am ready: start the study", type="primary")
+    if ready:
         session.finish_familiarisation()
         st.rerun()
 
 
-def _audio_pair(files) -> None:
-    c1, c2 = st.columns(2)
-    c1.caption("Original")
-    c1.audio(str(files.original), format="audio/wav")
-    c2.caption("Sonification")
-    c2.audio(str(files.stimulus), format="audio/wav")
+def break_page(session: RaterSession, state: StepState, ended: dict) -> None:
+    st.title(f"{session.info.title}: time for a break")
+    st.progress(state.done / max(state.total, 1), text=f"{state.done} of {state.total} pages rated")
+    st.write(texts.break_text(int(ended["session"]), session.sessions_planned(state.total)))
+    if st.button("Go on with the next session", type="primary", key=_key("continue")):
+        session.continue_after_break()
+        st.rerun()
+
+
+def thank_you_page(session: RaterSession, total: int | None) -> None:
+    if PAGE_PARAM in st.query_params:
+        del st.query_params[PAGE_PARAM]
+    _show_flash()
+    st.title("Thank you!")
+    if total is None:
+        st.info(texts.HEADPHONE_SCREENED_OUT)
+    else:
+        st.success(f"All {total} pages are rated and saved. You can close this tab.")
+    code, url = session.completion()
+    if code:
+        st.write("Your completion code:")
+        st.code(code, language=None)
+    if url:
+        st.link_button("Return to the recruiting site", url, type="primary")
+
+
+# ----------------------------------------------------------------------------- rater: the rating pages
 
 
 def rater_page(store: StudyStore, study_id: str, token: str) -> None:
@@ -141,86 +209,126 @@ def rater_page(store: StudyStore, study_id: str, token: str) -> None:
     if session.info.status != "open":
         st.info(texts.CLOSED)
         st.stop()
+    if session.screened_out:
+        thank_you_page(session, None)
+        return
+    if session.needs_headphone_check:
+        _show_flash()
+        headphone_page(session)
+        return
     if not session.familiarised:
         familiarisation_page(session)
         return
     state = session.page(st.query_params.get(PAGE_PARAM))
     if state.finished:
-        if PAGE_PARAM in st.query_params:
-            del st.query_params[PAGE_PARAM]
-        _show_flash()
-        st.title("Thank you!")
-        st.success(f"All {state.total} pages are rated and saved. You can close this tab.")
+        thank_you_page(session, state.total)
         return
     if not state.stale:
+        session.settle_sessions()
+        ended = session.on_break()
+        if ended is not None:
+            _show_flash()
+            break_page(session, state, ended)
+            return
         state = replace(state, shown_at=session.show(state))
     st.query_params[PAGE_PARAM] = str(state.step.position)
     st.progress(state.done / max(state.total, 1), text=f"Page {state.done + 1} of {state.total}")
     _show_flash()
-    _stimuli(session, state)
-    form_key, submitted, marks = rating_form(session, state)
+    st.caption(f"{session.info.title} · session {session.session_number()}")
+    form_key, submitted, collect = rating_form(session, state)
     if submitted and st.session_state.pop("handled_submit", None) != form_key:
-        _record_submit(session, state.step.position, marks)  # the callback did not run (new session)
+        _record_submit(session, state.step.position, *collect())  # the callback did not run (new session)
         st.rerun()
     if state.stale:  # rated meanwhile in another window and not submitted here: show the next page
         _go_to_next_page()
     st.caption(texts.KEYBOARD_HINT)
 
 
-def _stimuli(session: RaterSession, state: StepState) -> None:
-    step, trial = state.step, state.trial
-    files = session.files(state)
-    st.caption(texts.block_intro(step.block))
-    if trial.instruction:
-        st.info(trial.instruction)
-    if step.block in ("joint", "audio"):
-        _audio_pair(files)
-    if step.block in ("joint", "visual"):
-        st.image(str(files.waveform), caption="Top: original. Bottom: sonification.")
-    wait = session.listen_wait(state, time.time())
-    if wait > 0:
-        st.caption(f"Please play the sonification: the audio mark can be submitted about {wait:.0f} s after the page opened.")
+def _player(session: RaterSession, state: StepState) -> tuple[str, list[str], float]:
+    """The page's A/B player (inside the form); returns its key, its labels and the minimum listening time."""
+    sounds = session.sounds(state)
+    min_s = session.min_listen_s(state)
+    key = _key("player", state.step.position)
+    ab_player([{"label": s.label, "path": s.path, "required": s.required} for s in sounds], key=key, min_listen_s=min_s)
+    if min_s > 0:
+        st.caption(f"Play every sound (not R) for at least {min_s:.0f} s before you submit: the player counts down.")
+    return key, [s.label for s in sounds], min_s
 
 
-def rating_form(session: RaterSession, state: StepState) -> tuple[str, bool, dict[str, object]]:
-    """The marks of one page; returns (form key, submitted, marks by attribute)."""
+def _mark_widget(session: RaterSession, attribute: str, key: str, label: str | None = None) -> None:
+    info = session.info
+    question = label or texts.QUESTIONS[attribute]
+    if info.options.rating_scale == "mushra":
+        st.select_slider(question, options=[texts.UNRATED, *range(info.scale_min, info.scale_max + 1)], value=texts.UNRATED,
+                         format_func=lambda m: texts.slider_label(m, info.scale_min, info.scale_max), key=key)
+    else:
+        st.radio(question, options=list(range(info.scale_min, info.scale_max + 1)), index=None, horizontal=True,
+                 format_func=lambda m: texts.mark_label(m, info.scale_min, info.scale_max), key=key)
+
+
+def rating_form(session: RaterSession, state: StepState):
+    """One page: player, waveform(s) and marks in one form; returns (form key, submitted, collect)
+    where ``collect()`` reads (marks, player report) from the widgets."""
     info, step = session.info, state.step
     form_key = _key("page", step.position)
-    keys = {a: _key("mark", step.position, a) for a in step.attributes}
-    marks: dict[str, object] = {}
+    multi = step.block == "multi"
     with st.form(form_key, clear_on_submit=False, enter_to_submit=True):
+        st.caption(texts.block_intro(step.block))
+        if state.trial.instruction:
+            st.info(state.trial.instruction)
+        player = _player(session, state) if "audio" in step.attributes else None
         st.caption(texts.scale_caption(info.scale_min, info.scale_max))
-        for attribute, key in keys.items():
-            marks[attribute] = st.radio(
-                texts.QUESTIONS[attribute],
-                options=list(range(info.scale_min, info.scale_max + 1)),
-                index=None,
-                horizontal=True,
-                format_func=lambda m: texts.mark_label(m, info.scale_min, info.scale_max),
-                key=key,
-            )
+        if multi:
+            keys = {}
+            for label, trial in zip([s.label for s in session.sounds(state)][1:], state.trials):
+                st.subheader(f"Sound {label}")
+                if "visual" in step.attributes:
+                    st.image(str(session.files(replace(state, trial=trial)).waveform), caption=WAVEFORM_CAPTION)
+                keys[trial.trial_id] = {a: _key("mark", step.position, label, a) for a in step.attributes}
+                for a, k in keys[trial.trial_id].items():
+                    _mark_widget(session, a, k, f"{label}: {texts.QUESTIONS[a]}")
+        else:
+            if "visual" in step.attributes:
+                st.image(str(session.files(state).waveform), caption=WAVEFORM_CAPTION)
+            keys = {a: _key("mark", step.position, a) for a in step.attributes}
+            for a, k in keys.items():
+                _mark_widget(session, a, k)
         submitted = st.form_submit_button("Submit and continue", type="primary", shortcut="Enter",
-                                          on_click=_on_submit, args=(session, step.position, keys, form_key))
-    return form_key, bool(submitted), marks
+                                          on_click=_on_submit, args=(session, step.position, keys, form_key, player))
+    return form_key, bool(submitted), lambda: _collect(keys, player)
 
 
-def _on_submit(session: RaterSession, position: int, keys: dict[str, str], form_key: str) -> None:
+def _collect(keys: dict, player: tuple[str, list[str], float] | None) -> tuple[dict, dict | None]:
+    """(marks, player report) from the session state; an untouched slider counts as no mark."""
+    def read(k: str) -> object:
+        v = st.session_state.get(k)
+        return None if v == texts.UNRATED else v
+
+    marks = {t: ({a: read(k) for a, k in v.items()} if isinstance(v, dict) else read(v)) for t, v in keys.items()}
+    report = None
+    if player is not None:
+        key, labels, min_s = player
+        report = normalise_state(st.session_state.get(key), labels, min_listen_s=min_s, required=[lb != "R" for lb in labels])
+    return marks, report
+
+
+def _on_submit(session: RaterSession, position: int, keys: dict, form_key: str, player) -> None:
     """The submit callback (runs before the script): store, and leave the answer for the page."""
     st.session_state["handled_submit"] = form_key
     try:
-        marks = {a: st.session_state.get(k) for a, k in keys.items()}
+        marks, report = _collect(keys, player)
     except Exception:  # noqa: BLE001 - a widget value that cannot be read (tampered): renew the page
         log.exception("submitted marks could not be read")
         _renew_widgets()
         _flash(texts.PAGE_PROBLEM)
         return
-    _record_submit(session, position, marks)
+    _record_submit(session, position, marks, report)
 
 
-def _record_submit(session: RaterSession, position: int, marks: dict[str, object]) -> None:
+def _record_submit(session: RaterSession, position: int, marks: dict, report: dict | None) -> None:
     """Submit one page; its answer is flashed on the page rendered next (the next page on success)."""
     try:
-        outcome = session.submit_page(position, marks)
+        outcome = session.submit_page(position, marks, report)
     except Exception:  # noqa: BLE001 - storage did not answer: say so, keep the page and its marks
         log.exception("submit failed")
         _flash(texts.NOT_SAVED)
@@ -248,36 +356,66 @@ def admin_page(store: StudyStore, study_id: str, token: str) -> None:
         st.error("This admin link is not valid.")
         st.stop()
     info = admin.info
-    st.title(f"Study {study_id}: admin")
-    st.write(f"Mode **{info.mode}**, design **{info.design}**, scale {info.scale_min}–{info.scale_max}, status **{info.status}**.")
+    st.title(f"{info.title}: admin")
+    st.write(f"Study id `{study_id}`: mode **{info.mode}**, design **{info.design}**, scale {info.scale_min}–{info.scale_max} "
+             f"({info.options.rating_scale}), status **{info.status}**.")
     label, opening = ("Close the study", False) if info.status == "open" else ("Open the study", True)
     if st.button(label, key=_key("status")):
         admin.set_open(opening)
         st.rerun()
     per_rater, per_trial = admin.progress()
-    tab_progress, tab_screening, tab_export, tab_invite = st.tabs(["Progress", "Screening", "Export", "Invite"])
-    with tab_progress:
+    tabs = st.tabs(["Progress", "Where raters stop", "Screening", "Export", "Invite and enrol"])
+    with tabs[0]:
         st.subheader("Per rater")
-        st.dataframe(per_rater, hide_index=True)
+        st.dataframe(per_rater, hide_index=True, width="stretch")
         st.subheader("Per trial")
-        st.dataframe(per_trial, hide_index=True)
-    with tab_screening:
-        st.caption("Hidden reference marks at or below 3, anchor marks at or above 4, failed attention checks (counts; the report decides exclusions).")
-        st.dataframe(admin.screening(), hide_index=True)
-    with tab_export:
+        st.dataframe(per_trial, hide_index=True, width="stretch")
+    with tabs[1]:
+        _dropoff_tab(admin)
+    with tabs[2]:
+        st.caption("Hidden reference and anchor marks beyond the report's thresholds (on this study's scale), failed "
+                   "attention checks and the headphone check (counts; the report decides exclusions).")
+        st.dataframe(admin.screening(), hide_index=True, width="stretch")
+    with tabs[3]:
         ratings = admin.ratings()
         st.write(f"{len(ratings)} marks stored.")
-        st.dataframe(ratings, hide_index=True)
+        st.dataframe(ratings, hide_index=True, width="stretch")
         st.download_button("Download CSV", ratings.to_csv(index=False).encode(), file_name=f"{study_id}-ratings.csv", mime="text/csv")
         buf = io.BytesIO()
         ratings.to_parquet(buf, index=False)
         st.download_button("Download Parquet", buf.getvalue(), file_name=f"{study_id}-ratings.parquet", mime="application/octet-stream")
-    with tab_invite:
-        n = st.number_input("New raters", min_value=1, max_value=200, value=1, step=1, key=_key("invite-n"))
-        if st.button("Invite", key=_key("invite")):
-            links = [f"{rid}: {rater_link(_base_url(), tok)}" for rid, tok in admin.invite(int(n))]
-            st.warning("Copy these links now: only their hashes are stored.")
-            st.code("\n".join(links), language=None)
+    with tabs[4]:
+        _invite_tab(admin, info)
+
+
+def _dropoff_tab(admin: AdminSession) -> None:
+    stops, sessions = admin.where_raters_stop()
+    st.caption("Raters who have not finished, by the last page they submitted and what they are doing now; "
+               "sessions with their length and why each ended.")
+    if len(stops):
+        st.bar_chart(stops.set_index("pages_done")["raters"], x_label="pages done", y_label="raters not finished")
+    st.dataframe(stops, hide_index=True, width="stretch")
+    st.dataframe(sessions, hide_index=True, width="stretch")
+
+
+def _invite_tab(admin: AdminSession, info) -> None:
+    n = st.number_input("New raters", min_value=1, max_value=200, value=1, step=1, key=_key("invite-n"))
+    if st.button("Invite", key=_key("invite")):
+        links = [f"{rid}: {rater_link(_base_url(), tok)}" for rid, tok in admin.invite(int(n))]
+        st.warning("Copy these links now: only their hashes are stored.")
+        st.code("\n".join(links), language=None)
+    enrol_opts = info.options.enrolment
+    if not enrol_opts.enabled:
+        st.caption("Public enrolment is off (study.enrolment.enabled in the protocol).")
+        return
+    st.subheader("Public enrolment")
+    st.write(f"Cap {enrol_opts.cap} raters; completion code `{enrol_opts.completion_code}`"
+             + (f"; return address {enrol_opts.completion_url}" if enrol_opts.completion_url else "") + ".")
+    st.caption("The current link was printed by `sonieval study serve` (and is in links.txt). A new one replaces it.")
+    if st.button("Make a new enrolment link", key=_key("rotate-enrol")):
+        key = admin.rotate_enrolment_key()
+        st.warning("Copy this link now: only its hash is stored; the previous link no longer works.")
+        st.code(f"{enrol_link(_base_url(), key)}\nProlific: {enrol_link(_base_url(), key, 'prolific')}", language=None)
 
 
 # ----------------------------------------------------------------------------- entry
@@ -286,21 +424,26 @@ def admin_page(store: StudyStore, study_id: str, token: str) -> None:
 def main() -> None:
     storage = os.environ.get(ENV_STORAGE)
     study_id = os.environ.get(ENV_STUDY_ID)
+    admin_token = st.query_params.get("admin")
+    st.set_page_config(page_title="Listening study", page_icon=None, layout="wide" if admin_token else "centered")
     if not storage or not study_id:
         st.error("No study configured. Start the app with: sonieval study serve PROTOCOL")
         st.stop()
     try:
         store = get_store(storage)
+        title = store.study(study_id).title
     except Exception:  # noqa: BLE001 - the cause goes to the server log, not to the rater
         log.exception("cannot open the study storage")
         st.error(texts.UNAVAILABLE)
         st.stop()
-    admin_token = st.query_params.get("admin")
+    st.set_page_config(page_title=f"{title}: admin" if admin_token else title, layout="wide" if admin_token else "centered")
     rater_token = st.query_params.get("rater")
     if admin_token:
         guarded(admin_page, store, study_id, admin_token)
     elif rater_token:
         guarded(rater_page, store, study_id, rater_token)
+    elif st.query_params.get("enrol"):
+        guarded(enrol_page, store, study_id)
     else:
         st.error(texts.NO_LINK)
 

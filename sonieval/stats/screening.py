@@ -7,7 +7,13 @@ by default a rater is excluded who marks the hidden reference ≤ 3 on more than
 trials, or the anchor ≥ 4 on more than 15 %. Attention checks carry the mark the rater was
 told to give (an ``expected_mark`` column); a rater who misses more than the allowed fraction
 is excluded. A rater whose sonification marks for an attribute never vary (over at least
-``zero_variance_min_marks`` marks) is excluded as straight-lining.
+``zero_variance_min_marks`` marks) is excluded as straight-lining. A rater whose ratings carry a failed headphone check
+(``headphone_passed`` false: the antiphase test of Woods et al. 2017, sonieval.study.headphone)
+is excluded by its own rule; raters without a check result are not.
+
+On another scale the 1–5 thresholds are mapped (:meth:`ScreeningRules.for_scale`) unless the
+protocol set them: on 0–100 (MUSHRA) BS.1534-3's own values (hidden reference below 90, anchor
+above 90), on any other scale the same relative positions.
 
 Every rule is configurable (:class:`ScreeningRules`, from the protocol's ``report`` section);
 the report lists each excluded rater with the reasons, and shows the main results with and
@@ -31,6 +37,20 @@ class ScreeningRules:
     attention_max_fraction: float = 0.0  # any missed attention check excludes
     zero_variance_min_marks: int = 5
     enabled: bool = True
+    headphone: bool = True  # exclude a failed headphone check (when the ratings carry one)
+    thresholds_given: bool = False  # the mark thresholds were set (protocol): for_scale keeps them
+
+    def for_scale(self, scale_min: int, scale_max: int) -> "ScreeningRules":
+        """These rules on the scale ``scale_min``–``scale_max``: default 1–5 thresholds mapped
+        (0–100: BS.1534-3's "below 90" and "above 90"; other scales: the same relative position)."""
+        from dataclasses import replace
+
+        if self.thresholds_given or (scale_min, scale_max) == (1, 5):
+            return self
+        if (scale_min, scale_max) == (0, 100):
+            return replace(self, hidden_reference_max_mark=89, anchor_min_mark=91)
+        at = lambda mark: int(round(scale_min + (mark - 1) / 4 * (scale_max - scale_min)))  # noqa: E731
+        return replace(self, hidden_reference_max_mark=at(self.hidden_reference_max_mark), anchor_min_mark=at(self.anchor_min_mark))
 
     def describe(self) -> list[str]:
         return [
@@ -39,7 +59,8 @@ class ScreeningRules:
             f"anchor marked ≥ {self.anchor_min_mark} on more than {self.anchor_max_fraction:.0%} of anchor trials",
             f"attention checks missed (mark ≠ expected_mark) on more than {self.attention_max_fraction:.0%} of them",
             f"no variation in the sonification marks of an attribute (at least {self.zero_variance_min_marks} marks)",
-        ]
+        ] + (["failed the headphone check (antiphase test, Woods et al. 2017), when the ratings carry its result"]
+             if self.headphone else [])
 
     @classmethod
     def from_spec(cls, spec) -> "ScreeningRules":
@@ -50,6 +71,8 @@ class ScreeningRules:
                 kw[name] = getattr(spec, name)
         if hasattr(spec, "screening"):
             kw["enabled"] = bool(spec.screening)
+        given = getattr(spec, "model_fields_set", set())
+        kw["thresholds_given"] = bool({"hidden_reference_max_mark", "anchor_min_mark"} & set(given))
         return cls(**kw)
 
 
@@ -112,6 +135,15 @@ def screen_raters(ratings: pd.DataFrame, rules: ScreeningRules = ScreeningRules(
         flat_attrs.setdefault(str(rid), []).append(str(attr))
     out["zero_variance_attributes"] = [",".join(sorted(flat_attrs.get(str(r), []))) for r in raters]
 
+    if "headphone_passed" in df.columns:  # one result per rater, repeated on each of their rows
+        first = df.groupby("rater_id")[["headphone_passed", "headphone_correct", "headphone_trials"]].first().reindex(raters)
+        out["headphone_passed"] = first["headphone_passed"].astype("boolean")
+        out["headphone_score"] = (first["headphone_correct"].astype("Int64").astype(str) + "/"
+                                  + first["headphone_trials"].astype("Int64").astype(str)).where(first["headphone_passed"].notna(), "")
+    else:
+        out["headphone_passed"] = pd.Series(pd.NA, index=out.index, dtype="boolean")
+        out["headphone_score"] = ""
+
     # Reasons and notes built column-wise (a loop over rows took seconds at 32,000 raters).
     def words(mask, texts) -> pd.Series:
         return pd.Series(np.where(mask, texts, ""), index=out.index)
@@ -136,6 +168,8 @@ def screen_raters(ratings: pd.DataFrame, rules: ScreeningRules = ScreeningRules(
                   + " attention checks"),
             words(out["zero_variance_attributes"] != "",
                   "same mark on every sonification (" + out["zero_variance_attributes"] + ")"),
+            words(rules.headphone & (out["headphone_passed"] == False).fillna(False).to_numpy(bool),  # noqa: E712
+                  "failed the headphone check (" + out["headphone_score"] + " correct)"),
         ]
         out["reasons"] = join(reasons)
     else:

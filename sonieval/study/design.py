@@ -23,8 +23,12 @@ with ``seed`` derived from the study seed and the rater id (recorded with every 
 ``joint`` mode: one step per trial, both attributes on one page (the reference work's
 procedure). ``split`` mode: one block per attribute, each in its own random order, one
 attribute per step (BS.1534 grades one attribute per trial); the block order alternates with
-the rater's invitation index (counterbalanced). System names are never shown: the page only
-says "Original" and "Sonification".
+the rater's invitation index (counterbalanced). ``multi`` mode (MUSHRA, ITU-R BS.1534): one page per clip holding every
+condition the rater rates for it (its sonifications, hidden reference and anchor) in the
+rater's own random order, labelled A, B, C... beside the open reference R (at most
+:data:`MAX_CONDITIONS` per page; a clip with more is spread over several pages); each attention
+check is a page of its own. System names are never shown: the page only says "Original" (R)
+and "Sonification" (A) or the condition letters.
 
 **Blinding.** Stimuli are served from opaque copies and the page names no system. Streamlit
 serves media under a hash of the file's bytes; the hidden reference is written as 32-bit float
@@ -100,14 +104,33 @@ class Trial:
         return asdict(self)
 
 
+# Labels of a multi-stimulus page's conditions: letters, without the player's L (loop) and S (stop)
+# keys and R (the open reference).
+CONDITION_LABELS = "ABCDEFGHIJKMNOPQTUVWXYZ"
+REFERENCE_LABEL = "R"
+MAX_CONDITIONS = 12  # BS.1534 practice: at most 12 conditions beside the reference on one screen
+
+
 @dataclass(frozen=True)
 class PlanStep:
-    """One page a rater sees: a trial and the attribute(s) marked on it."""
+    """One page a rater sees: its trial(s) and the attribute(s) marked on it."""
 
     position: int
-    trial_id: str
+    trial_id: str  # the page's (first) trial
     attributes: tuple[str, ...]
-    block: str  # joint | visual | audio
+    block: str  # joint | visual | audio | multi
+    trials: tuple[str, ...] = ()  # multi: every trial of the page, in the rater's order
+
+    @property
+    def trial_ids(self) -> tuple[str, ...]:
+        return self.trials or (self.trial_id,)
+
+
+def page_labels(step: PlanStep) -> list[tuple[str, str | None]]:
+    """The page's sounds as (label, trial id): the open reference R (no trial), then each stimulus."""
+    if step.block == "multi":
+        return [(REFERENCE_LABEL, None)] + [(CONDITION_LABELS[i], t) for i, t in enumerate(step.trial_ids)]
+    return [(REFERENCE_LABEL, None), ("A", step.trial_id)]
 
 
 @dataclass
@@ -306,7 +329,11 @@ def build_trials(
         trials.append(Trial("", s.clip_id, s.category, s.system_id, s.role, source_key=_source_key(s)))
     clip_ids = sorted({t.clip_id for t in trials})
     rng = np.random.default_rng(seed)
-    targets = [min(scale_max, scale_min + 1), max(scale_min, scale_max - 1)]
+    if scale_max - scale_min > 10:  # a slider (0-100): marks a rater can set without fiddling
+        step = int(round(0.2 * (scale_max - scale_min), -1 if scale_max - scale_min >= 50 else 0))
+        targets = [scale_min + step, scale_max - step]
+    else:
+        targets = [min(scale_max, scale_min + 1), max(scale_min, scale_max - 1)]
     for i in range(attention_checks):
         cid = clip_ids[int(rng.integers(len(clip_ids)))]
         cat = next(t.category for t in trials if t.clip_id == cid)
@@ -375,6 +402,11 @@ def rater_plan(trials: list[Trial], config: DesignConfig, rater_index: int, seed
     mine = assigned_trials(trials, config, rater_index)
     rng = np.random.default_rng(seed)
     steps: list[PlanStep] = []
+    if config.mode == "multi":
+        pages = multi_pages(mine, rng)
+        for idx in rng.permutation(len(pages)):
+            steps.append(PlanStep(len(steps), pages[idx][0], tuple(config.attributes), "multi", tuple(pages[idx])))
+        return steps
     if config.mode == "joint" or len(config.attributes) == 1:
         block = "joint" if len(config.attributes) > 1 else config.attributes[0]
         for idx in rng.permutation(len(mine)):
@@ -387,6 +419,25 @@ def rater_plan(trials: list[Trial], config: DesignConfig, rater_index: int, seed
     return steps
 
 
+def multi_pages(mine: list[Trial], rng: np.random.Generator) -> list[list[str]]:
+    """The multi-stimulus pages of one rater: per clip, its conditions in a random order (chunks of
+    at most :data:`MAX_CONDITIONS`); each attention check alone."""
+    by_clip: dict[str, list[Trial]] = {}
+    pages: list[list[str]] = []
+    for t in mine:
+        if t.role == "attention":
+            pages.append([t.trial_id])
+        else:
+            by_clip.setdefault(t.clip_id, []).append(t)
+    for clip in sorted(by_clip):
+        group = by_clip[clip]
+        order = [group[i].trial_id for i in rng.permutation(len(group))]
+        n_pages = -(-len(order) // MAX_CONDITIONS)
+        size = -(-len(order) // n_pages)  # equal chunks: 13 conditions give 7 + 6, not 12 + 1
+        pages += [order[k:k + size] for k in range(0, len(order), size)]
+    return pages
+
+
 def trials_frame(trials: list[Trial]) -> pd.DataFrame:
     return pd.DataFrame([t.as_row() for t in trials])
 
@@ -394,5 +445,6 @@ def trials_frame(trials: list[Trial]) -> pd.DataFrame:
 __all__ = [
     "ROLES", "REFERENCE_SYSTEM", "ATTENTION_SYSTEM", "StimulusSource", "Trial", "PlanStep", "DesignConfig",
     "sources_from_tables", "sources_from_folders", "sources_from_audio_dir", "build_trials", "rater_seed",
-    "assigned_trials", "check_subset_balance", "rater_plan", "trials_frame", "anchor_system_id",
+    "assigned_trials", "check_subset_balance", "rater_plan", "trials_frame", "anchor_system_id", "multi_pages",
+    "page_labels", "CONDITION_LABELS", "REFERENCE_LABEL", "MAX_CONDITIONS",
 ]

@@ -7,7 +7,12 @@ page was shown and submitted, the scale and the study's provenance (sonieval ver
 design, where the stimuli came from), and the loudness alignment of the stimulus and of its
 original (:data:`LEVEL_COLUMNS`: loudness measured before alignment, gain applied, loudness
 and true peak after, the level aimed at and why a file stayed below the target; empty for a
-study made before loudness alignment existed).
+study made before loudness alignment existed), and how the page was used
+(:data:`PAGE_COLUMNS`: the session, seconds on the page, seconds the trial's own stimulus and the
+original R were played as the A/B player measured them, the page's total, switches, loop) and
+the rater's headphone check (:data:`CHECK_COLUMNS`). Platform participant ids are not in the
+ratings table (it is often shared); they are in the per-rater table (:func:`progress_per_rater`,
+``raters.csv``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sonieval.study.store import StudyStore, levels, plan, ratings, raters, trials
+from sonieval.study.store import (
+    StudyStore, enrolments, levels, listening, page_log, plan, rater_sessions, ratings, raters, screening_checks, trials,
+)
 from sonieval.tables import RATINGS_COLUMNS, write_table
 
 EXTRA_COLUMNS = [
@@ -30,6 +37,10 @@ EXTRA_COLUMNS = [
 _LEVEL_FIELDS = ("lufs_measured", "gain_db", "lufs", "true_peak_dbtp", "target_lufs", "limited")
 LEVEL_COLUMNS = ["loudness_target_lufs"] + [f"{who}_{f}" for who in ("stimulus", "original") for f in _LEVEL_FIELDS]
 EXTRA_COLUMNS += LEVEL_COLUMNS
+PAGE_COLUMNS = ["session", "page_seconds", "listened_s", "listened_original_s", "page_listened_total_s", "page_switches",
+                "page_loop_used"]
+CHECK_COLUMNS = ["headphone_passed", "headphone_correct", "headphone_trials"]
+EXTRA_COLUMNS += PAGE_COLUMNS + CHECK_COLUMNS
 
 
 def _utc(seconds: pd.Series) -> pd.Series:
@@ -48,6 +59,7 @@ def ratings_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
     p = store.frame(plan, study_id)[["rater_id", "position", "block"]]
     who = store.frame(raters, study_id)[["rater_id", "rater_index", "block_order"]]
     df = r.merge(t, on="trial_id", how="left").merge(p, on=["rater_id", "position"], how="left").merge(who, on="rater_id", how="left")
+    df = _with_pages(df, store, study_id)
     df["study_id"] = study_id
     df["response_seconds"] = (df["submitted_at"] - df["shown_at"]).astype("float64")
     df["submitted_at"] = _utc(df["submitted_at"])
@@ -66,6 +78,25 @@ def ratings_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
     return df.sort_values(["rater_id", "position", "attribute"]).reset_index(drop=True)
 
 
+def _with_pages(df: pd.DataFrame, store: StudyStore, study_id: str) -> pd.DataFrame:
+    """Add the page's session, time and listening (:data:`PAGE_COLUMNS`) and the headphone check."""
+    log = store.frame(page_log, study_id).rename(columns={
+        "listened_total_s": "page_listened_total_s", "n_switches": "page_switches", "loop_used": "page_loop_used"})
+    df = df.merge(log[["rater_id", "position", "session", "page_seconds", "page_listened_total_s", "page_switches", "page_loop_used"]],
+                  on=["rater_id", "position"], how="left")
+    heard = store.frame(listening, study_id)
+    own = heard[heard["trial_id"].notna()][["rater_id", "position", "trial_id", "listened_s"]]
+    original = heard[heard["label"] == "R"][["rater_id", "position", "listened_s"]].rename(columns={"listened_s": "listened_original_s"})
+    df = df.merge(own, on=["rater_id", "position", "trial_id"], how="left").merge(original, on=["rater_id", "position"], how="left")
+    checks = store.frame(screening_checks, study_id)
+    checks = checks.rename(columns={"passed": "headphone_passed", "n_correct": "headphone_correct", "n_trials": "headphone_trials"})
+    df = df.merge(checks[["rater_id", *CHECK_COLUMNS]], on="rater_id", how="left")
+    df["headphone_passed"] = df["headphone_passed"].astype("boolean")
+    for col in ("session", "page_switches", "page_loop_used", "headphone_correct", "headphone_trials"):
+        df[col] = pd.to_numeric(df[col]).astype("Int64")
+    return df
+
+
 def _with_levels(trial_frame: pd.DataFrame, level_frame: pd.DataFrame) -> pd.DataFrame:
     """Add the level columns of each trial's stimulus file and original file."""
     lv = level_frame[["file", *_LEVEL_FIELDS]]
@@ -76,32 +107,112 @@ def _with_levels(trial_frame: pd.DataFrame, level_frame: pd.DataFrame) -> pd.Dat
 
 
 def write_ratings(store: StudyStore, study_id: str, out_dir: str | os.PathLike) -> tuple[Path, Path, int]:
-    """Write ``ratings.csv`` and ``ratings.parquet`` (atomically) into ``out_dir``."""
+    """Write ``ratings.csv`` and ``ratings.parquet`` (atomically) into ``out_dir``, and beside them
+    ``raters.csv`` and ``sessions.csv`` (per-rater progress with platform ids; every session)."""
+    from sonieval.files import atomic_path
+
     df = ratings_frame(store, study_id)
     out = Path(out_dir)
     parquet = write_table(df, out / "ratings.parquet", "ratings")
     csv = write_table(df, out / "ratings.csv", "ratings")
+    for name, frame in (("raters.csv", progress_per_rater(store, study_id)), ("sessions.csv", sessions_frame(store, study_id))):
+        with atomic_path(out / name) as tmp:
+            frame.to_csv(tmp, index=False)
     return csv, parquet, len(df)
 
 
-def progress_per_rater(store: StudyStore, study_id: str) -> pd.DataFrame:
-    p = store.frame(plan, study_id)
-    r = store.frame(ratings, study_id)
-    who = store.frame(raters, study_id)
+RATER_COLUMNS = [
+    "rater_id", "status", "pages_done", "pages", "marks", "session", "sessions_ended", "familiarised", "headphone_passed",
+    "median_page_seconds", "median_listened_s", "invited_at", "last_submitted_at", "block_order", "platform",
+    "participant_id", "platform_study_id", "platform_session_id", "assignment_id", "hit_id", "enrolled_at",
+]
+
+
+def progress_per_rater(store: StudyStore, study_id: str, *, now: float | None = None) -> pd.DataFrame:
+    """One row per rater: where they are (:func:`rater_status`), sessions, time per page, listening,
+    headphone check and, for self-enrolled raters, the platform's ids."""
+    import time
+
+    now = time.time() if now is None else now
+    info = store.study(study_id)
+    p, r, who = store.frame(plan, study_id), store.frame(ratings, study_id), store.frame(raters, study_id)
+    log, sess = store.frame(page_log, study_id), store.frame(rater_sessions, study_id)
+    checks, enrolled = store.frame(screening_checks, study_id), store.frame(enrolments, study_id).set_index("rater_id")
+    pages_done = log.groupby("rater_id").size()
     rows = []
     for rater in who.itertuples(index=False):
-        mine = p[p["rater_id"] == rater.rater_id]
-        marks = r[r["rater_id"] == rater.rater_id]
-        done_pairs = set(zip(marks["trial_id"], marks["attribute"]))
-        pages_done = sum(all((tr, a) in done_pairs for a in attrs.split(",")) for tr, attrs in zip(mine["trial_id"], mine["attributes"]))
-        rows.append({
-            "rater_id": rater.rater_id, "invited_at": _utc(pd.Series([rater.created_at]))[0],
+        rid = rater.rater_id
+        mine_log, mine_sess = log[log["rater_id"] == rid], sess[sess["rater_id"] == rid].sort_values("session")
+        check = checks[checks["rater_id"] == rid]
+        marks = r[r["rater_id"] == rid]
+        row = {
+            "rater_id": rid, "pages_done": int(pages_done.get(rid, 0)), "pages": int((p["rater_id"] == rid).sum()), "marks": len(marks),
+            "session": int(mine_sess["session"].max()) if len(mine_sess) else 0,
+            "sessions_ended": int(mine_sess["ended_at"].notna().sum()),
             "familiarised": rater.familiarised_at is not None and not pd.isna(rater.familiarised_at),
-            "pages_done": pages_done, "pages": len(mine), "marks": len(marks),
+            "headphone_passed": bool(check["passed"].iloc[0]) if len(check) else pd.NA,
+            "median_page_seconds": float(mine_log["page_seconds"].median()) if len(mine_log) else np.nan,
+            "median_listened_s": float(mine_log["listened_total_s"].median()) if mine_log["listened_total_s"].notna().any() else np.nan,
+            "invited_at": _utc(pd.Series([rater.created_at]))[0],
             "last_submitted_at": _utc(pd.Series([marks["submitted_at"].max()]))[0] if len(marks) else pd.NaT,
             "block_order": rater.block_order,
-        })
-    return pd.DataFrame(rows, columns=["rater_id", "invited_at", "familiarised", "pages_done", "pages", "marks", "last_submitted_at", "block_order"])
+        }
+        row["status"] = rater_status(info, row, mine_sess, mine_log, check, now)
+        if rid in enrolled.index:
+            e = enrolled.loc[rid]
+            row.update({k: e[k] for k in ("platform", "participant_id", "platform_study_id", "platform_session_id", "assignment_id", "hit_id")})
+            row["enrolled_at"] = _utc(pd.Series([e["enrolled_at"]]))[0]
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=RATER_COLUMNS)
+    out["headphone_passed"] = out["headphone_passed"].astype("boolean")
+    return out
+
+
+def rater_status(info, row: dict, sessions: pd.DataFrame, pages: pd.DataFrame, check: pd.DataFrame, now: float) -> str:
+    """Where a rater is: finished, screened out, in the headphone check or familiarisation, rating
+    (session k), on a break after session k, or left (idle longer than the study's idle_minutes)."""
+    if row["pages"] and row["pages_done"] >= row["pages"]:
+        return "finished"
+    hp = info.options.headphones
+    if hp.enabled and len(check) and not bool(check["passed"].iloc[0]) and hp.on_fail == "stop":
+        return "screened out (headphone check)"
+    if hp.enabled and not len(check):
+        return "not started" if not row["familiarised"] else "headphone check"
+    if not row["familiarised"] and info.familiarisation:
+        return "familiarisation"
+    if not len(sessions):
+        return "not started"
+    last = sessions.iloc[-1]
+    k = int(last["session"])
+    if pd.isna(last["ended_at"]):
+        active = max([float(last["started_at"])] + pages.loc[pages["session"] == k, "submitted_at"].astype(float).tolist())
+        return f"rating (session {k})" if now - active < 60.0 * info.options.sessions.idle_minutes else f"left in session {k}"
+    if last["ended_by"] in ("pages", "minutes"):
+        return f"on a break after session {k}"
+    return f"left in session {k}"
+
+
+def stops_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
+    """Where raters who have not finished stop: by pages done, how many and in which state."""
+    per = progress_per_rater(store, study_id)
+    open_ = per[per["status"] != "finished"].copy()
+    if open_.empty:
+        return pd.DataFrame(columns=["pages_done", "raters", "states"])
+    open_["state"] = open_["status"].str.replace(r" \(?session \d+\)?$| after session \d+$| in session \d+$", "", regex=True)
+    grouped = open_.groupby("pages_done")
+    return pd.DataFrame({
+        "pages_done": grouped.size().index, "raters": grouped.size().to_numpy(),
+        "states": grouped["state"].agg(lambda v: ", ".join(f"{n} {s}" for s, n in v.value_counts().items())).to_numpy(),
+    })
+
+
+def sessions_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
+    """Every rater session: start, end, minutes, pages, why it ended (pages, minutes, finished, left)."""
+    sess = store.frame(rater_sessions, study_id).sort_values(["rater_id", "session"])
+    sess["minutes"] = (sess["ended_at"].astype("float64") - sess["started_at"].astype("float64")) / 60.0
+    sess["started_at"] = _utc(sess["started_at"])
+    sess["ended_at"] = _utc(sess["ended_at"])
+    return sess[["rater_id", "session", "started_at", "ended_at", "minutes", "pages", "ended_by"]].reset_index(drop=True)
 
 
 def progress_per_trial(store: StudyStore, study_id: str) -> pd.DataFrame:
@@ -123,13 +234,22 @@ def progress_per_trial(store: StudyStore, study_id: str) -> pd.DataFrame:
     return out.reset_index()
 
 
-def screening_per_rater(store: StudyStore, study_id: str, *, reference_max_mark: int = 3, anchor_min_mark: int = 4) -> pd.DataFrame:
-    """Per rater: hidden-reference and anchor marks and attention checks (raw counts, no verdict).
+def screening_per_rater(store: StudyStore, study_id: str, *, reference_max_mark: int | None = None,
+                        anchor_min_mark: int | None = None) -> pd.DataFrame:
+    """Per rater: hidden-reference and anchor marks, attention checks, headphone check (raw counts, no verdict).
 
     ``reference_low`` counts hidden-reference marks ≤ ``reference_max_mark`` and ``anchor_high``
-    anchor marks ≥ ``anchor_min_mark`` (the report's screening thresholds, ReportSpec); the
-    decision to exclude a rater is the report's (sonieval.stats), not the app's.
+    anchor marks ≥ ``anchor_min_mark``; by default the report's screening thresholds on this
+    study's scale (:meth:`sonieval.stats.screening.ScreeningRules.for_scale`: 3 and 4 on 1–5,
+    BS.1534's 90 on 0–100). The decision to exclude a rater is the report's (sonieval.stats), not
+    the app's.
     """
+    from sonieval.stats.screening import ScreeningRules
+
+    info = store.study(study_id)
+    rules = ScreeningRules().for_scale(info.scale_min, info.scale_max)
+    reference_max_mark = rules.hidden_reference_max_mark if reference_max_mark is None else reference_max_mark
+    anchor_min_mark = rules.anchor_min_mark if anchor_min_mark is None else anchor_min_mark
     df = ratings_frame(store, study_id)
     rows = []
     for rater_id, g in df.groupby("rater_id"):
@@ -143,8 +263,11 @@ def screening_per_rater(store: StudyStore, study_id: str, *, reference_max_mark:
             "anchor_marks": len(anc), "anchor_mean": float(anc.mean()) if len(anc) else np.nan,
             "anchor_high": int((anc >= anchor_min_mark).sum()),
             "attention_checks": len(att), "attention_failed": int((~att["attention_passed"].astype(bool)).sum()),
+            "headphone_passed": g["headphone_passed"].iloc[0], "headphone_correct": g["headphone_correct"].iloc[0],
         })
-    return pd.DataFrame(rows, columns=[
+    out = pd.DataFrame(rows, columns=[
         "rater_id", "reference_marks", "reference_mean", "reference_low", "anchor_marks", "anchor_mean", "anchor_high",
-        "attention_checks", "attention_failed",
+        "attention_checks", "attention_failed", "headphone_passed", "headphone_correct",
     ])
+    out["headphone_passed"] = out["headphone_passed"].astype("boolean")
+    return out

@@ -60,6 +60,15 @@ def admin_link(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/?{urlencode({'admin': token})}"
 
 
+def enrol_link(base_url: str, key: str, platform: str | None = None) -> str:
+    """The public enrolment link; with ``platform`` (prolific | mturk) the parameters that platform
+    fills in for each participant (paste the whole link into the platform's study URL field)."""
+    link = f"{base_url.rstrip('/')}/?{urlencode({'enrol': key})}"
+    if platform == "prolific":
+        link += "&PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+    return link
+
+
 def streamlit_command(host: str, port: int) -> list[str]:
     return [
         sys.executable, "-m", "streamlit", "run", str(app_path()),
@@ -289,10 +298,15 @@ def link_base(study_dir: Path, public_url: str | None = None) -> tuple[str, str 
                               "(start `sonieval study serve` first, or give --public-url)")
 
 
-def link_lines(base_url: str, admin_token: str | None, rater_tokens: list[tuple[str, str]]) -> list[str]:
+def link_lines(base_url: str, admin_token: str | None, rater_tokens: list[tuple[str, str]],
+               enrol_key: str | None = None) -> list[str]:
     lines = []
     if admin_token:
         lines.append(f"admin: {admin_link(base_url, admin_token)}")
+    if enrol_key:
+        lines.append(f"public enrolment: {enrol_link(base_url, enrol_key)}")
+        lines.append(f"  on Prolific:    {enrol_link(base_url, enrol_key, 'prolific')}")
+        lines.append("  on MTurk:       the same link; MTurk adds workerId, assignmentId and hitId")
     lines += [f"rater {rid}: {rater_link(base_url, tok)}" for rid, tok in rater_tokens]
     return lines
 

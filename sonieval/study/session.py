@@ -4,27 +4,49 @@ Every call takes the presented token, never a rater id: a rater can only read th
 progress and submit their own marks, and a wrong, guessed or another study's token gets the
 same answer as no token (``None`` / :class:`AccessDenied`), so the app reveals nothing.
 
-**The listening gate.** ``st.audio`` renders a plain HTML ``<audio>`` element and reports no
-play events to Python, so "the sonification was played" cannot be observed directly without
-a custom front-end component. The gate used instead is enforced on the server: an audio mark
-is accepted only once ``min_listen_fraction`` × the stimulus' duration has passed since the
-page was first shown (the time is stored, so reloading does not reset it and a client cannot
-skip it by crafting requests). Its limit: it proves that enough time passed, not that the
-rater pressed play or listened; the hidden reference, the anchor and the attention checks
-(screened in the admin view and the report) catch raters who do not listen.
+**The listening rule.** The page's A/B player (:mod:`sonieval.study.player`) measures how long
+each sound was actually played (audio-clock time with that sound selected) and its report
+arrives with the submit. The server decides (:meth:`StudyStore.check_listening`): every stimulus
+of an audio page must have been played for ``min_listen_fraction`` x its duration, and the time
+played on the page together may not exceed the time since the page was first shown (the
+player plays one sound at a time, so a larger claim was not measured by it). The browser's
+countdown is a display of the same rule; its "reached" flag is never trusted. The listening
+time per sound is stored and exported. Its limit: it proves the sounds were played, not that
+someone listened; the hidden reference, the anchor, the attention checks and the headphone
+check (screened in the admin view and the report) catch raters who do not.
+
+**Sessions.** A study may be split into sessions of N pages or M minutes
+(:class:`sonieval.study.options.Sessions`): when one ends the rater is offered a break and can
+close the tab and come back later with the same link; a rater away longer than
+``idle_minutes`` starts a new session on return. Every session's start, end, pages and why it
+ended are stored (the admin view shows where raters stop).
+
+**Crowd enrolment.** :func:`enrol` turns a visit of the public link (``?enrol=KEY`` plus the
+platform's ``PROLIFIC_PID``/``STUDY_ID``/``SESSION_ID`` or ``workerId``/``assignmentId``/``hitId``)
+into a personal rater token; the network address is kept only as an HMAC keyed with the
+study's own secret (``<study folder>/secret.key``), enough to rate-limit, not to recover it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import numbers
+import re
+import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Mapping
 
 import pandas as pd
 
 from sonieval.study import texts
-from sonieval.study.stimuli import WAVEFORM_SUBDIR, study_file
-from sonieval.study.store import Rater, StepState, StudyError, StudyInfo, StudyStore, SubmissionRefused, SubmitResult
+from sonieval.study.design import page_labels
+from sonieval.study.stimuli import AUDIO_SUBDIR, WAVEFORM_SUBDIR, study_file
+from sonieval.study.store import (
+    EnrolmentRefused, Rater, StepState, StudyError, StudyInfo, StudyStore, SubmissionRefused, SubmitResult,
+)
 
 
 class AccessDenied(StudyError):
@@ -49,6 +71,17 @@ class PageFiles:
     waveform: Path
 
 
+@dataclass(frozen=True)
+class PageSound:
+    """One sound of a page's player: its label, file, trial (None: the open reference) and
+    whether it counts towards the listening rule."""
+
+    label: str
+    path: Path
+    trial_id: str | None
+    required: bool
+
+
 class RaterSession:
     """A rater's view of the study, opened with their token."""
 
@@ -59,10 +92,15 @@ class RaterSession:
         self.store = store
         self.study_id = study_id
         self.rater: Rater = rater
+        self._info: StudyInfo | None = None
 
     @property
     def info(self) -> StudyInfo:
-        return self.store.study(self.study_id)
+        """The study as read once per session object (one per page view): what the page shows.
+        Every rule the store applies reads the study afresh."""
+        if self._info is None:
+            self._info = self.store.study(self.study_id)
+        return self._info
 
     @property
     def familiarised(self) -> bool:
@@ -88,8 +126,106 @@ class RaterSession:
         assert state.trial is not None
         return trial_files(self.info, state.trial.original_file, state.trial.stimulus_file, state.trial.waveform_file)
 
-    def submit(self, position: int, marks: dict[str, object]) -> SubmitResult:
-        return self.store.submit(self.rater, position, marks)
+    def submit(self, position: int, marks: dict[str, object], player: Mapping[str, Any] | None = None) -> SubmitResult:
+        return self.store.submit(self.rater, position, marks, player)
+
+    # ------------------------------------------------------------------ the page's sounds
+
+    def sounds(self, state: StepState) -> list[PageSound]:
+        """The player's sounds: R (the original, not required), then the page's stimuli in order."""
+        assert state.step is not None and state.trial is not None
+        info = self.info
+        by_id = {t.trial_id: t for t in state.trials}
+        out = []
+        for label, tid in page_labels(state.step):
+            name = state.trial.original_file if tid is None else by_id[tid].stimulus_file
+            out.append(PageSound(label, study_file(info.study_dir, name), tid, tid is not None))
+        return out
+
+    def min_listen_s(self, state: StepState) -> float:
+        """Seconds each stimulus must be played before an audio mark (the player's countdown): the
+        longest of the page's per-stimulus minimums, so the countdown never ends before the rule does."""
+        info = self.info
+        if state.step is None or "audio" not in state.step.attributes or info.min_listen_fraction <= 0:
+            return 0.0
+        return max(info.min_listen_fraction * t.stimulus_seconds for t in state.trials)
+
+    # ------------------------------------------------------------------ sessions and breaks
+
+    def settle_sessions(self) -> None:
+        """End a session the rater left (idle for ``idle_minutes``): they start a new one on return."""
+        self.store.close_idle_session(self.rater, 60.0 * self.info.options.sessions.idle_minutes)
+
+    def on_break(self) -> dict | None:
+        """The session just finished when the rater is due a break (none open, the last one ended by
+        its pages or minutes), else None."""
+        rows = self.store.sessions_of(self.rater)
+        if not rows or rows[-1]["ended_at"] is None or rows[-1]["ended_by"] not in ("pages", "minutes"):
+            return None
+        return rows[-1]
+
+    def continue_after_break(self) -> int:
+        return self.store.start_session(self.rater)
+
+    def session_number(self) -> int:
+        rows = self.store.sessions_of(self.rater)
+        return int(rows[-1]["session"]) if rows else 1
+
+    def sessions_planned(self, total: int) -> int | None:
+        pages = self.info.options.sessions.pages
+        return -(-total // pages) if pages else None
+
+    # ------------------------------------------------------------------ headphone check
+
+    @property
+    def needs_headphone_check(self) -> bool:
+        from sonieval.study.headphone import CHECK_NAME
+
+        return self.info.options.headphones.enabled and self.store.check_of(self.rater, CHECK_NAME) is None
+
+    @property
+    def screened_out(self) -> bool:
+        """A failed headphone check that stops the rater (``on_fail: stop``)."""
+        from sonieval.study.headphone import CHECK_NAME
+
+        hp = self.info.options.headphones
+        if not hp.enabled or hp.on_fail != "stop":
+            return False
+        result = self.store.check_of(self.rater, CHECK_NAME)
+        return result is not None and not result["passed"]
+
+    def headphone_plan(self):
+        """(calibration file, trials, their files) of this rater's headphone check."""
+        from sonieval.study.headphone import DEFAULT_SPEC, plan_trials, stimulus_name
+
+        salt = self.info.options.headphones.salt
+        trials = plan_trials(self.rater.seed, DEFAULT_SPEC, salt)
+        folder = self.info.study_dir
+        calibration = study_file(folder, stimulus_name(DEFAULT_SPEC, ("calibration",), salt), AUDIO_SUBDIR)
+        return calibration, trials, [study_file(folder, t.audio_name, AUDIO_SUBDIR) for t in trials]
+
+    def submit_headphone(self, responses: list[object], started_at: float | None = None) -> PageOutcome:
+        """Score and store the check (the first result stands); a missing answer stores nothing."""
+        from sonieval.study.headphone import score_responses
+
+        if any(r is None for r in responses):
+            return PageOutcome(False, False, texts.MISSING_ANSWER)
+        _, trials, _ = self.headphone_plan()
+        try:
+            result = score_responses(trials, responses, seed=self.rater.seed)
+        except Exception:  # noqa: BLE001 - a tampered answer: one plain sentence
+            return PageOutcome(False, False, texts.PAGE_PROBLEM)
+        self.store.record_check(self.rater, result.as_record(), started_at)
+        return PageOutcome(True, True, None)
+
+    # ------------------------------------------------------------------ the end
+
+    def completion(self) -> tuple[str | None, str | None]:
+        """(completion code, the platform's return address) shown at the end; screened-out raters
+        get the screened-out code instead."""
+        enrol = self.info.options.enrolment
+        code = enrol.screened_out_code if self.screened_out else enrol.completion_code
+        return code, enrol.return_url(code)
 
     def page(self, shown: object = None) -> StepState:
         """The page to render now.
@@ -107,18 +243,20 @@ class RaterSession:
         if position >= len(steps):
             return nxt
         step, shown_at = steps[position]
-        return replace(nxt, step=step, trial=self.store.trials(self.study_id)[step.trial_id], shown_at=shown_at, stale=True)
+        return self.store.step_state(self.rater, step, shown_at, nxt.done, nxt.total, stale=True)
 
-    def submit_page(self, position: int, marks: dict[str, object]) -> PageOutcome:
+    def submit_page(self, position: int, marks: dict[str, object], player: Mapping[str, Any] | None = None) -> PageOutcome:
         """Submit one page's marks and say what happened in one plain sentence (:mod:`texts`).
 
-        Storage failures (a database that does not answer) are not caught here: the caller
+        ``marks``: ``{attribute: mark}``, or ``{trial_id: {attribute: mark}}`` on a multi-stimulus
+        page. Storage failures (a database that does not answer) are not caught here: the caller
         answers them with :data:`texts.NOT_SAVED` and keeps the page.
         """
-        if not marks or any(m is None for m in marks.values()):
+        values = [m for v in marks.values() for m in (v.values() if isinstance(v, dict) else [v])] if marks else []
+        if not values or any(m is None for m in values):
             return PageOutcome(False, False, texts.MISSING_MARK)
         try:
-            result = self.submit(position, marks)
+            result = self.submit(position, marks, player)
         except SubmissionRefused as exc:
             info = self.info
             return PageOutcome(False, exc.reason == "not_next", texts.refusal(exc.reason, exc.wait, info.scale_min, info.scale_max))
@@ -126,12 +264,90 @@ class RaterSession:
             return PageOutcome(False, True, texts.ALREADY_RATED)
         return PageOutcome(True, True, None)
 
-    def listen_wait(self, state: StepState, now: float) -> float:
-        """Seconds left before an audio mark on this page is accepted (0 when none)."""
-        if state.step is None or "audio" not in state.step.attributes or state.shown_at is None:
-            return 0.0
-        info = self.info
-        return max(0.0, state.shown_at + info.min_listen_fraction * state.trial.stimulus_seconds - now)  # type: ignore[union-attr]
+
+# ----------------------------------------------------------------------------- crowd enrolment
+
+_PLATFORM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PLATFORM_PARAMS = {
+    "prolific": {"PROLIFIC_PID": "participant_id", "STUDY_ID": "platform_study_id", "SESSION_ID": "platform_session_id"},
+    "mturk": {"workerId": "participant_id", "assignmentId": "assignment_id", "hitId": "hit_id"},
+}
+MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
+
+
+def participant_from(params: Mapping[str, object]) -> dict:
+    """The recruiting platform's ids from the enrolment URL's parameters (Prolific or MTurk style).
+
+    Each value must be a plain id (letters, digits, ``_``, ``-``; at most 64): a link whose
+    placeholders were never filled in (``{{%PROLIFIC_PID%}}``) or an MTurk preview is refused.
+    """
+    for platform, names in PLATFORM_PARAMS.items():
+        key = next(iter(names))
+        if key not in params:
+            continue
+        out: dict = {"platform": platform}
+        for param, column in names.items():
+            value = params.get(param)
+            if value is None or value == "":
+                out[column] = None
+                continue
+            if value == MTURK_PREVIEW:
+                raise EnrolmentRefused("an MTurk preview cannot enrol", reason="preview")
+            if not isinstance(value, str) or not _PLATFORM_ID.match(value):
+                raise EnrolmentRefused(f"{param} is not a plain id", reason="bad_id")
+            out[column] = value
+        if not out.get("participant_id"):
+            raise EnrolmentRefused(f"{key} is empty", reason="bad_id")
+        return out
+    return {"platform": "", "participant_id": None}
+
+
+def study_secret(study_dir: Path) -> bytes:
+    """The study's own secret (``secret.key``, owner-only), made on first use: the key of the
+    address hashes. Kept out of the database, so a copy of the database cannot be used to test
+    guessed addresses against the hashes."""
+    path = Path(study_dir) / "secret.key"
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+    except FileExistsError:  # another process made it first
+        pass
+    return bytes.fromhex(path.read_text().strip())
+
+
+def address_hash(study_dir: Path, address: object) -> str:
+    """HMAC-SHA-256 of a network address with the study's secret (the address is never stored)."""
+    text = address if isinstance(address, str) and address else "unknown"
+    return hmac.new(study_secret(study_dir), text.encode(), hashlib.sha256).hexdigest()
+
+
+def client_address(remote: object, headers: Mapping[str, str] | None, trust_proxy: bool) -> str:
+    """The rater's address: the connection's, or behind a trusted proxy the first X-Forwarded-For entry."""
+    if trust_proxy and headers:
+        forwarded = headers.get("X-Forwarded-For") or headers.get("x-forwarded-for") or ""
+        first = forwarded.split(",")[0].strip()
+        if first:
+            return first
+    return remote if isinstance(remote, str) else "unknown"
+
+
+def enrol(store: StudyStore, study_id: str, params: Mapping[str, object], remote: object = None,
+          headers: Mapping[str, str] | None = None) -> str:
+    """A visit of the public enrolment link: a new rater's token, or :class:`EnrolmentRefused`."""
+    info = store.study(study_id)
+    if not info.options.enrolment.enabled:
+        raise EnrolmentRefused("this study has no public enrolment", reason="disabled")
+    participant = participant_from(params)
+    if info.options.enrolment.require_participant_id and not participant.get("participant_id"):
+        raise EnrolmentRefused("a participant id is required", reason="no_id")
+    address = client_address(remote, headers, info.options.enrolment.trust_proxy_headers)
+    _, token = store.enrol(study_id, params.get("enrol"), participant, address_hash(info.study_dir, address))
+    return token
 
 
 def _as_position(value: object) -> int | None:
@@ -184,3 +400,11 @@ class AdminSession:
         from sonieval.study.export import screening_per_rater
 
         return screening_per_rater(self.store, self.study_id)
+
+    def where_raters_stop(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        from sonieval.study.export import sessions_frame, stops_frame
+
+        return stops_frame(self.store, self.study_id), sessions_frame(self.store, self.study_id)
+
+    def rotate_enrolment_key(self) -> str:
+        return self.store.rotate_enrolment_key(self.study_id)

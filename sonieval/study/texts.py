@@ -18,7 +18,9 @@ QUESTIONS = {
 }
 LOW_END = "very low quality / totally different from the original"
 HIGH_END = "high quality / the same as the original"
-KEYBOARD_HINT = "Keyboard: Tab moves to a question, Space and the arrow keys choose a mark, Tab then Enter submits."
+KEYBOARD_HINT = ("Keyboard: in the player, Space plays and pauses, 1-9 or a sound's letter switches at the same moment, "
+                 "L loops, S stops; Tab moves to a question, Space and the arrow keys choose a mark, Tab then Enter submits.")
+PLAYER_HINT = "R is the original. Switching keeps the playhead, so you can compare the same moment."
 
 
 LOW_SHORT = "totally different"
@@ -38,8 +40,20 @@ def mark_label(mark: int, scale_min: int, scale_max: int) -> str:
     return str(mark)
 
 
+def slider_label(mark: object, scale_min: int, scale_max: int) -> str:
+    """The 0-100 slider's labels: ``-`` until moved, the ends named (the full labels are in the caption)."""
+    if mark is None or mark == UNRATED:
+        return "not rated yet"
+    return mark_label(int(mark), scale_min, scale_max)  # type: ignore[arg-type]
+
+
+UNRATED = "-"
+
+
 def block_intro(block: str) -> str:
     return {
+        "multi": ("Every sound below (A, B, ...) is compared with the original R. Listen to each, switch as often as "
+                  "you like, then give every sound its marks."),
         "joint": "Listen to both clips and look at their waveforms, then give both marks.",
         "visual": "This block is about the waveforms only: compare the two pictures.",
         "audio": "This block is about sound only: listen to both clips (waveforms are hidden).",
@@ -49,6 +63,7 @@ def block_intro(block: str) -> str:
 # ----------------------------------------------------------------------------- answers to a rater
 
 MISSING_MARK = "Please choose a mark for every question before submitting."
+MISSING_ANSWER = "Please answer every question before submitting."
 ALREADY_RATED = ("This page had already been rated (perhaps in another window or tab), so the marks given first are kept. "
                  "Here is your next page.")
 NOT_SAVED = "Your marks could not be saved just now, so please press Submit again."
@@ -69,5 +84,38 @@ def refusal(reason: str, wait: float, scale_min: int, scale_max: int) -> str:
     if reason == "not_next":
         return "That page is not the one to rate now, so here is your next page."
     if reason == "listen":
-        return f"Please listen to the sonification first (about {max(1, math.ceil(wait))} s left), then submit."
+        return f"Please listen to every sound long enough first (about {max(1, math.ceil(wait))} s left), then submit."
+    if reason == "implausible":
+        return "The listening time could not be confirmed, so please play the sounds again, then submit."
     return PAGE_PROBLEM
+
+
+# ----------------------------------------------------------------------------- sessions, screening, enrolment
+
+def break_text(session: int, planned: int | None) -> str:
+    of = f" of about {planned}" if planned else ""
+    return (f"Session {session}{of} is done. Take a break: you can close this tab and come back later with the same "
+            "link, or go on now.")
+
+
+LEFT_RETURN = "Welcome back: you go on where you stopped."
+HEADPHONE_INTRO = ("Please put on headphones. First set a comfortable volume with the tone below. Then, on each of the six "
+                   "questions, play the sound once: it holds three tones. Which tone is the quietest?")
+HEADPHONE_SCREENED_OUT = ("Thank you. This study needs headphones, and the check suggests they are not in use, so it ends here. "
+                          "Nothing is held against you.")
+PERSONAL_LINK = ("This page's address is your personal link: bookmark it (or copy it) to come back later and go on where "
+                 "you stopped.")
+
+
+def enrol_refusal(reason: str) -> str:
+    """The sentence for a refused enrolment (:class:`sonieval.study.store.EnrolmentRefused` reasons)."""
+    return {
+        "full": "Thank you for your interest: this study has all the participants it needs.",
+        "closed": CLOSED,
+        "rate": "Many people are joining right now, so please try again in a few minutes.",
+        "duplicate": ("You have already joined this study. Please go on with your personal link (the address shown after "
+                      "you joined, which you were asked to bookmark)."),
+        "preview": "Please accept the task first; then this page lets you join.",
+        "bad_id": "The link you came from is incomplete. Please return to the recruiting site and open the study again.",
+        "no_id": "Please open this study from the recruiting site's link, which names you as a participant.",
+    }.get(reason, BAD_LINK)

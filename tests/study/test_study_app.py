@@ -26,6 +26,13 @@ def _texts(at: AppTest) -> str:
     return "\n".join(map(str, parts))
 
 
+def _players(at: AppTest) -> list[dict]:
+    """The A/B players on the page: their arguments (labels, minimum listening time...)."""
+    import json
+
+    return [json.loads(p.proto.json_args) for p in at.get("component_instance")]
+
+
 def _complete(at: AppTest, study) -> int:
     """Rate every page through the UI; returns the number of pages seen."""
     store = StudyStore(study.url)
@@ -54,18 +61,19 @@ def test_app_full_flow(tmp_path, monkeypatch, mode):
     at = _app(monkeypatch, study, rater=study.tokens[0])
     # familiarisation first: two example pairs, nothing stored
     assert "Before you start" in _texts(at)
-    assert len(at.get("audio")) == 4 and len(at.get("image")) == 2
+    assert [[s["label"] for s in p["stimuli"]] for p in _players(at)] == [["R", "A"], ["R", "A"]] and len(at.get("image")) == 2
     at.button[0].click().run()
     assert len(ratings_frame(StudyStore(study.url), study.study_id)) == 0
     first = _texts(at)
     if mode == "joint":
-        assert len(at.radio) == 2 and len(at.get("audio")) == 2 and len(at.get("image")) == 1
+        assert len(at.radio) == 2 and len(_players(at)) == 1 and len(at.get("image")) == 1
+        assert [(s["label"], s["required"]) for s in _players(at)[0]["stimuli"]] == [("R", False), ("A", True)]
     else:  # split: one attribute per page; waveform hidden in the audio block, audio hidden in the visual block
         assert len(at.radio) == 1
         if "sound only" in first:
-            assert len(at.get("image")) == 0 and len(at.get("audio")) == 2
+            assert len(at.get("image")) == 0 and len(_players(at)) == 1
         else:
-            assert len(at.get("image")) == 1 and len(at.get("audio")) == 0
+            assert len(at.get("image")) == 1 and len(_players(at)) == 0
     assert "sys" not in first  # system names never shown
     pages = _complete(at, study)
     assert pages == (9 if mode == "joint" else 18)
@@ -90,14 +98,16 @@ def test_app_missing_mark_and_resume(small_study, monkeypatch):
     assert again.get("progress")[0].proto.text.startswith("Page 2 of 9")
 
 
-def test_app_listening_gate_message(tmp_path, monkeypatch):
+def test_app_listening_rule_needs_the_players_report(tmp_path, monkeypatch):
+    """The page asks the player for the minimum; without its report (no browser here) nothing is stored."""
     study = make_folder_study(tmp_path, min_listen_fraction=1.0, seconds=3.0, familiarisation=False, n_clips=1, n_systems=1)
     at = _app(monkeypatch, study, rater=study.tokens[0])
-    assert "Please play the sonification" in _texts(at)
+    player = _players(at)[0]
+    assert player["min_listen_s"] == pytest.approx(3.0) and "the player counts down" in _texts(at)
     for r in at.radio:
         r.set_value(3)
     at.button[0].click().run()
-    assert "listen to the sonification first" in _texts(at)
+    assert "listen to every sound long enough first (about 3 s left)" in _texts(at)
     assert len(ratings_frame(StudyStore(study.url), study.study_id)) == 0
 
 

@@ -235,22 +235,39 @@ def test_out_of_order_and_wrong_attributes_refused(small_study):
     assert len(ratings_frame(store, small_study.study_id)) == 0
 
 
-def test_listening_gate(tmp_path):
+def _played(**seconds) -> dict:
+    """A player report (as :func:`sonieval.study.player.normalise_state` returns it)."""
+    return {"listened_s": seconds, "n_switches": 3, "loop": {"enabled": True}, "min_listen_met": True}
+
+
+def test_listening_rule_is_time_played_checked_against_time_on_page(tmp_path):
+    from sonieval.study.store import listening, page_log
+
     now = [1000.0]
     st = make_folder_study(tmp_path, min_listen_fraction=1.0, seconds=0.5)
     store = StudyStore(st.url, clock=lambda: now[0])
     s = RaterSession(store, st.study_id, st.tokens[0])
     state = s.next_step()
+    page = state.step.position
     with pytest.raises(SubmissionRefused, match="not shown yet"):
-        s.submit(state.step.position, {"visual": 3, "audio": 3})
+        s.submit(page, {"visual": 3, "audio": 3}, _played(A=0.5))
     s.show(state)
-    now[0] += 0.3
-    with pytest.raises(SubmissionRefused, match="listen to the sonification first"):
-        s.submit(state.step.position, {"visual": 3, "audio": 3})
-    # a reload does not restart the gate, and after the clip's duration the mark is taken
-    s.show(s.next_step())
-    now[0] += 0.25
-    assert s.submit(state.step.position, {"visual": 3, "audio": 3}).stored == 2
+    now[0] += 30.0  # time on the page alone is not listening
+    for report, left in ((None, 0.5), (_played(), 0.5), (_played(R=5.0, A=0.3), 0.2), ({"listened_s": {"A": "x"}}, 0.5)):
+        with pytest.raises(SubmissionRefused) as refused:
+            s.submit(page, {"visual": 3, "audio": 3}, report)
+        assert refused.value.reason == "listen" and refused.value.wait == pytest.approx(left), report
+    # more played than the page has been open: not measured by the player
+    with pytest.raises(SubmissionRefused) as refused:
+        s.submit(page, {"visual": 3, "audio": 3}, _played(R=25.0, A=8.0))
+    assert refused.value.reason == "implausible"
+    assert s.submit(page, {"visual": 3, "audio": 3}, _played(R=1.25, A=0.499)).stored == 2  # within 50 ms
+    heard = store.frame(listening, st.study_id).set_index("label")
+    assert heard.loc["A", "listened_s"] == 0.499 and heard.loc["R", "listened_s"] == 1.25
+    assert heard.loc["A", "trial_id"] == state.trial.trial_id and pd.isna(heard.loc["R", "trial_id"])
+    log = store.frame(page_log, st.study_id).iloc[0]
+    assert log["page_seconds"] == pytest.approx(30.0) and log["listened_total_s"] == pytest.approx(1.749)
+    assert log["n_switches"] == 3 and log["loop_used"] == 1 and log["session"] == 1
 
 
 def test_closed_study_refuses_marks(small_study):
