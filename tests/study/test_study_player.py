@@ -31,13 +31,13 @@ def test_stimuli_are_checked_with_one_clear_error_each(tmp_path):
     assert check_stimuli([{"label": "A", "path": wav}, {"label": "B", "url": "/media/x.wav", "required": False}])[1] == {
         "label": "B", "url": "/media/x.wav", "required": False}
     cases = [
-        ([], "1 to 9"),
+        ([], "1 to 13"),
         ([{"label": "A", "url": "u"}, {"label": "A", "url": "v"}], "appears twice"),
         ([{"label": "L", "url": "u"}], "reserved key"),
         ([{"label": "A", "path": tmp_path / "missing.wav"}], "not found"),
         ([{"label": "A", "url": "u", "path": wav}], "exactly one of url and path"),
         ([{"label": "", "url": "u"}], "label must be"),
-        ([{"label": str(i), "url": "u"} for i in range(10)], "1 to 9"),
+        ([{"label": str(i), "url": "u"} for i in range(14)], "1 to 13"),
     ]
     for stimuli, message in cases:
         with pytest.raises(PlayerError, match=message):

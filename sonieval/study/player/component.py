@@ -18,7 +18,7 @@ from sonieval.errors import SonievalError
 
 FRONTEND_DIR = Path(__file__).resolve().parent / "frontend"
 SWITCH_MODES = ("crossfade", "restart")
-MAX_STIMULI = 9  # keys 1..9
+MAX_STIMULI = 13  # the reference and 12 conditions (BS.1534 practice); keys 1..9, then each one's letter
 RESERVED_LETTERS = {"L", "S"}  # loop, stop
 _AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg"}
 

@@ -392,7 +392,7 @@
       b.type = "button";
       b.id = "stimulus-" + i;
       b.setAttribute("aria-pressed", String(i === 0));
-      const keys = [String(i + 1)];
+      const keys = i < 9 ? [String(i + 1)] : [];
       if (/^[A-Za-z]$/.test(label)) keys.push(label.toUpperCase());
       b.setAttribute("aria-keyshortcuts", keys.join(" "));
       b.setAttribute("aria-label", label + (i < 9 ? " (key " + (i + 1) + ")" : ""));
