@@ -251,7 +251,7 @@ def _player(session: RaterSession, state: StepState) -> tuple[str, list[str], fl
     key = _key("player", state.step.position)
     ab_player([{"label": s.label, "path": s.path, "required": s.required} for s in sounds], key=key, min_listen_s=min_s)
     if min_s > 0:
-        st.caption(f"Play every sound (not R) for at least {min_s:.0f} s before you submit: the player counts down.")
+        st.caption(f"Play every sound (not R) for at least {min_s:.1f} s before you submit: the player counts down.")
     return key, [s.label for s in sounds], min_s
 
 

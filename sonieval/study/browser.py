@@ -7,7 +7,13 @@ Playwright is never asked to download a browser.
 A page counts as *fully rendered* when the script run has finished (``stApp``'s
 ``data-test-script-state`` is ``notRunning``), its progress line names the expected page, no
 element is still marked stale by Streamlit (``data-stale``), the mark widgets have loaded (they
-are code-split and show as skeletons first) and every waveform image has loaded.
+are code-split and show as skeletons first), every waveform image has loaded and the page's A/B
+player is a new one (Streamlit replaces its frame for each page) that has fetched and decoded
+its sounds.
+
+:class:`RaterDriver` also plays the page's sounds through the player's own buttons until the
+listening rule is met (:meth:`RaterDriver.listen`), answers the headphone check, takes a break
+and enrols through a public link.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ CHROMIUM_ARGS = [
     "--disable-sync", "--no-first-run",
 ]
 _PAGE_RE = re.compile(r"Page (\d+) of (\d+)")
+PLAYER_FRAME = "sonieval.study.player"
+BREAK_TITLE = "time for a break"
+HEADPHONE_TITLE = "headphone check"
 _INSTRUCTION_RE = re.compile(r"set (?:both marks|the mark) to (\d+)")
 
 _RENDERED_JS = """
@@ -39,10 +48,19 @@ _RENDERED_JS = """
   for (const img of document.querySelectorAll('img')) { if (!img.complete || img.naturalWidth === 0) return false; }
   // Widgets are code-split: until the radio chunk has loaded, the form shows skeletons.
   const form = document.querySelector('[data-testid="stForm"]');
-  if (!form || form.querySelectorAll('[data-testid="stRadioOption"]').length === 0) return false;
+  if (!form || form.querySelectorAll('[data-testid="stRadioOption"], [data-testid="stSlider"]').length === 0) return false;
   if (form.querySelector('[data-testid="stSkeleton"]')) return false;
+  // The page's player: a new frame (the last page's was marked before the submit), sounds decoded.
+  for (const f of document.querySelectorAll('iframe[src*="sonieval.study.player"]')) {
+    if (f.dataset.soniOld) return false;
+    const p = f.contentWindow && f.contentWindow.abPlayer;
+    if (!p || (p.engine === null && !(p.last && p.last.error))) return false;
+  }
   return document.querySelector('[data-testid="stFormSubmitButton"] button') !== null;
 }
+"""
+_MARK_PLAYERS_OLD_JS = """
+() => { for (const f of document.querySelectorAll('iframe[src*="sonieval.study.player"]')) f.dataset.soniOld = '1'; }
 """
 
 
@@ -84,20 +102,71 @@ class RaterDriver:
         return self.wait_any()
 
     def wait_any(self) -> str:
-        self._wait(
-            "() => document.querySelector('[data-testid=\"stApp\"][data-test-script-state=\"notRunning\"]')"
-            " && !document.querySelector('[data-stale=\"true\"]') && (document.body.innerText.includes('Before you start')"
-            " || document.body.innerText.includes('Thank you!') || (document.querySelector('[data-testid=\"stProgress\"]')"
-            " && document.querySelector('[data-testid=\"stForm\"] [data-testid=\"stRadioOption\"]')"
-            " && document.querySelector('[data-testid=\"stFormSubmitButton\"] button')))",
-            timeout=self.timeout_ms,
-        )
-        text = self.page.inner_text("body")
-        if "Before you start" in text:
-            return "familiarisation"
-        if "Thank you!" in text:
-            return "done"
-        return "page"
+        """Wait for a settled page; returns 'familiarisation', 'headphone', 'break', 'page', 'done' or
+        'refused' (a page that only answers with a message, e.g. a refused enrolment)."""
+        self._wait(_SETTLED_JS, timeout=self.timeout_ms)
+        return str(self.page.evaluate(_WHICH_PAGE_JS))
+
+    def current_link(self) -> str:
+        """The address the tab shows now (after enrolment: the rater's personal link)."""
+        return self.page.url
+
+    def enrol(self, link: str) -> str:
+        """Open a public enrolment link; returns the page reached (see :meth:`wait_any`)."""
+        self.page.goto(link)
+        return self.wait_any()
+
+    def answer_headphone_check(self, answers: list[int]) -> str:
+        """Choose ``answers[i]`` (1, 2 or 3) for question i + 1 and submit; returns the page reached."""
+        groups = self.page.locator('[data-testid="stRadio"]')
+        for k, answer in enumerate(answers):
+            option = groups.nth(k).locator('[data-testid="stRadioOption"]').nth(answer - 1)
+            for _attempt in range(20):
+                option.click()
+                if option.locator("input").is_checked():
+                    break
+                self.page.wait_for_timeout(100)
+        self.page.get_by_role("button", name="Submit the answers").click()
+        self.page.wait_for_function("() => !document.body.innerText.toLowerCase().includes('headphone check') "
+                                    "|| document.querySelector('[data-testid=\"stAlert\"]')", timeout=self.timeout_ms)
+        return self.wait_any()
+
+    def take_break(self) -> None:
+        """On the break page: go on with the next session."""
+        number = int(self.page.evaluate(_DONE_PAGES_JS))
+        self.page.get_by_role("button", name="Go on with the next session").click()
+        self.wait_rendered(number + 1)
+
+    def player_frame(self):
+        """The page's A/B player frame (None on a page without one)."""
+        for frame in self.page.frames:
+            if PLAYER_FRAME in frame.url and frame.evaluate("() => !!(window.abPlayer && window.abPlayer.engine)"):
+                return frame
+        return None
+
+    def listen(self, extra_s: float = 0.02) -> float:
+        """Play each required sound of the page with the player's own buttons until its minimum
+        listening time is reached; returns the seconds spent (0 without a player or minimum)."""
+        frame = self.player_frame()
+        if frame is None:
+            return 0.0
+        start = time.perf_counter()
+        live = frame.evaluate("() => window.abPlayer.state()")
+        need = float(live["min_listen_s"])
+        if need <= 0:
+            return 0.0
+        heard = lambda label: frame.evaluate("(l) => window.abPlayer.state().listened_s[l]", label)  # noqa: E731
+        for i, label in enumerate(list(live["listened_s"])[1:], start=1):  # R (the original) does not count
+            while heard(label) < need:
+                frame.locator("#stop").click()
+                frame.locator(f"#stimulus-{i}").click()
+                frame.locator("#play").click()
+                frame.wait_for_function(f"(l) => window.abPlayer.state().listened_s[l] >= {need + extra_s} "
+                                        "|| !window.abPlayer.state().playing", arg=label, timeout=self.timeout_ms)
+                if frame.evaluate("() => window.abPlayer.state().playing"):
+                    frame.locator("#play").click()  # pause
+        frame.wait_for_function("() => window.abPlayer.state().remaining_s <= 0", timeout=self.timeout_ms)
+        return time.perf_counter() - start
 
     def familiarise(self) -> None:
         self.page.get_by_role("button", name="I am ready").click()
@@ -132,7 +201,7 @@ class RaterDriver:
         m = _INSTRUCTION_RE.search(alerts)
         return int(m.group(1)) if m else mark
 
-    def rate(self, mark: int = 3, *, keyboard: bool = False) -> float:
+    def rate(self, mark: int = 3, *, keyboard: bool = False, listen: bool = True) -> float:
         """Mark the current page (obeying an attention check), submit, wait for the next page.
 
         With ``keyboard`` the page is operated with keys only: Space and the arrow keys choose
@@ -140,9 +209,21 @@ class RaterDriver:
         submit (click or Enter) to the next page fully rendered.
         """
         number, total = self.position()
+        if listen:
+            self.listen()
         start = self.choose_and_submit(mark, keyboard=keyboard)
-        self.wait_rendered(number + 1 if number < total else None)
+        self.wait_next(number, total)
         return time.perf_counter() - start
+
+    def wait_next(self, number: int, total: int) -> None:
+        """After a submit on page ``number``: the next page rendered, or the break or thank-you page."""
+        self.page.wait_for_function(
+            "([want, last]) => { const t = document.body.innerText; const app = document.querySelector('[data-testid=\"stApp\"]');"
+            " return app && app.getAttribute('data-test-script-state') === 'notRunning' && !document.querySelector('[data-stale=\"true\"]')"
+            " && (t.includes(want) || t.toLowerCase().includes('time for a break') || (last && t.includes('Thank you!'))); }",
+            arg=[f"Page {number + 1} of", number == total], timeout=self.timeout_ms)
+        if self.page.evaluate(_WHICH_PAGE_JS) == "page":
+            self.wait_rendered(number + 1)
 
     def choose_and_submit(self, mark: int = 3, *, keyboard: bool = False) -> float:
         """Choose ``mark`` (or what an attention check asks) for every question and submit.
@@ -151,6 +232,9 @@ class RaterDriver:
         """
         number, _ = self.position()
         target = self._target_mark(mark)
+        sliders = self.page.locator('[data-testid="stForm"] [data-testid="stSlider"] [role="slider"]')
+        for k in range(sliders.count()):
+            self._set_slider(sliders.nth(k), target)
         groups = self.page.locator('[data-testid="stRadio"]')
         for k in range(groups.count()):
             inputs = groups.nth(k).locator("input")
@@ -175,6 +259,7 @@ class RaterDriver:
             else:
                 raise TimeoutError(f"mark {target} could not be selected on page {number}")
         start = time.perf_counter()
+        self.page.evaluate(_MARK_PLAYERS_OLD_JS)
         if keyboard:
             self.page.keyboard.press("Tab")
             focused = self.page.evaluate("document.activeElement && document.activeElement.innerText || ''")
@@ -186,6 +271,16 @@ class RaterDriver:
             self.page.locator('[data-testid="stFormSubmitButton"] button').click()
         return start
 
+    def _set_slider(self, thumb, target: int) -> None:
+        """A 0-100 select-slider whose first stop is "not rated yet": Home, then one step per mark."""
+        thumb.focus()
+        self.page.keyboard.press("Home")
+        low = int(thumb.get_attribute("aria-valuemin") or 0)
+        for _ in range(target - low + 1):  # first stop: not rated
+            self.page.keyboard.press("ArrowRight")
+        if str(target) not in (thumb.get_attribute("aria-valuetext") or ""):
+            raise RuntimeError(f"slider did not reach {target}: {thumb.get_attribute('aria-valuetext')!r}")
+
     def wait_text(self, text: str) -> str:
         """Wait until the script has finished and the page shows ``text``; returns the page's text."""
         self._wait(
@@ -195,6 +290,32 @@ class RaterDriver:
             arg=text, timeout=self.timeout_ms,
         )
         return self.page.inner_text("body")
+
+
+_SETTLED_JS = """
+() => { const app = document.querySelector('[data-testid="stApp"]');
+  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning' || document.querySelector('[data-stale="true"]')) return false;
+  const t = document.body.innerText, low = t.toLowerCase();
+  if (t.includes('Before you start') || t.includes('Thank you!') || low.includes('time for a break')) return true;
+  if (low.includes('headphone check') && document.querySelector('[data-testid="stRadioOption"]')) return true;
+  if (document.querySelector('[data-testid="stProgress"]') && document.querySelector('[data-testid="stForm"] [data-testid="stRadioOption"], [data-testid="stForm"] [data-testid="stSlider"]')
+      && document.querySelector('[data-testid="stFormSubmitButton"] button')) return true;
+  return !!document.querySelector('[data-testid="stAlert"]') && !document.querySelector('[data-testid="stForm"]');
+}
+"""
+_WHICH_PAGE_JS = """
+() => { const t = document.body.innerText, low = t.toLowerCase();
+  if (t.includes('Before you start')) return 'familiarisation';
+  if (t.includes('Thank you!')) return 'done';
+  if (low.includes('time for a break')) return 'break';
+  if (low.includes('headphone check') && document.querySelector('[data-testid="stRadioOption"]')) return 'headphone';
+  if (document.querySelector('[data-testid="stProgress"]') && document.querySelector('[data-testid="stForm"]')) return 'page';
+  return 'refused';
+}
+"""
+_DONE_PAGES_JS = """
+() => { const m = document.querySelector('[data-testid="stProgress"]').innerText.match(/(\\d+) of (\\d+) pages rated/); return m ? +m[1] : 0; }
+"""
 
 
 # What a page must never show a rater: Streamlit's exception box, a traceback, a source path.

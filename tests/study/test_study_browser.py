@@ -156,16 +156,26 @@ def test_browser_no_silent_drop_after_restart_or_from_a_second_browser(small_stu
     assert len(df) == 4 and sorted(df["mark"]) == [2, 2, 4, 4]  # the first marks of page 2 stand
 
 
-def _served_audio(page) -> list:
-    """The audio the page's players load, fetched as the browser would: [(samples, rate), ...]."""
+def _served_audio(page, n_players: int) -> list:
+    """The audio the page's ``n_players`` players load, fetched as the browser would: [(samples, rate),
+    ...] in page order (each player: R, then its stimuli)."""
     import io
+    from urllib.parse import urljoin
 
     import soundfile as sf
 
     out = []
-    for src in page.locator("audio").evaluate_all("els => els.map(e => e.currentSrc || e.src)"):
-        x, rate = sf.read(io.BytesIO(page.request.get(src).body()), dtype="float32")
-        out.append((x, rate))
+    page.wait_for_function("(n) => document.querySelectorAll('iframe[src*=\"sonieval.study.player\"]').length === n", arg=n_players)
+    for _ in range(100):
+        frames = [f for f in page.frames if "sonieval.study.player" in f.url and not f.is_detached()]
+        if len(frames) == n_players:
+            break
+        page.wait_for_timeout(100)
+    for frame in frames:
+        frame.wait_for_function("() => window.abPlayer && window.abPlayer.engine !== null")
+        for url in frame.evaluate("() => window.abPlayer.args.stimuli.map(s => s.url)"):
+            x, rate = sf.read(io.BytesIO(page.request.get(urljoin(page.url, url)).body()), dtype="float32")
+            out.append((x, rate))
     return out
 
 
@@ -180,13 +190,13 @@ def test_browser_serves_loudness_aligned_audio_and_a_familiarisation_that_spans_
         page = browser.new_page()
         rater = RaterDriver(page, rater_link(server.base, small_study.tokens[0]))
         assert rater.open() == "familiarisation"
-        (low_orig, rate), (low_stim, _), (high_orig, _), (high_stim, _) = _served_audio(page)
+        (low_orig, rate), (low_stim, _), (high_orig, _), (high_stim, _) = _served_audio(page, 2)
         at16 = [resample(x, rate, 16_000) for x in (low_orig, low_stim, high_orig, high_stim)]
         low, high = logmel_l1(at16[1], at16[0]), logmel_l1(at16[3], at16[2])
         assert high == 0.0 and low > 1.0, (low, high)  # "near 5" is the original itself; "near 1" is far from it
         rater.familiarise()
         for _ in range(3):  # original and stimulus of each page: one loudness, under the ceiling
-            levels = [measure(x, r) for x, r in _served_audio(page)]
+            levels = [measure(x, r) for x, r in _served_audio(page, 1)]
             assert len(levels) == 2
             assert abs(levels[0][0] - levels[1][0]) < 0.5, levels
             assert max(tp for _, tp in levels) <= CEILING_DBTP + 1e-6

@@ -540,7 +540,8 @@
     if ((e.key === " " || e.key === "Spacebar") && !typing) e.preventDefault();
   });
 
-  window.abPlayer = { get ctx() { return ctx; }, engine: null, output: null, last: null, state: () => state("peek", false) };
+  window.abPlayer = { get ctx() { return ctx; }, get args() { return args; }, engine: null, output: null, last: null,
+    state: () => state("peek", false) };
   window.addEventListener("message", (ev) => {
     if (ev.source !== window.parent || !ev.data || ev.data.type !== "streamlit:render") return;
     onRender(ev.data);
