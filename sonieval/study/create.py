@@ -10,7 +10,9 @@ Both write into one study folder::
     <study_dir>/links.txt                tokens minted so far (owner-readable only, 0600): the
                                          database keeps only their hashes, so this file is the
                                          organiser's one copy; links are built from it with the
-                                         server's current address
+                                         server's current address (also the public enrolment key)
+    <study_dir>/secret.key               the key of the enrolment address hashes (0600)
+    <study_dir>/audio/hc_*.wav           the headphone check's sounds (when enabled)
     <study_dir>/ratings.{csv,parquet}    exports
 
 Stimulus preparation goes through the run manifest (stage ``study``): a file that cannot be
@@ -36,6 +38,7 @@ from sonieval.study.design import (
 )
 from sonieval.study.familiarisation import choose_examples
 from sonieval.study.loudness import CEILING_DBTP, TARGET_LUFS, Level, LevelSpec, describe_shortfalls
+from sonieval.study.options import Enrolment, Headphones, Sessions, StudyOptions
 from sonieval.study.prepare import AnchorSettings, StimulusWriter
 from sonieval.study.stimuli import AUDIO_SUBDIR
 from sonieval.study.store import StudyStore, redact_url
@@ -64,6 +67,11 @@ class StudySettings:
     seed: int = 42
     loudness_lufs: float = TARGET_LUFS
     true_peak_dbtp: float = CEILING_DBTP
+    title: str | None = None
+    rating_scale: str = "categories"
+    sessions: Sessions = field(default_factory=Sessions)
+    enrolment: Enrolment = field(default_factory=Enrolment)  # cap: n_raters
+    headphones: Headphones = field(default_factory=Headphones)
 
     @property
     def level_spec(self) -> LevelSpec:
@@ -86,7 +94,28 @@ class StudySettings:
             min_listen_fraction=getattr(s, "min_listen_fraction", 1.0), seed=proto.seed,
             # read when the protocol's study section provides them (sonieval.protocol.StudySpec)
             loudness_lufs=getattr(s, "loudness_lufs", TARGET_LUFS), true_peak_dbtp=getattr(s, "true_peak_dbtp", CEILING_DBTP),
+            title=s.title, rating_scale=s.rating_scale,
+            sessions=Sessions(s.sessions.pages, s.sessions.minutes, s.sessions.idle_minutes),
+            enrolment=Enrolment(**{k: getattr(s.enrolment, k) for k in (
+                "enabled", "max_per_minute", "max_per_ip_per_hour", "trust_proxy_headers", "require_participant_id",
+                "completion_code", "completion_url", "screened_out_code")}),
+            headphones=Headphones(s.headphone_check.enabled, s.headphone_check.on_fail),
         )
+
+    def options(self) -> tuple[StudyOptions, str | None]:
+        """The study's stored options and the public enrolment key (None without enrolment): the key
+        and a completion code are minted here, only the key's hash is stored."""
+        from dataclasses import replace
+        import secrets
+
+        from sonieval.study.tokens import hash_token, new_token
+
+        enrol, key = replace(self.enrolment, cap=self.n_raters), None
+        if enrol.enabled:
+            key = new_token()
+            enrol = replace(enrol, key_hash=hash_token(key), completion_code=enrol.completion_code or secrets.token_hex(4).upper())
+        heads = replace(self.headphones, salt=self.headphones.salt or secrets.token_hex(8)) if self.headphones.enabled else self.headphones
+        return StudyOptions(self.title, self.rating_scale, self.sessions, enrol, heads), key
 
 
 @dataclass
@@ -97,6 +126,7 @@ class CreatedStudy:
     n_trials: int
     admin_token: str | None  # None: the study existed already (its admin link was shown then)
     rater_tokens: list[tuple[str, str]] = field(default_factory=list)
+    enrol_key: str | None = None  # the public enrolment link's key (new studies with enrolment only)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. stimuli that could not reach the target loudness
 
@@ -164,11 +194,13 @@ def create_study(
     study_dir = Path(study_dir)
     if settings.attributes and any(a not in ("visual", "audio") for a in settings.attributes):
         raise ProtocolError(f"study.attributes {settings.attributes!r}: allowed are visual and audio")
+    if settings.mode not in ("joint", "split", "multi"):
+        raise ProtocolError(f"study.mode {settings.mode!r}: allowed are joint, split and multi")
     anchor_id = anchor_system_id(settings.anchor_kind, settings.anchor_cutoff_hz, settings.anchor_snr_db) if settings.anchor_kind else None
     trial_list = build_trials(
         sources, hidden_reference=settings.hidden_reference, anchor_system=anchor_id,
         attention_checks=settings.attention_checks, scale_min=settings.scale_min, scale_max=settings.scale_max,
-        joint=settings.mode == "joint" or len(settings.attributes) == 1, seed=settings.seed,
+        joint=settings.mode in ("joint", "multi") or len(settings.attributes) == 1, seed=settings.seed,
     )
     check_subset_balance(sum(t.role == "sonification" for t in trial_list), settings.config, settings.n_raters)
     anchor = AnchorSettings(settings.anchor_kind, settings.anchor_cutoff_hz, settings.anchor_snr_db, settings.seed) if settings.anchor_kind else None
@@ -186,18 +218,25 @@ def create_study(
     familiarisation = choose_examples(kept, study_dir / AUDIO_SUBDIR) if settings.familiarisation else {}
     provenance = {"source": source, "anchor": anchor_id, "n_raters_planned": settings.n_raters, "notes": notes[:20],
                   "loudness": settings.level_spec.as_dict()}
+    options, enrol_key = settings.options()
     with StudyStore(storage) as store:
         replacing = replace_unrated and store.has_study(settings.study_id)
         admin = store.create_study(
             settings.study_id, settings.config, scale_min=settings.scale_min, scale_max=settings.scale_max, study_dir=study_dir,
             trials_list=kept, familiarisation=familiarisation, min_listen_fraction=settings.min_listen_fraction,
-            provenance=provenance, file_levels=file_levels, replace_unrated=replace_unrated,
+            provenance=provenance, file_levels=file_levels, replace_unrated=replace_unrated, options=options,
         )
         if replacing and admin is not None:
             _retire_links(study_dir)
             notes.append("an unrated study with other trials was replaced; its old links no longer work")
-        raters = store.invite(settings.study_id, settings.n_raters) if admin is not None else []
-    created = CreatedStudy(settings.study_id, storage, study_dir, len(kept), admin, raters, notes, warnings)
+        # With public enrolment, n_raters is the cap of self-enrolled raters: no personal links are minted now.
+        raters = store.invite(settings.study_id, settings.n_raters) if admin is not None and not options.enrolment.enabled else []
+        if options.headphones.enabled:  # named with the stored salt (an existing study keeps its own)
+            from sonieval.study.headphone import write_stimuli
+
+            write_stimuli(study_dir / AUDIO_SUBDIR, salt=store.study(settings.study_id).options.headphones.salt)
+    created = CreatedStudy(settings.study_id, storage, study_dir, len(kept), admin, raters,
+                           enrol_key if admin is not None else None, notes, warnings)
     write_study_json(study_dir, settings.study_id, storage)
     return created
 
@@ -293,9 +332,19 @@ def record_tokens(study_dir: Path, created: CreatedStudy) -> None:
     lines = []
     if created.admin_token:
         lines.append(f"admin {created.admin_token}")
+    if created.enrol_key:
+        lines.append(f"enrol {created.enrol_key}")
     lines += [f"rater {rid} {tok}" for rid, tok in created.rater_tokens]
     if lines:
         append_links(study_dir, lines)
+
+
+def read_enrol_key(study_dir: Path) -> str | None:
+    """The latest public enrolment key recorded in ``links.txt`` (None if there is none)."""
+    path = Path(study_dir) / "links.txt"
+    keys = [line.split()[1] for line in path.read_text(encoding="utf-8").splitlines()
+            if len(line.split()) == 2 and line.split()[0] == "enrol"] if path.is_file() else []
+    return keys[-1] if keys else None
 
 
 def read_tokens(study_dir: Path) -> tuple[str | None, list[tuple[str, str]]]:
