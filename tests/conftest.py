@@ -20,19 +20,30 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_ESC50 = REPO.parent / "shared" / "esc50"  # where the real subset lives beside a checkout here and in CI
+
+# Tests change directory (tmp_path) and write protocols elsewhere: a relative SONIEVAL_ESC50 would then
+# name another folder, so it is made absolute once, against the directory pytest was started in.
+if os.environ.get("SONIEVAL_ESC50"):
+    os.environ["SONIEVAL_ESC50"] = str(Path(os.environ["SONIEVAL_ESC50"]).expanduser().resolve())
 
 
+def esc50_suggestion() -> str:
+    """How to point the tests at a copy: an absolute path (a relative one breaks tests that change directory)."""
+    example = SHARED_ESC50 if (SHARED_ESC50 / "meta" / "esc50.csv").is_file() else Path("/absolute/path/to/ESC-50")
+    return f"export SONIEVAL_ESC50={example} (an absolute path to a copy in the official layout)"
 
 
 @pytest.fixture(scope="session")
 def esc50_root() -> Path:
-    """The real ESC-50 subset (../shared/esc50 in CI), from SONIEVAL_ESC50."""
+    """The real ESC-50 subset (../shared/esc50 in CI), from SONIEVAL_ESC50 (made absolute above)."""
     value = os.environ.get("SONIEVAL_ESC50")
     if not value:
-        require_part("esc50", "set SONIEVAL_ESC50 to an ESC-50 copy (e.g. ../shared/esc50)")
+        require_part("esc50", f"SONIEVAL_ESC50 is not set: {esc50_suggestion()}")
     root = Path(value)
     if not (root / "meta" / "esc50.csv").is_file() or not (root / "audio").is_dir():
-        require_part("esc50", f"SONIEVAL_ESC50={value} is not an ESC-50 copy (meta/esc50.csv, audio/)")
+        require_part("esc50", f"SONIEVAL_ESC50={value} is not an ESC-50 copy (no meta/esc50.csv or audio/): "
+                              f"{esc50_suggestion()}")
     return root
 
 

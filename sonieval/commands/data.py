@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "download or verify ESC-50; write the splits and listening set of a protocol"
+HELP = "download or verify ESC-50; write the splits and listening set of a protocol; clean stale sonifications"
 DESCRIPTION = (
     "esc50: download the official ESC-50 archive (--root DIR) or verify an existing copy (--esc50 DIR or "
     "$SONIEVAL_ESC50; a partial copy such as fold 4 only is fine). Every missing, unreadable or "
     "non-conforming clip is printed on its own line and the exit status is 1. "
     "splits: read a protocol's clips and write train/validation/test.txt and listening_set.txt. "
-    "synthetic: write the built-in SYNTHETIC clip set (not ESC-50) to a folder."
+    "synthetic: write the built-in SYNTHETIC clip set (not ESC-50) to a folder. "
+    "stale: list or delete sonification WAVs that a results folder's table no longer lists."
 )
 
 
@@ -37,13 +38,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     splits = sub.add_parser(
         "splits", help="read a protocol's clips; write the split files and the listening set",
         description="Runs the 'clips' stage of PROTOCOL: reads every clip, records problems in the run manifest, "
-        "writes <results>/splits/{train,validation,test,listening_set}.txt and <results>/tables/clips.parquet.",
+        "writes <results>/splits/{train,validation,test,listening_set}.txt and <results>/tables/clips.parquet. "
+        "The first run pins the data source data.esc50 resolved to (auto: $SONIEVAL_ESC50, else the SYNTHETIC set) in "
+        "<results>/data_source.json; a later run that resolves to another source is refused.",
     )
     splits.add_argument("protocol", metavar="PROTOCOL", help="protocol YAML file (e.g. protocols/demo.yaml)")
     splits.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     synth = sub.add_parser("synthetic", help="write the built-in SYNTHETIC clip set (not ESC-50) to a folder")
     synth.add_argument("folder", metavar="DIR")
+
+    stale = sub.add_parser(
+        "stale", help="list (--delete: remove) sonification WAVs that a results folder's table does not list",
+        description="A results folder's sonifications/ can keep WAVs of an earlier data source, listening set or "
+        "system grid that tables/sonifications.parquet no longer lists; `score` and `study create` refuse folders "
+        "holding them. This lists them (and table rows of clips not in tables/clips.parquet); --delete removes the "
+        "WAVs and the folders they leave empty.",
+    )
+    stale.add_argument("target", metavar="PROTOCOL|RESULTS_DIR", help="a protocol YAML or a results folder")
+    stale.add_argument("--delete", action="store_true", help="delete the stale WAVs")
 
 
 def _run_esc50(args: argparse.Namespace) -> int:
@@ -109,5 +122,45 @@ def _run_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_stale(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sonieval.data.results_folder import SONIFICATIONS_DIR, find_stale, making_command
+    from sonieval.errors import DataError
+
+    target = Path(args.target)
+    protocol = None
+    if target.is_file():
+        from sonieval.protocol import load_protocol
+
+        protocol, results = args.target, load_protocol(target).results_path
+    elif target.is_dir():
+        results = target
+    else:
+        raise DataError("neither a protocol file nor a results folder", path=target)
+    stale = find_stale(results)
+    for path in stale.stale_wavs:
+        print(f"{'deleted' if args.delete else 'stale'}: {path}")
+        if args.delete:
+            path.unlink()
+    if args.delete:
+        _remove_empty_folders(stale.results / SONIFICATIONS_DIR)
+    verb = "deleted" if args.delete else "not listed in tables/sonifications.parquet (rerun with --delete to remove them)"
+    print(f"{len(stale.stale_wavs)} stale WAV file(s) under {stale.results / SONIFICATIONS_DIR}: {verb}")
+    if not stale.stale_rows.empty:
+        print(f"{len(stale.stale_rows)} row(s) of tables/sonifications.parquet are of clips not in tables/clips.parquet: "
+              f"rebuild the table with `{making_command('sonifications', protocol)}`")
+    return 0
+
+
+def _remove_empty_folders(top) -> None:
+    import os
+
+    for folder, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
+        if folder != str(top) and not os.listdir(folder):
+            os.rmdir(folder)
+
+
 def run(args: argparse.Namespace) -> int:
-    return {"esc50": _run_esc50, "splits": _run_splits, "synthetic": _run_synthetic}[args.data_command](args)
+    actions = {"esc50": _run_esc50, "splits": _run_splits, "synthetic": _run_synthetic, "stale": _run_stale}
+    return actions[args.data_command](args)

@@ -113,6 +113,8 @@ def run(args) -> int:
         if missing:
             raise SonievalError(f"{', '.join(missing)} required",
                                 hint="or pass --protocol PROTOCOL, or --simulated --out DIR for a demo report")
+        _require_inputs(paths, args.protocol)
+        options.notes.append(_data_source_note(paths["scores"], args.protocol))
         result = build_report(paths["ratings"], paths["scores"], paths["out"], item_scores_path=paths["item_scores"],
                               clips_path=args.clips, options=options)
     s = result.summary
@@ -124,6 +126,37 @@ def run(args) -> int:
             print(f"  {c['metric']} vs {c['attribute']} marks: rho={c['spearman']:.2f} "
                   f"[{_f(c.get('ci_low'))}, {_f(c.get('ci_high'))}] p_perm={_f(c.get('p_permutation'))} n={c['n']}")
     return 0
+
+
+def _require_inputs(paths: dict, protocol: str | None) -> None:
+    """A missing ratings or scores table is named with the command that makes it (nothing is written)."""
+    from pathlib import Path
+
+    from sonieval.data.results_folder import missing_table_error
+
+    for kind in ("ratings", "scores"):
+        if not Path(paths[kind]).is_file():
+            raise missing_table_error(kind, paths[kind], protocol)
+
+
+def _data_source_note(scores_path: str, protocol: str | None) -> str:
+    """The data checks' line on where the scored clips came from (the results folder's pinned source)."""
+    from pathlib import Path
+
+    from sonieval.data.results_folder import pinned_source
+
+    if protocol:
+        from sonieval.protocol import load_protocol
+
+        results = load_protocol(protocol).results_path
+    else:
+        results = Path(scores_path).resolve().parent.parent  # <results>/scores/scores.parquet
+    source, where = pinned_source(results) if results.is_dir() else (None, None)
+    if source is None:
+        return (f"data source: not recorded (no data_source.json or clips table in {results}); the scores' "
+                "reference_set column says what they were scored against")
+    sha = f", meta/esc50.csv sha256 {source.meta_sha256[:12]}" if source.meta_sha256 and not source.synthetic else ""
+    return f"data source: {source.label or source.describe()}{sha} (recorded in {where})"
 
 
 def _f(v) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 HELP = "KAD/FAD leaderboards against a reference set, per-item scores (for a protocol or any folders of audio)"
@@ -79,13 +80,17 @@ def run(args: argparse.Namespace) -> int:
                 "folder mode needs --reference DIR, at least one --system NAME=DIR and --out DIR",
                 hint="or give a protocol: sonieval score protocols/demo.yaml",
             )
+        from sonieval.data.results_folder import check_audio_folders
         from sonieval.metrics.leaderboard import ScoreConfig, score_folders
 
         config = ScoreConfig(per_class=False)
         for k, v in overrides.items():
             if v is not None:
                 setattr(config, k, v)
-        outputs = score_folders(args.reference, _systems(args.system), args.out, config=config, cache_dir=args.cache)
+        systems = _systems(args.system)
+        # Folders inside a results folder: no stale WAV counted, no mix of data sources.
+        check_audio_folders(args.reference, systems, purpose="scored")
+        outputs = score_folders(args.reference, systems, args.out, config=config, cache_dir=args.cache)
         out_dir = Path(args.out)
     board = outputs.leaderboard
     if not board.empty:
@@ -99,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {int(r['rank']):>3}. {r['system_id']}: {value}{mark}")
     for key, err in outputs.failures.items():
         print(f"failed: {err}")
+    for note in outputs.notes:
+        print(f"warning: {note}", file=sys.stderr)
     print(f"wrote {out_dir / 'leaderboard.md'} ({len(outputs.scores)} score rows, "
           f"{len(outputs.item_scores)} item rows, {len(outputs.failures)} failure(s))")
     return 1 if outputs.failures else 0

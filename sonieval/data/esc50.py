@@ -29,6 +29,7 @@ from sonieval.errors import AudioError, DataError
 from sonieval.files import sha256_file, write_text_atomic
 
 if TYPE_CHECKING:
+    from sonieval.data.results_folder import DataSource
     from sonieval.pipeline.manifest import RunManifest
     from sonieval.protocol import ListeningSetSpec, Protocol, SplitSpec
 
@@ -56,6 +57,8 @@ ESC50_SUBTYPE = "PCM_16"
 ESC50_FORMAT = "WAV"
 CLIPS_STAGE = "clips"
 FIX_HINT = "replace it with the file from the official archive, or remove its row from meta/esc50.csv"
+EXTRA_HINT = ("move it out of audio/, where a copy holds only the clips that meta/esc50.csv lists, or add its row "
+              "to meta/esc50.csv if it is an ESC-50 clip")
 
 
 # ----------------------------------------------------------------------------- opening a copy
@@ -69,6 +72,7 @@ class Esc50:
     clips: pd.DataFrame  # clip_id, filename, fold, target, category, esc10, src_file, take, path
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)  # what was adapted when opening it for a protocol
+    source: "DataSource | None" = None  # what data.esc50 resolved to (set for a protocol's clips)
 
     @property
     def folds(self) -> list[int]:
@@ -153,22 +157,43 @@ def open_esc50(root: str | os.PathLike) -> Esc50:
 
 def synthetic_root(proto: "Protocol") -> Path:
     """Where the demo's synthetic clip set lives for a protocol."""
-    return proto.cache_path / "synthetic-esc50"
+    from sonieval.data.results_folder import BUILTIN_SYNTHETIC_DIRNAME
+
+    return proto.cache_path / BUILTIN_SYNTHETIC_DIRNAME
+
+
+def resolve_data_source(proto: "Protocol") -> "DataSource":
+    """What ``data.esc50`` resolves to now (auto: ``$SONIEVAL_ESC50``, else the built-in synthetic set),
+    without making anything; compared with the results folder's pin (:mod:`sonieval.data.results_folder`)."""
+    from sonieval.data.results_folder import SYNTHETIC, DataSource, source_of_copy
+
+    setting = proto.data.esc50
+    env_root = resolve_esc50_root(None) if setting == "auto" else None
+    if setting == "synthetic" or (setting == "auto" and env_root is None):
+        via = "data.esc50: synthetic" if setting == "synthetic" else f"${ESC50_ENV} is not set"
+        return DataSource(SYNTHETIC, str(synthetic_root(proto).resolve()), None, setting=setting, resolved_via=via)
+    if env_root is not None:
+        return source_of_copy(env_root, setting=setting, resolved_via=f"from ${ESC50_ENV}")
+    return source_of_copy(proto.resolve(setting), setting=setting, resolved_via="the protocol's data.esc50 path")
 
 
 def dataset_for_protocol(proto: "Protocol") -> Esc50:
     """The clips a protocol works on: ``data.esc50`` (auto / synthetic / path), then folds, categories,
-    ``max_clips_per_class`` (the first N per class in clip_id order, so the choice is deterministic)."""
+    ``max_clips_per_class`` (the first N per class in clip_id order, so the choice is deterministic).
+
+    Refuses (:class:`~sonieval.data.results_folder.DataSourceChanged`) a resolution that differs from the
+    data source the protocol's results folder is pinned to; it writes no pin (the clips stage does)."""
+    import dataclasses
+
+    from sonieval.data.results_folder import check_data_source, meta_sha256
     from sonieval.data.synthetic import make_synthetic_esc50
 
     spec = proto.data
-    if spec.esc50 == "synthetic":
-        root = make_synthetic_esc50(synthetic_root(proto), seconds=spec.clip_seconds)
-    elif spec.esc50 == "auto":
-        root = resolve_esc50_root(None) or make_synthetic_esc50(synthetic_root(proto), seconds=spec.clip_seconds)
-    else:
-        root = proto.resolve(spec.esc50)
+    source = resolve_data_source(proto)
+    check_data_source(proto.results_path, source, proto.source)
+    root = make_synthetic_esc50(source.root, seconds=spec.clip_seconds) if source.synthetic else source.root
     ds = open_esc50(root)
+    source = dataclasses.replace(source, label=ds.label, meta_sha256=source.meta_sha256 or meta_sha256(ds.root))
     clips = ds.clips
     where = f"{proto.source or '<protocol>'}: data"
     if spec.folds is not None:
@@ -201,7 +226,7 @@ def dataset_for_protocol(proto: "Protocol") -> Esc50:
         clips = clips[clips["category"].isin(categories)]
     if spec.max_clips_per_class is not None:
         clips = clips.groupby("category", sort=False, group_keys=False).head(spec.max_clips_per_class)
-    return Esc50(root=ds.root, clips=clips.reset_index(drop=True), synthetic=ds.synthetic, notes=notes)
+    return Esc50(root=ds.root, clips=clips.reset_index(drop=True), synthetic=ds.synthetic, notes=notes, source=source)
 
 
 # ----------------------------------------------------------------------------- verification
@@ -216,6 +241,7 @@ class VerificationReport:
     folds_present: list[int] = field(default_factory=list)
     categories: int = 0
     problems: dict[str, list[str]] = field(default_factory=dict)  # file path -> problems
+    hints: dict[str, str] = field(default_factory=dict)  # file path -> what to do (default FIX_HINT)
     checksums: str = "absent"  # absent | verified | written | skipped
     synthetic: bool = False
 
@@ -227,12 +253,14 @@ class VerificationReport:
     def n_problem_files(self) -> int:
         return len(self.problems)
 
-    def add(self, path: str | os.PathLike, problem: str) -> None:
+    def add(self, path: str | os.PathLike, problem: str, hint: str | None = None) -> None:
         self.problems.setdefault(os.fspath(path), []).append(problem)
+        if hint:
+            self.hints[os.fspath(path)] = hint
 
     def problem_lines(self) -> list[str]:
         """One line per problem file: ``path: problem; problem (what to do)``."""
-        return [f"{p}: {'; '.join(probs)} ({FIX_HINT})" for p, probs in sorted(self.problems.items())]
+        return [f"{p}: {'; '.join(probs)} ({self.hints.get(p, FIX_HINT)})" for p, probs in sorted(self.problems.items())]
 
     def summary(self) -> str:
         folds = ", ".join(map(str, self.folds_present)) or "none"
@@ -342,7 +370,8 @@ def verify_esc50(
                     disable=not progress, leave=False):
         path = Path(row.path)
         if not path.exists():
-            report.add(path, "missing (listed in meta/esc50.csv)")
+            report.add(path, "missing (listed in meta/esc50.csv)",
+                       "restore it from the official archive, or remove its row from meta/esc50.csv")
             continue
         problems = _conformance_problems(path)
         mismatch = _expected_name_parts(pd.Series(row._asdict()))
@@ -353,9 +382,10 @@ def verify_esc50(
     if audio_dir.is_dir():
         for extra in sorted(audio_dir.iterdir()):
             if extra.name not in listed and not extra.name.startswith("."):
-                report.add(extra, "not listed in meta/esc50.csv")
+                report.add(extra, "not listed in meta/esc50.csv", EXTRA_HINT)
     else:
-        report.add(audio_dir, "audio folder missing")
+        report.add(audio_dir, "audio folder missing", "the copy must hold audio/ beside meta/ (official layout); "
+                   "download one with 'sonieval data esc50 --root DIR'")
     sums_path = root / CHECKSUMS_NAME
     if not checksums:
         report.checksums = "skipped"
@@ -603,7 +633,10 @@ def prepare_clips(proto: "Protocol", manifest: "RunManifest", *, progress: bool 
     from sonieval.pipeline.manifest import ItemOutcome, ManifestItem
     from sonieval.tables import CLIPS_COLUMNS, write_table
 
+    from sonieval.data.results_folder import pin_data_source
+
     ds = dataset_for_protocol(proto)
+    pin_data_source(proto.results_path, ds.source, proto.source)  # the first resolution is this folder's source
     spec = proto.data
     clips = assign_splits(ds.clips, spec.split)
 
@@ -662,8 +695,10 @@ def describe_clips_stage(table: pd.DataFrame, proto: "Protocol") -> list[str]:
     """Human-readable lines about a finished clips stage (for the CLI and the demo)."""
     res = proto.results_path
     n_ok = int((table["status"] == "ok").sum())
+    from sonieval.data.results_folder import pin_path
+
     lines = [
-        f"data: {table.attrs.get('dataset', '')}",
+        f"data: {table.attrs.get('dataset', '')} (this results folder's data source, pinned in {pin_path(res)})",
         f"clips: {table.attrs.get('batch', '')}; {n_ok} readable",
     ]
     lines += [f"  note: {n}" for n in table.attrs.get("data_notes", [])]

@@ -105,6 +105,7 @@ class ScoreOutputs:
     files: list[Path]
     failures: dict[str, str]
     learning: pd.DataFrame = field(default_factory=pd.DataFrame)  # trained systems beside their controls
+    notes: list[str] = field(default_factory=list)  # warnings for the console (e.g. stale files not scored)
 
 
 # --------------------------------------------------------------------------- provenance
@@ -978,10 +979,16 @@ def config_from_protocol(proto, **overrides) -> ScoreConfig:
 
 def run_score(proto, manifest: RunManifest, **overrides) -> ScoreOutputs:
     """The ``score`` stage of a protocol: writes ``<results>/scores/``."""
+    from sonieval.data.results_folder import check_sonifications
+
+    # Missing tables and sonifications of clips not in the clips table stop here; stale WAVs are not scored.
+    notes = check_sonifications(proto.results_path, proto.source)
     reference, systems, label = protocol_sets(proto)
     config = config_from_protocol(proto, **overrides)
     training_path = proto.results_path / "tables" / "training.parquet"
     training = pd.read_parquet(training_path) if training_path.is_file() else None
-    return score_sets(reference, systems, proto.results_path / "scores", config=config,
-                      cache_dir=proto.cache_path, reference_label=label, manifest=manifest,
-                      training=training, primary_codec=proto.primary_codec.name)
+    outputs = score_sets(reference, systems, proto.results_path / "scores", config=config,
+                         cache_dir=proto.cache_path, reference_label=label, manifest=manifest,
+                         training=training, primary_codec=proto.primary_codec.name)
+    outputs.notes = notes
+    return outputs

@@ -96,10 +96,13 @@ def read_usable_clips(proto: Protocol) -> pd.DataFrame:
     """Clips that are readable and needed downstream (train, validation, listening set)."""
     path = clips_table_path(proto)
     if not path.exists():
-        raise DataError("clips table not found", path=path, hint="run `sonieval data PROTOCOL` first")
+        from sonieval.data.results_folder import missing_table_error
+
+        raise missing_table_error("clips", path, proto.source)
     clips = read_table(path, "clips")
     if "listening" not in clips.columns:
-        raise DataError("clips table lacks column listening", path=path, hint="rerun `sonieval data PROTOCOL`")
+        raise DataError("clips table lacks column listening", path=path,
+                        hint=f"rerun `sonieval data splits {proto.source or 'PROTOCOL'}`")
     clips = clips[clips["status"].astype(str).isin(USABLE_STATUS)].copy()
     clips["listening"] = clips["listening"].fillna(False).astype(bool)
     needed = clips["split"].isin(["train", "validation"]) | clips["listening"]
@@ -384,7 +387,7 @@ def run_prepare(
     clips = read_usable_clips(proto)
     if clips.empty:
         raise DataError("no usable clips (train, validation or listening set) in the clips table",
-                        path=clips_table_path(proto), hint="check `sonieval data PROTOCOL`'s output")
+                        path=clips_table_path(proto), hint="check `sonieval data splits PROTOCOL`'s output")
     rows: list[dict[str, Any]] = []
     batches: dict[str, BatchResult] = {}
     for i, spec in enumerate(proto.resolved_encoders()):
@@ -491,7 +494,9 @@ def load_prepared_codec(proto: Protocol, name: str, device: str = "cpu") -> Any:
 def read_prepared(proto: Protocol) -> pd.DataFrame:
     path = prepared_table_path(proto)
     if not path.exists():
-        raise DataError("prepared table not found", path=path, hint="run `sonieval prepare PROTOCOL` first")
+        from sonieval.data.results_folder import require_tables
+
+        require_tables(proto.results_path, ["clips", "prepared"], proto.source)
     try:
         table = pd.read_parquet(path)
     except Exception as exc:

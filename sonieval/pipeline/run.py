@@ -1,19 +1,28 @@
 """`sonieval run PROTOCOL`: every stage in order, each reading the previous stages' tables.
 
 Stages are resumable (the run manifest skips finished items), so rerunning after an
-interruption or after adding a variant to the protocol only does the missing work.
+interruption or after adding a variant to the protocol only does the missing work. An item
+that fails (a clip that cannot be read, a run that cannot train) does not stop the others; the
+items that failed in this run are returned (:class:`RunResult`) and written to
+``<results>/run_failures.csv``, and ``sonieval run`` lists them and exits 1.
 """
 
 from __future__ import annotations
 
 import importlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
+
+import pandas as pd
 
 from sonieval.errors import SonievalError
 from sonieval.pipeline.manifest import RunManifest
 from sonieval.protocol import Protocol
+
+FAILURES_NAME = "run_failures.csv"  # in the results folder: every item the last `sonieval run` could not make
+FAILURES_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -51,22 +60,70 @@ def select_stages(only: list[str] | None = None, until: str | None = None) -> li
     return stages
 
 
+@dataclass
+class RunResult:
+    """What ``run_protocol`` did: seconds per stage, and the items that failed in this run."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    failures: pd.DataFrame = field(default_factory=pd.DataFrame)  # stage, key, system_id, error
+    failures_path: Path | None = None  # the CSV listing all of them (None when nothing failed)
+
+    def failure_lines(self, limit: int | None = None) -> list[str]:
+        """The first ``limit`` failures (default FAILURES_SHOWN), one line each (stage, item key, error),
+        then where the rest are."""
+        limit = FAILURES_SHOWN if limit is None else limit
+        lines = [f"  [{r.stage}] {r.key}: {r.error}" for r in self.failures.head(limit).itertuples()]
+        if len(self.failures) > limit:
+            lines.append(f"  ... and {len(self.failures) - limit} more, all listed in {self.failures_path}")
+        elif len(self.failures):
+            lines.append(f"  (also listed in {self.failures_path})")
+        return lines
+
+
+def stage_failures(manifest: RunManifest, stage: str, since: float) -> pd.DataFrame:
+    """Items of ``stage`` (and its sub-stages, e.g. score-items) that failed at or after ``since``.
+
+    Older failures of items no longer planned stay in the manifest; they are not this run's."""
+    df = manifest.failures()
+    mine = (df["stage"] == stage) | df["stage"].str.startswith(f"{stage}-")
+    df = df[mine & (df["finished_at"].fillna(0) >= since)]
+    return df[["stage", "key", "system_id", "error"]].reset_index(drop=True)
+
+
+def write_failures(proto: Protocol, failures: pd.DataFrame) -> Path | None:
+    """``<results>/run_failures.csv`` with this run's failures; removed after a run without any."""
+    from sonieval.tables import write_table
+
+    path = proto.results_path / FAILURES_NAME
+    if failures.empty:
+        path.unlink(missing_ok=True)
+        return None
+    return write_table(failures, path)
+
+
 def run_protocol(
     proto: Protocol,
     *,
     only: list[str] | None = None,
     until: str | None = None,
     echo: Callable[[str], None] = print,
-) -> dict[str, float]:
-    """Run the selected stages in order; returns seconds per stage."""
-    timings: dict[str, float] = {}
+) -> RunResult:
+    """Run the selected stages in order; one failed item does not stop the others (see the result)."""
+    result = RunResult()
+    parts = []
     with open_manifest(proto) as manifest:
         for stage in select_stages(only, until):
             echo(f"[{stage.name}] {stage.summary}")
             t0 = time.perf_counter()
-            stage.load()(proto, manifest)
-            timings[stage.name] = time.perf_counter() - t0
-            failed = manifest.failures(stage.name)
-            note = f", {len(failed)} item(s) failed (see manifest)" if len(failed) else ""
-            echo(f"[{stage.name}] done in {timings[stage.name]:.1f} s{note}")
-    return timings
+            since = time.time()
+            out = stage.load()(proto, manifest)
+            result.timings[stage.name] = time.perf_counter() - t0
+            failed = stage_failures(manifest, stage.name, since)
+            parts.append(failed)
+            for note in getattr(out, "notes", None) or []:
+                echo(f"[{stage.name}] warning: {note}")
+            note = f", {len(failed)} item(s) failed (listed at the end)" if len(failed) else ""
+            echo(f"[{stage.name}] done in {result.timings[stage.name]:.1f} s{note}")
+    result.failures = pd.concat(parts, ignore_index=True) if parts else result.failures
+    result.failures_path = write_failures(proto, result.failures)
+    return result

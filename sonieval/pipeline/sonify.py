@@ -141,7 +141,7 @@ def listening_clips(proto: Protocol) -> pd.DataFrame:
     clips = read_table(clips_table_path(proto), "clips")
     if "listening" not in clips.columns:
         raise DataError("clips table lacks column listening", path=clips_table_path(proto),
-                        hint="rerun `sonieval data PROTOCOL`")
+                        hint=f"rerun `sonieval data splits {proto.source or 'PROTOCOL'}`")
     ok = clips[clips["status"].astype(str).isin(USABLE_STATUS) & clips["listening"].fillna(False).astype(bool)]
     return ok.sort_values("clip_id").reset_index(drop=True)
 
@@ -327,6 +327,9 @@ def run_sonify(
     """Sonify every (system, listening clip) of this shard; then rebuild the sonifications table."""
     from tqdm.auto import tqdm
 
+    from sonieval.data.results_folder import require_tables
+
+    require_tables(proto.results_path, ["clips", "prepared"], proto.source)  # the first missing one, named
     device = resolve_device(device)
     codecs = {spec.name: load_prepared_codec(proto, spec.name, device=device) for spec in proto.codecs}
     codec_keys = {name: codec_model_key(proto, c) for name, c in codecs.items()}

@@ -650,6 +650,9 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
 
 def run_train(proto: Protocol, manifest: RunManifest, *, device: str = "auto", progress: bool = True) -> BatchResult:
     """Train every run of the sweep not yet finished; write ``tables/training.parquet``."""
+    from sonieval.data.results_folder import require_tables
+
+    require_tables(proto.results_path, ["clips", "prepared"], proto.source)  # else no table is written
     device = resolve_device(device)
     runs = plan_runs(proto)
     data_by_pair: dict[tuple, PairedData | SonievalError] = {}

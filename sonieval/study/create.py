@@ -31,6 +31,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sonieval.data.results_folder import check_audio_folders, check_sonifications
 from sonieval.errors import DataError, ProtocolError
 from sonieval.study.design import (
     DesignConfig, StimulusSource, Trial, anchor_system_id, build_trials, check_subset_balance,
@@ -152,6 +153,7 @@ def create_from_protocol(proto, *, storage: str | None = None, progress: bool = 
         sources, notes = sources_from_audio_dir(proto.resolve(proto.study.audio_dir), proto.study.clips)
         source = {"kind": "audio_dir", "audio_dir": str(proto.resolve(proto.study.audio_dir))}
     else:
+        check_sonifications(proto.results_path, proto.source)  # missing tables, sonifications of other clips: refused
         sources, notes = sources_from_tables(proto.results_path, systems=proto.study.systems, clips=proto.study.clips)
         source = {"kind": "tables", "results_dir": str(proto.results_path.resolve())}
     source["protocol"] = str(proto.source) if proto.source else None
@@ -162,6 +164,7 @@ def create_from_protocol(proto, *, storage: str | None = None, progress: bool = 
 
 def create_from_folders(settings: StudySettings, originals: Path, systems: dict[str, Path], *, study_dir: Path,
                         storage: str | None = None, progress: bool = True, replace_unrated: bool = False) -> CreatedStudy:
+    check_audio_folders(originals, systems, purpose="rated", reference_option="--originals")  # stale WAVs, mixed sources
     sources, notes = sources_from_folders(originals, systems)
     source = {"kind": "folders", "originals": str(Path(originals).resolve()), "systems": {k: str(Path(v).resolve()) for k, v in systems.items()}}
     return create_study(settings, sources, study_dir=study_dir, storage=storage or f"sqlite:///{Path(study_dir) / 'study.sqlite'}",

@@ -8,6 +8,7 @@ one is in the manifest with its error.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,107 @@ def test_cli_subprocess_bad_file_no_traceback(tiny_esc50):
     )
     assert helped.returncode == 0 and helped.stdout.strip().endswith("[]"), helped.stdout + helped.stderr
     assert "--esc50" in helped.stdout and "PROTOCOL" in helped.stdout
+
+
+# ----------------------------------------------------------------------------- errors that say what to do next
+
+
+def _small_protocol(write_protocol, tmp_path, esc50: str = "auto") -> Path:
+    return write_protocol({"name": "next", "results_dir": str(tmp_path / "res"),
+                           "data": {"esc50": esc50, "max_clips_per_class": 2,
+                                    "listening_set": {"n_clips": 2, "at_least_one_per_class": False}}})
+
+
+def test_extra_file_in_a_copy_is_told_to_move_out(tiny_esc50, capsys):
+    extra = tiny_esc50 / "audio" / "my-own-recording.wav"
+    write_bad_audio("1s", extra)
+    rc = main(["data", "esc50", "--esc50", str(tiny_esc50), "--no-progress", "--no-checksums"])
+    out, err = capsys.readouterr()
+    line = [ln for ln in out.splitlines() if ln.startswith(str(extra))]
+    assert rc == 1 and len(line) == 1 and "not listed in meta/esc50.csv" in line[0]
+    assert "move it out of audio/" in line[0] and "remove its row" not in line[0]
+    assert "1 file(s) with problems" in _assert_one_clean_line(err)
+
+
+def test_run_exits_nonzero_and_lists_the_failed_items(tiny_esc50, tiny_esc50_master, write_protocol, tmp_path, capsys,
+                                                       monkeypatch):
+    import sonieval.pipeline.run as run_module
+
+    monkeypatch.setattr(run_module, "FAILURES_SHOWN", 2)
+    clips = open_esc50(tiny_esc50).clips.iloc[:3]
+    for path in clips["path"]:
+        write_bad_audio("text", Path(path))
+    proto = write_protocol({"name": "runfail", "results_dir": str(tmp_path / "res"), "data": {"esc50": str(tiny_esc50)}})
+    rc = main(["run", str(proto), "--until", "clips"])
+    out, err = capsys.readouterr()
+    failures_csv = tmp_path / "res" / "run_failures.csv"
+    lines = [ln.split("\r")[-1] for ln in err.split("\n")]  # progress bars (\r, cleared) come before the report
+    lines = lines[next(i for i, ln in enumerate(lines) if ln.startswith("sonieval run:")):]
+    assert rc == 1 and "Traceback" not in err
+    assert lines[0] == "sonieval run: 3 item(s) failed; the others finished:"
+    for clip_id, path, line in zip(clips["clip_id"], clips["path"], lines[1:3]):
+        assert line.startswith(f"  [clips] {clip_id}: {path}: ") and "not a readable audio file" in line
+    assert lines[3] == f"  ... and 1 more, all listed in {failures_csv}"
+    assert f"`sonieval data esc50 --esc50 {tiny_esc50.resolve()}`" in err and f"`sonieval run {proto}`" in err
+    listed = pd.read_csv(failures_csv)
+    assert list(listed["stage"]) == ["clips"] * 3 and list(listed["key"]) == list(clips["clip_id"])
+    # fixed copy: the rerun redoes only those items, succeeds, and the list of failures goes away
+    for filename, path in zip(clips["filename"], clips["path"]):
+        shutil.copyfile(tiny_esc50_master / "audio" / filename, path)
+    assert main(["run", str(proto), "--until", "clips"]) == 0
+    assert not failures_csv.exists()
+    assert (pd.read_parquet(tmp_path / "res" / "tables" / "clips.parquet")["status"] == "ok").all()
+
+
+@pytest.mark.parametrize("argv", [["prepare"], ["train"], ["sonify"], ["score"], ["study", "create"],
+                                  ["study", "serve", "--free-port"]])
+def test_a_stage_before_the_clips_table_names_the_command_that_makes_it(argv, write_protocol, tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.delenv("SONIEVAL_ESC50", raising=False)
+    proto = _small_protocol(write_protocol, tmp_path)
+    rc = main([*argv[:2 if argv[0] == "study" else 1], str(proto), *argv[2:]])
+    line = _assert_one_clean_line(capsys.readouterr().err)
+    clips = tmp_path / "res" / "tables" / "clips.parquet"
+    assert rc == 2 and f"{clips}: clips table not found" in line
+    assert f"`sonieval data splits {proto}`" in line and f"`sonieval run {proto}`" in line
+    assert "sonieval data PROTOCOL" not in line
+    assert not (tmp_path / "res" / "tables").exists() and not (tmp_path / "res" / "scores").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "sonify"])
+def test_train_or_sonify_before_prepare_write_nothing(command, write_protocol, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SONIEVAL_ESC50", raising=False)
+    proto = _small_protocol(write_protocol, tmp_path)
+    assert main(["data", "splits", str(proto), "--no-progress"]) == 0
+    capsys.readouterr()
+    rc = main([command, str(proto)])
+    line = _assert_one_clean_line(capsys.readouterr().err)
+    tables = tmp_path / "res" / "tables"
+    assert rc == 2 and f"{tables / 'prepared.parquet'}: prepared table not found" in line
+    assert f"`sonieval prepare {proto}`" in line
+    assert sorted(p.name for p in tables.iterdir()) == ["clips.parquet"]  # no training/sonifications table
+
+
+def test_report_before_export_names_study_export(write_protocol, tmp_path, capsys):
+    proto = _small_protocol(write_protocol, tmp_path)
+    rc = main(["report", "--protocol", str(proto)])
+    line = _assert_one_clean_line(capsys.readouterr().err)
+    ratings = tmp_path / "res" / "study" / "ratings.parquet"
+    assert rc == 2 and f"{ratings}: ratings table not found" in line and f"`sonieval study export {proto}`" in line
+    assert not (tmp_path / "res" / "report").exists()
+
+
+def test_esc50_skip_message_and_env_are_absolute(tiny_esc50, tmp_path):
+    """A relative SONIEVAL_ESC50 broke tests that change directory: the suite makes it absolute at start,
+    and the skip message suggests an absolute path."""
+    tests_dir = Path(__file__).resolve().parents[1]
+    code = ("import os, sys; sys.path.insert(0, sys.argv[1]); import conftest; "
+            "print(os.environ['SONIEVAL_ESC50']); print(conftest.esc50_suggestion())")
+    env = {**os.environ, "SONIEVAL_ESC50": tiny_esc50.name}
+    proc = subprocess.run([sys.executable, "-c", code, str(tests_dir)], cwd=tiny_esc50.parent, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    resolved, suggestion = proc.stdout.splitlines()
+    assert resolved == str(tiny_esc50.resolve())
+    suggested = suggestion.split("SONIEVAL_ESC50=", 1)[1].split()[0]
+    assert suggestion.startswith("export SONIEVAL_ESC50=") and Path(suggested).is_absolute()
