@@ -1,0 +1,354 @@
+"""Executors: where a stage's work runs, with one writer of the run ledger.
+
+A stage cuts its work into :class:`Task` s. A task names the ledger items it makes
+(:class:`~sonieval.pipeline.manifest.ManifestItem`), a module-level function and its arguments, and
+the resources it needs. An engine runs the tasks; :func:`run_tasks` (the driver) skips the items
+already done, records the rest as they come back, and is the only code that writes the ledger.
+
+- ``local`` (:class:`LocalEngine`, the default): the tasks run one after another in this process:
+  the behaviour sonieval always had, no extra dependency.
+- ``ray`` (:class:`RayEngine`, ``pip install 'sonieval[ray]'``): the tasks run in Ray worker processes
+  of a local cluster started for the run, or of a running cluster (``address="auto"`` or
+  ``"HOST:PORT"``). One task per GPU for training, decoding and embedding when the cluster has GPUs
+  (:meth:`Engine.device_resources`), one CPU per task otherwise.
+
+Contract of a task function ``fn(items, *args)``: it makes the artifacts of ``items``, each written
+atomically (``sonieval.files.atomic_path``) into the results folder, and returns ``{item key:
+ItemOutcome}`` for the items it made and ``{item key: "one-line error"}`` for those that failed for
+their input (use :func:`attempt` per item). It never touches the ledger: SQLite's file locks are not
+safe on network file systems, and workers on other machines see the results folder through one.
+
+Faults:
+
+- an item whose input is bad (a :class:`~sonieval.errors.SonievalError`) is recorded as failed once,
+  with its message; the other items and tasks go on. A task function that raises fails all its items
+  once (Ray does not retry application errors: ``retry_exceptions=False``).
+- a worker that dies (killed, out of memory, its machine gone) is a system failure: Ray runs the task
+  again on another worker, up to ``max_retries`` times, then its items are recorded as failed with
+  the reason. A rerun makes them again (failed items are never skipped).
+
+Because every artifact is written atomically under a name fixed by its inputs and the driver
+records it only after the task came back, a retried task overwrites the same files with the same
+content: every artifact exists once, whatever engine made it, and a run stopped under one engine
+resumes under the other (both read the same ledger and skip the same finished items).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from sonieval.errors import SonievalError
+from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest
+
+__all__ = [
+    "ENGINES", "Engine", "LocalEngine", "RayEngine", "Resources", "Task", "attempt", "chunks", "item_error",
+    "light_items", "make_engine", "run_tasks", "worker_memo",
+]
+
+ENGINES = ("local", "ray")
+DEFAULT_MAX_RETRIES = 3  # Ray's own default for tasks; a worker killed 4 times in a row fails its items
+Answer = dict[str, "ItemOutcome | str"]  # item key -> what was made, or why it failed (one line)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one task holds while it runs (Ray schedules by these; the local engine runs one task at a time)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+    @property
+    def threads(self) -> int:
+        """torch threads inside the task: one per CPU it holds (the same count gives the same float sums)."""
+        return max(1, int(self.cpus))
+
+
+@dataclass
+class Task:
+    """``fn(items, *args)`` makes the artifacts of ``items`` and answers per item (see the module doc)."""
+
+    name: str
+    fn: Callable[..., Answer]
+    items: list[ManifestItem]
+    args: tuple = ()
+    resources: Resources = field(default_factory=Resources)
+
+
+def item_error(exc: BaseException) -> str:
+    """The one line recorded for a failed item: a SonievalError's message, else ``Type: message``."""
+    if isinstance(exc, SonievalError):
+        return str(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def attempt(fn: Callable[..., ItemOutcome | None], *args: Any) -> ItemOutcome | str:
+    """``fn(*args)`` for one item: its outcome, or its error line (the other items go on)."""
+    try:
+        return fn(*args) or ItemOutcome()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded for this item, the task goes on
+        return item_error(exc)
+
+
+# ---------------------------------------------------------------------------- worker side
+
+_MEMO: "OrderedDict[Any, Any]" = OrderedDict()
+MEMO_SIZE = 4  # loaded models / paired data kept per worker process (a few hundred MB each at most)
+
+
+def worker_memo(key: Any, make: Callable[[], Any]) -> Any:
+    """``make()`` once per worker process and ``key`` (least recently used dropped past MEMO_SIZE).
+
+    Ray reuses its worker processes, so consecutive tasks of one encoder or one (encoder, codec) pair load
+    the model or the training pairs once per worker, as the local engine does once per run."""
+    if key in _MEMO:
+        _MEMO.move_to_end(key)
+        return _MEMO[key]
+    value = make()
+    _MEMO[key] = value
+    while len(_MEMO) > MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return value
+
+
+def _execute(fn: Callable[..., Answer], items: list[ManifestItem], resources: Resources, *args: Any) -> Answer:
+    """What a Ray worker runs: the task with torch held to the task's CPUs."""
+    import torch
+
+    if torch.get_num_threads() != resources.threads:
+        torch.set_num_threads(resources.threads)
+    return fn(items, *args)
+
+
+# ---------------------------------------------------------------------------- engines
+
+
+class Engine:
+    """Runs tasks and yields ``(task, answer)`` as they finish; ``answer`` is the task's per-item dict, or
+    the exception that stopped the whole task (after the engine's retries)."""
+
+    name = "engine"
+
+    def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Answer | BaseException]]:
+        raise NotImplementedError
+
+    def put(self, obj: Any) -> Any:
+        """A handle to pass ``obj`` to many tasks (Ray: stored once in the object store)."""
+        return obj
+
+    @property
+    def gpus(self) -> int:
+        return 0
+
+    @property
+    def slots(self) -> int:
+        """How many tasks of one CPU (or one GPU) run at once: stages cut their work into at least this many."""
+        return 1
+
+    def device_resources(self) -> Resources:
+        """One GPU per task when there are GPUs (training, decoding, embedding), else one CPU."""
+        return Resources(cpus=1.0, gpus=1.0) if self.gpus else Resources(cpus=1.0)
+
+    def describe(self) -> str:
+        return self.name
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class LocalEngine(Engine):
+    """Every task in this process, in order (the torch thread count is left as the caller set it)."""
+
+    name = "local"
+
+    @property
+    def gpus(self) -> int:
+        import sys
+
+        if "torch" not in sys.modules:
+            return 0
+        import torch
+
+        return torch.cuda.device_count()
+
+    def device_resources(self) -> Resources:
+        return Resources(cpus=float(os.cpu_count() or 1), gpus=1.0 if self.gpus else 0.0)
+
+    def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Answer | BaseException]]:
+        for task in tasks:
+            try:
+                answer: Answer | BaseException = task.fn(task.items, *task.args)
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the task's items fail, the others go on
+                answer = exc
+            yield task, answer
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise SonievalError("engine ray: Ray is not installed",
+                            hint="pip install 'sonieval[ray]' (or the ray pin of requirements/lock.txt)") from None
+    return ray
+
+
+class RayEngine(Engine):
+    """Tasks as Ray remote functions, retried on worker death (``max_retries``), never on their own errors.
+
+    ``address``: None starts a local cluster with this machine's CPUs and GPUs (or joins the one this
+    process already started), ``"auto"`` joins the cluster started with ``ray start`` on this machine, and
+    ``"HOST:PORT"`` a remote head. Every machine must see the results folder at the same path (shared
+    storage) and have sonieval installed in the same environment."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, max_retries: int = DEFAULT_MAX_RETRIES,
+                 num_cpus: int | None = None, num_gpus: int | None = None):
+        ray = _ray()
+        self.max_retries = int(max_retries)
+        self._owns = False
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address, num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                         logging_level="ERROR", log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise SonievalError(f"engine ray: cannot {'join the cluster at ' + address if address else 'start a local cluster'}"
+                                    f" ({item_error(exc)})",
+                                    hint="start one with `ray start --head` or leave --address out") from None
+            self._owns = True
+        self._remote = ray.remote(_execute)
+
+    @property
+    def resources(self) -> dict[str, float]:
+        return _ray().cluster_resources()
+
+    @property
+    def gpus(self) -> int:
+        return int(self.resources.get("GPU", 0))
+
+    @property
+    def slots(self) -> int:
+        res = self.resources
+        return max(1, int(res.get("GPU", 0)) or int(res.get("CPU", 1)))
+
+    def describe(self) -> str:
+        res = self.resources
+        return f"ray ({int(res.get('CPU', 0))} CPUs, {int(res.get('GPU', 0))} GPUs, {len(_ray().nodes())} node(s))"
+
+    def put(self, obj: Any) -> Any:
+        return _ray().put(obj)
+
+    def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Answer | BaseException]]:
+        ray = _ray()
+        pending = {
+            self._remote.options(num_cpus=t.resources.cpus, num_gpus=t.resources.gpus, max_retries=self.max_retries,
+                                 retry_exceptions=False, name=t.name[:100]).remote(t.fn, t.items, t.resources, *t.args): t
+            for t in tasks
+        }
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    task = pending.pop(ref)
+                    try:
+                        yield task, ray.get(ref)
+                    except ray.exceptions.RayTaskError as exc:  # the task's own error, not retried
+                        cause = getattr(exc, "cause", None)
+                        yield task, cause if isinstance(cause, Exception) else RuntimeError(str(exc).splitlines()[0])
+                    except ray.exceptions.RayError as exc:  # the worker (or node) died more than max_retries times
+                        yield task, RuntimeError(
+                            f"the worker running task {task.name} died {self.max_retries + 1} times "
+                            f"({type(exc).__name__}); rerun to make its items")
+        finally:
+            for ref in pending:  # the driver stopped (Ctrl-C): do not leave work running on the cluster
+                ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        if self._owns:
+            _ray().shutdown()
+            self._owns = False
+
+
+def make_engine(name: str | None = "local", address: str | None = None, **options: Any) -> Engine:
+    """The engine called ``name`` (``local`` or ``ray``); ``address`` only for ray."""
+    name = name or "local"
+    if name not in ENGINES:
+        raise SonievalError(f"unknown engine {name!r}; engines are: {', '.join(ENGINES)}")
+    if name == "local":
+        if address:
+            raise SonievalError("--address is for --engine ray (the local engine runs in this process)")
+        return LocalEngine()
+    return RayEngine(address, **options)
+
+
+# ---------------------------------------------------------------------------- driver side
+
+
+def run_tasks(manifest: RunManifest, stage: str, tasks: list[Task], engine: Engine, *, desc: str | None = None,
+              progress: bool = True) -> BatchResult:
+    """Run ``tasks`` on ``engine``; the driver alone records each item (``stage``, item key) in the ledger.
+
+    Items already done with the same inputs are skipped (whatever engine made them); a task whose items
+    are all done is not sent. An item the task's answer does not name is recorded as failed."""
+    from tqdm.auto import tqdm
+
+    result = BatchResult()
+    todo = []
+    for task in tasks:
+        pending = []
+        for it in task.items:
+            (result.skipped.append(it.key) if manifest.is_done(stage, it.key, it.inputs) else pending.append(it))
+        if pending:
+            task.items = pending
+            todo.append(task)
+    for task in todo:
+        for it in task.items:
+            manifest.record(stage, it.key, "running", system_id=it.system_id, inputs=it.inputs)
+    n_items = sum(len(t.items) for t in todo)
+    bar = tqdm(total=n_items, desc=desc or stage, unit="item", disable=not progress or n_items < 2, leave=False)
+    for task, answer in engine.run(todo):
+        for it in task.items:
+            got = answer.get(it.key, f"task {task.name} did not make this item") if isinstance(answer, dict) \
+                else item_error(answer)
+            _record(manifest, stage, it, got, result)
+        bar.update(len(task.items))
+    bar.close()
+    return result
+
+
+def _record(manifest: RunManifest, stage: str, item: ManifestItem, got: ItemOutcome | str, result: BatchResult) -> None:
+    if isinstance(got, str):
+        manifest.record(stage, item.key, "failed", system_id=item.system_id, inputs=item.inputs, error=got)
+        result.failed[item.key] = got
+        return
+    manifest.record(stage, item.key, "done", system_id=item.system_id, inputs=item.inputs, path=got.path,
+                    sha256=got.sha256, extra=got.extra)
+    result.done.append(item.key)
+
+
+def light_items(items: list[ManifestItem]) -> list[ManifestItem]:
+    """The items without their payloads (what a task sends; its arguments carry what the worker needs)."""
+    return [ManifestItem(it.key, it.inputs, it.system_id) for it in items]
+
+
+def chunks(seq: list[Any], n_parts: int, *, at_most: int | None = None) -> list[list[Any]]:
+    """``seq`` cut into about ``n_parts`` runs of consecutive elements (each at most ``at_most`` long)."""
+    if not seq:
+        return []
+    size = -(-len(seq) // max(1, n_parts))
+    if at_most:
+        size = min(size, at_most)
+    return [seq[i:i + size] for i in range(0, len(seq), max(1, size))]
