@@ -114,7 +114,8 @@ def run(args) -> int:
             raise SonievalError(f"{', '.join(missing)} required",
                                 hint="or pass --protocol PROTOCOL, or --simulated --out DIR for a demo report")
         _require_inputs(paths, args.protocol)
-        options.notes.append(_data_source_note(paths["scores"], args.protocol))
+        if not args.clips:  # with --clips the report names the clips table's data set itself
+            options.notes.append(_data_source_note(paths["scores"], args.protocol))
         result = build_report(paths["ratings"], paths["scores"], paths["out"], item_scores_path=paths["item_scores"],
                               clips_path=args.clips, options=options)
     s = result.summary

@@ -619,6 +619,8 @@ def _build_report(ratings_path, scores_path, out_dir, item_scores_path, clips_pa
         if "category" not in ratings.table.columns:
             ratings.table["category"] = ratings.table["clip_id"].map(mapping)
         sources.append(InputFile("clips", os.fspath(clips_path), sha256_file(clips_path), int(len(clips))))
+        if "dataset" in clips.columns and clips["dataset"].notna().any():  # the clips stage's data-set label
+            item_notes = [*item_notes, f"data source: {clips['dataset'].dropna().iloc[0]} (per the clips table)"]
     timings["read"] = time.perf_counter() - t
     return write_report(ratings, scores, item_scores, out_dir, options=options, sources=sources,
                         extra_notes=item_notes, timings=timings)

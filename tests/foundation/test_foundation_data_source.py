@@ -257,3 +257,13 @@ def test_report_data_checks_name_the_data_source(cli, protocol, tiny_esc50, tmp_
     sha = sha256_file(tiny_esc50 / "meta" / "esc50.csv")[:12]
     assert f"data source: SYNTHETIC clip set (not ESC-50) at {tiny_esc50.resolve()}" in checks
     assert f"meta/esc50.csv sha256 {sha}" in checks and str(res / "data_source.json") in checks
+
+    # from explicit files with the clips table (as the demo's report is made): its data set is named
+    rc, _, err = cli("report", "--ratings", res / "study" / "ratings.parquet", "--scores", res / "scores" / "scores.parquet",
+                     "--clips", res / "tables" / "clips.parquet", "--out", tmp_path / "rep2", "--bootstrap", "0",
+                     "--no-figures")
+    assert rc == 0, err
+    md = (tmp_path / "rep2" / "report.md").read_text(encoding="utf-8")
+    checks = md.split("## Data checks and warnings", 1)[1].split("\n## ", 1)[0]
+    assert checks.count("data source: ") == 1
+    assert f"data source: SYNTHETIC clip set (not ESC-50) at {tiny_esc50.resolve()} (4 clips" in checks
