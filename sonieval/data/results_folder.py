@@ -281,9 +281,9 @@ class Staleness:
         return self.stale_rows.empty and not self.stale_wavs
 
 
-def _listed_files(results: Path, son: pd.DataFrame) -> set[Path]:
-    paths = son["path"].dropna().astype(str)
-    return {resolve_table_path(p, results).resolve() for p in paths if p}
+def _absolute(value: str, results: Path) -> str:
+    """A table's path value as a normalised absolute path (string work: a results folder can list 100k files)."""
+    return os.path.normpath(value if os.path.isabs(value) else os.path.join(results, value))
 
 
 def find_stale(results: str | os.PathLike, under: str | os.PathLike | None = None) -> Staleness:
@@ -293,16 +293,20 @@ def find_stale(results: str | os.PathLike, under: str | os.PathLike | None = Non
     son = read_table(son_path, "sonifications") if son_path.is_file() else None
     clips_path = results / STAGE_TABLES["clips"].relpath
     scope = Path(under).resolve() if under is not None else results / SONIFICATIONS_DIR
+    prefix = str(scope) + os.sep
     stale_rows = pd.DataFrame()
-    if son is not None and clips_path.is_file():
-        known = set(read_table(clips_path, "clips")["clip_id"].astype(str))
-        done = son[son["status"].astype(str).isin(["done", "ok"])]
-        inside = [_is_within(resolve_table_path(str(p), results).resolve(), scope) for p in done["path"]]
-        done = done[inside]
-        stale_rows = done[~done["clip_id"].astype(str).isin(known)]
-    listed = _listed_files(results, son) if son is not None else set()
-    wavs = sorted(p for p in scope.rglob("*.wav") if p.is_file()) if scope.is_dir() else []
-    stale_wavs = [p for p in wavs if p.resolve() not in listed]
+    listed: set[str] = set()
+    if son is not None:
+        paths = [_absolute(str(p), results) if isinstance(p, str) and p else "" for p in son["path"]]
+        listed = set(paths)
+        if clips_path.is_file():
+            known = set(read_table(clips_path, "clips")["clip_id"].astype(str))
+            done = son["status"].astype(str).isin(["done", "ok"]).to_numpy()
+            inside = [p.startswith(prefix) for p in paths]
+            of_other_clips = ~son["clip_id"].astype(str).isin(known).to_numpy()
+            stale_rows = son[done & inside & of_other_clips]
+    wavs = sorted(scope.rglob("*.wav")) if scope.is_dir() else []
+    stale_wavs = [p for p in wavs if os.path.normpath(p) not in listed and p.is_file()]
     return Staleness(results, stale_rows.reset_index(drop=True), stale_wavs)
 
 
