@@ -107,8 +107,13 @@ def _run_splits(args: argparse.Namespace) -> int:
         print(line)
     n_failed = int((table["status"] != "ok").sum())
     if n_failed:
+        from sonieval.data.results_folder import read_pin
+
+        pinned = read_pin(proto.results_path)
+        copy = pinned.root if pinned is not None and not pinned.synthetic else "DIR"
         print(f"sonieval data splits: {n_failed} clip(s) could not be read (listed above; also in "
-              f"{proto.results_path / 'manifest.sqlite'})", file=sys.stderr)
+              f"{proto.results_path / 'manifest.sqlite'}); `sonieval data esc50 --esc50 {copy}` checks every clip "
+              f"of the copy; fix them, then rerun `sonieval data splits {args.protocol}`", file=sys.stderr)
         return 1
     return 0
 

@@ -194,6 +194,17 @@ def test_extra_file_in_a_copy_is_told_to_move_out(tiny_esc50, capsys):
     assert "1 file(s) with problems" in _assert_one_clean_line(err)
 
 
+def test_data_splits_with_a_bad_clip_names_the_commands_that_fix_it(tiny_esc50, write_protocol, tmp_path, capsys):
+    clip_id, path = _damage(tiny_esc50, "truncated")
+    proto = write_protocol({"name": "splitfail", "results_dir": str(tmp_path / "res"), "data": {"esc50": str(tiny_esc50)}})
+    rc = main(["data", "splits", str(proto), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 1 and f"failed: {path}: truncated WAV" in out
+    line = _assert_one_clean_line(err)
+    assert "1 clip(s) could not be read" in line and f"`sonieval data esc50 --esc50 {tiny_esc50.resolve()}`" in line
+    assert f"rerun `sonieval data splits {proto}`" in line
+
+
 def test_run_exits_nonzero_and_lists_the_failed_items(tiny_esc50, tiny_esc50_master, write_protocol, tmp_path, capsys,
                                                        monkeypatch):
     import sonieval.pipeline.run as run_module
