@@ -98,7 +98,7 @@ def attempt(fn: Callable[..., ItemOutcome | None], *args: Any) -> ItemOutcome | 
 # ---------------------------------------------------------------------------- worker side
 
 _MEMO: "OrderedDict[Any, Any]" = OrderedDict()
-MEMO_SIZE = 4  # loaded models / paired data kept per worker process (a few hundred MB each at most)
+MEMO_SIZE = 2  # loaded models / training pairs kept per worker process (pairs of a full ESC-50 sweep: ~3 GB)
 
 
 def worker_memo(key: Any, make: Callable[[], Any]) -> Any:
@@ -194,6 +194,7 @@ class LocalEngine(Engine):
             except Exception as exc:  # noqa: BLE001 - the task's items fail, the others go on
                 answer = exc
             yield task, answer
+        _MEMO.clear()  # this process is the driver: do not hold models or pairs past the stage
 
 
 def _ray():

@@ -484,10 +484,14 @@ class GateTrainer:
                 acc_loss, acc_n = 0.0, 0
 
     def micro_step(self, idx: list[int], epoch: int) -> float:
-        import torch
-
         latent_idx = [self.partners[j] for j in idx] if self.partners else None
         x, y = self.train.pairs(idx, latent_idx)
+        return self.step_on(x, y, epoch)
+
+    def step_on(self, x, y, epoch: int) -> float:
+        """One micro step on a loaded batch (train_tasks feeds one batch to several gates)."""
+        import torch
+
         x, y = x.to(self.device), self.target(y.to(self.device))
         if self.t.augmentation.gaussian_blur:
             sigma = float(torch.empty(1).uniform_(0.1, max(0.1, self.t.augmentation.blur_sigma)))
@@ -648,12 +652,15 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the stage
 
 
-def run_train(proto: Protocol, manifest: RunManifest, *, device: str = "auto", progress: bool = True) -> BatchResult:
-    """Train every run of the sweep not yet finished; write ``tables/training.parquet``."""
+def run_train(proto: Protocol, manifest: RunManifest, *, device: str = "auto", progress: bool = True,
+              engine: Any = None) -> BatchResult:
+    """Train every run of the sweep not yet finished, gates that share their pairs together, as tasks on
+    ``engine`` (default: the local engine; see sonieval.pipeline.train_tasks); write ``tables/training.parquet``."""
     from sonieval.data.results_folder import require_tables
+    from sonieval.pipeline.engines import LocalEngine, run_tasks
+    from sonieval.pipeline.train_tasks import train_tasks
 
     require_tables(proto.results_path, ["clips", "prepared"], proto.source)  # else no table is written
-    device = resolve_device(device)
     runs = plan_runs(proto)
     data_by_pair: dict[tuple, PairedData | SonievalError] = {}
     def pair(r: TrainRun) -> tuple:
@@ -665,15 +672,9 @@ def run_train(proto: Protocol, manifest: RunManifest, *, device: str = "auto", p
         except SonievalError as exc:
             data_by_pair[key] = exc
     items = [_train_item(proto, run, data_by_pair[pair(run)]) for run in runs]
-
-    def fn(item: ManifestItem) -> ItemOutcome:
-        run, data = item.payload
-        if isinstance(data, SonievalError):
-            raise data
-        summary = train_one_run(proto, run, data, device, fingerprint=inputs_hash(item.inputs), progress=progress)
-        return ItemOutcome(path=run.checkpoint(proto, max(run.snapshot_epochs)), extra=summary)
-
-    result = manifest.run_batch(STAGE, items, fn, desc="train sweep", progress=progress)
+    engine = engine or LocalEngine()
+    tasks = train_tasks(proto, items, engine, device, progress=progress and engine.name == "local")
+    result = run_tasks(manifest, STAGE, tasks, engine, desc="train sweep", progress=progress)
     write_training_table(proto, manifest, runs)
     return result
 

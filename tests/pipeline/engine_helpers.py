@@ -84,3 +84,63 @@ def failing_task(items, folder: str):
     """A toy task whose whole input is bad: it raises before making anything."""
     log_call(Path(folder), ",".join(it.key for it in items))
     raise DataError("this task's input table is damaged", path=Path(folder) / "table.parquet", hint="a toy bad input")
+
+
+EMB, LAT = (16, 12), (6, 20)  # a small embedding [T, D] and latent [C, T'] for training tests
+
+
+def synthetic_pairs(root: Path, n_train: int = 24, n_validation: int = 8, seed: int = 0) -> None:
+    """Clips table, cache and prepared table of a learnable mapping (Y = A·Xᵀ·B + noise), as the prepare stage
+    would leave them; the same seed gives the same pairs in any folder."""
+    import numpy as np
+    import pandas as pd
+    from pipeline_helpers import make_clips
+
+    from sonieval.pipeline.prepare import PREPARED_COLUMNS, save_array
+    from sonieval.tables import write_table
+
+    make_clips(root, n_train=2, n_validation=1, n_test=1)
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((LAT[0], EMB[1])) / np.sqrt(EMB[1])
+    b = rng.standard_normal((EMB[0], LAT[1])) / np.sqrt(EMB[0])
+    rows = []
+    for i in range(n_train + n_validation):
+        x = rng.standard_normal(EMB).astype(np.float32)
+        y = (a @ x.T @ b + 0.01 * rng.standard_normal(LAT)).astype(np.float32)
+        for kind, key, arr in (("embedding", "synthetic-emb", x), ("latent", "synthetic-lat", y)):
+            path = root / "results" / "cache" / f"{kind}s" / key / f"{i:064x}.npy"
+            save_array(path, arr, kind)
+            rows.append({"clip_id": f"c{i:03d}", "split": "train" if i < n_train else "validation",
+                         "listening": False, "kind": kind, "model": "ast" if kind == "embedding" else "dac-vae",
+                         "layer": "input" if kind == "embedding" else None, "model_key": key, "path": str(path),
+                         "status": "done", "error": None})
+    write_table(pd.DataFrame(rows, columns=PREPARED_COLUMNS), root / "results" / "tables" / "prepared.parquet")
+
+
+def sweep_protocol(root: Path):
+    """A sweep whose gates share their pairs: 3 variants (one with dropout) x 2 learning rates, the untrained
+    and shuffled controls, blur augmentation, a prefix epoch grid and gradient accumulation."""
+    from pipeline_helpers import write_protocol
+
+    from sonieval.protocol import load_protocol
+
+    return load_protocol(write_protocol(
+        root, gates={"variants": ["LIN", "LIN-D", "CONV"], "alignments": ["transpose"],
+                     "controls": ["untrained", "shuffled"]},
+        training={"learning_rates": [0.05, 0.01], "epochs": [1, 3], "batch_size": 8, "eval_batch_size": 8,
+                  "gradient_accumulation": 2, "augmentation": {"gaussian_blur": True, "blur_sigma": 2.0}}))
+
+
+def checkpoints(proto) -> dict[str, dict]:
+    """Every system checkpoint of a results folder: relative path -> state_dict."""
+    import torch
+
+    root = proto.results_path / "checkpoints"
+    return {str(p.relative_to(root)): torch.load(p, weights_only=True)["state_dict"] for p in sorted(root.rglob("e*.pt"))}
+
+
+def same_checkpoints(a: dict[str, dict], b: dict[str, dict]) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(
+        a[k].keys() == b[k].keys() and all(torch.equal(a[k][n], b[k][n]) for n in a[k]) for k in a)
