@@ -186,15 +186,17 @@ class LocalEngine(Engine):
         return Resources(cpus=float(os.cpu_count() or 1), gpus=1.0 if self.gpus else 0.0)
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Answer | BaseException]]:
-        for task in tasks:
-            try:
-                answer: Answer | BaseException = task.fn(task.items, *task.args)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the task's items fail, the others go on
-                answer = exc
-            yield task, answer
-        _MEMO.clear()  # this process is the driver: do not hold models or pairs past the stage
+        try:
+            for task in tasks:
+                try:
+                    answer: Answer | BaseException = task.fn(task.items, *task.args)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the task's items fail, the others go on
+                    answer = exc
+                yield task, answer
+        finally:
+            _MEMO.clear()  # this process is the driver: hold no model or pairs past the stage
 
 
 def _ray():
@@ -299,11 +301,12 @@ def make_engine(name: str | None = "local", address: str | None = None, **option
 
 
 def run_tasks(manifest: RunManifest, stage: str, tasks: list[Task], engine: Engine, *, desc: str | None = None,
-              progress: bool = True) -> BatchResult:
+              progress: bool = True, skip_done: bool = True) -> BatchResult:
     """Run ``tasks`` on ``engine``; the driver alone records each item (``stage``, item key) in the ledger.
 
-    Items already done with the same inputs are skipped (whatever engine made them); a task whose items
-    are all done is not sent. An item the task's answer does not name is recorded as failed."""
+    Items already done with the same inputs are skipped (whatever engine made them; ``skip_done=False``
+    when the stage chose its items itself); a task whose items are all done is not sent. An item the
+    task's answer does not name is recorded as failed."""
     from tqdm.auto import tqdm
 
     result = BatchResult()
@@ -311,7 +314,8 @@ def run_tasks(manifest: RunManifest, stage: str, tasks: list[Task], engine: Engi
     for task in tasks:
         pending = []
         for it in task.items:
-            (result.skipped.append(it.key) if manifest.is_done(stage, it.key, it.inputs) else pending.append(it))
+            done = skip_done and manifest.is_done(stage, it.key, it.inputs)
+            (result.skipped.append(it.key) if done else pending.append(it))
         if pending:
             task.items = pending
             todo.append(task)

@@ -323,14 +323,16 @@ def run_sonify(
     *,
     device: str = "auto",
     progress: bool = True,
+    engine: Any = None,
+    write_table: bool = True,
 ) -> SonifyResult:
-    """Sonify every (system, listening clip) of this shard; then rebuild the sonifications table."""
-    from tqdm.auto import tqdm
-
+    """Sonify every (system, listening clip) of this shard as tasks on ``engine`` (default: local), one per decode
+    batch; then rebuild the sonifications table (``write_table=False`` with a shard: it has its own ledger)."""
     from sonieval.data.results_folder import require_tables
+    from sonieval.pipeline.engines import LocalEngine, Task, run_tasks, worker_memo
 
     require_tables(proto.results_path, ["clips", "prepared"], proto.source)  # the first missing one, named
-    device = resolve_device(device)
+    device_option, device = device, resolve_device(device)
     codecs = {spec.name: load_prepared_codec(proto, spec.name, device=device) for spec in proto.codecs}
     codec_keys = {name: codec_model_key(proto, c) for name, c in codecs.items()}
     all_units = plan_units(proto)
@@ -340,22 +342,38 @@ def run_sonify(
     pending = []
     for u in units:
         (total.skipped.append(u.key) if _outputs_exist(manifest, u) else pending.append(u))
-    gates = _GateCache(device, codec_keys)
-    bar = tqdm(total=len(pending), desc="sonify", unit="decode", disable=not progress or not pending)
-    for group in _groups(pending, proto.sonify.batch_size):
-        outcome, originals = _decode_group(proto, group, codecs[group[0].codec], gates, device)
-        items = [ManifestItem(u.key, u.inputs, system_id=u.system_id(u.postprocesses[0]), payload=u) for u in group]
-        res = manifest.run_batch(
-            STAGE, items, lambda it: _write_outputs(proto, it.payload, outcome.get(it.key), originals.get(it.key)),
-            progress=False,
-        )
-        total.done += res.done
-        total.skipped += res.skipped
-        total.failed.update(res.failed)
-        bar.update(len(group))
-    bar.close()
+    engine = engine or LocalEngine()
+    if engine.name == "local":  # the tasks run here: they reuse the codecs just loaded
+        for name, codec in codecs.items():
+            worker_memo(("codec", str(proto.results_path), name, device), lambda codec=codec: codec)
+    proto_ref, resources = engine.put(proto), engine.device_resources()
+    tasks = [Task(f"sonify {group[0].key} +{len(group) - 1}", sonify_group,
+                  [ManifestItem(u.key, u.inputs, system_id=u.system_id(u.postprocesses[0]), payload=u) for u in group],
+                  (proto_ref, device_option), resources)
+             for group in _groups(pending, proto.sonify.batch_size)]  # one task per decode batch (one gate)
+    res = run_tasks(manifest, STAGE, tasks, engine, desc="sonify", progress=progress, skip_done=False)
+    total.done += res.done
+    total.failed.update(res.failed)
+    if shard is not None and not write_table:  # a shard's own ledger: the merge (an unsharded sonify) writes it
+        return SonifyResult(total, pd.DataFrame(columns=SONIFICATIONS_COLUMNS), shard, len(units))
     table = write_sonifications_table(proto, manifest, all_units, codecs, codec_keys)
     return SonifyResult(total, table, shard, len(units))
+
+
+def sonify_group(items: list[ManifestItem], proto: Protocol, device: str = "auto") -> dict[str, Any]:
+    """The task: decode one batch of units (one gate or the codec) and write their post-processed WAVs.
+
+    Runs in a worker (engines): the codec is loaded once per worker process; nothing touches the ledger."""
+    from sonieval.pipeline.engines import attempt, worker_memo
+
+    device = resolve_device(device)
+    units: list[DecodeUnit] = [it.payload for it in items]
+    name = units[0].codec
+    codec = worker_memo(("codec", str(proto.results_path), name, device),
+                        lambda: load_prepared_codec(proto, name, device=device))
+    gates = _GateCache(device, {name: codec_model_key(proto, codec)})
+    outcome, originals = _decode_group(proto, units, codec, gates, device)
+    return {u.key: attempt(_write_outputs, proto, u, outcome.get(u.key), originals.get(u.key)) for u in units}
 
 
 def _set_inputs(proto: Protocol, units: list[DecodeUnit], codec_keys: dict[str, str]) -> None:
