@@ -191,7 +191,7 @@ def thank_you_page(session: RaterSession, total: int | None) -> None:
         st.success(f"All {total} pages are rated and saved. You can close this tab.")
     code, url = session.completion()
     if code:
-        st.write("Your completion code:")
+        st.markdown(f"Your completion code: **{code}** (copy it into the recruiting site, or use the button below)")
         st.code(code, language=None)
     if url:
         st.link_button("Return to the recruiting site", url, type="primary")

@@ -28,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--originals", type=Path, help="folder of original clips (file stem = clip id)")
     c.add_argument("--system", action="append", default=[], metavar="NAME=DIR", help="a system's folder of audio (repeat)")
     c.add_argument("--study-id", help="study id (folders mode; default: the study folder's name)")
-    c.add_argument("--mode", choices=["joint", "split"], default="joint")
+    c.add_argument("--mode", choices=["joint", "split", "multi"], default="joint",
+                   help="multi: every condition of a clip on one page (MUSHRA-style)")
+    c.add_argument("--rating-scale", choices=["categories", "mushra"], default="categories",
+                   help="mushra: a 0-100 slider per mark instead of the labelled 1-5 marks")
     c.add_argument("--raters", type=int, default=1, help="raters to invite now (folders mode)")
     c.add_argument("--attention-checks", type=int, default=2)
     c.add_argument("--anchor", choices=["lowpass", "noise", "none"], default="lowpass")
@@ -99,11 +102,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_links(study_dir: Path, base_url: str, note: str | None = None) -> None:
-    from sonieval.study.create import read_tokens
+    from sonieval.study.create import read_enrol_key, read_tokens
     from sonieval.study.server import link_lines
 
     admin, raters = read_tokens(study_dir)
-    lines = link_lines(base_url, admin, raters)
+    lines = link_lines(base_url, admin, raters, read_enrol_key(study_dir))
     if lines:
         print("\n".join(lines))
     else:
@@ -155,7 +158,8 @@ def _create(args: argparse.Namespace) -> int:
             systems[name] = _from_cwd(folder)
         study_dir = _from_cwd(args.study_dir or Path("results") / "study")
         settings = StudySettings(
-            study_id=args.study_id or study_dir.name, mode=args.mode, n_raters=args.raters,
+            study_id=args.study_id or study_dir.name, mode=args.mode, n_raters=args.raters, rating_scale=args.rating_scale,
+            **({"scale_min": 0, "scale_max": 100} if args.rating_scale == "mushra" else {}),
             attention_checks=args.attention_checks, anchor_kind=None if args.anchor == "none" else args.anchor,
             familiarisation=not args.no_familiarisation, min_listen_fraction=args.min_listen_fraction, seed=args.seed,
             loudness_lufs=TARGET_LUFS if args.loudness is None else args.loudness,

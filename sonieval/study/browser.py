@@ -59,6 +59,10 @@ _RENDERED_JS = """
   return document.querySelector('[data-testid="stFormSubmitButton"] button') !== null;
 }
 """
+_PLAYERS_READY_JS = """
+() => Array.from(document.querySelectorAll('iframe[src*="sonieval.study.player"]')).every((f) => {
+  const p = f.contentWindow && f.contentWindow.abPlayer; return p && (p.engine !== null || (p.last && p.last.error)); })
+"""
 _MARK_PLAYERS_OLD_JS = """
 () => { for (const f of document.querySelectorAll('iframe[src*="sonieval.study.player"]')) f.dataset.soniOld = '1'; }
 """
@@ -112,9 +116,13 @@ class RaterDriver:
         return self.page.url
 
     def enrol(self, link: str) -> str:
-        """Open a public enrolment link; returns the page reached (see :meth:`wait_any`)."""
+        """Open a public enrolment link; returns the page reached (see :meth:`wait_any`). When a
+        personal link was issued, it becomes this driver's link."""
         self.page.goto(link)
-        return self.wait_any()
+        where = self.wait_any()
+        if "rater=" in self.page.url:
+            self.link = self.page.url
+        return where
 
     def answer_headphone_check(self, answers: list[int]) -> str:
         """Choose ``answers[i]`` (1, 2 or 3) for question i + 1 and submit; returns the page reached."""
@@ -127,8 +135,10 @@ class RaterDriver:
                     break
                 self.page.wait_for_timeout(100)
         self.page.get_by_role("button", name="Submit the answers").click()
-        self.page.wait_for_function("() => !document.body.innerText.toLowerCase().includes('headphone check') "
-                                    "|| document.querySelector('[data-testid=\"stAlert\"]')", timeout=self.timeout_ms)
+        from sonieval.study.texts import MISSING_ANSWER
+
+        self.page.wait_for_function("(missing) => !document.body.innerText.includes('Submit the answers') "
+                                    "|| document.body.innerText.includes(missing)", arg=MISSING_ANSWER, timeout=self.timeout_ms)
         return self.wait_any()
 
     def take_break(self) -> None:
@@ -147,10 +157,11 @@ class RaterDriver:
     def listen(self, extra_s: float = 0.02) -> float:
         """Play each required sound of the page with the player's own buttons until its minimum
         listening time is reached; returns the seconds spent (0 without a player or minimum)."""
+        start = time.perf_counter()
+        self._wait(_PLAYERS_READY_JS, timeout=self.timeout_ms)
         frame = self.player_frame()
         if frame is None:
             return 0.0
-        start = time.perf_counter()
         live = frame.evaluate("() => window.abPlayer.state()")
         need = float(live["min_listen_s"])
         if need <= 0:
@@ -217,7 +228,7 @@ class RaterDriver:
 
     def wait_next(self, number: int, total: int) -> None:
         """After a submit on page ``number``: the next page rendered, or the break or thank-you page."""
-        self.page.wait_for_function(
+        self._wait(
             "([want, last]) => { const t = document.body.innerText; const app = document.querySelector('[data-testid=\"stApp\"]');"
             " return app && app.getAttribute('data-test-script-state') === 'notRunning' && !document.querySelector('[data-stale=\"true\"]')"
             " && (t.includes(want) || t.toLowerCase().includes('time for a break') || (last && t.includes('Thank you!'))); }",
