@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sonieval.commands.engine_args import add_engine_arguments, open_engine
+
 HELP = "run every stage of a protocol (clips, prepare, train, sonify, score)"
 DESCRIPTION = (
     "Run a protocol end to end. Each stage reads the protocol and the previous stages' tables; "
     "finished items are skipped, so an interrupted run resumes where it stopped. Items that fail (a clip "
     "that cannot be read, a run that cannot train) do not stop the others: they are listed at the end "
-    "(stage, item, error; all of them in <results>/run_failures.csv) and the exit status is 1."
+    "(stage, item, error; all of them in <results>/run_failures.csv) and the exit status is 1. "
+    "With --engine ray the stages' tasks run on Ray workers (a killed worker's task is retried); a run "
+    "stopped under one engine resumes under the other."
 )
 
 
@@ -18,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("protocol", help="protocol YAML file (see protocols/)")
     p.add_argument("--only", nargs="+", metavar="STAGE", help="run only these stages")
     p.add_argument("--until", metavar="STAGE", help="stop after this stage")
+    add_engine_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from sonieval.protocol import load_protocol
 
     proto = load_protocol(args.protocol)
-    result = run_protocol(proto, only=args.only, until=args.until)
+    with open_engine(args) as engine:
+        result = run_protocol(proto, only=args.only, until=args.until, engine=engine)
     print(f"results: {proto.results_path}")
     if len(result.failures):
         print(f"sonieval run: {len(result.failures)} item(s) failed; the others finished:", file=sys.stderr)

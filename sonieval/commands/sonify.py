@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sonieval.commands.engine_args import add_engine_arguments, open_engine
+
 HELP = "sonify the listening set with every trained gate and post-processing (resumable, --shard k/N)"
 DESCRIPTION = (
     "For every trained system and listening-set clip: cached embedding -> gate -> latent -> codec decode "
@@ -15,12 +17,15 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("protocol", help="protocol file (protocols/*.yaml)")
-    parser.add_argument("--shard", metavar="k/N", help="do only shard k of N (1..N; deterministic, disjoint)")
+    parser.add_argument("--shard", metavar="k/N",
+                        help="do only shard k of N (1..N; deterministic, disjoint), recorded in the shard's own "
+                             "ledger; afterwards `sonieval sonify PROTOCOL` merges the shards and writes the table")
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
     parser.add_argument("--figure", metavar="CLIP_ID", help="draw the waveform stack of this clip and exit")
     parser.add_argument("--systems", nargs="+", metavar="SYSTEM_ID", help="with --figure: the systems to show")
     parser.add_argument("--out", help="with --figure: the PNG to write (default <results>/figures/waveforms_<clip>.png)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_engine_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,9 +48,20 @@ def run(args: argparse.Namespace) -> int:
     from sonieval.pipeline.sonify import parse_shard, run_sonify
 
     shard = parse_shard(args.shard)
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
-        result = run_sonify(proto, manifest, shard, device=args.device, progress=not args.no_progress)
+    if shard is None:
+        ledger = RunManifest(proto.results_path / "manifest.sqlite")
+    else:  # its own ledger: no SQLite file shared between machines (sonieval.pipeline.ledgers)
+        from sonieval.pipeline.ledgers import open_shard_ledger
+
+        ledger = open_shard_ledger(proto.results_path, "sonify", shard)
+    with open_engine(args) as engine, ledger as manifest:
+        result = run_sonify(proto, manifest, shard, device=args.device, progress=not args.no_progress, engine=engine,
+                            write_table=shard is None)
     print(f"sonify: {result.summary()}")
     _print_failures(result.batch.failed)
-    print(f"table: {proto.results_path / 'tables' / 'sonifications.parquet'}")
+    if shard is None:
+        print(f"table: {proto.results_path / 'tables' / 'sonifications.parquet'}")
+    else:
+        print(f"ledger: {manifest.path}; when every shard has finished, `sonieval sonify {args.protocol}` merges "
+              "them and writes the table")
     return 1 if result.batch.failed else 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sonieval.commands.engine_args import add_engine_arguments, open_engine
+
 HELP = "train gates over encoders x variants x alignments x learning rates x epochs (resumable)"
 DESCRIPTION = (
     "Trains every gate of the protocol's sweep on the cached embeddings and latents (split train, evaluated on "
@@ -17,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("protocol", help="protocol file (protocols/*.yaml)")
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_engine_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from sonieval.protocol import load_protocol
 
     proto = load_protocol(args.protocol)
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
-        result = run_train(proto, manifest, device=args.device, progress=not args.no_progress)
+    with open_engine(args) as engine, RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+        result = run_train(proto, manifest, device=args.device, progress=not args.no_progress, engine=engine)
     print(f"train: {result.summary('runs')}")
     _print_failures(result.failed)
     print(f"table: {proto.results_path / 'tables' / 'training.parquet'}")

@@ -13,7 +13,7 @@ import importlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -58,6 +58,14 @@ def select_stages(only: list[str] | None = None, until: str | None = None) -> li
     if until:
         stages = stages[: [s.name for s in stages].index(until) + 1] if until in [s.name for s in stages] else stages
     return stages
+
+
+def _call_stage(fn: Callable, proto: Protocol, manifest: RunManifest, engine: Any) -> Any:
+    """A stage function, given the engine when it takes one (the clips stage runs in the driver)."""
+    import inspect
+
+    takes = engine is not None and "engine" in inspect.signature(fn).parameters
+    return fn(proto, manifest, engine=engine) if takes else fn(proto, manifest)
 
 
 @dataclass
@@ -107,8 +115,11 @@ def run_protocol(
     only: list[str] | None = None,
     until: str | None = None,
     echo: Callable[[str], None] = print,
+    engine: Any = None,
 ) -> RunResult:
-    """Run the selected stages in order; one failed item does not stop the others (see the result)."""
+    """Run the selected stages in order; one failed item does not stop the others (see the result).
+
+    ``engine`` (sonieval.pipeline.engines; default local) runs the stages' tasks: prepare, train, sonify, score."""
     result = RunResult()
     parts = []
     with open_manifest(proto) as manifest:
@@ -116,7 +127,7 @@ def run_protocol(
             echo(f"[{stage.name}] {stage.summary}")
             t0 = time.perf_counter()
             since = time.time()
-            out = stage.load()(proto, manifest)
+            out = _call_stage(stage.load(), proto, manifest, engine)
             result.timings[stage.name] = time.perf_counter() - t0
             failed = stage_failures(manifest, stage.name, since)
             parts.append(failed)

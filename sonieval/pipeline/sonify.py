@@ -21,8 +21,14 @@ trimmed to the clip length, so no post-processing is silently clipped) and
 Work is recorded in the manifest (stage ``sonify``, one item per decode, key
 ``<system>/<branch>/<clip_id>``); a rerun skips finished decodes, so a killed run resumes
 where it stopped. ``shard=(k, N)`` takes the decodes whose key hashes to k-1 modulo N
-(deterministic, disjoint); every shard rebuilds the table from the shared manifest under a
-file lock, so the last shard to finish leaves the complete table.
+(deterministic, disjoint). ``sonieval sonify --shard k/N`` records them in the shard's own ledger
+(:mod:`sonieval.pipeline.ledgers`: no SQLite file is shared between machines) and writes no table;
+the next unsharded ``sonify`` (or ``sonieval run``) merges the shard ledgers, decodes nothing they
+made and writes the complete table. Called with the run's own manifest and a shard, every shard
+rebuilds the table under a file lock (one machine only).
+
+The decodes run as tasks on an engine (:mod:`sonieval.pipeline.engines`: local or Ray), one task per
+decode batch; the driver alone records them.
 """
 
 from __future__ import annotations
@@ -333,6 +339,10 @@ def run_sonify(
 
     require_tables(proto.results_path, ["clips", "prepared"], proto.source)  # the first missing one, named
     device_option, device = device, resolve_device(device)
+    if shard is None:  # the run's ledger takes what --shard runs recorded in their own (sonieval.pipeline.ledgers)
+        from sonieval.pipeline.ledgers import merge_shard_ledgers
+
+        merge_shard_ledgers(manifest, proto.results_path, STAGE)
     codecs = {spec.name: load_prepared_codec(proto, spec.name, device=device) for spec in proto.codecs}
     codec_keys = {name: codec_model_key(proto, c) for name, c in codecs.items()}
     all_units = plan_units(proto)

@@ -146,3 +146,24 @@ def test_ray_tasks_hold_their_resources(tmp_path, ray_cluster):
     engine = RayEngine()
     assert engine.slots == 2 and engine.gpus == 0 and engine.device_resources() == Resources(cpus=1.0)
     assert "2 CPUs" in engine.describe()
+
+
+def test_shard_ledgers_are_merged_by_the_next_unsharded_run(tmp_path):
+    from sonieval.pipeline.ledgers import merge_shard_ledgers, open_shard_ledger, shard_ledgers
+
+    with RunManifest(tmp_path / "manifest.sqlite") as main:  # finished before the array started
+        main.record("sonify", "old", "done", inputs={"v": 1})
+        main.record("sonify", "redo", "failed", inputs={"v": 1}, error="bad clip")
+    for k, keys in ((1, ["a", "redo"]), (2, ["b", "c"])):
+        with open_shard_ledger(tmp_path, "sonify", (k, 2)) as ledger:
+            assert ledger.is_done("sonify", "old", {"v": 1})  # a shard does not redo finished work
+            for key in keys:
+                ledger.record("sonify", key, "done", inputs={"v": 1})
+            ledger.record("sonify", f"running-{k}", "running", inputs={"v": 1})  # still in flight: not merged
+    assert [p.name for p in shard_ledgers(tmp_path, "sonify")] == ["sonify-shard-1-of-2.sqlite",
+                                                                  "sonify-shard-2-of-2.sqlite"]
+    with RunManifest(tmp_path / "manifest.sqlite") as main:
+        assert merge_shard_ledgers(main, tmp_path, "sonify") == 4  # a, b, c and the redone item (not "old" again)
+        assert merge_shard_ledgers(main, tmp_path, "sonify") == 0  # idempotent
+        status = main.table("sonify").set_index("key")["status"].to_dict()
+    assert status == {"a": "done", "b": "done", "c": "done", "old": "done", "redo": "done"}
