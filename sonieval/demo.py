@@ -2,14 +2,16 @@
 
 What it runs (protocols/demo.yaml):
 1. clips: ESC-50 from $SONIEVAL_ESC50 when set (10 classes), else the built-in SYNTHETIC set;
-2. prepare, train, sonify: small, RANDOMLY INITIALISED AST and DAC-VAE (no weights downloaded),
-   three gate variants trained for a few epochs, min-max post-processing;
-3. score: a KAD/FAD leaderboard on the weight-free `logmel` embedding;
+2. prepare, train, sonify: a small, RANDOMLY INITIALISED AST (no weights downloaded), gates trained
+   onto the weight-free ``mel`` codec, so the sonifications follow their originals and can be heard,
+   each beside its untrained and shuffled controls; one gate onto a random DAC-VAE (marked †);
+3. score: a KAD/FAD leaderboard on the weight-free `logmel` embedding, led by the learning table
+   (trained systems against their controls and the codec ceiling, with CIs);
 4. study: a listening study over the sonifications (SQLite), with the command and links to open it;
 5. report: a correlation report on SIMULATED ratings, so a new user sees what one looks like.
 
-Nothing here is a research result: the models are random and the ratings simulated, and every
-output says so.
+The gates really learn (the learning table shows it against controls), but the encoder is random,
+so nothing here is a result about AST; the ratings are simulated. Every output says so.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from sonieval.errors import SonievalError
 from sonieval.protocol import Protocol, load_protocol
 
 BANNER = (
-    "DEMO: small randomly initialised models (no pretrained weights) and, in the report, SIMULATED "
-    "ratings. The outputs show what sonieval produces, not research results."
+    "DEMO: a small randomly initialised AST (no pretrained weights) sonified through the weight-free mel "
+    "codec, one gate onto a small randomly initialised DAC-VAE (†), and, in the report, SIMULATED ratings. "
+    "The gates really learn (see the learning table); the outputs show the method, not results about AST."
 )
 
 
@@ -102,9 +105,15 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
 
     board = outputs["leaderboard"]
     if board.is_file():
+        text = board.read_text(encoding="utf-8")
         echo("")
-        for line in _ranking_tables(board.read_text(encoding="utf-8")):
+        for line in _learning_tables(text):
             echo(line)
+        for line in _ranking_tables(text):
+            echo(line)
+    echo("")
+    for line in _where_to_listen(proto):
+        echo(line)
     echo("")
     echo(f"demo finished in {time.perf_counter() - t_start:.0f} s. Outputs:")
     width = max(len(k) for k in outputs)
@@ -114,10 +123,71 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
     return outputs
 
 
+LEARNING_SHOWN = ("Validation R²", "KAD against", "Log-mel distance")
+
+
+def _learning_tables(markdown: str) -> list[str]:
+    """The leaderboard's learning section: R², KAD and log-mel distance tables (the rest stays in the file)."""
+    out: list[str] = []
+    section = markdown.split("## Learning", 1)
+    if len(section) < 2:
+        return out
+    body = section[1].split("\n## ", 1)[0]
+    keep = False
+    for line in ("## Learning" + body).splitlines():
+        if line.startswith("## "):
+            out.append(line)
+        elif line.startswith("### "):
+            keep = any(line[4:].startswith(k) for k in LEARNING_SHOWN)
+            if keep:
+                out += ["", line]
+        elif keep and line.startswith("|"):
+            out.append(line)
+    return out + [""]
+
+
+def _where_to_listen(proto: Protocol) -> list[str]:
+    """The first listening clip's original and its sonifications, with measured level and length."""
+    import numpy as np
+
+    from sonieval.audio import read_audio
+    from sonieval.tables import read_table, resolve_table_path
+
+    results = proto.results_path
+    son = read_table(results / "tables" / "sonifications.parquet", "sonifications")
+    son = son[son["status"] == "done"]
+    if son.empty:
+        return []
+    clip = sorted(son["clip_id"].unique())[0]
+    clips = read_table(results / "tables" / "clips.parquet", "clips").set_index("clip_id")
+    rows = [("original", resolve_table_path(clips.loc[clip, "path"], results))]
+    rows += [(r.system_id, resolve_table_path(r.path, results))
+             for r in son[son["clip_id"] == clip].sort_values("system_id").itertuples()]
+    lines = [f"Where to listen (clip {clip}, {clips.loc[clip, 'category']}; peak and RMS in dBFS, length in s):"]
+    for name, path in rows:
+        audio, rate, _ = read_audio(path)
+        peak = 20 * np.log10(max(float(np.max(np.abs(audio))), 1e-12))
+        rms = 20 * np.log10(max(float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))), 1e-12))
+        lines.append(f"  {name:<48} peak {peak:6.1f}  rms {rms:6.1f}  {audio.size / rate:4.2f} s  {path}")
+    return lines
+
+
+def _without_learning(markdown: str) -> list[str]:
+    """The leaderboard without its learning section (printed on its own)."""
+    out, skip = [], False
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            skip = line.startswith("## Learning")
+        if not skip:
+            out.append(line)
+    return out
+
+
 def _ranking_tables(markdown: str) -> list[str]:
     """The leaderboard's headings and overall ranking tables (per-class and paired tables stay in the file)."""
     out: list[str] = []
     keep = False
+    markdown = "\n".join(l for l in _without_learning(markdown))
     for line in markdown.splitlines():
         if line.startswith("#"):
             out += ["", line]

@@ -123,6 +123,9 @@ class CodecSpec(_Model):
     variants: list[str] | None = None
     alignments: list[Alignment] | None = None
     controls: bool = True
+    # Encode at most this many train clips (and the same share of validation clips, seeded) for this
+    # codec; listening clips are always encoded. For codecs too slow to encode every clip on a CPU.
+    max_train_clips: int | None = Field(None, ge=2)
 
     @model_validator(mode="after")
     def _consistent(self) -> "CodecSpec":

@@ -396,12 +396,13 @@ def run_prepare(
         rows += r
         batches[f"embedding/{spec.name}"] = b
     for spec in proto.codecs:
-        codec = prepared_codec_for(proto, spec.name, clips, device=device, progress=progress)
+        codec_clips = clips_for_codec(clips, spec, proto.seed)
+        codec = prepared_codec_for(proto, spec.name, codec_clips, device=device, progress=progress)
         key = codec_model_key(proto, codec)
         write_codec_info(proto, key, codec)
         info = {"model_id": str(codec.model_id), "random_init": bool(codec.random_init)}
         r, b = _compute_cached(
-            proto, manifest, clips, kind="latent", targets=[CacheTarget(codec.name, codec.name, key)],
+            proto, manifest, codec_clips, kind="latent", targets=[CacheTarget(codec.name, codec.name, key)],
             sample_rate=codec.sample_rate, forward=codec_forward(codec, device),
             load_model_info=info, batch_size=batch_size, progress=progress,
         )
@@ -414,6 +415,25 @@ def run_prepare(
 
 
 CODEC_INFO = "codec.json"
+
+
+def clips_for_codec(clips: pd.DataFrame, spec: Any, seed: int) -> pd.DataFrame:
+    """The clips a codec encodes: all of them, or with ``codec.max_train_clips`` a seeded subset of the
+    train and validation clips (the same share of each) plus every listening clip. An expensive codec
+    (a full-size DAC-VAE encodes 5 s in seconds on a CPU) can so train its gates on fewer pairs."""
+    limit = getattr(spec, "max_train_clips", None)
+    train = clips["split"] == "train"
+    if limit is None or int(train.sum()) <= limit:
+        return clips
+    share = limit / int(train.sum())
+    keep = clips["listening"].astype(bool).copy()
+    rng = np.random.default_rng(seed)
+    for split in ("train", "validation"):
+        idx = np.flatnonzero((clips["split"] == split).to_numpy())
+        n = max(2, int(round(len(idx) * share))) if len(idx) >= 2 else len(idx)
+        keep.iloc[rng.choice(idx, size=min(n, len(idx)), replace=False)] = True
+    return clips[keep].reset_index(drop=True)
+
 
 
 def codec_model_key(proto: Protocol, codec: Any) -> str:
