@@ -243,7 +243,7 @@ class RaterDriver:
         """
         number, _ = self.position()
         target = self._target_mark(mark)
-        sliders = self.page.locator('[data-testid="stForm"] [data-testid="stSlider"] [role="slider"]')
+        sliders = self.page.locator('[data-testid="stForm"] [data-testid="stSlider"] input[type="range"]')
         for k in range(sliders.count()):
             self._set_slider(sliders.nth(k), target)
         groups = self.page.locator('[data-testid="stRadio"]')
@@ -282,15 +282,20 @@ class RaterDriver:
             self.page.locator('[data-testid="stFormSubmitButton"] button').click()
         return start
 
-    def _set_slider(self, thumb, target: int) -> None:
-        """A 0-100 select-slider whose first stop is "not rated yet": Home, then one step per mark."""
+    def _set_slider(self, thumb, target: int, scale_min: int = 0) -> None:
+        """A 0-100 select-slider (its first stop is "not rated yet") moved with keys only: Home, then
+        Page Up and the arrow keys until it shows ``target``."""
         thumb.focus()
         self.page.keyboard.press("Home")
-        low = int(thumb.get_attribute("aria-valuemin") or 0)
-        for _ in range(target - low + 1):  # first stop: not rated
-            self.page.keyboard.press("ArrowRight")
-        if str(target) not in (thumb.get_attribute("aria-valuetext") or ""):
-            raise RuntimeError(f"slider did not reach {target}: {thumb.get_attribute('aria-valuetext')!r}")
+        want = target - scale_min + 1  # stop index: 0 is "not rated yet"
+        for _ in range(300):
+            now = int(float(thumb.input_value()))
+            if now == want:
+                break
+            self.page.keyboard.press("PageUp" if want - now >= 10 else "ArrowRight" if want > now else "ArrowLeft")
+        shown = thumb.get_attribute("aria-valuetext") or ""
+        if not shown.split(" ")[0] == str(target):
+            raise RuntimeError(f"slider did not reach {target}: {shown!r}")
 
     def wait_text(self, text: str) -> str:
         """Wait until the script has finished and the page shows ``text``; returns the page's text."""
