@@ -20,6 +20,7 @@ from sonieval.testing import require_part
 
 HERE = Path(__file__).resolve().parent
 HOLD_SECONDS = 120  # a held task waits at most this long for the test to release it
+CLUSTER_MARK, CLUSTER_ID = "SONIEVAL_TEST_CLUSTER", f"{os.getpid()}-{time.time_ns()}"  # in the workers' environment
 
 
 def ray_or_skip():
@@ -40,7 +41,7 @@ def ray_cluster():
         return
     path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path}})
+             runtime_env={"env_vars": {"PYTHONPATH": path, CLUSTER_MARK: CLUSTER_ID}})
     yield ray
     ray.shutdown()
 
@@ -144,3 +145,41 @@ def same_checkpoints(a: dict[str, dict], b: dict[str, dict]) -> bool:
 
     return a.keys() == b.keys() and all(
         a[k].keys() == b[k].keys() and all(torch.equal(a[k][n], b[k][n]) for n in a[k]) for k in a)
+
+
+def workers_running(title_prefix: str) -> list[int]:
+    """PIDs of this test cluster's workers running a task whose name starts with ``title_prefix`` (Ray titles a
+    busy worker process ``ray::<task name>``)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+            if title.startswith(f"ray::{title_prefix}") and f"{CLUSTER_MARK}={CLUSTER_ID}".encode() in (
+                    proc / "environ").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def kill_first_worker(title_prefix: str, killed: list[int], timeout: float = 600):
+    """A thread that kills (SIGKILL) the first worker seen running a ``title_prefix`` task."""
+    import signal
+    import threading
+
+    def watch():
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not killed:
+            for pid in workers_running(title_prefix):
+                time.sleep(0.5)  # mid-task, not at its first instruction
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                killed.append(pid)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
