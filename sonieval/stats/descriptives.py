@@ -82,8 +82,18 @@ def mark_distribution(son: pd.DataFrame, scale_min: int, scale_max: int) -> pd.D
     """Share of each mark per (system, attribute): the data behind the distribution figure.
 
     Every scale step has a column; a mark between steps (the mean of duplicated rows, kept by
-    ``--duplicates mean``) gets its own column, so the shares still sum to one.
+    ``--duplicates mean``) gets its own column, so the shares still sum to one. A scale of more
+    than 11 steps (a 0-100 slider) is shown in five equal intervals (``share_0-20`` ...).
     """
+    if scale_max - scale_min > 10:  # a slider scale (0-100): five equal intervals (BS.1534's Bad ... Excellent)
+        edges = np.linspace(scale_min, scale_max, 6)
+        names = [f"{lo:g}-{hi:g}" for lo, hi in zip(edges[:-1], edges[1:])]
+        binned = son.assign(mark=pd.cut(son["mark"], edges, labels=names, include_lowest=True))
+        counts = binned.groupby(["system_id", "attribute"], observed=True)["mark"].value_counts().unstack(fill_value=0)
+        shares = counts.reindex(columns=names, fill_value=0)
+        shares = shares.div(shares.sum(axis=1), axis=0)
+        shares.columns = [f"share_{c}" for c in names]
+        return shares.reset_index()
     counts = son.groupby(["system_id", "attribute"], observed=True)["mark"].value_counts().unstack(fill_value=0)
     values = sorted(set(range(scale_min, scale_max + 1)) | {float(v) for v in counts.columns})
     counts = counts.reindex(columns=values, fill_value=0)

@@ -247,7 +247,8 @@ def analyse(
     df = ratings.table
 
     t = time.perf_counter()
-    screening = screen_raters(df, options.rules)
+    # thresholds given on 1-5 are mapped to the study's scale (0-100: BS.1534-3's own)
+    screening = screen_raters(df, options.rules.for_scale(ratings.scale_min, ratings.scale_max))
     notes += screening.notes
     kept = screening.kept
     if not kept:
@@ -344,6 +345,8 @@ def analyse(
         "n_clips": int(son_all["clip_id"].nunique()),
         "scale": [ratings.scale_min, ratings.scale_max],
         "excluded_raters": [{"rater_id": r, "reasons": w} for r, w in screening.excluded.itertuples(index=False)],
+        "screening_rules": screening.rules.describe(),
+        "study": ", ".join(sorted(df["study_id"].astype(str).unique())) if "study_id" in df.columns else "",
         "reliability": summary_rel,
         "pairwise": summary_pairwise,
         "attribute_agreement": attr_agree,
@@ -483,11 +486,20 @@ def system_labels(system_ids) -> dict[str, str]:
 def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: str, simulated: bool) -> list[tuple[str, str]]:
     from scipy.optimize import isotonic_regression
 
-    from sonieval.plotting import pyplot, save_figure
+    from sonieval.metrics.leaderboard import RANDOM_CODEC_MARK, RANDOM_ENCODER_MARK, random_mark
+    from sonieval.plotting import label_points, pyplot, save_figure
 
     plt = pyplot()
 
     out = []
+    # Systems made with randomly initialised models carry the leaderboard's marks on every figure,
+    # explained in the stamp under each figure.
+    marks = {str(sid): random_mark(row) for sid, row in scores.overall.drop_duplicates("system_id").set_index("system_id").iterrows()}
+    used = set(marks.values()) - {""}
+    if used:
+        stamp += "".join(f" | {m} {what}" for m, what in ((RANDOM_CODEC_MARK, "randomly initialised codec (RANDOM-INIT)"),
+                                                           (RANDOM_ENCODER_MARK, "randomly initialised encoder (RANDOM-INIT)"))
+                         if m in used)
 
     def save(fig, name, alt):
         import textwrap
@@ -509,7 +521,7 @@ def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: st
     share_cols = [c for c in dist.columns if c.startswith("share_")]
     # One system order for every panel (best mean first at the top), labels on the left axis only.
     order = means.groupby("system_id", observed=True)["mean"].mean().sort_values().index.astype(str).tolist()
-    labels = system_labels(order)
+    labels = {sid: label + marks.get(sid, "") for sid, label in system_labels(order).items()}
     pos = {sid: k for k, sid in enumerate(order)}
     label_width = max(len(v) for v in labels.values()) * 0.075
     size = (label_width + 5 * len(attrs), 0.35 * len(order) + 1.5)
@@ -553,16 +565,20 @@ def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: st
             increasing = s["direction"].iloc[0] == "higher"
             fit = isotonic_regression(y[order], increasing=increasing).x
             ax.plot(x[order], fit, "-", color="C1", label="monotone fit")
-            if len(m) <= 15:
+            ax.legend(fontsize=7)  # before the labels, which then keep clear of it
+            if len(m) <= 15:  # labels never overlap (label_points); any left out is said in the panel
                 names = system_labels(m["system_id"].astype(str))
-                for xi, yi, sid in zip(x, y, m["system_id"].astype(str)):
-                    ax.annotate(names[sid], (xi, yi), fontsize=6, xytext=(3, 3), textcoords="offset points")
+                left = label_points(ax, x, y, [names[sid] + marks.get(sid, "") for sid in m["system_id"].astype(str)])
+                if left:
+                    ax.text(0.99, 0.01, f"{len(left)} label(s) left out (crowded)", transform=ax.transAxes, fontsize=6,
+                            ha="right", va="bottom", color="#555")
             row = sysc[(sysc["metric"] == metric_key) & (sysc["attribute"] == attr)]
             rho = _fmt(row["spearman"].iloc[0], 2) if len(row) else "n/a"
             ax.set_title(f"{attr}: agreement ρ = {rho} (n={len(m)})", fontsize=9)
-            ax.set_xlabel(f"{metric_key} ({'lower' if not increasing else 'higher'} is better)")
+            random_emb = "random-init" in str(s["embedding"].iloc[0]) and "[" not in metric_key
+            ax.set_xlabel(f"{metric_key}{' on a RANDOM-INIT embedding' if random_emb else ''} "
+                          f"({'lower' if not increasing else 'higher'} is better)")
             ax.set_ylabel("mean mark")
-            ax.legend(fontsize=7)
         save(fig, f"scatter_{_safe(metric_key)}.png", f"Mean mark vs {metric_key}")
 
     ra = tables["rater_agreement"]
@@ -685,7 +701,7 @@ def write_report(
 
     t = time.perf_counter()
     doc = _compose(summary, tables, notes, figures, options, sources, simulated, stamp)
-    title = ("SIMULATED — " if simulated else "") + "sonieval correlation report"
+    title = ("SIMULATED — " if simulated else "") + "sonieval correlation report" + (f": {summary['study']}" if summary.get("study") else "")
     md = doc.markdown()
     if simulated:
         md = f"**{SIMULATED_BANNER}**\n\n{md}\n**{SIMULATED_BANNER}**\n"
@@ -715,7 +731,8 @@ def _reliability_view(table: pd.DataFrame) -> pd.DataFrame:
 def _compose(summary, tables, notes, figures, options, sources, simulated, stamp) -> _Doc:
     doc = _Doc()
     fig = dict((Path(f).stem, (f, alt)) for f, alt in figures)
-    doc.h(1, ("SIMULATED — " if simulated else "") + "Correlation report: objective scores vs listener marks")
+    doc.h(1, ("SIMULATED — " if simulated else "") + "Correlation report: objective scores vs listener marks"
+          + (f" (study {summary['study']})" if summary.get("study") else ""))
     if simulated:
         doc.p(f"{SIMULATED_BANNER}. {options.simulated_note or 'The ratings are marked simulated.'}")
     doc.h(2, "Provenance")
@@ -730,7 +747,7 @@ def _compose(summary, tables, notes, figures, options, sources, simulated, stamp
 
     doc.h(2, "1. Screening")
     doc.p("A rater is excluded when any rule holds (ITU-R BS.1534-3 post-screening adapted to the mark scale):")
-    doc.bullets(options.rules.describe())
+    doc.bullets(summary.get("screening_rules") or options.rules.describe())
     excl = tables["screening"]
     excl = excl[excl["excluded"]][["rater_id", "n_marks", "reasons"]]
     doc.p(f"Excluded {len(excl)} of {summary['n_raters']} raters." + ("" if len(excl) else " Nobody was excluded."))

@@ -135,14 +135,15 @@ def screen_raters(ratings: pd.DataFrame, rules: ScreeningRules = ScreeningRules(
         flat_attrs.setdefault(str(rid), []).append(str(attr))
     out["zero_variance_attributes"] = [",".join(sorted(flat_attrs.get(str(r), []))) for r in raters]
 
-    if "headphone_passed" in df.columns:  # one result per rater, repeated on each of their rows
-        first = df.groupby("rater_id")[["headphone_passed", "headphone_correct", "headphone_trials"]].first().reindex(raters)
+    checked = "headphone_passed" in df.columns  # the study export's columns: one result per rater, on each row
+    if checked:
+        cols = [c for c in ("headphone_passed", "headphone_correct", "headphone_trials") if c in df.columns]
+        first = df.groupby("rater_id")[cols].first().reindex(raters)
         out["headphone_passed"] = first["headphone_passed"].astype("boolean")
-        out["headphone_score"] = (first["headphone_correct"].astype("Int64").astype(str) + "/"
-                                  + first["headphone_trials"].astype("Int64").astype(str)).where(first["headphone_passed"].notna(), "")
-    else:
-        out["headphone_passed"] = pd.Series(pd.NA, index=out.index, dtype="boolean")
-        out["headphone_score"] = ""
+        score = (first["headphone_correct"].astype("Int64").astype(str) + "/" + first["headphone_trials"].astype("Int64").astype(str)
+                 if {"headphone_correct", "headphone_trials"} <= set(cols) else pd.Series("", index=out.index))
+        out["headphone_score"] = score.where(first["headphone_passed"].notna(), "")
+    failed_check = (out["headphone_passed"] == False).fillna(False).to_numpy(bool) if checked else np.zeros(len(out), bool)  # noqa: E712
 
     # Reasons and notes built column-wise (a loop over rows took seconds at 32,000 raters).
     def words(mask, texts) -> pd.Series:
@@ -168,8 +169,8 @@ def screen_raters(ratings: pd.DataFrame, rules: ScreeningRules = ScreeningRules(
                   + " attention checks"),
             words(out["zero_variance_attributes"] != "",
                   "same mark on every sonification (" + out["zero_variance_attributes"] + ")"),
-            words(rules.headphone & (out["headphone_passed"] == False).fillna(False).to_numpy(bool),  # noqa: E712
-                  "failed the headphone check (" + out["headphone_score"] + " correct)"),
+            words(rules.headphone & failed_check,
+                  "failed the headphone check (" + (out["headphone_score"] if checked else "") + " correct)"),
         ]
         out["reasons"] = join(reasons)
     else:
@@ -180,6 +181,7 @@ def screen_raters(ratings: pd.DataFrame, rules: ScreeningRules = ScreeningRules(
         words(out["n_anchor"] == 0, "no anchor trials"),
         words(out["n_attention"] == 0, "no attention trials"),
         words((out["n_attention"] > 0) & out["attention_missed_fraction"].isna(), "attention trials without expected_mark"),
+        words(out["headphone_passed"].isna().to_numpy(bool) if checked else np.zeros(len(out), bool), "no headphone check result"),
     ])
     out["excluded"] = out["reasons"] != ""
     if not rules.enabled:
