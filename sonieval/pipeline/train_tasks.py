@@ -8,11 +8,13 @@ gate keeps its own random state (dropout masks, blur σ) and its own optimiser, 
 resume state, so a gate trained with others is bit for bit the gate trained alone (same thread count;
 tested), and a run killed midway resumes each gate from its own last epoch.
 
-How many gates a task trains: enough that the sweep makes about one task per engine slot (GPU or CPU),
-so every slot is busy, and at most :data:`MAX_GATES_PER_TASK`: every gate in a task holds its weights,
-AdamW's two moments and its activations for one micro batch at once (the largest full-size AST gate,
-CONV-LN, is the limit on a GPU), and a task that holds more gates takes longer to retry when its worker
-dies. The untrained controls (no training, one evaluation) run alone.
+How many gates a task trains: enough that the sweep makes about :data:`TASKS_PER_SLOT` tasks per engine
+slot (GPU or CPU), so that every slot stays busy while tasks of unequal cost (a CONV gate costs ten LIN
+gates) even out, and at most :data:`MAX_GATES_PER_TASK`: every gate in a task holds its weights, AdamW's
+two moments and its activations for one micro batch at once (the largest full-size AST gates are the limit
+on a GPU), and a task that holds more gates loses more work when its worker dies. On the local engine (one
+slot) that is 8 gates per task for any sweep of 16 runs or more. The untrained controls (no training, one
+evaluation) are tasks of their own.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from sonieval.pipeline.manifest import ItemOutcome, ManifestItem
 from sonieval.protocol import Protocol
 
 MAX_GATES_PER_TASK = 8
+TASKS_PER_SLOT = 2  # bench_engines' projection: 1 task per slot leaves 16 GPUs waiting on the costliest task
 
 
 def gates_per_task(n_runs: int, slots: int) -> int:
-    """About one task per slot, at most MAX_GATES_PER_TASK gates each."""
-    return max(1, min(MAX_GATES_PER_TASK, math.ceil(n_runs / max(1, slots))))
+    """About TASKS_PER_SLOT tasks per slot, at most MAX_GATES_PER_TASK gates each."""
+    return max(1, min(MAX_GATES_PER_TASK, math.ceil(n_runs / (TASKS_PER_SLOT * max(1, slots)))))
 
 
 def _group_key(item: ManifestItem) -> tuple:

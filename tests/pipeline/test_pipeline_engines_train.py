@@ -73,7 +73,7 @@ def test_a_killed_lockstep_task_resumes_each_gate_from_its_own_epoch(tmp_path, m
 
 
 def test_gates_per_task_keeps_every_slot_busy_and_is_bounded():
-    assert gates_per_task(4, 1) == 4 and gates_per_task(8, 2) == 4 and gates_per_task(3, 8) == 1
+    assert gates_per_task(4, 1) == 2 and gates_per_task(16, 2) == 4 and gates_per_task(3, 8) == 1
     assert gates_per_task(1000, 2) == MAX_GATES_PER_TASK
 
 
