@@ -23,6 +23,7 @@ shift
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 VENV=${SONIEVAL_VENV:-.venv}
 PORT=${RAY_PORT:-6379}
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}  # every node and the driver present the cluster's token
 CPUS=${SLURM_CPUS_PER_TASK:-$(nproc)}
 GPUS=$(nvidia-smi --list-gpus 2>/dev/null | wc -l || echo 0)
 

@@ -208,6 +208,16 @@ def _ray():
     return ray
 
 
+def _token_available() -> bool:
+    """Whether this machine holds a Ray cluster token (the variable, the file it names, or ~/.ray/auth_token)."""
+    from pathlib import Path
+
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
+    return Path(path).is_file()
+
+
 class RayEngine(Engine):
     """Tasks as Ray remote functions, retried on worker death (``max_retries``), never on their own errors.
 
@@ -220,6 +230,9 @@ class RayEngine(Engine):
 
     def __init__(self, address: str | None = None, *, max_retries: int = DEFAULT_MAX_RETRIES,
                  num_cpus: int | None = None, num_gpus: int | None = None):
+        if address and "RAY_AUTH_MODE" not in os.environ and _token_available():
+            # a `ray start` cluster asks for its token; a driver sends it only in token mode (read at import)
+            os.environ["RAY_AUTH_MODE"] = "token"
         ray = _ray()
         self.max_retries = int(max_retries)
         self._owns = False
@@ -230,7 +243,8 @@ class RayEngine(Engine):
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise SonievalError(f"engine ray: cannot {'join the cluster at ' + address if address else 'start a local cluster'}"
                                     f" ({item_error(exc)})",
-                                    hint="start one with `ray start --head` or leave --address out") from None
+                                    hint="start one with `ray start --head` (its token in ~/.ray/auth_token or "
+                                         "RAY_AUTH_TOKEN) or leave --address out") from None
             self._owns = True
         self._remote = ray.remote(_execute)
 
