@@ -45,7 +45,7 @@ from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, R
 
 __all__ = [
     "ENGINES", "Engine", "LocalEngine", "RayEngine", "Resources", "Task", "attempt", "chunks", "item_error",
-    "light_items", "make_engine", "run_tasks", "worker_memo",
+    "light_items", "make_engine", "run_items", "run_tasks", "worker_memo",
 ]
 
 ENGINES = ("local", "ray")
@@ -238,7 +238,8 @@ class RayEngine(Engine):
         self._owns = False
         if not ray.is_initialized():
             try:
-                ray.init(address=address, num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                # "local": a new cluster even when `ray start` left one running on this machine
+                ray.init(address=address or "local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                          logging_level="ERROR", log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise SonievalError(f"engine ray: cannot {'join the cluster at ' + address if address else 'start a local cluster'}"
@@ -356,6 +357,27 @@ def _record(manifest: RunManifest, stage: str, item: ManifestItem, got: ItemOutc
     manifest.record(stage, item.key, "done", system_id=item.system_id, inputs=item.inputs, path=got.path,
                     sha256=got.sha256, extra=got.extra)
     result.done.append(item.key)
+
+
+def run_items(manifest: RunManifest, stage: str, items: list[ManifestItem], fn: Callable[[ManifestItem], Any],
+              engine: Engine | None, *, resources: Resources | None = None, desc: str | None = None,
+              progress: bool = True) -> BatchResult:
+    """``manifest.run_batch(stage, items, fn)`` on an engine: one task per item, ``fn(item)`` in the worker.
+
+    The local engine (or None) is ``run_batch`` itself. On Ray ``fn`` may be a closure over large read-only
+    state (a reference kernel, embedding frames): it is stored once in the object store and shared by the
+    tasks (NumPy arrays without a copy); it must not capture the ledger, and what it writes it writes
+    atomically (the driver records)."""
+    if engine is None or engine.name == "local":
+        return manifest.run_batch(stage, items, fn, desc=desc, progress=progress)
+    ref = engine.put(fn)
+    tasks = [Task(f"{stage} {it.key}", call_each, [it], (ref,), resources or Resources()) for it in items]
+    return run_tasks(manifest, stage, tasks, engine, desc=desc, progress=progress)
+
+
+def call_each(items: list[ManifestItem], fn: Callable[[ManifestItem], Any]) -> Answer:
+    """The task of :func:`run_items`: ``fn`` on each item, each answered on its own."""
+    return {it.key: attempt(fn, it) for it in items}
 
 
 def light_items(items: list[ManifestItem]) -> list[ManifestItem]:

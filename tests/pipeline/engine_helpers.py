@@ -40,7 +40,7 @@ def ray_cluster():
         yield ray
         return
     path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path, CLUSTER_MARK: CLUSTER_ID}})
     yield ray
     ray.shutdown()
