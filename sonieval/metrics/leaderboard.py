@@ -41,6 +41,8 @@ import numpy as np
 import pandas as pd
 
 from sonieval.errors import DataError, SonievalError
+from sonieval.metrics.embed_tasks import fill_embedding_cache
+from sonieval.pipeline.engines import run_items
 from sonieval.pipeline.manifest import ItemOutcome, ManifestItem, RunManifest
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -174,11 +176,14 @@ def score_sets(
     manifest: RunManifest,
     training: pd.DataFrame | None = None,
     primary_codec: str | None = None,
+    engine=None,
 ) -> ScoreOutputs:
     """Score every system against ``reference`` with each embedding; write tables and figures.
 
     ``training`` (the train stage's table) adds each gate's validation R² to the learning table;
-    ``primary_codec`` names the codec of gates whose system_id names none (their ceiling)."""
+    ``primary_codec`` names the codec of gates whose system_id names none (their ceiling). ``engine``
+    (sonieval.pipeline.engines; default: this process) runs the embedding pass (one GPU per task when there
+    are GPUs) and one CPU task per system; the driver records them."""
     from sonieval.metrics import distances as D
     from sonieval.metrics.embeddings import EmbeddingCache, embed_files, load_embedding
     from sonieval.metrics.items import EMBEDDING_ITEM_METRICS, check_item_metrics
@@ -205,6 +210,7 @@ def score_sets(
             all_paths = list(reference.paths)
             for s in systems:
                 all_paths += s.paths + [o for o in s.originals if o]
+            fill_embedding_cache(manifest, engine, spec, all_paths, cache_dir, config.device, progress=config.progress)
             extraction = embed_files(backend, all_paths, cache=cache, progress=config.progress,
                                      desc=f"embed ({emb_id})")
             for p, err in extraction.errors.items():
@@ -361,7 +367,8 @@ def score_sets(
                 )
                 for s in systems
             ]
-            batch = manifest.run_batch(STAGE, items, score_system, desc=f"score ({emb_id})", progress=config.progress)
+            batch = run_items(manifest, STAGE, items, score_system, engine, desc=f"score ({emb_id})",
+                              progress=config.progress)
             failures.update({k: v for k, v in batch.failed.items()})
             for it in items:
                 if it.key in batch.failed:
@@ -384,7 +391,7 @@ def score_sets(
     if not score_parts and failures:
         first = next(iter(failures.values()))
         raise SonievalError(f"nothing could be scored; first failure: {first}")
-    audio_parts = _score_audio_items(systems, out_dir, config, manifest, failures)
+    audio_parts = _score_audio_items(systems, out_dir, config, manifest, failures, engine)
     scores = _concat(score_parts)
     item_scores = _concat(item_parts + audio_parts)
     return _write_outputs(scores, item_scores, out_dir, failures, pd.DataFrame(paired_rows), config=config,
@@ -451,7 +458,7 @@ def _item_row(system_id, clip_id, metric, emb_id, ev_frames, orig_frames) -> dic
             "direction": ITEM_METRIC_DIRECTION[metric], "error": err}
 
 
-def _score_audio_items(systems, out_dir, config, manifest, failures) -> list[Path]:
+def _score_audio_items(systems, out_dir, config, manifest, failures, engine=None) -> list[Path]:
     from sonieval.audio import ENCODER_RATE, read_audio
     from sonieval.metrics.items import AUDIO_MEASURES, ITEM_METRIC_DIRECTION, ItemScoreError, score_item
 
@@ -496,7 +503,8 @@ def _score_audio_items(systems, out_dir, config, manifest, failures) -> list[Pat
                      system_id=s.name, payload=s)
         for s in systems if any(s.originals)
     ]
-    batch = manifest.run_batch(f"{STAGE}-items", items, run, desc="per-item audio measures", progress=config.progress)
+    batch = run_items(manifest, f"{STAGE}-items", items, run, engine, desc="per-item audio measures",
+                      progress=config.progress)
     failures.update(batch.failed)
     for it in items:
         if it.key not in batch.failed:
@@ -977,8 +985,8 @@ def config_from_protocol(proto, **overrides) -> ScoreConfig:
     return cfg
 
 
-def run_score(proto, manifest: RunManifest, **overrides) -> ScoreOutputs:
-    """The ``score`` stage of a protocol: writes ``<results>/scores/``."""
+def run_score(proto, manifest: RunManifest, *, engine=None, **overrides) -> ScoreOutputs:
+    """The ``score`` stage of a protocol: writes ``<results>/scores/`` (``engine``: see score_sets)."""
     from sonieval.data.results_folder import check_sonifications
 
     # Missing tables and sonifications of clips not in the clips table stop here; stale WAVs are not scored.
@@ -989,6 +997,6 @@ def run_score(proto, manifest: RunManifest, **overrides) -> ScoreOutputs:
     training = pd.read_parquet(training_path) if training_path.is_file() else None
     outputs = score_sets(reference, systems, proto.results_path / "scores", config=config,
                          cache_dir=proto.cache_path, reference_label=label, manifest=manifest,
-                         training=training, primary_codec=proto.primary_codec.name)
+                         training=training, primary_codec=proto.primary_codec.name, engine=engine)
     outputs.notes = notes
     return outputs
