@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sonieval.commands.engine_args import add_engine_arguments, open_engine
+
 HELP = "KAD/FAD leaderboards against a reference set, per-item scores (for a protocol or any folders of audio)"
 DESCRIPTION = (
     "Score systems with KAD and FAD against a reference set.\n\n"
@@ -34,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", metavar="DIR", help="embedding cache folder")
     parser.add_argument("--no-items", action="store_true", help="skip per-item scores")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_engine_arguments(parser)
 
 
 def _systems(values: list[str]) -> dict[str, str]:
@@ -71,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         proto = load_protocol(args.protocol)
         if args.cache:
             proto.cache_dir = args.cache
-        with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
-            outputs = run_score(proto, manifest, **overrides)
+        with open_engine(args) as engine, RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+            outputs = run_score(proto, manifest, engine=engine, **overrides)
         out_dir = proto.results_path / "scores"
     else:
         if not args.reference or not args.system or not args.out:
