@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
             outputs = run_score(proto, manifest, engine=engine, **overrides)
         out_dir = proto.results_path / "scores"
     else:
+        if args.engine != "local" or args.address:
+            raise SonievalError("--engine and --address go with a PROTOCOL (folder mode scores in this process)")
         if not args.reference or not args.system or not args.out:
             raise SonievalError(
                 "folder mode needs --reference DIR, at least one --system NAME=DIR and --out DIR",
