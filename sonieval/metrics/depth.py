@@ -129,7 +129,11 @@ def depth_figure(depth: pd.DataFrame, encoder: str, path: str | Path, *, note: s
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    legend = {}  # every panel's entries once (the ceiling is absent from R²'s panel)
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    labels, handles = list(legend), list(legend.values())
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7, frameon=False)
     fig.suptitle(f"Audibility by depth · {encoder}" + (f"\n{note}" if note else ""), fontsize=9)
     fig.tight_layout(rect=(0, 0.05 + 0.02 * (len(labels) > 4), 1, 1))

@@ -22,7 +22,9 @@ Outputs under ``<out>/``: ``scores.parquet`` and ``scores.csv`` (DESIGN.md §3 s
 ``category`` for per-class rows), ``item_scores.parquet``, ``paired_kad.csv`` (each system against
 the best by KAD: paired bootstrap of the difference), ``leaderboard.{csv,md,html}`` and
 ``figures/<metric>__<embedding>__<encoder>__<postprocess>.png`` (the reference work's dot plot:
-one point per system, a line at the best).
+one point per system, a line at the best); with learning controls ``learning.csv``, and for
+encoders sonified at several layers ``depth.csv`` and ``figures/depth__<encoder>.png`` (audibility
+by depth, :mod:`sonieval.metrics.depth`).
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class ScoreOutputs:
     files: list[Path]
     failures: dict[str, str]
     learning: pd.DataFrame = field(default_factory=pd.DataFrame)  # trained systems beside their controls
+    depth: pd.DataFrame = field(default_factory=pd.DataFrame)  # the learning table by layer (encoders with several)
     notes: list[str] = field(default_factory=list)  # warnings for the console (e.g. stale files not scored)
 
 
@@ -548,23 +551,26 @@ def _concat(parts: Iterable[Path]) -> pd.DataFrame:
 
 
 def _with_system_parts(df: pd.DataFrame) -> pd.DataFrame:
-    from sonieval.tables import NO_CONTROL, parse_system_id
+    from sonieval.tables import CODEC_SLOT, INPUT_LAYER, NO_CONTROL, parse_system_id
 
-    enc, post, label, control = [], [], [], []
+    enc, layer, post, label, control = [], [], [], [], []
     for sid in df["system_id"]:
         try:
             k = parse_system_id(sid)
-            enc.append(k.encoder)
+            enc.append(k.slot.name)  # one figure per encoder: its layers side by side
+            layer.append(k.slot.layer if k.encoder != CODEC_SLOT else None)
             post.append(k.postprocess)
-            label.append(f"{k.variant}/lr{k.lr:g}/e{k.epoch}/{k.alignment}")
+            at = "" if k.slot.layer == INPUT_LAYER else f"{k.slot.layer}/"
+            label.append(f"{at}{k.variant}/lr{k.lr:g}/e{k.epoch}/{k.alignment}")
             control.append(k.control)
         except SonievalError:
             enc.append("folders")
+            layer.append(None)
             post.append("-")
             label.append(sid)
             control.append(NO_CONTROL)
     out = df.copy()
-    out["encoder"], out["postprocess"], out["system_label"], out["control"] = enc, post, label, control
+    out["encoder"], out["layer"], out["postprocess"], out["system_label"], out["control"] = enc, layer, post, label, control
     return out
 
 
@@ -594,7 +600,7 @@ def build_leaderboard(scores: pd.DataFrame) -> pd.DataFrame:
             "system_encoder_random_init", "system_codec_random_init", "value", "ci_low", "ci_high",
             "n_evaluated", "n_failed",
             "reference_set", "n_reference", "bandwidth", "scale", "saturated", "cross_term", "embedding_weights",
-            "ci_method", "error", "encoder", "postprocess", "system_label", "versions"]
+            "ci_method", "error", "encoder", "layer", "postprocess", "system_label", "versions"]
     overall = overall[[c for c in cols if c in overall.columns]]
     return overall.sort_values(["embedding", "metric", "rank", "system_id"]).reset_index(drop=True)
 
@@ -690,9 +696,97 @@ def learning_markdown(learning: pd.DataFrame) -> list[str]:
     return lines
 
 
+DEPTH_INTRO = ("Each encoder sonified at several layers: per layer, the trained gate beside the same gate "
+               "untrained and trained on shuffled pairs, and the codec's own reconstruction (ceiling), with 95 % CIs "
+               "(R²: validation clips resampled; KAD and item measures: sonified clips resampled). *Beats both "
+               "controls down to* = the deepest layer whose trained CI lies entirely on the better side of both "
+               "controls' CIs (*beats both* per layer).")
+
+
+def _depth_notes(scores: pd.DataFrame, training: pd.DataFrame | None) -> dict[str, str]:
+    """Per encoder, the provenance line of its depth figure: random weights, n validation and sonified clips."""
+    from sonieval.tables import system_parts
+
+    notes: dict[str, str] = {}
+    if scores is None or scores.empty:
+        return notes
+    overall = scores[scores["category"].isna()] if "category" in scores.columns else scores
+    encoders = {}
+    for sid, g in overall.groupby("system_id"):
+        try:
+            encoders.setdefault(system_parts(sid)["encoder"], []).append(g)
+        except SonievalError:
+            continue
+    for enc, parts in encoders.items():
+        g = pd.concat(parts)
+        random = "system_encoder_random_init" in g.columns and g["system_encoder_random_init"].fillna(False).astype(bool).any()
+        n_son = int(pd.to_numeric(g["n_evaluated"], errors="coerce").max())
+        n_val = None
+        if training is not None and "n_validation" in training.columns:
+            v = pd.to_numeric(training.loc[training["encoder"] == enc, "n_validation"], errors="coerce").dropna()
+            n_val = int(v.max()) if not v.empty else None
+        bits = ["RANDOM-WEIGHT encoder (tests the method, not a pretrained model)" if random else "pretrained encoder"]
+        bits += [f"R² over {n_val} validation clips"] if n_val else []
+        bits += [f"KAD/items over {n_son} sonified clips; bars: 95 % CIs"]
+        notes[enc] = "; ".join(bits)
+    return notes
+
+
+def depth_markdown(depth: pd.DataFrame | None, figures: list[Path] | None = None, out_dir: Path | None = None,
+                   notes: dict[str, str] | None = None) -> list[str]:
+    """Audibility by depth: per encoder a table per measure (layer by layer) and its figure."""
+    from sonieval.metrics.depth import depth_summary
+
+    if depth is None or depth.empty:
+        return []
+    summary = depth_summary(depth)
+    figs = {f.stem.split("__", 1)[1]: f for f in figures or []}
+    lines = ["## Audibility by depth", "", DEPTH_INTRO, ""]
+    for enc, d in depth.groupby("encoder", sort=False):
+        lines += [f"### {enc}", ""]
+        if (notes or {}).get(enc):
+            lines += [f"_{notes[enc]}_", ""]
+        if enc in figs and out_dir is not None:
+            lines += [f"![audibility by depth: {enc}]({figs[enc].relative_to(out_dir).as_posix()})", ""]
+        for (measure, emb), g in d.groupby(["measure", "embedding"], sort=False):
+            s = summary[(summary["encoder"] == enc) & (summary["measure"] == measure) & (summary["embedding"] == emb)]
+            reach = "; ".join(f"`{r.gate}`: {'no layer' if pd.isna(r.audible_to) else r.audible_to}"
+                              for r in s.itertuples())
+            lines += [f"#### {MEASURE_TITLES.get(measure, measure)} · {emb}", "", f"Beats both controls down to: {reach}.", "",
+                      "| layer | gate | trained | shuffled | untrained | ceiling | beats both |",
+                      "|---|---|---:|---:|---:|---:|---|"]
+            for _, r in g.iterrows():
+                verdict = {True: "yes", False: "no"}.get(r["beats_controls"], "—")
+                lines.append(f"| {r['layer']} | `{r['gate']}` | {_ci_cell(r, 'system')} | {_ci_cell(r, 'shuffled')} | "
+                             f"{_ci_cell(r, 'untrained')} | {_ci_cell(r, 'ceiling')} | {verdict} |")
+            lines.append("")
+    return lines
+
+
+def depth_html(depth: pd.DataFrame | None, figures: list[Path], out_dir: Path, notes: dict[str, str] | None = None) -> list[str]:
+    if depth is None or depth.empty:
+        return []
+    figs = {f.stem.split("__", 1)[1]: f for f in figures}
+    body = ["<h2>Audibility by depth</h2>", f"<p>{html.escape(DEPTH_INTRO)}</p>"]
+    for enc, d in depth.groupby("encoder", sort=False):
+        body.append(f"<h3>{html.escape(str(enc))}</h3>")
+        if (notes or {}).get(enc):
+            body.append(f"<p><em>{html.escape(notes[enc])}</em></p>")
+        if enc in figs:
+            body.append(f"<p><img src='{html.escape(figs[enc].relative_to(out_dir).as_posix())}' style='max-width:1000px'></p>")
+        for (measure, emb), g in d.groupby(["measure", "embedding"], sort=False):
+            body.append(f"<h4>{html.escape(MEASURE_TITLES.get(measure, measure))} · {html.escape(emb)}</h4>")
+            cells = {label: [_ci_cell(r, name) for _, r in g.iterrows()] for label, name in
+                     (("trained", "system"), ("shuffled", "shuffled"), ("untrained", "untrained"), ("ceiling", "ceiling"))}
+            verdict = [{True: "yes", False: "no"}.get(v, "—") for v in g["beats_controls"]]
+            shown = pd.DataFrame({"layer": list(g["layer"]), "gate": list(g["gate"]), **cells, "beats both": verdict})
+            body.append(shown.to_html(index=False, na_rep="—"))
+    return body
+
+
 def leaderboard_markdown(
     board: pd.DataFrame, scores: pd.DataFrame | None = None, paired: pd.DataFrame | None = None,
-    learning: pd.DataFrame | None = None,
+    learning: pd.DataFrame | None = None, depth: list[str] | None = None,
 ) -> str:
     lines = ["# KAD / FAD leaderboard", ""]
     if board.empty:
@@ -702,6 +796,7 @@ def leaderboard_markdown(
     lines += [f"- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k not in (
         "kad_convention", "fad_convention", "embedding_params")), ""]
     lines += learning_markdown(learning)
+    lines += depth or []
     for (emb, metric), g in board.groupby(["embedding", "metric"]):
         lines += [f"## {metric.upper()} · {emb}", "", "| rank | system | value | 95% CI | n evaluated | note |",
                   "|---:|---|---:|---|---:|---|"]
@@ -742,7 +837,7 @@ def leaderboard_markdown(
 
 
 def leaderboard_html(board: pd.DataFrame, figures: list[Path], out_dir: Path,
-                     learning: pd.DataFrame | None = None) -> str:
+                     learning: pd.DataFrame | None = None, depth: list[str] | None = None) -> str:
     head = "<!doctype html><meta charset='utf-8'><title>sonieval leaderboard</title>"
     style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px}</style>")
@@ -758,9 +853,10 @@ def leaderboard_html(board: pd.DataFrame, figures: list[Path], out_dir: Path,
             verdict = [{True: "yes", False: "no"}.get(v, "—") for v in g["beats_controls"]]
             shown = pd.DataFrame({"system": list(g["system_id"]), **cells, "beats both": verdict})
             body.append(shown.to_html(index=False, na_rep="—"))
+    body += depth or []
     if not board.empty:
         body.append("<p>Versions: <code>" + html.escape(board["versions"].iloc[0]) + "</code></p>")
-        shown = board.drop(columns=["versions", "encoder", "postprocess", "system_label"], errors="ignore")
+        shown = board.drop(columns=["versions", "encoder", "layer", "postprocess", "system_label"], errors="ignore")
         for (emb, metric), g in shown.groupby(["embedding", "metric"]):
             body.append(f"<h2>{html.escape(metric.upper())} · {html.escape(emb)}</h2>")
             body.append(g.to_html(index=False, na_rep="—", float_format=lambda v: f"{v:.4g}"))
@@ -832,6 +928,7 @@ def _write_outputs(
         write_table(item_scores, out_dir / "item_scores.parquet", "item_scores"),
     ]
     from sonieval.metrics.controls import item_summary, learning_table
+    from sonieval.metrics.depth import depth_figures, depth_table
 
     board = build_leaderboard(scores)
     figures = dot_plots(board, out_dir / "figures")
@@ -845,9 +942,17 @@ def _write_outputs(
     learning = learning_table(scores, items, training, primary_codec)
     if not learning.empty:
         files.append(write_table(learning, out_dir / "learning.csv"))
-    files.append(write_text_atomic(out_dir / "leaderboard.md", leaderboard_markdown(board, scores, paired, learning)))
-    files.append(write_text_atomic(out_dir / "leaderboard.html", leaderboard_html(board, figures, out_dir, learning)))
-    return ScoreOutputs(scores, item_scores, board, files + figures, failures, learning)
+    depth = depth_table(learning)
+    notes = _depth_notes(scores, training)
+    depth_figs = depth_figures(depth, out_dir / "figures", notes)
+    if not depth.empty:
+        files.append(write_table(depth, out_dir / "depth.csv"))
+    md_depth = depth_markdown(depth, depth_figs, out_dir, notes)
+    files.append(write_text_atomic(out_dir / "leaderboard.md",
+                                   leaderboard_markdown(board, scores, paired, learning, md_depth)))
+    files.append(write_text_atomic(out_dir / "leaderboard.html", leaderboard_html(
+        board, figures, out_dir, learning, depth_html(depth, depth_figs, out_dir, notes))))
+    return ScoreOutputs(scores, item_scores, board, files + figures + depth_figs, failures, learning, depth)
 
 
 # --------------------------------------------------------------------------- entry points
@@ -952,7 +1057,7 @@ def protocol_sets(proto) -> tuple[AudioSet, list[AudioSet], str]:
 def _provenance(g: pd.DataFrame) -> dict:
     """Sonify's provenance columns of one system (the same on all its rows)."""
     out = {}
-    for col in ("control", "codec_label"):
+    for col in ("control", "codec_label", "layer"):
         if col in g.columns and g[col].notna().any():
             out[col] = str(g[col].dropna().iloc[0])
     for col in ("encoder_random_init", "codec_random_init"):
