@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -48,6 +49,7 @@ import pandas as pd
 
 from sonieval.errors import DataError, SonievalError
 from sonieval.files import atomic_path, sha256_file
+from sonieval.pipeline.engines import run_tasks
 from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest
 from sonieval.protocol import Protocol
 from sonieval.tables import read_table, table_path_value, write_table
@@ -178,8 +180,6 @@ def _compute_cached(
 ) -> tuple[list[dict[str, Any]], BatchResult]:
     """Fill the cache for one model's targets, ``batch_size`` clips per forward; one manifest row per
     (clip, target). A clip goes through the model once for all the targets it still lacks."""
-    from tqdm.auto import tqdm
-
     by_clip = [(row, _clip_items(proto, row, kind, targets, load_model_info)) for row in clips.itertuples(index=False)]
     items = [it for _, its in by_clip for it in its]
     total = BatchResult()
@@ -189,19 +189,10 @@ def _compute_cached(
     need = {it.key for it in items if it.key in pending and not it.payload["target"].exists()
             and it.payload["error"] is None}
     to_compute = [(row, its) for row, its in by_clip if any(it.key in need for it in its)]
-    results: dict[str, np.ndarray | Exception] = {}
-    bar = tqdm(total=len(to_compute), desc=f"prepare {kind}s ({targets[0].model})", unit="clip",
-               disable=not progress or not to_compute)
-    for start in range(0, len(to_compute), batch_size):
-        chunk = to_compute[start:start + batch_size]
-        _forward_chunk(proto, chunk, targets, need, sample_rate, forward, results)
-        # Write and record this chunk now, so a kill loses at most the chunk in flight.
-        chunk_items = [it for _, its in chunk for it in its if it.key in pending]
-        res = manifest.run_batch(STAGE, chunk_items, lambda it: _store(it, results.pop(it.key, None), kind),
-                                 progress=False)
-        _merge(total, res)
-        bar.update(len(chunk))
-    bar.close()
+    engine, tasks = _cache_tasks(proto, to_compute, pending, need, kind=kind, targets=targets,
+                                 sample_rate=sample_rate, forward=forward, batch_size=batch_size)
+    _merge(total, run_tasks(manifest, STAGE, tasks, engine, desc=f"prepare {kind}s ({targets[0].model})",
+                            progress=progress, skip_done=False))
     computed = {id(row) for row, _ in to_compute}
     rest = [it for row, its in by_clip if id(row) not in computed for it in its if it.key in pending]
     _merge(total, manifest.run_batch(STAGE, rest, lambda it: _store(it, None, kind), progress=False))
@@ -218,6 +209,61 @@ def _compute_cached(
                 "status": state.get("status", "failed"), "error": state.get("error"),
             })
     return rows, total
+
+
+# The engine of the running ``run_prepare`` (sonieval.pipeline.engines): it reaches the cache loop without
+# changing the helpers between (prepare_encoder, cache_embeddings), which other code calls as they are.
+_ENGINE: ContextVar = ContextVar("prepare_engine", default=None)
+CHUNKS_PER_TASK = 8  # forward batches per Ray task: 64 clips at batch 8, seconds of a GPU per task
+
+
+def _cache_tasks(proto: Protocol, to_compute: list, pending: set[str], need: set[str], *, kind: str,
+                 targets: list[CacheTarget], sample_rate: int, forward: Forward, batch_size: int) -> tuple[Any, list]:
+    """The forward passes as tasks: on the local engine one per batch with the loaded model (recorded after
+    each batch, so a kill loses at most the batch in flight); on Ray several batches per task, the worker
+    loading the model once from its recipe (see ModelForward)."""
+    from sonieval.pipeline.engines import LocalEngine, Task
+
+    engine = _ENGINE.get() or LocalEngine()
+    recipe = getattr(forward, "recipe", None)
+    if engine.name == "local" or recipe is None:
+        engine, source, size = (engine if engine.name == "local" else LocalEngine()), ("here", forward), batch_size
+        proto_ref, resources = proto, engine.device_resources()
+    else:
+        device = "auto" if engine.gpus else getattr(forward, "device", "cpu")
+        source, size = ("recipe", recipe, device), batch_size * CHUNKS_PER_TASK
+        proto_ref, resources = engine.put(proto), engine.device_resources()
+    tasks = []
+    for start in range(0, len(to_compute), size):
+        part = to_compute[start:start + size]
+        items = [it for _, its in part for it in its if it.key in pending]
+        mine = {it.key for _, its in part for it in its} & need
+        tasks.append(Task(f"prepare {kind}s {targets[0].model} {start}", cache_chunk, items,
+                          (proto_ref, part, targets, mine, sample_rate, kind, batch_size, source), resources))
+    return engine, tasks
+
+
+def cache_chunk(items: list[ManifestItem], proto: Protocol, part: list, targets: list[CacheTarget], need: set[str],
+                sample_rate: int, kind: str, batch_size: int, source: tuple) -> dict[str, Any]:
+    """The task: forward ``part``'s clips batch by batch and write their cache entries (no ledger)."""
+    from sonieval.pipeline.engines import attempt, worker_memo
+
+    if source[0] == "here":
+        forward = source[1]
+    else:
+        _, recipe, device = source
+        device = resolve_device(device)
+        forward = worker_memo(("forward", str(proto.results_path), recipe, device),
+                              lambda: build_forward(proto, recipe, device))
+    mine = {it.key for it in items}
+    answer: dict[str, Any] = {}
+    for start in range(0, len(part), batch_size):
+        chunk = part[start:start + batch_size]
+        results: dict[str, Any] = {}
+        _forward_chunk(proto, chunk, targets, need, sample_rate, forward, results)
+        for it in (it for _, its in chunk for it in its if it.key in mine):
+            answer[it.key] = attempt(_store, it, results.pop(it.key, None), kind)
+    return answer
 
 
 def _clip_items(proto: Protocol, row, kind: str, targets: list[CacheTarget],
@@ -321,7 +367,31 @@ def read_encoder_info(embedding_folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def encoder_forward(encoder: Any, device: str) -> Forward:
+@dataclass
+class ModelForward:
+    """A loaded model's forward, and the recipe a worker rebuilds it from (``("encoder", name)`` or
+    ``("codec", name, model id, random init)`` of the protocol): a Ray task carries the recipe, never the
+    weights."""
+
+    fn: Forward
+    recipe: tuple
+    device: str
+
+    def __call__(self, batch: np.ndarray, targets: list[CacheTarget]) -> list[np.ndarray]:
+        return self.fn(batch, targets)
+
+
+def build_forward(proto: Protocol, recipe: tuple, device: str) -> ModelForward:
+    """The forward a recipe names, loaded here (in a worker): the protocol's encoder or prepared codec."""
+    if recipe[0] == "encoder":
+        from sonieval.models.encoders import load_encoder
+
+        index, spec = next((i, s) for i, s in enumerate(proto.resolved_encoders()) if s.name == recipe[1])
+        return encoder_forward(load_encoder(spec, device=device, index=index), device)
+    return codec_forward(codec_from_info(proto, recipe, device), device)
+
+
+def encoder_forward(encoder: Any, device: str) -> ModelForward:
     """All the asked-for layers of a batch from one forward pass of the encoder."""
     import torch
 
@@ -334,17 +404,35 @@ def encoder_forward(encoder: Any, device: str) -> Forward:
             out = encoder.embed_layers(torch.from_numpy(batch), layers)
         return [out[layer].float().cpu().numpy() for layer in layers]
 
-    return forward
+    return ModelForward(forward, ("encoder", encoder.name), device)
 
 
-def codec_forward(codec: Any, device: str) -> Forward:
+def codec_forward(codec: Any, device: str) -> ModelForward:
     import torch
 
     def forward(batch: np.ndarray, targets: list[CacheTarget]) -> list[np.ndarray]:
         with torch.inference_mode():
             return [codec.encode(torch.from_numpy(batch)).float().cpu().numpy()]  # the codec moves it to its device
 
-    return forward
+    return ModelForward(forward, ("codec", codec.name, str(codec.model_id), bool(codec.random_init)), device)
+
+
+def codec_from_info(proto: Protocol, recipe: tuple, device: str) -> Any:
+    """Codec ``name`` as this run's prepare wrote it: the mel codec with the normalisation the driver stored
+    beside its latents (``<cache>/latents/<key>/codec.json``) before sending any task."""
+    import json
+
+    from sonieval.models.codec import load_codec
+
+    _, name, model_id, random_init = recipe
+    spec = proto.resolved_codec(name)
+    if spec.name != "mel":
+        return load_codec(spec, weights_dir(), device=device)
+    from sonieval.models.mel_codec import MelNormalisation
+
+    key = model_key(name, model_id, random_init, proto.data.clip_seconds)  # as codec_model_key in the driver
+    info = json.loads((proto.cache_path / "latents" / key / CODEC_INFO).read_text())
+    return load_codec(spec, weights_dir(), device=device, normalisation=MelNormalisation.from_dict(info["normalisation"]))
 
 
 def encoder_targets(proto: Protocol, encoder: Any) -> list[CacheTarget]:
@@ -381,8 +469,26 @@ def run_prepare(
     device: str = "auto",
     batch_size: int = DEFAULT_ENCODE_BATCH,
     progress: bool = True,
+    engine: Any = None,
 ) -> PrepareResult:
-    """Fill the embedding and latent caches for the protocol's clips, encoders and layers (resumable)."""
+    """Fill the embedding and latent caches for the protocol's clips, encoders and layers (resumable); the
+    forward passes run as tasks on ``engine`` (sonieval.pipeline.engines; default: this process)."""
+    token = _ENGINE.set(engine)
+    try:
+        return _prepare_all(proto, manifest, device=device, batch_size=batch_size, progress=progress)
+    finally:
+        _ENGINE.reset(token)
+
+
+def _prepare_all(
+    proto: Protocol,
+    manifest: RunManifest,
+    *,
+    device: str = "auto",
+    batch_size: int = DEFAULT_ENCODE_BATCH,
+    progress: bool = True,
+) -> PrepareResult:
+    """run_prepare's work (see there)."""
     device = resolve_device(device)
     clips = read_usable_clips(proto)
     if clips.empty:
