@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sonieval.commands.engine_args import add_engine_arguments, open_engine
+
 HELP = "compute encoder embeddings and codec latents once into the cache (resumable)"
 DESCRIPTION = (
     "For the clips of tables/clips.parquet needed downstream (train, validation, listening set), compute each "
@@ -17,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per encoder/codec forward (default 8)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_engine_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
         from sonieval.errors import SonievalError
 
         raise SonievalError(f"--batch-size {args.batch_size}: must be at least 1")
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with open_engine(args) as engine, RunManifest(proto.results_path / "manifest.sqlite") as manifest:
         result = run_prepare(proto, manifest, device=args.device, batch_size=args.batch_size,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, engine=engine)
     print(f"prepare: {result.summary()}")
     _print_failures({k: v for b in result.batches.values() for k, v in b.failed.items()})
     print(f"table: {proto.results_path / 'tables' / 'prepared.parquet'}")
