@@ -7,12 +7,22 @@
    code path (token check, plan lookup, validation, one transaction per page), on SQLite
    (WAL, synchronous=FULL) and on PostgreSQL (a throwaway local cluster, default fsync on),
    measured in the same run.
+3. A crowd (issue 14): 50 raters enrol themselves through the public link (each with its own
+   Prolific-style participant id, arriving over 5 s) and rate every page at once, each page
+   after a think time of 3-7 s (a crowd rater listens and marks), on PostgreSQL and on SQLite in
+   the same run; then every mark is checked to be stored exactly once. 45 of them are
+   Streamlit-protocol raters (sonieval.study.loadtest: what a browser sends and fetches, minus
+   drawing, since 50 Chromium tabs on the 2 cores that also serve the study would measure the
+   browsers) and 5 are headless Chromium tabs, whose submit -> next page fully rendered
+   (player decoded) is the latency a rater sees; the protocol raters' submit -> page delivered
+   is printed beside it. The listening rule is off here (the think time stands for listening;
+   the rule and the player's timing are tested in tests/study).
 
 Stimuli: real ESC-50 clips (5 s, 44.1 kHz) from $SONIEVAL_ESC50 or ../shared/esc50 as originals;
 the two "systems" are the same clips low-passed and attenuated, made here only so that page
 sizes are realistic: these are timing stimuli, not sonifications, and no rating here is a result.
 
-    .venv/bin/python bench/bench_study.py [--pages-clips 6] [--raters 20]
+    .venv/bin/python bench/bench_study.py [--clips 6] [--raters 20] [--crowd 50] [--crowd-clips 3] [--only crowd]
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from sonieval.audio import read_audio, write_wav  # noqa: E402
 from sonieval.study.create import StudySettings, create_from_folders  # noqa: E402
+from sonieval.study.options import Enrolment  # noqa: E402
 from sonieval.study.session import RaterSession  # noqa: E402
 from sonieval.study.stimuli import lowpass_anchor  # noqa: E402
 from sonieval.study.store import StudyStore  # noqa: E402
@@ -62,9 +73,157 @@ def make_inputs(work: Path, n_clips: int) -> tuple[Path, dict[str, Path], str]:
     return originals, systems, label
 
 
-def create(work: Path, originals: Path, systems: dict[str, Path], storage: str | None, n_raters: int, study_id: str):
-    settings = StudySettings(study_id=study_id, n_raters=n_raters, attention_checks=2, min_listen_fraction=0.0)
+def create(work: Path, originals: Path, systems: dict[str, Path], storage: str | None, n_raters: int, study_id: str,
+           **options):
+    settings = StudySettings(study_id=study_id, n_raters=n_raters, attention_checks=2, min_listen_fraction=0.0, **options)
     return create_from_folders(settings, originals, systems, study_dir=work / "study", storage=storage, progress=False)
+
+
+async def crowd_rater(browser, link: str, think: tuple[float, float], seed: int, latencies: list[float]) -> int:
+    """One self-enrolling rater in its own browser context; returns the pages it submitted."""
+    import asyncio
+    import random
+
+    from sonieval.study.browser import _INSTRUCTION_RE, _MARK_PLAYERS_OLD_JS, _PAGE_RE, _RENDERED_JS, _SETTLED_JS, _WHICH_PAGE_JS
+
+    rng = random.Random(seed)
+    context = await browser.new_context()
+    page = await context.new_page()
+    page.set_default_timeout(180_000)
+    await page.goto(link)
+    submitted = 0
+    while True:
+        await page.wait_for_function(_SETTLED_JS, timeout=180_000)
+        which = await page.evaluate(_WHICH_PAGE_JS)
+        if which == "done":
+            break
+        if which == "familiarisation":
+            await page.get_by_role("button", name="I am ready").click()
+            await page.wait_for_function(_RENDERED_JS, arg="Page 1 of", timeout=180_000)
+            continue
+        if which != "page":
+            raise RuntimeError(f"crowd rater reached a {which!r} page: {(await page.inner_text('body'))[:200]!r}")
+        number, total = map(int, _PAGE_RE.search(await page.locator('[data-testid="stProgress"]').inner_text()).groups())
+        await asyncio.sleep(rng.uniform(*think))
+        alerts = " ".join(await page.locator('[data-testid="stAlert"]').all_inner_texts())
+        m = _INSTRUCTION_RE.search(alerts)
+        target = int(m.group(1)) if m else rng.randint(1, 5)
+        groups = page.locator('[data-testid="stRadio"]')
+        for k in range(await groups.count()):
+            option = groups.nth(k).locator('[data-testid="stRadioOption"]').nth(target - 1)
+            for _attempt in range(20):
+                await option.click()
+                if await option.locator("input").is_checked():
+                    break
+                await asyncio.sleep(0.1)
+        await page.evaluate(_MARK_PLAYERS_OLD_JS)
+        start = time.perf_counter()
+        await page.locator('[data-testid="stFormSubmitButton"] button').click()
+        await page.wait_for_function(_RENDERED_JS, arg="done" if number == total else f"Page {number + 1} of", timeout=180_000)
+        latencies.append(time.perf_counter() - start)
+        submitted += 1
+    await context.close()
+    return submitted
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def crowd_latency(created, n: int, n_browsers: int, think: tuple[float, float]) -> tuple[list[float], list[float], int, float]:
+    """Serve the study; ``n`` raters enrol through the public link and rate at once, ``n_browsers`` of
+    them in headless Chromium, the rest as protocol raters. Returns (browser latencies, protocol
+    latencies, pages submitted in all, CPU seconds the study server used meanwhile)."""
+    import asyncio
+
+    from playwright.async_api import async_playwright
+
+    from sonieval.study.browser import CHROMIUM_ARGS, chromium_path
+    from sonieval.study.loadtest import ProtocolRater
+    from sonieval.study.server import enrol_link, launch, wait_until_up
+
+    proc, base = launch(created.storage, created.study_id, log_path=created.study_dir / "server.log")
+    seen: list[float] = []
+
+    async def run() -> tuple[list[float], int]:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+
+            async def one(i: int):
+                await asyncio.sleep(5.0 * i / n)  # arrivals spread over 5 s
+                query = f"PROLIFIC_PID=bench{i:03d}&STUDY_ID=B&SESSION_ID=s{i}"
+                if i % max(1, n // max(n_browsers, 1)) == 0 and i // max(1, n // max(n_browsers, 1)) < n_browsers:
+                    return await crowd_rater(browser, enrol_link(base, created.enrol_key) + "&" + query, think, i, seen)
+                r = await ProtocolRater(base, f"enrol={created.enrol_key}&{query}", think=think, seed=i).run()
+                if r.error:
+                    raise RuntimeError(f"protocol rater {i}: {r.error}")
+                return r
+
+            try:
+                results = await asyncio.gather(*(one(i) for i in range(n)))
+            finally:
+                await browser.close()
+        protocol = [x for r in results if not isinstance(r, int) for x in r.latencies]
+        pages = sum(r if isinstance(r, int) else r.pages for r in results)
+        return protocol, pages
+
+    try:
+        wait_until_up(base, proc)
+        cpu0 = process_cpu_s(proc.pid)
+        protocol, pages = asyncio.run(run())
+        cpu = process_cpu_s(proc.pid) - cpu0
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    return seen, protocol, pages, cpu
+
+
+def exactly_once(storage: str, study_id: str) -> tuple[int, int, int]:
+    """(marks stored, distinct (rater, trial, attribute), marks planned)."""
+    from sqlalchemy import text
+
+    store = StudyStore(storage)
+    with store.engine.connect() as conn:
+        total, distinct = conn.execute(text(
+            "SELECT count(*), count(DISTINCT rater_id || '/' || trial_id || '/' || attribute) FROM ratings WHERE study_id = :s"
+        ), {"s": study_id}).one()
+        planned = conn.execute(text("SELECT count(*) FROM plan WHERE study_id = :s"), {"s": study_id}).scalar()
+    store.close()
+    return int(total), int(distinct), int(planned) * 2
+
+
+N_BROWSERS = 5
+
+
+def crowd_section(work: Path, originals: Path, systems: dict[str, Path], n: int, pg_url: str | None) -> bool:
+    """Part 3 on PostgreSQL (when available) and SQLite; returns True when every mark is stored once."""
+    ok = True
+    print(f"\n[3] {n} self-enrolled raters at once ({N_BROWSERS} in headless Chromium, {n - N_BROWSERS} protocol raters), "
+          "think time 3-7 s per page, joint mode")
+    for name, url in (("PostgreSQL (local, fsync on)", pg_url), ("SQLite (WAL, synchronous=FULL)", None)):
+        if name.startswith("PostgreSQL") and url is None:
+            print("    PostgreSQL: not measured (no server)")
+            continue
+        created = create(work / f"crowd-{name.split()[0].lower()}", originals, systems, url, n, "crowd",
+                         enrolment=Enrolment(enabled=True, max_per_minute=1000, max_per_ip_per_hour=1000))
+        load = os.getloadavg()[0]
+        seen, protocol, pages, cpu = crowd_latency(created, n, N_BROWSERS, (3.0, 7.0))
+        ms, pms = np.array(seen) * 1000, np.array(protocol) * 1000
+        total, distinct, planned = exactly_once(created.storage, "crowd")
+        ok &= total == distinct == planned
+        print(f"    {name}: {pages} pages submitted by {n} raters; marks {total} stored, {distinct} distinct, {planned} planned "
+              f"({'every mark exactly once' if total == distinct == planned else 'MISMATCH'}); load average {load:.1f} -> "
+              f"{os.getloadavg()[0]:.1f}")
+        print(f"      in Chromium ({len(ms)} submits): submit -> next page fully rendered median {np.median(ms):.0f} ms, "
+              f"p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms (goal: median < 300 ms: "
+              f"{'met' if np.median(ms) < 300 else 'NOT met'})")
+        print(f"      protocol raters ({len(pms)} submits): submit -> page delivered median {np.median(pms):.0f} ms, "
+              f"p95 {np.percentile(pms, 95):.0f} ms")
+        print(f"      study server: {cpu:.1f} CPU s for {pages} pages = {1000 * cpu / max(pages, 1):.0f} ms of CPU per page "
+              "(enrolment, familiarisation, every rerun and media request included; independent of the machine's load)")
+    return ok
 
 
 def browser_latency(created) -> list[float]:
@@ -126,6 +285,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=6, help="clips per study (pages = clips x 4 + 2)")
     ap.add_argument("--raters", type=int, default=20)
+    ap.add_argument("--crowd", type=int, default=50, help="self-enrolled raters in part 3 (0: skip it)")
+    ap.add_argument("--crowd-clips", type=int, default=3, help="clips of the crowd study (pages = clips x 4 + 2)")
+    ap.add_argument("--only", choices=["crowd"], help="run part 3 only")
     args = ap.parse_args()
     import sqlalchemy
     import streamlit
@@ -133,6 +295,10 @@ def main() -> int:
     from sonieval import __version__
 
     work = Path(tempfile.mkdtemp(prefix="bench-study-"))
+    if args.only == "crowd":
+        print(f"bench_study: sonieval {__version__}, streamlit {streamlit.__version__}, {os.cpu_count()} CPU(s), "
+              f"load average {os.getloadavg()[0]:.1f} at start; {esc50_clips(args.crowd_clips)[1]}; timing stimuli only")
+        return crowd_only(work, args)
     originals, systems, label = make_inputs(work / "inputs", args.clips)
     print(f"bench_study: sonieval {__version__}, streamlit {streamlit.__version__}, SQLAlchemy {sqlalchemy.__version__}, "
           f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f} at start")
@@ -166,10 +332,30 @@ def main() -> int:
         pg_rate, pg_marks, pg_wall = throughput(url, "bench", [tok for _, tok in pg_study.rater_tokens])
         print(f"    PostgreSQL (local, fsync on):          {pg_rate:7.0f} marks/s ({pg_marks} marks in {pg_wall:.2f} s)")
         print(f"    ratio PostgreSQL / SQLite: {pg_rate / sqlite_rate:.2f}")
+        ok = crowd_section(work, *make_inputs(work / "crowd-inputs", args.crowd_clips)[:2], args.crowd,
+                           pg.database_url(f"crowd_{uuid.uuid4().hex[:6]}")) if args.crowd else True
     finally:
         pg.stop()
     print(f"\nload average {os.getloadavg()[0]:.1f} at end (the machine is shared; absolute numbers vary)")
-    return 0
+    return 0 if ok else 1
+
+
+def crowd_only(work: Path, args) -> int:
+    from sonieval.study.pgtemp import start_temp_postgres
+
+    originals, systems, _ = make_inputs(work / "crowd-inputs", args.crowd_clips)
+    try:
+        pg = start_temp_postgres()
+    except RuntimeError as exc:
+        print(f"PostgreSQL not available ({exc})")
+        pg = None
+    try:
+        ok = crowd_section(work, originals, systems, args.crowd, pg.database_url(f"crowd_{uuid.uuid4().hex[:6]}") if pg else None)
+    finally:
+        if pg:
+            pg.stop()
+    print(f"\nload average {os.getloadavg()[0]:.1f} at end (the machine is shared; absolute numbers vary)")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -316,7 +316,7 @@ def prepare_study_for_protocol(proto, *, protocol_arg: str | None = None, port: 
 
     Does not start a server (the demo calls this and goes on); ``sonieval study serve`` does.
     """
-    from sonieval.study.create import create_from_protocol, read_tokens, record_tokens
+    from sonieval.study.create import create_from_protocol, read_enrol_key, read_tokens, record_tokens
 
     # A demo rerun over changed sonifications replaces the study while nobody has rated it yet.
     created = create_from_protocol(proto, progress=progress, replace_unrated=True)
@@ -328,7 +328,8 @@ def prepare_study_for_protocol(proto, *, protocol_arg: str | None = None, port: 
         f"study {created.study_id}: {created.n_trials} trials, storage {created.storage.split('://')[0]}, folder {created.study_dir}",
         f"start it with: sonieval study serve {target} --port {port}",
     ]
-    lines += [f"then open {line}" if i == 0 else f"     {line}" for i, line in enumerate(link_lines(base, admin, raters))]
+    links = link_lines(base, admin, raters, read_enrol_key(created.study_dir))
+    lines += [f"then open {line}" if i == 0 else f"     {line}" for i, line in enumerate(links)]
     lines += [f"note: {n}" for n in created.notes]
     lines += [f"warning: {w}" for w in created.warnings]
     return lines

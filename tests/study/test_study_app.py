@@ -55,7 +55,7 @@ def _complete(at: AppTest, study) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["joint", "split"])
+@pytest.mark.parametrize("mode", ["joint", "split", "multi"])
 def test_app_full_flow(tmp_path, monkeypatch, mode):
     study = make_folder_study(tmp_path, mode=mode)
     at = _app(monkeypatch, study, rater=study.tokens[0])
@@ -68,6 +68,10 @@ def test_app_full_flow(tmp_path, monkeypatch, mode):
     if mode == "joint":
         assert len(at.radio) == 2 and len(_players(at)) == 1 and len(at.get("image")) == 1
         assert [(s["label"], s["required"]) for s in _players(at)[0]["stimuli"]] == [("R", False), ("A", True)]
+    elif mode == "multi":  # a clip's 4 conditions on one page (or an attention check alone)
+        n = len(_players(at)[0]["stimuli"]) - 1
+        assert n in (1, 4) and len(at.radio) == 2 * n and len(at.get("image")) == n
+        assert [s["label"] for s in _players(at)[0]["stimuli"]] == ["R", *"ABCD"[:n]]
     else:  # split: one attribute per page; waveform hidden in the audio block, audio hidden in the visual block
         assert len(at.radio) == 1
         if "sound only" in first:
@@ -76,10 +80,29 @@ def test_app_full_flow(tmp_path, monkeypatch, mode):
             assert len(at.get("image")) == 1 and len(_players(at)) == 0
     assert "sys" not in first  # system names never shown
     pages = _complete(at, study)
-    assert pages == (9 if mode == "joint" else 18)
+    assert pages == {"joint": 9, "split": 18, "multi": 3}[mode]
     df = ratings_frame(StudyStore(study.url), study.study_id)
     assert len(df) == 18 and (df["mode"] == mode).all()
     assert df["attention_passed"].dropna().all()
+
+
+def test_app_mushra_sliders_start_unrated(tmp_path, monkeypatch):
+    study = make_folder_study(tmp_path, mode="multi", rating_scale="mushra", scale_min=0, scale_max=100, familiarisation=False,
+                              attention_checks=0, n_clips=1)
+    at = _app(monkeypatch, study, rater=study.tokens[0])
+    sliders = at.select_slider
+    assert len(sliders) == 8 and all(sl.value == "-" for sl in sliders)  # 4 conditions x 2 attributes, none rated yet
+    for sl in sliders[:-1]:
+        sl.set_value(64)
+    at.button[0].click().run()
+    assert "choose a mark for every question" in _texts(at)  # an untouched slider is no mark
+    assert len(ratings_frame(StudyStore(study.url), study.study_id)) == 0
+    for sl in at.select_slider:
+        sl.set_value(64)
+    at.button[0].click().run()
+    df = ratings_frame(StudyStore(study.url), study.study_id)
+    assert len(df) == 8 and set(df["mark"]) == {64} and (df["scale_max"] == 100).all()
+    assert at.success  # the only page: thank you
 
 
 def test_app_missing_mark_and_resume(small_study, monkeypatch):
@@ -127,8 +150,10 @@ def test_app_rater_token_does_not_open_admin(small_study, monkeypatch):
 def test_app_admin_view(small_study, monkeypatch):
     at = _app(monkeypatch, small_study, admin=small_study.admin_token)
     assert not at.exception
-    assert "admin" in at.title[0].value
-    assert len(at.dataframe) >= 3
+    assert at.title[0].value == f"{small_study.study_id}: admin"
+    assert len(at.dataframe) >= 5  # per rater, per trial, where raters stop, sessions, screening
+    per_rater = at.dataframe[0].value
+    assert set(per_rater["status"]) == {"familiarisation"} and "median_listened_s" in per_rater.columns
     close = next(b for b in at.button if b.label == "Close the study")
     close.click().run()
     assert StudyStore(small_study.url).study(small_study.study_id).status == "closed"

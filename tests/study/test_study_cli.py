@@ -380,3 +380,27 @@ def test_cli_serve_port_taken_is_one_clear_error_before_any_link(small_study, ca
     assert len(out.err.strip().splitlines()) == 1
     assert "?rater=" not in out.out and "?admin=" not in out.out and "served at" not in out.out
     assert not (small_study.created.study_dir / "server.json").exists()
+
+
+def test_cli_crowd_protocol_prints_the_public_link_and_stores_its_options(tmp_path, capsys):
+    """Issue 14's protocol keys reach the study; with enrolment only the public link is minted."""
+    audio = tmp_path / "audio"
+    originals, _ = write_folders(audio, n_clips=1, n_systems=1)
+    os.rename(originals, audio / "originals")
+    proto = tmp_path / "crowd.yaml"
+    proto.write_text(yaml.safe_dump({"name": "crowd", "results_dir": str(tmp_path / "res"), "study": {
+        "audio_dir": str(audio), "title": "Panel A", "mode": "multi", "rating_scale": "mushra", "n_raters": 30,
+        "sessions": {"pages": 10}, "headphone_check": {"enabled": True, "on_fail": "stop"},
+        "enrolment": {"enabled": True, "completion_url": "https://app.prolific.com/submissions/complete?cc={code}"},
+        "loudness_lufs": -23.0}}))
+    assert main(["study", "create", str(proto)]) == 0
+    out = capsys.readouterr().out
+    assert "?rater=" not in out and "public enrolment: http://127.0.0.1:8501/?enrol=" in out
+    assert "&PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}" in out
+    info = StudyStore(f"sqlite:///{tmp_path / 'res' / 'study.sqlite'}").study("crowd")
+    opts = info.options
+    assert (info.mode, info.scale_min, info.scale_max, info.title) == ("multi", 0, 100, "Panel A")
+    assert opts.sessions.pages == 10 and opts.headphones.on_fail == "stop" and opts.enrolment.cap == 30
+    assert opts.enrolment.completion_code and len(opts.enrolment.key_hash) == 64
+    assert info.provenance["loudness"]["target_lufs"] == -23.0
+    assert (tmp_path / "res" / "study" / "links.txt").read_text().count("enrol ") == 1

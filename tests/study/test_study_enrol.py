@@ -169,3 +169,29 @@ def test_multi_page_marks_every_condition_at_once(tmp_path):
     assert refused.value.reason == "listen" and refused.value.wait == pytest.approx(0.15)
     assert s.submit(state.step.position, marks, {"listened_s": dict.fromkeys(labels, 0.2)}).stored == 8
     assert s.submit(state.step.position, marks, {"listened_s": dict.fromkeys(labels, 0.2)}).stored == 0  # idempotent
+
+
+@pytest.mark.slow
+def test_protocol_raters_enrol_and_finish_a_served_study(tmp_path):
+    """The load generator of the benchmark (sonieval.study.loadtest) does what a browser does:
+    enrols through the public link, passes the break, rates with the listening rule on."""
+    import asyncio
+
+    from sonieval.study.export import ratings_frame
+    from sonieval.study.loadtest import run_crowd
+    from sonieval.study.server import launch, wait_until_up
+
+    study = make_folder_study(tmp_path, n_clips=1, n_systems=1, seconds=0.4, min_listen_fraction=1.0, n_raters=3,
+                              sessions=Sessions(pages=2), enrolment=Enrolment(enabled=True, max_per_ip_per_hour=100))
+    proc, base = launch(study.url, study.study_id, log_path=tmp_path / "server.log")
+    try:
+        wait_until_up(base, proc)
+        queries = [f"enrol={study.created.enrol_key}&PROLIFIC_PID=proto{i}" for i in range(3)]
+        runs = asyncio.run(run_crowd(base, queries, think=(0.05, 0.2), arrival_s=0.5))
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert [r.error for r in runs] == [None] * 3 and [r.pages for r in runs] == [4] * 3
+    df = ratings_frame(StudyStore(study.url), study.study_id)
+    assert len(df) == 3 * 4 * 2 and not df.duplicated(["rater_id", "trial_id", "attribute"]).any()
+    assert (df["listened_s"] >= df["stimulus_seconds"] - 0.05).all() and set(df["session"]) == {1, 2}
