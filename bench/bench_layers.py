@@ -1,6 +1,7 @@
 """Layer sweep cost: every layer of an encoder from one forward pass vs its deepest layer alone.
 
     .venv/bin/python bench/bench_layers.py [--clips 2] [--repeats 3] [--threads 2] [--full ast,hubert]
+                                           [--prepare wavlm,whisper,clap,ast:full,hubert:full] [--prepare-clips 4]
 
 For each registered encoder (small random configs: real geometry, narrow and shallow), times
 ``embed_layers(audio, "all")`` (input + every block, one forward pass, hidden states kept) against
@@ -11,7 +12,14 @@ the one to trust on a shared machine: other processes' load stretches wall time 
 *random* weights (a forward costs the same with any weights; the weights cannot be fetched here);
 by default AST and HuBERT (``--full all`` adds wav2vec 2.0, WavLM, Whisper base and CLAP's HTSAT).
 Clips: real ESC-50 clips (``$SONIEVAL_ESC50`` or ../shared/esc50) when present, else noise (said in
-the output). Times are the minimum over ``--repeats`` (the least disturbed run, as timeit advises: on a
+the output).
+
+Second part, at the level of the ``prepare`` stage (``--prepare``; ``NAME`` = small config,
+``NAME:full`` = published size, random weights): the stage's embedding pass
+(``sonieval.pipeline.prepare.cache_embeddings``: hashing and reading the clips, the forward, float16
+checks, one atomic ``.npy`` per clip and layer, one manifest record per clip and layer) for
+``layer: all`` against ``layer: <deepest>`` into fresh results and cache folders, the encoder loaded
+once beforehand (loading costs the same on both sides). Goal: the sweep <= 1.2x the deepest layer alone. Times are the minimum over ``--repeats`` (the least disturbed run, as timeit advises: on a
 shared machine other processes only ever add time); the two sides run alternately (a-b, b-a) so that
 both see the same machine load.
 """
@@ -133,6 +141,73 @@ def measure(encoder, n_clips: int, repeats: int, per_layer: bool) -> dict:
     return row
 
 
+def esc50_clips_table(n: int, folder: Path):
+    """A clips table (the clips stage's interface) of ``n`` ESC-50 clips, else ``n`` noise WAVs written to ``folder``."""
+    import numpy as np
+    import pandas as pd
+
+    from sonieval.audio import CODEC_RATE, write_wav
+
+    root = Path(os.environ.get("SONIEVAL_ESC50", "") or REPO.parent / "shared" / "esc50")
+    meta = root / "meta" / "esc50.csv"
+    if meta.is_file():
+        files = [root / "audio" / f for f in sorted(pd.read_csv(meta)["filename"])[:n]]
+        label = f"{n} ESC-50 clips"
+    else:
+        rng = np.random.default_rng(0)
+        files = [write_wav(folder / f"noise{i}.wav", 0.1 * rng.standard_normal(5 * CODEC_RATE).astype("float32"),
+                           CODEC_RATE) for i in range(n)]
+        label = f"{n} NOISE clips"
+    return pd.DataFrame({"clip_id": [f.stem for f in files], "filename": [f.name for f in files], "fold": 1, "target": 0,
+                         "category": "x", "path": [str(f) for f in files], "split": "train", "listening": False,
+                         "status": "ok", "error": None}), label
+
+
+def prepare_pass(encoder, layers, clips, root: Path) -> None:
+    """The prepare stage's embedding pass for ``layers`` into fresh results and cache folders under ``root``."""
+    import shutil
+
+    from sonieval.pipeline.manifest import RunManifest
+    from sonieval.pipeline.prepare import cache_embeddings
+    from sonieval.protocol import parse_protocol
+
+    shutil.rmtree(root, ignore_errors=True)
+    proto = parse_protocol({"name": "bench", "results_dir": str(root / "results"), "cache_dir": str(root / "cache"),
+                            "encoders": [{"name": encoder.name, "size": "small"}], "codec": {"name": "mel"}})
+    encoder.set_layers(layers)
+    with RunManifest(root / "manifest.sqlite") as manifest:
+        rows, _ = cache_embeddings(proto, manifest, clips, encoder, batch_size=8)
+    if any(r["status"] != "done" for r in rows):
+        raise SystemExit(f"bench_layers: a prepare pass failed: {[r['error'] for r in rows if r['error']][:1]}")
+
+
+def measure_prepare(names: list[str], n_clips: int, repeats: int) -> float:
+    """Print the prepare-stage sweep vs deepest-layer-alone rows; returns the worst CPU-time ratio."""
+    import tempfile
+
+    print(f"\nprepare stage (cache_embeddings into fresh folders; encoder loaded once; least of {repeats}, alternated)")
+    print(f"{'encoder':<26}{'layers':>7}{'all: wall/CPU s':>18}{'deepest: wall/CPU s':>22}{'ratio wall':>11}"
+          f"{'ratio CPU':>10}{'files':>12}  clips")
+    worst = 0.0
+    with tempfile.TemporaryDirectory(prefix="bench_layers_") as tmp:
+        tmp = Path(tmp)
+        clips, label = esc50_clips_table(n_clips, tmp / "audio")
+        for item in names:
+            name, _, size = item.partition(":")
+            encoder = full_size(name) if size == "full" else small(name)
+            deepest = encoder.num_blocks
+            t_all, t_one = alternate(lambda: prepare_pass(encoder, "all", clips, tmp / "a"),
+                                     lambda: prepare_pass(encoder, deepest, clips, tmp / "b"), repeats)
+            ratio = t_all[1] / t_one[1]
+            worst = max(worst, ratio)
+            files = f"{n_clips * (deepest + 1)} vs {n_clips}"
+            print(f"{name + ' (' + (size or 'small') + ', random)':<26}{deepest + 1:>7}{t_all[0]:>9.3f}/{t_all[1]:<8.3f}"
+                  f"{t_one[0]:>13.3f}/{t_one[1]:<8.3f}{t_all[0] / t_one[0]:>10.2f}x{ratio:>9.2f}x{files:>12}  {label}",
+                  flush=True)
+            del encoder
+    return worst
+
+
 def main() -> int:
     import transformers
 
@@ -143,6 +218,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--full", default="ast,hubert", help="encoders to time at full size (random weights), or 'all', or ''")
+    parser.add_argument("--prepare", default="wavlm,whisper,clap,ast:full,hubert:full",
+                        help="encoders for the prepare-stage part (NAME small, NAME:full published size), or ''")
+    parser.add_argument("--prepare-clips", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     full = FULL_ALL if args.full == "all" else tuple(x for x in args.full.split(",") if x)
@@ -166,6 +244,11 @@ def main() -> int:
     print(f"all layers from one pass vs the deepest alone: worst CPU-time ratio {worst:.2f}x (goal <= 1.2x); "
           "'loop' = one forward per layer (CPU time), relative to the deepest alone; 'blocks run' = "
           "transformer-block forwards in one call of each side (counted)")
+    names = [x for x in args.prepare.split(",") if x]
+    if names:
+        worst_prepare = measure_prepare(names, args.prepare_clips, args.repeats)
+        print(f"prepare stage, all layers vs the deepest alone: worst CPU-time ratio {worst_prepare:.2f}x (goal <= 1.2x); "
+              "'files' = cached .npy files (and manifest records) written by each side")
     return 0
 
 

@@ -450,9 +450,17 @@ def prepare_encoder(proto: Protocol, manifest: RunManifest, clips: pd.DataFrame,
                     progress: bool = False) -> tuple[list[dict[str, Any]], BatchResult]:
     """The embeddings of one ``encoders[index]`` entry at every layer it names, into the cache."""
     from sonieval.models.encoders import load_encoder
-    from sonieval.models.layers import parse_layer_label
 
     encoder = load_encoder(spec, device=device, index=index)
+    return cache_embeddings(proto, manifest, clips, encoder, device=device, batch_size=batch_size, progress=progress)
+
+
+def cache_embeddings(proto: Protocol, manifest: RunManifest, clips: pd.DataFrame, encoder: Any, *, device: str = "cpu",
+                     batch_size: int = DEFAULT_ENCODE_BATCH,
+                     progress: bool = False) -> tuple[list[dict[str, Any]], BatchResult]:
+    """The embeddings of a loaded encoder at its ``loaded_layers`` for ``clips``, into the cache."""
+    from sonieval.models.layers import parse_layer_label
+
     targets = encoder_targets(proto, encoder)
     for t in targets:
         write_encoder_info(proto, t.key, encoder, parse_layer_label(t.layer))
