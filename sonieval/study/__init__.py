@@ -1,7 +1,7 @@
 """The listening study: design, stimuli, storage, the rater/admin sessions, export, serving.
 
 - ``design.py``: trials (sonification, hidden reference, low anchor, attention checks),
-  full or balanced-subset designs, per-rater seeded orders, joint or split mode.
+  full or balanced-subset designs, per-rater seeded orders, joint, split or multi mode.
 - ``stimuli.py``: the study's own audio (blinded copies, the anchor), safe file serving.
 - ``loudness.py``: BS.1770 loudness and true peak; one level per clip under a true-peak ceiling.
 - ``prepare.py``: writes a study's aligned files (originals, stimuli, waveforms) and their levels.
@@ -9,10 +9,15 @@
 - ``texts.py``: what the pages say, including every plain-sentence answer to a rater.
 - ``waveforms.py``: original-above-stimulus PNGs, rendered once and cached.
 - ``store.py``: SQLAlchemy storage (SQLite default, PostgreSQL by URL), schema versioned.
-- ``session.py``: what a rater and an admin may do, each behind a token; the listening gate.
+- ``options.py``: how a study is shown and run: title, rating scale, sessions, enrolment, headphone check.
+- ``session.py``: what a rater and an admin may do, each behind a token; the listening rule,
+  sessions and breaks, the headphone check, crowd enrolment (platform ids, keyed address hash).
+- ``player/``: the A/B player (Streamlit component, Web Audio): same-playhead switching, loop,
+  keys, listening time per sound.
+- ``headphone.py``: the antiphase headphone check of Woods et al. (2017), from its description.
 - ``create.py``: make a study from the protocol's tables, ``study.audio_dir`` or folders.
 - ``export.py``: the ratings table (CSV, Parquet), progress and screening tables.
 - ``server.py``: start and own ``streamlit run study_app/app.py``, record its address, build links.
-- ``browser.py``, ``pgtemp.py``: headless-Chromium rater driver and throwaway PostgreSQL
-  (tests, benchmark, deployment smoke tests).
+- ``browser.py``, ``loadtest.py``, ``pgtemp.py``: headless-Chromium rater driver, Streamlit-protocol
+  raters for crowd load, and throwaway PostgreSQL (tests, benchmark, deployment smoke tests).
 """

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import numbers
+import os
 import re
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 

@@ -792,7 +792,15 @@ class StudyStore:
         return StepState(None, None, done, len(steps))
 
     def mark_shown(self, rater: Rater, position: int) -> float:
-        """Record when a page was first shown (kept across reloads); returns that time."""
+        """Record when a page was first shown (kept across reloads); returns that time.
+
+        Read first: a page shown before needs no write (on SQLite every UPDATE takes the database's
+        write lock, even one that changes no row, and a crowd reloads pages all the time)."""
+        key = (plan.c.study_id == rater.study_id, plan.c.rater_id == rater.rater_id, plan.c.position == position)
+        with self.engine.connect() as conn:
+            shown = conn.execute(select(plan.c.shown_at).where(*key)).scalar()
+        if shown is not None:
+            return float(shown)
         now = self.clock()
         with self.engine.begin() as conn:
             conn.execute(update(plan).where(
