@@ -1,7 +1,7 @@
 """bench_engines: the executor layer, side by side in one run (ratios; the machine may be shared and loaded).
 
 1. grid: one protocol (protocols/demo.yaml reduced: synthetic clips, small random AST and HuBERT, the mel
-   codec, LIN and CONV gates with their untrained and shuffled controls, 2 learning rates) run end to end
+   codec, LIN and CONV gates with their untrained and shuffled controls, 4 epochs) run end to end
    (`run_protocol`) on the local engine and on a local Ray cluster of ``--workers`` workers: wall time per
    stage and CPU time (the local engine: this process; Ray: this process and every process of the cluster).
 2. overhead: ``--noop`` tasks that carry a training task's arguments (the protocol, a train item with its
@@ -76,8 +76,8 @@ def grid_protocol(root: Path):
     data["encoders"] = [{"name": "ast", "size": "small"}, {"name": "hubert", "size": "small"}]
     data["codec"] = [{"name": "mel", "iterations": 16}]
     data["gates"].update(variants=["LIN", "CONV"])
-    data["training"].update(learning_rates=[0.005, 0.001], epochs=[8])
-    data["metrics"].update(bootstrap=200, item_metrics=["logmel_l1"])
+    data["training"].update(learning_rates=[0.005], epochs=[4])
+    data["metrics"].update(bootstrap=20, item_metrics=["logmel_l1"])
     root.mkdir(parents=True, exist_ok=True)
     (root / "grid.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
     return load_protocol(root / "grid.yaml")
@@ -373,9 +373,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--noop", type=int, default=200)
-    ap.add_argument("--gates", type=int, default=8)
-    ap.add_argument("--clips", type=int, default=64, help="training clips for the shared-pass comparison")
-    ap.add_argument("--step-batch", type=int, default=16, help="batch of the per-step costs (projection)")
+    ap.add_argument("--gates", type=int, default=4)
+    ap.add_argument("--clips", type=int, default=32, help="training clips for the shared-pass comparison")
+    ap.add_argument("--step-batch", type=int, default=8, help="batch of the per-step costs (projection)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: grid,overhead,shared,projection")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))

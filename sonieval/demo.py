@@ -74,6 +74,8 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
             if stage.name == "clips":
                 for line in describe_clips_stage(out, proto):
                     echo(f"  {line}")
+            for line in getattr(out, "notes", None) or []:  # e.g. score's stale-file warnings
+                echo(f"  {line}")
         outputs["manifest"] = manifest.path
 
     outputs["clips table"] = results / "tables" / "clips.parquet"
