@@ -34,8 +34,10 @@ def run(args: argparse.Namespace) -> int:
 
     proto = load_protocol(args.protocol)
     if args.figure:
+        from sonieval.data.results_folder import require_tables
         from sonieval.pipeline.figures import sonification_figure
 
+        require_tables(proto.results_path, ["clips", "sonifications"], args.protocol)
         path = sonification_figure(proto.results_path, args.figure, args.systems, args.out,
                                    clip_seconds=proto.data.clip_seconds)
         print(f"figure: {path}")

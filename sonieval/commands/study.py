@@ -94,6 +94,30 @@ def _locate(args: argparse.Namespace):
     raise SonievalError("no study given", hint="pass a PROTOCOL or --study-dir DIR")
 
 
+def _open_existing(args: argparse.Namespace, url: str, study_id: str):
+    """The study's store, refusing (before any file is made) a SQLite database that does not exist
+    yet and a study the database does not hold, with the command that creates it."""
+    from sqlalchemy.engine import make_url
+
+    from sonieval.errors import SonievalError
+    from sonieval.study.store import StudyStore, normalise_url, redact_url
+
+    create = f"sonieval study create {args.protocol}" if args.protocol else "sonieval study create PROTOCOL"
+    try:
+        parsed = make_url(normalise_url(url))
+    except Exception:
+        parsed = None
+    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database \
+            and not Path(parsed.database).is_file():
+        raise SonievalError(f"study {study_id!r} has not been created yet: no database at {parsed.database}",
+                            hint=f"create it with `{create}`, or create and serve it with `{create.replace('create', 'serve', 1)}`")
+    store = StudyStore(url)
+    if not store.has_study(study_id):
+        store.close()
+        raise SonievalError(f"study {study_id!r} not found in {redact_url(url)}", hint=f"create it with `{create}`")
+    return store
+
+
 def run(args: argparse.Namespace) -> int:
     return {
         "create": _create, "serve": _serve, "invite": _invite, "export": _export,
@@ -221,10 +245,9 @@ def _invite(args: argparse.Namespace) -> int:
 
     from sonieval.study.create import append_links
     from sonieval.study.server import link_base, rater_link
-    from sonieval.study.store import StudyStore
 
     _, study_dir, url, study_id = _locate(args)
-    with StudyStore(url) as store:
+    with _open_existing(args, url, study_id) as store:
         minted = store.invite(study_id, args.n)
     append_links(Path(study_dir), [f"rater {rid} {tok}" for rid, tok in minted])
     base, note = link_base(Path(study_dir), args.public_url)
@@ -238,10 +261,10 @@ def _invite(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from sonieval.study.export import write_ratings
-    from sonieval.study.store import StudyStore, redact_url
+    from sonieval.study.store import redact_url
 
     _, study_dir, url, study_id = _locate(args)
-    with StudyStore(url) as store:
+    with _open_existing(args, url, study_id) as store:
         store.study(study_id)
         csv, parquet, n = write_ratings(store, study_id, args.out or study_dir)
     print(f"{n} marks of study {study_id} (storage {redact_url(url)}) -> {csv}, {parquet}")
@@ -249,10 +272,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _set_status(args: argparse.Namespace, status: str) -> int:
-    from sonieval.study.store import StudyStore
 
     _, _, url, study_id = _locate(args)
-    with StudyStore(url) as store:
+    with _open_existing(args, url, study_id) as store:
         store.study(study_id)
         store.set_status(study_id, status)
     print(f"study {study_id} is {status}")
@@ -264,10 +286,9 @@ def _admin_link(args: argparse.Namespace) -> int:
 
     from sonieval.study.create import append_links
     from sonieval.study.server import admin_link, link_base
-    from sonieval.study.store import StudyStore
 
     _, study_dir, url, study_id = _locate(args)
-    with StudyStore(url) as store:
+    with _open_existing(args, url, study_id) as store:
         token = store.rotate_admin_token(study_id)
     append_links(Path(study_dir), [f"admin {token}"])
     base, note = link_base(Path(study_dir), args.public_url)

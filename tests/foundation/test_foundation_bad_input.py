@@ -236,12 +236,13 @@ def test_run_exits_nonzero_and_lists_the_failed_items(tiny_esc50, tiny_esc50_mas
 
 
 @pytest.mark.parametrize("argv", [["prepare"], ["train"], ["sonify"], ["score"], ["study", "create"],
-                                  ["study", "serve", "--free-port"]])
+                                  ["study", "serve", "--free-port"], ["sonify", "--figure", "clip0"]])
 def test_a_stage_before_the_clips_table_names_the_command_that_makes_it(argv, write_protocol, tmp_path, capsys,
                                                                          monkeypatch):
     monkeypatch.delenv("SONIEVAL_ESC50", raising=False)
     proto = _small_protocol(write_protocol, tmp_path)
-    rc = main([*argv[:2 if argv[0] == "study" else 1], str(proto), *argv[2:]])
+    head = 2 if argv[0] == "study" else 1
+    rc = main([*argv[:head], str(proto), *argv[head:]])
     line = _assert_one_clean_line(capsys.readouterr().err)
     clips = tmp_path / "res" / "tables" / "clips.parquet"
     assert rc == 2 and f"{clips}: clips table not found" in line

@@ -404,3 +404,14 @@ def test_cli_crowd_protocol_prints_the_public_link_and_stores_its_options(tmp_pa
     assert opts.enrolment.completion_code and len(opts.enrolment.key_hash) == 64
     assert info.provenance["loudness"]["target_lufs"] == -23.0
     assert (tmp_path / "res" / "study" / "links.txt").read_text().count("enrol ") == 1
+
+
+@pytest.mark.parametrize("action", [["export"], ["close"], ["invite", "1"], ["admin-link"]])
+def test_study_commands_before_create_leave_no_database_and_name_the_command(tmp_path, capsys, action):
+    results = _results(tmp_path)
+    proto = _protocol(tmp_path, results)
+    assert main(["study", *action, str(proto)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has not been created yet" in err
+    assert f"sonieval study create {proto}" in err
+    assert not (results / "study.sqlite").exists()
