@@ -220,6 +220,15 @@ def system_parts(system_id: str) -> dict:
             "alignment": k.alignment, "postprocess": k.postprocess}
 
 
+def control_of(system_id: str) -> str:
+    """The ``control`` column of a system: ``none``, ``untrained``, ``shuffled`` or ``ceiling``; a system
+    named freely (folder studies and folder scores: ``--system NAME=DIR``) is ``none``."""
+    try:
+        return system_parts(str(system_id))["control"]
+    except DataError:
+        return NO_CONTROL
+
+
 def format_lr(lr: float) -> str:
     """``0.005 -> '0.005'``, ``1e-05 -> '1e-05'``: the shortest exact text of the float."""
     return repr(float(lr))

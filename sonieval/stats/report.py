@@ -35,6 +35,7 @@ from sonieval.stats.inputs import (
     InputFile, Ratings, Scores, load_item_scores, load_ratings, load_scores, match_systems,
 )
 from sonieval.stats.screening import ScreeningRules, screen_raters
+from sonieval.tables import control_of
 
 SIMULATED_BANNER = "SIMULATED RATINGS: not a study result"
 
@@ -334,6 +335,8 @@ def analyse(
         sec["note"] = np.where(sec[["spearman_screened", "spearman_all_raters"]].isna().any(axis=1),
                                "correlation undefined in one version: see correlations.csv notes", "")
     tables["reference_table"] = reference_table(matched_means, scores.overall)
+    for name, table in tables.items():  # controls are marked in every table that names systems
+        tables[name] = with_control_column(table)
 
     summary.update({
         "n_ratings": int(len(df)),
@@ -438,6 +441,16 @@ def models_stage(son: pd.DataFrame, systems: list[str]) -> tuple[dict[str, pd.Da
               "mixed_model_fit": pd.DataFrame(fits), "pairwise_mixed_model": pd.concat(contrasts, ignore_index=True),
               "friedman": pd.DataFrame(fr_rows), "pairwise_wilcoxon": pd.concat(wilcoxon, ignore_index=True)}
     return tables, summary
+
+
+def with_control_column(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a ``control`` column right after ``system_id`` (``none``, ``untrained``, ``shuffled``,
+    ``ceiling``), when it has a system_id column and no control column yet."""
+    if "system_id" not in table.columns or "control" in table.columns:
+        return table
+    out = table.copy()
+    out.insert(out.columns.get_loc("system_id") + 1, "control", [control_of(s) for s in out["system_id"]])
+    return out
 
 
 def primary_metric(scores: pd.DataFrame) -> str:

@@ -1,7 +1,8 @@
 """The ratings table (DESIGN.md §3) and the admin view's progress and screening tables.
 
 ``ratings_frame`` joins every stored mark with its trial and rater, so the export carries
-the full design: the contract columns (``RATINGS_COLUMNS``) plus category, block, the
+the full design: the contract columns (``RATINGS_COLUMNS``) plus the sonification's ``control`` (``none``, ``untrained``,
+``shuffled``, ``ceiling``; empty for the hidden reference, anchor and attention checks), category, block, the
 attention check's expected mark and whether it was met, the stimulus duration, the times the
 page was shown and submitted, the scale and the study's provenance (sonieval version,
 design, where the stimuli came from), and the loudness alignment of the stimulus and of its
@@ -27,10 +28,10 @@ import pandas as pd
 from sonieval.study.store import (
     StudyStore, enrolments, levels, listening, page_log, plan, rater_sessions, ratings, raters, screening_checks, trials,
 )
-from sonieval.tables import RATINGS_COLUMNS, write_table
+from sonieval.tables import RATINGS_COLUMNS, control_of, write_table
 
 EXTRA_COLUMNS = [
-    "category", "block", "rater_index", "block_order", "expected_mark", "attention_passed", "scale_min", "scale_max",
+    "control", "category", "block", "rater_index", "block_order", "expected_mark", "attention_passed", "scale_min", "scale_max",
     "shown_at", "response_seconds", "stimulus_seconds", "design", "trials_per_rater", "min_listen_fraction",
     "stimuli_source", "sonieval_version",
 ]
@@ -74,6 +75,8 @@ def ratings_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
     df["sonieval_version"] = __version__
     df["loudness_target_lufs"] = info.provenance.get("loudness", {}).get("target_lufs")
     df["mark"] = df["mark"].astype("int64")
+    df["control"] = pd.Series([control_of(s) if role == "sonification" else None
+                               for s, role in zip(df["system_id"], df["role"])], index=df.index, dtype="string")
     df = df[RATINGS_COLUMNS + EXTRA_COLUMNS]
     return df.sort_values(["rater_id", "position", "attribute"]).reset_index(drop=True)
 

@@ -109,3 +109,52 @@ def test_report_figures_carry_random_init_marks_and_no_overlapping_labels(tmp_pa
     scatter = seen["scatter_kad.png"]
     assert sum("†" in label for label in scatter["labels"]) == 2 * 2  # two random-init systems, two panels
     assert scatter["overlaps"] == 0 and len(scatter["labels"]) >= 2 * 12 - 2
+
+
+def test_controls_are_marked_in_the_report_tables(tmp_path):
+    """Controls go through the report like any system, with a control column beside every system_id."""
+    from sonieval.stats.simulate import simulate_ratings, simulate_scores
+
+    ratings, plant = simulate_ratings(n_systems=4, n_raters=4, n_clips=4, seed=2)
+    scores = simulate_scores(plant)
+    rename = {"sim/S1/lr0.001/e1/transpose/minmax": "sim/S1.shuffled/lr0.001/e1/transpose/minmax",
+              "sim/S2/lr0.001/e1/transpose/minmax": "sim/S1.untrained/lr0.0/e0/transpose/minmax",
+              "sim/S3/lr0.001/e1/transpose/minmax": "codec/mel/lr0.0/e0/none/codec"}
+    for frame in (ratings, scores):
+        frame["system_id"] = frame["system_id"].replace(rename)
+    ratings.to_parquet(tmp_path / "r.parquet")
+    scores.to_parquet(tmp_path / "s.parquet")
+    res = build_report(tmp_path / "r.parquet", tmp_path / "s.parquet", tmp_path / "rep", options=ReportOptions(n_boot=20))
+    means = res.tables["system_means"].drop_duplicates("system_id").set_index("system_id")["control"]
+    assert means.to_dict() == {"sim/S1.shuffled/lr0.001/e1/transpose/minmax": "shuffled",
+                               "sim/S1.untrained/lr0.0/e0/transpose/minmax": "untrained",
+                               "codec/mel/lr0.0/e0/none/codec": "ceiling", "sim/S4/lr0.001/e1/transpose/minmax": "none"}
+    written = pd.read_csv(tmp_path / "rep" / "tables" / "system_means.csv")
+    columns = list(written.columns)
+    assert columns[columns.index("system_id") + 1] == "control"
+    assert (res.tables["reference_table"]["control"] != "").all()
+
+
+def test_the_ratings_export_has_a_control_column(tmp_path):
+    from sonieval.study.create import StudySettings, create_from_folders
+    from sonieval.tables import make_system_id
+    from study_helpers import write_folders
+
+    originals, folders = write_folders(tmp_path / "input", 2, 2, 0.3)
+    shuffled = make_system_id("ast", "LIN.shuffled", 0.005, 8, "transpose", "minmax")
+    systems = dict(zip(["sysA", shuffled], folders.values()))
+    created = create_from_folders(StudySettings(study_id="ctl", attention_checks=1, min_listen_fraction=0.0, n_raters=1,
+                                                familiarisation=False), originals, systems, study_dir=tmp_path / "study",
+                                  progress=False)
+    store = StudyStore(created.storage)
+    s = RaterSession(store, "ctl", created.rater_tokens[0][1])
+    while not (state := s.next_step()).finished:
+        s.show(state)
+        marks = {t.trial_id: {a: (t.expected_mark if t.role == "attention" else 3) for a in state.step.attributes}
+                 for t in state.trials}
+        s.submit(state.step.position, marks if len(state.trials) > 1 else marks[state.trial.trial_id])
+    write_ratings(store, "ctl", tmp_path / "export")
+    df = pd.read_parquet(tmp_path / "export" / "ratings.parquet")
+    son = df[df["role"] == "sonification"].drop_duplicates("system_id").set_index("system_id")["control"]
+    assert son.to_dict() == {"sysA": "none", shuffled: "shuffled"}
+    assert df.loc[df["role"] != "sonification", "control"].isna().all() and (df["role"] != "sonification").any()
