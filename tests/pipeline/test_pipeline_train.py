@@ -40,6 +40,17 @@ def synthetic_cache(root, n_train=48, n_validation=16, seed=0, noise=0.01):
                          "layer": "input" if kind == "embedding" else None, "model_key": key, "path": str(path),
                          "status": "done", "error": None})
     write_table(pd.DataFrame(rows, columns=PREPARED_COLUMNS), root / "results" / "tables" / "prepared.parquet")
+    write_clips_table(root, n_train, n_validation)
+
+
+def write_clips_table(root, n_train, n_validation):
+    """The clips table the cache's clips came from (train and prepare read it first)."""
+    n = n_train + n_validation
+    clips = pd.DataFrame({"clip_id": [f"c{i:03d}" for i in range(n)], "filename": [f"c{i:03d}.wav" for i in range(n)],
+                          "fold": 1, "target": 0, "category": "synthetic", "path": [f"/nonexistent/c{i:03d}.wav" for i in range(n)],
+                          "split": ["train"] * n_train + ["validation"] * n_validation, "listening": False,
+                          "status": "ok", "error": None})
+    write_table(clips, root / "results" / "tables" / "clips.parquet", "clips")
 
 
 def _proto(root, **training):
@@ -147,11 +158,15 @@ def test_gaussian_blur_smooths_and_keeps_shape():
 
 
 def test_missing_prepare_output_is_one_clear_error(tmp_path, torch_threads):
+    from sonieval.data.results_folder import MissingTable
+
     proto = _proto(tmp_path)
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
-        result = run_train(proto, manifest, progress=False)
-    (msg,) = result.failed.values()
+    write_clips_table(tmp_path, 4, 2)
+    with RunManifest(proto.results_path / "manifest.sqlite") as manifest, pytest.raises(MissingTable) as err:
+        run_train(proto, manifest, progress=False)
+    msg = str(err.value)
     assert "prepared table not found" in msg and "sonieval prepare" in msg and "\n" not in msg
+    assert not (proto.results_path / "tables" / "training.parquet").exists()
 
 
 def test_diverging_loss_fails_the_run_with_one_line(tmp_path, torch_threads):
