@@ -180,8 +180,18 @@ class RaterDriver:
         return time.perf_counter() - start
 
     def familiarise(self) -> None:
-        self.page.get_by_role("button", name="I am ready").click()
-        self.wait_rendered(1)
+        """Leave the familiarisation page. A click Streamlit has not wired up yet (a page still
+        loading on a busy machine) is lost without a trace, so the button is pressed again while it
+        is still there, as a person would."""
+        button = self.page.get_by_role("button", name="I am ready")
+        for attempt in range(3):
+            button.click()
+            try:
+                self._wait(_RENDERED_JS, arg="Page 1 of", timeout=self.timeout_ms // 3)
+                return
+            except TimeoutError:
+                if attempt == 2 or not button.is_visible():
+                    raise
 
     def position(self) -> tuple[int, int]:
         """(page number, pages) as shown in the progress line."""
