@@ -25,7 +25,7 @@ from sonieval.errors import SonievalError
 from sonieval.tables import (CEILING, CODEC_SLOT, NO_CONTROL, GateSlot, encoder_slot, make_system_id, parse_system_id,
                              system_parts)
 
-__all__ = ["item_summary", "control_ids", "learning_table", "LOWER_IS_BETTER"]
+__all__ = ["item_summary", "control_ids", "learning_table", "seed_table", "LOWER_IS_BETTER"]
 
 # Direction of every measure the table can show.
 LOWER_IS_BETTER = {"kad": True, "fad": True, "frame_kad": True, "embedding_cosine": True, "logmel_l1": True,
@@ -157,3 +157,53 @@ def _learning_row(sid: str, measure: str, emb: str, r, ctrl: dict[str, str], ind
     known = [row["beats_shuffled"], row["beats_untrained"]]
     row["beats_controls"] = None if any(b is None for b in known) else all(known)
     return row
+
+
+SEED_SIDES = ("system", "shuffled", "untrained")
+
+
+def seed_table(learning: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """The learning table over replicate seeds: one row per (system without its seed, measure, embedding)
+    that was trained with two seeds or more.
+
+    Per side (trained ``system``, ``shuffled``, ``untrained``): the mean over seeds and a t interval over
+    seeds (``<side>_value``, ``_ci_low``, ``_ci_high``; n − 1 degrees of freedom: with 3 seeds the interval
+    is ±4.30 standard errors); the ceiling (one per codec) as it is. ``seeds_beating_both`` counts the seeds
+    whose own per-clip CIs beat both controls; ``beats_controls`` says whether the trained seed interval
+    lies entirely on the better side of both controls' seed intervals.
+    """
+    from scipy import stats
+
+    if learning is None or learning.empty:
+        return pd.DataFrame()
+    frame = learning.copy()
+    frame["system"] = [_without_seed(s) for s in frame["system_id"]]
+    rows = []
+    for (system, measure, emb), g in frame.groupby(["system", "measure", "embedding"], sort=False):
+        if len(g) < 2:
+            continue
+        lower = bool(g["lower_is_better"].iloc[0])
+        row = {"system": system, "encoder": g["encoder"].iloc[0], "layer": g["layer"].iloc[0], "measure": measure,
+               "embedding": emb, "lower_is_better": lower, "n_seeds": len(g)}
+        for side in SEED_SIDES:
+            v = g[f"{side}_value"].to_numpy(float)
+            v = v[np.isfinite(v)]
+            mean = float(v.mean()) if len(v) else np.nan
+            half = float(stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) >= 2 else np.nan
+            row.update({f"{side}_value": mean, f"{side}_ci_low": mean - half, f"{side}_ci_high": mean + half})
+        for part in ("value", "ci_low", "ci_high"):
+            row[f"ceiling_{part}"] = float(g[f"ceiling_{part}"].iloc[0]) if f"ceiling_{part}" in g else np.nan
+        row["seeds_beating_both"] = int((g["beats_controls"] == True).sum())  # noqa: E712 - None stays apart
+        sides = {side: {k: row[f"{side}_{k}"] for k in ("ci_low", "ci_high")} for side in SEED_SIDES}
+        verdicts = [_beats(sides["system"], sides[c], lower) for c in ("shuffled", "untrained")]
+        row["beats_controls"] = None if any(b is None for b in verdicts) else all(verdicts)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _without_seed(system_id: str) -> str:
+    """``ast/LIN.s43/...`` → ``ast/LIN/...``: the system a replicate seed belongs to."""
+    key = parse_system_id(system_id)
+    gate = key.gate
+    slot = GateSlot(gate.variant, gate.control, None, gate.codec).text
+    return make_system_id(key.encoder, slot, key.lr, key.epoch, key.alignment, key.postprocess)

@@ -696,6 +696,29 @@ def learning_markdown(learning: pd.DataFrame) -> list[str]:
     return lines
 
 
+def seeds_markdown(seeds: pd.DataFrame) -> list[str]:
+    """The learning table over replicate seeds: mean and t interval over seeds per side."""
+    if seeds is None or seeds.empty:
+        return []
+    n = int(seeds["n_seeds"].max())
+    lines = ["## Learning over replicate seeds", "",
+             f"Each system trained with {n} seeds (gate initialisation and batch order; the data are the same): "
+             "mean over seeds with a 95 % t interval over seeds, beside the controls trained with the same seeds and "
+             "the codec ceiling. *seeds* = how many seeds beat both controls on their own per-clip CIs; *beats both* "
+             "= the trained seed interval lies entirely on the better side of both controls' seed intervals.", ""]
+    for (measure, emb), g in seeds.groupby(["measure", "embedding"], sort=False):
+        lines += [f"### {MEASURE_TITLES.get(measure, measure)} · {emb}", "",
+                  "| system | trained | shuffled | untrained | ceiling | seeds | beats both |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        for _, r in g.iterrows():
+            verdict = {True: "yes", False: "no"}.get(r["beats_controls"], "—")
+            lines.append(f"| `{r['system']}` | {_ci_cell(r, 'system')} | {_ci_cell(r, 'shuffled')} | "
+                         f"{_ci_cell(r, 'untrained')} | {_ci_cell(r, 'ceiling')} | "
+                         f"{int(r['seeds_beating_both'])}/{int(r['n_seeds'])} | {verdict} |")
+        lines.append("")
+    return lines
+
+
 DEPTH_INTRO = ("Each encoder sonified at several layers: per layer, the trained gate beside the same gate "
                "untrained and trained on shuffled pairs, and the codec's own reconstruction (ceiling), with 95 % CIs "
                "(R²: validation clips resampled; KAD and item measures: sonified clips resampled). *Beats both "
@@ -788,6 +811,8 @@ def leaderboard_markdown(
     board: pd.DataFrame, scores: pd.DataFrame | None = None, paired: pd.DataFrame | None = None,
     learning: pd.DataFrame | None = None, depth: list[str] | None = None,
 ) -> str:
+    from sonieval.metrics.controls import seed_table
+
     lines = ["# KAD / FAD leaderboard", ""]
     if board.empty:
         return "\n".join(lines + ["No scores."])
@@ -796,6 +821,7 @@ def leaderboard_markdown(
     lines += [f"- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k not in (
         "kad_convention", "fad_convention", "embedding_params")), ""]
     lines += learning_markdown(learning)
+    lines += seeds_markdown(seed_table(learning) if learning is not None else None)
     lines += depth or []
     for (emb, metric), g in board.groupby(["embedding", "metric"]):
         lines += [f"## {metric.upper()} · {emb}", "", "| rank | system | value | 95% CI | n evaluated | note |",
@@ -927,7 +953,7 @@ def _write_outputs(
         write_table(scores, out_dir / "scores.csv", "scores"),
         write_table(item_scores, out_dir / "item_scores.parquet", "item_scores"),
     ]
-    from sonieval.metrics.controls import item_summary, learning_table
+    from sonieval.metrics.controls import item_summary, learning_table, seed_table
     from sonieval.metrics.depth import depth_figures, depth_table
 
     board = build_leaderboard(scores)
@@ -942,6 +968,9 @@ def _write_outputs(
     learning = learning_table(scores, items, training, primary_codec)
     if not learning.empty:
         files.append(write_table(learning, out_dir / "learning.csv"))
+    seeds = seed_table(learning)
+    if not seeds.empty:
+        files.append(write_table(seeds, out_dir / "learning_seeds.csv"))
     depth = depth_table(learning)
     notes = _depth_notes(scores, training)
     depth_figs = depth_figures(depth, out_dir / "figures", notes)
