@@ -54,5 +54,7 @@ def render_waveform_pair(original: Path, stimulus: Path, dest: Path, *, top_labe
         ax.tick_params(labelsize=7)
         ax.axhline(0, color="#999999", linewidth=0.4)
     axes[1].set_xlabel("time (s)", fontsize=8)
-    fig.tight_layout(pad=0.4)
+    # fixed margins, measured once from tight_layout(pad=0.4) on this size: tight_layout measures
+    # every label by drawing the figure once more (40 % of the time of a study's hundreds of pictures)
+    fig.subplots_adjust(left=0.085, right=0.99, top=0.975, bottom=0.135, hspace=0.06)
     return save_figure(fig, dest)
