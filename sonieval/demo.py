@@ -1,11 +1,11 @@
 """`sonieval demo`: the main job end to end, offline, on embedded defaults.
 
 What it runs (protocols/demo.yaml):
-1. clips: ESC-50 from $SONIEVAL_ESC50 when set (10 classes), else the built-in SYNTHETIC set;
+1. clips: ESC-50 from $SONIEVAL_ESC50 when set (every clip of the copy), else the built-in SYNTHETIC set;
 2. prepare, train, sonify: a small, RANDOMLY INITIALISED AST (no weights downloaded), gates trained
    onto the weight-free ``mel`` codec, so the sonifications follow their originals and can be heard,
    each beside its untrained and shuffled controls; one gate onto a random DAC-VAE (marked †);
-3. score: a KAD/FAD leaderboard on the weight-free `logmel` embedding, led by the learning table
+3. score: a KAD leaderboard on the weight-free `logmel` embedding, led by the learning table
    (trained systems against their controls and the codec ceiling, with CIs);
 4. study: a listening study over the sonifications (SQLite), with the command and links to open it;
 5. report: a correlation report on SIMULATED ratings, so a new user sees what one looks like.
@@ -166,11 +166,16 @@ def _where_to_listen(proto: Protocol) -> list[str]:
     rows += [(r.system_id, resolve_table_path(r.path, results))
              for r in son[son["clip_id"] == clip].sort_values("system_id").itertuples()]
     lines = [f"Where to listen (clip {clip}, {clips.loc[clip, 'category']}; peak and RMS in dBFS, length in s):"]
+    over = False
     for name, path in rows:
         audio, rate, _ = read_audio(path)
         peak = 20 * np.log10(max(float(np.max(np.abs(audio))), 1e-12))
         rms = 20 * np.log10(max(float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))), 1e-12))
         lines.append(f"  {name:<48} peak {peak:6.1f}  rms {rms:6.1f}  {audio.size / rate:4.2f} s  {path}")
+        over = over or peak > 0.05
+    if over:
+        lines.append("  (sonifications are 32-bit float WAVs, never clipped: a peak above 0 dBFS is kept as decoded, "
+                     "so lower the level before playing one; the study's copies are loudness-aligned with a -1 dBTP ceiling)")
     return lines
 
 

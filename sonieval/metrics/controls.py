@@ -118,14 +118,19 @@ def _beats(sys_row, ctrl_row, lower: bool) -> bool | None:
 
 
 def learning_table(scores: pd.DataFrame, item_scores_summary: pd.DataFrame, training: pd.DataFrame | None = None,
-                   primary_codec: str | None = None) -> pd.DataFrame:
+                   primary_codec: str | None = None, paired_controls: pd.DataFrame | None = None) -> pd.DataFrame:
     """Each trained system beside its controls and ceiling, one row per (system, measure, embedding).
 
     Columns: system_id, encoder, layer, measure, embedding, lower_is_better, then value/ci_low/ci_high for ``system``,
     ``shuffled``, ``untrained``, ``ceiling`` (NaN where that control was not run), and
     ``beats_shuffled``, ``beats_untrained``, ``beats_controls`` (None when a control or a CI is missing).
+
+    ``paired_controls`` (score's paired bootstrap of KAD(trained) − KAD(control), one row per system, control
+    and embedding) decides the KAD verdicts: beaten when the difference's CI lies entirely below 0
+    (``verdict`` = ``paired``); every other measure compares the two CIs (``verdict`` = ``intervals``).
     """
     values = _measure_values(scores, item_scores_summary, training)
+    paired = _paired_index(paired_controls)
     index = {(r["system_id"], r["measure"], r["embedding"]): r for _, r in values.iterrows()}
     rows = []
     for sid in sorted(values["system_id"].unique()):
@@ -135,7 +140,7 @@ def learning_table(scores: pd.DataFrame, item_scores_summary: pd.DataFrame, trai
         for (s, measure, emb), r in [(k, v) for k, v in index.items() if k[0] == sid]:
             if measure not in LOWER_IS_BETTER:
                 continue
-            rows.append(_learning_row(sid, measure, emb, r, ctrl, index))
+            rows.append(_learning_row(sid, measure, emb, r, ctrl, index, paired))
     table = pd.DataFrame(rows)
     if table.empty:
         return table
@@ -144,7 +149,16 @@ def learning_table(scores: pd.DataFrame, item_scores_summary: pd.DataFrame, trai
     return table.sort_values(["_o", "embedding", "system_id"]).drop(columns="_o").reset_index(drop=True)
 
 
-def _learning_row(sid: str, measure: str, emb: str, r, ctrl: dict[str, str], index: dict) -> dict:
+def _paired_index(paired: pd.DataFrame | None) -> dict:
+    """(system_id, control, embedding) -> (difference, ci_low, ci_high) of the paired KAD comparisons."""
+    if paired is None or paired.empty or "ci_high" not in paired.columns:
+        return {}
+    ok = paired[paired["ci_high"].notna()]
+    return {(r.system_id, r.control, r.embedding): (r.kad_difference, r.ci_low, r.ci_high)
+            for r in ok.itertuples(index=False)}
+
+
+def _learning_row(sid: str, measure: str, emb: str, r, ctrl: dict[str, str], index: dict, paired: dict) -> dict:
     lower = LOWER_IS_BETTER[measure]
     parts = system_parts(sid)
     row = {"system_id": sid, "encoder": parts["encoder"], "layer": parts["layer"], "measure": measure,
@@ -152,8 +166,13 @@ def _learning_row(sid: str, measure: str, emb: str, r, ctrl: dict[str, str], ind
     for name, value in (("system", r), *((k, index.get((v, measure, emb))) for k, v in ctrl.items())):
         for part in ("value", "ci_low", "ci_high"):
             row[f"{name}_{part}"] = float(value[part]) if value is not None else np.nan
-    row["beats_shuffled"] = _beats(r, index.get((ctrl["shuffled"], measure, emb)), lower)
-    row["beats_untrained"] = _beats(r, index.get((ctrl["untrained"], measure, emb)), lower)
+    row["verdict"] = "intervals"
+    for control in ("shuffled", "untrained"):
+        row[f"beats_{control}"] = _beats(r, index.get((ctrl[control], measure, emb)), lower)
+        got = paired.get((sid, control, emb)) if measure == "kad" else None
+        row[f"{control}_paired_difference"] = got[0] if got else np.nan
+        if got is not None and np.isfinite(got[2]):
+            row[f"beats_{control}"], row["verdict"] = bool(got[2] < 0), "paired"
     known = [row["beats_shuffled"], row["beats_untrained"]]
     row["beats_controls"] = None if any(b is None for b in known) else all(known)
     return row

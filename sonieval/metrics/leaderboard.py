@@ -204,6 +204,7 @@ def score_sets(
     score_parts: list[Path] = []
     item_parts: list[Path] = []
     paired_rows: list[dict] = []
+    control_rows: list[dict] = []
 
     for spec in config.embeddings:
         try:
@@ -385,6 +386,7 @@ def score_sets(
                     if it.key not in batch.failed and kpath.is_file():
                         comps[it.system_id] = _load_comparison(ref_kernel, kpath)
                 paired_rows += _paired_with_best(comps, config, {"embedding": emb_id, "reference_set": reference_label})
+                control_rows += _paired_with_controls(comps, config, {"embedding": emb_id}, primary_codec)
         except SonievalError as exc:
             # one embedding that cannot run (weights unavailable, ...) does not stop the others
             failures[f"embedding {spec}"] = str(exc)
@@ -398,7 +400,7 @@ def score_sets(
     scores = _concat(score_parts)
     item_scores = _concat(item_parts + audio_parts)
     return _write_outputs(scores, item_scores, out_dir, failures, pd.DataFrame(paired_rows), config=config,
-                          training=training, primary_codec=primary_codec)
+                          training=training, primary_codec=primary_codec, paired_controls=pd.DataFrame(control_rows))
 
 
 def _save_comparison(comp, path: Path) -> None:
@@ -446,6 +448,32 @@ def _paired_with_best(comps: dict, config: ScoreConfig, base: dict) -> list[dict
         rows.append({**base, "best_system": best, "system_id": sid, "kad_difference": cmp.difference,
                      "ci_low": cmp.ci_low, "ci_high": cmp.ci_high, "p_value": cmp.p_value,
                      "paired_clips": cmp.paired_clips, "n_resamples": cmp.n_resamples, "error": None})
+    return rows
+
+
+def _paired_with_controls(comps: dict, config: ScoreConfig, base: dict, primary_codec: str | None) -> list[dict]:
+    """KAD(trained) - KAD(control) for every trained system and each of its controls that was scored:
+    a paired bootstrap (one reference resample for both, the same clip draws), the test the learning
+    table's KAD verdict uses. Two CIs side by side would be far too conservative here: most of each
+    KAD CI's width is the shared reference set's resampling, which a difference cancels."""
+    from sonieval.metrics.controls import control_ids
+    from sonieval.metrics.distances import MetricError, paired_kad_difference
+    from sonieval.tables import CEILING
+
+    rows = []
+    for sid, comp in sorted(comps.items()):
+        for control, cid in (control_ids(sid, primary_codec) or {}).items():
+            if control == CEILING or cid not in comps:
+                continue
+            try:
+                cmp = paired_kad_difference(comp, comps[cid], n_resamples=config.bootstrap, level=CI_LEVEL,
+                                            seed=config.seed)
+            except MetricError as exc:
+                rows.append({**base, "system_id": sid, "control": control, "control_id": cid, "error": str(exc)})
+                continue
+            rows.append({**base, "system_id": sid, "control": control, "control_id": cid,
+                         "kad_difference": cmp.difference, "ci_low": cmp.ci_low, "ci_high": cmp.ci_high,
+                         "p_value": cmp.p_value, "paired_clips": cmp.paired_clips, "error": None})
     return rows
 
 
@@ -683,8 +711,10 @@ def learning_markdown(learning: pd.DataFrame) -> list[str]:
     lines = ["## Learning: trained systems against their controls", "",
              "Each trained gate beside the same gate untrained and trained on shuffled pairs, and the codec's "
              "own reconstruction (ceiling). 95 % CIs: R² resamples validation clips, KAD/FAD and the item "
-             "measures resample sonified clips. *beats both* = the trained CI lies entirely on the better side "
-             "of both controls' CIs.", ""]
+             "measures resample sonified clips (KAD also the reference set). *beats both*: for KAD, the paired "
+             "bootstrap difference to each control (one reference resample for both, the same clip draws; "
+             "paired_controls.csv) has its 95 % CI below 0; for the other measures the trained CI lies entirely "
+             "on the better side of both controls' CIs.", ""]
     for (measure, emb), g in learning.groupby(["measure", "embedding"], sort=False):
         lines += [f"### {MEASURE_TITLES.get(measure, measure)} · {emb}", "",
                   "| system | trained | shuffled | untrained | ceiling | beats both |", "|---|---:|---:|---:|---:|---|"]
@@ -935,6 +965,7 @@ def dot_plots(board: pd.DataFrame, fig_dir: Path) -> list[Path]:
 def _write_outputs(
     scores: pd.DataFrame, item_scores: pd.DataFrame, out_dir: Path, failures, paired: pd.DataFrame | None = None,
     *, config: ScoreConfig | None = None, training: pd.DataFrame | None = None, primary_codec: str | None = None,
+    paired_controls: pd.DataFrame | None = None,
 ) -> ScoreOutputs:
     from sonieval.files import write_text_atomic
     from sonieval.tables import ITEM_SCORES_COLUMNS, SCORES_COLUMNS, write_table
@@ -965,7 +996,9 @@ def _write_outputs(
     config = config or ScoreConfig()
     items = item_summary(item_scores, n_boot=config.bootstrap, seed=config.seed)
     files.append(write_table(items, out_dir / "item_summary.csv"))
-    learning = learning_table(scores, items, training, primary_codec)
+    learning = learning_table(scores, items, training, primary_codec, paired_controls)
+    if paired_controls is not None and not paired_controls.empty:
+        files.append(write_table(paired_controls, out_dir / "paired_controls.csv"))
     if not learning.empty:
         files.append(write_table(learning, out_dir / "learning.csv"))
     seeds = seed_table(learning)

@@ -17,9 +17,9 @@ def test_demo_runs_end_to_end_and_says_what_is_not_real(tmp_path, monkeypatch, c
     assert "small randomly initialised AST" in out and "weight-free mel codec" in out and "SIMULATED" in out
     # the gates really learn: the learning table leads, trained systems beside their controls and ceiling
     assert "## Learning: trained systems against their controls" in out
-    assert "ast/LIN/lr0.005/e8/transpose/minmax" in out and "| yes |" in out
+    assert "ast/LIN/lr0.005/e8/transpose/none" in out and "| yes |" in out
     # the random DAC-VAE path is exercised and marked; the random encoder is marked too
-    assert "ast/LIN@dac-vae/lr0.005/e8/transpose/minmax` †" in out
+    assert "ast/LIN@dac-vae/lr0.005/e8/transpose/none` †" in out
     assert "Systems marked † were decoded by a RANDOMLY INITIALISED codec" in out
     assert "Systems marked ‡ sonify a RANDOMLY INITIALISED encoder" in out
     assert "Where to listen" in out and "codec/mel/lr0.0/e0/none/codec" in out
