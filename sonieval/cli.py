@@ -9,6 +9,7 @@ are imported inside ``run`` so that ``sonieval --help`` stays fast and offline.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -46,8 +47,32 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in _available_commands():
         p = sub.add_parser(name, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP))
         module.add_arguments(p)
+        if "--no-progress" not in p._option_string_actions:  # one flag, the same in every command
+            p.add_argument("--no-progress", action="store_true", help="hide progress bars")
         p.set_defaults(_run=module.run)
     return parser
+
+
+@contextlib.contextmanager
+def _progress_bars(shown: bool):
+    """With ``--no-progress`` every tqdm bar of the command is off (stages pass ``disable=`` themselves,
+    so tqdm's own TQDM_DISABLE default, read once at import, would not reach them)."""
+    if shown:
+        yield
+        return
+    from tqdm import std
+
+    original = std.tqdm.__init__
+
+    def quiet(self, *a, **kw):
+        kw["disable"] = True
+        original(self, *a, **kw)
+
+    std.tqdm.__init__ = quiet
+    try:
+        yield
+    finally:
+        std.tqdm.__init__ = original
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,12 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        with _progress_bars(not getattr(args, "no_progress", False)):
+            return int(args._run(args) or 0)
     except SonievalError as exc:
         if os.environ.get("SONIEVAL_DEBUG"):
             raise
         print(f"sonieval {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `sonieval gates | head`: the reader left; no traceback, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(f"sonieval {args.command}: interrupted; finished items are kept, rerun to resume", file=sys.stderr)
         return 130
