@@ -241,6 +241,9 @@ class MetricsSpec(_Model):
     metrics: list[Literal["kad", "fad"]] = Field(default_factory=lambda: ["kad", "fad"])
     # Which clips form the reference set: ESC-50 split name(s), or a folder of audio.
     reference_set: str = "test"
+    # at most this many clips of the reference split(s), a seeded subset (the protocol's seed): KAD's cost
+    # grows with the square of the reference frames; None = every clip
+    reference_clips: int | None = Field(None, ge=2)
     bootstrap: int = Field(1000, ge=0)
     bandwidth: float | None = Field(None, gt=0)  # fixed KAD sigma; None = median pairwise distance of the reference
     per_class: bool = True

@@ -1090,11 +1090,16 @@ def protocol_sets(proto) -> tuple[AudioSet, list[AudioSet], str]:
                     hint=f"available: {', '.join(have) or 'none'}, 'all', 'a+b', or a folder path",
                 )
             chosen = ok_clips[ok_clips["split"].astype(str).isin(wanted)]
+        limit, n_all = proto.metrics.reference_clips, len(chosen)
+        if limit is not None and n_all > limit:
+            chosen = chosen.sample(n=limit, random_state=proto.seed).sort_values("clip_id")
         reference = AudioSet(
             "reference", [_resolve_path(p, results) for p in chosen["path"]], [str(c) for c in chosen["clip_id"]],
             [str(c) for c in chosen["category"]],
         )
         label = f"esc50:{spec}"
+        if len(chosen) < n_all:
+            label += f"[{len(chosen)} of {n_all} clips, seed {proto.seed}]"
         data_label = _data_label(clips)
         if data_label:
             label += f" ({data_label})"

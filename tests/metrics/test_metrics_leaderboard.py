@@ -196,3 +196,17 @@ def test_all_saturated_systems_are_called_out(tmp_path):
                      "saturated": True, "n_failed": 0, "error": None, "cross_term": 0.0})
     md = leaderboard_markdown(build_leaderboard(pd.DataFrame(rows)))
     assert "All systems are saturated" in md and md.count("| saturated |") == 2
+
+
+def test_reference_clips_takes_a_seeded_subset_of_the_reference_split(tmp_path):
+    from sonieval.metrics.leaderboard import protocol_sets
+    from sonieval.protocol import load_protocol
+
+    proto_path, _ = _protocol_results(tmp_path)
+    text = proto_path.read_text().replace("bootstrap: 30}", "bootstrap: 30, reference_clips: 5}")
+    proto_path.write_text(text)
+    reference, _, label = protocol_sets(load_protocol(proto_path))
+    again, _, _ = protocol_sets(load_protocol(proto_path))
+    assert len(reference.clip_ids) == 5 and reference.clip_ids == again.clip_ids  # seeded: the same subset
+    assert set(reference.clip_ids) <= {f"clip{i}" for i in range(8)}  # from the test split only
+    assert label.startswith("esc50:test[5 of 8 clips, seed ")
