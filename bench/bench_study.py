@@ -9,7 +9,8 @@
    measured in the same run.
 3. A crowd (issue 14): 50 raters enrol themselves through the public link (each with its own
    Prolific-style participant id, arriving over 5 s) and rate every page at once, each page
-   after a think time of 3-7 s (a crowd rater listens and marks), on PostgreSQL and on SQLite in
+   after a think time of 10-20 s (``--think``: a rater who keeps the listening rule plays both 5-s
+   sounds of a joint page before marking, so 10 s is the least), on PostgreSQL and on SQLite in
    the same run; then every mark is checked to be stored exactly once. 45 of them are
    Streamlit-protocol raters (sonieval.study.loadtest: what a browser sends and fetches, minus
    drawing, since 50 Chromium tabs on the 2 cores that also serve the study would measure the
@@ -197,11 +198,12 @@ def exactly_once(storage: str, study_id: str) -> tuple[int, int, int]:
 N_BROWSERS = 5
 
 
-def crowd_section(work: Path, originals: Path, systems: dict[str, Path], n: int, pg_url: str | None) -> bool:
+def crowd_section(work: Path, originals: Path, systems: dict[str, Path], n: int, pg_url: str | None,
+                  think: tuple[float, float] = (10.0, 20.0)) -> bool:
     """Part 3 on PostgreSQL (when available) and SQLite; returns True when every mark is stored once."""
     ok = True
     print(f"\n[3] {n} self-enrolled raters at once ({N_BROWSERS} in headless Chromium, {n - N_BROWSERS} protocol raters), "
-          "think time 3-7 s per page, joint mode")
+          f"think time {think[0]:g}-{think[1]:g} s per page, joint mode")
     for name, url in (("PostgreSQL (local, fsync on)", pg_url), ("SQLite (WAL, synchronous=FULL)", None)):
         if name.startswith("PostgreSQL") and url is None:
             print("    PostgreSQL: not measured (no server)")
@@ -209,7 +211,7 @@ def crowd_section(work: Path, originals: Path, systems: dict[str, Path], n: int,
         created = create(work / f"crowd-{name.split()[0].lower()}", originals, systems, url, n, "crowd",
                          enrolment=Enrolment(enabled=True, max_per_minute=1000, max_per_ip_per_hour=1000))
         load = os.getloadavg()[0]
-        seen, protocol, pages, cpu = crowd_latency(created, n, N_BROWSERS, (3.0, 7.0))
+        seen, protocol, pages, cpu = crowd_latency(created, n, N_BROWSERS, think)
         ms, pms = np.array(seen) * 1000, np.array(protocol) * 1000
         total, distinct, planned = exactly_once(created.storage, "crowd")
         ok &= total == distinct == planned
@@ -288,7 +290,10 @@ def main() -> int:
     ap.add_argument("--crowd", type=int, default=50, help="self-enrolled raters in part 3 (0: skip it)")
     ap.add_argument("--crowd-clips", type=int, default=3, help="clips of the crowd study (pages = clips x 4 + 2)")
     ap.add_argument("--only", choices=["crowd"], help="run part 3 only")
+    ap.add_argument("--think", default="10,20", help="part 3: a rater's seconds per page, LO,HI (uniform). Default 10-20 s: "
+                    "the listening rule asks each 5-s sound of a joint page to be played in full (10 s) before marking")
     args = ap.parse_args()
+    args.think = tuple(float(x) for x in args.think.split(","))
     import sqlalchemy
     import streamlit
 
@@ -332,7 +337,7 @@ def main() -> int:
         pg_rate, pg_marks, pg_wall = throughput(url, "bench", [tok for _, tok in pg_study.rater_tokens])
         print(f"    PostgreSQL (local, fsync on):          {pg_rate:7.0f} marks/s ({pg_marks} marks in {pg_wall:.2f} s)")
         print(f"    ratio PostgreSQL / SQLite: {pg_rate / sqlite_rate:.2f}")
-        ok = crowd_section(work, *make_inputs(work / "crowd-inputs", args.crowd_clips)[:2], args.crowd,
+        ok = crowd_section(work, *make_inputs(work / "crowd-inputs", args.crowd_clips)[:2], args.crowd, think=args.think, pg_url=
                            pg.database_url(f"crowd_{uuid.uuid4().hex[:6]}")) if args.crowd else True
     finally:
         pg.stop()
@@ -350,7 +355,8 @@ def crowd_only(work: Path, args) -> int:
         print(f"PostgreSQL not available ({exc})")
         pg = None
     try:
-        ok = crowd_section(work, originals, systems, args.crowd, pg.database_url(f"crowd_{uuid.uuid4().hex[:6]}") if pg else None)
+        ok = crowd_section(work, originals, systems, args.crowd, pg.database_url(f"crowd_{uuid.uuid4().hex[:6]}") if pg else None,
+                           think=args.think)
     finally:
         if pg:
             pg.stop()

@@ -33,6 +33,11 @@ def main() -> int:
     key = "system" if seeds.is_file() else "system_id"
     parts = table[key].str.split("/", expand=True)
     table["encoder_slot"], table["variant"], table["alignment"] = parts[0], parts[1], parts[4]
+    def order(slot: str) -> tuple:  # encoder, then the input cut before block 1, 2, ...
+        name, _, layer = slot.partition(".layer")
+        return name, int(layer or 0)
+
+    table = table.iloc[sorted(range(len(table)), key=lambda i: order(table["encoder_slot"].iloc[i]))]
     measures = args.measures.split(",")
     head = ["encoder", "gate", "alignment"]
     for m in measures:
