@@ -31,8 +31,10 @@ def waveform_stack(
     *,
     title: str | None = None,
     original_label: str = "original",
+    note: str | None = None,
 ) -> Path:
-    """Plot the original on top and each ``(label, samples)`` below it; write a PNG atomically."""
+    """Plot the original on top and each ``(label, samples)`` below it; write a PNG atomically.
+    ``note`` is printed under the title (what the marks in the labels mean)."""
     plt = pyplot()
     rows = [(original_label, np.asarray(original))] + [(label, np.asarray(x)) for label, x in systems]
     fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.3 * len(rows) + 0.6), sharex=True, squeeze=False)
@@ -44,8 +46,8 @@ def waveform_stack(
         ax.set_title(label, fontsize=8, loc="left")
         ax.tick_params(labelsize=7)
     axes[-1, 0].set_xlabel("time (s)")
-    if title:
-        fig.suptitle(title, fontsize=9)
+    if title or note:
+        fig.suptitle("\n".join(t for t in (title, note) if t), fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
 
@@ -105,7 +107,23 @@ def sonification_figure(
     if rows.empty:
         raise SonievalError(f"no finished sonification of clip {clip_id!r}", hint="run `sonieval sonify PROTOCOL`")
     original = load_clip(resolve_table_path(match.iloc[0]["path"], results), CODEC_RATE, clip_seconds).samples
-    stack = [(r.system_id, read_audio(resolve_table_path(r.path, results), CODEC_RATE)[0]) for r in rows.itertuples()]
+    marks = [_random_mark(r) for r in rows.to_dict("records")]
+    stack = [(f"{r.system_id}{mark}", read_audio(resolve_table_path(r.path, results), CODEC_RATE)[0])
+             for r, mark in zip(rows.itertuples(), marks)]
     category = match.iloc[0]["category"]
     out = Path(out) if out else results / "figures" / f"waveforms_{clip_id}.png"
-    return waveform_stack(original, stack, CODEC_RATE, out, title=f"{clip_id} ({category})")
+    note = "\n".join(text for mark, text in RANDOM_MARKS.items() if any(m.strip() == mark for m in marks)) or None
+    return waveform_stack(original, stack, CODEC_RATE, out, title=f"{clip_id} ({category})", note=note)
+
+
+RANDOM_MARKS = {"†": "† decoded by a RANDOMLY INITIALISED codec: the pipeline runs, not a result",
+                "‡": "‡ a RANDOMLY INITIALISED encoder: the gate really learns, not a pretrained model"}
+
+
+def _random_mark(row: dict) -> str:
+    """` †` for a random codec, ` ‡` for a random encoder through a real or weight-free codec, else ''."""
+    if bool(row.get("codec_random_init") or False):
+        return " †"
+    if bool(row.get("encoder_random_init") or False):
+        return " ‡"
+    return ""

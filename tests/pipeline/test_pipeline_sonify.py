@@ -184,7 +184,17 @@ def test_shards_are_disjoint_and_the_table_merges_them(trained, monkeypatch):
             parse_shard(bad)
 
 
-def test_waveform_stack_figure_through_the_cli(trained, capsys):
+def test_waveform_stack_figure_through_the_cli(trained, capsys, monkeypatch):
+    import sonieval.pipeline.figures as figures
+
+    seen = {}
+    original_stack = figures.waveform_stack
+
+    def spy(original, stack, rate, path, **kw):
+        seen.update(labels=[label for label, _ in stack], note=kw.get("note"))
+        return original_stack(original, stack, rate, path, **kw)
+
+    monkeypatch.setattr(figures, "waveform_stack", spy)
     _sonify(trained)
     table = pd.read_parquet(trained.results_path / "tables" / "sonifications.parquet")
     clip = table["clip_id"].iloc[0]
@@ -194,6 +204,8 @@ def test_waveform_stack_figure_through_the_cli(trained, capsys):
     assert cli_main(["sonify", proto_file, "--figure", clip, "--systems", *systems]) == 0
     png = trained.results_path / "figures" / f"waveforms_{clip}.png"
     assert png.stat().st_size > 20_000
+    # the random DAC-VAE (and whatever was decoded by it) is marked, and the mark explained on the figure
+    assert all(label.endswith(" †") for label in seen["labels"]) and "RANDOMLY INITIALISED codec" in seen["note"]
     assert cli_main(["sonify", proto_file, "--figure", clip, "--systems", "ast/LIN/lr0.01/e9/transpose/none"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no finished sonification" in err[0] and "e9" in err[0]
