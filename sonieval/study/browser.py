@@ -345,7 +345,9 @@ _DONE_PAGES_JS = """
 
 
 # What a page must never show a rater: Streamlit's exception box, a traceback, a source path.
-INTERNALS_RE = re.compile(r"Traceback|File \"|\.py\b|/site-packages/|/work/|Error:")
+# The source path is this checkout's own folder, wherever it is installed.
+INTERNALS_RE = re.compile(r"Traceback|File \"|\.py\b|/site-packages/|Error:|"
+                          + re.escape(str(Path(__file__).resolve().parents[2])))
 
 
 def shows_internals(page) -> bool:
