@@ -143,7 +143,8 @@ class RaterDriver:
 
     def take_break(self) -> None:
         """On the break page: go on with the next session."""
-        number = int(self.page.evaluate(_DONE_PAGES_JS))
+        # Streamlit draws a page element by element: wait for the progress bar before reading it.
+        number = int(self.page.wait_for_function(_DONE_PAGES_JS, timeout=self.timeout_ms).json_value())
         self.page.get_by_role("button", name="Go on with the next session").click()
         self.wait_rendered(number + 1)
 
@@ -340,7 +341,8 @@ _WHICH_PAGE_JS = """
 }
 """
 _DONE_PAGES_JS = """
-() => { const m = document.querySelector('[data-testid="stProgress"]').innerText.match(/(\\d+) of (\\d+) pages rated/); return m ? +m[1] : 0; }
+() => { const bar = document.querySelector('[data-testid="stProgress"]');
+        const m = bar && bar.innerText.match(/(\\d+) of (\\d+) pages rated/); return m ? String(+m[1]) : null; }
 """
 
 
