@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sonieval.audio import audio_info, read_audio  # noqa: E402
 from sonieval.data.esc50 import open_esc50, prepare_clips, verify_esc50, write_checksums  # noqa: E402
 from sonieval.data.synthetic import make_synthetic_esc50  # noqa: E402
-from sonieval.pipeline.manifest import RunManifest  # noqa: E402
+from sonieval.ledger import RunLedger  # noqa: E402
 from sonieval.protocol import parse_protocol  # noqa: E402
 
 
@@ -62,7 +62,7 @@ def main() -> None:
 
         proto = parse_protocol({"name": "bench", "results_dir": str(work / "results"),
                                 "data": {"esc50": str(root)}})
-        with RunManifest(work / "results" / "manifest.sqlite") as manifest:
+        with RunLedger(work / "results" / "manifest.sqlite") as manifest:
             t0 = time.perf_counter()
             prepare_clips(proto, manifest, progress=False)
             t_first = time.perf_counter() - t0

@@ -98,7 +98,7 @@ def run_grid(root: Path, engine_name: str, workers: int) -> dict:
         engine.close()
     if not result.failures.empty:
         raise SystemExit(f"grid run on {engine_name} had failures:\n{result.failures}")
-    from sonieval.pipeline.manifest import RunManifest
+    from sonieval.ledger import RunLedger
 
     return {"wall": wall, "cpu": cpu_seconds_self() - c0 + cluster, "stages": result.timings,
             "training_tasks": training_tasks(proto)}
@@ -143,7 +143,7 @@ def bench_grid(workers: int) -> dict:
 
 def noop(items, *args):
     """A task that does nothing (what Ray costs per task: scheduling, arguments, answer)."""
-    from sonieval.pipeline.manifest import ItemOutcome
+    from sonieval.ledger import ItemOutcome
 
     return {it.key: ItemOutcome() for it in items}
 
@@ -152,7 +152,7 @@ def bench_overhead(n: int, workers: int, train_task_s: float | None) -> None:
     from engine_helpers import sweep_protocol, synthetic_pairs
 
     from sonieval.pipeline.engines import RayEngine, Task, run_tasks
-    from sonieval.pipeline.manifest import RunManifest
+    from sonieval.ledger import RunLedger
     from sonieval.pipeline.train import _train_item, paired_data, plan_runs
 
     print(f"\n== 2. Ray overhead per task: {n} no-op tasks carrying a train task's arguments  [{load()}]")
@@ -165,11 +165,11 @@ def bench_overhead(n: int, workers: int, train_task_s: float | None) -> None:
         try:
             ref = engine.put(proto)
             warm = [Task(f"warm{i}", noop, [item], (ref, "auto")) for i in range(workers * 2)]
-            with RunManifest(Path(tmp) / "warm.sqlite") as m:
+            with RunLedger(Path(tmp) / "warm.sqlite") as m:
                 run_tasks(m, "noop", warm, engine, progress=False, skip_done=False)  # start the workers
             tasks = [Task(f"noop{i}", noop, [type(item)(f"{item.key}#{i}", item.inputs, payload=item.payload)],
                           (ref, "auto")) for i in range(n)]
-            with RunManifest(Path(tmp) / "noop.sqlite") as m:
+            with RunLedger(Path(tmp) / "noop.sqlite") as m:
                 t0 = time.perf_counter()
                 run_tasks(m, "noop", tasks, engine, progress=False)
                 wall = time.perf_counter() - t0

@@ -167,7 +167,7 @@ def prepare_pass(encoder, layers, clips, root: Path) -> None:
     """The prepare stage's embedding pass for ``layers`` into fresh results and cache folders under ``root``."""
     import shutil
 
-    from sonieval.pipeline.manifest import RunManifest
+    from sonieval.ledger import RunLedger
     from sonieval.pipeline.prepare import cache_embeddings
     from sonieval.protocol import parse_protocol
 
@@ -175,7 +175,7 @@ def prepare_pass(encoder, layers, clips, root: Path) -> None:
     proto = parse_protocol({"name": "bench", "results_dir": str(root / "results"), "cache_dir": str(root / "cache"),
                             "encoders": [{"name": encoder.name, "size": "small"}], "codec": {"name": "mel"}})
     encoder.set_layers(layers)
-    with RunManifest(root / "manifest.sqlite") as manifest:
+    with RunLedger(root / "manifest.sqlite") as manifest:
         rows, _ = cache_embeddings(proto, manifest, clips, encoder, batch_size=8)
     if any(r["status"] != "done" for r in rows):
         raise SystemExit(f"bench_layers: a prepare pass failed: {[r['error'] for r in rows if r['error']][:1]}")

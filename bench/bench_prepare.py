@@ -99,7 +99,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from sonieval.models.codec import load_codec
-    from sonieval.pipeline.manifest import RunManifest
+    from sonieval.ledger import RunLedger
     from sonieval.pipeline.prepare import resolve_device, run_prepare
     from sonieval.protocol import load_protocol
 
@@ -111,7 +111,7 @@ def main() -> int:
         # Warm-up on 3 clips (lazy kernel loading, allocator, file cache), not timed.
         warm_file, _ = workspace(tmp / "warmup", 1, 1, checkpoint, args.esc50)
         warm = load_protocol(warm_file)
-        with RunManifest(warm.results_path / "manifest.sqlite") as manifest:
+        with RunLedger(warm.results_path / "manifest.sqlite") as manifest:
             run_prepare(warm, manifest, device=device, batch_size=3, progress=False)
         for batch in (1, args.clips):
             root = tmp / f"batch{batch}"
@@ -121,7 +121,7 @@ def main() -> int:
             t0 = time.perf_counter()
             load_codec(proto.codec, tmp / "weights", device=device)
             load_s = time.perf_counter() - t0
-            with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+            with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
                 t0 = time.perf_counter()
                 result = run_prepare(proto, manifest, device=device, batch_size=batch, progress=False)
                 stage_s = time.perf_counter() - t0

@@ -39,7 +39,7 @@ def main() -> int:
     import torch
 
     from sonieval.models.codec import load_codec
-    from sonieval.pipeline.manifest import RunManifest
+    from sonieval.ledger import RunLedger
     from sonieval.pipeline.prepare import load_array, read_prepared, resolve_device, run_prepare
     from sonieval.pipeline.sonify import run_sonify
     from sonieval.pipeline.train import checkpoint_path, load_checkpoint, run_train, time_axis_from
@@ -51,7 +51,7 @@ def main() -> int:
         checkpoint = full_size_random_dac_vae(tmp)
         proto_file, label = workspace(tmp / "ws", args.clips, 1, checkpoint, args.esc50, batch_size=1)
         proto = load_protocol(proto_file)
-        with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+        with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
             run_prepare(proto, manifest, device=device, batch_size=4, progress=False)
             assert run_train(proto, manifest, device=device, progress=False).ok
 
@@ -92,7 +92,7 @@ def main() -> int:
         t0 = time.perf_counter()
         load_codec(proto.codec, tmp / "weights", device=device)
         load_s = time.perf_counter() - t0
-        with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+        with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
             t0 = time.perf_counter()
             result = run_sonify(proto, manifest, device=device, progress=False)
             sonify_s = time.perf_counter() - t0

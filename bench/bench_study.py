@@ -12,7 +12,7 @@
    after a think time of 10-20 s (``--think``: a rater who keeps the listening rule plays both 5-s
    sounds of a joint page before marking, so 10 s is the least), on PostgreSQL and on SQLite in
    the same run; then every mark is checked to be stored exactly once. 45 of them are
-   Streamlit-protocol raters (sonieval.study.loadtest: what a browser sends and fetches, minus
+   Streamlit-protocol raters (harness.loadtest: what a browser sends and fetches, minus
    drawing, since 50 Chromium tabs on the 2 cores that also serve the study would measure the
    browsers) and 5 are headless Chromium tabs, whose submit -> next page fully rendered
    (player decoded) is the latency a rater sees; the protocol raters' submit -> page delivered
@@ -42,6 +42,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the test harnesses (browser driver, load test, temporary PostgreSQL)
 
 from sonieval.audio import read_audio, write_wav  # noqa: E402
 from sonieval.study.create import StudySettings, create_from_folders  # noqa: E402
@@ -85,7 +86,7 @@ async def crowd_rater(browser, link: str, think: tuple[float, float], seed: int,
     import asyncio
     import random
 
-    from sonieval.study.browser import _INSTRUCTION_RE, _MARK_PLAYERS_OLD_JS, _PAGE_RE, _RENDERED_JS, _SETTLED_JS, _WHICH_PAGE_JS
+    from harness.browser import _INSTRUCTION_RE, _MARK_PLAYERS_OLD_JS, _PAGE_RE, _RENDERED_JS, _SETTLED_JS, _WHICH_PAGE_JS
 
     rng = random.Random(seed)
     context = await browser.new_context()
@@ -141,8 +142,8 @@ def crowd_latency(created, n: int, n_browsers: int, think: tuple[float, float]) 
 
     from playwright.async_api import async_playwright
 
-    from sonieval.study.browser import CHROMIUM_ARGS, chromium_path
-    from sonieval.study.loadtest import ProtocolRater
+    from harness.browser import CHROMIUM_ARGS, chromium_path
+    from harness.loadtest import ProtocolRater
     from sonieval.study.server import enrol_link, launch, wait_until_up
 
     proc, base = launch(created.storage, created.study_id, log_path=created.study_dir / "server.log")
@@ -229,7 +230,7 @@ def crowd_section(work: Path, originals: Path, systems: dict[str, Path], n: int,
 
 
 def browser_latency(created) -> list[float]:
-    from sonieval.study.browser import RaterDriver, headless_chromium
+    from harness.browser import RaterDriver, headless_chromium
     from sonieval.study.server import launch, rater_link, wait_until_up
 
     proc, base = launch(created.storage, created.study_id, log_path=created.study_dir / "server.log")
@@ -324,7 +325,7 @@ def main() -> int:
     print(f"\n[2] {len(tokens)} concurrent raters x {pages} pages x 2 marks, each page one transaction")
     print(f"    SQLite (WAL, synchronous=FULL):       {sqlite_rate:7.0f} marks/s ({sqlite_marks} marks in {sqlite_wall:.2f} s)")
 
-    from sonieval.study.pgtemp import start_temp_postgres
+    from harness.pgtemp import start_temp_postgres
 
     try:
         pg = start_temp_postgres()
@@ -346,7 +347,7 @@ def main() -> int:
 
 
 def crowd_only(work: Path, args) -> int:
-    from sonieval.study.pgtemp import start_temp_postgres
+    from harness.pgtemp import start_temp_postgres
 
     originals, systems, _ = make_inputs(work / "crowd-inputs", args.crowd_clips)
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sonieval.testing import require_part
+from harness.parts import require_part
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Tests must never reach a hub: everything they load is made locally.

@@ -97,11 +97,11 @@ def _run_esc50(args: argparse.Namespace) -> int:
 
 def _run_splits(args: argparse.Namespace) -> int:
     from sonieval.data.esc50 import describe_clips_stage, prepare_clips
-    from sonieval.pipeline.manifest import RunManifest
+    from sonieval.ledger import RunLedger
     from sonieval.protocol import load_protocol
 
     proto = load_protocol(args.protocol)
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         table = prepare_clips(proto, manifest, progress=not args.no_progress)
     for line in describe_clips_stage(table, proto):
         print(line)

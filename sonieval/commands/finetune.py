@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sonieval.errors import SonievalError
-    from sonieval.models.finetune import FinetuneSettings, finetune_encoder
+    from sonieval.pipeline.finetune import FinetuneSettings, finetune_encoder
     from sonieval.protocol import load_protocol
 
     for name in ("epochs", "batch_size"):

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sonieval.pipeline.manifest import RunManifest
+    from sonieval.ledger import RunLedger
     from sonieval.pipeline.prepare import run_prepare
     from sonieval.protocol import load_protocol
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         from sonieval.errors import SonievalError
 
         raise SonievalError(f"--batch-size {args.batch_size}: must be at least 1")
-    with open_engine(args) as engine, RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with open_engine(args) as engine, RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         result = run_prepare(proto, manifest, device=args.device, batch_size=args.batch_size,
                              progress=not args.no_progress, engine=engine)
     print(f"prepare: {result.summary()}")

@@ -68,13 +68,13 @@ def run(args: argparse.Namespace) -> int:
         if args.reference or args.system:
             raise SonievalError("give either a PROTOCOL or --reference/--system folders, not both")
         from sonieval.metrics.leaderboard import run_score
-        from sonieval.pipeline.manifest import RunManifest
+        from sonieval.ledger import RunLedger
         from sonieval.protocol import load_protocol
 
         proto = load_protocol(args.protocol)
         if args.cache:
             proto.cache_dir = args.cache
-        with open_engine(args) as engine, RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+        with open_engine(args) as engine, RunLedger(proto.results_path / "manifest.sqlite") as manifest:
             outputs = run_score(proto, manifest, engine=engine, **overrides)
         out_dir = proto.results_path / "scores"
     else:

@@ -46,12 +46,12 @@ def run(args: argparse.Namespace) -> int:
         raise SonievalError("--systems and --out go with --figure CLIP_ID")
 
     from sonieval.commands.prepare import _print_failures
-    from sonieval.pipeline.manifest import RunManifest
+    from sonieval.ledger import RunLedger
     from sonieval.pipeline.sonify import parse_shard, run_sonify
 
     shard = parse_shard(args.shard)
     if shard is None:
-        ledger = RunManifest(proto.results_path / "manifest.sqlite")
+        ledger = RunLedger(proto.results_path / "manifest.sqlite")
     else:  # its own ledger: no SQLite file shared between machines (sonieval.pipeline.ledgers)
         from sonieval.pipeline.ledgers import open_shard_ledger
 

@@ -24,12 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sonieval.commands.prepare import _print_failures
-    from sonieval.pipeline.manifest import RunManifest
+    from sonieval.ledger import RunLedger
     from sonieval.pipeline.train import run_train
     from sonieval.protocol import load_protocol
 
     proto = load_protocol(args.protocol)
-    with open_engine(args) as engine, RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with open_engine(args) as engine, RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         result = run_train(proto, manifest, device=args.device, progress=not args.no_progress, engine=engine)
     print(f"train: {result.summary('runs')}")
     _print_failures(result.failed)

@@ -30,7 +30,7 @@ from sonieval.files import sha256_file, write_text_atomic
 
 if TYPE_CHECKING:
     from sonieval.data.results_folder import DataSource
-    from sonieval.pipeline.manifest import RunManifest
+    from sonieval.ledger import RunLedger
     from sonieval.protocol import ListeningSetSpec, Protocol, SplitSpec
 
 ESC50_ENV = "SONIEVAL_ESC50"
@@ -618,7 +618,7 @@ AUDIO_NOTE_COLUMNS = [
 ]
 
 
-def prepare_clips(proto: "Protocol", manifest: "RunManifest", *, progress: bool = True) -> pd.DataFrame:
+def prepare_clips(proto: "Protocol", manifest: "RunLedger", *, progress: bool = True) -> pd.DataFrame:
     """The ``clips`` stage: read every clip at 44.1 kHz under the protocol's length policy, record each
     clip's status, error and audio notes in the manifest, assign splits, pick the listening set, and write
     ``<results>/tables/clips.parquet`` and ``<results>/splits/*.txt``.
@@ -630,7 +630,7 @@ def prepare_clips(proto: "Protocol", manifest: "RunManifest", *, progress: bool 
     ``data_notes`` (what was adapted), ``batch`` (the batch summary) and ``listening_note``.
     """
     from sonieval.audio import CODEC_RATE, load_clip
-    from sonieval.pipeline.manifest import ItemOutcome, ManifestItem
+    from sonieval.ledger import ItemOutcome, LedgerItem
     from sonieval.tables import CLIPS_COLUMNS, write_table
 
     from sonieval.data.results_folder import pin_data_source
@@ -640,7 +640,7 @@ def prepare_clips(proto: "Protocol", manifest: "RunManifest", *, progress: bool 
     spec = proto.data
     clips = assign_splits(ds.clips, spec.split)
 
-    def item_for(row: pd.Series) -> ManifestItem:
+    def item_for(row: pd.Series) -> LedgerItem:
         path = Path(row["path"])
         try:
             st = path.stat()
@@ -649,9 +649,9 @@ def prepare_clips(proto: "Protocol", manifest: "RunManifest", *, progress: bool 
             stamp = {"size": None, "mtime_ns": None}
         inputs = {"path": str(path), **stamp, "rate": CODEC_RATE, "seconds": spec.clip_seconds,
                   "policy": spec.length_policy}
-        return ManifestItem(key=row["clip_id"], inputs=inputs, payload=path)
+        return LedgerItem(key=row["clip_id"], inputs=inputs, payload=path)
 
-    def read_one(item: ManifestItem) -> ItemOutcome:
+    def read_one(item: LedgerItem) -> ItemOutcome:
         clip = load_clip(item.payload, CODEC_RATE, spec.clip_seconds, spec.length_policy)
         return ItemOutcome(path=item.payload, extra=clip.notes)
 

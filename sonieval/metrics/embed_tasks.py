@@ -15,13 +15,13 @@ import os
 from typing import Any
 
 from sonieval.pipeline.engines import Answer, Engine, Task, chunks, run_tasks, worker_memo
-from sonieval.pipeline.manifest import ItemOutcome, ManifestItem, RunManifest
+from sonieval.ledger import ItemOutcome, LedgerItem, RunLedger
 
 STAGE = "score-embed-cache"
 FILES_PER_TASK = 64  # a few seconds of a GPU per task, so a lost worker costs little
 
 
-def fill_embedding_cache(manifest: RunManifest, engine: Engine | None, spec: str, paths: list[str],
+def fill_embedding_cache(manifest: RunLedger, engine: Engine | None, spec: str, paths: list[str],
                          cache_dir: str | os.PathLike, device: str = "auto", *, progress: bool = False) -> int:
     """Cache the embedding ``spec`` of every file of ``paths`` not cached yet, as tasks on ``engine``;
     returns how many files were sent. The ledger gets one row per task (its files' count and errors)."""
@@ -41,7 +41,7 @@ def fill_embedding_cache(manifest: RunManifest, engine: Engine | None, spec: str
             continue  # the driver's pass names it
     parts = chunks(todo, engine.slots * 4, at_most=FILES_PER_TASK)
     ref = engine.put((spec, str(cache_dir), device))
-    tasks = [Task(f"embed {spec} {i}", embed_into_cache, [ManifestItem(f"{backend.cache_key()}|{part[0]}",
+    tasks = [Task(f"embed {spec} {i}", embed_into_cache, [LedgerItem(f"{backend.cache_key()}|{part[0]}",
                                                                      {"files": part})], (ref,),
                   engine.device_resources()) for i, part in enumerate(parts)]
     run_tasks(manifest, STAGE, tasks, engine, desc=f"embed ({spec}) on {engine.name}", progress=progress,
@@ -49,7 +49,7 @@ def fill_embedding_cache(manifest: RunManifest, engine: Engine | None, spec: str
     return len(todo)
 
 
-def embed_into_cache(items: list[ManifestItem], job: tuple[str, str, str]) -> Answer:
+def embed_into_cache(items: list[LedgerItem], job: tuple[str, str, str]) -> Answer:
     """The task: embed the item's files into the cache (the backend loaded once per worker)."""
     from sonieval.metrics.embeddings import EmbeddingCache, embed_files, load_embedding
     from sonieval.pipeline.prepare import resolve_device

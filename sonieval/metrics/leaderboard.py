@@ -45,7 +45,7 @@ import pandas as pd
 from sonieval.errors import DataError, SonievalError
 from sonieval.metrics.embed_tasks import fill_embedding_cache
 from sonieval.pipeline.engines import run_items
-from sonieval.pipeline.manifest import ItemOutcome, ManifestItem, RunManifest
+from sonieval.ledger import ItemOutcome, LedgerItem, RunLedger
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 FAD_BOOTSTRAP_MAX = 200
@@ -176,7 +176,7 @@ def score_sets(
     config: ScoreConfig,
     cache_dir: str | os.PathLike,
     reference_label: str,
-    manifest: RunManifest,
+    manifest: RunLedger,
     training: pd.DataFrame | None = None,
     primary_codec: str | None = None,
     engine=None,
@@ -252,7 +252,7 @@ def score_sets(
                     ref_stats_error = str(exc)
             class_ref_stats: dict[str, object] = {}
 
-            def score_system(item: ManifestItem) -> ItemOutcome:
+            def score_system(item: LedgerItem) -> ItemOutcome:
                 s: AudioSet = item.payload
                 ev_frames, ev_groups, ev_kept = _frames_of(s, extraction.frames)
                 n_failed = len(s.paths) - len(ev_kept)
@@ -363,7 +363,7 @@ def score_sets(
                 return ItemOutcome(path=part, extra={"items": str(ipart), "n_rows": len(rows)})
 
             items = [
-                ManifestItem(
+                LedgerItem(
                     key=f"{emb_id}|{reference_label}|{s.name}",
                     inputs={"embedding": emb_id, "embedding_key": backend.cache_key(), "reference": ref_sha,
                             "system": _set_digest(s), "config": _config_digest(config)},
@@ -498,7 +498,7 @@ def _score_audio_items(systems, out_dir, config, manifest, failures, engine=None
         return []
     parts = []
 
-    def run(item: ManifestItem) -> ItemOutcome:
+    def run(item: LedgerItem) -> ItemOutcome:
         s: AudioSet = item.payload
         rows = []
         originals: dict[str, np.ndarray | SonievalError] = {}
@@ -530,7 +530,7 @@ def _score_audio_items(systems, out_dir, config, manifest, failures, engine=None
         return ItemOutcome(path=part)
 
     items = [
-        ManifestItem(key=f"audio-items|{s.name}", inputs={"system": _set_digest(s), "metrics": wanted},
+        LedgerItem(key=f"audio-items|{s.name}", inputs={"system": _set_digest(s), "metrics": wanted},
                      system_id=s.name, payload=s)
         for s in systems if any(s.originals)
     ]
@@ -1051,7 +1051,7 @@ def score_folders(
     reference = _folder_set("reference", Path(reference_dir))
     index = dict(zip(reference.clip_ids, reference.paths))
     sets = [_folder_set(name, Path(d), index) for name, d in systems.items()]
-    with RunManifest(out_dir / "manifest.sqlite") as manifest:
+    with RunLedger(out_dir / "manifest.sqlite") as manifest:
         return score_sets(
             reference, sets, out_dir, config=config, cache_dir=cache_dir or out_dir / "cache",
             reference_label=f"folder:{Path(reference_dir).resolve()}", manifest=manifest,
@@ -1157,7 +1157,7 @@ def config_from_protocol(proto, **overrides) -> ScoreConfig:
     return cfg
 
 
-def run_score(proto, manifest: RunManifest, *, engine=None, **overrides) -> ScoreOutputs:
+def run_score(proto, manifest: RunLedger, *, engine=None, **overrides) -> ScoreOutputs:
     """The ``score`` stage of a protocol: writes ``<results>/scores/`` (``engine``: see score_sets)."""
     from sonieval.data.results_folder import check_sonifications
 

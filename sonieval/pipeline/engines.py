@@ -1,7 +1,7 @@
 """Executors: where a stage's work runs, with one writer of the run ledger.
 
 A stage cuts its work into :class:`Task` s. A task names the ledger items it makes
-(:class:`~sonieval.pipeline.manifest.ManifestItem`), a module-level function and its arguments, and
+(:class:`~sonieval.ledger.LedgerItem`), a module-level function and its arguments, and
 the resources it needs. An engine runs the tasks; :func:`run_tasks` (the driver) skips the items
 already done, records the rest as they come back, and is the only code that writes the ledger.
 
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from sonieval.errors import SonievalError
-from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest
+from sonieval.ledger import BatchResult, ItemOutcome, LedgerItem, RunLedger
 
 __all__ = [
     "ENGINES", "Engine", "LocalEngine", "RayEngine", "Resources", "Task", "attempt", "chunks", "item_error",
@@ -72,7 +72,7 @@ class Task:
 
     name: str
     fn: Callable[..., Answer]
-    items: list[ManifestItem]
+    items: list[LedgerItem]
     args: tuple = ()
     resources: Resources = field(default_factory=Resources)
 
@@ -116,7 +116,7 @@ def worker_memo(key: Any, make: Callable[[], Any]) -> Any:
     return value
 
 
-def _execute(fn: Callable[..., Answer], items: list[ManifestItem], resources: Resources, *args: Any) -> Answer:
+def _execute(fn: Callable[..., Answer], items: list[LedgerItem], resources: Resources, *args: Any) -> Answer:
     """What a Ray worker runs: the task with torch held to the task's CPUs."""
     import torch
 
@@ -315,7 +315,7 @@ def make_engine(name: str | None = "local", address: str | None = None, **option
 # ---------------------------------------------------------------------------- driver side
 
 
-def run_tasks(manifest: RunManifest, stage: str, tasks: list[Task], engine: Engine, *, desc: str | None = None,
+def run_tasks(manifest: RunLedger, stage: str, tasks: list[Task], engine: Engine, *, desc: str | None = None,
               progress: bool = True, skip_done: bool = True) -> BatchResult:
     """Run ``tasks`` on ``engine``; the driver alone records each item (``stage``, item key) in the ledger.
 
@@ -349,7 +349,7 @@ def run_tasks(manifest: RunManifest, stage: str, tasks: list[Task], engine: Engi
     return result
 
 
-def _record(manifest: RunManifest, stage: str, item: ManifestItem, got: ItemOutcome | str, result: BatchResult) -> None:
+def _record(manifest: RunLedger, stage: str, item: LedgerItem, got: ItemOutcome | str, result: BatchResult) -> None:
     if isinstance(got, str):
         manifest.record(stage, item.key, "failed", system_id=item.system_id, inputs=item.inputs, error=got)
         result.failed[item.key] = got
@@ -359,7 +359,7 @@ def _record(manifest: RunManifest, stage: str, item: ManifestItem, got: ItemOutc
     result.done.append(item.key)
 
 
-def run_items(manifest: RunManifest, stage: str, items: list[ManifestItem], fn: Callable[[ManifestItem], Any],
+def run_items(manifest: RunLedger, stage: str, items: list[LedgerItem], fn: Callable[[LedgerItem], Any],
               engine: Engine | None, *, resources: Resources | None = None, desc: str | None = None,
               progress: bool = True) -> BatchResult:
     """``manifest.run_batch(stage, items, fn)`` on an engine: one task per item, ``fn(item)`` in the worker.
@@ -375,14 +375,14 @@ def run_items(manifest: RunManifest, stage: str, items: list[ManifestItem], fn: 
     return run_tasks(manifest, stage, tasks, engine, desc=desc, progress=progress)
 
 
-def call_each(items: list[ManifestItem], fn: Callable[[ManifestItem], Any]) -> Answer:
+def call_each(items: list[LedgerItem], fn: Callable[[LedgerItem], Any]) -> Answer:
     """The task of :func:`run_items`: ``fn`` on each item, each answered on its own."""
     return {it.key: attempt(fn, it) for it in items}
 
 
-def light_items(items: list[ManifestItem]) -> list[ManifestItem]:
+def light_items(items: list[LedgerItem]) -> list[LedgerItem]:
     """The items without their payloads (what a task sends; its arguments carry what the worker needs)."""
-    return [ManifestItem(it.key, it.inputs, it.system_id) for it in items]
+    return [LedgerItem(it.key, it.inputs, it.system_id) for it in items]
 
 
 def chunks(seq: list[Any], n_parts: int, *, at_most: int | None = None) -> list[list[Any]]:

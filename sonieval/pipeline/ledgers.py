@@ -19,7 +19,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from sonieval.pipeline.manifest import RunManifest
+from sonieval.ledger import RunLedger
 
 LEDGER_DIR = "ledgers"
 _COLUMNS = ("stage", "key", "system_id", "inputs", "inputs_hash", "path", "sha256", "status", "error", "started_at",
@@ -44,7 +44,7 @@ def _rows(path: Path, stage: str) -> list[tuple]:
         conn.close()
 
 
-def merge_rows(dst: RunManifest, src: Path, stage: str) -> int:
+def merge_rows(dst: RunLedger, src: Path, stage: str) -> int:
     """Copy ``stage``'s finished rows of ledger ``src`` into ``dst`` where they are newer; returns how many."""
     rows = _rows(src, stage)
     placeholders = ", ".join("?" for _ in _COLUMNS)
@@ -58,14 +58,14 @@ def merge_rows(dst: RunManifest, src: Path, stage: str) -> int:
     return dst._conn.total_changes - before  # noqa: SLF001
 
 
-def merge_shard_ledgers(manifest: RunManifest, results: str | os.PathLike, stage: str) -> int:
+def merge_shard_ledgers(manifest: RunLedger, results: str | os.PathLike, stage: str) -> int:
     """Every shard ledger of ``stage`` into the run ledger (the driver's); returns the rows taken."""
     return sum(merge_rows(manifest, path, stage) for path in shard_ledgers(results, stage))
 
 
-def open_shard_ledger(results: str | os.PathLike, stage: str, shard: tuple[int, int]) -> RunManifest:
+def open_shard_ledger(results: str | os.PathLike, stage: str, shard: tuple[int, int]) -> RunLedger:
     """The shard's own ledger, started from the run ledger's finished items of ``stage`` (read only)."""
-    ledger = RunManifest(shard_ledger_path(results, stage, shard))
+    ledger = RunLedger(shard_ledger_path(results, stage, shard))
     main = Path(results) / "manifest.sqlite"
     if main.exists():
         merge_rows(ledger, main, stage)

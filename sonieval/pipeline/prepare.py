@@ -50,7 +50,7 @@ import pandas as pd
 from sonieval.errors import DataError, SonievalError
 from sonieval.files import atomic_path, sha256_file
 from sonieval.pipeline.engines import run_tasks
-from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest
+from sonieval.ledger import BatchResult, ItemOutcome, LedgerItem, RunLedger
 from sonieval.protocol import Protocol
 from sonieval.tables import read_table, table_path_value, write_table
 
@@ -167,7 +167,7 @@ Forward = Callable[[np.ndarray, list[CacheTarget]], list[np.ndarray]]
 
 def _compute_cached(
     proto: Protocol,
-    manifest: RunManifest,
+    manifest: RunLedger,
     clips: pd.DataFrame,
     *,
     kind: str,
@@ -243,7 +243,7 @@ def _cache_tasks(proto: Protocol, to_compute: list, pending: set[str], need: set
     return engine, tasks
 
 
-def cache_chunk(items: list[ManifestItem], proto: Protocol, part: list, targets: list[CacheTarget], need: set[str],
+def cache_chunk(items: list[LedgerItem], proto: Protocol, part: list, targets: list[CacheTarget], need: set[str],
                 sample_rate: int, kind: str, batch_size: int, source: tuple) -> dict[str, Any]:
     """The task: forward ``part``'s clips batch by batch and write their cache entries (no ledger)."""
     from sonieval.pipeline.engines import attempt, worker_memo
@@ -267,7 +267,7 @@ def cache_chunk(items: list[ManifestItem], proto: Protocol, part: list, targets:
 
 
 def _clip_items(proto: Protocol, row, kind: str, targets: list[CacheTarget],
-                load_model_info: dict[str, Any]) -> list[ManifestItem]:
+                load_model_info: dict[str, Any]) -> list[LedgerItem]:
     """One manifest item per target for one clip, keyed by the clip's content hash."""
     try:
         sha = sha256_file(row.path)
@@ -276,13 +276,13 @@ def _clip_items(proto: Protocol, row, kind: str, targets: list[CacheTarget],
         err = f"{row.path}: cannot read file ({exc.strerror})"
     else:
         err = None
-    return [ManifestItem(f"{kind}/{t.name}/{row.clip_id}", {"clip_sha256": sha, "model_key": t.key, **load_model_info},
+    return [LedgerItem(f"{kind}/{t.name}/{row.clip_id}", {"clip_sha256": sha, "model_key": t.key, **load_model_info},
                          payload={"row": row, "target": cache_file(proto, kind, t.key, sha), "error": err,
                                   "target_spec": t})
             for t in targets]
 
 
-def _forward_chunk(proto: Protocol, chunk: list[tuple[Any, list[ManifestItem]]], targets: list[CacheTarget],
+def _forward_chunk(proto: Protocol, chunk: list[tuple[Any, list[LedgerItem]]], targets: list[CacheTarget],
                    need: set[str], sample_rate: int, forward: Forward, results: dict[str, Any]) -> None:
     """One forward of the chunk's clips for the union of the targets they lack; fills ``results``."""
     from sonieval.audio import load_clip
@@ -311,7 +311,7 @@ def _forward_chunk(proto: Protocol, chunk: list[tuple[Any, list[ManifestItem]]],
             results[it.key] = out[it.payload["target_spec"]][i]
 
 
-def _store(item: ManifestItem, value: np.ndarray | Exception | None, kind: str) -> ItemOutcome:
+def _store(item: LedgerItem, value: np.ndarray | Exception | None, kind: str) -> ItemOutcome:
     if item.payload["error"]:
         raise SonievalError(item.payload["error"])
     target: Path = item.payload["target"]
@@ -445,7 +445,7 @@ def encoder_targets(proto: Protocol, encoder: Any) -> list[CacheTarget]:
                         layer_label(layer)) for layer in encoder.loaded_layers]
 
 
-def prepare_encoder(proto: Protocol, manifest: RunManifest, clips: pd.DataFrame, spec: Any, *, index: int | None = None,
+def prepare_encoder(proto: Protocol, manifest: RunLedger, clips: pd.DataFrame, spec: Any, *, index: int | None = None,
                     device: str = "cpu", batch_size: int = DEFAULT_ENCODE_BATCH,
                     progress: bool = False) -> tuple[list[dict[str, Any]], BatchResult]:
     """The embeddings of one ``encoders[index]`` entry at every layer it names, into the cache."""
@@ -455,7 +455,7 @@ def prepare_encoder(proto: Protocol, manifest: RunManifest, clips: pd.DataFrame,
     return cache_embeddings(proto, manifest, clips, encoder, device=device, batch_size=batch_size, progress=progress)
 
 
-def cache_embeddings(proto: Protocol, manifest: RunManifest, clips: pd.DataFrame, encoder: Any, *, device: str = "cpu",
+def cache_embeddings(proto: Protocol, manifest: RunLedger, clips: pd.DataFrame, encoder: Any, *, device: str = "cpu",
                      batch_size: int = DEFAULT_ENCODE_BATCH,
                      progress: bool = False) -> tuple[list[dict[str, Any]], BatchResult]:
     """The embeddings of a loaded encoder at its ``loaded_layers`` for ``clips``, into the cache."""
@@ -472,7 +472,7 @@ def cache_embeddings(proto: Protocol, manifest: RunManifest, clips: pd.DataFrame
 
 def run_prepare(
     proto: Protocol,
-    manifest: RunManifest,
+    manifest: RunLedger,
     *,
     device: str = "auto",
     batch_size: int = DEFAULT_ENCODE_BATCH,
@@ -490,7 +490,7 @@ def run_prepare(
 
 def _prepare_all(
     proto: Protocol,
-    manifest: RunManifest,
+    manifest: RunLedger,
     *,
     device: str = "auto",
     batch_size: int = DEFAULT_ENCODE_BATCH,

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from sonieval.errors import SonievalError
-from sonieval.pipeline.manifest import RunManifest
+from sonieval.ledger import RunLedger
 from sonieval.protocol import Protocol
 
 FAILURES_NAME = "run_failures.csv"  # in the results folder: every item the last `sonieval run` could not make
@@ -46,8 +46,8 @@ STAGES = [
 STAGE_NAMES = [s.name for s in STAGES]
 
 
-def open_manifest(proto: Protocol) -> RunManifest:
-    return RunManifest(proto.results_path / "manifest.sqlite")
+def open_manifest(proto: Protocol) -> RunLedger:
+    return RunLedger(proto.results_path / "manifest.sqlite")
 
 
 def select_stages(only: list[str] | None = None, until: str | None = None) -> list[Stage]:
@@ -60,7 +60,7 @@ def select_stages(only: list[str] | None = None, until: str | None = None) -> li
     return stages
 
 
-def _call_stage(fn: Callable, proto: Protocol, manifest: RunManifest, engine: Any) -> Any:
+def _call_stage(fn: Callable, proto: Protocol, manifest: RunLedger, engine: Any) -> Any:
     """A stage function, given the engine when it takes one (the clips stage runs in the driver)."""
     import inspect
 
@@ -88,7 +88,7 @@ class RunResult:
         return lines
 
 
-def stage_failures(manifest: RunManifest, stage: str, since: float) -> pd.DataFrame:
+def stage_failures(manifest: RunLedger, stage: str, since: float) -> pd.DataFrame:
     """Items of ``stage`` (and its sub-stages, e.g. score-items) that failed at or after ``since``.
 
     Older failures of items no longer planned stay in the manifest; they are not this run's."""

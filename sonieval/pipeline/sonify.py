@@ -45,7 +45,7 @@ import pandas as pd
 from sonieval.audio import CODEC_RATE, fit_length, load_clip, write_wav
 from sonieval.errors import DataError, SonievalError
 from sonieval.files import sha256_file
-from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest
+from sonieval.ledger import BatchResult, ItemOutcome, LedgerItem, RunLedger
 from sonieval.pipeline.postprocess import apply_postprocess, needs_embedding_rescale, rescale_embedding
 from sonieval.pipeline.prepare import (
     USABLE_STATUS, clips_table_path, codec_model_key, is_random_model_key, load_array, load_prepared_codec, read_prepared,
@@ -303,7 +303,7 @@ def _write_outputs(proto: Protocol, unit: DecodeUnit, value: Any, original: np.n
     return ItemOutcome(path=outputs[0]["path"], sha256=outputs[0]["sha256"], extra={"outputs": outputs})
 
 
-def _outputs_exist(manifest: RunManifest, unit: DecodeUnit) -> bool:
+def _outputs_exist(manifest: RunLedger, unit: DecodeUnit) -> bool:
     if not manifest.is_done(STAGE, unit.key, unit.inputs):
         return False
     outs = (manifest.get(STAGE, unit.key) or {}).get("extra", {}).get("outputs", [])
@@ -324,7 +324,7 @@ class SonifyResult:
 
 def run_sonify(
     proto: Protocol,
-    manifest: RunManifest,
+    manifest: RunLedger,
     shard: tuple[int, int] | None = None,
     *,
     device: str = "auto",
@@ -358,7 +358,7 @@ def run_sonify(
             worker_memo(("codec", str(proto.results_path), name, device), lambda codec=codec: codec)
     proto_ref, resources = engine.put(proto), engine.device_resources()
     tasks = [Task(f"sonify {group[0].key} +{len(group) - 1}", sonify_group,
-                  [ManifestItem(u.key, u.inputs, system_id=u.system_id(u.postprocesses[0]), payload=u) for u in group],
+                  [LedgerItem(u.key, u.inputs, system_id=u.system_id(u.postprocesses[0]), payload=u) for u in group],
                   (proto_ref, device_option), resources)
              for group in _groups(pending, proto.sonify.batch_size)]  # one task per decode batch (one gate)
     res = run_tasks(manifest, STAGE, tasks, engine, desc="sonify", progress=progress, skip_done=False)
@@ -370,7 +370,7 @@ def run_sonify(
     return SonifyResult(total, table, shard, len(units))
 
 
-def sonify_group(items: list[ManifestItem], proto: Protocol, device: str = "auto") -> dict[str, Any]:
+def sonify_group(items: list[LedgerItem], proto: Protocol, device: str = "auto") -> dict[str, Any]:
     """The task: decode one batch of units (one gate or the codec) and write their post-processed WAVs.
 
     Runs in a worker (engines): the codec is loaded once per worker process; nothing touches the ledger."""
@@ -470,7 +470,7 @@ def _table_lock(path: Path) -> Iterator[None]:
 
 
 def write_sonifications_table(
-    proto: Protocol, manifest: RunManifest, units: list[DecodeUnit], codecs: dict[str, Any], codec_keys: dict[str, str]
+    proto: Protocol, manifest: RunLedger, units: list[DecodeUnit], codecs: dict[str, Any], codec_keys: dict[str, str]
 ) -> pd.DataFrame:
     """Rebuild ``tables/sonifications.parquet`` from the manifest (all shards' rows)."""
     tables = proto.results_path / "tables"

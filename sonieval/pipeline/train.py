@@ -52,7 +52,7 @@ import pandas as pd
 
 from sonieval.errors import DataError, SonievalError
 from sonieval.files import atomic_path
-from sonieval.pipeline.manifest import BatchResult, ItemOutcome, ManifestItem, RunManifest, inputs_hash
+from sonieval.ledger import BatchResult, ItemOutcome, LedgerItem, RunLedger, inputs_hash
 from sonieval.pipeline.prepare import encoder_layers, load_array, read_encoder_info, read_prepared, resolve_device
 from sonieval.protocol import Protocol
 from sonieval.tables import INPUT_LAYER, NO_CONTROL, GateSlot, encoder_slot, format_lr, resolve_table_path, write_table
@@ -652,7 +652,7 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the stage
 
 
-def run_train(proto: Protocol, manifest: RunManifest, *, device: str = "auto", progress: bool = True,
+def run_train(proto: Protocol, manifest: RunLedger, *, device: str = "auto", progress: bool = True,
               engine: Any = None) -> BatchResult:
     """Train every run of the sweep not yet finished, gates that share their pairs together, as tasks on
     ``engine`` (default: the local engine; see sonieval.pipeline.train_tasks); write ``tables/training.parquet``."""
@@ -679,7 +679,7 @@ def run_train(proto: Protocol, manifest: RunManifest, *, device: str = "auto", p
     return result
 
 
-def _train_item(proto: Protocol, run: TrainRun, data: PairedData | SonievalError) -> ManifestItem:
+def _train_item(proto: Protocol, run: TrainRun, data: PairedData | SonievalError) -> LedgerItem:
     t = proto.training
     inputs = {
         "run": run.run_id, "control": run.control, "max_epochs": run.max_epochs, "snapshots": run.snapshot_epochs,
@@ -690,13 +690,13 @@ def _train_item(proto: Protocol, run: TrainRun, data: PairedData | SonievalError
     if isinstance(data, PairedData):
         inputs.update(embedding_model_key=data.embedding_model_key, latent_model_key=data.latent_model_key,
                       train_clips=data.clip_ids["train"], validation_clips=data.clip_ids["validation"])
-    return ManifestItem(run.run_id, inputs, payload=(run, data))
+    return LedgerItem(run.run_id, inputs, payload=(run, data))
 
 
 R2_COLUMNS = ["validation_mse", "validation_r2", "validation_r2_ci_low", "validation_r2_ci_high"]
 
 
-def write_training_table(proto: Protocol, manifest: RunManifest, runs: list[TrainRun]) -> Path:
+def write_training_table(proto: Protocol, manifest: RunLedger, runs: list[TrainRun]) -> Path:
     """One row per system (run × snapshot epoch): where its checkpoint is and how well it fits validation."""
     rows = []
     for run in runs:

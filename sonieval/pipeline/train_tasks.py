@@ -24,7 +24,7 @@ from typing import Any
 
 from sonieval.errors import SonievalError
 from sonieval.pipeline.engines import Answer, Engine, Task, attempt, item_error, worker_memo
-from sonieval.pipeline.manifest import ItemOutcome, ManifestItem
+from sonieval.ledger import ItemOutcome, LedgerItem
 from sonieval.protocol import Protocol
 
 MAX_GATES_PER_TASK = 8
@@ -36,15 +36,15 @@ def gates_per_task(n_runs: int, slots: int) -> int:
     return max(1, min(MAX_GATES_PER_TASK, math.ceil(n_runs / (TASKS_PER_SLOT * max(1, slots)))))
 
 
-def _group_key(item: ManifestItem) -> tuple:
+def _group_key(item: LedgerItem) -> tuple:
     run, data = item.payload
     return run.slot, run.codec or "", run.seed, run.max_epochs, run.control == "untrained", id(data)
 
 
-def train_tasks(proto: Protocol, items: list[ManifestItem], engine: Engine, device: str = "auto",
+def train_tasks(proto: Protocol, items: list[LedgerItem], engine: Engine, device: str = "auto",
                 progress: bool = False) -> list[Task]:
     """The sweep's items (payload: ``(TrainRun, PairedData | SonievalError)``) as tasks of gates sharing data."""
-    groups: dict[tuple, list[ManifestItem]] = {}
+    groups: dict[tuple, list[LedgerItem]] = {}
     for it in items:
         groups.setdefault(_group_key(it), []).append(it)
     size = gates_per_task(len(items), engine.slots)
@@ -58,9 +58,9 @@ def train_tasks(proto: Protocol, items: list[ManifestItem], engine: Engine, devi
     return tasks
 
 
-def train_gates(items: list[ManifestItem], proto: Protocol, device: str = "auto", progress: bool = False) -> Answer:
+def train_gates(items: list[LedgerItem], proto: Protocol, device: str = "auto", progress: bool = False) -> Answer:
     """The task: train the items' gates together (untrained controls one by one); answers per item."""
-    from sonieval.pipeline.manifest import inputs_hash
+    from sonieval.ledger import inputs_hash
     from sonieval.pipeline.prepare import resolve_device
     from sonieval.pipeline.train import PairedData, train_one_run
 

@@ -251,20 +251,20 @@ def _prepare_trials(writer: StimulusWriter, trial_list: list[Trial], study_dir: 
     Returns the trials kept (files filled in), the failures (error -> trials it left out) and
     the level of every written file. One unreadable file fails only the trials that need it.
     """
-    from sonieval.pipeline.manifest import ItemOutcome, ManifestItem, RunManifest
+    from sonieval.ledger import ItemOutcome, LedgerItem, RunLedger
 
-    def prepare(item: ManifestItem) -> ItemOutcome:
+    def prepare(item: LedgerItem) -> ItemOutcome:
         record = writer.prepare(item.payload)
         return ItemOutcome(path=writer.audio_dir / record["stimulus_file"], extra=record)
 
     sid = writer.study_id
-    items = [ManifestItem(key=f"{sid}/{t.source_key}", system_id=t.system_id, payload=t,
+    items = [LedgerItem(key=f"{sid}/{t.source_key}", system_id=t.system_id, payload=t,
                           inputs={"study_dir": str(study_dir.resolve()), "level": writer.level_tag(t.clip_id)})
              for t in trial_list]
     kept: list[Trial] = []
     records: list[dict] = []
     failures: dict[str, list[str]] = {}
-    with contextlib.closing(RunManifest(manifest_path)) as manifest:
+    with contextlib.closing(RunLedger(manifest_path)) as manifest:
         result = manifest.run_batch("study", items, prepare, desc="study stimuli", progress=progress)
         for item in items:
             t: Trial = item.payload

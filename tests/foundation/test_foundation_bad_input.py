@@ -20,7 +20,7 @@ from foundation_helpers import write_bad_audio
 from sonieval.cli import main
 from sonieval.data.esc50 import open_esc50, prepare_clips
 from sonieval.errors import DataError, ProtocolError
-from sonieval.pipeline.manifest import RunManifest
+from sonieval.ledger import RunLedger
 from sonieval.protocol import load_protocol
 
 # kind -> (text expected in the verification line, readable by the clips stage under pad_or_trim?)
@@ -74,7 +74,7 @@ def test_batch_finishes_good_clips_and_records_bad(kind, tiny_esc50, write_proto
     clip_id, path = _damage(tiny_esc50, kind)
     proto = load_protocol(write_protocol({"name": "bad", "results_dir": str(tmp_path / "res"),
                                           "data": {"esc50": str(tiny_esc50)}}))
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         table = prepare_clips(proto, manifest, progress=False)
         row = manifest.get("clips", clip_id)
     others = table[table["clip_id"] != clip_id]
@@ -108,7 +108,7 @@ def test_strict_length_policy_fails_wrong_lengths(kind, tiny_esc50, write_protoc
     clip_id, path = _damage(tiny_esc50, kind)
     proto = load_protocol(write_protocol({"name": "strict", "results_dir": str(tmp_path / "res"),
                                           "data": {"esc50": str(tiny_esc50), "length_policy": "strict"}}))
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         table = prepare_clips(proto, manifest, progress=False)
         failures = manifest.failures("clips")
     assert list(failures["key"]) == [clip_id]
@@ -126,7 +126,7 @@ def test_meta_missing_column(tiny_esc50, write_protocol, tmp_path, capsys):
     assert str(meta.resolve()) in line and "lacks column(s) take" in line and "official archive" in line
     proto = load_protocol(write_protocol({"name": "m", "results_dir": str(tmp_path / "r"),
                                           "data": {"esc50": str(tiny_esc50)}}))
-    with RunManifest(tmp_path / "r" / "manifest.sqlite") as manifest, pytest.raises(DataError, match="take"):
+    with RunLedger(tmp_path / "r" / "manifest.sqlite") as manifest, pytest.raises(DataError, match="take"):
         prepare_clips(proto, manifest, progress=False)
 
 

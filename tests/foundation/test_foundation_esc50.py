@@ -19,7 +19,7 @@ from sonieval.data.esc50 import (
 from sonieval.data.synthetic import SYNTHETIC_CATEGORIES, make_synthetic_esc50
 from sonieval.errors import DataError
 from sonieval.files import sha256_file
-from sonieval.pipeline.manifest import RunManifest
+from sonieval.ledger import RunLedger
 from sonieval.protocol import ListeningSetSpec, SplitSpec, load_protocol
 
 
@@ -342,7 +342,7 @@ def test_real_subset_splits_and_listening_set(esc50_root):
 def test_real_subset_clips_stage(esc50_root, write_protocol, tmp_path):
     proto = load_protocol(write_protocol({"name": "real", "results_dir": str(tmp_path / "res"),
                                           "data": {"esc50": str(esc50_root)}}))
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         table = prepare_clips(proto, manifest, progress=False)
     assert len(table) == 400 and (table["status"] == "ok").all()
     assert table["listening"].sum() == 50 and table[table["listening"]]["category"].nunique() == 50

@@ -7,17 +7,17 @@ import pytest
 
 from sonieval.errors import AudioError, DataError
 from sonieval.files import write_text_atomic
-from sonieval.pipeline.manifest import ItemOutcome, ManifestItem, RunManifest
+from sonieval.ledger import ItemOutcome, LedgerItem, RunLedger
 from sonieval.tables import make_system_id, parse_system_id, read_table, write_table
 
 
 def _items(keys, **inputs):
-    return [ManifestItem(key=k, inputs={"k": k, **inputs}) for k in keys]
+    return [LedgerItem(key=k, inputs={"k": k, **inputs}) for k in keys]
 
 
 def test_rerun_skips_done_items(tmp_path):
     calls = []
-    with RunManifest(tmp_path / "m.sqlite") as m:
+    with RunLedger(tmp_path / "m.sqlite") as m:
         r1 = m.run_batch("s", _items("abc"), lambda it: calls.append(it.key), progress=False)
         r2 = m.run_batch("s", _items("abc"), lambda it: calls.append(it.key), progress=False)
     assert r1.done == list("abc") and r2.skipped == list("abc") and r2.done == []
@@ -31,7 +31,7 @@ def test_failed_item_is_recorded_others_continue_then_retried(tmp_path):
         if item.key in broken:
             raise AudioError("cannot read", path=f"/x/{item.key}.wav")
 
-    with RunManifest(tmp_path / "m.sqlite") as m:
+    with RunLedger(tmp_path / "m.sqlite") as m:
         r1 = m.run_batch("s", _items("abc"), fn, progress=False)
         assert r1.done == ["a", "c"] and r1.failed == {"b": "/x/b.wav: cannot read"}
         assert m.get("s", "b")["status"] == "failed" and m.get("s", "b")["error"] == "/x/b.wav: cannot read"
@@ -42,18 +42,18 @@ def test_failed_item_is_recorded_others_continue_then_retried(tmp_path):
 
 
 def test_unexpected_exception_is_recorded_as_one_line(tmp_path):
-    with RunManifest(tmp_path / "m.sqlite") as m:
+    with RunLedger(tmp_path / "m.sqlite") as m:
         r = m.run_batch("s", _items("a"), lambda it: 1 / 0, progress=False)
     assert r.failed == {"a": "ZeroDivisionError: division by zero"}
 
 
 def test_item_left_running_by_a_killed_run_is_redone(tmp_path):
     path = tmp_path / "m.sqlite"
-    with RunManifest(path) as m:
+    with RunLedger(path) as m:
         m.run_batch("s", _items("a"), lambda it: None, progress=False)
         m.record("s", "b", "running", inputs={"k": "b"})  # the process died while making b
     calls = []
-    with RunManifest(path) as m:
+    with RunLedger(path) as m:
         r = m.run_batch("s", _items("ab"), lambda it: calls.append(it.key), progress=False)
         assert m.get("s", "b")["status"] == "done"
     assert calls == ["b"] and r.skipped == ["a"]
@@ -61,7 +61,7 @@ def test_item_left_running_by_a_killed_run_is_redone(tmp_path):
 
 def test_changed_inputs_are_redone(tmp_path):
     calls = []
-    with RunManifest(tmp_path / "m.sqlite") as m:
+    with RunLedger(tmp_path / "m.sqlite") as m:
         m.run_batch("s", _items("ab", lr=0.01), lambda it: calls.append(it.key), progress=False)
         r = m.run_batch("s", _items("ab", lr=0.005), lambda it: calls.append(it.key), progress=False)
     assert r.done == ["a", "b"] and calls == ["a", "b", "a", "b"]
@@ -73,7 +73,7 @@ def test_missing_output_file_is_redone(tmp_path):
     def fn(item):
         return ItemOutcome(path=write_text_atomic(out / f"{item.key}.txt", item.key))
 
-    with RunManifest(tmp_path / "m.sqlite") as m:
+    with RunLedger(tmp_path / "m.sqlite") as m:
         m.run_batch("s", _items("ab"), fn, progress=False)
         assert len(m.get("s", "a")["sha256"]) == 64
         (out / "a.txt").unlink()

@@ -15,8 +15,8 @@ import pytest
 from sonieval.errors import DataError
 from sonieval.files import atomic_path
 from sonieval.pipeline.engines import attempt
-from sonieval.pipeline.manifest import ItemOutcome
-from sonieval.testing import require_part
+from sonieval.ledger import ItemOutcome
+from harness.parts import require_part
 
 HERE = Path(__file__).resolve().parent
 HOLD_SECONDS = 120  # a held task waits at most this long for the test to release it
@@ -39,7 +39,7 @@ def ray_cluster():
     if ray.is_initialized():
         yield ray
         return
-    path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+    path = os.pathsep.join(p for p in (str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")) if p)
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path, CLUSTER_MARK: CLUSTER_ID}})
     yield ray

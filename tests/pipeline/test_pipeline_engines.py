@@ -14,13 +14,13 @@ from engine_helpers import calls, failing_task, ray_cluster, write_items  # noqa
 
 from sonieval.errors import SonievalError
 from sonieval.pipeline.engines import LocalEngine, RayEngine, Resources, Task, chunks, make_engine, run_tasks
-from sonieval.pipeline.manifest import ManifestItem, RunManifest
+from sonieval.ledger import LedgerItem, RunLedger
 
 KEYS = ["a", "b", "bad-c", "d", "e", "f"]
 
 
 def _tasks(folder: Path, keys=KEYS, size: int = 2, hold: str | None = None) -> list[Task]:
-    return [Task(f"toy-{i}", write_items, [ManifestItem(k, {"k": k}) for k in part], (str(folder), hold))
+    return [Task(f"toy-{i}", write_items, [LedgerItem(k, {"k": k}) for k in part], (str(folder), hold))
             for i, part in enumerate(chunks(list(keys), len(keys) // size))]
 
 
@@ -30,7 +30,7 @@ def _artifacts(folder: Path) -> dict[str, str]:
 
 
 def _run(folder: Path, engine, tasks=None):
-    with RunManifest(folder / "manifest.sqlite") as manifest:
+    with RunLedger(folder / "manifest.sqlite") as manifest:
         result = run_tasks(manifest, "toy", tasks if tasks is not None else _tasks(folder), engine, progress=False)
         return result, manifest.table("toy")
 
@@ -69,7 +69,7 @@ def test_ray_makes_the_same_artifacts_and_fails_bad_inputs_once(tmp_path, ray_cl
     local.mkdir(), ray_dir.mkdir()
     _, local_table = _run(local, LocalEngine())
     engine = RayEngine()
-    tasks = _tasks(ray_dir) + [Task("toy-broken", failing_task, [ManifestItem("g", {}), ManifestItem("h", {})],
+    tasks = _tasks(ray_dir) + [Task("toy-broken", failing_task, [LedgerItem("g", {}), LedgerItem("h", {})],
                                     (str(ray_dir),))]
     result, table = _run(ray_dir, engine, tasks)
     assert _artifacts(ray_dir) == _artifacts(local) == _expected()
@@ -122,7 +122,7 @@ def test_a_killed_worker_has_its_task_retried_on_another_worker(tmp_path, ray_cl
 def test_a_worker_killed_more_often_than_the_retries_fails_its_items(tmp_path, ray_cluster):
     killed: list[int] = []
     watcher = _kill_when_held(tmp_path, killed)
-    tasks = [Task("toy-held", write_items, [ManifestItem("x", {}), ManifestItem("y", {})], (str(tmp_path), "y"))]
+    tasks = [Task("toy-held", write_items, [LedgerItem("x", {}), LedgerItem("y", {})], (str(tmp_path), "y"))]
     result, _ = _run(tmp_path, RayEngine(max_retries=0), tasks)
     watcher.join(5)
     assert set(result.failed) == {"x", "y"}
@@ -151,7 +151,7 @@ def test_ray_tasks_hold_their_resources(tmp_path, ray_cluster):
 def test_shard_ledgers_are_merged_by_the_next_unsharded_run(tmp_path):
     from sonieval.pipeline.ledgers import merge_shard_ledgers, open_shard_ledger, shard_ledgers
 
-    with RunManifest(tmp_path / "manifest.sqlite") as main:  # finished before the array started
+    with RunLedger(tmp_path / "manifest.sqlite") as main:  # finished before the array started
         main.record("sonify", "old", "done", inputs={"v": 1})
         main.record("sonify", "redo", "failed", inputs={"v": 1}, error="bad clip")
     for k, keys in ((1, ["a", "redo"]), (2, ["b", "c"])):
@@ -162,7 +162,7 @@ def test_shard_ledgers_are_merged_by_the_next_unsharded_run(tmp_path):
             ledger.record("sonify", f"running-{k}", "running", inputs={"v": 1})  # still in flight: not merged
     assert [p.name for p in shard_ledgers(tmp_path, "sonify")] == ["sonify-shard-1-of-2.sqlite",
                                                                   "sonify-shard-2-of-2.sqlite"]
-    with RunManifest(tmp_path / "manifest.sqlite") as main:
+    with RunLedger(tmp_path / "manifest.sqlite") as main:
         assert merge_shard_ledgers(main, tmp_path, "sonify") == 4  # a, b, c and the redone item (not "old" again)
         assert merge_shard_ledgers(main, tmp_path, "sonify") == 0  # idempotent
         status = main.table("sonify").set_index("key")["status"].to_dict()

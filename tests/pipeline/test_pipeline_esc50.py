@@ -8,7 +8,7 @@ import pytest
 
 from sonieval.audio import read_audio
 from sonieval.pipeline.figures import sonification_figure
-from sonieval.pipeline.manifest import RunManifest
+from sonieval.ledger import RunLedger
 from sonieval.pipeline.prepare import run_prepare
 from sonieval.pipeline.sonify import run_sonify
 from sonieval.tables import resolve_table_path
@@ -30,7 +30,7 @@ def test_real_clips_prepare_train_sonify(esc50_root, tmp_path, torch_threads):
         training={"learning_rates": [0.005], "epochs": [1], "batch_size": 4, "eval_batch_size": 4},
         sonify={"postprocess": ["minmax", "minmax+squared"], "batch_size": 2},
     ))
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         clips = prepare_clips(proto, manifest, progress=False)
         assert clips["listening"].sum() == 2
         prepared = run_prepare(proto, manifest, progress=False).table

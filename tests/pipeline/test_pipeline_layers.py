@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from sonieval.pipeline import prepare as prepare_mod
-from sonieval.pipeline.manifest import RunManifest
+from sonieval.ledger import RunLedger
 from sonieval.pipeline.prepare import run_prepare
 from sonieval.protocol import load_protocol
 from sonieval.tables import resolve_table_path
@@ -45,7 +45,7 @@ class LayerForwards:
 
 
 def _prepare(proto, **kw):
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         return run_prepare(proto, manifest, progress=False, **kw)
 
 
@@ -99,7 +99,7 @@ def layered_results(tmp_path_factory):
                       metrics={"embeddings": ["logmel"], "metrics": ["kad"], "bootstrap": 50,
                                "item_metrics": ["logmel_l1"]})
     try:
-        with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+        with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
             run_prepare(proto, manifest, progress=False)
             trained = run_train(proto, manifest, progress=False)
             sonified = run_sonify(proto, manifest, progress=False)

@@ -9,7 +9,7 @@ import torch
 
 from sonieval.cli import main as cli_main
 from sonieval.pipeline import prepare as prepare_mod
-from sonieval.pipeline.manifest import RunManifest
+from sonieval.ledger import RunLedger
 from sonieval.pipeline.prepare import FLOAT16_MAX, load_array, run_prepare, save_array
 from sonieval.protocol import load_protocol
 from sonieval.tables import resolve_table_path
@@ -18,7 +18,7 @@ from pipeline_helpers import make_clips, write_protocol
 
 
 def _prepare(proto, **kw):
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         return run_prepare(proto, manifest, progress=False, **kw)
 
 

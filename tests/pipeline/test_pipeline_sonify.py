@@ -13,7 +13,7 @@ import torch
 from sonieval.audio import CODEC_RATE, load_clip, read_audio
 from sonieval.cli import main as cli_main
 from sonieval.errors import SonievalError
-from sonieval.pipeline.manifest import RunManifest
+from sonieval.ledger import RunLedger
 from sonieval.pipeline.prepare import run_prepare
 from sonieval.pipeline.sonify import codec_system_id, parse_shard, run_sonify
 from sonieval.pipeline.train import checkpoint_path, run_train
@@ -36,7 +36,7 @@ def trained_template(tmp_path_factory):
     root = tmp_path_factory.mktemp("template")
     make_clips(root)
     proto = load_protocol(write_protocol(root))
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         run_prepare(proto, manifest, progress=False)
         assert run_train(proto, manifest, progress=False).ok
     return root
@@ -74,7 +74,7 @@ class DecodeCounter:
 
 
 def _sonify(proto, shard=None):
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         return run_sonify(proto, manifest, shard, progress=False)
 
 

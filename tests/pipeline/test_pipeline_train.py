@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sonieval.pipeline import train as train_mod
-from sonieval.pipeline.manifest import RunManifest
+from sonieval.ledger import RunLedger
 from sonieval.pipeline.prepare import PREPARED_COLUMNS, save_array
 from sonieval.pipeline.train import checkpoint_path, load_checkpoint, run_train
 from sonieval.protocol import load_protocol
@@ -70,7 +70,7 @@ def _baseline(proto) -> float:
 def test_loss_falls_on_a_learnable_mapping(tmp_path, torch_threads):
     synthetic_cache(tmp_path)
     proto = _proto(tmp_path)
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         result = run_train(proto, manifest, progress=False)
     assert result.ok, result.failed
     run_dir = proto.results_path / "training" / "ast" / "LIN" / "lr0.05" / "transpose"
@@ -94,7 +94,7 @@ def test_loss_falls_on_a_learnable_mapping(tmp_path, torch_threads):
     assert sorted(table["epoch"]) == [3, 12] and (table["status"] == "done").all()
     assert set(table["embedding_model_key"]) == {"synthetic-emb"} and set(table["latent_model_key"]) == {"synthetic-lat"}
     # a rerun does nothing
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         again = run_train(proto, manifest, progress=False)
     assert again.skipped == ["ast/LIN/lr0.05/transpose"] and not again.done
 
@@ -103,7 +103,7 @@ def test_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_run
     for name in ("whole", "killed"):
         synthetic_cache(tmp_path / name)
     whole = _proto(tmp_path / "whole", epochs=[5])
-    with RunManifest(whole.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(whole.results_path / "manifest.sqlite") as manifest:
         assert run_train(whole, manifest, progress=False).ok
 
     killed = _proto(tmp_path / "killed", epochs=[5])
@@ -116,14 +116,14 @@ def test_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_run
         return real_evaluate(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "evaluate", evaluate_then_die)
-    with RunManifest(killed.results_path / "manifest.sqlite") as manifest, pytest.raises(KeyboardInterrupt):
+    with RunLedger(killed.results_path / "manifest.sqlite") as manifest, pytest.raises(KeyboardInterrupt):
         run_train(killed, manifest, progress=False)
     assert not checkpoint_path(killed, "ast", "LIN", 0.05, 5, "transpose").exists()
     monkeypatch.setattr(train_mod, "evaluate", real_evaluate)
     calls.clear()
     counted = []
     monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: (counted.append(1), real_evaluate(*a, **k))[1])
-    with RunManifest(killed.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(killed.results_path / "manifest.sqlite") as manifest:
         assert run_train(killed, manifest, progress=False).ok
     assert len(counted) == 2, "resumed run should only do epochs 4 and 5"
     a = load_checkpoint(checkpoint_path(whole, "ast", "LIN", 0.05, 5, "transpose"))
@@ -139,7 +139,7 @@ def test_separate_epoch_grid_and_options(tmp_path, torch_threads):
     synthetic_cache(tmp_path, n_train=16, n_validation=8)
     proto = _proto(tmp_path, epochs=[1, 2], epoch_grid="separate", normalize_latents=True,
                    augmentation={"gaussian_blur": True, "blur_sigma": 1.5})
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         result = run_train(proto, manifest, progress=False)
     assert sorted(result.done) == ["ast/LIN/lr0.05/transpose/E1", "ast/LIN/lr0.05/transpose/E2"]
     meta = load_checkpoint(checkpoint_path(proto, "ast", "LIN", 0.05, 2, "transpose"))["meta"]
@@ -162,7 +162,7 @@ def test_missing_prepare_output_is_one_clear_error(tmp_path, torch_threads):
 
     proto = _proto(tmp_path)
     write_clips_table(tmp_path, 4, 2)
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest, pytest.raises(MissingTable) as err:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest, pytest.raises(MissingTable) as err:
         run_train(proto, manifest, progress=False)
     msg = str(err.value)
     assert "prepared table not found" in msg and "sonieval prepare" in msg and "\n" not in msg
@@ -175,7 +175,7 @@ def test_diverging_loss_fails_the_run_with_one_line(tmp_path, torch_threads):
     data = train_mod.paired_data(proto, "ast")
     # a target near float32's limit makes the squared error overflow to inf
     save_array(Path(data.latents["train"][0]), np.full(LAT, 3e38, np.float32), "latent")
-    with RunManifest(proto.results_path / "manifest.sqlite") as manifest:
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         result = run_train(proto, manifest, progress=False)
     msg = result.failed["ast/LIN/lr0.05/transpose"]
     assert "training loss became inf at epoch 1" in msg and "lower the learning rate" in msg and "\n" not in msg

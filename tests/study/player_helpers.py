@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from sonieval.audio import write_wav
-from sonieval.study.browser import CHROMIUM_ARGS, chromium_path
+from harness.browser import CHROMIUM_ARGS, chromium_path
 from sonieval.study.server import app_path, free_port, streamlit_command, wait_until_up
 
 PAGE = Path(__file__).resolve().parent / "pages" / "player_page.py"

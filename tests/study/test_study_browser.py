@@ -7,11 +7,11 @@ import contextlib
 import pytest
 
 from sonieval.study import texts
-from sonieval.study.browser import MarkTamperer, RaterDriver, chromium_path, headless_chromium, shows_internals
+from harness.browser import MarkTamperer, RaterDriver, chromium_path, headless_chromium, shows_internals
 from sonieval.study.export import ratings_frame
 from sonieval.study.server import launch, rater_link, wait_until_up
 from sonieval.study.store import StudyStore
-from sonieval.testing import require_part
+from harness.parts import require_part
 
 
 def _require_browser() -> None:

@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 
 from sonieval.study import texts
-from sonieval.study.browser import RaterDriver, chromium_path, headless_chromium, shows_internals
+from harness.browser import RaterDriver, chromium_path, headless_chromium, shows_internals
 from sonieval.study.export import progress_per_rater, ratings_frame, sessions_frame
 from sonieval.study.options import Enrolment, Headphones, Sessions
 from sonieval.study.server import enrol_link, launch, wait_until_up
 from sonieval.study.session import RaterSession
 from sonieval.study.store import StudyStore, enrolments, page_log, rater_sessions, screening_checks
-from sonieval.testing import require_part
+from harness.parts import require_part
 from study_helpers import make_folder_study
 
 RETURN = "https://app.prolific.example/submissions/complete?cc={code}"

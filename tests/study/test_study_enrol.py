@@ -173,12 +173,12 @@ def test_multi_page_marks_every_condition_at_once(tmp_path):
 
 @pytest.mark.slow
 def test_protocol_raters_enrol_and_finish_a_served_study(tmp_path):
-    """The load generator of the benchmark (sonieval.study.loadtest) does what a browser does:
+    """The load generator of the benchmark (harness.loadtest) does what a browser does:
     enrols through the public link, passes the break, rates with the listening rule on."""
     import asyncio
 
     from sonieval.study.export import ratings_frame
-    from sonieval.study.loadtest import run_crowd
+    from harness.loadtest import run_crowd
     from sonieval.study.server import launch, wait_until_up
 
     study = make_folder_study(tmp_path, n_clips=1, n_systems=1, seconds=0.4, min_listen_fraction=1.0, n_raters=3,

@@ -17,12 +17,12 @@ from scipy.signal import correlate
 
 from player_helpers import TAP_JS
 from sonieval.audio import write_wav
-from sonieval.study.browser import RaterDriver, chromium_path, headless_chromium, shows_internals
+from harness.browser import RaterDriver, chromium_path, headless_chromium, shows_internals
 from sonieval.study.create import StudySettings, create_from_folders
 from sonieval.study.export import ratings_frame
 from sonieval.study.server import launch, rater_link, wait_until_up
 from sonieval.study.store import StudyStore
-from sonieval.testing import require_part
+from harness.parts import require_part
 
 RATE = 44_100
 SECONDS = 6.0  # long enough that the switching sequence ends before the sound does, even on a slow machine

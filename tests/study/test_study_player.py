@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from player_helpers import CODES, PlayerPage, audio_chromium, decode_timecode, serve_player_page, write_timecode_stimuli
-from sonieval.study.browser import chromium_path
+from harness.browser import chromium_path
 from sonieval.study.player import FRONTEND_DIR, PlayerError, check_stimuli, empty_state, normalise_state
-from sonieval.testing import require_part
+from harness.parts import require_part
 
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE_S = 0.020  # issue 14: switching keeps the position within 20 ms

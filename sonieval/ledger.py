@@ -58,7 +58,7 @@ def inputs_hash(inputs: dict[str, Any] | None) -> str:
 
 
 @dataclass
-class ManifestItem:
+class LedgerItem:
     """One unit of work in a batch."""
 
     key: str
@@ -90,7 +90,7 @@ class BatchResult:
         return f"{len(self.done)} {what} made, {len(self.skipped)} already done, {len(self.failed)} failed"
 
 
-class RunManifest:
+class RunLedger:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ class RunManifest:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "RunManifest":
+    def __enter__(self) -> "RunLedger":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -182,8 +182,8 @@ class RunManifest:
     def run_batch(
         self,
         stage: str,
-        items: Iterable[ManifestItem],
-        fn: Callable[[ManifestItem], ItemOutcome | None],
+        items: Iterable[LedgerItem],
+        fn: Callable[[LedgerItem], ItemOutcome | None],
         *,
         desc: str | None = None,
         progress: bool = True,

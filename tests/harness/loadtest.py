@@ -9,7 +9,7 @@ browser would, waits a think time, then submits the marks, the player's report a
 submit exactly as the browser sends them (captured from Chromium: a radio's value is its option's
 text, the player's a JSON string, the submit button a trigger). The server cannot tell
 it from a browser, so a crowd of these loads the server as a crowd of raters would; the time a
-rater waits is measured alongside by a few real Chromium raters (:mod:`sonieval.study.browser`).
+rater waits is measured alongside by a few real Chromium raters (:mod:`harness.browser`).
 
 Used by ``bench/bench_study.py``; handy for load-testing a deployment (``ws://`` or ``wss://``).
 """
