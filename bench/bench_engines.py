@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # harness (engine_helpers imports it)
 sys.path.insert(0, str(REPO / "tests" / "pipeline"))  # engine_helpers / pipeline_helpers: test data makers
 
 
