@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sonieval.document import Document, display_table, fmt, json_safe
 from sonieval.errors import DataError
 from sonieval.files import atomic_path, write_text_atomic
 from sonieval.stats import correlation, descriptives, models, reliability
@@ -106,45 +107,6 @@ class ReportResult:
 
 # --- formatting ----------------------------------------------------------------------------------
 
-def _clean(v):
-    """JSON-safe value: NaN/inf → None (the tables carry notes saying why)."""
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating, float)):
-        return None if not math.isfinite(float(v)) else float(v)
-    if isinstance(v, (np.bool_,)):
-        return bool(v)
-    if isinstance(v, Path):
-        return str(v)
-    return v
-
-
-def _fmt(v, digits: int = 3) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, (float, np.floating)):
-        if not math.isfinite(float(v)):
-            return "n/a"
-        if v != 0 and abs(v) < 10 ** (-digits):
-            return f"{float(v):.1e}"  # small p-values: 0.000 would read as "impossible"
-        text = f"{float(v):.{digits}f}"
-        return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000"
-    return str(v)
-
-
-def _display(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    out = df.copy()
-    for c in out.columns:
-        if c == "provenance":
-            continue
-        out[c] = [_fmt(v, digits) for v in out[c]]
-    return out.drop(columns=[c for c in ("provenance", "simulated") if c in out.columns])
-
-
 def _versions() -> dict[str, str]:
     import importlib.metadata as md
 
@@ -159,75 +121,6 @@ def _versions() -> dict[str, str]:
                 out[name] = __version__
     return out
 
-
-class _Doc:
-    """Blocks rendered to both Markdown and HTML, so the two pages never drift apart."""
-
-    def __init__(self):
-        self.blocks: list[tuple[str, object]] = []
-
-    def h(self, level: int, text: str):
-        self.blocks.append(("h", (level, text)))
-
-    def p(self, text: str):
-        self.blocks.append(("p", text))
-
-    def bullets(self, items: list[str]):
-        if items:
-            self.blocks.append(("ul", list(items)))
-
-    def table(self, df: pd.DataFrame, digits: int = 3, max_rows: int = 60):
-        if df is None or df.empty:
-            self.p("(no rows)")
-            return
-        shown = _display(df.head(max_rows), digits)
-        self.blocks.append(("table", shown))
-        if len(df) > max_rows:
-            self.p(f"(first {max_rows} of {len(df)} rows; all rows in the CSV)")
-
-    def image(self, rel: str, alt: str):
-        self.blocks.append(("img", (rel, alt)))
-
-    def markdown(self) -> str:
-        out = []
-        for kind, v in self.blocks:
-            if kind == "h":
-                out.append("#" * v[0] + " " + v[1])
-            elif kind == "p":
-                out.append(v)
-            elif kind == "ul":
-                out.append("\n".join(f"- {x}" for x in v))
-            elif kind == "table":
-                out.append(v.to_markdown(index=False))
-            elif kind == "img":
-                out.append(f"![{v[1]}]({v[0]})")
-        return "\n\n".join(out) + "\n"
-
-    def html(self, title: str, simulated: bool) -> str:
-        css = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-               "table{border-collapse:collapse;font-size:13px;margin:0.5em 0}"
-               "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
-               ".sim{background:#b00;color:#fff;padding:0.6em;font-weight:bold;font-size:1.2em}"
-               "img{max-width:100%}")
-        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-               f"<style>{css}</style></head><body>"]
-        if simulated:
-            out.append(f"<div class='sim'>{SIMULATED_BANNER}</div>")
-        for kind, v in self.blocks:
-            if kind == "h":
-                out.append(f"<h{v[0]}>{html.escape(v[1])}</h{v[0]}>")
-            elif kind == "p":
-                out.append(f"<p>{html.escape(v)}</p>")
-            elif kind == "ul":
-                out.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in v) + "</ul>")
-            elif kind == "table":
-                out.append(v.to_html(index=False, escape=True, border=0))
-            elif kind == "img":
-                out.append(f"<p><img src='{html.escape(v[0])}' alt='{html.escape(v[1])}'></p>")
-        if simulated:
-            out.append(f"<div class='sim'>{SIMULATED_BANNER}</div>")
-        out.append("</body></html>")
-        return "\n".join(out)
 
 
 # --- analysis ------------------------------------------------------------------------------------
@@ -586,7 +479,7 @@ def _figures(tables, scores: Scores, son: pd.DataFrame, fig_dir: Path, stamp: st
                     ax.text(0.99, 0.01, f"{len(left)} label(s) left out (crowded)", transform=ax.transAxes, fontsize=6,
                             ha="right", va="bottom", color="#555")
             row = sysc[(sysc["metric"] == metric_key) & (sysc["attribute"] == attr)]
-            rho = _fmt(row["spearman"].iloc[0], 2) if len(row) else "n/a"
+            rho = fmt(row["spearman"].iloc[0], 2) if len(row) else "n/a"
             ax.set_title(f"{attr}: agreement ρ = {rho} (n={len(m)})", fontsize=9)
             random_emb = "random-init" in str(s["embedding"].iloc[0]) and "[" not in metric_key
             ax.set_xlabel(f"{metric_key}{' on a RANDOM-INIT embedding' if random_emb else ''} "
@@ -719,10 +612,10 @@ def write_report(
     if simulated:
         md = f"**{SIMULATED_BANNER}**\n\n{md}\n**{SIMULATED_BANNER}**\n"
     files.append(write_text_atomic(out_dir / "report.md", md))
-    files.append(write_text_atomic(out_dir / "report.html", doc.html(title, simulated)))
-    files.append(write_text_atomic(out_dir / "summary.json", json.dumps(_clean(summary), indent=2, default=str) + "\n"))
+    files.append(write_text_atomic(out_dir / "report.html", doc.html(title)))
+    files.append(write_text_atomic(out_dir / "summary.json", json.dumps(json_safe(summary), indent=2, default=str) + "\n"))
     timings["write"] = time.perf_counter() - t
-    return ReportResult(out_dir=out_dir, summary=_clean(summary), tables=tables, timings=dict(timings), files=files)
+    return ReportResult(out_dir=out_dir, summary=json_safe(summary), tables=tables, timings=dict(timings), files=files)
 
 
 def _reliability_view(table: pd.DataFrame) -> pd.DataFrame:
@@ -732,7 +625,7 @@ def _reliability_view(table: pd.DataFrame) -> pd.DataFrame:
         ("krippendorff_alpha_ordinal", "alpha_ci_low", "alpha_ci_high"),
         ("krippendorff_alpha_interval", "interval_alpha_ci_low", "interval_alpha_ci_high")]
     for value, lo, hi in pairs:
-        out[f"{value}_ci95"] = [f"{_fmt(a)} – {_fmt(b)}" if a is not None and pd.notna(a) else "n/a"
+        out[f"{value}_ci95"] = [f"{fmt(a)} – {fmt(b)}" if a is not None and pd.notna(a) else "n/a"
                                 for a, b in zip(out[lo], out[hi])]
         out = out.drop(columns=[lo, hi])
     order = ["attribute", "n_marks", "n_raters", "n_stimuli", "k_hat"]
@@ -742,7 +635,7 @@ def _reliability_view(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _compose(summary, tables, notes, figures, options, sources, simulated, stamp) -> _Doc:
-    doc = _Doc()
+    doc = Document(banner=SIMULATED_BANNER if simulated else None)
     fig = dict((Path(f).stem, (f, alt)) for f, alt in figures)
     doc.h(1, ("SIMULATED — " if simulated else "") + "Correlation report: objective scores vs listener marks"
           + (f" (study {summary['study']})" if summary.get("study") else ""))

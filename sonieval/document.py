@@ -1,0 +1,124 @@
+"""The document model shared by every page sonieval writes (the report, the leaderboard): blocks
+(headings, paragraphs, bullet lists, tables, images) rendered to both Markdown and HTML, so the two
+pages never drift apart, and the number formatting they share."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Document", "display_table", "fmt", "json_safe"]
+
+
+def json_safe(v):
+    """JSON-safe value: NaN/inf → None (the tables carry notes saying why)."""
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if not math.isfinite(float(v)) else float(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(float(v)):
+            return "n/a"
+        if v != 0 and abs(v) < 10 ** (-digits):
+            return f"{float(v):.1e}"  # small p-values: 0.000 would read as "impossible"
+        text = f"{float(v):.{digits}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.000"
+    return str(v)
+
+
+def display_table(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    out = df.copy()
+    for c in out.columns:
+        if c == "provenance":
+            continue
+        out[c] = [fmt(v, digits) for v in out[c]]
+    return out.drop(columns=[c for c in ("provenance", "simulated") if c in out.columns])
+
+
+class Document:
+    """Blocks rendered to both Markdown and HTML, so the two pages never drift apart."""
+
+    def __init__(self, banner: str | None = None):
+        self.blocks: list[tuple[str, object]] = []
+        self.banner = banner  # shown in red at the top and the bottom of the HTML page (simulated data)
+
+    def h(self, level: int, text: str):
+        self.blocks.append(("h", (level, text)))
+
+    def p(self, text: str):
+        self.blocks.append(("p", text))
+
+    def bullets(self, items: list[str]):
+        if items:
+            self.blocks.append(("ul", list(items)))
+
+    def table(self, df: pd.DataFrame, digits: int = 3, max_rows: int = 60):
+        if df is None or df.empty:
+            self.p("(no rows)")
+            return
+        shown = display_table(df.head(max_rows), digits)
+        self.blocks.append(("table", shown))
+        if len(df) > max_rows:
+            self.p(f"(first {max_rows} of {len(df)} rows; all rows in the CSV)")
+
+    def image(self, rel: str, alt: str):
+        self.blocks.append(("img", (rel, alt)))
+
+    def markdown(self) -> str:
+        out = []
+        for kind, v in self.blocks:
+            if kind == "h":
+                out.append("#" * v[0] + " " + v[1])
+            elif kind == "p":
+                out.append(v)
+            elif kind == "ul":
+                out.append("\n".join(f"- {x}" for x in v))
+            elif kind == "table":
+                out.append(v.to_markdown(index=False))
+            elif kind == "img":
+                out.append(f"![{v[1]}]({v[0]})")
+        return "\n\n".join(out) + "\n"
+
+    def html(self, title: str) -> str:
+        css = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+               "table{border-collapse:collapse;font-size:13px;margin:0.5em 0}"
+               "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
+               ".sim{background:#b00;color:#fff;padding:0.6em;font-weight:bold;font-size:1.2em}"
+               "img{max-width:100%}")
+        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+               f"<style>{css}</style></head><body>"]
+        if self.banner:
+            out.append(f"<div class='sim'>{html.escape(self.banner)}</div>")
+        for kind, v in self.blocks:
+            if kind == "h":
+                out.append(f"<h{v[0]}>{html.escape(v[1])}</h{v[0]}>")
+            elif kind == "p":
+                out.append(f"<p>{html.escape(v)}</p>")
+            elif kind == "ul":
+                out.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in v) + "</ul>")
+            elif kind == "table":
+                out.append(v.to_html(index=False, escape=True, border=0))
+            elif kind == "img":
+                out.append(f"<p><img src='{html.escape(v[0])}' alt='{html.escape(v[1])}'></p>")
+        if self.banner:
+            out.append(f"<div class='sim'>{html.escape(self.banner)}</div>")
+        out.append("</body></html>")
+        return "\n".join(out)
