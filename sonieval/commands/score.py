@@ -35,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fixed KAD bandwidth (default: median pairwise distance of the reference)")
     parser.add_argument("--cache", metavar="DIR", help="embedding cache folder")
     parser.add_argument("--no-items", action="store_true", help="skip per-item scores")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_engine_arguments(parser)
 
 
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {
         "embeddings": args.embedding, "metrics": args.metric, "bootstrap": args.bootstrap,
-        "bandwidth": args.bandwidth, "progress": not args.quiet,
+        "bandwidth": args.bandwidth, "progress": not args.no_progress,
     }
     if args.no_items:
         overrides["item_metrics"] = []

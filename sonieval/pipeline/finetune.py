@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from sonieval.errors import DataError, SonievalError
+from sonieval.versions import package_versions
 
 FINETUNE_INFO = "finetune.json"
 CLASSIFIERS = {"ast": "ASTForAudioClassification", "hubert": "HubertForSequenceClassification",
@@ -73,13 +74,8 @@ class FinetuneResult:
                 f"{self.chance_accuracy:.3f}); trained on {self.n_train} train-split clips; saved to {self.output_dir}")
 
 
-def _versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    from sonieval import __version__
-
-    return {"sonieval": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+def _versions() -> dict[str, str | None]:
+    return package_versions(["torch", "transformers"])
 
 
 def _load_audio(paths: list[str], rate: int, seconds: float, policy: str) -> np.ndarray:

@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from sonieval.errors import DataError, SonievalError
+from sonieval.versions import package_versions
 from sonieval.files import atomic_path
 from sonieval.ledger import BatchResult, ItemOutcome, LedgerItem, RunLedger, inputs_hash
 from sonieval.pipeline.prepare import encoder_layers, load_array, read_encoder_info, read_prepared, resolve_device
@@ -307,12 +308,8 @@ def gaussian_blur(x, sigma: float, kernel: tuple[int, int] = BLUR_KERNEL):
 # ---------------------------------------------------------------------------- training
 
 
-def _versions() -> dict[str, str]:
-    import torch
-
-    from sonieval import __version__
-
-    return {"sonieval": str(__version__), "torch": str(torch.__version__)}
+def _versions() -> dict[str, str | None]:
+    return package_versions(["torch"])
 
 
 def ema_smooth(values: list[float] | np.ndarray, weight: float = SMOOTHING) -> np.ndarray:

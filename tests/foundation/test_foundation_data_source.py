@@ -165,7 +165,7 @@ def test_score_and_study_create_refuse_sonifications_of_other_clips(cli, protoco
     assert cli("data", "splits", proto, "--no-progress")[0] == 0
     res = tmp_path / "res"
     fake_sonifications(res, extra_clips=("4-181286-A-0",))  # an ESC-50 clip id among synthetic clips
-    for argv in (("score", proto, "--quiet"), ("study", "create", proto)):
+    for argv in (("score", proto, "--no-progress"), ("study", "create", proto)):
         rc, _, err = cli(*argv)
         line = one_line(err)
         assert rc == 2 and f"{res / 'tables' / 'sonifications.parquet'}: 1 sonification(s)" in line
@@ -187,7 +187,7 @@ def test_stale_wavs_are_never_scored_and_data_stale_deletes_them(cli, protocol, 
 
     # folder mode would count it: refused, naming the file and the command that cleans
     out_dir = tmp_path / "folder-scores"
-    rc, _, err = cli("score", "--reference", reference, "--system", f"lin={system_dir}", "--out", out_dir, "--quiet",
+    rc, _, err = cli("score", "--reference", reference, "--system", f"lin={system_dir}", "--out", out_dir, "--no-progress",
                      "--no-items", "--metric", "kad", "--bootstrap", "0")
     line = one_line(err)
     assert rc == 2 and "system lin: 1 WAV file(s)" in line and f"sonifications/{SYSTEM}/4-181286-A-0.wav" in line
@@ -197,7 +197,7 @@ def test_stale_wavs_are_never_scored_and_data_stale_deletes_them(cli, protocol, 
     assert rc == 2 and "4-181286-A-0.wav" in one_line(err) and "rated as this system's" in err
 
     # protocol mode scores the table's rows only, and says what it left out
-    rc, out, err = cli("score", proto, "--quiet")
+    rc, out, err = cli("score", proto, "--no-progress")
     assert rc == 0, err
     assert "warning: 1 WAV file(s)" in err and f"`sonieval data stale {proto} --delete`" in err
     assert set(pd.read_parquet(res / "scores" / "scores.parquet")["n_evaluated"]) == {len(table)}
@@ -206,7 +206,7 @@ def test_stale_wavs_are_never_scored_and_data_stale_deletes_them(cli, protocol, 
     assert rc == 0 and f"stale: {stale.resolve()}" in out and stale.exists()
     rc, out, _ = cli("data", "stale", res, "--delete")
     assert rc == 0 and f"deleted: {stale.resolve()}" in out and not stale.exists()
-    rc, _, err = cli("score", "--reference", reference, "--system", f"lin={system_dir}", "--out", out_dir, "--quiet",
+    rc, _, err = cli("score", "--reference", reference, "--system", f"lin={system_dir}", "--out", out_dir, "--no-progress",
                      "--no-items", "--metric", "kad", "--bootstrap", "0")
     assert rc == 0, err
     assert set(pd.read_parquet(out_dir / "scores.parquet")["n_evaluated"]) == {len(table)}
@@ -224,13 +224,13 @@ def test_folders_of_different_data_sources_are_not_mixed(cli, protocol, tiny_esc
     real_dir = tmp_path / "res-esc50" / "sonifications" / SYSTEM
 
     rc, _, err = cli("score", "--reference", tiny_esc50 / "audio", "--system", f"lin={synth_dir}",
-                     "--out", tmp_path / "out", "--quiet")
+                     "--out", tmp_path / "out", "--no-progress")
     line = one_line(err)
     assert rc == 2 and f"--reference {tiny_esc50 / 'audio'} is the SYNTHETIC clip set at {tiny_esc50.resolve()}" in line
     assert f"--system lin={synth_dir} was made from the built-in SYNTHETIC clip set" in line
     assert f"recorded in {tmp_path / 'res' / 'data_source.json'}" in line
     rc, _, err = cli("score", "--reference", tiny_esc50 / "audio", "--system", f"real={real_dir}",
-                     "--system", f"synth={synth_dir}", "--out", tmp_path / "out", "--quiet")
+                     "--system", f"synth={synth_dir}", "--out", tmp_path / "out", "--no-progress")
     assert rc == 2 and "--system synth=" in one_line(err) and not (tmp_path / "out").exists()
     rc, _, err = cli("study", "create", "--originals", tiny_esc50 / "audio", "--system", f"lin={synth_dir}",
                      "--study-dir", tmp_path / "study")

@@ -40,7 +40,7 @@ def test_score_folders_writes_ranked_leaderboard_with_provenance(folders, tmp_pa
     ref, good, bad = folders
     out = tmp_path / "out"
     rc = main(["score", "--reference", str(ref), "--system", f"good={good}", "--system", f"bad={bad}",
-               "--out", str(out), "--bootstrap", "50", "--quiet"])
+               "--out", str(out), "--bootstrap", "50", "--no-progress"])
     assert rc == 0
     scores = read_table(out / "scores.parquet", "scores")
     assert set(SCORES_COLUMNS) <= set(scores.columns)
@@ -78,7 +78,7 @@ def test_score_folders_writes_ranked_leaderboard_with_provenance(folders, tmp_pa
 
     # rerun: every system is skipped (manifest) and the tables are identical
     rc = main(["score", "--reference", str(ref), "--system", f"good={good}", "--system", f"bad={bad}",
-               "--out", str(out), "--bootstrap", "50", "--quiet"])
+               "--out", str(out), "--bootstrap", "50", "--no-progress"])
     assert rc == 0
     again = read_table(out / "scores.parquet", "scores")
     pd.testing.assert_frame_equal(again, scores)
@@ -89,7 +89,7 @@ def test_one_broken_file_is_recorded_and_the_rest_scored(folders, tmp_path, caps
     (bad / "c3.wav").write_bytes(b"not audio at all")
     out = tmp_path / "out"
     rc = main(["score", "--reference", str(ref), "--system", f"good={good}", "--system", f"bad={bad}",
-               "--out", str(out), "--bootstrap", "0", "--quiet", "--no-items", "--metric", "kad"])
+               "--out", str(out), "--bootstrap", "0", "--no-progress", "--no-items", "--metric", "kad"])
     assert rc == 1  # a failure was recorded
     scores = read_table(out / "scores.parquet", "scores").set_index("system_id")
     assert scores.loc["bad", "n_evaluated"] == 7 and scores.loc["bad", "n_failed"] == 1
@@ -145,7 +145,7 @@ def _protocol_results(tmp_path, reference_set="test"):
 
 def test_score_protocol_per_class_rows_and_dot_plots(tmp_path, torch_threads):
     proto, results = _protocol_results(tmp_path)
-    assert main(["score", str(proto), "--quiet"]) == 0
+    assert main(["score", str(proto), "--no-progress"]) == 0
     scores = read_table(results / "scores" / "scores.parquet", "scores")
     overall = scores[scores.category.isna()]
     assert len(overall) == 4 and (overall.reference_set.str.startswith("esc50:test")).all()
@@ -164,7 +164,7 @@ def test_score_protocol_per_class_rows_and_dot_plots(tmp_path, torch_threads):
 
 def test_unknown_reference_split_is_one_clear_line(tmp_path, capsys):
     proto, _ = _protocol_results(tmp_path, reference_set="validation")
-    assert main(["score", str(proto), "--quiet"]) == 2
+    assert main(["score", str(proto), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "split(s) validation not in the clips table" in err and "available: test, train" in err
 
@@ -172,7 +172,7 @@ def test_unknown_reference_split_is_one_clear_line(tmp_path, capsys):
 def test_an_embedding_without_weights_fails_alone(folders, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ref, good, _ = folders
-    base = ["score", "--reference", str(ref), "--system", f"good={good}", "--bootstrap", "0", "--quiet",
+    base = ["score", "--reference", str(ref), "--system", f"good={good}", "--bootstrap", "0", "--no-progress",
             "--no-items", "--metric", "kad"]
     rc = main(base + ["--out", str(tmp_path / "a"), "--embedding", "kadtk:vggish", "--embedding", "logmel"])
     assert rc == 1
