@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,12 +54,40 @@ def display_table(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     return out.drop(columns=[c for c in ("provenance", "simulated") if c in out.columns])
 
 
-class Document:
-    """Blocks rendered to both Markdown and HTML, so the two pages never drift apart."""
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+_STRONG = re.compile(r"\*\*(.+?)\*\*")
+_EM = re.compile(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])")
 
-    def __init__(self, banner: str | None = None):
+
+def _inline_html(escaped: str) -> str:
+    """Markdown's inline marks in already escaped HTML: `code`, **strong**, *emphasis* (not inside code)."""
+    parts = _CODE_SPAN.split(escaped)  # odd positions: the insides of code spans
+    for i, part in enumerate(parts):
+        if i % 2:
+            parts[i] = f"<code>{part}</code>"
+        else:
+            parts[i] = _EM.sub(r"<em>\1</em>", _STRONG.sub(r"<strong>\1</strong>", part))
+    return "".join(parts)
+
+
+def _pipe_table(df: pd.DataFrame) -> str:
+    """A compact Markdown pipe table of text cells (no padding: rows stay greppable, ``| a | b |``)."""
+    def line(cells) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    return "\n".join([line(df.columns), "|" + "---|" * len(df.columns)] + [line(r) for r in df.itertuples(index=False)])
+
+
+class Document:
+    """Blocks rendered to both Markdown and HTML, so the two pages never drift apart.
+
+    ``markup=True``: the text carries Markdown's inline marks (`code`, **strong**, *emphasis*), which the
+    HTML page renders too (off by default: the report's text is shown as written)."""
+
+    def __init__(self, banner: str | None = None, *, markup: bool = False):
         self.blocks: list[tuple[str, object]] = []
         self.banner = banner  # shown in red at the top and the bottom of the HTML page (simulated data)
+        self.markup = markup
 
     def h(self, level: int, text: str):
         self.blocks.append(("h", (level, text)))
@@ -70,13 +99,18 @@ class Document:
         if items:
             self.blocks.append(("ul", list(items)))
 
-    def table(self, df: pd.DataFrame, digits: int = 3, max_rows: int = 60):
+    def table(self, df: pd.DataFrame, digits: int = 3, max_rows: int | None = 60, *, formatted: bool = False):
+        """A table; ``formatted=True``: its cells are already text (shown as they are, every row unless
+        ``max_rows``, as a compact pipe table in Markdown)."""
         if df is None or df.empty:
             self.p("(no rows)")
             return
-        shown = display_table(df.head(max_rows), digits)
-        self.blocks.append(("table", shown))
-        if len(df) > max_rows:
+        head = df if max_rows is None else df.head(max_rows)
+        if formatted:
+            self.blocks.append(("text_table", head.astype(str)))
+        else:
+            self.blocks.append(("table", display_table(head, digits)))
+        if max_rows is not None and len(df) > max_rows:
             self.p(f"(first {max_rows} of {len(df)} rows; all rows in the CSV)")
 
     def image(self, rel: str, alt: str):
@@ -93,6 +127,8 @@ class Document:
                 out.append("\n".join(f"- {x}" for x in v))
             elif kind == "table":
                 out.append(v.to_markdown(index=False))
+            elif kind == "text_table":
+                out.append(_pipe_table(v))
             elif kind == "img":
                 out.append(f"![{v[1]}]({v[0]})")
         return "\n\n".join(out) + "\n"
@@ -107,18 +143,27 @@ class Document:
                f"<style>{css}</style></head><body>"]
         if self.banner:
             out.append(f"<div class='sim'>{html.escape(self.banner)}</div>")
+        text = (lambda t: _inline_html(html.escape(t))) if self.markup else html.escape
         for kind, v in self.blocks:
             if kind == "h":
-                out.append(f"<h{v[0]}>{html.escape(v[1])}</h{v[0]}>")
+                out.append(f"<h{v[0]}>{text(v[1])}</h{v[0]}>")
             elif kind == "p":
-                out.append(f"<p>{html.escape(v)}</p>")
+                out.append(f"<p>{text(v)}</p>")
             elif kind == "ul":
-                out.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in v) + "</ul>")
+                out.append("<ul>" + "".join(f"<li>{text(x)}</li>" for x in v) + "</ul>")
             elif kind == "table":
                 out.append(v.to_html(index=False, escape=True, border=0))
+            elif kind == "text_table":
+                out.append(_html_text_table(v, text))
             elif kind == "img":
                 out.append(f"<p><img src='{html.escape(v[0])}' alt='{html.escape(v[1])}'></p>")
         if self.banner:
             out.append(f"<div class='sim'>{html.escape(self.banner)}</div>")
         out.append("</body></html>")
         return "\n".join(out)
+
+
+def _html_text_table(df: pd.DataFrame, text) -> str:
+    head = "".join(f"<th>{text(str(c))}</th>" for c in df.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{text(str(c))}</td>" for c in r) + "</tr>" for r in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"

@@ -85,12 +85,10 @@ def run(args: argparse.Namespace) -> int:
                 hint="or give a protocol: sonieval score protocols/demo.yaml",
             )
         from sonieval.data.results_folder import check_audio_folders
-        from sonieval.metrics.leaderboard import ScoreConfig, score_folders
+        from sonieval.metrics.leaderboard import score_folders
+        from sonieval.metrics.scoring import ScoreConfig
 
-        config = ScoreConfig(per_class=False)
-        for k, v in overrides.items():
-            if v is not None:
-                setattr(config, k, v)
+        config = ScoreConfig.from_spec(per_class=False, **overrides)
         systems = _systems(args.system)
         # Folders inside a results folder: no stale WAV counted, no mix of data sources.
         check_audio_folders(args.reference, systems, purpose="scored")

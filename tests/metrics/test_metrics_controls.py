@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from sonieval.document import Document
 from sonieval.metrics.controls import learning_table, seed_table
-from sonieval.metrics.leaderboard import seeds_markdown
+from sonieval.metrics.render import add_seeds
 from sonieval.tables import make_system_id
 
 TRAINED = {None: 3.0, 43: 4.0, 44: 5.0}  # KAD of the trained gate per seed (lower is better)
@@ -36,7 +37,9 @@ def test_seed_table_means_and_t_intervals_over_seeds():
     assert np.isclose(row["system_value"], 4.0) and np.isclose(row["system_ci_high"], 4.0 + half)
     assert np.isclose(row["shuffled_value"], 24.0) and np.isclose(row["ceiling_value"], 0.1)
     assert row["seeds_beating_both"] == 3 and row["beats_controls"] is True
-    text = "\n".join(seeds_markdown(seed_table(learning)))
+    doc = Document(markup=True)
+    add_seeds(doc, seed_table(learning))
+    text = doc.markdown()
     assert "## Learning over replicate seeds" in text and "| 3/3 | yes |" in text
 
 
