@@ -93,7 +93,7 @@ def _options(args):
 
 def run(args) -> int:
     from sonieval.errors import SonievalError
-    from sonieval.stats.report import build_report
+    from sonieval.stats.report import report
 
     if args.bootstrap is not None and args.bootstrap < 0:
         raise SonievalError("--bootstrap must be ≥ 0")
@@ -116,8 +116,8 @@ def run(args) -> int:
         _require_inputs(paths, args.protocol)
         if not args.clips:  # with --clips the report names the clips table's data set itself
             options.notes.append(_data_source_note(paths["scores"], args.protocol))
-        result = build_report(paths["ratings"], paths["scores"], paths["out"], item_scores_path=paths["item_scores"],
-                              clips_path=args.clips, options=options)
+        result = report(paths["ratings"], paths["scores"], item_scores=paths["item_scores"], clips=args.clips,
+                        out_dir=paths["out"], options=options)
     s = result.summary
     label = "SIMULATED ratings: " if s.get("simulated") else ""
     print(f"{label}{s['n_ratings']} ratings, {s['n_raters_kept']}/{s['n_raters']} raters kept; "

@@ -158,11 +158,31 @@ def check_ratings(
     if duplicates is not None and duplicates not in DUPLICATE_POLICIES:
         raise DataError(f"unknown duplicates policy {duplicates!r}", path=where,
                         hint=f"use one of {', '.join(DUPLICATE_POLICIES)}")
+    df, notes = _complete_rows(df, where, scale_min, scale_max)
+    _check_values(df, where, scale_min, scale_max)
+    df["mark"] = df["mark"].to_numpy(dtype=float).astype(np.int64)
+    df, dup_note = resolve_duplicates(df, duplicates, where)
+    if dup_note:
+        notes.append(dup_note)
+    # Categorical ids: every later groupby/filter works on integer codes (800k marks: ~10× faster
+    # than Arrow-backed strings).
+    for col in ("rater_id", "clip_id", "system_id", "role", "attribute"):
+        df[col] = df[col].astype(str).astype("category")
+    if simulated is None:
+        simulated = _is_simulated(df)
+    return Ratings(
+        table=df.reset_index(drop=True), scale_min=scale_min, scale_max=scale_max,
+        source=_source(path, "ratings", df) if path is not None else None, simulated=bool(simulated), notes=notes,
+    )
+
+
+def _complete_rows(df: pd.DataFrame, where, scale_min: int, scale_max: int) -> tuple[pd.DataFrame, list[str]]:
+    """Ids as text, marks as numbers, rows with an empty required cell dropped and counted."""
     df = df.copy()
     notes: list[str] = []
     n_in = len(df)
     if "role" not in df.columns:
-        df["role"] = "sonification"
+        df["role"] = RATING_ROLES[0]
         notes.append("the ratings have no role column: every row is taken as a sonification mark")
     for col in ("rater_id", "clip_id", "system_id", "trial_id", "study_id"):
         if col in df.columns:
@@ -186,21 +206,20 @@ def check_ratings(
         )
         df = df.loc[~missing]
     if df.empty:
-        raise DataError("no complete rating rows", path=where, hint="every row needs rater_id, clip_id, system_id, role, attribute and mark")
+        raise DataError("no complete rating rows", path=where,
+                        hint="every row needs rater_id, clip_id, system_id, role, attribute and mark")
     df["role"] = df["role"].astype(str).str.strip().str.lower()
     df["attribute"] = df["attribute"].astype(str).str.strip().str.lower()
-    bad_role = ~df["role"].isin(RATING_ROLES)
-    if bad_role.any():
-        raise DataError(
-            f"column role has unknown value(s) {sorted(df.loc[bad_role, 'role'].unique())[:5]}",
-            path=where, hint=f"allowed: {', '.join(RATING_ROLES)}",
-        )
-    bad_attr = ~df["attribute"].isin(RATING_ATTRIBUTES)
-    if bad_attr.any():
-        raise DataError(
-            f"column attribute has unknown value(s) {sorted(df.loc[bad_attr, 'attribute'].unique())[:5]}",
-            path=where, hint=f"allowed: {', '.join(RATING_ATTRIBUTES)}",
-        )
+    return df, notes
+
+
+def _check_values(df: pd.DataFrame, where, scale_min: int, scale_max: int) -> None:
+    """Known roles and attributes; integer marks on the declared scale (else one DataError)."""
+    for col, allowed in (("role", RATING_ROLES), ("attribute", RATING_ATTRIBUTES)):
+        bad = ~df[col].isin(allowed)
+        if bad.any():
+            raise DataError(f"column {col} has unknown value(s) {sorted(df.loc[bad, col].unique())[:5]}",
+                            path=where, hint=f"allowed: {', '.join(allowed)}")
     marks = df["mark"].to_numpy(dtype=float)
     not_int = marks != np.round(marks)
     if not_int.any():
@@ -215,20 +234,6 @@ def check_ratings(
             f"{int(outside.sum())} mark(s) outside the declared scale {scale_min}..{scale_max} (e.g. {vals})",
             path=where, hint="declare the study's scale with --scale-min/--scale-max, or fix the marks",
         )
-    df["mark"] = marks.astype(np.int64)
-    df, dup_note = resolve_duplicates(df, duplicates, where)
-    if dup_note:
-        notes.append(dup_note)
-    # Categorical ids: every later groupby/filter works on integer codes (800k marks: ~10× faster
-    # than Arrow-backed strings).
-    for col in ("rater_id", "clip_id", "system_id", "role", "attribute"):
-        df[col] = df[col].astype(str).astype("category")
-    if simulated is None:
-        simulated = _is_simulated(df)
-    return Ratings(
-        table=df.reset_index(drop=True), scale_min=scale_min, scale_max=scale_max,
-        source=_source(path, "ratings", df) if path is not None else None, simulated=bool(simulated), notes=notes,
-    )
 
 
 def _duplicate_key(df: pd.DataFrame) -> tuple[pd.Series, str]:
@@ -385,8 +390,11 @@ def load_scores(path: str | os.PathLike) -> Scores:
     return scores
 
 
-def load_item_scores(path: str | os.PathLike) -> tuple[pd.DataFrame, InputFile, list[str]]:
-    df = read_table(path, "item_scores", ITEM_SCORES_REQUIRED).copy()
+def check_item_scores(df: pd.DataFrame, *, path: str | os.PathLike | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Per-item scores with each metric's direction; unknown directions and non-finite values left
+    out with a note."""
+    check_columns(df, "item_scores", path or "item_scores", ITEM_SCORES_REQUIRED)
+    df = df.copy()
     notes: list[str] = []
     if "embedding" not in df.columns:
         df["embedding"] = ""
@@ -404,7 +412,13 @@ def load_item_scores(path: str | os.PathLike) -> tuple[pd.DataFrame, InputFile, 
     if "reference_set" not in df.columns:
         df["reference_set"] = ""
     df["metric_key"] = _metric_key(df) if not df.empty else pd.Series(dtype=str)
-    return df.reset_index(drop=True), InputFile("item_scores", os.fspath(path), sha256_file(path), int(len(df))), notes
+    return df.reset_index(drop=True), notes
+
+
+def load_item_scores(path: str | os.PathLike) -> tuple[pd.DataFrame, InputFile, list[str]]:
+    df = read_table(path, "item_scores", ITEM_SCORES_REQUIRED)
+    checked, notes = check_item_scores(df, path=path)
+    return checked, InputFile("item_scores", os.fspath(path), sha256_file(path), int(len(checked))), notes
 
 
 def match_systems(ratings: pd.DataFrame, systems_scored: set[str], *, path: str | os.PathLike | None = None) -> tuple[list[str], list[str]]:
@@ -426,3 +440,80 @@ def match_systems(ratings: pd.DataFrame, systems_scored: set[str], *, path: str 
     if only_scored:
         notes.append(f"{len(only_scored)} scored system(s) were not rated: {', '.join(only_scored[:5])}{' …' if len(only_scored) > 5 else ''}")
     return both, notes
+
+
+# --- one entry for a table given as a DataFrame or as a path (the public report takes either) ---
+
+CLIPS_REQUIRED = ["clip_id", "category"]
+
+
+def frame_source(kind: str, df: pd.DataFrame) -> InputFile:
+    """Provenance of a table given in memory: a content hash of its rows (pandas' row hashes)."""
+    import hashlib
+
+    try:
+        digest = hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()).hexdigest()
+    except TypeError:  # unhashable cells (lists): the hash of the text form
+        digest = hashlib.sha256(df.to_csv(index=False).encode()).hexdigest()
+    return InputFile(kind=kind, path=f"<{kind} DataFrame>", sha256=digest, n_rows=int(len(df)))
+
+
+def _frame(data, kind: str) -> pd.DataFrame | None:
+    """``data`` itself when it is a DataFrame, None when it is a path; anything else is an error."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return None
+    raise DataError(f"{kind} must be a pandas DataFrame or a path to a .csv/.parquet table, "
+                    f"not {type(data).__name__}", path=kind, hint=f"see README, Tables: the {kind} columns")
+
+
+def read_ratings(data, *, scale_min: int | None = None, scale_max: int | None = None,
+                 duplicates: str | None = None) -> Ratings:
+    """Checked ratings from a DataFrame or a table file (scale: given, else the table's, else 1–5)."""
+    df = _frame(data, "ratings")
+    if df is None:
+        return load_ratings(data, scale_min=scale_min, scale_max=scale_max, duplicates=duplicates)
+    check_columns(df, "ratings", "ratings", RATINGS_REQUIRED)
+    lo, hi, note = declared_scale(df, scale_min, scale_max)
+    ratings = check_ratings(df, scale_min=lo, scale_max=hi, duplicates=duplicates)
+    ratings.notes += [note] if note else []
+    ratings.source = frame_source("ratings", df)
+    return ratings
+
+
+def read_scores(data) -> Scores:
+    """Checked system-level scores from a DataFrame or a table file."""
+    df = _frame(data, "scores")
+    if df is None:
+        return load_scores(data)
+    scores = check_scores(df)
+    scores.source = frame_source("scores", df)
+    return scores
+
+
+def read_item_scores(data) -> tuple[pd.DataFrame, InputFile, list[str]]:
+    """Checked per-item scores, their provenance and notes, from a DataFrame or a table file."""
+    df = _frame(data, "item_scores")
+    if df is None:
+        return load_item_scores(data)
+    checked, notes = check_item_scores(df)
+    return checked, frame_source("item_scores", df), notes
+
+
+def read_clip_categories(data) -> tuple[pd.Series, InputFile, list[str]]:
+    """clip_id → category from a clips table (DataFrame or file), its provenance, and a note naming
+    the data set when the table says which."""
+    df = _frame(data, "clips")
+    source = None
+    if df is None:
+        df = read_table(data, "clips", CLIPS_REQUIRED)
+        source = InputFile("clips", os.fspath(data), sha256_file(data), int(len(df)))
+    check_columns(df, "clips", "clips" if source is None else source.path, CLIPS_REQUIRED)
+    source = source or frame_source("clips", df)
+    ids = df["clip_id"].astype(str)
+    mapping = df.assign(clip_id=ids).drop_duplicates("clip_id").set_index("clip_id")["category"]
+    notes = []
+    if "dataset" in df.columns and df["dataset"].notna().any():  # the clips stage's data-set label
+        notes.append(f"data source: {df['dataset'].dropna().iloc[0]} (per the clips table)")
+    return mapping, source, notes
