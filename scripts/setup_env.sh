@@ -8,7 +8,7 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 VENV=.venv
 STAMP=$VENV/.sonieval-setup
-want=$(cat requirements/lock.txt requirements/nodeps.txt pyproject.toml scripts/setup_env.sh | sha256sum | cut -c1-16)
+want=$(cat requirements/lock.txt requirements/nodeps.txt pyproject.toml setup.py scripts/setup_env.sh | sha256sum | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import sonieval" 2>/dev/null; then
   echo "environment .venv is up to date"
   exit 0

@@ -77,6 +77,7 @@ def _progress_bars(shown: bool):
 
 def main(argv: list[str] | None = None) -> int:
     from sonieval.errors import SonievalError
+    from sonieval.extras import MissingExtra
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -89,7 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     except SonievalError as exc:
         if os.environ.get("SONIEVAL_DEBUG"):
             raise
-        print(f"sonieval {args.command}: error: {exc}", file=sys.stderr)
+        # a missing extra's line already names the command ("sonieval train needs the 'sonify' extra: ...")
+        print(exc if isinstance(exc, MissingExtra) else f"sonieval {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        from sonieval.extras import extra_for, missing_extra
+
+        extra = extra_for(exc.name)
+        if extra is None or os.environ.get("SONIEVAL_DEBUG"):
+            raise
+        # a feature of an optional extra that is not installed: one line that says which to install
+        print(missing_extra(f"sonieval {args.command}", extra), file=sys.stderr)
         return 2
     except BrokenPipeError:  # `sonieval gates | head`: the reader left; no traceback, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sonieval.extras import require
+
+    require("sonieval finetune", 'transformers')
     from pathlib import Path
 
     from sonieval.errors import SonievalError

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sonieval.extras import require
+
+    require("sonieval prepare", 'transformers')
     from sonieval.ledger import RunLedger
     from sonieval.pipeline.prepare import run_prepare
     from sonieval.protocol import load_protocol

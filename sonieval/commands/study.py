@@ -119,6 +119,9 @@ def _open_existing(args: argparse.Namespace, url: str, study_id: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from sonieval.extras import require
+
+    require("sonieval study", "sqlalchemy")
     return {
         "create": _create, "serve": _serve, "invite": _invite, "export": _export,
         "open": lambda a: _set_status(a, "open"), "close": lambda a: _set_status(a, "closed"), "admin-link": _admin_link,

@@ -441,7 +441,8 @@ def import_kadtk():
         import kadtk  # noqa: F401  (its modules call warnings.filterwarnings("ignore"))
         import kadtk.model_loader as model_loader
     except ImportError as exc:
-        raise EmbeddingError(f"kadtk is not importable ({exc})", hint="pip install kadtk==1.1.0") from None
+        raise EmbeddingError(f"kadtk is not importable ({exc})", hint="pip install --no-deps kadtk==1.1.0 (its declared pins contradict "
+                             "the stack; see requirements/nodeps.txt)") from None
     finally:
         warnings.filters[:] = saved
         warnings._filters_mutated()  # type: ignore[attr-defined]  # invalidate cached decisions
