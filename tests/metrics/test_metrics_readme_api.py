@@ -1,0 +1,40 @@
+"""README's metrics API examples run as written: every ```python block right after a
+``<!-- api-example: metrics -->`` line (other areas' examples, e.g. ``stats``, are left to their tests)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+MARK = "metrics"
+
+
+def api_examples(text: str, area: str) -> list[str]:
+    """The code of each fenced python block that directly follows ``<!-- api-example: AREA -->``."""
+    pattern = re.compile(r"^<!-- api-example: (\w+) -->\n```python\n(.*?)^```", re.M | re.S)
+    return [code for name, code in pattern.findall(text) if name == area]
+
+
+def test_extractor_takes_only_its_own_area():
+    text = ("<!-- api-example: metrics -->\n```python\na = 1\n```\n"
+            "<!-- api-example: stats -->\n```python\nb = 2\n```\n"
+            "```python\nc = 3\n```\n")
+    assert api_examples(text, "metrics") == ["a = 1\n"] and api_examples(text, "stats") == ["b = 2\n"]
+
+
+EXAMPLES = api_examples(README.read_text(encoding="utf-8"), MARK)
+
+
+def test_readme_has_metrics_examples():
+    assert len(EXAMPLES) >= 3
+
+
+@pytest.mark.parametrize("code", EXAMPLES, ids=[f"example{i + 1}" for i in range(len(EXAMPLES))])
+def test_readme_metrics_example_runs_and_writes_nothing_here(code, tmp_path, monkeypatch, capsys, torch_threads):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, f"README.md ({MARK} example)", "exec"), {"__name__": "__readme__"})
+    assert capsys.readouterr().out.strip()  # each example prints what it computed
+    assert list(tmp_path.iterdir()) == []  # nothing left in the working folder
