@@ -44,8 +44,14 @@ def _timed(timings: dict, stage: str, fn, *args):
     return out
 
 
-def analyse(ratings: Ratings, scores: Scores, item_scores: pd.DataFrame | None, options, *,
-            timings: dict[str, float] | None = None) -> tuple[dict, dict[str, pd.DataFrame], list[str]]:
+def analyse(
+    ratings: Ratings,
+    scores: Scores,
+    item_scores: pd.DataFrame | None,
+    options,
+    *,
+    timings: dict[str, float] | None = None,
+) -> tuple[dict, dict[str, pd.DataFrame], list[str]]:
     """Run every step; returns (summary dict, tables, notes). No files are written here."""
     timings = {} if timings is None else timings
     notes = list(ratings.notes) + list(scores.notes) + list(options.notes)
@@ -54,8 +60,7 @@ def analyse(ratings: Ratings, scores: Scores, item_scores: pd.DataFrame | None, 
     means, means_all, boot = _timed(timings, "descriptives", _descriptives, ratings, sc, options, tables, notes)
     summary_rel, attr_agree = _timed(timings, "reliability", _reliability, ratings, sc, options, tables)
     summary_pairwise = _timed(timings, "models", _models, sc, tables)
-    corr = _timed(timings, "correlations", _correlations, sc, means, boot, scores, item_scores, options, tables,
-                  notes)
+    corr = _timed(timings, "correlations", _correlations, sc, means, boot, scores, item_scores, options, tables, notes)
     _screening_effect(sc, means, means_all, corr, scores, options, tables)
     for name, table in tables.items():  # controls are marked in every table that names systems
         tables[name] = with_control_column(table)
@@ -73,11 +78,14 @@ def _screen(ratings: Ratings, scores: Scores, options, tables: dict, notes: list
     son_all = df[df["role"] == SONIFICATION]
     son = son_all[son_all["rater_id"].isin(kept)]
     if son.empty:
-        raise DataError("no sonification marks after screening",
-                        path=ratings.source.path if ratings.source else "ratings",
-                        hint="the ratings need rows with role=sonification")
-    matched, match_notes = match_systems(son_all, set(scores.overall["system_id"]),
-                                         path=scores.source.path if scores.source else None)
+        raise DataError(
+            "no sonification marks after screening",
+            path=ratings.source.path if ratings.source else "ratings",
+            hint="the ratings need rows with role=sonification",
+        )
+    matched, match_notes = match_systems(
+        son_all, set(scores.overall["system_id"]), path=scores.source.path if scores.source else None
+    )
     notes += match_notes
     return _Screened(screening, kept, son, son_all, matched)
 
@@ -87,8 +95,10 @@ def _descriptives(ratings: Ratings, sc: _Screened, options, tables: dict, notes:
     weights = None
     one = [f"one {what}" for what, col in (("rater", "rater_id"), ("clip", "clip_id")) if son[col].nunique() < 2]
     if one:
-        notes.append(f"{' and '.join(one)}: the cluster bootstrap over raters and clips has nothing to resample, "
-                     "so every bootstrap CI is undefined (it would not cover rater or clip variation)")
+        notes.append(
+            f"{' and '.join(one)}: the cluster bootstrap over raters and clips has nothing to resample, "
+            "so every bootstrap CI is undefined (it would not cover rater or clip variation)"
+        )
     elif options.n_boot:
         weights = draw_weights(son["rater_id"].unique(), son["clip_id"].unique(), options.n_boot, options.seed)
     means, boot = descriptives.system_means(son, weights)
@@ -114,15 +124,17 @@ def _models(sc: _Screened, tables: dict) -> dict:
     return summary_pairwise
 
 
-def _correlations(sc: _Screened, means, boot, scores: Scores, item_scores, options, tables: dict,
-                  notes: list) -> pd.DataFrame:
+def _correlations(
+    sc: _Screened, means, boot, scores: Scores, item_scores, options, tables: dict, notes: list
+) -> pd.DataFrame:
     matched_means = means[means["system_id"].isin(sc.matched)]
     corr, samples = correlation.system_level(matched_means, boot, scores.overall, seed=options.seed)
     frames = [corr]
     comparisons = [correlation.compare_metrics(samples, corr, "system")]
     if item_scores is not None and not item_scores.empty:
-        items_table, item_samples = correlation.item_level(sc.son, item_scores, n_boot=options.n_boot,
-                                                           seed=options.seed)
+        items_table, item_samples = correlation.item_level(
+            sc.son, item_scores, n_boot=options.n_boot, seed=options.seed
+        )
         frames.append(items_table)
         comparisons.append(correlation.compare_metrics(item_samples, items_table, "item"))
     cls = correlation.per_class(sc.son, scores.per_class, seed=options.seed)
@@ -143,27 +155,50 @@ def _correlations(sc: _Screened, means, boot, scores: Scores, item_scores, optio
 def _screening_effect(sc: _Screened, means, means_all, corr, scores: Scores, options, tables: dict) -> None:
     """Means and system-level correlations with and without screening, side by side."""
     cmp = means[["system_id", "attribute", "mean", "ci_low", "ci_high", "n"]].merge(
-        means_all[["system_id", "attribute", "mean", "n"]], on=["system_id", "attribute"], how="outer",
-        suffixes=("_screened", "_all_raters"))
+        means_all[["system_id", "attribute", "mean", "n"]],
+        on=["system_id", "attribute"],
+        how="outer",
+        suffixes=("_screened", "_all_raters"),
+    )
     cmp["note"] = np.select(
         [cmp["mean_screened"].isna(), cmp["ci_low"].isna()],
-        ["system rated only by excluded raters", "no bootstrap CI (bootstrap off or undefined, see system_means)"], "")
+        ["system rated only by excluded raters", "no bootstrap CI (bootstrap off or undefined, see system_means)"],
+        "",
+    )
     tables["screening_effect_means"] = cmp
-    corr_all, _ = correlation.system_level(means_all[means_all["system_id"].isin(sc.matched)], {}, scores.overall,
-                                           seed=options.seed)
+    corr_all, _ = correlation.system_level(
+        means_all[means_all["system_id"].isin(sc.matched)], {}, scores.overall, seed=options.seed
+    )
     if not corr.empty:
         cols = ["metric", "attribute", "spearman", "kendall_tau_b", "pearson"]
-        sec = corr[cols + ["n"]].merge(corr_all[cols], on=["metric", "attribute"],
-                                       suffixes=("_screened", "_all_raters"))
-        sec["note"] = np.where(sec[["spearman_screened", "spearman_all_raters"]].isna().any(axis=1),
-                               "correlation undefined in one version: see correlations.csv notes", "")
+        sec = corr[cols + ["n"]].merge(
+            corr_all[cols], on=["metric", "attribute"], suffixes=("_screened", "_all_raters")
+        )
+        sec["note"] = np.where(
+            sec[["spearman_screened", "spearman_all_raters"]].isna().any(axis=1),
+            "correlation undefined in one version: see correlations.csv notes",
+            "",
+        )
         tables["screening_effect_correlations"] = sec
     matched_means = means[means["system_id"].isin(sc.matched)]
     tables["reference_table"] = reference_table(matched_means, scores.overall)
 
 
-_CORRELATION_KEYS = ("metric", "attribute", "level", "category", "direction", "spearman", "kendall_tau_b", "pearson",
-                     "p_permutation", "ci_low", "ci_high", "n", "note")
+_CORRELATION_KEYS = (
+    "metric",
+    "attribute",
+    "level",
+    "category",
+    "direction",
+    "spearman",
+    "kendall_tau_b",
+    "pearson",
+    "p_permutation",
+    "ci_low",
+    "ci_high",
+    "n",
+    "note",
+)
 
 
 def _summary(ratings: Ratings, sc: _Screened, means, tables, summary_rel, summary_pairwise, attr_agree) -> dict:
@@ -185,14 +220,24 @@ def _summary(ratings: Ratings, sc: _Screened, means, tables, summary_rel, summar
         "pairwise": summary_pairwise,
         "attribute_agreement": attr_agree,
         "systems": [
-            {"system": r.system_id, "attribute": r.attribute, "mean": r.mean, "ci_low": r.ci_low, "ci_high": r.ci_high,
-             "t_ci_low": r.t_ci_low, "t_ci_high": r.t_ci_high, "n": int(r.n), "note": r.note}
+            {
+                "system": r.system_id,
+                "attribute": r.attribute,
+                "mean": r.mean,
+                "ci_low": r.ci_low,
+                "ci_high": r.ci_high,
+                "t_ci_low": r.t_ci_low,
+                "t_ci_high": r.t_ci_high,
+                "n": int(r.n),
+                "note": r.note,
+            }
             for r in means.itertuples()
         ],
-        "correlations": [{k: row.get(k) for k in _CORRELATION_KEYS if k in row}
-                         for row in tables["correlations"].to_dict("records")],
+        "correlations": [
+            {k: row.get(k) for k in _CORRELATION_KEYS if k in row} for row in tables["correlations"].to_dict("records")
+        ],
         "orientation": "correlations use scores oriented so that positive = the metric agrees with the listeners "
-                       "(lower-is-better metrics such as KAD/FAD are negated)",
+        "(lower-is-better metrics such as KAD/FAD are negated)",
     }
 
 
@@ -206,45 +251,87 @@ def _ci_columns(result: dict, forms) -> dict:
 
 
 def _reliability_row(attribute, icc: dict, a: dict) -> dict:
-    row = {"attribute": attribute, "n_marks": icc["n_marks"], "n_raters": icc["n_raters"],
-           "n_stimuli": icc["n_units"], "k_hat": icc["k_hat"], **_ci_columns(icc, reliability.ICC_FORMS)}
-    row.update({"var_stimulus": icc["var_stimulus"], "var_rater": icc["var_rater"],
-                "var_residual": icc["var_residual"],
-                "krippendorff_alpha_ordinal": a["alpha"], "alpha_ci_low": a["ci_low"], "alpha_ci_high": a["ci_high"],
-                "krippendorff_alpha_interval": a["alpha_interval"], "interval_alpha_ci_low": a["interval_ci_low"],
-                "interval_alpha_ci_high": a["interval_ci_high"], "n_stimuli_pairable": a["n_units_pairable"],
-                "note": "; ".join(filter(None, [icc["note"], a["note"]]))})
+    row = {
+        "attribute": attribute,
+        "n_marks": icc["n_marks"],
+        "n_raters": icc["n_raters"],
+        "n_stimuli": icc["n_units"],
+        "k_hat": icc["k_hat"],
+        **_ci_columns(icc, reliability.ICC_FORMS),
+    }
+    row.update(
+        {
+            "var_stimulus": icc["var_stimulus"],
+            "var_rater": icc["var_rater"],
+            "var_residual": icc["var_residual"],
+            "krippendorff_alpha_ordinal": a["alpha"],
+            "alpha_ci_low": a["ci_low"],
+            "alpha_ci_high": a["ci_high"],
+            "krippendorff_alpha_interval": a["alpha_interval"],
+            "interval_alpha_ci_low": a["interval_ci_low"],
+            "interval_alpha_ci_high": a["interval_ci_high"],
+            "n_stimuli_pairable": a["n_units_pairable"],
+            "note": "; ".join(filter(None, [icc["note"], a["note"]])),
+        }
+    )
     return row
 
 
 def _block_row(attribute, block: dict) -> dict:
-    return {"attribute": attribute, "method": block["method"], "n_raters_block": block["n_raters_block"],
-            "n_stimuli_block": block["n_units_block"], "n_marks_block": block["n_marks_block"],
-            "share_of_marks": block["share_of_marks"], "n_systems_block": block["n_systems_block"],
-            "n_systems_total": block["n_systems_total"], "largest_system_share": block["largest_system_share"],
-            **_ci_columns(block, reliability.ICC_FORMS), "note": block["note"]}
+    return {
+        "attribute": attribute,
+        "method": block["method"],
+        "n_raters_block": block["n_raters_block"],
+        "n_stimuli_block": block["n_units_block"],
+        "n_marks_block": block["n_marks_block"],
+        "share_of_marks": block["share_of_marks"],
+        "n_systems_block": block["n_systems_block"],
+        "n_systems_total": block["n_systems_total"],
+        "largest_system_share": block["largest_system_share"],
+        **_ci_columns(block, reliability.ICC_FORMS),
+        "note": block["note"],
+    }
 
 
 def _reliability_summary(icc: dict, a: dict, block: dict, note: str) -> dict:
     forms = reliability.ICC_FORMS
     return {
-        "krippendorff_alpha_ordinal": a["alpha"], "krippendorff_alpha_ci": [a["ci_low"], a["ci_high"]],
+        "krippendorff_alpha_ordinal": a["alpha"],
+        "krippendorff_alpha_ci": [a["ci_low"], a["ci_high"]],
         "krippendorff_alpha_interval": a["alpha_interval"],
         "krippendorff_alpha_interval_ci": [a["interval_ci_low"], a["interval_ci_high"]],
         **{form: icc[form] for form in forms},
         **{f"{form}_ci95": icc[f"{form}_ci95"] for form in forms},
         # ICC(2,1)/ICC(2,k) in Shrout & Fleiss's names: the agreement forms, on all marks.
-        "icc2_1": icc["icc_a1"], "icc2_k": icc["icc_ak"], "icc2_1_ci95": icc["icc_a1_ci95"],
-        "icc2_k_ci95": icc["icc_ak_ci95"], "icc_k_hat": icc["k_hat"], "n_marks": icc["n_marks"],
+        "icc2_1": icc["icc_a1"],
+        "icc2_k": icc["icc_ak"],
+        "icc2_1_ci95": icc["icc_a1_ci95"],
+        "icc2_k_ci95": icc["icc_ak_ci95"],
+        "icc_k_hat": icc["k_hat"],
+        "n_marks": icc["n_marks"],
         "n_units": icc["n_units"],
-        "complete_block": {k: block[k] for k in ("n_raters_block", "n_units_block", "n_marks_block", "share_of_marks",
-                                                 "method", "icc_a1", "icc_ak", "icc_c1", "icc_ck", "note")},
+        "complete_block": {
+            k: block[k]
+            for k in (
+                "n_raters_block",
+                "n_units_block",
+                "n_marks_block",
+                "share_of_marks",
+                "method",
+                "icc_a1",
+                "icc_ak",
+                "icc_c1",
+                "icc_ck",
+                "note",
+            )
+        },
         "note": note,
     }
 
 
-def reliability_stage(son: pd.DataFrame, scale_min: int, scale_max: int, options
-                      ) -> tuple[dict[str, pd.DataFrame], dict]:
+def reliability_stage(
+    son: pd.DataFrame, scale_min: int, scale_max: int, options
+) -> tuple[dict[str, pd.DataFrame], dict]:
     """Per attribute: ICCs from variance components on all marks, α (ordinal, interval), and the
     complete-block ICC as a secondary table."""
     rows, block_rows, summary = [], [], {}
@@ -277,11 +364,19 @@ def models_stage(son: pd.DataFrame, systems: list[str]) -> tuple[dict[str, pd.Da
         fr_rows.append({"attribute": attribute, **fr})
         wilcoxon.append(pairs_w.assign(attribute=attribute))
         chosen = pairs_mm if primary == "mixed_model" else pairs_w
-        summary[attribute] = {"method": primary, "reason": design["reason"],
-                              "pairs": chosen.assign(attribute=attribute).to_dict("records")}
-    tables = {"design": pd.DataFrame(designs), "mixed_model": pd.concat(emm, ignore_index=True),
-              "mixed_model_fit": pd.DataFrame(fits), "pairwise_mixed_model": pd.concat(contrasts, ignore_index=True),
-              "friedman": pd.DataFrame(fr_rows), "pairwise_wilcoxon": pd.concat(wilcoxon, ignore_index=True)}
+        summary[attribute] = {
+            "method": primary,
+            "reason": design["reason"],
+            "pairs": chosen.assign(attribute=attribute).to_dict("records"),
+        }
+    tables = {
+        "design": pd.DataFrame(designs),
+        "mixed_model": pd.concat(emm, ignore_index=True),
+        "mixed_model_fit": pd.DataFrame(fits),
+        "pairwise_mixed_model": pd.concat(contrasts, ignore_index=True),
+        "friedman": pd.DataFrame(fr_rows),
+        "pairwise_wilcoxon": pd.concat(wilcoxon, ignore_index=True),
+    }
     return tables, summary
 
 

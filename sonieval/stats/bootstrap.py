@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+__all__ = ["TwoWayWeights", "draw_weights", "resample_counts", "group_means", "percentile_ci"]
+
 
 @dataclass
 class TwoWayWeights:
@@ -42,7 +44,9 @@ def draw_weights(raters, clips, n_boot: int, seed: int) -> TwoWayWeights:
     raters = pd.Index(sorted(set(map(str, raters))))
     clips = pd.Index(sorted(set(map(str, clips))))
     rng = np.random.default_rng(seed)
-    return TwoWayWeights(raters, clips, resample_counts(rng, len(raters), n_boot), resample_counts(rng, len(clips), n_boot))
+    return TwoWayWeights(
+        raters, clips, resample_counts(rng, len(raters), n_boot), resample_counts(rng, len(clips), n_boot)
+    )
 
 
 def resample_counts(rng: np.random.Generator, n: int, n_boot: int, chunk: int = 250) -> np.ndarray:
@@ -56,7 +60,7 @@ def resample_counts(rng: np.random.Generator, n: int, n_boot: int, chunk: int = 
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
         draws = rng.integers(0, n, (size, n)) + (np.arange(size) * n)[:, None]
-        out[start:start + size] = np.bincount(draws.ravel(), minlength=size * n).reshape(size, n)
+        out[start : start + size] = np.bincount(draws.ravel(), minlength=size * n).reshape(size, n)
     return out
 
 

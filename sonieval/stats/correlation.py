@@ -36,6 +36,17 @@ from scipy import stats
 
 from sonieval.stats.bootstrap import percentile_ci
 
+__all__ = [
+    "orient",
+    "correlate",
+    "permutation_test",
+    "system_level",
+    "compare_metrics",
+    "item_level",
+    "per_class",
+    "rank_agreement",
+]
+
 EXACT_MAX_N = 8
 N_PERMUTATIONS = 9_999
 KENDALL_PERMUTATION_MAX_N = 60
@@ -48,6 +59,7 @@ def orient(values, direction: str) -> np.ndarray:
 
 
 # --- row-wise statistics: one fixed x against many y rows ---------------------------------
+
 
 def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     xc = x - x.mean()
@@ -75,6 +87,7 @@ STATISTICS = {"spearman": _spearman_rows, "kendall_tau_b": _kendall_b_rows, "pea
 
 
 # --- row-wise statistics where both x and y vary by row (bootstrap over systems) -------------
+
 
 def _pearson_pairs(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     xc = x - x.mean(axis=1, keepdims=True)
@@ -125,9 +138,9 @@ def permutation_test(x: np.ndarray, y: np.ndarray, seed: int) -> dict:
             continue
         observed = fn(x, y[None, :])[0]
         if name == "spearman":  # ranks of a permuted vector = permuted ranks: rank once
-            null = np.concatenate([_pearson_rows(rx, ry[perms[i:i + 1000]]) for i in range(0, len(perms), 1000)])
+            null = np.concatenate([_pearson_rows(rx, ry[perms[i : i + 1000]]) for i in range(0, len(perms), 1000)])
         else:
-            null = np.concatenate([fn(x, y[perms[i:i + 1000]]) for i in range(0, len(perms), 1000)])
+            null = np.concatenate([fn(x, y[perms[i : i + 1000]]) for i in range(0, len(perms), 1000)])
         if not np.isfinite(observed):
             out[f"p_{name}"] = None
             continue
@@ -146,8 +159,10 @@ def too_few_systems_warning(n: int, min_p: float | None, alpha: float = 0.05) ->
     if n < 3:
         return f"only {n} system(s): a correlation needs at least 3"
     if min_p is not None and min_p > alpha:
-        return (f"with {n} systems the smallest possible two-sided permutation p is {min_p:.3f}: "
-                f"this test cannot reach p < {alpha} however strong the agreement; rate more systems")
+        return (
+            f"with {n} systems the smallest possible two-sided permutation p is {min_p:.3f}: "
+            f"this test cannot reach p < {alpha} however strong the agreement; rate more systems"
+        )
     if n < 10:
         return f"only {n} systems: wide CIs, read the interval, not the p-value"
     return ""
@@ -158,10 +173,23 @@ def correlate(
 ) -> dict:
     """ρ, τ-b, r, permutation p-values and (optionally) bootstrap CIs over rows of ``boot_human``."""
     n = len(human)
-    res: dict = {"n": int(n), "spearman": None, "kendall_tau_b": None, "pearson": None,
-                 "p_permutation": None, "p_permutation_kendall": None, "p_permutation_pearson": None,
-                 "ci_low": None, "ci_high": None, "kendall_ci_low": None, "kendall_ci_high": None,
-                 "pearson_ci_low": None, "pearson_ci_high": None, "min_p_possible": None, "note": ""}
+    res: dict = {
+        "n": int(n),
+        "spearman": None,
+        "kendall_tau_b": None,
+        "pearson": None,
+        "p_permutation": None,
+        "p_permutation_kendall": None,
+        "p_permutation_pearson": None,
+        "ci_low": None,
+        "ci_high": None,
+        "kendall_ci_low": None,
+        "kendall_ci_high": None,
+        "pearson_ci_low": None,
+        "pearson_ci_high": None,
+        "min_p_possible": None,
+        "note": "",
+    }
     if n < 3:
         res["note"] = too_few_systems_warning(n, None)
         return res
@@ -196,8 +224,10 @@ def correlate(
             if name == "spearman":
                 res["_boot_spearman"] = samples
                 if np.isnan(samples).any():
-                    notes.append(f"{int(np.isnan(samples).sum())} of {len(samples)} resamples with all-tied drawn "
-                                 "systems left out of the CI")
+                    notes.append(
+                        f"{int(np.isnan(samples).sum())} of {len(samples)} resamples with all-tied drawn "
+                        "systems left out of the CI"
+                    )
     else:
         notes.append("bootstrap off: no CI")
     res["note"] = "; ".join(filter(None, notes))
@@ -233,9 +263,17 @@ def system_level(
             if boot_rho is not None:
                 samples[(metric_key, attribute)] = (common, boot_rho, hb)
             first = srows.iloc[0]
-            rows.append({"metric": metric_key, "attribute": attribute, "level": "system",
-                         "embedding": first["embedding"], "reference_set": first["reference_set"],
-                         "direction": direction, **res})
+            rows.append(
+                {
+                    "metric": metric_key,
+                    "attribute": attribute,
+                    "level": "system",
+                    "embedding": first["embedding"],
+                    "reference_set": first["reference_set"],
+                    "direction": direction,
+                    **res,
+                }
+            )
     return pd.DataFrame(rows), samples
 
 
@@ -255,25 +293,53 @@ def compare_metrics(samples: dict, table: pd.DataFrame, level: str = "system") -
         common_b, rho_b = samples[(mb, attr_b)][:2]
         row = {"metric_a": ma, "metric_b": mb, "attribute": attr_a, "level": level}
         if common_a != common_b:
-            row.update(difference=None, ci_low=None, ci_high=None, share_a_higher=None,
-                       note=f"the metrics scored different {level}s: no paired comparison")
+            row.update(
+                difference=None,
+                ci_low=None,
+                ci_high=None,
+                share_a_higher=None,
+                note=f"the metrics scored different {level}s: no paired comparison",
+            )
         elif len(rho_a) != len(rho_b):
-            row.update(difference=None, ci_low=None, ci_high=None, share_a_higher=None,
-                       note="different numbers of valid resamples: no paired comparison")
+            row.update(
+                difference=None,
+                ci_low=None,
+                ci_high=None,
+                share_a_higher=None,
+                note="different numbers of valid resamples: no paired comparison",
+            )
         else:
-            get = lambda m: table.loc[(table["metric"] == m) & (table["attribute"] == attr_a), "spearman"].iloc[0]
+            get = lambda m, a=attr_a: table.loc[(table["metric"] == m) & (table["attribute"] == a), "spearman"].iloc[0]
             diff = rho_a - rho_b
             lo, hi = percentile_ci(diff)
-            row.update(spearman_a=get(ma), spearman_b=get(mb), difference=float(get(ma) - get(mb)),
-                       ci_low=float(lo), ci_high=float(hi),
-                       share_a_higher=float(np.nanmean(diff > 0)), note="")
+            row.update(
+                spearman_a=get(ma),
+                spearman_b=get(mb),
+                difference=float(get(ma) - get(mb)),
+                ci_low=float(lo),
+                ci_high=float(hi),
+                share_a_higher=float(np.nanmean(diff > 0)),
+                note="",
+            )
         rows.append(row)
-    cols = ["metric_a", "metric_b", "attribute", "level", "spearman_a", "spearman_b", "difference", "ci_low",
-            "ci_high", "share_a_higher", "note"]
+    cols = [
+        "metric_a",
+        "metric_b",
+        "attribute",
+        "level",
+        "spearman_a",
+        "spearman_b",
+        "difference",
+        "ci_low",
+        "ci_high",
+        "share_a_higher",
+        "note",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
 # --- item level -------------------------------------------------------------------------------
+
 
 def _weighted_midranks(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Mid-ranks of x when item i appears w[b, i] times, for every row b of w (B × N)."""
@@ -315,7 +381,9 @@ def item_level(son: pd.DataFrame, item_scores: pd.DataFrame, *, n_boot: int, see
             merged = it.merge(ms, on=["system_id", "clip_id"], how="inner")
             base = {"metric": metric_key, "attribute": attribute, "level": "item", "direction": direction}
             if merged.empty:
-                rows.append({**base, "n": 0, "note": "no item has both a score and marks (clip_id/system_id do not match)"})
+                rows.append(
+                    {**base, "n": 0, "note": "no item has both a score and marks (clip_id/system_id do not match)"}
+                )
                 continue
             human = merged["mean"].to_numpy(float)
             score = orient(merged["value"], direction)
@@ -330,11 +398,21 @@ def item_level(son: pd.DataFrame, item_scores: pd.DataFrame, *, n_boot: int, see
                 rho = _weighted_pearson_rows(_weighted_midranks(score, w), _weighted_midranks(human, w), w)
                 r = _weighted_pearson_rows(np.broadcast_to(score, w.shape), np.broadcast_to(human, w.shape), w)
                 res["ci_low"], res["ci_high"] = (float(v) for v in percentile_ci(rho))
-                samples[(metric_key, attribute)] = (tuple(zip(merged["system_id"].astype(str), merged["clip_id"].astype(str))), rho)
+                samples[(metric_key, attribute)] = (
+                    tuple(zip(merged["system_id"].astype(str), merged["clip_id"].astype(str))),
+                    rho,
+                )
                 res["pearson_ci_low"], res["pearson_ci_high"] = (float(v) for v in percentile_ci(r))
-                res["note"] = "; ".join(filter(None, [
-                    "CI: bootstrap over clips; Kendall CI not computed at item level",
-                    "p: items permuted freely (ignores clustering; read the CI)", res["note"]]))
+                res["note"] = "; ".join(
+                    filter(
+                        None,
+                        [
+                            "CI: bootstrap over clips; Kendall CI not computed at item level",
+                            "p: items permuted freely (ignores clustering; read the CI)",
+                            res["note"],
+                        ],
+                    )
+                )
             res["note"] = "; ".join(filter(None, [f"{merged['clip_id'].nunique()} clips", res["note"]]))
             rows.append({**base, **res})
     return pd.DataFrame(rows), samples
@@ -357,8 +435,16 @@ def per_class(son: pd.DataFrame, per_class_scores: pd.DataFrame, *, seed: int) -
             common = sorted(set(human.index) & set(s.index))
             res = correlate(human.loc[common].to_numpy(float), orient(s.loc[common, "value"], direction), seed=seed)
             res["note"] = "; ".join(filter(None, [res["note"], "no CI per class (few clips per class)"]))
-            rows.append({"metric": metric_key, "attribute": attribute, "level": "class", "category": category,
-                         "direction": direction, **res})
+            rows.append(
+                {
+                    "metric": metric_key,
+                    "attribute": attribute,
+                    "level": "class",
+                    "category": category,
+                    "direction": direction,
+                    **res,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -377,8 +463,16 @@ def rank_agreement(system_table: pd.DataFrame, scores: pd.DataFrame) -> pd.DataF
             hr = h.rank(ascending=False, method="average")
             mr = oriented.rank(ascending=False, method="average")
             for sid in common:
-                rows.append({"metric": metric_key, "attribute": attribute, "system_id": sid,
-                             "human_mean": float(h[sid]), "human_rank": float(hr[sid]),
-                             "metric_value": float(s.loc[sid, "value"]), "metric_rank": float(mr[sid]),
-                             "rank_difference": float(hr[sid] - mr[sid])})
+                rows.append(
+                    {
+                        "metric": metric_key,
+                        "attribute": attribute,
+                        "system_id": sid,
+                        "human_mean": float(h[sid]),
+                        "human_rank": float(hr[sid]),
+                        "metric_value": float(s.loc[sid, "value"]),
+                        "metric_rank": float(mr[sid]),
+                        "rank_difference": float(hr[sid] - mr[sid]),
+                    }
+                )
     return pd.DataFrame(rows)

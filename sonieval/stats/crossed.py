@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.linalg import lapack
 import scipy.sparse as sp
 from scipy import optimize
+from scipy.linalg import lapack
 from threadpoolctl import ThreadpoolController
 
 __all__ = ["CrossedFit", "CrossedDesign", "fit_crossed_reml", "NotFittedError", "SingularFitError", "TooLargeError"]
@@ -95,11 +95,12 @@ class CrossedDesign:
     N: sp.csr_matrix  # eliminated × kept counts
     F_g: sp.csr_matrix  # eliminated × fixed counts
     F_h: np.ndarray  # kept × fixed counts (dense)
-    cross: "_Cross" = field(repr=False, default=None)
+    cross: _Cross = field(repr=False, default=None)
 
     @classmethod
-    def from_codes(cls, y, group, a, b, *, p: int | None = None, n_a: int | None = None,
-                   n_b: int | None = None) -> "CrossedDesign":
+    def from_codes(
+        cls, y, group, a, b, *, p: int | None = None, n_a: int | None = None, n_b: int | None = None
+    ) -> CrossedDesign:
         y = np.asarray(y, dtype=np.float64)
         group, a, b = (np.asarray(v, dtype=np.int64) for v in (group, a, b))
         p = int(group.max()) + 1 if p is None else p
@@ -115,11 +116,21 @@ class CrossedDesign:
         F_g.sum_duplicates()
         F_h = sp.csr_matrix((ones, (h, group)), shape=(n_h, p)).toarray()
         design = cls(
-            n=len(y), p=p, n_a=n_a, n_b=n_b, eliminate_a=eliminate_a,
-            d_g=np.bincount(g, minlength=n_g).astype(float), d_h=np.bincount(h, minlength=n_h).astype(float),
+            n=len(y),
+            p=p,
+            n_a=n_a,
+            n_b=n_b,
+            eliminate_a=eliminate_a,
+            d_g=np.bincount(g, minlength=n_g).astype(float),
+            d_h=np.bincount(h, minlength=n_h).astype(float),
             n_s=np.bincount(group, minlength=p).astype(float),
-            y_g=np.bincount(g, y, n_g), y_h=np.bincount(h, y, n_h), y_s=np.bincount(group, y, p),
-            yy=float(y @ y), N=N, F_g=F_g, F_h=F_h,
+            y_g=np.bincount(g, y, n_g),
+            y_h=np.bincount(h, y, n_h),
+            y_s=np.bincount(group, y, p),
+            yy=float(y @ y),
+            N=N,
+            F_g=F_g,
+            F_h=F_h,
         )
         design.cross = _Cross(design)
         return design
@@ -217,8 +228,9 @@ def _evaluate(d: CrossedDesign, tg: float, th: float, *, dense_limit: int, gradi
     m = n_h + p
     w_counts = 1.0 / (tg * tg * d.cross.counts + 1.0)
     dense = m <= dense_limit
-    S, t_y, t_yy = (_assemble_dense if dense else _assemble_sparse)(d, d.cross.dense(w_counts) if dense
-                                                                        else d.cross.sparse(w_counts), tg, th)
+    S, t_y, t_yy = (_assemble_dense if dense else _assemble_sparse)(
+        d, d.cross.dense(w_counts) if dense else d.cross.sparse(w_counts), tg, th
+    )
     g2 = tg * tg
     rhs = np.concatenate([th * (d.y_h - g2 * t_y[:n_h]), d.y_s - g2 * t_y[n_h:]])
     e_beta = np.zeros((m, p))
@@ -226,8 +238,13 @@ def _evaluate(d: CrossedDesign, tg: float, th: float, *, dense_limit: int, gradi
     factor, logdet_s, sol = (_solve_dense if dense else _solve_sparse)(S, np.column_stack([rhs, e_beta]))
     x = sol[:, 0]
     logdet_g = float(np.log(1.0 / w_counts) @ np.bincount(d.cross.bucket, minlength=len(w_counts)))
-    ev = _Eval(logdet=logdet_g + logdet_s, r2=d.yy - g2 * t_yy - float(rhs @ x), beta=x[n_h:].copy(),
-               cov_beta_unscaled=sol[n_h:, 1:].copy(), u_h=x[:n_h].copy())
+    ev = _Eval(
+        logdet=logdet_g + logdet_s,
+        r2=d.yy - g2 * t_yy - float(rhs @ x),
+        beta=x[n_h:].copy(),
+        cov_beta_unscaled=sol[n_h:, 1:].copy(),
+        u_h=x[:n_h].copy(),
+    )
     if gradient:
         if not dense:
             raise ValueError("analytic gradient needs the dense factorisation")
@@ -256,7 +273,8 @@ def _assemble_sparse(d: CrossedDesign, T: sp.csr_matrix, tg: float, th: float):
     scale = sp.diags(np.concatenate([np.full(n_h, th), np.ones(d.p)]))
     Fh = sp.csr_matrix(d.F_h)
     S = -tg * tg * (scale @ T[:m, :m] @ scale) + sp.bmat(
-        [[sp.diags(th * th * d.d_h + 1.0), th * Fh], [th * Fh.T, sp.diags(d.n_s)]])
+        [[sp.diags(th * th * d.d_h + 1.0), th * Fh], [th * Fh.T, sp.diags(d.n_s)]]
+    )
     return S, T[:m, m].toarray().ravel(), T[m, m]
 
 
@@ -291,7 +309,7 @@ def _gradient_terms(d: CrossedDesign, ev: _Eval, factor: np.ndarray, w_counts: n
     inv_lower, _ = lapack.dpotri(factor, lower=1, overwrite_c=1)
     diag = np.diag(inv_lower).copy()
     # (M⁻¹)_gg = W + W B S⁻¹ B' W with B = [θ_gθ_h N, θ_g F_g]: tr = Σw + Σ_ij S⁻¹_ij s_i s_j T(w²)_ij.
-    T2 = d.cross.dense(w_counts ** 2)[:m, :m]
+    T2 = d.cross.dense(w_counts**2)[:m, :m]
     scale = np.concatenate([np.full(n_h, tg * th), np.full(p, tg)])
     inv_lower *= T2
     lower_sum = float(scale @ (inv_lower @ scale))
@@ -378,8 +396,9 @@ def _optimise(d: CrossedDesign, start: tuple[float, float], dense_limit: int):
             grad = None
             if analytic:
                 grad = np.zeros(2)
-                for i, (t, q, tr, u) in enumerate(((key[0], len(d.d_g), ev.tr_g, ev.u_g),
-                                                    (key[1], len(d.d_h), ev.tr_h, ev.u_h))):
+                for i, (t, q, tr, u) in enumerate(
+                    ((key[0], len(d.d_g), ev.tr_g, ev.u_g), (key[1], len(d.d_h), ev.tr_h, ev.u_h))
+                ):
                     if t > 0 and ev.r2 > 0:
                         grad[i] = (2.0 / t) * (q - tr - dof * float(u @ u) / ev.r2)
             cache.clear()
@@ -393,11 +412,22 @@ def _optimise(d: CrossedDesign, start: tuple[float, float], dense_limit: int):
     scale = 1.0 / d.n
     bounds = [(0.0, None), (0.0, None)]
     if analytic:
-        res = optimize.minimize(lambda x: fg(x)[0] * scale, x0, jac=lambda x: fg(x)[1] * scale, method="L-BFGS-B",
-                                bounds=bounds, options={"ftol": 1e-12, "gtol": 1e-8, "maxiter": 200})
+        res = optimize.minimize(
+            lambda x: fg(x)[0] * scale,
+            x0,
+            jac=lambda x: fg(x)[1] * scale,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"ftol": 1e-12, "gtol": 1e-8, "maxiter": 200},
+        )
     else:
-        res = optimize.minimize(lambda x: fg(x)[0] * scale, x0, method="L-BFGS-B", bounds=bounds,
-                                options={"ftol": 1e-12, "gtol": 1e-7, "maxiter": 200, "eps": 1e-6})
+        res = optimize.minimize(
+            lambda x: fg(x)[0] * scale,
+            x0,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"ftol": 1e-12, "gtol": 1e-7, "maxiter": 200, "eps": 1e-6},
+        )
     x = np.maximum(res.x, 0.0)
     ev = fg(x)[2]
     return x, ev, n_eval[0], bool(res.success), str(res.message)
@@ -444,7 +474,7 @@ def _hessian_and_gradients(d: CrossedDesign, center: _Eval, tg: float, th: float
         fm = evals[(i, -1)].logdet + evals[(i, -1)].r2 / sigma2
         H[i, i] = (fp - 2 * f0 + fm) / steps[i] ** 2
         dr2 = (evals[(i, 1)].r2 - evals[(i, -1)].r2) / (2 * steps[i])
-        H[i, 2] = H[2, i] = -dr2 / sigma2 ** 2
+        H[i, 2] = H[2, i] = -dr2 / sigma2**2
         dcov[i] = sigma2 * (evals[(i, 1)].cov_beta_unscaled - evals[(i, -1)].cov_beta_unscaled) / (2 * steps[i])
     if all(free):  # cross term from one more point (O(h) error, h = 10⁻³θ: ample for df and intervals)
         ev = at(theta + steps)
@@ -452,14 +482,22 @@ def _hessian_and_gradients(d: CrossedDesign, center: _Eval, tg: float, th: float
         f10 = evals[(0, 1)].logdet + evals[(0, 1)].r2 / sigma2
         f01 = evals[(1, 1)].logdet + evals[(1, 1)].r2 / sigma2
         H[0, 1] = H[1, 0] = (f11 - f10 - f01 + f0) / (steps[0] * steps[1])
-    H[2, 2] = -dof / sigma2 ** 2 + 2 * center.r2 / sigma2 ** 3
+    H[2, 2] = -dof / sigma2**2 + 2 * center.r2 / sigma2**3
     dcov[2] = center.cov_beta_unscaled
     return H, dcov, np.array(free + [True])
 
 
 def fit_crossed_reml(
-    y, group, a, b, *, p: int | None = None, n_a: int | None = None, n_b: int | None = None,
-    dense_limit: int = DENSE_LIMIT, inference: bool = True,
+    y,
+    group,
+    a,
+    b,
+    *,
+    p: int | None = None,
+    n_a: int | None = None,
+    n_b: int | None = None,
+    dense_limit: int = DENSE_LIMIT,
+    inference: bool = True,
 ) -> CrossedFit:
     """REML fit of y ~ 0 + group + (1|a) + (1|b) from integer codes (0..levels-1).
 
@@ -522,7 +560,8 @@ def _check_size(d: CrossedDesign, dense_limit: int) -> None:
         raise TooLargeError(
             f"both random factors are large ({d.n_a:,} and {d.n_b:,} levels): an exact fit needs a factorisation of "
             f"order {m:,} that is {density:.0%} dense (limit: dense up to {dense_limit:,}, sparse up to "
-            f"{SPARSE_MAX_DENSITY:.0%} dense), so it is not fitted")
+            f"{SPARSE_MAX_DENSITY:.0%} dense), so it is not fitted"
+        )
 
 
 def _fit(d: CrossedDesign, dense_limit: int, inference: bool) -> CrossedFit:
@@ -534,9 +573,21 @@ def _fit(d: CrossedDesign, dense_limit: int, inference: bool) -> CrossedFit:
     tg, th = float(x[0]), float(x[1])
     ta, tb = (tg, th) if d.eliminate_a else (th, tg)
     fit = CrossedFit(
-        beta=ev.beta, cov_beta=sigma2 * ev.cov_beta_unscaled, var_a=ta * ta * sigma2, var_b=tb * tb * sigma2,
-        var_resid=sigma2, theta_a=ta, theta_b=tb, reml_criterion=float(_criterion(d, ev)), n=d.n, p=d.p,
-        n_a=d.n_a, n_b=d.n_b, converged=ok, n_evaluations=n_eval, message=message,
+        beta=ev.beta,
+        cov_beta=sigma2 * ev.cov_beta_unscaled,
+        var_a=ta * ta * sigma2,
+        var_b=tb * tb * sigma2,
+        var_resid=sigma2,
+        theta_a=ta,
+        theta_b=tb,
+        reml_criterion=float(_criterion(d, ev)),
+        n=d.n,
+        p=d.p,
+        n_a=d.n_a,
+        n_b=d.n_b,
+        converged=ok,
+        n_evaluations=n_eval,
+        message=message,
         boundary=(ta <= 1e-6, tb <= 1e-6),
     )
     if inference:
@@ -546,7 +597,8 @@ def _fit(d: CrossedDesign, dense_limit: int, inference: bool) -> CrossedFit:
 
 
 def _inference(d: CrossedDesign, ev: _Eval, tg: float, th: float, sigma2: float, dense_limit: int):
-    """Asymptotic Cov of (var_a, var_b, σ²) = 2 H⁻¹ and ∂Cov(β̂)/∂(var_a, var_b, σ²); NaN when H is singular."""
+    """Asymptotic Cov of (var_a, var_b, σ²) = 2 H⁻¹ and ∂Cov(β̂)/∂(var_a, var_b, σ²);
+    NaN when H is singular."""
     H, dcov, free = _hessian_and_gradients(d, ev, tg, th, sigma2, dense_limit)
     # ψ = (θ_g, θ_h, σ²) → φ = (var_g, var_h, σ²): J = ∂φ/∂ψ.
     J = np.array([[2 * tg * sigma2, 0, tg * tg], [0, 2 * th * sigma2, th * th], [0, 0, 1.0]])

@@ -13,6 +13,9 @@ import pandas as pd
 from scipy import stats
 
 from sonieval.stats.bootstrap import TwoWayWeights, group_means, percentile_ci
+from sonieval.tables import RATING_ROLES
+
+__all__ = ["system_means", "role_means", "mark_distribution"]
 
 
 def system_means(son: pd.DataFrame, weights: TwoWayWeights | None, level: float = 0.95) -> tuple[pd.DataFrame, dict]:
@@ -25,11 +28,16 @@ def system_means(son: pd.DataFrame, weights: TwoWayWeights | None, level: float 
     boot: dict[str, tuple[pd.Index, np.ndarray]] = {}
     for attribute, part in son.groupby("attribute", sort=True):
         g = part.groupby("system_id")["mark"]
-        agg = pd.DataFrame({
-            "n": g.size(), "mean": g.mean(), "sd": g.std(ddof=1), "median": g.median(),
-            "n_raters": part.groupby("system_id")["rater_id"].nunique(),
-            "n_clips": part.groupby("system_id")["clip_id"].nunique(),
-        })
+        agg = pd.DataFrame(
+            {
+                "n": g.size(),
+                "mean": g.mean(),
+                "sd": g.std(ddof=1),
+                "median": g.median(),
+                "n_raters": part.groupby("system_id")["rater_id"].nunique(),
+                "n_clips": part.groupby("system_id")["clip_id"].nunique(),
+            }
+        )
         tq = stats.t.ppf(0.5 + level / 2, np.maximum(agg["n"] - 1, 1))
         half = tq * agg["sd"] / np.sqrt(agg["n"])
         agg["t_ci_low"] = agg["mean"] - half
@@ -47,7 +55,7 @@ def system_means(son: pd.DataFrame, weights: TwoWayWeights | None, level: float 
             agg["boot_undefined"] = 0
         agg["attribute"] = attribute
         notes = []
-        for sid, r in agg.iterrows():
+        for _, r in agg.iterrows():
             note = []
             if r["n"] < 2:
                 note.append("one mark: no spread, CIs undefined")
@@ -63,14 +71,30 @@ def system_means(son: pd.DataFrame, weights: TwoWayWeights | None, level: float 
         agg["note"] = notes
         rows.append(agg.reset_index())
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-    cols = ["system_id", "attribute", "n", "n_raters", "n_clips", "mean", "sd", "median",
-            "t_ci_low", "t_ci_high", "ci_low", "ci_high", "note"]
+    cols = [
+        "system_id",
+        "attribute",
+        "n",
+        "n_raters",
+        "n_clips",
+        "mean",
+        "sd",
+        "median",
+        "t_ci_low",
+        "t_ci_high",
+        "ci_low",
+        "ci_high",
+        "note",
+    ]
     return table[cols] if len(table) else table, boot
+
+
+_SON, _REFERENCE, _ANCHOR, _ATTENTION = RATING_ROLES  # the order sonieval.tables lists them in
 
 
 def role_means(ratings: pd.DataFrame) -> pd.DataFrame:
     """Mean marks of the hidden reference and anchor trials: the scale's two ends as used."""
-    part = ratings[ratings["role"].isin(["reference", "anchor"])]
+    part = ratings[ratings["role"].isin([_REFERENCE, _ANCHOR])]
     if part.empty:
         return pd.DataFrame(columns=["role", "attribute", "n", "mean", "sd"])
     table = part.groupby(["role", "attribute"])["mark"].agg(n="size", mean="mean", sd="std").reset_index()

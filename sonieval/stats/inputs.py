@@ -19,6 +19,30 @@ from sonieval.errors import DataError
 from sonieval.files import sha256_file
 from sonieval.tables import RATING_ATTRIBUTES, RATING_ROLES, check_columns, read_table
 
+__all__ = [
+    "METRIC_DIRECTIONS",
+    "metric_direction",
+    "InputFile",
+    "Ratings",
+    "Scores",
+    "check_ratings",
+    "check_scores",
+    "check_item_scores",
+    "load_ratings",
+    "load_scores",
+    "load_item_scores",
+    "read_ratings",
+    "read_scores",
+    "read_item_scores",
+    "read_clip_categories",
+    "match_systems",
+    "RATINGS_REQUIRED",
+    "SCORES_REQUIRED",
+    "ITEM_SCORES_REQUIRED",
+    "CLIPS_REQUIRED",
+    "DUPLICATE_POLICIES",
+]
+
 # Direction of each known metric. ``lower`` = smaller values are better (distances: KAD, FAD,
 # per-item embedding distances); ``higher`` = larger values are better (correlations,
 # similarities). A table may also declare its own with a ``direction`` column (lower/higher, as
@@ -156,8 +180,9 @@ def check_ratings(
     if scale_min >= scale_max:
         raise DataError(f"scale {scale_min}..{scale_max} is empty", path=where, hint="use --scale-min < --scale-max")
     if duplicates is not None and duplicates not in DUPLICATE_POLICIES:
-        raise DataError(f"unknown duplicates policy {duplicates!r}", path=where,
-                        hint=f"use one of {', '.join(DUPLICATE_POLICIES)}")
+        raise DataError(
+            f"unknown duplicates policy {duplicates!r}", path=where, hint=f"use one of {', '.join(DUPLICATE_POLICIES)}"
+        )
     df, notes = _complete_rows(df, where, scale_min, scale_max)
     _check_values(df, where, scale_min, scale_max)
     df["mark"] = df["mark"].to_numpy(dtype=float).astype(np.int64)
@@ -171,8 +196,12 @@ def check_ratings(
     if simulated is None:
         simulated = _is_simulated(df)
     return Ratings(
-        table=df.reset_index(drop=True), scale_min=scale_min, scale_max=scale_max,
-        source=_source(path, "ratings", df) if path is not None else None, simulated=bool(simulated), notes=notes,
+        table=df.reset_index(drop=True),
+        scale_min=scale_min,
+        scale_max=scale_max,
+        source=_source(path, "ratings", df) if path is not None else None,
+        simulated=bool(simulated),
+        notes=notes,
     )
 
 
@@ -193,7 +222,8 @@ def _complete_rows(df: pd.DataFrame, where, scale_min: int, scale_max: int) -> t
         example = df.loc[bad_text, "mark"].iloc[0]
         raise DataError(
             f"column mark has {int(bad_text.sum())} non-numeric value(s), e.g. {example!r}",
-            path=where, hint=f"marks must be integers on the declared scale {scale_min}..{scale_max}",
+            path=where,
+            hint=f"marks must be integers on the declared scale {scale_min}..{scale_max}",
         )
     df["mark"] = mark
     required = ["rater_id", "clip_id", "system_id", "role", "attribute", "mark"]
@@ -206,8 +236,11 @@ def _complete_rows(df: pd.DataFrame, where, scale_min: int, scale_max: int) -> t
         )
         df = df.loc[~missing]
     if df.empty:
-        raise DataError("no complete rating rows", path=where,
-                        hint="every row needs rater_id, clip_id, system_id, role, attribute and mark")
+        raise DataError(
+            "no complete rating rows",
+            path=where,
+            hint="every row needs rater_id, clip_id, system_id, role, attribute and mark",
+        )
     df["role"] = df["role"].astype(str).str.strip().str.lower()
     df["attribute"] = df["attribute"].astype(str).str.strip().str.lower()
     return df, notes
@@ -218,27 +251,34 @@ def _check_values(df: pd.DataFrame, where, scale_min: int, scale_max: int) -> No
     for col, allowed in (("role", RATING_ROLES), ("attribute", RATING_ATTRIBUTES)):
         bad = ~df[col].isin(allowed)
         if bad.any():
-            raise DataError(f"column {col} has unknown value(s) {sorted(df.loc[bad, col].unique())[:5]}",
-                            path=where, hint=f"allowed: {', '.join(allowed)}")
+            raise DataError(
+                f"column {col} has unknown value(s) {sorted(df.loc[bad, col].unique())[:5]}",
+                path=where,
+                hint=f"allowed: {', '.join(allowed)}",
+            )
     marks = df["mark"].to_numpy(dtype=float)
     not_int = marks != np.round(marks)
     if not_int.any():
         raise DataError(
             f"column mark has {int(not_int.sum())} non-integer value(s), e.g. {marks[not_int][0]}",
-            path=where, hint=f"marks must be integers on the declared scale {scale_min}..{scale_max}",
+            path=where,
+            hint=f"marks must be integers on the declared scale {scale_min}..{scale_max}",
         )
     outside = (marks < scale_min) | (marks > scale_max)
     if outside.any():
         vals = sorted(set(marks[outside].astype(int).tolist()))[:5]
         raise DataError(
             f"{int(outside.sum())} mark(s) outside the declared scale {scale_min}..{scale_max} (e.g. {vals})",
-            path=where, hint="declare the study's scale with --scale-min/--scale-max, or fix the marks",
+            path=where,
+            hint="declare the study's scale with --scale-min/--scale-max, or fix the marks",
         )
 
 
 def _duplicate_key(df: pd.DataFrame) -> tuple[pd.Series, str]:
     """One text key per (rater, trial, attribute); a row without a trial_id is keyed by its stimulus."""
-    stimulus = "stimulus " + df["system_id"].astype(str) + " | " + df["clip_id"].astype(str) + " | " + df["role"].astype(str)
+    stimulus = (
+        "stimulus " + df["system_id"].astype(str) + " | " + df["clip_id"].astype(str) + " | " + df["role"].astype(str)
+    )
     if "trial_id" in df.columns:
         trial = df["trial_id"].astype(object).where(df["trial_id"].notna(), stimulus)
         label = "(rater_id, trial_id, attribute)"
@@ -264,11 +304,15 @@ def resolve_duplicates(df: pd.DataFrame, policy: str | None, where) -> tuple[pd.
         raise DataError(
             f"{int(conflicting.sum())} {label} key(s) name different stimuli in their rows, "
             f"e.g. ({conflicting[conflicting].index[0]})",
-            path=where, hint="a trial is one stimulus: fix the trial ids before the report")
+            path=where,
+            hint="a trial is one stimulus: fix the trial ids before the report",
+        )
     if policy is None:
         raise DataError(
             f"{n_extra} duplicated {label} row(s) in {n_keys} key(s), e.g. {examples}",
-            path=where, hint="keep one per key with --duplicates first|last|mean (ReportOptions.duplicates)")
+            path=where,
+            hint="keep one per key with --duplicates first|last|mean (ReportOptions.duplicates)",
+        )
     order = df
     if "submitted_at" in df.columns:
         when = pd.to_datetime(df["submitted_at"], errors="coerce", utc=True)
@@ -283,8 +327,10 @@ def resolve_duplicates(df: pd.DataFrame, policy: str | None, where) -> tuple[pd.
         by = "submitted_at" if "submitted_at" in df.columns else "table order"
         how = f"the {policy} by {by} kept"
     kept = kept.sort_index()
-    note = (f"{n_extra} duplicated {label} row(s) in {n_keys} key(s), e.g. {examples}: {how} "
-            f"(--duplicates {policy}); every statistic uses the {len(kept)} remaining rows")
+    note = (
+        f"{n_extra} duplicated {label} row(s) in {n_keys} key(s), e.g. {examples}: {how} "
+        f"(--duplicates {policy}); every statistic uses the {len(kept)} remaining rows"
+    )
     return kept, note
 
 
@@ -305,8 +351,13 @@ def declared_scale(df: pd.DataFrame, scale_min: int | None, scale_max: int | Non
     return found[0][0], found[1][0], note
 
 
-def load_ratings(path: str | os.PathLike, *, scale_min: int | None = None, scale_max: int | None = None,
-                 duplicates: str | None = None) -> Ratings:
+def load_ratings(
+    path: str | os.PathLike,
+    *,
+    scale_min: int | None = None,
+    scale_max: int | None = None,
+    duplicates: str | None = None,
+) -> Ratings:
     df = read_table(path, "ratings", RATINGS_REQUIRED)
     scale_min, scale_max, note = declared_scale(df, scale_min, scale_max)
     ratings = check_ratings(df, scale_min=scale_min, scale_max=scale_max, path=path, duplicates=duplicates)
@@ -377,10 +428,14 @@ def check_scores(df: pd.DataFrame, *, path: str | os.PathLike | None = None) -> 
     dup = overall.duplicated(["system_id", "metric_key"])
     if dup.any():
         raise DataError(
-            f"{int(dup.sum())} duplicate overall score row(s), e.g. {overall.loc[dup, ['system_id', 'metric_key']].iloc[0].tolist()}",
-            path=where, hint="one row per system, metric, embedding and reference set",
+            f"{int(dup.sum())} duplicate overall score row(s), "
+            f"e.g. {overall.loc[dup, ['system_id', 'metric_key']].iloc[0].tolist()}",
+            path=where,
+            hint="one row per system, metric, embedding and reference set",
         )
-    return Scores(overall=overall.reset_index(drop=True), per_class=per_class.reset_index(drop=True), source=None, notes=notes)
+    return Scores(
+        overall=overall.reset_index(drop=True), per_class=per_class.reset_index(drop=True), source=None, notes=notes
+    )
 
 
 def load_scores(path: str | os.PathLike) -> Scores:
@@ -421,7 +476,9 @@ def load_item_scores(path: str | os.PathLike) -> tuple[pd.DataFrame, InputFile, 
     return checked, InputFile("item_scores", os.fspath(path), sha256_file(path), int(len(checked))), notes
 
 
-def match_systems(ratings: pd.DataFrame, systems_scored: set[str], *, path: str | os.PathLike | None = None) -> tuple[list[str], list[str]]:
+def match_systems(
+    ratings: pd.DataFrame, systems_scored: set[str], *, path: str | os.PathLike | None = None
+) -> tuple[list[str], list[str]]:
     """Systems rated and scored; a note about the rest. No overlap at all is an error."""
     rated = set(ratings.loc[ratings["role"] == "sonification", "system_id"].unique())
     both = sorted(rated & systems_scored)
@@ -431,14 +488,21 @@ def match_systems(ratings: pd.DataFrame, systems_scored: set[str], *, path: str 
             "no system_id in the scores table matches the rated systems "
             f"(ratings e.g. {sorted(rated)[:2]}, scores e.g. {sorted(systems_scored)[:2]})",
             path=path or "scores",
-            hint="system_id must be the same text in both tables (encoder/variant/lr<lr>/e<epoch>/alignment/postprocess)",
+            hint="system_id must be the same text in both tables "
+            "(encoder/variant/lr<lr>/e<epoch>/alignment/postprocess)",
         )
     only_rated = sorted(rated - systems_scored)
     only_scored = sorted(systems_scored - rated)
     if only_rated:
-        notes.append(f"{len(only_rated)} rated system(s) have no score and are left out of the correlations: {', '.join(only_rated[:5])}{' …' if len(only_rated) > 5 else ''}")
+        notes.append(
+            f"{len(only_rated)} rated system(s) have no score and are left out of the correlations: "
+            f"{', '.join(only_rated[:5])}{' …' if len(only_rated) > 5 else ''}"
+        )
     if only_scored:
-        notes.append(f"{len(only_scored)} scored system(s) were not rated: {', '.join(only_scored[:5])}{' …' if len(only_scored) > 5 else ''}")
+        notes.append(
+            f"{len(only_scored)} scored system(s) were not rated: "
+            f"{', '.join(only_scored[:5])}{' …' if len(only_scored) > 5 else ''}"
+        )
     return both, notes
 
 
@@ -464,12 +528,16 @@ def _frame(data, kind: str) -> pd.DataFrame | None:
         return data
     if isinstance(data, (str, os.PathLike)):
         return None
-    raise DataError(f"{kind} must be a pandas DataFrame or a path to a .csv/.parquet table, "
-                    f"not {type(data).__name__}", path=kind, hint=f"see README, Tables: the {kind} columns")
+    raise DataError(
+        f"{kind} must be a pandas DataFrame or a path to a .csv/.parquet table, not {type(data).__name__}",
+        path=kind,
+        hint=f"see README, Tables: the {kind} columns",
+    )
 
 
-def read_ratings(data, *, scale_min: int | None = None, scale_max: int | None = None,
-                 duplicates: str | None = None) -> Ratings:
+def read_ratings(
+    data, *, scale_min: int | None = None, scale_max: int | None = None, duplicates: str | None = None
+) -> Ratings:
     """Checked ratings from a DataFrame or a table file (scale: given, else the table's, else 1–5)."""
     df = _frame(data, "ratings")
     if df is None:

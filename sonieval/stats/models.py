@@ -7,8 +7,9 @@
 - **Pairwise contrasts** of the EMMs: Wald t tests with Satterthwaite df (as lmerTest/emmeans),
   Holm's step-down correction across pairs (:func:`holm`, equal to statsmodels'
   ``multipletests(method="holm")``, tested; written out because that call costs ~0.1 s each here,
-  which dominated the 500-data-set error-rate check). Raters and clips are random, so the contrasts generalise to new raters
-  and clips; a per-rater mean over *different* clips would confound clip difficulty with systems.
+  which dominated the 500-data-set error-rate check). Raters and clips are random, so the contrasts
+  generalise to new raters and clips; a per-rater mean over *different* clips would confound clip
+  difficulty with systems.
 - **Friedman + Wilcoxon** (secondary unless the design is complete): paired on the same
   (rater, clip) cells — Friedman across systems on each rater's mean over the clips they marked
   with every system; Wilcoxon signed-rank per pair on each rater's mean difference over the clips
@@ -28,9 +29,30 @@ from scipy import stats
 
 from sonieval.stats.crossed import CrossedFit, NotFittedError, SingularFitError, codes, fit_crossed_reml
 
+__all__ = [
+    "design_summary",
+    "mixed_model",
+    "mixed_model_contrasts",
+    "friedman_wilcoxon",
+    "holm",
+    "EMM_COLUMNS",
+    "CONTRAST_COLUMNS",
+]
+
 EMM_COLUMNS = ["system_id", "estimate", "se", "df", "ci_low", "ci_high", "n", "note"]
-CONTRAST_COLUMNS = ["system_a", "system_b", "difference", "se", "df", "t", "ci_low", "ci_high", "p_value",
-                    "p_holm", "note"]
+CONTRAST_COLUMNS = [
+    "system_a",
+    "system_b",
+    "difference",
+    "se",
+    "df",
+    "t",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_holm",
+    "note",
+]
 
 
 def design_summary(part: pd.DataFrame) -> dict:
@@ -49,27 +71,41 @@ def design_summary(part: pd.DataFrame) -> dict:
     repeated = int((cells > 1).sum())
     complete = len(cells) == possible
     balanced = repeated == 0
-    out = {"n_marks": int(len(part)), "n_raters": len(raters), "n_clips": len(clips),
-           "n_systems": len(systems), "n_stimuli": int(stim),
-           "n_cells_marked": int(len(cells)), "n_cells_possible": int(possible), "n_cells_repeated": repeated,
-           "complete": bool(complete), "balanced": bool(balanced)}
+    out = {
+        "n_marks": int(len(part)),
+        "n_raters": len(raters),
+        "n_clips": len(clips),
+        "n_systems": len(systems),
+        "n_stimuli": int(stim),
+        "n_cells_marked": int(len(cells)),
+        "n_cells_possible": int(possible),
+        "n_cells_repeated": repeated,
+        "complete": bool(complete),
+        "balanced": bool(balanced),
+    }
     if complete and balanced:
         out["primary_pairwise"] = "friedman_wilcoxon"
         out["reason"] = "complete, balanced design: every rater marked every stimulus once"
     else:
         why = []
         if not complete:
-            why.append(f"incomplete: {len(cells):,} of {len(raters):,} raters × {stim:,} stimuli = {possible:,} cells marked "
-                       f"({len(cells) / possible:.1%})")
+            why.append(
+                f"incomplete: {len(cells):,} of {len(raters):,} raters × {stim:,} stimuli = {possible:,} cells marked "
+                f"({len(cells) / possible:.1%})"
+            )
         if not balanced:
             why.append(f"unbalanced: {repeated:,} rater × stimulus cells marked more than once")
         out["primary_pairwise"] = "mixed_model"
-        out["reason"] = ("design " + "; ".join(why) + ": per-rater means would compare different clips, so the "
-                         "mixed-model contrasts (raters and clips random) are the pairwise result")
+        out["reason"] = (
+            "design " + "; ".join(why) + ": per-rater means would compare different clips, so the "
+            "mixed-model contrasts (raters and clips random) are the pairwise result"
+        )
     return out
 
 
-def mixed_model(part: pd.DataFrame, *, systems: list[str] | None = None) -> tuple[pd.DataFrame, dict, CrossedFit | None]:
+def mixed_model(
+    part: pd.DataFrame, *, systems: list[str] | None = None
+) -> tuple[pd.DataFrame, dict, CrossedFit | None]:
     """Fit mark ~ 0 + system + (1|rater) + (1|clip) by REML on every mark of ``part``.
 
     Returns the EMM table (system_id, estimate, se, df, ci_low, ci_high, n, note), a dict with the
@@ -81,16 +117,34 @@ def mixed_model(part: pd.DataFrame, *, systems: list[str] | None = None) -> tupl
     c_codes, clips = codes(part["clip_id"])
     present = list(levels)
     systems = sorted(set(systems or []) | set(present))
-    info = {"n_rows": int(len(part)), "n_rows_used": 0, "n_raters": len(raters), "n_clips": len(clips),
-            "rater_variance": None, "clip_variance": None, "residual_variance": None, "reml_criterion": None,
-            "converged": None, "n_evaluations": None,
-            "method": "REML, exact sparse crossed random intercepts (sonieval.stats.crossed)", "note": ""}
+    info = {
+        "n_rows": int(len(part)),
+        "n_rows_used": 0,
+        "n_raters": len(raters),
+        "n_clips": len(clips),
+        "rater_variance": None,
+        "clip_variance": None,
+        "residual_variance": None,
+        "reml_criterion": None,
+        "converged": None,
+        "n_evaluations": None,
+        "method": "REML, exact sparse crossed random intercepts (sonieval.stats.crossed)",
+        "note": "",
+    }
     counts = dict(zip(present, np.bincount(s_codes, minlength=len(present)).tolist()))
     missing = [s for s in systems if s not in counts]
-    table = pd.DataFrame({"system_id": systems, "estimate": np.nan, "se": np.nan, "df": np.nan,
-                          "ci_low": np.nan, "ci_high": np.nan, "n": [counts.get(s, 0) for s in systems],
-                          "note": ["no marks for this attribute: mean not estimable" if s in missing else ""
-                                   for s in systems]})
+    table = pd.DataFrame(
+        {
+            "system_id": systems,
+            "estimate": np.nan,
+            "se": np.nan,
+            "df": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "n": [counts.get(s, 0) for s in systems],
+            "note": ["no marks for this attribute: mean not estimable" if s in missing else "" for s in systems],
+        }
+    )
     why = _not_fittable(info)
     if why:
         info["note"] = why
@@ -104,9 +158,15 @@ def mixed_model(part: pd.DataFrame, *, systems: list[str] | None = None) -> tupl
         table.loc[~table["system_id"].isin(missing), "note"] = f"undefined: {kind} ({exc})"
         return table, info, None
     info["systems_fitted"] = list(levels)
-    info.update(n_rows_used=int(fit.n), rater_variance=float(fit.var_a), clip_variance=float(fit.var_b),
-                residual_variance=float(fit.var_resid), reml_criterion=float(fit.reml_criterion),
-                converged=bool(fit.converged), n_evaluations=int(fit.n_evaluations))
+    info.update(
+        n_rows_used=int(fit.n),
+        rater_variance=float(fit.var_a),
+        clip_variance=float(fit.var_b),
+        residual_variance=float(fit.var_resid),
+        reml_criterion=float(fit.reml_criterion),
+        converged=bool(fit.converged),
+        n_evaluations=int(fit.n_evaluations),
+    )
     notes = []
     if fit.boundary[0]:
         notes.append("rater variance estimated at 0 (boundary fit): raters do not differ in leniency beyond noise")
@@ -155,12 +215,21 @@ def mixed_model_contrasts(fit: CrossedFit | None, levels: list[str], note: str =
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(se > 0, est / se, np.nan)
     p = 2 * stats.t.sf(np.abs(t), df)
-    return pd.DataFrame({
-        "system_a": [levels[i] for i, _ in pairs], "system_b": [levels[j] for _, j in pairs],
-        "difference": est, "se": se, "df": df, "t": t, "ci_low": est - q * se, "ci_high": est + q * se,
-        "p_value": p, "p_holm": holm(p),
-        "note": np.where(np.isfinite(p), note, "zero standard error: test undefined"),
-    })[CONTRAST_COLUMNS]
+    return pd.DataFrame(
+        {
+            "system_a": [levels[i] for i, _ in pairs],
+            "system_b": [levels[j] for _, j in pairs],
+            "difference": est,
+            "se": se,
+            "df": df,
+            "t": t,
+            "ci_low": est - q * se,
+            "ci_high": est + q * se,
+            "p_value": p,
+            "p_holm": holm(p),
+            "note": np.where(np.isfinite(p), note, "zero standard error: test undefined"),
+        }
+    )[CONTRAST_COLUMNS]
 
 
 def rank_biserial(diff: np.ndarray) -> float:
@@ -198,9 +267,11 @@ def _per_rater_mean(values: np.ndarray, rater: np.ndarray) -> np.ndarray:
     """Mean of ``values`` per rater code (raters without values left out)."""
     n = np.bincount(rater)
     keep = n > 0
-    return (np.bincount(rater, values) if values.ndim == 1 else
-            np.stack([np.bincount(rater, v, len(n)) for v in values.T], axis=1))[keep] / (
-        n[keep] if values.ndim == 1 else n[keep, None])
+    return (
+        np.bincount(rater, values)
+        if values.ndim == 1
+        else np.stack([np.bincount(rater, v, len(n)) for v in values.T], axis=1)
+    )[keep] / (n[keep] if values.ndim == 1 else n[keep, None])
 
 
 def friedman_wilcoxon(part: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
@@ -211,13 +282,32 @@ def friedman_wilcoxon(part: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
     """
     means, cell_rater, cell_marks, systems = _cells(part)
     complete = ~np.isnan(means).any(axis=1)
-    per_rater = _per_rater_mean(means[complete], cell_rater[complete]) if complete.any() else np.zeros((0, len(systems)))
-    info = {"n_systems": len(systems), "n_raters_complete": int(len(per_rater)),
-            "n_raters": int(part["rater_id"].nunique()), "n_cells_complete": int(complete.sum()),
-            "share_of_marks": float(cell_marks[complete].sum() / len(part)) if len(part) else 0.0,
-            "statistic": None, "p_value": None, "kendall_w": None, "note": ""}
-    pair_cols = ["system_a", "system_b", "n", "n_cells", "median_difference", "wilcoxon_statistic", "p_value",
-                 "p_holm", "rank_biserial", "note"]
+    per_rater = (
+        _per_rater_mean(means[complete], cell_rater[complete]) if complete.any() else np.zeros((0, len(systems)))
+    )
+    info = {
+        "n_systems": len(systems),
+        "n_raters_complete": int(len(per_rater)),
+        "n_raters": int(part["rater_id"].nunique()),
+        "n_cells_complete": int(complete.sum()),
+        "share_of_marks": float(cell_marks[complete].sum() / len(part)) if len(part) else 0.0,
+        "statistic": None,
+        "p_value": None,
+        "kendall_w": None,
+        "note": "",
+    }
+    pair_cols = [
+        "system_a",
+        "system_b",
+        "n",
+        "n_cells",
+        "median_difference",
+        "wilcoxon_statistic",
+        "p_value",
+        "p_holm",
+        "rank_biserial",
+        "note",
+    ]
     if len(systems) < 2:
         info["note"] = "one system: nothing to compare"
         return info, pd.DataFrame(columns=pair_cols)
@@ -234,31 +324,42 @@ def friedman_wilcoxon(part: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
     else:
         info["note"] = "fewer than 2 raters marked a clip with every system: Friedman not run"
     if info["share_of_marks"] < 1 and len(systems) >= 3:
-        extra = (f"paired on {int(complete.sum())} (rater, clip) cells with every system: "
-                 f"{info['share_of_marks']:.1%} of the marks")
+        extra = (
+            f"paired on {int(complete.sum())} (rater, clip) cells with every system: "
+            f"{info['share_of_marks']:.1%} of the marks"
+        )
         info["note"] = "; ".join(filter(None, [info["note"], extra]))
-    rows = []
-    for i, j in itertools.combinations(range(len(systems)), 2):
-        a, b = systems[i], systems[j]
-        both = ~np.isnan(means[:, i]) & ~np.isnan(means[:, j])
-        d = _per_rater_mean(means[both, i] - means[both, j], cell_rater[both]) if both.any() else np.zeros(0)
-        row = {"system_a": a, "system_b": b, "n": len(d), "n_cells": int(both.sum()),
-               "median_difference": float(np.median(d)) if len(d) else None,
-               "wilcoxon_statistic": None, "p_value": None, "rank_biserial": None, "note": ""}
-        if len(d) < 2 or np.all(d == 0):
-            row["note"] = ("fewer than 2 raters marked a clip with both systems" if len(d) < 2
-                           else "no rater differs: test undefined")
-        else:
-            # Exact null distribution only where it is exact (small n, no ties or zeros); otherwise the
-            # normal approximation with tie correction. scipy's "auto" would fall back to a slow
-            # permutation test with ties.
-            nz = d[d != 0]
-            exact = len(nz) <= 25 and len(np.unique(np.abs(nz))) == len(nz) and len(nz) == len(d)
-            res = stats.wilcoxon(d, zero_method="wilcox", method="exact" if exact else "approx")
-            row["wilcoxon_statistic"] = float(res.statistic)
-            row["p_value"] = float(res.pvalue)
-            row["rank_biserial"] = rank_biserial(d)
-        rows.append(row)
+    rows = [_wilcoxon_pair(means, cell_rater, systems, i, j) for i, j in itertools.combinations(range(len(systems)), 2)]
     pairs = pd.DataFrame(rows)
     pairs["p_holm"] = holm(pairs["p_value"].astype(float))
     return info, pairs[pair_cols]
+
+
+def _wilcoxon_pair(means: np.ndarray, cell_rater: np.ndarray, systems: list[str], i: int, j: int) -> dict:
+    """Wilcoxon signed-rank test of systems i and j on each rater's mean difference over shared clips."""
+    both = ~np.isnan(means[:, i]) & ~np.isnan(means[:, j])
+    d = _per_rater_mean(means[both, i] - means[both, j], cell_rater[both]) if both.any() else np.zeros(0)
+    row = {
+        "system_a": systems[i],
+        "system_b": systems[j],
+        "n": len(d),
+        "n_cells": int(both.sum()),
+        "median_difference": float(np.median(d)) if len(d) else None,
+        "wilcoxon_statistic": None,
+        "p_value": None,
+        "rank_biserial": None,
+        "note": "",
+    }
+    if len(d) < 2 or np.all(d == 0):
+        row["note"] = (
+            "fewer than 2 raters marked a clip with both systems" if len(d) < 2 else "no rater differs: test undefined"
+        )
+        return row
+    # Exact null distribution only where it is exact (small n, no ties or zeros); otherwise the
+    # normal approximation with tie correction. scipy's "auto" would fall back to a slow
+    # permutation test with ties.
+    nz = d[d != 0]
+    exact = len(nz) <= 25 and len(np.unique(np.abs(nz))) == len(nz) and len(nz) == len(d)
+    res = stats.wilcoxon(d, zero_method="wilcox", method="exact" if exact else "approx")
+    row.update(wilcoxon_statistic=float(res.statistic), p_value=float(res.pvalue), rank_biserial=rank_biserial(d))
+    return row

@@ -31,7 +31,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -39,6 +38,21 @@ from scipy import stats
 
 from sonieval.stats.bootstrap import percentile_ci, resample_counts
 from sonieval.stats.crossed import NotFittedError, codes, fit_crossed_reml
+
+__all__ = [
+    "ICC_FORMS",
+    "BLOCK_METHOD",
+    "icc_variance_components",
+    "icc_complete_block",
+    "icc_anova",
+    "complete_block",
+    "krippendorff_alpha",
+    "alpha_from_counts",
+    "ordinal_alpha_from_counts",
+    "unit_value_counts",
+    "rater_panel_agreement",
+    "attribute_agreement",
+]
 
 ICC_FORMS = ("icc_a1", "icc_ak", "icc_c1", "icc_ck")
 
@@ -54,9 +68,15 @@ def rater_unit_matrix(part: pd.DataFrame) -> tuple[np.ndarray, pd.Index, pd.Inde
     return _cell_matrix(part["rater_id"].astype(str).to_numpy(), unit_ids(part), part["mark"].to_numpy(dtype=float))
 
 
-def _cell_matrix(raters: np.ndarray, units: np.ndarray, marks: np.ndarray) -> tuple[np.ndarray, pd.Index, pd.Index, int]:
-    cells = pd.DataFrame({"rater": raters, "unit": units, "mark": marks}).groupby(
-        ["rater", "unit"], sort=False)["mark"].agg(["mean", "size"]).reset_index()
+def _cell_matrix(
+    raters: np.ndarray, units: np.ndarray, marks: np.ndarray
+) -> tuple[np.ndarray, pd.Index, pd.Index, int]:
+    cells = (
+        pd.DataFrame({"rater": raters, "unit": units, "mark": marks})
+        .groupby(["rater", "unit"], sort=False)["mark"]
+        .agg(["mean", "size"])
+        .reset_index()
+    )
     row_index = pd.Index(sorted(cells["rater"].unique()))
     col_index = pd.Index(np.unique(cells["unit"]))
     m = np.full((len(row_index), len(col_index)), np.nan)
@@ -123,8 +143,9 @@ def alpha_from_coincidences(o: np.ndarray, values: np.ndarray | None = None, lev
     return alpha
 
 
-def alpha_from_counts(counts: np.ndarray, values: np.ndarray | None = None, level: str = "ordinal",
-                      unit_weights: np.ndarray | None = None) -> np.ndarray:
+def alpha_from_counts(
+    counts: np.ndarray, values: np.ndarray | None = None, level: str = "ordinal", unit_weights: np.ndarray | None = None
+) -> np.ndarray:
     """Krippendorff's α from units × values counts, for one or many unit weightings (B × U)."""
     return alpha_from_coincidences(coincidences(counts, unit_weights), values, level)
 
@@ -134,20 +155,32 @@ def ordinal_alpha_from_counts(counts: np.ndarray, unit_weights: np.ndarray | Non
     return alpha_from_counts(counts, None, "ordinal", unit_weights)
 
 
-def krippendorff_alpha(part: pd.DataFrame, scale_min: int, scale_max: int, n_boot: int, seed: int,
-                       chunk: int = 200) -> dict:
+def krippendorff_alpha(
+    part: pd.DataFrame, scale_min: int | None, scale_max: int | None, n_boot: int, seed: int, chunk: int = 200
+) -> dict:
     """Ordinal and interval α of one attribute's sonification marks, unit-bootstrap 95 % CIs.
 
     Every mark counts (a rater's repeated marks of a stimulus are values of that stimulus);
     marks that are not on the integer scale (means of duplicates) join the value domain.
+    ``scale_min``/``scale_max`` None: the domain is the values that occur (as the ``krippendorff``
+    package's default).
     """
     units = unit_ids(part)
     marks = part["mark"].to_numpy(dtype=float)
-    domain = np.union1d(np.arange(scale_min, scale_max + 1, dtype=float), np.unique(marks))
+    scale = np.arange(scale_min, scale_max + 1, dtype=float) if scale_min is not None else np.array([])
+    domain = np.union1d(scale, np.unique(marks))
     n_raters = int(part["rater_id"].nunique())
-    out = {"n_raters": n_raters, "n_units": int(units.max()) + 1 if len(units) else 0,
-           "alpha": None, "ci_low": None, "ci_high": None,
-           "alpha_interval": None, "interval_ci_low": None, "interval_ci_high": None, "note": ""}
+    out = {
+        "n_raters": n_raters,
+        "n_units": int(units.max()) + 1 if len(units) else 0,
+        "alpha": None,
+        "ci_low": None,
+        "ci_high": None,
+        "alpha_interval": None,
+        "interval_ci_low": None,
+        "interval_ci_high": None,
+        "note": "",
+    }
     counts = _long_value_counts(units, marks, domain) if len(units) else np.zeros((0, len(domain)))
     out["n_units_pairable"] = int((counts.sum(axis=1) >= 2).sum())
     if n_raters < 2:
@@ -160,8 +193,10 @@ def krippendorff_alpha(part: pd.DataFrame, scale_min: int, scale_max: int, n_boo
         out["note"] = "every mark is the same value: α undefined (no variation to agree on)"
         return out
     notes = []
-    levels = (("ordinal", "alpha", "ci_low", "ci_high"),
-              ("interval", "alpha_interval", "interval_ci_low", "interval_ci_high"))
+    levels = (
+        ("ordinal", "alpha", "ci_low", "ci_high"),
+        ("interval", "alpha_interval", "interval_ci_low", "interval_ci_high"),
+    )
     o = coincidences(counts)
     for level, key, _, _ in levels:
         point = float(alpha_from_coincidences(o, domain, level)[0])
@@ -200,8 +235,12 @@ def icc_forms(var_unit, var_rater, var_resid, k: float) -> dict[str, np.ndarray]
     """The four ICC forms from variance components (arrays broadcast: one value per draw)."""
     s, r, e = (np.asarray(v, float) for v in (var_unit, var_rater, var_resid))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {"icc_a1": s / (s + r + e), "icc_ak": s / (s + (r + e) / k),
-                "icc_c1": s / (s + e), "icc_ck": s / (s + e / k)}
+        return {
+            "icc_a1": s / (s + r + e),
+            "icc_ak": s / (s + (r + e) / k),
+            "icc_c1": s / (s + e),
+            "icc_ck": s / (s + e / k),
+        }
 
 
 def icc_variance_components(part: pd.DataFrame, *, n_draws: int = 4000, seed: int = 0, level: float = 0.95) -> dict:
@@ -210,9 +249,18 @@ def icc_variance_components(part: pd.DataFrame, *, n_draws: int = 4000, seed: in
     out.update({f"{form}_ci95": None for form in ICC_FORMS})
     units = unit_ids(part)
     raters, _ = codes(part["rater_id"])
-    out.update({"k_hat": None, "var_stimulus": None, "var_rater": None, "var_residual": None,
-                "n_marks": int(len(part)), "n_raters": int(raters.max()) + 1 if len(part) else 0,
-                "n_units": int(units.max()) + 1 if len(part) else 0, "note": ""})
+    out.update(
+        {
+            "k_hat": None,
+            "var_stimulus": None,
+            "var_rater": None,
+            "var_residual": None,
+            "n_marks": int(len(part)),
+            "n_raters": int(raters.max()) + 1 if len(part) else 0,
+            "n_units": int(units.max()) + 1 if len(part) else 0,
+            "note": "",
+        }
+    )
     if out["n_raters"] < 2:
         out["note"] = "one rater: rater and stimulus variance cannot be separated, ICC undefined"
         return out
@@ -308,8 +356,9 @@ def complete_block(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # marked stimuli and their most active raters (the dense matrix would not fit otherwise).
 BLOCK_SEARCH_CELLS = 4_000_000
 BLOCK_SEARCH_SIDE = 2000
-BLOCK_METHOD = ("greedy: repeatedly drop the rater or stimulus with the largest share of missing cells "
-                "until none is missing")
+BLOCK_METHOD = (
+    "greedy: repeatedly drop the rater or stimulus with the largest share of missing cells until none is missing"
+)
 
 
 def _anova_points(ms_r: float, ms_c: float, ms_e: float, n: int, k: int) -> dict:
@@ -368,8 +417,10 @@ def _block_search_rows(raters: np.ndarray, units: np.ndarray) -> tuple[np.ndarra
     sel = np.isin(units, top_units)
     per_rater = pd.Series(np.bincount(raters[sel], minlength=n_r)).sort_values(ascending=False, kind="stable")
     sel &= np.isin(raters, per_rater.index[:BLOCK_SEARCH_SIDE].to_numpy())
-    return sel, (f"{BLOCK_METHOD}, searched among the {len(top_units)} of {n_u} stimuli marked by most raters and "
-                 f"the {min(len(per_rater), BLOCK_SEARCH_SIDE)} of {n_r} raters with most marks on them")
+    return sel, (
+        f"{BLOCK_METHOD}, searched among the {len(top_units)} of {n_u} stimuli marked by most raters and "
+        f"the {min(len(per_rater), BLOCK_SEARCH_SIDE)} of {n_r} raters with most marks on them"
+    )
 
 
 def icc_complete_block(part: pd.DataFrame) -> dict:
@@ -377,8 +428,9 @@ def icc_complete_block(part: pd.DataFrame) -> dict:
     raters_all, _ = codes(part["rater_id"])  # integer codes: set operations on 800k strings take seconds
     units_all = unit_ids(part)
     sel, method = _block_search_rows(raters_all, units_all)
-    matrix, raters, units, n_repeat_cells = _cell_matrix(raters_all[sel], units_all[sel],
-                                                         part["mark"].to_numpy(dtype=float)[sel])
+    matrix, raters, units, n_repeat_cells = _cell_matrix(
+        raters_all[sel], units_all[sel], part["mark"].to_numpy(dtype=float)[sel]
+    )
     rows, cols = complete_block(matrix)
     out = {form: None for form in ICC_FORMS}
     out.update({f"{form}_ci95": None for form in ICC_FORMS})
@@ -387,14 +439,23 @@ def icc_complete_block(part: pd.DataFrame) -> dict:
     in_block = np.isin(raters_all, np.asarray(raters[rows], dtype=np.int64)) & np.isin(units_all, block_units)
     systems_in_block = unit_system.reindex(block_units).value_counts()
     n_raters_total, n_units_total = int(raters_all.max()) + 1, len(unit_system)
-    out.update({
-        "k": int(len(rows)), "n_raters_block": int(len(rows)), "n_units_block": int(len(cols)),
-        "n_raters_total": n_raters_total, "n_units_total": n_units_total,
-        "n_marks_block": int(in_block.sum()), "share_of_marks": float(in_block.mean()) if len(part) else 0.0,
-        "n_systems_block": int(len(systems_in_block)), "n_systems_total": int(unit_system.nunique()),
-        "largest_system_share": float(systems_in_block.iloc[0] / len(cols)) if len(cols) else None,
-        "method": method, "n_repeat_cells_averaged": n_repeat_cells, "note": "",
-    })
+    out.update(
+        {
+            "k": int(len(rows)),
+            "n_raters_block": int(len(rows)),
+            "n_units_block": int(len(cols)),
+            "n_raters_total": n_raters_total,
+            "n_units_total": n_units_total,
+            "n_marks_block": int(in_block.sum()),
+            "share_of_marks": float(in_block.mean()) if len(part) else 0.0,
+            "n_systems_block": int(len(systems_in_block)),
+            "n_systems_total": int(unit_system.nunique()),
+            "largest_system_share": float(systems_in_block.iloc[0] / len(cols)) if len(cols) else None,
+            "method": method,
+            "n_repeat_cells_averaged": n_repeat_cells,
+            "note": "",
+        }
+    )
     if len(rows) < 2 or len(cols) < 2:
         out["note"] = "no complete block of ≥ 2 raters × ≥ 2 stimuli: block ICC undefined (design too sparse)"
         return out
@@ -411,16 +472,23 @@ def icc_complete_block(part: pd.DataFrame) -> dict:
             out[f"{form}_ci95"] = None
         if form in undefined:
             out[form] = None
-    notes = [f"block of {len(rows)} of {n_raters_total} raters × {len(cols)} of {n_units_total} stimuli: "
-             f"{out['n_marks_block']} of {len(part)} marks ({out['share_of_marks']:.1%}), "
-             f"stimuli from {out['n_systems_block']} of {out['n_systems_total']} systems"]
+    notes = [
+        f"block of {len(rows)} of {n_raters_total} raters × {len(cols)} of {n_units_total} stimuli: "
+        f"{out['n_marks_block']} of {len(part)} marks ({out['share_of_marks']:.1%}), "
+        f"stimuli from {out['n_systems_block']} of {out['n_systems_total']} systems"
+    ]
     if n_repeat_cells:
         notes.append(f"{n_repeat_cells} rater × stimulus cells with repeated marks averaged")
     if undefined:
-        notes.append(f"{', '.join(undefined)} undefined: outside [−1, 1] or no variance (the block's stimuli do not "
-                     "vary beyond its noise)")
-    out["note"] = "; ".join(notes) if (len(rows) < n_raters_total or len(cols) < n_units_total or n_repeat_cells
-                                       or undefined) else ""
+        notes.append(
+            f"{', '.join(undefined)} undefined: outside [−1, 1] or no variance (the block's stimuli do not "
+            "vary beyond its noise)"
+        )
+    out["note"] = (
+        "; ".join(notes)
+        if (len(rows) < n_raters_total or len(cols) < n_units_total or n_repeat_cells or undefined)
+        else ""
+    )
     return out
 
 
@@ -441,8 +509,9 @@ def rater_panel_agreement(son: pd.DataFrame) -> pd.DataFrame:
     """
     rater_code, rater_names = codes(son["rater_id"])  # integer keys: text groupbys cost seconds at 800k marks
     attr_code, attr_names = codes(son["attribute"])
-    df = pd.DataFrame({"rater_id": rater_code, "attribute": attr_code,
-                       "unit": unit_ids(son), "mark": son["mark"].to_numpy(float)})
+    df = pd.DataFrame(
+        {"rater_id": rater_code, "attribute": attr_code, "unit": unit_ids(son), "mark": son["mark"].to_numpy(float)}
+    )
     g = df.groupby(["attribute", "unit"])["mark"]
     total = g.transform("sum")
     count = g.transform("size")
@@ -457,14 +526,30 @@ def rater_panel_agreement(son: pd.DataFrame) -> pd.DataFrame:
     for a in ("rx", "ry"):
         df[a] = df[a] - df.groupby(keys)[a].transform("mean")
     df["xy"], df["xx"], df["yy"] = df["rx"] * df["ry"], df["rx"] ** 2, df["ry"] ** 2
-    agg = df.groupby(keys).agg(n_shared_units=("mark", "size"), xy=("xy", "sum"), xx=("xx", "sum"),
-                               yy=("yy", "sum"), mean_abs_difference=("dev", "mean")).reset_index()
+    agg = (
+        df.groupby(keys)
+        .agg(
+            n_shared_units=("mark", "size"),
+            xy=("xy", "sum"),
+            xx=("xx", "sum"),
+            yy=("yy", "sum"),
+            mean_abs_difference=("dev", "mean"),
+        )
+        .reset_index()
+    )
     defined = (agg["n_shared_units"] >= 3) & (agg["xx"] > 1e-12) & (agg["yy"] > 1e-12)
     with np.errstate(invalid="ignore", divide="ignore"):
         rho = agg["xy"] / np.sqrt(agg["xx"] * agg["yy"])
     agg["spearman_with_panel"] = np.where(defined, rho, np.nan)
-    agg["note"] = np.where(defined, "", np.where(agg["n_shared_units"] < 3, "fewer than 3 units shared with other raters",
-                                                 "no variation in this rater's marks or in the panel mean"))
+    agg["note"] = np.where(
+        defined,
+        "",
+        np.where(
+            agg["n_shared_units"] < 3,
+            "fewer than 3 units shared with other raters",
+            "no variation in this rater's marks or in the panel mean",
+        ),
+    )
     all_raters = pd.DataFrame({"rater_id": rater_code, "attribute": attr_code}).drop_duplicates()
     cols = ["rater_id", "attribute", "n_shared_units", "spearman_with_panel", "mean_abs_difference", "note"]
     table = all_raters.merge(agg[cols], on=keys, how="left")
@@ -484,10 +569,18 @@ def attribute_agreement(son: pd.DataFrame) -> dict:
     key = stimulus.astype(np.int64) * (int(rater.max()) + 1 if len(son) else 1) + rater
     marks = son["mark"].to_numpy(float)
     attribute, names = codes(son["attribute"])
-    wide = pd.DataFrame({name: pd.Series(marks[attribute == k]).groupby(key[attribute == k]).mean()
-                         for k, name in enumerate(names)})
-    out = {"n_pairs": 0, "spearman": None, "kendall_tau_b": None, "share_equal": None,
-           "mean_visual_minus_audio": None, "spearman_item_means": None, "note": ""}
+    wide = pd.DataFrame(
+        {name: pd.Series(marks[attribute == k]).groupby(key[attribute == k]).mean() for k, name in enumerate(names)}
+    )
+    out = {
+        "n_pairs": 0,
+        "spearman": None,
+        "kendall_tau_b": None,
+        "share_equal": None,
+        "mean_visual_minus_audio": None,
+        "spearman_item_means": None,
+        "note": "",
+    }
     if not {"visual", "audio"} <= set(wide.columns):
         out["note"] = "only one attribute was rated"
         return out

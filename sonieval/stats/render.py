@@ -41,8 +41,20 @@ def _safe(name: str) -> str:
 
 # --- files ---------------------------------------------------------------------------------------
 
-def write_files(out_dir: Path, summary: dict, tables: dict[str, pd.DataFrame], notes: list[str], *, scores,
-                son: pd.DataFrame, options, sources, stamp: str, timings: dict) -> list[Path]:
+
+def write_files(
+    out_dir: Path,
+    summary: dict,
+    tables: dict[str, pd.DataFrame],
+    notes: list[str],
+    *,
+    scores,
+    son: pd.DataFrame,
+    options,
+    sources,
+    stamp: str,
+    timings: dict,
+) -> list[Path]:
     """Write tables/*.csv, figures/*.png, report.md, report.html and summary.json; returns the paths."""
     import time
 
@@ -59,15 +71,19 @@ def write_files(out_dir: Path, summary: dict, tables: dict[str, pd.DataFrame], n
 
     t = time.perf_counter()
     doc = _compose(summary, tables, notes, figures, options, sources, simulated, stamp)
-    title = (("SIMULATED — " if simulated else "") + "sonieval correlation report"
-             + (f": {summary['study']}" if summary.get("study") else ""))
+    title = (
+        ("SIMULATED — " if simulated else "")
+        + "sonieval correlation report"
+        + (f": {summary['study']}" if summary.get("study") else "")
+    )
     md = doc.markdown()
     if simulated:
         md = f"**{SIMULATED_BANNER}**\n\n{md}\n**{SIMULATED_BANNER}**\n"
     files.append(write_text_atomic(out_dir / "report.md", md))
     files.append(write_text_atomic(out_dir / "report.html", doc.html(title)))
-    files.append(write_text_atomic(out_dir / "summary.json",
-                                   json.dumps(json_safe(summary), indent=2, default=str) + "\n"))
+    files.append(
+        write_text_atomic(out_dir / "summary.json", json.dumps(json_safe(summary), indent=2, default=str) + "\n")
+    )
     timings["write"] = time.perf_counter() - t
     return files
 
@@ -90,6 +106,7 @@ def _write_tables(table_dir: Path, tables: dict[str, pd.DataFrame], stamp: str, 
 
 # --- figures -------------------------------------------------------------------------------------
 
+
 class _FigureWriter:
     """Saves figures with the provenance stamp under them (and the SIMULATED banner over them)."""
 
@@ -105,8 +122,9 @@ class _FigureWriter:
         box = fig.get_tightbbox(fig.canvas.get_renderer())  # inches
         height = fig.get_figheight()
         pad = 0.08 / height
-        fig.text(0.01, box.y0 / height - pad, "\n".join(textwrap.wrap(self.stamp, 160)), fontsize=6, color="#555",
-                 va="top")
+        fig.text(
+            0.01, box.y0 / height - pad, "\n".join(textwrap.wrap(self.stamp, 160)), fontsize=6, color="#555", va="top"
+        )
         if self.simulated:
             fig.suptitle(SIMULATED_BANNER, color="#b00", fontweight="bold", y=box.y1 / height + pad, va="bottom")
         save_figure(fig, self.fig_dir / name, dpi=90, bbox_inches="tight")
@@ -122,9 +140,14 @@ def _random_marks(scores, stamp: str) -> tuple[dict[str, str], str]:
     marks = {str(sid): random_mark(row) for sid, row in overall.iterrows()}
     used = set(marks.values()) - {""}
     if used:
-        stamp += "".join(f" | {m} {what}" for m, what in (
-            (RANDOM_CODEC_MARK, "randomly initialised codec (RANDOM-INIT)"),
-            (RANDOM_ENCODER_MARK, "randomly initialised encoder (RANDOM-INIT)")) if m in used)
+        stamp += "".join(
+            f" | {m} {what}"
+            for m, what in (
+                (RANDOM_CODEC_MARK, "randomly initialised codec (RANDOM-INIT)"),
+                (RANDOM_ENCODER_MARK, "randomly initialised encoder (RANDOM-INIT)"),
+            )
+            if m in used
+        )
     return marks, stamp
 
 
@@ -174,8 +197,13 @@ def _system_means_figure(plt, writer, means, attrs, order, labels, size) -> None
     for ax, attr in zip(axes[0], attrs):
         m = means[means["attribute"] == attr]
         y = np.array([pos[str(sid)] for sid in m["system_id"]])
-        ax.errorbar(m["mean"], y, xerr=[m["mean"] - m["ci_low"].fillna(m["mean"]),
-                                        m["ci_high"].fillna(m["mean"]) - m["mean"]], fmt="o", capsize=3)
+        ax.errorbar(
+            m["mean"],
+            y,
+            xerr=[m["mean"] - m["ci_low"].fillna(m["mean"]), m["ci_high"].fillna(m["mean"]) - m["mean"]],
+            fmt="o",
+            capsize=3,
+        )
         ax.set_title(f"{attr}: mean mark, 95% cluster-bootstrap CI", fontsize=9)
     axes[0][0].set_yticks(np.arange(len(order)), [labels[sid] for sid in order])
     writer.save(fig, "system_means.png", "Mean marks with 95% CIs")
@@ -198,8 +226,10 @@ def _scatter_figure(plt, writer, tables, metric_key, s, attrs, marks) -> None:
         rho = fmt(row["spearman"].iloc[0], 2) if len(row) else "n/a"
         ax.set_title(f"{attr}: agreement ρ = {rho} (n={len(m)})", fontsize=9)
         random_emb = "random-init" in str(s["embedding"].iloc[0]) and "[" not in metric_key
-        ax.set_xlabel(f"{metric_key}{' on a RANDOM-INIT embedding' if random_emb else ''} "
-                      f"({'lower' if not increasing else 'higher'} is better)")
+        ax.set_xlabel(
+            f"{metric_key}{' on a RANDOM-INIT embedding' if random_emb else ''} "
+            f"({'lower' if not increasing else 'higher'} is better)"
+        )
         ax.set_ylabel("mean mark")
     writer.save(fig, f"scatter_{_safe(metric_key)}.png", f"Mean mark vs {metric_key}")
 
@@ -210,8 +240,7 @@ def _scatter_panel(ax, x, m, increasing: bool, marks) -> None:
     from sonieval.plotting import label_points
 
     y = m["mean"].to_numpy(float)
-    ax.errorbar(x, y, yerr=[y - m["ci_low"].fillna(m["mean"]), m["ci_high"].fillna(m["mean"]) - y], fmt="o",
-                capsize=3)
+    ax.errorbar(x, y, yerr=[y - m["ci_low"].fillna(m["mean"]), m["ci_high"].fillna(m["mean"]) - y], fmt="o", capsize=3)
     order = np.argsort(x)
     fit = isotonic_regression(y[order], increasing=increasing).x
     ax.plot(x[order], fit, "-", color="C1", label="monotone fit")
@@ -220,8 +249,16 @@ def _scatter_panel(ax, x, m, increasing: bool, marks) -> None:
         names = system_labels(m["system_id"].astype(str))
         left = label_points(ax, x, y, [names[sid] + marks.get(sid, "") for sid in m["system_id"].astype(str)])
         if left:
-            ax.text(0.99, 0.01, f"{len(left)} label(s) left out (crowded)", transform=ax.transAxes, fontsize=6,
-                    ha="right", va="bottom", color="#555")
+            ax.text(
+                0.99,
+                0.01,
+                f"{len(left)} label(s) left out (crowded)",
+                transform=ax.transAxes,
+                fontsize=6,
+                ha="right",
+                va="bottom",
+                color="#555",
+            )
 
 
 def _rater_agreement_figure(plt, writer, ra) -> None:
@@ -238,15 +275,18 @@ def _rater_agreement_figure(plt, writer, ra) -> None:
 
 # --- the document --------------------------------------------------------------------------------
 
+
 def _reliability_view(table: pd.DataFrame) -> pd.DataFrame:
     """The reliability table as read: one CI column per form ("lo – hi") instead of two."""
     out = table.copy()
     pairs = [(f, f"{f}_ci_low", f"{f}_ci_high") for f in reliability.ICC_FORMS] + [
         ("krippendorff_alpha_ordinal", "alpha_ci_low", "alpha_ci_high"),
-        ("krippendorff_alpha_interval", "interval_alpha_ci_low", "interval_alpha_ci_high")]
+        ("krippendorff_alpha_interval", "interval_alpha_ci_low", "interval_alpha_ci_high"),
+    ]
     for value, lo, hi in pairs:
-        out[f"{value}_ci95"] = [f"{fmt(a)} – {fmt(b)}" if a is not None and pd.notna(a) else "n/a"
-                                for a, b in zip(out[lo], out[hi])]
+        out[f"{value}_ci95"] = [
+            f"{fmt(a)} – {fmt(b)}" if a is not None and pd.notna(a) else "n/a" for a, b in zip(out[lo], out[hi])
+        ]
         out = out.drop(columns=[lo, hi])
     order = ["attribute", "n_marks", "n_raters", "n_stimuli", "k_hat"]
     for value, _, _ in pairs:
@@ -270,19 +310,27 @@ def _compose(summary, tables, notes, figures, options, sources, simulated, stamp
 
 
 def _head(doc, summary, notes, options, sources, simulated) -> None:
-    doc.h(1, ("SIMULATED — " if simulated else "") + "Correlation report: objective scores vs listener marks"
-          + (f" (study {summary['study']})" if summary.get("study") else ""))
+    doc.h(
+        1,
+        ("SIMULATED — " if simulated else "")
+        + "Correlation report: objective scores vs listener marks"
+        + (f" (study {summary['study']})" if summary.get("study") else ""),
+    )
     if simulated:
         doc.p(f"{SIMULATED_BANNER}. {options.simulated_note or 'The ratings are marked simulated.'}")
     doc.h(2, "Provenance")
     prov = summary["provenance"]
-    doc.bullets([f"{s.kind}: {s.path} (sha256 {s.sha256}, {s.n_rows} rows)" for s in sources if s is not None]
-                + [f"created {prov['created_at']}; " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()),
-                   f"scale {summary['scale'][0]}–{summary['scale'][1]}; bootstrap resamples {options.n_boot}; "
-                   f"seed {options.seed}",
-                   f"{summary['n_ratings']} ratings, {summary['n_raters']} raters ({summary['n_raters_kept']} kept), "
-                   f"{summary['n_systems_rated']} systems rated ({summary['n_systems_matched']} with scores), "
-                   f"{summary['n_clips']} clips"])
+    doc.bullets(
+        [f"{s.kind}: {s.path} (sha256 {s.sha256}, {s.n_rows} rows)" for s in sources if s is not None]
+        + [
+            f"created {prov['created_at']}; " + ", ".join(f"{k} {v}" for k, v in prov["versions"].items()),
+            f"scale {summary['scale'][0]}–{summary['scale'][1]}; bootstrap resamples {options.n_boot}; "
+            f"seed {options.seed}",
+            f"{summary['n_ratings']} ratings, {summary['n_raters']} raters ({summary['n_raters_kept']} kept), "
+            f"{summary['n_systems_rated']} systems rated ({summary['n_systems_matched']} with scores), "
+            f"{summary['n_clips']} clips",
+        ]
+    )
     doc.h(2, "Data checks and warnings")
     doc.bullets(notes or ["none"])
 
@@ -303,9 +351,11 @@ def _screening_section(doc, summary, tables, options) -> None:
 
 def _descriptives_section(doc, tables, fig) -> None:
     doc.h(2, "2. Descriptives")
-    doc.p("Mean mark per system and attribute (screened raters). ci_low/ci_high: 95 % two-way cluster bootstrap "
-          "over raters and clips (Owen 2007), the interval to read; t_ci: naive t interval treating marks as "
-          "independent.")
+    doc.p(
+        "Mean mark per system and attribute (screened raters). ci_low/ci_high: 95 % two-way cluster bootstrap "
+        "over raters and clips (Owen 2007), the interval to read; t_ci: naive t interval treating marks as "
+        "independent."
+    )
     doc.table(tables["system_means"])
     doc.p("The reference work's table form (mean marks and the rank by the primary objective score, 1 = best):")
     doc.table(tables["reference_table"])
@@ -318,20 +368,26 @@ def _descriptives_section(doc, tables, fig) -> None:
 
 def _reliability_section(doc, tables, fig) -> None:
     doc.h(2, "3. Reliability")
-    doc.p("On every mark. ICCs from the variance components of mark ~ 1 + (1|rater) + (1|stimulus) (REML, crossed "
-          "random intercepts): agreement ICC(A,1), ICC(A,k̂) and consistency ICC(C,1), ICC(C,k̂), with k̂ the harmonic "
-          "mean number of raters per stimulus (ten Hove et al. 2022); 95 % Monte-Carlo intervals from the REML "
-          "information. Consistency leaves rater leniency out, which suits only comparisons of stimuli marked by the "
-          "same raters; in an incomplete design read the agreement forms. Krippendorff's α, ordinal and interval, "
-          "from all marks per stimulus with the scale as value domain; CI: bootstrap over stimuli.")
+    doc.p(
+        "On every mark. ICCs from the variance components of mark ~ 1 + (1|rater) + (1|stimulus) (REML, crossed "
+        "random intercepts): agreement ICC(A,1), ICC(A,k̂) and consistency ICC(C,1), ICC(C,k̂), with k̂ the "
+        "harmonic mean number of raters per stimulus (ten Hove et al. 2022); 95 % Monte-Carlo intervals from the REML "
+        "information. Consistency leaves rater leniency out, which suits only comparisons of stimuli marked by the "
+        "same raters; in an incomplete design read the agreement forms. Krippendorff's α, ordinal and interval, "
+        "from all marks per stimulus with the scale as value domain; CI: bootstrap over stimuli."
+    )
     doc.table(_reliability_view(tables["reliability"]))
-    doc.p("Secondary: McGraw & Wong ICCs (F-based CIs) on a complete block of raters × stimuli. The block is chosen "
-          f"{reliability.BLOCK_METHOD}; it holds only the share of marks shown, so read the ICCs above.")
+    doc.p(
+        "Secondary: McGraw & Wong ICCs (F-based CIs) on a complete block of raters × stimuli. The block is chosen "
+        f"{reliability.BLOCK_METHOD}; it holds only the share of marks shown, so read the ICCs above."
+    )
     doc.table(tables["reliability_complete_block"])
     doc.p("Agreement between the visual and the audio mark of the same rater and stimulus:")
     doc.table(tables["attribute_agreement"])
-    doc.p("Per-rater agreement with the panel (Spearman ρ with the leave-one-out mean of the other raters); lowest "
-          "ten (raters without a defined ρ after them):")
+    doc.p(
+        "Per-rater agreement with the panel (Spearman ρ with the leave-one-out mean of the other raters); lowest "
+        "ten (raters without a defined ρ after them):"
+    )
     doc.table(tables["rater_agreement"].sort_values(["spearman_with_panel", "rater_id"], na_position="last").head(10))
     if "rater_agreement" in fig:
         doc.image(*fig["rater_agreement"])
@@ -340,35 +396,73 @@ def _reliability_section(doc, tables, fig) -> None:
 def _models_section(doc, summary, tables) -> None:
     doc.h(2, "4. Models and tests")
     doc.p("Design per attribute, and which pairwise result is primary:")
-    doc.table(tables["design"][["attribute", "n_marks", "n_raters", "n_clips", "n_systems", "n_cells_marked",
-                                "n_cells_possible", "complete", "balanced", "primary_pairwise"]])
+    doc.table(
+        tables["design"][
+            [
+                "attribute",
+                "n_marks",
+                "n_raters",
+                "n_clips",
+                "n_systems",
+                "n_cells_marked",
+                "n_cells_possible",
+                "complete",
+                "balanced",
+                "primary_pairwise",
+            ]
+        ]
+    )
     for attribute, info in summary["pairwise"].items():
         name = "mixed-model contrasts" if info["method"] == "mixed_model" else "Friedman + Wilcoxon"
         doc.p(f"{attribute}: primary pairwise result = {name}. Why: {info['reason']}.")
-    doc.p("Linear mixed model mark ~ 0 + system + (1|rater) + (1|clip), fitted by REML on every mark (exact sparse "
-          "crossed random intercepts, sonieval.stats.crossed). estimate = estimated marginal mean (a system's mean "
-          "mark at an average rater and clip); 95 % CIs with Satterthwaite df.")
+    doc.p(
+        "Linear mixed model mark ~ 0 + system + (1|rater) + (1|clip), fitted by REML on every mark (exact sparse "
+        "crossed random intercepts, sonieval.stats.crossed). estimate = estimated marginal mean (a system's mean "
+        "mark at an average rater and clip); 95 % CIs with Satterthwaite df."
+    )
     doc.table(tables["mixed_model"])
     doc.table(tables["mixed_model_fit"])
-    doc.p("Pairwise contrasts of the marginal means: Wald t tests with Satterthwaite df, Holm's correction across "
-          "pairs.")
+    doc.p(
+        "Pairwise contrasts of the marginal means: Wald t tests with Satterthwaite df, Holm's correction across pairs."
+    )
     doc.table(tables["pairwise_mixed_model"])
-    doc.p("Friedman test and pairwise Wilcoxon signed-rank tests paired on the same (rater, clip) cells (Friedman: "
-          "each rater's mean over the clips marked with every system; Wilcoxon: each rater's mean difference over the "
-          "clips marked with both systems), Holm's correction; effect size: matched-pairs rank-biserial correlation. "
-          "Clips are fixed here: primary only for a complete, balanced design.")
+    doc.p(
+        "Friedman test and pairwise Wilcoxon signed-rank tests paired on the same (rater, clip) cells (Friedman: "
+        "each rater's mean over the clips marked with every system; Wilcoxon: each rater's mean difference over the "
+        "clips marked with both systems), Holm's correction; effect size: matched-pairs rank-biserial correlation. "
+        "Clips are fixed here: primary only for a complete, balanced design."
+    )
     doc.table(tables["friedman"])
     doc.table(tables["pairwise_wilcoxon"])
 
 
 def _agreement_section(doc, summary, tables, fig) -> None:
     doc.h(2, "5. Agreement with objective scores")
-    doc.p(summary["orientation"] + ". p_permutation: two-sided permutation p of Spearman's ρ (exact for ≤ 8 "
-          "systems); ci_low/ci_high: 95 % bootstrap CI of ρ, resampling systems, raters and clips (Boot-Both, "
-          "Deutsch et al. 2021).")
+    doc.p(
+        summary["orientation"] + ". p_permutation: two-sided permutation p of Spearman's ρ (exact for ≤ 8 "
+        "systems); ci_low/ci_high: 95 % bootstrap CI of ρ, resampling systems, raters and clips (Boot-Both, "
+        "Deutsch et al. 2021)."
+    )
     corr = tables["correlations"]
-    cols = [c for c in ["metric", "attribute", "level", "category", "direction", "n", "spearman", "ci_low", "ci_high",
-                        "kendall_tau_b", "pearson", "p_permutation", "note"] if c in corr.columns]
+    cols = [
+        c
+        for c in [
+            "metric",
+            "attribute",
+            "level",
+            "category",
+            "direction",
+            "n",
+            "spearman",
+            "ci_low",
+            "ci_high",
+            "kendall_tau_b",
+            "pearson",
+            "p_permutation",
+            "note",
+        ]
+        if c in corr.columns
+    ]
     doc.table(corr[cols])
     doc.p("Comparison of metrics: paired bootstrap of the difference in ρ on the same resamples:")
     doc.table(tables["metric_comparison"])

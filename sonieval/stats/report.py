@@ -60,16 +60,24 @@ class ReportOptions:
     notes: list[str] = field(default_factory=list)  # about the options themselves (e.g. a deprecated key)
 
     @classmethod
-    def from_protocol(cls, proto) -> "ReportOptions":
+    def from_protocol(cls, proto) -> ReportOptions:
         """Options of a protocol: the study's scale, the report section's bootstrap and screening."""
         spec = proto.report
         notes = []
         if getattr(spec, "mixed_model_max_rows", None) is not None:
-            notes.append(f"protocol key report.mixed_model_max_rows ({spec.mixed_model_max_rows}) is deprecated and "
-                         "ignored: the mixed model is now fitted exactly on every mark; delete the key")
-        return cls(scale_min=proto.study.scale_min, scale_max=proto.study.scale_max, n_boot=spec.bootstrap,
-                   seed=proto.seed, rules=ScreeningRules.from_spec(spec),
-                   duplicates=getattr(spec, "duplicates", None), notes=notes)
+            notes.append(
+                f"protocol key report.mixed_model_max_rows ({spec.mixed_model_max_rows}) is deprecated and "
+                "ignored: the mixed model is now fitted exactly on every mark; delete the key"
+            )
+        return cls(
+            scale_min=proto.study.scale_min,
+            scale_max=proto.study.scale_max,
+            n_boot=spec.bootstrap,
+            seed=proto.seed,
+            rules=ScreeningRules.from_spec(spec),
+            duplicates=getattr(spec, "duplicates", None),
+            notes=notes,
+        )
 
 
 STAGES = ("read", "screening", "descriptives", "reliability", "models", "correlations", "tables_figures", "write")
@@ -115,8 +123,17 @@ class ReportResult:
 
 # --- the one entry ----------------------------------------------------------------------------
 
-def report(ratings, scores, *, item_scores=None, clips=None, out_dir: str | os.PathLike | None = None,
-           options: ReportOptions | None = None, **overrides) -> ReportResult:
+
+def report(
+    ratings,
+    scores,
+    *,
+    item_scores=None,
+    clips=None,
+    out_dir: str | os.PathLike | None = None,
+    options: ReportOptions | None = None,
+    **overrides,
+) -> ReportResult:
     """The correlation report of ``ratings`` against ``scores``; files only when ``out_dir`` is given.
 
     ``ratings``, ``scores``, ``item_scores`` and ``clips`` are each a pandas DataFrame or a path to
@@ -146,20 +163,25 @@ def build_report(
     options: ReportOptions | None = None,
 ) -> ReportResult:
     """:func:`report` from table files into ``out_dir`` (what ``sonieval report`` runs)."""
-    return report(ratings_path, scores_path, item_scores=item_scores_path, clips=clips_path, out_dir=out_dir,
-                  options=options)
+    return report(
+        ratings_path, scores_path, item_scores=item_scores_path, clips=clips_path, out_dir=out_dir, options=options
+    )
 
 
 def _with_overrides(options: ReportOptions, overrides: dict) -> ReportOptions:
     names = [f.name for f in dataclasses.fields(ReportOptions)]
     unknown = [k for k in overrides if k not in names]
     if unknown:
-        raise SonievalError(f"unknown report option(s) {', '.join(unknown)}", path="sonieval.stats.report",
-                            hint=f"options are {', '.join(names)}")
+        raise SonievalError(
+            f"unknown report option(s) {', '.join(unknown)}",
+            path="sonieval.stats.report",
+            hint=f"options are {', '.join(names)}",
+        )
     return dataclasses.replace(options, **overrides) if overrides else options
 
 
 # --- orchestration -------------------------------------------------------------------------------
+
 
 @dataclass
 class _Inputs:
@@ -172,8 +194,7 @@ class _Inputs:
 
 def _read(ratings, scores, item_scores, clips, options: ReportOptions) -> _Inputs:
     """Checked tables (from DataFrames or files), where each came from, and the notes on the way."""
-    r = read_ratings(ratings, scale_min=options.scale_min, scale_max=options.scale_max,
-                     duplicates=options.duplicates)
+    r = read_ratings(ratings, scale_min=options.scale_min, scale_max=options.scale_max, duplicates=options.duplicates)
     if options.simulated is not None:
         r.simulated = r.simulated or options.simulated
     s = read_scores(scores)
@@ -201,10 +222,19 @@ def _report(ratings, scores, item_scores, clips, out_dir, options: ReportOptions
     if out_dir is not None:
         out_dir = Path(out_dir)
         son = inputs.ratings.table[inputs.ratings.table["role"] == RATING_ROLES[0]]
-        files = write_files(out_dir, summary, tables, notes, scores=inputs.scores, son=son, options=options,
-                            sources=inputs.sources, stamp=stamp, timings=timings)
-    return ReportResult(out_dir=out_dir, summary=json_safe(summary), tables=tables, timings=dict(timings),
-                        files=files)
+        files = write_files(
+            out_dir,
+            summary,
+            tables,
+            notes,
+            scores=inputs.scores,
+            son=son,
+            options=options,
+            sources=inputs.sources,
+            stamp=stamp,
+            timings=timings,
+        )
+    return ReportResult(out_dir=out_dir, summary=json_safe(summary), tables=tables, timings=dict(timings), files=files)
 
 
 def _with_provenance(summary: dict, notes: list[str], inputs: _Inputs, options: ReportOptions) -> tuple[dict, str]:
@@ -215,16 +245,30 @@ def _with_provenance(summary: dict, notes: list[str], inputs: _Inputs, options: 
     provenance = {
         "inputs": [asdict(s) for s in inputs.sources if s is not None],
         "versions": versions,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "parameters": {"scale": [ratings.scale_min, ratings.scale_max], "bootstrap": options.n_boot,
-                       "seed": options.seed, "screening": asdict(options.rules),
-                       "duplicates": options.duplicates or "refuse"},
-        "n_ratings": summary["n_ratings"], "n_raters": summary["n_raters"], "n_raters_kept": summary["n_raters_kept"],
+        "created_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "parameters": {
+            "scale": [ratings.scale_min, ratings.scale_max],
+            "bootstrap": options.n_boot,
+            "seed": options.seed,
+            "screening": asdict(options.rules),
+            "duplicates": options.duplicates or "refuse",
+        },
+        "n_ratings": summary["n_ratings"],
+        "n_raters": summary["n_raters"],
+        "n_raters_kept": summary["n_raters_kept"],
     }
-    stamp = (("SIMULATED | " if simulated else "") + " ".join(s.label() for s in inputs.sources if s is not None)
-             + f" | n_ratings={summary['n_ratings']} raters={summary['n_raters_kept']}/{summary['n_raters']}"
-             + f" | sonieval {versions.get('sonieval', '?')} | B={options.n_boot} seed={options.seed}")
+    stamp = (
+        ("SIMULATED | " if simulated else "")
+        + " ".join(s.label() for s in inputs.sources if s is not None)
+        + f" | n_ratings={summary['n_ratings']} raters={summary['n_raters_kept']}/{summary['n_raters']}"
+        + f" | sonieval {versions.get('sonieval', '?')} | B={options.n_boot} seed={options.seed}"
+    )
     warning = SIMULATED_BANNER + (": " + options.simulated_note if options.simulated_note else "")
-    summary = {"simulated": simulated, **({"warning": warning} if simulated else {}),
-               **summary, "notes": notes, "provenance": provenance}
+    summary = {
+        "simulated": simulated,
+        **({"warning": warning} if simulated else {}),
+        **summary,
+        "notes": notes,
+        "provenance": provenance,
+    }
     return summary, stamp

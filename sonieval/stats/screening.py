@@ -27,6 +27,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from sonieval.tables import RATING_ROLES
+
+__all__ = ["ScreeningRules", "ScreeningResult", "screen_raters"]
+
 
 @dataclass(frozen=True)
 class ScreeningRules:
@@ -40,7 +44,7 @@ class ScreeningRules:
     headphone: bool = True  # exclude a failed headphone check (when the ratings carry one)
     thresholds_given: bool = False  # the mark thresholds were set (protocol): for_scale keeps them
 
-    def for_scale(self, scale_min: int, scale_max: int) -> "ScreeningRules":
+    def for_scale(self, scale_min: int, scale_max: int) -> ScreeningRules:
         """These rules on the scale ``scale_min``–``scale_max``: default 1–5 thresholds mapped
         (0–100: BS.1534-3's "below 90" and "above 90"; other scales: the same relative position)."""
         from dataclasses import replace
@@ -50,7 +54,9 @@ class ScreeningRules:
         if (scale_min, scale_max) == (0, 100):
             return replace(self, hidden_reference_max_mark=89, anchor_min_mark=91)
         at = lambda mark: int(round(scale_min + (mark - 1) / 4 * (scale_max - scale_min)))  # noqa: E731
-        return replace(self, hidden_reference_max_mark=at(self.hidden_reference_max_mark), anchor_min_mark=at(self.anchor_min_mark))
+        return replace(
+            self, hidden_reference_max_mark=at(self.hidden_reference_max_mark), anchor_min_mark=at(self.anchor_min_mark)
+        )
 
     def describe(self) -> list[str]:
         return [
@@ -59,11 +65,14 @@ class ScreeningRules:
             f"anchor marked ≥ {self.anchor_min_mark} on more than {self.anchor_max_fraction:.0%} of anchor trials",
             f"attention checks missed (mark ≠ expected_mark) on more than {self.attention_max_fraction:.0%} of them",
             f"no variation in the sonification marks of an attribute (at least {self.zero_variance_min_marks} marks)",
-        ] + (["failed the headphone check (antiphase test, Woods et al. 2017), when the ratings carry its result"]
-             if self.headphone else [])
+        ] + (
+            ["failed the headphone check (antiphase test, Woods et al. 2017), when the ratings carry its result"]
+            if self.headphone
+            else []
+        )
 
     @classmethod
-    def from_spec(cls, spec) -> "ScreeningRules":
+    def from_spec(cls, spec) -> ScreeningRules:
         """Build from a protocol ``ReportSpec`` (fields it lacks keep their defaults)."""
         kw = {}
         for name in cls.__dataclass_fields__:
@@ -94,6 +103,9 @@ class ScreeningResult:
         return {"rules": asdict(self.rules), "n_raters": int(len(self.per_rater)), "n_kept": len(self.kept)}
 
 
+_SON, _REFERENCE, _ANCHOR, _ATTENTION = RATING_ROLES  # the order sonieval.tables lists them in
+
+
 def screen_raters(ratings: pd.DataFrame, rules: ScreeningRules = ScreeningRules()) -> ScreeningResult:
     """Apply the screening rules to a checked ratings table; one row per rater in the result.
 
@@ -105,18 +117,48 @@ def screen_raters(ratings: pd.DataFrame, rules: ScreeningRules = ScreeningRules(
     out = pd.DataFrame(index=raters)
     out["n_marks"] = df.groupby("rater_id").size().reindex(raters).fillna(0).astype(int)
     notes: list[str] = []
+    _check_trials(df, out, rules, notes)
+    out["zero_variance_attributes"] = _flat_attributes(df, raters, rules)
+    checked = _headphone_columns(df, out)
+    failed = out["headphone_passed"].eq(False).fillna(False).to_numpy(bool) if checked else np.zeros(len(out), bool)
+    out["reasons"] = _reasons(out, rules, failed, checked) if rules.enabled else ""
+    # Why a fraction is empty: the rater had no trials of that kind (or no expected marks).
+    out["note"] = _join(
+        [
+            _words(out, out["n_reference"] == 0, "no hidden-reference trials"),
+            _words(out, out["n_anchor"] == 0, "no anchor trials"),
+            _words(out, out["n_attention"] == 0, "no attention trials"),
+            _words(
+                out,
+                (out["n_attention"] > 0) & out["attention_missed_fraction"].isna(),
+                "attention trials without expected_mark",
+            ),
+            _words(
+                out,
+                out["headphone_passed"].isna().to_numpy(bool) if checked else np.zeros(len(out), bool),
+                "no headphone check result",
+            ),
+        ]
+    )
+    out["excluded"] = out["reasons"] != ""
+    notes += _rule_notes(out, rules)
+    return ScreeningResult(rules=rules, per_rater=out.reset_index(), notes=notes)
 
-    ref = df[df["role"] == "reference"]
+
+def _check_trials(df: pd.DataFrame, out: pd.DataFrame, rules: ScreeningRules, notes: list[str]) -> None:
+    """Per rater: hidden-reference, anchor and attention trials and the share failing each rule."""
+    raters = out.index
+    ref = df[df["role"] == _REFERENCE]
     out["n_reference"] = ref.groupby("rater_id").size().reindex(raters).fillna(0).astype(int)
     low = (ref["mark"] <= rules.hidden_reference_max_mark).groupby(ref["rater_id"]).mean()
     out["reference_low_fraction"] = low.reindex(raters)
 
-    anc = df[df["role"] == "anchor"]
+    anc = df[df["role"] == _ANCHOR]
     out["n_anchor"] = anc.groupby("rater_id").size().reindex(raters).fillna(0).astype(int)
     high = (anc["mark"] >= rules.anchor_min_mark).groupby(anc["rater_id"]).mean()
     out["anchor_high_fraction"] = high.reindex(raters)
 
-    att = df[df["role"] == "attention"]
+    att = df[df["role"] == _ATTENTION]
     out["n_attention"] = att.groupby("rater_id").size().reindex(raters).fillna(0).astype(int)
     if len(att) and "expected_mark" in att.columns:
         expected = pd.to_numeric(att["expected_mark"], errors="coerce")
@@ -125,71 +167,111 @@ def screen_raters(ratings: pd.DataFrame, rules: ScreeningRules = ScreeningRules(
     else:
         out["attention_missed_fraction"] = np.nan
         if len(att):
-            notes.append("attention trials present but the ratings have no expected_mark column: attention rule not applied")
+            notes.append(
+                "attention trials present but the ratings have no expected_mark column: attention rule not applied"
+            )
 
-    son = df[df["role"] == "sonification"]
+
+def _flat_attributes(df: pd.DataFrame, raters: pd.Index, rules: ScreeningRules) -> list[str]:
+    """Per rater, the attributes whose sonification marks never vary (comma-separated)."""
+    son = df[df["role"] == _SON]
     stats = son.groupby(["rater_id", "attribute"])["mark"].agg(["size", "nunique"])
     flat = stats[(stats["size"] >= rules.zero_variance_min_marks) & (stats["nunique"] == 1)]
     flat_attrs: dict[str, list[str]] = {}
     for rid, attr in flat.index:
         flat_attrs.setdefault(str(rid), []).append(str(attr))
-    out["zero_variance_attributes"] = [",".join(sorted(flat_attrs.get(str(r), []))) for r in raters]
+    return [",".join(sorted(flat_attrs.get(str(r), []))) for r in raters]
 
-    checked = "headphone_passed" in df.columns  # the study export's columns: one result per rater, on each row
-    if checked:
-        cols = [c for c in ("headphone_passed", "headphone_correct", "headphone_trials") if c in df.columns]
-        first = df.groupby("rater_id")[cols].first().reindex(raters)
-        out["headphone_passed"] = first["headphone_passed"].astype("boolean")
-        score = (first["headphone_correct"].astype("Int64").astype(str) + "/" + first["headphone_trials"].astype("Int64").astype(str)
-                 if {"headphone_correct", "headphone_trials"} <= set(cols) else pd.Series("", index=out.index))
-        out["headphone_score"] = score.where(first["headphone_passed"].notna(), "")
-    failed_check = (out["headphone_passed"] == False).fillna(False).to_numpy(bool) if checked else np.zeros(len(out), bool)  # noqa: E712
 
-    # Reasons and notes built column-wise (a loop over rows took seconds at 32,000 raters).
-    def words(mask, texts) -> pd.Series:
-        return pd.Series(np.where(mask, texts, ""), index=out.index)
-
-    def join(parts: list[pd.Series]) -> pd.Series:
-        joined = parts[0]
-        for part in parts[1:]:
-            joined = joined.str.cat(part, sep="; ")
-        return joined.str.replace(r"^(; )+|(; )+$", "", regex=True).str.replace(r"(; ){2,}", "; ", regex=True)
-
-    pct = lambda v: (np.nan_to_num(v.to_numpy(float)) * 100).round().astype(int).astype(str) + "%"  # noqa: E731
-    if rules.enabled:
-        reasons = [
-            words((out["n_reference"] > 0) & (out["reference_low_fraction"] > rules.hidden_reference_max_fraction),
-                  f"hidden reference ≤ {rules.hidden_reference_max_mark} on " + pct(out["reference_low_fraction"])
-                  + " of " + out["n_reference"].astype(str) + " trials"),
-            words((out["n_anchor"] > 0) & (out["anchor_high_fraction"] > rules.anchor_max_fraction),
-                  f"anchor ≥ {rules.anchor_min_mark} on " + pct(out["anchor_high_fraction"])
-                  + " of " + out["n_anchor"].astype(str) + " trials"),
-            words((out["n_attention"] > 0) & (out["attention_missed_fraction"].fillna(-1) > rules.attention_max_fraction),
-                  "missed " + pct(out["attention_missed_fraction"]) + " of " + out["n_attention"].astype(str)
-                  + " attention checks"),
-            words(out["zero_variance_attributes"] != "",
-                  "same mark on every sonification (" + out["zero_variance_attributes"] + ")"),
-            words(rules.headphone & failed_check,
-                  "failed the headphone check (" + (out["headphone_score"] if checked else "") + " correct)"),
-        ]
-        out["reasons"] = join(reasons)
+def _headphone_columns(df: pd.DataFrame, out: pd.DataFrame) -> bool:
+    """headphone_passed/headphone_score per rater when the ratings carry the check (the study export's
+    columns: one result per rater, on each row); False when they do not."""
+    if "headphone_passed" not in df.columns:
+        return False
+    cols = [c for c in ("headphone_passed", "headphone_correct", "headphone_trials") if c in df.columns]
+    first = df.groupby("rater_id")[cols].first().reindex(out.index)
+    out["headphone_passed"] = first["headphone_passed"].astype("boolean")
+    if {"headphone_correct", "headphone_trials"} <= set(cols):
+        score = (
+            first["headphone_correct"].astype("Int64").astype(str)
+            + "/"
+            + first["headphone_trials"].astype("Int64").astype(str)
+        )
     else:
-        out["reasons"] = ""
-    # Why a fraction is empty: the rater had no trials of that kind (or no expected marks).
-    out["note"] = join([
-        words(out["n_reference"] == 0, "no hidden-reference trials"),
-        words(out["n_anchor"] == 0, "no anchor trials"),
-        words(out["n_attention"] == 0, "no attention trials"),
-        words((out["n_attention"] > 0) & out["attention_missed_fraction"].isna(), "attention trials without expected_mark"),
-        words(out["headphone_passed"].isna().to_numpy(bool) if checked else np.zeros(len(out), bool), "no headphone check result"),
-    ])
-    out["excluded"] = out["reasons"] != ""
+        score = pd.Series("", index=out.index)
+    out["headphone_score"] = score.where(first["headphone_passed"].notna(), "")
+    return True
+
+
+# Reasons and notes built column-wise (a loop over rows took seconds at 32,000 raters).
+def _words(out: pd.DataFrame, mask, texts) -> pd.Series:
+    return pd.Series(np.where(mask, texts, ""), index=out.index)
+
+
+def _join(parts: list[pd.Series]) -> pd.Series:
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined.str.cat(part, sep="; ")
+    return joined.str.replace(r"^(; )+|(; )+$", "", regex=True).str.replace(r"(; ){2,}", "; ", regex=True)
+
+
+def _pct(v: pd.Series) -> pd.Series:
+    return (np.nan_to_num(v.to_numpy(float)) * 100).round().astype(int).astype(str) + "%"
+
+
+def _reasons(out: pd.DataFrame, rules: ScreeningRules, failed_check: np.ndarray, checked: bool) -> pd.Series:
+    """Each rater's reasons for exclusion, "; "-joined ("" = kept)."""
+    return _join(
+        [
+            _words(
+                out,
+                (out["n_reference"] > 0) & (out["reference_low_fraction"] > rules.hidden_reference_max_fraction),
+                f"hidden reference ≤ {rules.hidden_reference_max_mark} on "
+                + _pct(out["reference_low_fraction"])
+                + " of "
+                + out["n_reference"].astype(str)
+                + " trials",
+            ),
+            _words(
+                out,
+                (out["n_anchor"] > 0) & (out["anchor_high_fraction"] > rules.anchor_max_fraction),
+                f"anchor ≥ {rules.anchor_min_mark} on "
+                + _pct(out["anchor_high_fraction"])
+                + " of "
+                + out["n_anchor"].astype(str)
+                + " trials",
+            ),
+            _words(
+                out,
+                (out["n_attention"] > 0) & (out["attention_missed_fraction"].fillna(-1) > rules.attention_max_fraction),
+                "missed "
+                + _pct(out["attention_missed_fraction"])
+                + " of "
+                + out["n_attention"].astype(str)
+                + " attention checks",
+            ),
+            _words(
+                out,
+                out["zero_variance_attributes"] != "",
+                "same mark on every sonification (" + out["zero_variance_attributes"] + ")",
+            ),
+            _words(
+                out,
+                rules.headphone & failed_check,
+                "failed the headphone check (" + (out["headphone_score"] if checked else "") + " correct)",
+            ),
+        ]
+    )
+
+
+def _rule_notes(out: pd.DataFrame, rules: ScreeningRules) -> list[str]:
     if not rules.enabled:
-        notes.append("screening disabled: every rater kept")
-    if rules.enabled and (out["n_reference"] == 0).all():
+        return ["screening disabled: every rater kept"]
+    notes = []
+    if (out["n_reference"] == 0).all():
         notes.append("no hidden-reference trials: hidden-reference rule not applied")
-    if rules.enabled and (out["n_anchor"] == 0).all():
+    if (out["n_anchor"] == 0).all():
         notes.append("no anchor trials: anchor rule not applied")
-    if rules.enabled and out["excluded"].all():
+    if out["excluded"].all():
         notes.append("screening would exclude every rater: results are shown without screening; check the rules")
-    return ScreeningResult(rules=rules, per_rater=out.reset_index(), notes=notes)
+    return notes

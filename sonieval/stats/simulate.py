@@ -20,6 +20,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sonieval.errors import SonievalError
+from sonieval.tables import RATING_ROLES
+
+__all__ = [
+    "SIMULATED_LABEL",
+    "PlantedStudy",
+    "simulate_ratings",
+    "simulate_incomplete_ratings",
+    "simulate_scores",
+    "simulate_item_scores",
+    "write_simulated_report",
+]
+
 SIMULATED_LABEL = "SIMULATED"
 
 
@@ -70,7 +83,11 @@ def simulate_ratings(
         quality = np.linspace(lo + 0.3 * (hi - lo), lo + 0.8 * (hi - lo), len(systems))[::-1]
     quality = np.asarray(quality, float)
     if len(quality) != len(systems):
-        raise ValueError(f"{len(quality)} quality values for {len(systems)} systems")
+        raise SonievalError(
+            f"{len(quality)} quality values for {len(systems)} systems",
+            path="simulate_ratings",
+            hint="give one quality value per system",
+        )
     offsets = attribute_offset or {"visual": 0.15, "audio": -0.15}
     careless = careless or {}
     good = [f"rater{i + 1:03d}" for i in range(n_raters)]
@@ -82,43 +99,107 @@ def simulate_ratings(
     clip_eff = rng.normal(0, clip_sd, n_clips)
 
     s_idx, c_idx = np.meshgrid(np.arange(len(systems)), np.arange(n_clips), indexing="ij")
-    s_idx, c_idx = s_idx.ravel(), c_idx.ravel()
-    frames = []
-    for r, rid in enumerate(raters):
-        kind = kinds.get(rid)
-        n_son = len(s_idx)
-        role = np.array(["sonification"] * n_son + ["reference"] * n_reference + ["anchor"] * n_anchor
-                        + ["attention"] * n_attention)
-        sys_col = np.array([systems[i] for i in s_idx] + ["[hidden reference]"] * n_reference
-                           + ["[anchor]"] * n_anchor + ["[attention]"] * n_attention, dtype=object)
-        extra_clips = rng.integers(0, n_clips, n_reference + n_anchor + n_attention)
-        clip_col = np.array([clips[i] for i in np.r_[c_idx, extra_clips]], dtype=object)
-        expected = np.full(len(role), np.nan)
-        expected[role == "attention"] = rng.integers(lo, hi + 1, n_attention)
-        order = rng.permutation(len(role))
-        for attribute in attributes:
-            latent = np.r_[quality[s_idx] + clip_eff[c_idx], np.full(n_reference, hi + 0.5), np.full(n_anchor, lo - 0.5),
-                           np.zeros(n_attention)]
-            latent = latent + bias[r] + offsets.get(attribute, 0.0) + rng.normal(0, noise_sd, len(latent))
-            mark = np.clip(np.round(latent), lo, hi)
-            att = role == "attention"
-            mark[att] = expected[att]
-            if kind == "random":
-                mark = rng.integers(lo, hi + 1, len(mark)).astype(float)
-            elif kind == "constant":
-                mark = np.full(len(mark), float((lo + hi) // 2))
-            frames.append(pd.DataFrame({
-                "study_id": SIMULATED_LABEL, "rater_id": rid,
-                "trial_id": [f"{rid}-t{k:05d}" for k in range(len(role))],
-                "clip_id": clip_col, "system_id": sys_col, "role": role, "attribute": attribute,
-                "mark": mark.astype(int), "submitted_at": pd.Timestamp("2026-01-01") + pd.to_timedelta(order, unit="s"),
-                "position": order, "seed": seed, "mode": "simulated", "expected_mark": expected,
-            }))
+    design = _Design(
+        systems,
+        quality,
+        clips,
+        clip_eff,
+        s_idx.ravel(),
+        c_idx.ravel(),
+        attributes,
+        offsets,
+        noise_sd,
+        scale,
+        (n_reference, n_anchor, n_attention),
+        seed,
+    )
+    frames = [
+        frame for r, rid in enumerate(raters) for frame in _rater_frames(rng, design, rid, kinds.get(rid), bias[r])
+    ]
     table = pd.concat(frames, ignore_index=True)
     table["simulated"] = True
-    plant = PlantedStudy(quality=dict(zip(systems, quality.tolist())), rater_bias=dict(zip(raters, bias.tolist())),
-                         careless=kinds, clip_effect=dict(zip(clips, clip_eff.tolist())))
+    plant = PlantedStudy(
+        quality=dict(zip(systems, quality.tolist())),
+        rater_bias=dict(zip(raters, bias.tolist())),
+        careless=kinds,
+        clip_effect=dict(zip(clips, clip_eff.tolist())),
+    )
     return table, plant
+
+
+@dataclass
+class _Design:
+    """What every simulated rater sees: the stimuli, their planted effects, the check trials."""
+
+    systems: list[str]
+    quality: np.ndarray
+    clips: list[str]
+    clip_eff: np.ndarray
+    s_idx: np.ndarray  # system of each sonification trial
+    c_idx: np.ndarray  # clip of each sonification trial
+    attributes: tuple[str, ...]
+    offsets: dict[str, float]
+    noise_sd: float
+    scale: tuple[int, int]
+    n_checks: tuple[int, int, int]  # hidden references, anchors, attention checks
+    seed: int
+
+
+def _rater_frames(rng: np.random.Generator, d: _Design, rid: str, kind: str | None, bias: float) -> list[pd.DataFrame]:
+    """One rater's rows, one frame per attribute (marks from the planted model, or careless ones)."""
+    lo, hi = d.scale
+    n_reference, n_anchor, n_attention = d.n_checks
+    n_son = len(d.s_idx)
+    son, reference, anchor, attention = RATING_ROLES
+    role = np.array([son] * n_son + [reference] * n_reference + [anchor] * n_anchor + [attention] * n_attention)
+    sys_col = np.array(
+        [d.systems[i] for i in d.s_idx]
+        + ["[hidden reference]"] * n_reference
+        + ["[anchor]"] * n_anchor
+        + ["[attention]"] * n_attention,
+        dtype=object,
+    )
+    extra_clips = rng.integers(0, len(d.clips), n_reference + n_anchor + n_attention)
+    clip_col = np.array([d.clips[i] for i in np.r_[d.c_idx, extra_clips]], dtype=object)
+    expected = np.full(len(role), np.nan)
+    expected[role == attention] = rng.integers(lo, hi + 1, n_attention)
+    order = rng.permutation(len(role))
+    frames = []
+    for attribute in d.attributes:
+        latent = np.r_[
+            d.quality[d.s_idx] + d.clip_eff[d.c_idx],
+            np.full(n_reference, hi + 0.5),
+            np.full(n_anchor, lo - 0.5),
+            np.zeros(n_attention),
+        ]
+        latent = latent + bias + d.offsets.get(attribute, 0.0) + rng.normal(0, d.noise_sd, len(latent))
+        mark = np.clip(np.round(latent), lo, hi)
+        att = role == attention
+        mark[att] = expected[att]
+        if kind == "random":
+            mark = rng.integers(lo, hi + 1, len(mark)).astype(float)
+        elif kind == "constant":
+            mark = np.full(len(mark), float((lo + hi) // 2))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "study_id": SIMULATED_LABEL,
+                    "rater_id": rid,
+                    "trial_id": [f"{rid}-t{k:05d}" for k in range(len(role))],
+                    "clip_id": clip_col,
+                    "system_id": sys_col,
+                    "role": role,
+                    "attribute": attribute,
+                    "mark": mark.astype(int),
+                    "submitted_at": pd.Timestamp("2026-01-01") + pd.to_timedelta(order, unit="s"),
+                    "position": order,
+                    "seed": d.seed,
+                    "mode": "simulated",
+                    "expected_mark": expected,
+                }
+            )
+        )
+    return frames
 
 
 def simulate_incomplete_ratings(
@@ -153,8 +234,11 @@ def simulate_incomplete_ratings(
     bias = rng.normal(0, rater_bias_sd, n_raters)
     clip_eff = rng.normal(0, clip_sd, n_clips)
     n_stimuli = n_clips if nested else n_clips * n_sys
-    counts = (np.full(n_raters, per_rater) if np.isscalar(per_rater)
-              else rng.integers(per_rater[0], per_rater[1] + 1, n_raters))
+    counts = (
+        np.full(n_raters, per_rater)
+        if np.isscalar(per_rater)
+        else rng.integers(per_rater[0], per_rater[1] + 1, n_raters)
+    )
     counts = np.minimum(counts, n_stimuli)
     r_idx = np.repeat(np.arange(n_raters), counts)
     # Distinct stimuli per rater.
@@ -166,16 +250,30 @@ def simulate_incomplete_ratings(
         latent = quality[s_idx] + bias[r_idx] + clip_eff[c_idx] + rng.normal(0, noise_sd, len(r_idx))
         mark = latent if scale is None else np.clip(np.round(latent), scale[0], scale[1]).astype(np.int64)
         trial = np.arange(len(r_idx)) - np.repeat(np.cumsum(counts) - counts, counts)
-        frames.append(pd.DataFrame({
-            "study_id": SIMULATED_LABEL, "rater_id": raters[r_idx],
-            "trial_id": pd.Series(raters[r_idx]).str.cat(trial.astype(str), sep="-t").to_numpy(),
-            "clip_id": clips[c_idx], "system_id": systems[s_idx], "role": "sonification", "attribute": attribute,
-            "mark": mark, "submitted_at": pd.Timestamp("2026-01-01"), "position": trial, "seed": seed,
-            "mode": "simulated", "simulated": True,
-        }))
-    plant = PlantedStudy(quality=dict(zip(systems.tolist(), quality.tolist())),
-                         rater_bias=dict(zip(raters.tolist(), bias.tolist())),
-                         clip_effect=dict(zip(clips.tolist(), clip_eff.tolist())))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "study_id": SIMULATED_LABEL,
+                    "rater_id": raters[r_idx],
+                    "trial_id": pd.Series(raters[r_idx]).str.cat(trial.astype(str), sep="-t").to_numpy(),
+                    "clip_id": clips[c_idx],
+                    "system_id": systems[s_idx],
+                    "role": "sonification",
+                    "attribute": attribute,
+                    "mark": mark,
+                    "submitted_at": pd.Timestamp("2026-01-01"),
+                    "position": trial,
+                    "seed": seed,
+                    "mode": "simulated",
+                    "simulated": True,
+                }
+            )
+        )
+    plant = PlantedStudy(
+        quality=dict(zip(systems.tolist(), quality.tolist())),
+        rater_bias=dict(zip(raters.tolist(), bias.tolist())),
+        clip_effect=dict(zip(clips.tolist(), clip_eff.tolist())),
+    )
     return pd.concat(frames, ignore_index=True), plant
 
 
@@ -198,15 +296,30 @@ def simulate_scores(
         good = rho * z + np.sqrt(max(0.0, 1 - rho**2)) * noise
         value = (5.0 - good) if direction == "lower" else (0.5 + 0.1 * good)
         for sid, v in zip(systems, value):
-            rows.append({"system_id": sid, "metric": metric, "embedding": "simulated", "reference_set": "simulated",
-                         "n_reference": 0, "n_evaluated": 0, "value": float(v), "ci_low": np.nan, "ci_high": np.nan,
-                         "bandwidth": np.nan, "scale": 100.0 if metric == "kad" else 1.0,
-                         "versions": "SIMULATED scores", "category": "", "simulated": True})
+            rows.append(
+                {
+                    "system_id": sid,
+                    "metric": metric,
+                    "embedding": "simulated",
+                    "reference_set": "simulated",
+                    "n_reference": 0,
+                    "n_evaluated": 0,
+                    "value": float(v),
+                    "ci_low": np.nan,
+                    "ci_high": np.nan,
+                    "bandwidth": np.nan,
+                    "scale": 100.0 if metric == "kad" else 1.0,
+                    "versions": "SIMULATED scores",
+                    "category": "",
+                    "simulated": True,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def simulate_item_scores(plant: PlantedStudy, *, rho: float = 0.6, seed: int = 0,
-                         metric: str = "embedding_distance") -> pd.DataFrame:
+def simulate_item_scores(
+    plant: PlantedStudy, *, rho: float = 0.6, seed: int = 0, metric: str = "embedding_distance"
+) -> pd.DataFrame:
     """SIMULATED per-item distances (lower = better) tied to planted item quality by ``rho``."""
     rng = np.random.default_rng(seed + 2)
     rows = []
@@ -223,15 +336,17 @@ def simulate_item_scores(plant: PlantedStudy, *, rho: float = 0.6, seed: int = 0
 
 def _planted_quality_from_scores(systems: list[str], scores: pd.DataFrame, planted_rho: float, seed: int) -> np.ndarray:
     """Planted human quality for the demo: follows the real primary metric's ordering with noise."""
-    from sonieval.stats.inputs import check_scores
     from sonieval.stats.correlation import orient
+    from sonieval.stats.inputs import check_scores
 
     checked = check_scores(scores)
     overall = checked.overall
     metric = "kad" if "kad" in set(overall["metric"]) else overall["metric_key"].iloc[0]
     s = overall[overall["metric"] == metric].drop_duplicates("system_id").set_index("system_id")
     rng = np.random.default_rng(seed)
-    good = np.array([orient([s.loc[sid, "value"]], s.loc[sid, "direction"])[0] if sid in s.index else np.nan for sid in systems])
+    good = np.array(
+        [orient([s.loc[sid, "value"]], s.loc[sid, "direction"])[0] if sid in s.index else np.nan for sid in systems]
+    )
     finite = np.isfinite(good)
     z = np.zeros(len(systems))
     if finite.sum() > 1 and np.nanstd(good) > 0:
@@ -273,8 +388,15 @@ def write_simulated_report(
     clips = None
     if item_scores is not None and len(item_scores):
         clips = sorted(item_scores["clip_id"].astype(str).unique())[:n_clips]
-    ratings, plant = simulate_ratings(systems, quality=quality, n_raters=n_raters, n_clips=n_clips, clips=clips,
-                                      careless={"random": 1, "constant": 1}, seed=seed)
+    ratings, plant = simulate_ratings(
+        systems,
+        quality=quality,
+        n_raters=n_raters,
+        n_clips=n_clips,
+        clips=clips,
+        careless={"random": 1, "constant": 1},
+        seed=seed,
+    )
     if scores is None:
         scores = simulate_scores(plant, seed=seed)
         if item_scores is None:
@@ -283,9 +405,16 @@ def write_simulated_report(
     ratings_path = write_table(ratings, inputs / "ratings_SIMULATED.csv")
     scores_path = write_table(scores, inputs / "scores.csv")
     item_path = write_table(item_scores, inputs / "item_scores.csv") if item_scores is not None else None
-    options = ReportOptions(n_boot=n_boot, seed=seed, simulated=True,
-                            simulated_note=(f"marks generated by sonieval.stats.simulate from a planted model "
-                                            f"(planted agreement with the primary metric ρ≈{planted_rho}); "
-                                            "any agreement shown was planted, not measured"))
-    return build_report(ratings_path, scores_path, out_dir, item_scores_path=item_path, clips_path=clips_path,
-                        options=options)
+    options = ReportOptions(
+        n_boot=n_boot,
+        seed=seed,
+        simulated=True,
+        simulated_note=(
+            f"marks generated by sonieval.stats.simulate from a planted model "
+            f"(planted agreement with the primary metric ρ≈{planted_rho}); "
+            "any agreement shown was planted, not measured"
+        ),
+    )
+    return build_report(
+        ratings_path, scores_path, out_dir, item_scores_path=item_path, clips_path=clips_path, options=options
+    )
