@@ -165,5 +165,6 @@ class Document:
 
 def _html_text_table(df: pd.DataFrame, text) -> str:
     head = "".join(f"<th>{text(str(c))}</th>" for c in df.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{text(str(c))}</td>" for c in r) + "</tr>" for r in df.itertuples(index=False))
+    rows = "".join("<tr>" + "".join(f"<td>{text(str(c))}</td>" for c in r) + "</tr>"
+                   for r in df.itertuples(index=False))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"

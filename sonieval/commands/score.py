@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol:
         if args.reference or args.system:
             raise SonievalError("give either a PROTOCOL or --reference/--system folders, not both")
-        from sonieval.metrics.leaderboard import run_score
         from sonieval.ledger import RunLedger
+        from sonieval.metrics.leaderboard import run_score
         from sonieval.protocol import load_protocol
 
         proto = load_protocol(args.protocol)
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                 flag = r.get("system_random_init")
                 mark = " (random-init models, not a result)" if flag is not None and flag == flag and bool(flag) else ""
                 print(f"  {int(r['rank']):>3}. {r['system_id']}: {value}{mark}")
-    for key, err in outputs.failures.items():
+    for _key, err in outputs.failures.items():
         print(f"failed: {err}")
     for note in outputs.notes:
         print(f"warning: {note}", file=sys.stderr)

@@ -13,23 +13,31 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 import pandas as pd
 
 from sonieval.errors import DataError, SonievalError
 from sonieval.metrics.scoring import (
-    EmbeddedSet, ReferenceSide, ScoreConfig, build_leaderboard, common_fields, paired_with_best, score_versions,
-    stack_frames, system_rows, tidy_scores,
+    EmbeddedSet,
+    ReferenceSide,
+    ScoreConfig,
+    build_leaderboard,
+    common_fields,
+    paired_with_best,
+    score_versions,
+    stack_frames,
+    system_rows,
+    tidy_scores,
 )
 
 __all__ = ["DistanceResult", "Leaderboard", "fad", "kad"]
 
 # clips × samples, a list of 1-D clips, a folder, or a list of audio files
-Audio = Union[np.ndarray, Sequence[np.ndarray], str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+Audio = np.ndarray | Sequence[np.ndarray] | str | os.PathLike | Sequence[str | os.PathLike]
 METRICS = ("kad", "fad")
 
 
@@ -57,7 +65,7 @@ class DistanceResult:
         return asdict(self)
 
     @classmethod
-    def from_row(cls, row: dict) -> "DistanceResult":
+    def from_row(cls, row: dict) -> DistanceResult:
         bandwidth = row.get("bandwidth")
         bandwidth = float(bandwidth) if bandwidth is not None and math.isfinite(float(bandwidth)) else None
         saturated = row.get("saturated")

@@ -22,8 +22,16 @@ import numpy as np
 import pandas as pd
 
 from sonieval.errors import SonievalError
-from sonieval.tables import (CEILING, CODEC_SLOT, NO_CONTROL, GateSlot, encoder_slot, make_system_id, parse_system_id,
-                             system_parts)
+from sonieval.tables import (
+    CEILING,
+    CODEC_SLOT,
+    NO_CONTROL,
+    GateSlot,
+    encoder_slot,
+    make_system_id,
+    parse_system_id,
+    system_parts,
+)
 
 __all__ = ["item_summary", "control_ids", "learning_table", "seed_table", "LOWER_IS_BETTER"]
 
@@ -137,7 +145,7 @@ def learning_table(scores: pd.DataFrame, item_scores_summary: pd.DataFrame, trai
         ctrl = control_ids(sid, primary_codec)
         if ctrl is None or not any(c in set(values["system_id"]) for c in ctrl.values()):
             continue
-        for (s, measure, emb), r in [(k, v) for k, v in index.items() if k[0] == sid]:
+        for (_s, measure, emb), r in [(k, v) for k, v in index.items() if k[0] == sid]:
             if measure not in LOWER_IS_BETTER:
                 continue
             rows.append(_learning_row(sid, measure, emb, r, ctrl, index, paired))
@@ -208,7 +216,9 @@ def seed_table(learning: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
             v = g[f"{side}_value"].to_numpy(float)
             v = v[np.isfinite(v)]
             mean = float(v.mean()) if len(v) else np.nan
-            half = float(stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))) if len(v) >= 2 else np.nan
+            half = np.nan
+            if len(v) >= 2:
+                half = float(stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
             row.update({f"{side}_value": mean, f"{side}_ci_low": mean - half, f"{side}_ci_high": mean + half})
         for part in ("value", "ci_low", "ci_high"):
             row[f"ceiling_{part}"] = float(g[f"ceiling_{part}"].iloc[0]) if f"ceiling_{part}" in g else np.nan

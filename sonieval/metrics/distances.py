@@ -32,8 +32,8 @@ accuracy regressions), no complex numbers, and negative round-off eigenvalues ar
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -324,7 +324,7 @@ class ReferenceKernel:
         self.sums = _kernel_block_sums(self.frames, None, self.gamma, self.groups, tile=tile, d2_cache=keep)
         self.group_sizes = None if self.groups is None else np.bincount(self.groups[0], minlength=len(self.groups[1]))
 
-    def compare(self, evaluated: np.ndarray, groups: Sequence | np.ndarray | None = None) -> "KernelComparison":
+    def compare(self, evaluated: np.ndarray, groups: Sequence | np.ndarray | None = None) -> KernelComparison:
         ev = _as_frames(evaluated, "evaluated set")
         _check_same_dim(self.frames, ev)
         eg = _groups(groups, ev.shape[0], "evaluated set")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sonieval.pipeline.engines import Answer, Engine, Task, chunks, run_tasks, worker_memo
 from sonieval.ledger import ItemOutcome, LedgerItem, RunLedger
+from sonieval.pipeline.engines import Answer, Engine, Task, chunks, run_tasks, worker_memo
 
 STAGE = "score-embed-cache"
 FILES_PER_TASK = 64  # a few seconds of a GPU per task, so a lost worker costs little

@@ -29,9 +29,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -40,12 +40,26 @@ from sonieval.errors import DataError, SonievalError
 from sonieval.ledger import ItemOutcome, LedgerItem, RunLedger
 from sonieval.metrics.embed_tasks import fill_embedding_cache
 from sonieval.metrics.render import dot_plots, leaderboard_document, write_pages
-from sonieval.metrics.scoring import (
-    AudioSet, ReferenceSide, ScoreConfig, audio_item_rows, build_leaderboard, common_fields, embedding_item_rows,
-    paired_with_best, paired_with_controls, score_versions, stack_frames, system_rows, tidy_scores,
-)
+
 # stats/report.py, the pipeline and older callers import these names from this module
-from sonieval.metrics.scoring import RANDOM_CODEC_MARK, RANDOM_ENCODER_MARK, random_mark  # noqa: F401
+from sonieval.metrics.scoring import (  # noqa: F401
+    RANDOM_CODEC_MARK,
+    RANDOM_ENCODER_MARK,
+    AudioSet,
+    ReferenceSide,
+    ScoreConfig,
+    audio_item_rows,
+    build_leaderboard,
+    common_fields,
+    embedding_item_rows,
+    paired_with_best,
+    paired_with_controls,
+    random_mark,
+    score_versions,
+    stack_frames,
+    system_rows,
+    tidy_scores,
+)
 from sonieval.pipeline.engines import run_items
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")

@@ -66,7 +66,7 @@ class ScoreConfig:
     progress: bool = True
 
     @classmethod
-    def from_spec(cls, spec: MetricsSpec | None = None, **overrides) -> "ScoreConfig":
+    def from_spec(cls, spec: MetricsSpec | None = None, **overrides) -> ScoreConfig:
         """The config of a protocol's ``metrics`` section; ``overrides`` that are None keep its value."""
         spec = spec or MetricsSpec()
         own = {f.name for f in fields(cls)}
