@@ -194,11 +194,16 @@ class TransformersEmbedding(EmbeddingBackend):
     ``source``: hub id (default :attr:`hub_id`), local ``save_pretrained`` folder, or ``small``
     (a random small configuration, seed 0). A local folder whose config sets
     ``sonieval_random_init: true`` is labelled ``random-init``.
+
+    Loading, the small configuration and the feature extractor (the checkpoint's own
+    ``preprocessor_config.json``, e.g. HuBERT's ``do_normalize``) are those of the encoder of the same
+    name in :mod:`sonieval.models.encoders`, so a gate's encoder and a metric's embedding feed the
+    model the same input for the same clip.
     """
 
     hub_id: str = ""
     batch_size = 4
-    version = "1"
+    version = "2"  # 2: the encoders' loader and feature extractor (HuBERT/WavLM no longer always normalised)
 
     def __init__(self, source: str | None = None):
         self.source = source
@@ -216,71 +221,50 @@ class TransformersEmbedding(EmbeddingBackend):
     def params(self) -> dict:
         return {"sample_rate": self.sample_rate, "model": self.source or self.hub_id, "output": "last_hidden_state"}
 
-    # subclasses: model class, small config, extractor class, how to embed
-    def _model_class(self):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def encoder_class(self):
+        """The sonieval.models.encoders class this backend shares its loading with."""
+        from sonieval.models.encoders import encoder_class
 
-    def _small_config(self):  # pragma: no cover - abstract
-        raise NotImplementedError
+        return encoder_class(self.name)
 
-    def _extractor_class(self):
-        return None
+    def _small_model(self):
+        import transformers
+
+        enc = self.encoder_class()
+        return getattr(transformers, enc.model_class_name)(enc.small_config())
+
+    def _feature_extractor(self, config, folder: Path | None):
+        return self.encoder_class().feature_extractor_for(config, folder)
 
     def load(self):
         if self._model is not None:
             return self._model
         import torch
 
-        cls = self._model_class()
+        from sonieval.models.encoders import EncoderError, load_pretrained
+
+        folder = None
         if self.source == "small":
             torch.manual_seed(0)
-            self._model = cls(self._small_config())
+            self._model = self._small_model()
         else:
             where = self.source or self.hub_id
-            cfg_file = Path(where) / "config.json"
-            expected = getattr(cls.config_class, "model_type", None)
-            if cfg_file.is_file():
-                found = json.loads(cfg_file.read_text()).get("model_type")
-                if expected and found != expected:
-                    raise EmbeddingError(
-                        f"{where!r} is not a {self.name} checkpoint (its config says model_type {found!r}, "
-                        f"expected {expected!r})",
-                        hint=f"give a {self.name} hub id or save_pretrained folder",
-                    )
             try:
-                self._model, info = cls.from_pretrained(where, output_loading_info=True)
-            except OSError as exc:
-                raise WeightsUnavailable(
-                    f"cannot load {self.name} weights {where!r} ({str(exc).splitlines()[0][:160]})",
-                    hint="download them once with network access, point to a local save_pretrained folder, "
-                    "or use the weight-free 'logmel' embedding",
-                ) from None
-            except (ValueError, KeyError, TypeError) as exc:
-                raise EmbeddingError(
-                    f"{where!r} is not a {self.name} checkpoint ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:160]})",
-                    hint=f"give a {self.name} hub id or save_pretrained folder",
-                ) from None
+                self._model, folder, missing = load_pretrained(
+                    self.encoder_class().model_class_name, where, what=self.name,
+                    setting=f"embedding '{self.name}:<source>'", checkpoint_of=self.name)
+            except EncoderError as exc:
+                raise EmbeddingError(exc.problem, path=exc.path, hint=exc.hint) from None
             n_params = len(self._model.state_dict())
-            missing = info.get("missing_keys") or []
             if len(missing) > 0.1 * n_params:
                 # transformers would otherwise run a mostly randomly initialised model, silently
                 raise EmbeddingError(
                     f"{where!r}: {len(missing)} of {n_params} {self.name} weights are missing from the checkpoint",
                     hint=f"give a complete {self.name} checkpoint",
                 )
-        ext_cls = self._extractor_class()
-        if ext_cls is not None:
-            src = self.source if self.source and Path(self.source).is_dir() else None
-            try:
-                self._extractor = ext_cls.from_pretrained(src) if src else ext_cls(**self._extractor_kwargs())
-            except OSError:
-                self._extractor = ext_cls(**self._extractor_kwargs())
+        self._extractor = self._feature_extractor(self._model.config, folder)
         self._model.eval().to(self.device)
         return self._model
-
-    def _extractor_kwargs(self) -> dict:
-        return {}
 
 
 @register_embedding("hubert")
@@ -290,26 +274,17 @@ class HubertEmbedding(TransformersEmbedding):
     name = "hubert"
     hub_id = "facebook/hubert-base-ls960"
 
-    def _model_class(self):
-        from transformers import HubertModel
-
-        return HubertModel
-
-    def _small_config(self):
-        from transformers import HubertConfig
-
-        return HubertConfig(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            conv_dim=(32, 32, 32, 32, 32, 32, 32), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-        )
+    def model_input(self, batch: list[np.ndarray]):
+        """What the model is fed for a batch: the feature extractor's ``input_values`` (normalised
+        only when the checkpoint's config says ``do_normalize``)."""
+        self.load()
+        return self._extractor(list(batch), sampling_rate=self.sample_rate, return_tensors="pt")["input_values"]
 
     def embed_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         import torch
 
         model = self.load()
-        x = torch.from_numpy(np.stack(batch)).to(self.device)
-        # zero mean, unit variance per clip, as Wav2Vec2FeatureExtractor(do_normalize=True) does
-        x = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, keepdim=True) + 1e-7)
+        x = self.model_input(batch).to(self.device)
         with torch.no_grad():
             h = model(x).last_hidden_state
         return [a for a in h.float().cpu().numpy()]
@@ -322,20 +297,6 @@ class WavLMEmbedding(HubertEmbedding):
     name = "wavlm"
     hub_id = "microsoft/wavlm-base-plus"
 
-    def _model_class(self):
-        from transformers import WavLMModel
-
-        return WavLMModel
-
-    def _small_config(self):
-        from transformers import WavLMConfig
-
-        return WavLMConfig(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            conv_dim=(32, 32, 32, 32, 32, 32, 32), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-            num_buckets=32, max_bucket_distance=64,
-        )
-
 
 @register_embedding("ast")
 class AstEmbedding(TransformersEmbedding):
@@ -344,21 +305,6 @@ class AstEmbedding(TransformersEmbedding):
 
     name = "ast"
     hub_id = "MIT/ast-finetuned-audioset-10-10-0.4593"
-
-    def _model_class(self):
-        from transformers import ASTModel
-
-        return ASTModel
-
-    def _extractor_class(self):
-        from transformers import ASTFeatureExtractor
-
-        return ASTFeatureExtractor
-
-    def _small_config(self):
-        from transformers import ASTConfig
-
-        return ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 
     def embed_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         import torch
@@ -379,31 +325,6 @@ class ClapEmbedding(TransformersEmbedding):
     name = "clap"
     hub_id = "laion/clap-htsat-unfused"
     sample_rate = 48_000
-
-    def _model_class(self):
-        from transformers import ClapModel
-
-        return ClapModel
-
-    def _extractor_class(self):
-        from transformers import ClapFeatureExtractor
-
-        return ClapFeatureExtractor
-
-    def _extractor_kwargs(self) -> dict:
-        # the unfused audio tower takes one crop; audio up to 10 s is repeat-padded, not cropped
-        return {"truncation": "rand_trunc", "padding": "repeatpad"}
-
-    def _small_config(self):
-        from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
-
-        audio = ClapAudioConfig(
-            hidden_size=32, patch_embeds_hidden_size=16, depths=[1, 1], num_attention_heads=[1, 1],
-            window_size=8, spec_size=256, num_mel_bins=64, projection_dim=16,
-        )
-        text = ClapTextConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16,
-                              projection_dim=16)
-        return ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16)
 
     def embed_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         import torch

@@ -341,13 +341,11 @@ def load_codec(spec, cache_dir: str | os.PathLike | None = None, device: str = "
     Otherwise ``spec.checkpoint`` is a local file, ``owner/repo/file.pth`` on the hub, or None for
     the published default; checksummed under ``cache_dir`` (sonieval.models.weights).
     """
-    name = getattr(spec, "name", "dac-vae")
-    size = getattr(spec, "size", "full")
-    checkpoint = getattr(spec, "checkpoint", None)
+    name, size, checkpoint = spec.name, spec.size, spec.checkpoint
     if name == "mel":
         from sonieval.models.mel_codec import DEFAULT_ITERATIONS, MelCodec
 
-        return MelCodec(normalisation, iterations=getattr(spec, "iterations", None) or DEFAULT_ITERATIONS,
+        return MelCodec(normalisation, iterations=spec.iterations or DEFAULT_ITERATIONS,
                         device=device)
     if name == "dac-vae":
         if size == "small":

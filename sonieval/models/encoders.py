@@ -39,6 +39,7 @@ Geometry for a 5 s clip (published configs):
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -203,37 +204,23 @@ class TransformersEncoder(Encoder):
 
     @classmethod
     def load(cls, spec, device: str = "cpu", *, prefix: str = "encoders[i]") -> "TransformersEncoder":
+        """Build from a protocol's ``encoders[i]`` entry (sonieval.protocol.EncoderSpec)."""
         import transformers
 
         setting = f"{prefix}.model"
-        model_cls = getattr(transformers, cls.model_class_name)
-        source = getattr(spec, "finetuned", None) or getattr(spec, "model", None)
         missing: list[str] = []
-        if getattr(spec, "size", "full") == "small" and not getattr(spec, "finetuned", None):
+        if spec.size == "small" and not spec.finetuned:
             torch.manual_seed(0)
-            model = model_cls(cls.small_config())
+            model = getattr(transformers, cls.model_class_name)(cls.small_config())
             folder, model_id, random_init = None, f"{cls.name}-small-random", True
         else:
-            model_id = source or cls.default_model_id
-            local = Path(os.path.expanduser(model_id))
-            if local.exists() or model_id.startswith((".", "/", "~")):
-                if not (local / "config.json").is_file():
-                    raise WeightsUnavailable(f"{setting}: not a save_pretrained folder (no config.json)", path=local,
-                                             hint="give a folder written by save_pretrained (e.g. by `sonieval finetune`) or a hub id")
-                folder = local
-            else:
-                folder = weights.hub_snapshot(model_id, what=f"{cls.name} encoder", setting=setting)
-            try:
-                model, loading = model_cls.from_pretrained(folder, output_loading_info=True)
-            except Exception as exc:
-                raise EncoderError(f"cannot load a {cls.model_class_name} from it ({type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0][:140] if str(exc) else ''})", path=folder,
-                                   hint=f"is it a {cls.name} checkpoint?") from None
-            missing = list(loading.get("missing_keys", []))
+            model_id = spec.finetuned or spec.model or cls.default_model_id
+            model, folder, missing = load_pretrained(cls.model_class_name, model_id, what=f"{cls.name} encoder",
+                                                     setting=setting, checkpoint_of=cls.name)
             random_init = False
         enc = cls(model, folder, model_id=model_id, random_init=random_init, device=device, missing_keys=missing)
         enc.prefix = prefix
-        enc.set_layers(getattr(spec, "layer", INPUT))
+        enc.set_layers(spec.layer)
         enc.check_weights(layer_depth(enc.loaded_layers[-1]))
         return enc
 
@@ -306,6 +293,43 @@ class TransformersEncoder(Encoder):
     @property
     def num_blocks(self) -> int:
         return int(self.config.num_hidden_layers)
+
+
+def load_pretrained(model_class_name: str, source: str, *, what: str, setting: str,
+                    checkpoint_of: str) -> tuple[Any, Path, list[str]]:
+    """(model, folder, missing weight names): the one loader of every transformers model sonieval runs,
+    the encoders under study here and the metric embeddings (sonieval.metrics.embeddings).
+
+    ``source`` is a local ``save_pretrained`` folder or a hub id (fetched through
+    :mod:`sonieval.models.weights`: one line when it is not cached and there is no network). A folder
+    whose config names another model type is refused before transformers would half-load it.
+    """
+    import transformers
+
+    model_cls = getattr(transformers, model_class_name)
+    local = Path(os.path.expanduser(source))
+    if local.exists() or source.startswith((".", "/", "~")):
+        if not (local / "config.json").is_file():
+            raise WeightsUnavailable(f"{setting}: not a save_pretrained folder (no config.json)", path=local,
+                                     hint="give a folder written by save_pretrained (e.g. by `sonieval finetune`) or a hub id")
+        folder = local
+    else:
+        folder = weights.hub_snapshot(source, what=what, setting=setting)
+    expected = getattr(model_cls.config_class, "model_type", None)  # every transformers config class sets it
+    try:
+        found = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        found = None
+    if expected and found and found != expected:
+        raise EncoderError(f"is not a {checkpoint_of} checkpoint (its config says model_type {found!r}, "
+                           f"expected {expected!r})", path=folder, hint=f"give a {checkpoint_of} hub id or save_pretrained folder")
+    try:
+        model, loading = model_cls.from_pretrained(folder, output_loading_info=True)
+    except Exception as exc:  # noqa: BLE001 - transformers raises many types for a folder it cannot read
+        raise EncoderError(f"cannot load a {model_class_name} from it ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:140] if str(exc) else ''})", path=folder,
+                           hint=f"is it a {checkpoint_of} checkpoint?") from None
+    return model, folder, list(loading.get("missing_keys", []))
 
 
 def load_feature_extractor(cls_name: str, folder: Path | None, **defaults):

@@ -50,7 +50,7 @@ def is_offline() -> bool:
 
 def _unavailable(what: str, source: str, fix: str, reason: str) -> WeightsUnavailable:
     return WeightsUnavailable(
-        f"{what} weights {source!r} are not cached here and cannot be downloaded ({reason})",
+        f"cannot load {what} weights {source!r}: they are not cached here and cannot be downloaded ({reason})",
         hint=fix,
     )
 

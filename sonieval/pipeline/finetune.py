@@ -98,14 +98,14 @@ def _build_classifier(encoder_cls, spec, n_classes: int, id2label: dict[int, str
 
     clf_cls = getattr(transformers, CLASSIFIERS[encoder_cls.name])
     label2id = {v: k for k, v in id2label.items()}
-    if getattr(spec, "size", "full") == "small" and not getattr(spec, "finetuned", None):
+    if spec.size == "small" and not spec.finetuned:
         torch.manual_seed(0)
         config = encoder_cls.small_config()
         config.num_labels, config.id2label, config.label2id = n_classes, id2label, label2id
         model = clf_cls(config)
         folder, base, random_init = None, f"{encoder_cls.name}-small-random", True
     else:
-        base = getattr(spec, "finetuned", None) or getattr(spec, "model", None) or encoder_cls.default_model_id
+        base = spec.finetuned or spec.model or encoder_cls.default_model_id
         local = Path(os.path.expanduser(base))
         if local.exists() or base.startswith((".", "/", "~")):
             if not (local / "config.json").is_file():

@@ -535,7 +535,7 @@ def clips_for_codec(clips: pd.DataFrame, spec: Any, seed: int) -> pd.DataFrame:
     """The clips a codec encodes: all of them, or with ``codec.max_train_clips`` a seeded subset of the
     train and validation clips (the same share of each) plus every listening clip. An expensive codec
     (a full-size DAC-VAE encodes 5 s in seconds on a CPU) can so train its gates on fewer pairs."""
-    limit = getattr(spec, "max_train_clips", None)
+    limit = spec.max_train_clips
     train = clips["split"] == "train"
     if limit is None or int(train.sum()) <= limit:
         return clips
@@ -654,7 +654,7 @@ def encoder_layers(proto: Protocol, spec: Any) -> list[str]:
     """
     from sonieval.models.layers import ALL, expand_layers, layer_label
 
-    value = getattr(spec, "layer", "input")
+    value = spec.layer
     if not (isinstance(value, str) and value == ALL):
         items = value if isinstance(value, list) else [value]
         deepest = max([int(v) for v in items if not isinstance(v, str)], default=0)

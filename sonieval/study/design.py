@@ -59,7 +59,6 @@ import pandas as pd
 from sonieval.errors import DataError, ProtocolError
 from sonieval.study.stimuli import check_identifier, contained
 
-ROLES = ("sonification", "reference", "anchor", "attention")
 REFERENCE_SYSTEM = "hidden_reference"
 ATTENTION_SYSTEM = "attention_check"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -443,7 +442,7 @@ def trials_frame(trials: list[Trial]) -> pd.DataFrame:
 
 
 __all__ = [
-    "ROLES", "REFERENCE_SYSTEM", "ATTENTION_SYSTEM", "StimulusSource", "Trial", "PlanStep", "DesignConfig",
+    "REFERENCE_SYSTEM", "ATTENTION_SYSTEM", "StimulusSource", "Trial", "PlanStep", "DesignConfig",
     "sources_from_tables", "sources_from_folders", "sources_from_audio_dir", "build_trials", "rater_seed",
     "assigned_trials", "check_subset_balance", "rater_plan", "trials_frame", "anchor_system_id", "multi_pages",
     "page_labels", "CONDITION_LABELS", "REFERENCE_LABEL", "MAX_CONDITIONS",

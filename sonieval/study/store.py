@@ -59,13 +59,18 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from sonieval.errors import SonievalError
+from sonieval.tables import RATING_ATTRIBUTES, RATING_ROLES
 from sonieval.study.design import DesignConfig, PlanStep, Trial, page_labels, rater_plan, rater_seed
 from sonieval.study.options import StudyOptions
 from sonieval.study.tokens import hash_token, new_token, token_matches
 
 SCHEMA_VERSION = 1
-ROLES = ("sonification", "reference", "anchor", "attention")
-ATTRIBUTES = ("visual", "audio")
+
+
+def _sql_list(values) -> str:
+    """``'a', 'b'``: the allowed values of a CHECK constraint, from the one list in sonieval.tables."""
+    return ", ".join(f"'{v}'" for v in values)
+
 
 
 class StudyError(SonievalError):
@@ -155,7 +160,7 @@ trials = Table(
     Column("expected_mark", Integer),
     Column("source_key", Text, nullable=False),
     ForeignKeyConstraint(["study_id"], ["studies.study_id"], ondelete="CASCADE"),
-    CheckConstraint("role IN ('sonification', 'reference', 'anchor', 'attention')", name="ck_trials_role"),
+    CheckConstraint(f"role IN ({_sql_list(RATING_ROLES)})", name="ck_trials_role"),
 )
 
 raters = Table(
@@ -213,7 +218,7 @@ ratings = Table(
     Column("shown_at", Float),
     Column("submitted_at", Float, nullable=False),
     CheckConstraint("mark >= scale_min AND mark <= scale_max", name="ck_ratings_mark_in_scale"),
-    CheckConstraint("attribute IN ('visual', 'audio')", name="ck_ratings_attribute"),
+    CheckConstraint(f"attribute IN ({_sql_list(RATING_ATTRIBUTES)})", name="ck_ratings_attribute"),
     ForeignKeyConstraint(["study_id", "scale_min", "scale_max"], ["studies.study_id", "studies.scale_min", "studies.scale_max"], ondelete="CASCADE"),
     ForeignKeyConstraint(["study_id", "rater_id"], ["raters.study_id", "raters.rater_id"], ondelete="CASCADE"),
     ForeignKeyConstraint(["study_id", "trial_id"], ["trials.study_id", "trials.trial_id"], ondelete="CASCADE"),

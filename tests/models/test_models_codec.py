@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 
 from sonieval.errors import SonievalError, WeightsUnavailable
 from sonieval.models import codec as codec_mod
 from sonieval.models import weights
+from sonieval.protocol import CodecSpec
 
 
 def spec(**kw):
-    base = {"name": "dac-vae", "checkpoint": None, "size": "full"}
-    base.update(kw)
-    return types.SimpleNamespace(**base)
+    return CodecSpec(**{"name": "dac-vae", "checkpoint": None, "size": "full", **kw})
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ layouts checked against the audio, clear errors, checkpoint normalisation, cache
 
 from __future__ import annotations
 
-import types
-
 import pytest
 import torch
 
@@ -13,6 +11,7 @@ from sonieval.errors import SonievalError, WeightsUnavailable
 from sonieval.models import encoders as enc_mod
 from sonieval.models.layers import (INPUT, LayerError, capture_layers, expand_layers, layer_cache_path,
                                     layer_label, layer_model_key, parse_layer_label)
+from sonieval.protocol import EncoderSpec
 
 SECONDS = 5
 
@@ -40,9 +39,7 @@ AXES = {
 
 
 def spec(name, **kw):
-    base = {"name": name, "model": None, "size": "small", "finetuned": None, "layer": "input"}
-    base.update(kw)
-    return types.SimpleNamespace(**base)
+    return EncoderSpec(**{"name": name, "model": None, "size": "small", "finetuned": None, "layer": "input", **kw})
 
 
 _CACHE: dict[str, enc_mod.Encoder] = {}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 import torch
@@ -11,14 +9,13 @@ import torch
 from sonieval.errors import SonievalError, WeightsUnavailable
 from sonieval.models import encoders as enc_mod
 from sonieval.models.gates import build_gate
+from sonieval.protocol import EncoderSpec
 
 FIVE_S = 5 * 16000
 
 
 def spec(name, **kw):
-    base = {"name": name, "model": None, "size": "full", "finetuned": None}
-    base.update(kw)
-    return types.SimpleNamespace(**base)
+    return EncoderSpec(**{"name": name, "model": None, "size": "full", "finetuned": None, **kw})
 
 
 @pytest.fixture(scope="module")
