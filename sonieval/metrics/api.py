@@ -238,15 +238,13 @@ def _inputs(audio: Audio, what: str):
 
 
 def _folder(folder: Path, what: str):
-    from sonieval.metrics.leaderboard import audio_files
+    from sonieval.metrics.leaderboard import _folder_set
 
     if not folder.is_dir():
         raise DataError(f"{what}: folder not found", path=folder,
                         hint="pass a folder of audio, a list of files or arrays")
-    files = audio_files(folder)
-    # the same clip ids and label as `sonieval score --reference/--system`
-    return ({str(p.relative_to(folder).with_suffix("")): str(p) for p in files},
-            f"folder:{folder.resolve()}", None)
+    found = _folder_set(what, folder)  # the same clip ids and label as `sonieval score --reference/--system`
+    return dict(zip(found.clip_ids, found.paths)), f"folder:{folder.resolve()}", None
 
 
 def _embed_arrays(backend, clips: dict[str, np.ndarray], sample_rate: int | None, what: str) -> dict:
