@@ -80,7 +80,9 @@ def _tidy(data, where: str, **columns) -> pd.DataFrame:
     out["rater_id"] = data[columns["rater"]].astype(str).to_numpy()
     item = columns["item"]
     out["clip_id"] = (
-        data[item].astype(str) if isinstance(item, str) else data.groupby(list(item), sort=True).ngroup().astype(str)
+        data[item].astype(str)
+        if isinstance(item, str)
+        else data.groupby(list(item), sort=True).ngroup()  # integer codes keep the sorted order
     )
     out["system_id"] = data[columns["system"]].astype(str) if "system" in columns else ""
     return out
