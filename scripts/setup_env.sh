@@ -16,7 +16,8 @@ fi
 echo "building environment in .venv (a few minutes on first run)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip --disable-pip-version-check"
-$PIP install -q --upgrade pip wheel
+# setuptools: the build backend of `pip wheel --no-build-isolation` in the packaging test (pyproject needs >=68)
+$PIP install -q --upgrade pip wheel "setuptools==84.2.1"
 $PIP install -q "torch==2.13.0"
 $PIP install -q -r requirements/lock.txt
 $PIP install -q --no-deps -r requirements/nodeps.txt
