@@ -81,8 +81,28 @@ def create(work: Path, originals: Path, systems: dict[str, Path], storage: str |
     return create_from_folders(settings, originals, systems, study_dir=work / "study", storage=storage, progress=False)
 
 
-async def crowd_rater(browser, link: str, think: tuple[float, float], seed: int, latencies: list[float]) -> int:
-    """One self-enrolling rater in its own browser context; returns the pages it submitted."""
+def count_script_runs(page, counter: list[int]) -> None:
+    """Count the script runs the server starts for this tab (each begins with a ``new_session``
+    message on the app's websocket): one per page unless something reruns the script."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    def frame(payload) -> None:
+        if isinstance(payload, (bytes, bytearray)):
+            msg = ForwardMsg()
+            try:
+                msg.ParseFromString(bytes(payload))
+            except Exception:  # noqa: BLE001 - not a ForwardMsg: not a run
+                return
+            if msg.WhichOneof("type") == "new_session":
+                counter[0] += 1
+
+    page.on("websocket", lambda ws: ws.on("framereceived", frame) if ws.url.endswith("/_stcore/stream") else None)
+
+
+async def crowd_rater(browser, link: str, think: tuple[float, float], seed: int, latencies: list[float],
+                      runs: list[int]) -> int:
+    """One self-enrolling rater in its own browser context; returns the pages it submitted and adds
+    the script runs its tab caused to ``runs[0]``."""
     import asyncio
     import random
 
@@ -92,6 +112,7 @@ async def crowd_rater(browser, link: str, think: tuple[float, float], seed: int,
     context = await browser.new_context()
     page = await context.new_page()
     page.set_default_timeout(180_000)
+    count_script_runs(page, runs)
     await page.goto(link)
     submitted = 0
     while True:
@@ -134,10 +155,11 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def crowd_latency(created, n: int, n_browsers: int, think: tuple[float, float]) -> tuple[list[float], list[float], int, float]:
+def crowd_latency(created, n: int, n_browsers: int, think: tuple[float, float]) -> tuple[list[float], list[float], int, float, dict]:
     """Serve the study; ``n`` raters enrol through the public link and rate at once, ``n_browsers`` of
     them in headless Chromium, the rest as protocol raters. Returns (browser latencies, protocol
-    latencies, pages submitted in all, CPU seconds the study server used meanwhile)."""
+    latencies, pages submitted in all, CPU seconds the study server used meanwhile, script runs:
+    {"browser": (runs, page views), "protocol": (runs, page views)})."""
     import asyncio
 
     from playwright.async_api import async_playwright
@@ -148,8 +170,9 @@ def crowd_latency(created, n: int, n_browsers: int, think: tuple[float, float]) 
 
     proc, base = launch(created.storage, created.study_id, log_path=created.study_dir / "server.log")
     seen: list[float] = []
+    browser_runs = [0]
 
-    async def run() -> tuple[list[float], int]:
+    async def run() -> tuple[list[float], int, dict]:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
 
@@ -157,7 +180,8 @@ def crowd_latency(created, n: int, n_browsers: int, think: tuple[float, float]) 
                 await asyncio.sleep(5.0 * i / n)  # arrivals spread over 5 s
                 query = f"PROLIFIC_PID=bench{i:03d}&STUDY_ID=B&SESSION_ID=s{i}"
                 if i % max(1, n // max(n_browsers, 1)) == 0 and i // max(1, n // max(n_browsers, 1)) < n_browsers:
-                    return await crowd_rater(browser, enrol_link(base, created.enrol_key) + "&" + query, think, i, seen)
+                    return await crowd_rater(browser, enrol_link(base, created.enrol_key) + "&" + query, think, i, seen,
+                                             browser_runs)
                 r = await ProtocolRater(base, f"enrol={created.enrol_key}&{query}", think=think, seed=i).run()
                 if r.error:
                     raise RuntimeError(f"protocol rater {i}: {r.error}")
@@ -169,17 +193,22 @@ def crowd_latency(created, n: int, n_browsers: int, think: tuple[float, float]) 
                 await browser.close()
         protocol = [x for r in results if not isinstance(r, int) for x in r.latencies]
         pages = sum(r if isinstance(r, int) else r.pages for r in results)
-        return protocol, pages
+        # page views: the rating pages submitted, plus enrolment, familiarisation and thank-you per rater
+        pr = [r for r in results if not isinstance(r, int)]
+        br = [r for r in results if isinstance(r, int)]
+        runs = {"browser": (browser_runs[0], sum(br) + 3 * len(br)),
+                "protocol": (sum(r.runs for r in pr), sum(r.pages for r in pr) + 3 * len(pr))}
+        return protocol, pages, runs
 
     try:
         wait_until_up(base, proc)
         cpu0 = process_cpu_s(proc.pid)
-        protocol, pages = asyncio.run(run())
+        protocol, pages, runs = asyncio.run(run())
         cpu = process_cpu_s(proc.pid) - cpu0
     finally:
         proc.kill()
         proc.wait(timeout=10)
-    return seen, protocol, pages, cpu
+    return seen, protocol, pages, cpu, runs
 
 
 def exactly_once(storage: str, study_id: str) -> tuple[int, int, int]:
@@ -200,19 +229,21 @@ N_BROWSERS = 5
 
 
 def crowd_section(work: Path, originals: Path, systems: dict[str, Path], n: int, pg_url: str | None,
-                  think: tuple[float, float] = (10.0, 20.0)) -> bool:
+                  think: tuple[float, float] = (10.0, 20.0), n_browsers: int = N_BROWSERS, backends: str = "both") -> bool:
     """Part 3 on PostgreSQL (when available) and SQLite; returns True when every mark is stored once."""
     ok = True
-    print(f"\n[3] {n} self-enrolled raters at once ({N_BROWSERS} in headless Chromium, {n - N_BROWSERS} protocol raters), "
+    print(f"\n[3] {n} self-enrolled raters at once ({n_browsers} in headless Chromium, {n - n_browsers} protocol raters), "
           f"think time {think[0]:g}-{think[1]:g} s per page, joint mode")
     for name, url in (("PostgreSQL (local, fsync on)", pg_url), ("SQLite (WAL, synchronous=FULL)", None)):
+        if backends != "both" and not name.lower().startswith(backends):
+            continue
         if name.startswith("PostgreSQL") and url is None:
             print("    PostgreSQL: not measured (no server)")
             continue
         created = create(work / f"crowd-{name.split()[0].lower()}", originals, systems, url, n, "crowd",
                          enrolment=Enrolment(enabled=True, max_per_minute=1000, max_per_ip_per_hour=1000))
         load = os.getloadavg()[0]
-        seen, protocol, pages, cpu = crowd_latency(created, n, N_BROWSERS, think)
+        seen, protocol, pages, cpu, runs = crowd_latency(created, n, n_browsers, think)
         ms, pms = np.array(seen) * 1000, np.array(protocol) * 1000
         total, distinct, planned = exactly_once(created.storage, "crowd")
         ok &= total == distinct == planned
@@ -226,6 +257,8 @@ def crowd_section(work: Path, originals: Path, systems: dict[str, Path], n: int,
               f"p95 {np.percentile(pms, 95):.0f} ms")
         print(f"      study server: {cpu:.1f} CPU s for {pages} pages = {1000 * cpu / max(pages, 1):.0f} ms of CPU per page "
               "(enrolment, familiarisation, every rerun and media request included; independent of the machine's load)")
+        print("      script runs per page view (rating pages + enrolment, familiarisation, thank-you): "
+              + ", ".join(f"{k} raters {r / max(v, 1):.2f} ({r} runs / {v} views)" for k, (r, v) in runs.items()))
     return ok
 
 
@@ -291,6 +324,8 @@ def main() -> int:
     ap.add_argument("--crowd", type=int, default=50, help="self-enrolled raters in part 3 (0: skip it)")
     ap.add_argument("--crowd-clips", type=int, default=3, help="clips of the crowd study (pages = clips x 4 + 2)")
     ap.add_argument("--only", choices=["crowd"], help="run part 3 only")
+    ap.add_argument("--browsers", type=int, default=N_BROWSERS, help="part 3: raters in headless Chromium (the rest speak the protocol)")
+    ap.add_argument("--backend", choices=["both", "postgres", "sqlite"], default="both", help="part 3: storage to serve from")
     ap.add_argument("--think", default="10,20", help="part 3: a rater's seconds per page, LO,HI (uniform). Default 10-20 s: "
                     "the listening rule asks each 5-s sound of a joint page to be played in full (10 s) before marking")
     args = ap.parse_args()
@@ -339,7 +374,8 @@ def main() -> int:
         print(f"    PostgreSQL (local, fsync on):          {pg_rate:7.0f} marks/s ({pg_marks} marks in {pg_wall:.2f} s)")
         print(f"    ratio PostgreSQL / SQLite: {pg_rate / sqlite_rate:.2f}")
         ok = crowd_section(work, *make_inputs(work / "crowd-inputs", args.crowd_clips)[:2], args.crowd, think=args.think, pg_url=
-                           pg.database_url(f"crowd_{uuid.uuid4().hex[:6]}")) if args.crowd else True
+                           pg.database_url(f"crowd_{uuid.uuid4().hex[:6]}"), n_browsers=args.browsers,
+                           backends=args.backend) if args.crowd else True
     finally:
         pg.stop()
     print(f"\nload average {os.getloadavg()[0]:.1f} at end (the machine is shared; absolute numbers vary)")
@@ -351,13 +387,13 @@ def crowd_only(work: Path, args) -> int:
 
     originals, systems, _ = make_inputs(work / "crowd-inputs", args.crowd_clips)
     try:
-        pg = start_temp_postgres()
+        pg = start_temp_postgres() if args.backend != "sqlite" else None
     except RuntimeError as exc:
         print(f"PostgreSQL not available ({exc})")
         pg = None
     try:
         ok = crowd_section(work, originals, systems, args.crowd, pg.database_url(f"crowd_{uuid.uuid4().hex[:6]}") if pg else None,
-                           think=args.think)
+                           think=args.think, n_browsers=args.browsers, backends=args.backend)
     finally:
         if pg:
             pg.stop()

@@ -41,7 +41,7 @@ from sonieval.study import texts
 from sonieval.study.player import ab_player, normalise_state
 from sonieval.study.server import ENV_STORAGE, ENV_STUDY_ID, enrol_link, rater_link
 from sonieval.study.session import AccessDenied, AdminSession, RaterSession, enrol, trial_files
-from sonieval.study.store import EnrolmentRefused, StepState, StudyStore
+from sonieval.study.store import EnrolmentRefused, StepState, StudyInfo, StudyStore
 
 log = logging.getLogger("sonieval.study.app")
 PAGE_PARAM = "page"
@@ -165,7 +165,9 @@ def familiarisation_page(session: RaterSession) -> None:
             ab_player([{"label": "R", "path": files.original, "required": False},
                        {"label": "A", "path": files.stimulus, "required": False}], key=_key("example", end))
             st.image(str(files.waveform), caption=WAVEFORM_CAPTION)
-        ready = st.form_submit_button("I am ready: start the study", type="primary")
+        # the callback runs before the script, so this run already shows the first rating page;
+        # the return value covers a click whose callback was skipped (a new server session)
+        ready = st.form_submit_button("I am ready: start the study", type="primary", on_click=session.finish_familiarisation)
     if ready:
         session.finish_familiarisation()
         st.rerun()
@@ -175,7 +177,8 @@ def break_page(session: RaterSession, state: StepState, ended: dict) -> None:
     st.title(f"{session.info.title}: time for a break")
     st.progress(state.done / max(state.total, 1), text=f"{state.done} of {state.total} pages rated")
     st.write(texts.break_text(int(ended["session"]), session.sessions_planned(state.total)))
-    if st.button("Go on with the next session", type="primary", key=_key("continue")):
+    # as on the familiarisation page: the callback lets this run show the next page (no rerun)
+    if st.button("Go on with the next session", type="primary", key=_key("continue"), on_click=session.continue_after_break):
         session.continue_after_break()
         st.rerun()
 
@@ -200,9 +203,9 @@ def thank_you_page(session: RaterSession, total: int | None) -> None:
 # ----------------------------------------------------------------------------- rater: the rating pages
 
 
-def rater_page(store: StudyStore, study_id: str, token: str) -> None:
+def rater_page(store: StudyStore, study_id: str, token: str, info: StudyInfo | None = None) -> None:
     try:
-        session = RaterSession(store, study_id, token)
+        session = RaterSession(store, study_id, token, info)
     except AccessDenied:
         st.error(texts.BAD_LINK)
         st.stop()
@@ -223,9 +226,11 @@ def rater_page(store: StudyStore, study_id: str, token: str) -> None:
     if state.finished:
         thank_you_page(session, state.total)
         return
+    sessions = None
     if not state.stale:
         session.settle_sessions()
-        ended = session.on_break()
+        sessions = session.sessions()
+        ended = session.on_break(sessions)
         if ended is not None:
             _show_flash()
             break_page(session, state, ended)
@@ -234,7 +239,7 @@ def rater_page(store: StudyStore, study_id: str, token: str) -> None:
     st.query_params[PAGE_PARAM] = str(state.step.position)
     st.progress(state.done / max(state.total, 1), text=f"Page {state.done + 1} of {state.total}")
     _show_flash()
-    st.caption(f"{session.info.title} · session {session.session_number()}")
+    st.caption(f"{session.info.title} · session {session.session_number(sessions)}")
     form_key, submitted, collect = rating_form(session, state)
     if submitted and st.session_state.pop("handled_submit", None) != form_key:
         _record_submit(session, state.step.position, *collect())  # the callback did not run (new session)
@@ -431,17 +436,17 @@ def main() -> None:
         st.stop()
     try:
         store = get_store(storage)
-        title = store.study(study_id).title
+        info = store.study(study_id)  # read once per page view: the rater's page uses it too
     except Exception:  # noqa: BLE001 - the cause goes to the server log, not to the rater
         log.exception("cannot open the study storage")
         st.error(texts.UNAVAILABLE)
         st.stop()
-    st.set_page_config(page_title=f"{title}: admin" if admin_token else title, layout="wide" if admin_token else "centered")
+    st.set_page_config(page_title=f"{info.title}: admin" if admin_token else info.title, layout="wide" if admin_token else "centered")
     rater_token = st.query_params.get("rater")
     if admin_token:
         guarded(admin_page, store, study_id, admin_token)
     elif rater_token:
-        guarded(rater_page, store, study_id, rater_token)
+        guarded(rater_page, store, study_id, rater_token, info)
     elif st.query_params.get("enrol"):
         guarded(enrol_page, store, study_id)
     else:

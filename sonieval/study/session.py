@@ -85,14 +85,15 @@ class PageSound:
 class RaterSession:
     """A rater's view of the study, opened with their token."""
 
-    def __init__(self, store: StudyStore, study_id: str, token: object):
+    def __init__(self, store: StudyStore, study_id: str, token: object, info: StudyInfo | None = None):
+        """``info``: the study as the caller read it for this page view (saves reading it twice)."""
         rater = store.rater_for_token(study_id, token)
         if rater is None:
             raise AccessDenied("this link is not valid for the study", hint="use the exact link you were given")
         self.store = store
         self.study_id = study_id
         self.rater: Rater = rater
-        self._info: StudyInfo | None = None
+        self._info: StudyInfo | None = info if info is not None and info.study_id == study_id else None
 
     @property
     def info(self) -> StudyInfo:
@@ -104,7 +105,9 @@ class RaterSession:
 
     @property
     def familiarised(self) -> bool:
-        if not self.info.familiarisation:
+        """Whether the rater has seen the examples (once set it stays set, so the row read with
+        the token answers without another query)."""
+        if not self.info.familiarisation or self.rater.familiarised_at is not None:
             return True
         return self._fresh().familiarised_at is not None
 
@@ -156,10 +159,14 @@ class RaterSession:
         """End a session the rater left (idle for ``idle_minutes``): they start a new one on return."""
         self.store.close_idle_session(self.rater, 60.0 * self.info.options.sessions.idle_minutes)
 
-    def on_break(self) -> dict | None:
+    def sessions(self) -> list[dict]:
+        """The rater's sessions, oldest first (read afresh)."""
+        return self.store.sessions_of(self.rater)
+
+    def on_break(self, rows: list[dict] | None = None) -> dict | None:
         """The session just finished when the rater is due a break (none open, the last one ended by
-        its pages or minutes), else None."""
-        rows = self.store.sessions_of(self.rater)
+        its pages or minutes), else None. ``rows``: :meth:`sessions` when the caller has read them."""
+        rows = self.sessions() if rows is None else rows
         if not rows or rows[-1]["ended_at"] is None or rows[-1]["ended_by"] not in ("pages", "minutes"):
             return None
         return rows[-1]
@@ -167,8 +174,8 @@ class RaterSession:
     def continue_after_break(self) -> int:
         return self.store.start_session(self.rater)
 
-    def session_number(self) -> int:
-        rows = self.store.sessions_of(self.rater)
+    def session_number(self, rows: list[dict] | None = None) -> int:
+        rows = self.sessions() if rows is None else rows
         return int(rows[-1]["session"]) if rows else 1
 
     def sessions_planned(self, total: int) -> int | None:

@@ -66,6 +66,8 @@ class RaterRun:
 
     latencies: list[float] = field(default_factory=list)
     pages: int = 0
+    requests: int = 0  # script runs the rater asked for (opening the link, each click or submit)
+    runs: int = 0  # script runs the server started for this rater (more than requests: a page reran itself)
     error: str | None = None
 
 
@@ -81,11 +83,12 @@ class ProtocolRater:
         self.fetch_media = fetch_media
         self.timeout = timeout
         self.page_script_hash = ""
+        self.out = RaterRun()
 
     async def run(self) -> RaterRun:
         import websockets
 
-        out = RaterRun()
+        out = self.out = RaterRun()
         uri = self.base.replace("http://", "ws://").replace("https://", "wss://") + "/_stcore/stream"
         try:
             async with websockets.connect(uri, subprotocols=["streamlit"], max_size=None, open_timeout=self.timeout) as ws:
@@ -114,6 +117,7 @@ class ProtocolRater:
         """Send one rerun with ``widgets`` ({id: {field: value}}) and read until the run ends."""
         from streamlit.proto.BackMsg_pb2 import BackMsg
 
+        self.out.requests += 1
         msg = BackMsg()
         state = msg.rerun_script
         state.query_string = self.query
@@ -138,6 +142,7 @@ class ProtocolRater:
             f.ParseFromString(await ws.recv())
             kind = f.WhichOneof("type")
             if kind == "new_session":
+                self.out.runs += 1
                 self.page_script_hash = f.new_session.page_script_hash or self.page_script_hash
                 view = PageView(query_string=self.query)  # a rerun (st.rerun) starts the page afresh
             elif kind == "page_info_changed":
