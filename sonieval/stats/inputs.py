@@ -480,7 +480,7 @@ def match_systems(
     ratings: pd.DataFrame, systems_scored: set[str], *, path: str | os.PathLike | None = None
 ) -> tuple[list[str], list[str]]:
     """Systems rated and scored; a note about the rest. No overlap at all is an error."""
-    rated = set(ratings.loc[ratings["role"] == "sonification", "system_id"].unique())
+    rated = set(ratings.loc[ratings["role"] == RATING_ROLES[0], "system_id"].unique())  # sonification marks
     both = sorted(rated & systems_scored)
     notes = []
     if not both:

@@ -258,7 +258,7 @@ def simulate_incomplete_ratings(
                     "trial_id": pd.Series(raters[r_idx]).str.cat(trial.astype(str), sep="-t").to_numpy(),
                     "clip_id": clips[c_idx],
                     "system_id": systems[s_idx],
-                    "role": "sonification",
+                    "role": RATING_ROLES[0],  # sonification
                     "attribute": attribute,
                     "mark": mark,
                     "submitted_at": pd.Timestamp("2026-01-01"),
