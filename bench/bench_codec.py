@@ -72,29 +72,33 @@ def main() -> int:
     norm = fit_mel_normalisation(MelCodec(), list(audio))
     sides = {f"mel ({it} Griffin-Lim iterations)": MelCodec(norm, iterations=it, device=device) for it in (32, 16)}
     sides["DAC-VAE (full size)"] = dac
-    latents = {name: torch.cat([codec.encode(x[i:i + 1]) for i in range(len(x))]) for name, codec in sides.items()}
+    latents = {name: torch.cat([codec.encode(x[i : i + 1]) for i in range(len(x))]) for name, codec in sides.items()}
     for name, codec in sides.items():  # warm up
         codec.decode(latents[name][:1])
 
     def decode_all(name: str, codec) -> None:
         if codec is dac:
             for i in range(len(x)):
-                codec.decode(latents[name][i:i + 1])
+                codec.decode(latents[name][i : i + 1])
         else:
             codec.decode(latents[name])
 
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in sides}
     for _ in range(args.repeats):
         for name, codec in sides.items():
-            runs[name].append(measure(lambda: decode_all(name, codec), device))
-    print(f"decode of {len(audio)} clips of 5 s ({label}), device {device}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, torch {torch.__version__}")
+            runs[name].append(measure(lambda name=name, codec=codec: decode_all(name, codec), device))
+    print(
+        f"decode of {len(audio)} clips of 5 s ({label}), device {device}, "
+        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, torch {torch.__version__}"
+    )
     dac_wall = float(np.median([w for w, _ in runs["DAC-VAE (full size)"]]))
     dac_cpu = float(np.median([c for _, c in runs["DAC-VAE (full size)"]]))
     for name, r in runs.items():
         wall, cpu = float(np.median([w for w, _ in r])), float(np.median([c for _, c in r]))
-        print(f"  {name:34s} {wall / len(audio):7.3f} s/clip wall ({dac_wall / wall:5.1f}x)  "
-              f"{cpu / len(audio):7.3f} s/clip CPU ({dac_cpu / cpu:5.1f}x)")
+        print(
+            f"  {name:34s} {wall / len(audio):7.3f} s/clip wall ({dac_wall / wall:5.1f}x)  "
+            f"{cpu / len(audio):7.3f} s/clip CPU ({dac_cpu / cpu:5.1f}x)"
+        )
     return 0
 
 

@@ -50,18 +50,21 @@ def main() -> None:
 
         t_headers = timed(lambda: [audio_info(p) for p in paths])
         t_decode = timed(lambda: [read_audio(p) for p in paths])
-        print(f"conformance from headers: {t_headers:.3f} s; decoding every clip: {t_decode:.3f} s; "
-              f"ratio decode/headers = {t_decode / t_headers:.1f}x  (n={len(paths)})")
+        print(
+            f"conformance from headers: {t_headers:.3f} s; decoding every clip: {t_decode:.3f} s; "
+            f"ratio decode/headers = {t_decode / t_headers:.1f}x  (n={len(paths)})"
+        )
 
         t_verify = timed(lambda: verify_esc50(root, progress=False))
         write_checksums(root, progress=False)
         t_verify_sums = timed(lambda: verify_esc50(root, progress=False))
-        print(f"verify_esc50 without checksum manifest: {t_verify:.3f} s; with checksums.sha256: "
-              f"{t_verify_sums:.3f} s; ratio = {t_verify_sums / t_verify:.2f}x  "
-              f"({len(paths) / t_verify:.0f} clips/s without)")
+        print(
+            f"verify_esc50 without checksum manifest: {t_verify:.3f} s; with checksums.sha256: "
+            f"{t_verify_sums:.3f} s; ratio = {t_verify_sums / t_verify:.2f}x  "
+            f"({len(paths) / t_verify:.0f} clips/s without)"
+        )
 
-        proto = parse_protocol({"name": "bench", "results_dir": str(work / "results"),
-                                "data": {"esc50": str(root)}})
+        proto = parse_protocol({"name": "bench", "results_dir": str(work / "results"), "data": {"esc50": str(root)}})
         with RunLedger(work / "results" / "manifest.sqlite") as manifest:
             t0 = time.perf_counter()
             prepare_clips(proto, manifest, progress=False)
@@ -69,8 +72,10 @@ def main() -> None:
             t0 = time.perf_counter()
             table = prepare_clips(proto, manifest, progress=False)
             t_resume = time.perf_counter() - t0
-        print(f"clips stage first run: {t_first:.3f} s; resumed rerun: {t_resume:.3f} s; "
-              f"ratio first/rerun = {t_first / t_resume:.1f}x  ({table.attrs['batch']})")
+        print(
+            f"clips stage first run: {t_first:.3f} s; resumed rerun: {t_resume:.3f} s; "
+            f"ratio first/rerun = {t_first / t_resume:.1f}x  ({table.attrs['batch']})"
+        )
         print(f"versions: python {sys.version.split()[0]}; cores {os.cpu_count()}; machine shared with other jobs")
     finally:
         shutil.rmtree(work, ignore_errors=True)

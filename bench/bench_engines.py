@@ -99,10 +99,13 @@ def run_grid(root: Path, engine_name: str, workers: int) -> dict:
         engine.close()
     if not result.failures.empty:
         raise SystemExit(f"grid run on {engine_name} had failures:\n{result.failures}")
-    from sonieval.ledger import RunLedger
 
-    return {"wall": wall, "cpu": cpu_seconds_self() - c0 + cluster, "stages": result.timings,
-            "training_tasks": training_tasks(proto)}
+    return {
+        "wall": wall,
+        "cpu": cpu_seconds_self() - c0 + cluster,
+        "stages": result.timings,
+        "training_tasks": training_tasks(proto),
+    }
 
 
 def training_tasks(proto) -> int:
@@ -132,10 +135,11 @@ def bench_grid(workers: int) -> dict:
     for stage in local["stages"]:
         a, b = local["stages"][stage], ray["stages"].get(stage, float("nan"))
         print(f"   {stage:<10}{a:>10.1f}{b:>10.1f}{a / b:>8.2f}")
-    print(f"   {'total':<10}{local['wall']:>10.1f}{ray['wall']:>10.1f}{local['wall'] / ray['wall']:>8.2f}"
-          f"   (goal >= 1.7 on 2 workers)")
-    print(f"   CPU time: local {local['cpu']:.1f} s, Ray {ray['cpu']:.1f} s (driver + cluster processes)"
-          f"   [{load()}]")
+    print(
+        f"   {'total':<10}{local['wall']:>10.1f}{ray['wall']:>10.1f}{local['wall'] / ray['wall']:>8.2f}"
+        f"   (goal >= 1.7 on 2 workers)"
+    )
+    print(f"   CPU time: local {local['cpu']:.1f} s, Ray {ray['cpu']:.1f} s (driver + cluster processes)   [{load()}]")
     return {"local": local, "ray": ray}
 
 
@@ -152,8 +156,8 @@ def noop(items, *args):
 def bench_overhead(n: int, workers: int, train_task_s: float | None) -> None:
     from engine_helpers import sweep_protocol, synthetic_pairs
 
-    from sonieval.pipeline.engines import RayEngine, Task, run_tasks
     from sonieval.ledger import RunLedger
+    from sonieval.pipeline.engines import RayEngine, Task, run_tasks
     from sonieval.pipeline.train import _train_item, paired_data, plan_runs
 
     print(f"\n== 2. Ray overhead per task: {n} no-op tasks carrying a train task's arguments  [{load()}]")
@@ -168,8 +172,12 @@ def bench_overhead(n: int, workers: int, train_task_s: float | None) -> None:
             warm = [Task(f"warm{i}", noop, [item], (ref, "auto")) for i in range(workers * 2)]
             with RunLedger(Path(tmp) / "warm.sqlite") as m:
                 run_tasks(m, "noop", warm, engine, progress=False, skip_done=False)  # start the workers
-            tasks = [Task(f"noop{i}", noop, [type(item)(f"{item.key}#{i}", item.inputs, payload=item.payload)],
-                          (ref, "auto")) for i in range(n)]
+            tasks = [
+                Task(
+                    f"noop{i}", noop, [type(item)(f"{item.key}#{i}", item.inputs, payload=item.payload)], (ref, "auto")
+                )
+                for i in range(n)
+            ]
             with RunLedger(Path(tmp) / "noop.sqlite") as m:
                 t0 = time.perf_counter()
                 run_tasks(m, "noop", tasks, engine, progress=False)
@@ -177,11 +185,15 @@ def bench_overhead(n: int, workers: int, train_task_s: float | None) -> None:
         finally:
             engine.close()
     per_task = wall / n
-    print(f"   {per_task * 1000:.1f} ms per task end to end (driver records included), "
-          f"{per_task * workers * 1000:.1f} ms of a slot per task")
+    print(
+        f"   {per_task * 1000:.1f} ms per task end to end (driver records included), "
+        f"{per_task * workers * 1000:.1f} ms of a slot per task"
+    )
     if train_task_s:
-        print(f"   mean training task of the grid on the local engine: {train_task_s:.2f} s -> overhead "
-              f"{100 * per_task * workers / train_task_s:.2f} % of a training task (goal < 5 %)")
+        print(
+            f"   mean training task of the grid on the local engine: {train_task_s:.2f} s -> overhead "
+            f"{100 * per_task * workers / train_task_s:.2f} % of a training task (goal < 5 %)"
+        )
 
 
 # ---------------------------------------------------------------------------- 3. shared passes
@@ -205,10 +217,20 @@ def full_size_pairs(root: Path, n_train: int, n_validation: int) -> None:
         for kind, key, shape in (("embedding", "ast-full", AST_EMB), ("latent", "dac-full", DAC_LAT)):
             path = root / "results" / "cache" / f"{kind}s" / key / f"{i:064x}.npy"
             save_array(path, rng.standard_normal(shape).astype(np.float32), kind)
-            rows.append({"clip_id": f"c{i:03d}", "split": "train" if i < n_train else "validation",
-                         "listening": False, "kind": kind, "model": "ast" if kind == "embedding" else "dac-vae",
-                         "layer": "input" if kind == "embedding" else None, "model_key": key, "path": str(path),
-                         "status": "done", "error": None})
+            rows.append(
+                {
+                    "clip_id": f"c{i:03d}",
+                    "split": "train" if i < n_train else "validation",
+                    "listening": False,
+                    "kind": kind,
+                    "model": "ast" if kind == "embedding" else "dac-vae",
+                    "layer": "input" if kind == "embedding" else None,
+                    "model_key": key,
+                    "path": str(path),
+                    "status": "done",
+                    "error": None,
+                }
+            )
     write_table(pd.DataFrame(rows, columns=PREPARED_COLUMNS), root / "results" / "tables" / "prepared.parquet")
 
 
@@ -218,10 +240,19 @@ def shared_protocol(root: Path, gates: int):
     from sonieval.protocol import load_protocol
 
     lrs = [0.01 / (i + 1) for i in range(gates)]
-    return load_protocol(write_protocol(
-        root, gates={"variants": ["LIN"], "alignments": ["transpose"], "controls": []},
-        training={"learning_rates": lrs, "epochs": [1], "batch_size": 16, "eval_batch_size": 16,
-                  "gradient_accumulation": 1}))
+    return load_protocol(
+        write_protocol(
+            root,
+            gates={"variants": ["LIN"], "alignments": ["transpose"], "controls": []},
+            training={
+                "learning_rates": lrs,
+                "epochs": [1],
+                "batch_size": 16,
+                "eval_batch_size": 16,
+                "gradient_accumulation": 1,
+            },
+        )
+    )
 
 
 def _time_training(root: Path, gates: int, together: bool, streamed: bool) -> tuple[float, float]:
@@ -252,8 +283,10 @@ def _time_training(root: Path, gates: int, together: bool, streamed: bool) -> tu
 def bench_shared(gates: int, n_train: int) -> None:
     import torch
 
-    print(f"\n== 3. gate training: {gates} LIN gates (full-size AST -> DAC-VAE shapes, {n_train} clips, batch 16, "
-          f"1 epoch) together vs one at a time; torch {torch.get_num_threads()} threads  [{load()}]")
+    print(
+        f"\n== 3. gate training: {gates} LIN gates (full-size AST -> DAC-VAE shapes, {n_train} clips, batch 16, "
+        f"1 epoch) together vs one at a time; torch {torch.get_num_threads()} threads  [{load()}]"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         full_size_pairs(root, n_train, 16)
@@ -264,12 +297,16 @@ def bench_shared(gates: int, n_train: int) -> None:
                 runs[together].append(_time_training(root, gates, together, streamed))
             alone, together = (min(runs[k], key=lambda r: r[0]) for k in (False, True))
             where = "streamed from the cache per batch" if streamed else "pairs in memory"
-            print(f"   {where:<34} one at a time {alone[0]:6.1f} s wall {alone[1]:6.1f} s CPU | together "
-                  f"{together[0]:6.1f} s wall {together[1]:6.1f} s CPU | ratio {alone[0] / together[0]:.2f} wall, "
-                  f"{alone[1] / together[1]:.2f} CPU")
+            print(
+                f"   {where:<34} one at a time {alone[0]:6.1f} s wall {alone[1]:6.1f} s CPU | together "
+                f"{together[0]:6.1f} s wall {together[1]:6.1f} s CPU | ratio {alone[0] / together[0]:.2f} wall, "
+                f"{alone[1] / together[1]:.2f} CPU"
+            )
             load_s, step_s = _batch_costs(root, gates, streamed)
-            print(f"   {'':<34} per batch of 16: loading the pairs {1000 * load_s:.0f} ms, one gate's step "
-                  f"{1000 * step_s:.0f} ms: sharing can save at most {gates - 1}/{gates} of the loading")
+            print(
+                f"   {'':<34} per batch of 16: loading the pairs {1000 * load_s:.0f} ms, one gate's step "
+                f"{1000 * step_s:.0f} ms: sharing can save at most {gates - 1}/{gates} of the loading"
+            )
     print(f"   [{load()}]")
 
 
@@ -346,8 +383,10 @@ def bench_projection(workers_list: list[int], batch: int) -> None:
     proto = load_protocol(REPO / "protocols" / "thesis.yaml")
     n_train, n_val, epochs = 1600, 200, max(proto.training.epochs)  # full ESC-50, 80/10/10
     shapes = {"ast": AST_EMB, "hubert": (249, 768)}
-    print(f"\n== 4. projection: protocols/thesis.yaml's train stage on N workers ({device}, torch "
-          f"{torch.get_num_threads()} threads, least of 2 steps of batch {batch} per gate)  [{load()}]")
+    print(
+        f"\n== 4. projection: protocols/thesis.yaml's train stage on N workers ({device}, torch "
+        f"{torch.get_num_threads()} threads, least of 2 steps of batch {batch} per gate)  [{load()}]"
+    )
     cost = {}
     for enc, emb in shapes.items():
         per_clip = {v: step_seconds(v, emb, batch, device) for v in proto.gates.variants}
@@ -362,12 +401,14 @@ def bench_projection(workers_list: list[int], batch: int) -> None:
         tasks = []
         for enc in shapes:
             mine = [r for r in runs if r.encoder == enc]
-            tasks += [sum(cost[(r.encoder, r.variant)] for r in mine[i:i + size]) for i in range(0, len(mine), size)]
+            tasks += [sum(cost[(r.encoder, r.variant)] for r in mine[i : i + size]) for i in range(0, len(mine), size)]
         free = [0.0] * n
         for t in tasks:  # first free worker, in submission order
             heapq.heappush(free, heapq.heappop(free) + t)
-        print(f"   N = {n:>3}: {max(free) / 3600:8.1f} h ({len(tasks)} tasks of up to {size} gates; "
-              f"perfect split {total / 3600 / n:.1f} h)")
+        print(
+            f"   N = {n:>3}: {max(free) / 3600:8.1f} h ({len(tasks)} tasks of up to {size} gates; "
+            f"perfect split {total / 3600 / n:.1f} h)"
+        )
 
 
 def main() -> None:
@@ -381,10 +422,13 @@ def main() -> None:
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import sonieval
     import torch
 
-    print(f"bench_engines: sonieval {sonieval.__version__}, torch {torch.__version__}, {os.cpu_count()} cores, {load()}")
+    import sonieval
+
+    print(
+        f"bench_engines: sonieval {sonieval.__version__}, torch {torch.__version__}, {os.cpu_count()} cores, {load()}"
+    )
     grid = bench_grid(args.workers) if "grid" not in skip else None
     if "overhead" not in skip:
         train_task = None

@@ -78,7 +78,9 @@ def clips(n: int, sample_rate: int) -> tuple[torch.Tensor, str]:
         audio = [torch.from_numpy(load_clip(root / "audio" / f, sample_rate, 5.0).samples) for f in files]
         if len(audio) == n:
             return torch.stack(audio), f"{n} ESC-50 clips ({root})"
-    return torch.randn(n, 5 * sample_rate, generator=torch.Generator().manual_seed(0)) * 0.1, f"{n} NOISE clips (no ESC-50 copy)"
+    return torch.randn(
+        n, 5 * sample_rate, generator=torch.Generator().manual_seed(0)
+    ) * 0.1, f"{n} NOISE clips (no ESC-50 copy)"
 
 
 def full_size(name: str):
@@ -88,12 +90,19 @@ def full_size(name: str):
     from sonieval.models.encoders import ENCODERS
 
     cls = ENCODERS[name]
-    config_cls = {"ast": "ASTConfig", "hubert": "HubertConfig", "wav2vec2": "Wav2Vec2Config", "wavlm": "WavLMConfig",
-                  "whisper": None, "clap": None}[name]
+    config_cls = {
+        "ast": "ASTConfig",
+        "hubert": "HubertConfig",
+        "wav2vec2": "Wav2Vec2Config",
+        "wavlm": "WavLMConfig",
+        "whisper": None,
+        "clap": None,
+    }[name]
     torch.manual_seed(0)
     if name == "whisper":
-        config = transformers.WhisperConfig(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048,
-                                            decoder_layers=1)  # openai/whisper-base's encoder; the decoder is dropped
+        config = transformers.WhisperConfig(
+            d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048, decoder_layers=1
+        )  # openai/whisper-base's encoder; the decoder is dropped
     elif name == "clap":
         config = transformers.ClapConfig()  # laion/clap-htsat-unfused's audio tower (HTSAT 2,2,6,2, width 96..768)
     else:
@@ -127,16 +136,27 @@ def blocks_run(encoder, fn) -> int:
 def measure(encoder, n_clips: int, repeats: int, per_layer: bool) -> dict:
     audio, label = clips(n_clips, encoder.sample_rate)
     deepest = encoder.num_blocks
-    counted = (blocks_run(encoder, lambda: encoder.embed_layers(audio, "all")),
-               blocks_run(encoder, lambda: encoder.embed(audio, layer=deepest)))
-    t_all, t_one = alternate(lambda: encoder.embed_layers(audio, "all"), lambda: encoder.embed(audio, layer=deepest),
-                             repeats)
-    row = {"layers": deepest + 1, "all": t_all, "deepest": t_one, "clips": label,
-           "ratio_wall": t_all[0] / t_one[0], "ratio_cpu": t_all[1] / t_one[1], "loop": float("nan"),
-           "blocks": counted}
+    counted = (
+        blocks_run(encoder, lambda: encoder.embed_layers(audio, "all")),
+        blocks_run(encoder, lambda: encoder.embed(audio, layer=deepest)),
+    )
+    t_all, t_one = alternate(
+        lambda: encoder.embed_layers(audio, "all"), lambda: encoder.embed(audio, layer=deepest), repeats
+    )
+    row = {
+        "layers": deepest + 1,
+        "all": t_all,
+        "deepest": t_one,
+        "clips": label,
+        "ratio_wall": t_all[0] / t_one[0],
+        "ratio_cpu": t_all[1] / t_one[1],
+        "loop": float("nan"),
+        "blocks": counted,
+    }
     if per_layer:  # one forward per layer, least CPU time of 3 (context only)
-        cpu = min(timed(lambda: [encoder.embed(audio, layer=layer) for layer in encoder.layers("all")])[1]
-                  for _ in range(3))
+        cpu = min(
+            timed(lambda: [encoder.embed(audio, layer=layer) for layer in encoder.layers("all")])[1] for _ in range(3)
+        )
         row["loop"] = cpu / t_one[1]
     return row
 
@@ -155,12 +175,25 @@ def esc50_clips_table(n: int, folder: Path):
         label = f"{n} ESC-50 clips"
     else:
         rng = np.random.default_rng(0)
-        files = [write_wav(folder / f"noise{i}.wav", 0.1 * rng.standard_normal(5 * CODEC_RATE).astype("float32"),
-                           CODEC_RATE) for i in range(n)]
+        files = [
+            write_wav(folder / f"noise{i}.wav", 0.1 * rng.standard_normal(5 * CODEC_RATE).astype("float32"), CODEC_RATE)
+            for i in range(n)
+        ]
         label = f"{n} NOISE clips"
-    return pd.DataFrame({"clip_id": [f.stem for f in files], "filename": [f.name for f in files], "fold": 1, "target": 0,
-                         "category": "x", "path": [str(f) for f in files], "split": "train", "listening": False,
-                         "status": "ok", "error": None}), label
+    return pd.DataFrame(
+        {
+            "clip_id": [f.stem for f in files],
+            "filename": [f.name for f in files],
+            "fold": 1,
+            "target": 0,
+            "category": "x",
+            "path": [str(f) for f in files],
+            "split": "train",
+            "listening": False,
+            "status": "ok",
+            "error": None,
+        }
+    ), label
 
 
 def prepare_pass(encoder, layers, clips, root: Path) -> None:
@@ -172,8 +205,15 @@ def prepare_pass(encoder, layers, clips, root: Path) -> None:
     from sonieval.protocol import parse_protocol
 
     shutil.rmtree(root, ignore_errors=True)
-    proto = parse_protocol({"name": "bench", "results_dir": str(root / "results"), "cache_dir": str(root / "cache"),
-                            "encoders": [{"name": encoder.name, "size": "small"}], "codec": {"name": "mel"}})
+    proto = parse_protocol(
+        {
+            "name": "bench",
+            "results_dir": str(root / "results"),
+            "cache_dir": str(root / "cache"),
+            "encoders": [{"name": encoder.name, "size": "small"}],
+            "codec": {"name": "mel"},
+        }
+    )
     encoder.set_layers(layers)
     with RunLedger(root / "manifest.sqlite") as manifest:
         rows, _ = cache_embeddings(proto, manifest, clips, encoder, batch_size=8)
@@ -186,8 +226,10 @@ def measure_prepare(names: list[str], n_clips: int, repeats: int) -> float:
     import tempfile
 
     print(f"\nprepare stage (cache_embeddings into fresh folders; encoder loaded once; least of {repeats}, alternated)")
-    print(f"{'encoder':<26}{'layers':>7}{'all: wall/CPU s':>18}{'deepest: wall/CPU s':>22}{'ratio wall':>11}"
-          f"{'ratio CPU':>10}{'files':>12}  clips")
+    print(
+        f"{'encoder':<26}{'layers':>7}{'all: wall/CPU s':>18}{'deepest: wall/CPU s':>22}{'ratio wall':>11}"
+        f"{'ratio CPU':>10}{'files':>12}  clips"
+    )
     worst = 0.0
     with tempfile.TemporaryDirectory(prefix="bench_layers_") as tmp:
         tmp = Path(tmp)
@@ -196,14 +238,19 @@ def measure_prepare(names: list[str], n_clips: int, repeats: int) -> float:
             name, _, size = item.partition(":")
             encoder = full_size(name) if size == "full" else small(name)
             deepest = encoder.num_blocks
-            t_all, t_one = alternate(lambda: prepare_pass(encoder, "all", clips, tmp / "a"),
-                                     lambda: prepare_pass(encoder, deepest, clips, tmp / "b"), repeats)
+            t_all, t_one = alternate(
+                lambda e=encoder: prepare_pass(e, "all", clips, tmp / "a"),
+                lambda e=encoder, d=deepest: prepare_pass(e, d, clips, tmp / "b"),
+                repeats,
+            )
             ratio = t_all[1] / t_one[1]
             worst = max(worst, ratio)
             files = f"{n_clips * (deepest + 1)} vs {n_clips}"
-            print(f"{name + ' (' + (size or 'small') + ', random)':<26}{deepest + 1:>7}{t_all[0]:>9.3f}/{t_all[1]:<8.3f}"
-                  f"{t_one[0]:>13.3f}/{t_one[1]:<8.3f}{t_all[0] / t_one[0]:>10.2f}x{ratio:>9.2f}x{files:>12}  {label}",
-                  flush=True)
+            print(
+                f"{name + ' (' + (size or 'small') + ', random)':<26}{deepest + 1:>7}{t_all[0]:>9.3f}/{t_all[1]:<8.3f}"
+                f"{t_one[0]:>13.3f}/{t_one[1]:<8.3f}{t_all[0] / t_one[0]:>10.2f}x{ratio:>9.2f}x{files:>12}  {label}",
+                flush=True,
+            )
             del encoder
     return worst
 
@@ -217,18 +264,27 @@ def main() -> int:
     parser.add_argument("--clips", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--full", default="ast,hubert", help="encoders to time at full size (random weights), or 'all', or ''")
-    parser.add_argument("--prepare", default="wavlm,whisper,clap,ast:full,hubert:full",
-                        help="encoders for the prepare-stage part (NAME small, NAME:full published size), or ''")
+    parser.add_argument(
+        "--full", default="ast,hubert", help="encoders to time at full size (random weights), or 'all', or ''"
+    )
+    parser.add_argument(
+        "--prepare",
+        default="wavlm,whisper,clap,ast:full,hubert:full",
+        help="encoders for the prepare-stage part (NAME small, NAME:full published size), or ''",
+    )
     parser.add_argument("--prepare-clips", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     full = FULL_ALL if args.full == "all" else tuple(x for x in args.full.split(",") if x)
-    print(f"bench_layers: {platform.processor() or 'cpu'}, {args.threads} threads, load {os.getloadavg()[0]:.1f}; "
-          f"torch {torch.__version__}, transformers {transformers.__version__}; RANDOM weights everywhere; "
-          f"least of {args.repeats} (small models: {5 * args.repeats}), sides alternated")
-    print(f"{'encoder':<26}{'layers':>7}{'all: wall/CPU s':>18}{'deepest: wall/CPU s':>22}{'ratio wall':>11}"
-          f"{'ratio CPU':>10}{'loop':>7}{'blocks run':>12}  clips")
+    print(
+        f"bench_layers: {platform.processor() or 'cpu'}, {args.threads} threads, load {os.getloadavg()[0]:.1f}; "
+        f"torch {torch.__version__}, transformers {transformers.__version__}; RANDOM weights everywhere; "
+        f"least of {args.repeats} (small models: {5 * args.repeats}), sides alternated"
+    )
+    print(
+        f"{'encoder':<26}{'layers':>7}{'all: wall/CPU s':>18}{'deepest: wall/CPU s':>22}{'ratio wall':>11}"
+        f"{'ratio CPU':>10}{'loop':>7}{'blocks run':>12}  clips"
+    )
     worst = 0.0
     runs = [(name, "small", small) for name in sorted(ENCODERS)] + [(name, "full", full_size) for name in full]
     for name, size, build in runs:
@@ -237,18 +293,25 @@ def main() -> int:
         row = measure(encoder, args.clips, args.repeats * (5 if size == "small" else 1), per_layer=size == "small")
         worst = max(worst, row["ratio_cpu"])
         loop = "" if row["loop"] != row["loop"] else f"{row['loop']:.1f}x"  # NaN: not timed
-        print(f"{name + ' (' + size + ', random)':<26}{row['layers']:>7}{row['all'][0]:>9.3f}/{row['all'][1]:<8.3f}"
-              f"{row['deepest'][0]:>13.3f}/{row['deepest'][1]:<8.3f}{row['ratio_wall']:>10.2f}x{row['ratio_cpu']:>9.2f}x"
-              f"{loop:>7}{'%d vs %d' % row['blocks']:>12}  {row['clips']}", flush=True)
+        print(
+            f"{name + ' (' + size + ', random)':<26}{row['layers']:>7}{row['all'][0]:>9.3f}/{row['all'][1]:<8.3f}"
+            f"{row['deepest'][0]:>13.3f}/{row['deepest'][1]:<8.3f}{row['ratio_wall']:>10.2f}x{row['ratio_cpu']:>9.2f}x"
+            f"{loop:>7}{'{} vs {}'.format(*row['blocks']):>12}  {row['clips']}",
+            flush=True,
+        )
         del encoder
-    print(f"all layers from one pass vs the deepest alone: worst CPU-time ratio {worst:.2f}x (goal <= 1.2x); "
-          "'loop' = one forward per layer (CPU time), relative to the deepest alone; 'blocks run' = "
-          "transformer-block forwards in one call of each side (counted)")
+    print(
+        f"all layers from one pass vs the deepest alone: worst CPU-time ratio {worst:.2f}x (goal <= 1.2x); "
+        "'loop' = one forward per layer (CPU time), relative to the deepest alone; 'blocks run' = "
+        "transformer-block forwards in one call of each side (counted)"
+    )
     names = [x for x in args.prepare.split(",") if x]
     if names:
         worst_prepare = measure_prepare(names, args.prepare_clips, args.repeats)
-        print(f"prepare stage, all layers vs the deepest alone: worst CPU-time ratio {worst_prepare:.2f}x (goal <= 1.2x); "
-              "'files' = cached .npy files (and manifest records) written by each side")
+        print(
+            f"prepare stage, all layers vs the deepest alone: worst CPU-time ratio {worst_prepare:.2f}x (goal <= 1.2x); "
+            "'files' = cached .npy files (and manifest records) written by each side"
+        )
     return 0
 
 

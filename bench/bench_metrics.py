@@ -96,8 +96,7 @@ def main() -> None:
     import_kadtk()
     import kadtk
 
-    print(f"load average at start: {os.getloadavg()}; torch threads {torch.get_num_threads()}; "
-          f"cpus {os.cpu_count()}")
+    print(f"load average at start: {os.getloadavg()}; torch threads {torch.get_num_threads()}; cpus {os.cpu_count()}")
     rng = np.random.default_rng(0)
     n, dim = 2000, 2048
     ref = rng.standard_normal((n, dim)).astype(np.float32)
@@ -110,60 +109,86 @@ def main() -> None:
     t_floor, _ = timed(lambda: tr @ te.T, r)
     t_k_bw, v_k, t_o_bw, v_o = timed_pair(
         lambda: float(kadtk.calc_kernel_audio_distance(tr, te, (None, None), "cpu", bandwidth=sigma)),
-        lambda: D.kernel_audio_distance(ref, ev, bandwidth=sigma).value, r)
+        lambda: D.kernel_audio_distance(ref, ev, bandwidth=sigma).value,
+        r,
+    )
     t_k_def, _, t_o_def, _ = timed_pair(
         lambda: float(kadtk.calc_kernel_audio_distance(tr, te, (None, None), "cpu")),
-        lambda: D.kernel_audio_distance(ref, ev).value, r)
-    v_k64 = float(kadtk.calc_kernel_audio_distance(tr.double(), te.double(), (None, None), "cpu", bandwidth=sigma,
-                                                   precision=torch.float64))
+        lambda: D.kernel_audio_distance(ref, ev).value,
+        r,
+    )
+    v_k64 = float(
+        kadtk.calc_kernel_audio_distance(
+            tr.double(), te.double(), (None, None), "cpu", bandwidth=sigma, precision=torch.float64
+        )
+    )
     rk = D.ReferenceKernel(ref, bandwidth=sigma)
     t_k_sys, _, t_o_sys, _ = timed_pair(
         lambda: float(kadtk.calc_kernel_audio_distance(tr, te, (None, None), "cpu", bandwidth=sigma)),
-        lambda: rk.compare(ev).result().value, r)
-    print("\n1. KAD, 2000 x 2048 float32 (median of %d runs)" % r)
+        lambda: rk.compare(ev).result().value,
+        r,
+    )
+    print(f"\n1. KAD, 2000 x 2048 float32 (median of {r} runs)")
     print(f"   one 2000x2048 @ 2048x2000 matmul (floor): {t_floor:.3f} s")
-    print(f"   same bandwidth:    kadtk {t_k_bw:.3f} s | ours {t_o_bw:.3f} s | ratio {t_o_bw / t_k_bw:.2f}x "
-          f"| values kadtk {v_k:.6f}, ours {v_o:.6f}, kadtk in float64 {v_k64:.6f} (rel diff ours vs float64 "
-          f"{abs(v_o - v_k64) / abs(v_k64):.1e}, kadtk float32 vs float64 {abs(v_k - v_k64) / abs(v_k64):.1e})")
-    print(f"   default bandwidth: kadtk {t_k_def:.3f} s (sigma from evaluated, pdist) | ours {t_o_def:.3f} s "
-          f"(sigma from reference) | ratio {t_o_def / t_k_def:.2f}x")
-    print(f"   leaderboard, per system (reference block cached): ours {t_o_sys:.3f} s | kadtk {t_k_sys:.3f} s | "
-          f"ratio {t_o_sys / t_k_sys:.2f}x")
+    print(
+        f"   same bandwidth:    kadtk {t_k_bw:.3f} s | ours {t_o_bw:.3f} s | ratio {t_o_bw / t_k_bw:.2f}x "
+        f"| values kadtk {v_k:.6f}, ours {v_o:.6f}, kadtk in float64 {v_k64:.6f} (rel diff ours vs float64 "
+        f"{abs(v_o - v_k64) / abs(v_k64):.1e}, kadtk float32 vs float64 {abs(v_k - v_k64) / abs(v_k64):.1e})"
+    )
+    print(
+        f"   default bandwidth: kadtk {t_k_def:.3f} s (sigma from evaluated, pdist) | ours {t_o_def:.3f} s "
+        f"(sigma from reference) | ratio {t_o_def / t_k_def:.2f}x"
+    )
+    print(
+        f"   leaderboard, per system (reference block cached): ours {t_o_sys:.3f} s | kadtk {t_k_sys:.3f} s | "
+        f"ratio {t_o_sys / t_k_sys:.2f}x"
+    )
 
     # 2. FAD
     t_kf, v_kf, t_of, v_of = timed_pair(
         lambda: float(kadtk.calc_frechet_distance(ref, ev, (None, None), "cpu")),
-        lambda: D.frechet_audio_distance(ref, ev, require_full_rank=False).value, r)
-    t_kf64, v_kf64 = timed(lambda: float(kadtk.calc_frechet_distance(ref, ev, (None, None), "cpu",
-                                                                      precision=torch.float64)), 1)
+        lambda: D.frechet_audio_distance(ref, ev, require_full_rank=False).value,
+        r,
+    )
+    t_kf64, v_kf64 = timed(
+        lambda: float(kadtk.calc_frechet_distance(ref, ev, (None, None), "cpu", precision=torch.float64)), 1
+    )
     print("\n2. FAD, 2000 x 2048 (fewer frames than dimensions: require_full_rank=False)")
     print(f"   kadtk {t_kf:.3f} s | ours {t_of:.3f} s | speed-up {t_kf / t_of:.1f}x")
-    print(f"   values: ours {v_of:.6f} | kadtk float32 {v_kf:.6f} (rel diff {abs(v_of - v_kf) / v_kf:.1e}) | "
-          f"kadtk float64 {v_kf64:.6f} (rel diff {abs(v_of - v_kf64) / v_kf64:.1e})")
+    print(
+        f"   values: ours {v_of:.6f} | kadtk float32 {v_kf:.6f} (rel diff {abs(v_of - v_kf) / v_kf:.1e}) | "
+        f"kadtk float64 {v_kf64:.6f} (rel diff {abs(v_of - v_kf64) / v_kf64:.1e})"
+    )
 
     # 3. bootstrap
     def boot():
         return D.kad_bootstrap(ref, ev, bandwidth=sigma, n_resamples=1000)
 
     t_one, _, t_boot, (res, lo, hi) = timed_pair(
-        lambda: D.kernel_audio_distance(ref, ev, bandwidth=sigma).value, boot, max(1, r - 1))
+        lambda: D.kernel_audio_distance(ref, ev, bandwidth=sigma).value, boot, max(1, r - 1)
+    )
     gr, ge = np.arange(n), np.arange(n)
     comp = D.ReferenceKernel(ref, gr, bandwidth=sigma).compare(ev, ge)
     t_resample, _ = timed(lambda: comp.bootstrap(1000), max(1, r - 1))
     print("\n3. KAD bootstrap, 1000 frame resamples, 2000 x 2048")
-    print(f"   total (kernel blocks + resamples) {t_boot:.3f} s = {t_boot / t_one:.1f}x one KAD ({t_one:.3f} s) "
-          f"(resampling alone {t_resample:.3f} s = {t_resample / t_one:.1f}x); "
-          f"KAD {res.value:.4f} [{lo:.4f}, {hi:.4f}]")
+    print(
+        f"   total (kernel blocks + resamples) {t_boot:.3f} s = {t_boot / t_one:.1f}x one KAD ({t_one:.3f} s) "
+        f"(resampling alone {t_resample:.3f} s = {t_resample / t_one:.1f}x); "
+        f"KAD {res.value:.4f} [{lo:.4f}, {hi:.4f}]"
+    )
 
     # 4. memory
     if not args.skip_memory:
         m = args.memory_frames
-        out = subprocess.run([sys.executable, __file__, "--memory-child", str(m), "64"], capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(m), "64"], capture_output=True, text=True, check=True
+        )
         got = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"\n4. KAD at {m} x {m} frames, dim 64 (separate process)")
-        print(f"   peak RSS {got['peak_kib'] / 2**20:.2f} GiB (process before KAD: {got['before_kib'] / 2**20:.2f} GiB); "
-              f"{got['seconds']:.1f} s; KAD {got['value']:.4f}; a dense 50k x 50k float32 matrix alone is 9.3 GiB")
+        print(
+            f"   peak RSS {got['peak_kib'] / 2**20:.2f} GiB (process before KAD: {got['before_kib'] / 2**20:.2f} GiB); "
+            f"{got['seconds']:.1f} s; KAD {got['value']:.4f}; a dense 50k x 50k float32 matrix alone is 9.3 GiB"
+        )
 
     # 5. extraction
     esc = os.environ.get("SONIEVAL_ESC50")
@@ -182,21 +207,29 @@ def main() -> None:
             source = "64 generated noise clips (5 s, 44.1 kHz)"
         lm = load_embedding("logmel")
         embed_files(lm, files[:2], cache=None, progress=False)  # warm-up: imports, filterbank, file cache
-        t_b, _, t_1, _ = timed_pair(lambda: embed_files(lm, files, cache=None, progress=False),
-                                    lambda: embed_files(lm, files, cache=None, progress=False, batch_size=1),
-                                    max(1, r - 1))
+        t_b, _, t_1, _ = timed_pair(
+            lambda: embed_files(lm, files, cache=None, progress=False),
+            lambda: embed_files(lm, files, cache=None, progress=False, batch_size=1),
+            max(1, r - 1),
+        )
         print(f"\n5. extraction on {source}, no cache (includes reading + resampling to 16 kHz)")
-        print(f"   logmel: batched (32): {len(files) / t_b:.1f} clips/s | one at a time: {len(files) / t_1:.1f} "
-              f"clips/s | ratio {t_1 / t_b:.2f}x")
+        print(
+            f"   logmel: batched (32): {len(files) / t_b:.1f} clips/s | one at a time: {len(files) / t_1:.1f} "
+            f"clips/s | ratio {t_1 / t_b:.2f}x"
+        )
         hub = load_embedding("hubert:small")  # random-init small HuBERT: a neural encoder's batching
         hub.load()
         embed_files(hub, files[:2], cache=None, progress=False, batch_size=2)  # warm-up
         few = files[:16]
-        t_hb, _, t_h1, _ = timed_pair(lambda: embed_files(hub, few, cache=None, progress=False, batch_size=8),
-                                      lambda: embed_files(hub, few, cache=None, progress=False, batch_size=1),
-                                      max(1, r - 1))
-        print(f"   hubert:small[random-init], {len(few)} clips: batched (8): {len(few) / t_hb:.1f} clips/s | "
-              f"one at a time: {len(few) / t_h1:.1f} clips/s | ratio {t_h1 / t_hb:.2f}x")
+        t_hb, _, t_h1, _ = timed_pair(
+            lambda: embed_files(hub, few, cache=None, progress=False, batch_size=8),
+            lambda: embed_files(hub, few, cache=None, progress=False, batch_size=1),
+            max(1, r - 1),
+        )
+        print(
+            f"   hubert:small[random-init], {len(few)} clips: batched (8): {len(few) / t_hb:.1f} clips/s | "
+            f"one at a time: {len(few) / t_h1:.1f} clips/s | ratio {t_h1 / t_hb:.2f}x"
+        )
     print(f"\nload average at end: {os.getloadavg()}")
 
 

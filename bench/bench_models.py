@@ -60,9 +60,13 @@ def check_on_device(device) -> None:
                     out = gate.to(device)(x.to(device)).cpu()
                 worst = max(worst, float((out - ref).abs().max() / (ref.abs().max() + 1e-12)))
                 gate.train()
-                loss = torch.nn.functional.mse_loss(gate(x.to(device)), torch.zeros(2, *g.DAC_VAE_LATENT, device=device))
+                loss = torch.nn.functional.mse_loss(
+                    gate(x.to(device)), torch.zeros(2, *g.DAC_VAE_LATENT, device=device)
+                )
                 loss.backward()
-    print(f"check: 12 variants x 3 alignments x 2 shapes on {device}: max relative difference to CPU {worst:.2e}; backward ran")
+    print(
+        f"check: 12 variants x 3 alignments x 2 shapes on {device}: max relative difference to CPU {worst:.2e}; backward ran"
+    )
     assert worst < 1e-3, worst
     for name in ("dac-vae", "dac"):
         spec = types.SimpleNamespace(name=name, size="small", checkpoint=None)
@@ -93,17 +97,26 @@ def main() -> int:
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     import transformers
 
     from sonieval.models import codec as codec_mod
     from sonieval.models import gates as g
     from sonieval.models.encoders import ASTEncoder, HubertEncoder
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {args.threads} threads"
-    print(f"bench_models: {name}; torch {torch.__version__}, transformers {transformers.__version__}; "
-          f"full-size architectures, random weights; median of {args.repeats}")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or 'cpu'}, {args.threads} threads"
+    )
+    print(
+        f"bench_models: {name}; torch {torch.__version__}, transformers {transformers.__version__}; "
+        f"full-size architectures, random weights; median of {args.repeats}"
+    )
     if args.check and device.type != "cpu":
         check_on_device(device)
 
@@ -117,11 +130,15 @@ def main() -> int:
     rows["DAC-VAE decode, batch 1"] = timed(lambda: codec.decode(z1), device, args.repeats)
     rows[f"DAC-VAE decode, batch {args.batch}"] = timed(lambda: codec.decode(zb), device, args.repeats) / args.batch
     rows["DAC-VAE encode, batch 1"] = timed(lambda: codec.encode(audio1), device, args.repeats)
-    rows[f"DAC-VAE encode, batch {args.batch}"] = timed(lambda: codec.encode(audio_b), device, args.repeats) / args.batch
+    rows[f"DAC-VAE encode, batch {args.batch}"] = (
+        timed(lambda: codec.encode(audio_b), device, args.repeats) / args.batch
+    )
 
     # Encoders at full width: only the modules the embedding uses (patch embedder; conv features + projection).
     from transformers import ASTConfig, HubertConfig
-    from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import ASTPatchEmbeddings
+    from transformers.models.audio_spectrogram_transformer.modeling_audio_spectrogram_transformer import (
+        ASTPatchEmbeddings,
+    )
     from transformers.models.hubert.modeling_hubert import HubertFeatureEncoder, HubertFeatureProjection
 
     ast = ASTEncoder.__new__(ASTEncoder)
@@ -134,26 +151,34 @@ def main() -> int:
     hub.conv_features = HubertFeatureEncoder(hub.config).to(device).eval()
     hub.feature_projection = HubertFeatureProjection(hub.config).to(device).eval()
     a16 = torch.randn(args.batch, 80000) * 0.1
-    rows[f"AST patch embeddings (fbank incl.), batch {args.batch}"] = timed(lambda: ast.embed(a16), device, args.repeats) / args.batch
-    rows[f"HuBERT pre-encoder features, batch {args.batch}"] = timed(lambda: hub.embed(a16), device, args.repeats) / args.batch
+    rows[f"AST patch embeddings (fbank incl.), batch {args.batch}"] = (
+        timed(lambda: ast.embed(a16), device, args.repeats) / args.batch
+    )
+    rows[f"HuBERT pre-encoder features, batch {args.batch}"] = (
+        timed(lambda: hub.embed(a16), device, args.repeats) / args.batch
+    )
 
     emb = torch.randn(args.batch, *g.AST_EMBEDDING, device=device)
     for variant in g.GATES:
         for alignment in ("transpose", "grid"):
             gate = g.build_gate(variant, g.AST_EMBEDDING, g.DAC_VAE_LATENT, alignment).to(device).eval()
 
-            def fwd():
+            def fwd(gate=gate):
                 with torch.no_grad():
                     gate(emb)
 
-            rows[f"gate {variant} ({alignment}, AST), batch {args.batch}"] = timed(fwd, device, args.repeats) / args.batch
+            rows[f"gate {variant} ({alignment}, AST), batch {args.batch}"] = (
+                timed(fwd, device, args.repeats) / args.batch
+            )
 
     base = rows[f"DAC-VAE decode, batch {args.batch}"]
     print(f"{'what':58} {'s/clip':>10} {'÷ decode':>9}")
     for what, sec in rows.items():
         print(f"{what:58} {sec:10.4f} {sec / base:9.4f}")
-    print(f"batching gain for decode: {rows['DAC-VAE decode, batch 1'] / base:.2f}x per clip; "
-          f"largest gate forward = {max(v for k, v in rows.items() if k.startswith('gate')) / base * 100:.2f} % of a decode")
+    print(
+        f"batching gain for decode: {rows['DAC-VAE decode, batch 1'] / base:.2f}x per clip; "
+        f"largest gate forward = {max(v for k, v in rows.items() if k.startswith('gate')) / base * 100:.2f} % of a decode"
+    )
     return 0
 
 

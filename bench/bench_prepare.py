@@ -49,8 +49,9 @@ def esc50_clips(esc50: str | None, n: int) -> tuple[list[Path], str]:
     return [], "SYNTHETIC tones (no ESC-50 copy found)"
 
 
-def workspace(root: Path, n_listening: int, n_train: int, checkpoint: Path, esc50: str | None,
-              batch_size: int = 1) -> tuple[Path, str]:
+def workspace(
+    root: Path, n_listening: int, n_train: int, checkpoint: Path, esc50: str | None, batch_size: int = 1
+) -> tuple[Path, str]:
     """Clips table + protocol in ``root``: n_train train clips, 1 validation clip, n_listening test clips."""
     from sonieval.audio import write_wav
     from sonieval.tables import write_table
@@ -60,23 +61,46 @@ def workspace(root: Path, n_listening: int, n_train: int, checkpoint: Path, esc5
     if not paths:
         rng = np.random.default_rng(0)
         t = np.arange(5 * 44100) / 44100
-        paths = [write_wav(root / "audio" / f"tone{i}.wav",
-                           (0.5 * np.sin(2 * np.pi * 220 * (i + 1) * t) * np.exp(-t)
-                            + 0.01 * rng.standard_normal(t.size)).astype(np.float32), 44100) for i in range(n)]
+        paths = [
+            write_wav(
+                root / "audio" / f"tone{i}.wav",
+                (0.5 * np.sin(2 * np.pi * 220 * (i + 1) * t) * np.exp(-t) + 0.01 * rng.standard_normal(t.size)).astype(
+                    np.float32
+                ),
+                44100,
+            )
+            for i in range(n)
+        ]
     rows = []
     for i, p in enumerate(paths):
         split = "train" if i < n_train else ("validation" if i == n_train else "test")
-        rows.append({"clip_id": Path(p).stem, "filename": Path(p).name, "fold": 0, "target": 0, "category": "bench",
-                     "path": str(p), "split": split, "listening": split == "test", "status": "ok", "error": None})
+        rows.append(
+            {
+                "clip_id": Path(p).stem,
+                "filename": Path(p).name,
+                "fold": 0,
+                "target": 0,
+                "category": "bench",
+                "path": str(p),
+                "split": split,
+                "listening": split == "test",
+                "status": "ok",
+                "error": None,
+            }
+        )
     write_table(pd.DataFrame(rows), root / "results" / "tables" / "clips.parquet", "clips")
     proto = {
-        "name": "bench", "results_dir": str(root / "results"),
+        "name": "bench",
+        "results_dir": str(root / "results"),
         "encoders": [{"name": "ast", "size": "small"}],
         "codec": {"name": "dac-vae", "checkpoint": str(checkpoint)},
         "gates": {"variants": ["LIN"], "alignments": ["transpose"]},
         "training": {"learning_rates": [0.005], "epochs": [1], "batch_size": 4, "eval_batch_size": 4},
-        "sonify": {"postprocess": ["minmax", "minmax+squared"], "batch_size": batch_size,
-                   "codec_reconstruction": False},
+        "sonify": {
+            "postprocess": ["minmax", "minmax+squared"],
+            "batch_size": batch_size,
+            "codec_reconstruction": False,
+        },
     }
     (root / "protocol.yaml").write_text(yaml.safe_dump(proto))
     return root / "protocol.yaml", label
@@ -87,8 +111,10 @@ def environment(device: str) -> str:
 
     from sonieval import __version__
 
-    return (f"sonieval {__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-            f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f}")
+    return (
+        f"sonieval {__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+        f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f}"
+    )
 
 
 def main() -> int:
@@ -98,8 +124,8 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    from sonieval.models.codec import load_codec
     from sonieval.ledger import RunLedger
+    from sonieval.models.codec import load_codec
     from sonieval.pipeline.prepare import resolve_device, run_prepare
     from sonieval.protocol import load_protocol
 
@@ -129,14 +155,20 @@ def main() -> int:
             results[batch] = (stage_s, load_s)
         one, batched = results[1], results[args.clips]
         n = args.clips
-        print(f"bench_prepare: {n} clips of 5 s ({label}); small random AST + full-size random DAC-VAE "
-              f"(published format, {checkpoint.stat().st_size / 1e6:.0f} MB); {environment(device)}")
+        print(
+            f"bench_prepare: {n} clips of 5 s ({label}); small random AST + full-size random DAC-VAE "
+            f"(published format, {checkpoint.stat().st_size / 1e6:.0f} MB); {environment(device)}"
+        )
         for batch, (stage_s, load_s) in results.items():
             fwd = stage_s - load_s
-            print(f"  batch {batch:>2}: stage {stage_s:7.1f} s = {n / stage_s:.3f} clips/s "
-                  f"(codec load {load_s:.1f} s; without it {n / fwd:.3f} clips/s)")
-        print(f"  batched / one-at-a-time throughput: {one[0] / batched[0]:.2f}x (whole stage), "
-              f"{(one[0] - one[1]) / (batched[0] - batched[1]):.2f}x (without model loading)")
+            print(
+                f"  batch {batch:>2}: stage {stage_s:7.1f} s = {n / stage_s:.3f} clips/s "
+                f"(codec load {load_s:.1f} s; without it {n / fwd:.3f} clips/s)"
+            )
+        print(
+            f"  batched / one-at-a-time throughput: {one[0] / batched[0]:.2f}x (whole stage), "
+            f"{(one[0] - one[1]) / (batched[0] - batched[1]):.2f}x (without model loading)"
+        )
     return 0
 
 

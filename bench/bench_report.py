@@ -54,18 +54,30 @@ def main() -> int:
     from sonieval.stats.bootstrap import draw_weights, group_means
     from sonieval.stats.report import ReportOptions, build_report
     from sonieval.stats.simulate import (
-        simulate_incomplete_ratings, simulate_item_scores, simulate_ratings, simulate_scores,
+        simulate_incomplete_ratings,
+        simulate_item_scores,
+        simulate_ratings,
+        simulate_scores,
     )
     from sonieval.tables import write_table
 
     t0 = time.perf_counter()
     if args.design == "complete":
-        ratings, plant = simulate_ratings(n_systems=args.systems, n_raters=args.raters, n_clips=args.clips,
-                                          n_reference=10, n_anchor=10, n_attention=0, careless={"random": 0}, seed=1)
+        ratings, plant = simulate_ratings(
+            n_systems=args.systems,
+            n_raters=args.raters,
+            n_clips=args.clips,
+            n_reference=10,
+            n_anchor=10,
+            n_attention=0,
+            careless={"random": 0},
+            seed=1,
+        )
         shape = f"{args.raters} raters × {len(ratings) // args.raters // 2} trials × 2 attributes"
     else:
-        ratings, plant = simulate_incomplete_ratings(quality=[3.0 + 0.05 * k for k in range(14)], n_raters=32000,
-                                                     n_clips=2000, per_rater=25, nested=True, seed=1)
+        ratings, plant = simulate_incomplete_ratings(
+            quality=[3.0 + 0.05 * k for k in range(14)], n_raters=32000, n_clips=2000, per_rater=25, nested=True, seed=1
+        )
         shape = "32,000 raters × 25 of 2,000 clips nested in 14 systems, 1 attribute"
     scores = simulate_scores(plant, seed=1)
     items = simulate_item_scores(plant, seed=1)
@@ -77,23 +89,32 @@ def main() -> int:
         ip = write_table(items, tmp / "item_scores.parquet")
         t_sim = time.perf_counter() - t0
         print(f"SIMULATED input: {n_marks:,} marks ({shape}), made in {t_sim:.1f} s (not part of the report)")
-        print(f"cores visible: {os.cpu_count()}; load average at start: {os.getloadavg()[0]:.1f} "
-              "(other engineers share this machine)")
+        print(
+            f"cores visible: {os.cpu_count()}; load average at start: {os.getloadavg()[0]:.1f} "
+            "(other engineers share this machine)"
+        )
 
         t0 = time.perf_counter()
-        result = build_report(rp, sp, tmp / "report", item_scores_path=ip,
-                              options=ReportOptions(n_boot=args.bootstrap, seed=0))
+        result = build_report(
+            rp, sp, tmp / "report", item_scores_path=ip, options=ReportOptions(n_boot=args.bootstrap, seed=0)
+        )
         total = time.perf_counter() - t0
-        print(f"\nreport with {args.bootstrap} bootstrap resamples: {total:.1f} s total "
-              f"({'under' if total < 60 else 'OVER'} the 60 s target)")
+        print(
+            f"\nreport with {args.bootstrap} bootstrap resamples: {total:.1f} s total "
+            f"({'under' if total < 60 else 'OVER'} the 60 s target)"
+        )
         for stage, sec in result.timings.items():
             print(f"  {stage:<13} {sec:6.2f} s")
-        print(f"  peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB "
-              "(this process, data included)")
+        print(
+            f"  peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB "
+            "(this process, data included)"
+        )
         for fit in result.tables["mixed_model_fit"].itertuples():
             method = result.summary["pairwise"][fit.attribute]["method"]
-            print(f"  mixed model ({fit.attribute}): {fit.n_rows_used:,} of {fit.n_rows:,} marks, "
-                  f"{fit.n_evaluations} REML evaluations; primary pairwise result: {method}")
+            print(
+                f"  mixed model ({fit.attribute}): {fit.n_rows_used:,} of {fit.n_rows:,} marks, "
+                f"{fit.n_evaluations} REML evaluations; primary pairwise result: {method}"
+            )
 
         son = ratings[(ratings["role"] == "sonification") & (ratings["attribute"] == "visual")]
         son = son[son["rater_id"].isin(son["rater_id"].drop_duplicates().iloc[:2000])]  # the loop is slow

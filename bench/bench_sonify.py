@@ -38,8 +38,8 @@ def main() -> int:
 
     import torch
 
-    from sonieval.models.codec import load_codec
     from sonieval.ledger import RunLedger
+    from sonieval.models.codec import load_codec
     from sonieval.pipeline.prepare import load_array, read_prepared, resolve_device, run_prepare
     from sonieval.pipeline.sonify import run_sonify
     from sonieval.pipeline.train import checkpoint_path, load_checkpoint, run_train, time_axis_from
@@ -61,15 +61,21 @@ def main() -> int:
 
         ck = load_checkpoint(checkpoint_path(proto, "ast", "LIN", 0.005, 1, "transpose"))
         meta = ck["meta"]
-        gate = build_gate("LIN", tuple(meta["embedding_shape"]), tuple(meta["latent_shape"]), "transpose",
-                          time_axis=time_axis_from(meta.get("time_axis")))
+        gate = build_gate(
+            "LIN",
+            tuple(meta["embedding_shape"]),
+            tuple(meta["latent_shape"]),
+            "transpose",
+            time_axis=time_axis_from(meta.get("time_axis")),
+        )
         gate.load_state_dict(ck["state_dict"])
         gate.eval()
         prepared = read_prepared(proto)
         emb = prepared[(prepared["kind"] == "embedding") & prepared["listening"]].sort_values("clip_id")
         with torch.inference_mode():
-            latents = [gate(torch.from_numpy(load_array(resolve_table_path(p, proto.results_path))[None]))
-                       for p in emb["path"]]
+            latents = [
+                gate(torch.from_numpy(load_array(resolve_table_path(p, proto.results_path))[None])) for p in emb["path"]
+            ]
         codec = load_codec(proto.codec, tmp / "weights", device=device)
 
         def sync():
@@ -101,14 +107,22 @@ def main() -> int:
         bare_after = bare()
         bare_s = (bare_before + bare_after) / 2
         n = args.clips
-        print(f"bench_sonify: {n} clips of 5 s ({label}); LIN gate (1 epoch, small random AST embeddings) + "
-              f"full-size random DAC-VAE (published format); {environment(device)}")
-        print(f"  bare decoder forward: {bare_s:7.2f} s for {n} clips = {bare_s / n:.2f} s/clip "
-              f"(mean of {bare_before:.2f} s before and {bare_after:.2f} s after the stage)")
-        print(f"  whole sonify stage:   {sonify_s:7.2f} s = {n / sonify_s:.3f} clips/s "
-              f"(2 post-processings per clip, {len(result.table)} WAVs; codec load {load_s:.2f} s of it)")
-        print(f"  overhead beyond the decoder: {sonify_s / bare_s - 1:+.1%} (whole stage), "
-              f"{(sonify_s - load_s) / bare_s - 1:+.1%} (without loading the codec)")
+        print(
+            f"bench_sonify: {n} clips of 5 s ({label}); LIN gate (1 epoch, small random AST embeddings) + "
+            f"full-size random DAC-VAE (published format); {environment(device)}"
+        )
+        print(
+            f"  bare decoder forward: {bare_s:7.2f} s for {n} clips = {bare_s / n:.2f} s/clip "
+            f"(mean of {bare_before:.2f} s before and {bare_after:.2f} s after the stage)"
+        )
+        print(
+            f"  whole sonify stage:   {sonify_s:7.2f} s = {n / sonify_s:.3f} clips/s "
+            f"(2 post-processings per clip, {len(result.table)} WAVs; codec load {load_s:.2f} s of it)"
+        )
+        print(
+            f"  overhead beyond the decoder: {sonify_s / bare_s - 1:+.1%} (whole stage), "
+            f"{(sonify_s - load_s) / bare_s - 1:+.1%} (without loading the codec)"
+        )
     return 0
 
 

@@ -33,6 +33,7 @@ def main() -> int:
     key = "system" if seeds.is_file() else "system_id"
     parts = table[key].str.split("/", expand=True)
     table["encoder_slot"], table["variant"], table["alignment"] = parts[0], parts[1], parts[4]
+
     def order(slot: str) -> tuple:  # encoder, then the input cut before block 1, 2, ...
         name, _, layer = slot.partition(".layer")
         return name, int(layer or 0)
@@ -55,9 +56,12 @@ def main() -> int:
             verdict = {True: "yes", False: "no"}.get(r["beats_controls"], "—")
             if "seeds_beating_both" in r:
                 verdict += f" ({int(r['seeds_beating_both'])}/{int(r['n_seeds'])} seeds)"
-            row += [cell(r["system_value"], r["system_ci_low"], r["system_ci_high"]),
-                    cell(r["shuffled_value"], r["shuffled_ci_low"], r["shuffled_ci_high"]),
-                    cell(r["untrained_value"], r["untrained_ci_low"], r["untrained_ci_high"]), verdict]
+            row += [
+                cell(r["system_value"], r["system_ci_low"], r["system_ci_high"]),
+                cell(r["shuffled_value"], r["shuffled_ci_low"], r["shuffled_ci_high"]),
+                cell(r["untrained_value"], r["untrained_ci_low"], r["untrained_ci_high"]),
+                verdict,
+            ]
         print("| " + " | ".join(row) + " |")
     ceiling = table[table["measure"] == "kad"]["ceiling_value"].dropna()
     if len(ceiling):

@@ -216,7 +216,10 @@ def write_wav(
 
 
 def write_stereo_wav(
-    path: str | os.PathLike, left: np.ndarray, right: np.ndarray, sample_rate: int,
+    path: str | os.PathLike,
+    left: np.ndarray,
+    right: np.ndarray,
+    sample_rate: int,
     subtype: Literal["PCM_16", "FLOAT"] = "PCM_16",
 ) -> Path:
     """Write two equal-length channels as a stereo WAV, atomically (dichotic stimuli, e.g. headphone checks)."""
@@ -224,7 +227,9 @@ def write_stereo_wav(
 
     chans = [to_float32_audio(c, what=f"{side} channel for {path}") for side, c in (("left", left), ("right", right))]
     if len(chans[0]) != len(chans[1]):
-        raise AudioError(f"{path}: left and right channels differ in length ({len(chans[0])} vs {len(chans[1])} samples)")
+        raise AudioError(
+            f"{path}: left and right channels differ in length ({len(chans[0])} vs {len(chans[1])} samples)"
+        )
     x = np.stack(chans, axis=1)
     if subtype == "PCM_16":
         # Quantised here with symmetric rounding: libsndfile's float->int16 conversion is not odd-symmetric

@@ -16,7 +16,17 @@ import sys
 
 # Order is the order shown in --help: the pipeline's stages first.
 COMMANDS = [
-    "run", "demo", "data", "prepare", "train", "sonify", "score", "study", "report", "gates", "finetune",
+    "run",
+    "demo",
+    "data",
+    "prepare",
+    "train",
+    "sonify",
+    "score",
+    "study",
+    "report",
+    "gates",
+    "finetune",
 ]
 
 

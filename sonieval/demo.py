@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from sonieval.errors import SonievalError
 from sonieval.protocol import Protocol, load_protocol
@@ -53,8 +53,8 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
     """Run the demo; returns the main outputs by name (all of them also printed)."""
     from sonieval.data.esc50 import describe_clips_stage
     from sonieval.pipeline.run import STAGES, open_manifest
-    from sonieval.study.server import prepare_study_for_protocol
     from sonieval.stats.simulate import write_simulated_report
+    from sonieval.study.server import prepare_study_for_protocol
     from sonieval.tables import read_table
 
     path = Path(protocol_path) if protocol_path else default_demo_protocol()
@@ -101,8 +101,14 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
     scores = read_table(results / "scores" / "scores.parquet", "scores")
     report_dir = results / "report_SIMULATED"
     item_scores = read_table(results / "scores" / "item_scores.parquet", "item_scores")
-    write_simulated_report(report_dir, scores=scores, item_scores=item_scores,
-                           clips_path=results / "tables" / "clips.parquet", n_boot=200, seed=proto.seed)
+    write_simulated_report(
+        report_dir,
+        scores=scores,
+        item_scores=item_scores,
+        clips_path=results / "tables" / "clips.parquet",
+        n_boot=200,
+        seed=proto.seed,
+    )
     outputs["report (simulated ratings)"] = report_dir / "report.html"
 
     board = outputs["leaderboard"]
@@ -163,8 +169,10 @@ def _where_to_listen(proto: Protocol) -> list[str]:
     clip = sorted(son["clip_id"].unique())[0]
     clips = read_table(results / "tables" / "clips.parquet", "clips").set_index("clip_id")
     rows = [("original", resolve_table_path(clips.loc[clip, "path"], results))]
-    rows += [(r.system_id, resolve_table_path(r.path, results))
-             for r in son[son["clip_id"] == clip].sort_values("system_id").itertuples()]
+    rows += [
+        (r.system_id, resolve_table_path(r.path, results))
+        for r in son[son["clip_id"] == clip].sort_values("system_id").itertuples()
+    ]
     lines = [f"Where to listen (clip {clip}, {clips.loc[clip, 'category']}; peak and RMS in dBFS, length in s):"]
     over = False
     for name, path in rows:
@@ -174,8 +182,10 @@ def _where_to_listen(proto: Protocol) -> list[str]:
         lines.append(f"  {name:<48} peak {peak:6.1f}  rms {rms:6.1f}  {audio.size / rate:4.2f} s  {path}")
         over = over or peak > 0.05
     if over:
-        lines.append("  (sonifications are 32-bit float WAVs, never clipped: a peak above 0 dBFS is kept as decoded, "
-                     "so lower the level before playing one; the study's copies are loudness-aligned with a -1 dBTP ceiling)")
+        lines.append(
+            "  (sonifications are 32-bit float WAVs, never clipped: a peak above 0 dBFS is kept as decoded, "
+            "so lower the level before playing one; the study's copies are loudness-aligned with a -1 dBTP ceiling)"
+        )
     return lines
 
 
@@ -194,7 +204,7 @@ def _ranking_tables(markdown: str) -> list[str]:
     """The leaderboard's headings and overall ranking tables (per-class and paired tables stay in the file)."""
     out: list[str] = []
     keep = False
-    markdown = "\n".join(l for l in _without_learning(markdown))
+    markdown = "\n".join(_without_learning(markdown))
     for line in markdown.splitlines():
         if line.startswith("#"):
             out += ["", line]
@@ -216,5 +226,9 @@ def _waveform_figure(proto: Protocol) -> Path:
     clips = read_table(proto.results_path / "tables" / "clips.parquet", "clips")
     listening = clips[clips["listening"] & (clips["status"] == "ok")]
     if listening.empty:
-        raise SonievalError("no readable listening-set clip to draw", path=proto.results_path / "tables" / "clips.parquet")
-    return sonification_figure(proto.results_path, str(listening.iloc[0]["clip_id"]), clip_seconds=proto.data.clip_seconds)
+        raise SonievalError(
+            "no readable listening-set clip to draw", path=proto.results_path / "tables" / "clips.parquet"
+        )
+    return sonification_figure(
+        proto.results_path, str(listening.iloc[0]["clip_id"]), clip_seconds=proto.data.clip_seconds
+    )

@@ -72,6 +72,7 @@ def _inline_html(escaped: str) -> str:
 
 def _pipe_table(df: pd.DataFrame) -> str:
     """A compact Markdown pipe table of text cells (no padding: rows stay greppable, ``| a | b |``)."""
+
     def line(cells) -> str:
         return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
 
@@ -134,13 +135,17 @@ class Document:
         return "\n\n".join(out) + "\n"
 
     def html(self, title: str) -> str:
-        css = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-               "table{border-collapse:collapse;font-size:13px;margin:0.5em 0}"
-               "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
-               ".sim{background:#b00;color:#fff;padding:0.6em;font-weight:bold;font-size:1.2em}"
-               "img{max-width:100%}")
-        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-               f"<style>{css}</style></head><body>"]
+        css = (
+            "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+            "table{border-collapse:collapse;font-size:13px;margin:0.5em 0}"
+            "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
+            ".sim{background:#b00;color:#fff;padding:0.6em;font-weight:bold;font-size:1.2em}"
+            "img{max-width:100%}"
+        )
+        out = [
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{css}</style></head><body>"
+        ]
         if self.banner:
             out.append(f"<div class='sim'>{html.escape(self.banner)}</div>")
         text = (lambda t: _inline_html(html.escape(t))) if self.markup else html.escape
@@ -165,6 +170,7 @@ class Document:
 
 def _html_text_table(df: pd.DataFrame, text) -> str:
     head = "".join(f"<th>{text(str(c))}</th>" for c in df.columns)
-    rows = "".join("<tr>" + "".join(f"<td>{text(str(c))}</td>" for c in r) + "</tr>"
-                   for r in df.itertuples(index=False))
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{text(str(c))}</td>" for c in r) + "</tr>" for r in df.itertuples(index=False)
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"

@@ -18,9 +18,16 @@ __all__ = ["EXTRA_OF_MODULE", "MissingExtra", "extra_for", "missing_extra", "req
 
 # top-level import name -> the extra that declares its distribution (pyproject.toml)
 EXTRA_OF_MODULE: dict[str, str] = {
-    "transformers": "sonify", "huggingface_hub": "sonify", "dac": "sonify", "audiotools": "sonify",
-    "torchaudio": "sonify", "tensorboard": "sonify",
-    "streamlit": "study", "sqlalchemy": "study", "psycopg": "study", "pyloudnorm": "study",
+    "transformers": "sonify",
+    "huggingface_hub": "sonify",
+    "dac": "sonify",
+    "audiotools": "sonify",
+    "torchaudio": "sonify",
+    "tensorboard": "sonify",
+    "streamlit": "study",
+    "sqlalchemy": "study",
+    "psycopg": "study",
+    "pyloudnorm": "study",
     "ray": "ray",
 }
 

@@ -22,9 +22,10 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -102,7 +103,7 @@ class RunLedger:
     def close(self) -> None:
         self._conn.close()
 
-    def __enter__(self) -> "RunLedger":
+    def __enter__(self) -> RunLedger:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -163,8 +164,17 @@ class RunLedger:
                  started_at = CASE WHEN excluded.status = 'running' THEN excluded.started_at ELSE artifacts.started_at END,
                  finished_at = excluded.finished_at, extra = excluded.extra""",
             (
-                stage, key, system_id, json.dumps(inputs or {}, sort_keys=True, default=str), inputs_hash(inputs),
-                path_s, sha256, status, error, now, None if status == "running" else now,
+                stage,
+                key,
+                system_id,
+                json.dumps(inputs or {}, sort_keys=True, default=str),
+                inputs_hash(inputs),
+                path_s,
+                sha256,
+                status,
+                error,
+                now,
+                None if status == "running" else now,
                 json.dumps(extra, default=str) if extra else None,
             ),
         )
@@ -218,8 +228,14 @@ class RunLedger:
                 result.failed[item.key] = msg
                 continue
             self.record(
-                stage, item.key, "done", system_id=item.system_id, inputs=item.inputs,
-                path=outcome.path, sha256=outcome.sha256, extra=outcome.extra,
+                stage,
+                item.key,
+                "done",
+                system_id=item.system_id,
+                inputs=item.inputs,
+                path=outcome.path,
+                sha256=outcome.sha256,
+                extra=outcome.extra,
             )
             result.done.append(item.key)
         return result

@@ -72,13 +72,22 @@ def label_points(ax: Any, x, y, labels, *, fontsize: float = 6) -> list[str]:
         placed = False
         for radius in (3, 8, 14, 20, 27, 35, 44, 54, 65, 77, 90, 105, 120):
             for dx, dy in directions:
-                text = ax.annotate(str(labels[i]), (x[i], y[i]), xytext=(dx * radius, dy * radius), textcoords="offset points",
-                                   fontsize=fontsize, ha="left" if dx > 0 else "right" if dx < 0 else "center",
-                                   va="bottom" if dy > 0 else "top" if dy < 0 else "center",
-                                   arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "#777", "shrinkA": 0, "shrinkB": 3}
-                                   if radius > 8 else None)
+                text = ax.annotate(
+                    str(labels[i]),
+                    (x[i], y[i]),
+                    xytext=(dx * radius, dy * radius),
+                    textcoords="offset points",
+                    fontsize=fontsize,
+                    ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                    va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                    arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "#777", "shrinkA": 0, "shrinkB": 3}
+                    if radius > 8
+                    else None,
+                )
                 text.update_positions(renderer)
-                box = Text.get_window_extent(text, renderer)  # the words only (an Annotation's own extent spans its leader)
+                box = Text.get_window_extent(
+                    text, renderer
+                )  # the words only (an Annotation's own extent spans its leader)
                 if free(box):
                     taken.append((box.x0, box.y0, box.x1, box.y1))
                     placed = True

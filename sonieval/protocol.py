@@ -22,8 +22,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sonieval.errors import ProtocolError
 
 GATE_VARIANTS = (
-    "LIN", "CONV", "ATTN", "CONV-R", "CONV-D", "CONV-RDD", "CONV-LN", "CONV-GN", "CONV-RDN",
-    "LIN-D", "LIN-R", "LIN-C",
+    "LIN",
+    "CONV",
+    "ATTN",
+    "CONV-R",
+    "CONV-D",
+    "CONV-RDD",
+    "CONV-LN",
+    "CONV-GN",
+    "CONV-RDN",
+    "LIN-D",
+    "LIN-R",
+    "LIN-C",
 )
 Alignment = Literal["reshape", "transpose", "grid", "grid-pool"]
 ModelSize = Literal["full", "small"]
@@ -44,7 +54,7 @@ class SplitSpec(_Model):
     seed: int = 42
 
     @model_validator(mode="after")
-    def _sums_to_one(self) -> "SplitSpec":
+    def _sums_to_one(self) -> SplitSpec:
         total = self.train + self.validation + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"train + validation + test must be 1, got {total:g}")
@@ -128,7 +138,7 @@ class CodecSpec(_Model):
     max_train_clips: int | None = Field(None, ge=2)
 
     @model_validator(mode="after")
-    def _consistent(self) -> "CodecSpec":
+    def _consistent(self) -> CodecSpec:
         if self.name == "mel" and (self.checkpoint is not None or self.size != "full"):
             raise ValueError("the mel codec is weight-free: it takes no checkpoint and no size")
         if self.name != "mel" and self.iterations is not None:
@@ -215,7 +225,7 @@ def validate_postprocess(name: str) -> str:
         if step in POSTPROCESS_STEPS:
             continue
         if step.startswith(THRESHOLD_PREFIX):
-            pct = step[len(THRESHOLD_PREFIX):]
+            pct = step[len(THRESHOLD_PREFIX) :]
             if pct.replace(".", "", 1).isdigit() and 0 < float(pct) < 100:
                 continue
         allowed = ", ".join(POSTPROCESS_STEPS) + ", threshold<percent> (e.g. threshold10)"
@@ -329,7 +339,7 @@ class StudySpec(_Model):
         return data
 
     @model_validator(mode="after")
-    def _consistent(self) -> "StudySpec":
+    def _consistent(self) -> StudySpec:
         if self.scale_max <= self.scale_min:
             raise ValueError("scale_max must be greater than scale_min")
         if self.rating_scale == "mushra" and (self.scale_min, self.scale_max) != (0, 100):
@@ -442,8 +452,10 @@ class Protocol(_Model):
         """A codec spec (the primary one, or the one called ``name``) with a local checkpoint path resolved."""
         spec = next((c for c in self.codecs if c.name == name), None) if name else self.primary_codec
         if spec is None:
-            raise ProtocolError(f"{self.source or '<protocol>'}: codec {name!r} is not in the protocol "
-                                f"(it has {', '.join(c.name for c in self.codecs)})")
+            raise ProtocolError(
+                f"{self.source or '<protocol>'}: codec {name!r} is not in the protocol "
+                f"(it has {', '.join(c.name for c in self.codecs)})"
+            )
         return spec.model_copy(update={"checkpoint": self.local_or_hub(spec.checkpoint)})
 
     def resolve(self, value: str) -> Path:

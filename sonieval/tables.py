@@ -34,17 +34,48 @@ from sonieval.errors import DataError
 from sonieval.files import atomic_path
 
 SONIFICATIONS_COLUMNS = [
-    "system_id", "encoder", "variant", "lr", "epoch", "alignment", "postprocess",
-    "clip_id", "category", "path", "sha256", "status", "error",
+    "system_id",
+    "encoder",
+    "variant",
+    "lr",
+    "epoch",
+    "alignment",
+    "postprocess",
+    "clip_id",
+    "category",
+    "path",
+    "sha256",
+    "status",
+    "error",
 ]
 SCORES_COLUMNS = [
-    "system_id", "metric", "embedding", "reference_set", "n_reference", "n_evaluated",
-    "value", "ci_low", "ci_high", "bandwidth", "scale", "versions",
+    "system_id",
+    "metric",
+    "embedding",
+    "reference_set",
+    "n_reference",
+    "n_evaluated",
+    "value",
+    "ci_low",
+    "ci_high",
+    "bandwidth",
+    "scale",
+    "versions",
 ]
 ITEM_SCORES_COLUMNS = ["system_id", "clip_id", "metric", "embedding", "value"]
 RATINGS_COLUMNS = [
-    "study_id", "rater_id", "trial_id", "clip_id", "system_id", "role", "attribute", "mark",
-    "submitted_at", "position", "seed", "mode",
+    "study_id",
+    "rater_id",
+    "trial_id",
+    "clip_id",
+    "system_id",
+    "role",
+    "attribute",
+    "mark",
+    "submitted_at",
+    "position",
+    "seed",
+    "mode",
 ]
 CLIPS_COLUMNS = ["clip_id", "filename", "fold", "target", "category", "path", "split", "status", "error"]
 
@@ -84,6 +115,8 @@ def resolve_table_path(value: str | os.PathLike, results_dir: str | os.PathLike)
     """The file a table's path value names (see :func:`table_path_value`)."""
     p = Path(value)
     return p if p.is_absolute() else Path(results_dir) / p
+
+
 RATING_ATTRIBUTES = ("visual", "audio")
 
 
@@ -104,8 +137,10 @@ class EncoderSlot:
         if not self.name or "." in self.name or "/" in self.name:
             raise DataError(f"encoder slot: {self.name!r} is not an encoder name (no '.' or '/')")
         if not _LAYER_LABEL.match(str(self.layer)):
-            raise DataError(f"encoder slot {self.name}.{self.layer}: unknown layer {self.layer!r} "
-                            "(expected ENCODER for the input cut or ENCODER.layer<k>, k >= 1)")
+            raise DataError(
+                f"encoder slot {self.name}.{self.layer}: unknown layer {self.layer!r} "
+                "(expected ENCODER for the input cut or ENCODER.layer<k>, k >= 1)"
+            )
 
     @property
     def text(self) -> str:
@@ -114,7 +149,7 @@ class EncoderSlot:
     @property
     def depth(self) -> int:
         """0 for ``input``, k for ``layer<k>`` (the sort key of layers)."""
-        return 0 if self.layer == INPUT_LAYER else int(self.layer[len("layer"):])
+        return 0 if self.layer == INPUT_LAYER else int(self.layer[len("layer") :])
 
 
 def parse_encoder_slot(text: str) -> EncoderSlot:
@@ -168,8 +203,9 @@ def parse_gate_slot(text: str) -> GateSlot:
         elif part.startswith("s") and part[1:].isdigit():
             seed = int(part[1:])
         else:
-            raise DataError(f"gate slot {text!r}: unknown part {part!r} "
-                            f"(expected VARIANT[.untrained|.shuffled][.s<seed>][@codec])")
+            raise DataError(
+                f"gate slot {text!r}: unknown part {part!r} (expected VARIANT[.untrained|.shuffled][.s<seed>][@codec])"
+            )
     return GateSlot(variant, control, seed, codec or None)
 
 
@@ -215,9 +251,18 @@ def system_parts(system_id: str) -> dict:
     g = k.gate
     ceiling = k.encoder == CODEC_SLOT
     codec = k.variant if ceiling else g.codec
-    return {"encoder": k.slot.name, "layer": None if ceiling else k.slot.layer, "variant": g.variant,
-            "control": k.control, "seed": g.seed, "codec": codec, "lr": k.lr, "epoch": k.epoch,
-            "alignment": k.alignment, "postprocess": k.postprocess}
+    return {
+        "encoder": k.slot.name,
+        "layer": None if ceiling else k.slot.layer,
+        "variant": g.variant,
+        "control": k.control,
+        "seed": g.seed,
+        "codec": codec,
+        "lr": k.lr,
+        "epoch": k.epoch,
+        "alignment": k.alignment,
+        "postprocess": k.postprocess,
+    }
 
 
 def control_of(system_id: str) -> str:
@@ -249,7 +294,7 @@ def parse_system_id(system_id: str) -> SystemKey:
     except ValueError as exc:
         raise DataError(f"system_id {system_id!r}: {exc}") from None
     try:
-        key.slot  # the encoder slot must parse: ENCODER or ENCODER.layer<k>
+        _ = key.slot  # the encoder slot must parse: ENCODER or ENCODER.layer<k>
     except DataError as exc:
         raise DataError(f"system_id {system_id!r}: {exc}") from None
     return key
@@ -275,8 +320,9 @@ def read_table(path: str | os.PathLike, kind: str, required: list[str] | None = 
     return df
 
 
-def check_columns(df: pd.DataFrame, kind: str, path: str | os.PathLike | None = None,
-                  required: list[str] | None = None) -> None:
+def check_columns(
+    df: pd.DataFrame, kind: str, path: str | os.PathLike | None = None, required: list[str] | None = None
+) -> None:
     required = TABLE_COLUMNS[kind] if required is None else required
     missing = [c for c in required if c not in df.columns]
     if missing:

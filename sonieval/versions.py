@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import platform
-from typing import Iterable
+from collections.abc import Iterable
 
 __all__ = ["package_versions"]
 

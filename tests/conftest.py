@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from harness.parts import require_part
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -42,8 +41,9 @@ def esc50_root() -> Path:
         require_part("esc50", f"SONIEVAL_ESC50 is not set: {esc50_suggestion()}")
     root = Path(value)
     if not (root / "meta" / "esc50.csv").is_file() or not (root / "audio").is_dir():
-        require_part("esc50", f"SONIEVAL_ESC50={value} is not an ESC-50 copy (no meta/esc50.csv or audio/): "
-                              f"{esc50_suggestion()}")
+        require_part(
+            "esc50", f"SONIEVAL_ESC50={value} is not an ESC-50 copy (no meta/esc50.csv or audio/): {esc50_suggestion()}"
+        )
     return root
 
 

@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     esc = sub.add_parser(
-        "esc50", help="download (--root) or verify (--esc50 / $SONIEVAL_ESC50) an ESC-50 copy",
+        "esc50",
+        help="download (--root) or verify (--esc50 / $SONIEVAL_ESC50) an ESC-50 copy",
         description="Download the official archive into --root DIR (then verify it), or verify the copy at "
         "--esc50 DIR (default $SONIEVAL_ESC50): meta/esc50.csv columns, every clip present, readable, WAV "
         "mono 44.1 kHz PCM_16 of 220500 frames, no unlisted files, checksums.sha256 when present.",
@@ -30,13 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--esc50", metavar="DIR", help="verify an existing copy (default: $SONIEVAL_ESC50)")
     esc.add_argument("--sha256", metavar="HEX", help="with --root: refuse an archive whose SHA-256 differs")
     esc.add_argument("--url", default=None, help="with --root: archive URL (default: the official GitHub archive)")
-    esc.add_argument("--write-checksums", action="store_true",
-                     help="record checksums.sha256 for the copy when it verifies cleanly (done automatically after --root)")
+    esc.add_argument(
+        "--write-checksums",
+        action="store_true",
+        help="record checksums.sha256 for the copy when it verifies cleanly (done automatically after --root)",
+    )
     esc.add_argument("--no-checksums", action="store_true", help="do not check checksums.sha256 (faster)")
     esc.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     splits = sub.add_parser(
-        "splits", help="read a protocol's clips; write the split files and the listening set",
+        "splits",
+        help="read a protocol's clips; write the split files and the listening set",
         description="Runs the 'clips' stage of PROTOCOL: reads every clip, records problems in the run manifest, "
         "writes <results>/splits/{train,validation,test,listening_set}.txt and <results>/tables/clips.parquet. "
         "The first run pins the data source data.esc50 resolved to (auto: $SONIEVAL_ESC50, else the SYNTHETIC set) in "
@@ -49,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("folder", metavar="DIR")
 
     stale = sub.add_parser(
-        "stale", help="list (--delete: remove) sonification WAVs that a results folder's table does not list",
+        "stale",
+        help="list (--delete: remove) sonification WAVs that a results folder's table does not list",
         description="A results folder's sonifications/ can keep WAVs of an earlier data source, listening set or "
         "system grid that tables/sonifications.parquet no longer lists; `score` and `study create` refuse folders "
         "holding them. This lists them (and table rows of clips not in tables/clips.parquet); --delete removes the "
@@ -61,7 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_esc50(args: argparse.Namespace) -> int:
     from sonieval.data.esc50 import (
-        ESC50_ENV, ESC50_URL, download_esc50, resolve_esc50_root, verify_esc50, write_checksums,
+        ESC50_ENV,
+        ESC50_URL,
+        download_esc50,
+        resolve_esc50_root,
+        verify_esc50,
+        write_checksums,
     )
     from sonieval.errors import DataError
 
@@ -111,9 +122,12 @@ def _run_splits(args: argparse.Namespace) -> int:
 
         pinned = read_pin(proto.results_path)
         copy = pinned.root if pinned is not None and not pinned.synthetic else "DIR"
-        print(f"sonieval data splits: {n_failed} clip(s) could not be read (listed above; also in "
-              f"{proto.results_path / 'manifest.sqlite'}); `sonieval data esc50 --esc50 {copy}` checks every clip "
-              f"of the copy; fix them, then rerun `sonieval data splits {args.protocol}`", file=sys.stderr)
+        print(
+            f"sonieval data splits: {n_failed} clip(s) could not be read (listed above; also in "
+            f"{proto.results_path / 'manifest.sqlite'}); `sonieval data esc50 --esc50 {copy}` checks every clip "
+            f"of the copy; fix them, then rerun `sonieval data splits {args.protocol}`",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -150,11 +164,15 @@ def _run_stale(args: argparse.Namespace) -> int:
             path.unlink()
     if args.delete:
         _remove_empty_folders(stale.results / SONIFICATIONS_DIR)
-    verb = "deleted" if args.delete else "not listed in tables/sonifications.parquet (rerun with --delete to remove them)"
+    verb = (
+        "deleted" if args.delete else "not listed in tables/sonifications.parquet (rerun with --delete to remove them)"
+    )
     print(f"{len(stale.stale_wavs)} stale WAV file(s) under {stale.results / SONIFICATIONS_DIR}: {verb}")
     if not stale.stale_rows.empty:
-        print(f"{len(stale.stale_rows)} row(s) of tables/sonifications.parquet are of clips not in tables/clips.parquet: "
-              f"rebuild the table with `{making_command('sonifications', protocol)}`")
+        print(
+            f"{len(stale.stale_rows)} row(s) of tables/sonifications.parquet are of clips not in tables/clips.parquet: "
+            f"rebuild the table with `{making_command('sonifications', protocol)}`"
+        )
     return 0
 
 

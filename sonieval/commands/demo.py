@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sonieval.extras import require
 
-    require("sonieval demo", 'transformers', 'tensorboard', 'sqlalchemy')
+    require("sonieval demo", "transformers", "tensorboard", "sqlalchemy")
     from sonieval.demo import run_demo
 
     run_demo(args.protocol)

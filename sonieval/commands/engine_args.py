@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-ENGINE_HELP = ("where the work runs: local (this process, the default) or ray (Ray workers: a local cluster on "
-               "this machine's CPUs and GPUs, or the cluster named by --address; pip install 'sonieval[ray]')")
+ENGINE_HELP = (
+    "where the work runs: local (this process, the default) or ray (Ray workers: a local cluster on "
+    "this machine's CPUs and GPUs, or the cluster named by --address; pip install 'sonieval[ray]')"
+)
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
-    parser.add_argument("--address", metavar="auto|HOST:PORT",
-                        help="with --engine ray: join a running cluster (auto: the one `ray start` began on this "
-                             "machine); default: start a local one for this run")
+    parser.add_argument(
+        "--address",
+        metavar="auto|HOST:PORT",
+        help="with --engine ray: join a running cluster (auto: the one `ray start` began on this "
+        "machine); default: start a local one for this run",
+    )
 
 
 def open_engine(args: argparse.Namespace):

@@ -15,16 +15,23 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("protocol", help="protocol file (protocols/*.yaml): data, split and encoder settings")
-    parser.add_argument("--encoder", required=True, choices=["ast", "hubert", "wav2vec2"],
-                        help="which encoder; its model/size come from the protocol's encoders entry when present")
+    parser.add_argument(
+        "--encoder",
+        required=True,
+        choices=["ast", "hubert", "wav2vec2"],
+        help="which encoder; its model/size come from the protocol's encoders entry when present",
+    )
     parser.add_argument("--out", metavar="DIR", help="output folder (default <results>/finetuned/<encoder>)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=5e-5, help="AdamW learning rate (default 5e-5)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--freeze-feature-encoder", action="store_true",
-                        help="HuBERT/wav2vec 2.0: keep the convolutional feature encoder fixed (the sonified "
-                             "embedding then changes only through feature_projection)")
+    parser.add_argument(
+        "--freeze-feature-encoder",
+        action="store_true",
+        help="HuBERT/wav2vec 2.0: keep the convolutional feature encoder fixed (the sonified "
+        "embedding then changes only through feature_projection)",
+    )
     parser.add_argument("--max-train-clips", type=int, default=None, help="use at most N training clips (smoke runs)")
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -33,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sonieval.extras import require
 
-    require("sonieval finetune", 'transformers')
+    require("sonieval finetune", "transformers")
     from pathlib import Path
 
     from sonieval.errors import SonievalError
@@ -52,9 +59,14 @@ def run(args: argparse.Namespace) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(args.out) if args.out else proto.results_path / "finetuned" / args.encoder
-    settings = FinetuneSettings(epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size, seed=args.seed,
-                                freeze_feature_encoder=args.freeze_feature_encoder,
-                                max_train_clips=args.max_train_clips)
+    settings = FinetuneSettings(
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        freeze_feature_encoder=args.freeze_feature_encoder,
+        max_train_clips=args.max_train_clips,
+    )
     result = finetune_encoder(proto, args.encoder, out, settings, device=device, progress=not args.no_progress)
     print(f"finetune: {result.summary()}")
     print(f"use it: encoders: [{{name: {args.encoder}, finetuned: {out}}}]")

@@ -24,10 +24,15 @@ def _shape(text: str) -> tuple[int, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--embedding", type=_shape, metavar="TxD",
-                        help="an embedding shape to count for instead of AST and HuBERT (e.g. 1500x1280)")
-    parser.add_argument("--latent", type=_shape, metavar="CxT", default=None,
-                        help="latent shape (default 64x431: DAC-VAE, 5 s)")
+    parser.add_argument(
+        "--embedding",
+        type=_shape,
+        metavar="TxD",
+        help="an embedding shape to count for instead of AST and HuBERT (e.g. 1500x1280)",
+    )
+    parser.add_argument(
+        "--latent", type=_shape, metavar="CxT", default=None, help="latent shape (default 64x431: DAC-VAE, 5 s)"
+    )
     parser.add_argument("--layers", action="store_true", help="also print each variant's layers per alignment")
 
 
@@ -35,13 +40,17 @@ def run(args: argparse.Namespace) -> int:
     from sonieval.models import gates as g
 
     latent = args.latent or g.DAC_VAE_LATENT
-    targets = ([(f"{args.embedding[0]}x{args.embedding[1]}", args.embedding)] if args.embedding
-               else [("AST", g.AST_EMBEDDING), ("HuBERT", g.HUBERT_EMBEDDING)])
+    targets = (
+        [(f"{args.embedding[0]}x{args.embedding[1]}", args.embedding)]
+        if args.embedding
+        else [("AST", g.AST_EMBEDDING), ("HuBERT", g.HUBERT_EMBEDDING)]
+    )
     print("Gate variants (reference names and versions, thesis §4.1/§4.5); parameters per alignment.")
     for label, shape in targets:
         print(f"{label} [{shape[0]}, {shape[1]}] -> latent [{latent[0]}, {latent[1]}]")
     header = f"{'variant':9} {'ref':4} " + " ".join(
-        f"{f'{label}/{a}':>18}" for label, _ in targets for a in g.ALIGNMENTS)
+        f"{f'{label}/{a}':>18}" for label, _ in targets for a in g.ALIGNMENTS
+    )
     print(header)
     print("-" * len(header))
     for name, cls in g.GATES.items():
@@ -54,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
                 with torch.device("meta"):
                     gate = g.build_gate(name, targets[0][1], latent, a)
                 print(f"    {a:9} {g.layer_summary(gate)}")
-    print("Axes: reshape: rows = embedding frames, cols = features, output [T', C] reshaped (not transposed) to "
-          "[C, T']; transpose and grid: rows = features -> latent channels, cols = time -> latent frames "
-          "(grid: AST's 12x101 patch grid with the 12 frequency rows folded into the features, grid-pool: averaged; "
-          "both then interpolated onto latent time).")
+    print(
+        "Axes: reshape: rows = embedding frames, cols = features, output [T', C] reshaped (not transposed) to "
+        "[C, T']; transpose and grid: rows = features -> latent channels, cols = time -> latent frames "
+        "(grid: AST's 12x101 patch grid with the 12 frequency rows folded into the features, grid-pool: averaged; "
+        "both then interpolated onto latent time)."
+    )
     return 0

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sonieval.extras import require
 
-    require("sonieval prepare", 'transformers')
+    require("sonieval prepare", "transformers")
     from sonieval.ledger import RunLedger
     from sonieval.pipeline.prepare import run_prepare
     from sonieval.protocol import load_protocol
@@ -36,8 +36,14 @@ def run(args: argparse.Namespace) -> int:
 
         raise SonievalError(f"--batch-size {args.batch_size}: must be at least 1")
     with open_engine(args) as engine, RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        result = run_prepare(proto, manifest, device=args.device, batch_size=args.batch_size,
-                             progress=not args.no_progress, engine=engine)
+        result = run_prepare(
+            proto,
+            manifest,
+            device=args.device,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            engine=engine,
+        )
     print(f"prepare: {result.summary()}")
     _print_failures({k: v for b in result.batches.values() for k, v in b.failed.items()})
     print(f"table: {proto.results_path / 'tables' / 'prepared.parquet'}")

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sonieval.extras import require
 
-    require("sonieval run", 'transformers', 'tensorboard')
+    require("sonieval run", "transformers", "tensorboard")
     from sonieval.pipeline.run import run_protocol
     from sonieval.protocol import load_protocol
 

@@ -24,15 +24,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("protocol", nargs="?", help="protocol YAML (omit when scoring folders)")
     parser.add_argument("--reference", metavar="DIR", help="folder of reference audio (folder mode)")
-    parser.add_argument("--system", metavar="NAME=DIR", action="append", default=[],
-                        help="a system's folder of audio (repeat for each system)")
+    parser.add_argument(
+        "--system",
+        metavar="NAME=DIR",
+        action="append",
+        default=[],
+        help="a system's folder of audio (repeat for each system)",
+    )
     parser.add_argument("--out", metavar="DIR", help="output folder (folder mode; protocol mode: <results>/scores)")
-    parser.add_argument("--embedding", action="append", metavar="SPEC",
-                        help="embedding spec (repeatable); default: the protocol's, or 'logmel'")
+    parser.add_argument(
+        "--embedding",
+        action="append",
+        metavar="SPEC",
+        help="embedding spec (repeatable); default: the protocol's, or 'logmel'",
+    )
     parser.add_argument("--metric", action="append", choices=["kad", "fad"], help="metric (repeatable)")
     parser.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap resamples for CIs (0: none)")
-    parser.add_argument("--bandwidth", type=float, metavar="SIGMA",
-                        help="fixed KAD bandwidth (default: median pairwise distance of the reference)")
+    parser.add_argument(
+        "--bandwidth",
+        type=float,
+        metavar="SIGMA",
+        help="fixed KAD bandwidth (default: median pairwise distance of the reference)",
+    )
     parser.add_argument("--cache", metavar="DIR", help="embedding cache folder")
     parser.add_argument("--no-items", action="store_true", help="skip per-item scores")
     add_engine_arguments(parser)
@@ -56,8 +69,11 @@ def run(args: argparse.Namespace) -> int:
     from sonieval.errors import SonievalError
 
     overrides = {
-        "embeddings": args.embedding, "metrics": args.metric, "bootstrap": args.bootstrap,
-        "bandwidth": args.bandwidth, "progress": not args.no_progress,
+        "embeddings": args.embedding,
+        "metrics": args.metric,
+        "bootstrap": args.bootstrap,
+        "bandwidth": args.bandwidth,
+        "progress": not args.no_progress,
     }
     if args.no_items:
         overrides["item_metrics"] = []
@@ -108,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"failed: {err}")
     for note in outputs.notes:
         print(f"warning: {note}", file=sys.stderr)
-    print(f"wrote {out_dir / 'leaderboard.md'} ({len(outputs.scores)} score rows, "
-          f"{len(outputs.item_scores)} item rows, {len(outputs.failures)} failure(s))")
+    print(
+        f"wrote {out_dir / 'leaderboard.md'} ({len(outputs.scores)} score rows, "
+        f"{len(outputs.item_scores)} item rows, {len(outputs.failures)} failure(s))"
+    )
     return 1 if outputs.failures else 0

@@ -17,13 +17,18 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("protocol", help="protocol file (protocols/*.yaml)")
-    parser.add_argument("--shard", metavar="k/N",
-                        help="do only shard k of N (1..N; deterministic, disjoint), recorded in the shard's own "
-                             "ledger; afterwards `sonieval sonify PROTOCOL` merges the shards and writes the table")
+    parser.add_argument(
+        "--shard",
+        metavar="k/N",
+        help="do only shard k of N (1..N; deterministic, disjoint), recorded in the shard's own "
+        "ledger; afterwards `sonieval sonify PROTOCOL` merges the shards and writes the table",
+    )
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
     parser.add_argument("--figure", metavar="CLIP_ID", help="draw the waveform stack of this clip and exit")
     parser.add_argument("--systems", nargs="+", metavar="SYSTEM_ID", help="with --figure: the systems to show")
-    parser.add_argument("--out", help="with --figure: the PNG to write (default <results>/figures/waveforms_<clip>.png)")
+    parser.add_argument(
+        "--out", help="with --figure: the PNG to write (default <results>/figures/waveforms_<clip>.png)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     add_engine_arguments(parser)
 
@@ -38,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
         from sonieval.pipeline.figures import sonification_figure
 
         require_tables(proto.results_path, ["clips", "sonifications"], args.protocol)
-        path = sonification_figure(proto.results_path, args.figure, args.systems, args.out,
-                                   clip_seconds=proto.data.clip_seconds)
+        path = sonification_figure(
+            proto.results_path, args.figure, args.systems, args.out, clip_seconds=proto.data.clip_seconds
+        )
         print(f"figure: {path}")
         return 0
     if args.systems or args.out:
@@ -57,13 +63,22 @@ def run(args: argparse.Namespace) -> int:
 
         ledger = open_shard_ledger(proto.results_path, "sonify", shard)
     with open_engine(args) as engine, ledger as manifest:
-        result = run_sonify(proto, manifest, shard, device=args.device, progress=not args.no_progress, engine=engine,
-                            write_table=shard is None)
+        result = run_sonify(
+            proto,
+            manifest,
+            shard,
+            device=args.device,
+            progress=not args.no_progress,
+            engine=engine,
+            write_table=shard is None,
+        )
     print(f"sonify: {result.summary()}")
     _print_failures(result.batch.failed)
     if shard is None:
         print(f"table: {proto.results_path / 'tables' / 'sonifications.parquet'}")
     else:
-        print(f"ledger: {manifest.path}; when every shard has finished, `sonieval sonify {args.protocol}` merges "
-              "them and writes the table")
+        print(
+            f"ledger: {manifest.path}; when every shard has finished, `sonieval sonify {args.protocol}` merges "
+            "them and writes the table"
+        )
     return 1 if result.batch.failed else 0

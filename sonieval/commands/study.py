@@ -17,8 +17,13 @@ DESCRIPTION = (
 
 def _target(p: argparse.ArgumentParser) -> None:
     p.add_argument("protocol", nargs="?", help="protocol YAML (the study section and the results folder)")
-    p.add_argument("--study-dir", type=Path, help="a study folder made by `study create --originals ...` (instead of a protocol)")
-    p.add_argument("--storage", help="database URL (overrides the protocol's study.storage); e.g. postgresql+psycopg://user:pw@host/db")
+    p.add_argument(
+        "--study-dir", type=Path, help="a study folder made by `study create --originals ...` (instead of a protocol)"
+    )
+    p.add_argument(
+        "--storage",
+        help="database URL (overrides the protocol's study.storage); e.g. postgresql+psycopg://user:pw@host/db",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,29 +31,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c = sub.add_parser("create", help="prepare the stimuli and store the study (tables, study.audio_dir or folders)")
     _target(c)
     c.add_argument("--originals", type=Path, help="folder of original clips (file stem = clip id)")
-    c.add_argument("--system", action="append", default=[], metavar="NAME=DIR", help="a system's folder of audio (repeat)")
+    c.add_argument(
+        "--system", action="append", default=[], metavar="NAME=DIR", help="a system's folder of audio (repeat)"
+    )
     c.add_argument("--study-id", help="study id (folders mode; default: the study folder's name)")
-    c.add_argument("--mode", choices=["joint", "split", "multi"], default="joint",
-                   help="multi: every condition of a clip on one page (MUSHRA-style)")
-    c.add_argument("--rating-scale", choices=["categories", "mushra"], default="categories",
-                   help="mushra: a 0-100 slider per mark instead of the labelled 1-5 marks")
+    c.add_argument(
+        "--mode",
+        choices=["joint", "split", "multi"],
+        default="joint",
+        help="multi: every condition of a clip on one page (MUSHRA-style)",
+    )
+    c.add_argument(
+        "--rating-scale",
+        choices=["categories", "mushra"],
+        default="categories",
+        help="mushra: a 0-100 slider per mark instead of the labelled 1-5 marks",
+    )
     c.add_argument("--raters", type=int, default=1, help="raters to invite now (folders mode)")
     c.add_argument("--attention-checks", type=int, default=2)
     c.add_argument("--anchor", choices=["lowpass", "noise", "none"], default="lowpass")
     c.add_argument("--no-familiarisation", action="store_true")
     c.add_argument("--min-listen-fraction", type=float, default=1.0)
     c.add_argument("--seed", type=int, default=42)
-    c.add_argument("--loudness", type=float, metavar="LUFS",
-                   help="programme loudness every stimulus is aligned to (ITU-R BS.1770; default -26 LUFS)")
+    c.add_argument(
+        "--loudness",
+        type=float,
+        metavar="LUFS",
+        help="programme loudness every stimulus is aligned to (ITU-R BS.1770; default -26 LUFS)",
+    )
     c.add_argument("--true-peak", type=float, metavar="DBTP", help="true-peak ceiling (default -1 dBTP)")
 
-    s = sub.add_parser("serve", help="start the rating app on localhost and print the links (creates the study if needed)")
+    s = sub.add_parser(
+        "serve", help="start the rating app on localhost and print the links (creates the study if needed)"
+    )
     _target(s)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default localhost only)")
     s.add_argument("--port", type=int, default=8501)
     s.add_argument("--free-port", action="store_true", help="pick a free port")
-    s.add_argument("--public-url", help="the address raters open, for the printed links (e.g. https://study.example.org "
-                   "behind a reverse proxy); default http://HOST:PORT")
+    s.add_argument(
+        "--public-url",
+        help="the address raters open, for the printed links (e.g. https://study.example.org "
+        "behind a reverse proxy); default http://HOST:PORT",
+    )
 
     i = sub.add_parser("invite", help="mint N new rater links")
     i.add_argument("n", type=int)
@@ -68,8 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _public_url(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--public-url", "--base-url", dest="public_url",
-                   help="the address raters open (default: that of the running `study serve`, recorded in the study folder)")
+    p.add_argument(
+        "--public-url",
+        "--base-url",
+        dest="public_url",
+        help="the address raters open (default: that of the running `study serve`, recorded in the study folder)",
+    )
 
 
 def _locate(args: argparse.Namespace):
@@ -88,8 +116,11 @@ def _locate(args: argparse.Namespace):
 
         study_id, url = read_study_json(args.study_dir)
         if "***" in url and not args.storage:
-            raise SonievalError("the stored storage URL has its password removed", path=args.study_dir / "study.json",
-                                hint="give the full URL with --storage")
+            raise SonievalError(
+                "the stored storage URL has its password removed",
+                path=args.study_dir / "study.json",
+                hint="give the full URL with --storage",
+            )
         return None, args.study_dir, args.storage or url, study_id
     raise SonievalError("no study given", hint="pass a PROTOCOL or --study-dir DIR")
 
@@ -107,10 +138,16 @@ def _open_existing(args: argparse.Namespace, url: str, study_id: str):
         parsed = make_url(normalise_url(url))
     except Exception:
         parsed = None
-    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database \
-            and not Path(parsed.database).is_file():
-        raise SonievalError(f"study {study_id!r} has not been created yet: no database at {parsed.database}",
-                            hint=f"create it with `{create}`, or create and serve it with `{create.replace('create', 'serve', 1)}`")
+    if (
+        parsed is not None
+        and parsed.get_backend_name() == "sqlite"
+        and parsed.database
+        and not Path(parsed.database).is_file()
+    ):
+        raise SonievalError(
+            f"study {study_id!r} has not been created yet: no database at {parsed.database}",
+            hint=f"create it with `{create}`, or create and serve it with `{create.replace('create', 'serve', 1)}`",
+        )
     store = StudyStore(url)
     if not store.has_study(study_id):
         store.close()
@@ -123,8 +160,13 @@ def run(args: argparse.Namespace) -> int:
 
     require("sonieval study", "sqlalchemy")
     return {
-        "create": _create, "serve": _serve, "invite": _invite, "export": _export,
-        "open": lambda a: _set_status(a, "open"), "close": lambda a: _set_status(a, "closed"), "admin-link": _admin_link,
+        "create": _create,
+        "serve": _serve,
+        "invite": _invite,
+        "export": _export,
+        "open": lambda a: _set_status(a, "open"),
+        "close": lambda a: _set_status(a, "closed"),
+        "admin-link": _admin_link,
     }[args.action](args)
 
 
@@ -185,23 +227,35 @@ def _create(args: argparse.Namespace) -> int:
             systems[name] = _from_cwd(folder)
         study_dir = _from_cwd(args.study_dir or Path("results") / "study")
         settings = StudySettings(
-            study_id=args.study_id or study_dir.name, mode=args.mode, n_raters=args.raters, rating_scale=args.rating_scale,
+            study_id=args.study_id or study_dir.name,
+            mode=args.mode,
+            n_raters=args.raters,
+            rating_scale=args.rating_scale,
             **({"scale_min": 0, "scale_max": 100} if args.rating_scale == "mushra" else {}),
-            attention_checks=args.attention_checks, anchor_kind=None if args.anchor == "none" else args.anchor,
-            familiarisation=not args.no_familiarisation, min_listen_fraction=args.min_listen_fraction, seed=args.seed,
+            attention_checks=args.attention_checks,
+            anchor_kind=None if args.anchor == "none" else args.anchor,
+            familiarisation=not args.no_familiarisation,
+            min_listen_fraction=args.min_listen_fraction,
+            seed=args.seed,
             loudness_lufs=TARGET_LUFS if args.loudness is None else args.loudness,
             true_peak_dbtp=CEILING_DBTP if args.true_peak is None else args.true_peak,
         )
-        created = _with_failures_listed(lambda: create_from_folders(settings, _from_cwd(args.originals), systems,
-                                                                    study_dir=study_dir, storage=args.storage))
+        created = _with_failures_listed(
+            lambda: create_from_folders(
+                settings, _from_cwd(args.originals), systems, study_dir=study_dir, storage=args.storage
+            )
+        )
     else:
         if not args.protocol:
             raise SonievalError("give a PROTOCOL, or --originals DIR with --system NAME=DIR")
         from sonieval.protocol import load_protocol
 
         proto = load_protocol(args.protocol)
-        created = _with_failures_listed(lambda: create_from_protocol(proto, storage=args.storage, loudness_lufs=args.loudness,
-                                                                     true_peak_dbtp=args.true_peak))
+        created = _with_failures_listed(
+            lambda: create_from_protocol(
+                proto, storage=args.storage, loudness_lufs=args.loudness, true_peak_dbtp=args.true_peak
+            )
+        )
     _print_created(created)
     _print_links(created.study_dir, *link_base(created.study_dir))
     print(f"serve it with: sonieval study serve {args.protocol or '--study-dir ' + str(created.study_dir)}")
@@ -229,9 +283,13 @@ def _serve(args: argparse.Namespace) -> int:
         exists = store.has_study(study_id)
     if not exists:
         if proto is None:
-            raise SonievalError(f"study {study_id!r} not in {redact_url(url)}", hint="create it with sonieval study create")
+            raise SonievalError(
+                f"study {study_id!r} not in {redact_url(url)}", hint="create it with sonieval study create"
+            )
         _print_created(_with_failures_listed(lambda: create_from_protocol(proto, storage=url)))
-    server = StudyServer(url, study_id, host=args.host, port=port, study_dir=Path(study_dir), public_url=args.public_url)
+    server = StudyServer(
+        url, study_id, host=args.host, port=port, study_dir=Path(study_dir), public_url=args.public_url
+    )
     try:
         with server:
             server.start()

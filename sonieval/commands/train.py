@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sonieval.extras import require
 
-    require("sonieval train", 'tensorboard')
+    require("sonieval train", "tensorboard")
     from sonieval.commands.prepare import _print_failures
     from sonieval.ledger import RunLedger
     from sonieval.pipeline.train import run_train

@@ -18,9 +18,10 @@ import shutil
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -57,8 +58,10 @@ ESC50_SUBTYPE = "PCM_16"
 ESC50_FORMAT = "WAV"
 CLIPS_STAGE = "clips"
 FIX_HINT = "replace it with the file from the official archive, or remove its row from meta/esc50.csv"
-EXTRA_HINT = ("move it out of audio/, where a copy holds only the clips that meta/esc50.csv lists, or add its row "
-              "to meta/esc50.csv if it is an ESC-50 clip")
+EXTRA_HINT = (
+    "move it out of audio/, where a copy holds only the clips that meta/esc50.csv lists, or add its row "
+    "to meta/esc50.csv if it is an ESC-50 clip"
+)
 
 
 # ----------------------------------------------------------------------------- opening a copy
@@ -72,7 +75,7 @@ class Esc50:
     clips: pd.DataFrame  # clip_id, filename, fold, target, category, esc10, src_file, take, path
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)  # what was adapted when opening it for a protocol
-    source: "DataSource | None" = None  # what data.esc50 resolved to (set for a protocol's clips)
+    source: DataSource | None = None  # what data.esc50 resolved to (set for a protocol's clips)
 
     @property
     def folds(self) -> list[int]:
@@ -101,24 +104,29 @@ def read_esc50_meta(root: str | os.PathLike) -> pd.DataFrame:
     root = Path(root)
     if not root.is_dir():
         raise DataError(
-            "ESC-50 folder not found", path=root,
+            "ESC-50 folder not found",
+            path=root,
             hint=f"point --esc50 / {ESC50_ENV} at a copy in the official layout, or download one with "
             "'sonieval data esc50 --root DIR'",
         )
     meta_path = root / META_RELPATH
     if not meta_path.is_file():
         raise DataError(
-            f"no {META_RELPATH.as_posix()} here; not an ESC-50 copy in the official layout", path=root,
+            f"no {META_RELPATH.as_posix()} here; not an ESC-50 copy in the official layout",
+            path=root,
             hint="the folder must hold meta/esc50.csv and audio/",
         )
     try:
         meta = pd.read_csv(meta_path, dtype={"filename": str, "category": str, "take": str})
     except Exception as exc:  # pandas parser errors, decoding errors
-        raise DataError(f"cannot read the meta CSV ({type(exc).__name__}: {exc})".splitlines()[0], path=meta_path) from None
+        raise DataError(
+            f"cannot read the meta CSV ({type(exc).__name__}: {exc})".splitlines()[0], path=meta_path
+        ) from None
     missing = [c for c in ESC50_COLUMNS if c not in meta.columns]
     if missing:
         raise DataError(
-            f"meta CSV lacks column(s) {', '.join(missing)}", path=meta_path,
+            f"meta CSV lacks column(s) {', '.join(missing)}",
+            path=meta_path,
             hint=f"ESC-50's meta/esc50.csv has columns {', '.join(ESC50_COLUMNS)}; restore it from the official archive",
         )
     if meta.empty:
@@ -129,7 +137,8 @@ def read_esc50_meta(root: str | os.PathLike) -> pd.DataFrame:
         if len(bad):
             row = int(bad[0])
             raise DataError(
-                f"column {col!r} has a non-integer value {meta.at[row, col]!r} in data row {row + 1}", path=meta_path,
+                f"column {col!r} has a non-integer value {meta.at[row, col]!r} in data row {row + 1}",
+                path=meta_path,
                 hint="restore the file from the official archive",
             )
         meta[col] = values.astype(int)
@@ -155,14 +164,14 @@ def open_esc50(root: str | os.PathLike) -> Esc50:
     return Esc50(root=root, clips=clips, synthetic=(root / SYNTHETIC_MARKER).is_file())
 
 
-def synthetic_root(proto: "Protocol") -> Path:
+def synthetic_root(proto: Protocol) -> Path:
     """Where the demo's synthetic clip set lives for a protocol."""
     from sonieval.data.results_folder import BUILTIN_SYNTHETIC_DIRNAME
 
     return proto.cache_path / BUILTIN_SYNTHETIC_DIRNAME
 
 
-def resolve_data_source(proto: "Protocol") -> "DataSource":
+def resolve_data_source(proto: Protocol) -> DataSource:
     """What ``data.esc50`` resolves to now (auto: ``$SONIEVAL_ESC50``, else the built-in synthetic set),
     without making anything; compared with the results folder's pin (:mod:`sonieval.data.results_folder`)."""
     from sonieval.data.results_folder import SYNTHETIC, DataSource, source_of_copy
@@ -177,7 +186,7 @@ def resolve_data_source(proto: "Protocol") -> "DataSource":
     return source_of_copy(proto.resolve(setting), setting=setting, resolved_via="the protocol's data.esc50 path")
 
 
-def dataset_for_protocol(proto: "Protocol") -> Esc50:
+def dataset_for_protocol(proto: Protocol) -> Esc50:
     """The clips a protocol works on: ``data.esc50`` (auto / synthetic / path), then folds, categories,
     ``max_clips_per_class`` (the first N per class in clip_id order, so the choice is deterministic).
 
@@ -209,7 +218,9 @@ def dataset_for_protocol(proto: "Protocol") -> Esc50:
     if categories is not None and fallback and not set(categories) & set(ds.clips["category"]):
         # `auto` without $SONIEVAL_ESC50 (or `synthetic`): the protocol's ESC-50 class names cannot
         # apply to the synthetic set, so every synthetic class is used, and the outputs say so.
-        notes.append(f"data.categories ({len(categories)} ESC-50 classes) ignored: the SYNTHETIC set has its own classes")
+        notes.append(
+            f"data.categories ({len(categories)} ESC-50 classes) ignored: the SYNTHETIC set has its own classes"
+        )
         categories = None
     if categories is not None:
         known = set(ds.clips["category"])
@@ -260,7 +271,9 @@ class VerificationReport:
 
     def problem_lines(self) -> list[str]:
         """One line per problem file: ``path: problem; problem (what to do)``."""
-        return [f"{p}: {'; '.join(probs)} ({self.hints.get(p, FIX_HINT)})" for p, probs in sorted(self.problems.items())]
+        return [
+            f"{p}: {'; '.join(probs)} ({self.hints.get(p, FIX_HINT)})" for p, probs in sorted(self.problems.items())
+        ]
 
     def summary(self) -> str:
         folds = ", ".join(map(str, self.folds_present)) or "none"
@@ -324,7 +337,9 @@ def read_checksums(path: Path) -> dict[str, str]:
             continue
         digest, sep, rel = line.partition("  ")
         if not sep or len(digest) != 64:
-            raise DataError(f"line {n} is not '<sha256>  <path>'", path=path, hint="regenerate it with --write-checksums")
+            raise DataError(
+                f"line {n} is not '<sha256>  <path>'", path=path, hint="regenerate it with --write-checksums"
+            )
         out[rel.lstrip("*")] = digest.lower()
     return out
 
@@ -336,8 +351,10 @@ def write_checksums(root: str | os.PathLike, progress: bool = True) -> Path:
 
     root = Path(root)
     relpaths = [META_RELPATH.as_posix()] + [f"{AUDIO_DIRNAME}/{f}" for f in read_esc50_meta(root)["filename"]]
-    lines = [f"{sha256_file(root / rel)}  {rel}" for rel in tqdm(sorted(relpaths), desc="checksums", unit="file",
-                                                                   disable=not progress, leave=False)]
+    lines = [
+        f"{sha256_file(root / rel)}  {rel}"
+        for rel in tqdm(sorted(relpaths), desc="checksums", unit="file", disable=not progress, leave=False)
+    ]
     return write_text_atomic(root / CHECKSUMS_NAME, "\n".join(lines) + "\n")
 
 
@@ -358,20 +375,32 @@ def verify_esc50(
     ds = open_esc50(root)
     root = ds.root
     report = VerificationReport(
-        root=root, n_listed=len(ds.clips), folds_present=ds.folds,
-        categories=int(ds.clips["category"].nunique()), synthetic=ds.synthetic,
+        root=root,
+        n_listed=len(ds.clips),
+        folds_present=ds.folds,
+        categories=int(ds.clips["category"].nunique()),
+        synthetic=ds.synthetic,
     )
     bad_folds = sorted(set(ds.folds) - set(ESC50_FOLDS))
     if bad_folds:
         report.add(root / META_RELPATH, f"fold(s) {bad_folds} are not ESC-50 folds 1..5")
     audio_dir = root / AUDIO_DIRNAME
     listed = set(ds.clips["filename"])
-    for row in tqdm(ds.clips.itertuples(index=False), total=len(ds.clips), desc="verify ESC-50", unit="clip",
-                    disable=not progress, leave=False):
+    for row in tqdm(
+        ds.clips.itertuples(index=False),
+        total=len(ds.clips),
+        desc="verify ESC-50",
+        unit="clip",
+        disable=not progress,
+        leave=False,
+    ):
         path = Path(row.path)
         if not path.exists():
-            report.add(path, "missing (listed in meta/esc50.csv)",
-                       "restore it from the official archive, or remove its row from meta/esc50.csv")
+            report.add(
+                path,
+                "missing (listed in meta/esc50.csv)",
+                "restore it from the official archive, or remove its row from meta/esc50.csv",
+            )
             continue
         problems = _conformance_problems(path)
         mismatch = _expected_name_parts(pd.Series(row._asdict()))
@@ -384,16 +413,21 @@ def verify_esc50(
             if extra.name not in listed and not extra.name.startswith("."):
                 report.add(extra, "not listed in meta/esc50.csv", EXTRA_HINT)
     else:
-        report.add(audio_dir, "audio folder missing", "the copy must hold audio/ beside meta/ (official layout); "
-                   "download one with 'sonieval data esc50 --root DIR'")
+        report.add(
+            audio_dir,
+            "audio folder missing",
+            "the copy must hold audio/ beside meta/ (official layout); "
+            "download one with 'sonieval data esc50 --root DIR'",
+        )
     sums_path = root / CHECKSUMS_NAME
     if not checksums:
         report.checksums = "skipped"
     elif sums_path.is_file():
         expected = read_checksums(sums_path)
         mismatched = 0
-        for rel, digest in tqdm(sorted(expected.items()), desc="checksums", unit="file", disable=not progress,
-                                leave=False):
+        for rel, digest in tqdm(
+            sorted(expected.items()), desc="checksums", unit="file", disable=not progress, leave=False
+        ):
             p = root / rel
             if p.is_file() and sha256_file(p) != digest:
                 report.add(p, f"content differs from its SHA-256 in {CHECKSUMS_NAME}")
@@ -455,8 +489,9 @@ def download_esc50(
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response, open(zip_tmp, "wb") as out:
                 total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc="download ESC-50", disable=not progress,
-                          leave=False) as bar:
+                with tqdm(
+                    total=total, unit="B", unit_scale=True, desc="download ESC-50", disable=not progress, leave=False
+                ) as bar:
                     while block := response.read(1 << 20):
                         out.write(block)
                         digest.update(block)
@@ -474,7 +509,8 @@ def download_esc50(
             )
         if expected_sha256 and sha != expected_sha256.lower():
             raise DataError(
-                f"archive SHA-256 {sha} differs from the expected {expected_sha256}", path=url,
+                f"archive SHA-256 {sha} differs from the expected {expected_sha256}",
+                path=url,
                 hint="the download is corrupt or the archive changed; retry, or pass the new --sha256 after checking it",
             )
         staging = Path(tempfile.mkdtemp(prefix=".ESC-50.extract-", dir=root))
@@ -528,7 +564,7 @@ def _class_rng(seed: int, category: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(str(category).encode())])
 
 
-def assign_splits(clips: pd.DataFrame, split_spec: "SplitSpec | None" = None) -> pd.DataFrame:
+def assign_splits(clips: pd.DataFrame, split_spec: SplitSpec | None = None) -> pd.DataFrame:
     """Add ``split`` (train | validation | test), stratified by ``category``, deterministic for the seed.
 
     Within each class, clips are ordered by clip_id, permuted by a class-specific generator
@@ -548,7 +584,9 @@ def assign_splits(clips: pd.DataFrame, split_spec: "SplitSpec | None" = None) ->
     return out
 
 
-def select_listening_set(clips_with_split: pd.DataFrame, listening_spec: "ListeningSetSpec | None" = None) -> pd.DataFrame:
+def select_listening_set(
+    clips_with_split: pd.DataFrame, listening_spec: ListeningSetSpec | None = None
+) -> pd.DataFrame:
     """The N test clips to sonify and rate: one per class first (when asked and N allows), then the rest
     drawn at random from the remaining test clips; deterministic for the seed.
 
@@ -614,11 +652,17 @@ def write_listening_set(listening: pd.DataFrame, folder: str | os.PathLike) -> P
 # ----------------------------------------------------------------------------- the clips stage
 
 AUDIO_NOTE_COLUMNS = [
-    "source_rate", "source_channels", "source_subtype", "source_seconds", "length_action", "resampled", "mixed_down",
+    "source_rate",
+    "source_channels",
+    "source_subtype",
+    "source_seconds",
+    "length_action",
+    "resampled",
+    "mixed_down",
 ]
 
 
-def prepare_clips(proto: "Protocol", manifest: "RunLedger", *, progress: bool = True) -> pd.DataFrame:
+def prepare_clips(proto: Protocol, manifest: RunLedger, *, progress: bool = True) -> pd.DataFrame:
     """The ``clips`` stage: read every clip at 44.1 kHz under the protocol's length policy, record each
     clip's status, error and audio notes in the manifest, assign splits, pick the listening set, and write
     ``<results>/tables/clips.parquet`` and ``<results>/splits/*.txt``.
@@ -630,10 +674,9 @@ def prepare_clips(proto: "Protocol", manifest: "RunLedger", *, progress: bool = 
     ``data_notes`` (what was adapted), ``batch`` (the batch summary) and ``listening_note``.
     """
     from sonieval.audio import CODEC_RATE, load_clip
+    from sonieval.data.results_folder import pin_data_source
     from sonieval.ledger import ItemOutcome, LedgerItem
     from sonieval.tables import CLIPS_COLUMNS, write_table
-
-    from sonieval.data.results_folder import pin_data_source
 
     ds = dataset_for_protocol(proto)
     pin_data_source(proto.results_path, ds.source, proto.source)  # the first resolution is this folder's source
@@ -647,8 +690,13 @@ def prepare_clips(proto: "Protocol", manifest: "RunLedger", *, progress: bool = 
             stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
         except OSError:
             stamp = {"size": None, "mtime_ns": None}
-        inputs = {"path": str(path), **stamp, "rate": CODEC_RATE, "seconds": spec.clip_seconds,
-                  "policy": spec.length_policy}
+        inputs = {
+            "path": str(path),
+            **stamp,
+            "rate": CODEC_RATE,
+            "seconds": spec.clip_seconds,
+            "policy": spec.length_policy,
+        }
         return LedgerItem(key=row["clip_id"], inputs=inputs, payload=path)
 
     def read_one(item: LedgerItem) -> ItemOutcome:
@@ -685,13 +733,15 @@ def prepare_clips(proto: "Protocol", manifest: "RunLedger", *, progress: bool = 
         table[col] = table[col].astype("Int64")
     write_table(table, proto.results_path / "tables" / "clips.parquet", kind="clips")
     table.attrs.update(
-        dataset=ds.label, data_notes=list(ds.notes), batch=batch.summary("clips"),
+        dataset=ds.label,
+        data_notes=list(ds.notes),
+        batch=batch.summary("clips"),
         listening_note=listening.attrs.get("note", ""),
     )
     return table
 
 
-def describe_clips_stage(table: pd.DataFrame, proto: "Protocol") -> list[str]:
+def describe_clips_stage(table: pd.DataFrame, proto: Protocol) -> list[str]:
     """Human-readable lines about a finished clips stage (for the CLI and the demo)."""
     res = proto.results_path
     n_ok = int((table["status"] == "ok").sum())
@@ -715,7 +765,19 @@ def describe_clips_stage(table: pd.DataFrame, proto: "Protocol") -> list[str]:
 
 
 __all__ = [
-    "Esc50", "VerificationReport", "resolve_esc50_root", "open_esc50", "read_esc50_meta",
-    "dataset_for_protocol", "verify_esc50", "download_esc50", "assign_splits", "split_counts",
-    "select_listening_set", "write_split_files", "write_listening_set", "prepare_clips", "describe_clips_stage",
+    "Esc50",
+    "VerificationReport",
+    "resolve_esc50_root",
+    "open_esc50",
+    "read_esc50_meta",
+    "dataset_for_protocol",
+    "verify_esc50",
+    "download_esc50",
+    "assign_splits",
+    "split_counts",
+    "select_listening_set",
+    "write_split_files",
+    "write_listening_set",
+    "prepare_clips",
+    "describe_clips_stage",
 ]

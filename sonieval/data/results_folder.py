@@ -81,7 +81,8 @@ class StageTable:
 
 
 STAGE_TABLES = {
-    t.kind: t for t in (
+    t.kind: t
+    for t in (
         StageTable("clips", "tables/clips.parquet", "sonieval data splits"),
         StageTable("prepared", "tables/prepared.parquet", "sonieval prepare"),
         StageTable("training", "tables/training.parquet", "sonieval train"),
@@ -145,7 +146,7 @@ class DataSource:
         what = "SYNTHETIC clip set" if self.marked_synthetic else "ESC-50 copy"
         return f"the {what} at {self.root} ({sha})"
 
-    def same_data(self, other: "DataSource") -> bool:
+    def same_data(self, other: DataSource) -> bool:
         """The same clips, wherever the copy lies: the same meta/esc50.csv (the built-in synthetic set, not
         made yet when data.esc50 is resolved, is always the same set)."""
         if self.meta_sha256 and other.meta_sha256:
@@ -154,7 +155,7 @@ class DataSource:
             return self.kind == other.kind
         return Path(self.root) == Path(other.root)
 
-    def same_place(self, other: "DataSource") -> bool:
+    def same_place(self, other: DataSource) -> bool:
         """The same clips read from the same folder (the tables hold paths into it)."""
         if self.synthetic and other.synthetic:
             return True
@@ -166,8 +167,14 @@ def meta_sha256(root: str | os.PathLike) -> str | None:
     return sha256_file(meta) if meta.is_file() else None
 
 
-def source_of_copy(root: str | os.PathLike, *, builtin_synthetic: bool = False, label: str = "", setting: str = "",
-                   resolved_via: str = "") -> DataSource:
+def source_of_copy(
+    root: str | os.PathLike,
+    *,
+    builtin_synthetic: bool = False,
+    label: str = "",
+    setting: str = "",
+    resolved_via: str = "",
+) -> DataSource:
     """The data source of a clip set in the official layout at ``root``."""
     root = Path(root).expanduser().resolve()
     kind = SYNTHETIC if builtin_synthetic else ESC50
@@ -191,8 +198,11 @@ def read_pin(results: str | os.PathLike) -> DataSource | None:
         if source.kind not in (ESC50, SYNTHETIC):
             raise ValueError(f"kind {source.kind!r}")
     except (OSError, ValueError, TypeError) as exc:
-        raise DataError(f"damaged data-source pin ({type(exc).__name__}: {exc})".splitlines()[0], path=path,
-                        hint="delete the file: the next `sonieval data splits PROTOCOL` pins the folder again") from None
+        raise DataError(
+            f"damaged data-source pin ({type(exc).__name__}: {exc})".splitlines()[0],
+            path=path,
+            hint="delete the file: the next `sonieval data splits PROTOCOL` pins the folder again",
+        ) from None
     return source
 
 
@@ -204,9 +214,9 @@ def pin_data_source(results: str | os.PathLike, source: DataSource, protocol: st
     record = {
         "format": PIN_FORMAT,
         "about": "The data source this results folder was made from (sonieval). Every command that resolves "
-                 "data.esc50 checks it; to use another data source, start a new results folder.",
+        "data.esc50 checks it; to use another data source, start a new results folder.",
         **asdict(source),
-        "pinned_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "pinned_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "protocol": str(Path(protocol).resolve()) if protocol else None,
     }
     return write_text_atomic(path, json.dumps(record, indent=2) + "\n")
@@ -222,7 +232,9 @@ def implied_source(results: str | os.PathLike) -> DataSource | None:
         return None
     label = str(clips["dataset"].iloc[0]) if "dataset" in clips.columns else ""
     root = resolve_table_path(str(clips["path"].iloc[0]), results).parent.parent
-    builtin = "synthetic" in clips.columns and bool(clips["synthetic"].iloc[0]) and root.name == BUILTIN_SYNTHETIC_DIRNAME
+    builtin = (
+        "synthetic" in clips.columns and bool(clips["synthetic"].iloc[0]) and root.name == BUILTIN_SYNTHETIC_DIRNAME
+    )
     return source_of_copy(root, builtin_synthetic=builtin, label=label)
 
 
@@ -234,23 +246,30 @@ def pinned_source(results: str | os.PathLike) -> tuple[DataSource | None, Path]:
     return implied_source(results), Path(results) / STAGE_TABLES["clips"].relpath
 
 
-def check_data_source(results: str | os.PathLike, source: DataSource, protocol: str | os.PathLike | None = None) -> None:
+def check_data_source(
+    results: str | os.PathLike, source: DataSource, protocol: str | os.PathLike | None = None
+) -> None:
     """Refuse a resolution of ``data.esc50`` that differs from the folder's data source (nothing is written)."""
     pinned, where = pinned_source(results)
     if pinned is None or pinned.same_place(source):
         return
     results = Path(results)
     if pinned.kind == source.kind == ESC50 and Path(pinned.root) == Path(source.root):
-        problem = (f"the meta/esc50.csv of {source.root} changed since this results folder was made from it "
-                   f"(sha256 {str(pinned.meta_sha256)[:12]} then, {str(source.meta_sha256)[:12]} now)")
+        problem = (
+            f"the meta/esc50.csv of {source.root} changed since this results folder was made from it "
+            f"(sha256 {str(pinned.meta_sha256)[:12]} then, {str(source.meta_sha256)[:12]} now)"
+        )
         keep = "restore the copy's meta/esc50.csv to keep using this folder"
     else:
         via = f" ({source.resolved_via})" if source.resolved_via else ""
-        problem = (f"this results folder holds {pinned.describe()}, but data.esc50 ({source.setting or '?'}) now "
-                   f"resolves to {source.describe()}{via}")
+        problem = (
+            f"this results folder holds {pinned.describe()}, but data.esc50 ({source.setting or '?'}) now "
+            f"resolves to {source.describe()}{via}"
+        )
         keep = _how_to_keep(pinned, source, protocol)
     raise DataSourceChanged(
-        problem, path=where,
+        problem,
+        path=where,
         hint=f"{keep}; or start a new results folder: set results_dir in {_target(protocol)}, or delete {results}",
     )
 
@@ -330,10 +349,14 @@ def stale_rows_error(stale: Staleness, protocol: str | os.PathLike | None = None
 
 
 def _stale_wavs_text(stale: Staleness) -> str:
-    names = [p.relative_to(stale.results).as_posix() if _is_within(p, stale.results) else str(p) for p in stale.stale_wavs]
-    return (f"{len(names)} WAV file(s) under {stale.results / SONIFICATIONS_DIR} are not listed in "
-            f"tables/sonifications.parquet (stale: left by an earlier data source, listening set or system grid): "
-            f"{_examples(names)}")
+    names = [
+        p.relative_to(stale.results).as_posix() if _is_within(p, stale.results) else str(p) for p in stale.stale_wavs
+    ]
+    return (
+        f"{len(names)} WAV file(s) under {stale.results / SONIFICATIONS_DIR} are not listed in "
+        f"tables/sonifications.parquet (stale: left by an earlier data source, listening set or system grid): "
+        f"{_examples(names)}"
+    )
 
 
 def clean_command(target: str | os.PathLike) -> str:
@@ -383,8 +406,13 @@ def source_of_folder(folder: str | os.PathLike) -> tuple[DataSource | None, str]
     return None, ""
 
 
-def check_audio_folders(reference: str | os.PathLike, systems: dict[str, str | os.PathLike], *,
-                        purpose: str = "scored", reference_option: str = "--reference") -> DataSource | None:
+def check_audio_folders(
+    reference: str | os.PathLike,
+    systems: dict[str, str | os.PathLike],
+    *,
+    purpose: str = "scored",
+    reference_option: str = "--reference",
+) -> DataSource | None:
     """For folder-mode ``score`` and ``study create``: refuse system folders that hold stale WAVs or
     stale rows of their results folder, and folders made from different data sources. Returns the
     one data source they share when it is known."""
@@ -396,9 +424,12 @@ def check_audio_folders(reference: str | os.PathLike, systems: dict[str, str | o
         if not stale.stale_rows.empty:
             raise stale_rows_error(stale)
         if stale.stale_wavs:
-            raise StaleFiles(f"system {name}: {_stale_wavs_text(stale)}", path=Path(folder),
-                             hint=f"they would be {purpose} as this system's: delete them with "
-                                  f"`{clean_command(stale.results)}`, then run the command again")
+            raise StaleFiles(
+                f"system {name}: {_stale_wavs_text(stale)}",
+                path=Path(folder),
+                hint=f"they would be {purpose} as this system's: delete them with "
+                f"`{clean_command(stale.results)}`, then run the command again",
+            )
     known: list[tuple[str, DataSource, str]] = []
     given = [(f"{reference_option} {reference}", reference), *((f"--system {n}={f}", f) for n, f in systems.items())]
     for option, folder in given:
@@ -413,14 +444,32 @@ def check_audio_folders(reference: str | os.PathLike, systems: dict[str, str | o
                 f"{first_option} is {first.describe()}, but {option} was made from {source.describe()} "
                 f"(recorded in {where}): {what} compares sonifications of one data source",
                 hint=f"give as {reference_option} the clips the systems were made from, and {purpose.rstrip('d')} "
-                     "each data source's systems separately",
+                "each data source's systems separately",
             )
     return known[0][1] if known else None
 
 
 __all__ = [
-    "STAGE_TABLES", "DataSource", "DataSourceChanged", "MissingTable", "StaleFiles", "MixedDataSources", "Staleness",
-    "making_command", "missing_table_error", "require_tables", "source_of_copy", "read_pin", "pin_data_source",
-    "pinned_source", "check_data_source", "find_stale", "check_sonifications", "results_folder_of",
-    "source_of_folder", "check_audio_folders", "stale_wavs_line", "clean_command",
+    "STAGE_TABLES",
+    "DataSource",
+    "DataSourceChanged",
+    "MissingTable",
+    "StaleFiles",
+    "MixedDataSources",
+    "Staleness",
+    "making_command",
+    "missing_table_error",
+    "require_tables",
+    "source_of_copy",
+    "read_pin",
+    "pin_data_source",
+    "pinned_source",
+    "check_data_source",
+    "find_stale",
+    "check_sonifications",
+    "results_folder_of",
+    "source_of_folder",
+    "check_audio_folders",
+    "stale_wavs_line",
+    "clean_command",
 ]

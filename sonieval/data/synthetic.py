@@ -106,8 +106,15 @@ def make_synthetic_esc50(
             filename = f"{fold}-{src}-A-{target}.wav"
             write_wav(folder / "audio" / filename, synthesize_clip(category, rng, n, CODEC_RATE), CODEC_RATE)
             rows.append(
-                {"filename": filename, "fold": fold, "target": target, "category": category,
-                 "esc10": False, "src_file": src, "take": "A"}
+                {
+                    "filename": filename,
+                    "fold": fold,
+                    "target": target,
+                    "category": category,
+                    "esc10": False,
+                    "src_file": src,
+                    "take": "A",
+                }
             )
     meta = pd.DataFrame(rows).sort_values("filename")
     write_text_atomic(folder / "meta" / "esc50.csv", meta.to_csv(index=False))

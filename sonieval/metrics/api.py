@@ -70,31 +70,73 @@ class DistanceResult:
         bandwidth = float(bandwidth) if bandwidth is not None and math.isfinite(float(bandwidth)) else None
         saturated = row.get("saturated")
         return cls(
-            metric=row["metric"], value=float(row["value"]), ci_low=float(row.get("ci_low", math.nan)),
-            ci_high=float(row.get("ci_high", math.nan)), n_reference=int(row["n_reference"]),
-            n_evaluated=int(row["n_evaluated"]), embedding=row["embedding"], bandwidth=bandwidth,
-            versions=json.loads(row["versions"]), saturated=None if saturated is None else bool(saturated),
-            ci_method=str(row.get("ci_method", "")), error=row.get("error"),
+            metric=row["metric"],
+            value=float(row["value"]),
+            ci_low=float(row.get("ci_low", math.nan)),
+            ci_high=float(row.get("ci_high", math.nan)),
+            n_reference=int(row["n_reference"]),
+            n_evaluated=int(row["n_evaluated"]),
+            embedding=row["embedding"],
+            bandwidth=bandwidth,
+            versions=json.loads(row["versions"]),
+            saturated=None if saturated is None else bool(saturated),
+            ci_method=str(row.get("ci_method", "")),
+            error=row.get("error"),
         )
 
 
-def kad(reference: Audio, evaluated: Audio, *, embedding: str = "logmel", bandwidth: float | None = None,
-        bootstrap: int = 0, seed: int = 0, device: str = "cpu", cache: str | os.PathLike | None = None,
-        sample_rate: int | None = None) -> DistanceResult:
+def kad(
+    reference: Audio,
+    evaluated: Audio,
+    *,
+    embedding: str = "logmel",
+    bandwidth: float | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    device: str = "cpu",
+    cache: str | os.PathLike | None = None,
+    sample_rate: int | None = None,
+) -> DistanceResult:
     """Kernel audio distance (unbiased MMD², Gaussian kernel, ×100; kadtk's convention) of ``evaluated``
     against ``reference``, with sigma the reference's median pairwise distance unless ``bandwidth`` is
     given; ``bootstrap`` > 0 adds a 95 % percentile interval over clips. Arrays need ``sample_rate``."""
-    board = Leaderboard(reference, embedding=embedding, metrics=("kad",), bandwidth=bandwidth, bootstrap=bootstrap,
-                        seed=seed, device=device, cache=cache, sample_rate=sample_rate)
+    board = Leaderboard(
+        reference,
+        embedding=embedding,
+        metrics=("kad",),
+        bandwidth=bandwidth,
+        bootstrap=bootstrap,
+        seed=seed,
+        device=device,
+        cache=cache,
+        sample_rate=sample_rate,
+    )
     return _checked(board.add("evaluated", evaluated)["kad"])
 
 
-def fad(reference: Audio, evaluated: Audio, *, embedding: str = "logmel", bootstrap: int = 0, seed: int = 0,
-        device: str = "cpu", cache: str | os.PathLike | None = None, sample_rate: int | None = None) -> DistanceResult:
+def fad(
+    reference: Audio,
+    evaluated: Audio,
+    *,
+    embedding: str = "logmel",
+    bootstrap: int = 0,
+    seed: int = 0,
+    device: str = "cpu",
+    cache: str | os.PathLike | None = None,
+    sample_rate: int | None = None,
+) -> DistanceResult:
     """Fréchet audio distance of Gaussians fitted to the two sets' frames (symmetric eigen route);
     ``bootstrap`` > 0 resamples the evaluated clips (at most 200 resamples). Arrays need ``sample_rate``."""
-    board = Leaderboard(reference, embedding=embedding, metrics=("fad",), bootstrap=bootstrap, seed=seed,
-                        device=device, cache=cache, sample_rate=sample_rate)
+    board = Leaderboard(
+        reference,
+        embedding=embedding,
+        metrics=("fad",),
+        bootstrap=bootstrap,
+        seed=seed,
+        device=device,
+        cache=cache,
+        sample_rate=sample_rate,
+    )
     return _checked(board.add("evaluated", evaluated)["fad"])
 
 
@@ -112,21 +154,45 @@ class Leaderboard:
     >>> board.add("lowpass", "out/lowpass/"); board.table()       # doctest: +SKIP
     """
 
-    def __init__(self, reference: Audio, *, embedding: str = "logmel", metrics: Sequence[str] = ("kad",),
-                 bandwidth: float | None = None, bootstrap: int = 0, seed: int = 0, device: str = "cpu",
-                 cache: str | os.PathLike | None = None, sample_rate: int | None = None):
+    def __init__(
+        self,
+        reference: Audio,
+        *,
+        embedding: str = "logmel",
+        metrics: Sequence[str] = ("kad",),
+        bandwidth: float | None = None,
+        bootstrap: int = 0,
+        seed: int = 0,
+        device: str = "cpu",
+        cache: str | os.PathLike | None = None,
+        sample_rate: int | None = None,
+    ):
         from sonieval.metrics.embeddings import EmbeddingCache, load_embedding
 
         _check_settings(metrics, bootstrap)
-        self.config = ScoreConfig.from_spec(embeddings=[embedding], metrics=list(metrics), bootstrap=bootstrap,
-                                            per_class=False, item_metrics=[], bandwidth=bandwidth, seed=seed,
-                                            device=device, progress=False)
+        self.config = ScoreConfig.from_spec(
+            embeddings=[embedding],
+            metrics=list(metrics),
+            bootstrap=bootstrap,
+            per_class=False,
+            item_metrics=[],
+            bandwidth=bandwidth,
+            seed=seed,
+            device=device,
+            progress=False,
+        )
         self.sample_rate = sample_rate
         self._backend = load_embedding(embedding, device=device)
         self._cache = EmbeddingCache(cache) if cache is not None else None
         ref, label = self._embed(reference, "reference", sample_rate)
-        self._side = ReferenceSide(ref, self.config, label=label, embedding_id=self._backend.embedding_id,
-                                   weights=self._backend.weights, versions=score_versions(self._backend))
+        self._side = ReferenceSide(
+            ref,
+            self.config,
+            label=label,
+            embedding_id=self._backend.embedding_id,
+            weights=self._backend.weights,
+            versions=score_versions(self._backend),
+        )
         self._rows: list[dict] = []
         self._comparisons: dict = {}
 
@@ -173,8 +239,10 @@ class Leaderboard:
         out.mkdir(parents=True, exist_ok=True)
         scores, paired = self.scores(), self.paired()
         board = build_leaderboard(scores)
-        files = [write_table(scores, out / "scores.csv", "scores"),
-                 write_table(board.drop(columns=["versions"], errors="ignore"), out / "leaderboard.csv")]
+        files = [
+            write_table(scores, out / "scores.csv", "scores"),
+            write_table(board.drop(columns=["versions"], errors="ignore"), out / "leaderboard.csv"),
+        ]
         if not paired.empty:
             files.append(write_table(paired, out / "paired_kad.csv"))
         return files + write_pages(leaderboard_document(board, scores, paired), out)
@@ -204,8 +272,9 @@ class Leaderboard:
 def _check_settings(metrics: Sequence[str], bootstrap: int) -> None:
     bad = [m for m in metrics if m not in METRICS]
     if isinstance(metrics, str) or bad or not metrics:
-        raise SonievalError(f"metrics={metrics!r}: expected a list of {' and/or '.join(METRICS)}",
-                            hint="e.g. metrics=('kad', 'fad')")
+        raise SonievalError(
+            f"metrics={metrics!r}: expected a list of {' and/or '.join(METRICS)}", hint="e.g. metrics=('kad', 'fad')"
+        )
     if bootstrap < 0:
         raise SonievalError(f"bootstrap={bootstrap}: must be 0 (no interval) or more")
 
@@ -216,13 +285,17 @@ def _inputs(audio: Audio, what: str):
         return _folder(Path(audio), what)
     if isinstance(audio, np.ndarray):
         if audio.ndim != 2:
-            raise DataError(f"{what}: an array of shape {audio.shape}; expected clips × samples",
-                            hint="a single clip is one set of one: pass a list of clips, with sample_rate=")
+            raise DataError(
+                f"{what}: an array of shape {audio.shape}; expected clips × samples",
+                hint="a single clip is one set of one: pass a list of clips, with sample_rate=",
+            )
         audio = list(audio)
     items = list(audio) if isinstance(audio, (list, tuple)) else None
     if items is None:
-        raise DataError(f"{what}: {type(audio).__name__} is not audio",
-                        hint="pass a folder, a list of files, a clips × samples array or a list of 1-D arrays")
+        raise DataError(
+            f"{what}: {type(audio).__name__} is not audio",
+            hint="pass a folder, a list of files, a clips × samples array or a list of 1-D arrays",
+        )
     if not items:
         raise DataError(f"{what}: the list of clips is empty", hint="give at least 2 clips")
     if all(isinstance(x, (str, os.PathLike)) for x in items):
@@ -241,8 +314,9 @@ def _folder(folder: Path, what: str):
     from sonieval.metrics.leaderboard import _folder_set
 
     if not folder.is_dir():
-        raise DataError(f"{what}: folder not found", path=folder,
-                        hint="pass a folder of audio, a list of files or arrays")
+        raise DataError(
+            f"{what}: folder not found", path=folder, hint="pass a folder of audio, a list of files or arrays"
+        )
     found = _folder_set(what, folder)  # the same clip ids and label as `sonieval score --reference/--system`
     return dict(zip(found.clip_ids, found.paths)), f"folder:{folder.resolve()}", None
 
@@ -263,11 +337,12 @@ def _embed_arrays(backend, clips: dict[str, np.ndarray], sample_rate: int | None
     frames = {}
     for group in by_length.values():
         for start in range(0, len(group), backend.batch_size):
-            batch = group[start:start + backend.batch_size]
+            batch = group[start : start + backend.batch_size]
             for (key, _), f in zip(batch, backend.embed_batch([x for _, x in batch])):
                 f = np.ascontiguousarray(f, dtype=np.float32)
                 if f.ndim != 2 or not np.all(np.isfinite(f)):
-                    raise DataError(f"{what}: clip {key}: embedding {backend.embedding_id} gave non-finite or "
-                                    "malformed frames")
+                    raise DataError(
+                        f"{what}: clip {key}: embedding {backend.embedding_id} gave non-finite or malformed frames"
+                    )
                 frames[key] = f
     return frames

@@ -36,8 +36,16 @@ from sonieval.tables import (
 __all__ = ["item_summary", "control_ids", "learning_table", "seed_table", "LOWER_IS_BETTER"]
 
 # Direction of every measure the table can show.
-LOWER_IS_BETTER = {"kad": True, "fad": True, "frame_kad": True, "embedding_cosine": True, "logmel_l1": True,
-                   "mrstft": True, "envelope_correlation": False, "validation_r2": False}
+LOWER_IS_BETTER = {
+    "kad": True,
+    "fad": True,
+    "frame_kad": True,
+    "embedding_cosine": True,
+    "logmel_l1": True,
+    "mrstft": True,
+    "envelope_correlation": False,
+    "validation_r2": False,
+}
 LEARNING_MEASURES = ("validation_r2", "kad", "logmel_l1", "envelope_correlation", "frame_kad")
 
 
@@ -55,8 +63,17 @@ def item_summary(item_scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0, l
         if len(v) >= 2 and n_boot > 0:
             means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
             lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-        rows.append({"system_id": sid, "metric": metric, "embedding": emb, "n": len(v), "value": float(v.mean()),
-                     "ci_low": float(lo), "ci_high": float(hi)})
+        rows.append(
+            {
+                "system_id": sid,
+                "metric": metric,
+                "embedding": emb,
+                "n": len(v),
+                "value": float(v.mean()),
+                "ci_low": float(lo),
+                "ci_high": float(hi),
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -86,11 +103,17 @@ def _measure_values(scores: pd.DataFrame, items: pd.DataFrame, training: pd.Data
     parts = []
     if scores is not None and not scores.empty:
         overall = scores[scores["category"].isna()] if "category" in scores.columns else scores
-        parts.append(overall[["system_id", "metric", "embedding", "value", "ci_low", "ci_high"]]
-                     .rename(columns={"metric": "measure"}))
+        parts.append(
+            overall[["system_id", "metric", "embedding", "value", "ci_low", "ci_high"]].rename(
+                columns={"metric": "measure"}
+            )
+        )
     if items is not None and not items.empty:
-        parts.append(items[["system_id", "metric", "embedding", "value", "ci_low", "ci_high"]]
-                     .rename(columns={"metric": "measure"}))
+        parts.append(
+            items[["system_id", "metric", "embedding", "value", "ci_low", "ci_high"]].rename(
+                columns={"metric": "measure"}
+            )
+        )
     if training is not None and not training.empty:
         parts.append(_r2_rows(training, set(pd.concat(parts)["system_id"]) if parts else set()))
     if not parts:
@@ -110,8 +133,16 @@ def _r2_rows(training: pd.DataFrame, system_ids: set[str]) -> pd.DataFrame:
     for sid in sorted(system_ids):
         got = by_base.get(sid.rsplit("/", 1)[0])
         if got is not None:
-            rows.append({"system_id": sid, "measure": "validation_r2", "embedding": "latent",
-                         "value": got[0], "ci_low": got[1], "ci_high": got[2]})
+            rows.append(
+                {
+                    "system_id": sid,
+                    "measure": "validation_r2",
+                    "embedding": "latent",
+                    "value": got[0],
+                    "ci_low": got[1],
+                    "ci_high": got[2],
+                }
+            )
     return pd.DataFrame(rows, columns=["system_id", "measure", "embedding", "value", "ci_low", "ci_high"])
 
 
@@ -125,8 +156,13 @@ def _beats(sys_row, ctrl_row, lower: bool) -> bool | None:
     return bool(sys_row["ci_high"] < ctrl_row["ci_low"]) if lower else bool(sys_row["ci_low"] > ctrl_row["ci_high"])
 
 
-def learning_table(scores: pd.DataFrame, item_scores_summary: pd.DataFrame, training: pd.DataFrame | None = None,
-                   primary_codec: str | None = None, paired_controls: pd.DataFrame | None = None) -> pd.DataFrame:
+def learning_table(
+    scores: pd.DataFrame,
+    item_scores_summary: pd.DataFrame,
+    training: pd.DataFrame | None = None,
+    primary_codec: str | None = None,
+    paired_controls: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """Each trained system beside its controls and ceiling, one row per (system, measure, embedding).
 
     Columns: system_id, encoder, layer, measure, embedding, lower_is_better, then value/ci_low/ci_high for ``system``,
@@ -162,15 +198,23 @@ def _paired_index(paired: pd.DataFrame | None) -> dict:
     if paired is None or paired.empty or "ci_high" not in paired.columns:
         return {}
     ok = paired[paired["ci_high"].notna()]
-    return {(r.system_id, r.control, r.embedding): (r.kad_difference, r.ci_low, r.ci_high)
-            for r in ok.itertuples(index=False)}
+    return {
+        (r.system_id, r.control, r.embedding): (r.kad_difference, r.ci_low, r.ci_high)
+        for r in ok.itertuples(index=False)
+    }
 
 
 def _learning_row(sid: str, measure: str, emb: str, r, ctrl: dict[str, str], index: dict, paired: dict) -> dict:
     lower = LOWER_IS_BETTER[measure]
     parts = system_parts(sid)
-    row = {"system_id": sid, "encoder": parts["encoder"], "layer": parts["layer"], "measure": measure,
-           "embedding": emb, "lower_is_better": lower}
+    row = {
+        "system_id": sid,
+        "encoder": parts["encoder"],
+        "layer": parts["layer"],
+        "measure": measure,
+        "embedding": emb,
+        "lower_is_better": lower,
+    }
     for name, value in (("system", r), *((k, index.get((v, measure, emb))) for k, v in ctrl.items())):
         for part in ("value", "ci_low", "ci_high"):
             row[f"{name}_{part}"] = float(value[part]) if value is not None else np.nan
@@ -210,8 +254,15 @@ def seed_table(learning: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         if len(g) < 2:
             continue
         lower = bool(g["lower_is_better"].iloc[0])
-        row = {"system": system, "encoder": g["encoder"].iloc[0], "layer": g["layer"].iloc[0], "measure": measure,
-               "embedding": emb, "lower_is_better": lower, "n_seeds": len(g)}
+        row = {
+            "system": system,
+            "encoder": g["encoder"].iloc[0],
+            "layer": g["layer"].iloc[0],
+            "measure": measure,
+            "embedding": emb,
+            "lower_is_better": lower,
+            "n_seeds": len(g),
+        }
         for side in SEED_SIDES:
             v = g[f"{side}_value"].to_numpy(float)
             v = v[np.isfinite(v)]

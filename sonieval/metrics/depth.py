@@ -71,8 +71,17 @@ def depth_summary(depth: pd.DataFrame) -> pd.DataFrame:
             audible_to = "unknown"
         else:
             audible_to = beating[-1] if beating else None
-        rows.append({"encoder": enc, "gate": gate, "measure": measure, "embedding": emb,
-                     "layers": ", ".join(g["layer"]), "beating_layers": ", ".join(beating), "audible_to": audible_to})
+        rows.append(
+            {
+                "encoder": enc,
+                "gate": gate,
+                "measure": measure,
+                "embedding": emb,
+                "layers": ", ".join(g["layer"]),
+                "beating_layers": ", ".join(beating),
+                "audible_to": audible_to,
+            }
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -80,9 +89,15 @@ def _errorbar(ax, x, value, lo, hi, **kw):
     """Points with their CI (bars clamped at 0: a percentile interval need not contain the estimate)."""
     value, lo, hi = (np.asarray(v, float) for v in (value, lo, hi))
     has = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(value)
-    ax.errorbar(np.asarray(x)[has], value[has], yerr=[np.clip(value[has] - lo[has], 0, None),
-                                                      np.clip(hi[has] - value[has], 0, None)],
-                fmt="none", ecolor=kw.get("color"), alpha=0.6, capsize=3)
+    ax.errorbar(
+        np.asarray(x)[has],
+        value[has],
+        yerr=[np.clip(value[has] - lo[has], 0, None), np.clip(hi[has] - value[has], 0, None)],
+        fmt="none",
+        ecolor=kw.get("color"),
+        alpha=0.6,
+        capsize=3,
+    )
     finite = np.isfinite(value)
     ax.plot(np.asarray(x)[finite], value[finite], **kw)
 
@@ -109,12 +124,41 @@ def depth_figure(depth: pd.DataFrame, encoder: str, path: str | Path, *, note: s
                 continue
             color = f"C{i % 10}"
             label = gate if len(gates) > 1 else "trained"
-            _errorbar(ax, g["depth"], g["system_value"], g["system_ci_low"], g["system_ci_high"], color=color,
-                      marker="o", ls="-", label=label)
-            _errorbar(ax, g["depth"] + 0.08, g["shuffled_value"], g["shuffled_ci_low"], g["shuffled_ci_high"],
-                      color=color, marker="s", ls="--", alpha=0.55, label="shuffled" if i == 0 else None)
-            _errorbar(ax, g["depth"] - 0.08, g["untrained_value"], g["untrained_ci_low"], g["untrained_ci_high"],
-                      color=color, marker="^", ls=":", alpha=0.55, label="untrained" if i == 0 else None)
+            _errorbar(
+                ax,
+                g["depth"],
+                g["system_value"],
+                g["system_ci_low"],
+                g["system_ci_high"],
+                color=color,
+                marker="o",
+                ls="-",
+                label=label,
+            )
+            _errorbar(
+                ax,
+                g["depth"] + 0.08,
+                g["shuffled_value"],
+                g["shuffled_ci_low"],
+                g["shuffled_ci_high"],
+                color=color,
+                marker="s",
+                ls="--",
+                alpha=0.55,
+                label="shuffled" if i == 0 else None,
+            )
+            _errorbar(
+                ax,
+                g["depth"] - 0.08,
+                g["untrained_value"],
+                g["untrained_ci_low"],
+                g["untrained_ci_high"],
+                color=color,
+                marker="^",
+                ls=":",
+                alpha=0.55,
+                label="untrained" if i == 0 else None,
+            )
         ceiling = p[["ceiling_value", "ceiling_ci_low", "ceiling_ci_high"]].dropna(subset=["ceiling_value"])
         if not ceiling.empty:
             c = ceiling.iloc[0]
@@ -127,7 +171,7 @@ def depth_figure(depth: pd.DataFrame, encoder: str, path: str | Path, *, note: s
         ax.set_xticks(layers["depth"], layers["layer"], fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     legend = {}  # every panel's entries once (the ceiling is absent from R²'s panel)
     for ax in axes.flat:

@@ -217,7 +217,11 @@ def _add_group_sums(torch, gsum, k, rows, cols, *, mirror: bool) -> None:
 
 
 def median_pairwise_distance(
-    x: np.ndarray, *, max_frames: int = MEDIAN_MAX_FRAMES, seed: int = MEDIAN_SEED, tile: int = DEFAULT_TILE,
+    x: np.ndarray,
+    *,
+    max_frames: int = MEDIAN_MAX_FRAMES,
+    seed: int = MEDIAN_SEED,
+    tile: int = DEFAULT_TILE,
     _keep: dict | None = None,
 ) -> float:
     """Median Euclidean distance over distinct pairs of frames (the "median heuristic").
@@ -401,7 +405,13 @@ def _kad_from_sums(s_rr: float, s_ee: float, s_re: float, n_r: int, n_e: int, ba
     k_re = s_re / (n_r * n_e)
     value = KAD_SCALE * (k_rr + k_ee - 2.0 * k_re)
     return KadResult(
-        float(value), bandwidth, n_r, n_e, KAD_SCALE * k_rr, KAD_SCALE * k_ee, KAD_SCALE * k_re,
+        float(value),
+        bandwidth,
+        n_r,
+        n_e,
+        KAD_SCALE * k_rr,
+        KAD_SCALE * k_ee,
+        KAD_SCALE * k_re,
         _saturated(k_rr, k_ee, k_re),
     )
 
@@ -431,7 +441,10 @@ def _within_resampled(counts: np.ndarray, sums: _BlockSums, sizes: np.ndarray) -
 
 
 def _bootstrap_values(
-    comp: KernelComparison, n_resamples: int, seed: int, ref_counts: np.ndarray | None,
+    comp: KernelComparison,
+    n_resamples: int,
+    seed: int,
+    ref_counts: np.ndarray | None,
     eval_counts: np.ndarray | None = None,
 ) -> np.ndarray:
     ref = comp.reference
@@ -648,10 +661,16 @@ def frechet_audio_distance(
     Never NaN or inf: non-finite input, fewer than 2 frames, or (with ``require_full_rank``) no
     more frames than dimensions raise :class:`MetricError`. Tiny negative round-off is clipped to 0.
     """
-    ref = reference if isinstance(reference, GaussianStats) else gaussian_stats(
-        reference, "reference set", require_full_rank=require_full_rank)
-    ev = evaluated if isinstance(evaluated, GaussianStats) else gaussian_stats(
-        evaluated, "evaluated set", require_full_rank=require_full_rank)
+    ref = (
+        reference
+        if isinstance(reference, GaussianStats)
+        else gaussian_stats(reference, "reference set", require_full_rank=require_full_rank)
+    )
+    ev = (
+        evaluated
+        if isinstance(evaluated, GaussianStats)
+        else gaussian_stats(evaluated, "evaluated set", require_full_rank=require_full_rank)
+    )
     if ref.dim != ev.dim:
         raise MetricError(
             f"embedding dimensions differ: reference {ref.dim}, evaluated {ev.dim}",
@@ -677,7 +696,11 @@ class ExtrapolatedScore:
 
 
 def fad_infinity(
-    reference: np.ndarray | GaussianStats, evaluated: np.ndarray, *, steps: int = 10, min_n: int | None = None,
+    reference: np.ndarray | GaussianStats,
+    evaluated: np.ndarray,
+    *,
+    steps: int = 10,
+    min_n: int | None = None,
     seed: int = 0,
 ) -> ExtrapolatedScore:
     """FAD-infinity (Chung & Lee's unbiased FID recipe, used by fadtk): FAD of random subsets of

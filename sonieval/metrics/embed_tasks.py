@@ -21,8 +21,16 @@ STAGE = "score-embed-cache"
 FILES_PER_TASK = 64  # a few seconds of a GPU per task, so a lost worker costs little
 
 
-def fill_embedding_cache(manifest: RunLedger, engine: Engine | None, spec: str, paths: list[str],
-                         cache_dir: str | os.PathLike, device: str = "auto", *, progress: bool = False) -> int:
+def fill_embedding_cache(
+    manifest: RunLedger,
+    engine: Engine | None,
+    spec: str,
+    paths: list[str],
+    cache_dir: str | os.PathLike,
+    device: str = "auto",
+    *,
+    progress: bool = False,
+) -> int:
     """Cache the embedding ``spec`` of every file of ``paths`` not cached yet, as tasks on ``engine``;
     returns how many files were sent. The ledger gets one row per task (its files' count and errors)."""
     if engine is None or engine.name == "local":
@@ -41,11 +49,19 @@ def fill_embedding_cache(manifest: RunLedger, engine: Engine | None, spec: str, 
             continue  # the driver's pass names it
     parts = chunks(todo, engine.slots * 4, at_most=FILES_PER_TASK)
     ref = engine.put((spec, str(cache_dir), device))
-    tasks = [Task(f"embed {spec} {i}", embed_into_cache, [LedgerItem(f"{backend.cache_key()}|{part[0]}",
-                                                                     {"files": part})], (ref,),
-                  engine.device_resources()) for i, part in enumerate(parts)]
-    run_tasks(manifest, STAGE, tasks, engine, desc=f"embed ({spec}) on {engine.name}", progress=progress,
-              skip_done=False)
+    tasks = [
+        Task(
+            f"embed {spec} {i}",
+            embed_into_cache,
+            [LedgerItem(f"{backend.cache_key()}|{part[0]}", {"files": part})],
+            (ref,),
+            engine.device_resources(),
+        )
+        for i, part in enumerate(parts)
+    ]
+    run_tasks(
+        manifest, STAGE, tasks, engine, desc=f"embed ({spec}) on {engine.name}", progress=progress, skip_done=False
+    )
     return len(todo)
 
 

@@ -30,9 +30,9 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class EmbeddingError(SonievalError):
 
 # --------------------------------------------------------------------------- registry
 
-_REGISTRY: dict[str, Callable[[str | None], "EmbeddingBackend"]] = {}
+_REGISTRY: dict[str, Callable[[str | None], EmbeddingBackend]] = {}
 
 
 def register_embedding(name: str):
@@ -66,20 +66,18 @@ def available_embeddings() -> list[str]:
     return sorted(_REGISTRY) + ["kadtk:<model>"]
 
 
-def load_embedding(spec: str, *, device: str = "cpu") -> "EmbeddingBackend":
+def load_embedding(spec: str, *, device: str = "cpu") -> EmbeddingBackend:
     """Build the backend a spec names (``logmel``, ``hubert:small``, ``kadtk:vggish``, ...)."""
     spec = spec.strip()
     if spec.startswith("kadtk:"):
-        return KadtkEmbedding(spec[len("kadtk:"):], device=device)
+        return KadtkEmbedding(spec[len("kadtk:") :], device=device)
     name, _, source = spec.partition(":")
     if name not in _REGISTRY:
         import difflib
 
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         did = f" (did you mean {close[0]!r}?)" if close else ""
-        raise EmbeddingError(
-            f"unknown embedding {spec!r}{did}", hint=f"available: {', '.join(available_embeddings())}"
-        )
+        raise EmbeddingError(f"unknown embedding {spec!r}{did}", hint=f"available: {', '.join(available_embeddings())}")
     backend = _REGISTRY[name](source or None)
     backend.device = device
     return backend
@@ -152,9 +150,16 @@ class LogMelEmbedding(EmbeddingBackend):
 
     def params(self) -> dict:
         return {
-            "sample_rate": self.sample_rate, "n_fft": self.n_fft, "hop_length": self.hop_length,
-            "n_mels": self.n_mels, "fmin": self.fmin, "fmax": self.fmax, "log_offset": self.log_offset,
-            "window": "hann", "center": True, "mel_norm": "slaney",
+            "sample_rate": self.sample_rate,
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "n_mels": self.n_mels,
+            "fmin": self.fmin,
+            "fmax": self.fmax,
+            "log_offset": self.log_offset,
+            "window": "hann",
+            "center": True,
+            "mel_norm": "slaney",
         }
 
     def log_mel(self, audio: np.ndarray) -> np.ndarray:
@@ -165,18 +170,32 @@ class LogMelEmbedding(EmbeddingBackend):
             import librosa
 
             fb = librosa.filters.mel(
-                sr=self.sample_rate, n_fft=self.n_fft, n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax,
-                htk=False, norm="slaney",
+                sr=self.sample_rate,
+                n_fft=self.n_fft,
+                n_mels=self.n_mels,
+                fmin=self.fmin,
+                fmax=self.fmax,
+                htk=False,
+                norm="slaney",
             )
             self._fb = torch.from_numpy(fb.astype(np.float32))
         x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
         one = x.ndim == 1
         if one:
             x = x[None]
-        spec = torch.stft(
-            x, self.n_fft, self.hop_length, window=torch.hann_window(self.n_fft), center=True,
-            pad_mode="constant", return_complex=True,
-        ).abs().pow_(2)
+        spec = (
+            torch.stft(
+                x,
+                self.n_fft,
+                self.hop_length,
+                window=torch.hann_window(self.n_fft),
+                center=True,
+                pad_mode="constant",
+                return_complex=True,
+            )
+            .abs()
+            .pow_(2)
+        )
         mel = torch.matmul(self._fb, spec).add_(self.log_offset).log_().transpose(1, 2)
         out = mel.numpy()
         return out[0] if one else out
@@ -251,8 +270,12 @@ class TransformersEmbedding(EmbeddingBackend):
             where = self.source or self.hub_id
             try:
                 self._model, folder, missing = load_pretrained(
-                    self.encoder_class().model_class_name, where, what=self.name,
-                    setting=f"embedding '{self.name}:<source>'", checkpoint_of=self.name)
+                    self.encoder_class().model_class_name,
+                    where,
+                    what=self.name,
+                    setting=f"embedding '{self.name}:<source>'",
+                    checkpoint_of=self.name,
+                )
             except EncoderError as exc:
                 raise EmbeddingError(exc.problem, path=exc.path, hint=exc.hint) from None
             n_params = len(self._model.state_dict())
@@ -362,8 +385,11 @@ def import_kadtk():
         import kadtk  # noqa: F401  (its modules call warnings.filterwarnings("ignore"))
         import kadtk.model_loader as model_loader
     except ImportError as exc:
-        raise EmbeddingError(f"kadtk is not importable ({exc})", hint="pip install --no-deps kadtk==1.1.0 (its declared pins contradict "
-                             "the stack; see requirements/nodeps.txt)") from None
+        raise EmbeddingError(
+            f"kadtk is not importable ({exc})",
+            hint="pip install --no-deps kadtk==1.1.0 (its declared pins contradict "
+            "the stack; see requirements/nodeps.txt)",
+        ) from None
     finally:
         warnings.filters[:] = saved
         warnings._filters_mutated()  # type: ignore[attr-defined]  # invalidate cached decisions
@@ -419,17 +445,26 @@ class KadtkEmbedding(EmbeddingBackend):
     def _build_sr(self) -> int:
         # known without importing kadtk, so that the cache key needs no model
         variant = KADTK_MODELS[self.model_name][1]
-        rates = {"PANNsModel": 16000 if variant.get("variant") == "cnn14-16k" else 32000, "VGGishModel": 16000,
-                 "CLAPLaionModel": 48000, "CLAPModel": 44100, "OpenL3Model": 48000, "EncodecEmbModel": 24000,
-                 "DACModel": 44100}
+        rates = {
+            "PANNsModel": 16000 if variant.get("variant") == "cnn14-16k" else 32000,
+            "VGGishModel": 16000,
+            "CLAPLaionModel": 48000,
+            "CLAPModel": 44100,
+            "OpenL3Model": 48000,
+            "EncodecEmbModel": 24000,
+            "DACModel": 44100,
+        }
         return rates[KADTK_MODELS[self.model_name][0]]
 
     def weights_file(self) -> Path | None:
         """Where kadtk keeps this model's checkpoint, when it is a known file (PANNs)."""
         class_name, kwargs = KADTK_MODELS[self.model_name]
         if class_name == "PANNsModel":
-            names = {"cnn14-32k": "Cnn14_mAP=0.431.pth", "cnn14-16k": "Cnn14_16k_mAP=0.438.pth",
-                     "wavegram-logmel": "Wavegram_Logmel_Cnn14_mAP=0.439.pth"}
+            names = {
+                "cnn14-32k": "Cnn14_mAP=0.431.pth",
+                "cnn14-16k": "Cnn14_16k_mAP=0.438.pth",
+                "wavegram-logmel": "Wavegram_Logmel_Cnn14_mAP=0.439.pth",
+            }
             import importlib.util
 
             spec = importlib.util.find_spec("kadtk")
@@ -542,8 +577,13 @@ def embed_files(
     result = Extraction()
     unique = list(dict.fromkeys(os.fspath(p) for p in paths))
     bs = batch_size or backend.batch_size
-    bar = tqdm(total=len(unique), desc=desc or f"embed {backend.embedding_id}", unit="clip",
-               disable=not progress or len(unique) < 2, leave=False)
+    bar = tqdm(
+        total=len(unique),
+        desc=desc or f"embed {backend.embedding_id}",
+        unit="clip",
+        disable=not progress or len(unique) < 2,
+        leave=False,
+    )
     pending: dict[int, list[tuple[str, str, np.ndarray]]] = {}
 
     def flush(length: int) -> None:

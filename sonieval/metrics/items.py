@@ -33,7 +33,10 @@ from sonieval.errors import SonievalError
 
 ITEM_METRICS = ("frame_kad", "embedding_cosine", "logmel_l1", "mrstft", "envelope_correlation")
 ITEM_METRIC_DIRECTION = {
-    "frame_kad": "lower", "embedding_cosine": "lower", "logmel_l1": "lower", "mrstft": "lower",
+    "frame_kad": "lower",
+    "embedding_cosine": "lower",
+    "logmel_l1": "lower",
+    "mrstft": "lower",
     "envelope_correlation": "higher",
 }
 # Measures computed from the embedding's frames (the others from the audio).
@@ -118,7 +121,7 @@ def time_lag(evaluated: np.ndarray, original: np.ndarray, max_lag: int = MAX_LAG
     if n <= 2 * max_lag + 2:
         raise ItemScoreError(f"time_lag: clip too short for lags of ±{max_lag} frames")
     lags = np.arange(-max_lag, max_lag + 1)
-    profile = np.array([_corr(a[max(0, k):n + min(0, k)], b[max(0, -k):n - max(0, k)]) for k in lags])
+    profile = np.array([_corr(a[max(0, k) : n + min(0, k)], b[max(0, -k) : n - max(0, k)]) for k in lags])
     if not np.isfinite(profile).any():
         raise ItemScoreError("time_lag: a loudness curve is constant; timing is undefined")
     return int(lags[int(np.nanargmax(profile))]), profile

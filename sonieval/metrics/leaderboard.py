@@ -143,11 +143,24 @@ class _Board:
         frames = self.embed(backend, spec)
         r = self.reference
         ref = stack_frames("reference", r.paths, r.clip_ids, r.categories, frames)
-        side = ReferenceSide(ref, self.config, label=self.reference_label, embedding_id=backend.embedding_id,
-                             weights=backend.weights, versions=score_versions(backend))
+        side = ReferenceSide(
+            ref,
+            self.config,
+            label=self.reference_label,
+            embedding_id=backend.embedding_id,
+            weights=backend.weights,
+            versions=score_versions(backend),
+        )
         items = self.system_items(side, backend)
-        batch = run_items(self.manifest, STAGE, items, SystemScorer(side, frames, self.config, self.out_dir),
-                          self.engine, desc=f"score ({side.embedding_id})", progress=self.config.progress)
+        batch = run_items(
+            self.manifest,
+            STAGE,
+            items,
+            SystemScorer(side, frames, self.config, self.out_dir),
+            self.engine,
+            desc=f"score ({side.embedding_id})",
+            progress=self.config.progress,
+        )
         self.failures.update(batch.failed)
         done = [it for it in items if it.key not in batch.failed]
         self.score_parts += [_part_path(self.out_dir, "scores", it.key) for it in done]
@@ -162,31 +175,49 @@ class _Board:
         paths = list(self.reference.paths)
         for s in self.systems:
             paths += s.paths + [o for o in s.originals if o]
-        fill_embedding_cache(self.manifest, self.engine, spec, paths, self.cache_dir, self.config.device,
-                             progress=self.config.progress)
-        extraction = embed_files(backend, paths, cache=EmbeddingCache(self.cache_dir), progress=self.config.progress,
-                                 desc=f"embed ({backend.embedding_id})")
+        fill_embedding_cache(
+            self.manifest, self.engine, spec, paths, self.cache_dir, self.config.device, progress=self.config.progress
+        )
+        extraction = embed_files(
+            backend,
+            paths,
+            cache=EmbeddingCache(self.cache_dir),
+            progress=self.config.progress,
+            desc=f"embed ({backend.embedding_id})",
+        )
         for p, err in extraction.errors.items():
             key = f"{backend.embedding_id}|{p}"
-            self.manifest.record(f"{STAGE}-embed", key, "failed", inputs={"embedding": backend.embedding_id,
-                                                                         "path": p}, error=err)
+            self.manifest.record(
+                f"{STAGE}-embed", key, "failed", inputs={"embedding": backend.embedding_id, "path": p}, error=err
+            )
             self.failures[key] = err
         return extraction.frames
 
     def system_items(self, side: ReferenceSide, backend) -> list[LedgerItem]:
         ref_sha = hashlib.sha256("\n".join(sorted(side.ref.clip_ids)).encode()).hexdigest()[:16]
         return [
-            LedgerItem(key=f"{side.embedding_id}|{self.reference_label}|{s.name}",
-                       inputs={"embedding": side.embedding_id, "embedding_key": backend.cache_key(),
-                               "reference": ref_sha, "system": _set_digest(s), "config": _config_digest(self.config)},
-                       system_id=s.name, payload=s)
+            LedgerItem(
+                key=f"{side.embedding_id}|{self.reference_label}|{s.name}",
+                inputs={
+                    "embedding": side.embedding_id,
+                    "embedding_key": backend.cache_key(),
+                    "reference": ref_sha,
+                    "system": _set_digest(s),
+                    "config": _config_digest(self.config),
+                },
+                system_id=s.name,
+                payload=s,
+            )
             for s in self.systems
         ]
 
     def compare(self, side: ReferenceSide, done: list[LedgerItem]) -> None:
         """Paired KAD comparisons (against the best, and trained against its controls) from the saved sums."""
-        comps = {it.system_id: _load_comparison(side.kernel, _kernel_path(self.out_dir, it.key))
-                 for it in done if _kernel_path(self.out_dir, it.key).is_file()}
+        comps = {
+            it.system_id: _load_comparison(side.kernel, _kernel_path(self.out_dir, it.key))
+            for it in done
+            if _kernel_path(self.out_dir, it.key).is_file()
+        }
         emb = side.embedding_id
         self.paired += paired_with_best(comps, self.config, {"embedding": emb, "reference_set": self.reference_label})
         self.controls += paired_with_controls(comps, self.config, {"embedding": emb}, self.primary_codec)
@@ -205,10 +236,25 @@ class _Board:
             _write_part(pd.DataFrame(audio_item_rows(item.payload, wanted)), part)
             return ItemOutcome(path=part)
 
-        items = [LedgerItem(key=f"audio-items|{s.name}", inputs={"system": _set_digest(s), "metrics": wanted},
-                            system_id=s.name, payload=s) for s in self.systems if any(s.originals)]
-        batch = run_items(self.manifest, f"{STAGE}-items", items, run, self.engine, desc="per-item audio measures",
-                          progress=self.config.progress)
+        items = [
+            LedgerItem(
+                key=f"audio-items|{s.name}",
+                inputs={"system": _set_digest(s), "metrics": wanted},
+                system_id=s.name,
+                payload=s,
+            )
+            for s in self.systems
+            if any(s.originals)
+        ]
+        batch = run_items(
+            self.manifest,
+            f"{STAGE}-items",
+            items,
+            run,
+            self.engine,
+            desc="per-item audio measures",
+            progress=self.config.progress,
+        )
         self.failures.update(batch.failed)
         return [_part_path(out_dir, "items", it.key) for it in items if it.key not in batch.failed]
 
@@ -246,8 +292,9 @@ def score_sets(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_systems(systems, config)
-    board = _Board(reference, systems, out_dir, config, Path(cache_dir), reference_label, manifest, engine,
-                   primary_codec)
+    board = _Board(
+        reference, systems, out_dir, config, Path(cache_dir), reference_label, manifest, engine, primary_codec
+    )
     for spec in config.embeddings:
         try:
             board.score_embedding(spec)
@@ -261,8 +308,17 @@ def score_sets(
     audio_parts = board.audio_items()
     scores = _concat(board.score_parts)
     item_scores = _concat(board.item_parts + audio_parts)
-    return _write_outputs(scores, item_scores, out_dir, board.failures, pd.DataFrame(board.paired), config=config,
-                          training=training, primary_codec=primary_codec, paired_controls=pd.DataFrame(board.controls))
+    return _write_outputs(
+        scores,
+        item_scores,
+        out_dir,
+        board.failures,
+        pd.DataFrame(board.paired),
+        config=config,
+        training=training,
+        primary_codec=primary_codec,
+        paired_controls=pd.DataFrame(board.controls),
+    )
 
 
 # --------------------------------------------------------------------------- parts on disk
@@ -275,9 +331,15 @@ def _save_comparison(comp, path: Path) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(
-                fh, labels=comp.groups[1].astype(str), sizes=comp.group_sizes, ee_sums=comp.ee.group_sums,
-                ee_diag=comp.ee.group_diagonal, ee_total=comp.ee.total, ee_diagonal=comp.ee.diagonal,
-                re_sums=comp.re.group_sums, re_total=comp.re.total,
+                fh,
+                labels=comp.groups[1].astype(str),
+                sizes=comp.group_sizes,
+                ee_sums=comp.ee.group_sums,
+                ee_diag=comp.ee.group_diagonal,
+                ee_total=comp.ee.total,
+                ee_diagonal=comp.ee.diagonal,
+                re_sums=comp.re.group_sums,
+                re_total=comp.re.total,
             )
 
 
@@ -328,8 +390,15 @@ def _concat(parts: Iterable[Path]) -> pd.DataFrame:
 
 
 def _write_outputs(
-    scores: pd.DataFrame, item_scores: pd.DataFrame, out_dir: Path, failures, paired: pd.DataFrame | None = None,
-    *, config: ScoreConfig | None = None, training: pd.DataFrame | None = None, primary_codec: str | None = None,
+    scores: pd.DataFrame,
+    item_scores: pd.DataFrame,
+    out_dir: Path,
+    failures,
+    paired: pd.DataFrame | None = None,
+    *,
+    config: ScoreConfig | None = None,
+    training: pd.DataFrame | None = None,
+    primary_codec: str | None = None,
     paired_controls: pd.DataFrame | None = None,
 ) -> ScoreOutputs:
     from sonieval.metrics.controls import item_summary, learning_table, seed_table
@@ -346,19 +415,37 @@ def _write_outputs(
     items = item_summary(item_scores, n_boot=config.bootstrap, seed=config.seed)
     learning = learning_table(scores, items, training, primary_codec, paired_controls)
     seeds, depth = seed_table(learning), depth_table(learning)
-    tables = {"scores.parquet": (scores, "scores"), "scores.csv": (scores, "scores"),
-              "item_scores.parquet": (item_scores, "item_scores"),
-              "leaderboard.csv": (board.drop(columns=["versions"], errors="ignore"), None),
-              "paired_kad.csv": (paired, None), "item_summary.csv": (items, None)}
-    optional = {"paired_controls.csv": paired_controls, "learning.csv": learning, "learning_seeds.csv": seeds,
-                "depth.csv": depth}
+    tables = {
+        "scores.parquet": (scores, "scores"),
+        "scores.csv": (scores, "scores"),
+        "item_scores.parquet": (item_scores, "item_scores"),
+        "leaderboard.csv": (board.drop(columns=["versions"], errors="ignore"), None),
+        "paired_kad.csv": (paired, None),
+        "item_summary.csv": (items, None),
+    }
+    optional = {
+        "paired_controls.csv": paired_controls,
+        "learning.csv": learning,
+        "learning_seeds.csv": seeds,
+        "depth.csv": depth,
+    }
     tables.update({name: (df, None) for name, df in optional.items() if df is not None and not df.empty})
     files = [write_table(df, out_dir / name, schema) for name, (df, schema) in tables.items()]
     figures = dot_plots(board, out_dir / "figures")
     notes = depth_notes(scores, training)
     depth_figs = depth_figures(depth, out_dir / "figures", notes)
-    doc = leaderboard_document(board, scores, paired, learning, seeds=seeds, depth=depth, depth_figures=depth_figs,
-                               depth_notes=notes, figures=figures, out_dir=out_dir)
+    doc = leaderboard_document(
+        board,
+        scores,
+        paired,
+        learning,
+        seeds=seeds,
+        depth=depth,
+        depth_figures=depth_figs,
+        depth_notes=notes,
+        figures=figures,
+        out_dir=out_dir,
+    )
     files += write_pages(doc, out_dir)
     return ScoreOutputs(scores, item_scores, board, files + figures + depth_figs, failures, learning, depth)
 
@@ -399,8 +486,13 @@ def score_folders(
     sets = [_folder_set(name, Path(d), index) for name, d in systems.items()]
     with RunLedger(out_dir / "manifest.sqlite") as manifest:
         return score_sets(
-            reference, sets, out_dir, config=config, cache_dir=cache_dir or out_dir / "cache",
-            reference_label=f"folder:{Path(reference_dir).resolve()}", manifest=manifest,
+            reference,
+            sets,
+            out_dir,
+            config=config,
+            cache_dir=cache_dir or out_dir / "cache",
+            reference_label=f"folder:{Path(reference_dir).resolve()}",
+            manifest=manifest,
         )
 
 
@@ -440,7 +532,9 @@ def protocol_sets(proto) -> tuple[AudioSet, list[AudioSet], str]:
         if limit is not None and n_all > limit:
             chosen = chosen.sample(n=limit, random_state=proto.seed).sort_values("clip_id")
         reference = AudioSet(
-            "reference", [_resolve_path(p, results) for p in chosen["path"]], [str(c) for c in chosen["clip_id"]],
+            "reference",
+            [_resolve_path(p, results) for p in chosen["path"]],
+            [str(c) for c in chosen["clip_id"]],
             [str(c) for c in chosen["category"]],
         )
         label = f"esc50:{spec}"
@@ -452,18 +546,27 @@ def protocol_sets(proto) -> tuple[AudioSet, list[AudioSet], str]:
     son = read_table(results / "tables" / "sonifications.parquet", "sonifications")
     son = son[son["status"].astype(str).isin(["done", "ok"])]
     if son.empty:
-        raise DataError("no finished sonifications to score", path=results / "tables" / "sonifications.parquet",
-                        hint="run `sonieval sonify PROTOCOL` first")
+        raise DataError(
+            "no finished sonifications to score",
+            path=results / "tables" / "sonifications.parquet",
+            hint="run `sonieval sonify PROTOCOL` first",
+        )
     orig_of = {str(c): _resolve_path(p, results) for c, p in zip(clips["clip_id"], clips["path"])}
     systems = []
     for sid, g in son.groupby("system_id", sort=True):
         g = g.sort_values("clip_id")
         random_init = bool(g["random_init"].fillna(False).astype(bool).any()) if "random_init" in g.columns else None
-        systems.append(AudioSet(
-            str(sid), [_resolve_path(p, results) for p in g["path"]], [str(c) for c in g["clip_id"]],
-            [None if pd.isna(c) else str(c) for c in g["category"]], [orig_of.get(str(c)) for c in g["clip_id"]],
-            random_init=random_init, provenance=_provenance(g),
-        ))
+        systems.append(
+            AudioSet(
+                str(sid),
+                [_resolve_path(p, results) for p in g["path"]],
+                [str(c) for c in g["clip_id"]],
+                [None if pd.isna(c) else str(c) for c in g["category"]],
+                [orig_of.get(str(c)) for c in g["clip_id"]],
+                random_init=random_init,
+                provenance=_provenance(g),
+            )
+        )
     return reference, systems, label
 
 
@@ -500,8 +603,17 @@ def run_score(proto, manifest: RunLedger, *, engine=None, **overrides) -> ScoreO
     config = ScoreConfig.from_spec(proto.metrics, **{"seed": proto.seed, **overrides})
     training_path = proto.results_path / "tables" / "training.parquet"
     training = pd.read_parquet(training_path) if training_path.is_file() else None
-    outputs = score_sets(reference, systems, proto.results_path / "scores", config=config,
-                         cache_dir=proto.cache_path, reference_label=label, manifest=manifest,
-                         training=training, primary_codec=proto.primary_codec.name, engine=engine)
+    outputs = score_sets(
+        reference,
+        systems,
+        proto.results_path / "scores",
+        config=config,
+        cache_dir=proto.cache_path,
+        reference_label=label,
+        manifest=manifest,
+        training=training,
+        primary_codec=proto.primary_codec.name,
+        engine=engine,
+    )
     outputs.notes = notes
     return outputs

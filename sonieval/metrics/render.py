@@ -34,17 +34,21 @@ LEARNING_INTRO = (
     "measures resample sonified clips (KAD also the reference set). *beats both*: for KAD, the paired "
     "bootstrap difference to each control (one reference resample for both, the same clip draws; "
     "paired_controls.csv) has its 95 % CI below 0; for the other measures the trained CI lies entirely "
-    "on the better side of both controls' CIs.")
+    "on the better side of both controls' CIs."
+)
 SEEDS_INTRO = (
     "Each system trained with {n} seeds (gate initialisation and batch order; the data are the same): "
     "mean over seeds with a 95 % t interval over seeds, beside the controls trained with the same seeds and "
     "the codec ceiling. *seeds* = how many seeds beat both controls on their own per-clip CIs; *beats both* "
-    "= the trained seed interval lies entirely on the better side of both controls' seed intervals.")
-DEPTH_INTRO = ("Each encoder sonified at several layers: per layer, the trained gate beside the same gate "
-               "untrained and trained on shuffled pairs, and the codec's own reconstruction (ceiling), with 95 % CIs "
-               "(R²: validation clips resampled; KAD and item measures: sonified clips resampled). *Beats both "
-               "controls down to* = the deepest layer whose trained CI lies entirely on the better side of both "
-               "controls' CIs (*beats both* per layer).")
+    "= the trained seed interval lies entirely on the better side of both controls' seed intervals."
+)
+DEPTH_INTRO = (
+    "Each encoder sonified at several layers: per layer, the trained gate beside the same gate "
+    "untrained and trained on shuffled pairs, and the codec's own reconstruction (ceiling), with 95 % CIs "
+    "(R²: validation clips resampled; KAD and item measures: sonified clips resampled). *Beats both "
+    "controls down to* = the deepest layer whose trained CI lies entirely on the better side of both "
+    "controls' CIs (*beats both* per layer)."
+)
 CONTROL_SIDES = (("trained", "system"), ("shuffled", "shuffled"), ("untrained", "untrained"), ("ceiling", "ceiling"))
 
 
@@ -73,8 +77,10 @@ def _ci_cell(row, name: str) -> str:
 def controls_table(g: pd.DataFrame, lead: dict[str, str], *, seeds: bool = False) -> pd.DataFrame:
     """The one row renderer of the learning, seed and depth tables: ``lead`` columns (title → column,
     a system column in backticks), then each side with its CI, then the verdict."""
-    out = {title: [f"`{v}`" if col in ("system_id", "system", "gate") else str(v) for v in g[col]]
-           for title, col in lead.items()}
+    out = {
+        title: [f"`{v}`" if col in ("system_id", "system", "gate") else str(v) for v in g[col]]
+        for title, col in lead.items()
+    }
     rows = [r for _, r in g.iterrows()]
     out.update({title: [_ci_cell(r, side) for r in rows] for title, side in CONTROL_SIDES})
     if seeds:
@@ -135,8 +141,13 @@ def _depth_note(g: pd.DataFrame, enc: str, training: pd.DataFrame | None) -> str
     return "; ".join(bits)
 
 
-def add_depth(doc: Document, depth: pd.DataFrame | None, figures: list[Path] | None = None,
-              out_dir: Path | None = None, notes: dict[str, str] | None = None) -> None:
+def add_depth(
+    doc: Document,
+    depth: pd.DataFrame | None,
+    figures: list[Path] | None = None,
+    out_dir: Path | None = None,
+    notes: dict[str, str] | None = None,
+) -> None:
     """Audibility by depth: per encoder a table per measure (layer by layer) and its figure."""
     from sonieval.metrics.depth import depth_summary
 
@@ -154,8 +165,9 @@ def add_depth(doc: Document, depth: pd.DataFrame | None, figures: list[Path] | N
             doc.image(figs[enc].relative_to(out_dir).as_posix(), f"audibility by depth: {enc}")
         for (measure, emb), g in d.groupby(["measure", "embedding"], sort=False):
             s = summary[(summary["encoder"] == enc) & (summary["measure"] == measure) & (summary["embedding"] == emb)]
-            reach = "; ".join(f"`{r.gate}`: {'no layer' if pd.isna(r.audible_to) else r.audible_to}"
-                              for r in s.itertuples())
+            reach = "; ".join(
+                f"`{r.gate}`: {'no layer' if pd.isna(r.audible_to) else r.audible_to}" for r in s.itertuples()
+            )
             doc.h(4, f"{MEASURE_TITLES.get(measure, measure)} · {emb}")
             doc.p(f"Beats both controls down to: {reach}.")
             doc.table(controls_table(g, {"layer": "layer", "gate": "gate"}), max_rows=None, formatted=True)
@@ -169,34 +181,44 @@ def board_notes(board: pd.DataFrame) -> list[str]:
     notes = []
     marks = {random_mark(r) for _, r in board.iterrows()}
     if RANDOM_CODEC_MARK in marks:
-        notes.append(f"Systems marked {RANDOM_CODEC_MARK} were decoded by a RANDOMLY INITIALISED codec (or made "
-                     "with randomly initialised models): their scores show that the pipeline runs, not how a "
-                     "trained system performs.")
+        notes.append(
+            f"Systems marked {RANDOM_CODEC_MARK} were decoded by a RANDOMLY INITIALISED codec (or made "
+            "with randomly initialised models): their scores show that the pipeline runs, not how a "
+            "trained system performs."
+        )
     if RANDOM_ENCODER_MARK in marks:
-        notes.append(f"Systems marked {RANDOM_ENCODER_MARK} sonify a RANDOMLY INITIALISED encoder (a random "
-                     "projection of the audio, not a pretrained model) through a real or weight-free codec: their "
-                     "gates really learn, so they test the method, not what a pretrained encoder holds.")
+        notes.append(
+            f"Systems marked {RANDOM_ENCODER_MARK} sonify a RANDOMLY INITIALISED encoder (a random "
+            "projection of the audio, not a pretrained model) through a real or weight-free codec: their "
+            "gates really learn, so they test the method, not what a pretrained encoder holds."
+        )
     if "system_codec_label" in board.columns:
         labels = sorted({str(v) for v in board["system_codec_label"].dropna()})
         if labels:
             notes.append("Codecs: " + ", ".join(f"`{v}`" for v in labels) + ".")
     if "control" in board.columns and (board["control"].isin(["untrained", "shuffled", "ceiling"])).any():
-        notes.append("Controls are systems: `.untrained` = the gate at its initialisation, `.shuffled` = the gate "
-                     "trained on mismatched (embedding, latent) pairs, `codec/…/codec` = the codec's own "
-                     "reconstruction of the original (the ceiling).")
+        notes.append(
+            "Controls are systems: `.untrained` = the gate at its initialisation, `.shuffled` = the gate "
+            "trained on mismatched (embedding, latent) pairs, `codec/…/codec` = the codec's own "
+            "reconstruction of the original (the ceiling)."
+        )
     notes += [_metric_note(emb, metric, g) for (emb, metric), g in board.groupby(["embedding", "metric"])]
     return notes
 
 
 def _metric_note(emb: str, metric: str, g: pd.DataFrame) -> str:
     first = g.iloc[0]
-    line = (f"{metric.upper()} on `{emb}` against reference set `{first['reference_set']}` "
-            f"(n_reference = {first['n_reference']} clips)")
+    line = (
+        f"{metric.upper()} on `{emb}` against reference set `{first['reference_set']}` "
+        f"(n_reference = {first['n_reference']} clips)"
+    )
     if metric == "kad":
         line += f", bandwidth σ = {_fmt(first['bandwidth'])} (median pairwise distance of the reference), scale ×100"
         if g["saturated"].fillna(False).astype(bool).all():
-            line += (". **All systems are saturated** (cross term ≈ 0 on σ's scale): equal KADs here mean "
-                     "'all far from the reference', not 'all equal'")
+            line += (
+                ". **All systems are saturated** (cross term ≈ 0 on σ's scale): equal KADs here mean "
+                "'all far from the reference', not 'all equal'"
+            )
     if "random-init" in emb:
         line += ". The embedding is RANDOMLY INITIALISED (not a pretrained model)"
     if "weight-free" in emb:
@@ -214,31 +236,41 @@ def per_class_table(scores: pd.DataFrame, embedding: str, metric: str) -> pd.Dat
 
 def ranked_table(g: pd.DataFrame) -> pd.DataFrame:
     """One (embedding, metric) of the board as text: rank, system (with its † / ‡ mark), value, CI, n, note."""
+
     def note(r) -> str:
         sat = r.get("saturated")
         return r["error"] if isinstance(r.get("error"), str) else ("saturated" if pd.notna(sat) and bool(sat) else "")
 
     rows = [r for _, r in g.iterrows()]
-    return pd.DataFrame({
-        "rank": [int(r["rank"]) for r in rows],
-        "system": [f"`{r['system_id']}`" + (f" {random_mark(r)}" if random_mark(r) else "") for r in rows],
-        "value": [_fmt(r["value"]) for r in rows],
-        "95% CI": ["—" if not np.isfinite(r["ci_low"]) else f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
-                   for r in rows],
-        "n evaluated": [int(r["n_evaluated"]) for r in rows],
-        "note": [note(r) for r in rows],
-    })
+    return pd.DataFrame(
+        {
+            "rank": [int(r["rank"]) for r in rows],
+            "system": [f"`{r['system_id']}`" + (f" {random_mark(r)}" if random_mark(r) else "") for r in rows],
+            "value": [_fmt(r["value"]) for r in rows],
+            "95% CI": [
+                "—" if not np.isfinite(r["ci_low"]) else f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" for r in rows
+            ],
+            "n evaluated": [int(r["n_evaluated"]) for r in rows],
+            "note": [note(r) for r in rows],
+        }
+    )
 
 
 def paired_table(pg: pd.DataFrame) -> pd.DataFrame:
     def cells(r) -> list:
         if isinstance(r.get("error"), str):
             return [f"`{r['system_id']}`", "—", "—", "—", r["error"]]
-        return [f"`{r['system_id']}`", _fmt(r["kad_difference"]), f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
-                _fmt(r["p_value"], 3), "yes" if r["paired_clips"] else "no"]
+        return [
+            f"`{r['system_id']}`",
+            _fmt(r["kad_difference"]),
+            f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
+            _fmt(r["p_value"], 3),
+            "yes" if r["paired_clips"] else "no",
+        ]
 
-    return pd.DataFrame([cells(r) for _, r in pg.iterrows()],
-                        columns=["system", "difference", "95% CI", "p", "paired clips"])
+    return pd.DataFrame(
+        [cells(r) for _, r in pg.iterrows()], columns=["system", "difference", "95% CI", "p", "paired clips"]
+    )
 
 
 def add_ranked(doc: Document, board: pd.DataFrame, scores: pd.DataFrame | None, paired: pd.DataFrame | None) -> None:
@@ -249,14 +281,17 @@ def add_ranked(doc: Document, board: pd.DataFrame, scores: pd.DataFrame | None, 
         pivot = per_class_table(scores, emb, metric) if scores is not None and not scores.empty else pd.DataFrame()
         if not pivot.empty:
             doc.p(f"Per class ({metric.upper()}, no CIs; a class's reference and evaluated clips only):")
-            shown = pd.DataFrame({"class": list(pivot.index),
-                                  **{f"`{c}`": [_fmt(v) for v in pivot[c]] for c in pivot.columns}})
+            shown = pd.DataFrame(
+                {"class": list(pivot.index), **{f"`{c}`": [_fmt(v) for v in pivot[c]] for c in pivot.columns}}
+            )
             doc.table(shown, max_rows=None, formatted=True)
         pg = paired[paired["embedding"] == emb] if metric == "kad" and paired is not None and not paired.empty else None
         if pg is not None and not pg.empty:
-            doc.p(f"Paired bootstrap against the best system `{pg['best_system'].iloc[0]}` "
-                  "(KAD(best) − KAD(system); same reference resamples, shared clip draws when the "
-                  "systems sonified the same clips):")
+            doc.p(
+                f"Paired bootstrap against the best system `{pg['best_system'].iloc[0]}` "
+                "(KAD(best) − KAD(system); same reference resamples, shared clip draws when the "
+                "systems sonified the same clips):"
+            )
             doc.table(paired_table(pg), max_rows=None, formatted=True)
 
 
@@ -270,10 +305,17 @@ def _versions_line(board: pd.DataFrame) -> str:
 
 
 def leaderboard_document(
-    board: pd.DataFrame, scores: pd.DataFrame | None = None, paired: pd.DataFrame | None = None,
-    learning: pd.DataFrame | None = None, *, seeds: pd.DataFrame | None = None, depth: pd.DataFrame | None = None,
-    depth_figures: list[Path] | None = None, depth_notes: dict[str, str] | None = None,
-    figures: list[Path] | None = None, out_dir: Path | None = None,
+    board: pd.DataFrame,
+    scores: pd.DataFrame | None = None,
+    paired: pd.DataFrame | None = None,
+    learning: pd.DataFrame | None = None,
+    *,
+    seeds: pd.DataFrame | None = None,
+    depth: pd.DataFrame | None = None,
+    depth_figures: list[Path] | None = None,
+    depth_notes: dict[str, str] | None = None,
+    figures: list[Path] | None = None,
+    out_dir: Path | None = None,
 ) -> Document:
     """The whole leaderboard page as one document (Markdown and HTML are its two renderings)."""
     from sonieval.metrics.controls import seed_table
@@ -297,13 +339,23 @@ def leaderboard_document(
     return doc
 
 
-def leaderboard_markdown(board: pd.DataFrame, scores: pd.DataFrame | None = None, paired: pd.DataFrame | None = None,
-                         learning: pd.DataFrame | None = None, **parts) -> str:
+def leaderboard_markdown(
+    board: pd.DataFrame,
+    scores: pd.DataFrame | None = None,
+    paired: pd.DataFrame | None = None,
+    learning: pd.DataFrame | None = None,
+    **parts,
+) -> str:
     return leaderboard_document(board, scores, paired, learning, **parts).markdown()
 
 
-def leaderboard_html(board: pd.DataFrame, scores: pd.DataFrame | None = None, paired: pd.DataFrame | None = None,
-                     learning: pd.DataFrame | None = None, **parts) -> str:
+def leaderboard_html(
+    board: pd.DataFrame,
+    scores: pd.DataFrame | None = None,
+    paired: pd.DataFrame | None = None,
+    learning: pd.DataFrame | None = None,
+    **parts,
+) -> str:
     return leaderboard_document(board, scores, paired, learning, **parts).html(TITLE)
 
 
@@ -311,8 +363,10 @@ def write_pages(doc: Document, out_dir: Path, stem: str = "leaderboard") -> list
     """``<stem>.md`` and ``<stem>.html`` of one document, written atomically."""
     from sonieval.files import write_text_atomic
 
-    return [write_text_atomic(Path(out_dir) / f"{stem}.md", doc.markdown()),
-            write_text_atomic(Path(out_dir) / f"{stem}.html", doc.html(TITLE))]
+    return [
+        write_text_atomic(Path(out_dir) / f"{stem}.md", doc.markdown()),
+        write_text_atomic(Path(out_dir) / f"{stem}.html", doc.html(TITLE)),
+    ]
 
 
 # --------------------------------------------------------------------------- figures
@@ -351,8 +405,9 @@ def _dot_plot(g: pd.DataFrame, emb: str, metric: str, enc: str, post: str, fig_d
     ax.set_xticks(x, g["system_label"], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(f"{metric.upper()} (lower is better)")
     first = g.iloc[0]
-    subtitle = textwrap.fill(f"{emb} vs {first['reference_set']} (n_ref={first['n_reference']}); "
-                             f"bars: {CI_LEVEL:.0%} bootstrap CI", 80)
+    subtitle = textwrap.fill(
+        f"{emb} vs {first['reference_set']} (n_ref={first['n_reference']}); bars: {CI_LEVEL:.0%} bootstrap CI", 80
+    )
     ax.set_title(f"{metric.upper()} · {enc} · {post}\n{subtitle}", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()

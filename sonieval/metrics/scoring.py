@@ -27,9 +27,22 @@ from sonieval.protocol import MetricsSpec
 FAD_BOOTSTRAP_MAX = 200
 CI_LEVEL = 0.95
 SCORE_ROW_EXTRA = [
-    "category", "embedding_weights", "ci_method", "n_reference_frames", "n_evaluated_frames",
-    "reference_term", "evaluated_term", "cross_term", "saturated", "n_failed", "error", "system_random_init",
-    "system_control", "system_codec_label", "system_encoder_random_init", "system_codec_random_init",
+    "category",
+    "embedding_weights",
+    "ci_method",
+    "n_reference_frames",
+    "n_evaluated_frames",
+    "reference_term",
+    "evaluated_term",
+    "cross_term",
+    "saturated",
+    "n_failed",
+    "error",
+    "system_random_init",
+    "system_control",
+    "system_codec_label",
+    "system_encoder_random_init",
+    "system_codec_random_init",
 ]
 # Marks in every rendered leaderboard: the audio of a † system comes from a randomly initialised codec
 # (it shows that the pipeline runs, nothing more); a ‡ system's gate learned from a randomly initialised
@@ -74,8 +87,9 @@ class ScoreConfig:
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = sorted(set(values) - own)
         if unknown:
-            raise SonievalError(f"unknown score setting(s) {', '.join(unknown)}",
-                                hint=f"known: {', '.join(sorted(own))}")
+            raise SonievalError(
+                f"unknown score setting(s) {', '.join(unknown)}", hint=f"known: {', '.join(sorted(own))}"
+            )
         return cls(**values)
 
 
@@ -173,23 +187,30 @@ class ReferenceSide:
     bandwidth (the reference's median pairwise distance unless given), FAD's Gaussian, and the per-class
     Gaussians on demand. An error is kept as text: each system's row then carries it."""
 
-    def __init__(self, ref: EmbeddedSet, config: ScoreConfig, *, label: str, embedding_id: str, weights: str,
-                 versions: dict):
+    def __init__(
+        self, ref: EmbeddedSet, config: ScoreConfig, *, label: str, embedding_id: str, weights: str, versions: dict
+    ):
         if ref.n_clips < 2:
-            raise DataError(f"reference set {label!r}: only {ref.n_clips} clip(s) could be embedded with "
-                            f"{embedding_id}", hint="a reference set needs at least 2 clips")
+            raise DataError(
+                f"reference set {label!r}: only {ref.n_clips} clip(s) could be embedded with {embedding_id}",
+                hint="a reference set needs at least 2 clips",
+            )
         self.ref, self.label, self.embedding_id = ref, label, embedding_id
         self.kernel, self.kernel_error = None, None
         if "kad" in config.metrics:
             self.kernel, self.kernel_error = _attempt(
-                lambda: D.ReferenceKernel(ref.frames, ref.groups, bandwidth=config.bandwidth))
+                lambda: D.ReferenceKernel(ref.frames, ref.groups, bandwidth=config.bandwidth)
+            )
         self.stats, self.stats_error = None, None
         if "fad" in config.metrics:
             self.stats, self.stats_error = _attempt(lambda: D.gaussian_stats(ref.frames, f"reference set {label}"))
         self._class_stats: dict = {}
         self.base = {
-            "embedding": embedding_id, "embedding_weights": weights, "reference_set": label,
-            "n_reference": ref.n_clips, "n_reference_frames": int(ref.frames.shape[0]),
+            "embedding": embedding_id,
+            "embedding_weights": weights,
+            "reference_set": label,
+            "n_reference": ref.n_clips,
+            "n_reference_frames": int(ref.frames.shape[0]),
             "versions": json.dumps(versions, sort_keys=True, default=str),
         }
 
@@ -205,7 +226,8 @@ class ReferenceSide:
         if category not in self._class_stats:
             mask = np.isin(self.ref.groups, self.ref.clips_of(category))
             self._class_stats[category] = _attempt(
-                lambda: D.gaussian_stats(self.ref.frames[mask], f"reference class {category}"))
+                lambda: D.gaussian_stats(self.ref.frames[mask], f"reference class {category}")
+            )
         return self._class_stats[category]
 
 
@@ -220,17 +242,21 @@ def _row(system_id: str, metric: str, base: dict, **values) -> dict:
 
 def common_fields(side: ReferenceSide, ev: EmbeddedSet, random_init=None, provenance: dict | None = None) -> dict:
     """The columns every row of one system under one embedding shares."""
-    return {**side.base, "n_evaluated": ev.n_clips, "n_evaluated_frames": int(ev.frames.shape[0]),
-            "n_failed": ev.n_failed, "system_random_init": random_init,
-            **{f"system_{k}": v for k, v in (provenance or {}).items()}}
+    return {
+        **side.base,
+        "n_evaluated": ev.n_clips,
+        "n_evaluated_frames": int(ev.frames.shape[0]),
+        "n_failed": ev.n_failed,
+        "system_random_init": random_init,
+        **{f"system_{k}": v for k, v in (provenance or {}).items()},
+    }
 
 
 def system_rows(side: ReferenceSide, ev: EmbeddedSet, config: ScoreConfig, common: dict):
     """All score rows of one system (overall, then per class; KAD then FAD) and its kernel comparison
     (None without KAD), which paired comparisons reuse."""
     if ev.n_clips == 0:
-        raise DataError(f"system {ev.name}: none of its {ev.n_failed} clips could be embedded with "
-                        f"{side.embedding_id}")
+        raise DataError(f"system {ev.name}: none of its {ev.n_failed} clips could be embedded with {side.embedding_id}")
     rows, comparison = [], None
     if "kad" in config.metrics:
         kad, comparison = kad_rows(side, ev, config, common)
@@ -242,8 +268,9 @@ def system_rows(side: ReferenceSide, ev: EmbeddedSet, config: ScoreConfig, commo
 
 def kad_rows(side: ReferenceSide, ev: EmbeddedSet, config: ScoreConfig, common: dict):
     if side.kernel is None:
-        return [_row(ev.name, "kad", common, category=None, value=np.nan, error=side.kernel_error,
-                     ci_method="none")], None
+        return [
+            _row(ev.name, "kad", common, category=None, value=np.nan, error=side.kernel_error, ci_method="none")
+        ], None
     comp = side.kernel.compare(ev.frames, ev.groups)
     res = comp.result()
     lo = hi = np.nan
@@ -257,25 +284,66 @@ def kad_rows(side: ReferenceSide, ev: EmbeddedSet, config: ScoreConfig, common: 
         try:
             res = comp.result(rsel, esel)
         except D.MetricError as exc:
-            rows.append(_row(ev.name, "kad", common, category=cat, value=np.nan, error=str(exc), ci_method="none",
-                             n_reference=len(rsel), n_evaluated=len(esel)))
+            rows.append(
+                _row(
+                    ev.name,
+                    "kad",
+                    common,
+                    category=cat,
+                    value=np.nan,
+                    error=str(exc),
+                    ci_method="none",
+                    n_reference=len(rsel),
+                    n_evaluated=len(esel),
+                )
+            )
             continue
-        rows.append(_kad_row(ev.name, common, cat, res, np.nan, np.nan, "none (per-class rows have no CI)",
-                             len(rsel), len(esel)))
+        rows.append(
+            _kad_row(
+                ev.name, common, cat, res, np.nan, np.nan, "none (per-class rows have no CI)", len(rsel), len(esel)
+            )
+        )
     return rows, comp
 
 
 def _kad_row(name, common, category, res: D.KadResult, lo, hi, method, n_ref, n_ev) -> dict:
-    return _row(name, "kad", common, category=category, value=res.value, ci_low=lo, ci_high=hi, ci_method=method,
-                bandwidth=res.bandwidth, scale=res.scale, n_reference=n_ref, n_evaluated=n_ev,
-                n_reference_frames=res.n_reference, n_evaluated_frames=res.n_evaluated,
-                reference_term=res.reference_term, evaluated_term=res.evaluated_term, cross_term=res.cross_term,
-                saturated=res.saturated, error=None)
+    return _row(
+        name,
+        "kad",
+        common,
+        category=category,
+        value=res.value,
+        ci_low=lo,
+        ci_high=hi,
+        ci_method=method,
+        bandwidth=res.bandwidth,
+        scale=res.scale,
+        n_reference=n_ref,
+        n_evaluated=n_ev,
+        n_reference_frames=res.n_reference,
+        n_evaluated_frames=res.n_evaluated,
+        reference_term=res.reference_term,
+        evaluated_term=res.evaluated_term,
+        cross_term=res.cross_term,
+        saturated=res.saturated,
+        error=None,
+    )
 
 
 def fad_rows(side: ReferenceSide, ev: EmbeddedSet, config: ScoreConfig, common: dict) -> list[dict]:
-    rows = [_fad_row(side.stats, side.stats_error, ev, np.ones(len(ev.groups), bool), side.ref.n_clips,
-                     ev.n_clips, None, config, common)]
+    rows = [
+        _fad_row(
+            side.stats,
+            side.stats_error,
+            ev,
+            np.ones(len(ev.groups), bool),
+            side.ref.n_clips,
+            ev.n_clips,
+            None,
+            config,
+            common,
+        )
+    ]
     for cat in side.categories(ev, config.per_class):
         stats, err = side.class_stats(cat)
         esel = ev.clips_of(cat)
@@ -286,8 +354,17 @@ def fad_rows(side: ReferenceSide, ev: EmbeddedSet, config: ScoreConfig, common: 
 
 def _fad_row(stats, err, ev: EmbeddedSet, mask, n_ref, n_ev, category, config, common) -> dict:
     def failed(text):
-        return _row(ev.name, "fad", common, category=category, value=np.nan, error=text, ci_method="none",
-                    n_reference=n_ref, n_evaluated=n_ev)
+        return _row(
+            ev.name,
+            "fad",
+            common,
+            category=category,
+            value=np.nan,
+            error=text,
+            ci_method="none",
+            n_reference=n_ref,
+            n_evaluated=n_ev,
+        )
 
     if stats is None:
         return failed(err)
@@ -299,9 +376,23 @@ def _fad_row(stats, err, ev: EmbeddedSet, mask, n_ref, n_ev, category, config, c
     method = "none (per-class rows have no CI)" if category is not None else "none (bootstrap: 0)"
     if category is None and config.bootstrap > 0:
         lo, hi, method = _fad_interval(stats, ev, config)
-    return _row(ev.name, "fad", common, category=category, value=res.value, ci_low=lo, ci_high=hi,
-                ci_method=method, bandwidth=np.nan, scale=res.scale, n_reference=n_ref, n_evaluated=n_ev,
-                n_reference_frames=res.n_reference, n_evaluated_frames=res.n_evaluated, error=None)
+    return _row(
+        ev.name,
+        "fad",
+        common,
+        category=category,
+        value=res.value,
+        ci_low=lo,
+        ci_high=hi,
+        ci_method=method,
+        bandwidth=np.nan,
+        scale=res.scale,
+        n_reference=n_ref,
+        n_evaluated=n_ev,
+        n_reference_frames=res.n_reference,
+        n_evaluated_frames=res.n_evaluated,
+        error=None,
+    )
 
 
 def _fad_interval(stats, ev: EmbeddedSet, config: ScoreConfig):
@@ -339,8 +430,15 @@ def _item_row(system_id, clip_id, metric, emb_id, ev_frames, orig_frames) -> dic
     else:
         got = score_item([metric], evaluated_frames=ev_frames, original_frames=orig_frames)[metric]
         value, err = (np.nan, str(got)) if isinstance(got, ItemScoreError) else (float(got), None)
-    return {"system_id": system_id, "clip_id": clip_id, "metric": metric, "embedding": emb_id, "value": value,
-            "direction": ITEM_METRIC_DIRECTION[metric], "error": err}
+    return {
+        "system_id": system_id,
+        "clip_id": clip_id,
+        "metric": metric,
+        "embedding": emb_id,
+        "value": value,
+        "direction": ITEM_METRIC_DIRECTION[metric],
+        "error": err,
+    }
 
 
 def audio_item_rows(s: AudioSet, wanted: list[str]) -> list[dict]:
@@ -377,8 +475,15 @@ def _audio_item_row(system_id, clip_id, metric, ev, orig) -> dict:
         got = score_item([metric], evaluated_audio=ev, original_audio=orig)[metric]
         value, err = (np.nan, str(got)) if isinstance(got, ItemScoreError) else (float(got), None)
     embedding = "logmel[weight-free]" if metric == "logmel_l1" else "waveform-16k"
-    return {"system_id": system_id, "clip_id": clip_id, "metric": metric, "embedding": embedding, "value": value,
-            "direction": ITEM_METRIC_DIRECTION[metric], "error": err}
+    return {
+        "system_id": system_id,
+        "clip_id": clip_id,
+        "metric": metric,
+        "embedding": embedding,
+        "value": value,
+        "direction": ITEM_METRIC_DIRECTION[metric],
+        "error": err,
+    }
 
 
 # --------------------------------------------------------------------------- paired comparisons
@@ -389,8 +494,15 @@ def _paired_row(better, other, config: ScoreConfig) -> dict:
         cmp = D.paired_kad_difference(better, other, n_resamples=config.bootstrap, level=CI_LEVEL, seed=config.seed)
     except D.MetricError as exc:
         return {"error": str(exc)}
-    return {"kad_difference": cmp.difference, "ci_low": cmp.ci_low, "ci_high": cmp.ci_high,
-            "p_value": cmp.p_value, "paired_clips": cmp.paired_clips, "n_resamples": cmp.n_resamples, "error": None}
+    return {
+        "kad_difference": cmp.difference,
+        "ci_low": cmp.ci_low,
+        "ci_high": cmp.ci_high,
+        "p_value": cmp.p_value,
+        "paired_clips": cmp.paired_clips,
+        "n_resamples": cmp.n_resamples,
+        "error": None,
+    }
 
 
 def paired_with_best(comps: dict, config: ScoreConfig, base: dict) -> list[dict]:
@@ -399,8 +511,11 @@ def paired_with_best(comps: dict, config: ScoreConfig, base: dict) -> list[dict]
         return []
     values = {sid: c.result().value for sid, c in comps.items()}
     best = min(values, key=values.get)
-    return [{**base, "best_system": best, "system_id": sid, **_paired_row(comps[best], comp, config)}
-            for sid, comp in sorted(comps.items()) if sid != best]
+    return [
+        {**base, "best_system": best, "system_id": sid, **_paired_row(comps[best], comp, config)}
+        for sid, comp in sorted(comps.items())
+        if sid != best
+    ]
 
 
 def paired_with_controls(comps: dict, config: ScoreConfig, base: dict, primary_codec: str | None) -> list[dict]:
@@ -434,8 +549,13 @@ def _system_parts(sid: str) -> tuple:
         return "folders", None, "-", sid, NO_CONTROL
     at = "" if k.slot.layer == INPUT_LAYER else f"{k.slot.layer}/"
     # one figure per encoder: its layers side by side
-    return (k.slot.name, k.slot.layer if k.encoder != CODEC_SLOT else None, k.postprocess,
-            f"{at}{k.variant}/lr{k.lr:g}/e{k.epoch}/{k.alignment}", k.control)
+    return (
+        k.slot.name,
+        k.slot.layer if k.encoder != CODEC_SLOT else None,
+        k.postprocess,
+        f"{at}{k.variant}/lr{k.lr:g}/e{k.epoch}/{k.alignment}",
+        k.control,
+    )
 
 
 def _with_system_parts(df: pd.DataFrame) -> pd.DataFrame:
@@ -462,10 +582,34 @@ def random_mark(row) -> str:
 
 
 BOARD_COLUMNS = [
-    "embedding", "metric", "rank", "system_id", "control", "system_random_init", "system_codec_label",
-    "system_encoder_random_init", "system_codec_random_init", "value", "ci_low", "ci_high", "n_evaluated", "n_failed",
-    "reference_set", "n_reference", "bandwidth", "scale", "saturated", "cross_term", "embedding_weights",
-    "ci_method", "error", "encoder", "layer", "postprocess", "system_label", "versions",
+    "embedding",
+    "metric",
+    "rank",
+    "system_id",
+    "control",
+    "system_random_init",
+    "system_codec_label",
+    "system_encoder_random_init",
+    "system_codec_random_init",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n_evaluated",
+    "n_failed",
+    "reference_set",
+    "n_reference",
+    "bandwidth",
+    "scale",
+    "saturated",
+    "cross_term",
+    "embedding_weights",
+    "ci_method",
+    "error",
+    "encoder",
+    "layer",
+    "postprocess",
+    "system_label",
+    "versions",
 ]
 
 

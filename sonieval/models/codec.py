@@ -45,9 +45,18 @@ DAC_VAE_REPO = "innnky/vae-dac"
 DAC_VAE_FILE = "v1.0_vae_dac_44100_87hz_64dim.pth"
 # The published constructor arguments (conf/base.yml of innnky/descript-audio-vae).
 DAC_VAE_KWARGS: dict[str, Any] = {
-    "encoder_dim": 64, "encoder_rates": [2, 4, 8, 8], "latent_dim": None, "decoder_dim": 1536,
-    "decoder_rates": [8, 8, 4, 2], "n_codebooks": 9, "codebook_size": 1024, "codebook_dim": 8,
-    "quantizer_dropout": 1.0, "sample_rate": 44100, "vae_latent_channels": 64, "vq_reg_codebook_size": 4096,
+    "encoder_dim": 64,
+    "encoder_rates": [2, 4, 8, 8],
+    "latent_dim": None,
+    "decoder_dim": 1536,
+    "decoder_rates": [8, 8, 4, 2],
+    "n_codebooks": 9,
+    "codebook_size": 1024,
+    "codebook_dim": 8,
+    "quantizer_dropout": 1.0,
+    "sample_rate": 44100,
+    "vae_latent_channels": 64,
+    "vq_reg_codebook_size": 4096,
 }
 # Small random version: 4 → 64 encoder channels instead of 64 → 1024, decoder 64 instead of 1536.
 DAC_VAE_SMALL = {"encoder_dim": 4, "decoder_dim": 64}
@@ -77,10 +86,21 @@ class DacVae(nn.Module):
     and ``quantizer_dropout`` belong to the RVQ the VAE replaced and are accepted and unused.
     """
 
-    def __init__(self, encoder_dim: int = 64, encoder_rates=(2, 4, 8, 8), latent_dim: int | None = None,
-                 decoder_dim: int = 1536, decoder_rates=(8, 8, 4, 2), n_codebooks: int = 9,
-                 codebook_size: int = 1024, codebook_dim: int = 8, quantizer_dropout: float = 0.0,
-                 sample_rate: int = 44100, vae_latent_channels: int = 64, vq_reg_codebook_size: int = 4096):
+    def __init__(
+        self,
+        encoder_dim: int = 64,
+        encoder_rates=(2, 4, 8, 8),
+        latent_dim: int | None = None,
+        decoder_dim: int = 1536,
+        decoder_rates=(8, 8, 4, 2),
+        n_codebooks: int = 9,
+        codebook_size: int = 1024,
+        codebook_dim: int = 8,
+        quantizer_dropout: float = 0.0,
+        sample_rate: int = 44100,
+        vae_latent_channels: int = 64,
+        vq_reg_codebook_size: int = 4096,
+    ):
         super().__init__()
         import warnings
 
@@ -91,11 +111,36 @@ class DacVae(nn.Module):
         # state_dict stores weight_g/weight_v, which only the old form loads under the same names.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*weight_norm.*is deprecated", category=FutureWarning)
-            self._build(encoder_dim, encoder_rates, latent_dim, decoder_dim, decoder_rates, codebook_dim,
-                        sample_rate, vae_latent_channels, vq_reg_codebook_size, Encoder, Decoder, VectorQuantize)
+            self._build(
+                encoder_dim,
+                encoder_rates,
+                latent_dim,
+                decoder_dim,
+                decoder_rates,
+                codebook_dim,
+                sample_rate,
+                vae_latent_channels,
+                vq_reg_codebook_size,
+                Encoder,
+                Decoder,
+                VectorQuantize,
+            )
 
-    def _build(self, encoder_dim, encoder_rates, latent_dim, decoder_dim, decoder_rates, codebook_dim,
-               sample_rate, vae_latent_channels, vq_reg_codebook_size, Encoder, Decoder, VectorQuantize):
+    def _build(
+        self,
+        encoder_dim,
+        encoder_rates,
+        latent_dim,
+        decoder_dim,
+        decoder_rates,
+        codebook_dim,
+        sample_rate,
+        vae_latent_channels,
+        vq_reg_codebook_size,
+        Encoder,
+        Decoder,
+        VectorQuantize,
+    ):
 
         if latent_dim is None:
             latent_dim = encoder_dim * (2 ** len(encoder_rates))
@@ -104,8 +149,9 @@ class DacVae(nn.Module):
         self.sample_rate = int(sample_rate)
         self.vae_latent_channels = int(vae_latent_channels)
         self.encoder = Encoder(encoder_dim, list(encoder_rates), latent_dim)
-        self.quantizer = VectorQuantize(input_dim=vae_latent_channels, codebook_size=vq_reg_codebook_size,
-                                        codebook_dim=codebook_dim)
+        self.quantizer = VectorQuantize(
+            input_dim=vae_latent_channels, codebook_size=vq_reg_codebook_size, codebook_dim=codebook_dim
+        )
         self.mean_proj = nn.Conv1d(latent_dim, vae_latent_channels, 1)
         self.logs_proj = nn.Conv1d(latent_dim, vae_latent_channels, 1)
         self.dec_in_proj = nn.Conv1d(vae_latent_channels, latent_dim, 1)
@@ -128,13 +174,22 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except FileNotFoundError:
         raise WeightsUnavailable("checkpoint file not found", path=path) from None
     except Exception as exc:
-        raise CodecError(f"not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:120]})", path=path,
-                         hint="re-download it; a .pth saved with torch.save is expected") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not isinstance(ckpt.get("metadata"), dict) \
-            or not isinstance(ckpt["metadata"].get("kwargs"), dict):
+        raise CodecError(
+            f"not a readable PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:120]})",
+            path=path,
+            hint="re-download it; a .pth saved with torch.save is expected",
+        ) from None
+    if (
+        not isinstance(ckpt, dict)
+        or "state_dict" not in ckpt
+        or not isinstance(ckpt.get("metadata"), dict)
+        or not isinstance(ckpt["metadata"].get("kwargs"), dict)
+    ):
         keys = sorted(ckpt)[:6] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CodecError(f"not in the published DAC-VAE format (expected keys 'metadata.kwargs' and 'state_dict', found {keys})",
-                         path=path)
+        raise CodecError(
+            f"not in the published DAC-VAE format (expected keys 'metadata.kwargs' and 'state_dict', found {keys})",
+            path=path,
+        )
     return ckpt
 
 
@@ -144,8 +199,11 @@ def build_dac_vae(kwargs: dict[str, Any], *, path: str | os.PathLike | None = No
     allowed = set(inspect.signature(DacVae.__init__).parameters) - {"self"}
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        raise CodecError(f"metadata.kwargs has arguments this DAC-VAE does not know: {unknown}", path=path,
-                         hint="the checkpoint is from a different model; use codec.name 'dac' for plain DAC")
+        raise CodecError(
+            f"metadata.kwargs has arguments this DAC-VAE does not know: {unknown}",
+            path=path,
+            hint="the checkpoint is from a different model; use codec.name 'dac' for plain DAC",
+        )
     return DacVae(**kwargs)
 
 
@@ -160,8 +218,11 @@ def load_dac_vae_checkpoint(path: str | os.PathLike) -> DacVae:
             parts.append(f"{len(result.missing_keys)} missing key(s), e.g. {result.missing_keys[0]!r}")
         if result.unexpected_keys:
             parts.append(f"{len(result.unexpected_keys)} unexpected key(s), e.g. {result.unexpected_keys[0]!r}")
-        raise CodecError("state_dict does not match the DAC-VAE architecture of its metadata.kwargs: " + "; ".join(parts),
-                         path=path, hint="the file is not a DAC-VAE checkpoint or is damaged; re-download it")
+        raise CodecError(
+            "state_dict does not match the DAC-VAE architecture of its metadata.kwargs: " + "; ".join(parts),
+            path=path,
+            hint="the file is not a DAC-VAE checkpoint or is damaged; re-download it",
+        )
     return model.eval()
 
 
@@ -169,9 +230,12 @@ def _state_dict_for(model: nn.Module, state: dict, path) -> dict:
     expected = model.state_dict()
     for key, value in state.items():
         if key in expected and tuple(expected[key].shape) != tuple(value.shape):
-            raise CodecError(f"state_dict[{key!r}] has shape {tuple(value.shape)}, the architecture of "
-                             f"metadata.kwargs expects {tuple(expected[key].shape)}", path=path,
-                             hint="metadata.kwargs and state_dict disagree: the file is damaged or edited")
+            raise CodecError(
+                f"state_dict[{key!r}] has shape {tuple(value.shape)}, the architecture of "
+                f"metadata.kwargs expects {tuple(expected[key].shape)}",
+                path=path,
+                hint="metadata.kwargs and state_dict disagree: the file is damaged or edited",
+            )
     return state
 
 
@@ -190,8 +254,16 @@ class Codec:
     name: str = "codec"
     weight_free: bool = False  # a signal-processing codec without learned weights (``mel``)
 
-    def __init__(self, *, model_id: str, random_init: bool, hop_length: int, latent_dim: int,
-                 device: str | torch.device = "cpu", sha256: str | None = None):
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        random_init: bool,
+        hop_length: int,
+        latent_dim: int,
+        device: str | torch.device = "cpu",
+        sha256: str | None = None,
+    ):
         self.model_id = model_id
         self.random_init = random_init
         self.sample_rate = CODEC_RATE
@@ -219,8 +291,15 @@ class Codec:
 
     def describe(self) -> dict[str, Any]:
         """Provenance for tables and logs."""
-        return {"codec": self.name, "label": self.label, "model_id": self.model_id, "random_init": self.random_init,
-                "sha256": self.sha256, "latent_dim": self.latent_dim, "hop_length": self.hop_length}
+        return {
+            "codec": self.name,
+            "label": self.label,
+            "model_id": self.model_id,
+            "random_init": self.random_init,
+            "sha256": self.sha256,
+            "latent_dim": self.latent_dim,
+            "hop_length": self.hop_length,
+        }
 
     # --- checks
     def _audio_batch(self, audio: torch.Tensor) -> torch.Tensor:
@@ -228,7 +307,9 @@ class Codec:
         if audio.ndim == 1:
             audio = audio[None]
         if audio.ndim != 2 or audio.shape[-1] == 0:
-            raise CodecError(f"{self.name}.encode: expected audio [batch, samples] at 44.1 kHz, got shape {tuple(audio.shape)}")
+            raise CodecError(
+                f"{self.name}.encode: expected audio [batch, samples] at 44.1 kHz, got shape {tuple(audio.shape)}"
+            )
         if not torch.isfinite(audio).all():
             raise CodecError(f"{self.name}.encode: audio contains NaN or infinite samples")
         pad = self.latent_frames(audio.shape[-1]) * self.hop_length - audio.shape[-1]
@@ -239,12 +320,16 @@ class Codec:
         if latent.ndim == 2:
             latent = latent[None]
         if latent.ndim != 3 or latent.shape[1] != self.latent_dim or latent.shape[-1] == 0:
-            raise CodecError(f"{self.name}.decode: expected a latent [batch, {self.latent_dim}, frames], "
-                             f"got shape {tuple(latent.shape)}")
+            raise CodecError(
+                f"{self.name}.decode: expected a latent [batch, {self.latent_dim}, frames], "
+                f"got shape {tuple(latent.shape)}"
+            )
         bad = int((~torch.isfinite(latent)).sum())
         if bad:
-            raise CodecError(f"{self.name}.decode: latent contains {bad} NaN or infinite value(s)",
-                             hint="the gate produced non-finite output; check its checkpoint and training loss")
+            raise CodecError(
+                f"{self.name}.decode: latent contains {bad} NaN or infinite value(s)",
+                hint="the gate produced non-finite output; check its checkpoint and training loss",
+            )
         return latent.to(self.device)
 
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
@@ -260,8 +345,14 @@ class DacVaeCodec(Codec):
     name = "dac-vae"
 
     def __init__(self, model: DacVae, *, model_id: str, random_init: bool, device="cpu", sha256=None):
-        super().__init__(model_id=model_id, random_init=random_init, hop_length=model.hop_length,
-                         latent_dim=model.vae_latent_channels, device=device, sha256=sha256)
+        super().__init__(
+            model_id=model_id,
+            random_init=random_init,
+            hop_length=model.hop_length,
+            latent_dim=model.vae_latent_channels,
+            device=device,
+            sha256=sha256,
+        )
         self.model = model.to(self.device).eval()
 
     @torch.no_grad()
@@ -281,8 +372,14 @@ class DacCodec(Codec):
     name = "dac"
 
     def __init__(self, model, *, model_id: str, random_init: bool, device="cpu", sha256=None):
-        super().__init__(model_id=model_id, random_init=random_init, hop_length=int(model.hop_length),
-                         latent_dim=int(model.latent_dim), device=device, sha256=sha256)
+        super().__init__(
+            model_id=model_id,
+            random_init=random_init,
+            hop_length=int(model.hop_length),
+            latent_dim=int(model.latent_dim),
+            device=device,
+            sha256=sha256,
+        )
         self.model = model.to(self.device).eval()
 
     @torch.no_grad()
@@ -300,24 +397,31 @@ def _dac_weights_path(spec_checkpoint: str | None) -> Path:
     if spec_checkpoint is not None:
         p = Path(os.path.expanduser(spec_checkpoint))
         if not p.is_file():
-            raise WeightsUnavailable("codec.checkpoint: DAC weights file not found", path=p,
-                                     hint="give the .pth from `python -m dac download --model_type 44khz`")
+            raise WeightsUnavailable(
+                "codec.checkpoint: DAC weights file not found",
+                path=p,
+                hint="give the .pth from `python -m dac download --model_type 44khz`",
+            )
         return p
     import dac.utils
 
     cached = Path.home() / ".cache" / "descript" / "dac" / "weights_44khz_8kbps_0.0.1.pth"
     if cached.is_file():
         return cached
-    fix = ("run `python -m dac download --model_type 44khz` where there is network and copy "
-           f"{cached} here, or set `codec.checkpoint: /path/to/weights_44khz_8kbps_0.0.1.pth`")
+    fix = (
+        "run `python -m dac download --model_type 44khz` where there is network and copy "
+        f"{cached} here, or set `codec.checkpoint: /path/to/weights_44khz_8kbps_0.0.1.pth`"
+    )
     if weights.is_offline():
-        raise WeightsUnavailable(f"DAC 44 kHz weights are not cached at {cached} and downloads are off (HF_HUB_OFFLINE=1)",
-                                 hint=fix)
+        raise WeightsUnavailable(
+            f"DAC 44 kHz weights are not cached at {cached} and downloads are off (HF_HUB_OFFLINE=1)", hint=fix
+        )
     try:
         return Path(dac.utils.download(model_type="44khz"))
     except Exception as exc:
-        raise WeightsUnavailable(f"DAC 44 kHz weights are not cached at {cached} and cannot be downloaded "
-                                 f"({type(exc).__name__})", hint=fix) from None
+        raise WeightsUnavailable(
+            f"DAC 44 kHz weights are not cached at {cached} and cannot be downloaded ({type(exc).__name__})", hint=fix
+        ) from None
 
 
 @contextlib.contextmanager
@@ -330,8 +434,7 @@ def _quiet_weight_norm():
         yield
 
 
-def load_codec(spec, cache_dir: str | os.PathLike | None = None, device: str = "cpu", *,
-               normalisation=None) -> Codec:
+def load_codec(spec, cache_dir: str | os.PathLike | None = None, device: str = "cpu", *, normalisation=None) -> Codec:
     """Build the codec a protocol's ``codec`` section names (sonieval.protocol.CodecSpec).
 
     ``mel`` is weight-free; its ``normalisation`` (train-split statistics, made by ``prepare``) is
@@ -345,18 +448,23 @@ def load_codec(spec, cache_dir: str | os.PathLike | None = None, device: str = "
     if name == "mel":
         from sonieval.models.mel_codec import DEFAULT_ITERATIONS, MelCodec
 
-        return MelCodec(normalisation, iterations=spec.iterations or DEFAULT_ITERATIONS,
-                        device=device)
+        return MelCodec(normalisation, iterations=spec.iterations or DEFAULT_ITERATIONS, device=device)
     if name == "dac-vae":
         if size == "small":
             torch.manual_seed(0)
             kwargs = {**DAC_VAE_KWARGS, **DAC_VAE_SMALL}
             return DacVaeCodec(DacVae(**kwargs), model_id="dac-vae-small-random", random_init=True, device=device)
         path, label, digest = weights.resolve_checkpoint(
-            checkpoint, default_repo=DAC_VAE_REPO, default_file=DAC_VAE_FILE, what="DAC-VAE",
-            setting="codec.checkpoint", cache_dir=cache_dir)
-        return DacVaeCodec(load_dac_vae_checkpoint(path), model_id=label, random_init=False, device=device,
-                           sha256=digest)
+            checkpoint,
+            default_repo=DAC_VAE_REPO,
+            default_file=DAC_VAE_FILE,
+            what="DAC-VAE",
+            setting="codec.checkpoint",
+            cache_dir=cache_dir,
+        )
+        return DacVaeCodec(
+            load_dac_vae_checkpoint(path), model_id=label, random_init=False, device=device, sha256=digest
+        )
     if name == "dac":
         from dac.model.dac import DAC
 
@@ -371,7 +479,10 @@ def load_codec(spec, cache_dir: str | os.PathLike | None = None, device: str = "
             with _quiet_weight_norm():
                 model = DAC.load(str(path))
         except Exception as exc:
-            raise CodecError(f"dac could not load these weights ({type(exc).__name__}: {str(exc)[:120]})", path=path,
-                             hint="expected a DAC 44 kHz .pth from `python -m dac download`") from None
+            raise CodecError(
+                f"dac could not load these weights ({type(exc).__name__}: {str(exc)[:120]})",
+                path=path,
+                hint="expected a DAC 44 kHz .pth from `python -m dac download`",
+            ) from None
         return DacCodec(model, model_id=str(path), random_init=False, device=device, sha256=digest)
     raise CodecError(f"codec.name: unknown codec {name!r}; allowed: {', '.join(CODEC_NAMES)}")

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -50,20 +51,19 @@ from sonieval.audio import ENCODER_RATE
 from sonieval.errors import SonievalError, WeightsUnavailable
 from sonieval.models import weights
 from sonieval.models.gates import TimeAxis
-from sonieval.models.layers import (INPUT, Layer, LayerSpec, capture_layers, expand_layers, layer_depth,
-                                    layer_label)
+from sonieval.models.layers import INPUT, Layer, LayerSpec, capture_layers, expand_layers, layer_depth, layer_label
 
-ENCODERS: dict[str, type["Encoder"]] = {}
+ENCODERS: dict[str, type[Encoder]] = {}
 
 
 class EncoderError(SonievalError):
     """Bad input to an encoder or an unusable encoder checkpoint."""
 
 
-def register_encoder(name: str) -> Callable[[type["Encoder"]], type["Encoder"]]:
+def register_encoder(name: str) -> Callable[[type[Encoder]], type[Encoder]]:
     """Class decorator: make an encoder available under ``encoders[i].name`` in protocols."""
 
-    def wrap(cls: type["Encoder"]) -> type["Encoder"]:
+    def wrap(cls: type[Encoder]) -> type[Encoder]:
         cls.name = name
         ENCODERS[name] = cls
         return cls
@@ -106,8 +106,10 @@ class Encoder:
         layers = self.layers(layer)
         if len(layers) != 1:
             what = "was loaded for" if layer is None else "was asked for"
-            raise EncoderError(f"{self.name} {what} {len(layers)} layers ({', '.join(map(layer_label, layers))}); "
-                               "name one layer, or use embed_layers for several")
+            raise EncoderError(
+                f"{self.name} {what} {len(layers)} layers ({', '.join(map(layer_label, layers))}); "
+                "name one layer, or use embed_layers for several"
+            )
         return layers[0]
 
     def set_layers(self, value: LayerSpec | None) -> None:
@@ -136,22 +138,30 @@ class Encoder:
 
     def _check_length(self, n_samples: int) -> None:
         if self.max_seconds is not None and n_samples > round(self.max_seconds * self.sample_rate):
-            raise EncoderError(f"{self.name}: a clip of {n_samples / self.sample_rate:g} s is longer than "
-                               f"{self.label}'s {self.max_seconds:g} s input window",
-                               hint=f"use data.clip_seconds <= {self.max_seconds:g} with this encoder")
+            raise EncoderError(
+                f"{self.name}: a clip of {n_samples / self.sample_rate:g} s is longer than "
+                f"{self.label}'s {self.max_seconds:g} s input window",
+                hint=f"use data.clip_seconds <= {self.max_seconds:g} with this encoder",
+            )
 
     # ------------------------------------------------------------------ embedding
     def describe(self) -> dict[str, Any]:
-        return {"encoder": self.name, "model_id": self.model_id, "random_init": self.random_init,
-                "layers": [layer_label(x) for x in self.loaded_layers]}
+        return {
+            "encoder": self.name,
+            "model_id": self.model_id,
+            "random_init": self.random_init,
+            "layers": [layer_label(x) for x in self.loaded_layers],
+        }
 
     def _checked_audio(self, audio) -> torch.Tensor:
         audio = torch.as_tensor(audio, dtype=torch.float32)
         if audio.ndim == 1:
             audio = audio[None]
         if audio.ndim != 2 or audio.shape[-1] == 0:
-            raise EncoderError(f"{self.name}.embed: expected audio [batch, samples] at {self.sample_rate} Hz, "
-                               f"got shape {tuple(audio.shape)}")
+            raise EncoderError(
+                f"{self.name}.embed: expected audio [batch, samples] at {self.sample_rate} Hz, "
+                f"got shape {tuple(audio.shape)}"
+            )
         if not torch.isfinite(audio).all():
             raise EncoderError(f"{self.name}.embed: audio contains NaN or infinite samples")
         self._check_length(audio.shape[-1])
@@ -203,7 +213,7 @@ class TransformersEncoder(Encoder):
         return model
 
     @classmethod
-    def load(cls, spec, device: str = "cpu", *, prefix: str = "encoders[i]") -> "TransformersEncoder":
+    def load(cls, spec, device: str = "cpu", *, prefix: str = "encoders[i]") -> TransformersEncoder:
         """Build from a protocol's ``encoders[i]`` entry (sonieval.protocol.EncoderSpec)."""
         import transformers
 
@@ -215,8 +225,9 @@ class TransformersEncoder(Encoder):
             folder, model_id, random_init = None, f"{cls.name}-small-random", True
         else:
             model_id = spec.finetuned or spec.model or cls.default_model_id
-            model, folder, missing = load_pretrained(cls.model_class_name, model_id, what=f"{cls.name} encoder",
-                                                     setting=setting, checkpoint_of=cls.name)
+            model, folder, missing = load_pretrained(
+                cls.model_class_name, model_id, what=f"{cls.name} encoder", setting=setting, checkpoint_of=cls.name
+            )
             random_init = False
         enc = cls(model, folder, model_id=model_id, random_init=random_init, device=device, missing_keys=missing)
         enc.prefix = prefix
@@ -224,8 +235,16 @@ class TransformersEncoder(Encoder):
         enc.check_weights(layer_depth(enc.loaded_layers[-1]))
         return enc
 
-    def __init__(self, model, folder: Path | None, *, model_id: str, random_init: bool, device="cpu",
-                 missing_keys: list[str] | tuple = ()):
+    def __init__(
+        self,
+        model,
+        folder: Path | None,
+        *,
+        model_id: str,
+        random_init: bool,
+        device="cpu",
+        missing_keys: list[str] | tuple = (),
+    ):
         super().__init__(model_id, random_init, device)
         self.folder = folder
         base = self.base_of(model)
@@ -233,7 +252,7 @@ class TransformersEncoder(Encoder):
         self.feature_extractor = self.feature_extractor_for(model.config, folder)
         # transformers fills missing weights with random ones and only logs it; remember them (relative
         # to the kept part) so that a layer computed with one is refused (check_weights)
-        self._missing = [k[len(self.base_prefix):] for k in missing_keys if k.startswith(self.base_prefix)]
+        self._missing = [k[len(self.base_prefix) :] for k in missing_keys if k.startswith(self.base_prefix)]
         self._keep(base.to(self.device).eval())
 
     @classmethod
@@ -273,8 +292,13 @@ class TransformersEncoder(Encoder):
     def _embed_layers(self, audio: torch.Tensor, layers: list[Layer]) -> dict[Layer, torch.Tensor]:
         self.check_weights(layer_depth(layers[-1]))
         inputs = self._model_inputs(audio)
-        raw = capture_layers(lambda: self.model(**inputs), layers, input_module=self._input_module(),
-                             input_from=self._input_from, blocks=self._blocks())
+        raw = capture_layers(
+            lambda: self.model(**inputs),
+            layers,
+            input_module=self._input_module(),
+            input_from=self._input_from,
+            blocks=self._blocks(),
+        )
         return {layer: self._arrange(raw[layer], layer, audio.shape[-1]) for layer in layers}
 
     def check_weights(self, depth: int) -> None:
@@ -286,17 +310,21 @@ class TransformersEncoder(Encoder):
         lacking = [k for k in self._missing if k.startswith(prefixes)]
         if lacking:
             what = "embedding" if depth == 0 else f"embedding up to {layer_label(depth)}"
-            raise EncoderError(f"checkpoint lacks {len(lacking)} weight(s) the {self.name} {what} needs, "
-                               f"e.g. {self.base_prefix + lacking[0]!r}", path=self.folder,
-                               hint=f"is it a {self.name} checkpoint? (they would be random otherwise)")
+            raise EncoderError(
+                f"checkpoint lacks {len(lacking)} weight(s) the {self.name} {what} needs, "
+                f"e.g. {self.base_prefix + lacking[0]!r}",
+                path=self.folder,
+                hint=f"is it a {self.name} checkpoint? (they would be random otherwise)",
+            )
 
     @property
     def num_blocks(self) -> int:
         return int(self.config.num_hidden_layers)
 
 
-def load_pretrained(model_class_name: str, source: str, *, what: str, setting: str,
-                    checkpoint_of: str) -> tuple[Any, Path, list[str]]:
+def load_pretrained(
+    model_class_name: str, source: str, *, what: str, setting: str, checkpoint_of: str
+) -> tuple[Any, Path, list[str]]:
     """(model, folder, missing weight names): the one loader of every transformers model sonieval runs,
     the encoders under study here and the metric embeddings (sonieval.metrics.embeddings).
 
@@ -310,8 +338,11 @@ def load_pretrained(model_class_name: str, source: str, *, what: str, setting: s
     local = Path(os.path.expanduser(source))
     if local.exists() or source.startswith((".", "/", "~")):
         if not (local / "config.json").is_file():
-            raise WeightsUnavailable(f"{setting}: not a save_pretrained folder (no config.json)", path=local,
-                                     hint="give a folder written by save_pretrained (e.g. by `sonieval finetune`) or a hub id")
+            raise WeightsUnavailable(
+                f"{setting}: not a save_pretrained folder (no config.json)",
+                path=local,
+                hint="give a folder written by save_pretrained (e.g. by `sonieval finetune`) or a hub id",
+            )
         folder = local
     else:
         folder = weights.hub_snapshot(source, what=what, setting=setting)
@@ -321,14 +352,20 @@ def load_pretrained(model_class_name: str, source: str, *, what: str, setting: s
     except (OSError, ValueError):
         found = None
     if expected and found and found != expected:
-        raise EncoderError(f"is not a {checkpoint_of} checkpoint (its config says model_type {found!r}, "
-                           f"expected {expected!r})", path=folder, hint=f"give a {checkpoint_of} hub id or save_pretrained folder")
+        raise EncoderError(
+            f"is not a {checkpoint_of} checkpoint (its config says model_type {found!r}, expected {expected!r})",
+            path=folder,
+            hint=f"give a {checkpoint_of} hub id or save_pretrained folder",
+        )
     try:
         model, loading = model_cls.from_pretrained(folder, output_loading_info=True)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a folder it cannot read
-        raise EncoderError(f"cannot load a {model_class_name} from it ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0][:140] if str(exc) else ''})", path=folder,
-                           hint=f"is it a {checkpoint_of} checkpoint?") from None
+        raise EncoderError(
+            f"cannot load a {model_class_name} from it ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:140] if str(exc) else ''})",
+            path=folder,
+            hint=f"is it a {checkpoint_of} checkpoint?",
+        ) from None
     return model, folder, list(loading.get("missing_keys", []))
 
 
@@ -363,13 +400,23 @@ class ASTEncoder(TransformersEncoder):
         # only the width and depth are small. One block: a deeper config would draw other random weights
         # for the input cut too (transformers initialises after building every block), changing the small
         # models earlier results and `sonieval finetune` tests were made with.
-        return ASTConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
-                         patch_size=16, frequency_stride=10, time_stride=10, max_length=1024, num_mel_bins=128)
+        return ASTConfig(
+            hidden_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=128,
+            patch_size=16,
+            frequency_stride=10,
+            time_stride=10,
+            max_length=1024,
+            num_mel_bins=128,
+        )
 
     @classmethod
     def feature_extractor_for(cls, config, folder):
-        return load_feature_extractor("ASTFeatureExtractor", folder, num_mel_bins=config.num_mel_bins,
-                                       max_length=config.max_length)
+        return load_feature_extractor(
+            "ASTFeatureExtractor", folder, num_mel_bins=config.num_mel_bins, max_length=config.max_length
+        )
 
     def _keep(self, model) -> None:
         super()._keep(model)
@@ -413,7 +460,7 @@ class ASTEncoder(TransformersEncoder):
         return [self.patch_embeddings] if depth == 0 else [self.model.embeddings, *self._blocks()[:depth]]
 
     def _arrange(self, hidden, layer, n_samples):
-        return hidden if layer == INPUT else hidden[:, self.n_special_tokens:]
+        return hidden if layer == INPUT else hidden[:, self.n_special_tokens :]
 
 
 # ----------------------------------------------------------------------------- frame encoders
@@ -434,15 +481,28 @@ class HubertEncoder(TransformersEncoder):
 
         # Real convolution geometry (kernels 10,3,3,3,3,2,2; strides 5,2,2,2,2,2,2: hop 320); narrow; one
         # block (as AST's, to keep the small model earlier results were made with).
-        return HubertConfig(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
-                            conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+        return HubertConfig(
+            hidden_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=128,
+            conv_dim=(32,) * 7,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+        )
 
     @classmethod
     def feature_extractor_for(cls, config, folder):
         # the same for every frame encoder: the checkpoint's preprocessor config decides do_normalize
-        return load_feature_extractor("Wav2Vec2FeatureExtractor", folder, feature_size=1,
-                                       sampling_rate=ENCODER_RATE, padding_value=0.0,
-                                       do_normalize=cls.default_do_normalize, return_attention_mask=False)
+        return load_feature_extractor(
+            "Wav2Vec2FeatureExtractor",
+            folder,
+            feature_size=1,
+            sampling_rate=ENCODER_RATE,
+            padding_value=0.0,
+            do_normalize=cls.default_do_normalize,
+            return_attention_mask=False,
+        )
 
     def _keep(self, model) -> None:
         super()._keep(model)
@@ -469,8 +529,9 @@ class HubertEncoder(TransformersEncoder):
         return TimeAxis((1, self._frames(n_samples)), hop / self.sample_rate, field / 2 / self.sample_rate)
 
     def _model_inputs(self, audio):
-        values = self.feature_extractor([a.numpy() for a in audio], sampling_rate=self.sample_rate,
-                                        return_tensors="pt")["input_values"]
+        values = self.feature_extractor(
+            [a.numpy() for a in audio], sampling_rate=self.sample_rate, return_tensors="pt"
+        )["input_values"]
         return {"input_values": values.to(self.device)}
 
     def _embed(self, audio: torch.Tensor) -> torch.Tensor:
@@ -508,8 +569,15 @@ class Wav2Vec2Encoder(HubertEncoder):
     def small_config(cls):
         from transformers import Wav2Vec2Config
 
-        return Wav2Vec2Config(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
-                              conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+        return Wav2Vec2Config(
+            hidden_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=128,
+            conv_dim=(32,) * 7,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+        )
 
 
 @register_encoder("wavlm")
@@ -526,8 +594,15 @@ class WavLMEncoder(HubertEncoder):
     def small_config(cls):
         from transformers import WavLMConfig
 
-        return WavLMConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-                           conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+        return WavLMConfig(
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            conv_dim=(32,) * 7,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+        )
 
 
 # ----------------------------------------------------------------------------- registry access
@@ -537,7 +612,9 @@ def encoder_class(name: str) -> type[Encoder]:
     try:
         return ENCODERS[name]
     except KeyError:
-        raise EncoderError(f"encoders[].name: unknown encoder {name!r}; registered: {', '.join(sorted(ENCODERS))}") from None
+        raise EncoderError(
+            f"encoders[].name: unknown encoder {name!r}; registered: {', '.join(sorted(ENCODERS))}"
+        ) from None
 
 
 def load_encoder(spec, device: str = "cpu", *, index: int | None = None) -> Encoder:

@@ -98,8 +98,9 @@ AST_TIME_AXIS = TimeAxis(AST_PATCH_GRID, 0.10, 0.0875)  # 16-frame patches, 10-f
 HUBERT_TIME_AXIS = TimeAxis((1, 249), 0.02, 0.0125)  # 320-sample hop, 400-sample receptive field at 16 kHz
 
 
-def default_time_axis(embedding_shape: tuple[int, int], latent_shape: tuple[int, int],
-                      latent_hop_s: float = LATENT_HOP_S) -> TimeAxis:
+def default_time_axis(
+    embedding_shape: tuple[int, int], latent_shape: tuple[int, int], latent_hop_s: float = LATENT_HOP_S
+) -> TimeAxis:
     """The time axis assumed when the encoder gives none: AST's grid for 1212 tokens, else frames
     spread evenly over the latent's duration."""
     t = embedding_shape[0]
@@ -127,8 +128,7 @@ def interpolation_matrix(axis: TimeAxis, n_out: int, out_hop_s: float) -> torch.
 class Aligner(nn.Module):
     """Embedding [B, T, D] → image [B, 1, R, K]; output image [B, 1, R_out, K_out] → latent [B, C, T']."""
 
-    def __init__(self, alignment: str, embedding_shape, latent_shape, time_axis: TimeAxis | None,
-                 latent_hop_s: float):
+    def __init__(self, alignment: str, embedding_shape, latent_shape, time_axis: TimeAxis | None, latent_hop_s: float):
         super().__init__()
         if alignment not in ALIGNMENTS:
             raise GateError(f"unknown alignment {alignment!r}; allowed: {', '.join(ALIGNMENTS)}")
@@ -226,42 +226,46 @@ class _Builder:
         self.ch, self.rows, self.cols = 1, rows, cols
         self.layers: OrderedDict[str, nn.Module] = OrderedDict()
 
-    def add(self, name: str, module: nn.Module) -> "_Builder":
+    def add(self, name: str, module: nn.Module) -> _Builder:
         self.layers[f"{len(self.layers)}_{name}"] = module
         return self
 
-    def conv(self, out_ch: int) -> "_Builder":
+    def conv(self, out_ch: int) -> _Builder:
         kr, kc = min(CONV_KERNEL[0], self.rows), min(CONV_KERNEL[1], self.cols)
         self.add("conv", nn.Conv2d(self.ch, out_ch, (kr, kc), stride=CONV_STRIDE))
-        self.ch, self.rows, self.cols = out_ch, _conv_out(self.rows, kr, CONV_STRIDE[0]), _conv_out(self.cols, kc, CONV_STRIDE[1])
+        self.ch, self.rows, self.cols = (
+            out_ch,
+            _conv_out(self.rows, kr, CONV_STRIDE[0]),
+            _conv_out(self.cols, kc, CONV_STRIDE[1]),
+        )
         return self
 
-    def linear_cols(self, n_out: int) -> "_Builder":
+    def linear_cols(self, n_out: int) -> _Builder:
         self.add("linear_cols", nn.Linear(self.cols, n_out))
         self.cols = n_out
         return self
 
-    def linear_rows(self, n_out: int) -> "_Builder":
+    def linear_rows(self, n_out: int) -> _Builder:
         self.add("linear_rows", RowLinear(self.rows, n_out))
         self.rows = n_out
         return self
 
-    def relu(self) -> "_Builder":
+    def relu(self) -> _Builder:
         return self.add("relu", nn.ReLU())
 
-    def dropout(self, p: float) -> "_Builder":
+    def dropout(self, p: float) -> _Builder:
         return self.add("dropout", nn.Dropout(p))
 
-    def layer_norm(self) -> "_Builder":
+    def layer_norm(self) -> _Builder:
         return self.add("layernorm", nn.LayerNorm(self.cols))
 
-    def group_norm(self) -> "_Builder":
+    def group_norm(self) -> _Builder:
         return self.add("groupnorm", GroupNormMap(1, self.ch))
 
-    def attention(self) -> "_Builder":
+    def attention(self) -> _Builder:
         return self.add("attention", ASTStyleSelfAttention(self.cols))
 
-    def head(self, out_rows: int, out_cols: int) -> "_Builder":
+    def head(self, out_rows: int, out_cols: int) -> _Builder:
         """The reference's closing "Linear, Linear": columns, then rows."""
         return self.linear_cols(out_cols).linear_rows(out_rows)
 
@@ -272,15 +276,23 @@ class Gate(nn.Module):
     variant: str = ""
     reference_version: str = ""
 
-    def __init__(self, embedding_shape: tuple[int, int], latent_shape: tuple[int, int],
-                 alignment: str = "transpose", *, time_axis: TimeAxis | None = None,
-                 latent_hop_s: float = LATENT_HOP_S):
+    def __init__(
+        self,
+        embedding_shape: tuple[int, int],
+        latent_shape: tuple[int, int],
+        alignment: str = "transpose",
+        *,
+        time_axis: TimeAxis | None = None,
+        latent_hop_s: float = LATENT_HOP_S,
+    ):
         super().__init__()
         embedding_shape = tuple(int(v) for v in embedding_shape)
         latent_shape = tuple(int(v) for v in latent_shape)
         if len(embedding_shape) != 2 or len(latent_shape) != 2 or min(embedding_shape + latent_shape) < 1:
-            raise GateError(f"gate {self.variant}: embedding_shape (T, D) and latent_shape (C, T') must be two "
-                            f"positive sizes each, got {embedding_shape} and {latent_shape}")
+            raise GateError(
+                f"gate {self.variant}: embedding_shape (T, D) and latent_shape (C, T') must be two "
+                f"positive sizes each, got {embedding_shape} and {latent_shape}"
+            )
         self.embedding_shape = embedding_shape
         self.latent_shape = latent_shape
         self.alignment = alignment
@@ -288,8 +300,10 @@ class Gate(nn.Module):
         b = _Builder(self.align.rows, self.align.cols)
         self.layers_for(b, self.align.out_rows, self.align.out_cols)
         if b.ch != 1 or (b.rows, b.cols) != (self.align.out_rows, self.align.out_cols):
-            raise GateError(f"gate {self.variant}: layers end at {b.ch}x{b.rows}x{b.cols}, expected "
-                            f"1x{self.align.out_rows}x{self.align.out_cols}")  # a bug here, not bad input
+            raise GateError(
+                f"gate {self.variant}: layers end at {b.ch}x{b.rows}x{b.cols}, expected "
+                f"1x{self.align.out_rows}x{self.align.out_cols}"
+            )  # a bug here, not bad input
         self.layers = nn.Sequential(b.layers)
 
     def layers_for(self, b: _Builder, out_rows: int, out_cols: int) -> None:
@@ -298,9 +312,11 @@ class Gate(nn.Module):
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         if embedding.ndim != 3 or tuple(embedding.shape[1:]) != self.embedding_shape:
             t, d = self.embedding_shape
-            raise GateError(f"gate {self.variant} ({self.alignment}) expects embeddings [batch, {t}, {d}], "
-                            f"got {list(embedding.shape)}",
-                            hint="was it trained for another encoder or clip length? use the encoder it was trained on")
+            raise GateError(
+                f"gate {self.variant} ({self.alignment}) expects embeddings [batch, {t}, {d}], "
+                f"got {list(embedding.shape)}",
+                hint="was it trained for another encoder or clip length? use the encoder it was trained on",
+            )
         return self.align.to_latent(self.layers(self.align.to_image(embedding)))
 
 
@@ -494,8 +510,10 @@ class LIN_C(Gate):
         b.linear_cols(out_cols).conv(1).relu().head(out_rows, out_cols)
 
 
-GATES: dict[str, type[Gate]] = {cls.variant: cls for cls in (
-    LIN, CONV, ATTN, CONV_R, CONV_D, CONV_RDD, CONV_LN, CONV_GN, CONV_RDN, LIN_D, LIN_R, LIN_C)}
+GATES: dict[str, type[Gate]] = {
+    cls.variant: cls
+    for cls in (LIN, CONV, ATTN, CONV_R, CONV_D, CONV_RDD, CONV_LN, CONV_GN, CONV_RDN, LIN_D, LIN_R, LIN_C)
+}
 
 
 def gate_class(variant: str) -> type[Gate]:
@@ -509,9 +527,15 @@ def gate_class(variant: str) -> type[Gate]:
         raise GateError(f"unknown gate variant {variant!r}{did}; allowed: {', '.join(GATES)}") from None
 
 
-def build_gate(variant: str, embedding_shape: tuple[int, int], latent_shape: tuple[int, int],
-               alignment: str = "transpose", *, time_axis: TimeAxis | None = None,
-               latent_hop_s: float = LATENT_HOP_S) -> Gate:
+def build_gate(
+    variant: str,
+    embedding_shape: tuple[int, int],
+    latent_shape: tuple[int, int],
+    alignment: str = "transpose",
+    *,
+    time_axis: TimeAxis | None = None,
+    latent_hop_s: float = LATENT_HOP_S,
+) -> Gate:
     """A gate mapping ``[B, T, D]`` embeddings to ``[B, C, T']`` latents (see the module docstring).
 
     ``time_axis`` (``grid`` only): where the embedding's frames sit in time; an encoder gives it as
@@ -521,9 +545,14 @@ def build_gate(variant: str, embedding_shape: tuple[int, int], latent_shape: tup
     return gate_class(variant)(embedding_shape, latent_shape, alignment, time_axis=time_axis, latent_hop_s=latent_hop_s)
 
 
-def gate_parameter_count(variant: str, embedding_shape: tuple[int, int] = AST_EMBEDDING,
-                         latent_shape: tuple[int, int] = DAC_VAE_LATENT, alignment: str = "transpose",
-                         *, time_axis: TimeAxis | None = None) -> int:
+def gate_parameter_count(
+    variant: str,
+    embedding_shape: tuple[int, int] = AST_EMBEDDING,
+    latent_shape: tuple[int, int] = DAC_VAE_LATENT,
+    alignment: str = "transpose",
+    *,
+    time_axis: TimeAxis | None = None,
+) -> int:
     """Number of trainable parameters, counted on the meta device (no memory, no init cost)."""
     with torch.device("meta"):
         gate = build_gate(variant, embedding_shape, latent_shape, alignment, time_axis=time_axis)

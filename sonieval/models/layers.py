@@ -26,14 +26,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import PurePosixPath
-from typing import Any, Union
+from typing import Any
 
 from sonieval.errors import SonievalError
 
 INPUT = "input"
 ALL = "all"
-Layer = Union[str, int]  # INPUT or a block number >= 1
-LayerSpec = Union[str, int, Sequence[Union[str, int]]]  # what a protocol may write
+Layer = str | int  # INPUT or a block number >= 1
+LayerSpec = str | int | Sequence[str | int]  # what a protocol may write
 
 
 class LayerError(SonievalError):
@@ -48,8 +48,9 @@ def allowed_layers(n_blocks: int) -> str:
     return f"allowed: input, {blocks}, all"
 
 
-def expand_layers(value: LayerSpec | None, n_blocks: int, *, label: str = "the encoder",
-                  setting: str = "encoders[i].layer") -> list[Layer]:
+def expand_layers(
+    value: LayerSpec | None, n_blocks: int, *, label: str = "the encoder", setting: str = "encoders[i].layer"
+) -> list[Layer]:
     """The layers a spec value names, for an encoder with ``n_blocks`` transformer blocks.
 
     ``None`` and ``"input"`` give ``["input"]``; ``"all"`` gives ``["input", 1, ..., n_blocks]``;
@@ -81,8 +82,10 @@ def _one_layer(item: Any, n_blocks: int, *, label: str, setting: str, allowed: s
     if isinstance(item, bool) or not isinstance(item, int):
         raise LayerError(f"{setting}: {item!r} is not a layer; {allowed}")
     if item < 1:
-        raise LayerError(f"{setting}: {item} is not a block (blocks count from 1; the cut before the first "
-                         f"block is 'input'); {allowed}")
+        raise LayerError(
+            f"{setting}: {item} is not a block (blocks count from 1; the cut before the first "
+            f"block is 'input'); {allowed}"
+        )
     if item > n_blocks:
         blocks = "no blocks" if n_blocks == 0 else f"{n_blocks} block{'s' if n_blocks != 1 else ''}"
         raise LayerError(f"{setting}: {item} is beyond {label}'s {blocks}; {allowed}")
@@ -147,8 +150,9 @@ def _first(output: Any):
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def capture_layers(run: Callable[[], Any], wanted: Iterable[Layer], *, input_module, input_from: Callable[[Any], Any],
-                   blocks: Sequence) -> dict[Layer, Any]:
+def capture_layers(
+    run: Callable[[], Any], wanted: Iterable[Layer], *, input_module, input_from: Callable[[Any], Any], blocks: Sequence
+) -> dict[Layer, Any]:
     """Call ``run()`` (one forward of the model) and return the outputs of the wanted layers.
 
     ``input_module``'s output (through ``input_from``) is ``input``; ``blocks[k-1]``'s output (its
@@ -170,8 +174,9 @@ def capture_layers(run: Callable[[], Any], wanted: Iterable[Layer], *, input_mod
             handles.append(input_module.register_forward_hook(lambda m, a, out: keep(INPUT, input_from(out))))
         for layer in wanted:
             if layer != INPUT:
-                handles.append(blocks[layer - 1].register_forward_hook(
-                    lambda m, a, out, layer=layer: keep(layer, _first(out))))
+                handles.append(
+                    blocks[layer - 1].register_forward_hook(lambda m, a, out, layer=layer: keep(layer, _first(out)))
+                )
         try:
             run()
         except _Enough:

@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,12 +64,14 @@ class MelNormalisation:
 
     def __post_init__(self) -> None:
         if len(self.mean) != N_MELS or len(self.std) != N_MELS:
-            raise CodecError(f"mel normalisation needs {N_MELS} band means and stds, got {len(self.mean)} and {len(self.std)}")
+            raise CodecError(
+                f"mel normalisation needs {N_MELS} band means and stds, got {len(self.mean)} and {len(self.std)}"
+            )
         if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.std)) and min(self.std) > 0):
             raise CodecError("mel normalisation statistics are not finite and positive")
 
     @classmethod
-    def fit(cls, log_mels: Iterable[np.ndarray], source: str = "train split") -> "MelNormalisation":
+    def fit(cls, log_mels: Iterable[np.ndarray], source: str = "train split") -> MelNormalisation:
         """Band means and stds over every frame of every clip ([64, T] log-mel arrays)."""
         total, total_sq, frames, n = np.zeros(N_MELS), np.zeros(N_MELS), 0, 0
         for lm in log_mels:
@@ -78,8 +81,10 @@ class MelNormalisation:
             frames += lm.shape[1]
             n += 1
         if n == 0:
-            raise CodecError("mel normalisation: no training clips to compute statistics from",
-                             hint="the train split is empty; check `sonieval data splits PROTOCOL`")
+            raise CodecError(
+                "mel normalisation: no training clips to compute statistics from",
+                hint="the train split is empty; check `sonieval data splits PROTOCOL`",
+            )
         mean = total / frames
         std = np.sqrt(np.maximum(total_sq / frames - mean**2, 0.0))
         return cls(tuple(float(v) for v in mean), tuple(float(max(v, MIN_STD)) for v in std), n, source)
@@ -92,13 +97,19 @@ class MelNormalisation:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std), "digest": self.digest()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MelNormalisation":
+    def from_dict(cls, data: dict[str, Any]) -> MelNormalisation:
         try:
-            return cls(tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]),
-                       int(data["n_clips"]), str(data.get("source", "train split")))
+            return cls(
+                tuple(float(v) for v in data["mean"]),
+                tuple(float(v) for v in data["std"]),
+                int(data["n_clips"]),
+                str(data.get("source", "train split")),
+            )
         except (KeyError, TypeError, ValueError) as exc:
-            raise CodecError(f"mel normalisation record is incomplete ({type(exc).__name__}: {exc})",
-                             hint="rerun `sonieval prepare PROTOCOL`") from None
+            raise CodecError(
+                f"mel normalisation record is incomplete ({type(exc).__name__}: {exc})",
+                hint="rerun `sonieval prepare PROTOCOL`",
+            ) from None
 
 
 class MelCodec(Codec):
@@ -107,8 +118,13 @@ class MelCodec(Codec):
     name = "mel"
     weight_free = True
 
-    def __init__(self, normalisation: MelNormalisation | None = None, *, iterations: int = DEFAULT_ITERATIONS,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        normalisation: MelNormalisation | None = None,
+        *,
+        iterations: int = DEFAULT_ITERATIONS,
+        device: str | torch.device = "cpu",
+    ):
         import torchaudio.transforms as T
 
         self.normalisation = normalisation
@@ -117,16 +133,21 @@ class MelCodec(Codec):
         if int(iterations) < 1:
             raise CodecError(f"codec.iterations must be at least 1, got {iterations}")
         self.iterations = int(iterations)
-        self._mel = T.MelSpectrogram(self.sample_rate, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0,
-                                     center=True).to(self.device)
+        self._mel = T.MelSpectrogram(
+            self.sample_rate, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, power=2.0, center=True
+        ).to(self.device)
         fb = self._mel.mel_scale.fb  # [n_freq, n_mels]: mel = fb^T @ power spectrum
         self._inverse_fb = torch.linalg.pinv(fb.T.double()).float().to(self.device)  # [n_freq, n_mels]
         self._window = torch.hann_window(N_FFT, device=self.device)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info.update(iterations=self.iterations, n_fft=N_FFT, n_mels=N_MELS,
-                    normalisation=self.normalisation.to_dict() if self.normalisation else None)
+        info.update(
+            iterations=self.iterations,
+            n_fft=N_FFT,
+            n_mels=N_MELS,
+            normalisation=self.normalisation.to_dict() if self.normalisation else None,
+        )
         return info
 
     # --- the log-mel itself (no normalisation): what the train-split statistics are computed on
@@ -140,8 +161,10 @@ class MelCodec(Codec):
 
     def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.normalisation is None:
-            raise CodecError("the mel codec has no normalisation statistics",
-                             hint="they come from the train split: run `sonieval prepare PROTOCOL`")
+            raise CodecError(
+                "the mel codec has no normalisation statistics",
+                hint="they come from the train split: run `sonieval prepare PROTOCOL`",
+            )
         mean = torch.tensor(self.normalisation.mean, dtype=torch.float32)[:, None]
         std = torch.tensor(self.normalisation.std, dtype=torch.float32)[:, None]
         return mean, std
@@ -167,12 +190,16 @@ class MelCodec(Codec):
         # Frames are centred (frame j at sample j·512), so T' frames span (T'−1)·512 samples; the last
         # hop (11.6 ms) is returned as zeros to keep the codec contract of T'·512 samples.
         frames = z.shape[-1]
-        audio = griffinlim(power, self._window, N_FFT, HOP, N_FFT, 2.0, self.iterations, MOMENTUM,
-                           (frames - 1) * HOP, False)
+        audio = griffinlim(
+            power, self._window, N_FFT, HOP, N_FFT, 2.0, self.iterations, MOMENTUM, (frames - 1) * HOP, False
+        )
         return torch.nn.functional.pad(audio, (0, HOP)).float().cpu()
 
 
-def fit_mel_normalisation(codec: MelCodec, clips: Iterable[np.ndarray], source: str = "train split") -> MelNormalisation:
+def fit_mel_normalisation(
+    codec: MelCodec, clips: Iterable[np.ndarray], source: str = "train split"
+) -> MelNormalisation:
     """Train-split statistics from 44.1 kHz clips (an iterable of 1-D arrays), one clip at a time."""
-    return MelNormalisation.fit((codec.log_mel(torch.from_numpy(np.asarray(c, dtype=np.float32)))[0].numpy()
-                                 for c in clips), source=source)
+    return MelNormalisation.fit(
+        (codec.log_mel(torch.from_numpy(np.asarray(c, dtype=np.float32)))[0].numpy() for c in clips), source=source
+    )

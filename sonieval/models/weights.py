@@ -103,8 +103,9 @@ def _sidecar(cache_dir: Path, key: str) -> Path:
     return cache_dir / "weights" / f"{safe}.sha256.json"
 
 
-def verify_checksum(path: str | os.PathLike, *, key: str, cache_dir: str | os.PathLike | None,
-                    published: str | None = None) -> str:
+def verify_checksum(
+    path: str | os.PathLike, *, key: str, cache_dir: str | os.PathLike | None, published: str | None = None
+) -> str:
     """SHA-256 of ``path``, checked against the pinned value and the first-use record.
 
     Returns the hash. ``key`` names the source (hub repo/file or absolute local path); the record
@@ -115,7 +116,8 @@ def verify_checksum(path: str | os.PathLike, *, key: str, cache_dir: str | os.Pa
     if published and digest != published:
         raise SonievalError(
             f"SHA-256 {digest[:16]}... differs from the published {published[:16]}...",
-            path=path, hint="the file is corrupt or not the published checkpoint: delete it and download it again",
+            path=path,
+            hint="the file is corrupt or not the published checkpoint: delete it and download it again",
         )
     if cache_dir is None:
         return digest
@@ -132,16 +134,32 @@ def verify_checksum(path: str | os.PathLike, *, key: str, cache_dir: str | os.Pa
                 hint="the file changed since it was first used: restore it, or delete the record if the change is intended",
             )
     else:
-        write_text_atomic(record, json.dumps({
-            "source": key, "path": str(path), "sha256": digest, "size": path.stat().st_size,
-            "first_seen": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "pinned": bool(published),
-        }, indent=2))
+        write_text_atomic(
+            record,
+            json.dumps(
+                {
+                    "source": key,
+                    "path": str(path),
+                    "sha256": digest,
+                    "size": path.stat().st_size,
+                    "first_seen": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "pinned": bool(published),
+                },
+                indent=2,
+            ),
+        )
     return digest
 
 
-def resolve_checkpoint(source: str | None, *, default_repo: str, default_file: str, what: str, setting: str,
-                       cache_dir: str | os.PathLike | None) -> tuple[Path, str, str]:
+def resolve_checkpoint(
+    source: str | None,
+    *,
+    default_repo: str,
+    default_file: str,
+    what: str,
+    setting: str,
+    cache_dir: str | os.PathLike | None,
+) -> tuple[Path, str, str]:
     """Find a single-file checkpoint: a local path, ``owner/repo/file`` (or ``hf://owner/repo/file``) on the
     hub, or the default (None).
 
@@ -153,8 +171,13 @@ def resolve_checkpoint(source: str | None, *, default_repo: str, default_file: s
         local = Path(os.path.expandvars(os.path.expanduser(source.removeprefix("hf://"))))
         # A hub file is written `owner/repo/file` (or `hf://owner/repo/file`); anything that exists
         # here, is absolute, starts with . or ~, or whose first folder exists here is a local path.
-        looks_local = (local.exists() or local.is_absolute() or source.startswith((".", "~"))
-                       or source.count("/") < 2 or Path(source.split("/")[0]).is_dir())
+        looks_local = (
+            local.exists()
+            or local.is_absolute()
+            or source.startswith((".", "~"))
+            or source.count("/") < 2
+            or Path(source.split("/")[0]).is_dir()
+        )
         if not source.startswith("hf://") and looks_local:
             if not local.is_file():
                 raise WeightsUnavailable(
@@ -166,6 +189,7 @@ def resolve_checkpoint(source: str | None, *, default_repo: str, default_file: s
             return local, str(local), digest
         repo, fname = source.removeprefix("hf://").rsplit("/", 1)
     path = hub_file(repo, fname, what=what, setting=setting)
-    digest = verify_checksum(path, key=f"{repo}/{fname}", cache_dir=cache_dir,
-                             published=PUBLISHED_SHA256.get((repo, fname)))
+    digest = verify_checksum(
+        path, key=f"{repo}/{fname}", cache_dir=cache_dir, published=PUBLISHED_SHA256.get((repo, fname))
+    )
     return path, f"{repo}/{fname}", digest

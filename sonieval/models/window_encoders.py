@@ -41,7 +41,6 @@ from sonieval.models.encoders import EncoderError, TransformersEncoder, load_fea
 from sonieval.models.gates import TimeAxis
 from sonieval.models.layers import INPUT, Layer
 
-
 # ----------------------------------------------------------------------------- Whisper
 
 
@@ -60,11 +59,25 @@ class WhisperEncoder(TransformersEncoder):
 
         # Real front end (80 mel bins, 3000 frames, conv stem k3 s1 + k3 s2 → 1500 positions); narrow, shallow,
         # and a tiny decoder (dropped at load) whose special token ids fit its tiny vocabulary.
-        return WhisperConfig(num_mel_bins=80, max_source_positions=1500, d_model=64, encoder_layers=2,
-                             encoder_attention_heads=2, encoder_ffn_dim=128, decoder_layers=1,
-                             decoder_attention_heads=2, decoder_ffn_dim=128, vocab_size=64, max_target_positions=16,
-                             pad_token_id=0, bos_token_id=0, eos_token_id=0, decoder_start_token_id=1,
-                             suppress_tokens=None, begin_suppress_tokens=None)
+        return WhisperConfig(
+            num_mel_bins=80,
+            max_source_positions=1500,
+            d_model=64,
+            encoder_layers=2,
+            encoder_attention_heads=2,
+            encoder_ffn_dim=128,
+            decoder_layers=1,
+            decoder_attention_heads=2,
+            decoder_ffn_dim=128,
+            vocab_size=64,
+            max_target_positions=16,
+            pad_token_id=0,
+            bos_token_id=0,
+            eos_token_id=0,
+            decoder_start_token_id=1,
+            suppress_tokens=None,
+            begin_suppress_tokens=None,
+        )
 
     @classmethod
     def base_of(cls, model):
@@ -78,9 +91,12 @@ class WhisperEncoder(TransformersEncoder):
         super()._keep(model)
         fe, frames = self.feature_extractor, model.config.max_source_positions * 2
         if fe.nb_max_frames != frames or fe.feature_size != model.config.num_mel_bins:
-            raise EncoderError(f"the feature extractor gives [{fe.feature_size}, {fe.nb_max_frames}] log-mel frames, the "
-                               f"model takes [{model.config.num_mel_bins}, {frames}]", path=self.folder,
-                               hint="use the checkpoint's own preprocessor_config.json")
+            raise EncoderError(
+                f"the feature extractor gives [{fe.feature_size}, {fe.nb_max_frames}] log-mel frames, the "
+                f"model takes [{model.config.num_mel_bins}, {frames}]",
+                path=self.folder,
+                hint="use the checkpoint's own preprocessor_config.json",
+            )
         self.max_seconds = fe.n_samples / fe.sampling_rate
 
     @property
@@ -121,7 +137,7 @@ class WhisperEncoder(TransformersEncoder):
         return mods if depth == 0 else [*mods, self.model.embed_positions, *self._blocks()[:depth]]
 
     def _arrange(self, hidden, layer, n_samples):
-        return hidden[:, :self._frames(n_samples)]
+        return hidden[:, : self._frames(n_samples)]
 
 
 # ----------------------------------------------------------------------------- CLAP
@@ -144,11 +160,27 @@ class ClapEncoder(TransformersEncoder):
 
         # Real front end and grids (64 mel bins, spec_size 256, 4×4 patches, four stages, window 8); one block
         # per stage, narrow. The text tower (dropped at load) is tiny.
-        audio = ClapAudioConfig(spec_size=256, num_mel_bins=64, patch_size=4, patch_stride=(4, 4), window_size=8,
-                                depths=[1, 1, 1, 1], num_attention_heads=[1, 2, 2, 4], patch_embeds_hidden_size=16,
-                                hidden_size=128, projection_dim=16, projection_hidden_size=32)
-        text = ClapTextConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16,
-                              projection_dim=16, vocab_size=64)
+        audio = ClapAudioConfig(
+            spec_size=256,
+            num_mel_bins=64,
+            patch_size=4,
+            patch_stride=(4, 4),
+            window_size=8,
+            depths=[1, 1, 1, 1],
+            num_attention_heads=[1, 2, 2, 4],
+            patch_embeds_hidden_size=16,
+            hidden_size=128,
+            projection_dim=16,
+            projection_hidden_size=32,
+        )
+        text = ClapTextConfig(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=1,
+            intermediate_size=16,
+            projection_dim=16,
+            vocab_size=64,
+        )
         return ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16)
 
     @classmethod
@@ -159,9 +191,13 @@ class ClapEncoder(TransformersEncoder):
     def feature_extractor_for(cls, config, folder):
         audio = getattr(config, "audio_config", config)
         # laion/clap-htsat-unfused's own config: one crop ("rand_trunc"), repeat-padding to 10 s
-        return load_feature_extractor("ClapFeatureExtractor", folder, feature_size=audio.num_mel_bins,
-                                       truncation="fusion" if audio.enable_fusion else "rand_trunc",
-                                       padding="repeatpad")
+        return load_feature_extractor(
+            "ClapFeatureExtractor",
+            folder,
+            feature_size=audio.num_mel_bins,
+            truncation="fusion" if audio.enable_fusion else "rand_trunc",
+            padding="repeatpad",
+        )
 
     def _keep(self, model) -> None:
         super()._keep(model)
@@ -184,7 +220,7 @@ class ClapEncoder(TransformersEncoder):
         """(frequency rows, time columns over the whole window, width) of a stage's tokens."""
         enc = self.audio_encoder
         rows, cols = enc.input_resolutions[stage]
-        return rows // enc.freq_ratio, cols * enc.freq_ratio, int(self.config.patch_embeds_hidden_size * 2 ** stage)
+        return rows // enc.freq_ratio, cols * enc.freq_ratio, int(self.config.patch_embeds_hidden_size * 2**stage)
 
     def _column_s(self, stage: int) -> tuple[float, float]:
         """(hop, first centre) in seconds of a stage's time columns."""
@@ -192,7 +228,7 @@ class ClapEncoder(TransformersEncoder):
         stretched = enc.spec_size * enc.freq_ratio  # time frames after the bicubic stretch (1024)
         frames = fe.nb_max_samples // fe.hop_length + 1  # log-mel frames of the window (1001, centred)
         per = (frames - 1) / (stretched - 1) * fe.hop_length / fe.sampling_rate  # s per stretched frame
-        width = enc.patch_stride[1] * 2 ** stage  # stretched frames per column
+        width = enc.patch_stride[1] * 2**stage  # stretched frames per column
         return width * per, (width - 1) / 2 * per
 
     def _columns(self, n_samples: int, stage: int) -> int:
@@ -239,6 +275,8 @@ class ClapEncoder(TransformersEncoder):
         f, _, _ = self._grid(stage)
         b, _, c = hidden.shape
         cols = enc.input_resolutions[stage][1]
-        grid = hidden.reshape(b, enc.freq_ratio, f, cols, c).permute(0, 2, 1, 3, 4).reshape(b, f, enc.freq_ratio * cols, c)
+        grid = (
+            hidden.reshape(b, enc.freq_ratio, f, cols, c).permute(0, 2, 1, 3, 4).reshape(b, f, enc.freq_ratio * cols, c)
+        )
         keep = self._columns(n_samples, stage)
         return grid[:, :, :keep].reshape(b, f * keep, c)

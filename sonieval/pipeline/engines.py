@@ -37,15 +37,28 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from sonieval.errors import SonievalError
 from sonieval.ledger import BatchResult, ItemOutcome, LedgerItem, RunLedger
 
 __all__ = [
-    "ENGINES", "Engine", "LocalEngine", "RayEngine", "Resources", "Task", "attempt", "chunks", "item_error",
-    "light_items", "make_engine", "run_items", "run_tasks", "worker_memo",
+    "ENGINES",
+    "Engine",
+    "LocalEngine",
+    "RayEngine",
+    "Resources",
+    "Task",
+    "attempt",
+    "chunks",
+    "item_error",
+    "light_items",
+    "make_engine",
+    "run_items",
+    "run_tasks",
+    "worker_memo",
 ]
 
 ENGINES = ("local", "ray")
@@ -97,7 +110,7 @@ def attempt(fn: Callable[..., ItemOutcome | None], *args: Any) -> ItemOutcome | 
 
 # ---------------------------------------------------------------------------- worker side
 
-_MEMO: "OrderedDict[Any, Any]" = OrderedDict()
+_MEMO: OrderedDict[Any, Any] = OrderedDict()
 MEMO_SIZE = 2  # loaded models / training pairs kept per worker process (pairs of a full ESC-50 sweep: ~3 GB)
 
 
@@ -160,7 +173,7 @@ class Engine:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -203,8 +216,10 @@ def _ray():
     try:
         import ray
     except ImportError:
-        raise SonievalError("engine ray: Ray is not installed",
-                            hint="pip install 'sonieval[ray]' (or the ray pin of requirements/lock.txt)") from None
+        raise SonievalError(
+            "engine ray: Ray is not installed",
+            hint="pip install 'sonieval[ray]' (or the ray pin of requirements/lock.txt)",
+        ) from None
     return ray
 
 
@@ -228,8 +243,14 @@ class RayEngine(Engine):
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, *, max_retries: int = DEFAULT_MAX_RETRIES,
-                 num_cpus: int | None = None, num_gpus: int | None = None):
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        num_cpus: int | None = None,
+        num_gpus: int | None = None,
+    ):
         if address and "RAY_AUTH_MODE" not in os.environ and _token_available():
             # a `ray start` cluster asks for its token; a driver sends it only in token mode (read at import)
             os.environ["RAY_AUTH_MODE"] = "token"
@@ -239,13 +260,21 @@ class RayEngine(Engine):
         if not ray.is_initialized():
             try:
                 # "local": a new cluster even when `ray start` left one running on this machine
-                ray.init(address=address or "local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
-                         logging_level="ERROR", log_to_driver=False)
+                ray.init(
+                    address=address or "local",
+                    num_cpus=num_cpus,
+                    num_gpus=num_gpus,
+                    include_dashboard=False,
+                    logging_level="ERROR",
+                    log_to_driver=False,
+                )
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise SonievalError(f"engine ray: cannot {'join the cluster at ' + address if address else 'start a local cluster'}"
-                                    f" ({item_error(exc)})",
-                                    hint="start one with `ray start --head` (its token in ~/.ray/auth_token or "
-                                         "RAY_AUTH_TOKEN) or leave --address out") from None
+                raise SonievalError(
+                    f"engine ray: cannot {'join the cluster at ' + address if address else 'start a local cluster'}"
+                    f" ({item_error(exc)})",
+                    hint="start one with `ray start --head` (its token in ~/.ray/auth_token or "
+                    "RAY_AUTH_TOKEN) or leave --address out",
+                ) from None
             self._owns = True
         self._remote = ray.remote(_execute)
 
@@ -272,8 +301,13 @@ class RayEngine(Engine):
     def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Answer | BaseException]]:
         ray = _ray()
         pending = {
-            self._remote.options(num_cpus=t.resources.cpus, num_gpus=t.resources.gpus, max_retries=self.max_retries,
-                                 retry_exceptions=False, name=t.name[:100]).remote(t.fn, t.items, t.resources, *t.args): t
+            self._remote.options(
+                num_cpus=t.resources.cpus,
+                num_gpus=t.resources.gpus,
+                max_retries=self.max_retries,
+                retry_exceptions=False,
+                name=t.name[:100],
+            ).remote(t.fn, t.items, t.resources, *t.args): t
             for t in tasks
         }
         try:
@@ -287,9 +321,13 @@ class RayEngine(Engine):
                         cause = getattr(exc, "cause", None)
                         yield task, cause if isinstance(cause, Exception) else RuntimeError(str(exc).splitlines()[0])
                     except ray.exceptions.RayError as exc:  # the worker (or node) died more than max_retries times
-                        yield task, RuntimeError(
-                            f"the worker running task {task.name} died {self.max_retries + 1} times "
-                            f"({type(exc).__name__}); rerun to make its items")
+                        yield (
+                            task,
+                            RuntimeError(
+                                f"the worker running task {task.name} died {self.max_retries + 1} times "
+                                f"({type(exc).__name__}); rerun to make its items"
+                            ),
+                        )
         finally:
             for ref in pending:  # the driver stopped (Ctrl-C): do not leave work running on the cluster
                 ray.cancel(ref, force=True)
@@ -315,8 +353,16 @@ def make_engine(name: str | None = "local", address: str | None = None, **option
 # ---------------------------------------------------------------------------- driver side
 
 
-def run_tasks(manifest: RunLedger, stage: str, tasks: list[Task], engine: Engine, *, desc: str | None = None,
-              progress: bool = True, skip_done: bool = True) -> BatchResult:
+def run_tasks(
+    manifest: RunLedger,
+    stage: str,
+    tasks: list[Task],
+    engine: Engine,
+    *,
+    desc: str | None = None,
+    progress: bool = True,
+    skip_done: bool = True,
+) -> BatchResult:
     """Run ``tasks`` on ``engine``; the driver alone records each item (``stage``, item key) in the ledger.
 
     Items already done with the same inputs are skipped (whatever engine made them; ``skip_done=False``
@@ -341,8 +387,11 @@ def run_tasks(manifest: RunLedger, stage: str, tasks: list[Task], engine: Engine
     bar = tqdm(total=n_items, desc=desc or stage, unit="item", disable=not progress or n_items < 2, leave=False)
     for task, answer in engine.run(todo):
         for it in task.items:
-            got = answer.get(it.key, f"task {task.name} did not make this item") if isinstance(answer, dict) \
+            got = (
+                answer.get(it.key, f"task {task.name} did not make this item")
+                if isinstance(answer, dict)
                 else item_error(answer)
+            )
             _record(manifest, stage, it, got, result)
         bar.update(len(task.items))
     bar.close()
@@ -354,14 +403,30 @@ def _record(manifest: RunLedger, stage: str, item: LedgerItem, got: ItemOutcome 
         manifest.record(stage, item.key, "failed", system_id=item.system_id, inputs=item.inputs, error=got)
         result.failed[item.key] = got
         return
-    manifest.record(stage, item.key, "done", system_id=item.system_id, inputs=item.inputs, path=got.path,
-                    sha256=got.sha256, extra=got.extra)
+    manifest.record(
+        stage,
+        item.key,
+        "done",
+        system_id=item.system_id,
+        inputs=item.inputs,
+        path=got.path,
+        sha256=got.sha256,
+        extra=got.extra,
+    )
     result.done.append(item.key)
 
 
-def run_items(manifest: RunLedger, stage: str, items: list[LedgerItem], fn: Callable[[LedgerItem], Any],
-              engine: Engine | None, *, resources: Resources | None = None, desc: str | None = None,
-              progress: bool = True) -> BatchResult:
+def run_items(
+    manifest: RunLedger,
+    stage: str,
+    items: list[LedgerItem],
+    fn: Callable[[LedgerItem], Any],
+    engine: Engine | None,
+    *,
+    resources: Resources | None = None,
+    desc: str | None = None,
+    progress: bool = True,
+) -> BatchResult:
     """``manifest.run_batch(stage, items, fn)`` on an engine: one task per item, ``fn(item)`` in the worker.
 
     The local engine (or None) is ``run_batch`` itself. On Ray ``fn`` may be a closure over large read-only
@@ -392,4 +457,4 @@ def chunks(seq: list[Any], n_parts: int, *, at_most: int | None = None) -> list[
     size = -(-len(seq) // max(1, n_parts))
     if at_most:
         size = min(size, at_most)
-    return [seq[i:i + size] for i in range(0, len(seq), max(1, size))]
+    return [seq[i : i + size] for i in range(0, len(seq), max(1, size))]

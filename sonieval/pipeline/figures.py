@@ -13,8 +13,8 @@ matplotlib is imported inside the functions with the non-interactive Agg backend
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -101,23 +101,29 @@ def sonification_figure(
     if systems:
         unknown = [s for s in systems if s not in set(rows["system_id"])]
         if unknown:
-            raise SonievalError(f"no finished sonification of clip {clip_id!r} for system(s) {', '.join(unknown)}",
-                                hint="list them with the sonifications table, or run `sonieval sonify`")
+            raise SonievalError(
+                f"no finished sonification of clip {clip_id!r} for system(s) {', '.join(unknown)}",
+                hint="list them with the sonifications table, or run `sonieval sonify`",
+            )
         rows = rows.set_index("system_id").loc[list(systems)].reset_index()
     if rows.empty:
         raise SonievalError(f"no finished sonification of clip {clip_id!r}", hint="run `sonieval sonify PROTOCOL`")
     original = load_clip(resolve_table_path(match.iloc[0]["path"], results), CODEC_RATE, clip_seconds).samples
     marks = [_random_mark(r) for r in rows.to_dict("records")]
-    stack = [(f"{r.system_id}{mark}", read_audio(resolve_table_path(r.path, results), CODEC_RATE)[0])
-             for r, mark in zip(rows.itertuples(), marks)]
+    stack = [
+        (f"{r.system_id}{mark}", read_audio(resolve_table_path(r.path, results), CODEC_RATE)[0])
+        for r, mark in zip(rows.itertuples(), marks)
+    ]
     category = match.iloc[0]["category"]
     out = Path(out) if out else results / "figures" / f"waveforms_{clip_id}.png"
     note = "\n".join(text for mark, text in RANDOM_MARKS.items() if any(m.strip() == mark for m in marks)) or None
     return waveform_stack(original, stack, CODEC_RATE, out, title=f"{clip_id} ({category})", note=note)
 
 
-RANDOM_MARKS = {"†": "† decoded by a RANDOMLY INITIALISED codec: the pipeline runs, not a result",
-                "‡": "‡ a RANDOMLY INITIALISED encoder: the gate really learns, not a pretrained model"}
+RANDOM_MARKS = {
+    "†": "† decoded by a RANDOMLY INITIALISED codec: the pipeline runs, not a result",
+    "‡": "‡ a RANDOMLY INITIALISED encoder: the gate really learns, not a pretrained model",
+}
 
 
 def _random_mark(row: dict) -> str:

@@ -35,8 +35,11 @@ from sonieval.errors import DataError, SonievalError
 from sonieval.versions import package_versions
 
 FINETUNE_INFO = "finetune.json"
-CLASSIFIERS = {"ast": "ASTForAudioClassification", "hubert": "HubertForSequenceClassification",
-               "wav2vec2": "Wav2Vec2ForSequenceClassification"}
+CLASSIFIERS = {
+    "ast": "ASTForAudioClassification",
+    "hubert": "HubertForSequenceClassification",
+    "wav2vec2": "Wav2Vec2ForSequenceClassification",
+}
 
 
 @dataclass
@@ -69,9 +72,11 @@ class FinetuneResult:
 
     def summary(self) -> str:
         note = " (SMALL RANDOM-INIT MODEL)" if self.random_init else ""
-        return (f"{self.encoder} fine-tuned from {self.base_model}{note} on {self.dataset}: validation accuracy "
-                f"{self.validation_accuracy:.3f} (epoch {self.best_epoch}, n={self.n_validation}, chance "
-                f"{self.chance_accuracy:.3f}); trained on {self.n_train} train-split clips; saved to {self.output_dir}")
+        return (
+            f"{self.encoder} fine-tuned from {self.base_model}{note} on {self.dataset}: validation accuracy "
+            f"{self.validation_accuracy:.3f} (epoch {self.best_epoch}, n={self.n_validation}, chance "
+            f"{self.chance_accuracy:.3f}); trained on {self.n_train} train-split clips; saved to {self.output_dir}"
+        )
 
 
 def _versions() -> dict[str, str | None]:
@@ -113,8 +118,9 @@ def _build_classifier(encoder_cls, spec, n_classes: int, id2label: dict[int, str
             folder = local
         else:
             folder = weights.hub_snapshot(base, what=f"{encoder_cls.name} encoder", setting="encoders[i].model")
-        model = clf_cls.from_pretrained(folder, num_labels=n_classes, id2label=id2label, label2id=label2id,
-                                        ignore_mismatched_sizes=True)
+        model = clf_cls.from_pretrained(
+            folder, num_labels=n_classes, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True
+        )
         random_init = False
     feature_extractor = encoder_cls.feature_extractor_for(model.config, folder)
     return model, feature_extractor, base, random_init
@@ -143,9 +149,15 @@ def _save_atomic(model, feature_extractor, out_dir: Path, info: dict[str, Any]) 
         shutil.rmtree(old)
 
 
-def finetune_encoder(proto, encoder_name: str, output_dir: str | os.PathLike,
-                     settings: FinetuneSettings | None = None, *, device: str = "cpu",
-                     progress: bool = True) -> FinetuneResult:
+def finetune_encoder(
+    proto,
+    encoder_name: str,
+    output_dir: str | os.PathLike,
+    settings: FinetuneSettings | None = None,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+) -> FinetuneResult:
     """Fine-tune ``encoder_name`` (one of the protocol's encoders, or its defaults) on the protocol's train split."""
     import torch
     from tqdm import tqdm
@@ -158,18 +170,25 @@ def finetune_encoder(proto, encoder_name: str, output_dir: str | os.PathLike,
     if encoder_name not in CLASSIFIERS:
         raise SonievalError(f"--encoder: fine-tuning supports {', '.join(CLASSIFIERS)}, not {encoder_name!r}")
     encoder_cls = encoder_class(encoder_name)
-    spec = next((e for e in proto.resolved_encoders() if e.name == encoder_name), None) or EncoderSpec(name=encoder_name)
+    spec = next((e for e in proto.resolved_encoders() if e.name == encoder_name), None) or EncoderSpec(
+        name=encoder_name
+    )
 
     ds = dataset_for_protocol(proto)
     clips = assign_splits(ds.clips, proto.data.split)
     train = clips[clips["split"] == "train"].reset_index(drop=True)
     val = clips[clips["split"] == "validation"].reset_index(drop=True)
     if settings.max_train_clips is not None:
-        train = train.groupby("category", group_keys=False).head(
-            max(1, math.ceil(settings.max_train_clips / train["category"].nunique()))).reset_index(drop=True)
+        train = (
+            train.groupby("category", group_keys=False)
+            .head(max(1, math.ceil(settings.max_train_clips / train["category"].nunique())))
+            .reset_index(drop=True)
+        )
     if train.empty or val.empty:
-        raise DataError(f"{ds.label}: the split leaves {len(train)} training and {len(val)} validation clips",
-                        hint="fine-tuning needs both; use more clips per class (data.max_clips_per_class)")
+        raise DataError(
+            f"{ds.label}: the split leaves {len(train)} training and {len(val)} validation clips",
+            hint="fine-tuning needs both; use more clips per class (data.max_clips_per_class)",
+        )
     categories = sorted(clips["category"].unique())
     id2label = dict(enumerate(categories))
     label_of = {c: i for i, c in id2label.items()}
@@ -185,15 +204,18 @@ def finetune_encoder(proto, encoder_name: str, output_dir: str | os.PathLike,
         model.freeze_feature_encoder()
     model.to(device)
     torch.manual_seed(settings.seed)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate,
-                            weight_decay=settings.weight_decay)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+    )
 
     def validation_accuracy() -> float:
         model.eval()
         preds = []
         with torch.no_grad():
             for s in range(0, len(x_val), settings.batch_size):
-                logits = model(_inputs(feature_extractor, x_val[s:s + settings.batch_size], rate).to(device)).logits
+                logits = model(_inputs(feature_extractor, x_val[s : s + settings.batch_size], rate).to(device)).logits
                 preds.append(logits.argmax(-1).cpu().numpy())
         return float((np.concatenate(preds) == y_val).mean())
 
@@ -202,24 +224,40 @@ def finetune_encoder(proto, encoder_name: str, output_dir: str | os.PathLike,
     best_acc, best_epoch = -1.0, 0
     gen = torch.Generator().manual_seed(settings.seed)
     info_base = {
-        "encoder": encoder_name, "base_model": base, "random_init": random_init, "dataset": ds.label,
-        "split_seed": proto.data.split.seed, "categories": categories, "n_train": len(train), "n_validation": len(val),
-        "train_clips": train["clip_id"].tolist(), "validation_clips": val["clip_id"].tolist(),
-        "settings": asdict(settings), "versions": _versions(), "protocol": str(proto.source or proto.name),
+        "encoder": encoder_name,
+        "base_model": base,
+        "random_init": random_init,
+        "dataset": ds.label,
+        "split_seed": proto.data.split.seed,
+        "categories": categories,
+        "n_train": len(train),
+        "n_validation": len(val),
+        "train_clips": train["clip_id"].tolist(),
+        "validation_clips": val["clip_id"].tolist(),
+        "settings": asdict(settings),
+        "versions": _versions(),
+        "protocol": str(proto.source or proto.name),
     }
     for epoch in range(1, settings.epochs + 1):
         model.train()
         order = torch.randperm(len(x_train), generator=gen).numpy()
         losses = []
         steps = range(0, len(order), settings.batch_size)
-        for s in tqdm(steps, desc=f"fine-tune {encoder_name} epoch {epoch}/{settings.epochs}", unit="batch",
-                      disable=not progress, leave=False):
-            idx = order[s:s + settings.batch_size]
+        for s in tqdm(
+            steps,
+            desc=f"fine-tune {encoder_name} epoch {epoch}/{settings.epochs}",
+            unit="batch",
+            disable=not progress,
+            leave=False,
+        ):
+            idx = order[s : s + settings.batch_size]
             logits = model(_inputs(feature_extractor, x_train[idx], rate).to(device)).logits
             loss = torch.nn.functional.cross_entropy(logits, y_train[idx].to(device))
             if not torch.isfinite(loss):
-                raise SonievalError(f"fine-tuning {encoder_name}: the training loss became {loss.item()} at epoch {epoch}",
-                                    hint="lower --lr")
+                raise SonievalError(
+                    f"fine-tuning {encoder_name}: the training loss became {loss.item()} at epoch {epoch}",
+                    hint="lower --lr",
+                )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -230,17 +268,32 @@ def finetune_encoder(proto, encoder_name: str, output_dir: str | os.PathLike,
             print(f"epoch {epoch}: train loss {np.mean(losses):.4f}, validation accuracy {acc:.3f} (n={len(val)})")
         if acc > best_acc:
             best_acc, best_epoch = acc, epoch
-            info = {**info_base, "best_epoch": epoch, "validation_accuracy": acc, "history": history,
-                    "chance_accuracy": 1.0 / len(categories),
-                    "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            info = {
+                **info_base,
+                "best_epoch": epoch,
+                "validation_accuracy": acc,
+                "history": history,
+                "chance_accuracy": 1.0 / len(categories),
+                "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
             _save_atomic(model, feature_extractor, out_dir, info)
     # the history of later epochs is kept in the record too
     record = json.loads((out_dir / FINETUNE_INFO).read_text(encoding="utf-8"))
     record["history"] = history
     (out_dir / FINETUNE_INFO).write_text(json.dumps(record, indent=2), encoding="utf-8")
     return FinetuneResult(
-        output_dir=str(out_dir), encoder=encoder_name, base_model=base, random_init=random_init, dataset=ds.label,
-        n_classes=len(categories), n_train=len(train), n_validation=len(val), best_epoch=best_epoch,
-        validation_accuracy=best_acc, chance_accuracy=1.0 / len(categories), history=history,
-        settings=asdict(settings), versions=info_base["versions"],
+        output_dir=str(out_dir),
+        encoder=encoder_name,
+        base_model=base,
+        random_init=random_init,
+        dataset=ds.label,
+        n_classes=len(categories),
+        n_train=len(train),
+        n_validation=len(val),
+        best_epoch=best_epoch,
+        validation_accuracy=best_acc,
+        chance_accuracy=1.0 / len(categories),
+        history=history,
+        settings=asdict(settings),
+        versions=info_base["versions"],
     )

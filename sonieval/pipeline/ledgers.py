@@ -22,8 +22,20 @@ from pathlib import Path
 from sonieval.ledger import RunLedger
 
 LEDGER_DIR = "ledgers"
-_COLUMNS = ("stage", "key", "system_id", "inputs", "inputs_hash", "path", "sha256", "status", "error", "started_at",
-            "finished_at", "extra")
+_COLUMNS = (
+    "stage",
+    "key",
+    "system_id",
+    "inputs",
+    "inputs_hash",
+    "path",
+    "sha256",
+    "status",
+    "error",
+    "started_at",
+    "finished_at",
+    "extra",
+)
 
 
 def shard_ledger_path(results: str | os.PathLike, stage: str, shard: tuple[int, int]) -> Path:
@@ -38,8 +50,9 @@ def shard_ledgers(results: str | os.PathLike, stage: str) -> list[Path]:
 def _rows(path: Path, stage: str) -> list[tuple]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM artifacts WHERE stage = ? AND status != 'running'",
-                            (stage,)).fetchall()
+        return conn.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM artifacts WHERE stage = ? AND status != 'running'", (stage,)
+        ).fetchall()
     finally:
         conn.close()
 
@@ -51,10 +64,11 @@ def merge_rows(dst: RunLedger, src: Path, stage: str) -> int:
     updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[2:])
     before = dst._conn.total_changes  # noqa: SLF001 - one writer, the same module family
     dst._conn.executemany(  # noqa: SLF001
-        f"""INSERT INTO artifacts ({', '.join(_COLUMNS)}) VALUES ({placeholders})
+        f"""INSERT INTO artifacts ({", ".join(_COLUMNS)}) VALUES ({placeholders})
             ON CONFLICT (stage, key) DO UPDATE SET {updates}
             WHERE artifacts.status = 'running' OR COALESCE(excluded.finished_at, 0) > COALESCE(artifacts.finished_at, 0)""",
-        rows)
+        rows,
+    )
     return dst._conn.total_changes - before  # noqa: SLF001
 
 

@@ -153,7 +153,7 @@ def apply_postprocess(name: str, decoded: np.ndarray, original: np.ndarray) -> n
         elif step == "wiener":
             x = wiener_filter(x)
         elif step.startswith(THRESHOLD_PREFIX):
-            x = threshold_filter(x, float(step[len(THRESHOLD_PREFIX):]))
+            x = threshold_filter(x, float(step[len(THRESHOLD_PREFIX) :]))
         else:  # validate_postprocess knows every step; this is a programming error
             raise AssertionError(f"unhandled post-processing step {step!r}")
     if not np.all(np.isfinite(x)):

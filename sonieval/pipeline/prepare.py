@@ -39,18 +39,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from sonieval.errors import DataError, SonievalError
 from sonieval.files import atomic_path, sha256_file
-from sonieval.pipeline.engines import run_tasks
 from sonieval.ledger import BatchResult, ItemOutcome, LedgerItem, RunLedger
+from sonieval.pipeline.engines import run_tasks
 from sonieval.protocol import Protocol
 from sonieval.tables import read_table, table_path_value, write_table
 
@@ -103,8 +104,11 @@ def read_usable_clips(proto: Protocol) -> pd.DataFrame:
         raise missing_table_error("clips", path, proto.source)
     clips = read_table(path, "clips")
     if "listening" not in clips.columns:
-        raise DataError("clips table lacks column listening", path=path,
-                        hint=f"rerun `sonieval data splits {proto.source or 'PROTOCOL'}`")
+        raise DataError(
+            "clips table lacks column listening",
+            path=path,
+            hint=f"rerun `sonieval data splits {proto.source or 'PROTOCOL'}`",
+        )
     clips = clips[clips["status"].astype(str).isin(USABLE_STATUS)].copy()
     clips["listening"] = clips["listening"].fillna(False).astype(bool)
     needed = clips["split"].isin(["train", "validation"]) | clips["listening"]
@@ -138,8 +142,11 @@ def load_array(path: str | Path) -> np.ndarray:
     try:
         return np.load(path).astype(np.float32)
     except Exception as exc:  # a damaged file
-        raise DataError(f"cannot read cache entry ({type(exc).__name__}: {exc})", path=path,
-                        hint="delete it and rerun `sonieval prepare PROTOCOL`") from None
+        raise DataError(
+            f"cannot read cache entry ({type(exc).__name__}: {exc})",
+            path=path,
+            hint="delete it and rerun `sonieval prepare PROTOCOL`",
+        ) from None
 
 
 @dataclass
@@ -186,13 +193,35 @@ def _compute_cached(
     pending = {it.key for it in items if not manifest.is_done(STAGE, it.key, it.inputs)}
     total.skipped.extend(it.key for it in items if it.key not in pending)
     # A cache file from an earlier run (or another results folder) is reused without a forward.
-    need = {it.key for it in items if it.key in pending and not it.payload["target"].exists()
-            and it.payload["error"] is None}
+    need = {
+        it.key
+        for it in items
+        if it.key in pending and not it.payload["target"].exists() and it.payload["error"] is None
+    }
     to_compute = [(row, its) for row, its in by_clip if any(it.key in need for it in its)]
-    engine, tasks = _cache_tasks(proto, to_compute, pending, need, kind=kind, targets=targets,
-                                 sample_rate=sample_rate, forward=forward, batch_size=batch_size)
-    _merge(total, run_tasks(manifest, STAGE, tasks, engine, desc=f"prepare {kind}s ({targets[0].model})",
-                            progress=progress, skip_done=False))
+    engine, tasks = _cache_tasks(
+        proto,
+        to_compute,
+        pending,
+        need,
+        kind=kind,
+        targets=targets,
+        sample_rate=sample_rate,
+        forward=forward,
+        batch_size=batch_size,
+    )
+    _merge(
+        total,
+        run_tasks(
+            manifest,
+            STAGE,
+            tasks,
+            engine,
+            desc=f"prepare {kind}s ({targets[0].model})",
+            progress=progress,
+            skip_done=False,
+        ),
+    )
     computed = {id(row) for row, _ in to_compute}
     rest = [it for row, its in by_clip if id(row) not in computed for it in its if it.key in pending]
     _merge(total, manifest.run_batch(STAGE, rest, lambda it: _store(it, None, kind), progress=False))
@@ -202,12 +231,20 @@ def _compute_cached(
         for it in (it for _, its in by_clip for it in its if it.payload["target_spec"] == t):
             row = it.payload["row"]
             state = manifest.get(STAGE, it.key) or {}
-            rows.append({
-                "clip_id": row.clip_id, "split": row.split, "listening": bool(row.listening), "kind": kind,
-                "model": t.model, "layer": t.layer, "model_key": t.key,
-                "path": table_path_value(it.payload["target"], proto.results_path),
-                "status": state.get("status", "failed"), "error": state.get("error"),
-            })
+            rows.append(
+                {
+                    "clip_id": row.clip_id,
+                    "split": row.split,
+                    "listening": bool(row.listening),
+                    "kind": kind,
+                    "model": t.model,
+                    "layer": t.layer,
+                    "model_key": t.key,
+                    "path": table_path_value(it.payload["target"], proto.results_path),
+                    "status": state.get("status", "failed"),
+                    "error": state.get("error"),
+                }
+            )
     return rows, total
 
 
@@ -217,8 +254,18 @@ _ENGINE: ContextVar = ContextVar("prepare_engine", default=None)
 CHUNKS_PER_TASK = 8  # forward batches per Ray task: 64 clips at batch 8, seconds of a GPU per task
 
 
-def _cache_tasks(proto: Protocol, to_compute: list, pending: set[str], need: set[str], *, kind: str,
-                 targets: list[CacheTarget], sample_rate: int, forward: Forward, batch_size: int) -> tuple[Any, list]:
+def _cache_tasks(
+    proto: Protocol,
+    to_compute: list,
+    pending: set[str],
+    need: set[str],
+    *,
+    kind: str,
+    targets: list[CacheTarget],
+    sample_rate: int,
+    forward: Forward,
+    batch_size: int,
+) -> tuple[Any, list]:
     """The forward passes as tasks: on the local engine one per batch with the loaded model (recorded after
     each batch, so a kill loses at most the batch in flight); on Ray several batches per task, the worker
     loading the model once from its recipe (see ModelForward)."""
@@ -235,16 +282,32 @@ def _cache_tasks(proto: Protocol, to_compute: list, pending: set[str], need: set
         proto_ref, resources = engine.put(proto), engine.device_resources()
     tasks = []
     for start in range(0, len(to_compute), size):
-        part = to_compute[start:start + size]
+        part = to_compute[start : start + size]
         items = [it for _, its in part for it in its if it.key in pending]
         mine = {it.key for _, its in part for it in its} & need
-        tasks.append(Task(f"prepare {kind}s {targets[0].model} {start}", cache_chunk, items,
-                          (proto_ref, part, targets, mine, sample_rate, kind, batch_size, source), resources))
+        tasks.append(
+            Task(
+                f"prepare {kind}s {targets[0].model} {start}",
+                cache_chunk,
+                items,
+                (proto_ref, part, targets, mine, sample_rate, kind, batch_size, source),
+                resources,
+            )
+        )
     return engine, tasks
 
 
-def cache_chunk(items: list[LedgerItem], proto: Protocol, part: list, targets: list[CacheTarget], need: set[str],
-                sample_rate: int, kind: str, batch_size: int, source: tuple) -> dict[str, Any]:
+def cache_chunk(
+    items: list[LedgerItem],
+    proto: Protocol,
+    part: list,
+    targets: list[CacheTarget],
+    need: set[str],
+    sample_rate: int,
+    kind: str,
+    batch_size: int,
+    source: tuple,
+) -> dict[str, Any]:
     """The task: forward ``part``'s clips batch by batch and write their cache entries (no ledger)."""
     from sonieval.pipeline.engines import attempt, worker_memo
 
@@ -253,12 +316,13 @@ def cache_chunk(items: list[LedgerItem], proto: Protocol, part: list, targets: l
     else:
         _, recipe, device = source
         device = resolve_device(device)
-        forward = worker_memo(("forward", str(proto.results_path), recipe, device),
-                              lambda: build_forward(proto, recipe, device))
+        forward = worker_memo(
+            ("forward", str(proto.results_path), recipe, device), lambda: build_forward(proto, recipe, device)
+        )
     mine = {it.key for it in items}
     answer: dict[str, Any] = {}
     for start in range(0, len(part), batch_size):
-        chunk = part[start:start + batch_size]
+        chunk = part[start : start + batch_size]
         results: dict[str, Any] = {}
         _forward_chunk(proto, chunk, targets, need, sample_rate, forward, results)
         for it in (it for _, its in chunk for it in its if it.key in mine):
@@ -266,8 +330,9 @@ def cache_chunk(items: list[LedgerItem], proto: Protocol, part: list, targets: l
     return answer
 
 
-def _clip_items(proto: Protocol, row, kind: str, targets: list[CacheTarget],
-                load_model_info: dict[str, Any]) -> list[LedgerItem]:
+def _clip_items(
+    proto: Protocol, row, kind: str, targets: list[CacheTarget], load_model_info: dict[str, Any]
+) -> list[LedgerItem]:
     """One manifest item per target for one clip, keyed by the clip's content hash."""
     try:
         sha = sha256_file(row.path)
@@ -276,14 +341,25 @@ def _clip_items(proto: Protocol, row, kind: str, targets: list[CacheTarget],
         err = f"{row.path}: cannot read file ({exc.strerror})"
     else:
         err = None
-    return [LedgerItem(f"{kind}/{t.name}/{row.clip_id}", {"clip_sha256": sha, "model_key": t.key, **load_model_info},
-                         payload={"row": row, "target": cache_file(proto, kind, t.key, sha), "error": err,
-                                  "target_spec": t})
-            for t in targets]
+    return [
+        LedgerItem(
+            f"{kind}/{t.name}/{row.clip_id}",
+            {"clip_sha256": sha, "model_key": t.key, **load_model_info},
+            payload={"row": row, "target": cache_file(proto, kind, t.key, sha), "error": err, "target_spec": t},
+        )
+        for t in targets
+    ]
 
 
-def _forward_chunk(proto: Protocol, chunk: list[tuple[Any, list[LedgerItem]]], targets: list[CacheTarget],
-                   need: set[str], sample_rate: int, forward: Forward, results: dict[str, Any]) -> None:
+def _forward_chunk(
+    proto: Protocol,
+    chunk: list[tuple[Any, list[LedgerItem]]],
+    targets: list[CacheTarget],
+    need: set[str],
+    sample_rate: int,
+    forward: Forward,
+    results: dict[str, Any],
+) -> None:
     """One forward of the chunk's clips for the union of the targets they lack; fills ``results``."""
     from sonieval.audio import load_clip
 
@@ -349,9 +425,14 @@ def write_encoder_info(proto: Protocol, key: str, encoder: Any, layer: Any = "in
     from sonieval.models.layers import layer_label
 
     n = int(round(proto.data.clip_seconds * encoder.sample_rate))
-    info: dict[str, Any] = {"encoder": encoder.name, "model_id": str(encoder.model_id),
-                            "random_init": bool(encoder.random_init), "sample_rate": encoder.sample_rate,
-                            "layer": layer_label(layer), "num_blocks": int(encoder.num_blocks)}
+    info: dict[str, Any] = {
+        "encoder": encoder.name,
+        "model_id": str(encoder.model_id),
+        "random_init": bool(encoder.random_init),
+        "sample_rate": encoder.sample_rate,
+        "layer": layer_label(layer),
+        "num_blocks": int(encoder.num_blocks),
+    }
     try:
         axis = encoder.time_axis(n, layer)
         info["time_axis"] = {"grid": list(axis.grid), "hop_s": axis.hop_s, "first_center_s": axis.first_center_s}
@@ -432,7 +513,9 @@ def codec_from_info(proto: Protocol, recipe: tuple, device: str) -> Any:
 
     key = model_key(name, model_id, random_init, proto.data.clip_seconds)  # as codec_model_key in the driver
     info = json.loads((proto.cache_path / "latents" / key / CODEC_INFO).read_text())
-    return load_codec(spec, weights_dir(), device=device, normalisation=MelNormalisation.from_dict(info["normalisation"]))
+    return load_codec(
+        spec, weights_dir(), device=device, normalisation=MelNormalisation.from_dict(info["normalisation"])
+    )
 
 
 def encoder_targets(proto: Protocol, encoder: Any) -> list[CacheTarget]:
@@ -441,13 +524,28 @@ def encoder_targets(proto: Protocol, encoder: Any) -> list[CacheTarget]:
     from sonieval.tables import encoder_slot
 
     base = model_key(encoder.name, encoder.model_id, encoder.random_init, proto.data.clip_seconds)
-    return [CacheTarget(encoder_slot(encoder.name, layer_label(layer)), encoder.name, layer_model_key(base, layer),
-                        layer_label(layer)) for layer in encoder.loaded_layers]
+    return [
+        CacheTarget(
+            encoder_slot(encoder.name, layer_label(layer)),
+            encoder.name,
+            layer_model_key(base, layer),
+            layer_label(layer),
+        )
+        for layer in encoder.loaded_layers
+    ]
 
 
-def prepare_encoder(proto: Protocol, manifest: RunLedger, clips: pd.DataFrame, spec: Any, *, index: int | None = None,
-                    device: str = "cpu", batch_size: int = DEFAULT_ENCODE_BATCH,
-                    progress: bool = False) -> tuple[list[dict[str, Any]], BatchResult]:
+def prepare_encoder(
+    proto: Protocol,
+    manifest: RunLedger,
+    clips: pd.DataFrame,
+    spec: Any,
+    *,
+    index: int | None = None,
+    device: str = "cpu",
+    batch_size: int = DEFAULT_ENCODE_BATCH,
+    progress: bool = False,
+) -> tuple[list[dict[str, Any]], BatchResult]:
     """The embeddings of one ``encoders[index]`` entry at every layer it names, into the cache."""
     from sonieval.models.encoders import load_encoder
 
@@ -455,9 +553,16 @@ def prepare_encoder(proto: Protocol, manifest: RunLedger, clips: pd.DataFrame, s
     return cache_embeddings(proto, manifest, clips, encoder, device=device, batch_size=batch_size, progress=progress)
 
 
-def cache_embeddings(proto: Protocol, manifest: RunLedger, clips: pd.DataFrame, encoder: Any, *, device: str = "cpu",
-                     batch_size: int = DEFAULT_ENCODE_BATCH,
-                     progress: bool = False) -> tuple[list[dict[str, Any]], BatchResult]:
+def cache_embeddings(
+    proto: Protocol,
+    manifest: RunLedger,
+    clips: pd.DataFrame,
+    encoder: Any,
+    *,
+    device: str = "cpu",
+    batch_size: int = DEFAULT_ENCODE_BATCH,
+    progress: bool = False,
+) -> tuple[list[dict[str, Any]], BatchResult]:
     """The embeddings of a loaded encoder at its ``loaded_layers`` for ``clips``, into the cache."""
     from sonieval.models.layers import parse_layer_label
 
@@ -465,9 +570,18 @@ def cache_embeddings(proto: Protocol, manifest: RunLedger, clips: pd.DataFrame, 
     for t in targets:
         write_encoder_info(proto, t.key, encoder, parse_layer_label(t.layer))
     info = {"model_id": str(encoder.model_id), "random_init": bool(encoder.random_init)}
-    return _compute_cached(proto, manifest, clips, kind="embedding", targets=targets, sample_rate=encoder.sample_rate,
-                           forward=encoder_forward(encoder, device), load_model_info=info, batch_size=batch_size,
-                           progress=progress)
+    return _compute_cached(
+        proto,
+        manifest,
+        clips,
+        kind="embedding",
+        targets=targets,
+        sample_rate=encoder.sample_rate,
+        forward=encoder_forward(encoder, device),
+        load_model_info=info,
+        batch_size=batch_size,
+        progress=progress,
+    )
 
 
 def run_prepare(
@@ -500,13 +614,17 @@ def _prepare_all(
     device = resolve_device(device)
     clips = read_usable_clips(proto)
     if clips.empty:
-        raise DataError("no usable clips (train, validation or listening set) in the clips table",
-                        path=clips_table_path(proto), hint="check `sonieval data splits PROTOCOL`'s output")
+        raise DataError(
+            "no usable clips (train, validation or listening set) in the clips table",
+            path=clips_table_path(proto),
+            hint="check `sonieval data splits PROTOCOL`'s output",
+        )
     rows: list[dict[str, Any]] = []
     batches: dict[str, BatchResult] = {}
     for i, spec in enumerate(proto.resolved_encoders()):
-        r, b = prepare_encoder(proto, manifest, clips, spec, index=i, device=device, batch_size=batch_size,
-                               progress=progress)
+        r, b = prepare_encoder(
+            proto, manifest, clips, spec, index=i, device=device, batch_size=batch_size, progress=progress
+        )
         rows += r
         batches[f"embedding/{spec.name}"] = b
     for spec in proto.codecs:
@@ -516,9 +634,16 @@ def _prepare_all(
         write_codec_info(proto, key, codec)
         info = {"model_id": str(codec.model_id), "random_init": bool(codec.random_init)}
         r, b = _compute_cached(
-            proto, manifest, codec_clips, kind="latent", targets=[CacheTarget(codec.name, codec.name, key)],
-            sample_rate=codec.sample_rate, forward=codec_forward(codec, device),
-            load_model_info=info, batch_size=batch_size, progress=progress,
+            proto,
+            manifest,
+            codec_clips,
+            kind="latent",
+            targets=[CacheTarget(codec.name, codec.name, key)],
+            sample_rate=codec.sample_rate,
+            forward=codec_forward(codec, device),
+            load_model_info=info,
+            batch_size=batch_size,
+            progress=progress,
         )
         rows += r
         batches[f"latent/{codec.name}"] = b
@@ -549,7 +674,6 @@ def clips_for_codec(clips: pd.DataFrame, spec: Any, seed: int) -> pd.DataFrame:
     return clips[keep].reset_index(drop=True)
 
 
-
 def codec_model_key(proto: Protocol, codec: Any) -> str:
     return model_key(codec.name, codec.model_id, codec.random_init, proto.data.clip_seconds)
 
@@ -563,16 +687,18 @@ def write_codec_info(proto: Protocol, key: str, codec: Any) -> Path:
     return write_text_atomic(proto.cache_path / "latents" / key / CODEC_INFO, json.dumps(codec.describe(), indent=1))
 
 
-def prepared_codec_for(proto: Protocol, name: str, clips: pd.DataFrame, *, device: str = "cpu",
-                       progress: bool = False) -> Any:
+def prepared_codec_for(
+    proto: Protocol, name: str, clips: pd.DataFrame, *, device: str = "cpu", progress: bool = False
+) -> Any:
     """The codec ``name`` of the protocol, ready to encode; the mel codec gets its train-split statistics."""
     from sonieval.models.codec import load_codec
 
     spec = proto.resolved_codec(name)
     if spec.name != "mel":
         return load_codec(spec, weights_dir(), device=device)
-    return load_codec(spec, weights_dir(), device=device,
-                      normalisation=_mel_normalisation(proto, spec, clips, device, progress))
+    return load_codec(
+        spec, weights_dir(), device=device, normalisation=_mel_normalisation(proto, spec, clips, device, progress)
+    )
 
 
 def _mel_normalisation(proto: Protocol, spec: Any, clips: pd.DataFrame, device: str, progress: bool):
@@ -585,13 +711,21 @@ def _mel_normalisation(proto: Protocol, spec: Any, clips: pd.DataFrame, device: 
 
     train = clips[clips["split"] == "train"].sort_values("clip_id")
     if train.empty:
-        raise DataError("the mel codec's normalisation needs train-split clips, and there are none",
-                        path=clips_table_path(proto), hint="check the protocol's data.split and `sonieval data splits PROTOCOL`")
+        raise DataError(
+            "the mel codec's normalisation needs train-split clips, and there are none",
+            path=clips_table_path(proto),
+            hint="check the protocol's data.split and `sonieval data splits PROTOCOL`",
+        )
     raw = load_codec(spec, device=device)
 
     def audio():
-        for row in tqdm(train.itertuples(index=False), total=len(train), desc="mel codec: train-split statistics",
-                        unit="clip", disable=not progress):
+        for row in tqdm(
+            train.itertuples(index=False),
+            total=len(train),
+            desc="mel codec: train-split statistics",
+            unit="clip",
+            disable=not progress,
+        ):
             try:
                 yield load_clip(row.path, CODEC_RATE, proto.data.clip_seconds, proto.data.length_policy).samples
             except SonievalError:
@@ -614,14 +748,20 @@ def load_prepared_codec(proto: Protocol, name: str, device: str = "cpu") -> Any:
     prepared = read_prepared(proto)
     keys = prepared[(prepared["kind"] == "latent") & (prepared["model"] == "mel") & (prepared["status"] == "done")]
     if keys.empty:
-        raise DataError("no prepared mel-codec latents, so no normalisation statistics to decode with",
-                        path=prepared_table_path(proto), hint="run `sonieval prepare PROTOCOL`")
+        raise DataError(
+            "no prepared mel-codec latents, so no normalisation statistics to decode with",
+            path=prepared_table_path(proto),
+            hint="run `sonieval prepare PROTOCOL`",
+        )
     info_path = proto.cache_path / "latents" / str(keys["model_key"].iloc[-1]) / CODEC_INFO
     try:
         norm = MelNormalisation.from_dict(json.loads(info_path.read_text())["normalisation"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise DataError("the mel codec's normalisation record is missing or damaged", path=info_path,
-                        hint="rerun `sonieval prepare PROTOCOL`") from None
+        raise DataError(
+            "the mel codec's normalisation record is missing or damaged",
+            path=info_path,
+            hint="rerun `sonieval prepare PROTOCOL`",
+        ) from None
     return load_codec(spec, weights_dir(), device=device, normalisation=norm)
 
 
@@ -634,15 +774,20 @@ def read_prepared(proto: Protocol) -> pd.DataFrame:
     try:
         table = pd.read_parquet(path)
     except Exception as exc:
-        raise DataError(f"cannot read table ({type(exc).__name__})", path=path,
-                        hint="rerun `sonieval prepare PROTOCOL`") from None
+        raise DataError(
+            f"cannot read table ({type(exc).__name__})", path=path, hint="rerun `sonieval prepare PROTOCOL`"
+        ) from None
     if "layer" not in table.columns and "kind" in table.columns:  # written before layers existed: all input
-        table.insert(table.columns.get_loc("model") + 1 if "model" in table.columns else len(table.columns), "layer",
-                     np.where(table["kind"] == "embedding", "input", None))
+        table.insert(
+            table.columns.get_loc("model") + 1 if "model" in table.columns else len(table.columns),
+            "layer",
+            np.where(table["kind"] == "embedding", "input", None),
+        )
     missing = [c for c in PREPARED_COLUMNS if c not in table.columns]
     if missing:
-        raise DataError(f"prepared table lacks column(s) {', '.join(missing)}", path=path,
-                        hint="rerun `sonieval prepare PROTOCOL`")
+        raise DataError(
+            f"prepared table lacks column(s) {', '.join(missing)}", path=path, hint="rerun `sonieval prepare PROTOCOL`"
+        )
     return table
 
 
@@ -662,8 +807,11 @@ def encoder_layers(proto: Protocol, spec: Any) -> list[str]:
     prepared = read_prepared(proto)
     rows = prepared[(prepared["kind"] == "embedding") & (prepared["model"] == spec.name)]
     if rows.empty:
-        raise DataError(f"encoder {spec.name!r} has layer: all, and the prepared table holds none of its layers",
-                        path=prepared_table_path(proto), hint="run `sonieval prepare PROTOCOL` first")
+        raise DataError(
+            f"encoder {spec.name!r} has layer: all, and the prepared table holds none of its layers",
+            path=prepared_table_path(proto),
+            hint="run `sonieval prepare PROTOCOL` first",
+        )
     from sonieval.tables import EncoderSlot
 
     have = sorted(rows["layer"].astype(str).unique(), key=lambda label: EncoderSlot(spec.name, label).depth)
@@ -671,7 +819,10 @@ def encoder_layers(proto: Protocol, spec: Any) -> list[str]:
     if "num_blocks" in info:
         expected = ["input", *(layer_label(k) for k in range(1, int(info["num_blocks"]) + 1))]
         if have != expected:
-            raise DataError(f"encoder {spec.name!r} has layer: all ({', '.join(expected)}), the prepared table holds "
-                            f"{', '.join(have)}", path=prepared_table_path(proto),
-                            hint="rerun `sonieval prepare PROTOCOL` (it computes only the missing layers)")
+            raise DataError(
+                f"encoder {spec.name!r} has layer: all ({', '.join(expected)}), the prepared table holds "
+                f"{', '.join(have)}",
+                path=prepared_table_path(proto),
+                hint="rerun `sonieval prepare PROTOCOL` (it computes only the missing layers)",
+            )
     return have

@@ -35,9 +35,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,14 +49,28 @@ from sonieval.files import sha256_file
 from sonieval.ledger import BatchResult, ItemOutcome, LedgerItem, RunLedger
 from sonieval.pipeline.postprocess import apply_postprocess, needs_embedding_rescale, rescale_embedding
 from sonieval.pipeline.prepare import (
-    USABLE_STATUS, clips_table_path, codec_model_key, is_random_model_key, load_array, load_prepared_codec, read_prepared,
+    USABLE_STATUS,
+    clips_table_path,
+    codec_model_key,
+    is_random_model_key,
+    load_array,
+    load_prepared_codec,
+    read_prepared,
     resolve_device,
 )
 from sonieval.pipeline.train import checkpoint_path, load_checkpoint, plan_runs, time_axis_from
 from sonieval.protocol import Protocol
 from sonieval.tables import (
-    CODEC_SLOT, INPUT_LAYER, SONIFICATIONS_COLUMNS, encoder_slot, make_system_id, read_table, resolve_table_path,
-    system_parts, table_path_value, write_table,
+    CODEC_SLOT,
+    INPUT_LAYER,
+    SONIFICATIONS_COLUMNS,
+    encoder_slot,
+    make_system_id,
+    read_table,
+    resolve_table_path,
+    system_parts,
+    table_path_value,
+    write_table,
 )
 
 STAGE = "sonify"
@@ -63,8 +78,20 @@ PLAIN, RESCALED, CODEC = "plain", "embedding_rescale", "codec"
 # random_init: the system was made with a randomly initialised (small) encoder or codec, so its
 # audio shows that the pipeline runs, not what the architecture learns; every later output says so.
 EXTRA_COLUMNS = [
-    "layer", "control", "seed", "codec", "codec_label", "branch", "checkpoint", "embedding_model_key", "codec_model_key",
-    "encoder_random_init", "codec_random_init", "random_init", "sample_rate", "seconds",
+    "layer",
+    "control",
+    "seed",
+    "codec",
+    "codec_label",
+    "branch",
+    "checkpoint",
+    "embedding_model_key",
+    "codec_model_key",
+    "encoder_random_init",
+    "codec_random_init",
+    "random_init",
+    "sample_rate",
+    "seconds",
 ]
 
 
@@ -146,16 +173,22 @@ class DecodeUnit:
 def listening_clips(proto: Protocol) -> pd.DataFrame:
     clips = read_table(clips_table_path(proto), "clips")
     if "listening" not in clips.columns:
-        raise DataError("clips table lacks column listening", path=clips_table_path(proto),
-                        hint=f"rerun `sonieval data splits {proto.source or 'PROTOCOL'}`")
+        raise DataError(
+            "clips table lacks column listening",
+            path=clips_table_path(proto),
+            hint=f"rerun `sonieval data splits {proto.source or 'PROTOCOL'}`",
+        )
     ok = clips[clips["status"].astype(str).isin(USABLE_STATUS) & clips["listening"].fillna(False).astype(bool)]
     return ok.sort_values("clip_id").reset_index(drop=True)
 
 
 def planned_systems(proto: Protocol) -> list[System]:
     primary = proto.primary_codec.name
-    return [System(r.encoder, r.gate_slot, float(r.lr), e, r.alignment, r.codec or primary, r.layer)
-            for r in plan_runs(proto) for e in r.snapshot_epochs]
+    return [
+        System(r.encoder, r.gate_slot, float(r.lr), e, r.alignment, r.codec or primary, r.layer)
+        for r in plan_runs(proto)
+        for e in r.snapshot_epochs
+    ]
 
 
 def plan_units(proto: Protocol) -> list[DecodeUnit]:
@@ -163,6 +196,7 @@ def plan_units(proto: Protocol) -> list[DecodeUnit]:
     clips = listening_clips(proto)
     prepared = read_prepared(proto)
     done = prepared[prepared["status"] == "done"]
+
     def where(value: str) -> str:
         return str(resolve_table_path(value, proto.results_path))
 
@@ -179,14 +213,34 @@ def plan_units(proto: Protocol) -> list[DecodeUnit]:
             if not posts:
                 continue
             for c in clips.itertuples():
-                units.append(DecodeUnit(system, branch, posts, c.clip_id, str(c.category), str(c.path), system.codec,
-                                        embedding_path=emb_path.get((system.encoder, system.layer, c.clip_id)),
-                                        checkpoint=str(ck)))
+                units.append(
+                    DecodeUnit(
+                        system,
+                        branch,
+                        posts,
+                        c.clip_id,
+                        str(c.category),
+                        str(c.path),
+                        system.codec,
+                        embedding_path=emb_path.get((system.encoder, system.layer, c.clip_id)),
+                        checkpoint=str(ck),
+                    )
+                )
     if proto.sonify.codec_reconstruction:
         for spec in proto.codecs:
             for c in clips.itertuples():
-                units.append(DecodeUnit(None, CODEC, ["codec"], c.clip_id, str(c.category), str(c.path), spec.name,
-                                        latent_path=lat_path.get((spec.name, c.clip_id))))
+                units.append(
+                    DecodeUnit(
+                        None,
+                        CODEC,
+                        ["codec"],
+                        c.clip_id,
+                        str(c.category),
+                        str(c.path),
+                        spec.name,
+                        latent_path=lat_path.get((spec.name, c.clip_id)),
+                    )
+                )
     return units
 
 
@@ -220,11 +274,16 @@ class _GateCache:
         if meta["latent_model_key"] != codec_key:
             raise SonievalError(
                 f"gate was trained on latents of {meta['latent_model_key']}, the protocol's codec is {codec_key}",
-                path=path, hint="retrain with `sonieval train PROTOCOL` or use the codec it was trained for",
+                path=path,
+                hint="retrain with `sonieval train PROTOCOL` or use the codec it was trained for",
             )
-        gate = build_gate(meta["variant"], embedding_shape=tuple(meta["embedding_shape"]),
-                          latent_shape=tuple(meta["latent_shape"]), alignment=meta["alignment"],
-                          time_axis=time_axis_from(meta.get("time_axis")))
+        gate = build_gate(
+            meta["variant"],
+            embedding_shape=tuple(meta["embedding_shape"]),
+            latent_shape=tuple(meta["latent_shape"]),
+            alignment=meta["alignment"],
+            time_axis=time_axis_from(meta.get("time_axis")),
+        )
         gate.load_state_dict(ck["state_dict"])
         gate.to(self.device).eval()
         return gate, meta
@@ -234,8 +293,14 @@ def _original(proto: Protocol, unit: DecodeUnit) -> np.ndarray:
     return load_clip(unit.clip_path, CODEC_RATE, proto.data.clip_seconds, proto.data.length_policy).samples
 
 
-def _gate_latents(proto: Protocol, units: list[DecodeUnit], gates: _GateCache, originals: dict[str, np.ndarray],
-                  outcome: dict[str, Any], device: str):
+def _gate_latents(
+    proto: Protocol,
+    units: list[DecodeUnit],
+    gates: _GateCache,
+    originals: dict[str, np.ndarray],
+    outcome: dict[str, Any],
+    device: str,
+):
     """Gate forward for units of one system; returns (units with finite latents, latents [B, C, T'])."""
     import torch
 
@@ -244,19 +309,25 @@ def _gate_latents(proto: Protocol, units: list[DecodeUnit], gates: _GateCache, o
     for u in units:
         try:
             if not u.embedding_path:
-                raise DataError(f"no prepared embedding of clip {u.clip_id} for encoder {u.system.slot}",
-                                hint="run `sonieval prepare PROTOCOL`")
+                raise DataError(
+                    f"no prepared embedding of clip {u.clip_id} for encoder {u.system.slot}",
+                    hint="run `sonieval prepare PROTOCOL`",
+                )
             if Path(u.embedding_path).parent.name != meta["embedding_model_key"]:
                 raise SonievalError(
                     f"clip {u.clip_id}: the cached embedding comes from {Path(u.embedding_path).parent.name}, "
-                    f"the gate was trained on {meta['embedding_model_key']}", path=u.checkpoint,
-                    hint="rerun `sonieval train PROTOCOL` after changing an encoder")
+                    f"the gate was trained on {meta['embedding_model_key']}",
+                    path=u.checkpoint,
+                    hint="rerun `sonieval train PROTOCOL` after changing an encoder",
+                )
             emb = load_array(u.embedding_path)
             if list(emb.shape) != list(meta["embedding_shape"]):
                 raise DataError(
                     f"embedding of clip {u.clip_id} has shape {list(emb.shape)}, the gate expects "
-                    f"{list(meta['embedding_shape'])}", path=u.embedding_path,
-                    hint="delete the cache entry and rerun `sonieval prepare PROTOCOL`")
+                    f"{list(meta['embedding_shape'])}",
+                    path=u.embedding_path,
+                    hint="delete the cache entry and rerun `sonieval prepare PROTOCOL`",
+                )
             if u.branch == RESCALED:
                 emb = rescale_embedding(emb, originals[u.key])
             xs.append(emb)
@@ -278,7 +349,9 @@ def _gate_latents(proto: Protocol, units: list[DecodeUnit], gates: _GateCache, o
         else:
             outcome[u.key] = SonievalError(
                 f"gate produced NaN or infinite latent values for clip {u.clip_id}; not decoded",
-                path=u.checkpoint, hint="the checkpoint diverged: retrain with a lower learning rate")
+                path=u.checkpoint,
+                hint="the checkpoint diverged: retrain with a lower learning rate",
+            )
     return [ok[i] for i in keep], latents[keep]
 
 
@@ -357,10 +430,16 @@ def run_sonify(
         for name, codec in codecs.items():
             worker_memo(("codec", str(proto.results_path), name, device), lambda codec=codec: codec)
     proto_ref, resources = engine.put(proto), engine.device_resources()
-    tasks = [Task(f"sonify {group[0].key} +{len(group) - 1}", sonify_group,
-                  [LedgerItem(u.key, u.inputs, system_id=u.system_id(u.postprocesses[0]), payload=u) for u in group],
-                  (proto_ref, device_option), resources)
-             for group in _groups(pending, proto.sonify.batch_size)]  # one task per decode batch (one gate)
+    tasks = [
+        Task(
+            f"sonify {group[0].key} +{len(group) - 1}",
+            sonify_group,
+            [LedgerItem(u.key, u.inputs, system_id=u.system_id(u.postprocesses[0]), payload=u) for u in group],
+            (proto_ref, device_option),
+            resources,
+        )
+        for group in _groups(pending, proto.sonify.batch_size)
+    ]  # one task per decode batch (one gate)
     res = run_tasks(manifest, STAGE, tasks, engine, desc="sonify", progress=progress, skip_done=False)
     total.done += res.done
     total.failed.update(res.failed)
@@ -379,8 +458,9 @@ def sonify_group(items: list[LedgerItem], proto: Protocol, device: str = "auto")
     device = resolve_device(device)
     units: list[DecodeUnit] = [it.payload for it in items]
     name = units[0].codec
-    codec = worker_memo(("codec", str(proto.results_path), name, device),
-                        lambda: load_prepared_codec(proto, name, device=device))
+    codec = worker_memo(
+        ("codec", str(proto.results_path), name, device), lambda: load_prepared_codec(proto, name, device=device)
+    )
     gates = _GateCache(device, {name: codec_model_key(proto, codec)})
     outcome, originals = _decode_group(proto, units, codec, gates, device)
     return {u.key: attempt(_write_outputs, proto, u, outcome.get(u.key), originals.get(u.key)) for u in units}
@@ -393,13 +473,16 @@ def _set_inputs(proto: Protocol, units: list[DecodeUnit], codec_keys: dict[str, 
         if u.checkpoint and u.checkpoint not in ck_hash:
             ck_hash[u.checkpoint] = sha256_file(u.checkpoint) if Path(u.checkpoint).exists() else None
         u.inputs = {
-            "postprocesses": u.postprocesses, "embedding": u.embedding_path, "latent": u.latent_path,
+            "postprocesses": u.postprocesses,
+            "embedding": u.embedding_path,
+            "latent": u.latent_path,
             "checkpoint_sha256": ck_hash.get(u.checkpoint) if u.checkpoint else None,
-            "codec_model_key": codec_keys[u.codec], "clip_seconds": proto.data.clip_seconds,
+            "codec_model_key": codec_keys[u.codec],
+            "clip_seconds": proto.data.clip_seconds,
         }
 
 
-def _decode_group(proto: Protocol, group: list[DecodeUnit], codec: Any, gates: "_GateCache", device: str):
+def _decode_group(proto: Protocol, group: list[DecodeUnit], codec: Any, gates: _GateCache, device: str):
     """Latents for one group (cached latents for the ceiling, else the gate's), decoded in one batch.
 
     Returns ({unit key: audio or the exception that stopped it}, {unit key: original audio})."""
@@ -438,7 +521,9 @@ def _cached_latents(units: list[DecodeUnit], outcome: dict[str, Any], device: st
     for u in units:
         try:
             if not u.latent_path:
-                raise DataError(f"no prepared {u.codec} latent of clip {u.clip_id}", hint="run `sonieval prepare PROTOCOL`")
+                raise DataError(
+                    f"no prepared {u.codec} latent of clip {u.clip_id}", hint="run `sonieval prepare PROTOCOL`"
+                )
             keep.append((u, load_array(u.latent_path)))
         except SonievalError as exc:
             outcome[u.key] = exc
@@ -453,7 +538,7 @@ def _groups(units: list[DecodeUnit], batch_size: int) -> Iterator[list[DecodeUni
         by.setdefault((u.codec, u.checkpoint, u.branch), []).append(u)
     for group in by.values():
         for i in range(0, len(group), batch_size):
-            yield group[i:i + batch_size]
+            yield group[i : i + batch_size]
 
 
 @contextlib.contextmanager
@@ -490,22 +575,39 @@ def write_sonifications_table(
     return table
 
 
-def _table_row(proto: Protocol, u: DecodeUnit, post: str, out: dict | None, state: dict, codec: Any,
-               codec_key: str) -> dict[str, Any]:
+def _table_row(
+    proto: Protocol, u: DecodeUnit, post: str, out: dict | None, state: dict, codec: Any, codec_key: str
+) -> dict[str, Any]:
     system_id = u.system_id(post)
     parts = system_parts(system_id)
     emb_key = Path(u.embedding_path).parent.name if u.embedding_path else None
     encoder_random = is_random_model_key(emb_key)
     return {
-        "system_id": system_id, "encoder": parts["encoder"], "variant": parts["variant"], "lr": parts["lr"],
-        "epoch": parts["epoch"], "alignment": parts["alignment"], "postprocess": post,
-        "clip_id": u.clip_id, "category": u.category, "layer": parts["layer"],
+        "system_id": system_id,
+        "encoder": parts["encoder"],
+        "variant": parts["variant"],
+        "lr": parts["lr"],
+        "epoch": parts["epoch"],
+        "alignment": parts["alignment"],
+        "postprocess": post,
+        "clip_id": u.clip_id,
+        "category": u.category,
+        "layer": parts["layer"],
         "path": table_path_value(out["path"], proto.results_path) if out else None,
-        "sha256": out["sha256"] if out else None, "status": "done" if out else "failed",
+        "sha256": out["sha256"] if out else None,
+        "status": "done" if out else "failed",
         "error": None if out else (state.get("error") or "output missing"),
-        "control": parts["control"], "seed": parts["seed"], "codec": u.codec, "codec_label": codec.label,
-        "branch": u.branch, "checkpoint": u.checkpoint, "embedding_model_key": emb_key, "codec_model_key": codec_key,
-        "encoder_random_init": encoder_random, "codec_random_init": bool(codec.random_init),
+        "control": parts["control"],
+        "seed": parts["seed"],
+        "codec": u.codec,
+        "codec_label": codec.label,
+        "branch": u.branch,
+        "checkpoint": u.checkpoint,
+        "embedding_model_key": emb_key,
+        "codec_model_key": codec_key,
+        "encoder_random_init": encoder_random,
+        "codec_random_init": bool(codec.random_init),
         "random_init": encoder_random or bool(codec.random_init),
-        "sample_rate": CODEC_RATE, "seconds": proto.data.clip_seconds,
+        "sample_rate": CODEC_RATE,
+        "seconds": proto.data.clip_seconds,
     }

@@ -51,12 +51,12 @@ import numpy as np
 import pandas as pd
 
 from sonieval.errors import DataError, SonievalError
-from sonieval.versions import package_versions
 from sonieval.files import atomic_path
-from sonieval.ledger import BatchResult, ItemOutcome, LedgerItem, RunLedger, inputs_hash
-from sonieval.pipeline.prepare import encoder_layers, load_array, read_encoder_info, read_prepared, resolve_device
+from sonieval.ledger import BatchResult, LedgerItem, RunLedger
+from sonieval.pipeline.prepare import encoder_layers, load_array, read_encoder_info, read_prepared
 from sonieval.protocol import Protocol
 from sonieval.tables import INPUT_LAYER, NO_CONTROL, GateSlot, encoder_slot, format_lr, resolve_table_path, write_table
+from sonieval.versions import package_versions
 
 STAGE = "train"
 CHECKPOINT_FORMAT = "sonieval-gate/1"
@@ -64,9 +64,30 @@ BLUR_KERNEL = (13, 7)  # (time, feature) taps, thesis §4.3 kernel (7, 13)
 MAX_GRAD_NORM = 1.0
 SMOOTHING = 0.99  # the thesis's TensorBoard smoothing weight
 TRAINING_COLUMNS = [
-    "encoder", "layer", "variant", "gate_slot", "control", "seed", "codec", "lr", "epoch", "alignment", "checkpoint", "run_id",
-    "best_epoch", "best_validation_loss", "validation_mse", "validation_r2", "validation_r2_ci_low",
-    "validation_r2_ci_high", "n_train", "n_validation", "embedding_model_key", "latent_model_key", "status", "error",
+    "encoder",
+    "layer",
+    "variant",
+    "gate_slot",
+    "control",
+    "seed",
+    "codec",
+    "lr",
+    "epoch",
+    "alignment",
+    "checkpoint",
+    "run_id",
+    "best_epoch",
+    "best_validation_loss",
+    "validation_mse",
+    "validation_r2",
+    "validation_r2_ci_low",
+    "validation_r2_ci_high",
+    "n_train",
+    "n_validation",
+    "embedding_model_key",
+    "latent_model_key",
+    "status",
+    "error",
 ]
 
 
@@ -133,14 +154,20 @@ def plan_runs(proto: Protocol) -> list[TrainRun]:
                 for variant in codec.variants or proto.gates.variants:
                     for alignment in codec.alignments or proto.gates.alignments:
                         for seed in proto.training.replicate_seeds:
-                            common = dict(control=NO_CONTROL, seed=seed, seed_in_id=bool(proto.training.seeds),
-                                          codec=codec.name if i else None, layer=layer)
+                            common = dict(
+                                control=NO_CONTROL,
+                                seed=seed,
+                                seed_in_id=bool(proto.training.seeds),
+                                codec=codec.name if i else None,
+                                layer=layer,
+                            )
                             runs += _runs_of(proto, enc.name, variant, alignment, controls, common)
     return runs
 
 
-def _runs_of(proto: Protocol, encoder: str, variant: str, alignment: str, controls: list[str],
-             common: dict[str, Any]) -> list[TrainRun]:
+def _runs_of(
+    proto: Protocol, encoder: str, variant: str, alignment: str, controls: list[str], common: dict[str, Any]
+) -> list[TrainRun]:
     t = proto.training
     epochs = sorted(set(t.epochs))
     runs = []
@@ -174,13 +201,14 @@ class PairedData:
     latent_max: float = 1.0
     time_axis: dict[str, Any] | None = None  # the encoder's (grid alignment), from prepare
     clip_ids: dict[str, list[str]] = field(default_factory=dict)
-    _stores: dict[str, "PairStore"] = field(default_factory=dict, repr=False)
+    _stores: dict[str, PairStore] = field(default_factory=dict, repr=False)
 
-    def store(self, split: str) -> "PairStore":
+    def store(self, split: str) -> PairStore:
         """The split's pairs, loaded once and shared by every run of this (encoder, codec)."""
         if split not in self._stores:
-            self._stores[split] = PairStore(self.embeddings[split], self.latents[split],
-                                            self.embedding_shape, self.latent_shape)
+            self._stores[split] = PairStore(
+                self.embeddings[split], self.latents[split], self.embedding_shape, self.latent_shape
+            )
         return self._stores[split]
 
     def train_mean_latent(self):
@@ -209,8 +237,9 @@ class PairStore:
         if need <= TRAIN_MEMORY_BYTES:
             import torch
 
-            self._x = torch.from_numpy(np.stack([_checked(p, emb_shape, "embedding").astype(np.float16)
-                                                 for p in self.emb_paths]))
+            self._x = torch.from_numpy(
+                np.stack([_checked(p, emb_shape, "embedding").astype(np.float16) for p in self.emb_paths])
+            )
             self._y = torch.from_numpy(np.stack([_checked(p, lat_shape, "latent") for p in self.lat_paths]))
 
     def __len__(self) -> int:
@@ -221,8 +250,9 @@ class PairStore:
         latent_idx = idx if latent_idx is None else latent_idx
         if self._x is not None:
             return self._x[idx].float(), self._y[latent_idx]
-        return _load_pairs([self.emb_paths[i] for i in idx], [self.lat_paths[i] for i in latent_idx],
-                           self.emb_shape, self.lat_shape)
+        return _load_pairs(
+            [self.emb_paths[i] for i in idx], [self.lat_paths[i] for i in latent_idx], self.emb_shape, self.lat_shape
+        )
 
 
 def paired_data(proto: Protocol, encoder: str, codec: str | None = None, layer: str = INPUT_LAYER) -> PairedData:
@@ -235,27 +265,41 @@ def paired_data(proto: Protocol, encoder: str, codec: str | None = None, layer: 
     codec = codec or proto.primary_codec.name
     lat = lat[lat["model"] == codec]
     if emb.empty:
-        raise DataError(f"no prepared embeddings for encoder {what}",
-                        path=proto.results_path / "tables" / "prepared.parquet",
-                        hint="run `sonieval prepare PROTOCOL` with this encoder in the protocol")
+        raise DataError(
+            f"no prepared embeddings for encoder {what}",
+            path=proto.results_path / "tables" / "prepared.parquet",
+            hint="run `sonieval prepare PROTOCOL` with this encoder in the protocol",
+        )
     if lat.empty:
-        raise DataError(f"no prepared latents of codec {codec!r}", path=proto.results_path / "tables" / "prepared.parquet",
-                        hint="run `sonieval prepare PROTOCOL`")
+        raise DataError(
+            f"no prepared latents of codec {codec!r}",
+            path=proto.results_path / "tables" / "prepared.parquet",
+            hint="run `sonieval prepare PROTOCOL`",
+        )
     merged = emb.merge(lat[["clip_id", "path", "model_key", "model"]], on="clip_id", suffixes=("", "_latent"))
     out: dict[str, dict[str, list[str]]] = {"emb": {}, "lat": {}, "ids": {}}
     for split in ("train", "validation"):
         part = merged[merged["split"] == split].sort_values("clip_id")
         if part.empty:
-            raise DataError(f"no prepared {split} clips for encoder {what}",
-                            hint=f"the {split} split must hold clips whose embedding and latent were prepared")
+            raise DataError(
+                f"no prepared {split} clips for encoder {what}",
+                hint=f"the {split} split must hold clips whose embedding and latent were prepared",
+            )
         out["emb"][split] = [str(resolve_table_path(p, proto.results_path)) for p in part["path"]]
         out["lat"][split] = [str(resolve_table_path(p, proto.results_path)) for p in part["path_latent"]]
         out["ids"][split] = part["clip_id"].tolist()
     e0 = np.load(out["emb"]["train"][0], mmap_mode="r")
     l0 = np.load(out["lat"]["train"][0], mmap_mode="r")
-    data = PairedData(out["emb"], out["lat"], tuple(e0.shape), tuple(l0.shape),
-                      str(merged["model_key"].iloc[0]), str(merged["model_key_latent"].iloc[0]),
-                      str(merged["model_latent"].iloc[0]), clip_ids=out["ids"])
+    data = PairedData(
+        out["emb"],
+        out["lat"],
+        tuple(e0.shape),
+        tuple(l0.shape),
+        str(merged["model_key"].iloc[0]),
+        str(merged["model_key_latent"].iloc[0]),
+        str(merged["model_latent"].iloc[0]),
+        clip_ids=out["ids"],
+    )
     lo, hi = math.inf, -math.inf
     for p in data.latents["train"]:
         arr = np.load(p, mmap_mode="r")
@@ -276,8 +320,11 @@ def _load_pairs(emb_paths: list[str], lat_paths: list[str], emb_shape: tuple, la
 def _checked(path: str, shape: tuple, kind: str) -> np.ndarray:
     arr = load_array(path)
     if tuple(arr.shape) != tuple(shape):
-        raise DataError(f"{kind} has shape {tuple(arr.shape)}, expected {tuple(shape)} like the other clips",
-                        path=path, hint="delete the cache entry and rerun `sonieval prepare PROTOCOL`")
+        raise DataError(
+            f"{kind} has shape {tuple(arr.shape)}, expected {tuple(shape)} like the other clips",
+            path=path,
+            hint="delete the cache entry and rerun `sonieval prepare PROTOCOL`",
+        )
     return arr
 
 
@@ -351,8 +398,12 @@ class Evaluation:
 
     def summary(self, seed: int = 0) -> dict[str, float]:
         lo, hi = self.r2_ci(seed=seed)
-        return {"validation_mse": self.mse, "validation_r2": self.r2, "validation_r2_ci_low": lo,
-                "validation_r2_ci_high": hi}
+        return {
+            "validation_mse": self.mse,
+            "validation_r2": self.r2,
+            "validation_r2_ci_low": lo,
+            "validation_r2_ci_high": hi,
+        }
 
 
 def evaluate(gate, x, y, batch_size: int, device: str, baseline=None) -> Evaluation:
@@ -363,7 +414,7 @@ def evaluate(gate, x, y, batch_size: int, device: str, baseline=None) -> Evaluat
     sse, sst = [], []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
             sse.append(((gate(xb) - yb) ** 2).flatten(1).sum(dim=1).double().cpu())
             if baseline is not None:
                 sst.append(((yb - baseline.to(device)) ** 2).flatten(1).sum(dim=1).double().cpu())
@@ -407,14 +458,20 @@ class GateTrainer:
         self.proto, self.run, self.data, self.device, self.fingerprint = proto, run, data, device, fingerprint
         self.t = proto.training
         torch.manual_seed(run.seed)
-        self.gate = build_gate(run.variant, embedding_shape=data.embedding_shape, latent_shape=data.latent_shape,
-                               alignment=run.alignment, time_axis=time_axis_from(data.time_axis)).to(device)
+        self.gate = build_gate(
+            run.variant,
+            embedding_shape=data.embedding_shape,
+            latent_shape=data.latent_shape,
+            alignment=run.alignment,
+            time_axis=time_axis_from(data.time_axis),
+        ).to(device)
         self.train = data.store("train")
         self.partners = shuffled_partners(len(self.train), run.seed) if run.control == "shuffled" else None
         steps_per_epoch = math.ceil(math.ceil(len(self.train) / self.t.batch_size) / self.t.gradient_accumulation)
         total = max(steps_per_epoch * run.max_epochs, 1)
-        self.optimizer = torch.optim.AdamW(self.gate.parameters(), lr=run.lr or 1e-3, betas=(0.9, 0.999),
-                                           eps=1e-8, weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(
+            self.gate.parameters(), lr=run.lr or 1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: max(0.0, 1.0 - s / total))
         self.norm = {"min": data.latent_min, "max": data.latent_max} if self.t.normalize_latents else None
         self.span = (data.latent_max - data.latent_min) or 1.0
@@ -433,23 +490,43 @@ class GateTrainer:
     def meta(self) -> dict[str, Any]:
         run, data, t = self.run, self.data, self.t
         return {
-            "format": CHECKPOINT_FORMAT, "protocol": self.proto.name, "encoder": run.encoder, "layer": run.layer,
-            "encoder_slot": run.slot, "variant": run.variant,
-            "gate_slot": run.gate_slot, "control": run.control, "seed": run.seed, "codec_slot": run.codec,
-            "lr": float(run.lr), "alignment": run.alignment, "codec": data.codec,
-            "embedding_model_key": data.embedding_model_key, "latent_model_key": data.latent_model_key,
-            "embedding_shape": list(data.embedding_shape), "latent_shape": list(data.latent_shape),
-            "latent_normalization": self.norm, "time_axis": data.time_axis, "n_train": len(self.train),
-            "n_validation": len(self.x_val), "batch_size": t.batch_size,
-            "gradient_accumulation": t.gradient_accumulation, "gaussian_blur": t.augmentation.gaussian_blur,
-            "run_id": run.run_id, "versions": _versions(),
+            "format": CHECKPOINT_FORMAT,
+            "protocol": self.proto.name,
+            "encoder": run.encoder,
+            "layer": run.layer,
+            "encoder_slot": run.slot,
+            "variant": run.variant,
+            "gate_slot": run.gate_slot,
+            "control": run.control,
+            "seed": run.seed,
+            "codec_slot": run.codec,
+            "lr": float(run.lr),
+            "alignment": run.alignment,
+            "codec": data.codec,
+            "embedding_model_key": data.embedding_model_key,
+            "latent_model_key": data.latent_model_key,
+            "embedding_shape": list(data.embedding_shape),
+            "latent_shape": list(data.latent_shape),
+            "latent_normalization": self.norm,
+            "time_axis": data.time_axis,
+            "n_train": len(self.train),
+            "n_validation": len(self.x_val),
+            "batch_size": t.batch_size,
+            "gradient_accumulation": t.gradient_accumulation,
+            "gaussian_blur": t.augmentation.gaussian_blur,
+            "run_id": run.run_id,
+            "versions": _versions(),
         }
 
     # --- resume
     def resume(self) -> None:
         import torch
 
-        saved = torch.load(self.state_path, map_location=self.device, weights_only=True) if self.state_path.exists() else None
+        saved = (
+            torch.load(self.state_path, map_location=self.device, weights_only=True)
+            if self.state_path.exists()
+            else None
+        )
         if saved is not None and saved.get("fingerprint") != self.fingerprint:
             clear_run(self.proto, self.run)  # settings or data changed since that state was saved: start afresh
             saved = None
@@ -458,9 +535,15 @@ class GateTrainer:
         self.gate.load_state_dict(saved["gate"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        self.state = RunState(int(saved["epoch"]), int(saved["step"]), float(saved["best_loss"]),
-                              int(saved["best_epoch"]), dict(saved.get("best_eval", {})), list(saved["history"]),
-                              {int(k): v for k, v in saved["snapshots"].items()})
+        self.state = RunState(
+            int(saved["epoch"]),
+            int(saved["step"]),
+            float(saved["best_loss"]),
+            int(saved["best_epoch"]),
+            dict(saved.get("best_eval", {})),
+            list(saved["history"]),
+            {int(k): v for k, v in saved["snapshots"].items()},
+        )
 
     # --- steps
     def run_epoch(self, epoch: int, writer) -> None:
@@ -470,7 +553,7 @@ class GateTrainer:
         gen = torch.Generator().manual_seed(self.run.seed * 100_003 + epoch)  # same order on resume
         torch.manual_seed(self.run.seed + epoch)  # dropout masks and blur σ, reproducible on resume
         order = torch.randperm(len(self.train), generator=gen).tolist()
-        micro = [order[i:i + self.t.batch_size] for i in range(0, len(order), self.t.batch_size)]
+        micro = [order[i : i + self.t.batch_size] for i in range(0, len(order), self.t.batch_size)]
         self.optimizer.zero_grad()
         acc_loss, acc_n = 0.0, 0
         for i, idx in enumerate(micro):
@@ -495,8 +578,10 @@ class GateTrainer:
             x = gaussian_blur(x, sigma)
         loss = torch.nn.functional.mse_loss(self.gate(x), y)
         if not torch.isfinite(loss):
-            raise SonievalError(f"run {self.run.run_id}: training loss became {loss.item()} at epoch {epoch}",
-                                hint="lower the learning rate or enable training.normalize_latents")
+            raise SonievalError(
+                f"run {self.run.run_id}: training loss became {loss.item()} at epoch {epoch}",
+                hint="lower the learning rate or enable training.normalize_latents",
+            )
         (loss / self.t.gradient_accumulation).backward()
         return loss.item()
 
@@ -514,16 +599,23 @@ class GateTrainer:
     def validate(self, epoch: int, writer) -> Evaluation:
         ev = evaluate(self.gate, self.x_val, self.y_val, self.t.eval_batch_size, self.device, self.baseline)
         if not math.isfinite(ev.mse):
-            raise SonievalError(f"run {self.run.run_id}: validation loss became {ev.mse} at epoch {epoch}",
-                                hint="lower the learning rate")
+            raise SonievalError(
+                f"run {self.run.run_id}: validation loss became {ev.mse} at epoch {epoch}",
+                hint="lower the learning rate",
+            )
         st = self.state
         st.history.append({"step": st.step, "epoch": epoch, "split": "validation", "loss": ev.mse})
         writer.add_scalar("loss/validation", ev.mse, st.step)
         writer.add_scalar("r2/validation", ev.r2, st.step)
         if ev.mse < st.best_loss:
             st.best_loss, st.best_epoch, st.best_eval = ev.mse, epoch, ev.summary(seed=self.run.seed)
-            _save(self.best_path, {"meta": {**self.meta(), "best_epoch": epoch, "best_validation_loss": ev.mse,
-                                            **st.best_eval}, "state_dict": self.gate.state_dict()})
+            _save(
+                self.best_path,
+                {
+                    "meta": {**self.meta(), "best_epoch": epoch, "best_validation_loss": ev.mse, **st.best_eval},
+                    "state_dict": self.gate.state_dict(),
+                },
+            )
         return ev
 
     def save_snapshots(self, epoch: int) -> None:
@@ -537,17 +629,30 @@ class GateTrainer:
                 ck = torch.load(self.best_path, map_location="cpu", weights_only=True)
                 ck["meta"].update({"epoch": e, "epochs_trained": epoch, "total_epochs": self.run.max_epochs})
                 torch.save(ck, tmp)
-            self.state.snapshots[e] = {"best_epoch": self.state.best_epoch,
-                                       "best_validation_loss": self.state.best_loss, **self.state.best_eval}
+            self.state.snapshots[e] = {
+                "best_epoch": self.state.best_epoch,
+                "best_validation_loss": self.state.best_loss,
+                **self.state.best_eval,
+            }
 
     def save_state(self, epoch: int) -> None:
         st = self.state
-        _save(self.state_path, {
-            "gate": self.gate.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "epoch": epoch, "step": st.step, "best_loss": st.best_loss,
-            "best_epoch": st.best_epoch, "best_eval": st.best_eval, "history": st.history,
-            "snapshots": {str(k): v for k, v in st.snapshots.items()}, "fingerprint": self.fingerprint,
-        })
+        _save(
+            self.state_path,
+            {
+                "gate": self.gate.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "epoch": epoch,
+                "step": st.step,
+                "best_loss": st.best_loss,
+                "best_epoch": st.best_epoch,
+                "best_eval": st.best_eval,
+                "history": st.history,
+                "snapshots": {str(k): v for k, v in st.snapshots.items()},
+                "fingerprint": self.fingerprint,
+            },
+        )
 
 
 def train_one_run(
@@ -566,8 +671,13 @@ def train_one_run(
 
     step = trainer.state.step
     writer = SummaryWriter(log_dir=str(logdir / "tensorboard"), purge_step=step if step else None)
-    bar = tqdm(range(trainer.state.epoch + 1, run.max_epochs + 1), desc=f"train {run.run_id}", unit="epoch",
-               disable=not progress, leave=False)
+    bar = tqdm(
+        range(trainer.state.epoch + 1, run.max_epochs + 1),
+        desc=f"train {run.run_id}",
+        unit="epoch",
+        disable=not progress,
+        leave=False,
+    )
     try:
         for epoch in bar:
             trainer.run_epoch(epoch, writer)
@@ -582,19 +692,26 @@ def train_one_run(
     from sonieval.pipeline.figures import plot_loss_curves
 
     losses = pd.read_csv(logdir / "losses.csv")
-    title = f"{run.run_id} ({len(trainer.train)} training clips{', SHUFFLED pairs (control)' if trainer.partners else ''})"
+    title = (
+        f"{run.run_id} ({len(trainer.train)} training clips{', SHUFFLED pairs (control)' if trainer.partners else ''})"
+    )
     plot_loss_curves(losses, logdir / "loss_curves.png", title=title)
     return {"snapshots": trainer.state.snapshots, "n_train": len(trainer.train), "n_validation": len(trainer.x_val)}
 
 
 def _untrained_snapshot(trainer: GateTrainer) -> dict[str, Any]:
     """The untrained control: the gate at its initialisation, evaluated and saved as epoch 0."""
-    ev = evaluate(trainer.gate, trainer.x_val, trainer.y_val, trainer.t.eval_batch_size, trainer.device,
-                  trainer.baseline)
+    ev = evaluate(
+        trainer.gate, trainer.x_val, trainer.y_val, trainer.t.eval_batch_size, trainer.device, trainer.baseline
+    )
     summary = {"best_epoch": 0, "best_validation_loss": ev.mse, **ev.summary(seed=trainer.run.seed)}
-    _save(trainer.run.checkpoint(trainer.proto, 0), {
-        "meta": {**trainer.meta(), **summary, "epoch": 0, "epochs_trained": 0, "total_epochs": 0},
-        "state_dict": trainer.gate.state_dict()})
+    _save(
+        trainer.run.checkpoint(trainer.proto, 0),
+        {
+            "meta": {**trainer.meta(), **summary, "epoch": 0, "epochs_trained": 0, "total_epochs": 0},
+            "state_dict": trainer.gate.state_dict(),
+        },
+    )
     return {"snapshots": {0: summary}, "n_train": len(trainer.train), "n_validation": len(trainer.x_val)}
 
 
@@ -634,13 +751,17 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
 
     path = Path(path)
     if not path.exists():
-        raise SonievalError("gate checkpoint not found", path=path,
-                            hint="run `sonieval train PROTOCOL` for this system first")
+        raise SonievalError(
+            "gate checkpoint not found", path=path, hint="run `sonieval train PROTOCOL` for this system first"
+        )
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:
-        raise SonievalError(f"cannot load gate checkpoint ({type(exc).__name__})", path=path,
-                            hint="delete it and rerun `sonieval train PROTOCOL`") from None
+        raise SonievalError(
+            f"cannot load gate checkpoint ({type(exc).__name__})",
+            path=path,
+            hint="delete it and rerun `sonieval train PROTOCOL`",
+        ) from None
     if not isinstance(ck, dict) or ck.get("meta", {}).get("format") != CHECKPOINT_FORMAT:
         raise SonievalError(f"not a sonieval gate checkpoint (expected format {CHECKPOINT_FORMAT})", path=path)
     return ck
@@ -649,8 +770,9 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the stage
 
 
-def run_train(proto: Protocol, manifest: RunLedger, *, device: str = "auto", progress: bool = True,
-              engine: Any = None) -> BatchResult:
+def run_train(
+    proto: Protocol, manifest: RunLedger, *, device: str = "auto", progress: bool = True, engine: Any = None
+) -> BatchResult:
     """Train every run of the sweep not yet finished, gates that share their pairs together, as tasks on
     ``engine`` (default: the local engine; see sonieval.pipeline.train_tasks); write ``tables/training.parquet``."""
     from sonieval.data.results_folder import require_tables
@@ -660,6 +782,7 @@ def run_train(proto: Protocol, manifest: RunLedger, *, device: str = "auto", pro
     require_tables(proto.results_path, ["clips", "prepared"], proto.source)  # else no table is written
     runs = plan_runs(proto)
     data_by_pair: dict[tuple, PairedData | SonievalError] = {}
+
     def pair(r: TrainRun) -> tuple:
         return r.encoder, r.codec or proto.primary_codec.name, r.layer
 
@@ -679,14 +802,24 @@ def run_train(proto: Protocol, manifest: RunLedger, *, device: str = "auto", pro
 def _train_item(proto: Protocol, run: TrainRun, data: PairedData | SonievalError) -> LedgerItem:
     t = proto.training
     inputs = {
-        "run": run.run_id, "control": run.control, "max_epochs": run.max_epochs, "snapshots": run.snapshot_epochs,
-        "batch_size": t.batch_size, "eval_batch_size": t.eval_batch_size,
-        "gradient_accumulation": t.gradient_accumulation, "seed": run.seed,
-        "augmentation": t.augmentation.model_dump(), "normalize_latents": t.normalize_latents,
+        "run": run.run_id,
+        "control": run.control,
+        "max_epochs": run.max_epochs,
+        "snapshots": run.snapshot_epochs,
+        "batch_size": t.batch_size,
+        "eval_batch_size": t.eval_batch_size,
+        "gradient_accumulation": t.gradient_accumulation,
+        "seed": run.seed,
+        "augmentation": t.augmentation.model_dump(),
+        "normalize_latents": t.normalize_latents,
     }
     if isinstance(data, PairedData):
-        inputs.update(embedding_model_key=data.embedding_model_key, latent_model_key=data.latent_model_key,
-                      train_clips=data.clip_ids["train"], validation_clips=data.clip_ids["validation"])
+        inputs.update(
+            embedding_model_key=data.embedding_model_key,
+            latent_model_key=data.latent_model_key,
+            train_clips=data.clip_ids["train"],
+            validation_clips=data.clip_ids["validation"],
+        )
     return LedgerItem(run.run_id, inputs, payload=(run, data))
 
 
@@ -702,19 +835,31 @@ def write_training_table(proto: Protocol, manifest: RunLedger, runs: list[TrainR
         snaps = extra.get("snapshots", {})
         for e in run.snapshot_epochs:
             snap = snaps.get(str(e)) or snaps.get(e) or {}
-            rows.append({
-                "encoder": run.encoder, "layer": run.layer, "variant": run.variant, "gate_slot": run.gate_slot,
-                "control": run.control,
-                "seed": run.seed, "codec": run.codec or proto.primary_codec.name, "lr": float(run.lr), "epoch": e,
-                "alignment": run.alignment, "checkpoint": str(run.checkpoint(proto, e)),
-                "run_id": run.run_id, "best_epoch": snap.get("best_epoch"),
-                "best_validation_loss": snap.get("best_validation_loss"),
-                **{c: snap.get(c) for c in R2_COLUMNS},
-                "n_train": extra.get("n_train"), "n_validation": extra.get("n_validation"),
-                "embedding_model_key": inputs.get("embedding_model_key"),
-                "latent_model_key": inputs.get("latent_model_key"),
-                "status": state.get("status", "missing"), "error": state.get("error"),
-            })
+            rows.append(
+                {
+                    "encoder": run.encoder,
+                    "layer": run.layer,
+                    "variant": run.variant,
+                    "gate_slot": run.gate_slot,
+                    "control": run.control,
+                    "seed": run.seed,
+                    "codec": run.codec or proto.primary_codec.name,
+                    "lr": float(run.lr),
+                    "epoch": e,
+                    "alignment": run.alignment,
+                    "checkpoint": str(run.checkpoint(proto, e)),
+                    "run_id": run.run_id,
+                    "best_epoch": snap.get("best_epoch"),
+                    "best_validation_loss": snap.get("best_validation_loss"),
+                    **{c: snap.get(c) for c in R2_COLUMNS},
+                    "n_train": extra.get("n_train"),
+                    "n_validation": extra.get("n_validation"),
+                    "embedding_model_key": inputs.get("embedding_model_key"),
+                    "latent_model_key": inputs.get("latent_model_key"),
+                    "status": state.get("status", "missing"),
+                    "error": state.get("error"),
+                }
+            )
     table = pd.DataFrame(rows, columns=TRAINING_COLUMNS)
     for c in R2_COLUMNS + ["best_validation_loss"]:
         table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)

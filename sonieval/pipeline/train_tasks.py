@@ -23,8 +23,8 @@ import math
 from typing import Any
 
 from sonieval.errors import SonievalError
-from sonieval.pipeline.engines import Answer, Engine, Task, attempt, item_error, worker_memo
 from sonieval.ledger import ItemOutcome, LedgerItem
+from sonieval.pipeline.engines import Answer, Engine, Task, attempt, item_error, worker_memo
 from sonieval.protocol import Protocol
 
 MAX_GATES_PER_TASK = 8
@@ -41,8 +41,9 @@ def _group_key(item: LedgerItem) -> tuple:
     return run.slot, run.codec or "", run.seed, run.max_epochs, run.control == "untrained", id(data)
 
 
-def train_tasks(proto: Protocol, items: list[LedgerItem], engine: Engine, device: str = "auto",
-                progress: bool = False) -> list[Task]:
+def train_tasks(
+    proto: Protocol, items: list[LedgerItem], engine: Engine, device: str = "auto", progress: bool = False
+) -> list[Task]:
     """The sweep's items (payload: ``(TrainRun, PairedData | SonievalError)``) as tasks of gates sharing data."""
     groups: dict[tuple, list[LedgerItem]] = {}
     for it in items:
@@ -52,7 +53,7 @@ def train_tasks(proto: Protocol, items: list[LedgerItem], engine: Engine, device
     tasks = []
     for group in groups.values():
         for i in range(0, len(group), size):
-            part = group[i:i + size]
+            part = group[i : i + size]
             name = f"train {part[0].payload[0].slot} {len(part)} gate(s) from {part[0].key}"
             tasks.append(Task(name, train_gates, part, (proto_ref, device, progress), engine.device_resources()))
     return tasks
@@ -68,9 +69,17 @@ def train_gates(items: list[LedgerItem], proto: Protocol, device: str = "auto", 
     data = items[0].payload[1]
     if not isinstance(data, PairedData):  # the pairs of this encoder and codec could not be read
         return {it.key: item_error(data) for it in items}
-    data = worker_memo(("pairs", str(proto.results_path), data.embedding_model_key, data.latent_model_key,
-                        tuple(data.clip_ids.get("train", ())), tuple(data.clip_ids.get("validation", ()))),
-                       lambda: data)  # the pairs stay loaded in this worker for its next task
+    data = worker_memo(
+        (
+            "pairs",
+            str(proto.results_path),
+            data.embedding_model_key,
+            data.latent_model_key,
+            tuple(data.clip_ids.get("train", ())),
+            tuple(data.clip_ids.get("validation", ())),
+        ),
+        lambda: data,
+    )  # the pairs stay loaded in this worker for its next task
     answer: Answer = {}
     together = []
     for it in items:
@@ -81,8 +90,11 @@ def train_gates(items: list[LedgerItem], proto: Protocol, device: str = "auto", 
             together.append((it.key, run, inputs_hash(it.inputs)))
     for key, got in train_together(proto, together, data, device, progress=progress).items():
         run = next(r for k, r, _ in together if k == key)
-        answer[key] = got if isinstance(got, str) else ItemOutcome(path=run.checkpoint(proto, max(run.snapshot_epochs)),
-                                                                    extra=got)
+        answer[key] = (
+            got
+            if isinstance(got, str)
+            else ItemOutcome(path=run.checkpoint(proto, max(run.snapshot_epochs)), extra=got)
+        )
     return answer
 
 
@@ -94,8 +106,9 @@ def _one(proto, run, data, device, fingerprint, progress, train_one_run) -> Item
 # ---------------------------------------------------------------------------- lockstep training
 
 
-def train_together(proto: Protocol, runs: list[tuple[str, Any, str]], data: Any, device: str, *,
-                   progress: bool = False) -> dict[str, dict[str, Any] | str]:
+def train_together(
+    proto: Protocol, runs: list[tuple[str, Any, str]], data: Any, device: str, *, progress: bool = False
+) -> dict[str, dict[str, Any] | str]:
     """Train ``runs`` (key, TrainRun, fingerprint), all of one seed and epoch count, on shared batches.
 
     Returns per key the run's summary (as ``train_one_run``) or its one-line error."""
@@ -109,8 +122,13 @@ def train_together(proto: Protocol, runs: list[tuple[str, Any, str]], data: Any,
     try:
         first = min((tr.state.epoch for tr in trainers.values()), default=0) + 1
         last = max((tr.run.max_epochs for tr in trainers.values()), default=0)
-        bar = tqdm(range(first, last + 1), desc=f"train {len(trainers)} gate(s) together", unit="epoch",
-                   disable=not progress, leave=False)
+        bar = tqdm(
+            range(first, last + 1),
+            desc=f"train {len(trainers)} gate(s) together",
+            unit="epoch",
+            disable=not progress,
+            leave=False,
+        )
         for epoch in bar:
             active = {k: tr for k, tr in trainers.items() if k not in out and tr.state.epoch < epoch}
             _epoch(active, epoch, writers, out)
@@ -182,7 +200,7 @@ def _epoch(trainers: dict[str, Any], epoch: int, writers: dict[str, Any], out: d
     t, device, store = one.t, one.device, one.train
     gen = torch.Generator().manual_seed(one.run.seed * 100_003 + epoch)  # as GateTrainer.run_epoch
     order = torch.randperm(len(store), generator=gen).tolist()
-    micro = [order[i:i + t.batch_size] for i in range(0, len(order), t.batch_size)]
+    micro = [order[i : i + t.batch_size] for i in range(0, len(order), t.batch_size)]
     rng, acc = {}, {}
     for key, tr in trainers.items():
         tr.gate.train()
@@ -244,7 +262,6 @@ def _finish(proto, tr) -> ItemOutcome:
     losses_path = logdir / "losses.csv"
     if not losses_path.exists():
         raise SonievalError(f"run {tr.run.run_id}: no epoch was trained", path=losses_path)
-    title = (f"{tr.run.run_id} ({len(tr.train)} training clips"
-             f"{', SHUFFLED pairs (control)' if tr.partners else ''})")
+    title = f"{tr.run.run_id} ({len(tr.train)} training clips{', SHUFFLED pairs (control)' if tr.partners else ''})"
     plot_loss_curves(pd.read_csv(losses_path), logdir / "loss_curves.png", title=title)
     return ItemOutcome(extra={"snapshots": tr.state.snapshots, "n_train": len(tr.train), "n_validation": len(tr.x_val)})

@@ -34,8 +34,15 @@ from pathlib import Path
 from sonieval.data.results_folder import check_audio_folders, check_sonifications
 from sonieval.errors import DataError, ProtocolError
 from sonieval.study.design import (
-    DesignConfig, StimulusSource, Trial, anchor_system_id, build_trials, check_subset_balance,
-    sources_from_audio_dir, sources_from_folders, sources_from_tables,
+    DesignConfig,
+    StimulusSource,
+    Trial,
+    anchor_system_id,
+    build_trials,
+    check_subset_balance,
+    sources_from_audio_dir,
+    sources_from_folders,
+    sources_from_tables,
 )
 from sonieval.study.familiarisation import choose_examples
 from sonieval.study.loudness import CEILING_DBTP, TARGET_LUFS, Level, LevelSpec, describe_shortfalls
@@ -80,42 +87,74 @@ class StudySettings:
 
     @property
     def config(self) -> DesignConfig:
-        return DesignConfig(self.mode, tuple(self.attributes), self.design, self.trials_per_rater, self.min_ratings_per_trial, self.seed)
+        return DesignConfig(
+            self.mode, tuple(self.attributes), self.design, self.trials_per_rater, self.min_ratings_per_trial, self.seed
+        )
 
     @classmethod
-    def from_protocol(cls, proto) -> "StudySettings":
+    def from_protocol(cls, proto) -> StudySettings:
         s = proto.study
         return cls(
-            study_id=proto.study_id, mode=s.mode, attributes=tuple(s.attributes), scale_min=s.scale_min, scale_max=s.scale_max,
-            design=s.design, trials_per_rater=s.trials_per_rater, min_ratings_per_trial=s.min_ratings_per_trial,
-            n_raters=s.n_raters, hidden_reference=s.hidden_reference,
+            study_id=proto.study_id,
+            mode=s.mode,
+            attributes=tuple(s.attributes),
+            scale_min=s.scale_min,
+            scale_max=s.scale_max,
+            design=s.design,
+            trials_per_rater=s.trials_per_rater,
+            min_ratings_per_trial=s.min_ratings_per_trial,
+            n_raters=s.n_raters,
+            hidden_reference=s.hidden_reference,
             anchor_kind=s.anchor.kind if s.anchor else None,
-            anchor_cutoff_hz=s.anchor.cutoff_hz if s.anchor else 3500.0, anchor_snr_db=s.anchor.snr_db if s.anchor else 0.0,
-            attention_checks=s.attention_checks, familiarisation=s.familiarisation,
-            min_listen_fraction=getattr(s, "min_listen_fraction", 1.0), seed=proto.seed,
+            anchor_cutoff_hz=s.anchor.cutoff_hz if s.anchor else 3500.0,
+            anchor_snr_db=s.anchor.snr_db if s.anchor else 0.0,
+            attention_checks=s.attention_checks,
+            familiarisation=s.familiarisation,
+            min_listen_fraction=getattr(s, "min_listen_fraction", 1.0),
+            seed=proto.seed,
             # read when the protocol's study section provides them (sonieval.protocol.StudySpec)
-            loudness_lufs=getattr(s, "loudness_lufs", TARGET_LUFS), true_peak_dbtp=getattr(s, "true_peak_dbtp", CEILING_DBTP),
-            title=s.title, rating_scale=s.rating_scale,
+            loudness_lufs=getattr(s, "loudness_lufs", TARGET_LUFS),
+            true_peak_dbtp=getattr(s, "true_peak_dbtp", CEILING_DBTP),
+            title=s.title,
+            rating_scale=s.rating_scale,
             sessions=Sessions(s.sessions.pages, s.sessions.minutes, s.sessions.idle_minutes),
-            enrolment=Enrolment(**{k: getattr(s.enrolment, k) for k in (
-                "enabled", "max_per_minute", "max_per_ip_per_hour", "trust_proxy_headers", "require_participant_id",
-                "completion_code", "completion_url", "screened_out_code")}),
+            enrolment=Enrolment(
+                **{
+                    k: getattr(s.enrolment, k)
+                    for k in (
+                        "enabled",
+                        "max_per_minute",
+                        "max_per_ip_per_hour",
+                        "trust_proxy_headers",
+                        "require_participant_id",
+                        "completion_code",
+                        "completion_url",
+                        "screened_out_code",
+                    )
+                }
+            ),
             headphones=Headphones(s.headphone_check.enabled, s.headphone_check.on_fail),
         )
 
     def options(self) -> tuple[StudyOptions, str | None]:
         """The study's stored options and the public enrolment key (None without enrolment): the key
         and a completion code are minted here, only the key's hash is stored."""
-        from dataclasses import replace
         import secrets
+        from dataclasses import replace
 
         from sonieval.study.tokens import hash_token, new_token
 
         enrol, key = replace(self.enrolment, cap=self.n_raters), None
         if enrol.enabled:
             key = new_token()
-            enrol = replace(enrol, key_hash=hash_token(key), completion_code=enrol.completion_code or secrets.token_hex(4).upper())
-        heads = replace(self.headphones, salt=self.headphones.salt or secrets.token_hex(8)) if self.headphones.enabled else self.headphones
+            enrol = replace(
+                enrol, key_hash=hash_token(key), completion_code=enrol.completion_code or secrets.token_hex(4).upper()
+            )
+        heads = (
+            replace(self.headphones, salt=self.headphones.salt or secrets.token_hex(8))
+            if self.headphones.enabled
+            else self.headphones
+        )
         return StudyOptions(self.title, self.rating_scale, self.sessions, enrol, heads), key
 
 
@@ -141,8 +180,15 @@ def study_paths_for_protocol(proto) -> tuple[Path, str]:
     return results / "study", url
 
 
-def create_from_protocol(proto, *, storage: str | None = None, progress: bool = True, replace_unrated: bool = False,
-                         loudness_lufs: float | None = None, true_peak_dbtp: float | None = None) -> CreatedStudy:
+def create_from_protocol(
+    proto,
+    *,
+    storage: str | None = None,
+    progress: bool = True,
+    replace_unrated: bool = False,
+    loudness_lufs: float | None = None,
+    true_peak_dbtp: float | None = None,
+) -> CreatedStudy:
     settings = StudySettings.from_protocol(proto)
     if loudness_lufs is not None:
         settings.loudness_lufs = loudness_lufs
@@ -157,19 +203,49 @@ def create_from_protocol(proto, *, storage: str | None = None, progress: bool = 
         sources, notes = sources_from_tables(proto.results_path, systems=proto.study.systems, clips=proto.study.clips)
         source = {"kind": "tables", "results_dir": str(proto.results_path.resolve())}
     source["protocol"] = str(proto.source) if proto.source else None
-    return create_study(settings, sources, study_dir=study_dir, storage=storage or default_url,
-                        manifest_path=proto.results_path / "manifest.sqlite", source=source, notes=notes, progress=progress,
-                        replace_unrated=replace_unrated)
+    return create_study(
+        settings,
+        sources,
+        study_dir=study_dir,
+        storage=storage or default_url,
+        manifest_path=proto.results_path / "manifest.sqlite",
+        source=source,
+        notes=notes,
+        progress=progress,
+        replace_unrated=replace_unrated,
+    )
 
 
-def create_from_folders(settings: StudySettings, originals: Path, systems: dict[str, Path], *, study_dir: Path,
-                        storage: str | None = None, progress: bool = True, replace_unrated: bool = False) -> CreatedStudy:
-    check_audio_folders(originals, systems, purpose="rated", reference_option="--originals")  # stale WAVs, mixed sources
+def create_from_folders(
+    settings: StudySettings,
+    originals: Path,
+    systems: dict[str, Path],
+    *,
+    study_dir: Path,
+    storage: str | None = None,
+    progress: bool = True,
+    replace_unrated: bool = False,
+) -> CreatedStudy:
+    check_audio_folders(
+        originals, systems, purpose="rated", reference_option="--originals"
+    )  # stale WAVs, mixed sources
     sources, notes = sources_from_folders(originals, systems)
-    source = {"kind": "folders", "originals": str(Path(originals).resolve()), "systems": {k: str(Path(v).resolve()) for k, v in systems.items()}}
-    return create_study(settings, sources, study_dir=study_dir, storage=storage or f"sqlite:///{Path(study_dir) / 'study.sqlite'}",
-                        manifest_path=Path(study_dir) / "manifest.sqlite", source=source, notes=notes, progress=progress,
-                        replace_unrated=replace_unrated)
+    source = {
+        "kind": "folders",
+        "originals": str(Path(originals).resolve()),
+        "systems": {k: str(Path(v).resolve()) for k, v in systems.items()},
+    }
+    return create_study(
+        settings,
+        sources,
+        study_dir=study_dir,
+        storage=storage or f"sqlite:///{Path(study_dir) / 'study.sqlite'}",
+        manifest_path=Path(study_dir) / "manifest.sqlite",
+        source=source,
+        notes=notes,
+        progress=progress,
+        replace_unrated=replace_unrated,
+    )
 
 
 class StudyNotCreated(DataError):
@@ -199,53 +275,100 @@ def create_study(
         raise ProtocolError(f"study.attributes {settings.attributes!r}: allowed are visual and audio")
     if settings.mode not in ("joint", "split", "multi"):
         raise ProtocolError(f"study.mode {settings.mode!r}: allowed are joint, split and multi")
-    anchor_id = anchor_system_id(settings.anchor_kind, settings.anchor_cutoff_hz, settings.anchor_snr_db) if settings.anchor_kind else None
+    anchor_id = (
+        anchor_system_id(settings.anchor_kind, settings.anchor_cutoff_hz, settings.anchor_snr_db)
+        if settings.anchor_kind
+        else None
+    )
     trial_list = build_trials(
-        sources, hidden_reference=settings.hidden_reference, anchor_system=anchor_id,
-        attention_checks=settings.attention_checks, scale_min=settings.scale_min, scale_max=settings.scale_max,
-        joint=settings.mode in ("joint", "multi") or len(settings.attributes) == 1, seed=settings.seed,
+        sources,
+        hidden_reference=settings.hidden_reference,
+        anchor_system=anchor_id,
+        attention_checks=settings.attention_checks,
+        scale_min=settings.scale_min,
+        scale_max=settings.scale_max,
+        joint=settings.mode in ("joint", "multi") or len(settings.attributes) == 1,
+        seed=settings.seed,
     )
     check_subset_balance(sum(t.role == "sonification" for t in trial_list), settings.config, settings.n_raters)
-    anchor = AnchorSettings(settings.anchor_kind, settings.anchor_cutoff_hz, settings.anchor_snr_db, settings.seed) if settings.anchor_kind else None
+    anchor = (
+        AnchorSettings(settings.anchor_kind, settings.anchor_cutoff_hz, settings.anchor_snr_db, settings.seed)
+        if settings.anchor_kind
+        else None
+    )
     writer = StimulusWriter(settings.study_id, study_dir, sources, settings.level_spec, anchor, anchor_id)
     writer.plan(trial_list)
     kept, failures, file_levels = _prepare_trials(writer, trial_list, study_dir, manifest_path, progress)
     warnings = _level_warnings(kept, file_levels, settings.level_spec)
     if failures:
-        notes.append(f"{sum(len(v) for v in failures.values())} trial(s) left out because their audio could not be prepared "
-                     f"(recorded in {manifest_path}):")
+        notes.append(
+            f"{sum(len(v) for v in failures.values())} trial(s) left out because their audio could not be prepared "
+            f"(recorded in {manifest_path}):"
+        )
         notes += failure_lines(failures)
     if not any(t.role == "sonification" for t in kept):
-        raise StudyNotCreated("no sonification trial could be prepared", failure_lines(failures), path=manifest_path,
-                              hint="fix or remove the files listed above, then run the command again")
+        raise StudyNotCreated(
+            "no sonification trial could be prepared",
+            failure_lines(failures),
+            path=manifest_path,
+            hint="fix or remove the files listed above, then run the command again",
+        )
     familiarisation = choose_examples(kept, study_dir / AUDIO_SUBDIR) if settings.familiarisation else {}
-    provenance = {"source": source, "anchor": anchor_id, "n_raters_planned": settings.n_raters, "notes": notes[:20],
-                  "loudness": settings.level_spec.as_dict()}
+    provenance = {
+        "source": source,
+        "anchor": anchor_id,
+        "n_raters_planned": settings.n_raters,
+        "notes": notes[:20],
+        "loudness": settings.level_spec.as_dict(),
+    }
     options, enrol_key = settings.options()
     with StudyStore(storage) as store:
         replacing = replace_unrated and store.has_study(settings.study_id)
         admin = store.create_study(
-            settings.study_id, settings.config, scale_min=settings.scale_min, scale_max=settings.scale_max, study_dir=study_dir,
-            trials_list=kept, familiarisation=familiarisation, min_listen_fraction=settings.min_listen_fraction,
-            provenance=provenance, file_levels=file_levels, replace_unrated=replace_unrated, options=options,
+            settings.study_id,
+            settings.config,
+            scale_min=settings.scale_min,
+            scale_max=settings.scale_max,
+            study_dir=study_dir,
+            trials_list=kept,
+            familiarisation=familiarisation,
+            min_listen_fraction=settings.min_listen_fraction,
+            provenance=provenance,
+            file_levels=file_levels,
+            replace_unrated=replace_unrated,
+            options=options,
         )
         if replacing and admin is not None:
             _retire_links(study_dir)
             notes.append("an unrated study with other trials was replaced; its old links no longer work")
         # With public enrolment, n_raters is the cap of self-enrolled raters: no personal links are minted now.
-        raters = store.invite(settings.study_id, settings.n_raters) if admin is not None and not options.enrolment.enabled else []
+        raters = (
+            store.invite(settings.study_id, settings.n_raters)
+            if admin is not None and not options.enrolment.enabled
+            else []
+        )
         if options.headphones.enabled:  # named with the stored salt (an existing study keeps its own)
             from sonieval.study.headphone import write_stimuli
 
             write_stimuli(study_dir / AUDIO_SUBDIR, salt=store.study(settings.study_id).options.headphones.salt)
-    created = CreatedStudy(settings.study_id, storage, study_dir, len(kept), admin, raters,
-                           enrol_key if admin is not None else None, notes, warnings)
+    created = CreatedStudy(
+        settings.study_id,
+        storage,
+        study_dir,
+        len(kept),
+        admin,
+        raters,
+        enrol_key if admin is not None else None,
+        notes,
+        warnings,
+    )
     write_study_json(study_dir, settings.study_id, storage)
     return created
 
 
-def _prepare_trials(writer: StimulusWriter, trial_list: list[Trial], study_dir: Path, manifest_path: Path,
-                    progress: bool) -> tuple[list[Trial], dict[str, list[str]], dict[str, dict]]:
+def _prepare_trials(
+    writer: StimulusWriter, trial_list: list[Trial], study_dir: Path, manifest_path: Path, progress: bool
+) -> tuple[list[Trial], dict[str, list[str]], dict[str, dict]]:
     """Write every trial's files through the run manifest (stage ``study``).
 
     Returns the trials kept (files filled in), the failures (error -> trials it left out) and
@@ -258,9 +381,15 @@ def _prepare_trials(writer: StimulusWriter, trial_list: list[Trial], study_dir: 
         return ItemOutcome(path=writer.audio_dir / record["stimulus_file"], extra=record)
 
     sid = writer.study_id
-    items = [LedgerItem(key=f"{sid}/{t.source_key}", system_id=t.system_id, payload=t,
-                          inputs={"study_dir": str(study_dir.resolve()), "level": writer.level_tag(t.clip_id)})
-             for t in trial_list]
+    items = [
+        LedgerItem(
+            key=f"{sid}/{t.source_key}",
+            system_id=t.system_id,
+            payload=t,
+            inputs={"study_dir": str(study_dir.resolve()), "level": writer.level_tag(t.clip_id)},
+        )
+        for t in trial_list
+    ]
     kept: list[Trial] = []
     records: list[dict] = []
     failures: dict[str, list[str]] = {}
@@ -308,13 +437,18 @@ def _retire_links(study_dir: Path) -> None:
 def write_study_json(study_dir: Path, study_id: str, storage: str) -> Path:
     from sonieval.files import write_text_atomic
 
-    return write_text_atomic(Path(study_dir) / "study.json", json.dumps({"study_id": study_id, "storage": redact_url(storage)}, indent=2) + "\n")
+    return write_text_atomic(
+        Path(study_dir) / "study.json",
+        json.dumps({"study_id": study_id, "storage": redact_url(storage)}, indent=2) + "\n",
+    )
 
 
 def read_study_json(study_dir: Path) -> tuple[str, str]:
     path = Path(study_dir) / "study.json"
     if not path.is_file():
-        raise DataError("not a study folder (no study.json)", path=study_dir, hint="create one with sonieval study create")
+        raise DataError(
+            "not a study folder (no study.json)", path=study_dir, hint="create one with sonieval study create"
+        )
     data = json.loads(path.read_text(encoding="utf-8"))
     return data["study_id"], data["storage"]
 
@@ -345,8 +479,15 @@ def record_tokens(study_dir: Path, created: CreatedStudy) -> None:
 def read_enrol_key(study_dir: Path) -> str | None:
     """The latest public enrolment key recorded in ``links.txt`` (None if there is none)."""
     path = Path(study_dir) / "links.txt"
-    keys = [line.split()[1] for line in path.read_text(encoding="utf-8").splitlines()
-            if len(line.split()) == 2 and line.split()[0] == "enrol"] if path.is_file() else []
+    keys = (
+        [
+            line.split()[1]
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if len(line.split()) == 2 and line.split()[0] == "enrol"
+        ]
+        if path.is_file()
+        else []
+    )
     return keys[-1] if keys else None
 
 

@@ -49,9 +49,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -186,7 +186,11 @@ def sources_from_tables(
         clip_df = clip_df[clip_df["clip_id"].astype(str).isin(clips)]
     else:
         if "listening" not in clip_df.columns:
-            raise DataError("clips table lacks column listening", path=clips_path, hint="rerun sonieval prepare, or list study.clips")
+            raise DataError(
+                "clips table lacks column listening",
+                path=clips_path,
+                hint="rerun sonieval prepare, or list study.clips",
+            )
         clip_df = clip_df[clip_df["listening"].astype(bool)]
     if clip_df.empty:
         raise DataError("no usable listening-set clips", path=clips_path, hint="run sonieval prepare first")
@@ -203,7 +207,9 @@ def sources_from_tables(
             )
         son_df = son_df[son_df["system_id"].astype(str).isin(systems)]
     if son_df.empty:
-        raise DataError("no usable sonifications for the study's clips", path=son_path, hint="run sonieval sonify first")
+        raise DataError(
+            "no usable sonifications for the study's clips", path=son_path, hint="run sonieval sonify first"
+        )
     out: list[StimulusSource] = []
     originals: dict[str, tuple[Path, str]] = {}
     for row in clip_df.itertuples(index=False):
@@ -215,7 +221,11 @@ def sources_from_tables(
         try:
             stim = contained(p, results_dir)  # a relative path is taken relative to the results folder
         except Exception as exc:
-            raise DataError(f"sonification path refused: {exc}", path=son_path, hint="sonification paths must lie inside the results folder") from None
+            raise DataError(
+                f"sonification path refused: {exc}",
+                path=son_path,
+                hint="sonification paths must lie inside the results folder",
+            ) from None
         orig, cat = originals[cid]
         out.append(StimulusSource(cid, cat, str(row.system_id), "sonification", orig, stim))
     return _with_screening(out, originals), notes
@@ -286,12 +296,21 @@ def sources_from_audio_dir(audio_dir: Path, clips: list[str] | None = None) -> t
     audio_dir = _absolute(audio_dir)
     orig = audio_dir / "originals"
     if not orig.is_dir():
-        raise ProtocolError(f"study.audio_dir {audio_dir} has no originals/ folder", hint="put the originals in <audio_dir>/originals and each system in <audio_dir>/<system>")
-    systems = {p.name: p for p in sorted(audio_dir.iterdir()) if p.is_dir() and p.name != "originals" and not p.name.startswith(".")}
+        raise ProtocolError(
+            f"study.audio_dir {audio_dir} has no originals/ folder",
+            hint="put the originals in <audio_dir>/originals and each system in <audio_dir>/<system>",
+        )
+    systems = {
+        p.name: p
+        for p in sorted(audio_dir.iterdir())
+        if p.is_dir() and p.name != "originals" and not p.name.startswith(".")
+    }
     return sources_from_folders(orig, systems, clips=clips)
 
 
-def _with_screening(sonifications: list[StimulusSource], originals: dict[str, tuple[Path, str]]) -> list[StimulusSource]:
+def _with_screening(
+    sonifications: list[StimulusSource], originals: dict[str, tuple[Path, str]]
+) -> list[StimulusSource]:
     """Add a hidden reference and an anchor source for every clip that has a sonification."""
     cats = {s.clip_id: s.category for s in sonifications}
     out = list(sonifications)
@@ -340,9 +359,14 @@ def build_trials(
         what = "both marks" if joint else "the mark"
         trials.append(
             Trial(
-                "", cid, cat, ATTENTION_SYSTEM, "attention",
+                "",
+                cid,
+                cat,
+                ATTENTION_SYSTEM,
+                "attention",
                 instruction=f"Attention check: whatever you hear and see, set {what} to {expected}.",
-                expected_mark=expected, source_key=f"attention/{i}/{cid}",
+                expected_mark=expected,
+                source_key=f"attention/{i}/{cid}",
             )
         )
     order = rng.permutation(len(trials))
@@ -433,7 +457,7 @@ def multi_pages(mine: list[Trial], rng: np.random.Generator) -> list[list[str]]:
         order = [group[i].trial_id for i in rng.permutation(len(group))]
         n_pages = -(-len(order) // MAX_CONDITIONS)
         size = -(-len(order) // n_pages)  # equal chunks: 13 conditions give 7 + 6, not 12 + 1
-        pages += [order[k:k + size] for k in range(0, len(order), size)]
+        pages += [order[k : k + size] for k in range(0, len(order), size)]
     return pages
 
 
@@ -442,8 +466,25 @@ def trials_frame(trials: list[Trial]) -> pd.DataFrame:
 
 
 __all__ = [
-    "REFERENCE_SYSTEM", "ATTENTION_SYSTEM", "StimulusSource", "Trial", "PlanStep", "DesignConfig",
-    "sources_from_tables", "sources_from_folders", "sources_from_audio_dir", "build_trials", "rater_seed",
-    "assigned_trials", "check_subset_balance", "rater_plan", "trials_frame", "anchor_system_id", "multi_pages",
-    "page_labels", "CONDITION_LABELS", "REFERENCE_LABEL", "MAX_CONDITIONS",
+    "REFERENCE_SYSTEM",
+    "ATTENTION_SYSTEM",
+    "StimulusSource",
+    "Trial",
+    "PlanStep",
+    "DesignConfig",
+    "sources_from_tables",
+    "sources_from_folders",
+    "sources_from_audio_dir",
+    "build_trials",
+    "rater_seed",
+    "assigned_trials",
+    "check_subset_balance",
+    "rater_plan",
+    "trials_frame",
+    "anchor_system_id",
+    "multi_pages",
+    "page_labels",
+    "CONDITION_LABELS",
+    "REFERENCE_LABEL",
+    "MAX_CONDITIONS",
 ]

@@ -26,20 +26,51 @@ import numpy as np
 import pandas as pd
 
 from sonieval.study.store import (
-    StudyStore, enrolments, levels, listening, page_log, plan, rater_sessions, ratings, raters, screening_checks, trials,
+    StudyStore,
+    enrolments,
+    levels,
+    listening,
+    page_log,
+    plan,
+    rater_sessions,
+    raters,
+    ratings,
+    screening_checks,
+    trials,
 )
 from sonieval.tables import RATINGS_COLUMNS, control_of, write_table
 
 EXTRA_COLUMNS = [
-    "control", "category", "block", "rater_index", "block_order", "expected_mark", "attention_passed", "scale_min", "scale_max",
-    "shown_at", "response_seconds", "stimulus_seconds", "design", "trials_per_rater", "min_listen_fraction",
-    "stimuli_source", "sonieval_version",
+    "control",
+    "category",
+    "block",
+    "rater_index",
+    "block_order",
+    "expected_mark",
+    "attention_passed",
+    "scale_min",
+    "scale_max",
+    "shown_at",
+    "response_seconds",
+    "stimulus_seconds",
+    "design",
+    "trials_per_rater",
+    "min_listen_fraction",
+    "stimuli_source",
+    "sonieval_version",
 ]
 _LEVEL_FIELDS = ("lufs_measured", "gain_db", "lufs", "true_peak_dbtp", "target_lufs", "limited")
 LEVEL_COLUMNS = ["loudness_target_lufs"] + [f"{who}_{f}" for who in ("stimulus", "original") for f in _LEVEL_FIELDS]
 EXTRA_COLUMNS += LEVEL_COLUMNS
-PAGE_COLUMNS = ["session", "page_seconds", "listened_s", "listened_original_s", "page_listened_total_s", "page_switches",
-                "page_loop_used"]
+PAGE_COLUMNS = [
+    "session",
+    "page_seconds",
+    "listened_s",
+    "listened_original_s",
+    "page_listened_total_s",
+    "page_switches",
+    "page_loop_used",
+]
 CHECK_COLUMNS = ["headphone_passed", "headphone_correct", "headphone_trials"]
 EXTRA_COLUMNS += PAGE_COLUMNS + CHECK_COLUMNS
 
@@ -54,12 +85,27 @@ def ratings_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
 
     info = store.study(study_id)
     r = store.frame(ratings, study_id)
-    t = store.frame(trials, study_id)[["trial_id", "clip_id", "category", "system_id", "role", "expected_mark", "stimulus_seconds",
-                                       "stimulus_file", "original_file"]]
+    t = store.frame(trials, study_id)[
+        [
+            "trial_id",
+            "clip_id",
+            "category",
+            "system_id",
+            "role",
+            "expected_mark",
+            "stimulus_seconds",
+            "stimulus_file",
+            "original_file",
+        ]
+    ]
     t = _with_levels(t, store.frame(levels, study_id))
     p = store.frame(plan, study_id)[["rater_id", "position", "block"]]
     who = store.frame(raters, study_id)[["rater_id", "rater_index", "block_order"]]
-    df = r.merge(t, on="trial_id", how="left").merge(p, on=["rater_id", "position"], how="left").merge(who, on="rater_id", how="left")
+    df = (
+        r.merge(t, on="trial_id", how="left")
+        .merge(p, on=["rater_id", "position"], how="left")
+        .merge(who, on="rater_id", how="left")
+    )
     df = _with_pages(df, store, study_id)
     df["study_id"] = study_id
     df["response_seconds"] = (df["submitted_at"] - df["shown_at"]).astype("float64")
@@ -67,7 +113,9 @@ def ratings_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
     df["shown_at"] = _utc(df["shown_at"])
     expected = pd.to_numeric(df["expected_mark"], errors="coerce")
     df["expected_mark"] = expected.astype("Int64")
-    df["attention_passed"] = pd.Series(np.where(df["role"] == "attention", df["mark"] == expected, pd.NA), dtype="boolean")
+    df["attention_passed"] = pd.Series(
+        np.where(df["role"] == "attention", df["mark"] == expected, pd.NA), dtype="boolean"
+    )
     df["design"] = info.design
     df["trials_per_rater"] = info.trials_per_rater
     df["min_listen_fraction"] = info.min_listen_fraction
@@ -75,24 +123,51 @@ def ratings_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
     df["sonieval_version"] = __version__
     df["loudness_target_lufs"] = info.provenance.get("loudness", {}).get("target_lufs")
     df["mark"] = df["mark"].astype("int64")
-    df["control"] = pd.Series([control_of(s) if role == "sonification" else None
-                               for s, role in zip(df["system_id"], df["role"])], index=df.index, dtype="string")
+    df["control"] = pd.Series(
+        [control_of(s) if role == "sonification" else None for s, role in zip(df["system_id"], df["role"])],
+        index=df.index,
+        dtype="string",
+    )
     df = df[RATINGS_COLUMNS + EXTRA_COLUMNS]
     return df.sort_values(["rater_id", "position", "attribute"]).reset_index(drop=True)
 
 
 def _with_pages(df: pd.DataFrame, store: StudyStore, study_id: str) -> pd.DataFrame:
     """Add the page's session, time and listening (:data:`PAGE_COLUMNS`) and the headphone check."""
-    log = store.frame(page_log, study_id).rename(columns={
-        "listened_total_s": "page_listened_total_s", "n_switches": "page_switches", "loop_used": "page_loop_used"})
-    df = df.merge(log[["rater_id", "position", "session", "page_seconds", "page_listened_total_s", "page_switches", "page_loop_used"]],
-                  on=["rater_id", "position"], how="left")
+    log = store.frame(page_log, study_id).rename(
+        columns={
+            "listened_total_s": "page_listened_total_s",
+            "n_switches": "page_switches",
+            "loop_used": "page_loop_used",
+        }
+    )
+    df = df.merge(
+        log[
+            [
+                "rater_id",
+                "position",
+                "session",
+                "page_seconds",
+                "page_listened_total_s",
+                "page_switches",
+                "page_loop_used",
+            ]
+        ],
+        on=["rater_id", "position"],
+        how="left",
+    )
     heard = store.frame(listening, study_id)
     own = heard[heard["trial_id"].notna()][["rater_id", "position", "trial_id", "listened_s"]]
-    original = heard[heard["label"] == "R"][["rater_id", "position", "listened_s"]].rename(columns={"listened_s": "listened_original_s"})
-    df = df.merge(own, on=["rater_id", "position", "trial_id"], how="left").merge(original, on=["rater_id", "position"], how="left")
+    original = heard[heard["label"] == "R"][["rater_id", "position", "listened_s"]].rename(
+        columns={"listened_s": "listened_original_s"}
+    )
+    df = df.merge(own, on=["rater_id", "position", "trial_id"], how="left").merge(
+        original, on=["rater_id", "position"], how="left"
+    )
     checks = store.frame(screening_checks, study_id)
-    checks = checks.rename(columns={"passed": "headphone_passed", "n_correct": "headphone_correct", "n_trials": "headphone_trials"})
+    checks = checks.rename(
+        columns={"passed": "headphone_passed", "n_correct": "headphone_correct", "n_trials": "headphone_trials"}
+    )
     df = df.merge(checks[["rater_id", *CHECK_COLUMNS]], on="rater_id", how="left")
     df["headphone_passed"] = df["headphone_passed"].astype("boolean")
     for col in ("session", "page_switches", "page_loop_used", "headphone_correct", "headphone_trials"):
@@ -118,16 +193,37 @@ def write_ratings(store: StudyStore, study_id: str, out_dir: str | os.PathLike) 
     out = Path(out_dir)
     parquet = write_table(df, out / "ratings.parquet", "ratings")
     csv = write_table(df, out / "ratings.csv", "ratings")
-    for name, frame in (("raters.csv", progress_per_rater(store, study_id)), ("sessions.csv", sessions_frame(store, study_id))):
+    for name, frame in (
+        ("raters.csv", progress_per_rater(store, study_id)),
+        ("sessions.csv", sessions_frame(store, study_id)),
+    ):
         with atomic_path(out / name) as tmp:
             frame.to_csv(tmp, index=False)
     return csv, parquet, len(df)
 
 
 RATER_COLUMNS = [
-    "rater_id", "status", "pages_done", "pages", "marks", "session", "sessions_ended", "familiarised", "headphone_passed",
-    "median_page_seconds", "median_listened_s", "invited_at", "last_submitted_at", "block_order", "platform",
-    "participant_id", "platform_study_id", "platform_session_id", "assignment_id", "hit_id", "enrolled_at",
+    "rater_id",
+    "status",
+    "pages_done",
+    "pages",
+    "marks",
+    "session",
+    "sessions_ended",
+    "familiarised",
+    "headphone_passed",
+    "median_page_seconds",
+    "median_listened_s",
+    "invited_at",
+    "last_submitted_at",
+    "block_order",
+    "platform",
+    "participant_id",
+    "platform_study_id",
+    "platform_session_id",
+    "assignment_id",
+    "hit_id",
+    "enrolled_at",
 ]
 
 
@@ -149,13 +245,18 @@ def progress_per_rater(store: StudyStore, study_id: str, *, now: float | None = 
         check = checks[checks["rater_id"] == rid]
         marks = r[r["rater_id"] == rid]
         row = {
-            "rater_id": rid, "pages_done": int(pages_done.get(rid, 0)), "pages": int((p["rater_id"] == rid).sum()), "marks": len(marks),
+            "rater_id": rid,
+            "pages_done": int(pages_done.get(rid, 0)),
+            "pages": int((p["rater_id"] == rid).sum()),
+            "marks": len(marks),
             "session": int(mine_sess["session"].max()) if len(mine_sess) else 0,
             "sessions_ended": int(mine_sess["ended_at"].notna().sum()),
             "familiarised": rater.familiarised_at is not None and not pd.isna(rater.familiarised_at),
             "headphone_passed": bool(check["passed"].iloc[0]) if len(check) else pd.NA,
             "median_page_seconds": float(mine_log["page_seconds"].median()) if len(mine_log) else np.nan,
-            "median_listened_s": float(mine_log["listened_total_s"].median()) if mine_log["listened_total_s"].notna().any() else np.nan,
+            "median_listened_s": float(mine_log["listened_total_s"].median())
+            if mine_log["listened_total_s"].notna().any()
+            else np.nan,
             "invited_at": _utc(pd.Series([rater.created_at]))[0],
             "last_submitted_at": _utc(pd.Series([marks["submitted_at"].max()]))[0] if len(marks) else pd.NaT,
             "block_order": rater.block_order,
@@ -163,7 +264,19 @@ def progress_per_rater(store: StudyStore, study_id: str, *, now: float | None = 
         row["status"] = rater_status(info, row, mine_sess, mine_log, check, now)
         if rid in enrolled.index:
             e = enrolled.loc[rid]
-            row.update({k: e[k] for k in ("platform", "participant_id", "platform_study_id", "platform_session_id", "assignment_id", "hit_id")})
+            row.update(
+                {
+                    k: e[k]
+                    for k in (
+                        "platform",
+                        "participant_id",
+                        "platform_study_id",
+                        "platform_session_id",
+                        "assignment_id",
+                        "hit_id",
+                    )
+                }
+            )
             row["enrolled_at"] = _utc(pd.Series([e["enrolled_at"]]))[0]
         rows.append(row)
     out = pd.DataFrame(rows, columns=RATER_COLUMNS)
@@ -188,8 +301,14 @@ def rater_status(info, row: dict, sessions: pd.DataFrame, pages: pd.DataFrame, c
     last = sessions.iloc[-1]
     k = int(last["session"])
     if pd.isna(last["ended_at"]):
-        active = max([float(last["started_at"])] + pages.loc[pages["session"] == k, "submitted_at"].astype(float).tolist())
-        return f"rating (session {k})" if now - active < 60.0 * info.options.sessions.idle_minutes else f"left in session {k}"
+        active = max(
+            [float(last["started_at"])] + pages.loc[pages["session"] == k, "submitted_at"].astype(float).tolist()
+        )
+        return (
+            f"rating (session {k})"
+            if now - active < 60.0 * info.options.sessions.idle_minutes
+            else f"left in session {k}"
+        )
     if last["ended_by"] in ("pages", "minutes"):
         return f"on a break after session {k}"
     return f"left in session {k}"
@@ -201,12 +320,19 @@ def stops_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
     open_ = per[per["status"] != "finished"].copy()
     if open_.empty:
         return pd.DataFrame(columns=["pages_done", "raters", "states"])
-    open_["state"] = open_["status"].str.replace(r" \(?session \d+\)?$| after session \d+$| in session \d+$", "", regex=True)
+    open_["state"] = open_["status"].str.replace(
+        r" \(?session \d+\)?$| after session \d+$| in session \d+$", "", regex=True
+    )
     grouped = open_.groupby("pages_done")
-    return pd.DataFrame({
-        "pages_done": grouped.size().index, "raters": grouped.size().to_numpy(),
-        "states": grouped["state"].agg(lambda v: ", ".join(f"{n} {s}" for s, n in v.value_counts().items())).to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "pages_done": grouped.size().index,
+            "raters": grouped.size().to_numpy(),
+            "states": grouped["state"]
+            .agg(lambda v: ", ".join(f"{n} {s}" for s, n in v.value_counts().items()))
+            .to_numpy(),
+        }
+    )
 
 
 def sessions_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
@@ -215,7 +341,9 @@ def sessions_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
     sess["minutes"] = (sess["ended_at"].astype("float64") - sess["started_at"].astype("float64")) / 60.0
     sess["started_at"] = _utc(sess["started_at"])
     sess["ended_at"] = _utc(sess["ended_at"])
-    return sess[["rater_id", "session", "started_at", "ended_at", "minutes", "pages", "ended_by"]].reset_index(drop=True)
+    return sess[["rater_id", "session", "started_at", "ended_at", "minutes", "pages", "ended_by"]].reset_index(
+        drop=True
+    )
 
 
 def progress_per_trial(store: StudyStore, study_id: str) -> pd.DataFrame:
@@ -223,9 +351,17 @@ def progress_per_trial(store: StudyStore, study_id: str) -> pd.DataFrame:
     r = store.frame(ratings, study_id)
     p = store.frame(plan, study_id)
     assigned = p.groupby("trial_id")["rater_id"].nunique().rename("raters_assigned")
-    counts = r.pivot_table(index="trial_id", columns="attribute", values="mark", aggfunc="count") if len(r) else pd.DataFrame()
+    counts = (
+        r.pivot_table(index="trial_id", columns="attribute", values="mark", aggfunc="count")
+        if len(r)
+        else pd.DataFrame()
+    )
     counts = counts.add_prefix("n_") if len(counts) else counts
-    means = r.pivot_table(index="trial_id", columns="attribute", values="mark", aggfunc="mean") if len(r) else pd.DataFrame()
+    means = (
+        r.pivot_table(index="trial_id", columns="attribute", values="mark", aggfunc="mean")
+        if len(r)
+        else pd.DataFrame()
+    )
     means = means.add_prefix("mean_") if len(means) else means
     out = t.set_index("trial_id").join(assigned).join(counts).join(means)
     out["raters_assigned"] = out["raters_assigned"].fillna(0).astype(int)
@@ -237,8 +373,9 @@ def progress_per_trial(store: StudyStore, study_id: str) -> pd.DataFrame:
     return out.reset_index()
 
 
-def screening_per_rater(store: StudyStore, study_id: str, *, reference_max_mark: int | None = None,
-                        anchor_min_mark: int | None = None) -> pd.DataFrame:
+def screening_per_rater(
+    store: StudyStore, study_id: str, *, reference_max_mark: int | None = None, anchor_min_mark: int | None = None
+) -> pd.DataFrame:
     """Per rater: hidden-reference and anchor marks, attention checks, headphone check (raw counts, no verdict).
 
     ``reference_low`` counts hidden-reference marks ≤ ``reference_max_mark`` and ``anchor_high``
@@ -259,18 +396,36 @@ def screening_per_rater(store: StudyStore, study_id: str, *, reference_max_mark:
         ref = g[g["role"] == "reference"]["mark"]
         anc = g[g["role"] == "anchor"]["mark"]
         att = g[g["role"] == "attention"]
-        rows.append({
-            "rater_id": rater_id,
-            "reference_marks": len(ref), "reference_mean": float(ref.mean()) if len(ref) else np.nan,
-            "reference_low": int((ref <= reference_max_mark).sum()),
-            "anchor_marks": len(anc), "anchor_mean": float(anc.mean()) if len(anc) else np.nan,
-            "anchor_high": int((anc >= anchor_min_mark).sum()),
-            "attention_checks": len(att), "attention_failed": int((~att["attention_passed"].astype(bool)).sum()),
-            "headphone_passed": g["headphone_passed"].iloc[0], "headphone_correct": g["headphone_correct"].iloc[0],
-        })
-    out = pd.DataFrame(rows, columns=[
-        "rater_id", "reference_marks", "reference_mean", "reference_low", "anchor_marks", "anchor_mean", "anchor_high",
-        "attention_checks", "attention_failed", "headphone_passed", "headphone_correct",
-    ])
+        rows.append(
+            {
+                "rater_id": rater_id,
+                "reference_marks": len(ref),
+                "reference_mean": float(ref.mean()) if len(ref) else np.nan,
+                "reference_low": int((ref <= reference_max_mark).sum()),
+                "anchor_marks": len(anc),
+                "anchor_mean": float(anc.mean()) if len(anc) else np.nan,
+                "anchor_high": int((anc >= anchor_min_mark).sum()),
+                "attention_checks": len(att),
+                "attention_failed": int((~att["attention_passed"].astype(bool)).sum()),
+                "headphone_passed": g["headphone_passed"].iloc[0],
+                "headphone_correct": g["headphone_correct"].iloc[0],
+            }
+        )
+    out = pd.DataFrame(
+        rows,
+        columns=[
+            "rater_id",
+            "reference_marks",
+            "reference_mean",
+            "reference_low",
+            "anchor_marks",
+            "anchor_mean",
+            "anchor_high",
+            "attention_checks",
+            "attention_failed",
+            "headphone_passed",
+            "headphone_correct",
+        ],
+    )
     out["headphone_passed"] = out["headphone_passed"].astype("boolean")
     return out

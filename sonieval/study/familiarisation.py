@@ -37,8 +37,12 @@ def distance_to_original(trial: Trial, audio_dir: Path) -> float:
 
 def _example(trial: Trial, distance: float) -> dict:
     return {
-        "original_file": trial.original_file, "stimulus_file": trial.stimulus_file, "waveform_file": trial.waveform_file,
-        "role": trial.role, "measure": MEASURE, "distance": round(float(distance), 6),
+        "original_file": trial.original_file,
+        "stimulus_file": trial.stimulus_file,
+        "waveform_file": trial.waveform_file,
+        "role": trial.role,
+        "measure": MEASURE,
+        "distance": round(float(distance), 6),
     }
 
 
@@ -50,9 +54,14 @@ def choose_examples(trials: list[Trial], audio_dir: Path) -> dict:
         return {}
     distances = {t.trial_id: distance_to_original(t, audio_dir) for t in candidates}
     # ties (equal distances) go to a sonification, then to the first trial id: deterministic
-    low = max(sorted(candidates, key=lambda t: t.trial_id), key=lambda t: (distances[t.trial_id], t.role == "sonification"))
+    low = max(
+        sorted(candidates, key=lambda t: t.trial_id), key=lambda t: (distances[t.trial_id], t.role == "sonification")
+    )
     high = references[low.clip_id]
-    return {"low": _example(low, distances[low.trial_id]), "high": _example(high, distance_to_original(high, audio_dir))}
+    return {
+        "low": _example(low, distances[low.trial_id]),
+        "high": _example(high, distance_to_original(high, audio_dir)),
+    }
 
 
 __all__ = ["MEASURE", "choose_examples", "distance_to_original"]

@@ -38,9 +38,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -48,9 +48,21 @@ from sonieval.audio import write_stereo_wav
 from sonieval.errors import SonievalError
 
 __all__ = [
-    "HeadphoneCheckError", "HeadphoneCheckSpec", "HeadphoneTrial", "HeadphoneResult", "HeadphoneStimuli",
-    "INTERVALS", "CHECK_NAME", "tone", "trial_audio", "calibration_audio", "interval_bounds", "plan_trials",
-    "stimulus_name", "write_stimuli", "score_responses",
+    "HeadphoneCheckError",
+    "HeadphoneCheckSpec",
+    "HeadphoneTrial",
+    "HeadphoneResult",
+    "HeadphoneStimuli",
+    "INTERVALS",
+    "CHECK_NAME",
+    "tone",
+    "trial_audio",
+    "calibration_audio",
+    "interval_bounds",
+    "plan_trials",
+    "stimulus_name",
+    "write_stimuli",
+    "score_responses",
 ]
 
 CHECK_NAME = "woods2017_antiphase"
@@ -79,8 +91,14 @@ class HeadphoneCheckSpec:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.tone_hz > 0 and self.tone_hz < self.sample_rate / 2, "tone_hz must lie between 0 and half the sample rate"),
-            (self.tone_s > 0 and 0 <= 2 * self.ramp_s <= self.tone_s, "ramps (ramp_s) must fit twice into the tone (tone_s)"),
+            (
+                self.tone_hz > 0 and self.tone_hz < self.sample_rate / 2,
+                "tone_hz must lie between 0 and half the sample rate",
+            ),
+            (
+                self.tone_s > 0 and 0 <= 2 * self.ramp_s <= self.tone_s,
+                "ramps (ramp_s) must fit twice into the tone (tone_s)",
+            ),
             (self.gap_s >= 0, "gap_s must not be negative"),
             (self.quiet_db < 0, "quiet_db must be negative (the target is the quietest tone)"),
             (self.level_dbfs <= 0, "level_dbfs must be at most 0 dBFS (no clipping)"),
@@ -152,7 +170,7 @@ def _ramped(spec: HeadphoneCheckSpec, seconds: float) -> np.ndarray:
     if k:
         rise = 0.5 * (1.0 - np.cos(np.pi * np.arange(k) / k))
         x[:k] *= rise
-        x[n - k:] *= rise[::-1]
+        x[n - k :] *= rise[::-1]
     return x
 
 
@@ -210,7 +228,9 @@ def stimulus_name(spec: HeadphoneCheckSpec, order: Sequence[str], salt: str = ""
     return "hc_" + hashlib.sha256(key.encode()).hexdigest()[:20] + ".wav"
 
 
-def write_stimuli(folder: str | os.PathLike, spec: HeadphoneCheckSpec = DEFAULT_SPEC, salt: str = "") -> HeadphoneStimuli:
+def write_stimuli(
+    folder: str | os.PathLike, spec: HeadphoneCheckSpec = DEFAULT_SPEC, salt: str = ""
+) -> HeadphoneStimuli:
     """Write the calibration sound and the six trial files (stereo 16-bit WAV) into ``folder``, atomically.
 
     Files already present under their (content-determining) names are kept, so reruns are cheap.
@@ -228,8 +248,9 @@ def write_stimuli(folder: str | os.PathLike, spec: HeadphoneCheckSpec = DEFAULT_
     return out
 
 
-def score_responses(trials: Sequence[HeadphoneTrial], responses: Sequence[object], *, seed: int,
-                    spec: HeadphoneCheckSpec = DEFAULT_SPEC) -> HeadphoneResult:
+def score_responses(
+    trials: Sequence[HeadphoneTrial], responses: Sequence[object], *, seed: int, spec: HeadphoneCheckSpec = DEFAULT_SPEC
+) -> HeadphoneResult:
     """Score one listener: ``responses[i]`` is the interval (1, 2 or 3) chosen as quietest in trial i."""
     if len(responses) != len(trials):
         raise HeadphoneCheckError(
@@ -243,6 +264,11 @@ def score_responses(trials: Sequence[HeadphoneTrial], responses: Sequence[object
     answers = [t.answer for t in trials]
     n_correct = sum(c == a for c, a in zip(chosen, answers))
     return HeadphoneResult(
-        n_trials=len(trials), n_correct=n_correct, pass_min=spec.pass_min, passed=n_correct >= spec.pass_min,
-        responses=chosen, answers=answers, seed=int(seed),
+        n_trials=len(trials),
+        n_correct=n_correct,
+        pass_min=spec.pass_min,
+        passed=n_correct >= spec.pass_min,
+        responses=chosen,
+        answers=answers,
+        seed=int(seed),
     )

@@ -75,7 +75,7 @@ class StudyOptions:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | None) -> "StudyOptions":
+    def from_json(cls, text: str | None) -> StudyOptions:
         if not text:
             return cls()
         raw = json.loads(text)

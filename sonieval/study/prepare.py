@@ -26,10 +26,23 @@ import numpy as np
 from sonieval.audio import read_audio
 from sonieval.study.design import StimulusSource, Trial
 from sonieval.study.loudness import (
-    Level, LevelSpec, Measured, alignment_gain, apply_gain, clip_level, level_after, measure_stimulus,
+    Level,
+    LevelSpec,
+    Measured,
+    alignment_gain,
+    apply_gain,
+    clip_level,
+    level_after,
+    measure_stimulus,
 )
 from sonieval.study.stimuli import (
-    AUDIO_SUBDIR, ORIGINAL_SUBTYPE, STIMULUS_SUBTYPE, WAVEFORM_SUBDIR, anchor_samples, opaque_name, write_stimulus,
+    AUDIO_SUBDIR,
+    ORIGINAL_SUBTYPE,
+    STIMULUS_SUBTYPE,
+    WAVEFORM_SUBDIR,
+    anchor_samples,
+    opaque_name,
+    write_stimulus,
 )
 from sonieval.study.waveforms import render_waveform_pair
 
@@ -56,8 +69,15 @@ class _ClipPlan:
 class StimulusWriter:
     """Writes the aligned files of a study's trials into ``<study_dir>/audio`` and ``/waveforms``."""
 
-    def __init__(self, study_id: str, study_dir: Path, sources: list[StimulusSource], spec: LevelSpec,
-                 anchor: AnchorSettings | None, anchor_system: str | None):
+    def __init__(
+        self,
+        study_id: str,
+        study_dir: Path,
+        sources: list[StimulusSource],
+        spec: LevelSpec,
+        anchor: AnchorSettings | None,
+        anchor_system: str | None,
+    ):
         self.study_id = study_id
         self.audio_dir = Path(study_dir) / AUDIO_SUBDIR
         self.wave_dir = Path(study_dir) / WAVEFORM_SUBDIR
@@ -126,10 +146,16 @@ class StimulusWriter:
             samples, _, _ = apply_gain(samples, m, self.spec, plan.level)
         stimulus_level, seconds = self._write(stimulus_file, samples, stim_rate, m, plan.level, STIMULUS_SUBTYPE)
         waveform_file = opaque_name(self.study_id, key, ".png")
-        render_waveform_pair(self.audio_dir / original_file, self.audio_dir / stimulus_file, self.wave_dir / waveform_file)
+        render_waveform_pair(
+            self.audio_dir / original_file, self.audio_dir / stimulus_file, self.wave_dir / waveform_file
+        )
         return {
-            "original_file": original_file, "stimulus_file": stimulus_file, "waveform_file": waveform_file,
-            "stimulus_seconds": seconds, "original_level": original_level.as_dict(), "stimulus_level": stimulus_level.as_dict(),
+            "original_file": original_file,
+            "stimulus_file": stimulus_file,
+            "waveform_file": waveform_file,
+            "stimulus_seconds": seconds,
+            "original_level": original_level.as_dict(),
+            "stimulus_level": stimulus_level.as_dict(),
         }
 
     def _read_stimulus(self, trial: Trial) -> tuple[np.ndarray, int]:
@@ -152,7 +178,9 @@ class StimulusWriter:
             self._written_originals[clip_id] = (name, level, written, rate)
         return self._written_originals[clip_id]
 
-    def _write(self, name: str, samples: np.ndarray, rate: int, m: Measured, target: float, subtype: str) -> tuple[Level, float]:
+    def _write(
+        self, name: str, samples: np.ndarray, rate: int, m: Measured, target: float, subtype: str
+    ) -> tuple[Level, float]:
         """Write ``name`` unless present (names carry the level, so a present file is this one); measure it."""
         dest = self.audio_dir / name
         if not dest.exists():

@@ -55,8 +55,10 @@ def app_path() -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise StudyError("the study app (study_app/app.py) is not installed",
-                     hint="reinstall sonieval from its wheel or a checkout: pip install 'sonieval[study]'")
+    raise StudyError(
+        "the study app (study_app/app.py) is not installed",
+        hint="reinstall sonieval from its wheel or a checkout: pip install 'sonieval[study]'",
+    )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -84,15 +86,35 @@ def enrol_link(base_url: str, key: str, platform: str | None = None) -> str:
 
 def streamlit_command(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "streamlit", "run", str(app_path()),
-        "--server.address", host, "--server.port", str(port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-        "--server.runOnSave", "false", "--global.developmentMode", "false",
-        "--client.toolbarMode", "minimal", "--server.enableStaticServing", "false",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_path()),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--server.runOnSave",
+        "false",
+        "--global.developmentMode",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
+        "--server.enableStaticServing",
+        "false",
         # a rater never sees a traceback: errors the app does not answer itself show no details
-        "--client.showErrorDetails", "none",
+        "--client.showErrorDetails",
+        "none",
         # no full gc.collect() after every script run: it walked the whole heap (~60 ms, 40 % of the CPU a page cost)
-        "--runner.postScriptGC", "false",
+        "--runner.postScriptGC",
+        "false",
     ]
 
 
@@ -104,8 +126,10 @@ def check_port_free(host: str, port: int) -> None:
         try:
             s.bind((host, port))
         except OSError as exc:
-            raise StudyError(f"port {port} on {host} is already in use ({exc.strerror or exc})",
-                             hint="stop the server using it, or pick another with --port N or --free-port") from None
+            raise StudyError(
+                f"port {port} on {host} is already in use ({exc.strerror or exc})",
+                hint="stop the server using it, or pick another with --port N or --free-port",
+            ) from None
 
 
 def _stop_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -118,8 +142,14 @@ def _stop_with_parent() -> None:  # pragma: no cover - runs in the child between
         pass
 
 
-def launch(storage: str, study_id: str, *, host: str = "127.0.0.1", port: int | None = None,
-           log_path: str | os.PathLike | None = None) -> tuple[subprocess.Popen, str]:
+def launch(
+    storage: str,
+    study_id: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    log_path: str | os.PathLike | None = None,
+) -> tuple[subprocess.Popen, str]:
     """Start ``streamlit run`` in a child process; returns (process, base URL). Does not wait.
 
     The child runs in a process group of its own (``start_new_session``): a terminal's Ctrl-C
@@ -135,8 +165,15 @@ def launch(storage: str, study_id: str, *, host: str = "127.0.0.1", port: int | 
     env.setdefault("MPLBACKEND", "Agg")
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     try:
-        proc = subprocess.Popen(streamlit_command(host, port), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_stop_with_parent)
+        proc = subprocess.Popen(
+            streamlit_command(host, port),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_stop_with_parent,
+        )
     finally:
         if log is not subprocess.DEVNULL:
             log.close()  # the child has its own copy
@@ -172,14 +209,20 @@ def last_log_line(log_path: str | os.PathLike, max_bytes: int = 20_000) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def wait_until_up(base_url: str, proc: subprocess.Popen | None = None, timeout: float = 60.0,
-                  log_path: str | os.PathLike | None = None) -> None:
+def wait_until_up(
+    base_url: str,
+    proc: subprocess.Popen | None = None,
+    timeout: float = 60.0,
+    log_path: str | os.PathLike | None = None,
+) -> None:
     """Poll Streamlit's health endpoint until it answers ``ok`` (and the child is still running)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise StudyError(f"the Streamlit server exited before it was up ({exit_cause(proc.returncode, log_path)})",
-                             hint=f"see {log_path}" if log_path else "see its log")
+            raise StudyError(
+                f"the Streamlit server exited before it was up ({exit_cause(proc.returncode, log_path)})",
+                hint=f"see {log_path}" if log_path else "see its log",
+            )
         try:
             with urllib.request.urlopen(f"{base_url}/_stcore/health", timeout=2) as r:
                 if r.status == 200 and (proc is None or proc.poll() is None):
@@ -187,8 +230,10 @@ def wait_until_up(base_url: str, proc: subprocess.Popen | None = None, timeout: 
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass
         time.sleep(0.2)
-    raise StudyError(f"the Streamlit server at {base_url} did not come up within {timeout:.0f} s",
-                     hint=f"see {log_path}" if log_path else "see its log")
+    raise StudyError(
+        f"the Streamlit server at {base_url} did not come up within {timeout:.0f} s",
+        hint=f"see {log_path}" if log_path else "see its log",
+    )
 
 
 class StopServing(BaseException):
@@ -202,7 +247,9 @@ class StopServing(BaseException):
 class StudyServer:
     """``streamlit run`` for one study, owned by this process (see the module docstring)."""
 
-    def __init__(self, storage: str, study_id: str, *, host: str, port: int, study_dir: Path, public_url: str | None = None):
+    def __init__(
+        self, storage: str, study_id: str, *, host: str, port: int, study_dir: Path, public_url: str | None = None
+    ):
         self.storage, self.study_id = storage, study_id
         self.host, self.port = host, port
         self.study_dir = Path(study_dir)
@@ -224,10 +271,17 @@ class StudyServer:
             self._old_handlers[signum] = signal.signal(signum, self._on_signal)
         self.proc, _ = launch(self.storage, self.study_id, host=self.host, port=self.port, log_path=self.log_path)
         wait_until_up(self.base_url, self.proc, timeout, self.log_path)
-        write_server_record(self.study_dir, {
-            "url": self.base_url, "public_url": self.public_url, "pid": os.getpid(), "child_pid": self.proc.pid,
-            "study_id": self.study_id, "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        })
+        write_server_record(
+            self.study_dir,
+            {
+                "url": self.base_url,
+                "public_url": self.public_url,
+                "pid": os.getpid(),
+                "child_pid": self.proc.pid,
+                "study_id": self.study_id,
+                "started_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            },
+        )
 
     def _on_signal(self, signum: int, _frame) -> None:
         raise StopServing(signum)
@@ -239,8 +293,10 @@ class StudyServer:
             returncode = self.proc.wait()
         except StopServing:
             return 0
-        raise StudyError(f"the Streamlit server stopped unexpectedly ({exit_cause(returncode, self.log_path)})",
-                         hint=f"see {self.log_path}; every mark submitted before is saved")
+        raise StudyError(
+            f"the Streamlit server stopped unexpectedly ({exit_cause(returncode, self.log_path)})",
+            hint=f"see {self.log_path}; every mark submitted before is saved",
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the child's whole process group (SIGTERM, then SIGKILL), forget the address."""
@@ -257,7 +313,7 @@ class StudyServer:
             signal.signal(signum, handler)
         self._old_handlers.clear()
 
-    def __enter__(self) -> "StudyServer":
+    def __enter__(self) -> StudyServer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -312,12 +368,15 @@ def link_base(study_dir: Path, public_url: str | None = None) -> tuple[str, str 
     record = running_server(study_dir)
     if record:
         return str(record.get("public_url") or record["url"]).rstrip("/"), None
-    return DEFAULT_BASE_URL, (f"no running server is recorded in {study_dir}: the links assume {DEFAULT_BASE_URL} "
-                              "(start `sonieval study serve` first, or give --public-url)")
+    return DEFAULT_BASE_URL, (
+        f"no running server is recorded in {study_dir}: the links assume {DEFAULT_BASE_URL} "
+        "(start `sonieval study serve` first, or give --public-url)"
+    )
 
 
-def link_lines(base_url: str, admin_token: str | None, rater_tokens: list[tuple[str, str]],
-               enrol_key: str | None = None) -> list[str]:
+def link_lines(
+    base_url: str, admin_token: str | None, rater_tokens: list[tuple[str, str]], enrol_key: str | None = None
+) -> list[str]:
     lines = []
     if admin_token:
         lines.append(f"admin: {admin_link(base_url, admin_token)}")
@@ -329,7 +388,9 @@ def link_lines(base_url: str, admin_token: str | None, rater_tokens: list[tuple[
     return lines
 
 
-def prepare_study_for_protocol(proto, *, protocol_arg: str | None = None, port: int = 8501, progress: bool = True) -> list[str]:
+def prepare_study_for_protocol(
+    proto, *, protocol_arg: str | None = None, port: int = 8501, progress: bool = True
+) -> list[str]:
     """Create (or reuse) the protocol's study and return the lines to print: command and links.
 
     Does not start a server (the demo calls this and goes on); ``sonieval study serve`` does.

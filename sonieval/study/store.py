@@ -46,23 +46,37 @@ import json
 import math
 import numbers
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import (
-    CheckConstraint, Column, Float, ForeignKeyConstraint, Integer, MetaData, String, Table, Text,
-    UniqueConstraint, create_engine, event, func, select, update,
+    CheckConstraint,
+    Column,
+    Float,
+    ForeignKeyConstraint,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from sonieval.errors import SonievalError
-from sonieval.tables import RATING_ATTRIBUTES, RATING_ROLES
 from sonieval.study.design import DesignConfig, PlanStep, Trial, page_labels, rater_plan, rater_seed
 from sonieval.study.options import StudyOptions
 from sonieval.study.tokens import hash_token, new_token, token_matches
+from sonieval.tables import RATING_ATTRIBUTES, RATING_ROLES
 
 SCHEMA_VERSION = 1
 
@@ -70,7 +84,6 @@ SCHEMA_VERSION = 1
 def _sql_list(values) -> str:
     """``'a', 'b'``: the allowed values of a CHECK constraint, from the one list in sonieval.tables."""
     return ", ".join(f"'{v}'" for v in values)
-
 
 
 class StudyError(SonievalError):
@@ -115,13 +128,15 @@ PLAUSIBLE_SLACK_FRACTION = 0.02
 metadata = MetaData()
 
 schema_version = Table(
-    "schema_version", metadata,
+    "schema_version",
+    metadata,
     Column("version", Integer, primary_key=True),
     Column("applied_at", Float, nullable=False),
 )
 
 studies = Table(
-    "studies", metadata,
+    "studies",
+    metadata,
     Column("study_id", String(200), primary_key=True),
     Column("mode", String(10), nullable=False),
     Column("attributes", String(40), nullable=False),
@@ -145,7 +160,8 @@ studies = Table(
 )
 
 trials = Table(
-    "trials", metadata,
+    "trials",
+    metadata,
     Column("study_id", String(200), primary_key=True),
     Column("trial_id", String(40), primary_key=True),
     Column("clip_id", String(200), nullable=False),
@@ -164,7 +180,8 @@ trials = Table(
 )
 
 raters = Table(
-    "raters", metadata,
+    "raters",
+    metadata,
     Column("study_id", String(200), primary_key=True),
     Column("rater_id", String(40), primary_key=True),
     Column("token_hash", String(64), nullable=False, unique=True),
@@ -178,7 +195,8 @@ raters = Table(
 )
 
 plan = Table(
-    "plan", metadata,
+    "plan",
+    metadata,
     Column("study_id", String(200), primary_key=True),
     Column("rater_id", String(40), primary_key=True),
     Column("position", Integer, primary_key=True),
@@ -191,7 +209,8 @@ plan = Table(
 )
 
 levels = Table(
-    "levels", metadata,
+    "levels",
+    metadata,
     Column("study_id", String(200), primary_key=True),
     Column("file", String(200), primary_key=True),
     Column("lufs_measured", Float),  # NULL: below the -70 LUFS gate (silent)
@@ -204,7 +223,8 @@ levels = Table(
 )
 
 ratings = Table(
-    "ratings", metadata,
+    "ratings",
+    metadata,
     Column("study_id", String(200), primary_key=True),
     Column("rater_id", String(40), primary_key=True),
     Column("trial_id", String(40), primary_key=True),
@@ -219,20 +239,26 @@ ratings = Table(
     Column("submitted_at", Float, nullable=False),
     CheckConstraint("mark >= scale_min AND mark <= scale_max", name="ck_ratings_mark_in_scale"),
     CheckConstraint(f"attribute IN ({_sql_list(RATING_ATTRIBUTES)})", name="ck_ratings_attribute"),
-    ForeignKeyConstraint(["study_id", "scale_min", "scale_max"], ["studies.study_id", "studies.scale_min", "studies.scale_max"], ondelete="CASCADE"),
+    ForeignKeyConstraint(
+        ["study_id", "scale_min", "scale_max"],
+        ["studies.study_id", "studies.scale_min", "studies.scale_max"],
+        ondelete="CASCADE",
+    ),
     ForeignKeyConstraint(["study_id", "rater_id"], ["raters.study_id", "raters.rater_id"], ondelete="CASCADE"),
     ForeignKeyConstraint(["study_id", "trial_id"], ["trials.study_id", "trials.trial_id"], ondelete="CASCADE"),
 )
 
 study_options = Table(
-    "study_options", metadata,
+    "study_options",
+    metadata,
     Column("study_id", String(200), primary_key=True),
     Column("options", Text, nullable=False),  # JSON of sonieval.study.options.StudyOptions
     ForeignKeyConstraint(["study_id"], ["studies.study_id"], ondelete="CASCADE"),
 )
 
 page_trials = Table(
-    "page_trials", metadata,
+    "page_trials",
+    metadata,
     Column("study_id", String(200), primary_key=True),
     Column("rater_id", String(40), primary_key=True),
     Column("position", Integer, primary_key=True),
@@ -242,7 +268,8 @@ page_trials = Table(
 )
 
 page_log = Table(
-    "page_log", metadata,
+    "page_log",
+    metadata,
     Column("study_id", String(200), primary_key=True),
     Column("rater_id", String(40), primary_key=True),
     Column("position", Integer, primary_key=True),
@@ -257,7 +284,8 @@ page_log = Table(
 )
 
 listening = Table(
-    "listening", metadata,
+    "listening",
+    metadata,
     Column("study_id", String(200), primary_key=True),
     Column("rater_id", String(40), primary_key=True),
     Column("position", Integer, primary_key=True),
@@ -268,7 +296,8 @@ listening = Table(
 )
 
 rater_sessions = Table(
-    "rater_sessions", metadata,
+    "rater_sessions",
+    metadata,
     Column("study_id", String(200), primary_key=True),
     Column("rater_id", String(40), primary_key=True),
     Column("session", Integer, primary_key=True),
@@ -280,7 +309,8 @@ rater_sessions = Table(
 )
 
 enrolments = Table(
-    "enrolments", metadata,
+    "enrolments",
+    metadata,
     Column("study_id", String(200), primary_key=True),
     Column("rater_id", String(40), primary_key=True),
     Column("platform", String(20), nullable=False),  # prolific | mturk | "" (none given)
@@ -296,7 +326,8 @@ enrolments = Table(
 )
 
 screening_checks = Table(
-    "screening_checks", metadata,
+    "screening_checks",
+    metadata,
     Column("study_id", String(200), primary_key=True),
     Column("rater_id", String(40), primary_key=True),
     Column("check", String(40), primary_key=True),
@@ -313,8 +344,21 @@ screening_checks = Table(
 )
 
 # Children first: deleting in this order needs no cascade support.
-_STUDY_TABLES = (ratings, listening, page_log, page_trials, rater_sessions, enrolments, screening_checks, levels, plan,
-                 raters, study_options, trials, studies)
+_STUDY_TABLES = (
+    ratings,
+    listening,
+    page_log,
+    page_trials,
+    rater_sessions,
+    enrolments,
+    screening_checks,
+    levels,
+    plan,
+    raters,
+    study_options,
+    trials,
+    studies,
+)
 
 
 # ----------------------------------------------------------------------------- engine
@@ -340,14 +384,21 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise StudyError(f"storage URL {url!r} is not a database URL", hint="use sqlite:///path/study.sqlite or postgresql+psycopg://user@host/db") from None
+        raise StudyError(
+            f"storage URL {url!r} is not a database URL",
+            hint="use sqlite:///path/study.sqlite or postgresql+psycopg://user@host/db",
+        ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         db = parsed.database
         if not db or db == ":memory:":
-            raise StudyError("storage: an in-memory SQLite database would lose every mark", hint="use sqlite:///path/study.sqlite")
+            raise StudyError(
+                "storage: an in-memory SQLite database would lose every mark", hint="use sqlite:///path/study.sqlite"
+            )
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=25, max_overflow=10)
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=25, max_overflow=10
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -363,22 +414,37 @@ def make_engine(url: str) -> Engine:
         try:
             return create_engine(url, pool_size=25, max_overflow=10, pool_pre_ping=True)
         except ModuleNotFoundError as exc:
-            raise StudyError(f"storage: PostgreSQL driver missing ({exc.name})", hint="pip install 'psycopg[binary]'") from None
-    raise StudyError(f"storage URL backend {backend!r} is not supported", hint="use sqlite:/// or postgresql+psycopg://")
+            raise StudyError(
+                f"storage: PostgreSQL driver missing ({exc.name})", hint="pip install 'psycopg[binary]'"
+            ) from None
+    raise StudyError(
+        f"storage URL backend {backend!r} is not supported", hint="use sqlite:/// or postgresql+psycopg://"
+    )
 
 
 def validate_mark(value: object, scale_min: int, scale_max: int, *, what: str = "mark") -> int:
     """An integer mark within the scale, or :class:`SubmissionRefused` (text, bools, 3.5, NaN...)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)) and float(value).is_integer():
+        if (
+            isinstance(value, numbers.Real)
+            and not isinstance(value, bool)
+            and math.isfinite(float(value))
+            and float(value).is_integer()
+        ):
             value = int(value)  # 3.0 from a JSON client is the mark 3
         else:
-            raise SubmissionRefused(f"{what}: {value!r} is not a whole number", hint=f"give an integer from {scale_min} to {scale_max}",
-                                    reason="invalid")
+            raise SubmissionRefused(
+                f"{what}: {value!r} is not a whole number",
+                hint=f"give an integer from {scale_min} to {scale_max}",
+                reason="invalid",
+            )
     mark = int(value)
     if not scale_min <= mark <= scale_max:
-        raise SubmissionRefused(f"{what}: {mark} is outside the scale", hint=f"give an integer from {scale_min} to {scale_max}",
-                                reason="invalid")
+        raise SubmissionRefused(
+            f"{what}: {mark} is outside the scale",
+            hint=f"give an integer from {scale_min} to {scale_max}",
+            reason="invalid",
+        )
     return mark
 
 
@@ -406,7 +472,9 @@ class StudyInfo:
 
     @property
     def config(self) -> DesignConfig:
-        return DesignConfig(self.mode, self.attributes, self.design, self.trials_per_rater, self.min_ratings_per_trial, self.seed)
+        return DesignConfig(
+            self.mode, self.attributes, self.design, self.trials_per_rater, self.min_ratings_per_trial, self.seed
+        )
 
 
 @dataclass(frozen=True)
@@ -454,7 +522,10 @@ class StudyStore:
             metadata.create_all(self.engine, checkfirst=True)
             self._check_schema_version()
         except OperationalError as exc:
-            raise StudyError(f"storage {redact_url(self.url)}: cannot open the database ({exc.orig})", hint="check the URL, the server and the permissions") from None
+            raise StudyError(
+                f"storage {redact_url(self.url)}: cannot open the database ({exc.orig})",
+                hint="check the URL, the server and the permissions",
+            ) from None
 
     @property
     def dialect(self) -> str:
@@ -463,7 +534,7 @@ class StudyStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    def __enter__(self) -> "StudyStore":
+    def __enter__(self) -> StudyStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -474,7 +545,11 @@ class StudyStore:
             found = conn.execute(select(func.max(schema_version.c.version))).scalar()
             if found is None:
                 try:
-                    conn.execute(self._insert(schema_version).values(version=SCHEMA_VERSION, applied_at=self.clock()).on_conflict_do_nothing())
+                    conn.execute(
+                        self._insert(schema_version)
+                        .values(version=SCHEMA_VERSION, applied_at=self.clock())
+                        .on_conflict_do_nothing()
+                    )
                 except IntegrityError:
                     pass
             elif found != SCHEMA_VERSION:
@@ -494,16 +569,35 @@ class StudyStore:
 
     def study(self, study_id: str) -> StudyInfo:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(studies, study_options.c.options).select_from(studies.outerjoin(study_options))
-                .where(studies.c.study_id == study_id)
-            ).mappings().first()
+            row = (
+                conn.execute(
+                    select(studies, study_options.c.options)
+                    .select_from(studies.outerjoin(study_options))
+                    .where(studies.c.study_id == study_id)
+                )
+                .mappings()
+                .first()
+            )
         if row is None:
-            raise StudyError(f"study {study_id!r} not found in {redact_url(self.url)}", hint="create it with sonieval study create (or serve)")
+            raise StudyError(
+                f"study {study_id!r} not found in {redact_url(self.url)}",
+                hint="create it with sonieval study create (or serve)",
+            )
         return StudyInfo(
-            row["study_id"], row["mode"], tuple(row["attributes"].split(",")), row["design"], row["trials_per_rater"],
-            row["min_ratings_per_trial"], row["scale_min"], row["scale_max"], row["seed"], Path(row["study_dir"]),
-            row["status"], row["min_listen_fraction"], json.loads(row["familiarisation"]), json.loads(row["provenance"]),
+            row["study_id"],
+            row["mode"],
+            tuple(row["attributes"].split(",")),
+            row["design"],
+            row["trials_per_rater"],
+            row["min_ratings_per_trial"],
+            row["scale_min"],
+            row["scale_max"],
+            row["seed"],
+            Path(row["study_dir"]),
+            row["status"],
+            row["min_listen_fraction"],
+            json.loads(row["familiarisation"]),
+            json.loads(row["provenance"]),
             StudyOptions.from_json(row["options"]),
         )
 
@@ -540,13 +634,19 @@ class StudyStore:
         if self.has_study(study_id):
             info = self.study(study_id)
             same_design = (info.mode, info.attributes, info.scale_min, info.scale_max) == (
-                config.mode, tuple(config.attributes), scale_min, scale_max)
+                config.mode,
+                tuple(config.attributes),
+                scale_min,
+                scale_max,
+            )
             if _trial_signature(self.trials(study_id).values()) == signature and same_design:
                 if options is not None:
                     self.set_options(study_id, _keep_secrets(options, info.options))
                 return None
             if not (replace_unrated and self.count_marks(study_id) == 0):
-                what = "different trials" if same_design else f"mode {info.mode}, scale {info.scale_min}-{info.scale_max}"
+                what = (
+                    "different trials" if same_design else f"mode {info.mode}, scale {info.scale_min}-{info.scale_max}"
+                )
                 raise StudyError(
                     f"study {study_id!r} already exists in {redact_url(self.url)} with {what}",
                     hint="choose another study.study_id, or export and remove the old study first",
@@ -556,33 +656,58 @@ class StudyStore:
         now = self.clock()
         try:
             with self.engine.begin() as conn:
-                conn.execute(studies.insert().values(
-                    study_id=study_id, mode=config.mode, attributes=",".join(config.attributes), design=config.design,
-                    trials_per_rater=config.trials_per_rater, min_ratings_per_trial=config.min_ratings_per_trial,
-                    scale_min=scale_min, scale_max=scale_max, seed=config.seed, study_dir=str(Path(study_dir).resolve()),
-                    status="open", admin_token_hash=hash_token(token), min_listen_fraction=float(min_listen_fraction),
-                    familiarisation=json.dumps(familiarisation), provenance=json.dumps(provenance, default=str), created_at=now,
-                ))
-                conn.execute(study_options.insert().values(study_id=study_id, options=(options or StudyOptions()).to_json()))
+                conn.execute(
+                    studies.insert().values(
+                        study_id=study_id,
+                        mode=config.mode,
+                        attributes=",".join(config.attributes),
+                        design=config.design,
+                        trials_per_rater=config.trials_per_rater,
+                        min_ratings_per_trial=config.min_ratings_per_trial,
+                        scale_min=scale_min,
+                        scale_max=scale_max,
+                        seed=config.seed,
+                        study_dir=str(Path(study_dir).resolve()),
+                        status="open",
+                        admin_token_hash=hash_token(token),
+                        min_listen_fraction=float(min_listen_fraction),
+                        familiarisation=json.dumps(familiarisation),
+                        provenance=json.dumps(provenance, default=str),
+                        created_at=now,
+                    )
+                )
+                conn.execute(
+                    study_options.insert().values(study_id=study_id, options=(options or StudyOptions()).to_json())
+                )
                 conn.execute(trials.insert(), [{**t.as_row(), "study_id": study_id} for t in trials_list])
                 if file_levels:
-                    conn.execute(levels.insert(), [{**_level_row(lv), "study_id": study_id, "file": f} for f, lv in sorted(file_levels.items())])
+                    conn.execute(
+                        levels.insert(),
+                        [{**_level_row(lv), "study_id": study_id, "file": f} for f, lv in sorted(file_levels.items())],
+                    )
         except IntegrityError as exc:
             if "ck_studies_mode" in str(exc.orig):  # a database made before mode multi existed
-                raise StudyError(f"storage {redact_url(self.url)} predates study mode {config.mode!r}",
-                                 hint="use a new storage file or database for this study") from None
+                raise StudyError(
+                    f"storage {redact_url(self.url)} predates study mode {config.mode!r}",
+                    hint="use a new storage file or database for this study",
+                ) from None
             raise
         return token
 
     def set_options(self, study_id: str, options: StudyOptions) -> None:
         with self.engine.begin() as conn:
-            done = conn.execute(update(study_options).where(study_options.c.study_id == study_id).values(options=options.to_json()))
+            done = conn.execute(
+                update(study_options).where(study_options.c.study_id == study_id).values(options=options.to_json())
+            )
             if done.rowcount == 0:
                 conn.execute(study_options.insert().values(study_id=study_id, options=options.to_json()))
 
     def count_marks(self, study_id: str) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(ratings).where(ratings.c.study_id == study_id)).scalar() or 0)
+            return int(
+                conn.execute(select(func.count()).select_from(ratings).where(ratings.c.study_id == study_id)).scalar()
+                or 0
+            )
 
     def delete_study(self, study_id: str) -> None:
         """Remove a study and everything of it (children first: portable without cascades)."""
@@ -601,7 +726,9 @@ class StudyStore:
         token = new_token()
         self.study(study_id)
         with self.engine.begin() as conn:
-            conn.execute(update(studies).where(studies.c.study_id == study_id).values(admin_token_hash=hash_token(token)))
+            conn.execute(
+                update(studies).where(studies.c.study_id == study_id).values(admin_token_hash=hash_token(token))
+            )
         return token
 
     def rotate_enrolment_key(self, study_id: str) -> str:
@@ -610,9 +737,13 @@ class StudyStore:
 
         info = self.study(study_id)
         if not info.options.enrolment.enabled:
-            raise StudyError(f"study {study_id!r} has no public enrolment", hint="set study.enrolment.enabled: true in the protocol")
+            raise StudyError(
+                f"study {study_id!r} has no public enrolment", hint="set study.enrolment.enabled: true in the protocol"
+            )
         key = new_token()
-        self.set_options(study_id, replace(info.options, enrolment=replace(info.options.enrolment, key_hash=hash_token(key))))
+        self.set_options(
+            study_id, replace(info.options, enrolment=replace(info.options.enrolment, key_hash=hash_token(key)))
+        )
         return key
 
     def admin_ok(self, study_id: str, token: object) -> bool:
@@ -625,7 +756,11 @@ class StudyStore:
         if cached is not None:
             return cached
         with self.engine.connect() as conn:
-            rows = conn.execute(select(trials).where(trials.c.study_id == study_id).order_by(trials.c.trial_id)).mappings().all()
+            rows = (
+                conn.execute(select(trials).where(trials.c.study_id == study_id).order_by(trials.c.trial_id))
+                .mappings()
+                .all()
+            )
         out = {}
         for r in rows:
             d = {k: r[k] for k in r.keys() if k != "study_id"}
@@ -647,23 +782,47 @@ class StudyStore:
             if s.block not in blocks:
                 blocks.append(s.block)
         token = new_token()
-        conn.execute(raters.insert().values(
-            study_id=info.study_id, rater_id=rater_id, token_hash=hash_token(token), rater_index=index,
-            seed=seed, block_order=",".join(blocks), created_at=self.clock(), familiarised_at=None,
-        ))
-        conn.execute(plan.insert(), [
-            {"study_id": info.study_id, "rater_id": rater_id, "position": s.position, "trial_id": s.trial_id,
-             "attributes": ",".join(s.attributes), "block": s.block, "shown_at": None}
+        conn.execute(
+            raters.insert().values(
+                study_id=info.study_id,
+                rater_id=rater_id,
+                token_hash=hash_token(token),
+                rater_index=index,
+                seed=seed,
+                block_order=",".join(blocks),
+                created_at=self.clock(),
+                familiarised_at=None,
+            )
+        )
+        conn.execute(
+            plan.insert(),
+            [
+                {
+                    "study_id": info.study_id,
+                    "rater_id": rater_id,
+                    "position": s.position,
+                    "trial_id": s.trial_id,
+                    "attributes": ",".join(s.attributes),
+                    "block": s.block,
+                    "shown_at": None,
+                }
+                for s in steps
+            ],
+        )
+        multi = [
+            {"study_id": info.study_id, "rater_id": rater_id, "position": s.position, "slot": k, "trial_id": t}
             for s in steps
-        ])
-        multi = [{"study_id": info.study_id, "rater_id": rater_id, "position": s.position, "slot": k, "trial_id": t}
-                 for s in steps if s.block == "multi" for k, t in enumerate(s.trial_ids)]
+            if s.block == "multi"
+            for k, t in enumerate(s.trial_ids)
+        ]
         if multi:
             conn.execute(page_trials.insert(), multi)
         return rater_id, token
 
     def _count_raters(self, conn, study_id: str) -> int:
-        return int(conn.execute(select(func.count()).select_from(raters).where(raters.c.study_id == study_id)).scalar() or 0)
+        return int(
+            conn.execute(select(func.count()).select_from(raters).where(raters.c.study_id == study_id)).scalar() or 0
+        )
 
     def invite(self, study_id: str, n: int) -> list[tuple[str, str]]:
         """Mint ``n`` raters with their plans; returns (rater_id, token) pairs (tokens shown once)."""
@@ -681,7 +840,9 @@ class StudyStore:
                 except IntegrityError:
                     continue
             else:
-                raise StudyError(f"study {study_id!r}: could not allocate a rater id (concurrent invites)", hint="retry")
+                raise StudyError(
+                    f"study {study_id!r}: could not allocate a rater id (concurrent invites)", hint="retry"
+                )
         return out
 
     def enrol(self, study_id: str, key: object, participant: dict, ip_hash: str) -> tuple[str, str]:
@@ -705,10 +866,16 @@ class StudyStore:
                     conn.execute(update(studies).where(studies.c.study_id == study_id).values(status=studies.c.status))
                     self._check_enrolment(conn, info, participant, ip_hash)
                     rater_id, token = self._add_rater(conn, info, trial_list, self._count_raters(conn, study_id))
-                    conn.execute(enrolments.insert().values(
-                        study_id=study_id, rater_id=rater_id, ip_hash=ip_hash, enrolled_at=self.clock(),
-                        **{k: participant.get(k) for k in _PARTICIPANT_FIELDS}, platform=participant.get("platform") or "",
-                    ))
+                    conn.execute(
+                        enrolments.insert().values(
+                            study_id=study_id,
+                            rater_id=rater_id,
+                            ip_hash=ip_hash,
+                            enrolled_at=self.clock(),
+                            **{k: participant.get(k) for k in _PARTICIPANT_FIELDS},
+                            platform=participant.get("platform") or "",
+                        )
+                    )
                 return rater_id, token
             except (IntegrityError, OperationalError):  # a writer slipped in between (SQLite snapshot): retry
                 time.sleep(0.005 + 0.02 * (_attempt % 5))
@@ -718,19 +885,32 @@ class StudyStore:
         opts, sid, now = info.options.enrolment, info.study_id, self.clock()
         pid = participant.get("participant_id")
         if pid:
-            dup = conn.execute(select(enrolments.c.rater_id).where(
-                enrolments.c.study_id == sid, enrolments.c.platform == (participant.get("platform") or ""),
-                enrolments.c.participant_id == pid)).first()
+            dup = conn.execute(
+                select(enrolments.c.rater_id).where(
+                    enrolments.c.study_id == sid,
+                    enrolments.c.platform == (participant.get("platform") or ""),
+                    enrolments.c.participant_id == pid,
+                )
+            ).first()
             if dup is not None:
                 raise EnrolmentRefused("this participant id is already enrolled", reason="duplicate")
         if self._count_raters(conn, sid) >= opts.cap:
             raise EnrolmentRefused(f"the study has its {opts.cap} raters", reason="full")
 
         def since(seconds: float, *where) -> int:
-            return int(conn.execute(select(func.count()).select_from(enrolments).where(
-                enrolments.c.study_id == sid, enrolments.c.enrolled_at > now - seconds, *where)).scalar() or 0)
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(enrolments)
+                    .where(enrolments.c.study_id == sid, enrolments.c.enrolled_at > now - seconds, *where)
+                ).scalar()
+                or 0
+            )
 
-        if since(60.0) >= opts.max_per_minute or since(3600.0, enrolments.c.ip_hash == ip_hash) >= opts.max_per_ip_per_hour:
+        if (
+            since(60.0) >= opts.max_per_minute
+            or since(3600.0, enrolments.c.ip_hash == ip_hash) >= opts.max_per_ip_per_hour
+        ):
             raise EnrolmentRefused("too many enrolments just now", reason="rate")
 
     def rater_for_token(self, study_id: str, token: object) -> Rater | None:
@@ -740,25 +920,53 @@ class StudyStore:
         if not looks_like_token(token):
             return None
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(raters).where(raters.c.study_id == study_id, raters.c.token_hash == hash_token(token))  # type: ignore[arg-type]
-            ).mappings().first()
+            row = (
+                conn.execute(
+                    select(raters).where(raters.c.study_id == study_id, raters.c.token_hash == hash_token(token))  # type: ignore[arg-type]
+                )
+                .mappings()
+                .first()
+            )
         if row is None:
             return None
-        return Rater(row["study_id"], row["rater_id"], row["rater_index"], row["seed"], row["block_order"], row["familiarised_at"])
+        return Rater(
+            row["study_id"],
+            row["rater_id"],
+            row["rater_index"],
+            row["seed"],
+            row["block_order"],
+            row["familiarised_at"],
+        )
 
     def rater_by_id(self, study_id: str, rater_id: str) -> Rater:
         with self.engine.connect() as conn:
-            row = conn.execute(select(raters).where(raters.c.study_id == study_id, raters.c.rater_id == rater_id)).mappings().first()
+            row = (
+                conn.execute(select(raters).where(raters.c.study_id == study_id, raters.c.rater_id == rater_id))
+                .mappings()
+                .first()
+            )
         if row is None:
             raise StudyError(f"rater {rater_id!r} not in study {study_id!r}")
-        return Rater(row["study_id"], row["rater_id"], row["rater_index"], row["seed"], row["block_order"], row["familiarised_at"])
+        return Rater(
+            row["study_id"],
+            row["rater_id"],
+            row["rater_index"],
+            row["seed"],
+            row["block_order"],
+            row["familiarised_at"],
+        )
 
     def set_familiarised(self, rater: Rater) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(raters).where(
-                raters.c.study_id == rater.study_id, raters.c.rater_id == rater.rater_id, raters.c.familiarised_at.is_(None)
-            ).values(familiarised_at=self.clock()))
+            conn.execute(
+                update(raters)
+                .where(
+                    raters.c.study_id == rater.study_id,
+                    raters.c.rater_id == rater.rater_id,
+                    raters.c.familiarised_at.is_(None),
+                )
+                .values(familiarised_at=self.clock())
+            )
 
     def plan_of(self, rater: Rater) -> list[tuple[PlanStep, float | None]]:
         where = (plan.c.study_id == rater.study_id, plan.c.rater_id == rater.rater_id)
@@ -766,20 +974,38 @@ class StudyStore:
             rows = conn.execute(select(plan).where(*where).order_by(plan.c.position)).mappings().all()
             slots: dict[int, list[str]] = {}
             if any(r["block"] == "multi" for r in rows):
-                for pos, tid in conn.execute(select(page_trials.c.position, page_trials.c.trial_id).where(
-                        page_trials.c.study_id == rater.study_id, page_trials.c.rater_id == rater.rater_id)
-                        .order_by(page_trials.c.position, page_trials.c.slot)):
+                for pos, tid in conn.execute(
+                    select(page_trials.c.position, page_trials.c.trial_id)
+                    .where(page_trials.c.study_id == rater.study_id, page_trials.c.rater_id == rater.rater_id)
+                    .order_by(page_trials.c.position, page_trials.c.slot)
+                ):
                     slots.setdefault(pos, []).append(tid)
-        return [(PlanStep(r["position"], r["trial_id"], tuple(r["attributes"].split(",")), r["block"],
-                          tuple(slots.get(r["position"], ()))), r["shown_at"]) for r in rows]
+        return [
+            (
+                PlanStep(
+                    r["position"],
+                    r["trial_id"],
+                    tuple(r["attributes"].split(",")),
+                    r["block"],
+                    tuple(slots.get(r["position"], ())),
+                ),
+                r["shown_at"],
+            )
+            for r in rows
+        ]
 
     def marked(self, rater: Rater) -> set[tuple[str, str]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(ratings.c.trial_id, ratings.c.attribute).where(
-                ratings.c.study_id == rater.study_id, ratings.c.rater_id == rater.rater_id)).all()
+            rows = conn.execute(
+                select(ratings.c.trial_id, ratings.c.attribute).where(
+                    ratings.c.study_id == rater.study_id, ratings.c.rater_id == rater.rater_id
+                )
+            ).all()
         return {(r[0], r[1]) for r in rows}
 
-    def step_state(self, rater: Rater, step: PlanStep, shown_at: float | None, done: int, total: int, **kw) -> StepState:
+    def step_state(
+        self, rater: Rater, step: PlanStep, shown_at: float | None, done: int, total: int, **kw
+    ) -> StepState:
         by_id = self.trials(rater.study_id)
         page = tuple(by_id[t] for t in step.trial_ids)
         return StepState(step, page[0], done, total, shown_at, trials=page, **kw)
@@ -808,17 +1034,28 @@ class StudyStore:
             return float(shown)
         now = self.clock()
         with self.engine.begin() as conn:
-            conn.execute(update(plan).where(
-                plan.c.study_id == rater.study_id, plan.c.rater_id == rater.rater_id, plan.c.position == position,
-                plan.c.shown_at.is_(None),
-            ).values(shown_at=now))
-            shown = conn.execute(select(plan.c.shown_at).where(
-                plan.c.study_id == rater.study_id, plan.c.rater_id == rater.rater_id, plan.c.position == position)).scalar()
+            conn.execute(
+                update(plan)
+                .where(
+                    plan.c.study_id == rater.study_id,
+                    plan.c.rater_id == rater.rater_id,
+                    plan.c.position == position,
+                    plan.c.shown_at.is_(None),
+                )
+                .values(shown_at=now)
+            )
+            shown = conn.execute(
+                select(plan.c.shown_at).where(
+                    plan.c.study_id == rater.study_id, plan.c.rater_id == rater.rater_id, plan.c.position == position
+                )
+            ).scalar()
         return float(shown) if shown is not None else now
 
     # ------------------------------------------------------------------ submitting a page
 
-    def submit(self, rater: Rater, position: int, marks: dict[str, object], player: Mapping[str, Any] | None = None) -> SubmitResult:
+    def submit(
+        self, rater: Rater, position: int, marks: dict[str, object], player: Mapping[str, Any] | None = None
+    ) -> SubmitResult:
         """Validate and store the marks of one page, in one transaction; idempotent.
 
         ``marks``: ``{attribute: mark}`` for a page of one trial, ``{trial_id: {attribute: mark}}``
@@ -835,11 +1072,17 @@ class StudyStore:
         """
         info = self.study(rater.study_id)
         if info.status != "open":
-            raise SubmissionRefused(f"study {info.study_id!r} is closed", hint="the study's organiser can reopen it", reason="closed")
+            raise SubmissionRefused(
+                f"study {info.study_id!r} is closed", hint="the study's organiser can reopen it", reason="closed"
+            )
         if not isinstance(marks, dict):
             raise SubmissionRefused("marks must be a mapping of attribute to mark")
         steps = self.plan_of(rater)
-        if isinstance(position, bool) or not isinstance(position, numbers.Integral) or not 0 <= int(position) < len(steps):
+        if (
+            isinstance(position, bool)
+            or not isinstance(position, numbers.Integral)
+            or not 0 <= int(position) < len(steps)
+        ):
             raise SubmissionRefused(f"position {position!r} is not a page of this rater's plan")
         step, shown_at = steps[int(position)]
         cells = _page_cells(step, marks, info)
@@ -853,9 +1096,20 @@ class StudyStore:
         heard = _listened(step, player)
         self.check_listening(info, step, shown_at, heard, now)
         rows = [
-            {"study_id": rater.study_id, "rater_id": rater.rater_id, "trial_id": t, "attribute": a,
-             "mark": m, "scale_min": info.scale_min, "scale_max": info.scale_max, "position": step.position,
-             "seed": rater.seed, "mode": info.mode, "shown_at": shown_at, "submitted_at": now}
+            {
+                "study_id": rater.study_id,
+                "rater_id": rater.rater_id,
+                "trial_id": t,
+                "attribute": a,
+                "mark": m,
+                "scale_min": info.scale_min,
+                "scale_max": info.scale_max,
+                "position": step.position,
+                "seed": rater.seed,
+                "mode": info.mode,
+                "shown_at": shown_at,
+                "submitted_at": now,
+            }
             for (t, a), m in cells.items()
         ]
         stored = 0
@@ -864,18 +1118,25 @@ class StudyStore:
                 for row in rows:
                     # RETURNING names the rows actually inserted (rowcount is not reliable for
                     # ON CONFLICT DO NOTHING across drivers).
-                    res = conn.execute(self._insert(ratings).values(**row).on_conflict_do_nothing(
-                        index_elements=["study_id", "rater_id", "trial_id", "attribute"]).returning(ratings.c.attribute))
+                    res = conn.execute(
+                        self._insert(ratings)
+                        .values(**row)
+                        .on_conflict_do_nothing(index_elements=["study_id", "rater_id", "trial_id", "attribute"])
+                        .returning(ratings.c.attribute)
+                    )
                     stored += len(res.fetchall())
                 if stored:
-                    session = self._count_page_in_session(conn, rater, info, shown_at, now, last=next_position == steps[-1][0].position)
+                    session = self._count_page_in_session(
+                        conn, rater, info, shown_at, now, last=next_position == steps[-1][0].position
+                    )
                     self._log_page(conn, rater, step, session, shown_at, now, heard, player)
         except IntegrityError as exc:  # the CHECK constraint: only reachable if validation is bypassed
             raise SubmissionRefused(f"the database refused the mark ({exc.orig})", reason="invalid") from None
         return SubmitResult(stored, len(rows) - stored)
 
-    def check_listening(self, info: StudyInfo, step: PlanStep, shown_at: float | None, heard: dict[str, float] | None,
-                        now: float) -> None:
+    def check_listening(
+        self, info: StudyInfo, step: PlanStep, shown_at: float | None, heard: dict[str, float] | None, now: float
+    ) -> None:
         """The listening rule of an audio page (refuses with reason ``listen`` or ``implausible``).
 
         Every stimulus of the page (not the open reference) must have been played for
@@ -891,12 +1152,19 @@ class StudyStore:
         heard = heard or {}
         shortfall = self.listening_shortfall(info, step, heard)
         if shortfall > 0:
-            raise SubmissionRefused(f"please listen to every sound first ({shortfall:.1f} s left)", hint="play them, then submit",
-                                    reason="listen", wait=shortfall)
+            raise SubmissionRefused(
+                f"please listen to every sound first ({shortfall:.1f} s left)",
+                hint="play them, then submit",
+                reason="listen",
+                wait=shortfall,
+            )
         elapsed = max(0.0, now - shown_at)
         if sum(heard.values()) > elapsed * (1 + PLAUSIBLE_SLACK_FRACTION) + PLAUSIBLE_SLACK_S:
-            raise SubmissionRefused(f"{sum(heard.values()):.1f} s of listening reported on a page open for {elapsed:.1f} s",
-                                    hint="play the sounds again, then submit", reason="implausible")
+            raise SubmissionRefused(
+                f"{sum(heard.values()):.1f} s of listening reported on a page open for {elapsed:.1f} s",
+                hint="play the sounds again, then submit",
+                reason="implausible",
+            )
 
     def listening_shortfall(self, info: StudyInfo, step: PlanStep, heard: Mapping[str, float]) -> float:
         """Seconds still to play on an audio page: per stimulus, what it lacks of its minimum."""
@@ -911,31 +1179,56 @@ class StudyStore:
                 short += lack if lack > LISTEN_TOLERANCE_S else 0.0
         return short
 
-    def _log_page(self, conn, rater: Rater, step: PlanStep, session: int, shown_at: float | None, now: float,
-                  heard: dict[str, float] | None, player: Mapping[str, Any] | None) -> None:
+    def _log_page(
+        self,
+        conn,
+        rater: Rater,
+        step: PlanStep,
+        session: int,
+        shown_at: float | None,
+        now: float,
+        heard: dict[str, float] | None,
+        player: Mapping[str, Any] | None,
+    ) -> None:
         key = {"study_id": rater.study_id, "rater_id": rater.rater_id, "position": step.position}
         reported = bool(player) and heard is not None
         loop = (player or {}).get("loop") or {}
-        conn.execute(self._insert(page_log).values(
-            **key, session=session, shown_at=shown_at, submitted_at=now,
-            page_seconds=(now - shown_at) if shown_at is not None else None,
-            listened_total_s=round(sum(heard.values()), 3) if reported else None,
-            n_switches=int((player or {}).get("n_switches") or 0) if reported else None,
-            loop_used=int(bool(loop.get("enabled"))) if reported else None,
-        ).on_conflict_do_nothing(index_elements=["study_id", "rater_id", "position"]))
+        conn.execute(
+            self._insert(page_log)
+            .values(
+                **key,
+                session=session,
+                shown_at=shown_at,
+                submitted_at=now,
+                page_seconds=(now - shown_at) if shown_at is not None else None,
+                listened_total_s=round(sum(heard.values()), 3) if reported else None,
+                n_switches=int((player or {}).get("n_switches") or 0) if reported else None,
+                loop_used=int(bool(loop.get("enabled"))) if reported else None,
+            )
+            .on_conflict_do_nothing(index_elements=["study_id", "rater_id", "position"])
+        )
         if reported:
             trial_of = dict(page_labels(step))
             for label, seconds in heard.items():
-                conn.execute(self._insert(listening).values(**key, label=label, trial_id=trial_of[label], listened_s=seconds)
-                             .on_conflict_do_nothing(index_elements=["study_id", "rater_id", "position", "label"]))
+                conn.execute(
+                    self._insert(listening)
+                    .values(**key, label=label, trial_id=trial_of[label], listened_s=seconds)
+                    .on_conflict_do_nothing(index_elements=["study_id", "rater_id", "position", "label"])
+                )
 
     # ------------------------------------------------------------------ sessions
 
     def sessions_of(self, rater: Rater) -> list[dict]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(rater_sessions).where(
-                rater_sessions.c.study_id == rater.study_id, rater_sessions.c.rater_id == rater.rater_id)
-                .order_by(rater_sessions.c.session)).mappings().all()
+            rows = (
+                conn.execute(
+                    select(rater_sessions)
+                    .where(rater_sessions.c.study_id == rater.study_id, rater_sessions.c.rater_id == rater.rater_id)
+                    .order_by(rater_sessions.c.session)
+                )
+                .mappings()
+                .all()
+            )
         return [dict(r) for r in rows]
 
     def start_session(self, rater: Rater, at: float | None = None) -> int:
@@ -947,13 +1240,25 @@ class StudyStore:
 
     def _open_session(self, conn, rater: Rater, at: float) -> int:
         where = (rater_sessions.c.study_id == rater.study_id, rater_sessions.c.rater_id == rater.rater_id)
-        current = conn.execute(select(rater_sessions.c.session).where(*where, rater_sessions.c.ended_at.is_(None))).scalar()
+        current = conn.execute(
+            select(rater_sessions.c.session).where(*where, rater_sessions.c.ended_at.is_(None))
+        ).scalar()
         if current is not None:
             return int(current)
         last = conn.execute(select(func.max(rater_sessions.c.session)).where(*where)).scalar() or 0
-        conn.execute(self._insert(rater_sessions).values(
-            study_id=rater.study_id, rater_id=rater.rater_id, session=last + 1, started_at=at, ended_at=None, pages=0,
-            ended_by=None).on_conflict_do_nothing(index_elements=["study_id", "rater_id", "session"]))
+        conn.execute(
+            self._insert(rater_sessions)
+            .values(
+                study_id=rater.study_id,
+                rater_id=rater.rater_id,
+                session=last + 1,
+                started_at=at,
+                ended_at=None,
+                pages=0,
+                ended_by=None,
+            )
+            .on_conflict_do_nothing(index_elements=["study_id", "rater_id", "session"])
+        )
         return int(last + 1)
 
     def close_idle_session(self, rater: Rater, idle_s: float) -> bool:
@@ -961,37 +1266,70 @@ class StudyStore:
         at that activity's time; returns True when one was ended."""
         now = self.clock()
         with self.engine.begin() as conn:
-            open_row = conn.execute(select(rater_sessions).where(
-                rater_sessions.c.study_id == rater.study_id, rater_sessions.c.rater_id == rater.rater_id,
-                rater_sessions.c.ended_at.is_(None))).mappings().first()
+            open_row = (
+                conn.execute(
+                    select(rater_sessions).where(
+                        rater_sessions.c.study_id == rater.study_id,
+                        rater_sessions.c.rater_id == rater.rater_id,
+                        rater_sessions.c.ended_at.is_(None),
+                    )
+                )
+                .mappings()
+                .first()
+            )
             if open_row is None:
                 return False
-            last_page = conn.execute(select(func.max(page_log.c.submitted_at)).where(
-                page_log.c.study_id == rater.study_id, page_log.c.rater_id == rater.rater_id,
-                page_log.c.session == open_row["session"])).scalar()
+            last_page = conn.execute(
+                select(func.max(page_log.c.submitted_at)).where(
+                    page_log.c.study_id == rater.study_id,
+                    page_log.c.rater_id == rater.rater_id,
+                    page_log.c.session == open_row["session"],
+                )
+            ).scalar()
             last = max(float(open_row["started_at"]), float(last_page or 0.0))
             if now - last < idle_s:
                 return False
-            conn.execute(update(rater_sessions).where(
-                rater_sessions.c.study_id == rater.study_id, rater_sessions.c.rater_id == rater.rater_id,
-                rater_sessions.c.session == open_row["session"], rater_sessions.c.ended_at.is_(None),
-            ).values(ended_at=last, ended_by="left"))
+            conn.execute(
+                update(rater_sessions)
+                .where(
+                    rater_sessions.c.study_id == rater.study_id,
+                    rater_sessions.c.rater_id == rater.rater_id,
+                    rater_sessions.c.session == open_row["session"],
+                    rater_sessions.c.ended_at.is_(None),
+                )
+                .values(ended_at=last, ended_by="left")
+            )
         return True
 
-    def _count_page_in_session(self, conn, rater: Rater, info: StudyInfo, shown_at: float | None, now: float, *,
-                               last: bool) -> int:
+    def _count_page_in_session(
+        self, conn, rater: Rater, info: StudyInfo, shown_at: float | None, now: float, *, last: bool
+    ) -> int:
         """Count a submitted page in the rater's open session (opened if none) and end the session when
         its pages or minutes are used up, or the study is finished; returns the session number."""
         number = self._open_session(conn, rater, shown_at if shown_at is not None else now)
-        key = (rater_sessions.c.study_id == rater.study_id, rater_sessions.c.rater_id == rater.rater_id,
-               rater_sessions.c.session == number)
+        key = (
+            rater_sessions.c.study_id == rater.study_id,
+            rater_sessions.c.rater_id == rater.rater_id,
+            rater_sessions.c.session == number,
+        )
         conn.execute(update(rater_sessions).where(*key).values(pages=rater_sessions.c.pages + 1))
         row = conn.execute(select(rater_sessions.c.pages, rater_sessions.c.started_at).where(*key)).one()
         rule = info.options.sessions
-        ended_by = ("finished" if last else "pages" if rule.pages and row.pages >= rule.pages
-                    else "minutes" if rule.minutes and now - row.started_at >= 60.0 * rule.minutes else None)
+        ended_by = (
+            "finished"
+            if last
+            else "pages"
+            if rule.pages and row.pages >= rule.pages
+            else "minutes"
+            if rule.minutes and now - row.started_at >= 60.0 * rule.minutes
+            else None
+        )
         if ended_by:
-            conn.execute(update(rater_sessions).where(*key, rater_sessions.c.ended_at.is_(None)).values(ended_at=now, ended_by=ended_by))
+            conn.execute(
+                update(rater_sessions)
+                .where(*key, rater_sessions.c.ended_at.is_(None))
+                .values(ended_at=now, ended_by=ended_by)
+            )
         return number
 
     # ------------------------------------------------------------------ screening checks
@@ -999,18 +1337,36 @@ class StudyStore:
     def record_check(self, rater: Rater, record: Mapping[str, Any], started_at: float | None = None) -> bool:
         """Store a check's result (first one stands); returns True when this call stored it."""
         cols = ("check", "n_trials", "n_correct", "pass_min", "responses", "answers", "seed")
-        row = {"study_id": rater.study_id, "rater_id": rater.rater_id, **{c: record[c] for c in cols},
-               "passed": int(bool(record["passed"])), "started_at": started_at, "finished_at": self.clock()}
+        row = {
+            "study_id": rater.study_id,
+            "rater_id": rater.rater_id,
+            **{c: record[c] for c in cols},
+            "passed": int(bool(record["passed"])),
+            "started_at": started_at,
+            "finished_at": self.clock(),
+        }
         with self.engine.begin() as conn:
-            res = conn.execute(self._insert(screening_checks).values(**row).on_conflict_do_nothing(
-                index_elements=["study_id", "rater_id", "check"]).returning(screening_checks.c.check))
+            res = conn.execute(
+                self._insert(screening_checks)
+                .values(**row)
+                .on_conflict_do_nothing(index_elements=["study_id", "rater_id", "check"])
+                .returning(screening_checks.c.check)
+            )
             return bool(res.fetchall())
 
     def check_of(self, rater: Rater, check: str) -> dict | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(screening_checks).where(
-                screening_checks.c.study_id == rater.study_id, screening_checks.c.rater_id == rater.rater_id,
-                screening_checks.c.check == check)).mappings().first()
+            row = (
+                conn.execute(
+                    select(screening_checks).where(
+                        screening_checks.c.study_id == rater.study_id,
+                        screening_checks.c.rater_id == rater.rater_id,
+                        screening_checks.c.check == check,
+                    )
+                )
+                .mappings()
+                .first()
+            )
         return dict(row) if row is not None else None
 
     # ------------------------------------------------------------------ admin reads
@@ -1038,11 +1394,18 @@ def _page_cells(step: PlanStep, marks: dict, info: StudyInfo) -> dict[tuple[str,
     ids = step.trial_ids
     if len(ids) == 1 and set(marks) == set(step.attributes):
         marks = {ids[0]: marks}
-    if set(marks) != set(ids) or not all(isinstance(v, dict) and set(v) == set(step.attributes) for v in marks.values()):
+    if set(marks) != set(ids) or not all(
+        isinstance(v, dict) and set(v) == set(step.attributes) for v in marks.values()
+    ):
         got = ", ".join(map(str, marks)) or "nothing"
-        raise SubmissionRefused(f"page {step.position} asks for {', '.join(step.attributes)} of {len(ids)} sound(s), got {got}")
-    return {(t, a): validate_mark(marks[t][a], info.scale_min, info.scale_max, what=f"{a} mark")
-            for t in ids for a in step.attributes}
+        raise SubmissionRefused(
+            f"page {step.position} asks for {', '.join(step.attributes)} of {len(ids)} sound(s), got {got}"
+        )
+    return {
+        (t, a): validate_mark(marks[t][a], info.scale_min, info.scale_max, what=f"{a} mark")
+        for t in ids
+        for a in step.attributes
+    }
 
 
 def _listened(step: PlanStep, player: Mapping[str, Any] | None) -> dict[str, float] | None:
@@ -1064,8 +1427,11 @@ def _keep_secrets(new: StudyOptions, old: StudyOptions) -> StudyOptions:
     """New options for an existing study, keeping what was minted for it (key, code, salt)."""
     from dataclasses import replace
 
-    enrol = replace(new.enrolment, key_hash=old.enrolment.key_hash or new.enrolment.key_hash,
-                    completion_code=new.enrolment.completion_code or old.enrolment.completion_code)
+    enrol = replace(
+        new.enrolment,
+        key_hash=old.enrolment.key_hash or new.enrolment.key_hash,
+        completion_code=new.enrolment.completion_code or old.enrolment.completion_code,
+    )
     heads = replace(new.headphones, salt=old.headphones.salt or new.headphones.salt)
     return replace(new, enrolment=enrol, headphones=heads)
 
@@ -1084,6 +1450,18 @@ def open_store(url: str, **kw: Any) -> StudyStore:
 
 
 __all__ = [
-    "SCHEMA_VERSION", "StudyStore", "StudyError", "SubmissionRefused", "EnrolmentRefused", "StudyInfo", "Rater", "StepState",
-    "SubmitResult", "validate_mark", "make_engine", "normalise_url", "redact_url", "open_store",
+    "SCHEMA_VERSION",
+    "StudyStore",
+    "StudyError",
+    "SubmissionRefused",
+    "EnrolmentRefused",
+    "StudyInfo",
+    "Rater",
+    "StepState",
+    "SubmitResult",
+    "validate_mark",
+    "make_engine",
+    "normalise_url",
+    "redact_url",
+    "open_store",
 ]

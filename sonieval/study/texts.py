@@ -18,8 +18,10 @@ QUESTIONS = {
 }
 LOW_END = "very low quality / totally different from the original"
 HIGH_END = "high quality / the same as the original"
-KEYBOARD_HINT = ("Keyboard: in the player, Space plays and pauses, 1-9 or a sound's letter switches at the same moment, "
-                 "L loops, S stops; Tab moves to a question, Space and the arrow keys choose a mark, Tab then Enter submits.")
+KEYBOARD_HINT = (
+    "Keyboard: in the player, Space plays and pauses, 1-9 or a sound's letter switches at the same moment, "
+    "L loops, S stops; Tab moves to a question, Space and the arrow keys choose a mark, Tab then Enter submits."
+)
 PLAYER_HINT = "R is the original. Switching keeps the playhead, so you can compare the same moment."
 
 
@@ -52,8 +54,10 @@ UNRATED = "-"
 
 def block_intro(block: str) -> str:
     return {
-        "multi": ("Every sound below (A, B, ...) is compared with the original R. Listen to each, switch as often as "
-                  "you like, then give every sound its marks."),
+        "multi": (
+            "Every sound below (A, B, ...) is compared with the original R. Listen to each, switch as often as "
+            "you like, then give every sound its marks."
+        ),
         "joint": "Listen to both clips and look at their waveforms, then give both marks.",
         "visual": "This block is about the waveforms only: compare the two pictures.",
         "audio": "This block is about sound only: listen to both clips (waveforms are hidden).",
@@ -64,12 +68,16 @@ def block_intro(block: str) -> str:
 
 MISSING_MARK = "Please choose a mark for every question before submitting."
 MISSING_ANSWER = "Please answer every question before submitting."
-ALREADY_RATED = ("This page had already been rated (perhaps in another window or tab), so the marks given first are kept. "
-                 "Here is your next page.")
+ALREADY_RATED = (
+    "This page had already been rated (perhaps in another window or tab), so the marks given first are kept. "
+    "Here is your next page."
+)
 NOT_SAVED = "Your marks could not be saved just now, so please press Submit again."
 PAGE_PROBLEM = "Something on this page could not be read and nothing was stored, so please choose your marks again."
 RELOAD = "Something went wrong on our side, so please reload the page; every mark you submitted is saved."
-UNAVAILABLE = "The study is not available right now, so please try again in a few minutes; every mark you submitted is saved."
+UNAVAILABLE = (
+    "The study is not available right now, so please try again in a few minutes; every mark you submitted is saved."
+)
 BAD_LINK = "This link is not valid. Please use the exact link you were given."
 NO_LINK = "This study needs the personal link you were given."
 CLOSED = "This study is closed at the moment. Thank you for your interest."
@@ -92,19 +100,28 @@ def refusal(reason: str, wait: float, scale_min: int, scale_max: int) -> str:
 
 # ----------------------------------------------------------------------------- sessions, screening, enrolment
 
+
 def break_text(session: int, planned: int | None) -> str:
     of = f" of about {planned}" if planned else ""
-    return (f"Session {session}{of} is done. Take a break: you can close this tab and come back later with the same "
-            "link, or go on now.")
+    return (
+        f"Session {session}{of} is done. Take a break: you can close this tab and come back later with the same "
+        "link, or go on now."
+    )
 
 
 LEFT_RETURN = "Welcome back: you go on where you stopped."
-HEADPHONE_INTRO = ("Please put on headphones. First set a comfortable volume with the tone below. Then, on each of the six "
-                   "questions, play the sound once: it holds three tones. Which tone is the quietest?")
-HEADPHONE_SCREENED_OUT = ("Thank you. This study needs headphones, and the check suggests they are not in use, so it ends here. "
-                          "Nothing is held against you.")
-PERSONAL_LINK = ("This page's address is your personal link: bookmark it (or copy it) to come back later and go on where "
-                 "you stopped.")
+HEADPHONE_INTRO = (
+    "Please put on headphones. First set a comfortable volume with the tone below. Then, on each of the six "
+    "questions, play the sound once: it holds three tones. Which tone is the quietest?"
+)
+HEADPHONE_SCREENED_OUT = (
+    "Thank you. This study needs headphones, and the check suggests they are not in use, so it ends here. "
+    "Nothing is held against you."
+)
+PERSONAL_LINK = (
+    "This page's address is your personal link: bookmark it (or copy it) to come back later and go on where "
+    "you stopped."
+)
 
 
 def enrol_refusal(reason: str) -> str:
@@ -113,8 +130,10 @@ def enrol_refusal(reason: str) -> str:
         "full": "Thank you for your interest: this study has all the participants it needs.",
         "closed": CLOSED,
         "rate": "Many people are joining right now, so please try again in a few minutes.",
-        "duplicate": ("You have already joined this study. Please go on with your personal link (the address shown after "
-                      "you joined, which you were asked to bookmark)."),
+        "duplicate": (
+            "You have already joined this study. Please go on with your personal link (the address shown after "
+            "you joined, which you were asked to bookmark)."
+        ),
         "preview": "Please accept the task first; then this page lets you join.",
         "bad_id": "The link you came from is incomplete. Please return to the recruiting site and open the study again.",
         "no_id": "Please open this study from the recruiting site's link, which names you as a participant.",

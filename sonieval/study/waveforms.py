@@ -32,8 +32,9 @@ def _envelope(samples: np.ndarray, columns: int = COLUMNS) -> tuple[np.ndarray, 
     return lo, hi
 
 
-def render_waveform_pair(original: Path, stimulus: Path, dest: Path, *, top_label: str = "Original",
-                         bottom_label: str = "Sonification") -> Path:
+def render_waveform_pair(
+    original: Path, stimulus: Path, dest: Path, *, top_label: str = "Original", bottom_label: str = "Sonification"
+) -> Path:
     """Draw ``original`` above ``stimulus`` into ``dest`` (PNG), unless it exists already."""
     if dest.exists():
         return dest
@@ -45,7 +46,10 @@ def render_waveform_pair(original: Path, stimulus: Path, dest: Path, *, top_labe
     b, rate_b, _ = read_audio(stimulus)
     peak = max(float(np.max(np.abs(a))), float(np.max(np.abs(b))), 1e-3) * 1.05
     fig, axes = plt.subplots(2, 1, figsize=FIG_SIZE, dpi=DPI, sharex=True, sharey=True)
-    for ax, x, rate, label, colour in ((axes[0], a, rate_a, top_label, "#1f4e79"), (axes[1], b, rate_b, bottom_label, "#8a3b12")):
+    for ax, x, rate, label, colour in (
+        (axes[0], a, rate_a, top_label, "#1f4e79"),
+        (axes[1], b, rate_b, bottom_label, "#8a3b12"),
+    ):
         lo, hi = _envelope(x)
         t = np.linspace(0, len(x) / rate, len(lo))
         ax.fill_between(t, lo, hi, color=colour, linewidth=0.4)

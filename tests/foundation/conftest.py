@@ -10,6 +10,7 @@ import yaml
 
 from sonieval.data.synthetic import make_synthetic_esc50
 
+
 @pytest.fixture(scope="session")
 def tiny_esc50_master(tmp_path_factory) -> Path:
     """A small copy in the official layout (synthetic clips: 2 classes x 4), made once per session."""

@@ -19,8 +19,21 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-EXTRAS_ONLY = ["transformers", "huggingface_hub", "dac", "audiotools", "torchaudio", "tensorboard",
-               "streamlit", "sqlalchemy", "psycopg", "pyloudnorm", "ray", "kadtk", "pytest"]
+EXTRAS_ONLY = [
+    "transformers",
+    "huggingface_hub",
+    "dac",
+    "audiotools",
+    "torchaudio",
+    "tensorboard",
+    "streamlit",
+    "sqlalchemy",
+    "psycopg",
+    "pyloudnorm",
+    "ray",
+    "kadtk",
+    "pytest",
+]
 # packages whose modules may need an extra at import (the study store and app use SQLAlchemy/Streamlit)
 NEEDS_EXTRA = ("sonieval.study", "sonieval._study_app")
 
@@ -61,7 +74,9 @@ def kad_on_folders(work: Path) -> float:
     from sonieval.metrics.leaderboard import score_folders
 
     out = score_folders(ref, {"evaluated": ev}, work / "scores")
-    scores = out.scores if hasattr(out, "scores") else __import__("pandas").read_parquet(work / "scores" / "scores.parquet")
+    scores = (
+        out.scores if hasattr(out, "scores") else __import__("pandas").read_parquet(work / "scores" / "scores.parquet")
+    )
     return float(scores.loc[scores["metric"] == "kad", "value"].iloc[0])
 
 
@@ -93,8 +108,17 @@ def main() -> int:
         n_tables = report_on_frames(Path(tmp))
     import sonieval
 
-    print(json.dumps({"extras_present": present, "import_failures": failed, "kad": kad, "report_tables": n_tables,
-                      "sonieval_file": sonieval.__file__}))
+    print(
+        json.dumps(
+            {
+                "extras_present": present,
+                "import_failures": failed,
+                "kad": kad,
+                "report_tables": n_tables,
+                "sonieval_file": sonieval.__file__,
+            }
+        )
+    )
     return 0
 
 

@@ -53,8 +53,13 @@ def test_load_clip_records_what_was_done(tmp_path):
     clip = load_clip(path, CODEC_RATE, 5.0)
     assert clip.samples.shape == (5 * CODEC_RATE,) and clip.sample_rate == CODEC_RATE
     assert clip.notes == {
-        "source_rate": 48_000, "source_channels": 2, "source_subtype": "PCM_16", "source_seconds": 2.0,
-        "length_action": "padded", "resampled": True, "mixed_down": True,
+        "source_rate": 48_000,
+        "source_channels": 2,
+        "source_subtype": "PCM_16",
+        "source_seconds": 2.0,
+        "length_action": "padded",
+        "resampled": True,
+        "mixed_down": True,
     }
     assert np.all(clip.samples[-CODEC_RATE:] == 0)  # right-padded with zeros
 

@@ -72,8 +72,9 @@ def test_verify_names_bad_file(kind, tiny_esc50, capsys):
 @pytest.mark.parametrize("kind", list(BAD_FILES))
 def test_batch_finishes_good_clips_and_records_bad(kind, tiny_esc50, write_protocol, tmp_path):
     clip_id, path = _damage(tiny_esc50, kind)
-    proto = load_protocol(write_protocol({"name": "bad", "results_dir": str(tmp_path / "res"),
-                                          "data": {"esc50": str(tiny_esc50)}}))
+    proto = load_protocol(
+        write_protocol({"name": "bad", "results_dir": str(tmp_path / "res"), "data": {"esc50": str(tiny_esc50)}})
+    )
     with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         table = prepare_clips(proto, manifest, progress=False)
         row = manifest.get("clips", clip_id)
@@ -106,8 +107,15 @@ def test_batch_finishes_good_clips_and_records_bad(kind, tiny_esc50, write_proto
 @pytest.mark.parametrize("kind", ["1s", "12s"])
 def test_strict_length_policy_fails_wrong_lengths(kind, tiny_esc50, write_protocol, tmp_path):
     clip_id, path = _damage(tiny_esc50, kind)
-    proto = load_protocol(write_protocol({"name": "strict", "results_dir": str(tmp_path / "res"),
-                                          "data": {"esc50": str(tiny_esc50), "length_policy": "strict"}}))
+    proto = load_protocol(
+        write_protocol(
+            {
+                "name": "strict",
+                "results_dir": str(tmp_path / "res"),
+                "data": {"esc50": str(tiny_esc50), "length_policy": "strict"},
+            }
+        )
+    )
     with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         table = prepare_clips(proto, manifest, progress=False)
         failures = manifest.failures("clips")
@@ -124,8 +132,9 @@ def test_meta_missing_column(tiny_esc50, write_protocol, tmp_path, capsys):
     assert rc == 2
     line = _assert_one_clean_line(err)
     assert str(meta.resolve()) in line and "lacks column(s) take" in line and "official archive" in line
-    proto = load_protocol(write_protocol({"name": "m", "results_dir": str(tmp_path / "r"),
-                                          "data": {"esc50": str(tiny_esc50)}}))
+    proto = load_protocol(
+        write_protocol({"name": "m", "results_dir": str(tmp_path / "r"), "data": {"esc50": str(tiny_esc50)}})
+    )
     with RunLedger(tmp_path / "r" / "manifest.sqlite") as manifest, pytest.raises(DataError, match="take"):
         prepare_clips(proto, manifest, progress=False)
 
@@ -159,16 +168,27 @@ def test_cli_subprocess_bad_file_no_traceback(tiny_esc50):
     _damage(tiny_esc50, "text")
     env = {**os.environ, "SONIEVAL_ESC50": str(tiny_esc50)}
     env.pop("SONIEVAL_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-m", "sonieval", "data", "esc50", "--no-progress"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sonieval", "data", "esc50", "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "not a readable audio file" in proc.stdout
     helped = subprocess.run(
-        [sys.executable, "-c", "import sys; from sonieval.cli import main\n"
-         "for a in (['data','--help'], ['data','esc50','--help'], ['data','splits','--help']):\n"
-         "    try: main(a)\n    except SystemExit: pass\n"
-         "print(sorted(m for m in ('torch','transformers','dac','kadtk','streamlit') if m in sys.modules))"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sonieval.cli import main\n"
+            "for a in (['data','--help'], ['data','esc50','--help'], ['data','splits','--help']):\n"
+            "    try: main(a)\n    except SystemExit: pass\n"
+            "print(sorted(m for m in ('torch','transformers','dac','kadtk','streamlit') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert helped.returncode == 0 and helped.stdout.strip().endswith("[]"), helped.stdout + helped.stderr
     assert "--esc50" in helped.stdout and "PROTOCOL" in helped.stdout
@@ -178,9 +198,17 @@ def test_cli_subprocess_bad_file_no_traceback(tiny_esc50):
 
 
 def _small_protocol(write_protocol, tmp_path, esc50: str = "auto") -> Path:
-    return write_protocol({"name": "next", "results_dir": str(tmp_path / "res"),
-                           "data": {"esc50": esc50, "max_clips_per_class": 2,
-                                    "listening_set": {"n_clips": 2, "at_least_one_per_class": False}}})
+    return write_protocol(
+        {
+            "name": "next",
+            "results_dir": str(tmp_path / "res"),
+            "data": {
+                "esc50": esc50,
+                "max_clips_per_class": 2,
+                "listening_set": {"n_clips": 2, "at_least_one_per_class": False},
+            },
+        }
+    )
 
 
 def test_extra_file_in_a_copy_is_told_to_move_out(tiny_esc50, capsys):
@@ -196,7 +224,9 @@ def test_extra_file_in_a_copy_is_told_to_move_out(tiny_esc50, capsys):
 
 def test_data_splits_with_a_bad_clip_names_the_commands_that_fix_it(tiny_esc50, write_protocol, tmp_path, capsys):
     clip_id, path = _damage(tiny_esc50, "truncated")
-    proto = write_protocol({"name": "splitfail", "results_dir": str(tmp_path / "res"), "data": {"esc50": str(tiny_esc50)}})
+    proto = write_protocol(
+        {"name": "splitfail", "results_dir": str(tmp_path / "res"), "data": {"esc50": str(tiny_esc50)}}
+    )
     rc = main(["data", "splits", str(proto), "--no-progress"])
     out, err = capsys.readouterr()
     assert rc == 1 and f"failed: {path}: truncated WAV" in out
@@ -205,20 +235,23 @@ def test_data_splits_with_a_bad_clip_names_the_commands_that_fix_it(tiny_esc50, 
     assert f"rerun `sonieval data splits {proto}`" in line
 
 
-def test_run_exits_nonzero_and_lists_the_failed_items(tiny_esc50, tiny_esc50_master, write_protocol, tmp_path, capsys,
-                                                       monkeypatch):
+def test_run_exits_nonzero_and_lists_the_failed_items(
+    tiny_esc50, tiny_esc50_master, write_protocol, tmp_path, capsys, monkeypatch
+):
     import sonieval.pipeline.run as run_module
 
     monkeypatch.setattr(run_module, "FAILURES_SHOWN", 2)
     clips = open_esc50(tiny_esc50).clips.iloc[:3]
     for path in clips["path"]:
         write_bad_audio("text", Path(path))
-    proto = write_protocol({"name": "runfail", "results_dir": str(tmp_path / "res"), "data": {"esc50": str(tiny_esc50)}})
+    proto = write_protocol(
+        {"name": "runfail", "results_dir": str(tmp_path / "res"), "data": {"esc50": str(tiny_esc50)}}
+    )
     rc = main(["run", str(proto), "--until", "clips"])
     out, err = capsys.readouterr()
     failures_csv = tmp_path / "res" / "run_failures.csv"
     lines = [ln.split("\r")[-1] for ln in err.split("\n")]  # progress bars (\r, cleared) come before the report
-    lines = lines[next(i for i, ln in enumerate(lines) if ln.startswith("sonieval run:")):]
+    lines = lines[next(i for i, ln in enumerate(lines) if ln.startswith("sonieval run:")) :]
     assert rc == 1 and "Traceback" not in err
     assert lines[0] == "sonieval run: 3 item(s) failed; the others finished:"
     for clip_id, path, line in zip(clips["clip_id"], clips["path"], lines[1:3]):
@@ -235,10 +268,21 @@ def test_run_exits_nonzero_and_lists_the_failed_items(tiny_esc50, tiny_esc50_mas
     assert (pd.read_parquet(tmp_path / "res" / "tables" / "clips.parquet")["status"] == "ok").all()
 
 
-@pytest.mark.parametrize("argv", [["prepare"], ["train"], ["sonify"], ["score"], ["study", "create"],
-                                  ["study", "serve", "--free-port"], ["sonify", "--figure", "clip0"]])
-def test_a_stage_before_the_clips_table_names_the_command_that_makes_it(argv, write_protocol, tmp_path, capsys,
-                                                                         monkeypatch):
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["prepare"],
+        ["train"],
+        ["sonify"],
+        ["score"],
+        ["study", "create"],
+        ["study", "serve", "--free-port"],
+        ["sonify", "--figure", "clip0"],
+    ],
+)
+def test_a_stage_before_the_clips_table_names_the_command_that_makes_it(
+    argv, write_protocol, tmp_path, capsys, monkeypatch
+):
     monkeypatch.delenv("SONIEVAL_ESC50", raising=False)
     proto = _small_protocol(write_protocol, tmp_path)
     head = 2 if argv[0] == "study" else 1
@@ -278,11 +322,19 @@ def test_esc50_skip_message_and_env_are_absolute(tiny_esc50, tmp_path):
     """A relative SONIEVAL_ESC50 broke tests that change directory: the suite makes it absolute at start,
     and the skip message suggests an absolute path."""
     tests_dir = Path(__file__).resolve().parents[1]
-    code = ("import os, sys; sys.path.insert(0, sys.argv[1]); import conftest; "
-            "print(os.environ['SONIEVAL_ESC50']); print(conftest.esc50_suggestion())")
+    code = (
+        "import os, sys; sys.path.insert(0, sys.argv[1]); import conftest; "
+        "print(os.environ['SONIEVAL_ESC50']); print(conftest.esc50_suggestion())"
+    )
     env = {**os.environ, "SONIEVAL_ESC50": tiny_esc50.name}
-    proc = subprocess.run([sys.executable, "-c", code, str(tests_dir)], cwd=tiny_esc50.parent, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tests_dir)],
+        cwd=tiny_esc50.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     resolved, suggestion = proc.stdout.splitlines()
     assert resolved == str(tiny_esc50.resolve())

@@ -40,13 +40,25 @@ def protocol(write_protocol, tmp_path):
     """A small protocol (2 clips per class; scoring light) writing to tmp_path/<results>."""
 
     def _make(results: str = "res", esc50: str = "auto", name: str = "p.yaml") -> Path:
-        return write_protocol({
-            "name": "ds", "results_dir": str(tmp_path / results),
-            "data": {"esc50": esc50, "max_clips_per_class": 2,
-                     "listening_set": {"n_clips": 2, "at_least_one_per_class": False}},
-            "metrics": {"embeddings": ["logmel"], "metrics": ["kad"], "bootstrap": 0, "item_metrics": [],
-                        "per_class": False},
-        }, name)
+        return write_protocol(
+            {
+                "name": "ds",
+                "results_dir": str(tmp_path / results),
+                "data": {
+                    "esc50": esc50,
+                    "max_clips_per_class": 2,
+                    "listening_set": {"n_clips": 2, "at_least_one_per_class": False},
+                },
+                "metrics": {
+                    "embeddings": ["logmel"],
+                    "metrics": ["kad"],
+                    "bootstrap": 0,
+                    "item_metrics": [],
+                    "per_class": False,
+                },
+            },
+            name,
+        )
 
     return _make
 
@@ -63,15 +75,30 @@ def fake_sonifications(results: Path, extra_clips: tuple[str, ...] = ()) -> pd.D
     clips = pd.read_parquet(results / "tables" / "clips.parquet")
     listening = clips[clips["listening"]]
     rows = []
-    for clip_id, category, src in [*zip(listening["clip_id"], listening["category"], listening["path"]),
-                                   *((c, "dog", listening["path"].iloc[0]) for c in extra_clips)]:
+    for clip_id, category, src in [
+        *zip(listening["clip_id"], listening["category"], listening["path"]),
+        *((c, "dog", listening["path"].iloc[0]) for c in extra_clips),
+    ]:
         dest = results / "sonifications" / SYSTEM / f"{clip_id}.wav"
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(results / src if not Path(src).is_absolute() else src, dest)
-        rows.append({"system_id": SYSTEM, "encoder": "ast", "variant": "LIN", "lr": 0.005, "epoch": 1,
-                     "alignment": "transpose", "postprocess": "minmax", "clip_id": clip_id, "category": category,
-                     "path": dest.relative_to(results).as_posix(), "sha256": sha256_file(dest), "status": "done",
-                     "error": None})
+        rows.append(
+            {
+                "system_id": SYSTEM,
+                "encoder": "ast",
+                "variant": "LIN",
+                "lr": 0.005,
+                "epoch": 1,
+                "alignment": "transpose",
+                "postprocess": "minmax",
+                "clip_id": clip_id,
+                "category": category,
+                "path": dest.relative_to(results).as_posix(),
+                "sha256": sha256_file(dest),
+                "status": "done",
+                "error": None,
+            }
+        )
     table = pd.DataFrame(rows, columns=SONIFICATIONS_COLUMNS)
     write_table(table, results / "tables" / "sonifications.parquet", "sonifications")
     return table
@@ -88,7 +115,9 @@ def test_first_command_pins_the_data_source_and_another_is_refused(cli, protocol
     pin_file = res / "data_source.json"
     assert rc == 0 and f"pinned in {pin_file}" in out
     pin = json.loads(pin_file.read_text())
-    assert pin["kind"] == "synthetic" and pin["setting"] == "auto" and "SONIEVAL_ESC50 is not set" in pin["resolved_via"]
+    assert (
+        pin["kind"] == "synthetic" and pin["setting"] == "auto" and "SONIEVAL_ESC50 is not set" in pin["resolved_via"]
+    )
     assert pin["format"] == 1 and pin["protocol"] == str(proto.resolve()) and "SYNTHETIC" in pin["label"]
     clips_before = sha256_file(res / "tables" / "clips.parquet")
 
@@ -97,7 +126,9 @@ def test_first_command_pins_the_data_source_and_another_is_refused(cli, protocol
         rc, _, err = cli(*argv)
         line = one_line(err)
         assert rc == 2 and line.startswith(f"sonieval {argv[0]}: error: {pin_file}: ")
-        assert "holds the built-in SYNTHETIC clip set" in line and f"SYNTHETIC clip set at {tiny_esc50.resolve()}" in line
+        assert (
+            "holds the built-in SYNTHETIC clip set" in line and f"SYNTHETIC clip set at {tiny_esc50.resolve()}" in line
+        )
         assert "unset SONIEVAL_ESC50 to keep using this folder" in line
         assert f"set results_dir in {proto}" in line and f"delete {res}" in line
     assert sha256_file(res / "tables" / "clips.parquet") == clips_before  # nothing rewritten
@@ -187,13 +218,27 @@ def test_stale_wavs_are_never_scored_and_data_stale_deletes_them(cli, protocol, 
 
     # folder mode would count it: refused, naming the file and the command that cleans
     out_dir = tmp_path / "folder-scores"
-    rc, _, err = cli("score", "--reference", reference, "--system", f"lin={system_dir}", "--out", out_dir, "--no-progress",
-                     "--no-items", "--metric", "kad", "--bootstrap", "0")
+    rc, _, err = cli(
+        "score",
+        "--reference",
+        reference,
+        "--system",
+        f"lin={system_dir}",
+        "--out",
+        out_dir,
+        "--no-progress",
+        "--no-items",
+        "--metric",
+        "kad",
+        "--bootstrap",
+        "0",
+    )
     line = one_line(err)
     assert rc == 2 and "system lin: 1 WAV file(s)" in line and f"sonifications/{SYSTEM}/4-181286-A-0.wav" in line
     assert f"`sonieval data stale {res.resolve()} --delete`" in line and not out_dir.exists()
-    rc, _, err = cli("study", "create", "--originals", reference, "--system", f"lin={system_dir}",
-                     "--study-dir", tmp_path / "study")
+    rc, _, err = cli(
+        "study", "create", "--originals", reference, "--system", f"lin={system_dir}", "--study-dir", tmp_path / "study"
+    )
     assert rc == 2 and "4-181286-A-0.wav" in one_line(err) and "rated as this system's" in err
 
     # protocol mode scores the table's rows only, and says what it left out
@@ -206,8 +251,21 @@ def test_stale_wavs_are_never_scored_and_data_stale_deletes_them(cli, protocol, 
     assert rc == 0 and f"stale: {stale.resolve()}" in out and stale.exists()
     rc, out, _ = cli("data", "stale", res, "--delete")
     assert rc == 0 and f"deleted: {stale.resolve()}" in out and not stale.exists()
-    rc, _, err = cli("score", "--reference", reference, "--system", f"lin={system_dir}", "--out", out_dir, "--no-progress",
-                     "--no-items", "--metric", "kad", "--bootstrap", "0")
+    rc, _, err = cli(
+        "score",
+        "--reference",
+        reference,
+        "--system",
+        f"lin={system_dir}",
+        "--out",
+        out_dir,
+        "--no-progress",
+        "--no-items",
+        "--metric",
+        "kad",
+        "--bootstrap",
+        "0",
+    )
     assert rc == 0, err
     assert set(pd.read_parquet(out_dir / "scores.parquet")["n_evaluated"]) == {len(table)}
 
@@ -223,17 +281,43 @@ def test_folders_of_different_data_sources_are_not_mixed(cli, protocol, tiny_esc
     synth_dir = tmp_path / "res" / "sonifications" / SYSTEM
     real_dir = tmp_path / "res-esc50" / "sonifications" / SYSTEM
 
-    rc, _, err = cli("score", "--reference", tiny_esc50 / "audio", "--system", f"lin={synth_dir}",
-                     "--out", tmp_path / "out", "--no-progress")
+    rc, _, err = cli(
+        "score",
+        "--reference",
+        tiny_esc50 / "audio",
+        "--system",
+        f"lin={synth_dir}",
+        "--out",
+        tmp_path / "out",
+        "--no-progress",
+    )
     line = one_line(err)
     assert rc == 2 and f"--reference {tiny_esc50 / 'audio'} is the SYNTHETIC clip set at {tiny_esc50.resolve()}" in line
     assert f"--system lin={synth_dir} was made from the built-in SYNTHETIC clip set" in line
     assert f"recorded in {tmp_path / 'res' / 'data_source.json'}" in line
-    rc, _, err = cli("score", "--reference", tiny_esc50 / "audio", "--system", f"real={real_dir}",
-                     "--system", f"synth={synth_dir}", "--out", tmp_path / "out", "--no-progress")
+    rc, _, err = cli(
+        "score",
+        "--reference",
+        tiny_esc50 / "audio",
+        "--system",
+        f"real={real_dir}",
+        "--system",
+        f"synth={synth_dir}",
+        "--out",
+        tmp_path / "out",
+        "--no-progress",
+    )
     assert rc == 2 and "--system synth=" in one_line(err) and not (tmp_path / "out").exists()
-    rc, _, err = cli("study", "create", "--originals", tiny_esc50 / "audio", "--system", f"lin={synth_dir}",
-                     "--study-dir", tmp_path / "study")
+    rc, _, err = cli(
+        "study",
+        "create",
+        "--originals",
+        tiny_esc50 / "audio",
+        "--system",
+        f"lin={synth_dir}",
+        "--study-dir",
+        tmp_path / "study",
+    )
     assert rc == 2 and "a study compares sonifications of one data source" in one_line(err)
     assert not (tmp_path / "study").exists()
 
@@ -259,9 +343,20 @@ def test_report_data_checks_name_the_data_source(cli, protocol, tiny_esc50, tmp_
     assert f"meta/esc50.csv sha256 {sha}" in checks and str(res / "data_source.json") in checks
 
     # from explicit files with the clips table (as the demo's report is made): its data set is named
-    rc, _, err = cli("report", "--ratings", res / "study" / "ratings.parquet", "--scores", res / "scores" / "scores.parquet",
-                     "--clips", res / "tables" / "clips.parquet", "--out", tmp_path / "rep2", "--bootstrap", "0",
-                     "--no-figures")
+    rc, _, err = cli(
+        "report",
+        "--ratings",
+        res / "study" / "ratings.parquet",
+        "--scores",
+        res / "scores" / "scores.parquet",
+        "--clips",
+        res / "tables" / "clips.parquet",
+        "--out",
+        tmp_path / "rep2",
+        "--bootstrap",
+        "0",
+        "--no-figures",
+    )
     assert rc == 0, err
     md = (tmp_path / "rep2" / "report.md").read_text(encoding="utf-8")
     checks = md.split("## Data checks and warnings", 1)[1].split("\n## ", 1)[0]

@@ -13,8 +13,15 @@ import pytest
 from sonieval.cli import main
 from sonieval.data import esc50 as esc
 from sonieval.data.esc50 import (
-    assign_splits, dataset_for_protocol, open_esc50, prepare_clips, resolve_esc50_root, select_listening_set,
-    split_counts, verify_esc50, write_split_files,
+    assign_splits,
+    dataset_for_protocol,
+    open_esc50,
+    prepare_clips,
+    resolve_esc50_root,
+    select_listening_set,
+    split_counts,
+    verify_esc50,
+    write_split_files,
 )
 from sonieval.data.synthetic import SYNTHETIC_CATEGORIES, make_synthetic_esc50
 from sonieval.errors import DataError
@@ -26,9 +33,15 @@ from sonieval.protocol import ListeningSetSpec, SplitSpec, load_protocol
 def fake_clips(n_classes: int, per_class: int) -> pd.DataFrame:
     """A clips table without audio (split/listening logic only looks at ids and categories)."""
     rows = [
-        {"clip_id": f"{1 + i % 5}-{100 * c + i}-A-{c}", "filename": f"{1 + i % 5}-{100 * c + i}-A-{c}.wav",
-         "fold": 1 + i % 5, "target": c, "category": f"class{c:02d}"}
-        for c in range(n_classes) for i in range(per_class)
+        {
+            "clip_id": f"{1 + i % 5}-{100 * c + i}-A-{c}",
+            "filename": f"{1 + i % 5}-{100 * c + i}-A-{c}.wav",
+            "fold": 1 + i % 5,
+            "target": c,
+            "category": f"class{c:02d}",
+        }
+        for c in range(n_classes)
+        for i in range(per_class)
     ]
     return pd.DataFrame(rows)
 
@@ -134,7 +147,9 @@ def test_download_offline_is_one_clear_line(tmp_path, capsys):
     assert rc == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err
-    assert url in lines[0] and "download failed" in lines[0] and "--esc50 DIR" in lines[0] and "SONIEVAL_ESC50" in lines[0]
+    assert (
+        url in lines[0] and "download failed" in lines[0] and "--esc50 DIR" in lines[0] and "SONIEVAL_ESC50" in lines[0]
+    )
     assert [p.name for p in (tmp_path / "dl").iterdir()] == []  # no partial archive left
 
 
@@ -160,16 +175,22 @@ def test_download_extract_verify_from_local_archive(tiny_esc50_master, tmp_path,
 def test_download_wrong_sha256_refused(tiny_esc50_master, tmp_path):
     archive = _zip_copy(tiny_esc50_master, tmp_path / "master.zip")
     with pytest.raises(DataError, match="differs from the expected"):
-        esc.download_esc50(tmp_path / "dl", url=archive.as_uri(), expected_sha256="0" * 64, progress=False,
-                           echo=lambda s: None)
+        esc.download_esc50(
+            tmp_path / "dl", url=archive.as_uri(), expected_sha256="0" * 64, progress=False, echo=lambda s: None
+        )
     assert list((tmp_path / "dl").iterdir()) == []
 
 
 def test_download_with_matching_sha256(tiny_esc50_master, tmp_path):
     archive = _zip_copy(tiny_esc50_master, tmp_path / "master.zip")
     said = []
-    copy = esc.download_esc50(tmp_path / "dl", url=archive.as_uri(), expected_sha256=sha256_file(archive).upper(),
-                              progress=False, echo=said.append)
+    copy = esc.download_esc50(
+        tmp_path / "dl",
+        url=archive.as_uri(),
+        expected_sha256=sha256_file(archive).upper(),
+        progress=False,
+        echo=said.append,
+    )
     assert (copy / "meta" / "esc50.csv").is_file() and not any("warning" in s for s in said)
 
 
@@ -186,8 +207,15 @@ def test_download_not_a_zip(tmp_path):
 
 @pytest.mark.parametrize(
     "n, expected",
-    [(1, (1, 0, 0)), (2, (1, 0, 1)), (3, (1, 1, 1)), (8, (6, 1, 1)), (10, (8, 1, 1)), (15, (11, 2, 2)),
-     (40, (32, 4, 4))],
+    [
+        (1, (1, 0, 0)),
+        (2, (1, 0, 1)),
+        (3, (1, 1, 1)),
+        (8, (6, 1, 1)),
+        (10, (8, 1, 1)),
+        (15, (11, 2, 2)),
+        (40, (32, 4, 4)),
+    ],
 )
 def test_split_counts_rounding_rule(n, expected):
     assert split_counts(n, 0.1, 0.1) == expected
@@ -210,8 +238,9 @@ def test_assign_splits_stratified_and_deterministic():
 
 def test_eight_clips_per_class_get_validation_and_test():
     s = assign_splits(fake_clips(5, 8))
-    assert (s.groupby("category")["split"].value_counts().unstack()[["train", "validation", "test"]].values
-            == [6, 1, 1]).all()
+    assert (
+        s.groupby("category")["split"].value_counts().unstack()[["train", "validation", "test"]].values == [6, 1, 1]
+    ).all()
 
 
 def test_listening_set_full_esc50_shape():
@@ -271,23 +300,35 @@ def test_synthetic_set_conforms_and_is_deterministic(tmp_path):
 
 def test_protocol_auto_without_env_uses_labelled_synthetic_set(monkeypatch, write_protocol, tmp_path):
     monkeypatch.delenv("SONIEVAL_ESC50", raising=False)
-    proto = load_protocol(write_protocol({"name": "auto", "results_dir": str(tmp_path / "res"),
-                                          "data": {"esc50": "auto", "categories": ["dog", "rain"],
-                                                   "listening_set": {"n_clips": 5}}}))
+    proto = load_protocol(
+        write_protocol(
+            {
+                "name": "auto",
+                "results_dir": str(tmp_path / "res"),
+                "data": {"esc50": "auto", "categories": ["dog", "rain"], "listening_set": {"n_clips": 5}},
+            }
+        )
+    )
     ds = dataset_for_protocol(proto)
     assert ds.synthetic and "SYNTHETIC" in ds.label and ds.notes and "ignored" in ds.notes[0]
 
 
 def test_protocol_unknown_category_on_a_real_path(tiny_esc50, write_protocol, tmp_path):
-    proto = load_protocol(write_protocol({"name": "cat", "data": {"esc50": str(tiny_esc50),
-                                                                  "categories": ["synthetic_tones"]}}))
+    proto = load_protocol(
+        write_protocol({"name": "cat", "data": {"esc50": str(tiny_esc50), "categories": ["synthetic_tones"]}})
+    )
     with pytest.raises(DataError, match="did you mean 'synthetic_tone'"):
         dataset_for_protocol(proto)
 
 
 def test_clips_stage_tables_and_resume(tiny_esc50, write_protocol, tmp_path, capsys):
-    path = write_protocol({"name": "stage", "results_dir": str(tmp_path / "res"),
-                           "data": {"esc50": str(tiny_esc50), "listening_set": {"n_clips": 2}}})
+    path = write_protocol(
+        {
+            "name": "stage",
+            "results_dir": str(tmp_path / "res"),
+            "data": {"esc50": str(tiny_esc50), "listening_set": {"n_clips": 2}},
+        }
+    )
     assert main(["data", "splits", str(path), "--no-progress"]) == 0
     out = capsys.readouterr().out
     res = tmp_path / "res"
@@ -340,8 +381,9 @@ def test_real_subset_splits_and_listening_set(esc50_root):
 @pytest.mark.esc50
 @pytest.mark.slow
 def test_real_subset_clips_stage(esc50_root, write_protocol, tmp_path):
-    proto = load_protocol(write_protocol({"name": "real", "results_dir": str(tmp_path / "res"),
-                                          "data": {"esc50": str(esc50_root)}}))
+    proto = load_protocol(
+        write_protocol({"name": "real", "results_dir": str(tmp_path / "res"), "data": {"esc50": str(esc50_root)}})
+    )
     with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         table = prepare_clips(proto, manifest, progress=False)
     assert len(table) == 400 and (table["status"] == "ok").all()

@@ -14,11 +14,27 @@ PACKAGE = ROOT / "sonieval"
 
 # Layer of each top-level module or subpackage of sonieval (higher numbers may import lower ones).
 LAYERS = {
-    "errors": 0, "files": 0, "tables": 0, "audio": 0, "protocol": 0, "ledger": 0, "plotting": 0, "document": 0, "versions": 0,
-    "extras": 0, "__init__": 0,
-    "data": 1, "models": 1,
-    "pipeline": 2, "metrics": 2, "study": 2, "stats": 2,
-    "commands": 3, "cli": 3, "demo": 3, "__main__": 3,
+    "errors": 0,
+    "files": 0,
+    "tables": 0,
+    "audio": 0,
+    "protocol": 0,
+    "ledger": 0,
+    "plotting": 0,
+    "document": 0,
+    "versions": 0,
+    "extras": 0,
+    "__init__": 0,
+    "data": 1,
+    "models": 1,
+    "pipeline": 2,
+    "metrics": 2,
+    "study": 2,
+    "stats": 2,
+    "commands": 3,
+    "cli": 3,
+    "demo": 3,
+    "__main__": 3,
 }
 APP_LAYER = 3
 
@@ -67,8 +83,10 @@ def upward_imports(root: Path = ROOT) -> list[str]:
             if target is None or target not in LAYERS or target == unit:
                 continue
             if LAYERS[target] > layer:
-                found.append(f"{path.relative_to(root)}:{line} imports {module} "
-                             f"(layer {LAYERS[target]} '{target}' from layer {layer} '{unit}')")
+                found.append(
+                    f"{path.relative_to(root)}:{line} imports {module} "
+                    f"(layer {LAYERS[target]} '{target}' from layer {layer} '{unit}')"
+                )
     return found
 
 

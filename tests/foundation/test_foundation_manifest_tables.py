@@ -117,14 +117,23 @@ def test_system_ids_name_the_layer_in_the_encoder_slot():
     sid = make_system_id(encoder_slot("hubert", "layer6"), "LIN.shuffled.s43", 0.005, 50, "grid", "none")
     assert sid == "hubert.layer6/LIN.shuffled.s43/lr0.005/e50/grid/none" and parse_system_id(sid).system_id == sid
     parts = system_parts(sid)
-    assert (parts["encoder"], parts["layer"], parts["variant"], parts["control"], parts["seed"]) == \
-        ("hubert", "layer6", "LIN", "shuffled", 43)
+    assert (parts["encoder"], parts["layer"], parts["variant"], parts["control"], parts["seed"]) == (
+        "hubert",
+        "layer6",
+        "LIN",
+        "shuffled",
+        43,
+    )
     # the input cut is the bare encoder name, so ids made before layers existed keep their meaning
     assert encoder_slot("hubert", "input") == encoder_slot("hubert") == "hubert"
     assert system_parts("hubert/LIN/lr0.005/e50/grid/none")["layer"] == "input"
     assert system_parts("codec/mel/lr0.0/e0/none/codec")["layer"] is None
-    for bad, why in (("hubert.input", "bare encoder name"), ("hubert.layer0", "unknown layer"),
-                     ("hubert.block6", "unknown layer"), ("hubert.layer6.x", "unknown layer")):
+    for bad, why in (
+        ("hubert.input", "bare encoder name"),
+        ("hubert.layer0", "unknown layer"),
+        ("hubert.block6", "unknown layer"),
+        ("hubert.layer6.x", "unknown layer"),
+    ):
         with pytest.raises(DataError, match=why) as info:
             parse_system_id(f"{bad}/LIN/lr0.005/e50/grid/none")
         assert str(info.value).startswith(f"system_id '{bad}/LIN")

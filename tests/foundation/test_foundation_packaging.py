@@ -35,11 +35,19 @@ DEPENDENCIES = PYPROJECT["project"]["dependencies"]
 EXTRAS = PYPROJECT["project"]["optional-dependencies"]
 
 # import name -> distribution name, where they differ
-DIST_OF_IMPORT = {"yaml": "PyYAML", "sqlalchemy": "SQLAlchemy", "dac": "descript-audio-codec",
-                  "audiotools": "descript-audiotools", "sklearn": "scikit-learn"}
+DIST_OF_IMPORT = {
+    "yaml": "PyYAML",
+    "sqlalchemy": "SQLAlchemy",
+    "dac": "descript-audio-codec",
+    "audiotools": "descript-audiotools",
+    "sklearn": "scikit-learn",
+}
 # installed by make setup with --no-deps only: their declared pins contradict the stack (nodeps.txt says why)
-NODEPS = {canonicalize_name(line.split("==")[0]) for line in (ROOT / "requirements" / "nodeps.txt").read_text().splitlines()
-                    if line.strip() and not line.startswith("#")}
+NODEPS = {
+    canonicalize_name(line.split("==")[0])
+    for line in (ROOT / "requirements" / "nodeps.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+}
 # runtime needs that are not imports: pandas writes Parquet through pyarrow, Markdown through tabulate
 IMPLICIT_CORE = {"pyarrow", "tabulate"}
 # sonieval packages whose modules may import an extra at module level (the rest import extras lazily)
@@ -94,7 +102,9 @@ def test_every_import_is_declared_and_the_core_imports_only_core_distributions()
             if _dist(name) not in core and not in_extra_package:
                 heavy_at_top.append(f"{rel}: {name} (declared in an extra, imported at module level)")
     assert not undeclared, "imports no dependency or extra declares:\n" + "\n".join(undeclared)
-    assert not heavy_at_top, "a core module imports an extra at import time (move it into the function):\n" + "\n".join(heavy_at_top)
+    assert not heavy_at_top, "a core module imports an extra at import time (move it into the function):\n" + "\n".join(
+        heavy_at_top
+    )
 
 
 def test_the_extras_map_names_declared_extras():
@@ -164,8 +174,24 @@ def _copy_sources(dest: Path) -> Path:
 def wheel(tmp_path_factory) -> Path:
     src = _copy_sources(tmp_path_factory.mktemp("src"))
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                    "--disable-pip-version-check", "-w", str(out), str(src)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "-w",
+            str(out),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     (found,) = out.glob("sonieval-*.whl")
     return found
 
@@ -177,9 +203,24 @@ def core_venv(tmp_path_factory, wheel) -> Path:
     subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     (site,) = (venv / "lib").glob("python3*/site-packages")
     _link_core(site, root / "core-links")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
-                    "--no-deps", "--no-index", "--disable-pip-version-check", str(wheel)],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--disable-pip-version-check",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return venv
 
 
@@ -191,12 +232,20 @@ def _clean_env() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_core_install_computes_kad_on_folders_and_a_report_without_the_extras(core_venv, tmp_path):
-    proc = subprocess.run([str(core_venv / "bin" / "python"), str(ROOT / "tests" / "foundation" / "core_install_check.py")],
-                          cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [str(core_venv / "bin" / "python"), str(ROOT / "tests" / "foundation" / "core_install_check.py")],
+        cwd=tmp_path,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["extras_present"] == [], f"extras visible in the core venv: {result['extras_present']}"
-    assert result["import_failures"] == [], "modules that need an extra at import:\n" + "\n".join(result["import_failures"])
+    assert result["import_failures"] == [], "modules that need an extra at import:\n" + "\n".join(
+        result["import_failures"]
+    )
     assert str(core_venv) in result["sonieval_file"]  # the installed wheel, not the checkout
     assert result["kad"] > 1.0  # sines far apart: KAD well above the noise floor of two like sets
     assert result["report_tables"] > 0
@@ -206,7 +255,9 @@ def test_the_core_venv_really_lacks_an_extra(core_venv, tmp_path):
     """The check above can fail: the venv's python cannot import transformers, this one can."""
     probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('transformers') is not None)"
     assert subprocess.run([sys.executable, "-c", probe]).returncode == 1
-    assert subprocess.run([str(core_venv / "bin" / "python"), "-c", probe], cwd=tmp_path, env=_clean_env()).returncode == 0
+    assert (
+        subprocess.run([str(core_venv / "bin" / "python"), "-c", probe], cwd=tmp_path, env=_clean_env()).returncode == 0
+    )
 
 
 # ----------------------------------------------------------------------------- the study app in a wheel
@@ -220,7 +271,12 @@ def test_the_wheel_ships_the_app_inside_the_package_and_serve_finds_it(wheel, tm
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     code = "from sonieval.study.server import app_path; print(app_path())"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                          env={**_clean_env(), "PYTHONPATH": str(target)})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**_clean_env(), "PYTHONPATH": str(target)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert Path(proc.stdout.strip()) == target / "sonieval" / "_study_app" / "app.py"

@@ -22,7 +22,10 @@ def test_minimal_protocol_defaults(write_protocol, tmp_path):
 @pytest.mark.parametrize(
     "data, expected",
     [
-        ({"name": "x", "data": {"split": {"train": 0.8, "validation": 0.1, "test": 0.2}}}, "data.split: train + validation + test must be 1"),
+        (
+            {"name": "x", "data": {"split": {"train": 0.8, "validation": 0.1, "test": 0.2}}},
+            "data.split: train + validation + test must be 1",
+        ),
         ({"name": "x", "data": {"clip_seconds": "five"}}, "data.clip_seconds"),
         ({"name": "x", "data": {"folds": [7]}}, "data.folds: folds must be a non-empty list of ESC-50 folds 1..5"),
         ({"name": "x", "gates": {"variants": ["LIN-X"]}}, "unknown gate variant 'LIN-X'"),

@@ -16,7 +16,7 @@ def _boxes(ax):
 
 
 def _overlaps(boxes) -> int:
-    return sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    return sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
 
 
 def _crowded():

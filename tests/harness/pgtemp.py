@@ -20,7 +20,10 @@ from sonieval.study.server import free_port
 
 
 def postgres_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[4]) if Path(p).parts[4].isdigit() else 0)
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[4]) if Path(p).parts[4].isdigit() else 0,
+    )
     if found:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
@@ -52,8 +55,11 @@ class TempPostgres:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
-        subprocess.run(self.runner + [str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            self.runner + [str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -76,14 +82,47 @@ def start_temp_postgres() -> TempPostgres:
         os.chown(root, pw.pw_uid, pw.pw_gid)
         runner = ["runuser", "-u", "postgres", "--"]
     port = free_port()
-    init = subprocess.run(runner + [str(bindir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"],
-                          capture_output=True, text=True, timeout=120)
+    init = subprocess.run(
+        runner
+        + [
+            str(bindir / "initdb"),
+            "-D",
+            str(root / "data"),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if init.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"initdb failed: {init.stderr.strip()[-300:]}")
     opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
-    start = subprocess.run(runner + [str(bindir / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"), "-o", opts, "-w", "-t", "60", "start"],
-                           capture_output=True, text=True, timeout=90)
+    start = subprocess.run(
+        runner
+        + [
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(root / "data"),
+            "-l",
+            str(root / "server.log"),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     if start.returncode != 0:
         log = (root / "server.log").read_text(errors="replace")[-300:] if (root / "server.log").exists() else ""
         shutil.rmtree(root, ignore_errors=True)

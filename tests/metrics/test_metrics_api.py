@@ -92,9 +92,27 @@ def test_leaderboard_matches_the_cli_and_writes_only_when_asked(sets, tmp_path, 
     assert table.loc[table.metric == "kad", "bandwidth"].iloc[0] == board.bandwidth
 
     out = tmp_path / "cli"
-    rc = main(["score", "--reference", str(sets / "ref"), "--system", f"close={sets / 'close'}",
-               "--system", f"noisy={sets / 'noisy'}", "--out", str(out), "--bootstrap", "40", "--no-items",
-               "--no-progress", "--metric", "kad", "--metric", "fad"])
+    rc = main(
+        [
+            "score",
+            "--reference",
+            str(sets / "ref"),
+            "--system",
+            f"close={sets / 'close'}",
+            "--system",
+            f"noisy={sets / 'noisy'}",
+            "--out",
+            str(out),
+            "--bootstrap",
+            "40",
+            "--no-items",
+            "--no-progress",
+            "--metric",
+            "kad",
+            "--metric",
+            "fad",
+        ]
+    )
     assert rc == 0
     cli = read_table(out / "scores.parquet", "scores").set_index(["system_id", "metric"])
     for (system, metric), row in cli.iterrows():
@@ -106,8 +124,9 @@ def test_leaderboard_matches_the_cli_and_writes_only_when_asked(sets, tmp_path, 
     assert got["kad"].value == pytest.approx(cli.loc[("close", "kad"), "value"], rel=1e-12)
     assert float(kad(sets / "ref", sets / "close", bootstrap=40)) == pytest.approx(got["kad"].value, rel=1e-12)
     seed0 = kad(sets / "ref", sets / "close", bootstrap=40, seed=0)
-    assert (seed0.ci_low, seed0.ci_high) == pytest.approx((cli.loc[("close", "kad"), "ci_low"],
-                                                           cli.loc[("close", "kad"), "ci_high"]), rel=1e-12)
+    assert (seed0.ci_low, seed0.ci_high) == pytest.approx(
+        (cli.loc[("close", "kad"), "ci_low"], cli.loc[("close", "kad"), "ci_high"]), rel=1e-12
+    )
     assert fad(sets / "ref", sets / "close").value == pytest.approx(cli.loc[("close", "fad"), "value"], rel=1e-9)
 
     files = board.write(tmp_path / "board")
@@ -126,13 +145,16 @@ def test_cache_is_written_only_when_given_and_gives_the_same_value(sets, tmp_pat
     assert float(again) == float(first)
 
 
-@pytest.mark.parametrize("reference, needle", [
-    ("missing-folder", "missing-folder: reference: folder not found"),
-    ([], "reference: the list of clips is empty"),
-    (["nowhere/a.wav"], "nowhere/a.wav: reference: file not found"),
-    ([np.zeros(RATE, np.float32), np.zeros(RATE, np.float32)], "arrays need sample_rate="),
-    (np.zeros(RATE, np.float32), "expected clips × samples"),
-])
+@pytest.mark.parametrize(
+    "reference, needle",
+    [
+        ("missing-folder", "missing-folder: reference: folder not found"),
+        ([], "reference: the list of clips is empty"),
+        (["nowhere/a.wav"], "nowhere/a.wav: reference: file not found"),
+        ([np.zeros(RATE, np.float32), np.zeros(RATE, np.float32)], "arrays need sample_rate="),
+        (np.zeros(RATE, np.float32), "expected clips × samples"),
+    ],
+)
 def test_bad_input_is_one_error_line_naming_it(tmp_path, monkeypatch, reference, needle):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SonievalError) as err:
@@ -164,15 +186,33 @@ def _page_scores() -> pd.DataFrame:
     rows = []
 
     def add(sid, value, category=None):
-        rows.append({"system_id": sid, "metric": "kad", "embedding": "logmel[weight-free]", "value": value,
-                     "ci_low": value - 0.5, "ci_high": value + 0.5, "category": category, "n_evaluated": 4,
-                     "n_reference": 8, "reference_set": "esc50:test", "bandwidth": 20.0, "scale": 100.0,
-                     "saturated": False, "error": None, "versions": '{"sonieval": "0"}'})
+        rows.append(
+            {
+                "system_id": sid,
+                "metric": "kad",
+                "embedding": "logmel[weight-free]",
+                "value": value,
+                "ci_low": value - 0.5,
+                "ci_high": value + 0.5,
+                "category": category,
+                "n_evaluated": 4,
+                "n_reference": 8,
+                "reference_set": "esc50:test",
+                "bandwidth": 20.0,
+                "scale": 100.0,
+                "saturated": False,
+                "error": None,
+                "versions": '{"sonieval": "0"}',
+            }
+        )
 
     for seed, trained in ((None, 3.0), (43, 4.0), (44, 5.0)):  # replicate seeds: the seed table
         suffix = "" if seed is None else f".s{seed}"
-        for control, offset, lr, epoch in (("", 0.0, 0.005, 8), (".shuffled", 20.0, 0.005, 8),
-                                           (".untrained", 40.0, 0.0, 0)):
+        for control, offset, lr, epoch in (
+            ("", 0.0, 0.005, 8),
+            (".shuffled", 20.0, 0.005, 8),
+            (".untrained", 40.0, 0.0, 0),
+        ):
             add(make_system_id("ast", f"LIN{control}{suffix}", lr, epoch, "transpose", "none"), trained + offset)
     for slot, trained in (("wavlm", 2.0), ("wavlm.layer1", 3.0)):  # several layers: the depth table
         add(f"{slot}/LIN/lr0.01/e5/grid/none", trained)
@@ -198,15 +238,31 @@ def test_markdown_and_html_carry_the_same_sections(tmp_path):
 
     scores = tidy_scores(_page_scores())
     learning = learning_table(scores, pd.DataFrame(), None, "mel")
-    paired = pd.DataFrame([{"embedding": "logmel[weight-free]", "best_system": "codec/mel/lr0/e0/none/codec",
-                            "system_id": "wavlm/LIN/lr0.01/e5/grid/none", "kad_difference": -1.9, "ci_low": -2.5,
-                            "ci_high": -1.2, "p_value": 0.001, "paired_clips": True, "error": None}])
+    paired = pd.DataFrame(
+        [
+            {
+                "embedding": "logmel[weight-free]",
+                "best_system": "codec/mel/lr0/e0/none/codec",
+                "system_id": "wavlm/LIN/lr0.01/e5/grid/none",
+                "kad_difference": -1.9,
+                "ci_low": -2.5,
+                "ci_high": -1.2,
+                "p_value": 0.001,
+                "paired_clips": True,
+                "error": None,
+            }
+        ]
+    )
     doc = leaderboard_document(build_leaderboard(scores), scores, paired, learning, depth=depth_table(learning))
     md, page = doc.markdown(), doc.html("leaderboard")
     md_heads, html_heads = _sections(md, page)
     assert md_heads == html_heads
-    for section in ("Learning: trained systems against their controls", "Learning over replicate seeds",
-                    "Audibility by depth", "KAD · logmel[weight-free]"):
+    for section in (
+        "Learning: trained systems against their controls",
+        "Learning over replicate seeds",
+        "Audibility by depth",
+        "KAD · logmel[weight-free]",
+    ):
         assert section in md_heads
     for text in ("Per class (KAD", "Paired bootstrap against the best system", "Beats both controls down to"):
         assert text in md and text in html.unescape(re.sub(r"<[^>]+>", "", page))

@@ -18,13 +18,32 @@ def _scores(shuffled_offset: float) -> pd.DataFrame:
     rows = []
     for seed, kad in TRAINED.items():
         suffix = "" if seed is None else f".s{seed}"
-        for control, value, lr, epoch in (("", kad, 0.005, 8), (".shuffled", kad + shuffled_offset, 0.005, 8),
-                                          (".untrained", 40.0 + kad, 0.0, 0)):
+        for control, value, lr, epoch in (
+            ("", kad, 0.005, 8),
+            (".shuffled", kad + shuffled_offset, 0.005, 8),
+            (".untrained", 40.0 + kad, 0.0, 0),
+        ):
             sid = make_system_id("ast", f"LIN{control}{suffix}", lr, epoch, "transpose", "none")
-            rows.append({"system_id": sid, "metric": "kad", "embedding": "logmel", "value": value,
-                         "ci_low": value - 0.5, "ci_high": value + 0.5})
-    rows.append({"system_id": make_system_id("codec", "mel", 0.0, 0, "none", "codec"), "metric": "kad",
-                 "embedding": "logmel", "value": 0.1, "ci_low": 0.0, "ci_high": 0.3})
+            rows.append(
+                {
+                    "system_id": sid,
+                    "metric": "kad",
+                    "embedding": "logmel",
+                    "value": value,
+                    "ci_low": value - 0.5,
+                    "ci_high": value + 0.5,
+                }
+            )
+    rows.append(
+        {
+            "system_id": make_system_id("codec", "mel", 0.0, 0, "none", "codec"),
+            "metric": "kad",
+            "embedding": "logmel",
+            "value": 0.1,
+            "ci_low": 0.0,
+            "ci_high": 0.3,
+        }
+    )
     return pd.DataFrame(rows)
 
 

@@ -10,16 +10,31 @@ from sonieval.metrics.depth import depth_summary, depth_table
 
 
 def _scores(rows):
-    return pd.DataFrame([{"system_id": s, "metric": "kad", "embedding": "logmel", "value": v, "ci_low": v - 0.5,
-                          "ci_high": v + 0.5, "category": None} for s, v in rows])
+    return pd.DataFrame(
+        [
+            {
+                "system_id": s,
+                "metric": "kad",
+                "embedding": "logmel",
+                "value": v,
+                "ci_low": v - 0.5,
+                "ci_high": v + 0.5,
+                "category": None,
+            }
+            for s, v in rows
+        ]
+    )
 
 
 def test_depth_table_orders_layers_and_finds_the_deepest_that_beats_both_controls():
     rows = []
     # wavlm: the trained gate's KAD beats both controls at input and layer1, not at layer2 (no learning left)
     for slot, trained in (("wavlm", 2.0), ("wavlm.layer1", 3.0), ("wavlm.layer2", 9.0)):
-        rows += [(f"{slot}/LIN/lr0.01/e5/grid/none", trained), (f"{slot}/LIN.shuffled/lr0.01/e5/grid/none", 9.2),
-                 (f"{slot}/LIN.untrained/lr0.0/e0/grid/none", 12.0)]
+        rows += [
+            (f"{slot}/LIN/lr0.01/e5/grid/none", trained),
+            (f"{slot}/LIN.shuffled/lr0.01/e5/grid/none", 9.2),
+            (f"{slot}/LIN.untrained/lr0.0/e0/grid/none", 12.0),
+        ]
     # hubert at one layer only: in the learning table, not in the depth table
     rows += [("hubert/LIN/lr0.01/e5/grid/none", 2.0), ("hubert/LIN.shuffled/lr0.01/e5/grid/none", 9.0)]
     rows += [("codec/mel/lr0.0/e0/none/codec", 1.0)]

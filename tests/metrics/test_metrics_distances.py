@@ -37,8 +37,11 @@ def test_kad_agrees_with_kadtk_given_the_same_bandwidth(kadtk, torch_threads):
     sigma = D.median_pairwise_distance(ref)
     assert sigma == pytest.approx(kadtk.median_pairwise_distance(ref), rel=1e-5)
     ours = D.kernel_audio_distance(ref, ev, bandwidth=sigma)
-    theirs = float(kadtk.calc_kernel_audio_distance(torch.from_numpy(ref), torch.from_numpy(ev), (None, None), "cpu",
-                                                    bandwidth=sigma))
+    theirs = float(
+        kadtk.calc_kernel_audio_distance(
+            torch.from_numpy(ref), torch.from_numpy(ev), (None, None), "cpu", bandwidth=sigma
+        )
+    )
     assert ours.value == pytest.approx(theirs, rel=1e-5)
     # blockwise with small tiles gives the same number
     assert D.kernel_audio_distance(ref, ev, bandwidth=sigma, tile=64).value == pytest.approx(ours.value, rel=1e-6)

@@ -30,7 +30,13 @@ def test_logmel_is_weight_free_frame_level_and_documented():
     assert 2 < int(np.argmax(frames[100])) < 20
     p = lm.params()
     assert (p["n_fft"], p["hop_length"], p["n_mels"], p["fmin"], p["fmax"], p["log_offset"]) == (
-        1024, 320, 64, 50.0, 8000.0, 1e-6)
+        1024,
+        320,
+        64,
+        50.0,
+        8000.0,
+        1e-6,
+    )
     with pytest.raises(E.EmbeddingError, match="takes no source"):
         E.load_embedding("logmel:foo")
 

@@ -38,13 +38,17 @@ def test_item_measures_are_defined_for_one_clip_and_refuse_undefined_pairs():
     orig = (np.sin(2 * np.pi * 220 * t) * np.linspace(0, 1, t.size)).astype(np.float32)
     near = orig + 0.01 * rng.standard_normal(t.size).astype(np.float32)
     lm = LogMelEmbedding()
-    scores = I.score_item(list(I.ITEM_METRICS), evaluated_audio=near, original_audio=orig,
-                          evaluated_frames=lm.log_mel(near), original_frames=lm.log_mel(orig))
+    scores = I.score_item(
+        list(I.ITEM_METRICS),
+        evaluated_audio=near,
+        original_audio=orig,
+        evaluated_frames=lm.log_mel(near),
+        original_frames=lm.log_mel(orig),
+    )
     assert all(np.isfinite(v) for v in scores.values()), scores
     assert scores["envelope_correlation"] > 0.95
     silent = np.zeros_like(orig)
-    assert isinstance(I.score_item(["mrstft"], evaluated_audio=near, original_audio=silent)["mrstft"],
-                      I.ItemScoreError)
+    assert isinstance(I.score_item(["mrstft"], evaluated_audio=near, original_audio=silent)["mrstft"], I.ItemScoreError)
     err = I.score_item(["envelope_correlation"], evaluated_audio=silent, original_audio=orig)["envelope_correlation"]
     assert isinstance(err, I.ItemScoreError) and "constant" in str(err)
     one = I.score_item(["frame_kad"], evaluated_frames=np.ones((1, 4)), original_frames=np.ones((5, 4)))
@@ -96,8 +100,13 @@ def test_kad_fad_and_item_measures_track_degradation_on_real_esc50(esc50_root, t
         for m in measures:
             values = []
             for c in copies:
-                got = I.score_item([m], evaluated_audio=c, original_audio=orig,
-                                   evaluated_frames=lm.log_mel(c), original_frames=orig_frames)[m]
+                got = I.score_item(
+                    [m],
+                    evaluated_audio=c,
+                    original_audio=orig,
+                    evaluated_frames=lm.log_mel(c),
+                    original_frames=orig_frames,
+                )[m]
                 assert not isinstance(got, I.ItemScoreError), got
                 values.append(got if I.ITEM_METRIC_DIRECTION[m] == "lower" else -got)
             assert _increasing(values), (m, values)

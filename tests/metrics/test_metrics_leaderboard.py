@@ -39,8 +39,22 @@ def folders(tmp_path):
 def test_score_folders_writes_ranked_leaderboard_with_provenance(folders, tmp_path, capsys, torch_threads):
     ref, good, bad = folders
     out = tmp_path / "out"
-    rc = main(["score", "--reference", str(ref), "--system", f"good={good}", "--system", f"bad={bad}",
-               "--out", str(out), "--bootstrap", "50", "--no-progress"])
+    rc = main(
+        [
+            "score",
+            "--reference",
+            str(ref),
+            "--system",
+            f"good={good}",
+            "--system",
+            f"bad={bad}",
+            "--out",
+            str(out),
+            "--bootstrap",
+            "50",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     scores = read_table(out / "scores.parquet", "scores")
     assert set(SCORES_COLUMNS) <= set(scores.columns)
@@ -68,7 +82,9 @@ def test_score_folders_writes_ranked_leaderboard_with_provenance(folders, tmp_pa
     assert "weight-free" in md and "n_reference = 8" in md
     assert "<table" in (out / "leaderboard.html").read_text()
     assert sorted(p.name for p in (out / "figures").glob("*.png")) == [
-        "fad__logmel_weight-free___folders__-.png", "kad__logmel_weight-free___folders__-.png"]
+        "fad__logmel_weight-free___folders__-.png",
+        "kad__logmel_weight-free___folders__-.png",
+    ]
     paired = pd.read_csv(out / "paired_kad.csv")
     assert paired[["best_system", "system_id"]].values.tolist() == [["good", "bad"]]
     assert bool(paired["paired_clips"].iloc[0]) and paired["kad_difference"].iloc[0] < 0
@@ -77,8 +93,22 @@ def test_score_folders_writes_ranked_leaderboard_with_provenance(folders, tmp_pa
     assert "KAD on logmel[weight-free]" in printed and "1. good" in printed
 
     # rerun: every system is skipped (manifest) and the tables are identical
-    rc = main(["score", "--reference", str(ref), "--system", f"good={good}", "--system", f"bad={bad}",
-               "--out", str(out), "--bootstrap", "50", "--no-progress"])
+    rc = main(
+        [
+            "score",
+            "--reference",
+            str(ref),
+            "--system",
+            f"good={good}",
+            "--system",
+            f"bad={bad}",
+            "--out",
+            str(out),
+            "--bootstrap",
+            "50",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     again = read_table(out / "scores.parquet", "scores")
     pd.testing.assert_frame_equal(again, scores)
@@ -88,8 +118,25 @@ def test_one_broken_file_is_recorded_and_the_rest_scored(folders, tmp_path, caps
     ref, good, bad = folders
     (bad / "c3.wav").write_bytes(b"not audio at all")
     out = tmp_path / "out"
-    rc = main(["score", "--reference", str(ref), "--system", f"good={good}", "--system", f"bad={bad}",
-               "--out", str(out), "--bootstrap", "0", "--no-progress", "--no-items", "--metric", "kad"])
+    rc = main(
+        [
+            "score",
+            "--reference",
+            str(ref),
+            "--system",
+            f"good={good}",
+            "--system",
+            f"bad={bad}",
+            "--out",
+            str(out),
+            "--bootstrap",
+            "0",
+            "--no-progress",
+            "--no-items",
+            "--metric",
+            "kad",
+        ]
+    )
     assert rc == 1  # a failure was recorded
     scores = read_table(out / "scores.parquet", "scores").set_index("system_id")
     assert scores.loc["bad", "n_evaluated"] == 7 and scores.loc["bad", "n_failed"] == 1
@@ -119,8 +166,20 @@ def _protocol_results(tmp_path, reference_set="test"):
         split = "test" if i < 8 else "train"
         p = results / "clips" / f"clip{i}.wav"
         write_wav(p, _clip(i if cat == "dog" else 50 + i), RATE)
-        clips.append({"clip_id": f"clip{i}", "filename": p.name, "fold": 4, "target": i % 2, "category": cat,
-                      "path": str(p), "split": split, "listening": i < 4, "status": "done", "error": None})
+        clips.append(
+            {
+                "clip_id": f"clip{i}",
+                "filename": p.name,
+                "fold": 4,
+                "target": i % 2,
+                "category": cat,
+                "path": str(p),
+                "split": split,
+                "listening": i < 4,
+                "status": "done",
+                "error": None,
+            }
+        )
     for post in ("minmax", "minmax+squared"):
         sid = make_system_id("ast", "LIN", 0.005, 3, "transpose", post)
         for i in range(8, 12):
@@ -128,10 +187,24 @@ def _protocol_results(tmp_path, reference_set="test"):
             p = results / "sonifications" / sid / f"clip{i}.wav"
             noisy = "noise" if post == "minmax+squared" else "tone"
             write_wav(p, _clip(i if cat == "dog" else 50 + i, kind=noisy), RATE)
-            sons.append({"system_id": sid, "encoder": "ast", "variant": "LIN", "lr": 0.005, "epoch": 3,
-                         "alignment": "transpose", "postprocess": post, "clip_id": f"clip{i}", "category": cat,
-                         "path": str(p.relative_to(results)), "sha256": "x", "status": "done", "error": None,
-                         "random_init": True})
+            sons.append(
+                {
+                    "system_id": sid,
+                    "encoder": "ast",
+                    "variant": "LIN",
+                    "lr": 0.005,
+                    "epoch": 3,
+                    "alignment": "transpose",
+                    "postprocess": post,
+                    "clip_id": f"clip{i}",
+                    "category": cat,
+                    "path": str(p.relative_to(results)),
+                    "sha256": "x",
+                    "status": "done",
+                    "error": None,
+                    "random_init": True,
+                }
+            )
     (results / "tables").mkdir(parents=True)
     pd.DataFrame(clips).to_parquet(results / "tables" / "clips.parquet")
     pd.DataFrame(sons).to_parquet(results / "tables" / "sonifications.parquet")
@@ -172,8 +245,19 @@ def test_unknown_reference_split_is_one_clear_line(tmp_path, capsys):
 def test_an_embedding_without_weights_fails_alone(folders, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     ref, good, _ = folders
-    base = ["score", "--reference", str(ref), "--system", f"good={good}", "--bootstrap", "0", "--no-progress",
-            "--no-items", "--metric", "kad"]
+    base = [
+        "score",
+        "--reference",
+        str(ref),
+        "--system",
+        f"good={good}",
+        "--bootstrap",
+        "0",
+        "--no-progress",
+        "--no-items",
+        "--metric",
+        "kad",
+    ]
     rc = main(base + ["--out", str(tmp_path / "a"), "--embedding", "kadtk:vggish", "--embedding", "logmel"])
     assert rc == 1
     out = capsys.readouterr().out
@@ -191,10 +275,27 @@ def test_all_saturated_systems_are_called_out(tmp_path):
 
     rows = []
     for sid, value in (("a", 84.1), ("b", 84.2)):
-        rows.append({"system_id": sid, "metric": "kad", "embedding": "logmel[weight-free]", "reference_set": "esc50:test",
-                     "n_reference": 10, "n_evaluated": 10, "value": value, "ci_low": np.nan, "ci_high": np.nan,
-                     "bandwidth": 3.0, "scale": 100.0, "versions": json.dumps({"sonieval": "0"}), "category": None,
-                     "saturated": True, "n_failed": 0, "error": None, "cross_term": 0.0})
+        rows.append(
+            {
+                "system_id": sid,
+                "metric": "kad",
+                "embedding": "logmel[weight-free]",
+                "reference_set": "esc50:test",
+                "n_reference": 10,
+                "n_evaluated": 10,
+                "value": value,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "bandwidth": 3.0,
+                "scale": 100.0,
+                "versions": json.dumps({"sonieval": "0"}),
+                "category": None,
+                "saturated": True,
+                "n_failed": 0,
+                "error": None,
+                "cross_term": 0.0,
+            }
+        )
     md = leaderboard_markdown(build_leaderboard(pd.DataFrame(rows)))
     assert "All systems are saturated" in md and md.count("| saturated |") == 2
 

@@ -19,9 +19,11 @@ def api_examples(text: str, area: str) -> list[str]:
 
 
 def test_extractor_takes_only_its_own_area():
-    text = ("<!-- api-example: metrics -->\n```python\na = 1\n```\n"
-            "<!-- api-example: stats -->\n```python\nb = 2\n```\n"
-            "```python\nc = 3\n```\n")
+    text = (
+        "<!-- api-example: metrics -->\n```python\na = 1\n```\n"
+        "<!-- api-example: stats -->\n```python\nb = 2\n```\n"
+        "```python\nc = 3\n```\n"
+    )
     assert api_examples(text, "metrics") == ["a = 1\n"] and api_examples(text, "stats") == ["b = 2\n"]
 
 

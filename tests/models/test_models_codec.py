@@ -31,8 +31,15 @@ def test_full_size_checkpoint_loads_strictly_through_the_loader(torch_threads, f
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     assert set(ckpt) == {"metadata", "state_dict"} and ckpt["metadata"]["kwargs"]["vae_latent_channels"] == 64
     keys = set(ckpt["state_dict"])
-    for prefix in ("encoder.block.0.weight_v", "mean_proj.weight", "logs_proj.weight", "dec_in_proj.weight",
-                   "quantizer.codebook.weight", "quantizer.in_proj.weight_v", "decoder.model.0.weight_g"):
+    for prefix in (
+        "encoder.block.0.weight_v",
+        "mean_proj.weight",
+        "logs_proj.weight",
+        "dec_in_proj.weight",
+        "quantizer.codebook.weight",
+        "quantizer.in_proj.weight_v",
+        "decoder.model.0.weight_g",
+    ):
         assert prefix in keys
     assert tuple(ckpt["state_dict"]["mean_proj.weight"].shape) == (64, 1024, 1)
     assert tuple(ckpt["state_dict"]["quantizer.codebook.weight"].shape) == (4096, 8)
@@ -179,12 +186,24 @@ def test_checkpoint_sources_local_vs_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     for source in ("owner/repo/file.pth", "hf://owner/repo/file.pth"):
         with pytest.raises(WeightsUnavailable, match="owner/repo/file.pth"):
-            weights.resolve_checkpoint(source, default_repo="a/b", default_file="c.pth", what="X",
-                                       setting="codec.checkpoint", cache_dir=tmp_path)
+            weights.resolve_checkpoint(
+                source,
+                default_repo="a/b",
+                default_file="c.pth",
+                what="X",
+                setting="codec.checkpoint",
+                cache_dir=tmp_path,
+            )
     assert asked == [("owner/repo", "file.pth")] * 2
     monkeypatch.chdir(tmp_path)
     (tmp_path / "weights").mkdir()
     with pytest.raises(WeightsUnavailable, match="checkpoint file not found"):
-        weights.resolve_checkpoint("weights/dac/file.pth", default_repo="a/b", default_file="c.pth", what="X",
-                                   setting="codec.checkpoint", cache_dir=tmp_path)
+        weights.resolve_checkpoint(
+            "weights/dac/file.pth",
+            default_repo="a/b",
+            default_file="c.pth",
+            what="X",
+            setting="codec.checkpoint",
+            cache_dir=tmp_path,
+        )
     assert len(asked) == 2  # a path under an existing local folder never goes to the hub

@@ -9,8 +9,16 @@ import torch
 
 from sonieval.errors import SonievalError, WeightsUnavailable
 from sonieval.models import encoders as enc_mod
-from sonieval.models.layers import (INPUT, LayerError, capture_layers, expand_layers, layer_cache_path,
-                                    layer_label, layer_model_key, parse_layer_label)
+from sonieval.models.layers import (
+    INPUT,
+    LayerError,
+    capture_layers,
+    expand_layers,
+    layer_cache_path,
+    layer_label,
+    layer_model_key,
+    parse_layer_label,
+)
 from sonieval.protocol import EncoderSpec
 
 SECONDS = 5
@@ -33,8 +41,12 @@ AXES = {
     "wav2vec2": {INPUT: ((1, 249), 0.02, 0.0125), 1: ((1, 249), 0.02, 0.0125)},
     "wavlm": {INPUT: ((1, 249), 0.02, 0.0125), 2: ((1, 249), 0.02, 0.0125)},
     "whisper": {INPUT: ((1, 250), 0.02, 0.0), 2: ((1, 250), 0.02, 0.0)},
-    "clap": {INPUT: ((16, 128), 4 * HTSAT_S, 1.5 * HTSAT_S), 2: ((8, 64), 8 * HTSAT_S, 3.5 * HTSAT_S),
-             3: ((4, 32), 16 * HTSAT_S, 7.5 * HTSAT_S), 4: ((2, 16), 32 * HTSAT_S, 15.5 * HTSAT_S)},
+    "clap": {
+        INPUT: ((16, 128), 4 * HTSAT_S, 1.5 * HTSAT_S),
+        2: ((8, 64), 8 * HTSAT_S, 3.5 * HTSAT_S),
+        3: ((4, 32), 16 * HTSAT_S, 7.5 * HTSAT_S),
+        4: ((2, 16), 32 * HTSAT_S, 15.5 * HTSAT_S),
+    },
 }
 
 
@@ -67,15 +79,18 @@ def test_expand_layers_forms_and_order():
     assert expand_layers("all", 0) == [INPUT]
 
 
-@pytest.mark.parametrize("value, message", [
-    (13, "encoders[0].layer: 13 is beyond AST's 12 blocks; allowed: input, 1..12, all"),
-    (0, "encoders[0].layer: 0 is not a block (blocks count from 1; the cut before the first block is 'input')"),
-    (True, "encoders[0].layer: True is not a layer; allowed: input, 1..12, all"),
-    ("last", "encoders[0].layer: 'last' is not a layer"),
-    ([3, 3], "encoders[0].layer: layer 3 is listed twice"),
-    (["all"], "encoders[0].layer: 'all' stands alone"),
-    ([], "encoders[0].layer: an empty list names no layer"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (13, "encoders[0].layer: 13 is beyond AST's 12 blocks; allowed: input, 1..12, all"),
+        (0, "encoders[0].layer: 0 is not a block (blocks count from 1; the cut before the first block is 'input')"),
+        (True, "encoders[0].layer: True is not a layer; allowed: input, 1..12, all"),
+        ("last", "encoders[0].layer: 'last' is not a layer"),
+        ([3, 3], "encoders[0].layer: layer 3 is listed twice"),
+        (["all"], "encoders[0].layer: 'all' stands alone"),
+        ([], "encoders[0].layer: an empty list names no layer"),
+    ],
+)
 def test_bad_layer_values_are_one_line(value, message):
     with pytest.raises(LayerError) as exc:
         expand_layers(value, 12, label="AST", setting="encoders[0].layer")
@@ -130,7 +145,9 @@ def test_every_layer_has_its_documented_shape_and_time_axis(torch_threads, name)
         assert axis.grid[0] * axis.grid[1] == emb.shape[1]
         if layer in AXES[name]:
             grid, hop, first = AXES[name][layer]
-            assert axis.grid == grid and axis.hop_s == pytest.approx(hop) and axis.first_center_s == pytest.approx(first)
+            assert (
+                axis.grid == grid and axis.hop_s == pytest.approx(hop) and axis.first_center_s == pytest.approx(first)
+            )
     # an integer layer alone, and the encoder loaded for it, give the same tensor as the sweep
     k = encoder.num_blocks
     assert torch.allclose(encoder.embed(clip(encoder), layer=k), out[k], atol=1e-6)
@@ -147,9 +164,10 @@ def test_block_k_is_transformers_hidden_state_k(torch_threads, name):
     out = encoder.embed_layers(audio)
     with torch.no_grad():
         if name == "clap":  # transformers gives stage outputs: the last block of each stage, before merging
-            hidden = encoder.model(**encoder._model_inputs(audio), output_hidden_states=True,
-                                   output_hidden_states_before_downsampling=True).hidden_states
-            ends = [sum(encoder.config.depths[:s + 1]) for s in range(len(encoder.config.depths))]
+            hidden = encoder.model(
+                **encoder._model_inputs(audio), output_hidden_states=True, output_hidden_states_before_downsampling=True
+            ).hidden_states
+            ends = [sum(encoder.config.depths[: s + 1]) for s in range(len(encoder.config.depths))]
             pairs = [(INPUT, hidden[0])] + list(zip(ends, hidden[1:]))
             pairs = [(k, h.flatten(2).transpose(1, 2)) for k, h in pairs]
         else:
@@ -171,7 +189,9 @@ def test_one_forward_pass_for_all_layers_and_none_beyond_the_deepest(torch_threa
     calls = {"model": 0, "blocks": [0] * encoder.num_blocks}
     hooks = [encoder.model.register_forward_pre_hook(lambda m, a: calls.__setitem__("model", calls["model"] + 1))]
     for i, block in enumerate(encoder._blocks()):
-        hooks.append(block.register_forward_pre_hook(lambda m, a, i=i: calls["blocks"].__setitem__(i, calls["blocks"][i] + 1)))
+        hooks.append(
+            block.register_forward_pre_hook(lambda m, a, i=i: calls["blocks"].__setitem__(i, calls["blocks"][i] + 1))
+        )
     try:
         encoder.embed_layers(clip(encoder), "all")
         assert calls == {"model": 1, "blocks": [1, 1, 1, 1]}
@@ -187,12 +207,14 @@ def test_one_forward_pass_for_all_layers_and_none_beyond_the_deepest(torch_threa
 def test_capture_reports_a_layer_the_forward_never_reached():
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     skipped = torch.nn.Linear(2, 2)  # registered as a block but never called
-    got = capture_layers(lambda: net(torch.ones(1, 2)), [INPUT, 1], input_module=net[0], input_from=lambda o: o,
-                         blocks=[net[1]])
+    got = capture_layers(
+        lambda: net(torch.ones(1, 2)), [INPUT, 1], input_module=net[0], input_from=lambda o: o, blocks=[net[1]]
+    )
     assert set(got) == {INPUT, 1}
     with pytest.raises(LayerError, match="did not reach layer"):
-        capture_layers(lambda: net(torch.ones(1, 2)), [2], input_module=net[0], input_from=lambda o: o,
-                       blocks=[net[1], skipped])
+        capture_layers(
+            lambda: net(torch.ones(1, 2)), [2], input_module=net[0], input_from=lambda o: o, blocks=[net[1], skipped]
+        )
 
 
 # ----------------------------------------------------------------------------- token layouts against the audio
@@ -222,9 +244,13 @@ def test_clap_input_tokens_are_frequency_major_on_the_unfolded_grid(torch_thread
     n = SECONDS * encoder.sample_rate
 
     def tokens(feats):
-        got = capture_layers(lambda: encoder.model(input_features=feats), [INPUT],
-                             input_module=encoder._input_module(), input_from=encoder._input_from,
-                             blocks=encoder._blocks())
+        got = capture_layers(
+            lambda: encoder.model(input_features=feats),
+            [INPUT],
+            input_module=encoder._input_module(),
+            input_from=encoder._input_from,
+            blocks=encoder._blocks(),
+        )
         return encoder._arrange(got[INPUT], INPUT, n)[0]
 
     base = inputs["input_features"]
@@ -301,7 +327,11 @@ def test_published_checkpoint_formats_load_and_keep_only_the_audio_encoder(torch
     if name == "whisper":
         assert torch.allclose(encoder.embed(audio, layer=1), hidden[1][:, :250], atol=1e-5)
     else:  # stage 0's output after merging is not a block output; compare the input cut
-        assert torch.allclose(encoder.embed(audio, layer=INPUT), encoder._arrange(hidden[0].flatten(2).transpose(1, 2), INPUT, audio.shape[-1]), atol=1e-5)
+        assert torch.allclose(
+            encoder.embed(audio, layer=INPUT),
+            encoder._arrange(hidden[0].flatten(2).transpose(1, 2), INPUT, audio.shape[-1]),
+            atol=1e-5,
+        )
     kept = {n for n, _ in encoder.model.named_modules()}
     assert not any(part in n for n in kept for part in ("decoder", "text_model"))
 
@@ -330,13 +360,15 @@ def test_clips_longer_than_the_input_window_are_refused(torch_threads, name, sec
     encoder = small(name)
     with pytest.raises(SonievalError) as exc:
         encoder.embed(torch.zeros(1, seconds * encoder.sample_rate), layer=INPUT)
-    assert f"longer than" in str(exc.value) and window in str(exc.value) and "\n" not in str(exc.value)
+    assert "longer than" in str(exc.value) and window in str(exc.value) and "\n" not in str(exc.value)
     with pytest.raises(SonievalError, match="clip_seconds"):
         encoder.time_axis(seconds * encoder.sample_rate, INPUT)
 
 
-@pytest.mark.parametrize("name, hub_id", [("wavlm", "microsoft/wavlm-base-plus"), ("whisper", "openai/whisper-base"),
-                                          ("clap", "laion/clap-htsat-unfused")])
+@pytest.mark.parametrize(
+    "name, hub_id",
+    [("wavlm", "microsoft/wavlm-base-plus"), ("whisper", "openai/whisper-base"), ("clap", "laion/clap-htsat-unfused")],
+)
 def test_new_encoders_offline_without_weights_are_one_clear_line(monkeypatch, name, hub_id):
     import huggingface_hub
 

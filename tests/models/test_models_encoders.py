@@ -90,7 +90,9 @@ def test_finetuned_classification_checkpoint_loads_as_encoder(torch_threads, tmp
     clf.save_pretrained(tmp_path / "ft")
     encoder = enc_mod.load_encoder(spec("hubert", finetuned=str(tmp_path / "ft")))
     with torch.no_grad():
-        expected = clf.hubert.feature_projection(clf.hubert.feature_extractor(torch.ones(1, 16000) * 0.1).transpose(1, 2))
+        expected = clf.hubert.feature_projection(
+            clf.hubert.feature_extractor(torch.ones(1, 16000) * 0.1).transpose(1, 2)
+        )
     assert torch.allclose(encoder.embed(torch.ones(1, 16000) * 0.1), expected, atol=1e-6)
 
 
@@ -125,7 +127,9 @@ def test_bad_local_folder_and_unknown_encoder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(WeightsUnavailable, match="not a save_pretrained folder"):
         enc_mod.load_encoder(spec("hubert", model=str(tmp_path / "empty")))
-    with pytest.raises(SonievalError, match="unknown encoder 'beats'; registered: ast, clap, hubert, wav2vec2, wavlm, whisper"):
+    with pytest.raises(
+        SonievalError, match="unknown encoder 'beats'; registered: ast, clap, hubert, wav2vec2, wavlm, whisper"
+    ):
         enc_mod.load_encoder(spec("beats"))
 
 
@@ -149,8 +153,15 @@ def test_registry_makes_a_new_encoder_one_small_class(torch_threads):
         def small_config(cls):
             from transformers import WavLMConfig
 
-            return WavLMConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                               conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+            return WavLMConfig(
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                intermediate_size=64,
+                conv_dim=(16,) * 7,
+                num_conv_pos_embeddings=16,
+                num_conv_pos_embedding_groups=4,
+            )
 
     try:
         encoder = enc_mod.load_encoder(spec("test-wavlm", size="small"))

@@ -43,8 +43,25 @@ def check_output(out, proto, encoder_name):
 def test_finetune_small_hubert_on_the_synthetic_set(torch_threads, tmp_path, capsys):
     proto_path = write_protocol(tmp_path, "synthetic", "hubert")
     out = tmp_path / "ft-hubert"
-    code = main(["finetune", proto_path, "--encoder", "hubert", "--epochs", "2", "--batch-size", "8",
-                 "--lr", "1e-3", "--out", str(out), "--device", "cpu", "--no-progress"])
+    code = main(
+        [
+            "finetune",
+            proto_path,
+            "--encoder",
+            "hubert",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-3",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "validation accuracy" in printed and "SMALL RANDOM-INIT" in printed and "SYNTHETIC" in printed
@@ -57,8 +74,25 @@ def test_finetune_small_ast_on_real_esc50_clips(torch_threads, tmp_path, esc50_r
     extra = "  categories: [dog, rain, siren]\n"
     proto_path = write_protocol(tmp_path, str(esc50_root), "ast", extra)
     out = tmp_path / "ft-ast"
-    code = main(["finetune", proto_path, "--encoder", "ast", "--epochs", "2", "--batch-size", "6",
-                 "--lr", "1e-3", "--out", str(out), "--device", "cpu", "--no-progress"])
+    code = main(
+        [
+            "finetune",
+            proto_path,
+            "--encoder",
+            "ast",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "6",
+            "--lr",
+            "1e-3",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert "validation accuracy" in capsys.readouterr().out
     info = check_output(out, load_protocol(proto_path), "ast")

@@ -44,7 +44,9 @@ def test_every_variant_gives_the_latent_shape_at_full_size(torch_threads, encode
 def test_docstring_parameter_counts_are_the_real_ones(variant):
     doc = g.GATES[variant].__doc__
     for label, encoder in (("AST→DAC-VAE", "ast"), ("HuBERT→DAC-VAE", "hubert")):
-        line = re.search(re.escape(label) + r" (reshape [\d,]+ · transpose [\d,]+ · grid [\d,]+ · grid-pool [\d,]+)", doc)
+        line = re.search(
+            re.escape(label) + r" (reshape [\d,]+ · transpose [\d,]+ · grid [\d,]+ · grid-pool [\d,]+)", doc
+        )
         assert line, f"{variant}: no parameter line for {label}"
         documented = dict(re.findall(r"([\w-]+) ([\d,]+)", line.group(1)))
         for alignment in g.ALIGNMENTS:
@@ -54,7 +56,9 @@ def test_docstring_parameter_counts_are_the_real_ones(variant):
 
 def test_parameter_count_on_meta_matches_materialised(torch_threads):
     gate = g.build_gate("CONV-LN", (40, 12), (6, 30), "transpose")
-    assert g.gate_parameter_count("CONV-LN", (40, 12), (6, 30), "transpose") == sum(p.numel() for p in gate.parameters())
+    assert g.gate_parameter_count("CONV-LN", (40, 12), (6, 30), "transpose") == sum(
+        p.numel() for p in gate.parameters()
+    )
 
 
 @pytest.mark.parametrize("shapes", [((37, 5), (3, 11)), ((7, 300), (16, 9)), ((1, 1), (1, 1))])
@@ -158,8 +162,11 @@ def test_gates_command_lists_every_variant_with_counts(capsys):
         assert f"\n{variant} " in out
     lin = next(line for line in out.splitlines() if line.startswith("LIN "))
     counts = [int(v.replace(",", "")) for v in lin.split()[2:]]
-    assert counts == [g.gate_parameter_count("LIN", shape, g.DAC_VAE_LATENT, a)
-                      for shape in (g.AST_EMBEDDING, g.HUBERT_EMBEDDING) for a in g.ALIGNMENTS]
+    assert counts == [
+        g.gate_parameter_count("LIN", shape, g.DAC_VAE_LATENT, a)
+        for shape in (g.AST_EMBEDDING, g.HUBERT_EMBEDDING)
+        for a in g.ALIGNMENTS
+    ]
     assert "conv 1→8 10x10/2x1" in out and "attention 3h" in out
     assert main(["gates", "--embedding", "1500x1280", "--latent", "64x431"]) == 0
     assert "1500x1280/transpose" in capsys.readouterr().out

@@ -25,8 +25,10 @@ def _inputs_seen(encoder, backend, clip) -> tuple[torch.Tensor, torch.Tensor]:
     def capture(_module, args):
         seen.append(args[0].detach().clone())
 
-    hooks = [encoder.conv_features.register_forward_pre_hook(capture),
-             backend.load().feature_extractor.register_forward_pre_hook(capture)]
+    hooks = [
+        encoder.conv_features.register_forward_pre_hook(capture),
+        backend.load().feature_extractor.register_forward_pre_hook(capture),
+    ]
     try:
         encoder.embed(torch.from_numpy(clip)[None])
         backend.embed_batch([clip])
@@ -49,8 +51,13 @@ def test_encoder_and_metric_embedding_feed_hubert_the_same_input(tmp_path, torch
     folder = tmp_path / "hubert"
     HubertModel(HubertEncoder.small_config()).save_pretrained(folder)
     if do_normalize is not None:  # the checkpoint's own preprocessor_config.json
-        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=do_normalize,
-                                 return_attention_mask=False).save_pretrained(folder)
+        Wav2Vec2FeatureExtractor(
+            feature_size=1,
+            sampling_rate=16_000,
+            padding_value=0.0,
+            do_normalize=do_normalize,
+            return_attention_mask=False,
+        ).save_pretrained(folder)
     encoder = load_encoder(EncoderSpec(name="hubert", model=str(folder)))
     backend = load_embedding(f"hubert:{folder}")
     gate_input, metric_input = _inputs_seen(encoder, backend, _clip())

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from harness.parts import require_part
 
 from sonieval.errors import DataError
 from sonieval.files import atomic_path
-from sonieval.pipeline.engines import attempt
 from sonieval.ledger import ItemOutcome
-from harness.parts import require_part
+from sonieval.pipeline.engines import attempt
 
 HERE = Path(__file__).resolve().parent
 HOLD_SECONDS = 120  # a held task waits at most this long for the test to release it
@@ -40,8 +40,14 @@ def ray_cluster():
         yield ray
         return
     path = os.pathsep.join(p for p in (str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path, CLUSTER_MARK: CLUSTER_ID}})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path, CLUSTER_MARK: CLUSTER_ID}},
+    )
     yield ray
     ray.shutdown()
 
@@ -111,10 +117,20 @@ def synthetic_pairs(root: Path, n_train: int = 24, n_validation: int = 8, seed: 
         for kind, key, arr in (("embedding", "synthetic-emb", x), ("latent", "synthetic-lat", y)):
             path = root / "results" / "cache" / f"{kind}s" / key / f"{i:064x}.npy"
             save_array(path, arr, kind)
-            rows.append({"clip_id": f"c{i:03d}", "split": "train" if i < n_train else "validation",
-                         "listening": False, "kind": kind, "model": "ast" if kind == "embedding" else "dac-vae",
-                         "layer": "input" if kind == "embedding" else None, "model_key": key, "path": str(path),
-                         "status": "done", "error": None})
+            rows.append(
+                {
+                    "clip_id": f"c{i:03d}",
+                    "split": "train" if i < n_train else "validation",
+                    "listening": False,
+                    "kind": kind,
+                    "model": "ast" if kind == "embedding" else "dac-vae",
+                    "layer": "input" if kind == "embedding" else None,
+                    "model_key": key,
+                    "path": str(path),
+                    "status": "done",
+                    "error": None,
+                }
+            )
     write_table(pd.DataFrame(rows, columns=PREPARED_COLUMNS), root / "results" / "tables" / "prepared.parquet")
 
 
@@ -125,11 +141,24 @@ def sweep_protocol(root: Path):
 
     from sonieval.protocol import load_protocol
 
-    return load_protocol(write_protocol(
-        root, gates={"variants": ["LIN", "LIN-D", "CONV"], "alignments": ["transpose"],
-                     "controls": ["untrained", "shuffled"]},
-        training={"learning_rates": [0.05, 0.01], "epochs": [1, 3], "batch_size": 8, "eval_batch_size": 8,
-                  "gradient_accumulation": 2, "augmentation": {"gaussian_blur": True, "blur_sigma": 2.0}}))
+    return load_protocol(
+        write_protocol(
+            root,
+            gates={
+                "variants": ["LIN", "LIN-D", "CONV"],
+                "alignments": ["transpose"],
+                "controls": ["untrained", "shuffled"],
+            },
+            training={
+                "learning_rates": [0.05, 0.01],
+                "epochs": [1, 3],
+                "batch_size": 8,
+                "eval_batch_size": 8,
+                "gradient_accumulation": 2,
+                "augmentation": {"gaussian_blur": True, "blur_sigma": 2.0},
+            },
+        )
+    )
 
 
 def checkpoints(proto) -> dict[str, dict]:
@@ -137,14 +166,17 @@ def checkpoints(proto) -> dict[str, dict]:
     import torch
 
     root = proto.results_path / "checkpoints"
-    return {str(p.relative_to(root)): torch.load(p, weights_only=True)["state_dict"] for p in sorted(root.rglob("e*.pt"))}
+    return {
+        str(p.relative_to(root)): torch.load(p, weights_only=True)["state_dict"] for p in sorted(root.rglob("e*.pt"))
+    }
 
 
 def same_checkpoints(a: dict[str, dict], b: dict[str, dict]) -> bool:
     import torch
 
     return a.keys() == b.keys() and all(
-        a[k].keys() == b[k].keys() and all(torch.equal(a[k][n], b[k][n]) for n in a[k]) for k in a)
+        a[k].keys() == b[k].keys() and all(torch.equal(a[k][n], b[k][n]) for n in a[k]) for k in a
+    )
 
 
 def workers_running(title_prefix: str) -> list[int]:
@@ -154,8 +186,10 @@ def workers_running(title_prefix: str) -> list[int]:
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             title = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
-            if title.startswith(f"ray::{title_prefix}") and f"{CLUSTER_MARK}={CLUSTER_ID}".encode() in (
-                    proc / "environ").read_bytes():
+            if (
+                title.startswith(f"ray::{title_prefix}")
+                and f"{CLUSTER_MARK}={CLUSTER_ID}".encode() in (proc / "environ").read_bytes()
+            ):
                 pids.append(int(proc.name))
         except OSError:
             continue

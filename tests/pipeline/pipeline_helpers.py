@@ -9,7 +9,6 @@ import pandas as pd
 import yaml
 
 from sonieval.audio import CODEC_RATE, write_wav
-from sonieval.protocol import load_protocol
 from sonieval.tables import write_table
 
 CLIP_SECONDS = 1.0
@@ -32,8 +31,20 @@ def make_clips(root: Path, n_train: int = 6, n_validation: int = 2, n_test: int 
         cls = i % 3
         clip_id = f"{split}-{i:02d}-{cls}"
         path = write_wav(root / "audio" / f"{clip_id}.wav", _clip(rng, cls), CODEC_RATE)
-        rows.append({"clip_id": clip_id, "filename": path.name, "fold": 1, "target": cls, "category": f"class{cls}",
-                     "path": str(path), "split": split, "listening": split == "test", "status": "ok", "error": None})
+        rows.append(
+            {
+                "clip_id": clip_id,
+                "filename": path.name,
+                "fold": 1,
+                "target": cls,
+                "category": f"class{cls}",
+                "path": str(path),
+                "split": split,
+                "listening": split == "test",
+                "status": "ok",
+                "error": None,
+            }
+        )
     clips = pd.DataFrame(rows)
     write_table(clips, root / "results" / "tables" / "clips.parquet", "clips")
     return clips
@@ -59,5 +70,3 @@ def write_protocol(root: Path, **sections) -> Path:
     path = root / "protocol.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
-
-

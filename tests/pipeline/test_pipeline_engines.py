@@ -13,15 +13,17 @@ import pytest
 from engine_helpers import calls, failing_task, ray_cluster, write_items  # noqa: F401 - ray_cluster is a fixture
 
 from sonieval.errors import SonievalError
-from sonieval.pipeline.engines import LocalEngine, RayEngine, Resources, Task, chunks, make_engine, run_tasks
 from sonieval.ledger import LedgerItem, RunLedger
+from sonieval.pipeline.engines import LocalEngine, RayEngine, Resources, Task, chunks, make_engine, run_tasks
 
 KEYS = ["a", "b", "bad-c", "d", "e", "f"]
 
 
 def _tasks(folder: Path, keys=KEYS, size: int = 2, hold: str | None = None) -> list[Task]:
-    return [Task(f"toy-{i}", write_items, [LedgerItem(k, {"k": k}) for k in part], (str(folder), hold))
-            for i, part in enumerate(chunks(list(keys), len(keys) // size))]
+    return [
+        Task(f"toy-{i}", write_items, [LedgerItem(k, {"k": k}) for k in part], (str(folder), hold))
+        for i, part in enumerate(chunks(list(keys), len(keys) // size))
+    ]
 
 
 def _artifacts(folder: Path) -> dict[str, str]:
@@ -69,8 +71,9 @@ def test_ray_makes_the_same_artifacts_and_fails_bad_inputs_once(tmp_path, ray_cl
     local.mkdir(), ray_dir.mkdir()
     _, local_table = _run(local, LocalEngine())
     engine = RayEngine()
-    tasks = _tasks(ray_dir) + [Task("toy-broken", failing_task, [LedgerItem("g", {}), LedgerItem("h", {})],
-                                    (str(ray_dir),))]
+    tasks = _tasks(ray_dir) + [
+        Task("toy-broken", failing_task, [LedgerItem("g", {}), LedgerItem("h", {})], (str(ray_dir),))
+    ]
     result, table = _run(ray_dir, engine, tasks)
     assert _artifacts(ray_dir) == _artifacts(local) == _expected()
     assert set(result.failed) == {"bad-c", "g", "h"}
@@ -86,6 +89,7 @@ def test_ray_makes_the_same_artifacts_and_fails_bad_inputs_once(tmp_path, ray_cl
 
 def _kill_when_held(folder: Path, killed: list[int]) -> threading.Thread:
     """Kill (SIGKILL) the first worker that holds the item, then release the held item for the retry."""
+
     def watch():
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -160,8 +164,10 @@ def test_shard_ledgers_are_merged_by_the_next_unsharded_run(tmp_path):
             for key in keys:
                 ledger.record("sonify", key, "done", inputs={"v": 1})
             ledger.record("sonify", f"running-{k}", "running", inputs={"v": 1})  # still in flight: not merged
-    assert [p.name for p in shard_ledgers(tmp_path, "sonify")] == ["sonify-shard-1-of-2.sqlite",
-                                                                  "sonify-shard-2-of-2.sqlite"]
+    assert [p.name for p in shard_ledgers(tmp_path, "sonify")] == [
+        "sonify-shard-1-of-2.sqlite",
+        "sonify-shard-2-of-2.sqlite",
+    ]
     with RunLedger(tmp_path / "manifest.sqlite") as main:
         assert merge_shard_ledgers(main, tmp_path, "sonify") == 4  # a, b, c and the redone item (not "old" again)
         assert merge_shard_ledgers(main, tmp_path, "sonify") == 0  # idempotent

@@ -16,8 +16,14 @@ from sonieval.pipeline.run import run_protocol
 from sonieval.protocol import load_protocol
 
 REPO = Path(__file__).resolve().parents[2]
-TABLES = ["tables/clips.parquet", "tables/prepared.parquet", "tables/training.parquet",
-          "tables/sonifications.parquet", "scores/scores.parquet", "scores/item_scores.parquet"]
+TABLES = [
+    "tables/clips.parquet",
+    "tables/prepared.parquet",
+    "tables/training.parquet",
+    "tables/sonifications.parquet",
+    "scores/scores.parquet",
+    "scores/item_scores.parquet",
+]
 
 
 def reduced_demo(root: Path):
@@ -59,8 +65,9 @@ def test_run_on_ray_matches_the_local_engine_and_survives_a_killed_worker(tmp_pa
         # libsndfile stamps a float WAV's PEAK chunk with the time of writing, so two writes of the same samples
         # never share a sha256 (under either engine): the samples are compared instead
         drop = ["sha256"] if rel.endswith("sonifications.parquet") else []
-        pd.testing.assert_frame_equal(_table(local, rel).drop(columns=drop), _table(ray_proto, rel).drop(columns=drop),
-                                      obj=rel)
+        pd.testing.assert_frame_equal(
+            _table(local, rel).drop(columns=drop), _table(ray_proto, rel).drop(columns=drop), obj=rel
+        )
     for wav in _files(local, "sonifications"):
         same = [read_audio(p / "sonifications" / wav)[0] for p in (local.results_path, ray_proto.results_path)]
         assert np.array_equal(*same), wav

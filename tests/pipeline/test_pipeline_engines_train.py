@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from engine_helpers import checkpoints, same_checkpoints, sweep_protocol, synthetic_pairs
 
-from sonieval.pipeline.engines import LocalEngine
 from sonieval.ledger import RunLedger
+from sonieval.pipeline.engines import LocalEngine
 from sonieval.pipeline.train import paired_data, plan_runs, train_one_run
 from sonieval.pipeline.train_tasks import MAX_GATES_PER_TASK, gates_per_task, train_together
 

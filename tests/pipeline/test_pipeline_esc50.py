@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
+from pipeline_helpers import write_protocol
 
 from sonieval.audio import read_audio
-from sonieval.pipeline.figures import sonification_figure
 from sonieval.ledger import RunLedger
+from sonieval.pipeline.figures import sonification_figure
 from sonieval.pipeline.prepare import run_prepare
 from sonieval.pipeline.sonify import run_sonify
-from sonieval.tables import resolve_table_path
 from sonieval.pipeline.train import run_train
 from sonieval.protocol import load_protocol
-
-from pipeline_helpers import write_protocol
+from sonieval.tables import resolve_table_path
 
 
 @pytest.mark.esc50
@@ -23,13 +21,20 @@ from pipeline_helpers import write_protocol
 def test_real_clips_prepare_train_sonify(esc50_root, tmp_path, torch_threads):
     from sonieval.data.esc50 import prepare_clips
 
-    proto = load_protocol(write_protocol(
-        tmp_path,
-        data={"esc50": str(esc50_root), "clip_seconds": 5.0, "categories": ["dog", "rooster"],
-              "max_clips_per_class": 4, "listening_set": {"n_clips": 2}},
-        training={"learning_rates": [0.005], "epochs": [1], "batch_size": 4, "eval_batch_size": 4},
-        sonify={"postprocess": ["minmax", "minmax+squared"], "batch_size": 2},
-    ))
+    proto = load_protocol(
+        write_protocol(
+            tmp_path,
+            data={
+                "esc50": str(esc50_root),
+                "clip_seconds": 5.0,
+                "categories": ["dog", "rooster"],
+                "max_clips_per_class": 4,
+                "listening_set": {"n_clips": 2},
+            },
+            training={"learning_rates": [0.005], "epochs": [1], "batch_size": 4, "eval_batch_size": 4},
+            sonify={"postprocess": ["minmax", "minmax+squared"], "batch_size": 2},
+        )
+    )
     with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         clips = prepare_clips(proto, manifest, progress=False)
         assert clips["listening"].sum() == 2

@@ -8,21 +8,21 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from pipeline_helpers import make_clips, write_protocol
 
-from sonieval.pipeline import prepare as prepare_mod
 from sonieval.ledger import RunLedger
+from sonieval.pipeline import prepare as prepare_mod
 from sonieval.pipeline.prepare import run_prepare
 from sonieval.protocol import load_protocol
 from sonieval.tables import resolve_table_path
-
-from pipeline_helpers import make_clips, write_protocol
 
 MEL = [{"name": "mel", "iterations": 2}]
 
 
 def _protocol(root, layer, **sections):
-    return load_protocol(write_protocol(root, encoders=[{"name": "wavlm", "size": "small", "layer": layer}],
-                                        codec=MEL, **sections))
+    return load_protocol(
+        write_protocol(root, encoders=[{"name": "wavlm", "size": "small", "layer": layer}], codec=MEL, **sections)
+    )
 
 
 class LayerForwards:
@@ -61,9 +61,13 @@ def test_prepare_caches_each_layer_apart_from_one_forward_per_batch(tmp_path, to
     keys = emb.groupby("layer")["model_key"].first()
     assert keys["layer2"] == keys["input"] + "@layer2"  # the input cut keeps the bare key (old caches stay valid)
     clip = emb["clip_id"].iloc[0]
-    arrays = {layer: np.load(resolve_table_path(g.loc[g["clip_id"] == clip, "path"].iloc[0], proto.results_path))
-              for layer, g in emb.groupby("layer")}
-    assert arrays["input"].shape == arrays["layer2"].shape == (49, 64) and not np.allclose(arrays["input"], arrays["layer2"])
+    arrays = {
+        layer: np.load(resolve_table_path(g.loc[g["clip_id"] == clip, "path"].iloc[0], proto.results_path))
+        for layer, g in emb.groupby("layer")
+    }
+    assert arrays["input"].shape == arrays["layer2"].shape == (49, 64) and not np.allclose(
+        arrays["input"], arrays["layer2"]
+    )
     for layer, key in keys.items():
         info = json.loads((proto.cache_path / "embeddings" / key / "encoder.json").read_text())
         assert info["layer"] == layer and info["time_axis"]["grid"] == [1, 49] and info["num_blocks"] == 2
@@ -73,9 +77,14 @@ def test_prepare_caches_each_layer_apart_from_one_forward_per_batch(tmp_path, to
     table = _prepare(proto_all, batch_size=4).table
     assert forwards.calls == [(4, ["layer1"]), (4, ["layer1"]), (3, ["layer1"])]
     assert sorted(table.loc[table["kind"] == "embedding", "layer"].unique()) == ["input", "layer1", "layer2"]
-    assert np.array_equal(np.load(resolve_table_path(
-        table[(table["layer"] == "layer2") & (table["clip_id"] == clip)]["path"].iloc[0], proto.results_path)),
-        arrays["layer2"])
+    assert np.array_equal(
+        np.load(
+            resolve_table_path(
+                table[(table["layer"] == "layer2") & (table["clip_id"] == clip)]["path"].iloc[0], proto.results_path
+            )
+        ),
+        arrays["layer2"],
+    )
     forwards.calls.clear()
     _prepare(proto_all)
     assert forwards.calls == []
@@ -94,10 +103,14 @@ def layered_results(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("layers")
     make_clips(root)
-    proto = _protocol(root, "all", gates={"variants": ["LIN"], "alignments": ["grid"], "controls": ["untrained"]},
-                      training={"epochs": [1]}, sonify={"postprocess": ["none"]},
-                      metrics={"embeddings": ["logmel"], "metrics": ["kad"], "bootstrap": 50,
-                               "item_metrics": ["logmel_l1"]})
+    proto = _protocol(
+        root,
+        "all",
+        gates={"variants": ["LIN"], "alignments": ["grid"], "controls": ["untrained"]},
+        training={"epochs": [1]},
+        sonify={"postprocess": ["none"]},
+        metrics={"embeddings": ["logmel"], "metrics": ["kad"], "bootstrap": 50, "item_metrics": ["logmel_l1"]},
+    )
     try:
         with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
             run_prepare(proto, manifest, progress=False)
@@ -116,7 +129,8 @@ def test_all_expands_into_one_system_per_layer(layered_results):
     assert trained.ok and sonified.batch.ok, (trained.failed, sonified.batch.failed)
     training = pd.read_parquet(proto.results_path / "tables" / "training.parquet")
     assert sorted(zip(training["layer"], training["gate_slot"])) == [
-        (layer, gate) for layer in ("input", "layer1", "layer2") for gate in ("LIN", "LIN.untrained")]
+        (layer, gate) for layer in ("input", "layer1", "layer2") for gate in ("LIN", "LIN.untrained")
+    ]
     assert set(training["encoder"]) == {"wavlm"}
     prepared = pd.read_parquet(proto.results_path / "tables" / "prepared.parquet")
     for row in training.itertuples():
@@ -125,8 +139,11 @@ def test_all_expands_into_one_system_per_layer(layered_results):
         assert meta["layer"] == row.layer and meta["embedding_model_key"] == row.embedding_model_key == key
     son = sonified.table
     trained_ids = sorted(son.loc[son["control"] == "none", "system_id"].unique())
-    assert trained_ids == ["wavlm.layer1/LIN/lr0.01/e1/grid/none", "wavlm.layer2/LIN/lr0.01/e1/grid/none",
-                           "wavlm/LIN/lr0.01/e1/grid/none"]
+    assert trained_ids == [
+        "wavlm.layer1/LIN/lr0.01/e1/grid/none",
+        "wavlm.layer2/LIN/lr0.01/e1/grid/none",
+        "wavlm/LIN/lr0.01/e1/grid/none",
+    ]
     assert set(son.loc[son["encoder"] == "wavlm", "layer"]) == {"input", "layer1", "layer2"}
     assert (son["status"] == "done").all()
 
@@ -161,8 +178,13 @@ def test_shipped_depth_protocol_sweeps_layers_and_its_study_names_planned_system
         assert len(encoder.loaded_layers) >= 3 and encoder.random_init
         for layer in encoder.loaded_layers:
             slot = encoder_slot(spec.name, "input" if layer == "input" else f"layer{layer}")
-            made |= {make_system_id(slot, v, lr, e, a, p) for v in proto.gates.variants
-                     for lr in proto.training.learning_rates for e in proto.training.epochs
-                     for a in proto.gates.alignments for p in proto.sonify.postprocess}
+            made |= {
+                make_system_id(slot, v, lr, e, a, p)
+                for v in proto.gates.variants
+                for lr in proto.training.learning_rates
+                for e in proto.training.epochs
+                for a in proto.gates.alignments
+                for p in proto.sonify.postprocess
+            }
     assert proto.study.systems and set(proto.study.systems) <= made
     assert proto.primary_codec.name == "mel" and set(proto.gates.controls) == {"untrained", "shuffled"}

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pipeline_helpers import write_protocol
 
 from sonieval.audio import ENCODER_RATE, read_audio
 from sonieval.metrics.items import time_lag
@@ -20,10 +21,18 @@ from sonieval.pipeline.run import run_protocol
 from sonieval.protocol import load_protocol
 from sonieval.tables import resolve_table_path
 
-from pipeline_helpers import write_protocol
-
-CATEGORIES = ["dog", "rooster", "rain", "sea_waves", "crying_baby", "clock_tick", "helicopter", "chainsaw",
-              "church_bells", "hand_saw"]
+CATEGORIES = [
+    "dog",
+    "rooster",
+    "rain",
+    "sea_waves",
+    "crying_baby",
+    "clock_tick",
+    "helicopter",
+    "chainsaw",
+    "church_bells",
+    "hand_saw",
+]
 R2_MARGIN = 0.2  # a trained gate explains at least this much more latent variance than either control
 MAX_TIMED_LAG = 4  # frames of 20 ms: correctly timed sonifications peak within ±80 ms of their originals
 MIN_TIMED_PEAK = 0.25  # mean loudness-curve correlation at the peak (controls: 0.04-0.08; the codec: 0.97)
@@ -34,19 +43,34 @@ def learned(esc50_root, tmp_path_factory):
     """Run the whole sweep once for the module; returns (protocol, learning table, sonifications, clips)."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("learning")
-    proto = load_protocol(write_protocol(
-        root,
-        data={"esc50": str(esc50_root), "clip_seconds": 5.0, "categories": CATEGORIES,
-              "split": {"train": 0.75, "validation": 0.125, "test": 0.125, "seed": 42},
-              "listening_set": {"n_clips": 10, "seed": 42}},
-        codec=[{"name": "mel", "iterations": 8}],
-        gates={"variants": ["LIN"], "alignments": ["transpose", "grid"], "controls": ["untrained", "shuffled"]},
-        training={"learning_rates": [0.005], "epochs": [8], "batch_size": 16, "eval_batch_size": 16,
-                  "gradient_accumulation": 1},
-        sonify={"postprocess": ["none"], "batch_size": 10},
-        metrics={"embeddings": ["logmel"], "metrics": ["kad"], "bootstrap": 300,
-                 "item_metrics": ["logmel_l1", "envelope_correlation"]},
-    ))
+    proto = load_protocol(
+        write_protocol(
+            root,
+            data={
+                "esc50": str(esc50_root),
+                "clip_seconds": 5.0,
+                "categories": CATEGORIES,
+                "split": {"train": 0.75, "validation": 0.125, "test": 0.125, "seed": 42},
+                "listening_set": {"n_clips": 10, "seed": 42},
+            },
+            codec=[{"name": "mel", "iterations": 8}],
+            gates={"variants": ["LIN"], "alignments": ["transpose", "grid"], "controls": ["untrained", "shuffled"]},
+            training={
+                "learning_rates": [0.005],
+                "epochs": [8],
+                "batch_size": 16,
+                "eval_batch_size": 16,
+                "gradient_accumulation": 1,
+            },
+            sonify={"postprocess": ["none"], "batch_size": 10},
+            metrics={
+                "embeddings": ["logmel"],
+                "metrics": ["kad"],
+                "bootstrap": 300,
+                "item_metrics": ["logmel_l1", "envelope_correlation"],
+            },
+        )
+    )
     run_protocol(proto, echo=lambda _: None)
     learning = pd.read_csv(proto.results_path / "scores" / "learning.csv")
     son = pd.read_parquet(proto.results_path / "tables" / "sonifications.parquet")
@@ -85,19 +109,37 @@ def test_trained_gate_beats_both_controls_on_r2_and_decoded_audio(learned, align
 
 def test_the_learning_check_can_fail():
     """A gate that learned nothing ties its controls: the check says no."""
-    tied = pd.Series({"beats_controls": False, "lower_is_better": False, "system_value": 0.02,
-                      "shuffled_value": 0.0, "untrained_value": 0.01})
-    barely = pd.Series({"beats_controls": True, "lower_is_better": False, "system_value": 0.15,
-                        "shuffled_value": 0.0, "untrained_value": 0.01})
+    tied = pd.Series(
+        {
+            "beats_controls": False,
+            "lower_is_better": False,
+            "system_value": 0.02,
+            "shuffled_value": 0.0,
+            "untrained_value": 0.01,
+        }
+    )
+    barely = pd.Series(
+        {
+            "beats_controls": True,
+            "lower_is_better": False,
+            "system_value": 0.15,
+            "shuffled_value": 0.0,
+            "untrained_value": 0.01,
+        }
+    )
     assert not learning_holds(tied) and not learning_holds(barely, R2_MARGIN)
 
 
 def _profiles(proto, son: pd.DataFrame, clips: pd.DataFrame, system_id: str) -> list[np.ndarray]:
     """Each listening clip's loudness-correlation profile by lag, sonification against original."""
     originals = dict(zip(clips["clip_id"], clips["path"]))
-    return [time_lag(read_audio(resolve_table_path(r.path, proto.results_path), ENCODER_RATE)[0],
-                     read_audio(originals[r.clip_id], ENCODER_RATE)[0])[1]
-            for r in son[son["system_id"] == system_id].itertuples()]
+    return [
+        time_lag(
+            read_audio(resolve_table_path(r.path, proto.results_path), ENCODER_RATE)[0],
+            read_audio(originals[r.clip_id], ENCODER_RATE)[0],
+        )[1]
+        for r in son[son["system_id"] == system_id].itertuples()
+    ]
 
 
 def timed(profiles: list[np.ndarray]) -> bool:
@@ -139,13 +181,20 @@ def _decode_with_aligner_fault(proto, son: pd.DataFrame, system_id: str, fault: 
     rows = son[son["system_id"] == system_id]
     meta_ck = load_checkpoint(rows["checkpoint"].iloc[0])
     meta = meta_ck["meta"]
-    gate = build_gate(meta["variant"], tuple(meta["embedding_shape"]), tuple(meta["latent_shape"]), meta["alignment"],
-                      time_axis=time_axis_from(meta["time_axis"]))
+    gate = build_gate(
+        meta["variant"],
+        tuple(meta["embedding_shape"]),
+        tuple(meta["latent_shape"]),
+        meta["alignment"],
+        time_axis=time_axis_from(meta["time_axis"]),
+    )
     gate.load_state_dict(meta_ck["state_dict"])
     gate.eval()
     prepared = pd.read_parquet(proto.results_path / "tables" / "prepared.parquet")
     emb = prepared[(prepared["kind"] == "embedding") & (prepared["model"] == "ast")].set_index("clip_id")["path"]
-    x = torch.from_numpy(np.stack([load_array(resolve_table_path(emb[c], proto.results_path)) for c in rows["clip_id"]]))
+    x = torch.from_numpy(
+        np.stack([load_array(resolve_table_path(emb[c], proto.results_path)) for c in rows["clip_id"]])
+    )
     monkeypatch.setattr(gates.Aligner, "to_latent", faulty)
     with torch.no_grad():
         audio = load_prepared_codec(proto, "mel").decode(gate(x)).numpy()
@@ -158,12 +207,15 @@ def _decode_with_aligner_fault(proto, son: pd.DataFrame, system_id: str, fault: 
 def test_a_reversed_or_shifted_time_axis_fails_the_timing_check(learned, fault, monkeypatch):
     """Prove the timing check can fail: the same trained gate with its alignment's latent time axis
     reversed, or shifted by 0.5 s, gives sonifications that are no longer timed like their originals."""
-    from sonieval.audio import CODEC_RATE
     import soxr
+
+    from sonieval.audio import CODEC_RATE
 
     proto, _, son, clips = learned
     decoded = _decode_with_aligner_fault(proto, son, "ast/LIN/lr0.005/e8/grid/none", fault, monkeypatch)
     originals = dict(zip(clips["clip_id"], clips["path"]))
-    profiles = [time_lag(soxr.resample(a, CODEC_RATE, ENCODER_RATE), read_audio(originals[c], ENCODER_RATE)[0])[1]
-                for c, a in decoded.items()]
+    profiles = [
+        time_lag(soxr.resample(a, CODEC_RATE, ENCODER_RATE), read_audio(originals[c], ENCODER_RATE)[0])[1]
+        for c, a in decoded.items()
+    ]
     assert not timed(profiles)

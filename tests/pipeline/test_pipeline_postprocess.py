@@ -7,7 +7,11 @@ import pytest
 
 from sonieval.errors import SonievalError
 from sonieval.pipeline.postprocess import (
-    apply_postprocess, needs_embedding_rescale, rescale_embedding, squared_filter, threshold_filter,
+    apply_postprocess,
+    needs_embedding_rescale,
+    rescale_embedding,
+    squared_filter,
+    threshold_filter,
 )
 
 RNG = np.random.default_rng(7)
@@ -31,10 +35,24 @@ def test_peak_hits_plus_or_minus_one():
     assert neg.min() == pytest.approx(-1.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("name", ["none", "peak", "minmax", "squared", "threshold10", "wiener",
-                                  "minmax+squared", "minmax+wiener", "embedding_rescale+minmax+threshold5"])
-@pytest.mark.parametrize("decoded,original", [(SILENT, SILENT), (SILENT, ORIGINAL), (DECODED, SILENT),
-                                              (np.full(4000, 0.25, np.float32), ORIGINAL)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "none",
+        "peak",
+        "minmax",
+        "squared",
+        "threshold10",
+        "wiener",
+        "minmax+squared",
+        "minmax+wiener",
+        "embedding_rescale+minmax+threshold5",
+    ],
+)
+@pytest.mark.parametrize(
+    "decoded,original",
+    [(SILENT, SILENT), (SILENT, ORIGINAL), (DECODED, SILENT), (np.full(4000, 0.25, np.float32), ORIGINAL)],
+)
 def test_silent_or_constant_input_stays_finite(name, decoded, original):
     out = apply_postprocess(name, decoded, original)
     assert out.dtype == np.float32 and out.shape == decoded.shape

@@ -6,15 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pipeline_helpers import write_protocol
 
 from sonieval.cli import main as cli_main
-from sonieval.pipeline import prepare as prepare_mod
 from sonieval.ledger import RunLedger
+from sonieval.pipeline import prepare as prepare_mod
 from sonieval.pipeline.prepare import FLOAT16_MAX, load_array, run_prepare, save_array
 from sonieval.protocol import load_protocol
 from sonieval.tables import resolve_table_path
-
-from pipeline_helpers import make_clips, write_protocol
 
 
 def _prepare(proto, **kw):
@@ -67,14 +66,20 @@ def test_prepare_caches_compactly_and_reuses_the_cache(tiny_protocol, tmp_path, 
     # a rerun and another results folder sharing the cache compute nothing
     again = _prepare(tiny_protocol)
     assert counter.clips == 22 and all(len(b.skipped) == 11 for b in again.batches.values())
-    other = load_protocol(write_protocol(tmp_path / "other", results_dir=str(tmp_path / "other-results"),
-                                         cache_dir=str(tiny_protocol.cache_path)))
+    other = load_protocol(
+        write_protocol(
+            tmp_path / "other", results_dir=str(tmp_path / "other-results"), cache_dir=str(tiny_protocol.cache_path)
+        )
+    )
     (tmp_path / "other-results" / "tables").mkdir(parents=True)
-    (tiny_protocol.results_path / "tables" / "clips.parquet").replace(tmp_path / "other-results" / "tables" / "clips.parquet")
+    (tiny_protocol.results_path / "tables" / "clips.parquet").replace(
+        tmp_path / "other-results" / "tables" / "clips.parquet"
+    )
     reused = _prepare(other)
     assert counter.clips == 22 and (reused.table["status"] == "done").all()
-    assert [resolve_table_path(p, other.results_path) for p in reused.table["path"]] == \
-        [resolve_table_path(p, tiny_protocol.results_path) for p in table["path"]]
+    assert [resolve_table_path(p, other.results_path) for p in reused.table["path"]] == [
+        resolve_table_path(p, tiny_protocol.results_path) for p in table["path"]
+    ]
 
 
 def test_changed_clip_content_is_not_served_from_the_cache(tiny_protocol, monkeypatch):
@@ -99,7 +104,12 @@ def test_batched_and_one_at_a_time_give_the_same_cache(tiny_protocol, tmp_path):
     a = _prepare(tiny_protocol, batch_size=5).table
     b = _prepare(one, batch_size=1).table
     for pa, pb in zip(a["path"], b["path"]):
-        np.testing.assert_allclose(np.load(resolve_table_path(pa, tiny_protocol.results_path)).astype(np.float32), np.load(resolve_table_path(pb, one.results_path)).astype(np.float32), rtol=2e-3, atol=2e-3)
+        np.testing.assert_allclose(
+            np.load(resolve_table_path(pa, tiny_protocol.results_path)).astype(np.float32),
+            np.load(resolve_table_path(pb, one.results_path)).astype(np.float32),
+            rtol=2e-3,
+            atol=2e-3,
+        )
 
 
 def test_unreadable_clip_fails_alone_with_one_line(tiny_protocol):

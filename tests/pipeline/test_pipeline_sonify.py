@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pipeline_helpers import make_clips, write_protocol
 
+import sonieval.models.codec  # noqa: E402
 from sonieval.audio import CODEC_RATE, load_clip, read_audio
 from sonieval.cli import main as cli_main
 from sonieval.errors import SonievalError
@@ -19,10 +21,6 @@ from sonieval.pipeline.sonify import codec_system_id, parse_shard, run_sonify
 from sonieval.pipeline.train import checkpoint_path, run_train
 from sonieval.protocol import load_protocol
 from sonieval.tables import SONIFICATIONS_COLUMNS, parse_system_id, resolve_table_path
-
-from pipeline_helpers import make_clips, write_protocol
-
-import sonieval.models.codec  # noqa: E402
 
 REAL_LOAD_CODEC = sonieval.models.codec.load_codec
 POSTS = ["none", "minmax", "minmax+squared", "embedding_rescale+minmax"]
@@ -93,14 +91,19 @@ def test_sonify_writes_every_system_postprocess_and_the_codec_ceiling(trained, m
     for row in table.itertuples():
         key = parse_system_id(row.system_id)
         assert (key.encoder, key.postprocess) == (row.encoder, row.postprocess)
-        assert resolve_table_path(row.path, trained.results_path) == trained.results_path / "sonifications" / row.system_id / f"{row.clip_id}.wav"
+        assert (
+            resolve_table_path(row.path, trained.results_path)
+            == trained.results_path / "sonifications" / row.system_id / f"{row.clip_id}.wav"
+        )
         audio, rate, _ = read_audio(resolve_table_path(row.path, trained.results_path))
         assert rate == CODEC_RATE and audio.size == CODEC_RATE and np.all(np.isfinite(audio))
     clips = pd.read_parquet(trained.results_path / "tables" / "clips.parquet").set_index("clip_id")
     for row in table[table["postprocess"] == "minmax"].itertuples():
         original = load_clip(clips.loc[row.clip_id, "path"], CODEC_RATE, 1.0).samples
         out = read_audio(resolve_table_path(row.path, trained.results_path))[0]
-        assert out.min() == pytest.approx(original.min(), abs=1e-6) and out.max() == pytest.approx(original.max(), abs=1e-6)
+        assert out.min() == pytest.approx(original.min(), abs=1e-6) and out.max() == pytest.approx(
+            original.max(), abs=1e-6
+        )
     # the plain decode and its post-processings differ; min-max of the rescaled embedding is another decode
     one = table[(table["clip_id"] == table["clip_id"].iloc[0]) & (table["epoch"] == 2)].set_index("postprocess")
     mm = read_audio(resolve_table_path(one.loc["minmax", "path"], trained.results_path))[0]
@@ -152,8 +155,9 @@ def test_wrong_embedding_shape_is_one_clear_error(trained):
     prepared.to_parquet(prepared_path)
     result = _sonify(trained)
     clip = prepared.loc[row, "clip_id"]
-    assert set(result.batch.failed) == {f"ast/LIN/lr0.01/e{e}/transpose/{b}/{clip}" for e in (1, 2)
-                                        for b in ("plain", "embedding_rescale")}
+    assert set(result.batch.failed) == {
+        f"ast/LIN/lr0.01/e{e}/transpose/{b}/{clip}" for e in (1, 2) for b in ("plain", "embedding_rescale")
+    }
     msg = next(iter(result.batch.failed.values()))
     assert f"embedding of clip {clip} has shape [{good.shape[0] - 3}, {good.shape[1]}]" in msg
     assert f"the gate expects [{good.shape[0]}, {good.shape[1]}]" in msg and "sonieval prepare" in msg
@@ -165,7 +169,8 @@ def test_missing_checkpoint_is_one_clear_error(trained, capsys):
     result = _sonify(trained)
     assert len(result.batch.failed) == 2 * N_CLIPS
     assert {m for m in result.batch.failed.values()} == {
-        f"{path}: gate checkpoint not found (run `sonieval train PROTOCOL` for this system first)"}
+        f"{path}: gate checkpoint not found (run `sonieval train PROTOCOL` for this system first)"
+    }
     assert len(result.batch.done) == 2 * N_CLIPS + N_CLIPS
 
 
@@ -198,8 +203,11 @@ def test_waveform_stack_figure_through_the_cli(trained, capsys, monkeypatch):
     _sonify(trained)
     table = pd.read_parquet(trained.results_path / "tables" / "sonifications.parquet")
     clip = table["clip_id"].iloc[0]
-    systems = ["ast/LIN/lr0.01/e2/transpose/minmax", "ast/LIN/lr0.01/e2/transpose/minmax+squared",
-               "codec/dac-vae/lr0.0/e0/none/codec"]
+    systems = [
+        "ast/LIN/lr0.01/e2/transpose/minmax",
+        "ast/LIN/lr0.01/e2/transpose/minmax+squared",
+        "codec/dac-vae/lr0.0/e0/none/codec",
+    ]
     proto_file = str(trained.source)
     assert cli_main(["sonify", proto_file, "--figure", clip, "--systems", *systems]) == 0
     png = trained.results_path / "figures" / f"waveforms_{clip}.png"

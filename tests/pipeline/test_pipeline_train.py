@@ -8,15 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from pipeline_helpers import write_protocol
 
-from sonieval.pipeline import train as train_mod
 from sonieval.ledger import RunLedger
+from sonieval.pipeline import train as train_mod
 from sonieval.pipeline.prepare import PREPARED_COLUMNS, save_array
 from sonieval.pipeline.train import checkpoint_path, load_checkpoint, run_train
 from sonieval.protocol import load_protocol
 from sonieval.tables import write_table
-
-from pipeline_helpers import write_protocol
 
 EMB, LAT = (16, 12), (6, 20)  # embedding [T, D], latent [C, T']
 
@@ -35,10 +34,20 @@ def synthetic_cache(root, n_train=48, n_validation=16, seed=0, noise=0.01):
         for kind, key, arr in (("embedding", "synthetic-emb", x), ("latent", "synthetic-lat", y)):
             path = root / "results" / "cache" / f"{kind}s" / key / f"{sha}.npy"
             save_array(path, arr, kind)
-            rows.append({"clip_id": f"c{i:03d}", "split": split, "listening": False, "kind": kind,
-                         "model": "ast" if kind == "embedding" else "dac-vae",
-                         "layer": "input" if kind == "embedding" else None, "model_key": key, "path": str(path),
-                         "status": "done", "error": None})
+            rows.append(
+                {
+                    "clip_id": f"c{i:03d}",
+                    "split": split,
+                    "listening": False,
+                    "kind": kind,
+                    "model": "ast" if kind == "embedding" else "dac-vae",
+                    "layer": "input" if kind == "embedding" else None,
+                    "model_key": key,
+                    "path": str(path),
+                    "status": "done",
+                    "error": None,
+                }
+            )
     write_table(pd.DataFrame(rows, columns=PREPARED_COLUMNS), root / "results" / "tables" / "prepared.parquet")
     write_clips_table(root, n_train, n_validation)
 
@@ -46,16 +55,32 @@ def synthetic_cache(root, n_train=48, n_validation=16, seed=0, noise=0.01):
 def write_clips_table(root, n_train, n_validation):
     """The clips table the cache's clips came from (train and prepare read it first)."""
     n = n_train + n_validation
-    clips = pd.DataFrame({"clip_id": [f"c{i:03d}" for i in range(n)], "filename": [f"c{i:03d}.wav" for i in range(n)],
-                          "fold": 1, "target": 0, "category": "synthetic", "path": [f"/nonexistent/c{i:03d}.wav" for i in range(n)],
-                          "split": ["train"] * n_train + ["validation"] * n_validation, "listening": False,
-                          "status": "ok", "error": None})
+    clips = pd.DataFrame(
+        {
+            "clip_id": [f"c{i:03d}" for i in range(n)],
+            "filename": [f"c{i:03d}.wav" for i in range(n)],
+            "fold": 1,
+            "target": 0,
+            "category": "synthetic",
+            "path": [f"/nonexistent/c{i:03d}.wav" for i in range(n)],
+            "split": ["train"] * n_train + ["validation"] * n_validation,
+            "listening": False,
+            "status": "ok",
+            "error": None,
+        }
+    )
     write_table(clips, root / "results" / "tables" / "clips.parquet", "clips")
 
 
 def _proto(root, **training):
-    t = {"learning_rates": [0.05], "epochs": [3, 12], "batch_size": 8, "eval_batch_size": 8,
-         "gradient_accumulation": 2, **training}
+    t = {
+        "learning_rates": [0.05],
+        "epochs": [3, 12],
+        "batch_size": 8,
+        "eval_batch_size": 8,
+        "gradient_accumulation": 2,
+        **training,
+    }
     return load_protocol(write_protocol(root, training=t))
 
 
@@ -92,7 +117,9 @@ def test_loss_falls_on_a_learnable_mapping(tmp_path, torch_threads):
     assert losses["smoothed"].notna().all()
     table = pd.read_parquet(proto.results_path / "tables" / "training.parquet")
     assert sorted(table["epoch"]) == [3, 12] and (table["status"] == "done").all()
-    assert set(table["embedding_model_key"]) == {"synthetic-emb"} and set(table["latent_model_key"]) == {"synthetic-lat"}
+    assert set(table["embedding_model_key"]) == {"synthetic-emb"} and set(table["latent_model_key"]) == {
+        "synthetic-lat"
+    }
     # a rerun does nothing
     with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         again = run_train(proto, manifest, progress=False)
@@ -137,8 +164,13 @@ def test_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_run
 
 def test_separate_epoch_grid_and_options(tmp_path, torch_threads):
     synthetic_cache(tmp_path, n_train=16, n_validation=8)
-    proto = _proto(tmp_path, epochs=[1, 2], epoch_grid="separate", normalize_latents=True,
-                   augmentation={"gaussian_blur": True, "blur_sigma": 1.5})
+    proto = _proto(
+        tmp_path,
+        epochs=[1, 2],
+        epoch_grid="separate",
+        normalize_latents=True,
+        augmentation={"gaussian_blur": True, "blur_sigma": 1.5},
+    )
     with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
         result = run_train(proto, manifest, progress=False)
     assert sorted(result.done) == ["ast/LIN/lr0.05/transpose/E1", "ast/LIN/lr0.05/transpose/E2"]

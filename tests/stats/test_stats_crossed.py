@@ -21,14 +21,35 @@ import pytest
 from sonieval.stats.crossed import SingularFitError, TooLargeError, fit_crossed_reml
 
 # Rows: plates a–x; columns: samples A–F (lme4's Penicillin, 144 diameters in mm).
-PENICILLIN = np.array([
-    [27, 23, 26, 23, 23, 21], [27, 23, 26, 23, 23, 21], [25, 21, 25, 24, 24, 20], [26, 23, 25, 23, 23, 20],
-    [25, 22, 26, 22, 23, 20], [24, 22, 25, 23, 22, 19], [24, 20, 23, 21, 22, 19], [26, 22, 26, 24, 24, 21],
-    [24, 21, 24, 22, 22, 20], [24, 21, 24, 23, 22, 19], [26, 23, 26, 24, 24, 21], [25, 22, 26, 24, 24, 20],
-    [26, 24, 26, 24, 25, 22], [26, 23, 26, 23, 23, 20], [26, 23, 25, 24, 24, 22], [25, 22, 25, 23, 23, 20],
-    [25, 21, 24, 23, 23, 20], [25, 22, 24, 23, 23, 19], [24, 21, 23, 21, 21, 19], [26, 23, 26, 24, 24, 21],
-    [25, 21, 24, 22, 22, 18], [25, 22, 25, 22, 22, 20], [24, 21, 24, 22, 24, 19], [24, 21, 24, 22, 21, 18],
-], dtype=float)
+PENICILLIN = np.array(
+    [
+        [27, 23, 26, 23, 23, 21],
+        [27, 23, 26, 23, 23, 21],
+        [25, 21, 25, 24, 24, 20],
+        [26, 23, 25, 23, 23, 20],
+        [25, 22, 26, 22, 23, 20],
+        [24, 22, 25, 23, 22, 19],
+        [24, 20, 23, 21, 22, 19],
+        [26, 22, 26, 24, 24, 21],
+        [24, 21, 24, 22, 22, 20],
+        [24, 21, 24, 23, 22, 19],
+        [26, 23, 26, 24, 24, 21],
+        [25, 22, 26, 24, 24, 20],
+        [26, 24, 26, 24, 25, 22],
+        [26, 23, 26, 23, 23, 20],
+        [26, 23, 25, 24, 24, 22],
+        [25, 22, 25, 23, 23, 20],
+        [25, 21, 24, 23, 23, 20],
+        [25, 22, 24, 23, 23, 19],
+        [24, 21, 23, 21, 21, 19],
+        [26, 23, 26, 24, 24, 21],
+        [25, 21, 24, 22, 22, 18],
+        [25, 22, 25, 22, 22, 20],
+        [24, 21, 24, 22, 24, 19],
+        [24, 21, 24, 22, 21, 18],
+    ],
+    dtype=float,
+)
 
 
 def _penicillin_fit(**kw):
@@ -43,9 +64,13 @@ def test_penicillin_matches_the_published_lme4_fit():
     assert fit.reml_criterion == pytest.approx(330.860589, rel=1e-7)
     # lme4's printed fit and the six-digit values: variance components and fixed effect to 1e-4 relative.
     # (lme4 stops its optimiser a little early on this flat direction: 3.7311 vs the optimum 3.73092.)
-    for got, printed, six in ((fit.var_a, 0.7169, 0.716908), (fit.var_b, 3.7311, 3.73092),
-                              (fit.var_resid, 0.3024, 0.302415), (fit.beta[0], 22.9722, 22.9722),
-                              (np.sqrt(fit.cov_beta[0, 0]), 0.8086, 0.808573)):
+    for got, printed, six in (
+        (fit.var_a, 0.7169, 0.716908),
+        (fit.var_b, 3.7311, 3.73092),
+        (fit.var_resid, 0.3024, 0.302415),
+        (fit.beta[0], 22.9722, 22.9722),
+        (np.sqrt(fit.cov_beta[0, 0]), 0.8086, 0.808573),
+    ):
         assert got == pytest.approx(printed, rel=1e-4)
         assert got == pytest.approx(six, rel=1e-5)
     assert fit.theta_a == pytest.approx(1.5397, rel=1e-4) and fit.theta_b == pytest.approx(3.5125, rel=1e-4)
@@ -67,9 +92,13 @@ def test_matches_statsmodels_mixedlm_on_small_incomplete_data():
     df = pd.DataFrame({"mark": y, "system": s, "rater": a, "clip": b, "one": 1})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = smf.mixedlm("mark ~ 0 + C(system)", df, groups="one", re_formula="0",
-                          vc_formula={"rater": "0 + C(rater)", "clip": "0 + C(clip)"}).fit(
-            reml=True, method=["bfgs"], gtol=1e-10, maxiter=2000)
+        ref = smf.mixedlm(
+            "mark ~ 0 + C(system)",
+            df,
+            groups="one",
+            re_formula="0",
+            vc_formula={"rater": "0 + C(rater)", "clip": "0 + C(clip)"},
+        ).fit(reml=True, method=["bfgs"], gtol=1e-10, maxiter=2000)
     vc = dict(zip(ref.model.exog_vc.names, ref.vcomp))
     assert fit.var_a == pytest.approx(vc["rater"], rel=1e-4)
     assert fit.var_b == pytest.approx(vc["clip"], rel=1e-4)
@@ -124,7 +153,9 @@ def test_satterthwaite_df_match_the_anova_strata_of_balanced_designs():
     fit = fit_crossed_reml(y, s, a, b)
     _, se, df = fit.contrast(np.array([0.0, 1.0, -1.0]))
     assert df == pytest.approx(p * (per - 1), rel=1e-3)
-    ms_clip = n_r * np.var([y[b == c].mean() - y[s == c // per].mean() for c in range(p * per)]) * p * per / (p * (per - 1))
+    ms_clip = (
+        n_r * np.var([y[b == c].mean() - y[s == c // per].mean() for c in range(p * per)]) * p * per / (p * (per - 1))
+    )
     assert se == pytest.approx(np.sqrt(2 * ms_clip / (n_r * per)), rel=1e-4)  # the classical nested-ANOVA SE
 
 

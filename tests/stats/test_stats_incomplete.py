@@ -9,10 +9,10 @@ import pytest
 from scipy import stats
 
 from sonieval.cli import main
+from sonieval.document import fmt as _fmt
 from sonieval.errors import DataError
 from sonieval.stats import models
 from sonieval.stats.reliability import icc_variance_components
-from sonieval.document import fmt as _fmt
 from sonieval.stats.report import ReportOptions, build_report
 from sonieval.stats.simulate import simulate_incomplete_ratings, simulate_ratings, simulate_scores
 from sonieval.tables import write_table
@@ -24,8 +24,14 @@ def _nested_null(rng, n_sys=4, clips_per_system=8, n_raters=24, per_rater=12):
     r = np.repeat(np.arange(n_raters), per_rater)
     c = np.concatenate([rng.choice(n_clips, per_rater, replace=False) for _ in range(n_raters)])
     y = 3 + rng.normal(0, 0.5, n_raters)[r] + rng.normal(0, 0.6, n_clips)[c] + rng.normal(0, 0.8, len(r))
-    return pd.DataFrame({"rater_id": r.astype(str), "clip_id": c.astype(str), "system_id": (c % n_sys).astype(str),
-                         "mark": np.clip(np.round(y), 1, 5)})
+    return pd.DataFrame(
+        {
+            "rater_id": r.astype(str),
+            "clip_id": c.astype(str),
+            "system_id": (c % n_sys).astype(str),
+            "mark": np.clip(np.round(y), 1, 5),
+        }
+    )
 
 
 def _old_per_rater_wilcoxon_p(part: pd.DataFrame, a: str, b: str) -> float:
@@ -56,15 +62,18 @@ def test_planted_null_holds_the_nominal_false_positive_rate():
 
 def test_report_on_an_incomplete_design_uses_mixed_model_contrasts_and_finds_the_planted_effect(tmp_path):
     quality = [3.6, 3.0, 3.0, 2.4]  # S1 > S2 = S3 > S4
-    ratings, plant = simulate_incomplete_ratings(quality=quality, n_raters=120, n_clips=40, per_rater=(6, 30),
-                                                 attributes=("visual", "audio"), seed=3)
+    ratings, plant = simulate_incomplete_ratings(
+        quality=quality, n_raters=120, n_clips=40, per_rater=(6, 30), attributes=("visual", "audio"), seed=3
+    )
     scores = simulate_scores(plant, metrics={"kad": ("lower", 0.9)}, seed=3)
     rp, sp = write_table(ratings, tmp_path / "r.parquet"), write_table(scores, tmp_path / "s.parquet")
     result = build_report(rp, sp, tmp_path / "out", options=ReportOptions(n_boot=100, figures=False))
-    for attribute, info in result.summary["pairwise"].items():
+    for info in result.summary["pairwise"].values():
         assert info["method"] == "mixed_model" and "incomplete" in info["reason"]
         pairs = {(p["system_a"].split("/")[1], p["system_b"].split("/")[1]): p for p in info["pairs"]}
-        assert pairs[("S1", "S4")]["p_holm"] < 1e-6 and pairs[("S1", "S4")]["difference"] == pytest.approx(1.2, abs=0.25)
+        assert pairs[("S1", "S4")]["p_holm"] < 1e-6 and pairs[("S1", "S4")]["difference"] == pytest.approx(
+            1.2, abs=0.25
+        )
         assert pairs[("S2", "S3")]["p_holm"] > 0.05  # the planted tie
     fit = result.tables["mixed_model_fit"]
     assert (fit["n_rows_used"] == fit["n_rows"]).all() and fit["n_rows"].sum() == len(ratings)
@@ -125,8 +134,10 @@ def test_duplicates_from_the_command_line(tmp_path, capsys):
     ratings, plant = simulate_ratings(n_systems=3, n_raters=5, n_clips=4, seed=6)
     scores = simulate_scores(plant, seed=6)
     son = ratings[ratings["role"] == "sonification"]
-    ratings = pd.concat([ratings, son.iloc[[0, 7, 9, 11]].assign(mark=lambda d: np.where(d["mark"] > 1, d["mark"] - 1, 2))],
-                        ignore_index=True)
+    ratings = pd.concat(
+        [ratings, son.iloc[[0, 7, 9, 11]].assign(mark=lambda d: np.where(d["mark"] > 1, d["mark"] - 1, 2))],
+        ignore_index=True,
+    )
     rp, sp = write_table(ratings, tmp_path / "r.csv"), write_table(scores, tmp_path / "s.csv")
     base = ["report", "--ratings", str(rp), "--scores", str(sp), "--bootstrap", "20", "--no-figures"]
     assert main(base + ["--out", str(tmp_path / "refused")]) == 2
@@ -177,7 +188,8 @@ def test_small_defects(tmp_path, monkeypatch):
     ratings, plant = simulate_ratings(n_systems=1, n_raters=6, n_clips=6, seed=9)
     solo = ratings.iloc[[0]].assign(rater_id="solo", role="sonification", attribute="visual")
     extra = ratings[(ratings["role"] == "sonification") & (ratings["attribute"] == "visual")].assign(
-        system_id="sim/X/lr0.001/e1/transpose/minmax", trial_id=lambda d: d["trial_id"] + "-x")
+        system_id="sim/X/lr0.001/e1/transpose/minmax", trial_id=lambda d: d["trial_id"] + "-x"
+    )
     ratings = pd.concat([ratings, solo, extra], ignore_index=True)
 
     from sonieval import plotting

@@ -112,14 +112,40 @@ def test_marks_outside_declared_scale_is_one_clear_error(tmp_path, capsys):
     ratings.loc[5, "mark"] = 7
     write_table(ratings, tmp_path / "r.csv")
     write_table(scores, tmp_path / "s.csv")
-    rc = main(["report", "--ratings", str(tmp_path / "r.csv"), "--scores", str(tmp_path / "s.csv"),
-               "--out", str(tmp_path / "out"), "--bootstrap", "0", "--no-figures"])
+    rc = main(
+        [
+            "report",
+            "--ratings",
+            str(tmp_path / "r.csv"),
+            "--scores",
+            str(tmp_path / "s.csv"),
+            "--out",
+            str(tmp_path / "out"),
+            "--bootstrap",
+            "0",
+            "--no-figures",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
     assert "r.csv" in err and "outside the declared scale 1..5" in err and "--scale-max" in err
     # Declaring the study's real scale makes the same table valid.
-    rc = main(["report", "--ratings", str(tmp_path / "r.csv"), "--scores", str(tmp_path / "s.csv"),
-               "--out", str(tmp_path / "out"), "--bootstrap", "0", "--no-figures", "--scale-max", "7"])
+    rc = main(
+        [
+            "report",
+            "--ratings",
+            str(tmp_path / "r.csv"),
+            "--scores",
+            str(tmp_path / "s.csv"),
+            "--out",
+            str(tmp_path / "out"),
+            "--bootstrap",
+            "0",
+            "--no-figures",
+            "--scale-max",
+            "7",
+        ]
+    )
     assert rc == 0
 
 
@@ -174,14 +200,32 @@ def test_no_screening_parquet_and_figures(tmp_path):
     ratings, scores = _base(careless={"random": 1})
     rp = write_table(ratings, tmp_path / "ratings.parquet")
     sp = write_table(scores, tmp_path / "scores.parquet")
-    rc = main(["report", "--ratings", str(rp), "--scores", str(sp), "--out", str(tmp_path / "out"),
-               "--bootstrap", "50", "--no-screening"])
+    rc = main(
+        [
+            "report",
+            "--ratings",
+            str(rp),
+            "--scores",
+            str(sp),
+            "--out",
+            str(tmp_path / "out"),
+            "--bootstrap",
+            "50",
+            "--no-screening",
+        ]
+    )
     assert rc == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["n_raters_kept"] == summary["n_raters"] == 7
     assert summary["simulated"] is True
-    for f in ("report.html", "report.md", "figures/mark_distribution.png", "figures/scatter_kad.png",
-              "tables/correlations.csv", "tables/reference_table.csv"):
+    for f in (
+        "report.html",
+        "report.md",
+        "figures/mark_distribution.png",
+        "figures/scatter_kad.png",
+        "tables/correlations.csv",
+        "tables/reference_table.csv",
+    ):
         assert (tmp_path / "out" / f).is_file(), f
     html = (tmp_path / "out" / "report.html").read_text()
     assert "SIMULATED" in html and (tmp_path / "out" / "report.md").read_text().count("SIMULATED") >= 2
@@ -205,7 +249,8 @@ def test_study_export_dtypes_and_repeated_marks(tmp_path):
     ratings, scores = _base(careless={"random": 1})
     ratings["expected_mark"] = ratings["expected_mark"].astype("Int64")
     ratings["attention_passed"] = pd.Series(
-        np.where(ratings["role"] == "attention", ratings["mark"] == ratings["expected_mark"], pd.NA), dtype="boolean")
+        np.where(ratings["role"] == "attention", ratings["mark"] == ratings["expected_mark"], pd.NA), dtype="boolean"
+    )
     ratings["submitted_at"] = pd.to_datetime(ratings["submitted_at"], utc=True)
     ratings["category"] = "dog"
     son = ratings[(ratings["role"] == "sonification") & (ratings["rater_id"] == "rater001")]
@@ -236,8 +281,9 @@ def test_report_from_a_protocol(tmp_path, capsys):
     write_table(ratings, results / "study" / "ratings.parquet")
     write_table(scores, results / "scores" / "scores.parquet")
     proto = tmp_path / "p.yaml"
-    proto.write_text(f"name: stats_test\nresults_dir: {results}\nseed: 3\nreport:\n  bootstrap: 40\n"
-                     "  anchor_max_fraction: 0.5\n")
+    proto.write_text(
+        f"name: stats_test\nresults_dir: {results}\nseed: 3\nreport:\n  bootstrap: 40\n  anchor_max_fraction: 0.5\n"
+    )
     assert main(["report", "--protocol", str(proto), "--no-figures"]) == 0
     summary = json.loads((results / "report" / "summary.json").read_text())
     params = summary["provenance"]["parameters"]

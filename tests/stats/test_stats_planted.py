@@ -16,20 +16,42 @@ from sonieval.tables import write_table
 def planted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("planted")
     quality = np.linspace(4.4, 1.6, 8)  # S1 best … S8 worst
-    ratings, plant = simulate_ratings(quality=quality, n_raters=16, n_clips=24, rater_bias_sd=0.5, clip_sd=0.5,
-                                      careless={"random": 2, "constant": 1}, seed=11)
-    scores = simulate_scores(plant, metrics={
-        "kad": ("lower", 1.0),                     # agrees perfectly (lower is better)
-        "fad": ("lower", -1.0),                    # planted to disagree
-        "envelope_correlation": ("higher", 1.0),   # agrees, higher is better
-        "cosine_distance": ("lower", 0.6),         # partial agreement, realised value checked below
-    }, seed=11)
-    items = pd.concat([simulate_item_scores(plant, rho=0.8, seed=11),
-                       simulate_item_scores(plant, rho=0.0, seed=12, metric="l2_distance")], ignore_index=True)
-    paths = {k: write_table(v, tmp / f"{k}.csv") for k, v in
-             {"ratings": ratings, "scores": scores, "items": items}.items()}
-    result = build_report(paths["ratings"], paths["scores"], tmp / "report", item_scores_path=paths["items"],
-                          options=ReportOptions(n_boot=300, seed=2, figures=False))
+    ratings, plant = simulate_ratings(
+        quality=quality,
+        n_raters=16,
+        n_clips=24,
+        rater_bias_sd=0.5,
+        clip_sd=0.5,
+        careless={"random": 2, "constant": 1},
+        seed=11,
+    )
+    scores = simulate_scores(
+        plant,
+        metrics={
+            "kad": ("lower", 1.0),  # agrees perfectly (lower is better)
+            "fad": ("lower", -1.0),  # planted to disagree
+            "envelope_correlation": ("higher", 1.0),  # agrees, higher is better
+            "cosine_distance": ("lower", 0.6),  # partial agreement, realised value checked below
+        },
+        seed=11,
+    )
+    items = pd.concat(
+        [
+            simulate_item_scores(plant, rho=0.8, seed=11),
+            simulate_item_scores(plant, rho=0.0, seed=12, metric="l2_distance"),
+        ],
+        ignore_index=True,
+    )
+    paths = {
+        k: write_table(v, tmp / f"{k}.csv") for k, v in {"ratings": ratings, "scores": scores, "items": items}.items()
+    }
+    result = build_report(
+        paths["ratings"],
+        paths["scores"],
+        tmp / "report",
+        item_scores_path=paths["items"],
+        options=ReportOptions(n_boot=300, seed=2, figures=False),
+    )
     return result, plant, scores
 
 
@@ -51,7 +73,7 @@ def test_recovers_system_ordering(planted):
             assert s["ci_low"] < s["mean"] < s["ci_high"]
             assert s["ci_high"] - s["ci_low"] > s["t_ci_high"] - s["t_ci_low"]
     mm = result.tables["mixed_model"]
-    for attribute, part in mm.groupby("attribute"):
+    for _attribute, part in mm.groupby("attribute"):
         truth = pd.Series(plant.quality)[part["system_id"]]
         assert stats.spearmanr(part["estimate"], truth.to_numpy()).statistic > 0.95
 
@@ -90,8 +112,9 @@ def test_item_level_and_metric_comparison(planted):
     cmp = result.tables["metric_comparison"]
     row = cmp[(cmp["metric_a"] == "fad") & (cmp["metric_b"] == "kad") & (cmp["attribute"] == "audio")].iloc[0]
     assert row["level"] == "system" and row["difference"] == pytest.approx(-2.0) and row["ci_high"] < 0
-    row = cmp[(cmp["metric_a"] == "embedding_distance") & (cmp["metric_b"] == "l2_distance")
-              & (cmp["attribute"] == "visual")].iloc[0]
+    row = cmp[
+        (cmp["metric_a"] == "embedding_distance") & (cmp["metric_b"] == "l2_distance") & (cmp["attribute"] == "visual")
+    ].iloc[0]
     assert row["level"] == "item" and row["difference"] > 0.3 and row["ci_low"] > 0
 
 
@@ -111,8 +134,18 @@ def test_reliability_and_outputs(planted):
     for key in ("n_ratings", "n_raters", "n_raters_kept", "reliability", "systems", "correlations"):
         assert key in summary
     assert set(summary["systems"][0]) >= {"system", "attribute", "mean", "ci_low", "ci_high", "n"}
-    assert set(summary["correlations"][0]) >= {"metric", "attribute", "level", "spearman", "kendall_tau_b", "pearson",
-                                               "p_permutation", "ci_low", "ci_high", "n"}
+    assert set(summary["correlations"][0]) >= {
+        "metric",
+        "attribute",
+        "level",
+        "spearman",
+        "kendall_tau_b",
+        "pearson",
+        "p_permutation",
+        "ci_low",
+        "ci_high",
+        "n",
+    }
     fr = result.tables["friedman"]
     assert (fr["p_value"] < 1e-6).all()
     pw = result.tables["pairwise_wilcoxon"]

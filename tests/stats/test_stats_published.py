@@ -12,19 +12,26 @@ import pandas as pd
 import pytest
 
 from sonieval.stats.reliability import (
-    alpha_from_counts, complete_block, icc_complete_block, icc_variance_components, krippendorff_alpha,
-    ordinal_alpha_from_counts, unit_value_counts,
+    alpha_from_counts,
+    complete_block,
+    icc_complete_block,
+    icc_variance_components,
+    krippendorff_alpha,
+    ordinal_alpha_from_counts,
+    unit_value_counts,
 )
 
 SHROUT_FLEISS = np.array([[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9], [6, 2, 4, 7]])
 
 nan = np.nan
-KRIPPENDORFF_2011 = np.array([  # rows: coders A-D; columns: units 1-12
-    [1, 2, 3, 3, 2, 1, 4, 1, 2, nan, nan, nan],
-    [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, nan, 3],
-    [nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, nan],
-    [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, nan],
-])
+KRIPPENDORFF_2011 = np.array(
+    [  # rows: coders A-D; columns: units 1-12
+        [1, 2, 3, 3, 2, 1, 4, 1, 2, nan, nan, nan],
+        [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, nan, 3],
+        [nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, nan],
+        [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, nan],
+    ]
+)
 
 
 def _long(matrix: np.ndarray) -> pd.DataFrame:
@@ -40,8 +47,9 @@ def _long(matrix: np.ndarray) -> pd.DataFrame:
 def _pingouin_icc(matrix: np.ndarray) -> pd.DataFrame:
     import pingouin
 
-    df = pd.DataFrame([(t, j, matrix[t, j]) for t in range(matrix.shape[0]) for j in range(matrix.shape[1])],
-                      columns=["t", "j", "x"])
+    df = pd.DataFrame(
+        [(t, j, matrix[t, j]) for t in range(matrix.shape[0]) for j in range(matrix.shape[1])], columns=["t", "j", "x"]
+    )
     return pingouin.intraclass_corr(data=df, targets="t", raters="j", ratings="x").set_index("Type")
 
 
@@ -90,7 +98,9 @@ def test_incomplete_rater_counts_for_the_mixed_model_icc_and_not_for_the_block()
     assert full["k_hat"] == pytest.approx(6 / (2 / 5 + 4 / 4))  # harmonic mean of 5, 5, 4, 4, 4, 4 raters
 
 
-@pytest.mark.parametrize("level, expected", [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849), ("ratio", 0.797)])
+@pytest.mark.parametrize(
+    "level, expected", [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849), ("ratio", 0.797)]
+)
 def test_krippendorff_2011_levels_with_raters_by_units(level, expected):
     import krippendorff
 
@@ -116,7 +126,7 @@ def test_coincidence_form_matches_package_on_random_incomplete_data():
 
     rng = np.random.default_rng(3)
     m = rng.integers(1, 6, size=(15, 40)).astype(float)
-    m[:, :20] += (np.arange(15)[:, None] % 2)  # some agreement structure
+    m[:, :20] += np.arange(15)[:, None] % 2  # some agreement structure
     m = np.clip(m, 1, 5)
     m[rng.random(m.shape) < 0.4] = nan
     expected = krippendorff.alpha(reliability_data=m, level_of_measurement="ordinal", value_domain=[1, 2, 3, 4, 5])

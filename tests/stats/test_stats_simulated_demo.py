@@ -16,20 +16,50 @@ def _leaderboard_like(systems, clips, categories):
     rows = []
     for i, sid in enumerate(systems):
         for metric in ("kad", "fad"):
-            base = {"system_id": sid, "metric": metric, "embedding": "logmel", "reference_set": "esc50-test",
-                    "n_reference": 40, "n_evaluated": 20, "ci_low": np.nan, "ci_high": np.nan, "bandwidth": 1.0,
-                    "scale": 100.0, "versions": "sonieval 0.1.0", "ci_method": "none", "error": None}
+            base = {
+                "system_id": sid,
+                "metric": metric,
+                "embedding": "logmel",
+                "reference_set": "esc50-test",
+                "n_reference": 40,
+                "n_evaluated": 20,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "bandwidth": 1.0,
+                "scale": 100.0,
+                "versions": "sonieval 0.1.0",
+                "ci_method": "none",
+                "error": None,
+            }
             rows.append({**base, "category": None, "value": 10.0 + i + rng.normal(0, 0.3)})
             for cat in categories:
                 rows.append({**base, "category": cat, "value": 10.0 + i + rng.normal(0, 1.0)})
-    rows.append({**rows[0], "metric": "kad", "system_id": "ast/LIN/lr0.01/e1/transpose/codec", "value": np.nan,
-                 "error": "reference kernel failed"})
+    rows.append(
+        {
+            **rows[0],
+            "metric": "kad",
+            "system_id": "ast/LIN/lr0.01/e1/transpose/codec",
+            "value": np.nan,
+            "error": "reference kernel failed",
+        }
+    )
     scores = pd.DataFrame(rows)
-    items = pd.DataFrame([
-        {"system_id": sid, "clip_id": c, "metric": m, "embedding": "logmel", "value": float(rng.random()),
-         "direction": d, "error": None}
-        for sid in systems for c in clips for m, d in (("frame_kad", "lower"), ("envelope_correlation", "higher"))
-    ])
+    items = pd.DataFrame(
+        [
+            {
+                "system_id": sid,
+                "clip_id": c,
+                "metric": m,
+                "embedding": "logmel",
+                "value": float(rng.random()),
+                "direction": d,
+                "error": None,
+            }
+            for sid in systems
+            for c in clips
+            for m, d in (("frame_kad", "lower"), ("envelope_correlation", "higher"))
+        ]
+    )
     return scores, items
 
 
@@ -66,14 +96,26 @@ def test_per_class_correlations_with_esc50_classes(tmp_path, esc50_root):
     meta = meta.groupby("category").head(4)
     clips = meta["filename"].str.replace(".wav", "", regex=False).tolist()
     categories = sorted(meta["category"].unique())
-    systems = [make_system_id("hubert", v, 0.01, 50, "transpose", "minmax") for v in ("LIN", "CONV", "ATTN", "LIN-D", "CONV-GN")]
+    systems = [
+        make_system_id("hubert", v, 0.01, 50, "transpose", "minmax")
+        for v in ("LIN", "CONV", "ATTN", "LIN-D", "CONV-GN")
+    ]
     ratings, plant = simulate_ratings(systems, quality=np.linspace(4.5, 1.5, 5), n_raters=6, clips=clips, seed=4)
     scores = simulate_scores(plant, metrics={"kad": ("lower", 1.0)}, seed=4)
     per_class = pd.concat([scores.assign(category=c) for c in categories], ignore_index=True)
-    clips_table = pd.DataFrame({"clip_id": clips, "filename": meta["filename"].tolist(), "fold": meta["fold"].tolist(),
-                                "target": meta["target"].tolist(), "category": meta["category"].tolist(),
-                                "path": [str(esc50_root / "audio" / f) for f in meta["filename"]],
-                                "split": "test", "status": "ok", "error": None})
+    clips_table = pd.DataFrame(
+        {
+            "clip_id": clips,
+            "filename": meta["filename"].tolist(),
+            "fold": meta["fold"].tolist(),
+            "target": meta["target"].tolist(),
+            "category": meta["category"].tolist(),
+            "path": [str(esc50_root / "audio" / f) for f in meta["filename"]],
+            "split": "test",
+            "status": "ok",
+            "error": None,
+        }
+    )
     rp = write_table(ratings, tmp_path / "ratings.csv")
     sp = write_table(pd.concat([scores, per_class], ignore_index=True), tmp_path / "scores.csv")
     cp = write_table(clips_table, tmp_path / "clips.csv")
