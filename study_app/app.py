@@ -249,9 +249,8 @@ def rater_page(store: StudyStore, study_id: str, token: str, info: StudyInfo | N
     st.caption(texts.KEYBOARD_HINT)
 
 
-def _player(session: RaterSession, state: StepState) -> tuple[str, list[str], float]:
+def _player(session: RaterSession, state: StepState, sounds) -> tuple[str, list[str], float]:
     """The page's A/B player (inside the form); returns its key, its labels and the minimum listening time."""
-    sounds = session.sounds(state)
     min_s = session.min_listen_s(state)
     key = _key("player", state.step.position)
     ab_player([{"label": s.label, "path": s.path, "required": s.required} for s in sounds], key=key, min_listen_s=min_s)
@@ -281,20 +280,21 @@ def rating_form(session: RaterSession, state: StepState):
         st.caption(texts.block_intro(step.block))
         if state.trial.instruction:
             st.info(state.trial.instruction)
-        player = _player(session, state) if "audio" in step.attributes else None
+        sounds = session.sounds(state) if "audio" in step.attributes or multi else []
+        player = _player(session, state, sounds) if "audio" in step.attributes else None
         st.caption(texts.scale_caption(info.scale_min, info.scale_max))
         if multi:
             keys = {}
-            for label, trial in zip([s.label for s in session.sounds(state)][1:], state.trials):
+            for label, trial in zip([s.label for s in sounds][1:], state.trials):
                 st.subheader(f"Sound {label}")
                 if "visual" in step.attributes:
-                    st.image(str(session.files(replace(state, trial=trial)).waveform), caption=WAVEFORM_CAPTION)
+                    st.image(str(session.waveform(state, trial)), caption=WAVEFORM_CAPTION)
                 keys[trial.trial_id] = {a: _key("mark", step.position, label, a) for a in step.attributes}
                 for a, k in keys[trial.trial_id].items():
                     _mark_widget(session, a, k, f"{label}: {texts.QUESTIONS[a]}")
         else:
             if "visual" in step.attributes:
-                st.image(str(session.files(state).waveform), caption=WAVEFORM_CAPTION)
+                st.image(str(session.waveform(state)), caption=WAVEFORM_CAPTION)
             keys = {a: _key("mark", step.position, a) for a in step.attributes}
             for a, k in keys.items():
                 _mark_widget(session, a, k)

@@ -129,6 +129,12 @@ class RaterSession:
         assert state.trial is not None
         return trial_files(self.info, state.trial.original_file, state.trial.stimulus_file, state.trial.waveform_file)
 
+    def waveform(self, state: StepState, trial=None) -> Path:
+        """The waveform picture of the page's trial (or of ``trial``, one of a multi-stimulus page's)."""
+        trial = trial or state.trial
+        assert trial is not None
+        return study_file(self.info.study_dir, trial.waveform_file, WAVEFORM_SUBDIR)
+
     def submit(self, position: int, marks: dict[str, object], player: Mapping[str, Any] | None = None) -> SubmitResult:
         return self.store.submit(self.rater, position, marks, player)
 
