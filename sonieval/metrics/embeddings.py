@@ -558,6 +558,71 @@ class Extraction:
     from_cache: int = 0
 
 
+class _LengthBatches:
+    """Clips waiting to be embedded, batched by length (no padding changes any clip's frames)."""
+
+    def __init__(self, backend: EmbeddingBackend, cache: EmbeddingCache | None, result: Extraction, bar) -> None:
+        self.backend, self.cache, self.result, self.bar = backend, cache, result, bar
+        self.pending: dict[int, list[tuple[str, str, np.ndarray]]] = {}
+
+    def add(self, path: str, sha: str, audio: np.ndarray, batch_size: int) -> None:
+        items = self.pending.setdefault(len(audio), [])
+        items.append((path, sha, audio))
+        if len(items) >= batch_size:
+            self.flush(len(audio))
+
+    def flush_all(self) -> None:
+        for length in list(self.pending):
+            self.flush(length)
+
+    def flush(self, length: int) -> None:
+        items = self.pending.pop(length, [])
+        if not items:
+            return
+        try:
+            out = self.backend.embed_batch([a for _, _, a in items])
+        except SonievalError as exc:
+            for p, _, _ in items:
+                self.result.errors[p] = str(exc)
+            self.bar.update(len(items))
+            if isinstance(exc, WeightsUnavailable):
+                raise
+            return
+        for (p, sha, _), frames in zip(items, out):
+            self._keep(p, sha, np.ascontiguousarray(frames, dtype=np.float32))
+        self.bar.update(len(items))
+
+    def _keep(self, path: str, sha: str, frames: np.ndarray) -> None:
+        if frames.ndim != 2 or not np.all(np.isfinite(frames)):
+            self.result.errors[path] = (
+                f"{path}: embedding {self.backend.embedding_id} gave non-finite or malformed frames"
+            )
+            return
+        if self.cache is not None:
+            self.cache.put(self.backend, sha, frames)
+        self.result.frames[path] = frames
+
+
+def _cached_or_audio(backend, cache, path: str, result: Extraction) -> tuple[str, np.ndarray] | None:
+    """(sha256, audio) of a file still to embed; None when it came from the cache or failed (recorded)."""
+    try:
+        sha = sha256_file(path)
+    except OSError as exc:
+        result.errors[path] = f"{path}: cannot read file ({exc.strerror})"
+        return None
+    cached = cache.get(backend, sha) if cache is not None else None
+    if cached is not None:
+        result.frames[path] = cached
+        result.from_cache += 1
+        return None
+    try:
+        audio, _, _ = read_audio(path, backend.sample_rate)
+    except SonievalError as exc:
+        result.errors[path] = str(exc)
+        return None
+    return sha, audio
+
+
 def embed_files(
     backend: EmbeddingBackend,
     paths: Iterable[str | os.PathLike],
@@ -576,7 +641,6 @@ def embed_files(
 
     result = Extraction()
     unique = list(dict.fromkeys(os.fspath(p) for p in paths))
-    bs = batch_size or backend.batch_size
     bar = tqdm(
         total=len(unique),
         desc=desc or f"embed {backend.embedding_id}",
@@ -584,54 +648,13 @@ def embed_files(
         disable=not progress or len(unique) < 2,
         leave=False,
     )
-    pending: dict[int, list[tuple[str, str, np.ndarray]]] = {}
-
-    def flush(length: int) -> None:
-        items = pending.pop(length, [])
-        if not items:
-            return
-        try:
-            out = backend.embed_batch([a for _, _, a in items])
-        except SonievalError as exc:
-            for p, _, _ in items:
-                result.errors[p] = str(exc)
-            bar.update(len(items))
-            if isinstance(exc, WeightsUnavailable):
-                raise
-            return
-        for (p, sha, _), frames in zip(items, out):
-            frames = np.ascontiguousarray(frames, dtype=np.float32)
-            if frames.ndim != 2 or not np.all(np.isfinite(frames)):
-                result.errors[p] = f"{p}: embedding {backend.embedding_id} gave non-finite or malformed frames"
-                continue
-            if cache is not None:
-                cache.put(backend, sha, frames)
-            result.frames[p] = frames
-        bar.update(len(items))
-
+    batches = _LengthBatches(backend, cache, result, bar)
     for p in unique:
-        try:
-            sha = sha256_file(p)
-        except OSError as exc:
-            result.errors[p] = f"{p}: cannot read file ({exc.strerror})"
+        todo = _cached_or_audio(backend, cache, p, result)
+        if todo is None:
             bar.update(1)
             continue
-        cached = cache.get(backend, sha) if cache is not None else None
-        if cached is not None:
-            result.frames[p] = cached
-            result.from_cache += 1
-            bar.update(1)
-            continue
-        try:
-            audio, _, _ = read_audio(p, backend.sample_rate)
-        except SonievalError as exc:
-            result.errors[p] = str(exc)
-            bar.update(1)
-            continue
-        pending.setdefault(len(audio), []).append((p, sha, audio))
-        if len(pending[len(audio)]) >= bs:
-            flush(len(audio))
-    for length in list(pending):
-        flush(length)
+        batches.add(p, *todo, batch_size or backend.batch_size)
+    batches.flush_all()
     bar.close()
     return result

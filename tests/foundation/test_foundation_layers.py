@@ -111,3 +111,31 @@ def test_the_check_sees_an_upward_import(tmp_path):
 def test_every_layer_entry_exists(unit):
     """A layer named here that no longer exists is a stale entry (renames must update the map)."""
     assert (PACKAGE / f"{unit}.py").exists() or (PACKAGE / unit).is_dir()
+
+
+LONGEST_FUNCTION = 80  # lines, in the packages whose compute, orchestration and rendering were split apart
+
+
+@pytest.mark.parametrize("package", ["metrics", "stats"])
+def test_functions_of_the_split_packages_stay_short(package):
+    too_long = []
+    for path in sorted((PACKAGE / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > LONGEST_FUNCTION:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {lines} lines")
+    assert not too_long, f"functions over {LONGEST_FUNCTION} lines (split them into named steps):\n" + "\n".join(
+        too_long
+    )
+
+
+@pytest.mark.parametrize("package", ["sonieval.metrics", "sonieval.stats"])
+def test_public_packages_say_what_they_export(package):
+    import importlib
+
+    module = importlib.import_module(package)
+    exported = getattr(module, "__all__", None)
+    assert exported, f"{package} has no __all__"
+    missing = [name for name in exported if getattr(module, name, None) is None]
+    assert not missing, f"{package}.__all__ names what it does not define: {missing}"
