@@ -52,7 +52,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from sonieval.stats.bootstrap import draw_weights, group_means
-    from sonieval.stats.report import ReportOptions, build_report
+    from sonieval.stats.reporting import ReportOptions, build_report
     from sonieval.stats.simulate import (
         simulate_incomplete_ratings,
         simulate_item_scores,

@@ -97,7 +97,7 @@ def _options(args):
     import dataclasses
     from pathlib import Path
 
-    from sonieval.stats.report import ReportOptions
+    from sonieval.stats.reporting import ReportOptions
 
     paths = {"ratings": args.ratings, "scores": args.scores, "item_scores": args.item_scores, "out": args.out}
     options = ReportOptions()
@@ -152,7 +152,7 @@ def _options(args):
 
 def run(args) -> int:
     from sonieval.errors import SonievalError
-    from sonieval.stats.report import report
+    from sonieval.stats.reporting import report
 
     if args.bootstrap is not None and args.bootstrap < 0:
         raise SonievalError("--bootstrap must be ≥ 0")

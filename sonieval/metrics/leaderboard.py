@@ -41,7 +41,7 @@ from sonieval.ledger import ItemOutcome, LedgerItem, RunLedger
 from sonieval.metrics.embed_tasks import fill_embedding_cache
 from sonieval.metrics.render import dot_plots, leaderboard_document, write_pages
 
-# stats/report.py, the pipeline and older callers import these names from this module
+# stats/reporting.py, the pipeline and older callers import these names from this module
 from sonieval.metrics.scoring import (  # noqa: F401
     RANDOM_CODEC_MARK,
     RANDOM_ENCODER_MARK,

@@ -14,7 +14,7 @@ The modules under ``sonieval.stats`` (analysis, render, inputs, reliability, cro
 implementation; their names may change.
 """
 
-from sonieval.stats.report import ReportOptions, ReportResult, report
+from sonieval.stats.reporting import ReportOptions, ReportResult, report
 from sonieval.stats.screening import ScreeningRules
 from sonieval.stats.simulate import simulate_ratings, simulate_scores
 from sonieval.stats.tidy import icc, krippendorff_alpha, mixed_model

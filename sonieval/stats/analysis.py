@@ -3,7 +3,7 @@
 :func:`analyse` runs the steps in order (screening, descriptives, reliability, models,
 correlations, screening effect) and records each one's seconds; nothing here reads or writes a
 file or draws a figure (that is :mod:`sonieval.stats.render`), and nothing here decides where the
-inputs came from (that is :mod:`sonieval.stats.report`).
+inputs came from (that is :mod:`sonieval.stats.reporting`).
 """
 
 from __future__ import annotations

@@ -378,7 +378,7 @@ def write_simulated_report(
     Without scores, systems and scores are simulated too. Inputs are written to
     ``out_dir/inputs/`` so the report can hash them.
     """
-    from sonieval.stats.report import ReportOptions, build_report
+    from sonieval.stats.reporting import ReportOptions, build_report
     from sonieval.tables import write_table
 
     out_dir = Path(out_dir)

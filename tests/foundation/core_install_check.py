@@ -92,7 +92,7 @@ def report_on_frames(work: Path) -> int:
     if callable(public):
         result = public(ratings, scores)
         return len(getattr(result, "tables", result))
-    from sonieval.stats.report import build_report
+    from sonieval.stats.reporting import build_report
 
     ratings.to_parquet(work / "ratings.parquet")
     scores.to_parquet(work / "scores.parquet")

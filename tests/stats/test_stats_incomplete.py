@@ -13,7 +13,7 @@ from sonieval.document import fmt as _fmt
 from sonieval.errors import DataError
 from sonieval.stats import models
 from sonieval.stats.reliability import icc_variance_components
-from sonieval.stats.report import ReportOptions, build_report
+from sonieval.stats.reporting import ReportOptions, build_report
 from sonieval.stats.simulate import simulate_incomplete_ratings, simulate_ratings, simulate_scores
 from sonieval.tables import write_table
 

@@ -8,7 +8,7 @@ import pytest
 
 from sonieval.cli import main
 from sonieval.errors import DataError
-from sonieval.stats.report import ReportOptions, build_report
+from sonieval.stats.reporting import ReportOptions, build_report
 from sonieval.stats.simulate import simulate_ratings, simulate_scores
 from sonieval.tables import write_table
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sonieval.stats.report import ReportOptions, build_report
+from sonieval.stats.reporting import ReportOptions, build_report
 from sonieval.stats.simulate import simulate_item_scores, simulate_ratings, simulate_scores
 from sonieval.tables import write_table
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from sonieval.stats.report import ReportOptions, build_report
+from sonieval.stats.reporting import ReportOptions, build_report
 from sonieval.stats.simulate import simulate_ratings, simulate_scores, write_simulated_report
 from sonieval.tables import make_system_id, write_table
 

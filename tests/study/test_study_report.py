@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sonieval.stats.report import ReportOptions, build_report
+from sonieval.stats.reporting import ReportOptions, build_report
 from sonieval.study.export import write_ratings
 from sonieval.study.headphone import plan_trials, score_responses
 from sonieval.study.options import Headphones
