@@ -17,20 +17,23 @@
    browsers) and 5 are headless Chromium tabs, whose submit -> next page fully rendered
    (player decoded) is the latency a rater sees; the protocol raters' submit -> page delivered
    is printed beside it. The listening rule is off here (the think time stands for listening;
-   the rule and the player's timing are tested in tests/study).
+   the rule and the player's timing are tested in tests/study). Also printed: the study server's
+   CPU seconds per page (from /proc, so independent of the machine's load) and the script runs
+   per page view, counted on the wire (``new_session`` messages to the Chromium tabs and to the
+   protocol raters): 1.00 means no page reruns the script.
 
 Stimuli: real ESC-50 clips (5 s, 44.1 kHz) from $SONIEVAL_ESC50 or ../shared/esc50 as originals;
 the two "systems" are the same clips low-passed and attenuated, made here only so that page
 sizes are realistic: these are timing stimuli, not sonifications, and no rating here is a result.
 
     .venv/bin/python bench/bench_study.py [--clips 6] [--raters 20] [--crowd 50] [--crowd-clips 3] [--only crowd]
+        [--browsers 5] [--backend both|postgres|sqlite] [--think 10,20]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import threading
