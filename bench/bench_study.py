@@ -102,6 +102,30 @@ def count_script_runs(page, counter: list[int]) -> None:
     page.on("websocket", lambda ws: ws.on("framereceived", frame) if ws.url.endswith("/_stcore/stream") else None)
 
 
+_DIAGNOSE_JS = """
+() => ({state: (document.querySelector('[data-testid="stApp"]') || {getAttribute: () => null}).getAttribute('data-test-script-state'),
+  stale: document.querySelectorAll('[data-stale="true"]').length,
+  images_not_loaded: Array.from(document.querySelectorAll('img')).filter((i) => !i.complete || i.naturalWidth === 0).length,
+  players: Array.from(document.querySelectorAll('iframe[src*="sonieval.study.player"]')).map((f) => {
+    const p = f.contentWindow && f.contentWindow.abPlayer;
+    return p ? {engine: p.engine !== null, old: !!f.dataset.soniOld, error: p.last && p.last.error} : 'no player'; }),
+  text: document.body.innerText.slice(0, 300)})
+"""
+
+
+async def wait_rendered(page, want: str) -> None:
+    """Wait for the page ``want`` fully rendered; on a timeout say what was missing (a bench failure
+    should name its cause)."""
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+    from harness.browser import _RENDERED_JS
+
+    try:
+        await page.wait_for_function(_RENDERED_JS, arg=want, timeout=180_000)
+    except PlaywrightTimeout:
+        raise RuntimeError(f"Chromium rater: {want!r} not rendered in 180 s: {await page.evaluate(_DIAGNOSE_JS)}") from None
+
+
 async def crowd_rater(browser, link: str, think: tuple[float, float], seed: int, latencies: list[float],
                       runs: list[int]) -> int:
     """One self-enrolling rater in its own browser context; returns the pages it submitted and adds
@@ -109,7 +133,7 @@ async def crowd_rater(browser, link: str, think: tuple[float, float], seed: int,
     import asyncio
     import random
 
-    from harness.browser import _INSTRUCTION_RE, _MARK_PLAYERS_OLD_JS, _PAGE_RE, _RENDERED_JS, _SETTLED_JS, _WHICH_PAGE_JS
+    from harness.browser import _INSTRUCTION_RE, _MARK_PLAYERS_OLD_JS, _PAGE_RE, _SETTLED_JS, _WHICH_PAGE_JS
 
     rng = random.Random(seed)
     context = await browser.new_context()
@@ -125,7 +149,7 @@ async def crowd_rater(browser, link: str, think: tuple[float, float], seed: int,
             break
         if which == "familiarisation":
             await page.get_by_role("button", name="I am ready").click()
-            await page.wait_for_function(_RENDERED_JS, arg="Page 1 of", timeout=180_000)
+            await wait_rendered(page, "Page 1 of")
             continue
         if which != "page":
             raise RuntimeError(f"crowd rater reached a {which!r} page: {(await page.inner_text('body'))[:200]!r}")
@@ -145,7 +169,7 @@ async def crowd_rater(browser, link: str, think: tuple[float, float], seed: int,
         await page.evaluate(_MARK_PLAYERS_OLD_JS)
         start = time.perf_counter()
         await page.locator('[data-testid="stFormSubmitButton"] button').click()
-        await page.wait_for_function(_RENDERED_JS, arg="done" if number == total else f"Page {number + 1} of", timeout=180_000)
+        await wait_rendered(page, "done" if number == total else f"Page {number + 1} of")
         latencies.append(time.perf_counter() - start)
         submitted += 1
     await context.close()

@@ -101,16 +101,6 @@ def guarded(render, *args) -> None:
     st.session_state["failures_in_a_row"] = 0
 
 
-def _act(action) -> None:
-    """A button's callback: do ``action`` before the script runs, so this run shows what follows.
-    A failure is logged and leaves the page as it was (the button's return value then retries the
-    action inside :func:`guarded`), never a traceback on the rater's page."""
-    try:
-        action()
-    except Exception:  # noqa: BLE001 - the log keeps it; the page retries
-        log.exception("button action failed")
-
-
 def _go_to_next_page() -> None:
     if PAGE_PARAM in st.query_params:
         del st.query_params[PAGE_PARAM]
@@ -175,10 +165,7 @@ def familiarisation_page(session: RaterSession) -> None:
             ab_player([{"label": "R", "path": files.original, "required": False},
                        {"label": "A", "path": files.stimulus, "required": False}], key=_key("example", end))
             st.image(str(files.waveform), caption=WAVEFORM_CAPTION)
-        # the callback runs before the script, so this run already shows the first rating page;
-        # the return value covers a click whose callback was skipped (a new server session)
-        ready = st.form_submit_button("I am ready: start the study", type="primary", on_click=_act,
-                                      args=(session.finish_familiarisation,))
+        ready = st.form_submit_button("I am ready: start the study", type="primary")
     if ready:
         session.finish_familiarisation()
         st.rerun()
@@ -188,9 +175,7 @@ def break_page(session: RaterSession, state: StepState, ended: dict) -> None:
     st.title(f"{session.info.title}: time for a break")
     st.progress(state.done / max(state.total, 1), text=f"{state.done} of {state.total} pages rated")
     st.write(texts.break_text(int(ended["session"]), session.sessions_planned(state.total)))
-    # as on the familiarisation page: the callback lets this run show the next page (no rerun)
-    if st.button("Go on with the next session", type="primary", key=_key("continue"), on_click=_act,
-                 args=(session.continue_after_break,)):
+    if st.button("Go on with the next session", type="primary", key=_key("continue")):
         session.continue_after_break()
         st.rerun()
 

@@ -192,9 +192,9 @@ def test_protocol_raters_enrol_and_finish_a_served_study(tmp_path):
         proc.kill()
         proc.wait(timeout=10)
     assert [r.error for r in runs] == [None] * 3 and [r.pages for r in runs] == [4] * 3
-    # one script run per request (submit, familiarisation, break): only the enrolment reruns itself
-    # to put the personal link in the address bar
-    assert [r.runs - r.requests for r in runs] == [1] * 3, [(r.runs, r.requests) for r in runs]
+    # one script run per rating page (the player's reports wait in the form, the submit is a callback):
+    # only the enrolment, the familiarisation and the break (once each per rater) rerun themselves
+    assert [r.runs - r.requests for r in runs] == [3] * 3, [(r.runs, r.requests) for r in runs]
     df = ratings_frame(StudyStore(study.url), study.study_id)
     assert len(df) == 3 * 4 * 2 and not df.duplicated(["rater_id", "trial_id", "attribute"]).any()
     assert (df["listened_s"] >= df["stimulus_seconds"] - 0.05).all() and set(df["session"]) == {1, 2}
