@@ -2,9 +2,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-# `make test` runs `make lint` first when LINT=1. Enabled by the lead after the repo-wide
-# `ruff format` / `ruff check --fix` (until then the tree does not pass): set LINT ?= 1 here.
-LINT ?= 0
+# `make test` runs `make lint` (ruff check + ruff format --check) first; LINT=0 skips it.
+LINT ?= 1
 
 .PHONY: setup demo test lint bench clean-results
 

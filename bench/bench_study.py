@@ -59,7 +59,7 @@ def esc50_clips(n: int) -> tuple[list[Path], str]:
     root = Path(os.environ.get("SONIEVAL_ESC50") or REPO.parent / "shared" / "esc50")
     audio = root / "audio"
     if audio.is_dir():
-        files = sorted(audio.glob("*.wav"))[:: max(1, len(list(audio.glob('*.wav'))) // n)][:n]
+        files = sorted(audio.glob("*.wav"))[:: max(1, len(list(audio.glob("*.wav"))) // n)][:n]
         return files, f"ESC-50 clips from {root} ({len(files)} clips, 5 s, 44.1 kHz)"
     return [], "no ESC-50 copy found"
 
@@ -78,9 +78,12 @@ def make_inputs(work: Path, n_clips: int) -> tuple[Path, dict[str, Path], str]:
     return originals, systems, label
 
 
-def create(work: Path, originals: Path, systems: dict[str, Path], storage: str | None, n_raters: int, study_id: str,
-           **options):
-    settings = StudySettings(study_id=study_id, n_raters=n_raters, attention_checks=2, min_listen_fraction=0.0, **options)
+def create(
+    work: Path, originals: Path, systems: dict[str, Path], storage: str | None, n_raters: int, study_id: str, **options
+):
+    settings = StudySettings(
+        study_id=study_id, n_raters=n_raters, attention_checks=2, min_listen_fraction=0.0, **options
+    )
     return create_from_folders(settings, originals, systems, study_dir=work / "study", storage=storage, progress=False)
 
 
@@ -116,18 +119,20 @@ _DIAGNOSE_JS = """
 async def wait_rendered(page, want: str) -> None:
     """Wait for the page ``want`` fully rendered; on a timeout say what was missing (a bench failure
     should name its cause)."""
-    from playwright.async_api import TimeoutError as PlaywrightTimeout
-
     from harness.browser import _RENDERED_JS
+    from playwright.async_api import TimeoutError as PlaywrightTimeout
 
     try:
         await page.wait_for_function(_RENDERED_JS, arg=want, timeout=180_000)
     except PlaywrightTimeout:
-        raise RuntimeError(f"Chromium rater: {want!r} not rendered in 180 s: {await page.evaluate(_DIAGNOSE_JS)}") from None
+        raise RuntimeError(
+            f"Chromium rater: {want!r} not rendered in 180 s: {await page.evaluate(_DIAGNOSE_JS)}"
+        ) from None
 
 
-async def crowd_rater(browser, link: str, think: tuple[float, float], seed: int, latencies: list[float],
-                      runs: list[int]) -> int:
+async def crowd_rater(
+    browser, link: str, think: tuple[float, float], seed: int, latencies: list[float], runs: list[int]
+) -> int:
     """One self-enrolling rater in its own browser context; returns the pages it submitted and adds
     the script runs its tab caused to ``runs[0]``."""
     import asyncio
@@ -153,7 +158,9 @@ async def crowd_rater(browser, link: str, think: tuple[float, float], seed: int,
             continue
         if which != "page":
             raise RuntimeError(f"crowd rater reached a {which!r} page: {(await page.inner_text('body'))[:200]!r}")
-        number, total = map(int, _PAGE_RE.search(await page.locator('[data-testid="stProgress"]').inner_text()).groups())
+        number, total = map(
+            int, _PAGE_RE.search(await page.locator('[data-testid="stProgress"]').inner_text()).groups()
+        )
         await asyncio.sleep(rng.uniform(*think))
         alerts = " ".join(await page.locator('[data-testid="stAlert"]').all_inner_texts())
         m = _INSTRUCTION_RE.search(alerts)
@@ -182,17 +189,19 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def crowd_latency(created, n: int, n_browsers: int, think: tuple[float, float]) -> tuple[list[float], list[float], int, float, dict]:
+def crowd_latency(
+    created, n: int, n_browsers: int, think: tuple[float, float]
+) -> tuple[list[float], list[float], int, float, dict]:
     """Serve the study; ``n`` raters enrol through the public link and rate at once, ``n_browsers`` of
     them in headless Chromium, the rest as protocol raters. Returns (browser latencies, protocol
     latencies, pages submitted in all, CPU seconds the study server used meanwhile, script runs:
     {"browser": (runs, page views), "protocol": (runs, page views)})."""
     import asyncio
 
-    from playwright.async_api import async_playwright
-
     from harness.browser import CHROMIUM_ARGS, chromium_path
     from harness.loadtest import ProtocolRater
+    from playwright.async_api import async_playwright
+
     from sonieval.study.server import enrol_link, launch, wait_until_up
 
     proc, base = launch(created.storage, created.study_id, log_path=created.study_dir / "server.log")
@@ -207,8 +216,9 @@ def crowd_latency(created, n: int, n_browsers: int, think: tuple[float, float]) 
                 await asyncio.sleep(5.0 * i / n)  # arrivals spread over 5 s
                 query = f"PROLIFIC_PID=bench{i:03d}&STUDY_ID=B&SESSION_ID=s{i}"
                 if i % max(1, n // max(n_browsers, 1)) == 0 and i // max(1, n // max(n_browsers, 1)) < n_browsers:
-                    return await crowd_rater(browser, enrol_link(base, created.enrol_key) + "&" + query, think, i, seen,
-                                             browser_runs)
+                    return await crowd_rater(
+                        browser, enrol_link(base, created.enrol_key) + "&" + query, think, i, seen, browser_runs
+                    )
                 r = await ProtocolRater(base, f"enrol={created.enrol_key}&{query}", think=think, seed=i).run()
                 if r.error:
                     raise RuntimeError(f"protocol rater {i}: {r.error}")
@@ -223,8 +233,10 @@ def crowd_latency(created, n: int, n_browsers: int, think: tuple[float, float]) 
         # page views: the rating pages submitted, plus enrolment, familiarisation and thank-you per rater
         pr = [r for r in results if not isinstance(r, int)]
         br = [r for r in results if isinstance(r, int)]
-        runs = {"browser": (browser_runs[0], sum(br) + 3 * len(br)),
-                "protocol": (sum(r.runs for r in pr), sum(r.pages for r in pr) + 3 * len(pr))}
+        runs = {
+            "browser": (browser_runs[0], sum(br) + 3 * len(br)),
+            "protocol": (sum(r.runs for r in pr), sum(r.pages for r in pr) + 3 * len(pr)),
+        }
         return protocol, pages, runs
 
     try:
@@ -244,9 +256,12 @@ def exactly_once(storage: str, study_id: str) -> tuple[int, int, int]:
 
     store = StudyStore(storage)
     with store.engine.connect() as conn:
-        total, distinct = conn.execute(text(
-            "SELECT count(*), count(DISTINCT rater_id || '/' || trial_id || '/' || attribute) FROM ratings WHERE study_id = :s"
-        ), {"s": study_id}).one()
+        total, distinct = conn.execute(
+            text(
+                "SELECT count(*), count(DISTINCT rater_id || '/' || trial_id || '/' || attribute) FROM ratings WHERE study_id = :s"
+            ),
+            {"s": study_id},
+        ).one()
         planned = conn.execute(text("SELECT count(*) FROM plan WHERE study_id = :s"), {"s": study_id}).scalar()
     store.close()
     return int(total), int(distinct), int(planned) * 2
@@ -255,42 +270,70 @@ def exactly_once(storage: str, study_id: str) -> tuple[int, int, int]:
 N_BROWSERS = 5
 
 
-def crowd_section(work: Path, originals: Path, systems: dict[str, Path], n: int, pg_url: str | None,
-                  think: tuple[float, float] = (10.0, 20.0), n_browsers: int = N_BROWSERS, backends: str = "both") -> bool:
+def crowd_section(
+    work: Path,
+    originals: Path,
+    systems: dict[str, Path],
+    n: int,
+    pg_url: str | None,
+    think: tuple[float, float] = (10.0, 20.0),
+    n_browsers: int = N_BROWSERS,
+    backends: str = "both",
+) -> bool:
     """Part 3 on PostgreSQL (when available) and SQLite; returns True when every mark is stored once."""
     ok = True
-    print(f"\n[3] {n} self-enrolled raters at once ({n_browsers} in headless Chromium, {n - n_browsers} protocol raters), "
-          f"think time {think[0]:g}-{think[1]:g} s per page, joint mode")
+    print(
+        f"\n[3] {n} self-enrolled raters at once ({n_browsers} in headless Chromium, {n - n_browsers} protocol raters), "
+        f"think time {think[0]:g}-{think[1]:g} s per page, joint mode"
+    )
     for name, url in (("PostgreSQL (local, fsync on)", pg_url), ("SQLite (WAL, synchronous=FULL)", None)):
         if backends != "both" and not name.lower().startswith(backends):
             continue
         if name.startswith("PostgreSQL") and url is None:
             print("    PostgreSQL: not measured (no server)")
             continue
-        created = create(work / f"crowd-{name.split()[0].lower()}", originals, systems, url, n, "crowd",
-                         enrolment=Enrolment(enabled=True, max_per_minute=1000, max_per_ip_per_hour=1000))
+        created = create(
+            work / f"crowd-{name.split()[0].lower()}",
+            originals,
+            systems,
+            url,
+            n,
+            "crowd",
+            enrolment=Enrolment(enabled=True, max_per_minute=1000, max_per_ip_per_hour=1000),
+        )
         load = os.getloadavg()[0]
         seen, protocol, pages, cpu, runs = crowd_latency(created, n, n_browsers, think)
         ms, pms = np.array(seen) * 1000, np.array(protocol) * 1000
         total, distinct, planned = exactly_once(created.storage, "crowd")
         ok &= total == distinct == planned
-        print(f"    {name}: {pages} pages submitted by {n} raters; marks {total} stored, {distinct} distinct, {planned} planned "
-              f"({'every mark exactly once' if total == distinct == planned else 'MISMATCH'}); load average {load:.1f} -> "
-              f"{os.getloadavg()[0]:.1f}")
-        print(f"      in Chromium ({len(ms)} submits): submit -> next page fully rendered median {np.median(ms):.0f} ms, "
-              f"p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms (goal: median < 300 ms: "
-              f"{'met' if np.median(ms) < 300 else 'NOT met'})")
-        print(f"      protocol raters ({len(pms)} submits): submit -> page delivered median {np.median(pms):.0f} ms, "
-              f"p95 {np.percentile(pms, 95):.0f} ms")
-        print(f"      study server: {cpu:.1f} CPU s for {pages} pages = {1000 * cpu / max(pages, 1):.0f} ms of CPU per page "
-              "(enrolment, familiarisation, every rerun and media request included; independent of the machine's load)")
-        print("      script runs per page view (rating pages + enrolment, familiarisation, thank-you): "
-              + ", ".join(f"{k} raters {r / max(v, 1):.2f} ({r} runs / {v} views)" for k, (r, v) in runs.items()))
+        print(
+            f"    {name}: {pages} pages submitted by {n} raters; marks {total} stored, {distinct} distinct, {planned} planned "
+            f"({'every mark exactly once' if total == distinct == planned else 'MISMATCH'}); load average {load:.1f} -> "
+            f"{os.getloadavg()[0]:.1f}"
+        )
+        print(
+            f"      in Chromium ({len(ms)} submits): submit -> next page fully rendered median {np.median(ms):.0f} ms, "
+            f"p95 {np.percentile(ms, 95):.0f} ms, max {ms.max():.0f} ms (goal: median < 300 ms: "
+            f"{'met' if np.median(ms) < 300 else 'NOT met'})"
+        )
+        print(
+            f"      protocol raters ({len(pms)} submits): submit -> page delivered median {np.median(pms):.0f} ms, "
+            f"p95 {np.percentile(pms, 95):.0f} ms"
+        )
+        print(
+            f"      study server: {cpu:.1f} CPU s for {pages} pages = {1000 * cpu / max(pages, 1):.0f} ms of CPU per page "
+            "(enrolment, familiarisation, every rerun and media request included; independent of the machine's load)"
+        )
+        print(
+            "      script runs per page view (rating pages + enrolment, familiarisation, thank-you): "
+            + ", ".join(f"{k} raters {r / max(v, 1):.2f} ({r} runs / {v} views)" for k, (r, v) in runs.items())
+        )
     return ok
 
 
 def browser_latency(created) -> list[float]:
     from harness.browser import RaterDriver, headless_chromium
+
     from sonieval.study.server import launch, rater_link, wait_until_up
 
     proc, base = launch(created.storage, created.study_id, log_path=created.study_dir / "server.log")
@@ -351,10 +394,21 @@ def main() -> int:
     ap.add_argument("--crowd", type=int, default=50, help="self-enrolled raters in part 3 (0: skip it)")
     ap.add_argument("--crowd-clips", type=int, default=3, help="clips of the crowd study (pages = clips x 4 + 2)")
     ap.add_argument("--only", choices=["crowd"], help="run part 3 only")
-    ap.add_argument("--browsers", type=int, default=N_BROWSERS, help="part 3: raters in headless Chromium (the rest speak the protocol)")
-    ap.add_argument("--backend", choices=["both", "postgres", "sqlite"], default="both", help="part 3: storage to serve from")
-    ap.add_argument("--think", default="10,20", help="part 3: a rater's seconds per page, LO,HI (uniform). Default 10-20 s: "
-                    "the listening rule asks each 5-s sound of a joint page to be played in full (10 s) before marking")
+    ap.add_argument(
+        "--browsers",
+        type=int,
+        default=N_BROWSERS,
+        help="part 3: raters in headless Chromium (the rest speak the protocol)",
+    )
+    ap.add_argument(
+        "--backend", choices=["both", "postgres", "sqlite"], default="both", help="part 3: storage to serve from"
+    )
+    ap.add_argument(
+        "--think",
+        default="10,20",
+        help="part 3: a rater's seconds per page, LO,HI (uniform). Default 10-20 s: "
+        "the listening rule asks each 5-s sound of a joint page to be played in full (10 s) before marking",
+    )
     args = ap.parse_args()
     args.think = tuple(float(x) for x in args.think.split(","))
     import sqlalchemy
@@ -364,28 +418,38 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-study-"))
     if args.only == "crowd":
-        print(f"bench_study: sonieval {__version__}, streamlit {streamlit.__version__}, {os.cpu_count()} CPU(s), "
-              f"load average {os.getloadavg()[0]:.1f} at start; {esc50_clips(args.crowd_clips)[1]}; timing stimuli only")
+        print(
+            f"bench_study: sonieval {__version__}, streamlit {streamlit.__version__}, {os.cpu_count()} CPU(s), "
+            f"load average {os.getloadavg()[0]:.1f} at start; {esc50_clips(args.crowd_clips)[1]}; timing stimuli only"
+        )
         return crowd_only(work, args)
     originals, systems, label = make_inputs(work / "inputs", args.clips)
-    print(f"bench_study: sonieval {__version__}, streamlit {streamlit.__version__}, SQLAlchemy {sqlalchemy.__version__}, "
-          f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"bench_study: sonieval {__version__}, streamlit {streamlit.__version__}, SQLAlchemy {sqlalchemy.__version__}, "
+        f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f} at start"
+    )
     print(f"stimuli: {label}; timing stimuli only, not sonifications")
 
     sqlite_study = create(work / "sqlite", originals, systems, None, args.raters, "bench")
     pages = sqlite_study.n_trials
     times = browser_latency(sqlite_study)
     ms = np.array(times) * 1000
-    print(f"\n[1] submit -> next page fully rendered, headless Chromium, SQLite, {len(ms)} pages of 1 rater (joint mode)")
-    print(f"    median {np.median(ms):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms, min {ms.min():.0f} ms, max {ms.max():.0f} ms "
-          f"(goal: median < 300 ms: {'met' if np.median(ms) < 300 else 'NOT met'})")
+    print(
+        f"\n[1] submit -> next page fully rendered, headless Chromium, SQLite, {len(ms)} pages of 1 rater (joint mode)"
+    )
+    print(
+        f"    median {np.median(ms):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms, min {ms.min():.0f} ms, max {ms.max():.0f} ms "
+        f"(goal: median < 300 ms: {'met' if np.median(ms) < 300 else 'NOT met'})"
+    )
 
     tokens = [tok for _, tok in sqlite_study.rater_tokens[1:]]
     more = StudyStore(sqlite_study.storage).invite("bench", 1)
     tokens.append(more[0][1])
     sqlite_rate, sqlite_marks, sqlite_wall = throughput(sqlite_study.storage, "bench", tokens)
     print(f"\n[2] {len(tokens)} concurrent raters x {pages} pages x 2 marks, each page one transaction")
-    print(f"    SQLite (WAL, synchronous=FULL):       {sqlite_rate:7.0f} marks/s ({sqlite_marks} marks in {sqlite_wall:.2f} s)")
+    print(
+        f"    SQLite (WAL, synchronous=FULL):       {sqlite_rate:7.0f} marks/s ({sqlite_marks} marks in {sqlite_wall:.2f} s)"
+    )
 
     from harness.pgtemp import start_temp_postgres
 
@@ -398,11 +462,23 @@ def main() -> int:
         url = pg.database_url(f"bench_{uuid.uuid4().hex[:6]}")
         pg_study = create(work / "pg", originals, systems, url, len(tokens), "bench")
         pg_rate, pg_marks, pg_wall = throughput(url, "bench", [tok for _, tok in pg_study.rater_tokens])
-        print(f"    PostgreSQL (local, fsync on):          {pg_rate:7.0f} marks/s ({pg_marks} marks in {pg_wall:.2f} s)")
+        print(
+            f"    PostgreSQL (local, fsync on):          {pg_rate:7.0f} marks/s ({pg_marks} marks in {pg_wall:.2f} s)"
+        )
         print(f"    ratio PostgreSQL / SQLite: {pg_rate / sqlite_rate:.2f}")
-        ok = crowd_section(work, *make_inputs(work / "crowd-inputs", args.crowd_clips)[:2], args.crowd, think=args.think, pg_url=
-                           pg.database_url(f"crowd_{uuid.uuid4().hex[:6]}"), n_browsers=args.browsers,
-                           backends=args.backend) if args.crowd else True
+        ok = (
+            crowd_section(
+                work,
+                *make_inputs(work / "crowd-inputs", args.crowd_clips)[:2],
+                args.crowd,
+                think=args.think,
+                pg_url=pg.database_url(f"crowd_{uuid.uuid4().hex[:6]}"),
+                n_browsers=args.browsers,
+                backends=args.backend,
+            )
+            if args.crowd
+            else True
+        )
     finally:
         pg.stop()
     print(f"\nload average {os.getloadavg()[0]:.1f} at end (the machine is shared; absolute numbers vary)")
@@ -419,8 +495,16 @@ def crowd_only(work: Path, args) -> int:
         print(f"PostgreSQL not available ({exc})")
         pg = None
     try:
-        ok = crowd_section(work, originals, systems, args.crowd, pg.database_url(f"crowd_{uuid.uuid4().hex[:6]}") if pg else None,
-                           think=args.think, n_browsers=args.browsers, backends=args.backend)
+        ok = crowd_section(
+            work,
+            originals,
+            systems,
+            args.crowd,
+            pg.database_url(f"crowd_{uuid.uuid4().hex[:6]}") if pg else None,
+            think=args.think,
+            n_browsers=args.browsers,
+            backends=args.backend,
+        )
     finally:
         if pg:
             pg.stop()

@@ -137,8 +137,14 @@ def headphone_page(session: RaterSession) -> None:
         for trial, path, key in zip(trials, files, keys):
             st.markdown(f"**Question {trial.number} of {len(trials)}**")
             st.audio(str(path), format="audio/wav")
-            st.radio("Which tone was the quietest?", options=[1, 2, 3], index=None, horizontal=True, key=key,
-                     format_func=lambda k: f"tone {k}")
+            st.radio(
+                "Which tone was the quietest?",
+                options=[1, 2, 3],
+                index=None,
+                horizontal=True,
+                key=key,
+                format_func=lambda k: f"tone {k}",
+            )
         submitted = st.form_submit_button("Submit the answers", type="primary")
     if submitted:
         outcome = session.submit_headphone([st.session_state.get(k) for k in keys], started)
@@ -162,8 +168,13 @@ def familiarisation_page(session: RaterSession) -> None:
                 continue
             files = trial_files(info, example["original_file"], example["stimulus_file"], example["waveform_file"])
             st.subheader(f"An example near {mark}: {label}")
-            ab_player([{"label": "R", "path": files.original, "required": False},
-                       {"label": "A", "path": files.stimulus, "required": False}], key=_key("example", end))
+            ab_player(
+                [
+                    {"label": "R", "path": files.original, "required": False},
+                    {"label": "A", "path": files.stimulus, "required": False},
+                ],
+                key=_key("example", end),
+            )
             st.image(str(files.waveform), caption=WAVEFORM_CAPTION)
         ready = st.form_submit_button("I am ready: start the study", type="primary")
     if ready:
@@ -260,11 +271,22 @@ def _mark_widget(session: RaterSession, attribute: str, key: str, label: str | N
     info = session.info
     question = label or texts.QUESTIONS[attribute]
     if info.options.rating_scale == "mushra":
-        st.select_slider(question, options=[texts.UNRATED, *range(info.scale_min, info.scale_max + 1)], value=texts.UNRATED,
-                         format_func=lambda m: texts.slider_label(m, info.scale_min, info.scale_max), key=key)
+        st.select_slider(
+            question,
+            options=[texts.UNRATED, *range(info.scale_min, info.scale_max + 1)],
+            value=texts.UNRATED,
+            format_func=lambda m: texts.slider_label(m, info.scale_min, info.scale_max),
+            key=key,
+        )
     else:
-        st.radio(question, options=list(range(info.scale_min, info.scale_max + 1)), index=None, horizontal=True,
-                 format_func=lambda m: texts.mark_label(m, info.scale_min, info.scale_max), key=key)
+        st.radio(
+            question,
+            options=list(range(info.scale_min, info.scale_max + 1)),
+            index=None,
+            horizontal=True,
+            format_func=lambda m: texts.mark_label(m, info.scale_min, info.scale_max),
+            key=key,
+        )
 
 
 def rating_form(session: RaterSession, state: StepState):
@@ -295,13 +317,19 @@ def rating_form(session: RaterSession, state: StepState):
             keys = {a: _key("mark", step.position, a) for a in step.attributes}
             for a, k in keys.items():
                 _mark_widget(session, a, k)
-        submitted = st.form_submit_button("Submit and continue", type="primary", shortcut="Enter",
-                                          on_click=_on_submit, args=(session, step.position, keys, form_key, player))
+        submitted = st.form_submit_button(
+            "Submit and continue",
+            type="primary",
+            shortcut="Enter",
+            on_click=_on_submit,
+            args=(session, step.position, keys, form_key, player),
+        )
     return form_key, bool(submitted), lambda: _collect(keys, player)
 
 
 def _collect(keys: dict, player: tuple[str, list[str], float] | None) -> tuple[dict, dict | None]:
     """(marks, player report) from the session state; an untouched slider counts as no mark."""
+
     def read(k: str) -> object:
         v = st.session_state.get(k)
         return None if v == texts.UNRATED else v
@@ -310,7 +338,9 @@ def _collect(keys: dict, player: tuple[str, list[str], float] | None) -> tuple[d
     report = None
     if player is not None:
         key, labels, min_s = player
-        report = normalise_state(st.session_state.get(key), labels, min_listen_s=min_s, required=[lb != "R" for lb in labels])
+        report = normalise_state(
+            st.session_state.get(key), labels, min_listen_s=min_s, required=[lb != "R" for lb in labels]
+        )
     return marks, report
 
 
@@ -359,8 +389,10 @@ def admin_page(store: StudyStore, study_id: str, token: str) -> None:
         st.stop()
     info = admin.info
     st.title(f"{info.title}: admin")
-    st.write(f"Study id `{study_id}`: mode **{info.mode}**, design **{info.design}**, scale {info.scale_min}–{info.scale_max} "
-             f"({info.options.rating_scale}), status **{info.status}**.")
+    st.write(
+        f"Study id `{study_id}`: mode **{info.mode}**, design **{info.design}**, scale {info.scale_min}–{info.scale_max} "
+        f"({info.options.rating_scale}), status **{info.status}**."
+    )
     label, opening = ("Close the study", False) if info.status == "open" else ("Open the study", True)
     if st.button(label, key=_key("status")):
         admin.set_open(opening)
@@ -375,25 +407,33 @@ def admin_page(store: StudyStore, study_id: str, token: str) -> None:
     with tabs[1]:
         _dropoff_tab(admin)
     with tabs[2]:
-        st.caption("Hidden reference and anchor marks beyond the report's thresholds (on this study's scale), failed "
-                   "attention checks and the headphone check (counts; the report decides exclusions).")
+        st.caption(
+            "Hidden reference and anchor marks beyond the report's thresholds (on this study's scale), failed "
+            "attention checks and the headphone check (counts; the report decides exclusions)."
+        )
         st.dataframe(admin.screening(), hide_index=True, width="stretch")
     with tabs[3]:
         ratings = admin.ratings()
         st.write(f"{len(ratings)} marks stored.")
         st.dataframe(ratings, hide_index=True, width="stretch")
-        st.download_button("Download CSV", ratings.to_csv(index=False).encode(), file_name=f"{study_id}-ratings.csv", mime="text/csv")
+        st.download_button(
+            "Download CSV", ratings.to_csv(index=False).encode(), file_name=f"{study_id}-ratings.csv", mime="text/csv"
+        )
         buf = io.BytesIO()
         ratings.to_parquet(buf, index=False)
-        st.download_button("Download Parquet", buf.getvalue(), file_name=f"{study_id}-ratings.parquet", mime="application/octet-stream")
+        st.download_button(
+            "Download Parquet", buf.getvalue(), file_name=f"{study_id}-ratings.parquet", mime="application/octet-stream"
+        )
     with tabs[4]:
         _invite_tab(admin, info)
 
 
 def _dropoff_tab(admin: AdminSession) -> None:
     stops, sessions = admin.where_raters_stop()
-    st.caption("Raters who have not finished, by the last page they submitted and what they are doing now; "
-               "sessions with their length and why each ended.")
+    st.caption(
+        "Raters who have not finished, by the last page they submitted and what they are doing now; "
+        "sessions with their length and why each ended."
+    )
     if len(stops):
         st.bar_chart(stops.set_index("pages_done")["raters"], x_label="pages done", y_label="raters not finished")
     st.dataframe(stops, hide_index=True, width="stretch")
@@ -411,8 +451,11 @@ def _invite_tab(admin: AdminSession, info) -> None:
         st.caption("Public enrolment is off (study.enrolment.enabled in the protocol).")
         return
     st.subheader("Public enrolment")
-    st.write(f"Cap {enrol_opts.cap} raters; completion code `{enrol_opts.completion_code}`"
-             + (f"; return address {enrol_opts.completion_url}" if enrol_opts.completion_url else "") + ".")
+    st.write(
+        f"Cap {enrol_opts.cap} raters; completion code `{enrol_opts.completion_code}`"
+        + (f"; return address {enrol_opts.completion_url}" if enrol_opts.completion_url else "")
+        + "."
+    )
     st.caption("The current link was printed by `sonieval study serve` (and is in links.txt). A new one replaces it.")
     if st.button("Make a new enrolment link", key=_key("rotate-enrol")):
         key = admin.rotate_enrolment_key()
@@ -438,7 +481,9 @@ def main() -> None:
         log.exception("cannot open the study storage")
         st.error(texts.UNAVAILABLE)
         st.stop()
-    st.set_page_config(page_title=f"{info.title}: admin" if admin_token else info.title, layout="wide" if admin_token else "centered")
+    st.set_page_config(
+        page_title=f"{info.title}: admin" if admin_token else info.title, layout="wide" if admin_token else "centered"
+    )
     rater_token = st.query_params.get("rater")
     if admin_token:
         guarded(admin_page, store, study_id, admin_token)

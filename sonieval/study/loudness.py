@@ -91,8 +91,15 @@ class Level:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Level":
-        return cls(d["lufs_measured"], d["gain_db"], d["lufs"], d["true_peak_dbtp"], d.get("limited", REACHED), d.get("target_lufs"))
+    def from_dict(cls, d: dict) -> Level:
+        return cls(
+            d["lufs_measured"],
+            d["gain_db"],
+            d["lufs"],
+            d["true_peak_dbtp"],
+            d.get("limited", REACHED),
+            d.get("target_lufs"),
+        )
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -156,7 +163,10 @@ def alignment_gain(m: Measured, spec: LevelSpec, clip: float | None = None) -> t
     """
     if m.peak_dbtp == -math.inf:
         return 0.0, SILENT
-    bounds = [(spec.ceiling_dbtp - m.peak_dbtp - TP_MARGIN_DB, LIMITED_BY_TRUE_PEAK), (spec.max_gain_db, LIMITED_BY_GAIN_CAP)]
+    bounds = [
+        (spec.ceiling_dbtp - m.peak_dbtp - TP_MARGIN_DB, LIMITED_BY_TRUE_PEAK),
+        (spec.max_gain_db, LIMITED_BY_GAIN_CAP),
+    ]
     if math.isfinite(m.lufs):
         bounds.insert(0, (spec.target_lufs - m.lufs, REACHED))  # first: wins a tie
     gain, reason = min(bounds, key=lambda b: b[0])
@@ -175,7 +185,9 @@ def measure_stimulus(samples: np.ndarray, rate: int) -> Measured:
     return Measured(lufs, peak)
 
 
-def apply_gain(samples: np.ndarray, m: Measured, spec: LevelSpec, clip: float | None = None) -> tuple[np.ndarray, float, str]:
+def apply_gain(
+    samples: np.ndarray, m: Measured, spec: LevelSpec, clip: float | None = None
+) -> tuple[np.ndarray, float, str]:
     """Scale ``samples`` (measured as ``m``) as :func:`alignment_gain` says: (samples, gain dB, reason)."""
     gain_db, reason = alignment_gain(m, spec, clip)
     return (np.asarray(samples, dtype=np.float64) * 10.0 ** (gain_db / 20.0)).astype(np.float32), gain_db, reason
@@ -199,10 +211,18 @@ def align_loudness(samples: np.ndarray, rate: int, spec: LevelSpec = LevelSpec()
 def describe_shortfalls(levels: dict[str, Level], spec: LevelSpec, *, limit: int = 5) -> list[str]:
     """Console lines for stimuli that did not reach the target (``levels``: name -> level)."""
     lines = []
-    for reason, what in ((LIMITED_BY_TRUE_PEAK, f"kept below {spec.target_lufs:g} LUFS so that the true peak stays at or below {spec.ceiling_dbtp:g} dBTP"),
-                         (LIMITED_WITH_CLIP, "lowered to the level of their clip (its original cannot reach the target)"),
-                         (LIMITED_BY_GAIN_CAP, f"near-silent: gain capped at +{spec.max_gain_db:g} dB, so they stay quieter than {spec.target_lufs:g} LUFS"),
-                         (SILENT, "silent (below the -70 LUFS gate): left as they are")):
+    for reason, what in (
+        (
+            LIMITED_BY_TRUE_PEAK,
+            f"kept below {spec.target_lufs:g} LUFS so that the true peak stays at or below {spec.ceiling_dbtp:g} dBTP",
+        ),
+        (LIMITED_WITH_CLIP, "lowered to the level of their clip (its original cannot reach the target)"),
+        (
+            LIMITED_BY_GAIN_CAP,
+            f"near-silent: gain capped at +{spec.max_gain_db:g} dB, so they stay quieter than {spec.target_lufs:g} LUFS",
+        ),
+        (SILENT, "silent (below the -70 LUFS gate): left as they are"),
+    ):
         hits = sorted(((n, lv) for n, lv in levels.items() if lv.limited == reason), key=lambda h: h[0])
         if not hits:
             continue
@@ -217,7 +237,21 @@ def _fmt(lufs: float | None) -> str:
 
 
 __all__ = [
-    "TARGET_LUFS", "CEILING_DBTP", "MAX_GAIN_DB", "LevelSpec", "Level", "Measured", "integrated_loudness", "true_peak",
-    "to_db", "measure", "measure_stimulus", "clip_level", "alignment_gain", "apply_gain",
-    "level_after", "align_loudness", "describe_shortfalls",
+    "TARGET_LUFS",
+    "CEILING_DBTP",
+    "MAX_GAIN_DB",
+    "LevelSpec",
+    "Level",
+    "Measured",
+    "integrated_loudness",
+    "true_peak",
+    "to_db",
+    "measure",
+    "measure_stimulus",
+    "clip_level",
+    "alignment_gain",
+    "apply_gain",
+    "level_after",
+    "align_loudness",
+    "describe_shortfalls",
 ]

@@ -35,9 +35,10 @@ import numbers
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -45,7 +46,14 @@ from sonieval.study import texts
 from sonieval.study.design import page_labels
 from sonieval.study.stimuli import AUDIO_SUBDIR, WAVEFORM_SUBDIR, study_file
 from sonieval.study.store import (
-    EnrolmentRefused, Rater, StepState, StudyError, StudyInfo, StudyStore, SubmissionRefused, SubmitResult,
+    EnrolmentRefused,
+    Rater,
+    StepState,
+    StudyError,
+    StudyInfo,
+    StudyStore,
+    SubmissionRefused,
+    SubmitResult,
 )
 
 
@@ -258,7 +266,9 @@ class RaterSession:
         step, shown_at = steps[position]
         return self.store.step_state(self.rater, step, shown_at, nxt.done, nxt.total, stale=True)
 
-    def submit_page(self, position: int, marks: dict[str, object], player: Mapping[str, Any] | None = None) -> PageOutcome:
+    def submit_page(
+        self, position: int, marks: dict[str, object], player: Mapping[str, Any] | None = None
+    ) -> PageOutcome:
         """Submit one page's marks and say what happened in one plain sentence (:mod:`texts`).
 
         ``marks``: ``{attribute: mark}``, or ``{trial_id: {attribute: mark}}`` on a multi-stimulus
@@ -272,7 +282,9 @@ class RaterSession:
             result = self.submit(position, marks, player)
         except SubmissionRefused as exc:
             info = self.info
-            return PageOutcome(False, exc.reason == "not_next", texts.refusal(exc.reason, exc.wait, info.scale_min, info.scale_max))
+            return PageOutcome(
+                False, exc.reason == "not_next", texts.refusal(exc.reason, exc.wait, info.scale_min, info.scale_max)
+            )
         if result.stored == 0 and result.already_stored > 0:
             return PageOutcome(False, True, texts.ALREADY_RATED)
         return PageOutcome(True, True, None)
@@ -282,7 +294,11 @@ class RaterSession:
 
 _PLATFORM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PLATFORM_PARAMS = {
-    "prolific": {"PROLIFIC_PID": "participant_id", "STUDY_ID": "platform_study_id", "SESSION_ID": "platform_session_id"},
+    "prolific": {
+        "PROLIFIC_PID": "participant_id",
+        "STUDY_ID": "platform_study_id",
+        "SESSION_ID": "platform_session_id",
+    },
     "mturk": {"workerId": "participant_id", "assignmentId": "assignment_id", "hitId": "hit_id"},
 }
 MTURK_PREVIEW = "ASSIGNMENT_ID_NOT_AVAILABLE"
@@ -349,8 +365,13 @@ def client_address(remote: object, headers: Mapping[str, str] | None, trust_prox
     return remote if isinstance(remote, str) else "unknown"
 
 
-def enrol(store: StudyStore, study_id: str, params: Mapping[str, object], remote: object = None,
-          headers: Mapping[str, str] | None = None) -> str:
+def enrol(
+    store: StudyStore,
+    study_id: str,
+    params: Mapping[str, object],
+    remote: object = None,
+    headers: Mapping[str, str] | None = None,
+) -> str:
     """A visit of the public enrolment link: a new rater's token, or :class:`EnrolmentRefused`."""
     info = store.study(study_id)
     if not info.options.enrolment.enabled:
@@ -385,7 +406,9 @@ class AdminSession:
 
     def __init__(self, store: StudyStore, study_id: str, token: object):
         if not store.has_study(study_id) or not store.admin_ok(study_id, token):
-            raise AccessDenied("this admin link is not valid for the study", hint="use the admin link printed by sonieval study serve")
+            raise AccessDenied(
+                "this admin link is not valid for the study", hint="use the admin link printed by sonieval study serve"
+            )
         self.store = store
         self.study_id = study_id
 

@@ -38,7 +38,9 @@ def check_identifier(value: str, what: str) -> str:
     if not isinstance(value, str) or not value or value in (".", "..") or "\x00" in value:
         raise DataError(f"{what} {value!r} is empty or not a name", hint="use plain names")
     if "\\" in value or value.startswith("/") or ".." in value.split("/"):
-        raise DataError(f"{what} {value!r} looks like a path", hint="names may not contain '..', '\\' or start with '/'")
+        raise DataError(
+            f"{what} {value!r} looks like a path", hint="names may not contain '..', '\\' or start with '/'"
+        )
     return value
 
 
@@ -50,9 +52,7 @@ def contained(path: str | os.PathLike, root: str | os.PathLike) -> Path:
         p = root_r / p
     resolved = p.resolve()
     if resolved != root_r and root_r not in resolved.parents:
-        raise StudyFileError(
-            f"{path} lies outside {root_r}", hint="the study only uses files inside its own folders"
-        )
+        raise StudyFileError(f"{path} lies outside {root_r}", hint="the study only uses files inside its own folders")
     return resolved
 
 

@@ -23,12 +23,17 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 _PAGE_RE = re.compile(r"Page (\d+) of (\d+)")
 PLAYER_FRAME = "sonieval.study.player"
@@ -137,8 +142,12 @@ class RaterDriver:
         self.page.get_by_role("button", name="Submit the answers").click()
         from sonieval.study.texts import MISSING_ANSWER
 
-        self.page.wait_for_function("(missing) => !document.body.innerText.includes('Submit the answers') "
-                                    "|| document.body.innerText.includes(missing)", arg=MISSING_ANSWER, timeout=self.timeout_ms)
+        self.page.wait_for_function(
+            "(missing) => !document.body.innerText.includes('Submit the answers') "
+            "|| document.body.innerText.includes(missing)",
+            arg=MISSING_ANSWER,
+            timeout=self.timeout_ms,
+        )
         return self.wait_any()
 
     def take_break(self) -> None:
@@ -173,8 +182,12 @@ class RaterDriver:
                 frame.locator("#stop").click()
                 frame.locator(f"#stimulus-{i}").click()
                 frame.locator("#play").click()
-                frame.wait_for_function(f"(l) => window.abPlayer.state().listened_s[l] >= {need + extra_s} "
-                                        "|| !window.abPlayer.state().playing", arg=label, timeout=self.timeout_ms)
+                frame.wait_for_function(
+                    f"(l) => window.abPlayer.state().listened_s[l] >= {need + extra_s} "
+                    "|| !window.abPlayer.state().playing",
+                    arg=label,
+                    timeout=self.timeout_ms,
+                )
                 if frame.evaluate("() => window.abPlayer.state().playing"):
                     frame.locator("#play").click()  # pause
         frame.wait_for_function("() => window.abPlayer.state().remaining_s <= 0", timeout=self.timeout_ms)
@@ -243,7 +256,9 @@ class RaterDriver:
             "([want, last]) => { const t = document.body.innerText; const app = document.querySelector('[data-testid=\"stApp\"]');"
             " return app && app.getAttribute('data-test-script-state') === 'notRunning' && !document.querySelector('[data-stale=\"true\"]')"
             " && (t.includes(want) || t.toLowerCase().includes('time for a break') || (last && t.includes('Thank you!'))); }",
-            arg=[f"Page {number + 1} of", number == total], timeout=self.timeout_ms)
+            arg=[f"Page {number + 1} of", number == total],
+            timeout=self.timeout_ms,
+        )
         if self.page.evaluate(_WHICH_PAGE_JS) == "page":
             self.wait_rendered(number + 1)
 
@@ -314,7 +329,8 @@ class RaterDriver:
             "(want) => { const app = document.querySelector('[data-testid=\"stApp\"]');"
             " return app && app.getAttribute('data-test-script-state') === 'notRunning'"
             " && !document.querySelector('[data-stale=\"true\"]') && document.body.innerText.includes(want); }",
-            arg=text, timeout=self.timeout_ms,
+            arg=text,
+            timeout=self.timeout_ms,
         )
         return self.page.inner_text("body")
 
@@ -348,8 +364,9 @@ _DONE_PAGES_JS = """
 
 # What a page must never show a rater: Streamlit's exception box, a traceback, a source path.
 # The source path is this checkout's own folder, wherever it is installed.
-INTERNALS_RE = re.compile(r"Traceback|File \"|\.py\b|/site-packages/|Error:|"
-                          + re.escape(str(Path(__file__).resolve().parents[2])))
+INTERNALS_RE = re.compile(
+    r"Traceback|File \"|\.py\b|/site-packages/|Error:|" + re.escape(str(Path(__file__).resolve().parents[2]))
+)
 
 
 def shows_internals(page) -> bool:

@@ -74,8 +74,16 @@ class RaterRun:
 class ProtocolRater:
     """One rater speaking Streamlit's websocket protocol (see the module docstring)."""
 
-    def __init__(self, base_url: str, query: str, *, think: tuple[float, float] = (3.0, 7.0), seed: int = 0,
-                 fetch_media: bool = True, timeout: float = 180.0):
+    def __init__(
+        self,
+        base_url: str,
+        query: str,
+        *,
+        think: tuple[float, float] = (3.0, 7.0),
+        seed: int = 0,
+        fetch_media: bool = True,
+        timeout: float = 180.0,
+    ):
         self.base = base_url.rstrip("/")
         self.query = query
         self.think = think
@@ -91,7 +99,9 @@ class ProtocolRater:
         out = self.out = RaterRun()
         uri = self.base.replace("http://", "ws://").replace("https://", "wss://") + "/_stcore/stream"
         try:
-            async with websockets.connect(uri, subprotocols=["streamlit"], max_size=None, open_timeout=self.timeout) as ws:
+            async with websockets.connect(
+                uri, subprotocols=["streamlit"], max_size=None, open_timeout=self.timeout
+            ) as ws:
                 view = await self._rerun(ws, {})
                 while view.kind != "done":
                     await self._fetch(view)
@@ -161,10 +171,21 @@ class ProtocolRater:
         for wid, args in view.players:
             labels = [s["label"] for s in args.get("stimuli", [])]
             need = float(args.get("min_listen_s", 0.0))
-            widgets[wid] = {"json_value": json.dumps({
-                "v": 1, "seq": 1, "event": "pause", "ready": True, "playing": False, "selected": labels[-1] if labels else None,
-                "listened_s": {lb: (0.0 if lb == "R" else need) for lb in labels}, "n_switches": 1,
-                "loop": {"enabled": False, "start_s": 0, "end_s": 0}})}
+            widgets[wid] = {
+                "json_value": json.dumps(
+                    {
+                        "v": 1,
+                        "seq": 1,
+                        "event": "pause",
+                        "ready": True,
+                        "playing": False,
+                        "selected": labels[-1] if labels else None,
+                        "listened_s": {lb: (0.0 if lb == "R" else need) for lb in labels},
+                        "n_switches": 1,
+                        "loop": {"enabled": False, "start_s": 0, "end_s": 0},
+                    }
+                )
+            }
         submit = next(wid for wid, _, is_submit in view.buttons if is_submit)
         widgets[submit] = {"trigger_value": True}
         return widgets
@@ -204,8 +225,14 @@ def _collect(view: PageView, element) -> None:
         view.media += [img.url for img in part.imgs]
 
 
-async def run_crowd(base_url: str, queries: list[str], *, think: tuple[float, float] = (3.0, 7.0),
-                    arrival_s: float = 5.0, fetch_media: bool = True) -> list[RaterRun]:
+async def run_crowd(
+    base_url: str,
+    queries: list[str],
+    *,
+    think: tuple[float, float] = (3.0, 7.0),
+    arrival_s: float = 5.0,
+    fetch_media: bool = True,
+) -> list[RaterRun]:
     """Start one :class:`ProtocolRater` per query string (arrivals spread over ``arrival_s``) and
     wait for all of them."""
 

@@ -26,8 +26,8 @@ def small_study(_small_study_template, tmp_path):
 @pytest.fixture(scope="session")
 def temp_postgres():
     """A throwaway PostgreSQL server (initdb + pg_ctl on a free localhost port)."""
-    from harness.pgtemp import start_temp_postgres
     from harness.parts import require_part
+    from harness.pgtemp import start_temp_postgres
 
     try:
         server = start_temp_postgres()

@@ -13,13 +13,13 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
+from harness.browser import CHROMIUM_ARGS, chromium_path
 
 from sonieval.audio import write_wav
-from harness.browser import CHROMIUM_ARGS, chromium_path
 from sonieval.study.server import app_path, free_port, streamlit_command, wait_until_up
 
 PAGE = Path(__file__).resolve().parent / "pages" / "player_page.py"
@@ -76,7 +76,8 @@ def audio_chromium() -> Iterator[object]:
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=chromium_path(), headless=True,
+            executable_path=chromium_path(),
+            headless=True,
             args=CHROMIUM_ARGS + ["--autoplay-policy=no-user-gesture-required"],
         )
         try:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from sonieval.audio import write_wav
 from sonieval.study.create import CreatedStudy, StudySettings, create_from_folders
@@ -45,7 +46,9 @@ class FolderStudy:
         return [tok for _, tok in self.created.rater_tokens]
 
 
-def write_folders(root: Path, n_clips: int = 2, n_systems: int = 2, seconds: float = 0.3) -> tuple[Path, dict[str, Path]]:
+def write_folders(
+    root: Path, n_clips: int = 2, n_systems: int = 2, seconds: float = 0.3
+) -> tuple[Path, dict[str, Path]]:
     originals = root / "originals"
     systems = {f"sys{chr(65 + s)}": root / f"system{s}" for s in range(n_systems)}
     for c in range(n_clips):
@@ -55,13 +58,29 @@ def write_folders(root: Path, n_clips: int = 2, n_systems: int = 2, seconds: flo
     return originals, systems
 
 
-def make_folder_study(tmp_path: Path, *, storage: str | None = None, study_id: str = "teststudy", n_clips: int = 2,
-                      n_systems: int = 2, seconds: float = 0.3, replace_unrated: bool = False, **settings) -> FolderStudy:
+def make_folder_study(
+    tmp_path: Path,
+    *,
+    storage: str | None = None,
+    study_id: str = "teststudy",
+    n_clips: int = 2,
+    n_systems: int = 2,
+    seconds: float = 0.3,
+    replace_unrated: bool = False,
+    **settings,
+) -> FolderStudy:
     originals, systems = write_folders(tmp_path / "input", n_clips, n_systems, seconds)
     defaults = dict(study_id=study_id, attention_checks=1, min_listen_fraction=0.0, n_raters=2)
     defaults.update(settings)
-    created = create_from_folders(StudySettings(**defaults), originals, systems, study_dir=tmp_path / "study",
-                                  storage=storage, progress=False, replace_unrated=replace_unrated)
+    created = create_from_folders(
+        StudySettings(**defaults),
+        originals,
+        systems,
+        study_dir=tmp_path / "study",
+        storage=storage,
+        progress=False,
+        replace_unrated=replace_unrated,
+    )
     return FolderStudy(created, originals, systems)
 
 
@@ -80,10 +99,12 @@ def clone_study(template: FolderStudy, dest: Path) -> FolderStudy:
     con.commit()
     con.close()
     created = replace(template.created, storage=f"sqlite:///{db}", study_dir=study_dir)
-    return FolderStudy(created, dest / "input" / "originals", {k: dest / "input" / v.name for k, v in template.systems.items()})
+    return FolderStudy(
+        created, dest / "input" / "originals", {k: dest / "input" / v.name for k, v in template.systems.items()}
+    )
 
 
-def measured_files(created: CreatedStudy) -> "pd.DataFrame":
+def measured_files(created: CreatedStudy) -> pd.DataFrame:
     """Every study file's role, loudness (LUFS) and true peak (dBTP), measured from disk."""
     import pandas as pd
 
@@ -101,6 +122,15 @@ def measured_files(created: CreatedStudy) -> "pd.DataFrame":
             seen.add(name)
             x, rate, _ = read_audio(created.study_dir / "audio" / name)
             lufs, peak = measure(x, rate)
-            rows.append({"role": role, "clip_id": t.clip_id, "system_id": t.system_id if role != "original" else "",
-                         "file": name, "lufs": lufs, "true_peak_dbtp": peak, "sample_peak": float(np.max(np.abs(x)))})
+            rows.append(
+                {
+                    "role": role,
+                    "clip_id": t.clip_id,
+                    "system_id": t.system_id if role != "original" else "",
+                    "file": name,
+                    "lufs": lufs,
+                    "true_peak_dbtp": peak,
+                    "sample_peak": float(np.max(np.abs(x))),
+                }
+            )
     return pd.DataFrame(rows)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from study_helpers import make_folder_study
 
 from sonieval.study.export import ratings_frame
 from sonieval.study.server import ENV_STORAGE, ENV_STUDY_ID, app_path
 from sonieval.study.store import StudyStore
-from study_helpers import make_folder_study
 
 
 def _app(monkeypatch, study, **params) -> AppTest:
@@ -22,7 +22,12 @@ def _app(monkeypatch, study, **params) -> AppTest:
 
 def _texts(at: AppTest) -> str:
     parts = [e.value for e in at.markdown] + [e.value for e in at.caption] + [e.value for e in at.title]
-    parts += [e.value for e in at.success] + [e.value for e in at.error] + [e.value for e in at.info] + [e.value for e in at.warning]
+    parts += (
+        [e.value for e in at.success]
+        + [e.value for e in at.error]
+        + [e.value for e in at.info]
+        + [e.value for e in at.warning]
+    )
     return "\n".join(map(str, parts))
 
 
@@ -35,8 +40,6 @@ def _players(at: AppTest) -> list[dict]:
 
 def _complete(at: AppTest, study) -> int:
     """Rate every page through the UI; returns the number of pages seen."""
-    store = StudyStore(study.url)
-    trials = store.trials(study.study_id)
     pages = 0
     while not at.success:
         assert not at.exception, at.exception
@@ -44,8 +47,13 @@ def _complete(at: AppTest, study) -> int:
         assert progress.startswith(f"Page {pages + 1} of ")
         instruction = [i.value for i in at.info]
         for radio in at.radio:
-            target = 2 if any("set both marks to 2" in t or "set the mark to 2" in t for t in instruction) else \
-                4 if any("to 4" in t for t in instruction) else 3
+            target = (
+                2
+                if any("set both marks to 2" in t or "set the mark to 2" in t for t in instruction)
+                else 4
+                if any("to 4" in t for t in instruction)
+                else 3
+            )
             radio.set_value(target)
         at.button[0].click().run()
         pages += 1
@@ -61,7 +69,9 @@ def test_app_full_flow(tmp_path, monkeypatch, mode):
     at = _app(monkeypatch, study, rater=study.tokens[0])
     # familiarisation first: two example pairs, nothing stored
     assert "Before you start" in _texts(at)
-    assert [[s["label"] for s in p["stimuli"]] for p in _players(at)] == [["R", "A"], ["R", "A"]] and len(at.get("image")) == 2
+    assert [[s["label"] for s in p["stimuli"]] for p in _players(at)] == [["R", "A"], ["R", "A"]] and len(
+        at.get("image")
+    ) == 2
     at.button[0].click().run()
     assert len(ratings_frame(StudyStore(study.url), study.study_id)) == 0
     first = _texts(at)
@@ -87,8 +97,16 @@ def test_app_full_flow(tmp_path, monkeypatch, mode):
 
 
 def test_app_mushra_sliders_start_unrated(tmp_path, monkeypatch):
-    study = make_folder_study(tmp_path, mode="multi", rating_scale="mushra", scale_min=0, scale_max=100, familiarisation=False,
-                              attention_checks=0, n_clips=1)
+    study = make_folder_study(
+        tmp_path,
+        mode="multi",
+        rating_scale="mushra",
+        scale_min=0,
+        scale_max=100,
+        familiarisation=False,
+        attention_checks=0,
+        n_clips=1,
+    )
     at = _app(monkeypatch, study, rater=study.tokens[0])
     sliders = at.select_slider
     assert len(sliders) == 8 and all(sl.value == "-" for sl in sliders)  # 4 conditions x 2 attributes, none rated yet
@@ -123,7 +141,9 @@ def test_app_missing_mark_and_resume(small_study, monkeypatch):
 
 def test_app_listening_rule_needs_the_players_report(tmp_path, monkeypatch):
     """The page asks the player for the minimum; without its report (no browser here) nothing is stored."""
-    study = make_folder_study(tmp_path, min_listen_fraction=1.0, seconds=3.0, familiarisation=False, n_clips=1, n_systems=1)
+    study = make_folder_study(
+        tmp_path, min_listen_fraction=1.0, seconds=3.0, familiarisation=False, n_clips=1, n_systems=1
+    )
     at = _app(monkeypatch, study, rater=study.tokens[0])
     player = _players(at)[0]
     assert player["min_listen_s"] == pytest.approx(3.0) and "the player counts down" in _texts(at)
@@ -162,7 +182,18 @@ def test_app_admin_view(small_study, monkeypatch):
     at = _app(monkeypatch, small_study, admin=small_study.admin_token)
     next(b for b in at.button if b.label == "Open the study").click().run()
     assert StudyStore(small_study.url).study(small_study.study_id).status == "open"
-    n_before = len(StudyStore(small_study.url).frame(__import__("sonieval.study.store", fromlist=["raters"]).raters, small_study.study_id))
+    n_before = len(
+        StudyStore(small_study.url).frame(
+            __import__("sonieval.study.store", fromlist=["raters"]).raters, small_study.study_id
+        )
+    )
     next(b for b in at.button if b.label == "Invite").click().run()
     assert "?rater=" in at.code[0].value
-    assert len(StudyStore(small_study.url).frame(__import__("sonieval.study.store", fromlist=["raters"]).raters, small_study.study_id)) == n_before + 1
+    assert (
+        len(
+            StudyStore(small_study.url).frame(
+                __import__("sonieval.study.store", fromlist=["raters"]).raters, small_study.study_id
+            )
+        )
+        == n_before + 1
+    )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 
 import pytest
+from harness.browser import MarkTamperer, RaterDriver, chromium_path, headless_chromium, shows_internals
+from harness.parts import require_part
 
 from sonieval.study import texts
-from harness.browser import MarkTamperer, RaterDriver, chromium_path, headless_chromium, shows_internals
 from sonieval.study.export import ratings_frame
 from sonieval.study.server import launch, rater_link, wait_until_up
 from sonieval.study.store import StudyStore
-from harness.parts import require_part
 
 
 def _require_browser() -> None:
@@ -165,7 +165,9 @@ def _served_audio(page, n_players: int) -> list:
     import soundfile as sf
 
     out = []
-    page.wait_for_function("(n) => document.querySelectorAll('iframe[src*=\"sonieval.study.player\"]').length === n", arg=n_players)
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('iframe[src*=\"sonieval.study.player\"]').length === n", arg=n_players
+    )
     for _ in range(100):
         frames = [f for f in page.frames if "sonieval.study.player" in f.url and not f.is_detached()]
         if len(frames) == n_players:

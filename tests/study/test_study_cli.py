@@ -8,25 +8,34 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from study_helpers import RATE, tone, write_folders
 
+from sonieval.audio import write_wav
 from sonieval.cli import main
 from sonieval.errors import SonievalError
 from sonieval.study.stimuli import StudyFileError, study_file
 from sonieval.study.store import StudyStore
 from sonieval.tables import make_system_id, write_table
-from study_helpers import RATE, tone, write_folders
-from sonieval.audio import write_wav
 
 
 def _results(tmp_path: Path) -> Path:
     """A results folder as prepare + sonify leave it: clips and sonifications tables, WAVs."""
     results = tmp_path / "results" / "p"
     originals, systems = write_folders(tmp_path / "esc", n_clips=2, n_systems=1)
-    clips = pd.DataFrame({
-        "clip_id": ["clip0", "clip1", "clip9"], "filename": ["clip0.wav", "clip1.wav", "clip9.wav"], "fold": 4, "target": 0,
-        "category": ["dog", "rain", "dog"], "path": [str(originals / "clip0.wav"), str(originals / "clip1.wav"), str(originals / "clip9.wav")],
-        "split": "test", "listening": [True, True, False], "status": "done", "error": None,
-    })
+    clips = pd.DataFrame(
+        {
+            "clip_id": ["clip0", "clip1", "clip9"],
+            "filename": ["clip0.wav", "clip1.wav", "clip9.wav"],
+            "fold": 4,
+            "target": 0,
+            "category": ["dog", "rain", "dog"],
+            "path": [str(originals / "clip0.wav"), str(originals / "clip1.wav"), str(originals / "clip9.wav")],
+            "split": "test",
+            "listening": [True, True, False],
+            "status": "done",
+            "error": None,
+        }
+    )
     write_table(clips, results / "tables" / "clips.parquet", "clips")
     rows = []
     for c, clip in enumerate(["clip0", "clip1"]):
@@ -34,15 +43,34 @@ def _results(tmp_path: Path) -> Path:
             sid = make_system_id("ast", "LIN", 0.005, 1, "transpose", pp)
             path = results / "sonifications" / sid / f"{clip}.wav"
             write_wav(path, tone(300 + 200 * c, 0.3, noise=0.1), RATE)
-            rows.append({"system_id": sid, "encoder": "ast", "variant": "LIN", "lr": 0.005, "epoch": 1, "alignment": "transpose",
-                         "postprocess": pp, "clip_id": clip, "category": "dog", "path": str(path), "sha256": "", "status": "done", "error": None})
+            rows.append(
+                {
+                    "system_id": sid,
+                    "encoder": "ast",
+                    "variant": "LIN",
+                    "lr": 0.005,
+                    "epoch": 1,
+                    "alignment": "transpose",
+                    "postprocess": pp,
+                    "clip_id": clip,
+                    "category": "dog",
+                    "path": str(path),
+                    "sha256": "",
+                    "status": "done",
+                    "error": None,
+                }
+            )
     write_table(pd.DataFrame(rows), results / "tables" / "sonifications.parquet", "sonifications")
     return results
 
 
 def _protocol(tmp_path: Path, results: Path, **study) -> Path:
     p = tmp_path / "proto.yaml"
-    p.write_text(yaml.safe_dump({"name": "p", "results_dir": str(results), "study": {"n_raters": 2, "attention_checks": 1, **study}}))
+    p.write_text(
+        yaml.safe_dump(
+            {"name": "p", "results_dir": str(results), "study": {"n_raters": 2, "attention_checks": 1, **study}}
+        )
+    )
     return p
 
 
@@ -71,7 +99,18 @@ def test_cli_create_from_protocol_tables_and_export(tmp_path, capsys):
 
 def test_cli_create_from_folders(tmp_path, capsys):
     originals, systems = write_folders(tmp_path / "in")
-    args = ["study", "create", "--originals", str(originals), "--study-dir", str(tmp_path / "st"), "--raters", "3", "--mode", "split"]
+    args = [
+        "study",
+        "create",
+        "--originals",
+        str(originals),
+        "--study-dir",
+        str(tmp_path / "st"),
+        "--raters",
+        "3",
+        "--mode",
+        "split",
+    ]
     for name, folder in systems.items():
         args += ["--system", f"{name}={folder}"]
     assert main(args) == 0
@@ -118,10 +157,15 @@ def test_symlink_in_audio_dir_is_followed_and_a_non_audio_target_is_named(tmp_pa
     (audio / "system0" / "clip1.wav").unlink()
     os.symlink("/etc/passwd", audio / "system0" / "clip1.wav")
     proto = tmp_path / "proto.yaml"
-    proto.write_text(yaml.safe_dump({"name": "q", "results_dir": str(tmp_path / "res"), "study": {"audio_dir": str(audio)}}))
+    proto.write_text(
+        yaml.safe_dump({"name": "q", "results_dir": str(tmp_path / "res"), "study": {"audio_dir": str(audio)}})
+    )
     assert main(["study", "create", str(proto)]) == 0
     out = capsys.readouterr().out
-    assert f"{audio / 'system0' / 'clip1.wav'}: not a readable audio file" in out and "left out: sonification system0/clip1" in out
+    assert (
+        f"{audio / 'system0' / 'clip1.wav'}: not a readable audio file" in out
+        and "left out: sonification system0/clip1" in out
+    )
     served = list((tmp_path / "res" / "study" / "audio").iterdir())
     assert served and all(p.is_file() and not p.is_symlink() for p in served)
     assert all(p.read_bytes()[:4] == b"RIFF" for p in served)
@@ -159,13 +203,17 @@ def test_prepare_study_for_protocol_prints_command_and_links(tmp_path):
     assert "sonieval study serve protocols/x.yaml --port 8501" in text
     assert "?admin=" in text and text.count("?rater=") == 2
     # calling it again (a second demo run) reuses the study and prints the same links
-    assert prepare_study_for_protocol(load_protocol(proto_path), protocol_arg="protocols/x.yaml", progress=False)[2:] == lines[2:]
+    assert (
+        prepare_study_for_protocol(load_protocol(proto_path), protocol_arg="protocols/x.yaml", progress=False)[2:]
+        == lines[2:]
+    )
 
 
 @pytest.mark.esc50
 def test_study_over_real_esc50_clips(esc50_root, tmp_path):
     """Real 5 s, 44.1 kHz clips: copies, the 3.5 kHz anchor and waveforms are made, a rater finishes."""
     import numpy as np
+
     from sonieval.audio import read_audio
     from sonieval.study.create import StudySettings, create_from_folders
     from sonieval.study.session import RaterSession
@@ -177,8 +225,13 @@ def test_study_over_real_esc50_clips(esc50_root, tmp_path):
         x, rate, _ = read_audio(f)
         write_wav(originals / f.name, x, rate)
         write_wav(system / f.name, 0.5 * x, rate)  # a fixture "system", not a sonification
-    created = create_from_folders(StudySettings(study_id="esc", attention_checks=1, min_listen_fraction=0), originals,
-                                  {"quiet": system}, study_dir=tmp_path / "study", progress=False)
+    created = create_from_folders(
+        StudySettings(study_id="esc", attention_checks=1, min_listen_fraction=0),
+        originals,
+        {"quiet": system},
+        study_dir=tmp_path / "study",
+        progress=False,
+    )
     store = StudyStore(created.storage)
     trials = store.trials("esc")
     assert len(trials) == 2 * 3 + 1
@@ -203,8 +256,20 @@ def test_cli_create_accepts_relative_and_symlinked_paths(tmp_path, monkeypatch, 
         os.symlink(os.path.relpath(f, work / "in" / "links"), work / "in" / "links" / f.name)
     os.symlink(systems["sysA"], work / "in" / "sysA")  # a system folder that is itself a symlink
     monkeypatch.chdir(work)
-    args = ["study", "create", "--originals", "in/links", "--system", "A=in/sysA", "--system", f"B={os.path.relpath(systems['sysB'])}",
-            "--study-dir", "st", "--attention-checks", "0"]
+    args = [
+        "study",
+        "create",
+        "--originals",
+        "in/links",
+        "--system",
+        "A=in/sysA",
+        "--system",
+        f"B={os.path.relpath(systems['sysB'])}",
+        "--study-dir",
+        "st",
+        "--attention-checks",
+        "0",
+    ]
     assert main(args) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert "study st created: 8 trials" in out and "left out" not in out
@@ -219,21 +284,42 @@ def test_cli_create_names_each_failed_file(tmp_path, monkeypatch, capsys):
     (systems["sysB"] / "clip2.wav").unlink()
     os.symlink(tmp_path / "nowhere.wav", systems["sysB"] / "clip2.wav")
     monkeypatch.chdir(tmp_path)
-    args = ["study", "create", "--originals", "in/originals", "--system", "A=in/system0", "--system", "B=in/system1", "--study-dir", "st"]
+    args = [
+        "study",
+        "create",
+        "--originals",
+        "in/originals",
+        "--system",
+        "A=in/system0",
+        "--system",
+        "B=in/system1",
+        "--study-dir",
+        "st",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if "[left out:" in line]
     assert len(lines) == 2, out
-    assert any(f"{tmp_path / 'in' / 'system0' / 'clip1.wav'}: not a readable audio file" in line and "A/clip1" in line for line in lines)
-    assert any(f"{tmp_path / 'in' / 'system1' / 'clip2.wav'}: file not found" in line and "B/clip2" in line for line in lines)
+    assert any(
+        f"{tmp_path / 'in' / 'system0' / 'clip1.wav'}: not a readable audio file" in line and "A/clip1" in line
+        for line in lines
+    )
+    assert any(
+        f"{tmp_path / 'in' / 'system1' / 'clip2.wav'}: file not found" in line and "B/clip2" in line for line in lines
+    )
     # nothing usable at all: every failed file on stderr, then one error line, exit non-zero
     for f in systems["sysA"].iterdir():
         f.write_bytes(b"not audio")
     rc = main(["study", "create", "--originals", "in/originals", "--system", "A=in/system0", "--study-dir", "st2"])
-    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("study stimuli")]  # not the progress bar
+    err = [
+        line for line in capsys.readouterr().err.splitlines() if not line.startswith("study stimuli")
+    ]  # not the progress bar
     failed = [line for line in err if line.startswith("failed:")]
     assert rc == 2 and len(failed) == 3 and err[-1].startswith("sonieval study: error:")
-    assert all("not a readable audio file" in line for line in failed) and "no sonification trial could be prepared" in err[-1]
+    assert (
+        all("not a readable audio file" in line for line in failed)
+        and "no sonification trial could be prepared" in err[-1]
+    )
 
 
 # ----------------------------------------------------------------------------- serve: the server's lifecycle
@@ -270,8 +356,21 @@ class _Serve:
         record_tokens(study.created.study_dir, study.created)
         self.study_dir = study.created.study_dir
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sonieval", "study", "serve", "--study-dir", str(self.study_dir), "--storage", study.url, *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "sonieval",
+                "study",
+                "serve",
+                "--study-dir",
+                str(self.study_dir),
+                "--storage",
+                study.url,
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.lines: list[str] = []
         deadline = time.monotonic() + 120
@@ -283,7 +382,10 @@ class _Serve:
             if line.startswith("press Ctrl-C"):
                 break
         self.text = "\n".join(self.lines)
-        assert "is served at http://127.0.0.1:" in self.text, (self.text, self.proc.stderr.read() if self.proc.poll() is not None else "")
+        assert "is served at http://127.0.0.1:" in self.text, (
+            self.text,
+            self.proc.stderr.read() if self.proc.poll() is not None else "",
+        )
         self.base = self.text.split("is served at ")[1].split()[0]
         self.port = int(self.base.rsplit(":", 1)[1])
         import json
@@ -335,8 +437,22 @@ def test_cli_serve_sigterm_stops_both_and_invite_uses_its_port(small_study, caps
         assert out.out.count(f"{serve.base}/?rater=") == 1 and "8501" not in out.out and not out.err
         assert main(["study", "admin-link", "--study-dir", str(serve.study_dir), "--storage", small_study.url]) == 0
         assert f"admin: {serve.base}/?admin=" in capsys.readouterr().out
-        assert main(["study", "invite", "1", "--study-dir", str(serve.study_dir), "--storage", small_study.url,
-                     "--public-url", "https://study.example.org"]) == 0
+        assert (
+            main(
+                [
+                    "study",
+                    "invite",
+                    "1",
+                    "--study-dir",
+                    str(serve.study_dir),
+                    "--storage",
+                    small_study.url,
+                    "--public-url",
+                    "https://study.example.org",
+                ]
+            )
+            == 0
+        )
         assert "https://study.example.org/?rater=" in capsys.readouterr().out
         child = serve.record["child_pid"]
     finally:
@@ -373,8 +489,18 @@ def test_cli_serve_port_taken_is_one_clear_error_before_any_link(small_study, ca
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        rc = main(["study", "serve", "--study-dir", str(small_study.created.study_dir), "--storage", small_study.url,
-                   "--port", str(port)])
+        rc = main(
+            [
+                "study",
+                "serve",
+                "--study-dir",
+                str(small_study.created.study_dir),
+                "--storage",
+                small_study.url,
+                "--port",
+                str(port),
+            ]
+        )
     out = capsys.readouterr()
     assert rc == 2 and f"port {port} on 127.0.0.1 is already in use" in out.err and "--free-port" in out.err
     assert len(out.err.strip().splitlines()) == 1
@@ -388,11 +514,28 @@ def test_cli_crowd_protocol_prints_the_public_link_and_stores_its_options(tmp_pa
     originals, _ = write_folders(audio, n_clips=1, n_systems=1)
     os.rename(originals, audio / "originals")
     proto = tmp_path / "crowd.yaml"
-    proto.write_text(yaml.safe_dump({"name": "crowd", "results_dir": str(tmp_path / "res"), "study": {
-        "audio_dir": str(audio), "title": "Panel A", "mode": "multi", "rating_scale": "mushra", "n_raters": 30,
-        "sessions": {"pages": 10}, "headphone_check": {"enabled": True, "on_fail": "stop"},
-        "enrolment": {"enabled": True, "completion_url": "https://app.prolific.com/submissions/complete?cc={code}"},
-        "loudness_lufs": -23.0}}))
+    proto.write_text(
+        yaml.safe_dump(
+            {
+                "name": "crowd",
+                "results_dir": str(tmp_path / "res"),
+                "study": {
+                    "audio_dir": str(audio),
+                    "title": "Panel A",
+                    "mode": "multi",
+                    "rating_scale": "mushra",
+                    "n_raters": 30,
+                    "sessions": {"pages": 10},
+                    "headphone_check": {"enabled": True, "on_fail": "stop"},
+                    "enrolment": {
+                        "enabled": True,
+                        "completion_url": "https://app.prolific.com/submissions/complete?cc={code}",
+                    },
+                    "loudness_lufs": -23.0,
+                },
+            }
+        )
+    )
     assert main(["study", "create", str(proto)]) == 0
     out = capsys.readouterr().out
     assert "?rater=" not in out and "public enrolment: http://127.0.0.1:8501/?enrol=" in out

@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 from sqlalchemy import text
+from study_helpers import make_folder_study
 
 from sonieval.study.session import RaterSession
 from sonieval.study.store import StudyStore
-from study_helpers import make_folder_study
 
 N_RATERS = 20
 
@@ -43,11 +43,13 @@ def _hammer(store: StudyStore, study_id: str, tokens: list[str]) -> list[BaseExc
 
 def _check_exactly_once(store: StudyStore, study_id: str) -> None:
     with store.engine.connect() as conn:
-        total, distinct = conn.execute(text(
-            "SELECT count(*), count(DISTINCT rater_id || '/' || trial_id || '/' || attribute) FROM ratings WHERE study_id = :s"
-        ), {"s": study_id}).one()
-        planned = conn.execute(text(
-            "SELECT count(*) FROM plan WHERE study_id = :s"), {"s": study_id}).scalar()
+        total, distinct = conn.execute(
+            text(
+                "SELECT count(*), count(DISTINCT rater_id || '/' || trial_id || '/' || attribute) FROM ratings WHERE study_id = :s"
+            ),
+            {"s": study_id},
+        ).one()
+        planned = conn.execute(text("SELECT count(*) FROM plan WHERE study_id = :s"), {"s": study_id}).scalar()
     assert total == distinct == planned * 2  # joint mode: two attributes per page
 
 
@@ -88,8 +90,17 @@ def _crowd_hammer(store: StudyStore, study, n_visitors: int) -> tuple[list[str],
         try:
             barrier.wait()
             try:
-                token = enrol(store, study.study_id, {"enrol": study.created.enrol_key, "PROLIFIC_PID": f"pid{i:03d}",
-                                                      "STUDY_ID": "S1", "SESSION_ID": f"x{i}"}, f"10.1.{i // 250}.{i % 250}")
+                token = enrol(
+                    store,
+                    study.study_id,
+                    {
+                        "enrol": study.created.enrol_key,
+                        "PROLIFIC_PID": f"pid{i:03d}",
+                        "STUDY_ID": "S1",
+                        "SESSION_ID": f"x{i}",
+                    },
+                    f"10.1.{i // 250}.{i % 250}",
+                )
             except EnrolmentRefused as exc:
                 outcomes.append(exc.reason)
                 return
@@ -123,9 +134,18 @@ def test_50_concurrent_self_enrolled_raters_every_mark_exactly_once(tmp_path, ba
     url = None
     if backend == "postgres":
         url = request.getfixturevalue("temp_postgres").database_url(f"crowd_{uuid.uuid4().hex[:8]}")
-    study = make_folder_study(tmp_path, storage=url, n_raters=50, n_clips=1, n_systems=2, seconds=0.3, familiarisation=False,
-                              min_listen_fraction=1.0, sessions=Sessions(pages=2),
-                              enrolment=Enrolment(enabled=True, max_per_minute=1000, max_per_ip_per_hour=10))
+    study = make_folder_study(
+        tmp_path,
+        storage=url,
+        n_raters=50,
+        n_clips=1,
+        n_systems=2,
+        seconds=0.3,
+        familiarisation=False,
+        min_listen_fraction=1.0,
+        sessions=Sessions(pages=2),
+        enrolment=Enrolment(enabled=True, max_per_minute=1000, max_per_ip_per_hour=10),
+    )
     store = StudyStore(study.url)
     outcomes, errors = _crowd_hammer(store, study, 55)
     assert errors == [] and outcomes.count("ok") == 50 and outcomes.count("full") == 5

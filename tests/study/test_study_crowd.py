@@ -12,16 +12,16 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import pandas as pd
 import pytest
+from harness.browser import RaterDriver, chromium_path, headless_chromium, shows_internals
+from harness.parts import require_part
+from study_helpers import make_folder_study
 
 from sonieval.study import texts
-from harness.browser import RaterDriver, chromium_path, headless_chromium, shows_internals
 from sonieval.study.export import progress_per_rater, ratings_frame, sessions_frame
 from sonieval.study.options import Enrolment, Headphones, Sessions
 from sonieval.study.server import enrol_link, launch, wait_until_up
 from sonieval.study.session import RaterSession
-from sonieval.study.store import StudyStore, enrolments, page_log, rater_sessions, screening_checks
-from harness.parts import require_part
-from study_helpers import make_folder_study
+from sonieval.study.store import StudyStore, enrolments, page_log, screening_checks
 
 RETURN = "https://app.prolific.example/submissions/complete?cc={code}"
 PAGES = 4  # 1 clip x (1 system + reference + anchor) + 1 attention check
@@ -37,10 +37,22 @@ def crowd(tmp_path_factory):
         require_part("browser", "playwright for Python not installed")
     tmp = tmp_path_factory.mktemp("crowd")
     study = make_folder_study(
-        tmp, n_clips=1, n_systems=1, seconds=0.4, familiarisation=False, min_listen_fraction=1.0, n_raters=4,
-        sessions=Sessions(pages=2), headphones=Headphones(True, "stop"),
-        enrolment=Enrolment(enabled=True, max_per_ip_per_hour=50, completion_code="DONE42", completion_url=RETURN,
-                            screened_out_code="NOHEADPHONES"),
+        tmp,
+        n_clips=1,
+        n_systems=1,
+        seconds=0.4,
+        familiarisation=False,
+        min_listen_fraction=1.0,
+        n_raters=4,
+        sessions=Sessions(pages=2),
+        headphones=Headphones(True, "stop"),
+        enrolment=Enrolment(
+            enabled=True,
+            max_per_ip_per_hour=50,
+            completion_code="DONE42",
+            completion_url=RETURN,
+            screened_out_code="NOHEADPHONES",
+        ),
     )
     proc, base = launch(study.url, study.study_id, log_path=tmp / "server.log")
     try:
@@ -83,9 +95,11 @@ def test_enrolment_with_prolific_ids_to_completion_code(crowd):
         seen.append(number)
         rater.rate(3)
     assert seen == [1, 2, "break", 3, 4]
-    body = rater.wait_text("DONE42")
+    rater.wait_text("DONE42")
     assert not shows_internals(rater.page)
-    assert rater.page.get_by_role("link", name="Return to the recruiting site").get_attribute("href") == RETURN.format(code="DONE42")
+    assert rater.page.get_by_role("link", name="Return to the recruiting site").get_attribute("href") == RETURN.format(
+        code="DONE42"
+    )
     store = StudyStore(study.url)
     e = store.frame(enrolments, study.study_id).set_index("participant_id").loc["5f0c2b7e9a"]
     assert (e["platform"], e["platform_study_id"], e["platform_session_id"]) == ("prolific", "study77", "sess1")
@@ -98,7 +112,10 @@ def test_enrolment_with_prolific_ids_to_completion_code(crowd):
     assert "participant_id" not in df.columns  # platform ids stay out of the (shareable) ratings table
     # the same participant cannot enrol twice
     again = RaterDriver(browser.new_context().new_page(), "")
-    assert again.enrol(enrol_link(base, study.created.enrol_key) + "&PROLIFIC_PID=5f0c2b7e9a&STUDY_ID=study77") == "refused"
+    assert (
+        again.enrol(enrol_link(base, study.created.enrol_key) + "&PROLIFIC_PID=5f0c2b7e9a&STUDY_ID=study77")
+        == "refused"
+    )
     assert texts.enrol_refusal("duplicate") in again.page.inner_text("body")
 
 
@@ -146,11 +163,16 @@ def test_failed_headphone_check_stops_the_rater_and_the_cap_holds(crowd):
     rid = store.frame(enrolments, study.study_id).set_index("participant_id").loc["loudspeakers1", "rater_id"]
     check = store.frame(screening_checks, study.study_id).set_index("rater_id").loc[rid]
     assert check["n_correct"] == 0 and not check["passed"] and check["check"] == "woods2017_antiphase"
-    assert progress_per_rater(store, study.study_id).set_index("rater_id").loc[rid, "status"] == "screened out (headphone check)"
+    assert (
+        progress_per_rater(store, study.study_id).set_index("rater_id").loc[rid, "status"]
+        == "screened out (headphone check)"
+    )
     # fill the study up to its cap of 4, then the public link turns people away
     while len(store.frame(enrolments, study.study_id)) < 4:
         n = len(store.frame(enrolments, study.study_id))
-        store.enrol(study.study_id, study.created.enrol_key, {"platform": "prolific", "participant_id": f"filler{n}"}, "0" * 64)
+        store.enrol(
+            study.study_id, study.created.enrol_key, {"platform": "prolific", "participant_id": f"filler{n}"}, "0" * 64
+        )
     late = RaterDriver(browser.new_context().new_page(), "")
     assert late.enrol(enrol_link(base, study.created.enrol_key) + "&PROLIFIC_PID=late1") == "refused"
     assert texts.enrol_refusal("full") in late.page.inner_text("body")

@@ -7,28 +7,38 @@ import stat
 import threading
 
 import pytest
+from study_helpers import make_folder_study
 
 from sonieval.study.options import Enrolment, Sessions
 from sonieval.study.session import RaterSession, address_hash, enrol, participant_from
 from sonieval.study.store import EnrolmentRefused, StudyStore, SubmissionRefused, enrolments, raters
-from study_helpers import make_folder_study
 
 
 def _crowd(tmp_path, **enrolment):
     opts = dict(enabled=True, max_per_minute=1000, max_per_ip_per_hour=1000)
     opts.update(enrolment)
     cap = opts.pop("cap", 3)
-    return make_folder_study(tmp_path, n_raters=cap, n_clips=1, n_systems=1, familiarisation=False, enrolment=Enrolment(**opts))
+    return make_folder_study(
+        tmp_path, n_raters=cap, n_clips=1, n_systems=1, familiarisation=False, enrolment=Enrolment(**opts)
+    )
 
 
 def test_platform_ids_are_read_and_checked():
     assert participant_from({"PROLIFIC_PID": "abc123", "STUDY_ID": "s1", "SESSION_ID": "x-9"}) == {
-        "platform": "prolific", "participant_id": "abc123", "platform_study_id": "s1", "platform_session_id": "x-9"}
+        "platform": "prolific",
+        "participant_id": "abc123",
+        "platform_study_id": "s1",
+        "platform_session_id": "x-9",
+    }
     assert participant_from({"workerId": "W1", "assignmentId": "A1", "hitId": "H1"})["assignment_id"] == "A1"
     assert participant_from({"enrol": "k"}) == {"platform": "", "participant_id": None}
-    for params, reason in (({"PROLIFIC_PID": "{{%PROLIFIC_PID%}}"}, "bad_id"), ({"PROLIFIC_PID": ""}, "bad_id"),
-                           ({"workerId": "W1", "assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE"}, "preview"),
-                           ({"workerId": "W1; DROP TABLE"}, "bad_id"), ({"PROLIFIC_PID": "x" * 65}, "bad_id")):
+    for params, reason in (
+        ({"PROLIFIC_PID": "{{%PROLIFIC_PID%}}"}, "bad_id"),
+        ({"PROLIFIC_PID": ""}, "bad_id"),
+        ({"workerId": "W1", "assignmentId": "ASSIGNMENT_ID_NOT_AVAILABLE"}, "preview"),
+        ({"workerId": "W1; DROP TABLE"}, "bad_id"),
+        ({"PROLIFIC_PID": "x" * 65}, "bad_id"),
+    ):
         with pytest.raises(EnrolmentRefused) as refused:
             participant_from(params)
         assert refused.value.reason == reason, params
@@ -84,8 +94,14 @@ def test_enrolment_rate_limits_per_address_and_per_minute(tmp_path):
     now[0] += 3600
     assert join("192.0.2.1") is None
     with pytest.raises(EnrolmentRefused) as refused:  # a participant id can be required
-        s2 = make_folder_study(tmp_path / "req", n_raters=2, n_clips=1, n_systems=1, familiarisation=False,
-                               enrolment=Enrolment(enabled=True, require_participant_id=True))
+        s2 = make_folder_study(
+            tmp_path / "req",
+            n_raters=2,
+            n_clips=1,
+            n_systems=1,
+            familiarisation=False,
+            enrolment=Enrolment(enabled=True, require_participant_id=True),
+        )
         enrol(StudyStore(s2.url), s2.study_id, {"enrol": s2.created.enrol_key}, "192.0.2.9")
     assert refused.value.reason == "no_id"
 
@@ -139,9 +155,13 @@ def test_sessions_end_by_pages_minutes_finish_or_idle(tmp_path):
     now[0] += 11 * 60  # away longer than idle_minutes: the session is closed as "left" at the last submit
     s.settle_sessions()
     rows = store.sessions_of(s.rater)
-    assert [(r["session"], r["pages"], r["ended_by"]) for r in rows] == [(1, 3, "pages"), (2, 2, "minutes"), (3, 1, "left")]
+    assert [(r["session"], r["pages"], r["ended_by"]) for r in rows] == [
+        (1, 3, "pages"),
+        (2, 2, "minutes"),
+        (3, 1, "left"),
+    ]
     assert rows[2]["ended_at"] == pytest.approx(now[0] - 11 * 60) and s.on_break() is None
-    while not (state := s.next_step()).finished:
+    while not s.next_step().finished:
         rate(1)
     assert store.sessions_of(s.rater)[-1]["ended_by"] == "finished"
 
@@ -153,8 +173,11 @@ def test_multi_page_marks_every_condition_at_once(tmp_path):
     state = s.next_step()
     while len(state.step.trial_ids) == 1:  # an attention check: a page of its own
         s.show(state)
-        s.submit(state.step.position, {"visual": state.trial.expected_mark, "audio": state.trial.expected_mark},
-                 {"listened_s": {"A": 0.2}})
+        s.submit(
+            state.step.position,
+            {"visual": state.trial.expected_mark, "audio": state.trial.expected_mark},
+            {"listened_s": {"A": 0.2}},
+        )
         state = s.next_step()
     s.show(state)
     ids = state.step.trial_ids
@@ -177,12 +200,21 @@ def test_protocol_raters_enrol_and_finish_a_served_study(tmp_path):
     enrols through the public link, passes the break, rates with the listening rule on."""
     import asyncio
 
-    from sonieval.study.export import ratings_frame
     from harness.loadtest import run_crowd
+
+    from sonieval.study.export import ratings_frame
     from sonieval.study.server import launch, wait_until_up
 
-    study = make_folder_study(tmp_path, n_clips=1, n_systems=1, seconds=0.4, min_listen_fraction=1.0, n_raters=3,
-                              sessions=Sessions(pages=2), enrolment=Enrolment(enabled=True, max_per_ip_per_hour=100))
+    study = make_folder_study(
+        tmp_path,
+        n_clips=1,
+        n_systems=1,
+        seconds=0.4,
+        min_listen_fraction=1.0,
+        n_raters=3,
+        sessions=Sessions(pages=2),
+        enrolment=Enrolment(enabled=True, max_per_ip_per_hour=100),
+    )
     proc, base = launch(study.url, study.study_id, log_path=tmp_path / "server.log")
     try:
         wait_until_up(base, proc)

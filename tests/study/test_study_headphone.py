@@ -9,8 +9,16 @@ import pytest
 import soundfile as sf
 
 from sonieval.study.headphone import (
-    DEFAULT_SPEC, INTERVALS, HeadphoneCheckError, HeadphoneCheckSpec, interval_bounds, plan_trials,
-    score_responses, stimulus_name, trial_audio, write_stimuli,
+    DEFAULT_SPEC,
+    INTERVALS,
+    HeadphoneCheckError,
+    HeadphoneCheckSpec,
+    interval_bounds,
+    plan_trials,
+    score_responses,
+    stimulus_name,
+    trial_audio,
+    write_stimuli,
 )
 
 SPEC = DEFAULT_SPEC
@@ -70,7 +78,7 @@ def test_no_clipping_silent_gaps_and_exact_durations(written):
         peak = np.abs(data.astype(np.int32)).max()
         assert peak <= round(SPEC.amplitude * 32767) + 1 < 32767
         b = interval_bounds(SPEC)
-        assert not data[b[0][1]:b[1][0]].any() and not data[b[1][1]:b[2][0]].any()
+        assert not data[b[0][1] : b[1][0]].any() and not data[b[1][1] : b[2][0]].any()
     cal, rate = sf.read(stim.calibration, always_2d=True)
     assert len(cal) == int(SPEC.calibration_s * rate) and np.array_equal(cal[:, 0], cal[:, 1])
 
@@ -86,7 +94,7 @@ def test_raised_cosine_onset_and_offset_ramps(written):
     peak = np.abs(x[_steady((0, n))]).max()
     env = np.ones(n)
     env[:k] = 0.5 * (1 - np.cos(np.pi * np.arange(k) / k))
-    env[n - k:] = env[:k][::-1]
+    env[n - k :] = env[:k][::-1]
     assert x[0] == 0 and abs(x[-1]) < 2 * Q  # starts and ends in silence, no click
     assert np.abs(x - peak * env * carrier).max() < 2 * Q  # ramps follow the raised cosine to one 16-bit step
     # and the envelope is really ramping: 10 ms in, the tone is still below 10 % of its peak

@@ -7,18 +7,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from study_helpers import RATE, measured_files, tone
 
 from sonieval.audio import read_audio, write_wav
 from sonieval.study.create import StudySettings, create_from_folders
 from sonieval.study.export import LEVEL_COLUMNS, ratings_frame
 from sonieval.study.familiarisation import distance_to_original
 from sonieval.study.loudness import (
-    CEILING_DBTP, TARGET_LUFS, LevelSpec, align_loudness, integrated_loudness, to_db, true_peak,
+    CEILING_DBTP,
+    TARGET_LUFS,
+    LevelSpec,
+    align_loudness,
+    integrated_loudness,
+    to_db,
+    true_peak,
 )
 from sonieval.study.session import RaterSession
 from sonieval.study.stimuli import lowpass_anchor
 from sonieval.study.store import StudyStore
-from study_helpers import RATE, measured_files, tone
 
 SECONDS = 1.0
 
@@ -85,11 +91,19 @@ def test_single_stimulus_alignment_and_its_limits():
 @pytest.fixture(scope="module")
 def aligned_study(tmp_path_factory):
     """Five clips (a tone, a square wave, quiet noise, a soft tone, clicks) and two systems far off in level."""
-    originals = {"c0": tone(300, SECONDS), "c1": _square(200, 0.99), "c2": _noise(0.02, 2), "c3": 0.4 * tone(1000, SECONDS),
-                 "c4": _clicks()}
+    originals = {
+        "c0": tone(300, SECONDS),
+        "c1": _square(200, 0.99),
+        "c2": _noise(0.02, 2),
+        "c3": 0.4 * tone(1000, SECONDS),
+        "c4": _clicks(),
+    }
     loud = {c: _noise(0.5, 10 + i) for i, c in enumerate(originals)}  # ~ -9 LUFS, peaks beyond 1
     loud["c0"] = _clicks(0.99)  # one peaky sonification: it cannot reach the target under the ceiling
-    systems = {"loud": loud, "quiet": {c: 0.03 * x for c, x in originals.items()}}  # -30 dB (two need more than the gain cap)
+    systems = {
+        "loud": loud,
+        "quiet": {c: 0.03 * x for c, x in originals.items()},
+    }  # -30 dB (two need more than the gain cap)
     return _create(tmp_path_factory.mktemp("aligned"), originals, systems)
 
 
@@ -131,7 +145,13 @@ def test_study_stimuli_share_one_loudness_without_clipping(aligned_study):
     assert abs(files.loc[(files.clip_id == "c0") & original_like, "lufs"] - TARGET_LUFS).max() < 0.05
     assert "c2" in set(files.loc[files["limited"] == "gain_cap", "clip_id"])  # the quiet system's faint noise
     text = "\n".join(created.warnings)
-    assert "original c4" in text and "loud/c0" in text and "true peak" in text and "quiet/c2" in text and "near-silent" in text
+    assert (
+        "original c4" in text
+        and "loud/c0" in text
+        and "true peak" in text
+        and "quiet/c2" in text
+        and "near-silent" in text
+    )
 
 
 def test_levels_appear_in_the_ratings_export(aligned_study):
@@ -149,18 +169,26 @@ def test_levels_appear_in_the_ratings_export(aligned_study):
     assert len(reached) > len(df) / 2 and (reached["stimulus_lufs"] - TARGET_LUFS).abs().max() < 0.05
     loud = df[(df.system_id == "loud") & (df.clip_id != "c0")]
     # the loud noise was turned down by its measured excess over its clip's level
-    assert (loud["stimulus_gain_db"] - (loud["stimulus_target_lufs"] - loud["stimulus_lufs_measured"])).abs().max() < 1e-6
+    assert (
+        loud["stimulus_gain_db"] - (loud["stimulus_target_lufs"] - loud["stimulus_lufs_measured"])
+    ).abs().max() < 1e-6
     assert (loud["stimulus_gain_db"] < -10).all()
     # the hidden reference carries its original's level exactly
     ref = df[df.role == "reference"]
-    assert (ref["stimulus_lufs"] == ref["original_lufs"]).all() and (ref["stimulus_gain_db"] == ref["original_gain_db"]).all()
+    assert (ref["stimulus_lufs"] == ref["original_lufs"]).all() and (
+        ref["stimulus_gain_db"] == ref["original_gain_db"]
+    ).all()
 
 
 def test_silent_and_near_silent_stimuli_are_capped_and_reported(tmp_path):
     originals = {"c0": tone(300, SECONDS), "c1": tone(500, SECONDS)}
     broken = {"c0": np.zeros(int(SECONDS * RATE), np.float32), "c1": _noise(1e-6, 3)}
-    created = _create(tmp_path, originals, {"broken": broken, "ok": {c: x + _noise(0.01, 4) for c, x in originals.items()}},
-                      attention_checks=0)
+    created = _create(
+        tmp_path,
+        originals,
+        {"broken": broken, "ok": {c: x + _noise(0.01, 4) for c, x in originals.items()}},
+        attention_checks=0,
+    )
     levels = _levels(created)
     by_limit = levels.groupby("limited")["gain_db"].agg(list).to_dict()
     assert by_limit["silent"] == [0.0] and by_limit["gain_cap"] == [30.0]
@@ -183,7 +211,9 @@ def test_other_loudness_settings_give_other_files(tmp_path):
     a = _create(tmp_path, originals, {"s": {"c0": _noise(0.1, 1)}}, attention_checks=0)
     with pytest.raises(StudyError, match="different trials"):
         _create(tmp_path, originals, {"s": {"c0": _noise(0.1, 1)}}, attention_checks=0, loudness_lufs=-30.0)
-    b = _create(tmp_path, originals, {"s": {"c0": _noise(0.1, 1)}}, attention_checks=0, loudness_lufs=-30.0, study_id="other")
+    b = _create(
+        tmp_path, originals, {"s": {"c0": _noise(0.1, 1)}}, attention_checks=0, loudness_lufs=-30.0, study_id="other"
+    )
     assert b.admin_token and a.admin_token
     files = measured_files(b)
     assert (files["lufs"] - (-30.0)).abs().max() < 0.05
@@ -200,8 +230,10 @@ def _trials(created):
 def test_familiarisation_low_example_is_the_farthest_stimulus_not_a_look_alike_anchor(tmp_path):
     """A 3.5 kHz low-pass of a low tone is nearly the tone: the 'near 1' example must be the far sonification."""
     originals = {"c0": tone(300, SECONDS), "c1": tone(400, SECONDS)}
-    systems = {"near": {c: x + _noise(0.005, i) for i, (c, x) in enumerate(originals.items())},
-               "far": {c: _noise(0.2, 20 + i) for i, c in enumerate(originals)}}
+    systems = {
+        "near": {c: x + _noise(0.005, i) for i, (c, x) in enumerate(originals.items())},
+        "far": {c: _noise(0.2, 20 + i) for i, c in enumerate(originals)},
+    }
     created = _create(tmp_path, originals, systems, attention_checks=0)
     trials, examples = _trials(created)
     audio = created.study_dir / "audio"

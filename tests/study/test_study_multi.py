@@ -13,16 +13,16 @@ import base64
 
 import numpy as np
 import pytest
+from harness.browser import RaterDriver, chromium_path, headless_chromium, shows_internals
+from harness.parts import require_part
+from player_helpers import TAP_JS
 from scipy.signal import correlate
 
-from player_helpers import TAP_JS
 from sonieval.audio import write_wav
-from harness.browser import RaterDriver, chromium_path, headless_chromium, shows_internals
 from sonieval.study.create import StudySettings, create_from_folders
 from sonieval.study.export import ratings_frame
 from sonieval.study.server import launch, rater_link, wait_until_up
 from sonieval.study.store import StudyStore
-from harness.parts import require_part
 
 RATE = 44_100
 SECONDS = 6.0  # long enough that the switching sequence ends before the sound does, even on a slow machine
@@ -38,9 +38,20 @@ def _noise_study(tmp_path, n_systems: int = 3):
     for s in range(n_systems):
         systems[f"noise{s}"] = tmp_path / f"noise{s}"
         write_wav(systems[f"noise{s}"] / "clip0.wav", 0.2 * rng.standard_normal(int(SECONDS * RATE)), RATE)
-    settings = StudySettings(study_id="multi", mode="multi", rating_scale="mushra", scale_min=0, scale_max=100, n_raters=2,
-                             attention_checks=1, familiarisation=False, min_listen_fraction=0.2, anchor_kind="noise",
-                             anchor_snr_db=0.0, title="Noise panel")
+    settings = StudySettings(
+        study_id="multi",
+        mode="multi",
+        rating_scale="mushra",
+        scale_min=0,
+        scale_max=100,
+        n_raters=2,
+        attention_checks=1,
+        familiarisation=False,
+        min_listen_fraction=0.2,
+        anchor_kind="noise",
+        anchor_snr_db=0.0,
+        title="Noise panel",
+    )
     return create_from_folders(settings, originals, systems, study_dir=tmp_path / "study", progress=False)
 
 
@@ -56,7 +67,7 @@ def _locate(chunk: np.ndarray, sound: np.ndarray) -> int:
     """Where ``chunk`` lies in ``sound`` (sample index); it must match there sample for sample."""
     score = correlate(sound, chunk, mode="valid", method="fft")
     at = int(np.argmax(score))
-    assert np.max(np.abs(sound[at:at + len(chunk)] - chunk)) < 1e-4, "rendered audio does not match the sound"
+    assert np.max(np.abs(sound[at : at + len(chunk)] - chunk)) < 1e-4, "rendered audio does not match the sound"
     return at
 
 
@@ -81,13 +92,17 @@ def test_multi_stimulus_page_with_sliders_and_switching_within_20_ms(tmp_path, r
                 rater.rate(20)
             page = rater.page
             assert page.title() == "Noise panel"
-            assert page.locator('[data-testid="stForm"] [data-testid="stSlider"]').count() == 10  # 5 sounds x 2 attributes
+            assert (
+                page.locator('[data-testid="stForm"] [data-testid="stSlider"]').count() == 10
+            )  # 5 sounds x 2 attributes
             frame = rater.player_frame()
             labels = frame.evaluate("() => window.abPlayer.args.stimuli.map(s => s.label)")
             assert labels == ["R", "A", "B", "C", "D", "E"]
             offsets = _switch_offsets(frame, page)
             record_property("switch_offset_max_ms", float(np.max(np.abs(offsets)) * 1e3))
-            print(f"in-app switching: |offset| max {np.max(np.abs(offsets)) * 1e3:.6f} ms over {len(offsets)} switches (crossfade)")
+            print(
+                f"in-app switching: |offset| max {np.max(np.abs(offsets)) * 1e3:.6f} ms over {len(offsets)} switches (crossfade)"
+            )
             assert np.max(np.abs(offsets)) < TOLERANCE_S
             while rater.wait_any() == "page":
                 rater.rate(70)
@@ -119,12 +134,17 @@ def _switch_offsets(frame, page) -> list[float]:
     page.keyboard.press("Space")
     sr = int(frame.evaluate("window.abPlayer.ctx.sampleRate"))
     got = frame.evaluate("""() => { const t = window.__tap; return {f: t.frames, n: t.data.map((d) => d.length)}; }""")
-    rendered = _floats(frame, f"""() => {{ const t = window.__tap, n = t.data.reduce((a, d) => a + d.length, 0),
-      all = new Float32Array(n); let k = 0; for (const d of t.data) {{ all.set(d, k); k += d.length; }} return ({_B64})(all); }}""")
+    rendered = _floats(
+        frame,
+        f"""() => {{ const t = window.__tap, n = t.data.reduce((a, d) => a + d.length, 0),
+      all = new Float32Array(n); let k = 0; for (const d of t.data) {{ all.set(d, k); k += d.length; }} return ({_B64})(all); }}""",
+    )
     clock = np.concatenate([(f + np.arange(n)) / sr for f, n in zip(got["f"], got["n"])])
     labels = frame.evaluate("() => window.abPlayer.args.stimuli.map(s => s.label)")
-    sounds = {lb: _floats(frame, f"() => ({_B64})(window.abPlayer.engine.buffers[{i}].getChannelData(0))")
-              for i, lb in enumerate(labels)}
+    sounds = {
+        lb: _floats(frame, f"() => ({_B64})(window.abPlayer.engine.buffers[{i}].getChannelData(0))")
+        for i, lb in enumerate(labels)
+    }
     offsets = []
     for sw in switches:
         assert sw["playing"]

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from player_helpers import CODES, PlayerPage, audio_chromium, decode_timecode, serve_player_page, write_timecode_stimuli
 from harness.browser import chromium_path
-from sonieval.study.player import FRONTEND_DIR, PlayerError, check_stimuli, empty_state, normalise_state
 from harness.parts import require_part
+from player_helpers import CODES, PlayerPage, audio_chromium, decode_timecode, serve_player_page, write_timecode_stimuli
+
+from sonieval.study.player import FRONTEND_DIR, PlayerError, check_stimuli, empty_state, normalise_state
 
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE_S = 0.020  # issue 14: switching keeps the position within 20 ms
@@ -25,11 +25,13 @@ FADE_S = 0.005
 
 # ---------------------------------------------------------------- without a browser
 
+
 def test_stimuli_are_checked_with_one_clear_error_each(tmp_path):
     wav = tmp_path / "a.wav"
     wav.write_bytes(b"RIFF")
-    assert check_stimuli([{"label": "A", "path": wav}, {"label": "B", "url": "/media/x.wav", "required": False}])[1] == {
-        "label": "B", "url": "/media/x.wav", "required": False}
+    assert check_stimuli([{"label": "A", "path": wav}, {"label": "B", "url": "/media/x.wav", "required": False}])[
+        1
+    ] == {"label": "B", "url": "/media/x.wav", "required": False}
     cases = [
         ([], "1 to 13"),
         ([{"label": "A", "url": "u"}, {"label": "A", "url": "v"}], "appears twice"),
@@ -46,10 +48,16 @@ def test_stimuli_are_checked_with_one_clear_error_each(tmp_path):
 
 def test_the_listening_rule_is_recomputed_on_the_server():
     labels, required = ["Original", "A", "B"], [False, True, True]
-    claimed = {"ready": True, "min_listen_met": True, "remaining_s": 0, "listened_s": {"Original": 30, "A": 5.2, "B": 1.0,
-               "Z": 99}}
+    claimed = {
+        "ready": True,
+        "min_listen_met": True,
+        "remaining_s": 0,
+        "listened_s": {"Original": 30, "A": 5.2, "B": 1.0, "Z": 99},
+    }
     s = normalise_state(claimed, labels, min_listen_s=5, required=required)
-    assert s["min_listen_met"] is False and s["remaining_s"] == pytest.approx(4.0)  # B lacks 4 s; Original does not count
+    assert s["min_listen_met"] is False and s["remaining_s"] == pytest.approx(
+        4.0
+    )  # B lacks 4 s; Original does not count
     assert set(s["listened_s"]) == set(labels)
     hostile = {"listened_s": {"A": float("nan"), "B": -3, "Original": "x"}, "position_s": float("inf"), "seq": "7"}
     s = normalise_state(hostile, labels, min_listen_s=1, required=required)
@@ -69,6 +77,7 @@ def test_the_frontend_ships_with_the_package():
 
 
 # ---------------------------------------------------------------- in Chromium
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
@@ -143,9 +152,11 @@ def test_switching_keeps_the_playhead_within_20_ms(open_page, mode, record_prope
     latency = [sw["audible_at"] - sw["context_time"] for sw in switches]
     record_property("max_position_error_ms", float(np.abs(error).max() * 1e3))
     record_property("max_switch_jump_ms", float(np.abs(jumps).max() * 1e3))
-    print(f"{mode}: {ok.sum()} samples; |heard - reported| max {np.abs(error).max() * 1e3:.4f} ms; "
-          f"jump at switch max {np.abs(jumps).max() * 1e3:.4f} ms; switch scheduled {np.max(latency) * 1e3:.0f} ms ahead "
-          f"+ {FADE_S * 1e3:.0f} ms fade")
+    print(
+        f"{mode}: {ok.sum()} samples; |heard - reported| max {np.abs(error).max() * 1e3:.4f} ms; "
+        f"jump at switch max {np.abs(jumps).max() * 1e3:.4f} ms; switch scheduled {np.max(latency) * 1e3:.0f} ms ahead "
+        f"+ {FADE_S * 1e3:.0f} ms fade"
+    )
     assert np.abs(error).max() < TOLERANCE_S
     assert np.abs(jumps).max() < TOLERANCE_S
     # 3. the positions reported back to Python agree: after each switch the playhead ran on with the clock
@@ -187,8 +198,11 @@ def test_listening_time_is_per_stimulus_and_grows_only_while_playing(open_page):
         rendered = np.sum(labels == i) / sr
         assert second["listened_s"][name] == pytest.approx(rendered, abs=0.03), name  # fades: a few ms each
     # heartbeats while playing reached Python, each with more listening time than the last
-    beats = [s["state"]["listened_s"]["A"] for s in p.states() if s["state"]["event"] == "progress"
-             and s["state"]["selected"] == "A"]
+    beats = [
+        s["state"]["listened_s"]["A"]
+        for s in p.states()
+        if s["state"]["event"] == "progress" and s["state"]["selected"] == "A"
+    ]
     assert beats == sorted(beats) and len(set(beats)) == len(beats)
     # played to the end: the transport stops there, and only the time that sounded counts
     p.frame.locator("#stimulus-2").click()  # B

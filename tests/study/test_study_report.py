@@ -9,14 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from study_helpers import make_folder_study
 
 from sonieval.stats.reporting import ReportOptions, build_report
 from sonieval.study.export import write_ratings
-from sonieval.study.headphone import plan_trials, score_responses
+from sonieval.study.headphone import score_responses
 from sonieval.study.options import Headphones
 from sonieval.study.session import RaterSession
 from sonieval.study.store import StudyStore
-from study_helpers import make_folder_study
 
 QUALITY = {"sysA": 0.8, "sysB": 0.45, "sysC": 0.25}  # planted share of the scale
 
@@ -36,7 +36,11 @@ def _rate_everything(study, scale: tuple[int, int]) -> None:
             marks = {}
             for t in state.trials:
                 share = {"reference": 1.0, "anchor": 1.0 if k == 2 else 0.05}.get(t.role, QUALITY.get(t.system_id, 0.5))
-                mark = t.expected_mark if t.role == "attention" else int(round(lo + share * (hi - lo) + rng.normal(0, 0.03 * (hi - lo))))
+                mark = (
+                    t.expected_mark
+                    if t.role == "attention"
+                    else int(round(lo + share * (hi - lo) + rng.normal(0, 0.03 * (hi - lo))))
+                )
                 marks[t.trial_id] = {a: min(hi, max(lo, mark)) for a in state.step.attributes}
             if len(state.trials) == 1:
                 marks = marks[state.trial.trial_id]
@@ -47,16 +51,36 @@ def _rate_everything(study, scale: tuple[int, int]) -> None:
 @pytest.mark.parametrize("mode, scale", [("joint", (1, 5)), ("multi", (0, 100))])
 def test_study_export_is_analysed_on_its_own_scale(tmp_path, mode, scale):
     extra = {"rating_scale": "mushra", "scale_min": 0, "scale_max": 100} if scale == (0, 100) else {}
-    study = make_folder_study(tmp_path, mode=mode, n_clips=3, n_systems=3, n_raters=3, familiarisation=False, attention_checks=1,
-                              headphones=Headphones(True, "continue"), study_id=f"panel-{mode}", **extra)
+    study = make_folder_study(
+        tmp_path,
+        mode=mode,
+        n_clips=3,
+        n_systems=3,
+        n_raters=3,
+        familiarisation=False,
+        attention_checks=1,
+        headphones=Headphones(True, "continue"),
+        study_id=f"panel-{mode}",
+        **extra,
+    )
     _rate_everything(study, scale)
     with StudyStore(study.url) as store:
         write_ratings(store, study.study_id, tmp_path / "export")
-    scores = pd.DataFrame({"system_id": list(QUALITY), "metric": "kad", "value": [1.0, 2.0, 3.0],
-                           "system_random_init": [True, True, False]})
+    scores = pd.DataFrame(
+        {
+            "system_id": list(QUALITY),
+            "metric": "kad",
+            "value": [1.0, 2.0, 3.0],
+            "system_random_init": [True, True, False],
+        }
+    )
     scores.to_parquet(tmp_path / "scores.parquet")
-    res = build_report(tmp_path / "export" / "ratings.parquet", tmp_path / "scores.parquet", tmp_path / "report",
-                       options=ReportOptions(n_boot=50))
+    res = build_report(
+        tmp_path / "export" / "ratings.parquet",
+        tmp_path / "scores.parquet",
+        tmp_path / "report",
+        options=ReportOptions(n_boot=50),
+    )
     summary, screening = res.summary, res.tables["screening"].set_index("rater_id")
     assert summary["scale"] == list(scale) and summary["study"] == study.study_id
     low, high = (89, 91) if scale == (0, 100) else (3, 4)  # BS.1534-3's own thresholds on 0-100
@@ -76,9 +100,9 @@ def test_study_export_is_analysed_on_its_own_scale(tmp_path, mode, scale):
 
 def test_report_figures_carry_random_init_marks_and_no_overlapping_labels(tmp_path, monkeypatch):
     """Every figure showing a system made with random-init models marks it and explains the mark."""
-    import sonieval.plotting as plotting
     from matplotlib.text import Text
 
+    import sonieval.plotting as plotting
     from sonieval.stats.simulate import simulate_ratings, simulate_scores
 
     seen: dict[str, dict] = {}
@@ -92,7 +116,7 @@ def test_report_figures_carry_random_init_marks_and_no_overlapping_labels(tmp_pa
         seen[str(path).rsplit("/", 1)[-1]] = {
             "texts": " ".join(" ".join(texts).split()),  # the stamp is wrapped
             "labels": [t.get_text() for ax in fig.axes for t in ax.texts],
-            "overlaps": sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]),
+            "overlaps": sum(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]),
         }
         return original(fig, path, **kw)
 
@@ -117,18 +141,25 @@ def test_controls_are_marked_in_the_report_tables(tmp_path):
 
     ratings, plant = simulate_ratings(n_systems=4, n_raters=4, n_clips=4, seed=2)
     scores = simulate_scores(plant)
-    rename = {"sim/S1/lr0.001/e1/transpose/minmax": "sim/S1.shuffled/lr0.001/e1/transpose/minmax",
-              "sim/S2/lr0.001/e1/transpose/minmax": "sim/S1.untrained/lr0.0/e0/transpose/minmax",
-              "sim/S3/lr0.001/e1/transpose/minmax": "codec/mel/lr0.0/e0/none/codec"}
+    rename = {
+        "sim/S1/lr0.001/e1/transpose/minmax": "sim/S1.shuffled/lr0.001/e1/transpose/minmax",
+        "sim/S2/lr0.001/e1/transpose/minmax": "sim/S1.untrained/lr0.0/e0/transpose/minmax",
+        "sim/S3/lr0.001/e1/transpose/minmax": "codec/mel/lr0.0/e0/none/codec",
+    }
     for frame in (ratings, scores):
         frame["system_id"] = frame["system_id"].replace(rename)
     ratings.to_parquet(tmp_path / "r.parquet")
     scores.to_parquet(tmp_path / "s.parquet")
-    res = build_report(tmp_path / "r.parquet", tmp_path / "s.parquet", tmp_path / "rep", options=ReportOptions(n_boot=20))
+    res = build_report(
+        tmp_path / "r.parquet", tmp_path / "s.parquet", tmp_path / "rep", options=ReportOptions(n_boot=20)
+    )
     means = res.tables["system_means"].drop_duplicates("system_id").set_index("system_id")["control"]
-    assert means.to_dict() == {"sim/S1.shuffled/lr0.001/e1/transpose/minmax": "shuffled",
-                               "sim/S1.untrained/lr0.0/e0/transpose/minmax": "untrained",
-                               "codec/mel/lr0.0/e0/none/codec": "ceiling", "sim/S4/lr0.001/e1/transpose/minmax": "none"}
+    assert means.to_dict() == {
+        "sim/S1.shuffled/lr0.001/e1/transpose/minmax": "shuffled",
+        "sim/S1.untrained/lr0.0/e0/transpose/minmax": "untrained",
+        "codec/mel/lr0.0/e0/none/codec": "ceiling",
+        "sim/S4/lr0.001/e1/transpose/minmax": "none",
+    }
     written = pd.read_csv(tmp_path / "rep" / "tables" / "system_means.csv")
     columns = list(written.columns)
     assert columns[columns.index("system_id") + 1] == "control"
@@ -136,22 +167,29 @@ def test_controls_are_marked_in_the_report_tables(tmp_path):
 
 
 def test_the_ratings_export_has_a_control_column(tmp_path):
+    from study_helpers import write_folders
+
     from sonieval.study.create import StudySettings, create_from_folders
     from sonieval.tables import make_system_id
-    from study_helpers import write_folders
 
     originals, folders = write_folders(tmp_path / "input", 2, 2, 0.3)
     shuffled = make_system_id("ast", "LIN.shuffled", 0.005, 8, "transpose", "minmax")
     systems = dict(zip(["sysA", shuffled], folders.values()))
-    created = create_from_folders(StudySettings(study_id="ctl", attention_checks=1, min_listen_fraction=0.0, n_raters=1,
-                                                familiarisation=False), originals, systems, study_dir=tmp_path / "study",
-                                  progress=False)
+    created = create_from_folders(
+        StudySettings(study_id="ctl", attention_checks=1, min_listen_fraction=0.0, n_raters=1, familiarisation=False),
+        originals,
+        systems,
+        study_dir=tmp_path / "study",
+        progress=False,
+    )
     store = StudyStore(created.storage)
     s = RaterSession(store, "ctl", created.rater_tokens[0][1])
     while not (state := s.next_step()).finished:
         s.show(state)
-        marks = {t.trial_id: {a: (t.expected_mark if t.role == "attention" else 3) for a in state.step.attributes}
-                 for t in state.trials}
+        marks = {
+            t.trial_id: {a: (t.expected_mark if t.role == "attention" else 3) for a in state.step.attributes}
+            for t in state.trials
+        }
         s.submit(state.step.position, marks if len(state.trials) > 1 else marks[state.trial.trial_id])
     write_ratings(store, "ctl", tmp_path / "export")
     df = pd.read_parquet(tmp_path / "export" / "ratings.parquet")

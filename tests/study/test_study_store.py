@@ -7,6 +7,7 @@ import sqlite3
 import pandas as pd
 import pytest
 from sqlalchemy.exc import IntegrityError
+from study_helpers import make_folder_study
 
 from sonieval.study.create import StudySettings
 from sonieval.study.design import DesignConfig, Trial, assigned_trials, check_subset_balance, rater_plan
@@ -14,7 +15,6 @@ from sonieval.study.export import ratings_frame, screening_per_rater, write_rati
 from sonieval.study.session import AccessDenied, AdminSession, RaterSession
 from sonieval.study.store import SCHEMA_VERSION, StudyError, StudyStore, SubmissionRefused
 from sonieval.tables import RATINGS_COLUMNS, read_table
-from study_helpers import make_folder_study
 
 
 def _rate_all(session: RaterSession, mark: int = 3) -> int:
@@ -46,6 +46,7 @@ def test_hidden_reference_has_the_originals_samples_but_other_bytes(small_study)
     import hashlib
 
     import numpy as np
+
     from sonieval.audio import read_audio
 
     trials = StudyStore(small_study.url).trials(small_study.study_id)
@@ -64,6 +65,7 @@ def test_hidden_reference_has_the_originals_samples_but_other_bytes(small_study)
 
 def test_anchor_is_lowpassed(small_study):
     import numpy as np
+
     from sonieval.audio import read_audio
 
     store = StudyStore(small_study.url)
@@ -166,8 +168,19 @@ def test_schema_version_and_check_constraint(small_study):
     assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     r = store.rater_for_token(small_study.study_id, small_study.tokens[0])
-    base = dict(study_id=small_study.study_id, rater_id=r.rater_id, trial_id=next(iter(store.trials(small_study.study_id))),
-                attribute="audio", scale_min=1, scale_max=5, position=0, seed=1, mode="joint", shown_at=None, submitted_at=0.0)
+    base = dict(
+        study_id=small_study.study_id,
+        rater_id=r.rater_id,
+        trial_id=next(iter(store.trials(small_study.study_id))),
+        attribute="audio",
+        scale_min=1,
+        scale_max=5,
+        position=0,
+        seed=1,
+        mode="joint",
+        shown_at=None,
+        submitted_at=0.0,
+    )
     for bad in (0, 6):
         with pytest.raises(IntegrityError):
             store.raw_insert_rating({**base, "mark": bad})
@@ -253,7 +266,12 @@ def test_listening_rule_is_time_played_checked_against_time_on_page(tmp_path):
         s.submit(page, {"visual": 3, "audio": 3}, _played(A=0.5))
     s.show(state)
     now[0] += 30.0  # time on the page alone is not listening
-    for report, left in ((None, 0.5), (_played(), 0.5), (_played(R=5.0, A=0.3), 0.2), ({"listened_s": {"A": "x"}}, 0.5)):
+    for report, left in (
+        (None, 0.5),
+        (_played(), 0.5),
+        (_played(R=5.0, A=0.3), 0.2),
+        ({"listened_s": {"A": "x"}}, 0.5),
+    ):
         with pytest.raises(SubmissionRefused) as refused:
             s.submit(page, {"visual": 3, "audio": 3}, report)
         assert refused.value.reason == "listen" and refused.value.wait == pytest.approx(left), report
@@ -313,12 +331,18 @@ def test_recreate_is_idempotent_and_conflicts_are_refused(tmp_path):
 
 def test_unreadable_audio_leaves_only_its_trial_out(tmp_path):
     from study_helpers import write_folders
+
     from sonieval.study.create import create_from_folders
 
     originals, systems = write_folders(tmp_path / "in")
     (systems["sysA"] / "clip1.wav").write_bytes(b"RIFF not really a wav")
-    created = create_from_folders(StudySettings(study_id="s", attention_checks=0, min_listen_fraction=0), originals, systems,
-                                  study_dir=tmp_path / "study", progress=False)
+    created = create_from_folders(
+        StudySettings(study_id="s", attention_checks=0, min_listen_fraction=0),
+        originals,
+        systems,
+        study_dir=tmp_path / "study",
+        progress=False,
+    )
     assert created.n_trials == 7  # 8 minus the broken one
     assert any("left out" in n and "sysA" in n for n in created.notes)
 
@@ -362,7 +386,9 @@ def test_submit_page_answers_every_outcome_in_one_plain_sentence(small_study):
     closed = s.submit_page(pos + 1, {"visual": 3, "audio": 3})
     assert not closed.saved and "closed" in closed.message
     for out in (missing, ok, again, ahead, closed):
-        assert out.message is None or (out.message.count(". ") <= 1 and "/" not in out.message and "_" not in out.message)
+        assert out.message is None or (
+            out.message.count(". ") <= 1 and "/" not in out.message and "_" not in out.message
+        )
 
 
 def test_page_follows_the_page_the_browser_shows(small_study):

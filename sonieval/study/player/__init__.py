@@ -16,11 +16,25 @@ and shows a countdown until the minimum listening time is reached.
 """
 
 from sonieval.study.player.component import (
-    FRONTEND_DIR, SWITCH_MODES, PlayerError, ab_player, check_stimuli, empty_state, listening_shortfall, media_url,
+    FRONTEND_DIR,
+    SWITCH_MODES,
+    PlayerError,
+    ab_player,
+    check_stimuli,
+    empty_state,
+    listening_shortfall,
+    media_url,
     normalise_state,
 )
 
 __all__ = [
-    "ab_player", "PlayerError", "check_stimuli", "empty_state", "normalise_state", "listening_shortfall",
-    "media_url", "FRONTEND_DIR", "SWITCH_MODES",
+    "ab_player",
+    "PlayerError",
+    "check_stimuli",
+    "empty_state",
+    "normalise_state",
+    "listening_shortfall",
+    "media_url",
+    "FRONTEND_DIR",
+    "SWITCH_MODES",
 ]

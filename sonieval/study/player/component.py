@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import mimetypes
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from sonieval.errors import SonievalError
 
@@ -60,8 +61,13 @@ def check_stimuli(stimuli: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def check_options(min_listen_s: float, loop_region: Sequence[float] | None, switch_mode: str,
-                  crossfade_ms: float, report_every_s: float) -> None:
+def check_options(
+    min_listen_s: float,
+    loop_region: Sequence[float] | None,
+    switch_mode: str,
+    crossfade_ms: float,
+    report_every_s: float,
+) -> None:
     if not (isinstance(min_listen_s, (int, float)) and math.isfinite(min_listen_s) and min_listen_s >= 0):
         raise PlayerError(f"ab_player: min_listen_s={min_listen_s!r} must be a number >= 0")
     if switch_mode not in SWITCH_MODES:
@@ -71,8 +77,11 @@ def check_options(min_listen_s: float, loop_region: Sequence[float] | None, swit
     if report_every_s < 0:
         raise PlayerError(f"ab_player: report_every_s={report_every_s!r} must be >= 0 (0: report on events only)")
     if loop_region is not None:
-        ok = isinstance(loop_region, (list, tuple)) and len(loop_region) == 2 and all(
-            isinstance(x, (int, float)) and math.isfinite(x) for x in loop_region)
+        ok = (
+            isinstance(loop_region, (list, tuple))
+            and len(loop_region) == 2
+            and all(isinstance(x, (int, float)) and math.isfinite(x) for x in loop_region)
+        )
         if not ok or not 0 <= loop_region[0] < loop_region[1]:
             raise PlayerError(f"ab_player: loop_region={loop_region!r} must be (start_s, end_s) with 0 <= start < end")
 
@@ -86,7 +95,9 @@ def media_url(path: str | os.PathLike, coordinates: str) -> str:
     from streamlit import config, runtime
 
     if not runtime.exists():
-        raise PlayerError("ab_player: a path needs a running Streamlit server", hint="pass url= instead, or use streamlit run")
+        raise PlayerError(
+            "ab_player: a path needs a running Streamlit server", hint="pass url= instead, or use streamlit run"
+        )
     suffix = Path(path).suffix.lower()
     mimetype = _AUDIO_TYPES.get(suffix) or mimetypes.guess_type(str(path))[0] or "application/octet-stream"
     url = runtime.get_instance().media_file_mgr.add(str(path), mimetype, coordinates)
@@ -94,7 +105,9 @@ def media_url(path: str | os.PathLike, coordinates: str) -> str:
     return f"/{base}{url}" if base and url.startswith("/") else url
 
 
-def empty_state(labels: Sequence[str], min_listen_s: float = 0.0, required: Sequence[bool] | None = None) -> dict[str, Any]:
+def empty_state(
+    labels: Sequence[str], min_listen_s: float = 0.0, required: Sequence[bool] | None = None
+) -> dict[str, Any]:
     """The state before the browser has reported anything."""
     return normalise_state(None, labels, min_listen_s=min_listen_s, required=required)
 
@@ -112,8 +125,9 @@ def listening_shortfall(listened_s: Mapping[str, float], min_listen_s: float, re
     return sum(max(0.0, min_listen_s - _seconds(listened_s.get(label, 0.0))) for label, req in required.items() if req)
 
 
-def normalise_state(raw: Any, labels: Sequence[str], *, min_listen_s: float = 0.0,
-                    required: Sequence[bool] | None = None) -> dict[str, Any]:
+def normalise_state(
+    raw: Any, labels: Sequence[str], *, min_listen_s: float = 0.0, required: Sequence[bool] | None = None
+) -> dict[str, Any]:
     """The player's reported value, reduced to known fields with server-side checks.
 
     ``listened_s`` holds every label (0 when unreported); ``remaining_s`` and ``min_listen_met``
@@ -139,8 +153,11 @@ def normalise_state(raw: Any, labels: Sequence[str], *, min_listen_s: float = 0.
         "min_listen_s": float(min_listen_s),
         "remaining_s": round(shortfall, 3),
         "min_listen_met": shortfall <= 0,
-        "loop": {"enabled": bool(loop.get("enabled", False)), "start_s": round(_seconds(loop.get("start_s")), 3),
-                 "end_s": round(_seconds(loop.get("end_s")), 3)},
+        "loop": {
+            "enabled": bool(loop.get("enabled", False)),
+            "start_s": round(_seconds(loop.get("start_s")), 3),
+            "end_s": round(_seconds(loop.get("end_s")), 3),
+        },
         "n_switches": int(_seconds(raw.get("n_switches"))),
         "last_switch": dict(raw["last_switch"]) if isinstance(raw.get("last_switch"), Mapping) else None,
         "switch_mode": raw.get("switch_mode") if raw.get("switch_mode") in SWITCH_MODES else None,
@@ -148,9 +165,17 @@ def normalise_state(raw: Any, labels: Sequence[str], *, min_listen_s: float = 0.
     }
 
 
-def ab_player(stimuli: Sequence[Mapping[str, Any]], *, key: str, loop_region: Sequence[float] | None = None,
-              min_listen_s: float = 0.0, switch_mode: str = "crossfade", crossfade_ms: float = 5.0,
-              report_every_s: float = 1.0, initial_listened_s: Mapping[str, float] | None = None) -> dict[str, Any]:
+def ab_player(
+    stimuli: Sequence[Mapping[str, Any]],
+    *,
+    key: str,
+    loop_region: Sequence[float] | None = None,
+    min_listen_s: float = 0.0,
+    switch_mode: str = "crossfade",
+    crossfade_ms: float = 5.0,
+    report_every_s: float = 1.0,
+    initial_listened_s: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
     """Show the A/B player and return its last reported state (see :func:`normalise_state`).
 
     ``stimuli``: ``[{"label": "Original", "url": ..., "required": False}, {"label": "A", "path": ...}]``
@@ -177,8 +202,14 @@ def ab_player(stimuli: Sequence[Mapping[str, Any]], *, key: str, loop_region: Se
     # when this module was imported (components are registered only inside a script run).
     component = components.declare_component("ab_player", path=str(FRONTEND_DIR))
     raw = component(
-        stimuli=args, loop_region=list(loop_region) if loop_region is not None else None,
-        min_listen_s=float(min_listen_s), switch_mode=switch_mode, crossfade_ms=float(crossfade_ms),
-        report_every_s=float(report_every_s), initial_listened_s=initial, key=key, default=None,
+        stimuli=args,
+        loop_region=list(loop_region) if loop_region is not None else None,
+        min_listen_s=float(min_listen_s),
+        switch_mode=switch_mode,
+        crossfade_ms=float(crossfade_ms),
+        report_every_s=float(report_every_s),
+        initial_listened_s=initial,
+        key=key,
+        default=None,
     )
     return normalise_state(raw, labels, min_listen_s=min_listen_s, required=required)

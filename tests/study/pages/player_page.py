@@ -29,8 +29,13 @@ labels = q.get("labels", "Original,A,B").split(",")
 required = set(q.get("required", ",".join(labels)).split(","))
 loop = tuple(float(x) for x in q["loop"].split(",")) if "loop" in q else None
 stimuli = [{"label": lb, "path": folder / f"{lb}.wav", "required": lb in required} for lb in labels]
-options = dict(key="player", loop_region=loop, min_listen_s=float(q.get("min", 0)), switch_mode=q.get("mode", "crossfade"),
-               report_every_s=float(q.get("report", 0.5)))
+options = dict(
+    key="player",
+    loop_region=loop,
+    min_listen_s=float(q.get("min", 0)),
+    switch_mode=q.get("mode", "crossfade"),
+    report_every_s=float(q.get("report", 0.5)),
+)
 
 st.title("A/B player test page")
 if q.get("form") == "1":
