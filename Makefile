@@ -2,8 +2,9 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-# `make test` runs `make lint` (ruff check + ruff format --check) first; LINT=0 skips it.
-LINT ?= 1
+# `make test` runs `make lint` (ruff check + ruff format --check) first; RUN_LINT=0 skips it.
+# (Not named LINT: GNU make predefines LINT, so `LINT ?= 1` would never take effect.)
+RUN_LINT ?= 1
 
 .PHONY: setup demo test lint bench clean-results
 
@@ -14,7 +15,7 @@ demo: setup
 	@$(VENV)/bin/sonieval demo
 
 test: setup
-ifeq ($(LINT),1)
+ifeq ($(RUN_LINT),1)
 	@$(MAKE) --no-print-directory lint
 endif
 	@$(PY) -m pytest -q $(PYTEST_ARGS)
