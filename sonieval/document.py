@@ -140,7 +140,8 @@ class Document:
             "table{border-collapse:collapse;font-size:13px;margin:0.5em 0}"
             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}"
             ".sim{background:#b00;color:#fff;padding:0.6em;font-weight:bold;font-size:1.2em}"
-            "img{max-width:100%}"
+            "img{max-width:100%}.wide{overflow-x:auto;max-width:100%}"
+            "th code{word-break:break-all}"  # long system ids as column heads wrap instead of widening the page
         )
         out = [
             f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -157,9 +158,9 @@ class Document:
             elif kind == "ul":
                 out.append("<ul>" + "".join(f"<li>{text(x)}</li>" for x in v) + "</ul>")
             elif kind == "table":
-                out.append(v.to_html(index=False, escape=True, border=0))
+                out.append(f"<div class='wide'>{v.to_html(index=False, escape=True, border=0)}</div>")
             elif kind == "text_table":
-                out.append(_html_text_table(v, text))
+                out.append(f"<div class='wide'>{_html_text_table(v, text)}</div>")
             elif kind == "img":
                 out.append(f"<p><img src='{html.escape(v[0])}' alt='{html.escape(v[1])}'></p>")
         if self.banner:
