@@ -549,7 +549,10 @@ def paired_kad_difference(
         raise MetricError("degenerate bootstrap resamples; use larger sets for a paired comparison")
     diff = va - vb
     lo, hi = np.quantile(diff, [(1 - level) / 2, (1 + level) / 2])
-    p = min(1.0, 2.0 * min(np.mean(diff <= 0), np.mean(diff >= 0)))
+    # Two-sided bootstrap p with the (1 + count) / (1 + B) correction (Davison & Hinkley 1997, eq. 4.11):
+    # it never reads 0, whose "impossible" the resamples cannot show; its floor is 2 / (B + 1).
+    tail = min(np.sum(diff <= 0), np.sum(diff >= 0))
+    p = min(1.0, 2.0 * (1 + tail) / (1 + len(diff)))
     return PairedComparison(a.result().value - b.result().value, float(lo), float(hi), float(p), paired, n_resamples)
 
 

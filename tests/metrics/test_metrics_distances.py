@@ -150,6 +150,9 @@ def test_frame_bootstrap_and_paired_comparison():
     bad = rk.compare(ev, clips)
     cmp = D.paired_kad_difference(good, bad, n_resamples=300)
     assert cmp.paired_clips and cmp.difference < 0 and cmp.ci_high < 0 and cmp.p_value < 0.05
+    # every resample on one side: the p-value is its floor 2 / (B + 1), never 0
+    far = rk.compare(ev + 3.0, clips)
+    assert D.paired_kad_difference(good, far, n_resamples=300).p_value == pytest.approx(2 / 301)
 
 
 def test_kad_vs_n_and_fad_infinity_are_finite():
