@@ -205,32 +205,18 @@ AST_EMB, DAC_LAT = (1212, 768), (64, 431)
 def full_size_pairs(root: Path, n_train: int, n_validation: int) -> None:
     """Random pairs of full-size AST embeddings and DAC-VAE latents, as the prepare stage leaves them."""
     import pandas as pd
-    from pipeline_helpers import make_clips
+    from pipeline_helpers import cached_pair_row, make_clips
 
-    from sonieval.pipeline.prepare import PREPARED_COLUMNS, save_array
+    from sonieval.pipeline.prepare import PREPARED_COLUMNS
     from sonieval.tables import write_table
 
     make_clips(root, n_train=2, n_validation=1, n_test=1)
     rng = np.random.default_rng(0)
     rows = []
     for i in range(n_train + n_validation):
+        split = "train" if i < n_train else "validation"
         for kind, key, shape in (("embedding", "ast-full", AST_EMB), ("latent", "dac-full", DAC_LAT)):
-            path = root / "results" / "cache" / f"{kind}s" / key / f"{i:064x}.npy"
-            save_array(path, rng.standard_normal(shape).astype(np.float32), kind)
-            rows.append(
-                {
-                    "clip_id": f"c{i:03d}",
-                    "split": "train" if i < n_train else "validation",
-                    "listening": False,
-                    "kind": kind,
-                    "model": "ast" if kind == "embedding" else "dac-vae",
-                    "layer": "input" if kind == "embedding" else None,
-                    "model_key": key,
-                    "path": str(path),
-                    "status": "done",
-                    "error": None,
-                }
-            )
+            rows.append(cached_pair_row(root, i, split, kind, key, rng.standard_normal(shape).astype(np.float32)))
     write_table(pd.DataFrame(rows, columns=PREPARED_COLUMNS), root / "results" / "tables" / "prepared.parquet")
 
 

@@ -100,18 +100,8 @@ def kad(
     """Kernel audio distance (unbiased MMD², Gaussian kernel, ×100; kadtk's convention) of ``evaluated``
     against ``reference``, with sigma the reference's median pairwise distance unless ``bandwidth`` is
     given; ``bootstrap`` > 0 adds a 95 % percentile interval over clips. Arrays need ``sample_rate``."""
-    board = Leaderboard(
-        reference,
-        embedding=embedding,
-        metrics=("kad",),
-        bandwidth=bandwidth,
-        bootstrap=bootstrap,
-        seed=seed,
-        device=device,
-        cache=cache,
-        sample_rate=sample_rate,
-    )
-    return _checked(board.add("evaluated", evaluated)["kad"])
+    settings = dict(bandwidth=bandwidth, bootstrap=bootstrap, seed=seed, device=device, cache=cache)
+    return _one_distance("kad", reference, evaluated, embedding, sample_rate, settings)
 
 
 def fad(
@@ -127,17 +117,14 @@ def fad(
 ) -> DistanceResult:
     """Fréchet audio distance of Gaussians fitted to the two sets' frames (symmetric eigen route);
     ``bootstrap`` > 0 resamples the evaluated clips (at most 200 resamples). Arrays need ``sample_rate``."""
-    board = Leaderboard(
-        reference,
-        embedding=embedding,
-        metrics=("fad",),
-        bootstrap=bootstrap,
-        seed=seed,
-        device=device,
-        cache=cache,
-        sample_rate=sample_rate,
-    )
-    return _checked(board.add("evaluated", evaluated)["fad"])
+    settings = dict(bootstrap=bootstrap, seed=seed, device=device, cache=cache)
+    return _one_distance("fad", reference, evaluated, embedding, sample_rate, settings)
+
+
+def _one_distance(metric: str, reference, evaluated, embedding: str, sample_rate, settings: dict) -> DistanceResult:
+    """One system against the reference on a board of one metric (the board holds the shared maths)."""
+    board = Leaderboard(reference, embedding=embedding, metrics=(metric,), sample_rate=sample_rate, **settings)
+    return _checked(board.add("evaluated", evaluated)[metric])
 
 
 def _checked(result: DistanceResult) -> DistanceResult:

@@ -466,6 +466,18 @@ class ASTEncoder(TransformersEncoder):
 # ----------------------------------------------------------------------------- frame encoders
 
 
+# The small random frame encoders (HuBERT, wav2vec 2.0, WavLM) for tests and the offline demo: the real
+# convolution geometry (kernels 10,3,3,3,3,2,2; strides 5,2,2,2,2,2,2: hop 320), narrow.
+SMALL_FRAME_ENCODER = dict(
+    hidden_size=64,
+    num_attention_heads=2,
+    intermediate_size=128,
+    conv_dim=(32,) * 7,
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+)
+
+
 @register_encoder("hubert")
 class HubertEncoder(TransformersEncoder):
     """HuBERT: pre-encoder features or block outputs, [249, 768] for 5 s (≈50 Hz)."""
@@ -479,17 +491,8 @@ class HubertEncoder(TransformersEncoder):
     def small_config(cls):
         from transformers import HubertConfig
 
-        # Real convolution geometry (kernels 10,3,3,3,3,2,2; strides 5,2,2,2,2,2,2: hop 320); narrow; one
-        # block (as AST's, to keep the small model earlier results were made with).
-        return HubertConfig(
-            hidden_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=128,
-            conv_dim=(32,) * 7,
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=4,
-        )
+        # one block (as AST's, to keep the small model earlier results were made with)
+        return HubertConfig(**SMALL_FRAME_ENCODER, num_hidden_layers=1)
 
     @classmethod
     def feature_extractor_for(cls, config, folder):
@@ -569,15 +572,7 @@ class Wav2Vec2Encoder(HubertEncoder):
     def small_config(cls):
         from transformers import Wav2Vec2Config
 
-        return Wav2Vec2Config(
-            hidden_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=128,
-            conv_dim=(32,) * 7,
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=4,
-        )
+        return Wav2Vec2Config(**SMALL_FRAME_ENCODER, num_hidden_layers=1)
 
 
 @register_encoder("wavlm")
@@ -594,15 +589,7 @@ class WavLMEncoder(HubertEncoder):
     def small_config(cls):
         from transformers import WavLMConfig
 
-        return WavLMConfig(
-            hidden_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=128,
-            conv_dim=(32,) * 7,
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=4,
-        )
+        return WavLMConfig(**SMALL_FRAME_ENCODER, num_hidden_layers=2)
 
 
 # ----------------------------------------------------------------------------- registry access

@@ -47,7 +47,7 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -485,6 +485,11 @@ class Rater:
     seed: int
     block_order: str
     familiarised_at: float | None
+
+
+def _rater_of(row) -> Rater:
+    """A rater from its database row (a SQLAlchemy mapping)."""
+    return Rater(*(row[f.name] for f in fields(Rater)))
 
 
 @dataclass(frozen=True)
@@ -929,14 +934,7 @@ class StudyStore:
             )
         if row is None:
             return None
-        return Rater(
-            row["study_id"],
-            row["rater_id"],
-            row["rater_index"],
-            row["seed"],
-            row["block_order"],
-            row["familiarised_at"],
-        )
+        return _rater_of(row)
 
     def rater_by_id(self, study_id: str, rater_id: str) -> Rater:
         with self.engine.connect() as conn:
@@ -947,14 +945,7 @@ class StudyStore:
             )
         if row is None:
             raise StudyError(f"rater {rater_id!r} not in study {study_id!r}")
-        return Rater(
-            row["study_id"],
-            row["rater_id"],
-            row["rater_index"],
-            row["seed"],
-            row["block_order"],
-            row["familiarised_at"],
-        )
+        return _rater_of(row)
 
     def set_familiarised(self, rater: Rater) -> None:
         with self.engine.begin() as conn:

@@ -3,19 +3,10 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
+from harness.readme import api_examples, readme_examples
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 MARK = "metrics"
-
-
-def api_examples(text: str, area: str) -> list[str]:
-    """The code of each fenced python block that directly follows ``<!-- api-example: AREA -->``."""
-    pattern = re.compile(r"^<!-- api-example: (\w+) -->\n```python\n(.*?)^```", re.M | re.S)
-    return [code for name, code in pattern.findall(text) if name == area]
 
 
 def test_extractor_takes_only_its_own_area():
@@ -27,7 +18,7 @@ def test_extractor_takes_only_its_own_area():
     assert api_examples(text, "metrics") == ["a = 1\n"] and api_examples(text, "stats") == ["b = 2\n"]
 
 
-EXAMPLES = api_examples(README.read_text(encoding="utf-8"), MARK)
+EXAMPLES = readme_examples(MARK)
 
 
 def test_readme_has_metrics_examples():

@@ -101,9 +101,9 @@ def synthetic_pairs(root: Path, n_train: int = 24, n_validation: int = 8, seed: 
     would leave them; the same seed gives the same pairs in any folder."""
     import numpy as np
     import pandas as pd
-    from pipeline_helpers import make_clips
+    from pipeline_helpers import cached_pair_row, make_clips
 
-    from sonieval.pipeline.prepare import PREPARED_COLUMNS, save_array
+    from sonieval.pipeline.prepare import PREPARED_COLUMNS
     from sonieval.tables import write_table
 
     make_clips(root, n_train=2, n_validation=1, n_test=1)
@@ -115,22 +115,7 @@ def synthetic_pairs(root: Path, n_train: int = 24, n_validation: int = 8, seed: 
         x = rng.standard_normal(EMB).astype(np.float32)
         y = (a @ x.T @ b + 0.01 * rng.standard_normal(LAT)).astype(np.float32)
         for kind, key, arr in (("embedding", "synthetic-emb", x), ("latent", "synthetic-lat", y)):
-            path = root / "results" / "cache" / f"{kind}s" / key / f"{i:064x}.npy"
-            save_array(path, arr, kind)
-            rows.append(
-                {
-                    "clip_id": f"c{i:03d}",
-                    "split": "train" if i < n_train else "validation",
-                    "listening": False,
-                    "kind": kind,
-                    "model": "ast" if kind == "embedding" else "dac-vae",
-                    "layer": "input" if kind == "embedding" else None,
-                    "model_key": key,
-                    "path": str(path),
-                    "status": "done",
-                    "error": None,
-                }
-            )
+            rows.append(cached_pair_row(root, i, "train" if i < n_train else "validation", kind, key, arr))
     write_table(pd.DataFrame(rows, columns=PREPARED_COLUMNS), root / "results" / "tables" / "prepared.parquet")
 
 

@@ -70,3 +70,23 @@ def write_protocol(root: Path, **sections) -> Path:
     path = root / "protocol.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path
+
+
+def cached_pair_row(root: Path, i: int, split: str, kind: str, key: str, array: np.ndarray) -> dict:
+    """Save one cached embedding or latent of clip ``i`` as the prepare stage does; its prepared-table row."""
+    from sonieval.pipeline.prepare import save_array
+
+    path = root / "results" / "cache" / f"{kind}s" / key / f"{i:064x}.npy"
+    save_array(path, array, kind)
+    return {
+        "clip_id": f"c{i:03d}",
+        "split": split,
+        "listening": False,
+        "kind": kind,
+        "model": "ast" if kind == "embedding" else "dac-vae",
+        "layer": "input" if kind == "embedding" else None,
+        "model_key": key,
+        "path": str(path),
+        "status": "done",
+        "error": None,
+    }

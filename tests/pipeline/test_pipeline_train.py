@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from pipeline_helpers import write_protocol
+from pipeline_helpers import cached_pair_row, write_protocol
 
 from sonieval.ledger import RunLedger
 from sonieval.pipeline import train as train_mod
@@ -30,24 +30,8 @@ def synthetic_cache(root, n_train=48, n_validation=16, seed=0, noise=0.01):
         split = "train" if i < n_train else "validation"
         x = rng.standard_normal(EMB).astype(np.float32)
         y = (a @ x.T @ b + noise * rng.standard_normal(LAT)).astype(np.float32)
-        sha = f"{i:064x}"
         for kind, key, arr in (("embedding", "synthetic-emb", x), ("latent", "synthetic-lat", y)):
-            path = root / "results" / "cache" / f"{kind}s" / key / f"{sha}.npy"
-            save_array(path, arr, kind)
-            rows.append(
-                {
-                    "clip_id": f"c{i:03d}",
-                    "split": split,
-                    "listening": False,
-                    "kind": kind,
-                    "model": "ast" if kind == "embedding" else "dac-vae",
-                    "layer": "input" if kind == "embedding" else None,
-                    "model_key": key,
-                    "path": str(path),
-                    "status": "done",
-                    "error": None,
-                }
-            )
+            rows.append(cached_pair_row(root, i, split, kind, key, arr))
     write_table(pd.DataFrame(rows, columns=PREPARED_COLUMNS), root / "results" / "tables" / "prepared.parquet")
     write_clips_table(root, n_train, n_validation)
 
