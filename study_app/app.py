@@ -257,14 +257,20 @@ def rater_page(store: StudyStore, study_id: str, token: str, info: StudyInfo | N
     st.caption(texts.KEYBOARD_HINT)
 
 
-def _player(session: RaterSession, state: StepState, sounds) -> tuple[str, list[str], float]:
-    """The page's A/B player (inside the form); returns its key, its labels and the minimum listening time."""
+def _player(session: RaterSession, state: StepState, sounds) -> tuple[str, list[str], float, str]:
+    """The page's A/B player (inside the form); returns its key, its labels, the minimum listening
+    time and the page it shows.
+
+    One player frame serves every rating page (one key): the next page then needs no new frame to
+    load, and it decodes the next page's sounds while the rater works on this one. Its reports
+    carry the page they are about, so the last page's listening never counts for this one."""
     min_s = session.min_listen_s(state)
-    key = _key("player", state.step.position)
-    ab_player([{"label": s.label, "path": s.path, "required": s.required} for s in sounds], key=key, min_listen_s=min_s)
+    key, page = _key("player"), f"page-{state.step.position}"
+    sources = [{"label": s.label, "path": s.path, "required": s.required} for s in sounds]
+    ab_player(sources, key=key, min_listen_s=min_s, page=page, prefetch=session.following_sounds(state))
     if min_s > 0:
         st.caption(f"Play every sound (not R) for at least {min_s:.1f} s before you submit: the player counts down.")
-    return key, [s.label for s in sounds], min_s
+    return key, [s.label for s in sounds], min_s, page
 
 
 def _mark_widget(session: RaterSession, attribute: str, key: str, label: str | None = None) -> None:
@@ -327,7 +333,7 @@ def rating_form(session: RaterSession, state: StepState):
     return form_key, bool(submitted), lambda: _collect(keys, player)
 
 
-def _collect(keys: dict, player: tuple[str, list[str], float] | None) -> tuple[dict, dict | None]:
+def _collect(keys: dict, player: tuple[str, list[str], float, str] | None) -> tuple[dict, dict | None]:
     """(marks, player report) from the session state; an untouched slider counts as no mark."""
 
     def read(k: str) -> object:
@@ -337,9 +343,9 @@ def _collect(keys: dict, player: tuple[str, list[str], float] | None) -> tuple[d
     marks = {t: ({a: read(k) for a, k in v.items()} if isinstance(v, dict) else read(v)) for t, v in keys.items()}
     report = None
     if player is not None:
-        key, labels, min_s = player
+        key, labels, min_s, page = player
         report = normalise_state(
-            st.session_state.get(key), labels, min_listen_s=min_s, required=[lb != "R" for lb in labels]
+            st.session_state.get(key), labels, min_listen_s=min_s, required=[lb != "R" for lb in labels], page=page
         )
     return marks, report
 

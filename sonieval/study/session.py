@@ -159,6 +159,18 @@ class RaterSession:
             out.append(PageSound(label, study_file(info.study_dir, name), tid, tid is not None))
         return out
 
+    def following_sounds(self, state: StepState) -> list[Path]:
+        """The sound files of the page after this one when it has a player (the player fetches and
+        decodes them while the rater works on this page, so the next page is ready sooner); empty
+        for the last page or a page without sounds."""
+        step = state.following
+        if step is None or "audio" not in step.attributes:
+            return []
+        trials = self.store.trials(self.study_id)
+        first = trials[step.trial_ids[0]]
+        names = [first.original_file if tid is None else trials[tid].stimulus_file for _, tid in page_labels(step)]
+        return [study_file(self.info.study_dir, name) for name in names]
+
     def min_listen_s(self, state: StepState) -> float:
         """Seconds each stimulus must be played before an audio mark (the player's countdown): the
         longest of the page's per-stimulus minimums, so the countdown never ends before the rule does."""

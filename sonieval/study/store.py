@@ -503,6 +503,7 @@ class StepState:
     shown_at: float | None = None
     stale: bool = False  # a page already rated, still on a browser's screen (its submit gets an answer)
     trials: tuple[Trial, ...] = ()  # every trial of the page (multi mode: several)
+    following: PlanStep | None = None  # the page after this one, if the rater goes on (a prefetch hint)
 
     @property
     def finished(self) -> bool:
@@ -1006,11 +1007,12 @@ class StudyStore:
         steps = self.plan_of(rater)
         done_marks = self.marked(rater)
         done = 0
-        for step, shown_at in steps:
+        for i, (step, shown_at) in enumerate(steps):
             if _page_done(step, done_marks):
                 done += 1
                 continue
-            return self.step_state(rater, step, shown_at, done, len(steps))
+            following = next((s for s, _ in steps[i + 1 :] if not _page_done(s, done_marks)), None)
+            return self.step_state(rater, step, shown_at, done, len(steps), following=following)
         return StepState(None, None, done, len(steps))
 
     def mark_shown(self, rater: Rater, position: int) -> float:

@@ -8,8 +8,13 @@ A page counts as *fully rendered* when the script run has finished (``stApp``'s
 ``data-test-script-state`` is ``notRunning``), its progress line names the expected page, no
 element is still marked stale by Streamlit (``data-stale``), the mark widgets have loaded (they
 are code-split and show as skeletons first), every waveform image has loaded and the page's A/B
-player is a new one (Streamlit replaces its frame for each page) that has fetched and decoded
-its sounds.
+player shows the new page (one player frame serves every rating page: its page generation has
+moved on since the submit) and has fetched and decoded its sounds.
+
+Latency as a rater sees it is measured inside the page (:data:`SUBMIT_CLOCK_JS`,
+:data:`RENDERED_AT_JS`): from the submit's click or Enter key event to the first animation frame
+in which the next page is fully rendered, on the page's own clock. The driver's own round trips
+(Playwright's actionability checks and protocol messages) are not part of it.
 
 :class:`RaterDriver` also plays the page's sounds through the player's own buttons until the
 listening rule is met (:meth:`RaterDriver.listen`), answers the headphone check, takes a break
@@ -55,21 +60,40 @@ _RENDERED_JS = """
   const form = document.querySelector('[data-testid="stForm"]');
   if (!form || form.querySelectorAll('[data-testid="stRadioOption"], [data-testid="stSlider"]').length === 0) return false;
   if (form.querySelector('[data-testid="stSkeleton"]')) return false;
-  // The page's player: a new frame (the last page's was marked before the submit), sounds decoded.
+  // The page's player: a new frame, or the kept frame showing a new page (the generation it showed
+  // was marked before the submit), its sounds decoded.
   for (const f of document.querySelectorAll('iframe[src*="sonieval.study.player"]')) {
-    if (f.dataset.soniOld) return false;
     const p = f.contentWindow && f.contentWindow.abPlayer;
-    if (!p || (p.engine === null && !(p.last && p.last.error))) return false;
+    if (!p || (f.dataset.soniOld !== undefined && String(p.generation) === f.dataset.soniOld)) return false;
+    if (p.engine === null && !(p.last && p.last.error)) return false;
   }
   return document.querySelector('[data-testid="stFormSubmitButton"] button') !== null;
 }
 """
+# Installed with ``page.add_init_script``: the page's clock reading at the last submit (a click
+# on the form's submit button, or Enter in the form), in ``window.__soniSubmitAt``.
+SUBMIT_CLOCK_JS = """
+(() => {
+  const mark = () => { window.__soniSubmitAt = performance.now(); };
+  document.addEventListener('click', (e) => {
+    if (e.target && e.target.closest && e.target.closest('[data-testid="stFormSubmitButton"]')) mark(); }, true);
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && e.target && e.target.closest && e.target.closest('[data-testid="stForm"]')) mark(); }, true);
+})();
+"""
+# For wait_for_function (polled on animation frames): false until the page ``want`` is fully
+# rendered, then the milliseconds since the last submit on the page's clock.
+RENDERED_AT_JS = (
+    "(want) => { const ok = (" + _RENDERED_JS.strip() + ")(want); "
+    "return ok ? Math.max(0, performance.now() - (window.__soniSubmitAt || performance.now())) + 1e-6 : false; }"
+)
 _PLAYERS_READY_JS = """
 () => Array.from(document.querySelectorAll('iframe[src*="sonieval.study.player"]')).every((f) => {
   const p = f.contentWindow && f.contentWindow.abPlayer; return p && (p.engine !== null || (p.last && p.last.error)); })
 """
 _MARK_PLAYERS_OLD_JS = """
-() => { for (const f of document.querySelectorAll('iframe[src*="sonieval.study.player"]')) f.dataset.soniOld = '1'; }
+() => { for (const f of document.querySelectorAll('iframe[src*="sonieval.study.player"]')) {
+  const p = f.contentWindow && f.contentWindow.abPlayer; f.dataset.soniOld = String(p ? p.generation : -1); } }
 """
 
 
@@ -104,6 +128,7 @@ class RaterDriver:
         self.page = page
         self.link = link
         self.timeout_ms = timeout_ms
+        page.add_init_script(SUBMIT_CLOCK_JS)  # before the first navigation: open() loads the page
 
     def open(self) -> str:
         """Load the link; returns 'familiarisation', 'page' or 'done'."""
@@ -218,6 +243,17 @@ class RaterDriver:
         want = "done" if page_number is None else f"Page {page_number} of"
         self._wait(_RENDERED_JS, arg=want, timeout=self.timeout_ms)
 
+    def wait_rendered_ms(self, page_number: int | None) -> float:
+        """Wait for page ``page_number`` (None: the thank-you page) fully rendered; returns the
+        milliseconds from the last submit to the first frame that showed it, on the page's clock."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        want = "done" if page_number is None else f"Page {page_number} of"
+        try:
+            return float(self.page.wait_for_function(RENDERED_AT_JS, arg=want, timeout=self.timeout_ms).json_value())
+        except PlaywrightTimeout:
+            raise self._timeout_error() from None
+
     def _wait(self, js: str, **kw) -> None:
         """wait_for_function, with what the page showed when it times out (for diagnosis)."""
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -225,11 +261,14 @@ class RaterDriver:
         try:
             self.page.wait_for_function(js, **kw)
         except PlaywrightTimeout:
-            try:
-                body = self.page.inner_text("body", timeout=2000)[:300].replace("\n", " | ")
-            except Exception:  # noqa: BLE001 - the diagnosis must not hide the timeout
-                body = "<unreadable>"
-            raise TimeoutError(f"page did not reach the expected state; it shows: {body!r}") from None
+            raise self._timeout_error() from None
+
+    def _timeout_error(self) -> TimeoutError:
+        try:
+            body = self.page.inner_text("body", timeout=2000)[:300].replace("\n", " | ")
+        except Exception:  # noqa: BLE001 - the diagnosis must not hide the timeout
+            body = "<unreadable>"
+        return TimeoutError(f"page did not reach the expected state; it shows: {body!r}")
 
     def _target_mark(self, mark: int) -> int:
         alerts = " ".join(self.page.locator('[data-testid="stAlert"]').all_inner_texts())

@@ -5,7 +5,9 @@ so 50 of them on the machine that also serves the study measure the browsers, no
 :class:`ProtocolRater` speaks the app's own websocket protocol instead (the ``BackMsg`` /
 ``ForwardMsg`` protobufs of the installed Streamlit): it opens the link, reads each page the
 server sends (progress line, mark widgets, player, images), fetches the page's media as a
-browser would, waits a think time, then submits the marks, the player's report and the form's
+browser would (each sound once: the player keeps what it decoded, and fetches the next page's
+sounds ahead, so a rater fetches those too), waits a think time, then submits the marks, the
+player's report (stamped with the page it is about, as the player does) and the form's
 submit exactly as the browser sends them (captured from Chromium: a radio's value is its option's
 text, the player's a JSON string, the submit button a trigger). The server cannot tell
 it from a browser, so a crowd of these loads the server as a crowd of raters would; the time a
@@ -38,7 +40,8 @@ class PageView:
     radios: list[tuple[str, list[str]]] = field(default_factory=list)  # (widget id, options)
     players: list[tuple[str, dict]] = field(default_factory=list)  # (widget id, arguments)
     buttons: list[tuple[str, str, bool]] = field(default_factory=list)  # (widget id, label, form submitter)
-    media: list[str] = field(default_factory=list)
+    media: list[str] = field(default_factory=list)  # images
+    sounds: list[str] = field(default_factory=list)  # the players' sounds and the next page's (prefetch)
 
     @property
     def text(self) -> str:
@@ -92,6 +95,7 @@ class ProtocolRater:
         self.timeout = timeout
         self.page_script_hash = ""
         self.out = RaterRun()
+        self.sounds_fetched: set[str] = set()  # the player's decoded sounds: each fetched once
 
     async def run(self) -> RaterRun:
         import websockets
@@ -181,6 +185,7 @@ class ProtocolRater:
                         "playing": False,
                         "selected": labels[-1] if labels else None,
                         "listened_s": {lb: (0.0 if lb == "R" else need) for lb in labels},
+                        "page": args.get("page"),
                         "n_switches": 1,
                         "loop": {"enabled": False, "start_s": 0, "end_s": 0},
                     }
@@ -194,8 +199,12 @@ class ProtocolRater:
         return {view.buttons[0][0]: {"trigger_value": True}}
 
     async def _fetch(self, view: PageView) -> None:
-        """Fetch the page's media (sounds, waveform) as the browser would, in parallel."""
-        if not self.fetch_media or not view.media:
+        """Fetch the page's media as the browser would, in parallel: the images, and the sounds
+        (this page's and the next page's) the player has not fetched before."""
+        sounds = [u for u in view.sounds if u not in self.sounds_fetched]
+        self.sounds_fetched.update(sounds)
+        urls = view.media + list(dict.fromkeys(sounds))
+        if not self.fetch_media or not urls:
             return
         loop = asyncio.get_running_loop()
 
@@ -203,7 +212,7 @@ class ProtocolRater:
             with urllib.request.urlopen(urljoin(self.base + "/", url), timeout=self.timeout) as r:
                 return len(r.read())
 
-        await asyncio.gather(*(loop.run_in_executor(None, get, u) for u in view.media))
+        await asyncio.gather(*(loop.run_in_executor(None, get, u) for u in urls))
 
 
 def _collect(view: PageView, element) -> None:
@@ -220,7 +229,7 @@ def _collect(view: PageView, element) -> None:
     elif kind == "component_instance":
         args = json.loads(part.json_args or "{}")
         view.players.append((part.id, args))
-        view.media += [s["url"] for s in args.get("stimuli", []) if s.get("url")]
+        view.sounds += [s["url"] for s in args.get("stimuli", []) if s.get("url")] + list(args.get("prefetch") or [])
     elif kind == "imgs":
         view.media += [img.url for img in part.imgs]
 

@@ -7,6 +7,7 @@ import contextlib
 import pytest
 from harness.browser import MarkTamperer, RaterDriver, chromium_path, headless_chromium, shows_internals
 from harness.parts import require_part
+from study_helpers import make_folder_study
 
 from sonieval.study import texts
 from sonieval.study.export import ratings_frame
@@ -203,3 +204,52 @@ def test_browser_serves_loudness_aligned_audio_and_a_familiarisation_that_spans_
             assert abs(levels[0][0] - levels[1][0]) < 0.5, levels
             assert max(tp for _, tp in levels) <= CEILING_DBTP + 1e-6
             rater.rate(3)
+
+
+_MEDIA_FETCHES_JS = """() => performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname)
+  .filter((p) => p.includes('/media/'))"""
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_browser_one_player_frame_serves_every_page_and_decodes_the_next_page_ahead(tmp_path):
+    """The rating pages share one player frame (no new frame to load per page) that decodes the next
+    page's sounds while the rater works: the next page's sounds are fetched once, before its submit;
+    the new page starts from zero listening, a submit before listening is refused there (the last
+    page's listening does not count), and the export holds each page's own listening."""
+    study = make_folder_study(
+        tmp_path, min_listen_fraction=1.0, seconds=1.0, familiarisation=False, n_clips=2, n_systems=1
+    )
+    with _served(study, tmp_path) as server, headless_chromium() as browser:
+        page = browser.new_page()
+        rater = RaterDriver(page, rater_link(server.base, study.tokens[0]))
+        assert rater.open() == "page"
+        rater.wait_rendered(1)
+        frame = rater.player_frame()
+        frame.evaluate("() => { window.__keptFrame = true; }")
+        first = frame.evaluate("() => window.abPlayer.args.stimuli.map((s) => s.url)")
+        frame.wait_for_function("() => (window.abPlayer.prefetched || []).length > 0")
+        ahead = frame.evaluate("() => window.abPlayer.prefetched")
+        assert frame.evaluate("() => window.abPlayer.state().page") == "page-0"
+        rater.rate()  # listens to every sound, submits, waits for page 2
+        rater.wait_rendered(2)
+        frame = rater.player_frame()
+        assert frame.evaluate("() => window.__keptFrame === true"), "page 2 got a new player frame"
+        assert frame.evaluate("() => window.abPlayer.generation") == 2
+        second = frame.evaluate("() => window.abPlayer.args.stimuli.map((s) => s.url)")
+        assert set(second) <= set(first) | set(ahead), "page 2 asks for sounds page 1 did not prefetch"
+        fetched = frame.evaluate(_MEDIA_FETCHES_JS)
+        for url in second:
+            assert fetched.count(url) == 1, (url, fetched)  # fetched once, while page 1 was shown
+        state = frame.evaluate("() => window.abPlayer.state()")
+        assert state["page"] == "page-1" and set(state["listened_s"].values()) == {0}
+        rater.choose_and_submit(3)  # at once: page 1's listening must not open page 2's rule
+        rater._wait("() => !!document.querySelector('[data-testid=\"stAlert\"]')", timeout=rater.timeout_ms)
+        body = rater.wait_text("Page 2 of")
+        assert "listen to every sound long enough first" in body
+        rater.rate()  # now listened: stored
+        assert rater.position()[0] == 3
+    df = _marks(study)
+    heard = df.drop_duplicates("position").set_index("position")["listened_s"]
+    assert list(heard.index) == [0, 1]
+    assert (heard >= 1.0).all() and (heard < 1.8).all(), heard  # each page its own ~1 s, none summed

@@ -67,6 +67,22 @@ def test_the_listening_rule_is_recomputed_on_the_server():
     assert empty_state(labels)["min_listen_met"] is True  # no minimum: nothing to wait for
 
 
+def test_a_report_about_another_page_counts_as_nothing_reported():
+    """One player frame serves every page: a report stamped with the last page (the player had not
+    yet reported about this one) must not count for this page's listening rule."""
+    labels, required = ["R", "A"], [False, True]
+    last_page = {"page": "page-0", "ready": True, "listened_s": {"R": 5.0, "A": 5.0}, "n_switches": 3}
+    s = normalise_state(last_page, labels, min_listen_s=5, required=required, page="page-1")
+    assert s["listened_s"] == {"R": 0.0, "A": 0.0} and s["min_listen_met"] is False and s["ready"] is False
+    assert s["n_switches"] == 0 and s["page"] == "page-1"
+    unstamped = {"ready": True, "listened_s": {"A": 5.0}}  # a report without a page is no report about this one
+    assert normalise_state(unstamped, labels, min_listen_s=5, required=required, page="page-1")["remaining_s"] == 5.0
+    own = dict(last_page, page="page-1")
+    s = normalise_state(own, labels, min_listen_s=5, required=required, page="page-1")
+    assert s["min_listen_met"] is True and s["listened_s"]["A"] == 5.0
+    assert normalise_state(last_page, labels, min_listen_s=5, required=required)["min_listen_met"] is True  # no page
+
+
 def test_the_frontend_ships_with_the_package():
     names = {p.name for p in FRONTEND_DIR.iterdir()}
     assert {"index.html", "player.js", "player.css"} <= names

@@ -404,3 +404,23 @@ def test_page_follows_the_page_the_browser_shows(small_study):
     for shown in (None, "1", "5", "-1", "abc", "1e3", "9" * 20, 3.5, True):
         page = s.page(shown)  # the next page, never a page ahead of it
         assert not page.stale and page.step.position == 1, shown
+
+
+def test_the_next_page_names_the_page_after_it_and_its_sounds(small_study):
+    """StepState.following (the player's prefetch hint): the next page still to rate after this one,
+    its sounds the files that page's player will ask for; none after the last page."""
+    store = StudyStore(small_study.url)
+    s = RaterSession(store, small_study.study_id, small_study.tokens[0])
+    seen = 0
+    while not (state := s.next_step()).finished:
+        after = state.following
+        s.show(state)
+        s.submit(state.step.position, {a: (state.trial.expected_mark or 3) for a in state.step.attributes})
+        nxt = s.next_step()
+        if nxt.finished:
+            assert after is None and s.following_sounds(state) == []
+            break
+        assert after is not None and after.position == nxt.step.position
+        assert s.following_sounds(state) == [sound.path for sound in s.sounds(nxt)]
+        seen += 1
+    assert seen == state.total - 1  # every page but the last named the one after it

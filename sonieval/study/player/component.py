@@ -106,10 +106,10 @@ def media_url(path: str | os.PathLike, coordinates: str) -> str:
 
 
 def empty_state(
-    labels: Sequence[str], min_listen_s: float = 0.0, required: Sequence[bool] | None = None
+    labels: Sequence[str], min_listen_s: float = 0.0, required: Sequence[bool] | None = None, page: str | None = None
 ) -> dict[str, Any]:
     """The state before the browser has reported anything."""
-    return normalise_state(None, labels, min_listen_s=min_listen_s, required=required)
+    return normalise_state(None, labels, min_listen_s=min_listen_s, required=required, page=page)
 
 
 def _seconds(x: Any) -> float:
@@ -126,14 +126,23 @@ def listening_shortfall(listened_s: Mapping[str, float], min_listen_s: float, re
 
 
 def normalise_state(
-    raw: Any, labels: Sequence[str], *, min_listen_s: float = 0.0, required: Sequence[bool] | None = None
+    raw: Any,
+    labels: Sequence[str],
+    *,
+    min_listen_s: float = 0.0,
+    required: Sequence[bool] | None = None,
+    page: str | None = None,
 ) -> dict[str, Any]:
     """The player's reported value, reduced to known fields with server-side checks.
 
     ``listened_s`` holds every label (0 when unreported); ``remaining_s`` and ``min_listen_met``
     are recomputed here from ``listened_s`` and ``min_listen_s``, whatever the browser said.
+    With ``page``, a report about another page (the last one a reused player showed) counts as
+    nothing reported yet.
     """
     raw = raw if isinstance(raw, Mapping) else {}
+    if page is not None and raw.get("page") != page:
+        raw = {}
     req = dict(zip(labels, required if required is not None else [True] * len(labels)))
     reported = raw.get("listened_s") if isinstance(raw.get("listened_s"), Mapping) else {}
     listened = {label: round(_seconds(reported.get(label)), 3) for label in labels}
@@ -162,6 +171,7 @@ def normalise_state(
         "last_switch": dict(raw["last_switch"]) if isinstance(raw.get("last_switch"), Mapping) else None,
         "switch_mode": raw.get("switch_mode") if raw.get("switch_mode") in SWITCH_MODES else None,
         "context_time": round(_seconds(raw.get("context_time")), 3),
+        "page": page if page is not None else (str(raw["page"]) if raw.get("page") is not None else None),
     }
 
 
@@ -175,12 +185,20 @@ def ab_player(
     crossfade_ms: float = 5.0,
     report_every_s: float = 1.0,
     initial_listened_s: Mapping[str, float] | None = None,
+    page: str | None = None,
+    prefetch: Sequence[str | os.PathLike] = (),
 ) -> dict[str, Any]:
     """Show the A/B player and return its last reported state (see :func:`normalise_state`).
 
     ``stimuli``: ``[{"label": "Original", "url": ..., "required": False}, {"label": "A", "path": ...}]``
-    (a ``path`` is served through Streamlit's media file manager). ``key`` must be stable for one
-    page and different for the next: a new key gives a fresh player. The browser reports on
+    (a ``path`` is served through Streamlit's media file manager). ``key`` names the player: a new
+    key gives a fresh frame. ``page`` names what the player shows: a player kept under one key
+    across pages (no new frame to load: the next page is ready sooner) gets a new ``page`` with
+    each page, starts afresh (listening time, switches, loop) and stamps its reports with it, so
+    that a report about the last page never counts for this one. ``prefetch`` names the sound
+    files (paths) of the page likely to come next: once this page's sounds are ready the player
+    fetches and decodes them in the background and keeps them, so that page starts without
+    waiting for its audio. The browser reports on
     every action (play, pause, stop, switch, seek, loop), when the minimum listening time is
     reached and, while playing, every ``report_every_s`` seconds (0: events only). Each report
     reruns the script unless the player sits inside an ``st.form`` (then the last state arrives
@@ -197,6 +215,7 @@ def ab_player(
     for i, s in enumerate(items):
         url = s["url"] if "url" in s else media_url(s["path"], f"sonieval.ab_player.{key}.{i}")
         args.append({"label": s["label"], "url": url, "required": s["required"]})
+    ahead = [media_url(path, f"sonieval.ab_player.{key}.next.{i}") for i, path in enumerate(prefetch)]
     initial = {k: _seconds(v) for k, v in (initial_listened_s or {}).items() if k in labels}
     # Declared on every call: the registry lives in the running server, which may not have existed
     # when this module was imported (components are registered only inside a script run).
@@ -209,7 +228,9 @@ def ab_player(
         crossfade_ms=float(crossfade_ms),
         report_every_s=float(report_every_s),
         initial_listened_s=initial,
+        page=page,
+        prefetch=ahead,
         key=key,
         default=None,
     )
-    return normalise_state(raw, labels, min_listen_s=min_listen_s, required=required)
+    return normalise_state(raw, labels, min_listen_s=min_listen_s, required=required, page=page)

@@ -238,6 +238,7 @@
     const left = remaining();
     return {
       v: 1, seq: count === false ? seq : ++seq, event: event, ready: !!engine, error: error,
+      page: args && args.page !== undefined ? args.page : null,
       playing: !!(engine && engine.playing),
       selected: engine ? labels[engine.selected] : (labels[0] || null),
       selected_index: engine ? engine.selected : 0,
@@ -413,17 +414,40 @@
     });
   }
 
+  // Decoded sounds by URL: this page's and the next page's (args.prefetch), fetched once. A URL
+  // names its file by a hash of the bytes, so a cached buffer is the file the page asks for.
+  const decoded = new Map();
+
+  async function fetchDecode(url) {
+    const response = await fetch(url, { credentials: "same-origin" });
+    if (!response.ok) throw new Error("could not load " + url + " (HTTP " + response.status + ")");
+    const data = await response.arrayBuffer();
+    try {
+      return await ctx.decodeAudioData(data);
+    } catch (e) {
+      throw new Error("could not decode " + url + " (" + (e && e.message ? e.message : e) + ")");
+    }
+  }
+
+  function decode(url) {
+    if (!decoded.has(url)) {
+      const pending = fetchDecode(url);
+      pending.catch(() => decoded.delete(url)); // a failure is retried by the next page that asks
+      decoded.set(url, pending);
+    }
+    return decoded.get(url);
+  }
+
   async function decodeAll(urls) {
-    return Promise.all(urls.map(async (url) => {
-      const response = await fetch(url, { credentials: "same-origin" });
-      if (!response.ok) throw new Error("could not load " + url + " (HTTP " + response.status + ")");
-      const data = await response.arrayBuffer();
-      try {
-        return await ctx.decodeAudioData(data);
-      } catch (e) {
-        throw new Error("could not decode " + url + " (" + (e && e.message ? e.message : e) + ")");
-      }
-    }));
+    return Promise.all(urls.map(decode));
+  }
+
+  // Keep what this page and the next need; start decoding the next page's sounds (background).
+  function prefetch(urls) {
+    const keep = new Set(args.stimuli.map((s) => s.url).concat(urls || []));
+    for (const url of Array.from(decoded.keys())) if (!keep.has(url)) decoded.delete(url);
+    for (const url of urls || []) decode(url).catch(() => {});
+    window.abPlayer.prefetched = (urls || []).slice();
   }
 
   function setEnabled(on) {
@@ -436,6 +460,9 @@
     const gen = ++generation;
     if (engine) { engine.pause(); engine.output.disconnect(); }
     engine = null;
+    window.abPlayer.engine = null;
+    window.abPlayer.output = null;
+    window.abPlayer.last = null;
     args = newArgs;
     labels = args.stimuli.map((s) => s.label);
     required = args.stimuli.map((s) => s.required !== false);
@@ -463,6 +490,7 @@
     }
     if (gen !== generation) return;
     engine = new Engine(ctx, buffers, args.switch_mode, args.crossfade_ms / 1000);
+    window.abPlayer.readyGeneration = gen;
     window.abPlayer.engine = engine;
     window.abPlayer.output = engine.output;
     ui.seek.max = engine.duration;
@@ -479,6 +507,7 @@
     render();
     report("ready");
     Streamlit.setHeight(document.documentElement.scrollHeight);
+    prefetch(args.prefetch);
   }
 
   function applyTheme(theme) {
@@ -495,8 +524,11 @@
     applyTheme(data.theme);
     const a = data.args || {};
     // A rerun sends the same arguments again: keep playing. New stimuli: start afresh.
-    const sig = JSON.stringify([a.stimuli, a.switch_mode, a.crossfade_ms, a.min_listen_s, a.loop_region]);
-    if (sig === signature) return;
+    const sig = JSON.stringify([a.stimuli, a.switch_mode, a.crossfade_ms, a.min_listen_s, a.loop_region, a.page]);
+    if (sig === signature) {
+      if (engine) prefetch(a.prefetch);
+      return;
+    }
     signature = sig;
     init(a);
   }
@@ -540,8 +572,10 @@
     if ((e.key === " " || e.key === "Spacebar") && !typing) e.preventDefault();
   });
 
-  window.abPlayer = { get ctx() { return ctx; }, get args() { return args; }, engine: null, output: null, last: null,
-    state: () => state("peek", false) };
+  // generation counts the pages (argument sets) this frame has shown; readyGeneration is the last
+  // one whose sounds are decoded. A test waiting for the next page in a kept frame compares them.
+  window.abPlayer = { get ctx() { return ctx; }, get args() { return args; }, get generation() { return generation; },
+    readyGeneration: 0, engine: null, output: null, last: null, state: () => state("peek", false) };
   window.addEventListener("message", (ev) => {
     if (ev.source !== window.parent || !ev.data || ev.data.type !== "streamlit:render") return;
     onRender(ev.data);
