@@ -9,6 +9,8 @@ examples, then the rating pages, split into sessions with a break between them w
 says so, and at the end the thank-you page with the completion code and the platform's return
 address. Every rating page holds the A/B player (:mod:`sonieval.study.player`) *inside* the
 page's form, so the listening time it measured arrives with the submit (no rerun per report).
+One player frame serves all rating pages (one widget key); each page gives it a page id, the
+next page's sound files to decode ahead, and reads back only reports stamped with that id.
 
 Three things keep a rater's intent from being lost or turned into a traceback:
 

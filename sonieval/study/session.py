@@ -131,7 +131,7 @@ class RaterSession:
     def show(self, state: StepState) -> float:
         """Record that the page is on screen (starts the listening gate); returns the first-shown time."""
         assert state.step is not None
-        return self.store.mark_shown(self.rater, state.step.position)
+        return self.store.mark_shown(self.rater, state.step.position, known=state.shown_at)
 
     def files(self, state: StepState) -> PageFiles:
         assert state.trial is not None

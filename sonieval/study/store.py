@@ -1015,11 +1015,14 @@ class StudyStore:
             return self.step_state(rater, step, shown_at, done, len(steps), following=following)
         return StepState(None, None, done, len(steps))
 
-    def mark_shown(self, rater: Rater, position: int) -> float:
+    def mark_shown(self, rater: Rater, position: int, known: float | None = None) -> float:
         """Record when a page was first shown (kept across reloads); returns that time.
 
         Read first: a page shown before needs no write (on SQLite every UPDATE takes the database's
-        write lock, even one that changes no row, and a crowd reloads pages all the time)."""
+        write lock, even one that changes no row, and a crowd reloads pages all the time).
+        ``known``: the time the caller already read with the plan (no read needed)."""
+        if known is not None:
+            return float(known)
         key = (plan.c.study_id == rater.study_id, plan.c.rater_id == rater.rater_id, plan.c.position == position)
         with self.engine.connect() as conn:
             shown = conn.execute(select(plan.c.shown_at).where(*key)).scalar()

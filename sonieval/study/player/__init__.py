@@ -7,11 +7,14 @@ stimulus up front; switching crossfades (5 ms) between gain nodes of sources sta
 so the new stimulus continues at the same playhead; a region can be looped; keys: Space,
 1–9 (or a stimulus's one-letter label), L, S, [ ], arrows. It reports play state, playhead and
 the listening time of each stimulus (audio-clock time actually played, not time on the page)
-and shows a countdown until the minimum listening time is reached.
+and shows a countdown until the minimum listening time is reached. One frame can serve many
+pages (one ``key``, a new ``page`` each time: no frame to load, and the sounds named in
+``prefetch`` already decoded); its reports carry the page they are about.
 
     from sonieval.study.player import ab_player
     state = ab_player([{"label": "Original", "path": orig, "required": False},
-                       {"label": "A", "path": stim}], key=f"player-{trial_id}", min_listen_s=5)
+                       {"label": "A", "path": stim}], key="player", page=trial_id, min_listen_s=5,
+                      prefetch=[next_orig, next_stim])
     state["listened_s"], state["min_listen_met"]
 """
 
