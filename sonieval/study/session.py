@@ -43,7 +43,7 @@ from typing import Any
 import pandas as pd
 
 from sonieval.study import texts
-from sonieval.study.design import page_labels
+from sonieval.study.design import PlanStep, Trial, page_labels
 from sonieval.study.stimuli import AUDIO_SUBDIR, WAVEFORM_SUBDIR, study_file
 from sonieval.study.store import (
     EnrolmentRefused,
@@ -151,13 +151,7 @@ class RaterSession:
     def sounds(self, state: StepState) -> list[PageSound]:
         """The player's sounds: R (the original, not required), then the page's stimuli in order."""
         assert state.step is not None and state.trial is not None
-        info = self.info
-        by_id = {t.trial_id: t for t in state.trials}
-        out = []
-        for label, tid in page_labels(state.step):
-            name = state.trial.original_file if tid is None else by_id[tid].stimulus_file
-            out.append(PageSound(label, study_file(info.study_dir, name), tid, tid is not None))
-        return out
+        return self._page_sounds(state.step, {t.trial_id: t for t in state.trials})
 
     def following_sounds(self, state: StepState) -> list[Path]:
         """The sound files of the page after this one when it has a player (the player fetches and
@@ -166,10 +160,15 @@ class RaterSession:
         step = state.following
         if step is None or "audio" not in step.attributes:
             return []
-        trials = self.store.trials(self.study_id)
-        first = trials[step.trial_ids[0]]
-        names = [first.original_file if tid is None else trials[tid].stimulus_file for _, tid in page_labels(step)]
-        return [study_file(self.info.study_dir, name) for name in names]
+        return [sound.path for sound in self._page_sounds(step, self.store.trials(self.study_id))]
+
+    def _page_sounds(self, step: PlanStep, trials: Mapping[str, Trial]) -> list[PageSound]:
+        original = trials[step.trial_ids[0]].original_file
+        out = []
+        for label, tid in page_labels(step):
+            name = original if tid is None else trials[tid].stimulus_file
+            out.append(PageSound(label, study_file(self.info.study_dir, name), tid, tid is not None))
+        return out
 
     def min_listen_s(self, state: StepState) -> float:
         """Seconds each stimulus must be played before an audio mark (the player's countdown): the

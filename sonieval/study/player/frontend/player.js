@@ -490,7 +490,6 @@
     }
     if (gen !== generation) return;
     engine = new Engine(ctx, buffers, args.switch_mode, args.crossfade_ms / 1000);
-    window.abPlayer.readyGeneration = gen;
     window.abPlayer.engine = engine;
     window.abPlayer.output = engine.output;
     ui.seek.max = engine.duration;
@@ -572,10 +571,10 @@
     if ((e.key === " " || e.key === "Spacebar") && !typing) e.preventDefault();
   });
 
-  // generation counts the pages (argument sets) this frame has shown; readyGeneration is the last
-  // one whose sounds are decoded. A test waiting for the next page in a kept frame compares them.
+  // generation counts the pages (argument sets) this frame has shown; engine is null until the
+  // current one's sounds are decoded. A test waiting for the next page in a kept frame reads both.
   window.abPlayer = { get ctx() { return ctx; }, get args() { return args; }, get generation() { return generation; },
-    readyGeneration: 0, engine: null, output: null, last: null, state: () => state("peek", false) };
+    engine: null, output: null, last: null, state: () => state("peek", false) };
   window.addEventListener("message", (ev) => {
     if (ev.source !== window.parent || !ev.data || ev.data.type !== "streamlit:render") return;
     onRender(ev.data);
