@@ -266,20 +266,13 @@ def crowd_latency(
 
 
 def exactly_once(storage: str, study_id: str) -> tuple[int, int, int]:
-    """(marks stored, distinct (rater, trial, attribute), marks planned)."""
-    from sqlalchemy import text
+    """(marks stored, distinct (rater, trial, attribute), marks planned: two per page in joint mode)."""
+    from harness.loadtest import mark_counts
 
     store = StudyStore(storage)
-    with store.engine.connect() as conn:
-        total, distinct = conn.execute(
-            text(
-                "SELECT count(*), count(DISTINCT rater_id || '/' || trial_id || '/' || attribute) FROM ratings WHERE study_id = :s"
-            ),
-            {"s": study_id},
-        ).one()
-        planned = conn.execute(text("SELECT count(*) FROM plan WHERE study_id = :s"), {"s": study_id}).scalar()
+    total, distinct, pages = mark_counts(store, study_id)
     store.close()
-    return int(total), int(distinct), int(planned) * 2
+    return total, distinct, pages * 2
 
 
 N_BROWSERS = 5

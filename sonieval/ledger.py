@@ -215,27 +215,30 @@ class RunLedger:
                 continue
             self.record(stage, item.key, "running", system_id=item.system_id, inputs=item.inputs)
             try:
-                outcome = fn(item) or ItemOutcome()
+                outcome: ItemOutcome | str = fn(item) or ItemOutcome()
             except KeyboardInterrupt:
                 raise
             except SonievalError as exc:
-                self.record(stage, item.key, "failed", system_id=item.system_id, inputs=item.inputs, error=str(exc))
-                result.failed[item.key] = str(exc)
-                continue
+                outcome = str(exc)
             except Exception as exc:  # noqa: BLE001 - recorded, batch continues
-                msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                self.record(stage, item.key, "failed", system_id=item.system_id, inputs=item.inputs, error=msg)
-                result.failed[item.key] = msg
-                continue
-            self.record(
-                stage,
-                item.key,
-                "done",
-                system_id=item.system_id,
-                inputs=item.inputs,
-                path=outcome.path,
-                sha256=outcome.sha256,
-                extra=outcome.extra,
-            )
-            result.done.append(item.key)
+                outcome = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.settle(stage, item, outcome, result)
         return result
+
+    def settle(self, stage: str, item: LedgerItem, outcome: ItemOutcome | str, result: BatchResult) -> None:
+        """Record one item's outcome (an :class:`ItemOutcome`, or its one-line error) and add it to ``result``."""
+        if isinstance(outcome, str):
+            self.record(stage, item.key, "failed", system_id=item.system_id, inputs=item.inputs, error=outcome)
+            result.failed[item.key] = outcome
+            return
+        self.record(
+            stage,
+            item.key,
+            "done",
+            system_id=item.system_id,
+            inputs=item.inputs,
+            path=outcome.path,
+            sha256=outcome.sha256,
+            extra=outcome.extra,
+        )
+        result.done.append(item.key)

@@ -392,28 +392,10 @@ def run_tasks(
                 if isinstance(answer, dict)
                 else item_error(answer)
             )
-            _record(manifest, stage, it, got, result)
+            manifest.settle(stage, it, got, result)
         bar.update(len(task.items))
     bar.close()
     return result
-
-
-def _record(manifest: RunLedger, stage: str, item: LedgerItem, got: ItemOutcome | str, result: BatchResult) -> None:
-    if isinstance(got, str):
-        manifest.record(stage, item.key, "failed", system_id=item.system_id, inputs=item.inputs, error=got)
-        result.failed[item.key] = got
-        return
-    manifest.record(
-        stage,
-        item.key,
-        "done",
-        system_id=item.system_id,
-        inputs=item.inputs,
-        path=got.path,
-        sha256=got.sha256,
-        extra=got.extra,
-    )
-    result.done.append(item.key)
 
 
 def run_items(

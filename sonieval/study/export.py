@@ -202,6 +202,15 @@ def write_ratings(store: StudyStore, study_id: str, out_dir: str | os.PathLike) 
     return csv, parquet, len(df)
 
 
+# what a crowd rater's enrolment recorded (platform ids from the link; never in the ratings table)
+ENROLMENT_COLUMNS = (
+    "platform",
+    "participant_id",
+    "platform_study_id",
+    "platform_session_id",
+    "assignment_id",
+    "hit_id",
+)
 RATER_COLUMNS = [
     "rater_id",
     "status",
@@ -217,12 +226,7 @@ RATER_COLUMNS = [
     "invited_at",
     "last_submitted_at",
     "block_order",
-    "platform",
-    "participant_id",
-    "platform_study_id",
-    "platform_session_id",
-    "assignment_id",
-    "hit_id",
+    *ENROLMENT_COLUMNS,
     "enrolled_at",
 ]
 
@@ -264,19 +268,7 @@ def progress_per_rater(store: StudyStore, study_id: str, *, now: float | None = 
         row["status"] = rater_status(info, row, mine_sess, mine_log, check, now)
         if rid in enrolled.index:
             e = enrolled.loc[rid]
-            row.update(
-                {
-                    k: e[k]
-                    for k in (
-                        "platform",
-                        "participant_id",
-                        "platform_study_id",
-                        "platform_session_id",
-                        "assignment_id",
-                        "hit_id",
-                    )
-                }
-            )
+            row.update({k: e[k] for k in ENROLMENT_COLUMNS})
             row["enrolled_at"] = _utc(pd.Series([e["enrolled_at"]]))[0]
         rows.append(row)
     out = pd.DataFrame(rows, columns=RATER_COLUMNS)

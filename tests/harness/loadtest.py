@@ -252,4 +252,20 @@ async def run_crowd(
     return list(await asyncio.gather(*(one(i, q) for i, q in enumerate(queries))))
 
 
-__all__ = ["ProtocolRater", "PageView", "RaterRun", "run_crowd"]
+def mark_counts(store, study_id: str) -> tuple[int, int, int]:
+    """(marks stored, distinct (rater, trial, attribute), pages planned) of a study: after a load
+    test every mark is stored exactly once when the first two equal the pages times the attributes."""
+    from sqlalchemy import text
+
+    with store.engine.connect() as conn:
+        total, distinct = conn.execute(
+            text(
+                "SELECT count(*), count(DISTINCT rater_id || '/' || trial_id || '/' || attribute) FROM ratings WHERE study_id = :s"
+            ),
+            {"s": study_id},
+        ).one()
+        planned = conn.execute(text("SELECT count(*) FROM plan WHERE study_id = :s"), {"s": study_id}).scalar()
+    return int(total), int(distinct), int(planned)
+
+
+__all__ = ["ProtocolRater", "PageView", "RaterRun", "mark_counts", "run_crowd"]

@@ -6,6 +6,7 @@ import threading
 import uuid
 
 import pytest
+from harness.loadtest import mark_counts
 from sqlalchemy import text
 from study_helpers import make_folder_study
 
@@ -42,15 +43,8 @@ def _hammer(store: StudyStore, study_id: str, tokens: list[str]) -> list[BaseExc
 
 
 def _check_exactly_once(store: StudyStore, study_id: str) -> None:
-    with store.engine.connect() as conn:
-        total, distinct = conn.execute(
-            text(
-                "SELECT count(*), count(DISTINCT rater_id || '/' || trial_id || '/' || attribute) FROM ratings WHERE study_id = :s"
-            ),
-            {"s": study_id},
-        ).one()
-        planned = conn.execute(text("SELECT count(*) FROM plan WHERE study_id = :s"), {"s": study_id}).scalar()
-    assert total == distinct == planned * 2  # joint mode: two attributes per page
+    total, distinct, pages = mark_counts(store, study_id)
+    assert total == distinct == pages * 2  # joint mode: two attributes per page
 
 
 @pytest.mark.postgres
