@@ -203,16 +203,37 @@ def to_float32_audio(samples: np.ndarray, *, what: str = "audio") -> np.ndarray:
 def write_wav(
     path: str | os.PathLike, samples: np.ndarray, sample_rate: int, subtype: Literal["PCM_16", "FLOAT"] = "PCM_16"
 ) -> Path:
-    """Write mono audio as WAV, atomically. PCM_16 clips to [-1, 1] (say so by choosing FLOAT)."""
-    import soundfile as sf
+    """Write mono audio as WAV, atomically. PCM_16 clips to [-1, 1] (say so by choosing FLOAT).
 
+    The bytes depend on the samples alone: no ``PEAK`` chunk, no time of writing."""
     x = to_float32_audio(samples, what=f"audio for {path}")
     if subtype == "PCM_16":
         x = np.clip(x, -1.0, 1.0)
     path = Path(path)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), x, int(sample_rate), subtype=subtype, format="WAV")
+        _write_without_peak_chunk(tmp, x, sample_rate, subtype)
     return path
+
+
+# libsndfile's sf_command code that switches the PEAK chunk off (sndfile.h, SFC_SET_ADD_PEAK_CHUNK).
+_SFC_SET_ADD_PEAK_CHUNK = 0x1050
+
+
+def _write_without_peak_chunk(path: Path, x: np.ndarray, sample_rate: int, subtype: str) -> None:
+    """Write a WAV whose bytes depend on the samples alone.
+
+    By default libsndfile puts a ``PEAK`` chunk into float WAV headers: the peak value and the time
+    of writing. The time makes two writes of the same samples differ byte for byte (so no sha256
+    is reproducible), and the peak value tells a listener's browser which stimulus is which. With
+    the chunk switched off libsndfile writes a zero-filled ``PAD`` chunk in its place.
+    """
+    import soundfile as sf
+
+    channels = 1 if x.ndim == 1 else x.shape[1]
+    with sf.SoundFile(str(path), "w", int(sample_rate), channels, subtype=subtype, format="WAV") as f:
+        f._check_if_closed()
+        sf._snd.sf_command(f._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)  # SF_FALSE: no PEAK chunk
+        f.write(x)
 
 
 def write_stereo_wav(
@@ -223,8 +244,6 @@ def write_stereo_wav(
     subtype: Literal["PCM_16", "FLOAT"] = "PCM_16",
 ) -> Path:
     """Write two equal-length channels as a stereo WAV, atomically (dichotic stimuli, e.g. headphone checks)."""
-    import soundfile as sf
-
     chans = [to_float32_audio(c, what=f"{side} channel for {path}") for side, c in (("left", left), ("right", right))]
     if len(chans[0]) != len(chans[1]):
         raise AudioError(
@@ -237,5 +256,5 @@ def write_stereo_wav(
         x = np.round(np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
     path = Path(path)
     with atomic_path(path) as tmp:
-        sf.write(str(tmp), x, int(sample_rate), subtype=subtype, format="WAV")
+        _write_without_peak_chunk(tmp, x, sample_rate, subtype)
     return path

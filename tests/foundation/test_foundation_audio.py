@@ -89,18 +89,18 @@ def test_write_wav_is_atomic(tmp_path, monkeypatch):
     write_wav(target, np.full(1000, 0.25, dtype=np.float32), CODEC_RATE)
     before = target.read_bytes()
 
-    real_write = sf.write
+    real_write = sf.SoundFile.write
 
-    def dying_write(file, data, *args, **kwargs):  # writes half a file, then the process "dies"
-        real_write(file, data[: len(data) // 2], *args, **kwargs)
+    def dying_write(self, data):  # writes half a file, then the process "dies"
+        real_write(self, data[: len(data) // 2])
         raise OSError("disk full")
 
-    monkeypatch.setattr(sf, "write", dying_write)
+    monkeypatch.setattr(sf.SoundFile, "write", dying_write)
     with pytest.raises(OSError, match="disk full"):
         write_wav(target, np.full(5000, 0.5, dtype=np.float32), CODEC_RATE)
     assert target.read_bytes() == before  # the old file is untouched
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]  # no partial temp file left
-    monkeypatch.setattr(sf, "write", real_write)
+    monkeypatch.setattr(sf.SoundFile, "write", real_write)
     write_wav(target, np.full(5000, 0.5, dtype=np.float32), CODEC_RATE)
     assert sf.info(str(target)).frames == 5000
 
@@ -119,3 +119,22 @@ def test_too_short_fragment_is_refused(tmp_path):
     with pytest.raises(AudioError, match="too short to be a clip"):
         load_clip(path, CODEC_RATE)
     assert audio.MIN_SECONDS > 100 / CODEC_RATE
+
+
+def test_written_bytes_depend_on_the_samples_alone(tmp_path):
+    """No PEAK chunk (peak value + time of writing): two writes a second apart are byte-identical,
+    and a float WAV's header does not reveal its peak."""
+    import time
+
+    x = (0.25 * np.sin(np.linspace(0, 300, 4410))).astype(np.float32)
+    for subtype in ("FLOAT", "PCM_16"):
+        first = write_wav(tmp_path / f"a_{subtype}.wav", x, CODEC_RATE, subtype=subtype).read_bytes()
+        time.sleep(1.1)  # libsndfile's PEAK chunk would carry the second of writing
+        second = write_wav(tmp_path / f"b_{subtype}.wav", x, CODEC_RATE, subtype=subtype).read_bytes()
+        assert first == second and b"PEAK" not in first
+        y, _, _ = read_audio(tmp_path / f"a_{subtype}.wav")
+        assert np.allclose(y, x, atol=1 / 32768 + 1e-6)
+    left = write_wav(tmp_path / "loud.wav", 3 * x, CODEC_RATE, subtype="FLOAT").read_bytes()
+    quiet = write_wav(tmp_path / "quiet.wav", x, CODEC_RATE, subtype="FLOAT").read_bytes()
+    data = left.index(b"data")
+    assert left[:data] == quiet[:data]  # the header says nothing about the level
