@@ -173,7 +173,7 @@ def mixed_model(
     if fit.boundary[1]:
         notes.append("clip variance estimated at 0 (boundary fit): clips do not differ beyond noise")
     if not fit.converged:
-        notes.append(f"optimiser did not report convergence: {fit.message}")
+        notes.append(fit.message)
     if not fit.information_ok:
         notes.append("REML information matrix singular: df are the residual df (n − p), not Satterthwaite's")
     info["note"] = "; ".join(notes)

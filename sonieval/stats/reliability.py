@@ -296,7 +296,7 @@ def icc_variance_components(part: pd.DataFrame, *, n_draws: int = 4000, seed: in
             lo, hi = np.nanquantile(values, [alpha, 1 - alpha])
             out[f"{form}_ci95"] = [float(lo), float(hi)]
     if not fit.converged:
-        notes.append(f"optimiser: {fit.message}")
+        notes.append(fit.message)
     out["note"] = "; ".join(notes)
     return out
 

@@ -74,6 +74,34 @@ def test_penicillin_matches_the_published_lme4_fit():
         assert got == pytest.approx(printed, rel=1e-4)
         assert got == pytest.approx(six, rel=1e-5)
     assert fit.theta_a == pytest.approx(1.5397, rel=1e-4) and fit.theta_b == pytest.approx(3.5125, rel=1e-4)
+    assert fit.message.startswith("converged: projected gradient") and fit.projected_gradient < 1e-9
+
+
+def test_a_fit_that_stops_short_is_not_converged_and_says_why():
+    fit = _penicillin_fit(max_iterations=1)
+    assert not fit.converged and fit.projected_gradient > 1e-6
+    assert fit.message.startswith("not converged: the REML criterion still falls")
+    assert "stopped after 1 iterations" in fit.message and "\n" not in fit.message
+
+
+def test_the_report_of_the_penicillin_fit_says_converged():
+    """The report's mixed model (mark ~ 0 + system + (1|rater) + (1|clip)) on Penicillin as a study:
+    plates as raters, samples as clips, one system."""
+    from sonieval.stats.models import mixed_model
+
+    part = pd.DataFrame(
+        {
+            "mark": PENICILLIN.ravel(),
+            "system_id": "penicillin",
+            "rater_id": [f"plate{i:02d}" for i in np.repeat(np.arange(24), 6)],
+            "clip_id": [f"sample{j}" for j in np.tile(np.arange(6), 24)],
+        }
+    )
+    table, info, fit = mixed_model(part)
+    assert info["converged"] and "converged" not in info["note"]
+    assert info["rater_variance"] == pytest.approx(0.716908, rel=1e-5)
+    assert info["clip_variance"] == pytest.approx(3.73092, rel=1e-5)
+    assert table["estimate"].iloc[0] == pytest.approx(22.9722, rel=1e-5)
 
 
 def _incomplete(seed=3, n_raters=24, n_clips=16, p=4, share=0.3):
