@@ -87,9 +87,9 @@ def full_size(name: str):
     """The published architecture with random weights, loaded for every layer."""
     import transformers
 
-    from sonieval.models.encoders import ENCODERS
+    from sonieval.models.encoders import encoder_class
 
-    cls = ENCODERS[name]
+    cls = encoder_class(name)
     config_cls = {
         "ast": "ASTConfig",
         "hubert": "HubertConfig",
@@ -258,7 +258,8 @@ def measure_prepare(names: list[str], n_clips: int, repeats: int) -> float:
 def main() -> int:
     import transformers
 
-    from sonieval.models.encoders import ENCODERS
+    from sonieval.models.catalogue import encoder_names
+    from sonieval.models.encoders import TransformersEncoder, encoder_class
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=2)
@@ -286,7 +287,8 @@ def main() -> int:
         f"{'ratio CPU':>10}{'loop':>7}{'blocks run':>12}  clips"
     )
     worst = 0.0
-    runs = [(name, "small", small) for name in sorted(ENCODERS)] + [(name, "full", full_size) for name in full]
+    transformers_encoders = [n for n in encoder_names() if issubclass(encoder_class(n), TransformersEncoder)]
+    runs = [(name, "small", small) for name in transformers_encoders] + [(name, "full", full_size) for name in full]
     for name, size, build in runs:
         encoder = build(name)
         # small models are quick: more repeats; the per-layer loop only for them (at full size it costs ~L/2 forwards)

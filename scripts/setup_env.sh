@@ -26,6 +26,6 @@ $PIP install -q --no-deps -r requirements/nodeps.txt
 # which is all descript-audio-codec needs (we read and write audio with soundfile).
 rm -f "$VENV"/lib/python3*/site-packages/torchaudio/lib/*.so
 $PIP install -q --no-deps -e .
-"$VENV/bin/python" -c "import sonieval, dac, kadtk" >/dev/null 2>&1 || { echo "setup: import check failed" >&2; "$VENV/bin/python" -c "import sonieval, dac, kadtk"; exit 1; }
+"$VENV/bin/python" -c "import sonieval, dac, kadtk, torchcrepe" >/dev/null 2>&1 || { echo "setup: import check failed" >&2; "$VENV/bin/python" -c "import sonieval, dac, kadtk, torchcrepe"; exit 1; }
 echo "$want" > "$STAMP"
 echo "environment ready: .venv"

@@ -24,6 +24,8 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "audiotools": "sonify",
     "torchaudio": "sonify",
     "tensorboard": "sonify",
+    "torchcrepe": "sonify",
+    "resampy": "sonify",
     "streamlit": "study",
     "sqlalchemy": "study",
     "psycopg": "study",

@@ -13,13 +13,23 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sonieval.errors import ProtocolError
+from sonieval.measures import item_measure_names, measure_names
 
 GATE_VARIANTS = (
     "LIN",
@@ -34,7 +44,10 @@ GATE_VARIANTS = (
     "LIN-D",
     "LIN-R",
     "LIN-C",
+    "RIDGE",  # not the reference work's: the closed-form least-squares reference (sonieval.models.gates.RIDGE)
 )
+# Gate variants fitted in closed form (no learning rate, no epochs: system lr0.0/e0), with grid alignments only.
+CLOSED_FORM_VARIANTS = ("RIDGE",)
 Alignment = Literal["reshape", "transpose", "grid", "grid-pool"]
 ModelSize = Literal["full", "small"]
 # Post-processing names; a chain is written with "+" (e.g. "minmax+squared"); "threshold10"
@@ -87,14 +100,39 @@ class DataSpec(_Model):
         return v
 
 
+PLUGIN_ENCODER = "plugin"  # encoders[i].name of a plug-in (sonieval.models.plugins)
+TWIN_SUFFIX = ".twin"  # a twin's encoder name in system ids: ENCODER.twin (sonieval.tables.EncoderSlot)
+_PLAIN_WORD = re.compile(r"^[A-Za-z0-9_-]+$")  # an encoder name in system ids; a model written as a size word
+_CALLABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class EncoderSpec(_Model):
-    name: str  # registry name: "ast", "hubert", ...
-    model: str | None = None  # hub id or local directory; None = the registry's default hub id
+    name: str  # registry name: "ast", "hubert", "crepe", ..., or "plugin" (sonieval.models.catalogue)
+    # hub id or local directory; None = the registry's default hub id; crepe: "tiny" or "full"
+    model: str | None = None
     size: ModelSize = "full"  # "small": randomly initialised small version of the architecture
     finetuned: str | None = None  # local directory of a fine-tuned checkpoint (sonieval finetune)
     # "input" (the cut before the transformer), block k (1-based), a list of those, or "all"
     # (sonieval.models.layers); whether the encoder has block k is checked when it is loaded.
     layer: str | int | list[str | int] = "input"
+    # The encoder's name in system ids and tables (default: `name`; `name-MODEL` when model is a plain
+    # word such as crepe's tiny/full; a plug-in's function name). No two entries may share one.
+    id: str | None = None
+    # "random": the same architecture with randomly initialised weights (drawn with `seed`) instead of the
+    # published ones: an encoder of its own (not a control; see twin).
+    weights: Literal["pretrained", "random"] = "pretrained"
+    # Also sonify this encoder's random twin (the same architecture, weights: random, drawn with `seed`) as
+    # a control: system ids ENCODER.twin[.layer<k>]/..., control column "twin" (sonieval.tables).
+    twin: bool = False
+    seed: int = 0  # seed of random weights (weights: random, the twin, size: small)
+    # Seconds between embedding frames, for encoders whose frames are read at chosen times (crepe);
+    # default: the codec's frame hop (512/44100 s). Other encoders have a fixed frame rate.
+    hop: float | None = Field(None, gt=0, le=1)
+    # name: plugin: "module:function" that returns your encoder (docs/extending.md), called with `options`
+    callable: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    _is_twin: bool = PrivateAttr(False)  # set on the copy twin_spec() makes, never read from YAML
 
     @field_validator("layer", mode="before")
     @classmethod
@@ -119,6 +157,57 @@ class EncoderSpec(_Model):
         if len(items) != len({str(i) for i in items}):
             raise ValueError(f"a layer is listed twice in {v!r}")
         return v
+
+    @field_validator("id")
+    @classmethod
+    def _id_form(cls, v: str | None) -> str | None:
+        if v is not None and (not _PLAIN_WORD.match(v) or v == "codec"):
+            raise ValueError("an encoder id is letters, digits, '-' and '_' (it names systems), and not 'codec'")
+        return v
+
+    @field_validator("callable")
+    @classmethod
+    def _callable_form(cls, v: str | None) -> str | None:
+        if v is not None and not _CALLABLE.match(v):
+            raise ValueError("write the plug-in as 'module:function', e.g. 'mypkg.encoders:make_encoder'")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EncoderSpec:
+        plugin = self.name == PLUGIN_ENCODER
+        if plugin and self.callable is None:
+            raise ValueError("a plug-in encoder needs callable: 'module:function' (docs/extending.md)")
+        if not plugin and (self.callable is not None or self.options):
+            raise ValueError("callable and options belong to a plug-in encoder (name: plugin)")
+        if plugin and (self.model or self.finetuned or self.size != "full" or self.hop is not None):
+            raise ValueError("a plug-in encoder takes callable and options only (no model, size, finetuned or hop)")
+        if self.twin and (self.weights == "random" or self.size == "small" or plugin):
+            what = "a plug-in" if plugin else "this entry is already random (size: small or weights: random)"
+            raise ValueError(f"twin: the random twin is a control for a pretrained encoder; {what}")
+        return self
+
+    @property
+    def is_twin(self) -> bool:
+        """Whether this is the random twin of a protocol entry (made by :meth:`twin_spec`)."""
+        return self._is_twin
+
+    @property
+    def system_name(self) -> str:
+        """The encoder's name in system ids and tables: ``id``, else derived (see ``id``); ``.twin`` appended
+        for a twin (e.g. ``crepe-tiny``, ``crepe-tiny.twin``, ``hubert``)."""
+        base = self.id
+        if base is None and self.callable:
+            base = self.callable.rsplit(":", 1)[1]
+        if base is None:
+            plain = self.model is not None and _PLAIN_WORD.match(self.model)
+            base = f"{self.name}-{self.model}" if plain else self.name
+        return base + TWIN_SUFFIX if self._is_twin else base
+
+    def twin_spec(self) -> EncoderSpec:
+        """This encoder's random twin: the same entry with ``weights: random``, named ``<system_name>.twin``."""
+        twin = self.model_copy(update={"weights": "random", "twin": False})
+        twin._is_twin = True
+        return twin
 
 
 class CodecSpec(_Model):
@@ -171,6 +260,17 @@ class GatesSpec(_Model):
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ValueError(f"unknown gate variant {name!r}{hint}; allowed: {', '.join(GATE_VARIANTS)}")
         return v
+
+    @model_validator(mode="after")
+    def _closed_form_needs_grid(self) -> GatesSpec:
+        closed = [v for v in self.variants if v in CLOSED_FORM_VARIANTS]
+        if closed and not any(a in ("grid", "grid-pool") for a in self.alignments):
+            raise ValueError(
+                f"{closed[0]} maps each latent frame from the embedding at that frame's time, so it needs "
+                f"alignment grid or grid-pool (alignments here: {', '.join(self.alignments)}); add grid to "
+                "gates.alignments (it then runs with the grid alignments only)"
+            )
+        return self
 
 
 class AugmentationSpec(_Model):
@@ -246,9 +346,13 @@ class SonifySpec(_Model):
         return [validate_postprocess(p) for p in v]
 
 
+# The set and per-item measures a protocol may name: the measure catalogue's (sonieval.measures).
+SetMeasure = Literal[measure_names("set")]
+
+
 class MetricsSpec(_Model):
     embeddings: list[str] = Field(default_factory=lambda: ["logmel"])
-    metrics: list[Literal["kad", "fad"]] = Field(default_factory=lambda: ["kad", "fad"])
+    metrics: list[SetMeasure] = Field(default_factory=lambda: ["kad", "fad"])
     # Which clips form the reference set: ESC-50 split name(s), or a folder of audio.
     reference_set: str = "test"
     # at most this many clips of the reference split(s), a seeded subset (the protocol's seed): KAD's cost
@@ -260,6 +364,19 @@ class MetricsSpec(_Model):
     item_metrics: list[str] = Field(
         default_factory=lambda: ["frame_kad", "embedding_cosine", "logmel_l1", "mrstft", "envelope_correlation"]
     )
+
+    @field_validator("item_metrics")
+    @classmethod
+    def _known_item_metrics(cls, v: list[str]) -> list[str]:
+        allowed = item_measure_names()  # read at validation: measures registered since import count
+        for name in v:
+            if name not in allowed:
+                close = difflib.get_close_matches(name, allowed, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"unknown per-item measure {name!r}; {hint}allowed: {', '.join(allowed)}")
+        if len(set(v)) != len(v):
+            raise ValueError("a per-item measure is listed twice")
+        return v
 
 
 class AnchorSpec(_Model):
@@ -289,6 +406,10 @@ class EnrolmentSpec(_Model):
     # Where a finished rater is sent, e.g. https://app.prolific.com/submissions/complete?cc={code}
     completion_url: str | None = Field(None, pattern=r"^https?://")
     screened_out_code: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")  # shown when a check stops a rater
+    trusted_proxy_hops: int = Field(1, ge=1, le=10)  # proxies that each append to X-Forwarded-For
+    per_rater_codes: bool = False  # each rater their own completion code (listed in raters.csv)
+    reenrol_block_hours: float = Field(24.0, ge=0)  # after a screen-out: same browser/address refused
+    release_after_minutes: float | None = Field(60.0, gt=0)  # an inactive unfinished rater frees a place
 
 
 class HeadphoneSpec(_Model):
@@ -327,6 +448,7 @@ class StudySpec(_Model):
     min_listen_fraction: float = Field(1.0, ge=0, le=2)
     loudness_lufs: float = Field(-26.0, ge=-70, le=0)  # every file aligned to this (ITU-R BS.1770)
     true_peak_dbtp: float = Field(-1.0, ge=-20, le=0)  # under this true-peak ceiling
+    sample_rate: int | None = Field(None, ge=8000, le=192000)  # every study file's rate; None: the originals'
     sessions: SessionsSpec = SessionsSpec()
     enrolment: EnrolmentSpec = EnrolmentSpec()
     headphone_check: HeadphoneSpec = HeadphoneSpec()
@@ -393,9 +515,10 @@ class Protocol(_Model):
     def _unique_encoders(cls, v: list[EncoderSpec]) -> list[EncoderSpec]:
         if not v:
             raise ValueError("at least one encoder is needed")
-        names = [e.name for e in v]
-        if len(set(names)) != len(names):
-            raise ValueError(f"encoder names must be unique, got {names}")
+        names = [e.system_name for e in v]  # the names systems are known by (sonieval.tables.EncoderSlot)
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two encoders are both named {name!r} in system ids: give one an id (encoders[i].id)")
         return v
 
     @field_validator("codec", mode="before")
@@ -443,10 +566,26 @@ class Protocol(_Model):
 
     def resolved_encoders(self) -> list[EncoderSpec]:
         """The encoder specs with local paths resolved against the protocol's folder (loaders get absolute paths)."""
-        return [
-            e.model_copy(update={"model": self.local_or_hub(e.model), "finetuned": self.local_or_hub(e.finetuned)})
+        return [  # the name in system ids is fixed first: it is derived from `model` as written
+            e.model_copy(
+                update={
+                    "model": self.local_or_hub(e.model),
+                    "finetuned": self.local_or_hub(e.finetuned),
+                    "id": e.system_name,
+                }
+            )
             for e in self.encoders
         ]
+
+    def sonified_encoders(self) -> list[tuple[int, EncoderSpec]]:
+        """(entry index, spec) of every encoder the stages prepare, train, sonify and score: each protocol entry
+        (paths resolved, as :meth:`resolved_encoders`), followed by its random twin when it has ``twin: true``."""
+        out = []
+        for i, spec in enumerate(self.resolved_encoders()):
+            out.append((i, spec))
+            if spec.twin:
+                out.append((i, spec.twin_spec()))
+        return out
 
     def resolved_codec(self, name: str | None = None) -> CodecSpec:
         """A codec spec (the primary one, or the one called ``name``) with a local checkpoint path resolved."""

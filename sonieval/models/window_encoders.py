@@ -1,7 +1,8 @@
 """Encoders whose input window is padded far beyond a 5 s clip: Whisper's encoder (30 s) and CLAP's
 audio encoder (10 s). Every layer is cut to the frames that hold the clip; longer clips are refused.
 
-Registered in :mod:`sonieval.models.encoders` (which imports this module); layers as there:
+Declared in :mod:`sonieval.models.catalogue` (whose cards name these classes: :func:`sonieval.models.encoders.encoder_class`
+imports this module when one is used); layers as in :mod:`sonieval.models.encoders`:
 ``input`` is the cut before the transformer, block ``k`` the output of transformer block ``k``.
 Geometry for a 5 s clip (published configs):
 
@@ -48,8 +49,6 @@ from sonieval.models.layers import INPUT, Layer
 class WhisperEncoder(TransformersEncoder):
     """Whisper's encoder: conv-stem features or block outputs, 50 Hz, cut to the clip ([250, 512] for 5 s)."""
 
-    display_name = "Whisper encoder"
-    default_model_id = "openai/whisper-base"
     model_class_name = "WhisperModel"
     base_prefix = "encoder."
 
@@ -148,8 +147,6 @@ class ClapEncoder(TransformersEncoder):
     """CLAP's audio encoder (HTSAT Swin): patch embeddings or Swin block outputs, each on its stage's
     frequency × time grid, frequency-major, cut to the clip (see the module docstring)."""
 
-    display_name = "CLAP audio encoder"
-    default_model_id = "laion/clap-htsat-unfused"
     model_class_name = "ClapModel"
     base_prefix = "audio_model."
     sample_rate = 48_000

@@ -1,4 +1,5 @@
-"""Fine-tune an encoder (AST or HuBERT) for ESC-50 classification on the train split only.
+"""Fine-tune an encoder (AST, HuBERT, wav2vec 2.0: those whose catalogue card names a classification head,
+:mod:`sonieval.models.catalogue`) for ESC-50 classification on the train split only.
 
 The reference work fine-tuned AST and HuBERT on ESC-50 itself rather than using hub checkpoints,
 so that no test or validation clip had been seen by the encoder whose embeddings are sonified
@@ -32,14 +33,12 @@ from typing import Any
 import numpy as np
 
 from sonieval.errors import DataError, SonievalError
+from sonieval.models.catalogue import finetune_heads
 from sonieval.versions import package_versions
 
 FINETUNE_INFO = "finetune.json"
-CLASSIFIERS = {
-    "ast": "ASTForAudioClassification",
-    "hubert": "HubertForSequenceClassification",
-    "wav2vec2": "Wav2Vec2ForSequenceClassification",
-}
+# encoder name -> the transformers classification class trained on it: declared on each encoder's card
+CLASSIFIERS = finetune_heads()
 
 
 @dataclass

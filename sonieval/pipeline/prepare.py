@@ -18,8 +18,10 @@ forward pass of the batch (``Encoder.embed_layers``: hidden states reused, the f
 the deepest one asked for); a later run asking for more layers computes only the missing ones.
 
 ``model_key`` names the model (registry name, a slug and hash of the hub id or local
-folder, ``-random`` for random weights, the clip length), so a cache entry is keyed by the
-clip's *content* and the model that made it: a changed file or another model never reuses a
+folder -- the encoder's ``cache_ident``: with a random model's seed and a chosen frame hop, e.g. crepe's --,
+``-random`` for random weights, the clip length), so a cache entry is keyed by the
+clip's *content* and the model that made it: a random twin (``encoders[i].twin``) never shares a folder
+with its pretrained encoder, nor two seeds or two hops one folder; a changed file or another model never reuses a
 stale entry, and another results folder sharing the cache reuses it. One ``.npy`` per entry
 is written atomically, so a killed run loses at most the batch in flight (resumable).
 
@@ -32,7 +34,9 @@ The stage writes ``tables/prepared.parquet`` (clip_id, split, listening, kind, m
 model_key, path, status, error; ``layer`` is the layer label of an embedding, ``input`` or
 ``layer<k>``, and empty for latents), which ``train`` and ``sonify`` read, and records every
 entry in the run manifest (stage ``prepare``, one item per clip and layer: ``embedding/<encoder
-slot>/<clip_id>``, the slot as in system ids, e.g. ``hubert.layer6``).
+slot>/<clip_id>``, the slot as in system ids, e.g. ``hubert.layer6``, ``crepe-tiny.twin.layer3``). The
+encoders are the protocol's entries and their twins (``Protocol.sonified_encoders``), each known by its
+``system_name`` (``crepe-tiny``, ``crepe-tiny.twin``), the prepared table's ``model``.
 """
 
 from __future__ import annotations
@@ -427,6 +431,8 @@ def write_encoder_info(proto: Protocol, key: str, encoder: Any, layer: Any = "in
     n = int(round(proto.data.clip_seconds * encoder.sample_rate))
     info: dict[str, Any] = {
         "encoder": encoder.name,
+        "system_name": encoder.system_name or encoder.name,
+        "cache_ident": encoder.cache_ident,
         "model_id": str(encoder.model_id),
         "random_init": bool(encoder.random_init),
         "sample_rate": encoder.sample_rate,
@@ -467,7 +473,7 @@ def build_forward(proto: Protocol, recipe: tuple, device: str) -> ModelForward:
     if recipe[0] == "encoder":
         from sonieval.models.encoders import load_encoder
 
-        index, spec = next((i, s) for i, s in enumerate(proto.resolved_encoders()) if s.name == recipe[1])
+        index, spec = next((i, s) for i, s in proto.sonified_encoders() if s.system_name == recipe[1])
         return encoder_forward(load_encoder(spec, device=device, index=index), device)
     return codec_forward(codec_from_info(proto, recipe, device), device)
 
@@ -485,7 +491,7 @@ def encoder_forward(encoder: Any, device: str) -> ModelForward:
             out = encoder.embed_layers(torch.from_numpy(batch), layers)
         return [out[layer].float().cpu().numpy() for layer in layers]
 
-    return ModelForward(forward, ("encoder", encoder.name), device)
+    return ModelForward(forward, ("encoder", encoder.system_name or encoder.name), device)
 
 
 def codec_forward(codec: Any, device: str) -> ModelForward:
@@ -523,11 +529,12 @@ def encoder_targets(proto: Protocol, encoder: Any) -> list[CacheTarget]:
     from sonieval.models.layers import layer_label, layer_model_key
     from sonieval.tables import encoder_slot
 
-    base = model_key(encoder.name, encoder.model_id, encoder.random_init, proto.data.clip_seconds)
+    base = model_key(encoder.name, encoder.cache_ident, encoder.random_init, proto.data.clip_seconds)
+    name = encoder.system_name or encoder.name  # as system ids name it: crepe-tiny, crepe-tiny.twin, hubert
     return [
         CacheTarget(
-            encoder_slot(encoder.name, layer_label(layer)),
-            encoder.name,
+            encoder_slot(name, layer_label(layer)),
+            name,
             layer_model_key(base, layer),
             layer_label(layer),
         )
@@ -621,12 +628,12 @@ def _prepare_all(
         )
     rows: list[dict[str, Any]] = []
     batches: dict[str, BatchResult] = {}
-    for i, spec in enumerate(proto.resolved_encoders()):
+    for i, spec in proto.sonified_encoders():  # each entry, and its random twin after it
         r, b = prepare_encoder(
             proto, manifest, clips, spec, index=i, device=device, batch_size=batch_size, progress=progress
         )
         rows += r
-        batches[f"embedding/{spec.name}"] = b
+        batches[f"embedding/{spec.system_name}"] = b
     for spec in proto.codecs:
         codec_clips = clips_for_codec(clips, spec, proto.seed)
         codec = prepared_codec_for(proto, spec.name, codec_clips, device=device, progress=progress)
@@ -676,6 +683,14 @@ def clips_for_codec(clips: pd.DataFrame, spec: Any, seed: int) -> pd.DataFrame:
 
 def codec_model_key(proto: Protocol, codec: Any) -> str:
     return model_key(codec.name, codec.model_id, codec.random_init, proto.data.clip_seconds)
+
+
+def read_codec_info(latent_folder: str | Path) -> dict[str, Any]:
+    """The codec's provenance written beside its cached latents (empty when absent)."""
+    import json
+
+    path = Path(latent_folder) / CODEC_INFO
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def write_codec_info(proto: Protocol, key: str, codec: Any) -> Path:
@@ -804,24 +819,24 @@ def encoder_layers(proto: Protocol, spec: Any) -> list[str]:
         items = value if isinstance(value, list) else [value]
         deepest = max([int(v) for v in items if not isinstance(v, str)], default=0)
         return [layer_label(layer) for layer in expand_layers(value, deepest)]
+    name = spec.system_name  # the prepared table's model (crepe-tiny, crepe-tiny.twin, hubert)
     prepared = read_prepared(proto)
-    rows = prepared[(prepared["kind"] == "embedding") & (prepared["model"] == spec.name)]
+    rows = prepared[(prepared["kind"] == "embedding") & (prepared["model"] == name)]
     if rows.empty:
         raise DataError(
-            f"encoder {spec.name!r} has layer: all, and the prepared table holds none of its layers",
+            f"encoder {name!r} has layer: all, and the prepared table holds none of its layers",
             path=prepared_table_path(proto),
             hint="run `sonieval prepare PROTOCOL` first",
         )
-    from sonieval.tables import EncoderSlot
+    from sonieval.models.layers import layer_depth, parse_layer_label
 
-    have = sorted(rows["layer"].astype(str).unique(), key=lambda label: EncoderSlot(spec.name, label).depth)
+    have = sorted(rows["layer"].astype(str).unique(), key=lambda label: layer_depth(parse_layer_label(label)))
     info = read_encoder_info(proto.cache_path / "embeddings" / str(rows["model_key"].iloc[0]))
     if "num_blocks" in info:
         expected = ["input", *(layer_label(k) for k in range(1, int(info["num_blocks"]) + 1))]
         if have != expected:
             raise DataError(
-                f"encoder {spec.name!r} has layer: all ({', '.join(expected)}), the prepared table holds "
-                f"{', '.join(have)}",
+                f"encoder {name!r} has layer: all ({', '.join(expected)}), the prepared table holds {', '.join(have)}",
                 path=prepared_table_path(proto),
                 hint="rerun `sonieval prepare PROTOCOL` (it computes only the missing layers)",
             )

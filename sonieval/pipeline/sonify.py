@@ -283,6 +283,8 @@ class _GateCache:
             latent_shape=tuple(meta["latent_shape"]),
             alignment=meta["alignment"],
             time_axis=time_axis_from(meta.get("time_axis")),
+            # a checkpoint from before codecs gave their frame centres was trained on the default
+            latent_first_center_s=meta.get("latent_first_center_s"),
         )
         gate.load_state_dict(ck["state_dict"])
         gate.to(self.device).eval()

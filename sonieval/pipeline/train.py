@@ -9,7 +9,11 @@ Hugging Face ``Trainer``; reproduced here with its defaults in plain PyTorch):
 - AdamW (β 0.9/0.999, ε 1e-8, no weight decay), learning rate decayed linearly to 0 over the
   run, gradient-norm clipping at 1.0 (the Trainer's defaults);
 - batch 64, evaluation batch 32, gradient accumulation 2, seed 42 (protocol.training);
-- trained on split ``train``, evaluated on split ``validation`` after every epoch;
+- trained on split ``train``, evaluated on split ``validation`` after every epoch (which picks
+  the best epoch); each system is then measured on the **held-out** clips (the prepared clips of
+  split ``test``: the listening set), which chose nothing, so its ``heldout_r2`` is not flattered
+  by the choice of epoch (the validation R² of the chosen epoch is, controls most: the shuffled
+  control's best of N epochs on the same clips it is reported on);
 - optional Gaussian-blur augmentation of the embeddings (thesis §4.3: an embedding seen as a
   one-channel image, kernel 13 (time) × 7 (feature), σ drawn uniformly from
   [0.1, blur_sigma] per batch; hand-written separable convolution, as torchvision is not
@@ -32,7 +36,8 @@ separate runs):
 - ``<results>/checkpoints/<run>/state_to_e<max>.pt``: the resume state, saved every epoch;
 - ``<results>/training/<run>/losses.csv`` (step, epoch, split, loss, smoothed),
   ``loss_curves.png`` (training and validation, raw and 0.99-EMA smoothed), ``tensorboard/``.
-- ``<results>/tables/training.parquet``: one row per system (best epoch and loss).
+- ``<results>/tables/training.parquet``: one row per system (best epoch and loss, validation and
+  held-out R² with clip-bootstrap CIs, n of each).
 
 Resumable: a run already finished is skipped (manifest stage ``train``); a killed run resumes
 from its last saved epoch with the same data order (the shuffle is seeded per epoch).
@@ -53,7 +58,7 @@ import pandas as pd
 from sonieval.errors import DataError, SonievalError
 from sonieval.files import atomic_path
 from sonieval.ledger import BatchResult, LedgerItem, RunLedger
-from sonieval.pipeline.prepare import encoder_layers, load_array, read_encoder_info, read_prepared
+from sonieval.pipeline.prepare import encoder_layers, load_array, read_codec_info, read_encoder_info, read_prepared
 from sonieval.protocol import Protocol
 from sonieval.tables import INPUT_LAYER, NO_CONTROL, GateSlot, encoder_slot, format_lr, resolve_table_path, write_table
 from sonieval.versions import package_versions
@@ -82,8 +87,13 @@ TRAINING_COLUMNS = [
     "validation_r2",
     "validation_r2_ci_low",
     "validation_r2_ci_high",
+    "heldout_mse",
+    "heldout_r2",
+    "heldout_r2_ci_low",
+    "heldout_r2_ci_high",
     "n_train",
     "n_validation",
+    "n_heldout",
     "embedding_model_key",
     "latent_model_key",
     "status",
@@ -132,6 +142,11 @@ class TrainRun:
     def checkpoint(self, proto: Protocol, epoch: int) -> Path:
         return checkpoint_path(proto, self.slot, self.gate_slot, self.lr, epoch, self.alignment)
 
+    @property
+    def fitted_once(self) -> bool:
+        """No epochs: the untrained control, or a closed-form gate (``lr`` 0, epoch 0)."""
+        return self.max_epochs == 0
+
 
 def checkpoint_dir(proto: Protocol, encoder: str, variant: str, lr: float, alignment: str) -> Path:
     """``encoder`` and ``variant`` are the system_id's encoder and gate slots (e.g. ``hubert.layer6``, ``LIN.shuffled``)."""
@@ -146,11 +161,13 @@ def checkpoint_path(proto: Protocol, encoder: str, variant: str, lr: float, epoc
 def plan_runs(proto: Protocol) -> list[TrainRun]:
     """Every run of the sweep: codecs × encoders × layers × variants × alignments × seeds × (controls, lrs)."""
     runs = []
-    layers = {enc.name: encoder_layers(proto, enc) for enc in proto.encoders}
+    encoders = [spec for _, spec in proto.sonified_encoders()]  # each entry, and its random twin after it
+    layers = {enc.system_name: encoder_layers(proto, enc) for enc in encoders}
     for i, codec in enumerate(proto.codecs):
-        controls = list(proto.gates.controls) if codec.controls else []
-        for enc in proto.encoders:
-            for layer in layers[enc.name]:
+        for enc in encoders:
+            # the twin is itself a control (of the pretrained encoder): its gates are trained ones only
+            controls = list(proto.gates.controls) if codec.controls and not enc.is_twin else []
+            for layer in layers[enc.system_name]:
                 for variant in codec.variants or proto.gates.variants:
                     for alignment in codec.alignments or proto.gates.alignments:
                         for seed in proto.training.replicate_seeds:
@@ -161,15 +178,22 @@ def plan_runs(proto: Protocol) -> list[TrainRun]:
                                 codec=codec.name if i else None,
                                 layer=layer,
                             )
-                            runs += _runs_of(proto, enc.name, variant, alignment, controls, common)
+                            runs += _runs_of(proto, enc.system_name, variant, alignment, controls, common)
     return runs
 
 
 def _runs_of(
     proto: Protocol, encoder: str, variant: str, alignment: str, controls: list[str], common: dict[str, Any]
 ) -> list[TrainRun]:
+    from sonieval.protocol import CLOSED_FORM_VARIANTS
+
     t = proto.training
     epochs = sorted(set(t.epochs))
+    if variant in CLOSED_FORM_VARIANTS:  # fitted once, on real and (the control) on shuffled pairs
+        if alignment not in ("grid", "grid-pool"):
+            return []  # a per-frame map: with the protocol's grid alignments only (protocol validation)
+        kinds = [NO_CONTROL] + (["shuffled"] if "shuffled" in controls else [])
+        return [TrainRun(encoder, variant, 0.0, alignment, 0, [0], **{**common, "control": c}) for c in kinds]
     runs = []
     if "untrained" in controls:
         runs.append(TrainRun(encoder, variant, 0.0, alignment, 0, [0], **{**common, "control": "untrained"}))
@@ -200,16 +224,22 @@ class PairedData:
     latent_min: float = 0.0
     latent_max: float = 1.0
     time_axis: dict[str, Any] | None = None  # the encoder's (grid alignment), from prepare
+    latent_first_center_s: float | None = None  # the codec's first frame centre (grid alignment), from prepare
     clip_ids: dict[str, list[str]] = field(default_factory=dict)
     _stores: dict[str, PairStore] = field(default_factory=dict, repr=False)
 
     def store(self, split: str) -> PairStore:
-        """The split's pairs, loaded once and shared by every run of this (encoder, codec)."""
+        """The split's pairs, loaded once and shared by every run of this (encoder, codec); ``test`` holds
+        the held-out clips (see :meth:`has_heldout`)."""
         if split not in self._stores:
             self._stores[split] = PairStore(
                 self.embeddings[split], self.latents[split], self.embedding_shape, self.latent_shape
             )
         return self._stores[split]
+
+    @property
+    def has_heldout(self) -> bool:
+        return bool(self.embeddings.get("test"))
 
     def train_mean_latent(self):
         """The mean training latent [C, T']: the baseline the validation R² is measured against."""
@@ -278,8 +308,10 @@ def paired_data(proto: Protocol, encoder: str, codec: str | None = None, layer: 
         )
     merged = emb.merge(lat[["clip_id", "path", "model_key", "model"]], on="clip_id", suffixes=("", "_latent"))
     out: dict[str, dict[str, list[str]]] = {"emb": {}, "lat": {}, "ids": {}}
-    for split in ("train", "validation"):
+    for split in ("train", "validation", "test"):
         part = merged[merged["split"] == split].sort_values("clip_id")
+        if part.empty and split == "test":
+            continue  # no held-out clips prepared: the training table says n_heldout 0
         if part.empty:
             raise DataError(
                 f"no prepared {split} clips for encoder {what}",
@@ -306,6 +338,7 @@ def paired_data(proto: Protocol, encoder: str, codec: str | None = None, layer: 
         lo, hi = min(lo, float(arr.min())), max(hi, float(arr.max()))
     data.latent_min, data.latent_max = lo, hi
     data.time_axis = read_encoder_info(Path(data.embeddings["train"][0]).parent).get("time_axis")
+    data.latent_first_center_s = latent_first_center(read_codec_info(Path(data.latents["train"][0]).parent), data.codec)
     return data
 
 
@@ -396,14 +429,9 @@ class Evaluation:
         lo, hi = np.nanquantile(r2, [(1 - level) / 2, (1 + level) / 2])
         return float(lo), float(hi)
 
-    def summary(self, seed: int = 0) -> dict[str, float]:
+    def summary(self, seed: int = 0, split: str = "validation") -> dict[str, float]:
         lo, hi = self.r2_ci(seed=seed)
-        return {
-            "validation_mse": self.mse,
-            "validation_r2": self.r2,
-            "validation_r2_ci_low": lo,
-            "validation_r2_ci_high": hi,
-        }
+        return {f"{split}_mse": self.mse, f"{split}_r2": self.r2, f"{split}_r2_ci_low": lo, f"{split}_r2_ci_high": hi}
 
 
 def evaluate(gate, x, y, batch_size: int, device: str, baseline=None) -> Evaluation:
@@ -464,6 +492,7 @@ class GateTrainer:
             latent_shape=data.latent_shape,
             alignment=run.alignment,
             time_axis=time_axis_from(data.time_axis),
+            latent_first_center_s=data.latent_first_center_s,
         ).to(device)
         self.train = data.store("train")
         self.partners = shuffled_partners(len(self.train), run.seed) if run.control == "shuffled" else None
@@ -478,6 +507,11 @@ class GateTrainer:
         val = data.store("validation")
         x_val, y_val = val.pairs(list(range(len(val))))
         self.x_val, self.y_val = x_val, self.target(y_val)
+        self.x_heldout = self.y_heldout = None
+        if data.has_heldout:
+            held = data.store("test")
+            x_held, y_held = held.pairs(list(range(len(held))))
+            self.x_heldout, self.y_heldout = x_held, self.target(y_held)
         self.baseline = self.target(data.train_mean_latent())
         self.state = RunState()
         self.ckdir = checkpoint_dir(proto, run.slot, run.gate_slot, run.lr, run.alignment)
@@ -486,6 +520,24 @@ class GateTrainer:
 
     def target(self, y):
         return (y - self.data.latent_min) / self.span if self.norm else y
+
+    @property
+    def n_heldout(self) -> int:
+        return 0 if self.x_heldout is None else len(self.x_heldout)
+
+    def heldout_summary(self, state_dict: dict | None = None) -> dict[str, float]:
+        """The gate (or the weights ``state_dict``) on the held-out clips, which chose nothing: MSE, R²
+        and its clip-bootstrap CI as ``heldout_*``; empty when no held-out clips were prepared."""
+        import copy
+
+        if self.x_heldout is None:
+            return {}
+        gate = self.gate
+        if state_dict is not None:
+            gate = copy.deepcopy(self.gate)
+            gate.load_state_dict(state_dict)
+        ev = evaluate(gate, self.x_heldout, self.y_heldout, self.t.eval_batch_size, self.device, self.baseline)
+        return ev.summary(seed=self.run.seed, split="heldout")
 
     def meta(self) -> dict[str, Any]:
         run, data, t = self.run, self.data, self.t
@@ -509,8 +561,10 @@ class GateTrainer:
             "latent_shape": list(data.latent_shape),
             "latent_normalization": self.norm,
             "time_axis": data.time_axis,
+            "latent_first_center_s": data.latent_first_center_s,
             "n_train": len(self.train),
             "n_validation": len(self.x_val),
+            "n_heldout": self.n_heldout,
             "batch_size": t.batch_size,
             "gradient_accumulation": t.gradient_accumulation,
             "gaussian_blur": t.augmentation.gaussian_blur,
@@ -625,14 +679,15 @@ class GateTrainer:
         for e in self.run.snapshot_epochs:
             if e != epoch:
                 continue
-            with atomic_path(self.run.checkpoint(self.proto, e)) as tmp:
-                ck = torch.load(self.best_path, map_location="cpu", weights_only=True)
-                ck["meta"].update({"epoch": e, "epochs_trained": epoch, "total_epochs": self.run.max_epochs})
-                torch.save(ck, tmp)
+            ck = torch.load(self.best_path, map_location="cpu", weights_only=True)
+            heldout = self.heldout_summary(ck["state_dict"])
+            ck["meta"].update({"epoch": e, "epochs_trained": epoch, "total_epochs": self.run.max_epochs, **heldout})
+            _save(self.run.checkpoint(self.proto, e), ck)
             self.state.snapshots[e] = {
                 "best_epoch": self.state.best_epoch,
                 "best_validation_loss": self.state.best_loss,
                 **self.state.best_eval,
+                **heldout,
             }
 
     def save_state(self, epoch: int) -> None:
@@ -662,8 +717,8 @@ def train_one_run(
     from tqdm.auto import tqdm
 
     trainer = GateTrainer(proto, run, data, device, fingerprint)
-    if run.control == "untrained":
-        return _untrained_snapshot(trainer)
+    if run.fitted_once:
+        return _snapshot_at_zero(trainer)
     trainer.resume()
     logdir = proto.results_path / "training" / run.run_id
     logdir.mkdir(parents=True, exist_ok=True)
@@ -696,15 +751,36 @@ def train_one_run(
         f"{run.run_id} ({len(trainer.train)} training clips{', SHUFFLED pairs (control)' if trainer.partners else ''})"
     )
     plot_loss_curves(losses, logdir / "loss_curves.png", title=title)
-    return {"snapshots": trainer.state.snapshots, "n_train": len(trainer.train), "n_validation": len(trainer.x_val)}
+    return run_summary(trainer)
 
 
-def _untrained_snapshot(trainer: GateTrainer) -> dict[str, Any]:
-    """The untrained control: the gate at its initialisation, evaluated and saved as epoch 0."""
-    ev = evaluate(
-        trainer.gate, trainer.x_val, trainer.y_val, trainer.t.eval_batch_size, trainer.device, trainer.baseline
-    )
-    summary = {"best_epoch": 0, "best_validation_loss": ev.mse, **ev.summary(seed=trainer.run.seed)}
+def run_summary(trainer: GateTrainer) -> dict[str, Any]:
+    """What a finished run reports to the ledger: its snapshots and the clip counts they rest on."""
+    return {
+        "snapshots": trainer.state.snapshots,
+        "n_train": len(trainer.train),
+        "n_validation": len(trainer.x_val),
+        "n_heldout": trainer.n_heldout,
+    }
+
+
+def _snapshot_at_zero(trainer: GateTrainer) -> dict[str, Any]:
+    """A system without epochs, evaluated and saved as epoch 0: the untrained control (the gate at its
+    initialisation) or a closed-form gate (RIDGE, fitted by sonieval.pipeline.ridge)."""
+    if trainer.gate.closed_form:
+        from sonieval.pipeline.ridge import ridge_snapshot
+
+        summary = ridge_snapshot(trainer)
+    else:
+        ev = evaluate(
+            trainer.gate, trainer.x_val, trainer.y_val, trainer.t.eval_batch_size, trainer.device, trainer.baseline
+        )
+        summary = {
+            "best_epoch": 0,
+            "best_validation_loss": ev.mse,
+            **ev.summary(seed=trainer.run.seed),
+            **trainer.heldout_summary(),
+        }
     _save(
         trainer.run.checkpoint(trainer.proto, 0),
         {
@@ -712,14 +788,17 @@ def _untrained_snapshot(trainer: GateTrainer) -> dict[str, Any]:
             "state_dict": trainer.gate.state_dict(),
         },
     )
-    return {"snapshots": {0: summary}, "n_train": len(trainer.train), "n_validation": len(trainer.x_val)}
+    trainer.state.snapshots = {0: summary}
+    return run_summary(trainer)
 
 
 def _save(path: Path, obj: dict[str, Any]) -> None:
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # through a file object: torch.save names the archive's records after a path it is given (here the temporary
+    # file's random name), so two saves of the same weights would differ in bytes
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def write_losses(logdir: Path, run_id: str, history: list[dict[str, Any]]) -> Path:
@@ -734,6 +813,14 @@ def write_losses(logdir: Path, run_id: str, history: list[dict[str, Any]]) -> Pa
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
     return path
+
+
+def latent_first_center(codec_info: dict[str, Any], codec: str) -> float | None:
+    """The centre of latent frame 0 from the codec's cache info; a cache written before codecs said so:
+    the mel codec's centred frames (0 s), else the gates' default (DAC-VAE's half hop)."""
+    if "first_frame_center_s" in codec_info:
+        return float(codec_info["first_frame_center_s"])
+    return 0.0 if codec == "mel" else None
 
 
 def time_axis_from(info: dict[str, Any] | None):
@@ -819,11 +906,17 @@ def _train_item(proto: Protocol, run: TrainRun, data: PairedData | SonievalError
             latent_model_key=data.latent_model_key,
             train_clips=data.clip_ids["train"],
             validation_clips=data.clip_ids["validation"],
+            heldout_clips=data.clip_ids.get("test", []),
         )
+        from sonieval.models.gates import GRID_ALIGNMENTS
+
+        if run.alignment in GRID_ALIGNMENTS:  # where the latent's frames sit decides a grid gate's input
+            inputs["latent_first_center_s"] = data.latent_first_center_s
     return LedgerItem(run.run_id, inputs, payload=(run, data))
 
 
 R2_COLUMNS = ["validation_mse", "validation_r2", "validation_r2_ci_low", "validation_r2_ci_high"]
+HELDOUT_COLUMNS = ["heldout_mse", "heldout_r2", "heldout_r2_ci_low", "heldout_r2_ci_high"]
 
 
 def write_training_table(proto: Protocol, manifest: RunLedger, runs: list[TrainRun]) -> Path:
@@ -851,9 +944,10 @@ def write_training_table(proto: Protocol, manifest: RunLedger, runs: list[TrainR
                     "run_id": run.run_id,
                     "best_epoch": snap.get("best_epoch"),
                     "best_validation_loss": snap.get("best_validation_loss"),
-                    **{c: snap.get(c) for c in R2_COLUMNS},
+                    **{c: snap.get(c) for c in R2_COLUMNS + HELDOUT_COLUMNS},
                     "n_train": extra.get("n_train"),
                     "n_validation": extra.get("n_validation"),
+                    "n_heldout": extra.get("n_heldout"),
                     "embedding_model_key": inputs.get("embedding_model_key"),
                     "latent_model_key": inputs.get("latent_model_key"),
                     "status": state.get("status", "missing"),
@@ -861,7 +955,7 @@ def write_training_table(proto: Protocol, manifest: RunLedger, runs: list[TrainR
                 }
             )
     table = pd.DataFrame(rows, columns=TRAINING_COLUMNS)
-    for c in R2_COLUMNS + ["best_validation_loss"]:
+    for c in R2_COLUMNS + HELDOUT_COLUMNS + ["best_validation_loss"]:
         table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
     return write_table(table, proto.results_path / "tables" / "training.parquet")
 

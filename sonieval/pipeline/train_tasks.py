@@ -38,7 +38,7 @@ def gates_per_task(n_runs: int, slots: int) -> int:
 
 def _group_key(item: LedgerItem) -> tuple:
     run, data = item.payload
-    return run.slot, run.codec or "", run.seed, run.max_epochs, run.control == "untrained", id(data)
+    return run.slot, run.codec or "", run.seed, run.max_epochs, run.fitted_once, id(data)
 
 
 def train_tasks(
@@ -77,6 +77,7 @@ def train_gates(items: list[LedgerItem], proto: Protocol, device: str = "auto", 
             data.latent_model_key,
             tuple(data.clip_ids.get("train", ())),
             tuple(data.clip_ids.get("validation", ())),
+            tuple(data.clip_ids.get("test", ())),
         ),
         lambda: data,
     )  # the pairs stay loaded in this worker for its next task
@@ -84,7 +85,7 @@ def train_gates(items: list[LedgerItem], proto: Protocol, device: str = "auto", 
     together = []
     for it in items:
         run = it.payload[0]
-        if run.control == "untrained":
+        if run.fitted_once:  # the untrained control, a closed-form gate: no epochs to share
             answer[it.key] = attempt(_one, proto, run, data, device, inputs_hash(it.inputs), progress, train_one_run)
         else:
             together.append((it.key, run, inputs_hash(it.inputs)))
@@ -161,8 +162,9 @@ def _start(proto, runs, data, device, out) -> dict[str, Any]:
             out[key] = item_error(exc)
             continue
         if shared is None:
-            shared = (tr.x_val, tr.y_val, tr.baseline)
-        tr.x_val, tr.y_val, tr.baseline = shared  # same pairs, same normalisation: one copy for the task
+            shared = (tr.x_val, tr.y_val, tr.x_heldout, tr.y_heldout, tr.baseline)
+        # same pairs, same normalisation: one copy for the task
+        tr.x_val, tr.y_val, tr.x_heldout, tr.y_heldout, tr.baseline = shared
         trainers[key] = tr
     return trainers
 
@@ -257,6 +259,7 @@ def _finish(proto, tr) -> ItemOutcome:
     import pandas as pd
 
     from sonieval.pipeline.figures import plot_loss_curves
+    from sonieval.pipeline.train import run_summary
 
     logdir = proto.results_path / "training" / tr.run.run_id
     losses_path = logdir / "losses.csv"
@@ -264,4 +267,4 @@ def _finish(proto, tr) -> ItemOutcome:
         raise SonievalError(f"run {tr.run.run_id}: no epoch was trained", path=losses_path)
     title = f"{tr.run.run_id} ({len(tr.train)} training clips{', SHUFFLED pairs (control)' if tr.partners else ''})"
     plot_loss_curves(pd.read_csv(losses_path), logdir / "loss_curves.png", title=title)
-    return ItemOutcome(extra={"snapshots": tr.state.snapshots, "n_train": len(tr.train), "n_validation": len(tr.x_val)})
+    return ItemOutcome(extra=run_summary(tr))

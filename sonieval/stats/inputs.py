@@ -17,10 +17,13 @@ import pandas as pd
 
 from sonieval.errors import DataError
 from sonieval.files import sha256_file
+from sonieval.measures import direction as catalogue_direction
+from sonieval.measures import measure_names
 from sonieval.tables import RATING_ATTRIBUTES, RATING_ROLES, check_columns, read_table
 
 __all__ = [
     "METRIC_DIRECTIONS",
+    "OTHER_METRIC_DIRECTIONS",
     "metric_direction",
     "InputFile",
     "Ratings",
@@ -45,13 +48,13 @@ __all__ = [
 
 # Direction of each known metric. ``lower`` = smaller values are better (distances: KAD, FAD,
 # per-item embedding distances); ``higher`` = larger values are better (correlations,
-# similarities). A table may also declare its own with a ``direction`` column (lower/higher, as
-# the score stage writes for per-item measures) or a ``higher_is_better`` column.
+# similarities). sonieval's own measures take theirs from the measure catalogue
+# (sonieval.measures); the names below are those other tools write into a scores table. A table may
+# also declare its own with a ``direction`` column (lower/higher, as the score stage writes for
+# per-item measures) or a ``higher_is_better`` column.
 # The report orients every metric so that a *positive* correlation with the human marks means
 # "the metric agrees with the listeners" (marks are higher-is-better).
-METRIC_DIRECTIONS: dict[str, str] = {
-    "kad": "lower",
-    "fad": "lower",
+OTHER_METRIC_DIRECTIONS: dict[str, str] = {
     "mmd": "lower",
     "distance": "lower",
     "embedding_distance": "lower",
@@ -61,17 +64,15 @@ METRIC_DIRECTIONS: dict[str, str] = {
     "log_spectral_distance": "lower",
     "mse": "lower",
     "mae": "lower",
-    # sonieval.metrics.items.ITEM_METRIC_DIRECTION (per-item measures of the score stage)
-    "frame_kad": "lower",
-    "embedding_cosine": "lower",
-    "logmel_l1": "lower",
-    "mrstft": "lower",
-    "envelope_correlation": "higher",
     "correlation": "higher",
     "cosine_similarity": "higher",
     "si_sdr": "higher",
     "snr": "higher",
     "pesq": "higher",
+}
+METRIC_DIRECTIONS: dict[str, str] = {
+    **{name: catalogue_direction(name) for name in measure_names()},
+    **OTHER_METRIC_DIRECTIONS,
 }
 
 
@@ -88,6 +89,8 @@ def metric_direction(metric: str, declared: object = None) -> str | None:
         if text in ("0", "false", "no", "lower"):
             return "lower"
     name = str(metric).strip().lower()
+    if catalogue_direction(name) is not None:  # the catalogue, measures registered since import included
+        return catalogue_direction(name)
     if name in METRIC_DIRECTIONS:
         return METRIC_DIRECTIONS[name]
     if name.endswith(("_distance", "_error", "_loss")) or name.startswith(("kad", "fad")):
@@ -389,7 +392,7 @@ def _metric_key(df: pd.DataFrame) -> pd.Series:
 def check_scores(df: pd.DataFrame, *, path: str | os.PathLike | None = None) -> Scores:
     """Split a scores table into overall and per-class rows and attach each metric's direction.
 
-    A metric whose direction is unknown (not in :data:`METRIC_DIRECTIONS`, no
+    A metric whose direction is unknown (not in the measure catalogue nor :data:`METRIC_DIRECTIONS`, no
     ``higher_is_better`` column) is left out with a note rather than guessed: a wrong sign would
     turn agreement into disagreement.
     """
@@ -410,7 +413,7 @@ def check_scores(df: pd.DataFrame, *, path: str | os.PathLike | None = None) -> 
     if unknown:
         notes.append(
             f"metric(s) {', '.join(unknown)} left out: direction unknown (add a higher_is_better column "
-            "to the scores table, or name the metric in sonieval.stats.inputs.METRIC_DIRECTIONS)"
+            "to the scores table, or declare the measure in the catalogue: sonieval.measures.register_measure)"
         )
         df = df.loc[df["direction"].notna()]
     bad = ~np.isfinite(df["value"].to_numpy(dtype=float))

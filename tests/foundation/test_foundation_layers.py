@@ -19,6 +19,7 @@ LAYERS = {
     "tables": 0,
     "audio": 0,
     "protocol": 0,
+    "measures": 0,
     "ledger": 0,
     "plotting": 0,
     "document": 0,

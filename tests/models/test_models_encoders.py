@@ -27,7 +27,7 @@ def saved(tmp_path_factory):
     root = tmp_path_factory.mktemp("encoders")
     out = {}
     for name in ("ast", "hubert"):
-        cls = enc_mod.ENCODERS[name]
+        cls = enc_mod.encoder_class(name)
         model = getattr(transformers, cls.model_class_name)(cls.small_config())
         folder = root / name
         model.save_pretrained(folder)
@@ -128,7 +128,8 @@ def test_bad_local_folder_and_unknown_encoder(tmp_path):
     with pytest.raises(WeightsUnavailable, match="not a save_pretrained folder"):
         enc_mod.load_encoder(spec("hubert", model=str(tmp_path / "empty")))
     with pytest.raises(
-        SonievalError, match="unknown encoder 'beats'; registered: ast, clap, hubert, wav2vec2, wavlm, whisper"
+        SonievalError,
+        match="unknown encoder 'beats'; registered: ast, clap, crepe, hubert, plugin, wav2vec2, wavlm, whisper",
     ):
         enc_mod.load_encoder(spec("beats"))
 

@@ -15,7 +15,7 @@ SHAPES = {"ast": g.AST_EMBEDDING, "hubert": g.HUBERT_EMBEDDING}
 
 
 def test_variant_names_match_protocol_and_reference():
-    assert tuple(g.GATES) == GATE_VARIANTS
+    assert tuple(g.GATES) + tuple(g.CLOSED_FORM_GATES) == GATE_VARIANTS
     assert [c.reference_version for c in g.GATES.values()] == [f"v{i}" for i in range(12)]
 
 
@@ -114,6 +114,31 @@ def test_hubert_grid_maps_50hz_onto_latent_time(torch_threads):
     image = gate.align.to_image(ramp)[0, 0, 0]  # frame index seen by each latent frame
     expected = ((torch.arange(431) + 0.5) * g.LATENT_HOP_S - 0.0125) / 0.02
     assert torch.allclose(image, expected.clamp(0, 248).float(), atol=1e-3)
+
+
+def test_grid_interpolates_onto_the_codecs_own_frame_centres(torch_threads):
+    """The mel codec's STFT frames are centred at j·hop (center=True), DAC-VAE's at (j+½)·hop: a grid
+    gate reads the embedding at the codec's centres (it once used (j+½)·hop for every codec: 5.8 ms off
+    for the mel codec)."""
+    from sonieval.models.codec import Codec
+    from sonieval.models.mel_codec import MelCodec
+
+    assert MelCodec.frame_center_hops == 0.0 and Codec.frame_center_hops == 0.5
+    ramp = torch.arange(249, dtype=torch.float32)[None, :, None].expand(1, 249, 768)
+    for first in (0.0, g.LATENT_HOP_S / 2):
+        gate = g.build_gate(
+            "LIN",
+            g.HUBERT_EMBEDDING,
+            g.DAC_VAE_LATENT,
+            "grid",
+            time_axis=g.HUBERT_TIME_AXIS,
+            latent_first_center_s=first,
+        )
+        seen = gate.align.to_image(ramp)[0, 0, 0]
+        expected = (first + torch.arange(431) * g.LATENT_HOP_S - 0.0125) / 0.02
+        assert torch.allclose(seen, expected.clamp(0, 248).float(), atol=1e-3)
+    default = g.build_gate("LIN", g.HUBERT_EMBEDDING, g.DAC_VAE_LATENT, "grid", time_axis=g.HUBERT_TIME_AXIS)
+    assert torch.equal(default.align.time_weights, gate.align.time_weights)  # old checkpoints: DAC-VAE's half hop
 
 
 @pytest.mark.parametrize("variant", ["LIN", "CONV", "LIN-C", "ATTN"])

@@ -147,3 +147,29 @@ def test_prepare_train_sonify_through_the_cli(tiny_protocol, capsys):
     assert cli_main(["sonify", proto_file, "--shard", "5/4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "k must be between 1 and N" in err[0]
+
+
+def test_grid_gates_read_the_embedding_at_the_codecs_frame_centres(tmp_path, torch_threads):
+    """prepare records where the codec's latent frames sit (codec.json beside the latents); train builds
+    grid gates on those centres and keeps them in the checkpoint, which sonify rebuilds from."""
+    from pipeline_helpers import make_clips
+
+    from sonieval.pipeline.prepare import read_codec_info
+    from sonieval.pipeline.train import load_checkpoint, run_train
+
+    make_clips(tmp_path)
+    proto = load_protocol(
+        write_protocol(
+            tmp_path,
+            codec=[{"name": "mel", "iterations": 2}],
+            gates={"variants": ["LIN"], "alignments": ["grid"]},
+            training={"learning_rates": [0.01], "epochs": [1], "batch_size": 4, "eval_batch_size": 4},
+        )
+    )
+    table = _prepare(proto).table
+    latent = resolve_table_path(table[table["kind"] == "latent"]["path"].iloc[0], proto.results_path)
+    assert read_codec_info(latent.parent)["first_frame_center_s"] == 0.0  # centred STFT frames
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
+        assert run_train(proto, manifest, progress=False).ok
+    ck = next((proto.results_path / "checkpoints").rglob("e1.pt"))
+    assert load_checkpoint(ck)["meta"]["latent_first_center_s"] == 0.0

@@ -20,25 +20,26 @@ from sonieval.tables import write_table
 EMB, LAT = (16, 12), (6, 20)  # embedding [T, D], latent [C, T']
 
 
-def synthetic_cache(root, n_train=48, n_validation=16, seed=0, noise=0.01):
-    """Cache + prepared table for a mapping a LIN gate can learn exactly: Y = A · Xᵀ · B (+ noise)."""
+def synthetic_cache(root, n_train=48, n_validation=16, seed=0, noise=0.01, n_test=0):
+    """Cache + prepared table for a mapping a LIN gate can learn exactly: Y = A · Xᵀ · B (+ noise);
+    ``n_test`` held-out clips (split test, in the listening set)."""
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((LAT[0], EMB[1])) / np.sqrt(EMB[1])
     b = rng.standard_normal((EMB[0], LAT[1])) / np.sqrt(EMB[0])
     rows = []
-    for i in range(n_train + n_validation):
-        split = "train" if i < n_train else "validation"
+    for i in range(n_train + n_validation + n_test):
+        split = "train" if i < n_train else "validation" if i < n_train + n_validation else "test"
         x = rng.standard_normal(EMB).astype(np.float32)
         y = (a @ x.T @ b + noise * rng.standard_normal(LAT)).astype(np.float32)
         for kind, key, arr in (("embedding", "synthetic-emb", x), ("latent", "synthetic-lat", y)):
             rows.append(cached_pair_row(root, i, split, kind, key, arr))
     write_table(pd.DataFrame(rows, columns=PREPARED_COLUMNS), root / "results" / "tables" / "prepared.parquet")
-    write_clips_table(root, n_train, n_validation)
+    write_clips_table(root, n_train, n_validation, n_test)
 
 
-def write_clips_table(root, n_train, n_validation):
+def write_clips_table(root, n_train, n_validation, n_test=0):
     """The clips table the cache's clips came from (train and prepare read it first)."""
-    n = n_train + n_validation
+    n = n_train + n_validation + n_test
     clips = pd.DataFrame(
         {
             "clip_id": [f"c{i:03d}" for i in range(n)],
@@ -47,8 +48,8 @@ def write_clips_table(root, n_train, n_validation):
             "target": 0,
             "category": "synthetic",
             "path": [f"/nonexistent/c{i:03d}.wav" for i in range(n)],
-            "split": ["train"] * n_train + ["validation"] * n_validation,
-            "listening": False,
+            "split": ["train"] * n_train + ["validation"] * n_validation + ["test"] * n_test,
+            "listening": [False] * (n_train + n_validation) + [True] * n_test,
             "status": "ok",
             "error": None,
         }
@@ -198,3 +199,34 @@ def test_diverging_loss_fails_the_run_with_one_line(tmp_path, torch_threads):
     table = pd.read_parquet(proto.results_path / "tables" / "training.parquet")
     assert (table["status"] == "failed").all() and table["error"].str.contains("loss became inf").all()
     assert not checkpoint_path(proto, "ast", "LIN", 0.05, 2, "transpose").exists()
+
+
+def test_heldout_r2_is_measured_on_clips_that_chose_nothing(tmp_path, torch_threads):
+    """The epoch is chosen on validation; R² is also reported on the held-out (test) clips, for trained
+    systems and controls alike, computed as 1 - SSE/SST against the train-mean latent."""
+    synthetic_cache(tmp_path, n_test=10, noise=0.3)
+    proto = load_protocol(
+        write_protocol(
+            tmp_path,
+            gates={"variants": ["LIN"], "alignments": ["transpose"], "controls": ["untrained", "shuffled"]},
+            training={"learning_rates": [0.05], "epochs": [6], "batch_size": 8, "eval_batch_size": 8},
+        )
+    )
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
+        assert run_train(proto, manifest, progress=False).ok
+    table = pd.read_parquet(proto.results_path / "tables" / "training.parquet").set_index("control")
+    assert (table["n_heldout"] == 10).all() and (table["n_validation"] == 16).all()
+    data = train_mod.paired_data(proto, "ast")
+    mean = torch.stack([data.store("train").pairs([i])[1][0] for i in range(48)]).mean(0)
+    x, y = data.store("test").pairs(list(range(10)))
+    for control, row in table.iterrows():
+        ck = load_checkpoint(row["checkpoint"])
+        gate = train_mod.GateTrainer(proto, train_mod.plan_runs(proto)[0], data, "cpu", "").gate
+        gate.load_state_dict(ck["state_dict"])
+        with torch.no_grad():
+            r2 = 1 - float(((gate(x) - y) ** 2).sum() / ((y - mean) ** 2).sum())
+        assert row["heldout_r2"] == pytest.approx(r2, rel=1e-4, abs=1e-5), control
+        assert row["heldout_r2_ci_low"] <= row["heldout_r2"] <= row["heldout_r2_ci_high"]
+        assert ck["meta"]["heldout_r2"] == pytest.approx(row["heldout_r2"])
+    trained, shuffled = table.loc["none", "heldout_r2"], table.loc["shuffled", "heldout_r2"]
+    assert trained > 0.2 and trained > shuffled + 0.2, (trained, shuffled)
