@@ -1,6 +1,6 @@
 """Condense a leaderboard's learning tables into the README's summary table (Markdown on stdout).
 
-    .venv/bin/python scripts/learning_summary.py results/controls/scores [--measures validation_r2,kad]
+    .venv/bin/python scripts/learning_summary.py results/controls/scores [--measures heldout_r2,kad]
 
 Reads ``learning_seeds.csv`` (systems trained with several seeds: mean over seeds [95 % t interval]) or,
 without replicate seeds, ``learning.csv`` (one seed: the per-clip CIs). One row per encoder (and layer),
@@ -26,7 +26,7 @@ def cell(mean: float, lo: float, hi: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scores_dir", type=Path)
-    ap.add_argument("--measures", default="validation_r2,kad")
+    ap.add_argument("--measures", default="heldout_r2,kad")
     args = ap.parse_args()
     seeds = args.scores_dir / "learning_seeds.csv"
     table = pd.read_csv(seeds if seeds.is_file() else args.scores_dir / "learning.csv")

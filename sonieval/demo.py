@@ -131,7 +131,7 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
     return outputs
 
 
-LEARNING_SHOWN = ("Validation R²", "KAD against", "Log-mel distance")
+LEARNING_SHOWN = ("Held-out R²", "Validation R²", "KAD against", "FAD against", "Log-mel distance")
 
 
 def _learning_tables(markdown: str) -> list[str]:

@@ -57,7 +57,7 @@ __all__ = [
 
 # Direction of every measure the table can show: the measure catalogue's, read live.
 LOWER_IS_BETTER = CATALOGUE_DIRECTIONS
-LEARNING_MEASURES = ("validation_r2", "kad", "logmel_l1", "envelope_correlation", "frame_kad")
+LEARNING_MEASURES = ("heldout_r2", "validation_r2", "kad", "fad", "logmel_l1", "envelope_correlation", "frame_kad")
 
 
 def item_summary(item_scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
@@ -166,13 +166,16 @@ def _measure_values(scores: pd.DataFrame, items: pd.DataFrame, training: pd.Data
 
 
 def _r2_rows(training: pd.DataFrame, system_ids: set[str]) -> pd.DataFrame:
-    """Validation R² of the gate behind every scored system (any post-processing of it)."""
+    """R² of the gate behind every scored system (any post-processing of it): on the held-out clips,
+    which chose nothing (``heldout_r2``); the validation R² of the chosen epoch (flattered by that
+    choice) only for a training table made before held-out clips were measured."""
+    measure = "heldout_r2" if _has_heldout(training) else "validation_r2"
     by_base = {}
-    for r in training.itertuples(index=False):
-        layer = getattr(r, "layer", None)  # absent in training tables made before layers: the input cut
-        slot = encoder_slot(r.encoder, layer if isinstance(layer, str) else None)
-        base = make_system_id(slot, r.gate_slot, r.lr, r.epoch, r.alignment, "x").rsplit("/", 1)[0]
-        by_base[base] = (r.validation_r2, r.validation_r2_ci_low, r.validation_r2_ci_high)
+    for r in training.to_dict("records"):
+        layer = r.get("layer")  # absent in training tables made before layers: the input cut
+        slot = encoder_slot(r["encoder"], layer if isinstance(layer, str) else None)
+        base = make_system_id(slot, r["gate_slot"], r["lr"], r["epoch"], r["alignment"], "x").rsplit("/", 1)[0]
+        by_base[base] = (r[measure], r[f"{measure}_ci_low"], r[f"{measure}_ci_high"])
     rows = []
     for sid in sorted(system_ids):
         got = by_base.get(sid.rsplit("/", 1)[0])
@@ -180,7 +183,7 @@ def _r2_rows(training: pd.DataFrame, system_ids: set[str]) -> pd.DataFrame:
             rows.append(
                 {
                     "system_id": sid,
-                    "measure": "validation_r2",
+                    "measure": measure,
                     "embedding": "latent",
                     "value": got[0],
                     "ci_low": got[1],
@@ -188,6 +191,12 @@ def _r2_rows(training: pd.DataFrame, system_ids: set[str]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=["system_id", "measure", "embedding", "value", "ci_low", "ci_high"])
+
+
+def _has_heldout(training: pd.DataFrame) -> bool:
+    return "heldout_r2" in training.columns and bool(
+        pd.to_numeric(training["heldout_r2"], errors="coerce").notna().any()
+    )
 
 
 def _beats(sys_row, ctrl_row, lower: bool) -> bool | None:

@@ -10,7 +10,7 @@ learning table's conservative test); :func:`depth_figure` draws one PNG per enco
 measure, layer depth on the x axis, the trained gate with its CI, both controls and the ceiling.
 
 This is a probing curve heard and measured: "how much of the sound survives at layer k". The CIs
-are the learning table's (R²: validation clips resampled; KAD and the item measures: sonified clips
+are the learning table's (R²: held-out clips resampled; KAD and the item measures: sonified clips
 resampled). With randomly initialised encoders it tests the method, not what a pretrained model holds.
 """
 

@@ -23,7 +23,8 @@ TITLE = "KAD / FAD leaderboard"
 MEASURE_TITLES = HEADINGS
 LEARNING_INTRO = (
     "Each trained gate beside the same gate untrained and trained on shuffled pairs, and the codec's "
-    "own reconstruction (ceiling). 95 % CIs: R² resamples validation clips, KAD and the item measures "
+    "own reconstruction (ceiling). R² is measured on the held-out clips, which chose neither the epoch nor "
+    "the learning rate (the validation clips chose them). 95 % CIs: R² resamples held-out clips, KAD and the item measures "
     "resample sonified clips (KAD also the reference set), FAD's is a jackknife over them (its ci_method "
     "says for what). *beats both*: for KAD, the paired "
     "bootstrap difference to each control (one reference resample for both, the same clip draws; "
@@ -41,7 +42,7 @@ SEEDS_INTRO = (
 DEPTH_INTRO = (
     "Each encoder sonified at several layers: per layer, the trained gate beside the same gate "
     "untrained and trained on shuffled pairs, and the codec's own reconstruction (ceiling), with 95 % CIs "
-    "(R²: validation clips resampled; KAD and item measures: sonified clips resampled). *Beats both "
+    "(R²: held-out clips resampled; KAD and item measures: sonified clips resampled). *Beats both "
     "controls down to* = the deepest layer whose trained CI lies entirely on the better side of both "
     "controls' CIs (*beats both* per layer)."
 )
@@ -132,12 +133,14 @@ def _depth_note(g: pd.DataFrame, enc: str, training: pd.DataFrame | None) -> str
     col = "system_encoder_random_init"
     random = col in g.columns and g[col].fillna(False).astype(bool).any()
     n_son = int(pd.to_numeric(g["n_evaluated"], errors="coerce").max())
-    n_val = None
-    if training is not None and "n_validation" in training.columns:
-        v = pd.to_numeric(training.loc[training["encoder"] == enc, "n_validation"], errors="coerce").dropna()
-        n_val = int(v.max()) if not v.empty else None
+    n_val, which = None, "validation"
+    for col, name in (("n_validation", "validation"), ("n_heldout", "held-out")):
+        if training is not None and col in training.columns:
+            v = pd.to_numeric(training.loc[training["encoder"] == enc, col], errors="coerce").dropna()
+            if not v.empty and v.max() > 0:
+                n_val, which = int(v.max()), name
     bits = ["RANDOM-WEIGHT encoder (tests the method, not a pretrained model)" if random else "pretrained encoder"]
-    bits += [f"R² over {n_val} validation clips"] if n_val else []
+    bits += [f"R² over {n_val} {which} clips"] if n_val else []
     bits += [f"KAD/items over {n_son} sonified clips; bars: 95 % CIs"]
     return "; ".join(bits)
 

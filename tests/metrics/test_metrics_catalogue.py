@@ -48,6 +48,7 @@ def test_the_built_in_directions_and_headings_are_the_ones_the_pages_showed():
     )
     assert MEASURE_TITLES["kad"] == "KAD against the reference set (lower is better)"
     assert MEASURE_TITLES["validation_r2"] == "Validation R² against the train-mean latent (higher is better)"
+    assert LOWER_IS_BETTER["heldout_r2"] is False
 
 
 def test_a_registered_measure_is_known_everywhere(sparkle):

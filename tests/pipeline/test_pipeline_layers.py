@@ -152,7 +152,7 @@ def test_score_draws_audibility_by_depth(layered_results):
     proto, _, _, scored = layered_results
     depth = scored.depth
     assert set(depth["encoder"]) == {"wavlm"} and list(depth["layer"].unique()) == ["input", "layer1", "layer2"]
-    r2 = depth[depth["measure"] == "validation_r2"]
+    r2 = depth[depth["measure"] == "heldout_r2"]
     assert list(r2["depth"]) == [0, 1, 2] and r2["untrained_value"].notna().all()
     assert np.isfinite(depth.loc[depth["measure"] == "logmel_l1", "ceiling_value"]).all()
     out = proto.results_path / "scores"

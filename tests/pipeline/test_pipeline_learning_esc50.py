@@ -98,7 +98,7 @@ def learning_holds(row: pd.Series, margin: float = 0.0) -> bool:
 def test_trained_gate_beats_both_controls_on_r2_and_decoded_audio(learned, alignment):
     _, learning, _, _ = learned
     sid = f"ast/LIN/lr0.005/e8/{alignment}/none"
-    r2 = _row(learning, sid, "validation_r2")
+    r2 = _row(learning, sid, "heldout_r2")
     assert learning_holds(r2, R2_MARGIN), r2.to_dict()
     assert r2["shuffled_value"] < 0.1 and abs(r2["untrained_value"]) < 0.2, "controls must not learn"
     # on the decoded audio, against each clip's own original: log-mel distance, lower is better
