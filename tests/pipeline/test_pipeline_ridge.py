@@ -93,3 +93,23 @@ def test_ridge_parameter_counts_in_its_docstring():
         for alignment in g.GRID_ALIGNMENTS:
             n = g.gate_parameter_count("RIDGE", shape, g.DAC_VAE_LATENT, alignment)
             assert f"{alignment} {n:,}" in g.RIDGE.__doc__.split(label)[1].splitlines()[0]
+
+
+def test_ridge_on_too_many_features_fails_alone_with_one_line(tmp_path, torch_threads, monkeypatch):
+    from sonieval.pipeline import ridge
+
+    frame_map_cache(tmp_path, n=(8, 4, 2))
+    monkeypatch.setattr(ridge, "RIDGE_MAX_FEATURES", EMB[1] - 1)
+    proto = load_protocol(
+        write_protocol(
+            tmp_path,
+            gates={"variants": ["RIDGE", "LIN"], "alignments": ["grid"]},
+            training={"learning_rates": [0.02], "epochs": [1], "batch_size": 4, "eval_batch_size": 4},
+        )
+    )
+    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
+        result = run_train(proto, manifest, progress=False)
+    assert result.done == ["ast/LIN/lr0.02/grid"]
+    error = result.failed["ast/RIDGE/lr0.0/grid"]
+    assert list(result.failed) == ["ast/RIDGE/lr0.0/grid"] and "RIDGE: 10 features per frame" in error
+    assert "\n" not in error
