@@ -116,6 +116,21 @@ def test_hubert_grid_maps_50hz_onto_latent_time(torch_threads):
     assert torch.allclose(image, expected.clamp(0, 248).float(), atol=1e-3)
 
 
+@pytest.mark.parametrize("alignment", g.GRID_ALIGNMENTS)
+def test_lin_on_grid_computes_its_layers_map_in_the_cheaper_order(torch_threads, alignment):
+    """LIN under grid multiplies in another order (features first): the same map and gradients as its
+    layers applied one after the other (the base Gate's forward)."""
+    torch.manual_seed(0)
+    axis = g.TimeAxis((3, 40), 0.11, 0.02)
+    gate = g.build_gate("LIN", (120, 24), (16, 90), alignment, time_axis=axis, latent_first_center_s=0.0)
+    x = torch.randn(3, 120, 24, dtype=torch.float64)
+    gate = gate.double()
+    fast, slow = gate(x), g.Gate.forward(gate, x)
+    assert torch.allclose(fast, slow, rtol=1e-10, atol=1e-12)
+    grads = [torch.autograd.grad(y.square().sum(), list(gate.parameters())) for y in (gate(x), g.Gate.forward(gate, x))]
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(*grads))
+
+
 def test_grid_interpolates_onto_the_codecs_own_frame_centres(torch_threads):
     """The mel codec's STFT frames are centred at j·hop (center=True), DAC-VAE's at (j+½)·hop: a grid
     gate reads the embedding at the codec's centres (it once used (j+½)·hop for every codec: 5.8 ms off
