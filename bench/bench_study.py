@@ -69,11 +69,16 @@ def esc50_clips(n: int) -> tuple[list[Path], str]:
 
 
 def make_inputs(work: Path, n_clips: int) -> tuple[Path, dict[str, Path], str]:
-    files, label = esc50_clips(n_clips)
+    """``n_clips`` rated clips and one more original no system has (the familiarisation examples come
+    from a clip that is not rated)."""
+    files, label = esc50_clips(n_clips + 1)
     if not files:
         raise SystemExit("bench_study: needs the ESC-50 subset (set SONIEVAL_ESC50)")
     originals = work / "originals"
     systems = {"timing-lowpass": work / "lowpass", "timing-quiet": work / "quiet"}
+    spare, files = files[-1], files[:-1]
+    x, rate, _ = read_audio(spare)
+    write_wav(originals / spare.name, x, rate)
     for f in files:
         x, rate, _ = read_audio(f)
         write_wav(originals / f.name, x, rate)

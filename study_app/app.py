@@ -10,7 +10,10 @@ says so, and at the end the thank-you page with the completion code and the plat
 address. Every rating page holds the A/B player (:mod:`sonieval.study.player`) *inside* the
 page's form, so the listening time it measured arrives with the submit (no rerun per report).
 One player frame serves all rating pages (one widget key); each page gives it a page id, the
-next page's sound files to decode ahead, and reads back only reports stamped with that id.
+next page's sound files to decode ahead, and reads back only reports stamped with that id. On a
+multi-stimulus page the player is the whole rating panel (MUSHRA layout: every condition's button
+and vertical slider side by side, in a wide page that fits 1280 x 800) and the marks arrive in its
+report.
 
 Three things keep a rater's intent from being lost or turned into a traceback:
 
@@ -35,7 +38,7 @@ import io
 import logging
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import streamlit as st
 
@@ -116,7 +119,14 @@ def enrol_page(store: StudyStore, study_id: str) -> None:
     """The public link: issue a personal link (kept in the address bar from now on), or say why not."""
     params = {k: st.query_params.get(k) for k in st.query_params.keys()}
     try:
-        token = enrol(store, study_id, params, getattr(st.context, "ip_address", None), dict(st.context.headers or {}))
+        token = enrol(
+            store,
+            study_id,
+            params,
+            getattr(st.context, "ip_address", None),
+            dict(st.context.headers or {}),
+            dict(st.context.cookies or {}),
+        )
     except EnrolmentRefused as exc:
         (st.info if exc.reason in ("full", "closed") else st.error)(texts.enrol_refusal(exc.reason))
         st.stop()
@@ -124,6 +134,24 @@ def enrol_page(store: StudyStore, study_id: str) -> None:
     st.query_params["rater"] = token
     _flash(texts.PERSONAL_LINK)
     st.rerun()
+
+
+def _keep_browser_marker(session: RaterSession) -> None:
+    """Leave the study's first-party marker in the rater's browser (a cookie, set by a tiny script
+    frame of the app's own origin), once per browser session: a re-enrolment from this browser after
+    a screen-out is then recognised (:func:`sonieval.study.session.enrol`)."""
+    marker = session.browser_marker()
+    if marker is None or st.session_state.get("marker_set"):
+        return
+    name, value, keep_s = marker
+    if (st.context.cookies or {}).get(name) != value:
+        import streamlit.components.v1 as components
+
+        components.html(
+            f"<script>document.cookie = '{name}={value}; Path=/; Max-Age={int(keep_s)}; SameSite=Lax';</script>",
+            height=0,
+        )
+    st.session_state["marker_set"] = True
 
 
 def headphone_page(session: RaterSession) -> None:
@@ -172,7 +200,7 @@ def familiarisation_page(session: RaterSession) -> None:
             st.subheader(f"An example near {mark}: {label}")
             ab_player(
                 [
-                    {"label": "R", "path": files.original, "required": False},
+                    {"label": "R", "path": files.original, "required": False, "reference": True},
                     {"label": "A", "path": files.stimulus, "required": False},
                 ],
                 key=_key("example", end),
@@ -222,6 +250,7 @@ def rater_page(store: StudyStore, study_id: str, token: str, info: StudyInfo | N
     if session.info.status != "open":
         st.info(texts.CLOSED)
         st.stop()
+    _keep_browser_marker(session)
     if session.screened_out:
         thank_you_page(session, None)
         return
@@ -236,7 +265,7 @@ def rater_page(store: StudyStore, study_id: str, token: str, info: StudyInfo | N
     if state.finished:
         thank_you_page(session, state.total)
         return
-    sessions = None
+    number = None
     if not state.stale:
         session.settle_sessions()
         sessions = session.sessions()
@@ -245,11 +274,14 @@ def rater_page(store: StudyStore, study_id: str, token: str, info: StudyInfo | N
             _show_flash()
             break_page(session, state, ended)
             return
+        number = session.open_session(sessions)  # back after idle_minutes: session 2 starts now, and says so
         state = replace(state, shown_at=session.show(state))
     st.query_params[PAGE_PARAM] = str(state.step.position)
+    if state.step.block == "multi":
+        _compact_page()
     st.progress(state.done / max(state.total, 1), text=f"Page {state.done + 1} of {state.total}")
     _show_flash()
-    st.caption(f"{session.info.title} · session {session.session_number(sessions)}")
+    st.caption(f"{session.info.title} · session {number if number is not None else session.session_number()}")
     form_key, submitted, collect = rating_form(session, state)
     if submitted and st.session_state.pop("handled_submit", None) != form_key:
         _record_submit(session, state.step.position, *collect())  # the callback did not run (new session)
@@ -259,20 +291,61 @@ def rater_page(store: StudyStore, study_id: str, token: str, info: StudyInfo | N
     st.caption(texts.KEYBOARD_HINT)
 
 
-def _player(session: RaterSession, state: StepState, sounds) -> tuple[str, list[str], float, str]:
-    """The page's A/B player (inside the form); returns its key, its labels, the minimum listening
-    time and the page it shows.
+@dataclass(frozen=True)
+class PagePlayer:
+    """What the page's player shows, to read its report back: its widget key, sound labels, the
+    minimum listening time, the page it is about and, on a rating panel, its options and the label
+    of each trial (the marks come from the panel)."""
+
+    key: str
+    labels: list[str]
+    min_s: float
+    page: str
+    rating: dict | None = None
+    trial_labels: dict | None = None  # trial id -> label on the panel
+
+
+def _compact_page() -> None:
+    """A multi-stimulus page fits a laptop screen (1280 x 800) with its transport, every condition's
+    button and slider and the submit button: less of Streamlit's empty margin above and below."""
+    st.html(
+        "<style>[data-testid='stMainBlockContainer']{padding-top:1.25rem;padding-bottom:1rem}"
+        "[data-testid='stMainBlockContainer'] [data-testid='stVerticalBlock']{gap:0.6rem}</style>"
+    )
+
+
+def _player(session: RaterSession, state: StepState, sounds, *, panel: bool = False) -> PagePlayer:
+    """The page's A/B player (inside the form). On a multi-stimulus page with sound (``panel``) it
+    is the whole rating panel: each condition's button, its waveform thumbnail (visual attribute)
+    and its vertical slider(s) side by side under the transport, the MUSHRA layout.
 
     One player frame serves every rating page (one key): the next page then needs no new frame to
     load, and it decodes the next page's sounds while the rater works on this one. Its reports
     carry the page they are about, so the last page's listening never counts for this one."""
     min_s = session.min_listen_s(state)
     key, page = _key("player"), f"page-{state.step.position}"
-    sources = [{"label": s.label, "path": s.path, "required": s.required} for s in sounds]
-    ab_player(sources, key=key, min_listen_s=min_s, page=page, prefetch=session.following_sounds(state))
-    if min_s > 0:
+    sources = [
+        {"label": s.label, "path": s.path, "required": s.required, "reference": s.trial_id is None} for s in sounds
+    ]
+    rating, trial_labels = None, None
+    if panel:
+        info, attrs = session.info, state.step.attributes
+        rating = {
+            "scale_min": info.scale_min,
+            "scale_max": info.scale_max,
+            "attributes": [{"id": a, "label": texts.QUESTIONS[a], "short": texts.SHORT_QUESTIONS[a]} for a in attrs],
+            "low": texts.LOW_SHORT,
+            "high": texts.HIGH_SHORT,
+        }
+        by_id = {t.trial_id: t for t in state.trials}
+        for src, sound in zip(sources, sounds):
+            if sound.trial_id is not None and "visual" in attrs:
+                src["image"] = session.waveform(state, by_id[sound.trial_id])
+        trial_labels = {s.trial_id: s.label for s in sounds if s.trial_id is not None}
+    ab_player(sources, key=key, min_listen_s=min_s, page=page, prefetch=session.following_sounds(state), rating=rating)
+    if min_s > 0 and not panel:
         st.caption(f"Play every sound (not R) for at least {min_s:.1f} s before you submit: the player counts down.")
-    return key, [s.label for s in sounds], min_s, page
+    return PagePlayer(key, [s.label for s in sounds], min_s, page, rating, trial_labels)
 
 
 def _mark_widget(session: RaterSession, attribute: str, key: str, label: str | None = None) -> None:
@@ -303,23 +376,24 @@ def rating_form(session: RaterSession, state: StepState):
     info, step = session.info, state.step
     form_key = _key("page", step.position)
     multi = step.block == "multi"
+    panel = multi and "audio" in step.attributes  # every condition's button and slider side by side
+    keys: dict = {}
     with st.form(form_key, clear_on_submit=False, enter_to_submit=True):
-        st.caption(texts.block_intro(step.block))
+        st.caption(texts.block_intro("panel" if panel else step.block))
         if state.trial.instruction:
             st.info(state.trial.instruction)
         sounds = session.sounds(state) if "audio" in step.attributes or multi else []
-        player = _player(session, state, sounds) if "audio" in step.attributes else None
-        st.caption(texts.scale_caption(info.scale_min, info.scale_max))
-        if multi:
-            keys = {}
+        player = _player(session, state, sounds, panel=panel) if "audio" in step.attributes else None
+        if not panel:
+            st.caption(texts.scale_caption(info.scale_min, info.scale_max))
+        if multi and not panel:  # visual only: the waveforms one under the other, a mark each
             for label, trial in zip([s.label for s in sounds][1:], state.trials):
                 st.subheader(f"Sound {label}")
-                if "visual" in step.attributes:
-                    st.image(str(session.waveform(state, trial)), caption=WAVEFORM_CAPTION)
+                st.image(str(session.waveform(state, trial)), caption=WAVEFORM_CAPTION)
                 keys[trial.trial_id] = {a: _key("mark", step.position, label, a) for a in step.attributes}
                 for a, k in keys[trial.trial_id].items():
                     _mark_widget(session, a, k, f"{label}: {texts.QUESTIONS[a]}")
-        else:
+        elif not multi:
             if "visual" in step.attributes:
                 st.image(str(session.waveform(state)), caption=WAVEFORM_CAPTION)
             keys = {a: _key("mark", step.position, a) for a in step.attributes}
@@ -335,8 +409,9 @@ def rating_form(session: RaterSession, state: StepState):
     return form_key, bool(submitted), lambda: _collect(keys, player)
 
 
-def _collect(keys: dict, player: tuple[str, list[str], float, str] | None) -> tuple[dict, dict | None]:
-    """(marks, player report) from the session state; an untouched slider counts as no mark."""
+def _collect(keys: dict, player: PagePlayer | None) -> tuple[dict, dict | None]:
+    """(marks, player report) from the session state; an untouched slider counts as no mark. On a
+    rating panel the marks are the player's: ``{trial id: {attribute: mark}}``."""
 
     def read(k: str) -> object:
         v = st.session_state.get(k)
@@ -345,10 +420,18 @@ def _collect(keys: dict, player: tuple[str, list[str], float, str] | None) -> tu
     marks = {t: ({a: read(k) for a, k in v.items()} if isinstance(v, dict) else read(v)) for t, v in keys.items()}
     report = None
     if player is not None:
-        key, labels, min_s, page = player
+        rated = list(player.trial_labels.values()) if player.trial_labels else ()
         report = normalise_state(
-            st.session_state.get(key), labels, min_listen_s=min_s, required=[lb != "R" for lb in labels], page=page
+            st.session_state.get(player.key),
+            player.labels,
+            min_listen_s=player.min_s,
+            required=[lb != "R" for lb in player.labels],
+            page=player.page,
+            rating=player.rating,
+            rated=rated,
         )
+        if player.trial_labels:
+            marks = {tid: dict(report["marks"].get(label, {})) for tid, label in player.trial_labels.items()}
     return marks, report
 
 
@@ -489,8 +572,9 @@ def main() -> None:
         log.exception("cannot open the study storage")
         st.error(texts.UNAVAILABLE)
         st.stop()
+    wide = bool(admin_token) or info.mode == "multi"  # a multi-stimulus page: every condition side by side
     st.set_page_config(
-        page_title=f"{info.title}: admin" if admin_token else info.title, layout="wide" if admin_token else "centered"
+        page_title=f"{info.title}: admin" if admin_token else info.title, layout="wide" if wide else "centered"
     )
     rater_token = st.query_params.get("rater")
     if admin_token:

@@ -40,15 +40,17 @@ from sonieval.study.design import (
     anchor_system_id,
     build_trials,
     check_subset_balance,
+    originals_from_tables,
+    originals_in_folder,
     sources_from_audio_dir,
     sources_from_folders,
     sources_from_tables,
 )
-from sonieval.study.familiarisation import choose_examples
+from sonieval.study.familiarisation import choose_examples, spare_clips
 from sonieval.study.loudness import CEILING_DBTP, TARGET_LUFS, Level, LevelSpec, describe_shortfalls
 from sonieval.study.options import Enrolment, Headphones, Sessions, StudyOptions
 from sonieval.study.prepare import AnchorSettings, StimulusWriter
-from sonieval.study.stimuli import AUDIO_SUBDIR
+from sonieval.study.stimuli import AUDIO_SUBDIR, StudyFormat, study_rate
 from sonieval.study.store import StudyStore, redact_url
 
 
@@ -80,6 +82,7 @@ class StudySettings:
     sessions: Sessions = field(default_factory=Sessions)
     enrolment: Enrolment = field(default_factory=Enrolment)  # cap: n_raters
     headphones: Headphones = field(default_factory=Headphones)
+    sample_rate: int | None = None  # every file's rate; None: the rate most originals have
 
     @property
     def level_spec(self) -> LevelSpec:
@@ -130,10 +133,15 @@ class StudySettings:
                         "completion_code",
                         "completion_url",
                         "screened_out_code",
+                        "trusted_proxy_hops",
+                        "per_rater_codes",
+                        "reenrol_block_hours",
+                        "release_after_minutes",
                     )
                 }
             ),
             headphones=Headphones(s.headphone_check.enabled, s.headphone_check.on_fail),
+            sample_rate=getattr(s, "sample_rate", None),
         )
 
     def options(self) -> tuple[StudyOptions, str | None]:
@@ -198,10 +206,12 @@ def create_from_protocol(
     if proto.study.audio_dir is not None:
         sources, notes = sources_from_audio_dir(proto.resolve(proto.study.audio_dir), proto.study.clips)
         source = {"kind": "audio_dir", "audio_dir": str(proto.resolve(proto.study.audio_dir))}
+        every_original = originals_in_folder(proto.resolve(proto.study.audio_dir) / "originals")
     else:
         check_sonifications(proto.results_path, proto.source)  # missing tables, sonifications of other clips: refused
         sources, notes = sources_from_tables(proto.results_path, systems=proto.study.systems, clips=proto.study.clips)
         source = {"kind": "tables", "results_dir": str(proto.results_path.resolve())}
+        every_original = originals_from_tables(proto.results_path)
     source["protocol"] = str(proto.source) if proto.source else None
     return create_study(
         settings,
@@ -213,6 +223,7 @@ def create_from_protocol(
         notes=notes,
         progress=progress,
         replace_unrated=replace_unrated,
+        originals=every_original,
     )
 
 
@@ -245,6 +256,7 @@ def create_from_folders(
         notes=notes,
         progress=progress,
         replace_unrated=replace_unrated,
+        originals=originals_in_folder(originals),
     )
 
 
@@ -267,8 +279,12 @@ def create_study(
     notes: list[str] | None = None,
     progress: bool = True,
     replace_unrated: bool = False,
+    originals: dict[str, Path] | None = None,
 ) -> CreatedStudy:
-    """Make the stimuli and waveforms, store the study and invite ``n_raters`` raters (if new)."""
+    """Make the stimuli and waveforms, store the study and invite ``n_raters`` raters (if new).
+
+    ``originals``: every original the source offers (``{clip id: file}``), rated or not; the
+    familiarisation examples come from one that is not rated."""
     notes = list(notes or [])
     study_dir = Path(study_dir)
     if settings.attributes and any(a not in ("visual", "audio") for a in settings.attributes):
@@ -296,10 +312,12 @@ def create_study(
         if settings.anchor_kind
         else None
     )
-    writer = StimulusWriter(settings.study_id, study_dir, sources, settings.level_spec, anchor, anchor_id)
+    fmt = StudyFormat(settings.sample_rate or study_rate(sorted({s.original_path for s in sources})))
+    writer = StimulusWriter(settings.study_id, study_dir, sources, settings.level_spec, anchor, anchor_id, fmt)
     writer.plan(trial_list)
-    kept, failures, file_levels = _prepare_trials(writer, trial_list, study_dir, manifest_path, progress)
+    kept, failures, file_levels, records = _prepare_trials(writer, trial_list, study_dir, manifest_path, progress)
     warnings = _level_warnings(kept, file_levels, settings.level_spec)
+    notes += format_notes(records, fmt)
     if failures:
         notes.append(
             f"{sum(len(v) for v in failures.values())} trial(s) left out because their audio could not be prepared "
@@ -313,13 +331,22 @@ def create_study(
             path=manifest_path,
             hint="fix or remove the files listed above, then run the command again",
         )
-    familiarisation = choose_examples(kept, study_dir / AUDIO_SUBDIR) if settings.familiarisation else {}
+    familiarisation = {}
+    if settings.familiarisation:
+        familiarisation, example_levels = _familiarisation(settings, writer, originals or {}, kept, anchor)
+        file_levels.update(example_levels)
+        if not familiarisation:
+            warnings.append(
+                "no familiarisation examples: they come from a clip that is not rated, and every original is "
+                "rated (add an original without sonifications, or a clip outside the listening set)"
+            )
     provenance = {
         "source": source,
         "anchor": anchor_id,
         "n_raters_planned": settings.n_raters,
         "notes": notes[:20],
         "loudness": settings.level_spec.as_dict(),
+        "format": fmt.as_dict(),
     }
     options, enrol_key = settings.options()
     with StudyStore(storage) as store:
@@ -368,11 +395,12 @@ def create_study(
 
 def _prepare_trials(
     writer: StimulusWriter, trial_list: list[Trial], study_dir: Path, manifest_path: Path, progress: bool
-) -> tuple[list[Trial], dict[str, list[str]], dict[str, dict]]:
+) -> tuple[list[Trial], dict[str, list[str]], dict[str, dict], list[dict]]:
     """Write every trial's files through the run manifest (stage ``study``).
 
-    Returns the trials kept (files filled in), the failures (error -> trials it left out) and
-    the level of every written file. One unreadable file fails only the trials that need it.
+    Returns the trials kept (files filled in), the failures (error -> trials it left out), the
+    level of every written file and the manifest records of the kept trials. One unreadable file
+    fails only the trials that need it.
     """
     from sonieval.ledger import ItemOutcome, LedgerItem, RunLedger
 
@@ -404,8 +432,35 @@ def _prepare_trials(
             for k in ("original_file", "stimulus_file", "waveform_file", "stimulus_seconds"):
                 setattr(t, k, extra[k])
             kept.append(t)
-            records.append(extra)
-    return kept, failures, writer.levels_by_file(records)
+            records.append({**extra, "role": t.role})
+    return kept, failures, writer.levels_by_file(records), records
+
+
+def format_notes(records: list[dict], fmt: StudyFormat) -> list[str]:
+    """What bringing the stimuli into the study's one format did (console lines; also in provenance)."""
+    notes = [
+        f"every file: {fmt.sample_rate} Hz, 16-bit PCM with its own dither, each clip's files as long as its "
+        f"original ({fmt.fade_s * 1000:g} ms fade where one is trimmed or padded)"
+    ]
+    resampled = [r for r in records if r.get("source_rate") not in (None, fmt.sample_rate)]
+    if resampled:
+        rates = ", ".join(f"{r:g} Hz" for r in sorted({r["source_rate"] for r in resampled}))
+        notes.append(f"{len(resampled)} stimulus file(s) resampled to {fmt.sample_rate} Hz (from {rates})")
+    for action in ("trimmed", "padded"):
+        hits = [r for r in records if r.get("length_action") == action]
+        if hits:
+            notes.append(f"{len(hits)} stimulus file(s) {action} to their clip's length")
+    return notes
+
+
+def _familiarisation(
+    settings: StudySettings, writer: StimulusWriter, originals: dict[str, Path], kept: list[Trial], anchor
+) -> tuple[dict, dict[str, dict]]:
+    """The examples from a clip no one rates, with its files' levels (:mod:`sonieval.study.familiarisation`)."""
+    candidates = spare_clips(originals, {t.clip_id for t in kept}, settings.seed)
+    if anchor is None:  # a study without an anchor still shows what "near the bottom" is: BS.1534's low-pass
+        anchor = AnchorSettings("lowpass", 3500.0, 0.0, settings.seed)
+    return choose_examples(writer, candidates, anchor)
 
 
 def failure_lines(failures: dict[str, list[str]]) -> list[str]:

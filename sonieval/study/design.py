@@ -30,15 +30,16 @@ rater's own random order, labelled A, B, C... beside the open reference R (at mo
 check is a page of its own. System names are never shown: the page only says "Original" (R)
 and "Sonification" (A) or the condition letters.
 
-**Blinding.** Stimuli are served from opaque copies and the page names no system. Streamlit
-serves media under a hash of the file's bytes; the hidden reference is written as 32-bit float
-like every other stimulus while the original is 16-bit PCM (sonieval.study.stimuli), so it has
-its own media URL although its samples are the original's.
+**Blinding.** Stimuli are served from opaque copies and the page names no system. Every file
+of a study has one format (one sample rate, 16-bit, each clip's files as long as its original)
+and a header that depends on nothing but length and rate; each is quantised with its own dither,
+so no two files share bytes (Streamlit serves media under a hash of the bytes: every file has its
+own URL, the hidden reference's is not the original's) (:mod:`sonieval.study.stimuli`).
 
-**Familiarisation.** Before the first trial a rater sees two example pairs without marking
-them: the stimulus measured farthest from its original ("near 1") and that clip's hidden
-reference ("near 5"), chosen by :mod:`sonieval.study.familiarisation`. Nothing from it is
-stored as a rating; the time the rater finished it is stored on the rater's row.
+**Familiarisation.** Before the first trial a rater hears two example pairs without marking
+them: the anchor ("near 1") and the hidden reference ("near 5") of a clip that is not rated,
+chosen by :mod:`sonieval.study.familiarisation`. Nothing from it is stored as a rating; the time
+the rater finished it is stored on the rater's row.
 
 **Loudness.** Every stimulus and original is aligned to one programme loudness per clip with a
 true-peak ceiling (:mod:`sonieval.study.loudness`), so neither the hidden reference nor a
@@ -281,7 +282,8 @@ def sources_from_folders(
         if not folder.is_dir():
             raise DataError(f"folder of system {name!r} not found", path=folder)
         files = _audio_files(folder)
-        absent = sorted(set(originals) - set(files))
+        # an original no system has is not rated (it may serve the familiarisation): not a gap of this system
+        absent = sorted((set(originals) - set(files)) & set().union(*(_stems(f) for f in systems.values())))
         if absent:
             notes.append(f"system {name}: {len(absent)} clip(s) without a file, skipped (e.g. {absent[0]})")
         for cid in sorted(set(originals) & set(files)):
@@ -289,6 +291,27 @@ def sources_from_folders(
     if not out:
         raise DataError("no file in any system folder matches an original by name", path=originals_dir)
     return _with_screening(out, {c: (p, "") for c, p in originals.items()}), notes
+
+
+def _stems(folder: Path) -> set[str]:
+    folder = _absolute(folder)
+    if not folder.is_dir():
+        return set()
+    return {p.stem for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and not p.name.startswith(".")}
+
+
+def originals_in_folder(originals_dir: Path) -> dict[str, Path]:
+    """``{clip id: file}`` of every original in a folder (rated or not)."""
+    return _audio_files(_absolute(originals_dir))
+
+
+def originals_from_tables(results_dir: Path) -> dict[str, Path]:
+    """``{clip id: file}`` of every usable clip of the clips table (the listening set and the rest)."""
+    from sonieval.tables import read_table
+
+    clip_df = read_table(Path(results_dir) / "tables" / "clips.parquet", "clips")
+    clip_df = clip_df[clip_df["status"].map(_usable)]
+    return {str(r.clip_id): Path(str(r.path)) for r in clip_df.itertuples(index=False)}
 
 
 def sources_from_audio_dir(audio_dir: Path, clips: list[str] | None = None) -> tuple[list[StimulusSource], list[str]]:
@@ -483,6 +506,8 @@ __all__ = [
     "trials_frame",
     "anchor_system_id",
     "multi_pages",
+    "originals_in_folder",
+    "originals_from_tables",
     "page_labels",
     "CONDITION_LABELS",
     "REFERENCE_LABEL",

@@ -31,6 +31,7 @@ from sonieval.study.store import (
     levels,
     listening,
     page_log,
+    page_trials,
     plan,
     rater_sessions,
     raters,
@@ -44,6 +45,9 @@ EXTRA_COLUMNS = [
     "control",
     "category",
     "block",
+    "page_label",
+    "page_slot",
+    "page_conditions",
     "rater_index",
     "block_order",
     "expected_mark",
@@ -106,6 +110,7 @@ def ratings_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
         .merge(p, on=["rater_id", "position"], how="left")
         .merge(who, on="rater_id", how="left")
     )
+    df = df.merge(page_slots(store, study_id), on=["rater_id", "position", "trial_id"], how="left")
     df = _with_pages(df, store, study_id)
     df["study_id"] = study_id
     df["response_seconds"] = (df["submitted_at"] - df["shown_at"]).astype("float64")
@@ -130,6 +135,24 @@ def ratings_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
     )
     df = df[RATINGS_COLUMNS + EXTRA_COLUMNS]
     return df.sort_values(["rater_id", "position", "attribute"]).reset_index(drop=True)
+
+
+def page_slots(store: StudyStore, study_id: str) -> pd.DataFrame:
+    """Where each trial sat on each rater's page: ``page_label`` (the letter it had: A on a page of
+    one stimulus, A, B, ... on a multi-stimulus page, in the rater's order), ``page_slot`` (its place
+    from the left, 1-based) and ``page_conditions`` (the stimuli on that page), so position effects
+    can be analysed. One row per (rater, page, trial) the raters were given."""
+    from sonieval.study.design import CONDITION_LABELS
+
+    p = store.frame(plan, study_id)
+    multi = store.frame(page_trials, study_id)[["rater_id", "position", "slot", "trial_id"]]
+    single = p[p["block"] != "multi"][["rater_id", "position", "trial_id"]].assign(slot=0)
+    out = pd.concat([single, multi], ignore_index=True)
+    out["page_label"] = [CONDITION_LABELS[int(k)] for k in out["slot"]]
+    out["page_slot"] = (out["slot"].astype("int64") + 1).astype("Int64")
+    sizes = out.groupby(["rater_id", "position"])["trial_id"].transform("size")
+    out["page_conditions"] = sizes.astype("Int64")
+    return out[["rater_id", "position", "trial_id", "page_label", "page_slot", "page_conditions"]]
 
 
 def _with_pages(df: pd.DataFrame, store: StudyStore, study_id: str) -> pd.DataFrame:
@@ -199,6 +222,7 @@ def write_ratings(store: StudyStore, study_id: str, out_dir: str | os.PathLike) 
     ):
         with atomic_path(out / name) as tmp:
             frame.to_csv(tmp, index=False)
+            os.chmod(tmp, 0o600)  # platform ids and completion codes: the owner's only
     return csv, parquet, len(df)
 
 
@@ -228,6 +252,7 @@ RATER_COLUMNS = [
     "block_order",
     *ENROLMENT_COLUMNS,
     "enrolled_at",
+    "completion_code",
 ]
 
 
@@ -266,6 +291,7 @@ def progress_per_rater(store: StudyStore, study_id: str, *, now: float | None = 
             "block_order": rater.block_order,
         }
         row["status"] = rater_status(info, row, mine_sess, mine_log, check, now)
+        row["completion_code"] = _completion_code(info, rid, row["status"])
         if rid in enrolled.index:
             e = enrolled.loc[rid]
             row.update({k: e[k] for k in ENROLMENT_COLUMNS})
@@ -274,6 +300,19 @@ def progress_per_rater(store: StudyStore, study_id: str, *, now: float | None = 
     out = pd.DataFrame(rows, columns=RATER_COLUMNS)
     out["headphone_passed"] = out["headphone_passed"].astype("boolean")
     return out
+
+
+def _completion_code(info, rater_id: str, status: str) -> str | None:
+    """The code this rater was shown at the end (None before the end): per rater, the study's, or
+    the screened-out code."""
+    from sonieval.study.session import rater_code
+
+    enrol = info.options.enrolment
+    if status.startswith("screened out"):
+        return enrol.screened_out_code
+    if status != "finished":
+        return None
+    return rater_code(info.study_dir, rater_id) if enrol.per_rater_codes else enrol.completion_code
 
 
 def rater_status(info, row: dict, sessions: pd.DataFrame, pages: pd.DataFrame, check: pd.DataFrame, now: float) -> str:
@@ -341,8 +380,9 @@ def sessions_frame(store: StudyStore, study_id: str) -> pd.DataFrame:
 def progress_per_trial(store: StudyStore, study_id: str) -> pd.DataFrame:
     t = store.frame(trials, study_id)[["trial_id", "role", "system_id", "clip_id"]]
     r = store.frame(ratings, study_id)
-    p = store.frame(plan, study_id)
-    assigned = p.groupby("trial_id")["rater_id"].nunique().rename("raters_assigned")
+    # every trial of every page (a multi-stimulus page holds several; plan names only its first)
+    pages = page_slots(store, study_id)
+    assigned = pages.groupby("trial_id")["rater_id"].nunique().rename("raters_assigned")
     counts = (
         r.pivot_table(index="trial_id", columns="attribute", values="mark", aggfunc="count")
         if len(r)

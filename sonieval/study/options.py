@@ -11,8 +11,13 @@ no headphone check, labelled radio marks). Built from the protocol's ``study`` s
   comes first) and the rater is offered a break; a rater away ``idle_minutes`` starts a new
   session on return.
 - :class:`Enrolment`: a public link (``?enrol=KEY``; only the key's hash is stored) that issues
-  personal rater links, capped at ``cap`` raters and rate limited; the completion code and the
-  platform's return address shown at the end.
+  personal rater links, capped at ``cap`` places and rate limited; the completion code (one per
+  study, or one per rater with ``per_rater_codes``) and the platform's return address shown at
+  the end. A place is held by a rater who finished or was active within ``release_after_minutes``
+  (None: always held); a screened-out rater holds none. After a screen-out the same browser (a
+  first-party cookie) and the same address (its keyed hash) cannot enrol again for
+  ``reenrol_block_hours`` (0: no block). Behind ``trusted_proxy_hops`` proxies the rater's
+  address is the one the outermost trusted proxy added to ``X-Forwarded-For``.
 - :class:`Headphones`: the antiphase check of Woods et al. (2017)
   (:mod:`sonieval.study.headphone`) before the first rating page; ``salt`` names its files.
 """
@@ -44,10 +49,14 @@ class Enrolment:
     max_per_minute: int = 30
     max_per_ip_per_hour: int = 5
     trust_proxy_headers: bool = False
+    trusted_proxy_hops: int = 1  # proxies in front of the app that each append to X-Forwarded-For
     require_participant_id: bool = False
     completion_code: str | None = None
     completion_url: str | None = None
     screened_out_code: str | None = None
+    per_rater_codes: bool = False  # each rater their own completion code (matched in raters.csv)
+    reenrol_block_hours: float = 24.0  # after a screen-out, the same browser or address may not enrol again
+    release_after_minutes: float | None = 60.0  # an unfinished rater this long inactive frees their place
 
     def return_url(self, code: str | None) -> str | None:
         """The platform's address for a finished rater, ``{code}`` filled in."""

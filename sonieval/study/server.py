@@ -163,7 +163,7 @@ def launch(
     env[ENV_STORAGE] = storage
     env[ENV_STUDY_ID] = study_id
     env.setdefault("MPLBACKEND", "Agg")
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    log = _private_log(Path(log_path)) if log_path else subprocess.DEVNULL
     try:
         proc = subprocess.Popen(
             streamlit_command(host, port),
@@ -178,6 +178,15 @@ def launch(
         if log is not subprocess.DEVNULL:
             log.close()  # the child has its own copy
     return proc, f"http://{host}:{port}"
+
+
+def _private_log(path: Path):
+    """The server log, opened for appending and readable by its owner only (0600): it may name
+    raters' addresses and the study's links."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    if os.fstat(fd).st_mode & 0o077:
+        os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def exit_cause(returncode: int, log_path: str | os.PathLike | None = None) -> str:

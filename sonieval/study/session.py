@@ -25,6 +25,11 @@ ended are stored (the admin view shows where raters stop).
 platform's ``PROLIFIC_PID``/``STUDY_ID``/``SESSION_ID`` or ``workerId``/``assignmentId``/``hitId``)
 into a personal rater token; the network address is kept only as an HMAC keyed with the
 study's own secret (``<study folder>/secret.key``), enough to rate-limit, not to recover it.
+Behind trusted proxies the address is the one the outermost of them added (:func:`client_address`).
+After a screen-out the same browser (a first-party marker cookie, :func:`browser_marker`) and the
+same address cannot enrol again for ``reenrol_block_hours``; a place of the cap is held only by
+raters who finished or are still active (:meth:`StudyStore._places_held`); completion codes can be
+one per rater (:func:`rater_code`).
 """
 
 from __future__ import annotations
@@ -200,8 +205,20 @@ class RaterSession:
         return self.store.start_session(self.rater)
 
     def session_number(self, rows: list[dict] | None = None) -> int:
+        """The session this page counts in: the open one, or the next when the last one ended."""
         rows = self.sessions() if rows is None else rows
-        return int(rows[-1]["session"]) if rows else 1
+        if not rows:
+            return 1
+        return int(rows[-1]["session"]) + (1 if rows[-1]["ended_at"] is not None else 0)
+
+    def open_session(self, rows: list[dict] | None = None) -> int:
+        """Open the session this page counts in when none is open (a rater back after ``idle_minutes``
+        or at the start), so what the page says is what is stored; returns its number. Call it when
+        the rater is not on a break."""
+        rows = self.sessions() if rows is None else rows
+        if rows and rows[-1]["ended_at"] is None:
+            return int(rows[-1]["session"])
+        return self.store.start_session(self.rater)
 
     def sessions_planned(self, total: int) -> int | None:
         pages = self.info.options.sessions.pages
@@ -254,10 +271,29 @@ class RaterSession:
 
     def completion(self) -> tuple[str | None, str | None]:
         """(completion code, the platform's return address) shown at the end; screened-out raters
-        get the screened-out code instead."""
+        get the screened-out code instead. With ``per_rater_codes`` each rater has their own code
+        (:func:`rater_code`, listed in raters.csv), so a code cannot be claimed by another id."""
         enrol = self.info.options.enrolment
-        code = enrol.screened_out_code if self.screened_out else enrol.completion_code
+        if self.screened_out:
+            code = enrol.screened_out_code
+        elif enrol.per_rater_codes:
+            code = rater_code(self.info.study_dir, self.rater.rater_id)
+        else:
+            code = enrol.completion_code
         return code, enrol.return_url(code)
+
+    def browser_marker(self) -> tuple[str, str, float] | None:
+        """(cookie name, value, seconds to keep it) of the first-party marker this rater's browser
+        keeps, so that a re-enrolment after a screen-out is recognised; None when the study does not
+        block re-enrolment."""
+        enrol = self.info.options.enrolment
+        if not enrol.enabled or enrol.reenrol_block_hours <= 0:
+            return None
+        return (
+            marker_cookie(self.study_id),
+            browser_marker(self.info.study_dir, self.rater.rater_id),
+            3600.0 * enrol.reenrol_block_hours,
+        )
 
     def page(self, shown: object = None) -> StepState:
         """The page to render now.
@@ -366,14 +402,56 @@ def address_hash(study_dir: Path, address: object) -> str:
     return hmac.new(study_secret(study_dir), text.encode(), hashlib.sha256).hexdigest()
 
 
-def client_address(remote: object, headers: Mapping[str, str] | None, trust_proxy: bool) -> str:
-    """The rater's address: the connection's, or behind a trusted proxy the first X-Forwarded-For entry."""
+def client_address(remote: object, headers: Mapping[str, str] | None, trust_proxy: bool, hops: int = 1) -> str:
+    """The rater's address: the connection's, or behind ``hops`` trusted proxies the entry of
+    X-Forwarded-For that the outermost of them added (the ``hops``-th from the right).
+
+    Each proxy appends the address it received from, so the entries left of that one are
+    whatever the client sent (forged at will) and are never used. A header with fewer entries
+    than trusted hops did not come through them: the connection's address is used.
+    """
     if trust_proxy and headers:
         forwarded = headers.get("X-Forwarded-For") or headers.get("x-forwarded-for") or ""
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first
+        chain = [part.strip() for part in forwarded.split(",") if part.strip()]
+        if hops >= 1 and len(chain) >= hops:
+            return chain[-hops]
     return remote if isinstance(remote, str) else "unknown"
+
+
+def _keyed(study_dir: Path, purpose: str, text: str) -> str:
+    return hmac.new(study_secret(study_dir), f"{purpose}\x00{text}".encode(), hashlib.sha256).hexdigest()
+
+
+def marker_cookie(study_id: str) -> str:
+    """The name of the study's first-party browser marker (a cookie of the study's own site)."""
+    return "sonieval_" + hashlib.sha256(study_id.encode()).hexdigest()[:12]
+
+
+def browser_marker(study_dir: Path, rater_id: str) -> str:
+    """The marker a rater's browser keeps: keyed by the study's secret, so it names no one and
+    cannot be made for another rater."""
+    return _keyed(study_dir, "browser-marker", rater_id)[:32]
+
+
+def rater_code(study_dir: Path, rater_id: str) -> str:
+    """A rater's own completion code (``per_rater_codes``): 10 characters keyed by the study's secret."""
+    return _keyed(study_dir, "completion-code", rater_id)[:10].upper()
+
+
+def _screened_before(store: StudyStore, info: StudyInfo, ip_hash: str, cookies: Mapping[str, str] | None) -> bool:
+    """Whether this browser (its marker) or this address (its hash) belongs to a rater screened out
+    within the study's ``reenrol_block_hours``."""
+    hours = info.options.enrolment.reenrol_block_hours
+    if hours <= 0 or not info.options.headphones.enabled or info.options.headphones.on_fail != "stop":
+        return False
+    screened = store.screened_out_since(info.study_id, store.clock() - 3600.0 * hours)
+    marker = (cookies or {}).get(marker_cookie(info.study_id))
+    for rater_id, their_ip_hash in screened:
+        if their_ip_hash == ip_hash or (
+            marker and hmac.compare_digest(marker, browser_marker(info.study_dir, rater_id))
+        ):
+            return True
+    return False
 
 
 def enrol(
@@ -382,16 +460,24 @@ def enrol(
     params: Mapping[str, object],
     remote: object = None,
     headers: Mapping[str, str] | None = None,
+    cookies: Mapping[str, str] | None = None,
 ) -> str:
-    """A visit of the public enrolment link: a new rater's token, or :class:`EnrolmentRefused`."""
+    """A visit of the public enrolment link: a new rater's token, or :class:`EnrolmentRefused`.
+
+    ``cookies``: the browser's cookies (its marker, :meth:`RaterSession.browser_marker`): a
+    browser or an address screened out before is refused (reason ``screened``) for
+    ``reenrol_block_hours``."""
     info = store.study(study_id)
-    if not info.options.enrolment.enabled:
+    opts = info.options.enrolment
+    if not opts.enabled:
         raise EnrolmentRefused("this study has no public enrolment", reason="disabled")
     participant = participant_from(params)
-    if info.options.enrolment.require_participant_id and not participant.get("participant_id"):
+    if opts.require_participant_id and not participant.get("participant_id"):
         raise EnrolmentRefused("a participant id is required", reason="no_id")
-    address = client_address(remote, headers, info.options.enrolment.trust_proxy_headers)
-    _, token = store.enrol(study_id, params.get("enrol"), participant, address_hash(info.study_dir, address))
+    address = client_address(remote, headers, opts.trust_proxy_headers, opts.trusted_proxy_hops)
+    ip_hash = address_hash(info.study_dir, address)
+    screened = _screened_before(store, info, ip_hash, cookies)
+    _, token = store.enrol(study_id, params.get("enrol"), participant, ip_hash, screened=screened)
     return token
 
 

@@ -33,11 +33,14 @@ without a ``study_options`` row reads as the defaults of :class:`~sonieval.study
 - ``rater_sessions``: per rater and session: start, end, pages, and why it ended (``pages``,
   ``minutes``, ``finished``, ``left``).
 - ``enrolments``: who enrolled through the public link: platform ids (Prolific, MTurk) and a
-  keyed hash of the network address (never the address itself).
+  keyed hash of the network address (never the address itself). A place of the enrolment cap is
+  held by a rater who finished or is still active, never by one screened out (computed from the
+  tables above, nothing stored).
 - ``screening_checks``: per rater, the headphone check's score and responses.
 
 Every mark is committed in its own transaction when submitted: a refreshed page, a closed tab
-or a restarted server loses nothing already submitted.
+or a restarted server loses nothing already submitted. A SQLite database (and its -wal and -shm
+files) is readable by its owner only (0600; an older one is made so when opened).
 """
 
 from __future__ import annotations
@@ -396,6 +399,7 @@ def make_engine(url: str) -> Engine:
                 "storage: an in-memory SQLite database would lose every mark", hint="use sqlite:///path/study.sqlite"
             )
         Path(db).parent.mkdir(parents=True, exist_ok=True)
+        owner_only(Path(db))
         engine = create_engine(
             url, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=25, max_overflow=10
         )
@@ -420,6 +424,24 @@ def make_engine(url: str) -> Engine:
     raise StudyError(
         f"storage URL backend {backend!r} is not supported", hint="use sqlite:/// or postgresql+psycopg://"
     )
+
+
+def owner_only(path: Path) -> None:
+    """Create ``path`` readable by its owner only (0600), or make an existing one so: the study's
+    database holds platform ids and token hashes. SQLite gives its -wal and -shm files the mode of
+    the database file."""
+    import os
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.close(fd)
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if extra.exists() and extra.stat().st_mode & 0o077:
+                os.chmod(extra, 0o600)
+    except OSError:  # another user's file (a shared folder): leave it as it is, SQLite says if it cannot open it
+        pass
 
 
 def validate_mark(value: object, scale_min: int, scale_max: int, *, what: str = "mark") -> int:
@@ -851,13 +873,17 @@ class StudyStore:
                 )
         return out
 
-    def enrol(self, study_id: str, key: object, participant: dict, ip_hash: str) -> tuple[str, str]:
+    def enrol(
+        self, study_id: str, key: object, participant: dict, ip_hash: str, *, screened: bool = False
+    ) -> tuple[str, str]:
         """Self-enrolment through the public link: a new rater; returns (rater_id, token).
 
         One transaction per enrolment that first writes the study's row (an UPDATE that changes
         nothing), which makes concurrent enrolments wait for each other on SQLite and PostgreSQL
         alike, so the cap, the rate limits and the one-enrolment-per-participant rule hold exactly
-        however many raters arrive at once. Refusals raise :class:`EnrolmentRefused`.
+        however many raters arrive at once. Refusals raise :class:`EnrolmentRefused`; ``screened``:
+        the caller recognised this browser or address as one screened out before (reason
+        ``screened``, after the cap and the rate limits).
         """
         info = self.study(study_id)
         opts = info.options.enrolment
@@ -870,7 +896,7 @@ class StudyStore:
             try:
                 with self.engine.begin() as conn:
                     conn.execute(update(studies).where(studies.c.study_id == study_id).values(status=studies.c.status))
-                    self._check_enrolment(conn, info, participant, ip_hash)
+                    self._check_enrolment(conn, info, participant, ip_hash, screened)
                     rater_id, token = self._add_rater(conn, info, trial_list, self._count_raters(conn, study_id))
                     conn.execute(
                         enrolments.insert().values(
@@ -887,7 +913,7 @@ class StudyStore:
                 time.sleep(0.005 + 0.02 * (_attempt % 5))
         raise StudyError(f"study {study_id!r}: enrolment did not get through (storage busy)", hint="retry")
 
-    def _check_enrolment(self, conn, info: StudyInfo, participant: dict, ip_hash: str) -> None:
+    def _check_enrolment(self, conn, info: StudyInfo, participant: dict, ip_hash: str, screened: bool) -> None:
         opts, sid, now = info.options.enrolment, info.study_id, self.clock()
         pid = participant.get("participant_id")
         if pid:
@@ -900,7 +926,7 @@ class StudyStore:
             ).first()
             if dup is not None:
                 raise EnrolmentRefused("this participant id is already enrolled", reason="duplicate")
-        if self._count_raters(conn, sid) >= opts.cap:
+        if self._places_held(conn, info, now) >= opts.cap:
             raise EnrolmentRefused(f"the study has its {opts.cap} raters", reason="full")
 
         def since(seconds: float, *where) -> int:
@@ -918,6 +944,77 @@ class StudyStore:
             or since(3600.0, enrolments.c.ip_hash == ip_hash) >= opts.max_per_ip_per_hour
         ):
             raise EnrolmentRefused("too many enrolments just now", reason="rate")
+        if screened:
+            raise EnrolmentRefused("this browser or address was screened out before", reason="screened")
+
+    def _places_held(self, conn, info: StudyInfo, now: float) -> int:
+        """Places of the cap taken: raters who finished, or who are neither screened out nor inactive
+        for ``release_after_minutes`` (active = their last enrolment, check, page shown or submitted)."""
+        sid, opts = info.study_id, info.options.enrolment
+        who = {
+            r.rater_id: max(r.created_at, r.familiarised_at or 0.0)
+            for r in conn.execute(
+                select(raters.c.rater_id, raters.c.created_at, raters.c.familiarised_at).where(raters.c.study_id == sid)
+            )
+        }
+        pages = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(
+                select(plan.c.rater_id, func.count(), func.max(plan.c.shown_at))
+                .where(plan.c.study_id == sid)
+                .group_by(plan.c.rater_id)
+            )
+        }
+        submitted = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(
+                select(page_log.c.rater_id, func.count(), func.max(page_log.c.submitted_at))
+                .where(page_log.c.study_id == sid)
+                .group_by(page_log.c.rater_id)
+            )
+        }
+        checks = {
+            r[0]: (bool(r[1]), r[2])
+            for r in conn.execute(
+                select(screening_checks.c.rater_id, screening_checks.c.passed, screening_checks.c.finished_at).where(
+                    screening_checks.c.study_id == sid
+                )
+            )
+        }
+        stop_on_fail = info.options.headphones.enabled and info.options.headphones.on_fail == "stop"
+        timeout = None if opts.release_after_minutes is None else 60.0 * opts.release_after_minutes
+        held = 0
+        for rid, active in who.items():
+            planned, last_shown = pages.get(rid, (0, None))
+            done, last_page = submitted.get(rid, (0, None))
+            passed, checked_at = checks.get(rid, (True, None))
+            if planned and done >= planned:
+                held += 1  # finished
+            elif stop_on_fail and not passed:
+                continue  # screened out: never a completed rater, never a place
+            elif timeout is None or now - max(active, last_page or 0.0, last_shown or 0.0, checked_at or 0.0) < timeout:
+                held += 1
+        return held
+
+    def screened_out_since(self, study_id: str, since: float) -> list[tuple[str, str | None]]:
+        """(rater id, enrolment address hash) of raters whose headphone check failed after ``since``."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(screening_checks.c.rater_id, enrolments.c.ip_hash)
+                .select_from(
+                    screening_checks.outerjoin(
+                        enrolments,
+                        (enrolments.c.study_id == screening_checks.c.study_id)
+                        & (enrolments.c.rater_id == screening_checks.c.rater_id),
+                    )
+                )
+                .where(
+                    screening_checks.c.study_id == study_id,
+                    screening_checks.c.passed == 0,
+                    screening_checks.c.finished_at > since,
+                )
+            ).all()
+        return [(r[0], r[1]) for r in rows]
 
     def rater_for_token(self, study_id: str, token: object) -> Rater | None:
         """The rater whose token this is, or None (wrong, guessed or malformed tokens alike)."""

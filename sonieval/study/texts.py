@@ -16,13 +16,18 @@ QUESTIONS = {
     "visual": "Waveform: how similar is the shape of the sonification's waveform (bottom) to the original's (top)?",
     "audio": "Audio: how similar does the sonification sound to the original?",
 }
+SHORT_QUESTIONS = {
+    "visual": "shape",
+    "audio": "sound",
+}  # under a rating panel's sliders (the full question is their label)
 LOW_END = "very low quality / totally different from the original"
 HIGH_END = "high quality / the same as the original"
 KEYBOARD_HINT = (
-    "Keyboard: in the player, Space plays and pauses, 1-9 or a sound's letter switches at the same moment, "
-    "L loops, S stops; Tab moves to a question, Space and the arrow keys choose a mark, Tab then Enter submits."
+    "Keyboard: in the player, Space plays and pauses, the key on a sound's button switches to it at the same "
+    "moment (r: the original R; 1-9 or the sound's letter), L loops, S stops; Tab moves to a question, Space and "
+    "the arrow keys choose a mark, Tab then Enter submits."
 )
-PLAYER_HINT = "R is the original. Switching keeps the playhead, so you can compare the same moment."
+PLAYER_HINT = "R is the original (key r). Switching keeps the playhead, so you can compare the same moment."
 
 
 LOW_SHORT = "totally different"
@@ -54,6 +59,10 @@ UNRATED = "-"
 
 def block_intro(block: str) -> str:
     return {
+        "panel": (
+            "Compare every sound (A, B, ...) with the original R: play, switch as often as you like (the key is on "
+            "each button), then set every slider. Click a waveform to enlarge it."
+        ),
         "multi": (
             "Every sound below (A, B, ...) is compared with the original R. Listen to each, switch as often as "
             "you like, then give every sound its marks."
@@ -137,4 +146,5 @@ def enrol_refusal(reason: str) -> str:
         "preview": "Please accept the task first; then this page lets you join.",
         "bad_id": "The link you came from is incomplete. Please return to the recruiting site and open the study again.",
         "no_id": "Please open this study from the recruiting site's link, which names you as a participant.",
+        "screened": "You have already taken part in this study from this browser or network, so it cannot be joined again.",
     }.get(reason, BAD_LINK)

@@ -56,9 +56,12 @@ _RENDERED_JS = """
   const p = document.querySelector('[data-testid="stProgress"]');
   if (!p || !p.innerText.includes(want)) return false;
   for (const img of document.querySelectorAll('img')) { if (!img.complete || img.naturalWidth === 0) return false; }
-  // Widgets are code-split: until the radio chunk has loaded, the form shows skeletons.
+  // Widgets are code-split: until the radio chunk has loaded, the form shows skeletons. A
+  // multi-stimulus page's marks are the player's own sliders (its rating panel).
   const form = document.querySelector('[data-testid="stForm"]');
-  if (!form || form.querySelectorAll('[data-testid="stRadioOption"], [data-testid="stSlider"]').length === 0) return false;
+  const panel = form && Array.from(form.querySelectorAll('iframe[src*="sonieval.study.player"]')).some((f) => {
+    const p = f.contentWindow && f.contentWindow.abPlayer; return p && p.args && p.args.rating; });
+  if (!form || (!panel && form.querySelectorAll('[data-testid="stRadioOption"], [data-testid="stSlider"]').length === 0)) return false;
   if (form.querySelector('[data-testid="stSkeleton"]')) return false;
   // The page's player: a new frame, or the kept frame showing a new page (the generation it showed
   // was marked before the submit), its sounds decoded.
@@ -334,6 +337,15 @@ class RaterDriver:
                 self.page.wait_for_timeout(100)
             else:
                 raise TimeoutError(f"mark {target} could not be selected on page {number}")
+        for frame in self._panel_frames():
+            marks = frame.locator("input.mark")
+            for k in range(marks.count()):
+                self._set_panel_slider(frame, marks.nth(k), target, wait=False)
+            frame.wait_for_function(
+                "(v) => Array.from(document.querySelectorAll('input.mark')).every((s) => !s.classList.contains('unset') && +s.value === v)",
+                arg=target,
+                timeout=self.timeout_ms,
+            )
         start = time.perf_counter()
         self.page.evaluate(_MARK_PLAYERS_OLD_JS)
         if keyboard:
@@ -346,6 +358,34 @@ class RaterDriver:
         else:
             self.page.locator('[data-testid="stFormSubmitButton"] button').click()
         return start
+
+    def _panel_frames(self) -> list:
+        """The player frames of the page that hold a rating panel (a multi-stimulus page's marks)."""
+        return [
+            f
+            for f in self.page.frames
+            if PLAYER_FRAME in f.url
+            and f.evaluate("() => !!(window.abPlayer && window.abPlayer.args && window.abPlayer.args.rating)")
+        ]
+
+    def _set_panel_slider(self, frame, slider, target: int, wait: bool = True) -> None:
+        """One of the panel's vertical sliders moved with keys only: Home, then Page Up and the arrow
+        keys until it holds ``target`` (the first key press also rates it)."""
+        slider.focus()
+        self.page.keyboard.press("Home")
+        now = int(slider.get_attribute("min") or 0)
+        for _ in range(300):
+            if now == target:
+                break
+            self.page.keyboard.press("PageUp" if target - now >= 10 else "ArrowUp" if target > now else "ArrowDown")
+            now = int(float(slider.input_value()))
+        if not wait:
+            return
+        frame.wait_for_function(
+            "([id, v]) => { const s = document.getElementById(id); return s && !s.classList.contains('unset') && +s.value === v; }",
+            arg=[slider.get_attribute("id"), target],
+            timeout=self.timeout_ms,
+        )
 
     def _set_slider(self, thumb, target: int, scale_min: int = 0) -> None:
         """A 0-100 select-slider (its first stop is "not rated yet") moved with keys only: Home, then
@@ -380,7 +420,9 @@ _SETTLED_JS = """
   const t = document.body.innerText, low = t.toLowerCase();
   if (t.includes('Before you start') || t.includes('Thank you!') || low.includes('time for a break')) return true;
   if (low.includes('headphone check') && document.querySelector('[data-testid="stRadioOption"]')) return true;
-  if (document.querySelector('[data-testid="stProgress"]') && document.querySelector('[data-testid="stForm"] [data-testid="stRadioOption"], [data-testid="stForm"] [data-testid="stSlider"]')
+  const panel = Array.from(document.querySelectorAll('[data-testid="stForm"] iframe[src*="sonieval.study.player"]')).some((f) => {
+    const p = f.contentWindow && f.contentWindow.abPlayer; return p && p.args && p.args.rating && p.engine; });
+  if (document.querySelector('[data-testid="stProgress"]') && (panel || document.querySelector('[data-testid="stForm"] [data-testid="stRadioOption"], [data-testid="stForm"] [data-testid="stSlider"]'))
       && document.querySelector('[data-testid="stFormSubmitButton"] button')) return true;
   return !!document.querySelector('[data-testid="stAlert"]') && !document.querySelector('[data-testid="stForm"]');
 }

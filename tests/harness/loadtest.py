@@ -60,7 +60,7 @@ class PageView:
             return "familiarisation"
         if "time for a break" in self.text.lower():
             return "break"
-        return "page" if self.position and self.radios else "other"
+        return "page" if self.position and (self.radios or any(a.get("rating") for _, a in self.players)) else "other"
 
 
 @dataclass
@@ -175,9 +175,18 @@ class ProtocolRater:
         for wid, args in view.players:
             labels = [s["label"] for s in args.get("stimuli", [])]
             need = float(args.get("min_listen_s", 0.0))
+            rating = args.get("rating")  # a multi-stimulus page: the marks are the player's own sliders
+            marks = {}
+            if rating:
+                lo, hi = int(rating["scale_min"]), int(rating["scale_max"])
+                for s in args["stimuli"]:
+                    if not s.get("reference"):
+                        mark = int(m.group(1)) if m else self.rng.randint(lo, hi)
+                        marks[s["label"]] = {a["id"]: mark for a in rating["attributes"]}
             widgets[wid] = {
                 "json_value": json.dumps(
                     {
+                        "marks": marks,
                         "v": 1,
                         "seq": 1,
                         "event": "pause",

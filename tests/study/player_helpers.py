@@ -192,3 +192,46 @@ class PlayerPage:
 
     def close(self) -> None:
         self.page.close()
+
+
+# ---------------------------------------------------------------- the engine alone, rendered offline
+ENGINE_JS = Path(__file__).resolve().parents[2] / "sonieval" / "study" / "player" / "frontend" / "engine.js"
+
+# Runs the engine on an OfflineAudioContext: two sounds given as base64 float32 (or the same one
+# twice), play from `start`, optional loop, switches at the given times (each at a render-quantum
+# boundary, where the context is suspended); returns the rendered audio and the engine's timeline.
+OFFLINE_RENDER_JS = """
+async ({rate, seconds, sounds, mode, loop, start, switches}) => {
+  const decode = (b64) => { const bin = atob(b64), u = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) u[i] = bin.charCodeAt(i); return new Float32Array(u.buffer); };
+  const ctx = new OfflineAudioContext(1, Math.round(rate * seconds), rate);
+  const buffers = sounds.map((b64) => { const x = decode(b64), b = ctx.createBuffer(1, x.length, rate);
+    b.copyToChannel(x, 0); return b; });
+  const engine = new SonievalAB.Engine(ctx, buffers, {mode: mode, fadeS: 0.005, horizonS: seconds + 1});
+  if (loop) engine.setLoop(true, loop[0], loop[1]);
+  engine.seek(start || 0);
+  engine.play();
+  const segment = [engine.segCtx, engine.segPos];
+  const heard = [];
+  for (const [at, index] of switches || []) {
+    ctx.suspend(at).then(() => { heard.push([engine.select(index), engine.ctx.currentTime]); ctx.resume(); });
+  }
+  const out = await ctx.startRendering();
+  const bytes = new Uint8Array(out.getChannelData(0).buffer);
+  let bin = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return {audio: btoa(bin), segment: segment, switches: heard};
+}
+"""
+
+
+def render_offline(page, rate: int, seconds: float, sounds: list[np.ndarray], **options) -> dict:
+    """Render the engine (engine.js, loaded into ``page``) on an OfflineAudioContext; returns the
+    rendered samples (``audio``), the first segment's (audio-clock start, position) and, per switch,
+    (the time the new sound is heard from, the context time of the switch)."""
+    if not page.evaluate("() => !!window.SonievalAB"):
+        page.add_script_tag(content=ENGINE_JS.read_text())
+    b64 = [base64.b64encode(np.asarray(x, dtype=np.float32).tobytes()).decode() for x in sounds]
+    got = page.evaluate(OFFLINE_RENDER_JS, dict(rate=rate, seconds=seconds, sounds=b64, **options))
+    got["audio"] = np.frombuffer(base64.b64decode(got["audio"]), dtype=np.float32).astype(np.float64)
+    return got

@@ -47,10 +47,14 @@ class FolderStudy:
 
 
 def write_folders(
-    root: Path, n_clips: int = 2, n_systems: int = 2, seconds: float = 0.3
+    root: Path, n_clips: int = 2, n_systems: int = 2, seconds: float = 0.3, spare: bool = True
 ) -> tuple[Path, dict[str, Path]]:
+    """Originals and system folders; with ``spare`` one more original no system has (not rated: the
+    familiarisation examples come from it)."""
     originals = root / "originals"
     systems = {f"sys{chr(65 + s)}": root / f"system{s}" for s in range(n_systems)}
+    if spare:
+        write_wav(originals / "spare0.wav", tone(250, seconds, noise=0.05, seed=9), RATE)
     for c in range(n_clips):
         write_wav(originals / f"clip{c}.wav", tone(300 + 200 * c, seconds), RATE)
         for s, folder in enumerate(systems.values()):
@@ -69,7 +73,9 @@ def make_folder_study(
     replace_unrated: bool = False,
     **settings,
 ) -> FolderStudy:
-    originals, systems = write_folders(tmp_path / "input", n_clips, n_systems, seconds)
+    originals, systems = write_folders(
+        tmp_path / "input", n_clips, n_systems, seconds, spare=settings.get("familiarisation", True)
+    )
     defaults = dict(study_id=study_id, attention_checks=1, min_listen_fraction=0.0, n_raters=2)
     defaults.update(settings)
     created = create_from_folders(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from streamlit.testing.v1 import AppTest
 from study_helpers import make_folder_study
@@ -38,6 +40,21 @@ def _players(at: AppTest) -> list[dict]:
     return [json.loads(p.proto.json_args) for p in at.get("component_instance")]
 
 
+def _set_panel(at: AppTest, mark: int | None, **overrides) -> None:
+    """On a rating panel (a multi-stimulus page's player) give every condition ``mark`` as the
+    browser reports it: the player's value, stamped with its page (AppTest sets a component's value
+    through its key)."""
+    for element in at.get("component_instance"):
+        args = json.loads(element.proto.json_args)
+        if not args.get("rating"):
+            continue
+        attrs = [a["id"] for a in args["rating"]["attributes"]]
+        marks = {s["label"]: dict.fromkeys(attrs, mark) for s in args["stimuli"] if not s["reference"]}
+        for label, given in overrides.items():
+            marks[label].update(given)
+        at.session_state[element.key] = {"page": args["page"], "ready": True, "marks": marks, "listened_s": {}}
+
+
 def _complete(at: AppTest, study) -> int:
     """Rate every page through the UI; returns the number of pages seen."""
     pages = 0
@@ -46,15 +63,16 @@ def _complete(at: AppTest, study) -> int:
         progress = at.get("progress")[0].proto.text
         assert progress.startswith(f"Page {pages + 1} of ")
         instruction = [i.value for i in at.info]
+        target = (
+            2
+            if any("set both marks to 2" in t or "set the mark to 2" in t for t in instruction)
+            else 4
+            if any("to 4" in t for t in instruction)
+            else 3
+        )
         for radio in at.radio:
-            target = (
-                2
-                if any("set both marks to 2" in t or "set the mark to 2" in t for t in instruction)
-                else 4
-                if any("to 4" in t for t in instruction)
-                else 3
-            )
             radio.set_value(target)
+        _set_panel(at, target)
         at.button[0].click().run()
         pages += 1
         assert pages < 100
@@ -78,10 +96,13 @@ def test_app_full_flow(tmp_path, monkeypatch, mode):
     if mode == "joint":
         assert len(at.radio) == 2 and len(_players(at)) == 1 and len(at.get("image")) == 1
         assert [(s["label"], s["required"]) for s in _players(at)[0]["stimuli"]] == [("R", False), ("A", True)]
-    elif mode == "multi":  # a clip's 4 conditions on one page (or an attention check alone)
-        n = len(_players(at)[0]["stimuli"]) - 1
-        assert n in (1, 4) and len(at.radio) == 2 * n and len(at.get("image")) == n
-        assert [s["label"] for s in _players(at)[0]["stimuli"]] == ["R", *"ABCD"[:n]]
+    elif mode == "multi":  # a clip's 4 conditions on one page (or an attention check alone): the rating panel
+        player = _players(at)[0]
+        n = len(player["stimuli"]) - 1
+        assert n in (1, 4) and not at.radio and not at.get("image")  # marks and waveforms are on the panel
+        assert [s["label"] for s in player["stimuli"]] == ["R", *"ABCD"[:n]]
+        assert [a["id"] for a in player["rating"]["attributes"]] == ["visual", "audio"]
+        assert [bool(s.get("image")) for s in player["stimuli"]] == [False] + [True] * n  # waveform thumbnails
     else:  # split: one attribute per page; waveform hidden in the audio block, audio hidden in the visual block
         assert len(at.radio) == 1
         if "sound only" in first:
@@ -108,15 +129,17 @@ def test_app_mushra_sliders_start_unrated(tmp_path, monkeypatch):
         n_clips=1,
     )
     at = _app(monkeypatch, study, rater=study.tokens[0])
-    sliders = at.select_slider
-    assert len(sliders) == 8 and all(sl.value == "-" for sl in sliders)  # 4 conditions x 2 attributes, none rated yet
-    for sl in sliders[:-1]:
-        sl.set_value(64)
+    player = _players(at)[0]
+    assert player["rating"]["scale_min"] == 0 and player["rating"]["scale_max"] == 100
+    assert sum(not s["reference"] for s in player["stimuli"]) * len(player["rating"]["attributes"]) == 8  # 4 x 2
+    _set_panel(at, 64, D={"audio": None})  # one slider never touched: the player reports it unrated
     at.button[0].click().run()
     assert "choose a mark for every question" in _texts(at)  # an untouched slider is no mark
+    _set_panel(at, 101)  # a tampered report: off the scale
+    at.button[0].click().run()
+    assert "That mark is not on the scale" in _texts(at)
     assert len(ratings_frame(StudyStore(study.url), study.study_id)) == 0
-    for sl in at.select_slider:
-        sl.set_value(64)
+    _set_panel(at, 64)
     at.button[0].click().run()
     df = ratings_frame(StudyStore(study.url), study.study_id)
     assert len(df) == 8 and set(df["mark"]) == {64} and (df["scale_max"] == 100).all()
@@ -197,3 +220,32 @@ def test_app_admin_view(small_study, monkeypatch):
         )
         == n_before + 1
     )
+
+
+def test_the_session_caption_follows_the_stored_session(tmp_path, monkeypatch):
+    """A rater back after idle_minutes starts session 2 (stored when the page is shown), and the page
+    says so (it said "session 1" while the database began session 2)."""
+    import sqlite3
+
+    from sonieval.study.options import Sessions
+    from sonieval.study.session import RaterSession
+
+    study = make_folder_study(
+        tmp_path, n_clips=1, n_systems=1, familiarisation=False, sessions=Sessions(idle_minutes=20)
+    )
+    at = _app(monkeypatch, study, rater=study.tokens[0])
+    assert "· session 1" in _texts(at)
+    for radio in at.radio:
+        radio.set_value(3)
+    at.button[0].click().run()
+    assert "· session 1" in _texts(at) and at.get("progress")[0].proto.text.startswith("Page 2 of")
+    con = sqlite3.connect(study.created.study_dir / "study.sqlite")  # the rater leaves for 25 minutes
+    con.execute("UPDATE rater_sessions SET started_at = started_at - 1500")
+    con.execute("UPDATE page_log SET submitted_at = submitted_at - 1500, shown_at = shown_at - 1500")
+    con.commit()
+    con.close()
+    back = _app(monkeypatch, study, rater=study.tokens[0])
+    store = StudyStore(study.url)
+    rows = store.sessions_of(RaterSession(store, study.study_id, study.tokens[0]).rater)
+    assert [(r["session"], r["ended_by"]) for r in rows] == [(1, "left"), (2, None)]
+    assert "· session 2" in _texts(back) and "· session 1" not in _texts(back)

@@ -167,8 +167,17 @@ def test_failed_headphone_check_stops_the_rater_and_the_cap_holds(crowd):
         progress_per_rater(store, study.study_id).set_index("rater_id").loc[rid, "status"]
         == "screened out (headphone check)"
     )
-    # fill the study up to its cap of 4, then the public link turns people away
-    while len(store.frame(enrolments, study.study_id)) < 4:
+    # the same browser cannot come back under a made-up participant id: it keeps the study's marker
+    from sonieval.study.session import browser_marker, marker_cookie
+
+    kept = {c["name"]: c["value"] for c in rater.page.context.cookies()}
+    assert kept.get(marker_cookie(study.study_id)) == browser_marker(study.created.study_dir, rid)
+    again = RaterDriver(rater.page.context.new_page(), "")
+    assert again.enrol(enrol_link(base, study.created.enrol_key) + "&PROLIFIC_PID=madeup7") == "refused"
+    assert texts.enrol_refusal("screened") in again.page.inner_text("body")
+    # fill the study up to its cap of 4 places (the screened-out rater holds none), then the public
+    # link turns people away
+    while len(store.frame(enrolments, study.study_id)) < 5:
         n = len(store.frame(enrolments, study.study_id))
         store.enrol(
             study.study_id, study.created.enrol_key, {"platform": "prolific", "participant_id": f"filler{n}"}, "0" * 64
@@ -176,6 +185,6 @@ def test_failed_headphone_check_stops_the_rater_and_the_cap_holds(crowd):
     late = RaterDriver(browser.new_context().new_page(), "")
     assert late.enrol(enrol_link(base, study.created.enrol_key) + "&PROLIFIC_PID=late1") == "refused"
     assert texts.enrol_refusal("full") in late.page.inner_text("body")
-    assert len(store.frame(enrolments, study.study_id)) == 4
+    assert len(store.frame(enrolments, study.study_id)) == 5
     secret = study.created.study_dir / "secret.key"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600

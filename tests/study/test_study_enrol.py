@@ -230,3 +230,199 @@ def test_protocol_raters_enrol_and_finish_a_served_study(tmp_path):
     df = ratings_frame(StudyStore(study.url), study.study_id)
     assert len(df) == 3 * 4 * 2 and not df.duplicated(["rater_id", "trial_id", "attribute"]).any()
     assert (df["listened_s"] >= df["stimulus_seconds"] - 0.05).all() and set(df["session"]) == {1, 2}
+
+
+# ----------------------------------------------------------------------------- crowd integrity (issue 21)
+
+
+def test_the_address_is_the_one_the_trusted_proxy_added(tmp_path):
+    """Behind a proxy the client controls every X-Forwarded-For entry left of the one the proxy
+    appended: forged entries must neither be taken nor help past the per-address limit."""
+    from sonieval.study.session import client_address
+
+    xff = {"X-Forwarded-For": "198.51.100.7, 127.0.0.1"}  # forged entry, then the proxy's (the real client)
+    assert client_address("127.0.0.1", xff, True) == "127.0.0.1"
+    forged_list = {"x-forwarded-for": "1.2.3.4, 5.6.7.8, 203.0.113.9"}  # a list sent by the client, then the real one
+    assert client_address("10.0.0.2", forged_list, True) == "203.0.113.9"
+    assert client_address("10.0.0.3", forged_list, True, hops=2) == "5.6.7.8"  # two proxies: the outer one's entry
+    assert client_address("10.0.0.2", {"X-Forwarded-For": "203.0.113.9"}, True, hops=2) == "10.0.0.2"  # not via both
+    assert client_address("10.0.0.2", forged_list, False) == "10.0.0.2"  # proxy headers not trusted: the connection
+    study = _crowd(tmp_path, cap=20, max_per_ip_per_hour=2, trust_proxy_headers=True)
+    store = StudyStore(study.url)
+    outcomes = []
+    for i in range(4):  # one client, a new forged entry each time, through one proxy
+        headers = {"X-Forwarded-For": f"198.51.100.{i}, 203.0.113.50"}
+        try:
+            enrol(store, study.study_id, {"enrol": study.created.enrol_key}, "127.0.0.1", headers)
+            outcomes.append("ok")
+        except EnrolmentRefused as exc:
+            outcomes.append(exc.reason)
+    assert outcomes == ["ok", "ok", "rate", "rate"]
+
+
+def _screened_study(tmp_path, **enrolment):
+    from sonieval.study.options import Headphones
+
+    opts = dict(enabled=True, max_per_minute=1000, max_per_ip_per_hour=1000)
+    opts.update(enrolment)
+    cap = opts.pop("cap", 10)
+    return make_folder_study(
+        tmp_path,
+        n_raters=cap,
+        n_clips=1,
+        n_systems=1,
+        familiarisation=False,
+        headphones=Headphones(True, "stop"),
+        enrolment=Enrolment(**opts),
+    )
+
+
+def _fail_check(store, study, token):
+    s = RaterSession(store, study.study_id, token)
+    _, trials, _ = s.headphone_plan()
+    assert s.submit_headphone([t.answer % 3 + 1 for t in trials]).saved and s.screened_out
+    return s
+
+
+def test_reenrolment_after_a_screen_out_is_refused_from_the_same_browser_or_address(tmp_path):
+    from sonieval.study.session import marker_cookie
+
+    now = [10_000.0]
+    study = _screened_study(tmp_path, reenrol_block_hours=2.0)
+    store = StudyStore(study.url, clock=lambda: now[0])
+    key = study.created.enrol_key
+
+    def join(pid: str, ip: str, cookies=None) -> str:
+        try:
+            enrol(store, study.study_id, {"enrol": key, "PROLIFIC_PID": pid}, ip, cookies=cookies)
+            return "ok"
+        except EnrolmentRefused as exc:
+            return exc.reason
+
+    token = enrol(store, study.study_id, {"enrol": key, "PROLIFIC_PID": "real1"}, "192.0.2.10")
+    name, marker, keep_s = _fail_check(store, study, token).browser_marker()
+    assert name == marker_cookie(study.study_id) and keep_s == 2 * 3600 and len(marker) == 32
+    assert join("madeup1", "192.0.2.10") == "screened"  # same address, no cookie
+    assert join("madeup2", "192.0.2.99", {name: marker}) == "screened"  # same browser, another address
+    assert join("madeup3", "192.0.2.99", {name: "0" * 32}) == "ok"  # another browser and address
+    now[0] += 2 * 3600 + 1  # the block lasts reenrol_block_hours
+    assert join("madeup4", "192.0.2.10", {name: marker}) == "ok"
+    open_study = _screened_study(tmp_path / "noblock", reenrol_block_hours=0.0)
+    store2 = StudyStore(open_study.url)
+    t = enrol(store2, open_study.study_id, {"enrol": open_study.created.enrol_key}, "192.0.2.10")
+    assert _fail_check(store2, open_study, t).browser_marker() is None
+    enrol(store2, open_study.study_id, {"enrol": open_study.created.enrol_key}, "192.0.2.10")  # no block: admitted
+
+
+def test_places_of_the_cap_are_released_by_a_screen_out_and_by_inactivity(tmp_path):
+    """Screened-out and abandoned raters no longer hold places; a finished one always does."""
+    now = [50_000.0]
+    study = _screened_study(tmp_path, cap=2, release_after_minutes=30.0, reenrol_block_hours=0.0)
+    store = StudyStore(study.url, clock=lambda: now[0])
+    key = study.created.enrol_key
+
+    def join(ip: str) -> str | None:
+        try:
+            return enrol(store, study.study_id, {"enrol": key}, ip)
+        except EnrolmentRefused as exc:
+            assert exc.reason == "full"
+            return None
+
+    a, b = join("192.0.2.1"), join("192.0.2.2")
+    assert a and b and join("192.0.2.3") is None
+    _fail_check(store, study, a)  # a is screened out: its place is free at once
+    c = join("192.0.2.4")
+    assert c and join("192.0.2.5") is None
+    s = RaterSession(store, study.study_id, c)  # c finishes the study
+    _, trials, _ = s.headphone_plan()
+    s.submit_headphone([t.answer for t in trials])
+    while not (state := s.next_step()).finished:
+        s.show(state)
+        s.submit(
+            state.step.position, {"visual": state.trial.expected_mark or 3, "audio": state.trial.expected_mark or 3}
+        )
+    now[0] += 29 * 60
+    assert join("192.0.2.6") is None  # b was active 29 minutes ago: still holds its place
+    now[0] += 2 * 60
+    d = join("192.0.2.7")  # b inactive for 31 minutes: its place goes to d; c (finished) keeps its own
+    assert d and join("192.0.2.8") is None
+    from sonieval.study.export import progress_per_rater
+
+    status = progress_per_rater(store, study.study_id, now=now[0]).set_index("rater_id")["status"]
+    assert status["r001"] == "screened out (headphone check)" and status["r003"] == "finished"
+
+
+def test_per_rater_completion_codes(tmp_path):
+    from sonieval.study.export import write_ratings
+
+    study = _screened_study(tmp_path, per_rater_codes=True, screened_out_code="NOHP", completion_code="SAME")
+    store = StudyStore(study.url)
+    key = study.created.enrol_key
+    codes = []
+    for i in range(2):
+        s = RaterSession(store, study.study_id, enrol(store, study.study_id, {"enrol": key}, f"192.0.2.{i}"))
+        _, trials, _ = s.headphone_plan()
+        s.submit_headphone([t.answer for t in trials])
+        while not (state := s.next_step()).finished:
+            s.show(state)
+            m = state.trial.expected_mark or 3
+            s.submit(state.step.position, {"visual": m, "audio": m})
+        codes.append(s.completion()[0])
+    screened = _fail_check(store, study, enrol(store, study.study_id, {"enrol": key}, "192.0.2.9"))
+    assert screened.completion()[0] == "NOHP"
+    assert len(set(codes)) == 2 and "SAME" not in codes and all(len(c) == 10 for c in codes)
+    write_ratings(store, study.study_id, tmp_path / "out")
+    import pandas as pd
+
+    listed = pd.read_csv(tmp_path / "out" / "raters.csv").set_index("rater_id")["completion_code"]
+    assert listed.tolist() == [*codes, "NOHP"]
+    assert stat.S_IMODE((tmp_path / "out" / "raters.csv").stat().st_mode) == 0o600
+
+
+def test_database_and_server_log_are_owner_only(tmp_path):
+    from sonieval.study.server import _private_log
+
+    study = make_folder_study(tmp_path, n_clips=1, n_systems=1, familiarisation=False)
+    db = study.created.study_dir / "study.sqlite"
+    s = RaterSession(StudyStore(study.url), study.study_id, study.tokens[0])
+    s.show(s.next_step())  # a write: the -wal and -shm files exist now
+    for path in (db, db.with_name("study.sqlite-wal"), db.with_name("study.sqlite-shm")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    log = tmp_path / "server.log"
+    with _private_log(log) as fh:
+        fh.write(b"x\n")
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    old = tmp_path / "old.sqlite"  # a database made before (0644) is made owner-only when opened
+    old.write_bytes(b"")
+    old.chmod(0o644)
+    StudyStore(f"sqlite:///{old}").close()
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600
+
+
+def test_export_names_each_conditions_letter_and_admin_counts_every_trial(tmp_path):
+    """Multi-stimulus pages: the export says which letter (and place) each condition had on the
+    rater's page, and the admin's raters_assigned per trial agrees with the raters' pages."""
+    from sonieval.study.design import page_labels
+    from sonieval.study.export import progress_per_trial, ratings_frame
+
+    study = make_folder_study(tmp_path, mode="multi", n_raters=3, familiarisation=False)
+    store = StudyStore(study.url)
+    expected: dict[str, int] = {}
+    shown: dict[tuple[str, int, str], str] = {}
+    for token in study.tokens:
+        s = RaterSession(store, study.study_id, token)
+        for step, _ in store.plan_of(s.rater):
+            for label, tid in page_labels(step)[1:]:
+                expected[tid] = expected.get(tid, 0) + 1
+                shown[(s.rater.rater_id, step.position, tid)] = label
+        while not (state := s.next_step()).finished:
+            s.show(state)
+            m = state.trial.expected_mark or 3
+            s.submit(state.step.position, {t: {"visual": m, "audio": m} for t in state.step.trial_ids})
+    per_trial = progress_per_trial(store, study.study_id).set_index("trial_id")["raters_assigned"]
+    assert per_trial.to_dict() == expected and set(expected.values()) == {3}
+    df = ratings_frame(store, study.study_id)
+    got = {(r.rater_id, r.position, r.trial_id): r.page_label for r in df.itertuples()}
+    assert got == shown and set(df["page_label"]) == set("ABCD")
+    assert (df["page_slot"] == df["page_label"].map(lambda x: "ABCD".index(x) + 1)).all()
+    assert set(df["page_conditions"]) == {1, 4}

@@ -12,7 +12,6 @@ from study_helpers import RATE, measured_files, tone
 from sonieval.audio import read_audio, write_wav
 from sonieval.study.create import StudySettings, create_from_folders
 from sonieval.study.export import LEVEL_COLUMNS, ratings_frame
-from sonieval.study.familiarisation import distance_to_original
 from sonieval.study.loudness import (
     CEILING_DBTP,
     TARGET_LUFS,
@@ -173,9 +172,9 @@ def test_levels_appear_in_the_ratings_export(aligned_study):
         loud["stimulus_gain_db"] - (loud["stimulus_target_lufs"] - loud["stimulus_lufs_measured"])
     ).abs().max() < 1e-6
     assert (loud["stimulus_gain_db"] < -10).all()
-    # the hidden reference carries its original's level exactly
+    # the hidden reference carries its original's level (the same signal; each file its own dither)
     ref = df[df.role == "reference"]
-    assert (ref["stimulus_lufs"] == ref["original_lufs"]).all() and (
+    assert (ref["stimulus_lufs"] - ref["original_lufs"]).abs().max() < 1e-3 and (
         ref["stimulus_gain_db"] == ref["original_gain_db"]
     ).all()
 
@@ -227,35 +226,39 @@ def _trials(created):
         return list(store.trials(created.study_id).values()), store.study(created.study_id).familiarisation
 
 
-def test_familiarisation_low_example_is_the_farthest_stimulus_not_a_look_alike_anchor(tmp_path):
-    """A 3.5 kHz low-pass of a low tone is nearly the tone: the 'near 1' example must be the far sonification."""
+def test_familiarisation_examples_come_from_a_clip_no_one_rates(tmp_path):
+    """The examples are the anchor and the hidden reference of an unrated clip, in files of their own:
+    never a rated system's output, never a file (or URL) of a rating page. Of two unrated clips the
+    one whose anchor is far from its original is taken (a 3.5 kHz low-pass of a low tone sounds
+    like the tone: it would teach the wrong end of the scale)."""
+    from sonieval.study.familiarisation import distance
+
     originals = {"c0": tone(300, SECONDS), "c1": tone(400, SECONDS)}
     systems = {
         "near": {c: x + _noise(0.005, i) for i, (c, x) in enumerate(originals.items())},
         "far": {c: _noise(0.2, 20 + i) for i, c in enumerate(originals)},
     }
-    created = _create(tmp_path, originals, systems, attention_checks=0)
+    spare = {"lowtone": tone(200, SECONDS), "bright": _noise(0.1, 40)}
+    created = _create(tmp_path, {**originals, **spare}, systems, attention_checks=1)
     trials, examples = _trials(created)
-    audio = created.study_dir / "audio"
-    distance = {t.stimulus_file: distance_to_original(t, audio) for t in trials if t.role in ("sonification", "anchor")}
     low, high = examples["low"], examples["high"]
-    assert low["measure"] == "logmel_l1" and low["role"] == "sonification"
-    low_trial = next(t for t in trials if t.stimulus_file == low["stimulus_file"])
-    assert low_trial.system_id == "far" and low["distance"] == pytest.approx(max(distance.values()), rel=1e-6)
-    # the two ends are far apart on the measure; the look-alike anchor is close to the high end
-    anchors = [d for f, d in distance.items() if next(t for t in trials if t.stimulus_file == f).role == "anchor"]
-    assert high["role"] == "reference" and high["distance"] == 0.0
-    assert low["distance"] - high["distance"] > 2.0
-    assert max(anchors) < 0.2 * low["distance"]
-    ref = next(t for t in trials if t.stimulus_file == high["stimulus_file"])
-    assert ref.role == "reference" and ref.clip_id == low_trial.clip_id
+    assert low["clip_id"] == high["clip_id"] == "bright" and {t.clip_id for t in trials} == {"c0", "c1"}
+    assert (low["role"], high["role"], low["measure"]) == ("anchor", "reference", "logmel_l1")
+    rating_files = {f for t in trials for f in (t.original_file, t.stimulus_file, t.waveform_file)}
+    example_files = {e[k] for e in (low, high) for k in ("original_file", "stimulus_file", "waveform_file")}
+    assert not example_files & rating_files and len({low["stimulus_file"], high["stimulus_file"]}) == 2
+    # the two ends lie far apart on the measure (the hidden reference: the original up to the dither)
+    assert high["distance"] < 0.05 and low["distance"] > 1.0
+    audio = created.study_dir / "audio"
+    x = {k: read_audio(audio / low[k])[0] for k in ("original_file", "stimulus_file")}
+    assert distance(x["stimulus_file"], x["original_file"], RATE) == pytest.approx(low["distance"], rel=1e-6)
+    # control: the unrated low tone's anchor is close to its original (why it was not taken)
+    tone_low = lowpass_anchor(spare["lowtone"], RATE, 3500.0)
+    assert distance(tone_low, spare["lowtone"], RATE) < 0.2 * low["distance"]
 
 
-def test_familiarisation_uses_the_anchor_when_it_is_farthest(tmp_path):
-    originals = {"c0": tone(300, SECONDS), "c1": tone(400, SECONDS)}
-    systems = {"near": {c: x + _noise(0.005, i) for i, (c, x) in enumerate(originals.items())}}
-    created = _create(tmp_path, originals, systems, anchor_kind="noise", anchor_snr_db=-20.0, attention_checks=0)
-    trials, examples = _trials(created)
-    assert examples["low"]["role"] == "anchor"
-    near = [distance_to_original(t, created.study_dir / "audio") for t in trials if t.role == "sonification"]
-    assert examples["low"]["distance"] > 3 * max(near)
+def test_no_familiarisation_examples_without_an_unrated_clip(tmp_path):
+    originals = {"c0": tone(300, SECONDS)}
+    created = _create(tmp_path, originals, {"s": {"c0": _noise(0.1, 1)}}, attention_checks=0)
+    assert _trials(created)[1] == {}
+    assert any("no familiarisation examples" in w for w in created.warnings)

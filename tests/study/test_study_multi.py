@@ -92,10 +92,8 @@ def test_multi_stimulus_page_with_sliders_and_switching_within_20_ms(tmp_path, r
                 rater.rate(20)
             page = rater.page
             assert page.title() == "Noise panel"
-            assert (
-                page.locator('[data-testid="stForm"] [data-testid="stSlider"]').count() == 10
-            )  # 5 sounds x 2 attributes
             frame = rater.player_frame()
+            assert frame.locator("input.mark").count() == 10  # 5 sounds x 2 attributes, on the player's panel
             labels = frame.evaluate("() => window.abPlayer.args.stimuli.map(s => s.label)")
             assert labels == ["R", "A", "B", "C", "D", "E"]
             offsets = _switch_offsets(frame, page)
@@ -120,13 +118,13 @@ def test_multi_stimulus_page_with_sliders_and_switching_within_20_ms(tmp_path, r
 
 
 def _switch_offsets(frame, page) -> list[float]:
-    """Play, switch R -> B -> D -> A -> E -> C at 0.3 s intervals with the keys, and return for each
-    switch how far the heard playhead jumped beyond the audio clock (seconds)."""
+    """Play, switch R -> B -> D -> A -> E -> C at 0.3 s intervals with the keys (A is 1, B 2, ...),
+    and return for each switch how far the heard playhead jumped beyond the audio clock (seconds)."""
     frame.evaluate(TAP_JS)
     frame.locator("#play").focus()
     page.keyboard.press("Space")
     switches = []
-    for key in ["3", "5", "2", "6", "4"]:
+    for key in ["2", "4", "1", "5", "3"]:
         page.wait_for_timeout(300)
         page.keyboard.press(key)
         switches.append(frame.evaluate("window.abPlayer.last.last_switch"))
@@ -154,3 +152,104 @@ def _switch_offsets(frame, page) -> list[float]:
         p_after = _locate(rendered[after], sounds[sw["to"]]) / sr
         offsets.append((p_after - p_before) - (clock[after[0]] - clock[before[0]]))
     return offsets
+
+
+# ---------------------------------------------------------------- the MUSHRA layout fits a screen
+
+_GEOMETRY_JS = """() => {
+  const off = window.frameElement.getBoundingClientRect(), top = window.parent;
+  const box = (el) => { const b = el.getBoundingClientRect(); return [b.left + off.left, b.top + off.top, b.right + off.left, b.bottom + off.top]; };
+  const columns = Array.from(document.querySelectorAll('.condition'));
+  const submit = top.document.querySelector('[data-testid="stFormSubmitButton"] button').getBoundingClientRect();
+  return {vw: top.innerWidth, vh: top.innerHeight, scroll_w: top.document.documentElement.scrollWidth,
+    transport: ['#play', '#stop', '#seek'].map((s) => box(document.querySelector(s))),
+    buttons: columns.map((c) => box(c.querySelector('button'))),
+    sliders: columns.map((c) => Array.from(c.querySelectorAll('input.mark')).map(box)),
+    submit: [submit.left, submit.top, submit.right, submit.bottom]};
+}"""
+
+
+def _inside(box, vw, vh) -> bool:
+    return box[0] >= 0 and box[1] >= 0 and box[2] <= vw and box[3] <= vh
+
+
+def _check_fits(g: dict, n: int) -> None:
+    vw, vh = g["vw"], g["vh"]
+    assert g["scroll_w"] <= vw, "the page scrolls sideways"
+    assert all(_inside(b, vw, vh) for b in g["transport"] + [g["submit"]]), (g["transport"], g["submit"])
+    assert len(g["buttons"]) == n + 1  # R and every condition, each in its column
+    tops = [b[1] for b in g["buttons"]]
+    assert max(tops) - min(tops) <= 2, tops  # one row
+    lefts = sorted(g["buttons"])
+    assert all(a[2] <= b[0] for a, b in zip(lefts, lefts[1:])), "columns overlap"
+    assert g["sliders"][0] == [] and all(len(s) == 2 for s in g["sliders"][1:])  # R is not rated
+    for button, sliders in zip(g["buttons"][1:], g["sliders"][1:]):
+        assert _inside(button, vw, vh)
+        for s in sliders:
+            assert _inside(s, vw, vh), (s, vw, vh)
+            assert s[3] - s[1] >= 120 and s[3] - s[1] >= 4 * (s[2] - s[0]), s  # vertical sliders
+            assert button[0] - 1 <= (s[0] + s[2]) / 2 <= button[2] + 1  # under their condition's button
+            assert s[1] >= button[3]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_mushra_page_fits_1280x800_and_1920x1080_with_6_and_12_conditions(tmp_path, record_property):
+    """Every condition's play button and sliders side by side under the transport, all on one screen
+    with the submit button: at 1280 x 800 and 1920 x 1080, with 6 and with 12 conditions."""
+    import os
+
+    from study_helpers import RATE, tone
+
+    if chromium_path() is None:
+        require_part("browser", "Chromium not installed (apt-get install chromium)")
+    originals, systems = tmp_path / "originals", {}
+    write_wav(originals / "clip0.wav", tone(300, 0.5), RATE)
+    write_wav(originals / "clip1.wav", tone(500, 0.5), RATE)
+    for s in range(10):  # clip0: 10 systems + reference + anchor = 12 conditions; clip1: 4 + 2 = 6
+        systems[f"sys{s}"] = tmp_path / f"sys{s}"
+        for c, f in ((0, 300), (1, 500))[: 2 if s < 4 else 1]:
+            write_wav(systems[f"sys{s}"] / f"clip{c}.wav", tone(f, 0.5, noise=0.02 * (s + 1), seed=s), RATE)
+    settings = StudySettings(
+        study_id="layout",
+        mode="multi",
+        rating_scale="mushra",
+        scale_min=0,
+        scale_max=100,
+        n_raters=1,
+        attention_checks=0,
+        familiarisation=False,
+        min_listen_fraction=0.0,
+        title="Layout",
+    )
+    created = create_from_folders(settings, originals, systems, study_dir=tmp_path / "study", progress=False)
+    shots = os.environ.get("SONIEVAL_SCREENSHOT_DIR")
+    proc, base = launch(created.storage, "layout", log_path=tmp_path / "server.log")
+    seen = []
+    try:
+        wait_until_up(base, proc)
+        with headless_chromium() as browser:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            rater = RaterDriver(page, rater_link(base, created.rater_tokens[0][1]))
+            assert rater.open() == "page"
+            while rater.wait_any() == "page":
+                rater.wait_rendered(rater.position()[0])
+                frame = rater.player_frame()
+                n = frame.evaluate("() => window.abPlayer.args.stimuli.length") - 1
+                for width, height in ((1920, 1080), (1280, 800)):
+                    page.set_viewport_size({"width": width, "height": height})
+                    page.wait_for_timeout(50)
+                    frame.wait_for_function(  # the frame's height follows its content (ResizeObserver)
+                        "() => Math.abs(window.frameElement.getBoundingClientRect().height"
+                        " - document.documentElement.scrollHeight) <= 1"
+                    )
+                    _check_fits(frame.evaluate(_GEOMETRY_JS), n)
+                    seen.append((n, width, height))
+                    if shots:
+                        page.screenshot(path=os.path.join(shots, f"mushra_page_{width}x{height}_{n}.png"))
+                rater.rate(0)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert sorted(seen) == [(6, 1280, 800), (6, 1920, 1080), (12, 1280, 800), (12, 1920, 1080)]
+    assert len(ratings_frame(StudyStore(created.storage), "layout")) == (6 + 12) * 2

@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 from harness.browser import chromium_path
 from harness.parts import require_part
-from player_helpers import CODES, PlayerPage, audio_chromium, decode_timecode, serve_player_page, write_timecode_stimuli
+from player_helpers import (
+    CODES,
+    PlayerPage,
+    audio_chromium,
+    decode_timecode,
+    render_offline,
+    serve_player_page,
+    write_timecode_stimuli,
+)
 
 from sonieval.study.player import FRONTEND_DIR, PlayerError, check_stimuli, empty_state, normalise_state
 
@@ -40,6 +48,12 @@ def test_stimuli_are_checked_with_one_clear_error_each(tmp_path):
         ([{"label": "A", "url": "u", "path": wav}], "exactly one of url and path"),
         ([{"label": "", "url": "u"}], "label must be"),
         ([{"label": str(i), "url": "u"} for i in range(14)], "1 to 13"),
+        (
+            [{"label": "R", "url": "u", "reference": True}, {"label": "A", "url": "v", "reference": True}],
+            "more than one",
+        ),
+        ([{"label": "Ref", "url": "u", "reference": True}, {"label": "R", "url": "v"}], "reference's key"),
+        ([{"label": "A", "url": "u", "image": tmp_path / "missing.png"}], "image not found"),
     ]
     for stimuli, message in cases:
         with pytest.raises(PlayerError, match=message):
@@ -85,9 +99,13 @@ def test_a_report_about_another_page_counts_as_nothing_reported():
 
 def test_the_frontend_ships_with_the_package():
     names = {p.name for p in FRONTEND_DIR.iterdir()}
-    assert {"index.html", "player.js", "player.css"} <= names
+    assert {"index.html", "engine.js", "player.js", "player.css"} <= names
     html = (FRONTEND_DIR / "index.html").read_text()
     assert 'src="player.js"' in html and 'href="player.css"' in html
+    assert html.index('src="engine.js"') < html.index('src="player.js"')
+    assert "Streamlit" not in (FRONTEND_DIR / "engine.js").read_text().replace(
+        "free of Streamlit", ""
+    )  # reusable alone
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "frontend/*" in data["sonieval.study.player"]
 
@@ -125,12 +143,15 @@ def open_page(served, request):
         page.close()
 
 
-def _usable(t, labels, starts, stops, switches):
-    """Samples that carry one clean time code: playing, past the start fade, not inside a crossfade."""
+def _usable(t, labels, starts, stops, switches, wraps=()):
+    """Samples that carry one clean time code: playing, past the start fade, not inside a crossfade
+    nor inside the fades around a loop's wrap (the level dips there: an attenuated code)."""
     ok = labels >= 0
     ok &= (t >= starts + FADE_S + 0.001) & (t < stops)
     for sw in switches:
         ok &= ~((t >= min(sw["context_time"], sw["audible_at"]) - 0.003) & (t < sw["audible_at"] + FADE_S + 0.003))
+    for w in wraps:
+        ok &= ~((t >= w - FADE_S - 0.001) & (t < w + FADE_S + 0.001))
     return ok
 
 
@@ -241,12 +262,13 @@ def test_loop_region_repeats_between_its_edges(open_page):
     assert p.wait_state(lambda s: s["loop"]["enabled"])["loop"] == {"enabled": True, "start_s": 1.0, "end_s": 1.6}
     p.press("Space")
     p.wait(2.0)
-    seg_ctx, _ = p.segment()
+    seg_ctx, seg_pos = p.segment()
     stop_at = p.js("window.abPlayer.ctx.currentTime")
     p.press("Space")
     t, x, _ = p.tap()
     labels, pos = decode_timecode(x)
-    ok = _usable(t, labels, seg_ctx, stop_at, [])
+    wraps = seg_ctx + (1.6 - seg_pos) + 0.6 * np.arange(10)
+    ok = _usable(t, labels, seg_ctx, stop_at, [], wraps)
     heard = pos[ok]
     assert heard.min() >= 1.0 - 0.001 and heard.max() <= 1.6 + 0.001
     wraps = int(np.sum(np.diff(heard) < -0.3))
@@ -333,3 +355,97 @@ def test_inside_a_form_the_state_arrives_with_the_submit(open_page):
     p.page.get_by_role("button", name="Submit").click()
     rec = p.wait_state(lambda s: s["event"] == "pause")
     assert p.states()[-1]["submitted"] and rec["listened_s"]["Original"] == pytest.approx(1.0, abs=0.25)
+
+
+# ---------------------------------------------------------------- the engine's audio, rendered offline
+
+
+@pytest.fixture(scope="module")
+def engine_page(served):
+    """A blank page holding nothing but engine.js (the module's browser; no server): the engine
+    renders on an OfflineAudioContext, sample for sample what it schedules."""
+    page = served[0].new_page()
+    yield page
+    page.close()
+
+
+def _steps(y: np.ndarray) -> np.ndarray:
+    return np.abs(np.diff(y))
+
+
+@pytest.mark.browser
+def test_loop_wraps_are_faded_no_click(engine_page, record_property):
+    """At every wrap of a loop the step between samples stays within 2x the local median step (the
+    loop's end and start join unrelated phases of a harmonic tone: unfaded, that is a click)."""
+    rate = 44_100
+    t = np.arange(int(2.0 * rate)) / rate
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 660 * t + 1) + 0.05 * np.sin(2 * np.pi * 1320 * t)
+    loop = (0.5003, 0.8117)
+    got = render_offline(engine_page, rate, 1.6, [x, x], loop=list(loop), start=loop[0])
+    y, (seg_ctx, seg_pos) = got["audio"], got["segment"]
+    length = loop[1] - loop[0]
+    wraps = seg_ctx + (loop[1] - seg_pos) + length * np.arange(10)
+    wraps = wraps[wraps < 1.5]
+    assert len(wraps) >= 3
+    ratios = []
+    for w in wraps:
+        i = int(round(w * rate))
+        near = _steps(y[i - 88 : i + 88]).max()  # +-2 ms around the wrap
+        local = np.median(_steps(y[i - 2205 : i + 2205]))  # +-50 ms
+        ratios.append(near / local)
+    record_property("max_wrap_step_ratio", float(max(ratios)))
+    print(f"loop wraps: step at the wrap <= {max(ratios):.2f} x the local median step ({len(wraps)} wraps)")
+    assert max(ratios) <= 2.0
+    # control: the same wrap joined without a fade steps far above that
+    a, b = int(round(loop[1] * rate)) - 1, int(round(loop[0] * rate))
+    assert abs(x[b] - x[a]) / np.median(_steps(x[a - 2205 : a])) > 5
+    # the loop still sounds between its edges: the steady parts are the tone itself
+    mid = int((wraps[0] + length / 2) * rate)
+    assert np.max(np.abs(y[mid - 200 : mid + 200])) > 0.3
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("mode", ["crossfade", "restart"])
+def test_switching_is_an_equal_power_crossfade(engine_page, mode, record_property):
+    """Switching between two uncorrelated sounds (a tone and the same tone 90 degrees later: a
+    phase-shifted system) keeps the level: no dip below -1.5 dB during the 5 ms crossfade (an
+    equal-gain crossfade dips by 3 dB)."""
+    from scipy.signal import hilbert
+
+    rate = 44_100
+    t = np.arange(int(1.2 * rate)) / rate
+    r, b = 0.5 * np.sin(2 * np.pi * 440 * t), 0.5 * np.cos(2 * np.pi * 440 * t)
+    got = render_offline(engine_page, rate, 1.0, [r, b], mode=mode, switches=[[0.5, 1]])
+    y = got["audio"]
+    heard = got["switches"][0][0]
+    envelope = np.abs(hilbert(y))
+    steady = np.median(envelope[int(0.2 * rate) : int(0.45 * rate)])
+    around = envelope[int((heard - 0.01) * rate) : int((heard + 0.02) * rate)]
+    dip_db = 20 * np.log10(around.min() / steady)
+    after = np.median(envelope[int((heard + 0.05) * rate) : int((heard + 0.2) * rate)])
+    record_property("switch_dip_db", float(dip_db))
+    print(f"{mode}: level during the switch >= {dip_db:+.2f} dB of the steady level")
+    assert dip_db >= -1.5 and abs(20 * np.log10(after / steady)) < 0.1
+    # control: the linear (equal-gain) crossfade of the same two sounds dips by 3 dB
+    u = np.clip((t - heard) / 0.005, 0, 1)
+    linear = np.abs(hilbert((1 - u) * r + u * b))[int((heard - 0.01) * rate) : int((heard + 0.02) * rate)]
+    assert 20 * np.log10(linear.min() / 0.5) < -2.5
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_keys_match_the_labels(open_page):
+    """R is key r, A key 1 or a, B key 2 or b, and each button says so (the old keys numbered R as 1:
+    pressing 1 for A played R)."""
+    p = open_page(ref="Original", report=0)
+    assert [p.frame.locator(f"#stimulus-{i} .key").inner_text() for i in range(3)] == [
+        "key r",
+        "key 1 or a",
+        "key 2 or b",
+    ]
+    p.focus_player()
+    p.press("Space")
+    for key, label in (("1", "A"), ("r", "Original"), ("2", "B"), ("a", "A"), ("b", "B"), ("R", "Original")):
+        p.press(key)
+        p.frame.wait_for_function("(l) => window.abPlayer.state().selected === l", arg=label, timeout=5000)
+    p.press("Space")

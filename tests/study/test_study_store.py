@@ -41,26 +41,68 @@ def test_created_study_has_all_roles_and_blinded_files(small_study):
     assert len(small_study.tokens) == 2 and small_study.admin_token
 
 
-def test_hidden_reference_has_the_originals_samples_but_other_bytes(small_study):
-    """Streamlit serves media by a hash of the bytes: the hidden reference must not share the original's URL."""
+def _wav_chunks(data: bytes) -> list[tuple[bytes, int]]:
+    out, i = [], 12
+    while i + 8 <= len(data):
+        size = int.from_bytes(data[i + 4 : i + 8], "little")
+        out.append((data[i : i + 4], size))
+        i += 8 + size + (size & 1)
+    return out
+
+
+def test_one_format_per_study_and_no_two_files_share_bytes(tmp_path):
+    """Blinding by the files themselves: a system of another rate, a longer and a shorter one are
+    brought into one format (rate, 16-bit, the clip's length); every file's header is the same
+    44 bytes for a clip (RIFF, fmt, data: nothing from the signal or the clock), and no two files
+    share bytes, not even the original, its hidden reference and an attention check (the same
+    signal, each with its own dither) or the familiarisation examples."""
     import hashlib
 
     import numpy as np
-
-    from sonieval.audio import read_audio
-
-    trials = StudyStore(small_study.url).trials(small_study.study_id)
-    audio = small_study.created.study_dir / "audio"
-    refs = [t for t in trials.values() if t.role == "reference"]
-    assert refs
-    for t in refs:
-        original, stimulus = audio / t.original_file, audio / t.stimulus_file
-        assert np.array_equal(read_audio(original)[0], read_audio(stimulus)[0])
-        assert hashlib.sha256(original.read_bytes()).digest() != hashlib.sha256(stimulus.read_bytes()).digest()
-    # every stimulus shares one format, so the format does not single the reference out either
     import soundfile as sf
+    from study_helpers import RATE, tone
 
-    assert {sf.info(str(audio / t.stimulus_file)).subtype for t in trials.values()} == {"FLOAT"}
+    from sonieval.audio import read_audio, write_wav
+    from sonieval.study.create import StudySettings, create_from_folders
+
+    inputs = tmp_path / "in"
+    for c in range(2):
+        write_wav(inputs / "originals" / f"clip{c}.wav", tone(300 + 200 * c, 1.0), RATE)
+        write_wav(inputs / "slow" / f"clip{c}.wav", tone(300 + 200 * c, 1.0, RATE // 2, noise=0.05), RATE // 2)
+        write_wav(inputs / "long" / f"clip{c}.wav", tone(300 + 200 * c, 1.3, noise=0.05, seed=1), RATE)
+        write_wav(inputs / "short" / f"clip{c}.wav", tone(300 + 200 * c, 0.7, noise=0.05, seed=2), RATE)
+    write_wav(inputs / "originals" / "spare.wav", tone(250, 1.0, noise=0.05, seed=3), RATE)
+    settings = StudySettings(study_id="fmt", attention_checks=4, min_listen_fraction=0.0, n_raters=1)
+    systems = {name: inputs / name for name in ("slow", "long", "short")}
+    created = create_from_folders(settings, inputs / "originals", systems, study_dir=tmp_path / "study", progress=False)
+    store = StudyStore(created.storage)
+    trials = list(store.trials("fmt").values())
+    examples = store.study("fmt").familiarisation
+    audio = created.study_dir / "audio"
+    by_clip: dict[str, set[str]] = {}
+    for t in trials:
+        by_clip.setdefault(t.clip_id, set()).update({t.original_file, t.stimulus_file})
+    by_clip["familiarisation"] = {e[k] for e in examples.values() for k in ("original_file", "stimulus_file")}
+    names = set().union(*by_clip.values())
+    assert (
+        len(names) == 2 * (1 + 3 + 2) + 4 + 3
+    )  # per clip: original, 3 systems, reference, anchor; 4 attention; 3 examples
+    digests = {hashlib.sha256((audio / n).read_bytes()).hexdigest() for n in names}
+    assert len(digests) == len(names)  # no two files share bytes
+    for clip, files in by_clip.items():
+        heads = {(audio / n).read_bytes()[:44] for n in files}
+        assert len(heads) == 1, clip  # one header for the whole clip: it tells nothing but length and rate
+        for n in files:
+            info = sf.info(str(audio / n))
+            assert (info.samplerate, info.subtype, info.channels) == (RATE, "PCM_16", 1), n
+            assert [c for c, _ in _wav_chunks((audio / n).read_bytes())] == [b"fmt ", b"data"], n
+    # the hidden reference and the attention checks: the original's signal, up to the dither
+    for t in trials:
+        if t.role in ("reference", "attention"):
+            a, b = read_audio(audio / t.original_file)[0], read_audio(audio / t.stimulus_file)[0]
+            assert np.max(np.abs(a - b)) <= 2.5 / 32768 and np.any(a != b)
+    assert any("resampled" in n for n in created.notes) and any("trimmed" in n for n in created.notes)
+    assert store.study("fmt").provenance["format"]["sample_rate"] == RATE
 
 
 def test_anchor_is_lowpassed(small_study):

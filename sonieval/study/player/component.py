@@ -29,9 +29,12 @@ class PlayerError(SonievalError):
 
 
 def check_stimuli(stimuli: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Validate the stimuli: 1..9 dicts with a unique ``label`` and a ``url`` or an existing ``path``.
+    """Validate the stimuli: 1..13 dicts with a unique ``label`` and a ``url`` or an existing ``path``.
 
-    ``required`` (default True) says whether the stimulus counts towards the minimum listening time.
+    ``required`` (default True) says whether the stimulus counts towards the minimum listening time;
+    ``reference`` (at most one) marks the open reference (key ``r``, not rated; the others are keys
+    1..9 in order, or their letter); ``image`` (a url or an existing path) is the stimulus's picture
+    on a rating panel (a thumbnail that enlarges).
     """
     if not isinstance(stimuli, (list, tuple)) or not 1 <= len(stimuli) <= MAX_STIMULI:
         raise PlayerError(f"ab_player: stimuli must be a list of 1 to {MAX_STIMULI} items", hint="one dict per sound")
@@ -56,9 +59,58 @@ def check_stimuli(stimuli: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if path is not None and not Path(path).is_file():
             raise PlayerError(f"{where} ({label}): audio file not found", hint="check the path")
         entry = {"label": label, "required": bool(item.get("required", True))}
+        if item.get("reference"):
+            entry["reference"] = True
         entry["url" if url is not None else "path"] = url if url is not None else Path(path)
+        image = item.get("image")  # a str is a url, a Path a file
+        if image is not None:
+            if not isinstance(image, (str, os.PathLike)) or (
+                isinstance(image, os.PathLike) and not Path(image).is_file()
+            ):
+                raise PlayerError(
+                    f"{where} ({label}): image not found", hint="give a url (str) or an existing file (Path)"
+                )
+            entry["image"] = image
         out.append(entry)
+    if sum(e.get("reference", False) for e in out) > 1:
+        raise PlayerError("ab_player: more than one stimulus is marked reference", hint="mark the open reference only")
+    if any(e.get("reference") for e in out) and any(e["label"].upper() == "R" and not e.get("reference") for e in out):
+        raise PlayerError(
+            "ab_player: label 'R' is the reference's key", hint="label the reference R, or rename the other"
+        )
     return out
+
+
+def check_rating(rating: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A rating panel's options: ``scale_min`` < ``scale_max`` (integers), ``attributes`` (1 or 2 of
+    ``{"id", "label", "short"}``) and the labels of the scale's ends (``low``, ``high``)."""
+    if rating is None:
+        return None
+    try:
+        lo, hi = int(rating["scale_min"]), int(rating["scale_max"])
+        attrs = [
+            {"id": str(a["id"]), "label": str(a["label"]), "short": str(a.get("short", a["label"]))}
+            for a in rating["attributes"]
+        ]
+    except (KeyError, TypeError, ValueError):
+        raise PlayerError("ab_player: rating needs scale_min, scale_max and attributes [{id, label}]") from None
+    if lo >= hi or not 1 <= len(attrs) <= 2:
+        raise PlayerError("ab_player: rating needs scale_min < scale_max and one or two attributes")
+    return {
+        "scale_min": lo,
+        "scale_max": hi,
+        "attributes": attrs,
+        "low": str(rating.get("low", "")),
+        "high": str(rating.get("high", "")),
+    }
+
+
+def _mark(value: Any, lo: int, hi: int) -> int | None:
+    """A reported mark as the server reads it: an integer (or 3.0), else None (not rated). Its range
+    is checked where the marks are stored (a value off the scale is refused there, with a sentence)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return int(value) if float(value).is_integer() else None
 
 
 def check_options(
@@ -132,13 +184,16 @@ def normalise_state(
     min_listen_s: float = 0.0,
     required: Sequence[bool] | None = None,
     page: str | None = None,
+    rating: Mapping[str, Any] | None = None,
+    rated: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The player's reported value, reduced to known fields with server-side checks.
 
     ``listened_s`` holds every label (0 when unreported); ``remaining_s`` and ``min_listen_met``
     are recomputed here from ``listened_s`` and ``min_listen_s``, whatever the browser said.
     With ``page``, a report about another page (the last one a reused player showed) counts as
-    nothing reported yet.
+    nothing reported yet. With ``rating`` (a rating panel) ``marks`` holds every ``rated`` label's
+    mark per attribute (None: not rated yet, or not a whole number).
     """
     raw = raw if isinstance(raw, Mapping) else {}
     if page is not None and raw.get("page") != page:
@@ -172,7 +227,20 @@ def normalise_state(
         "switch_mode": raw.get("switch_mode") if raw.get("switch_mode") in SWITCH_MODES else None,
         "context_time": round(_seconds(raw.get("context_time")), 3),
         "page": page if page is not None else (str(raw["page"]) if raw.get("page") is not None else None),
+        "marks": _marks(raw.get("marks"), rating, rated),
     }
+
+
+def _marks(raw: Any, rating: Mapping[str, Any] | None, rated: Sequence[str]) -> dict[str, dict[str, int | None]]:
+    if not rating:
+        return {}
+    raw = raw if isinstance(raw, Mapping) else {}
+    lo, hi = int(rating["scale_min"]), int(rating["scale_max"])
+    out = {}
+    for label in rated:
+        given = raw.get(label) if isinstance(raw.get(label), Mapping) else {}
+        out[label] = {a["id"]: _mark(given.get(a["id"]), lo, hi) for a in rating["attributes"]}
+    return out
 
 
 def ab_player(
@@ -187,6 +255,7 @@ def ab_player(
     initial_listened_s: Mapping[str, float] | None = None,
     page: str | None = None,
     prefetch: Sequence[str | os.PathLike] = (),
+    rating: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Show the A/B player and return its last reported state (see :func:`normalise_state`).
 
@@ -203,18 +272,28 @@ def ab_player(
     reached and, while playing, every ``report_every_s`` seconds (0: events only). Each report
     reruns the script unless the player sits inside an ``st.form`` (then the last state arrives
     with the form's submit) or an ``st.fragment`` (then only the fragment reruns).
-    ``initial_listened_s`` carries listening time over a page reload.
+    ``initial_listened_s`` carries listening time over into the player; with a ``page`` the
+    browser also keeps the page's listening time (and marks) in the tab's session storage, so a
+    reload of the same page does not lose it. ``rating`` turns the stimulus buttons into a rating
+    panel (:func:`check_rating`): each stimulus but the reference gets a vertical slider per
+    attribute under its button (and its ``image`` as a thumbnail), side by side (the MUSHRA
+    layout); the marks arrive in the state's ``marks``.
     """
     import streamlit.components.v1 as components
 
     items = check_stimuli(stimuli)
     check_options(min_listen_s, loop_region, switch_mode, crossfade_ms, report_every_s)
+    panel = check_rating(rating)
     labels = [s["label"] for s in items]
     required = [s["required"] for s in items]
     args = []
     for i, s in enumerate(items):
         url = s["url"] if "url" in s else media_url(s["path"], f"sonieval.ab_player.{key}.{i}")
-        args.append({"label": s["label"], "url": url, "required": s["required"]})
+        arg = {"label": s["label"], "url": url, "required": s["required"], "reference": s.get("reference", False)}
+        if "image" in s:
+            image = s["image"]
+            arg["image"] = image if isinstance(image, str) else media_url(image, f"sonieval.ab_player.{key}.img.{i}")
+        args.append(arg)
     ahead = [media_url(path, f"sonieval.ab_player.{key}.next.{i}") for i, path in enumerate(prefetch)]
     initial = {k: _seconds(v) for k, v in (initial_listened_s or {}).items() if k in labels}
     # Declared on every call: the registry lives in the running server, which may not have existed
@@ -230,7 +309,11 @@ def ab_player(
         initial_listened_s=initial,
         page=page,
         prefetch=ahead,
+        rating=panel,
         key=key,
         default=None,
     )
-    return normalise_state(raw, labels, min_listen_s=min_listen_s, required=required, page=page)
+    rated = [s["label"] for s in items if not s.get("reference")]
+    return normalise_state(
+        raw, labels, min_listen_s=min_listen_s, required=required, page=page, rating=panel, rated=rated
+    )

@@ -4,7 +4,8 @@ Environment: ``SONIEVAL_PLAYER_DIR`` holds the stimuli (``<label>.wav``) and rec
 line per script run in ``<log>.jsonl``: the state the player reported back to Python.
 Query parameters: ``log`` (file stem), ``labels`` (comma-separated, from the folder), ``mode``
 (crossfade | restart), ``min`` (minimum listening seconds), ``required`` (labels that count,
-default all), ``loop`` ("start,end"), ``report`` (heartbeat seconds), ``form`` (1: inside a form).
+default all), ``loop`` ("start,end"), ``report`` (heartbeat seconds), ``form`` (1: inside a form),
+``ref`` (the label of the open reference: key r, the others numbered from 1).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ if not re.fullmatch(r"[A-Za-z0-9_-]{1,120}", log):
 labels = q.get("labels", "Original,A,B").split(",")
 required = set(q.get("required", ",".join(labels)).split(","))
 loop = tuple(float(x) for x in q["loop"].split(",")) if "loop" in q else None
-stimuli = [{"label": lb, "path": folder / f"{lb}.wav", "required": lb in required} for lb in labels]
+stimuli = [
+    {"label": lb, "path": folder / f"{lb}.wav", "required": lb in required, "reference": lb == q.get("ref")}
+    for lb in labels
+]
 options = dict(
     key="player",
     loop_region=loop,

@@ -1,21 +1,19 @@
 // A/B(/C…) player for Streamlit: one transport over several stimuli, switching at the same playhead.
 //
-// Plain JavaScript, no build step. Three parts:
+// Plain JavaScript, no build step. The audio (playback, equal-power crossfade, loop with fades at
+// its edges, the key map) lives in engine.js, which knows nothing of Streamlit and is reusable in
+// any page. This file is the Streamlit side:
 //   1. the Streamlit component protocol (v1), spoken by hand over postMessage;
-//   2. Engine: Web Audio playback (every stimulus decoded up front into an AudioBuffer);
-//   3. the page: controls, keyboard shortcuts, listening-time accounting, reports to Python.
-//
-// Switching keeps the playhead because every position is computed from the audio clock
-// (AudioContext.currentTime), never from timers:
-//   - "crossfade" (default): all sources start together at one scheduled time and offset; each
-//     goes through its own gain node; switching ramps the old gain to 0 and the new one to 1
-//     over a few milliseconds. The sources cannot drift apart: they share the sample clock.
-//   - "restart": only the chosen source plays; switching starts the new source at the position
-//     the transport will have at a scheduled time a few milliseconds ahead, and fades the old
-//     one out from that time.
+//   2. the page: controls, keyboard shortcuts, listening-time accounting, reports to Python;
+//   3. the rating panel of a multi-stimulus page (args.rating): every condition's button and
+//      vertical slider(s) side by side under the transport, as in MUSHRA (ITU-R BS.1534) tools;
+//   4. what survives a reload: the listening time (and marks) of the page, kept in the tab's
+//      sessionStorage under the page and its sounds, and put back when the same page is shown again.
 "use strict";
 
 (function () {
+  const AB = window.SonievalAB;
+
   // ---------------------------------------------------------------- 1. Streamlit protocol
   const Streamlit = {
     send(type, data) {
@@ -26,171 +24,13 @@
     setHeight(height) { this.send("streamlit:setFrameHeight", { height: height }); },
   };
 
-  // ---------------------------------------------------------------- 2. Engine
-  const LOOKAHEAD_S = 0.02; // schedule starts slightly ahead so every source starts on the same frame
-  const MIN_LOOP_S = 0.05;
-
-  class Engine {
-    constructor(ctx, buffers, mode, fadeS) {
-      this.ctx = ctx;
-      this.buffers = buffers;
-      this.mode = mode;
-      this.fadeS = fadeS;
-      this.duration = Math.max.apply(null, buffers.map((b) => b.duration));
-      this.output = ctx.createGain(); // master: fades on start/stop; a test may tap it
-      this.output.connect(ctx.destination);
-      this.gains = buffers.map(() => {
-        const g = ctx.createGain();
-        g.gain.value = 0;
-        g.connect(this.output);
-        return g;
-      });
-      this.sources = [];
-      this.playing = false;
-      this.selected = 0;
-      this.segCtx = 0; // audio-clock time at which the current segment starts
-      this.segPos = 0; // transport position at segCtx
-      this.loop = { on: false, start: 0, end: this.duration };
-    }
-
-    positionAt(t) {
-      if (!this.playing) return this.segPos;
-      const raw = this.segPos + Math.max(0, t - this.segCtx);
-      if (this.loop.on && raw >= this.loop.end) {
-        const len = this.loop.end - this.loop.start;
-        return this.loop.start + ((raw - this.loop.start) % len);
-      }
-      return Math.min(raw, this.duration);
-    }
-
-    position() { return this.positionAt(this.ctx.currentTime); }
-
-    inLoop(pos) { return pos >= this.loop.start && pos < this.loop.end; }
-
-    _startSources(pos) {
-      const when = this.ctx.currentTime + LOOKAHEAD_S;
-      this.segCtx = when;
-      this.segPos = pos;
-      const chosen = this.mode === "crossfade" ? this.buffers.map((_, i) => i) : [this.selected];
-      this.sources = [];
-      for (const i of chosen) this.sources[i] = this._source(i, when, pos);
-      this.gains.forEach((g, i) => {
-        g.gain.cancelScheduledValues(0);
-        g.gain.setValueAtTime(i === this.selected ? 1 : 0, when);
-      });
-      const m = this.output.gain;
-      m.cancelScheduledValues(0);
-      m.setValueAtTime(0, when);
-      m.linearRampToValueAtTime(1, when + this.fadeS);
-    }
-
-    _source(i, when, offset) {
-      const src = this.ctx.createBufferSource();
-      src.buffer = this.buffers[i];
-      if (this.loop.on) {
-        src.loop = true;
-        src.loopStart = this.loop.start;
-        src.loopEnd = this.loop.end;
-      }
-      src.connect(this.gains[i]);
-      src.start(when, Math.min(offset, this.buffers[i].duration));
-      return src;
-    }
-
-    _stopSources() {
-      const t = this.ctx.currentTime;
-      const m = this.output.gain;
-      m.cancelScheduledValues(0);
-      m.setValueAtTime(1, t);
-      m.linearRampToValueAtTime(0, t + this.fadeS);
-      for (const src of this.sources) if (src) src.stop(t + this.fadeS + 0.005);
-      this.sources = [];
-    }
-
-    play() {
-      if (this.playing) return;
-      let pos = this.segPos;
-      if (this.loop.on && !this.inLoop(pos)) pos = this.loop.start;
-      if (!this.loop.on && pos >= this.duration) pos = 0;
-      this._startSources(pos);
-      this.playing = true;
-    }
-
-    pause() {
-      if (!this.playing) return;
-      const pos = this.position();
-      this._stopSources();
-      this.playing = false;
-      this.segPos = pos;
-    }
-
-    seek(pos) {
-      pos = Math.max(0, Math.min(pos, this.duration));
-      if (this.loop.on && !this.inLoop(pos)) pos = this.loop.start;
-      if (this.playing) {
-        this._stopSources();
-        this._startSources(pos);
-      } else {
-        this.segPos = pos;
-      }
-    }
-
-    // Returns the audio-clock time from which the new stimulus is heard.
-    select(i) {
-      const old = this.selected;
-      if (i === old) return this.ctx.currentTime;
-      this.selected = i;
-      if (!this.playing) return this.ctx.currentTime;
-      if (this.mode === "crossfade") {
-        const t = this.ctx.currentTime;
-        this._fade(this.gains[old].gain, 1, 0, t);
-        this._fade(this.gains[i].gain, 0, 1, t);
-        return t;
-      }
-      const when = this.ctx.currentTime + LOOKAHEAD_S;
-      const oldSrc = this.sources[old];
-      this.sources[old] = undefined;
-      this.sources[i] = this._source(i, when, this.positionAt(when));
-      this._fade(this.gains[old].gain, 1, 0, when);
-      this._fade(this.gains[i].gain, 0, 1, when);
-      if (oldSrc) oldSrc.stop(when + this.fadeS + 0.005);
-      return when;
-    }
-
-    _fade(param, from, to, t) {
-      param.cancelScheduledValues(0);
-      param.setValueAtTime(from, t);
-      param.linearRampToValueAtTime(to, t + this.fadeS);
-    }
-
-    setLoop(on, start, end) {
-      const pos = this.position();
-      this.loop = { on: on, start: start, end: end };
-      if (this.playing) {
-        this._stopSources();
-        this._startSources(on && !this.inLoop(pos) ? start : pos);
-      } else if (on && !this.inLoop(this.segPos)) {
-        this.segPos = start;
-      }
-    }
-
-    // Without a loop the transport stops at the end; returns true when it just did.
-    checkEnded() {
-      if (!this.playing || this.loop.on) return false;
-      if (this.segPos + (this.ctx.currentTime - this.segCtx) < this.duration) return false;
-      this._stopSources();
-      this.playing = false;
-      this.segPos = 0;
-      return true;
-    }
-  }
-
-  // ---------------------------------------------------------------- 3. The page
+  // ---------------------------------------------------------------- 2. The page
   const $ = (id) => document.getElementById(id);
   const ui = {
     status: $("status"), play: $("play"), stop: $("stop"), time: $("time"), seek: $("seek"),
     stimuli: $("stimuli"), loop: $("loop"), loopStart: $("loop-start"), loopEnd: $("loop-end"),
-    hereStart: $("loop-here-start"), hereEnd: $("loop-here-end"), countdown: $("countdown"),
+    hereStart: $("loop-here-start"), hereEnd: $("loop-here-end"), countdown: $("countdown"), help: $("help"),
+    zoom: $("zoom"), zoomImg: $("zoom-img"),
   };
   const round3 = (x) => Math.round(x * 1000) / 1000;
 
@@ -200,10 +40,13 @@
   let signature = null;
   let labels = [];
   let required = [];
+  let keys = [];
   let listened = [];
+  let marks = {}; // rating panel: label -> {attribute: mark or null}
   let lastAccrue = 0;
   let seq = 0;
   let lastReport = 0;
+  let lastSaved = 0;
   let minMet = false;
   let error = null;
   let nSwitches = 0;
@@ -245,6 +88,7 @@
       position_s: engine ? round3(engine.position()) : 0,
       duration_s: engine ? round3(engine.duration) : 0,
       listened_s: listenedMap,
+      marks: args && args.rating ? JSON.parse(JSON.stringify(marks)) : {},
       min_listen_s: args ? args.min_listen_s : 0,
       remaining_s: round3(left),
       min_listen_met: left <= 0,
@@ -258,11 +102,50 @@
     };
   }
 
+  // ---------------------------------------------------------------- 4. kept across a reload
+  // The key names the page and its sounds (URLs name files by their bytes), so another page, or
+  // another rater's page in the same tab, never reads it.
+  function storageKey() {
+    if (!args || args.page === undefined || args.page === null) return null;
+    return "sonieval.ab:" + args.page + ":" + args.stimuli.map((s) => s.url).join("|");
+  }
+
+  function save() {
+    const key = storageKey();
+    if (!key) return;
+    try {
+      const heard = {};
+      labels.forEach((l, i) => { heard[l] = listened[i]; });
+      sessionStorage.setItem(key, JSON.stringify({ listened_s: heard, marks: marks, n_switches: nSwitches }));
+    } catch (e) { /* storage full or blocked: nothing is kept, nothing breaks */ }
+  }
+
+  function restore() {
+    const key = storageKey();
+    let kept = null;
+    try { kept = key ? JSON.parse(sessionStorage.getItem(key) || "null") : null; } catch (e) { kept = null; }
+    if (!kept) return;
+    labels.forEach((l, i) => {
+      const v = Number(kept.listened_s && kept.listened_s[l]);
+      if (isFinite(v) && v > listened[i]) listened[i] = v;
+    });
+    nSwitches = Number(kept.n_switches) || 0;
+    if (args.rating && kept.marks) {
+      for (const label of Object.keys(marks)) {
+        for (const a of Object.keys(marks[label])) {
+          const v = kept.marks[label] && kept.marks[label][a];
+          if (Number.isInteger(v)) marks[label][a] = v;
+        }
+      }
+    }
+  }
+
   function report(event) {
     accrue();
     lastReport = ctx ? ctx.currentTime : 0;
     const value = state(event);
     window.abPlayer.last = value;
+    save();
     Streamlit.setValue(value);
   }
 
@@ -278,7 +161,8 @@
     }
     ui.play.textContent = engine.playing ? "Pause" : "Play";
     ui.play.setAttribute("aria-label", engine.playing ? "Pause" : "Play");
-    Array.from(ui.stimuli.children).forEach((b, i) => {
+    labels.forEach((_, i) => {
+      const b = $("stimulus-" + i);
       b.setAttribute("aria-pressed", String(i === engine.selected));
       const left = b.querySelector(".left");
       if (args.min_listen_s > 0 && required[i]) {
@@ -299,6 +183,7 @@
   function tick() {
     if (!engine) return;
     accrue();
+    engine.maintain();
     const ended = engine.checkEnded();
     render();
     if (ended) { report("ended"); return; }
@@ -309,6 +194,7 @@
       return;
     }
     if (engine.playing && args.report_every_s > 0 && ctx.currentTime - lastReport >= args.report_every_s) report("progress");
+    else if (engine.playing && ctx.currentTime - lastSaved >= 0.5) { lastSaved = ctx.currentTime; save(); }
   }
 
   async function ensureRunning() {
@@ -362,8 +248,8 @@
     let end = parseFloat(ui.loopEnd.value);
     if (!isFinite(start)) start = 0;
     if (!isFinite(end)) end = engine.duration;
-    start = Math.max(0, Math.min(start, engine.duration - MIN_LOOP_S));
-    end = Math.max(start + MIN_LOOP_S, Math.min(end, engine.duration));
+    start = Math.max(0, Math.min(start, engine.duration - AB.MIN_LOOP_S));
+    end = Math.max(start + AB.MIN_LOOP_S, Math.min(end, engine.duration));
     return [start, end];
   }
 
@@ -386,34 +272,130 @@
     applyLoop(ui.loop.checked, "loop");
   }
 
+  function stimulusButton(label, i) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.id = "stimulus-" + i;
+    b.setAttribute("aria-pressed", String(i === 0));
+    const hint = AB.keyHint(keys[i]);
+    b.setAttribute("aria-keyshortcuts", [keys[i].digit, keys[i].letter && keys[i].letter.toUpperCase()].filter(Boolean).join(" "));
+    b.setAttribute("aria-label", label + (hint ? " (key " + hint + ")" : ""));
+    b.disabled = true;
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = label;
+    const key = document.createElement("span");
+    key.className = "key";
+    key.setAttribute("aria-hidden", "true");
+    key.textContent = hint ? "key " + hint : "";
+    const left = document.createElement("span");
+    left.className = "left";
+    left.setAttribute("aria-hidden", "true");
+    b.append(name, key, left);
+    b.addEventListener("click", () => select(i));
+    return b;
+  }
+
   function buildButtons() {
     ui.stimuli.textContent = "";
+    document.body.classList.toggle("rating", !!args.rating);
+    if (args.rating) { buildPanel(); return; }
+    labels.forEach((label, i) => ui.stimuli.appendChild(stimulusButton(label, i)));
+  }
+
+  // ---------------------------------------------------------------- 3. The rating panel
+  function markText(v) { return v === null || v === undefined ? "–" : String(v); }
+
+  function setMark(label, attr, slider) {
+    const v = Math.round(Number(slider.value));
+    marks[label][attr] = v;
+    slider.classList.remove("unset");
+    slider.setAttribute("aria-valuetext", String(v));
+    $("value-" + slider.dataset.id).textContent = markText(v);
+    report("mark");
+  }
+
+  function scaleColumn(rating) {
+    const col = document.createElement("div");
+    col.className = "scale";
+    col.setAttribute("aria-hidden", "true");
+    const top = document.createElement("span");
+    top.className = "end top";
+    top.textContent = rating.scale_max + " " + (rating.high || "");
+    const bottom = document.createElement("span");
+    bottom.className = "end bottom";
+    bottom.textContent = rating.scale_min + " " + (rating.low || "");
+    col.append(top, bottom);
+    return col;
+  }
+
+  function markSlider(label, attr, rating, id) {
+    const wrap = document.createElement("div");
+    wrap.className = "mark-wrap";
+    const value = document.createElement("span");
+    value.className = "value";
+    value.id = "value-" + id;
+    value.setAttribute("aria-hidden", "true");
+    value.textContent = markText(marks[label][attr.id]);
+    const slider = document.createElement("input");
+    slider.type = "range";
+    slider.className = "mark" + (marks[label][attr.id] === null ? " unset" : "");
+    slider.id = "mark-" + id;
+    slider.dataset.id = id;
+    slider.min = rating.scale_min;
+    slider.max = rating.scale_max;
+    slider.step = 1;
+    slider.value = marks[label][attr.id] === null ? rating.scale_min : marks[label][attr.id];
+    slider.disabled = true;
+    slider.setAttribute("aria-label", label + ": " + attr.label);
+    slider.setAttribute("aria-valuetext", marks[label][attr.id] === null ? "not rated yet" : String(slider.value));
+    slider.addEventListener("input", () => setMark(label, attr.id, slider));
+    // Home at the bottom, or a click on the thumb where it lies, changes nothing: still a mark.
+    slider.addEventListener("keydown", (e) => {
+      if (["Home", "End", "ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "PageUp", "PageDown"].includes(e.key)) {
+        setTimeout(() => setMark(label, attr.id, slider), 0);
+      }
+    });
+    slider.addEventListener("pointerup", () => setMark(label, attr.id, slider));
+    const name = document.createElement("span");
+    name.className = "attr";
+    name.setAttribute("aria-hidden", "true");
+    name.textContent = attr.short || attr.label;
+    wrap.append(value, slider, name);
+    return wrap;
+  }
+
+  function buildPanel() {
+    const rating = args.rating;
+    ui.stimuli.appendChild(scaleColumn(rating));
     labels.forEach((label, i) => {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.id = "stimulus-" + i;
-      b.setAttribute("aria-pressed", String(i === 0));
-      const keys = i < 9 ? [String(i + 1)] : [];
-      if (/^[A-Za-z]$/.test(label)) keys.push(label.toUpperCase());
-      b.setAttribute("aria-keyshortcuts", keys.join(" "));
-      b.setAttribute("aria-label", label + (i < 9 ? " (key " + (i + 1) + ")" : ""));
-      b.disabled = true;
-      const key = document.createElement("span");
-      key.className = "key";
-      key.setAttribute("aria-hidden", "true");
-      key.textContent = i < 9 ? String(i + 1) : "";
-      const name = document.createElement("span");
-      name.className = "name";
-      name.textContent = label;
-      const left = document.createElement("span");
-      left.className = "left";
-      left.setAttribute("aria-hidden", "true");
-      b.append(key, name, left);
-      b.addEventListener("click", () => select(i));
-      ui.stimuli.appendChild(b);
+      const col = document.createElement("div");
+      col.className = "condition";
+      col.id = "condition-" + i;
+      col.appendChild(stimulusButton(label, i));
+      const s = args.stimuli[i];
+      if (s.image) {
+        const img = document.createElement("img");
+        img.className = "thumb";
+        img.src = s.image;
+        img.alt = "Waveforms of R (top) and " + label + " (bottom); click to enlarge";
+        img.tabIndex = 0;
+        const open = () => { ui.zoomImg.src = s.image; ui.zoomImg.alt = img.alt; ui.zoom.hidden = false; ui.zoom.focus(); };
+        img.addEventListener("click", open);
+        img.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); open(); } });
+        col.appendChild(img);
+      }
+      if (marks[label]) {
+        const row = document.createElement("div");
+        row.className = "marks";
+        rating.attributes.forEach((attr, k) => row.appendChild(markSlider(label, attr, rating, i + "-" + k)));
+        col.appendChild(row);
+      }
+      ui.stimuli.appendChild(col);
     });
   }
 
+  // ---------------------------------------------------------------- decoding, prefetch
   // Decoded sounds by URL: this page's and the next page's (args.prefetch), fetched once. A URL
   // names its file by a hash of the bytes, so a cached buffer is the file the page asks for.
   const decoded = new Map();
@@ -453,12 +435,23 @@
   function setEnabled(on) {
     [ui.play, ui.stop, ui.seek, ui.loop, ui.loopStart, ui.loopEnd, ui.hereStart, ui.hereEnd]
       .forEach((el) => { el.disabled = !on; });
-    Array.from(ui.stimuli.children).forEach((b) => { b.disabled = !on; });
+    ui.stimuli.querySelectorAll("button, input.mark").forEach((el) => { el.disabled = !on; });
+  }
+
+  function emptyMarks() {
+    const out = {};
+    if (!args.rating) return out;
+    args.stimuli.forEach((s) => {
+      if (s.reference) return;
+      out[s.label] = {};
+      args.rating.attributes.forEach((a) => { out[s.label][a.id] = null; });
+    });
+    return out;
   }
 
   async function init(newArgs) {
     const gen = ++generation;
-    if (engine) { engine.pause(); engine.output.disconnect(); }
+    if (engine) engine.dispose();
     engine = null;
     window.abPlayer.engine = null;
     window.abPlayer.output = null;
@@ -466,12 +459,15 @@
     args = newArgs;
     labels = args.stimuli.map((s) => s.label);
     required = args.stimuli.map((s) => s.required !== false);
+    keys = AB.keyMap(labels, args.stimuli.findIndex((s) => s.reference));
     const initial = args.initial_listened_s || {};
     listened = labels.map((l) => Math.max(0, Number(initial[l]) || 0));
-    minMet = args.min_listen_s > 0 && remaining() <= 0;
+    marks = emptyMarks();
     error = null;
     nSwitches = 0;
     lastSwitch = null;
+    restore();
+    minMet = args.min_listen_s > 0 && remaining() <= 0;
     buildButtons();
     setEnabled(false);
     ui.status.classList.remove("error");
@@ -489,7 +485,7 @@
       return;
     }
     if (gen !== generation) return;
-    engine = new Engine(ctx, buffers, args.switch_mode, args.crossfade_ms / 1000);
+    engine = new AB.Engine(ctx, buffers, { mode: args.switch_mode, fadeS: args.crossfade_ms / 1000 });
     window.abPlayer.engine = engine;
     window.abPlayer.output = engine.output;
     ui.seek.max = engine.duration;
@@ -523,7 +519,7 @@
     applyTheme(data.theme);
     const a = data.args || {};
     // A rerun sends the same arguments again: keep playing. New stimuli: start afresh.
-    const sig = JSON.stringify([a.stimuli, a.switch_mode, a.crossfade_ms, a.min_listen_s, a.loop_region, a.page]);
+    const sig = JSON.stringify([a.stimuli, a.switch_mode, a.crossfade_ms, a.min_listen_s, a.loop_region, a.page, a.rating]);
     if (sig === signature) {
       if (engine) prefetch(a.prefetch);
       return;
@@ -542,27 +538,29 @@
   ui.loopEnd.addEventListener("change", () => applyLoop(ui.loop.checked, "loop"));
   ui.hereStart.addEventListener("click", () => setLoopEdgeHere("start"));
   ui.hereEnd.addEventListener("click", () => setLoopEdgeHere("end"));
+  const closeZoom = () => { ui.zoom.hidden = true; };
+  ui.zoom.addEventListener("click", closeZoom);
 
   function onKey(e) {
-    if (e.ctrlKey || e.metaKey || e.altKey) return;
-    const t = e.target;
-    const typing = t && t.tagName === "INPUT" && (t.type === "number" || t.type === "text");
-    if (typing) return; // digits typed into the loop fields are numbers, not shortcuts
-    const k = e.key;
-    let handled = true;
-    if (k === " " || k === "Spacebar") togglePlay();
-    else if (/^[1-9]$/.test(k)) select(Number(k) - 1);
-    else if (k === "l" || k === "L") { if (engine) applyLoop(!engine.loop.on, "loop"); }
-    else if (k === "s" || k === "S") stop();
-    else if (k === "[") setLoopEdgeHere("start");
-    else if (k === "]") setLoopEdgeHere("end");
-    else if ((k === "ArrowLeft" || k === "ArrowRight") && t !== ui.seek) {
-      if (engine) seekTo(engine.position() + (k === "ArrowLeft" ? -1 : 1));
-    } else if (/^[A-Za-z]$/.test(k) && labels.some((l) => l.toUpperCase() === k.toUpperCase())) {
-      select(labels.findIndex((l) => l.toUpperCase() === k.toUpperCase()));
-    } else handled = false;
+    if (!ui.zoom.hidden && (e.key === "Escape" || e.key === "Enter" || e.key === " ")) {
+      e.preventDefault();
+      closeZoom();
+      return;
+    }
+    const act = AB.keyAction(e, keys);
+    if (!act) return;
+    if (act.type === "toggle") togglePlay();
+    else if (act.type === "select") select(act.index);
+    else if (act.type === "loop") { if (engine) applyLoop(!engine.loop.on, "loop"); }
+    else if (act.type === "stop") stop();
+    else if (act.type === "loopStart") setLoopEdgeHere("start");
+    else if (act.type === "loopEnd") setLoopEdgeHere("end");
+    else if (act.type === "seek") {
+      if (e.target === ui.seek) return; // the position slider moves itself
+      if (engine) seekTo(engine.position() + act.delta);
+    }
     // Prevent the focused button from also acting on Space (it would toggle twice).
-    if (handled) e.preventDefault();
+    e.preventDefault();
   }
   document.addEventListener("keydown", onKey);
   document.addEventListener("keyup", (e) => {
@@ -574,7 +572,7 @@
   // generation counts the pages (argument sets) this frame has shown; engine is null until the
   // current one's sounds are decoded. A test waiting for the next page in a kept frame reads both.
   window.abPlayer = { get ctx() { return ctx; }, get args() { return args; }, get generation() { return generation; },
-    engine: null, output: null, last: null, state: () => state("peek", false) };
+    engine: null, output: null, last: null, state: () => state("peek", false), keys: () => keys };
   window.addEventListener("message", (ev) => {
     if (ev.source !== window.parent || !ev.data || ev.data.type !== "streamlit:render") return;
     onRender(ev.data);
