@@ -157,7 +157,7 @@ def main() -> None:
         fmax=A.FMAX,
         sr=ENCODER_RATE,
         frame_length=A.FRAME,
-        hop_length=A.HOP,
+        hop_length=A.PITCH_HOP,
         resolution=A.PYIN_RESOLUTION,
     )
     print(f"first pYIN call in this process (librosa's numba kernels): {time.perf_counter() - t:.2f} s, once")

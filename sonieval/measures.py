@@ -113,7 +113,7 @@ class Attribute:
 
 
 WAVEFORM = "waveform-16k"  # audio measures read both clips at 16 kHz (sonieval.audio.ENCODER_RATE)
-PITCH_NOTE = "pYIN, 10 ms frames, 65.4-2093 Hz"
+PITCH_NOTE = "pYIN, a frame every 20 ms, 65.4-2093 Hz"
 
 _BUILTIN = (
     Measure(

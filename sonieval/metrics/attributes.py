@@ -3,13 +3,15 @@
 These per-item measures do not look at the encoder or the gate: they ask which attributes of the
 original sound survive in what a listener hears. Both clips are read at 16 kHz
 (:data:`sonieval.audio.ENCODER_RATE`), the sonification fitted (padded or trimmed) to the original's
-length, and analysed on one frame grid (10 ms hop, centred frames), so frame j of the sonification is
-frame j of the original.
+length, and analysed on one frame grid (10 ms hop, centred frames; pitch every 20 ms), so frame j of
+the sonification is frame j of the original.
 
 - Pitch (``raw_pitch_accuracy``, ``raw_chroma_accuracy``, ``voicing_recall``, ``voicing_false_alarm``):
   f0 by pYIN (Mauch & Dixon, ICASSP 2014; ``librosa.pyin``; not CREPE, so a CREPE encoder is not judged
-  by itself), 64 ms frames, C2-C7 (65.4-2093 Hz), pitch bins of 0.2 semitone (the default 0.1 costs
-  several times more, bench/bench_measures.py, for a 50-cent tolerance that 20-cent bins resolve).
+  by itself), 64 ms frames every 20 ms, C2-C7 (65.4-2093 Hz), pitch bins of 0.2 semitone (the default
+  0.1 costs several times more, bench/bench_measures.py, for a 50-cent tolerance that 20-cent bins
+  resolve). The 20 ms hop (MIREX's melody hop is 10 ms) halves pYIN's cost, nearly all of which is its
+  Viterbi pass over every frame: it is the costliest measure of a protocol's score stage.
   The MIREX melody definitions (Salamon et al., IEEE SPM 2014; ``mir_eval.melody``): raw pitch
   accuracy = share of the original's voiced frames where the sonification's f0 (pYIN's best guess
   in every frame, whatever its voicing decision) lies within 50 cents; chroma accuracy the same with
@@ -26,7 +28,7 @@ frame j of the original.
   against the original's within ±50 ms (``mir_eval.onset.f_measure``, MIREX onset detection).
 
 A measure that is not defined for a clip raises :class:`~sonieval.measures.ItemScoreError` with the
-reason (fewer than 10 voiced frames in the original, no onsets, a silent clip, a constant envelope): the score
+reason (fewer than 100 ms of voiced frames in the original, no onsets, a silent clip, a constant envelope): the score
 stage records it and leaves the clip out. mir_eval returns 0 in those cases, so the checks come first.
 
 Analyses are memoised by the samples' content (a bounded cache per role): the four pitch measures share
@@ -61,7 +63,8 @@ __all__ = [
 ]
 
 RATE = ENCODER_RATE
-HOP = 160  # 10 ms: the MIREX melody hop
+HOP = 160  # 10 ms: envelopes, spectra, onsets
+PITCH_HOP = 320  # 20 ms: pYIN (see the module docstring)
 FRAME = 1024  # 64 ms: two periods of the lowest f0 tracked
 FMIN, FMAX = 65.41, 2093.0  # C2 to C7
 PYIN_RESOLUTION = 0.2  # semitones per pitch bin (bench/bench_measures.py compares 0.1)
@@ -73,7 +76,7 @@ N_MFCC, MFCC_BANDS = 13, 40
 MIN_FRAMES = 3
 # pitch needs this many voiced (or, for false alarms, unvoiced) frames of the original: 100 ms; fewer make
 # the share of a few frames (a knock's one "voiced" frame scores 0 or 1 by chance)
-MIN_PITCH_FRAMES = 10
+MIN_PITCH_FRAMES = 5  # x 20 ms
 
 
 class _Memo:
@@ -121,7 +124,7 @@ def _both(kind: str, compute: Callable, evaluated: np.ndarray, original: np.ndar
 
 
 class PitchTrack:
-    """pYIN's f0 (Hz, its best guess in every frame) and voicing decision (bool) per 10 ms frame."""
+    """pYIN's f0 (Hz, its best guess in every frame) and voicing decision (bool) per 20 ms frame."""
 
     def __init__(self, f0: np.ndarray, voiced: np.ndarray):
         self.f0, self.voiced = f0, voiced
@@ -145,7 +148,7 @@ def pitch_track(audio: np.ndarray) -> PitchTrack:
             fmax=FMAX,
             sr=RATE,
             frame_length=FRAME,
-            hop_length=HOP,
+            hop_length=PITCH_HOP,
             resolution=PYIN_RESOLUTION,
             fill_na=None,  # the best guess in unvoiced frames: MIREX raw accuracies ignore voicing
         )
