@@ -2,8 +2,16 @@
 
 1. grid: one protocol (protocols/demo.yaml reduced: synthetic clips, small random AST and HuBERT, the mel
    codec, LIN and CONV gates with their untrained and shuffled controls, 4 epochs) run end to end
-   (`run_protocol`) on the local engine and on a local Ray cluster of ``--workers`` workers: wall time per
-   stage and CPU time (the local engine: this process; Ray: this process and every process of the cluster).
+   (`run_protocol`) three ways: the local engine with ``--workers`` threads (every core, through torch's
+   threads), the local engine with 1 thread, and a local Ray cluster of ``--workers`` workers of 1 thread
+   each. Two ratios: local with every core / Ray (what Ray adds to a machine the local engine already fills)
+   and local with 1 thread / Ray (the engine's own parallel efficiency: ``--workers`` times the work of one
+   thread at best). Each run in a fresh process, paying its own imports and model loads as a user's
+   ``sonieval run`` does (a Ray cluster is started before the clock: a running one is joined without it).
+   Wall time per stage, CPU time (the local engine: its process; Ray: the driver and every process of the
+   cluster, whose ratio bounds what the workers can gain on idle cores), and whether the 1-thread local run
+   and the Ray run wrote the same bytes (they must: sonieval.pipeline.engines). ``--repeats N`` runs the
+   three N times, alternating their order, and keeps the fastest of each (the machine may be shared).
 2. overhead: ``--noop`` tasks that carry a training task's arguments (the protocol, a train item with its
    paired data) through Ray and do nothing, per task and per slot, against the mean training task of (1).
 3. shared passes: ``--gates`` gates of one encoder (full-size AST shapes: embedding [1212, 768], latent
@@ -12,7 +20,7 @@
 4. projection: protocols/thesis.yaml's training wall time on N workers from per-step costs of the full-size
    gates measured here (one training step per variant; CPU unless a GPU is present).
 
-    .venv/bin/python bench/bench_engines.py [--workers 2] [--skip grid,overhead,shared,projection]
+    .venv/bin/python bench/bench_engines.py [--workers 2] [--repeats 1] [--skip grid,overhead,shared,projection]
 """
 
 from __future__ import annotations
@@ -84,13 +92,38 @@ def grid_protocol(root: Path):
     return load_protocol(root / "grid.yaml")
 
 
-def run_grid(root: Path, engine_name: str, workers: int) -> dict:
-    from sonieval.pipeline.engines import LocalEngine, RayEngine
+def run_grid(root: Path, engine_name: str, threads: int, workers: int) -> dict:
+    """One grid run in a fresh process, so that every run pays its own imports and model loads, as a user's
+    `sonieval run` does (a run in this process would find the modules of the runs before it loaded)."""
+    import json
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--grid-run", engine_name, str(threads), str(workers), str(root)]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        raise SystemExit(f"grid run on {engine_name} ({threads} threads) failed: {done.stdout[-2000:]}")
+    got = json.loads(lines[-1])
+    return {**got, "results": Path(got["results"])}
+
+
+def grid_child(engine_name: str, threads: int, workers: int, root: Path) -> None:
+    """The child of run_grid: the run, timed from before sonieval's pipeline is imported (a Ray cluster is
+    started first and not timed: a running cluster is joined without it); prints what it measured as JSON."""
+    import json
+
+    if engine_name == "ray":
+        from sonieval.pipeline.engines import RayEngine
+
+        engine = RayEngine(num_cpus=workers, threads=threads)
+    c0, t0 = cpu_seconds_self(), time.perf_counter()
     from sonieval.pipeline.run import run_protocol
 
-    proto = grid_protocol(root / engine_name)
-    engine = LocalEngine() if engine_name == "local" else RayEngine(num_cpus=workers)
-    c0, t0 = cpu_seconds_self(), time.perf_counter()
+    if engine_name == "local":
+        from sonieval.pipeline.engines import LocalEngine
+
+        engine = LocalEngine(threads)
+    proto = grid_protocol(root / f"{engine_name}-{threads}")
     try:
         result = run_protocol(proto, engine=engine, echo=lambda s: None)
         wall = time.perf_counter() - t0
@@ -99,13 +132,26 @@ def run_grid(root: Path, engine_name: str, workers: int) -> dict:
         engine.close()
     if not result.failures.empty:
         raise SystemExit(f"grid run on {engine_name} had failures:\n{result.failures}")
-
-    return {
+    measured = {
         "wall": wall,
         "cpu": cpu_seconds_self() - c0 + cluster,
         "stages": result.timings,
         "training_tasks": training_tasks(proto),
+        "results": str(proto.results_path),
     }
+    print(json.dumps(measured))
+
+
+ARTIFACT_FOLDERS = ("cache", "checkpoints", "sonifications", "scores")
+
+
+def same_bytes(a: Path, b: Path) -> tuple[int, int]:
+    """How many artifact files of results folder ``a`` are byte-identical in ``b``, of how many."""
+    files = [p for folder in ARTIFACT_FOLDERS for p in (a / folder).rglob("*") if p.is_file()]
+    same = sum(
+        (b / p.relative_to(a)).is_file() and p.read_bytes() == (b / p.relative_to(a)).read_bytes() for p in files
+    )
+    return same, len(files)
 
 
 def training_tasks(proto) -> int:
@@ -123,24 +169,48 @@ def training_tasks(proto) -> int:
     return sum(math.ceil(n / size) for n in groups.values())
 
 
-def bench_grid(workers: int) -> dict:
-    import torch
+GRID_RUNS = {"local": ("local", None), "local-1": ("local", 1), "ray": ("ray", 1)}  # (engine, threads); None: --workers
 
+
+def bench_grid(workers: int, repeats: int) -> dict:
     print(f"\n== 1. grid: reduced demo end to end, local engine vs Ray ({workers} workers)  [{load()}]")
-    print(f"   local engine: this process, torch {torch.get_num_threads()} threads; Ray: 1 thread per task")
-    with tempfile.TemporaryDirectory() as tmp:
-        local = run_grid(Path(tmp), "local", workers)
-        ray = run_grid(Path(tmp), "ray", workers)
-    print(f"   {'stage':<10}{'local s':>10}{'ray s':>10}{'ratio':>8}")
-    for stage in local["stages"]:
-        a, b = local["stages"][stage], ray["stages"].get(stage, float("nan"))
-        print(f"   {stage:<10}{a:>10.1f}{b:>10.1f}{a / b:>8.2f}")
     print(
-        f"   {'total':<10}{local['wall']:>10.1f}{ray['wall']:>10.1f}{local['wall'] / ray['wall']:>8.2f}"
-        f"   (goal >= 1.7 on 2 workers)"
+        f"   local: this process with {workers} threads (every core) and with 1 thread; Ray: {workers} workers, "
+        f"1 thread per task; fastest of {repeats} run(s) each, in alternating order"
     )
-    print(f"   CPU time: local {local['cpu']:.1f} s, Ray {ray['cpu']:.1f} s (driver + cluster processes)   [{load()}]")
-    return {"local": local, "ray": ray}
+    runs: dict[str, list[dict]] = {name: [] for name in GRID_RUNS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            for name in list(GRID_RUNS)[:: 1 if r % 2 == 0 else -1]:
+                engine, threads = GRID_RUNS[name]
+                runs[name].append(run_grid(Path(tmp) / str(r), engine, threads or workers, workers))
+        best = {name: min(got, key=lambda g: g["wall"]) for name, got in runs.items()}
+        same, total = same_bytes(best["local-1"]["results"], best["ray"]["results"])
+        same_all, _ = same_bytes(best["local"]["results"], best["ray"]["results"])
+    local, one, ray = best["local"], best["local-1"], best["ray"]
+    print(f"   {'stage':<10}{'local s':>10}{'local-1 s':>11}{'ray s':>10}{'local/ray':>11}{'local-1/ray':>13}")
+    for stage in local["stages"]:
+        a, b, c = local["stages"][stage], one["stages"][stage], ray["stages"].get(stage, float("nan"))
+        print(f"   {stage:<10}{a:>10.1f}{b:>11.1f}{c:>10.1f}{a / c:>11.2f}{b / c:>13.2f}")
+    print(
+        f"   {'total':<10}{local['wall']:>10.1f}{one['wall']:>11.1f}{ray['wall']:>10.1f}"
+        f"{local['wall'] / ray['wall']:>11.2f}{one['wall'] / ray['wall']:>13.2f}"
+    )
+    print(
+        f"   local ({workers} threads) / Ray: {local['wall'] / ray['wall']:.2f}x (goal >= 1.7 on {workers} workers); "
+        f"local (1 thread) / Ray: {one['wall'] / ray['wall']:.2f}x (goal >= 1.8: the engine's own parallel "
+        f"efficiency, {100 * one['wall'] / ray['wall'] / workers:.0f} % of {workers} workers)"
+    )
+    print(
+        f"   CPU time: local {local['cpu']:.1f} s, local-1 {one['cpu']:.1f} s, Ray {ray['cpu']:.1f} s (driver + cluster "
+        f"processes): with Ray's CPU cost, {workers} workers gain at most {workers * one['cpu'] / ray['cpu']:.2f}x "
+        f"over 1 thread, on idle cores   [{load()}]"
+    )
+    print(
+        f"   same bytes: local (1 thread) and Ray (1 thread per task) {same}/{total} artifact files; local "
+        f"({workers} threads) and Ray {same_all}/{total} (different thread counts round differently)"
+    )
+    return {"local": local, "local-1": one, "ray": ray}
 
 
 # ---------------------------------------------------------------------------- 2. overhead
@@ -400,14 +470,20 @@ def bench_projection(workers_list: list[int], batch: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each grid configuration (the fastest kept)")
     ap.add_argument("--noop", type=int, default=200)
     ap.add_argument("--gates", type=int, default=4)
     ap.add_argument("--clips", type=int, default=32, help="training clips for the shared-pass comparison")
     ap.add_argument("--step-batch", type=int, default=8, help="batch of the per-step costs (projection)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: grid,overhead,shared,projection")
+    ap.add_argument("--grid-run", nargs=4, metavar=("ENGINE", "THREADS", "WORKERS", "ROOT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.grid_run:  # a child of run_grid
+        engine, threads, workers, root = args.grid_run
+        grid_child(engine, int(threads), int(workers), Path(root))
+        return
     import torch
 
     import sonieval
@@ -415,7 +491,7 @@ def main() -> None:
     print(
         f"bench_engines: sonieval {sonieval.__version__}, torch {torch.__version__}, {os.cpu_count()} cores, {load()}"
     )
-    grid = bench_grid(args.workers) if "grid" not in skip else None
+    grid = bench_grid(args.workers, args.repeats) if "grid" not in skip else None
     if "overhead" not in skip:
         train_task = None
         if grid:  # the mean training task of the grid: the train stage's wall time over its tasks (local engine)

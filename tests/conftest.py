@@ -8,6 +8,7 @@ SONIEVAL_REQUIRE_<PART>=1 (set by .ci/run) a missing part is a failure, not a sk
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,35 @@ def torch_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """One `sonieval demo` (protocols/demo.yaml as it is) on the built-in synthetic clips."""
+
+    root: Path  # the folder it ran in
+    results: Path  # its results folder (root/results/demo)
+    exit_code: int
+    out: str  # what it printed
+    protocol: str  # the text of protocols/demo.yaml it ran (read as it started)
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> DemoRun:
+    """`sonieval demo` once per session, torch and BLAS held to one thread (as `torch_threads`, and as every
+    task of a Ray engine with threads=1): the demo test reads its output, and the engine-equality test
+    compares a Ray run of the same protocol with its files, so the full demo runs on the local engine once."""
+    import contextlib
+    import io
+
+    from sonieval.cli import main as cli_main
+    from sonieval.pipeline.engines import pin_threads
+
+    root = tmp_path_factory.mktemp("demo")
+    protocol = (REPO / "protocols" / "demo.yaml").read_text(encoding="utf-8")
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, pin_threads(1), contextlib.redirect_stdout(out):
+        mp.chdir(root)
+        mp.delenv("SONIEVAL_ESC50", raising=False)  # the built-in synthetic clip set
+        code = cli_main(["demo"])
+    return DemoRun(root, root / "results" / "demo", code, out.getvalue(), protocol)

@@ -10,7 +10,31 @@ already done, records the rest as they come back, and is the only code that writ
 - ``ray`` (:class:`RayEngine`, ``pip install 'sonieval[ray]'``): the tasks run in Ray worker processes
   of a local cluster started for the run, or of a running cluster (``address="auto"`` or
   ``"HOST:PORT"``). One task per GPU for training, decoding and embedding when the cluster has GPUs
-  (:meth:`Engine.device_resources`), one CPU per task otherwise.
+  (:meth:`Engine.device_resources`), ``threads`` CPUs per task otherwise.
+
+Threads. Every engine has one thread count, ``threads``: each task runs with torch's intra-op threads
+and every BLAS/OpenMP pool of its process (NumPy's OpenBLAS, torch's OpenMP) held to it
+(:func:`pin_threads`), and each item a task made records it in the ledger (``extra["threads"]``).
+The local engine's count is the process's torch count unless given (torch's default: one per core);
+the Ray engine's is 1 unless given, a task holding as many CPUs as it has threads. While a protocol runs
+(:func:`~sonieval.pipeline.run.run_protocol`, or an engine used in a ``with``) the driver's own work
+(splits, normalisation statistics, reference kernels, the bootstrap; on the local engine, also the
+score stage's embedding pass) is held to the same count.
+
+What the engines guarantee to each other (tested on the full demo protocol with a training and a decoding
+worker killed mid-task, ``tests/pipeline/test_pipeline_engines_run.py``): on CPU, the same protocol run with
+the same ``threads`` on the same machine writes **byte-identical** artifacts under either engine: cache
+arrays, checkpoints, sonification WAVs, training curves and score tables; tables that hold paths are equal
+row for row once the results folder's own path is set aside. Not byte-identical: the run ledger and
+TensorBoard event files (times of day) and ``data_source.json`` (when it was pinned). Why it holds: every
+random draw is seeded by the protocol (seed, epoch), not by the worker; both engines cut a stage into the
+same batches (kernels may pick their blocking by batch size); a task retried after its worker died remakes
+the same items from the same inputs (a gate resumes from its last saved epoch, bit for bit); and CPU kernels
+sum in a fixed order for a fixed thread count. With different thread counts (the defaults on a machine of
+more than one core: local uses every core, Ray one per task) sums are split differently and results differ
+by rounding, which training amplifies; nothing tighter is guaranteed then (README: the measured differences
+on the demo). On GPUs no equality is claimed: cuDNN and cuBLAS may pick other kernels run to run (not tested
+here).
 
 Contract of a task function ``fn(items, *args)``: it makes the artifacts of ``items``, each written
 atomically (``sonieval.files.atomic_path``) into the results folder, and returns ``{item key:
@@ -35,10 +59,11 @@ resumes under the other (both read the same ledger and skip the same finished it
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sonieval.errors import SonievalError
@@ -56,6 +81,7 @@ __all__ = [
     "item_error",
     "light_items",
     "make_engine",
+    "pin_threads",
     "run_items",
     "run_tasks",
     "worker_memo",
@@ -72,11 +98,6 @@ class Resources:
 
     cpus: float = 1.0
     gpus: float = 0.0
-
-    @property
-    def threads(self) -> int:
-        """torch threads inside the task: one per CPU it holds (the same count gives the same float sums)."""
-        return max(1, int(self.cpus))
 
 
 @dataclass
@@ -108,6 +129,36 @@ def attempt(fn: Callable[..., ItemOutcome | None], *args: Any) -> ItemOutcome | 
         return item_error(exc)
 
 
+# ---------------------------------------------------------------------------- threads
+
+
+@contextlib.contextmanager
+def pin_threads(threads: int) -> Iterator[None]:
+    """This process's torch intra-op threads and every BLAS/OpenMP pool held to ``threads`` inside the block.
+
+    Float sums are split among threads (torch's reductions and convolutions, OpenBLAS's dot), so the count
+    decides the last bits of a result: the same count in every task is what makes two runs byte-identical."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    with threadpool_limits(limits=threads):
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+
+def _with_threads(got: ItemOutcome | str, threads: int) -> ItemOutcome | str:
+    """An item's outcome with the thread count it was made with (the ledger keeps it in ``extra``)."""
+    return replace(got, extra={**(got.extra or {}), "threads": threads}) if isinstance(got, ItemOutcome) else got
+
+
+def _stamped(answer: Answer, threads: int) -> Answer:
+    return {key: _with_threads(got, threads) for key, got in answer.items()} if isinstance(answer, dict) else answer
+
+
 # ---------------------------------------------------------------------------- worker side
 
 _MEMO: OrderedDict[Any, Any] = OrderedDict()
@@ -129,13 +180,11 @@ def worker_memo(key: Any, make: Callable[[], Any]) -> Any:
     return value
 
 
-def _execute(fn: Callable[..., Answer], items: list[LedgerItem], resources: Resources, *args: Any) -> Answer:
-    """What a Ray worker runs: the task with torch held to the task's CPUs."""
-    import torch
-
-    if torch.get_num_threads() != resources.threads:
-        torch.set_num_threads(resources.threads)
-    return fn(items, *args)
+def _execute(fn: Callable[..., Answer], items: list[LedgerItem], threads: int, *args: Any) -> Answer:
+    """What a Ray worker runs: the task with its threads pinned, its answer stamped with them."""
+    with pin_threads(threads):
+        answer = fn(items, *args)
+    return _stamped(answer, threads)
 
 
 # ---------------------------------------------------------------------------- engines
@@ -146,9 +195,21 @@ class Engine:
     the exception that stopped the whole task (after the engine's retries)."""
 
     name = "engine"
+    _hold: contextlib.ExitStack | None = None
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Answer | BaseException]]:
         raise NotImplementedError
+
+    @property
+    def threads(self) -> int:
+        """Threads of every task (torch and BLAS, :func:`pin_threads`); equal counts give byte-identical runs."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def hold_threads(self) -> Iterator[None]:
+        """This process (the driver) held to :attr:`threads` for its own work between the tasks."""
+        with pin_threads(self.threads):
+            yield
 
     def put(self, obj: Any) -> Any:
         """A handle to pass ``obj`` to many tasks (Ray: stored once in the object store)."""
@@ -163,9 +224,13 @@ class Engine:
         """How many tasks of one CPU (or one GPU) run at once: stages cut their work into at least this many."""
         return 1
 
+    def cpu_resources(self) -> Resources:
+        """A task without a GPU: one CPU per thread."""
+        return Resources(cpus=float(self.threads))
+
     def device_resources(self) -> Resources:
-        """One GPU per task when there are GPUs (training, decoding, embedding), else one CPU."""
-        return Resources(cpus=1.0, gpus=1.0) if self.gpus else Resources(cpus=1.0)
+        """One GPU per task when there are GPUs (training, decoding, embedding), else :meth:`cpu_resources`."""
+        return Resources(cpus=float(self.threads), gpus=1.0) if self.gpus else self.cpu_resources()
 
     def describe(self) -> str:
         return self.name
@@ -174,16 +239,38 @@ class Engine:
         pass
 
     def __enter__(self) -> Engine:
+        """The engine, with the driver held to its threads until the block ends (then closed)."""
+        self._hold = contextlib.ExitStack()
+        self._hold.enter_context(self.hold_threads())
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.close()
+        hold, self._hold = self._hold, None
+        try:
+            if hold is not None:
+                hold.close()
+        finally:
+            self.close()
 
 
 class LocalEngine(Engine):
-    """Every task in this process, in order (the torch thread count is left as the caller set it)."""
+    """Every task in this process, in order.
+
+    ``threads``: None (the default) runs the tasks with this process's torch thread count as the caller set
+    it (torch's default: one per core), the BLAS pools held to the same count; a number pins both to it."""
 
     name = "local"
+
+    def __init__(self, threads: int | None = None):
+        self._threads = _checked_threads(threads) if threads is not None else None
+
+    @property
+    def threads(self) -> int:
+        if self._threads is not None:
+            return self._threads
+        import torch
+
+        return torch.get_num_threads()
 
     @property
     def gpus(self) -> int:
@@ -196,13 +283,15 @@ class LocalEngine(Engine):
         return torch.cuda.device_count()
 
     def device_resources(self) -> Resources:
-        return Resources(cpus=float(os.cpu_count() or 1), gpus=1.0 if self.gpus else 0.0)
+        return Resources(cpus=float(self.threads), gpus=1.0 if self.gpus else 0.0)
 
     def run(self, tasks: list[Task]) -> Iterator[tuple[Task, Answer | BaseException]]:
+        threads = self.threads
         try:
             for task in tasks:
                 try:
-                    answer: Answer | BaseException = task.fn(task.items, *task.args)
+                    with pin_threads(threads):
+                        answer: Answer | BaseException = _stamped(task.fn(task.items, *task.args), threads)
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the task's items fail, the others go on
@@ -247,6 +336,7 @@ class RayEngine(Engine):
         self,
         address: str | None = None,
         *,
+        threads: int = 1,
         max_retries: int = DEFAULT_MAX_RETRIES,
         num_cpus: int | None = None,
         num_gpus: int | None = None,
@@ -255,6 +345,7 @@ class RayEngine(Engine):
             # a `ray start` cluster asks for its token; a driver sends it only in token mode (read at import)
             os.environ["RAY_AUTH_MODE"] = "token"
         ray = _ray()
+        self._threads = _checked_threads(threads)
         self.max_retries = int(max_retries)
         self._owns = False
         if not ray.is_initialized():
@@ -287,13 +378,20 @@ class RayEngine(Engine):
         return int(self.resources.get("GPU", 0))
 
     @property
+    def threads(self) -> int:
+        return self._threads
+
+    @property
     def slots(self) -> int:
         res = self.resources
-        return max(1, int(res.get("GPU", 0)) or int(res.get("CPU", 1)))
+        return max(1, int(res.get("GPU", 0)) or int(res.get("CPU", 1)) // self.threads)
 
     def describe(self) -> str:
         res = self.resources
-        return f"ray ({int(res.get('CPU', 0))} CPUs, {int(res.get('GPU', 0))} GPUs, {len(_ray().nodes())} node(s))"
+        return (
+            f"ray ({int(res.get('CPU', 0))} CPUs, {int(res.get('GPU', 0))} GPUs, {len(_ray().nodes())} node(s); "
+            f"{self.threads} thread(s) per task)"
+        )
 
     def put(self, obj: Any) -> Any:
         return _ray().put(obj)
@@ -307,7 +405,7 @@ class RayEngine(Engine):
                 max_retries=self.max_retries,
                 retry_exceptions=False,
                 name=t.name[:100],
-            ).remote(t.fn, t.items, t.resources, *t.args): t
+            ).remote(t.fn, t.items, self.threads, *t.args): t
             for t in tasks
         }
         try:
@@ -338,16 +436,25 @@ class RayEngine(Engine):
             self._owns = False
 
 
-def make_engine(name: str | None = "local", address: str | None = None, **options: Any) -> Engine:
-    """The engine called ``name`` (``local`` or ``ray``); ``address`` only for ray."""
+def _checked_threads(threads: Any) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise SonievalError(f"threads must be a whole number of at least 1, got {threads!r}")
+    return threads
+
+
+def make_engine(
+    name: str | None = "local", address: str | None = None, threads: int | None = None, **options: Any
+) -> Engine:
+    """The engine called ``name`` (``local`` or ``ray``); ``address`` only for ray; ``threads`` per task
+    (None: local, the process's torch count; ray, 1)."""
     name = name or "local"
     if name not in ENGINES:
         raise SonievalError(f"unknown engine {name!r}; engines are: {', '.join(ENGINES)}")
     if name == "local":
         if address:
             raise SonievalError("--address is for --engine ray (the local engine runs in this process)")
-        return LocalEngine()
-    return RayEngine(address, **options)
+        return LocalEngine(threads)
+    return RayEngine(address, **({"threads": threads} if threads is not None else {}), **options)
 
 
 # ---------------------------------------------------------------------------- driver side
@@ -411,14 +518,19 @@ def run_items(
 ) -> BatchResult:
     """``manifest.run_batch(stage, items, fn)`` on an engine: one task per item, ``fn(item)`` in the worker.
 
-    The local engine (or None) is ``run_batch`` itself. On Ray ``fn`` may be a closure over large read-only
-    state (a reference kernel, embedding frames): it is stored once in the object store and shared by the
-    tasks (NumPy arrays without a copy); it must not capture the ledger, and what it writes it writes
-    atomically (the driver records)."""
-    if engine is None or engine.name == "local":
-        return manifest.run_batch(stage, items, fn, desc=desc, progress=progress)
+    The local engine (or None) is ``run_batch`` itself, its threads pinned and recorded as a task's. On Ray
+    ``fn`` may be a closure over large read-only state (a reference kernel, embedding frames): it is stored
+    once in the object store and shared by the tasks (NumPy arrays without a copy); it must not capture the
+    ledger, and what it writes it writes atomically (the driver records)."""
+    engine = engine or LocalEngine()
+    if engine.name == "local":
+        threads = engine.threads
+        with pin_threads(threads):
+            return manifest.run_batch(
+                stage, items, lambda it: _with_threads(fn(it) or ItemOutcome(), threads), desc=desc, progress=progress
+            )
     ref = engine.put(fn)
-    tasks = [Task(f"{stage} {it.key}", call_each, [it], (ref,), resources or Resources()) for it in items]
+    tasks = [Task(f"{stage} {it.key}", call_each, [it], (ref,), resources or engine.cpu_resources()) for it in items]
     return run_tasks(manifest, stage, tasks, engine, desc=desc, progress=progress)
 
 

@@ -120,10 +120,15 @@ def run_protocol(
 ) -> RunResult:
     """Run the selected stages in order; one failed item does not stop the others (see the result).
 
-    ``engine`` (sonieval.pipeline.engines; default local) runs the stages' tasks: prepare, train, sonify, score."""
+    ``engine`` (sonieval.pipeline.engines; default local) runs the stages' tasks: prepare, train, sonify, score.
+    This process is held to the engine's thread count meanwhile, so the driver's own work (splits, statistics,
+    the bootstrap) is done as under any engine of the same ``threads`` (byte-identical runs: see engines)."""
+    import contextlib
+
     result = RunResult()
     parts = []
-    with open_manifest(proto) as manifest:
+    hold = engine.hold_threads() if engine is not None else contextlib.nullcontext()
+    with hold, open_manifest(proto) as manifest:
         for stage in select_stages(only, until):
             echo(f"[{stage.name}] {stage.summary}")
             t0 = time.perf_counter()

@@ -47,9 +47,11 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -792,13 +794,26 @@ def _snapshot_at_zero(trainer: GateTrainer) -> dict[str, Any]:
     return run_summary(trainer)
 
 
+class _ValuePickler(pickle.Pickler):
+    """A pickler whose bytes depend on the values alone: without a memo, a string or dict shared by two parts of
+    the object is written twice, as an unshared one is (a resumed run's history comes from a file, its keys are
+    not the code's own string objects, yet it must pickle as the uninterrupted run's). No state is recursive."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fast = True
+
+
+_VALUE_PICKLE = SimpleNamespace(Pickler=_ValuePickler, __name__="sonieval.pipeline.train._VALUE_PICKLE")
+
+
 def _save(path: Path, obj: dict[str, Any]) -> None:
     import torch
 
     # through a file object: torch.save names the archive's records after a path it is given (here the temporary
     # file's random name), so two saves of the same weights would differ in bytes
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
+        torch.save(obj, fh, pickle_module=_VALUE_PICKLE)
 
 
 def write_losses(logdir: Path, run_id: str, history: list[dict[str, Any]]) -> Path:

@@ -87,6 +87,15 @@ def _write_one(folder: Path, key: str, hold: str | None) -> ItemOutcome:
     return ItemOutcome(path=path, extra={"pid": os.getpid()})
 
 
+def report_threads(items):
+    """A toy task: what its process's pools hold while it runs (torch's intra-op threads, NumPy's OpenBLAS)."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    blas = sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+    return {it.key: ItemOutcome(extra={"torch": torch.get_num_threads(), "blas": blas}) for it in items}
+
+
 def failing_task(items, folder: str):
     """A toy task whose whole input is bad: it raises before making anything."""
     log_call(Path(folder), ",".join(it.key for it in items))

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import calls, failing_task, ray_cluster, write_items  # noqa: F401 - ray_cluster is a fixture
+from engine_helpers import calls, failing_task, ray_cluster, report_threads, write_items  # noqa: F401 - a fixture
 
 from sonieval.errors import SonievalError
 from sonieval.ledger import LedgerItem, RunLedger
@@ -173,3 +173,27 @@ def test_shard_ledgers_are_merged_by_the_next_unsharded_run(tmp_path):
         assert merge_shard_ledgers(main, tmp_path, "sonify") == 0  # idempotent
         status = main.table("sonify").set_index("key")["status"].to_dict()
     assert status == {"a": "done", "b": "done", "c": "done", "old": "done", "redo": "done"}
+
+
+def _threads_seen(tmp_path: Path, engine) -> dict:
+    """What a toy task saw (torch and BLAS threads) and what the ledger recorded for it."""
+    with RunLedger(tmp_path / f"{engine.name}-{engine.threads}.sqlite") as manifest:
+        run_tasks(manifest, "toy", [Task("toy-threads", report_threads, [LedgerItem("t", {})])], engine, progress=False)
+        return manifest.get("toy", "t")["extra"]
+
+
+def test_every_task_runs_with_the_engines_threads_and_records_them(tmp_path, ray_cluster, torch_threads):
+    import torch
+
+    assert _threads_seen(tmp_path, LocalEngine(threads=2)) == {"torch": 2, "blas": [2], "threads": 2}
+    assert torch.get_num_threads() == 1  # the caller's count is given back after the task
+    assert LocalEngine().threads == 1  # the default: the process's torch count
+    assert _threads_seen(tmp_path, RayEngine()) == {"torch": 1, "blas": [1], "threads": 1}
+    engine = RayEngine(threads=2)  # each task holds two CPUs: one runs at a time on the test cluster
+    assert engine.slots == 1 and engine.device_resources() == Resources(cpus=2.0)
+    assert _threads_seen(tmp_path, engine) == {"torch": 2, "blas": [2], "threads": 2}
+    with engine:  # the driver is held to the engine's threads for its own work, then given back
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 1
+    with pytest.raises(SonievalError, match="threads must be a whole number of at least 1, got 0"):
+        make_engine("local", threads=0)

@@ -70,6 +70,14 @@ def test_a_killed_lockstep_task_resumes_each_gate_from_its_own_epoch(tmp_path, m
     assert all(isinstance(v, dict) for v in got.values()), got
     assert same_checkpoints(checkpoints(alone), checkpoints(killed))
     assert _losses(alone).equals(_losses(killed))
+    # byte for byte, the resume states too: a resumed gate's history comes from a file, yet pickles as the original
+    a, b = _checkpoint_bytes(alone), _checkpoint_bytes(killed)
+    assert a.keys() == b.keys() and not [k for k in a if a[k] != b[k]], [k for k in a if a[k] != b.get(k)]
+
+
+def _checkpoint_bytes(proto) -> dict[str, bytes]:
+    root = proto.results_path / "checkpoints"
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.pt"))}
 
 
 def test_gates_per_task_keeps_every_slot_busy_and_is_bounded():
