@@ -42,6 +42,7 @@ encoders are the protocol's entries and their twins (``Protocol.sonified_encoder
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -282,7 +283,10 @@ def _cache_tasks(
         proto_ref, resources = proto, engine.device_resources()
     else:
         device = "auto" if engine.gpus else getattr(forward, "device", "cpu")
-        source, size = ("recipe", recipe, device), batch_size * CHUNKS_PER_TASK
+        # about two tasks per slot, so that every worker has clips to embed, of whole batches (the batch
+        # boundaries, and so the bytes, stay those of the local engine), at most CHUNKS_PER_TASK batches
+        spread = math.ceil(len(to_compute) / (2 * max(engine.slots, 1)) / batch_size) * batch_size
+        source, size = ("recipe", recipe, device), max(batch_size, min(batch_size * CHUNKS_PER_TASK, spread))
         proto_ref, resources = engine.put(proto), engine.device_resources()
     tasks = []
     for start in range(0, len(to_compute), size):

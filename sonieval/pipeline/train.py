@@ -194,7 +194,7 @@ def _runs_of(
     if variant in CLOSED_FORM_VARIANTS:  # fitted once, on real and (the control) on shuffled pairs
         if alignment not in ("grid", "grid-pool"):
             return []  # a per-frame map: with the protocol's grid alignments only (protocol validation)
-        kinds = [NO_CONTROL] + (["shuffled"] if "shuffled" in controls else [])
+        kinds = [c for c in ("untrained", NO_CONTROL, "shuffled") if c == NO_CONTROL or c in controls]
         return [TrainRun(encoder, variant, 0.0, alignment, 0, [0], **{**common, "control": c}) for c in kinds]
     runs = []
     if "untrained" in controls:
@@ -769,7 +769,7 @@ def run_summary(trainer: GateTrainer) -> dict[str, Any]:
 def _snapshot_at_zero(trainer: GateTrainer) -> dict[str, Any]:
     """A system without epochs, evaluated and saved as epoch 0: the untrained control (the gate at its
     initialisation) or a closed-form gate (RIDGE, fitted by sonieval.pipeline.ridge)."""
-    if trainer.gate.closed_form:
+    if trainer.gate.closed_form and trainer.run.control != "untrained":  # untrained: the map at initialisation
         from sonieval.pipeline.ridge import ridge_snapshot
 
         summary = ridge_snapshot(trainer)

@@ -131,6 +131,21 @@ def test_lin_on_grid_computes_its_layers_map_in_the_cheaper_order(torch_threads,
     assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(*grads))
 
 
+def test_lin_on_grid_starts_from_a_per_frame_map(torch_threads):
+    """grid puts the embedding on the latent's frames: LIN's time (column) layer starts as the identity,
+    so its untrained map is per frame; under transpose the column layer maps embedding to latent frames."""
+    torch.manual_seed(0)
+    axis = g.TimeAxis((1, 30), 0.05, 0.0)
+    grid = g.build_gate("LIN", (30, 8), (4, 50), "grid", time_axis=axis)
+    assert torch.equal(grid.layers[0].weight, torch.eye(50)) and not grid.layers[0].bias.any()
+    torch.manual_seed(0)
+    transpose = g.build_gate("LIN", (30, 8), (4, 50), "transpose")
+    assert transpose.layers[0].weight.shape == (50, 30)
+    torch.manual_seed(0)
+    twice = g.build_gate("LIN", (30, 8), (4, 50), "grid", time_axis=axis)  # the other layer's draw is unchanged
+    assert torch.equal(grid.layers[1].linear.weight, twice.layers[1].linear.weight)
+
+
 def test_grid_interpolates_onto_the_codecs_own_frame_centres(torch_threads):
     """The mel codec's STFT frames are centred at j·hop (center=True), DAC-VAE's at (j+½)·hop: a grid
     gate reads the embedding at the codec's centres (it once used (j+½)·hop for every codec: 5.8 ms off

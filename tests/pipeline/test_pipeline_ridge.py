@@ -61,7 +61,11 @@ def test_ridge_system_recovers_a_per_frame_map_and_beats_its_shuffled_control(tm
     proto = load_protocol(
         write_protocol(
             tmp_path,
-            gates={"variants": ["RIDGE", "LIN"], "alignments": ["grid", "transpose"], "controls": ["shuffled"]},
+            gates={
+                "variants": ["RIDGE", "LIN"],
+                "alignments": ["grid", "transpose"],
+                "controls": ["shuffled", "untrained"],
+            },
             training={"learning_rates": [0.02], "epochs": [5], "batch_size": 8, "eval_batch_size": 8},
         )
     )
@@ -70,7 +74,15 @@ def test_ridge_system_recovers_a_per_frame_map_and_beats_its_shuffled_control(tm
     table = pd.read_parquet(proto.results_path / "tables" / "training.parquet")
     ridge = table[table["variant"] == "RIDGE"].set_index("control")
     assert set(ridge["alignment"]) == {"grid"} and (ridge[["lr", "epoch"]] == 0).all().all()  # grid only, lr0/e0
-    assert ridge.loc["none", "heldout_r2"] > 0.9 > 0.2 > ridge.loc["shuffled", "heldout_r2"]
+    assert (
+        ridge.loc["none", "heldout_r2"]
+        > 0.9
+        > 0.2
+        > max(ridge.loc["shuffled", "heldout_r2"], ridge.loc["untrained", "heldout_r2"])
+    )
+    assert (
+        "ridge_lambda" not in load_checkpoint(ridge.loc["untrained", "checkpoint"])["meta"]
+    )  # the map at its initialisation
     ck = load_checkpoint(ridge.loc["none", "checkpoint"])
     w = ck["state_dict"]["layers.0_linear_rows.linear.weight"].numpy()
     # the embedding's frames sit on the latent's (default time axis): the map is recovered up to the noise
