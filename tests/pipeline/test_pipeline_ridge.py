@@ -37,20 +37,27 @@ def frame_map_cache(root, n=(40, 12, 10), noise=0.2, seed=0):
 
 
 def test_ridge_moments_give_numpys_least_squares_and_validation_choice():
+    """Moments summed on the embedding's own frames through the interpolation's Gram equal those of the
+    interpolated frames; the fit is numpy's ridge solution; the chosen λ has the least validation MSE."""
     rng = np.random.default_rng(1)
-    w = rng.standard_normal((5, 3))
-    feats = [rng.standard_normal((4, 5, 20)) for _ in range(3)]
-    batches = [(f, np.einsum("brt,rc->bct", f, w) + 0.5 + 0.1 * rng.standard_normal((4, 3, 20))) for f in feats]
-    train = FrameMoments.of(batches[:2])
-    W, b, lam, scores = fit_ridge(train, FrameMoments.of(batches[2:]))
-    x = np.concatenate([f.transpose(0, 2, 1).reshape(-1, 5) for f, _ in batches[:2]])
+    w_true = rng.standard_normal((5, 3))
+    interp = np.abs(rng.standard_normal((8, 20)))  # 8 embedding frames onto 20 latent frames
+    feats = [rng.standard_normal((4, 5, 8)) for _ in range(3)]
+    frames = [np.einsum("brt,tk->brk", f, interp) for f in feats]  # the features on the latent's frames
+    batches = [
+        (f, np.einsum("brk,rc->bck", x, w_true) + 0.5 + 0.1 * rng.standard_normal((4, 3, 20)))
+        for f, x in zip(feats, frames)
+    ]
+    train = FrameMoments.of(batches[:2], interp)
+    W, b, lam, scores = fit_ridge(train, FrameMoments.of(batches[2:], interp))
+    x = np.concatenate([f.transpose(0, 2, 1).reshape(-1, 5) for f in frames[:2]])
     y = np.concatenate([t.transpose(0, 2, 1).reshape(-1, 3) for _, t in batches[:2]])
+    assert train.n == len(x) and np.allclose(train.sxx, x.T @ x) and np.allclose(train.sx, x.sum(0))
     xc, yc = x - x.mean(0), y - y.mean(0)
     exact = np.linalg.solve(xc.T @ xc + lam * np.eye(5), xc.T @ yc)
     np.testing.assert_allclose(W, exact, rtol=1e-8)
     np.testing.assert_allclose(b, y.mean(0) - x.mean(0) @ exact, rtol=1e-8)
-    # the chosen λ has the lowest validation MSE, computed directly
-    xv = feats[2].transpose(0, 2, 1).reshape(-1, 5)
+    xv = frames[2].transpose(0, 2, 1).reshape(-1, 5)
     yv = batches[2][1].transpose(0, 2, 1).reshape(-1, 3)
     direct = float(np.mean((xv @ W + b - yv) ** 2))
     assert direct == pytest.approx(scores[lam], rel=1e-8) and scores[lam] == min(scores.values())
