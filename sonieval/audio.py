@@ -258,3 +258,57 @@ def write_stereo_wav(
     with atomic_path(path) as tmp:
         _write_without_peak_chunk(tmp, x, sample_rate, subtype)
     return path
+
+
+# ----------------------------------------------------------------------------- compressed copies (MP3)
+# Listening copies for browsers (sonieval.gallery): MP3 is the one lossy format that every current
+# browser decodes, decodeAudioData included (Ogg Opus/Vorbis are not played by every Safari). libsndfile
+# >= 1.1 writes it with LAME and reads it with mpg123; both honour the LAME gapless header, so a copy
+# decodes to exactly the samples it was made from (Chromium's decoder too: tested in tests/gallery).
+
+
+def encode_mp3(
+    samples: np.ndarray,
+    sample_rate: int,
+    *,
+    compression_level: float,
+    bitrate_mode: Literal["CONSTANT", "AVERAGE", "VARIABLE"] = "AVERAGE",
+) -> bytes:
+    """Mono ``samples`` as the bytes of an MP3 (libsndfile's ``compression_level``: 0 = best, 1 = smallest;
+    ``bitrate_mode``: LAME's CBR, ABR or VBR); samples beyond [-1, 1] are clipped by the format."""
+    import io
+
+    import soundfile as sf
+
+    x = to_float32_audio(samples, what="audio to encode as MP3")
+    if "MP3" not in sf.available_formats():
+        raise AudioError(
+            f"libsndfile {sf.__libsndfile_version__} cannot write MP3",
+            hint="install soundfile >= 0.12 with libsndfile >= 1.1 (built with LAME and mpg123)",
+        )
+    out = io.BytesIO()
+    with sf.SoundFile(
+        out,
+        "w",
+        int(sample_rate),
+        1,
+        format="MP3",
+        subtype="MPEG_LAYER_III",
+        bitrate_mode=bitrate_mode,
+        compression_level=float(compression_level),
+    ) as f:
+        f.write(x)
+    return out.getvalue()
+
+
+def decode_audio_bytes(data: bytes, *, what: str = "audio bytes") -> tuple[np.ndarray, int]:
+    """(mono float32 samples, rate) of an encoded file held in memory (MP3, OGG, FLAC, WAV)."""
+    import io
+
+    import soundfile as sf
+
+    try:
+        x, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError
+        raise AudioError(f"{what}: cannot decode ({exc})") from None
+    return np.ascontiguousarray(x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]), int(rate)

@@ -25,6 +25,7 @@ COMMANDS = [
     "score",
     "study",
     "report",
+    "gallery",
     "gates",
     "finetune",
 ]

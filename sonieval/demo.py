@@ -87,6 +87,7 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
     outputs["leaderboard"] = results / "scores" / "leaderboard.md"
     outputs["scores table"] = results / "scores" / "scores.parquet"
     outputs["item scores table"] = results / "scores" / "item_scores.parquet"
+    outputs["gallery (open in a browser)"] = results / "gallery" / "index.html"
 
     echo("[figures] waveform stack of one listening clip, original on top")
     outputs["waveform figure"] = _waveform_figure(proto)

@@ -59,12 +59,16 @@ _STRONG = re.compile(r"\*\*(.+?)\*\*")
 _EM = re.compile(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])")
 
 
-def _inline_html(escaped: str) -> str:
-    """Markdown's inline marks in already escaped HTML: `code`, **strong**, *emphasis* (not inside code)."""
+def _inline_html(escaped: str, code_links: dict[str, str] | None = None) -> str:
+    """Markdown's inline marks in already escaped HTML: `code`, **strong**, *emphasis* (not inside code);
+    a code span whose text is a key of ``code_links`` becomes a link to its URL."""
     parts = _CODE_SPAN.split(escaped)  # odd positions: the insides of code spans
     for i, part in enumerate(parts):
         if i % 2:
-            parts[i] = f"<code>{part}</code>"
+            url = (code_links or {}).get(html.unescape(part))
+            parts[i] = (
+                f"<code>{part}</code>" if url is None else f'<a href="{html.escape(url)}"><code>{part}</code></a>'
+            )
         else:
             parts[i] = _EM.sub(r"<em>\1</em>", _STRONG.sub(r"<strong>\1</strong>", part))
     return "".join(parts)
@@ -89,6 +93,8 @@ class Document:
         self.blocks: list[tuple[str, object]] = []
         self.banner = banner  # shown in red at the top and the bottom of the HTML page (simulated data)
         self.markup = markup
+        # with markup: code spans the HTML page links (text -> URL); the Markdown shows them as written
+        self.code_links: dict[str, str] = {}
 
     def h(self, level: int, text: str):
         self.blocks.append(("h", (level, text)))
@@ -117,6 +123,11 @@ class Document:
     def image(self, rel: str, alt: str):
         self.blocks.append(("img", (rel, alt)))
 
+    def links(self, items: list[tuple[str, str]]):
+        """A bullet list of links: (text, url) each."""
+        if items:
+            self.blocks.append(("links", list(items)))
+
     def markdown(self) -> str:
         out = []
         for kind, v in self.blocks:
@@ -132,6 +143,8 @@ class Document:
                 out.append(_pipe_table(v))
             elif kind == "img":
                 out.append(f"![{v[1]}]({v[0]})")
+            elif kind == "links":
+                out.append("\n".join(f"- [{label}]({url})" for label, url in v))
         return "\n\n".join(out) + "\n"
 
     def html(self, title: str) -> str:
@@ -149,7 +162,7 @@ class Document:
         ]
         if self.banner:
             out.append(f"<div class='sim'>{html.escape(self.banner)}</div>")
-        text = (lambda t: _inline_html(html.escape(t))) if self.markup else html.escape
+        text = (lambda t: _inline_html(html.escape(t), self.code_links)) if self.markup else html.escape
         for kind, v in self.blocks:
             if kind == "h":
                 out.append(f"<h{v[0]}>{text(v[1])}</h{v[0]}>")
@@ -163,6 +176,9 @@ class Document:
                 out.append(f"<div class='wide'>{_html_text_table(v, text)}</div>")
             elif kind == "img":
                 out.append(f"<p><img src='{html.escape(v[0])}' alt='{html.escape(v[1])}'></p>")
+            elif kind == "links":
+                items = "".join(f"<li><a href='{html.escape(u)}'>{html.escape(t)}</a></li>" for t, u in v)
+                out.append(f"<ul>{items}</ul>")
         if self.banner:
             out.append(f"<div class='sim'>{html.escape(self.banner)}</div>")
         out.append("</body></html>")

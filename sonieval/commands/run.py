@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     with open_engine(args) as engine:
         result = run_protocol(proto, only=args.only, until=args.until, engine=engine)
     print(f"results: {proto.results_path}")
+    from sonieval.gallery import gallery_page
+
+    if gallery_page(proto.results_path).is_file():
+        print(f"gallery (open in a browser): {gallery_page(proto.results_path).resolve().as_uri()}")
     if len(result.failures):
         print(f"sonieval run: {len(result.failures)} item(s) failed; the others finished:", file=sys.stderr)
         for line in result.failure_lines():

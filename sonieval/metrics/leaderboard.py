@@ -459,10 +459,19 @@ def _write_outputs(
         out_dir=out_dir,
         profile=profile,
         profile_figures=profile_figs,
+        gallery=_gallery_link(out_dir),
     )
     files += write_pages(doc, out_dir)
     outputs = files + figures + depth_figs + profile_figs
     return ScoreOutputs(scores, item_scores, board, outputs, failures, learning, depth, profile=profile)
+
+
+def _gallery_link(out_dir: Path):
+    """system_id -> its column in the results folder's listening gallery; None for a board outside one."""
+    from sonieval.gallery.links import in_results_folder, system_link
+
+    results = in_results_folder(out_dir)
+    return None if results is None else (lambda sid: system_link(sid, out_dir, results))
 
 
 def _without_attributes(learning: pd.DataFrame) -> pd.DataFrame:

@@ -47,6 +47,11 @@ DEPTH_INTRO = (
     "controls' CIs (*beats both* per layer)."
 )
 CONTROL_SIDES = (("trained", "system"), ("shuffled", "shuffled"), ("untrained", "untrained"), ("ceiling", "ceiling"))
+GALLERY_NOTE = (
+    "In leaderboard.html each system name links to its column in the listening gallery (`../gallery/index.html`: "
+    "every listening clip's original beside every system, seen and heard; made by `sonieval gallery PROTOCOL` "
+    "and at the end of `sonieval run`)."
+)
 
 
 def _fmt(v, digits=4) -> str:
@@ -405,8 +410,10 @@ def leaderboard_document(
     out_dir: Path | None = None,
     profile: pd.DataFrame | None = None,
     profile_figures: list[Path] | None = None,
+    gallery=None,
 ) -> Document:
-    """The whole leaderboard page as one document (Markdown and HTML are its two renderings)."""
+    """The whole leaderboard page as one document (Markdown and HTML are its two renderings). ``gallery``
+    (system_id -> URL of its column in the listening gallery): the HTML page links every system name there."""
     from sonieval.metrics.controls import seed_table
 
     doc = Document(markup=True)
@@ -414,7 +421,7 @@ def leaderboard_document(
     if board.empty:
         doc.p("No scores.")
         return doc
-    doc.bullets(board_notes(board) + [_versions_line(board)])
+    doc.bullets(board_notes(board) + [_versions_line(board)] + ([GALLERY_NOTE] if gallery else []))
     add_learning(doc, learning)
     add_profile(doc, profile, profile_figures, out_dir)
     if seeds is None and learning is not None and not learning.empty:
@@ -426,6 +433,8 @@ def leaderboard_document(
         doc.h(2, "Figures")
         for f in figures:
             doc.image(Path(f).relative_to(out_dir).as_posix(), Path(f).stem)
+    if gallery:
+        doc.code_links.update({sid: gallery(sid) for sid in board["system_id"].astype(str)})
     return doc
 
 

@@ -43,6 +43,11 @@ STAGES = [
     Stage("train", "sonieval.pipeline.train:run_train", "gate sweep: variants x learning rates x epochs"),
     Stage("sonify", "sonieval.pipeline.sonify:run_sonify", "decode every system's listening-set clips, post-process"),
     Stage("score", "sonieval.metrics.leaderboard:run_score", "KAD/FAD leaderboard and per-item scores"),
+    Stage(
+        "gallery",
+        "sonieval.gallery.build:run_gallery",
+        "listening gallery: loudness-aligned copies, thumbnails, the page",
+    ),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 

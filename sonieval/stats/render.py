@@ -70,7 +70,7 @@ def write_files(
     timings["tables_figures"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    doc = _compose(summary, tables, notes, figures, options, sources, simulated, stamp)
+    doc = _compose(summary, tables, notes, figures, options, sources, simulated, stamp, _examples(out_dir, tables))
     title = (
         ("SIMULATED — " if simulated else "")
         + "sonieval correlation report"
@@ -294,12 +294,33 @@ def _reliability_view(table: pd.DataFrame) -> pd.DataFrame:
     return out[order + [c for c in out.columns if c not in order]]
 
 
-def _compose(summary, tables, notes, figures, options, sources, simulated, stamp) -> Document:
+def _examples(out_dir: Path, tables: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
+    """(system, link) to each rated system's column in the results folder's listening gallery, where every
+    sonification is shown and played with the marks raters gave it; none for a report outside a results folder."""
+    from sonieval.gallery.links import in_results_folder, system_link
+
+    results = in_results_folder(out_dir)
+    means = tables.get("system_means")
+    if results is None or means is None or means.empty:
+        return []
+    sonified = set(pd.read_parquet(results / "tables" / "sonifications.parquet", columns=["system_id"])["system_id"])
+    rated = [s for s in dict.fromkeys(means["system_id"].astype(str)) if s in sonified]
+    return [(s, system_link(s, out_dir, results)) for s in rated]
+
+
+def _compose(summary, tables, notes, figures, options, sources, simulated, stamp, examples=()) -> Document:
     doc = Document(banner=SIMULATED_BANNER if simulated else None)
     fig = dict((Path(f).stem, (f, alt)) for f, alt in figures)
     _head(doc, summary, notes, options, sources, simulated)
     _screening_section(doc, summary, tables, options)
     _descriptives_section(doc, tables, fig)
+    if examples:
+        doc.p(
+            "Each system's examples, seen and heard beside their originals with the marks raters gave each one, "
+            "in the listening gallery (made by `sonieval gallery PROTOCOL`; it shows the marks of the study's "
+            "ratings export, study/ratings.parquet or .csv):"
+        )
+        doc.links(examples)
     _reliability_section(doc, tables, fig)
     _models_section(doc, summary, tables)
     _agreement_section(doc, summary, tables, fig)

@@ -12,8 +12,8 @@
 - ``options.py``: how a study is shown and run: title, rating scale, sessions, enrolment, headphone check.
 - ``session.py``: what a rater and an admin may do, each behind a token; the listening rule,
   sessions and breaks, the headphone check, crowd enrolment (platform ids, keyed address hash).
-- ``player/``: the A/B player (Streamlit component, Web Audio; its engine.js reusable without
-  Streamlit): same-playhead equal-power switching, faded loop, keys, listening time per sound, the
+- ``player/``: the A/B player (Streamlit component, Web Audio; its engine, sonieval/assets/ab/engine.js,
+  is shared with the listening gallery): same-playhead equal-power switching, faded loop, keys, listening time per sound, the
   multi-stimulus rating panel (MUSHRA layout).
 - ``headphone.py``: the antiphase headphone check of Woods et al. (2017), from its description.
 - ``create.py``: make a study from the protocol's tables, ``study.audio_dir`` or folders.

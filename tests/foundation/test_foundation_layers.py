@@ -25,6 +25,7 @@ LAYERS = {
     "document": 0,
     "versions": 0,
     "extras": 0,
+    "assets": 0,  # static files (the A/B engine) that pages of several floors load
     "__init__": 0,
     "data": 1,
     "models": 1,
@@ -32,6 +33,7 @@ LAYERS = {
     "metrics": 2,
     "study": 2,
     "stats": 2,
+    "gallery": 2,  # reads the tables of a results folder, as metrics, study and stats do
     "commands": 3,
     "cli": 3,
     "demo": 3,

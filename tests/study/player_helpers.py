@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from harness.browser import CHROMIUM_ARGS, chromium_path
 
+from sonieval.assets import ENGINE_JS
 from sonieval.audio import write_wav
 from sonieval.study.server import app_path, free_port, streamlit_command, wait_until_up
 
@@ -195,7 +196,6 @@ class PlayerPage:
 
 
 # ---------------------------------------------------------------- the engine alone, rendered offline
-ENGINE_JS = Path(__file__).resolve().parents[2] / "sonieval" / "study" / "player" / "frontend" / "engine.js"
 
 # Runs the engine on an OfflineAudioContext: two sounds given as base64 float32 (or the same one
 # twice), play from `start`, optional loop, switches at the given times (each at a render-quantum

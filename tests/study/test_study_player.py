@@ -24,7 +24,9 @@ from player_helpers import (
     write_timecode_stimuli,
 )
 
+from sonieval.assets import AB_DIR, ENGINE_JS
 from sonieval.study.player import FRONTEND_DIR, PlayerError, check_stimuli, empty_state, normalise_state
+from sonieval.study.player.component import ENGINE_COMPONENT, ENGINE_COMPONENT_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE_S = 0.020  # issue 14: switching keeps the position within 20 ms
@@ -99,15 +101,18 @@ def test_a_report_about_another_page_counts_as_nothing_reported():
 
 def test_the_frontend_ships_with_the_package():
     names = {p.name for p in FRONTEND_DIR.iterdir()}
-    assert {"index.html", "engine.js", "player.js", "player.css"} <= names
+    assert {"index.html", "player.js", "player.css"} <= names
+    assert "engine.js" not in names  # one engine, in the ground floor's assets (the gallery loads it too)
     html = (FRONTEND_DIR / "index.html").read_text()
     assert 'src="player.js"' in html and 'href="player.css"' in html
-    assert html.index('src="engine.js"') < html.index('src="player.js"')
-    assert "Streamlit" not in (FRONTEND_DIR / "engine.js").read_text().replace(
-        "free of Streamlit", ""
-    )  # reusable alone
+    # the engine's folder is a component of its own (Streamlit serves nothing outside a component's folder)
+    engine_src = f'src="../{ENGINE_COMPONENT_NAME}/engine.js"'
+    assert ENGINE_COMPONENT_NAME == f"sonieval.study.player.component.{ENGINE_COMPONENT}"
+    assert html.index(engine_src) < html.index('src="player.js"')
+    assert sorted(p.name for p in AB_DIR.iterdir()) == ["engine.js"]  # the folder served to raters holds no more
+    assert "Streamlit" not in ENGINE_JS.read_text().replace("free of Streamlit", "")  # reusable alone
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    assert "frontend/*" in data["sonieval.study.player"]
+    assert "frontend/*" in data["sonieval.study.player"] and "ab/*" in data["sonieval.assets"]
 
 
 # ---------------------------------------------------------------- in Chromium

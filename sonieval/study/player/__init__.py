@@ -1,9 +1,10 @@
 """An A/B(/C…) listening player: one transport, instant switching at the same playhead (Web Audio).
 
 A Streamlit custom component (``components.v1.declare_component(path=...)``) whose frontend is
-four static files in ``frontend/`` (HTML, CSS, plain JavaScript speaking Streamlit's component
+static files in ``frontend/`` (HTML, CSS, plain JavaScript speaking Streamlit's component
 protocol by ``postMessage``), so nothing is built at install time. The audio engine,
-``frontend/engine.js``, does not depend on Streamlit and can drive any page (its header shows how):
+``sonieval/assets/ab/engine.js`` (served to the frame as a component of its own, see
+``component.ENGINE_COMPONENT``), does not depend on Streamlit and drives the listening gallery too:
 the browser decodes every stimulus up front; switching crossfades (5 ms, equal power: cos/sin)
 between gain nodes of sources started together, so the new stimulus continues at the same
 playhead; a region can be looped, with the level faded out and in around each wrap (no click);

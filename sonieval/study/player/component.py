@@ -15,9 +15,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sonieval.assets import AB_DIR
 from sonieval.errors import SonievalError
 
 FRONTEND_DIR = Path(__file__).resolve().parent / "frontend"
+# The audio engine is not in FRONTEND_DIR: it lives with the ground floor's assets (the listening gallery
+# loads it too). Streamlit serves a component's folder and nothing outside it (symlinks resolved), so the
+# engine's folder is declared as a component of its own; index.html loads it from that component's URL,
+# ../<ENGINE_COMPONENT_NAME>/engine.js (both are served under /component/<name>/).
+ENGINE_COMPONENT = "ab_engine"
+ENGINE_COMPONENT_NAME = f"{__name__}.{ENGINE_COMPONENT}"  # Streamlit names it after the declaring module
 SWITCH_MODES = ("crossfade", "restart")
 MAX_STIMULI = 13  # the reference and 12 conditions (BS.1534 practice); keys 1..9, then each one's letter
 RESERVED_LETTERS = {"L", "S"}  # loop, stop
@@ -298,6 +305,7 @@ def ab_player(
     initial = {k: _seconds(v) for k, v in (initial_listened_s or {}).items() if k in labels}
     # Declared on every call: the registry lives in the running server, which may not have existed
     # when this module was imported (components are registered only inside a script run).
+    components.declare_component(ENGINE_COMPONENT, path=str(AB_DIR))  # serves engine.js (see ENGINE_COMPONENT)
     component = components.declare_component("ab_player", path=str(FRONTEND_DIR))
     raw = component(
         stimuli=args,

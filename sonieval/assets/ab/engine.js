@@ -1,6 +1,6 @@
 // The A/B transport's audio engine, free of Streamlit: one playhead over several decoded sounds.
 //
-// Reusable in any page (the study's player, a static listening gallery):
+// Reusable in any page (the study's player, the static listening gallery); it lives in sonieval/assets/ab/:
 //   <script src="engine.js"></script>           -> window.SonievalAB = {Engine, keyMap, keyAction, ...}
 //   const ctx = new AudioContext();
 //   const buffers = await Promise.all(urls.map((u) => fetch(u).then((r) => r.arrayBuffer()).then((b) => ctx.decodeAudioData(b))));
