@@ -41,6 +41,7 @@ DIST_OF_IMPORT = {
     "dac": "descript-audio-codec",
     "audiotools": "descript-audiotools",
     "sklearn": "scikit-learn",
+    "PIL": "pillow",
 }
 # installed by make setup with --no-deps only: their declared pins contradict the stack (nodeps.txt says why)
 NODEPS = {
