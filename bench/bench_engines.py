@@ -10,7 +10,7 @@
    ``sonieval run`` does (a Ray cluster is started before the clock: a running one is joined without it).
    Wall time per stage, CPU time (the local engine: its process; Ray: the driver and every process of the
    cluster, whose ratio bounds what the workers can gain on idle cores), and whether the 1-thread local run
-   and the Ray run wrote the same bytes (they must: sonieval.pipeline.engines). ``--repeats N`` runs the
+   and the Ray run wrote the same bytes (they must: sonieval.engines). ``--repeats N`` runs the
    three N times, alternating their order, and keeps the fastest of each (the machine may be shared).
 2. overhead: ``--noop`` tasks that carry a training task's arguments (the protocol, a train item with its
    paired data) through Ray and do nothing, per task and per slot, against the mean training task of (1).
@@ -113,14 +113,14 @@ def grid_child(engine_name: str, threads: int, workers: int, root: Path) -> None
     import json
 
     if engine_name == "ray":
-        from sonieval.pipeline.engines import RayEngine
+        from sonieval.engines import RayEngine
 
         engine = RayEngine(num_cpus=workers, threads=threads)
     c0, t0 = cpu_seconds_self(), time.perf_counter()
     from sonieval.pipeline.run import run_protocol
 
     if engine_name == "local":
-        from sonieval.pipeline.engines import LocalEngine
+        from sonieval.engines import LocalEngine
 
         engine = LocalEngine(threads)
     proto = grid_protocol(root / f"{engine_name}-{threads}")
@@ -226,8 +226,8 @@ def noop(items, *args):
 def bench_overhead(n: int, workers: int, train_task_s: float | None) -> None:
     from engine_helpers import sweep_protocol, synthetic_pairs
 
+    from sonieval.engines import RayEngine, Task, run_tasks
     from sonieval.ledger import RunLedger
-    from sonieval.pipeline.engines import RayEngine, Task, run_tasks
     from sonieval.pipeline.train import _train_item, paired_data, plan_runs
 
     print(f"\n== 2. Ray overhead per task: {n} no-op tasks carrying a train task's arguments  [{load()}]")
@@ -314,7 +314,7 @@ def shared_protocol(root: Path, gates: int):
 def _time_training(root: Path, gates: int, together: bool, streamed: bool) -> tuple[float, float]:
     import shutil
 
-    from sonieval.pipeline import train as train_mod
+    from sonieval.pipeline import trainer as train_mod
     from sonieval.pipeline.train import paired_data, plan_runs, train_one_run
     from sonieval.pipeline.train_tasks import train_together
 
@@ -368,7 +368,7 @@ def bench_shared(gates: int, n_train: int) -> None:
 
 def _batch_costs(root: Path, gates: int, streamed: bool) -> tuple[float, float]:
     """Least of 3: seconds to load one batch of pairs, and one LIN gate's training step on it."""
-    from sonieval.pipeline import train as train_mod
+    from sonieval.pipeline import trainer as train_mod
     from sonieval.pipeline.train import GateTrainer, paired_data, plan_runs
 
     proto = shared_protocol(root, gates)

@@ -111,7 +111,7 @@ def synthesise(source: Path, dest: Path, n_clips: int, system_ids: list[str]) ->
 def copy_stats(gallery: Path) -> dict:
     import json
 
-    from sonieval.study.loudness import CEILING_DBTP
+    from sonieval.loudness import CEILING_DBTP
 
     records = list(json.loads((gallery / "cache.json").read_text())["copies"].values())
     steered = [r for r in records if r["limited"] in ("", "clip") and r["lufs"] is not None]

@@ -1,7 +1,8 @@
 """The one place that reads, resamples, pads and writes audio.
 
 - Reading: anything soundfile (libsndfile) reads (WAV, FLAC, OGG, ...), mixed down to mono,
-  as float32. torchaudio is not used: the registry's build is CUDA-linked (DESIGN.md §4).
+  as float32. torchaudio is not used: the registry's build is CUDA-linked
+  (docs/architecture.md#dependencies-and-the-platform).
 - Resampling: soxr at "VHQ" quality (a polyphase resampler with a steep, linear-phase filter),
   to 16 kHz for the encoders and 44.1 kHz for the codec.
 - Length policy: clips are made exactly ``seconds`` long. ``pad_or_trim`` right-pads with zeros

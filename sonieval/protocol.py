@@ -1,4 +1,4 @@
-"""Protocols: one YAML file describes a whole experiment (DESIGN.md §3).
+"""Protocols: one YAML file describes a whole experiment (docs/architecture.md#stages-joined-by-tables).
 
 Every stage reads only the protocol and the previous stages' tables. The models below are
 the schema; an unknown or misspelt key, a wrong type or an impossible value is reported as
@@ -30,6 +30,7 @@ from pydantic import (
 
 from sonieval.errors import ProtocolError
 from sonieval.measures import item_measure_names, measure_names
+from sonieval.rating_attributes import RatingAttribute, resolve_rating_attributes
 
 GATE_VARIANTS = (
     "LIN",
@@ -131,6 +132,11 @@ class EncoderSpec(_Model):
     # name: plugin: "module:function" that returns your encoder (docs/extending.md), called with `options`
     callable: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    # The gates trained on this encoder (None = the protocol's gates.variants / gates.alignments): e.g. the
+    # closed-form RIDGE on grid for a frame encoder beside LIN on transpose for AST. Where a codec also
+    # restricts its gates (codec.variants / codec.alignments), a gate runs when both allow it.
+    variants: list[str] | None = None
+    alignments: list[Alignment] | None = None
 
     _is_twin: bool = PrivateAttr(False)  # set on the copy twin_spec() makes, never read from YAML
 
@@ -184,6 +190,7 @@ class EncoderSpec(_Model):
         if self.twin and (self.weights == "random" or self.size == "small" or plugin):
             what = "a plug-in" if plugin else "this entry is already random (size: small or weights: random)"
             raise ValueError(f"twin: the random twin is a control for a pretrained encoder; {what}")
+        _check_gate_choice(self.variants, self.alignments, f"encoder {self.name}")
         return self
 
     @property
@@ -239,6 +246,32 @@ class CodecSpec(_Model):
 
 
 Control = Literal["untrained", "shuffled"]
+
+
+def _check_gate_choice(variants: list[str] | None, alignments: list[str] | None, where: str) -> None:
+    """An encoder's own gate variants and alignments: known names, and a grid alignment for a closed-form gate."""
+    if variants is not None and not variants:
+        raise ValueError(f"{where}: variants lists no gate (leave it out to use gates.variants)")
+    for name in variants or []:
+        if name not in GATE_VARIANTS:
+            raise ValueError(f"{where}: unknown gate variant {name!r}; allowed: {', '.join(GATE_VARIANTS)}")
+    closed = [v for v in variants or [] if v in CLOSED_FORM_VARIANTS]
+    if closed and alignments is not None and not any(a in ("grid", "grid-pool") for a in alignments):
+        raise ValueError(
+            f"{where}: {closed[0]} needs alignment grid or grid-pool (alignments: {', '.join(alignments)})"
+        )
+
+
+def gate_choices(proto: Protocol, codec: CodecSpec, encoder: EncoderSpec) -> list[tuple[str, str]]:
+    """The (variant, alignment) pairs trained from ``encoder`` onto ``codec``: the encoder's own lists, else the
+    protocol's gates.variants / gates.alignments, kept where the codec's own lists (when set) allow them."""
+    variants = encoder.variants or proto.gates.variants
+    alignments = encoder.alignments or proto.gates.alignments
+    if codec.variants is not None:
+        variants = [v for v in variants if v in codec.variants] if encoder.variants else codec.variants
+    if codec.alignments is not None:
+        alignments = [a for a in alignments if a in codec.alignments] if encoder.alignments else codec.alignments
+    return [(v, a) for v in variants for a in alignments]
 
 
 class GatesSpec(_Model):
@@ -427,7 +460,9 @@ class StudySpec(_Model):
     mode: Literal["joint", "split", "multi"] = "joint"
     # categories: labelled radio marks scale_min..scale_max; mushra: a 0-100 slider per mark.
     rating_scale: Literal["categories", "mushra"] = "categories"
-    attributes: list[Literal["visual", "audio"]] = Field(default_factory=lambda: ["visual", "audio"])
+    # What a rater marks: names of the rating-attribute catalogue (visual, audio) and definitions of other
+    # questions, {name, question, short, low, high, low_short, high_short, shows} (sonieval.rating_attributes).
+    attributes: list[Any] = Field(default_factory=lambda: ["visual", "audio"])
     scale_min: int = 1
     scale_max: int = 5
     systems: list[str] | None = None  # system_ids to rate; None = every sonified system
@@ -460,6 +495,17 @@ class StudySpec(_Model):
             data = {"scale_min": 0, "scale_max": 100, **data}
         return data
 
+    @field_validator("attributes")
+    @classmethod
+    def _known_attributes(cls, v: list[Any]) -> list[Any]:
+        resolve_rating_attributes(v)  # a RatingAttributeError is a ValueError: one line naming study.attributes
+        return v
+
+    @property
+    def rating_attributes(self) -> tuple[RatingAttribute, ...]:
+        """The study's attributes, each resolved against the catalogue."""
+        return resolve_rating_attributes(self.attributes)
+
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
         if self.scale_max <= self.scale_min:
@@ -470,6 +516,15 @@ class StudySpec(_Model):
             raise ValueError("design 'subset' needs trials_per_rater (K)")
         if not self.attributes:
             raise ValueError("at least one attribute is needed")
+        attrs = self.rating_attributes
+        if (
+            self.mode == "multi"
+            and any(a.with_sound for a in attrs)
+            and (len(attrs) > 2 or len({a.ends for a in attrs}) > 1)
+        ):
+            raise ValueError(
+                "mode multi with sound shows one rating panel: at most two attributes, with the same low and high"
+            )
         return self
 
 

@@ -1,4 +1,4 @@
-"""The documented tables through which stages talk (DESIGN.md §3).
+"""The documented tables through which stages talk (docs/architecture.md#tables-are-the-interfaces).
 
 Each stage writes its table with :func:`write_table` and the next stage reads it with
 :func:`read_table`, which checks the contract columns and names the file and the missing
@@ -26,6 +26,7 @@ own reconstruction is the system ``codec/<codec>/lr0.0/e0/none/codec`` (the ceil
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -121,9 +122,6 @@ def resolve_table_path(value: str | os.PathLike, results_dir: str | os.PathLike)
     """The file a table's path value names (see :func:`table_path_value`)."""
     p = Path(value)
     return p if p.is_absolute() else Path(results_dir) / p
-
-
-RATING_ATTRIBUTES = ("visual", "audio")
 
 
 INPUT_LAYER = "input"  # the layer label of the cut before the transformer (sonieval.models.layers.INPUT)
@@ -335,6 +333,52 @@ def parse_system_id(system_id: str) -> SystemKey:
     if slot.twin and gate.control != NO_CONTROL:  # the twin is itself a control: its gates are trained ones
         raise DataError(f"system_id {system_id!r}: a twin's gate has no control of its own ({gate.control!r})")
     return key
+
+
+def control_ids(system_id: str, primary_codec: str | None = None) -> dict[str, str] | None:
+    """The system_ids of a trained system's controls and ceiling; None when it is itself a control or not a gate.
+
+    On the tables' floor because the leaderboard's learning table, the explanation profile and the listening
+    gallery all put a system beside the same controls."""
+    try:
+        key = parse_system_id(system_id)
+        gate = key.gate
+    except DataError:
+        return None
+    if key.encoder == CODEC_SLOT or key.control != NO_CONTROL:
+        return None
+    shuffled = GateSlot(gate.variant, "shuffled", gate.seed, gate.codec).text
+    untrained = GateSlot(gate.variant, "untrained", gate.seed, gate.codec).text
+    codec = gate.codec or primary_codec
+    twin = EncoderSlot(key.slot.name, key.slot.layer, twin=True).text  # the same gate on the random twin
+    out = {
+        "shuffled": make_system_id(key.encoder, shuffled, key.lr, key.epoch, key.alignment, key.postprocess),
+        "untrained": make_system_id(key.encoder, untrained, 0.0, 0, key.alignment, key.postprocess),
+        TWIN: make_system_id(twin, key.variant, key.lr, key.epoch, key.alignment, key.postprocess),
+    }
+    if codec:
+        out[CEILING] = make_system_id(CODEC_SLOT, codec, 0.0, 0, "none", "codec")
+    return out
+
+
+# Marks of systems made with randomly initialised models, as every page shows them (the leaderboard, the
+# report's figures, the gallery): the audio of a random codec shows only that the pipeline runs.
+RANDOM_CODEC_MARK, RANDOM_ENCODER_MARK = "†", "‡"
+
+
+def _flag(row, column: str) -> bool:
+    value = row.get(column) if hasattr(row, "get") else None
+    return bool(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) else False
+
+
+def random_mark(row) -> str:
+    """† (random codec: the audio shows only that the pipeline runs) or ‡ (random encoder only) or ''."""
+    has_detail = "system_codec_random_init" in row and pd.notna(row.get("system_codec_random_init"))
+    if has_detail:
+        if _flag(row, "system_codec_random_init"):
+            return RANDOM_CODEC_MARK
+        return RANDOM_ENCODER_MARK if _flag(row, "system_encoder_random_init") else ""
+    return RANDOM_CODEC_MARK if _flag(row, "system_random_init") else ""
 
 
 def read_table(path: str | os.PathLike, kind: str, required: list[str] | None = None) -> pd.DataFrame:

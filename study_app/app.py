@@ -330,16 +330,17 @@ def _player(session: RaterSession, state: StepState, sounds, *, panel: bool = Fa
     rating, trial_labels = None, None
     if panel:
         info, attrs = session.info, state.step.attributes
+        asked = [info.rating_attribute(a) for a in attrs]  # one pair of ends on a panel (the protocol checks)
         rating = {
             "scale_min": info.scale_min,
             "scale_max": info.scale_max,
-            "attributes": [{"id": a, "label": texts.QUESTIONS[a], "short": texts.SHORT_QUESTIONS[a]} for a in attrs],
-            "low": texts.LOW_SHORT,
-            "high": texts.HIGH_SHORT,
+            "attributes": [{"id": a.name, "label": a.question, "short": a.short} for a in asked],
+            "low": asked[0].low_short,
+            "high": asked[0].high_short,
         }
         by_id = {t.trial_id: t for t in state.trials}
         for src, sound in zip(sources, sounds):
-            if sound.trial_id is not None and "visual" in attrs:
+            if sound.trial_id is not None and info.with_waveform(attrs):
                 src["image"] = session.waveform(state, by_id[sound.trial_id])
         trial_labels = {s.trial_id: s.label for s in sounds if s.trial_id is not None}
     ab_player(sources, key=key, min_listen_s=min_s, page=page, prefetch=session.following_sounds(state), rating=rating)
@@ -350,13 +351,15 @@ def _player(session: RaterSession, state: StepState, sounds, *, panel: bool = Fa
 
 def _mark_widget(session: RaterSession, attribute: str, key: str, label: str | None = None) -> None:
     info = session.info
-    question = label or texts.QUESTIONS[attribute]
+    asked = info.rating_attribute(attribute)
+    question = f"{label}: {asked.question}" if label else asked.question
+    ends = (asked.low_short, asked.high_short)
     if info.options.rating_scale == "mushra":
         st.select_slider(
             question,
             options=[texts.UNRATED, *range(info.scale_min, info.scale_max + 1)],
             value=texts.UNRATED,
-            format_func=lambda m: texts.slider_label(m, info.scale_min, info.scale_max),
+            format_func=lambda m: texts.slider_label(m, info.scale_min, info.scale_max, *ends),
             key=key,
         )
     else:
@@ -365,7 +368,7 @@ def _mark_widget(session: RaterSession, attribute: str, key: str, label: str | N
             options=list(range(info.scale_min, info.scale_max + 1)),
             index=None,
             horizontal=True,
-            format_func=lambda m: texts.mark_label(m, info.scale_min, info.scale_max),
+            format_func=lambda m: texts.mark_label(m, info.scale_min, info.scale_max, *ends),
             key=key,
         )
 
@@ -376,25 +379,27 @@ def rating_form(session: RaterSession, state: StepState):
     info, step = session.info, state.step
     form_key = _key("page", step.position)
     multi = step.block == "multi"
-    panel = multi and "audio" in step.attributes  # every condition's button and slider side by side
+    shows = info.page_shows(step.attributes)  # what the page's attributes ask to see and hear
+    panel = multi and "sound" in shows  # every condition's button and slider side by side
     keys: dict = {}
     with st.form(form_key, clear_on_submit=False, enter_to_submit=True):
-        st.caption(texts.block_intro("panel" if panel else step.block))
+        st.caption(texts.block_intro("panel" if panel else step.block, shows, len(step.attributes)))
         if state.trial.instruction:
             st.info(state.trial.instruction)
-        sounds = session.sounds(state) if "audio" in step.attributes or multi else []
-        player = _player(session, state, sounds, panel=panel) if "audio" in step.attributes else None
+        sounds = session.sounds(state) if "sound" in shows or multi else []
+        player = _player(session, state, sounds, panel=panel) if "sound" in shows else None
         if not panel:
-            st.caption(texts.scale_caption(info.scale_min, info.scale_max))
+            asked = [info.rating_attribute(a) for a in step.attributes]
+            st.caption(texts.page_scale_caption(asked, info.scale_min, info.scale_max))
         if multi and not panel:  # visual only: the waveforms one under the other, a mark each
             for label, trial in zip([s.label for s in sounds][1:], state.trials):
                 st.subheader(f"Sound {label}")
                 st.image(str(session.waveform(state, trial)), caption=WAVEFORM_CAPTION)
                 keys[trial.trial_id] = {a: _key("mark", step.position, label, a) for a in step.attributes}
                 for a, k in keys[trial.trial_id].items():
-                    _mark_widget(session, a, k, f"{label}: {texts.QUESTIONS[a]}")
+                    _mark_widget(session, a, k, label)
         elif not multi:
-            if "visual" in step.attributes:
+            if "waveform" in shows:
                 st.image(str(session.waveform(state)), caption=WAVEFORM_CAPTION)
             keys = {a: _key("mark", step.position, a) for a in step.attributes}
             for a, k in keys.items():

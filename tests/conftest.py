@@ -79,7 +79,7 @@ def demo_run(tmp_path_factory) -> DemoRun:
     import io
 
     from sonieval.cli import main as cli_main
-    from sonieval.pipeline.engines import pin_threads
+    from sonieval.engines import pin_threads
 
     root = tmp_path_factory.mktemp("demo")
     protocol = (REPO / "protocols" / "demo.yaml").read_text(encoding="utf-8")

@@ -29,7 +29,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 def open_engine(args: argparse.Namespace):
     """The engine the arguments name (close it, or use it in a ``with``)."""
-    from sonieval.pipeline.engines import make_engine
+    from sonieval.engines import make_engine
 
     engine = make_engine(
         getattr(args, "engine", "local"), getattr(args, "address", None), getattr(args, "threads", None)

@@ -37,8 +37,8 @@ def _results_and_spec(target: str):
                 hint="give a protocol YAML or the results folder `sonieval run` wrote",
             )
         return path, None, None
+    from sonieval.loudness import LevelSpec
     from sonieval.protocol import load_protocol
-    from sonieval.study.loudness import LevelSpec
 
     proto = load_protocol(path)
     return proto.results_path, LevelSpec(target_lufs=proto.study.loudness_lufs), path

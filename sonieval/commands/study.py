@@ -212,8 +212,8 @@ def _with_failures_listed(make):
 
 def _create(args: argparse.Namespace) -> int:
     from sonieval.errors import SonievalError
+    from sonieval.loudness import CEILING_DBTP, TARGET_LUFS
     from sonieval.study.create import StudySettings, create_from_folders, create_from_protocol
-    from sonieval.study.loudness import CEILING_DBTP, TARGET_LUFS
     from sonieval.study.server import link_base
 
     if args.originals:

@@ -662,10 +662,11 @@ AUDIO_NOTE_COLUMNS = [
 ]
 
 
-def prepare_clips(proto: Protocol, manifest: RunLedger, *, progress: bool = True) -> pd.DataFrame:
+def prepare_clips(proto: Protocol, manifest: RunLedger, *, progress: bool = True, engine=None) -> pd.DataFrame:
     """The ``clips`` stage: read every clip at 44.1 kHz under the protocol's length policy, record each
     clip's status, error and audio notes in the manifest, assign splits, pick the listening set, and write
-    ``<results>/tables/clips.parquet`` and ``<results>/splits/*.txt``.
+    ``<results>/tables/clips.parquet`` and ``<results>/splits/*.txt``. The clips are read in this process
+    (``engine``, which every stage of ``sonieval run`` is given, is not used).
 
     A clip that cannot be read (or, under ``length_policy: strict``, has the wrong length) is
     ``status=failed`` with its error, is left out of the split files and the listening set, and

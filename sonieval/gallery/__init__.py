@@ -20,7 +20,7 @@ The open view names every system; the study stays blind.
 
 from __future__ import annotations
 
-from sonieval.gallery.links import GALLERY_DIR, GALLERY_PAGE, gallery_page, system_anchor, system_link
+from sonieval.gallery_links import GALLERY_DIR, GALLERY_PAGE, gallery_page, system_anchor, system_link
 
 __all__ = [
     "GALLERY_DIR",

@@ -35,8 +35,8 @@ from pathlib import Path
 from sonieval.files import sha256_file, write_bytes_atomic, write_text_atomic
 from sonieval.gallery.content import GalleryContent, read_content
 from sonieval.gallery.copies import COPY_FORMAT, CopyFormat, ListeningCopy, copy_key, make_copy, row_level
-from sonieval.gallery.links import GALLERY_DIR, GALLERY_PAGE
 from sonieval.gallery.thumbs import RowScale, render_thumbnail, row_scale
+from sonieval.gallery_links import GALLERY_DIR, GALLERY_PAGE
 
 __all__ = ["GalleryResult", "build_gallery", "read_sound_file", "run_gallery", "sound_script"]
 
@@ -222,11 +222,11 @@ def build_gallery(
 ) -> GalleryResult:
     """Build (or bring up to date) ``<results>/gallery/``; returns what it made (:class:`GalleryResult`).
 
-    ``spec`` (:class:`sonieval.study.loudness.LevelSpec`): the loudness every row is aligned to (default: the
+    ``spec`` (:class:`sonieval.loudness.LevelSpec`): the loudness every row is aligned to (default: the
     study's, -26 LUFS under -1 dBTP); ``workers``: threads that make copies (default: up to 4)."""
     from sonieval.extras import require
     from sonieval.gallery.page import write_page
-    from sonieval.study.loudness import LevelSpec
+    from sonieval.loudness import LevelSpec
 
     require("sonieval gallery", "pyloudnorm")
     t0 = time.perf_counter()
@@ -272,12 +272,13 @@ class GallerySkipped:
         return list(self.notes)
 
 
-def run_gallery(proto, manifest=None) -> GalleryResult | GallerySkipped:
-    """The gallery as a stage of ``sonieval run`` and the demo (called as ``run_gallery(proto, manifest)``):
+def run_gallery(proto, manifest=None, *, engine=None) -> GalleryResult | GallerySkipped:
+    """The gallery as a stage of ``sonieval run`` and the demo (called as ``run_gallery(proto, manifest, engine=...)``;
+    it runs in this process, so ``engine`` is not used):
     :func:`build_gallery` of the protocol's results folder at its study's loudness. Without the ``study``
     extra the stage is skipped with one line saying what to install, and the run goes on."""
     from sonieval.extras import MissingExtra
-    from sonieval.study.loudness import LevelSpec
+    from sonieval.loudness import LevelSpec
 
     try:
         return build_gallery(proto.results_path, spec=LevelSpec(target_lufs=proto.study.loudness_lufs))

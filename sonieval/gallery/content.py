@@ -5,7 +5,7 @@
 - **Columns**: every system of the sonifications table, ordered per codec, then encoder and layer; within
   a group each trained gate is followed by its controls (random twin, shuffled, untrained) and each
   codec's group ends with its own reconstruction (the ceiling). Each system carries its parts
-  (:func:`sonieval.tables.system_parts`, the filters), its controls (:func:`sonieval.metrics.controls.control_ids`,
+  (:func:`sonieval.tables.system_parts`, the filters), its controls (:func:`sonieval.tables.control_ids`,
   for the trained-minus-control sort) and the leaderboard's mark when a model was randomly initialised.
 - **Cells**: one per (clip, system): the source WAV and its sha256, the per-item measures of
   ``scores/item_scores.parquet`` and, when a study was exported (``study/ratings.parquet`` or ``.csv``),
@@ -109,9 +109,9 @@ def _cells(son: pd.DataFrame, clips: pd.DataFrame, results: Path) -> pd.DataFram
 
 
 def _mark(rows: pd.DataFrame) -> str:
-    """The leaderboard's mark (:func:`sonieval.metrics.scoring.random_mark`): † a randomly initialised codec,
+    """The leaderboard's mark (:func:`sonieval.tables.random_mark`): † a randomly initialised codec,
     ‡ a randomly initialised encoder only; a table with the single ``random_init`` flag: † when it is set."""
-    from sonieval.metrics.scoring import RANDOM_CODEC_MARK, RANDOM_ENCODER_MARK
+    from sonieval.tables import RANDOM_CODEC_MARK, RANDOM_ENCODER_MARK
 
     def flag(col: str) -> bool | None:
         got = rows[col].dropna() if col in rows else pd.Series([], dtype=bool)
@@ -160,7 +160,7 @@ def _system_row(system_id: str, rows: pd.DataFrame) -> dict:
 
 def _systems(cells: pd.DataFrame) -> pd.DataFrame:
     """Every system in column order, with its parts, group, mark and controls (indices into this table)."""
-    from sonieval.metrics.controls import control_ids
+    from sonieval.tables import control_ids
 
     rows = [_system_row(sid, g) for sid, g in cells.groupby("system_id", sort=False)]
     first = {r["codec"] for r in rows if r["_primary"]}  # the protocol's first codec leads, others follow by name

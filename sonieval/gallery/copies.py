@@ -2,16 +2,16 @@
 
 The decoded sonifications stay as decoded (32-bit float, above full scale where the codec put them) for
 the metrics; what a person hears in the gallery is a copy made here, by the study's rules
-(:mod:`sonieval.study.loudness`, ITU-R BS.1770-4 through pyloudnorm):
+(:mod:`sonieval.loudness`, ITU-R BS.1770-4 through pyloudnorm):
 
 - **One level per row.** The original goes as loud as the study's target allows under the true-peak
-  ceiling (:func:`~sonieval.study.loudness.clip_level`); every sonification of that clip is aligned to
-  the level the original's copy measures (:func:`~sonieval.study.loudness.alignment_gain` with the clip's
+  ceiling (:func:`~sonieval.loudness.clip_level`); every sonification of that clip is aligned to
+  the level the original's copy measures (:func:`~sonieval.loudness.alignment_gain` with the clip's
   level), so switching within a row never jumps in level. One that cannot reach it under the ceiling is
   lowered alone (``true_peak``); a near-silent one is raised by at most the gain cap (``gain_cap``).
 - **Measured on the copy.** Lossy coding moves peaks (up to +1.3 dB on real clips here) and its lowpass
   moves the loudness of noisy sounds, so both are measured on the decoded MP3 (true peak 4x oversampled,
-  :func:`~sonieval.study.loudness.true_peak`); a copy over the ceiling or off its level is made again
+  :func:`~sonieval.loudness.true_peak`); a copy over the ceiling or off its level is made again
   with the gain corrected (:func:`make_copy`).
 - **Format** (:data:`COPY_FORMAT`): mono MP3, variable bitrate, at the source's 44.1 kHz; decodes to
   exactly the source's length (the LAME gapless header).
@@ -66,7 +66,7 @@ class ListeningCopy:
     lufs: float | None  # integrated loudness of the decoded copy; None below the -70 LUFS gate
     true_peak_dbtp: float | None
     gain_db: float
-    limited: str  # "" (reached), true_peak, gain_cap, clip, silent (sonieval.study.loudness)
+    limited: str  # "" (reached), true_peak, gain_cap, clip, silent (sonieval.loudness)
     target_lufs: float
 
     @property
@@ -133,7 +133,7 @@ def make_copy(
     ceiling closest to its aim is kept."""
     from sonieval.audio import resample
     from sonieval.errors import AudioError
-    from sonieval.study.loudness import (
+    from sonieval.loudness import (
         LIMITED_BY_TRUE_PEAK,
         LIMITED_WITH_CLIP,
         REACHED,

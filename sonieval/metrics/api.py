@@ -203,7 +203,7 @@ class Leaderboard:
         return {r["metric"]: DistanceResult.from_row(r) for r in rows}
 
     def scores(self) -> pd.DataFrame:
-        """Every row, in the scores table's columns (DESIGN.md §3)."""
+        """Every row, in the scores table's columns (docs/results.md#tables)."""
         return tidy_scores(pd.DataFrame(self._rows)) if self._rows else pd.DataFrame()
 
     def table(self) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Trained systems beside their learning controls and the codec ceiling (DESIGN.md §3, "controls are systems").
+"""Trained systems beside their learning controls and the codec ceiling (docs/architecture.md#controls-are-systems).
 
 A claim that a gate makes an embedding audible needs something to be measured against:
 
@@ -29,15 +29,11 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from sonieval.errors import SonievalError
 from sonieval.measures import LOWER_IS_BETTER as CATALOGUE_DIRECTIONS
 from sonieval.tables import (
-    CEILING,
-    CODEC_SLOT,
-    NO_CONTROL,
     TWIN,
-    EncoderSlot,
     GateSlot,
+    control_ids,  # on the tables' floor: the gallery puts a system beside the same controls
     encoder_slot,
     make_system_id,
     parse_system_id,
@@ -116,29 +112,6 @@ def _with_undefined(summary: pd.DataFrame, item_scores: pd.DataFrame) -> pd.Data
     counts = pd.DataFrame(rows, columns=[*keys, "n_items", "undefined"])
     out = counts.merge(summary, on=keys, how="left")
     out["n"] = out["n"].fillna(0).astype(int)
-    return out
-
-
-def control_ids(system_id: str, primary_codec: str | None = None) -> dict[str, str] | None:
-    """The system_ids of a trained system's controls and ceiling; None when it is itself a control or not a gate."""
-    try:
-        key = parse_system_id(system_id)
-        gate = key.gate
-    except SonievalError:
-        return None
-    if key.encoder == CODEC_SLOT or key.control != NO_CONTROL:
-        return None
-    shuffled = GateSlot(gate.variant, "shuffled", gate.seed, gate.codec).text
-    untrained = GateSlot(gate.variant, "untrained", gate.seed, gate.codec).text
-    codec = gate.codec or primary_codec
-    twin = EncoderSlot(key.slot.name, key.slot.layer, twin=True).text  # the same gate on the random twin
-    out = {
-        "shuffled": make_system_id(key.encoder, shuffled, key.lr, key.epoch, key.alignment, key.postprocess),
-        "untrained": make_system_id(key.encoder, untrained, 0.0, 0, key.alignment, key.postprocess),
-        TWIN: make_system_id(twin, key.variant, key.lr, key.epoch, key.alignment, key.postprocess),
-    }
-    if codec:
-        out[CEILING] = make_system_id(CODEC_SLOT, codec, 0.0, 0, "none", "codec")
     return out
 
 

@@ -105,7 +105,7 @@ def _errorbar(ax, x, value, lo, hi, **kw):
 def depth_figure(depth: pd.DataFrame, encoder: str, path: str | Path, *, note: str = "") -> Path:
     """One encoder's audibility by depth: a panel per measure, the trained gate (solid) beside the shuffled
     (dashed) and untrained (dotted) controls with 95 % CIs, the codec ceiling as a grey band."""
-    from sonieval.metrics.render import MEASURE_TITLES
+    from sonieval.measures import HEADINGS as MEASURE_TITLES
     from sonieval.plotting import pyplot, save_figure
 
     plt = pyplot()

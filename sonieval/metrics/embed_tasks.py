@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from sonieval.engines import Answer, Engine, Task, chunks, run_tasks, worker_memo
 from sonieval.ledger import ItemOutcome, LedgerItem, RunLedger
-from sonieval.pipeline.engines import Answer, Engine, Task, chunks, run_tasks, worker_memo
 
 STAGE = "score-embed-cache"
 FILES_PER_TASK = 64  # a few seconds of a GPU per task, so a lost worker costs little
@@ -67,8 +67,8 @@ def fill_embedding_cache(
 
 def embed_into_cache(items: list[LedgerItem], job: tuple[str, str, str]) -> Answer:
     """The task: embed the item's files into the cache (the backend loaded once per worker)."""
+    from sonieval.engines import resolve_device
     from sonieval.metrics.embeddings import EmbeddingCache, embed_files, load_embedding
-    from sonieval.pipeline.prepare import resolve_device
 
     spec, cache_dir, device = job
     device = resolve_device(device)

@@ -40,6 +40,7 @@ import numpy as np
 from sonieval.audio import ENCODER_RATE, read_audio
 from sonieval.errors import SonievalError, WeightsUnavailable
 from sonieval.files import atomic_path, sha256_file
+from sonieval.logmel import LogMel
 from sonieval.models.catalogue import encoder_card
 
 DEFAULT_EMBEDDING = "logmel"
@@ -127,7 +128,8 @@ class EmbeddingBackend:
 class LogMelEmbedding(EmbeddingBackend):
     """Weight-free frame-level log-mel embedding (the default; needs no download).
 
-    16 kHz mono; |STFT|^2 with a periodic Hann window of ``n_fft = 1024`` samples (64 ms), hop
+    The frames of :class:`sonieval.logmel.LogMel` (on the ground floor: the study's familiarisation reads
+    them too): 16 kHz mono; |STFT|^2 with a periodic Hann window of ``n_fft = 1024`` samples (64 ms), hop
     320 samples (20 ms, 50 frames/s), ``center=True`` with zero padding (5 s -> 251 frames);
     ``n_mels = 64`` Slaney-normalised mel filters (librosa ``filters.mel``, ``htk=False``)
     from ``fmin = 50`` to ``fmax = 8000`` Hz; ``log(mel + 1e-6)`` (natural log). One 64-d vector
@@ -138,17 +140,17 @@ class LogMelEmbedding(EmbeddingBackend):
     version = "1"
     weights = "weight-free"
     batch_size = 32
-    n_fft = 1024
-    hop_length = 320
-    n_mels = 64
-    fmin = 50.0
-    fmax = 8000.0
-    log_offset = 1e-6
+    n_fft = LogMel.n_fft
+    hop_length = LogMel.hop_length
+    n_mels = LogMel.n_mels
+    fmin = LogMel.fmin
+    fmax = LogMel.fmax
+    log_offset = LogMel.log_offset
 
     def __init__(self, source: str | None = None):
         if source:
             raise EmbeddingError(f"embedding 'logmel' takes no source, got {source!r}", hint="write just 'logmel'")
-        self._fb = None
+        self._transform = LogMel()
 
     def params(self) -> dict:
         return {
@@ -166,41 +168,7 @@ class LogMelEmbedding(EmbeddingBackend):
 
     def log_mel(self, audio: np.ndarray) -> np.ndarray:
         """[n] or [B, n] float32 audio -> [(B,) n_frames, n_mels] log-mel frames."""
-        import torch
-
-        if self._fb is None:
-            import librosa
-
-            fb = librosa.filters.mel(
-                sr=self.sample_rate,
-                n_fft=self.n_fft,
-                n_mels=self.n_mels,
-                fmin=self.fmin,
-                fmax=self.fmax,
-                htk=False,
-                norm="slaney",
-            )
-            self._fb = torch.from_numpy(fb.astype(np.float32))
-        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-        one = x.ndim == 1
-        if one:
-            x = x[None]
-        spec = (
-            torch.stft(
-                x,
-                self.n_fft,
-                self.hop_length,
-                window=torch.hann_window(self.n_fft),
-                center=True,
-                pad_mode="constant",
-                return_complex=True,
-            )
-            .abs()
-            .pow_(2)
-        )
-        mel = torch.matmul(self._fb, spec).add_(self.log_offset).log_().transpose(1, 2)
-        out = mel.numpy()
-        return out[0] if one else out
+        return self._transform(audio)
 
     def embed_batch(self, batch: list[np.ndarray]) -> list[np.ndarray]:
         return list(self.log_mel(np.stack(batch)))

@@ -1,8 +1,8 @@
 """Per-item scores: one sonification against its own original clip.
 
 The reference work scored each sonification against its original one clip at a time with FAD/KAD
-over one embedding per clip, and got NaN, -inf and 1e30 (DESIGN.md §1): a Gaussian or a kernel
-mean cannot be estimated from one vector. The measures here are defined for one pair of clips:
+over one embedding per clip, and got NaN, -inf and 1e30 (docs/architecture.md#what-the-reference-work-got-wrong):
+a Gaussian or a kernel mean cannot be estimated from one vector. The measures here are defined for one pair of clips:
 
 - ``frame_kad``: KAD (x100, unbiased MMD^2) between the two clips' *frames* of a frame-level
   embedding, sigma = median pairwise distance of the original's frames; needs >= 2 frames each.
@@ -34,6 +34,8 @@ import math
 
 import numpy as np
 
+from sonieval.logmel import LogMel
+from sonieval.logmel import logmel_l1 as _logmel_l1
 from sonieval.measures import (
     ItemScoreError,
     check_item_measures,
@@ -110,19 +112,9 @@ def _fit(evaluated: np.ndarray, original: np.ndarray) -> tuple[np.ndarray, np.nd
     return ev, np.asarray(original, dtype=np.float32)
 
 
-def LogMelEmbedding_():
-    from sonieval.metrics.embeddings import LogMelEmbedding
-
-    return LogMelEmbedding()
-
-
 @item_measure("logmel_l1")
 def logmel_l1(evaluated: np.ndarray, original: np.ndarray) -> float:
-    from sonieval.metrics.embeddings import LogMelEmbedding
-
-    ev, orig = _fit(evaluated, original)
-    lm = LogMelEmbedding()
-    return float(np.mean(np.abs(lm.log_mel(ev) - lm.log_mel(orig))))
+    return _logmel_l1(evaluated, original)  # on the ground floor: the study's familiarisation uses it too
 
 
 MAX_LAG_FRAMES = 50  # ±1 s at the log-mel's 50 frames per second
@@ -139,8 +131,8 @@ def time_lag(evaluated: np.ndarray, original: np.ndarray, max_lag: int = MAX_LAG
     changes (stationary sound) carries no timing information (its profile is flat and its lag
     arbitrary): look at many clips."""
     ev, orig = _fit(evaluated, original)
-    lm = LogMelEmbedding_()
-    a, b = lm.log_mel(ev).mean(axis=1), lm.log_mel(orig).mean(axis=1)
+    lm = LogMel()
+    a, b = lm(ev).mean(axis=1), lm(orig).mean(axis=1)
     n = len(b)
     if n <= 2 * max_lag + 2:
         raise ItemScoreError(f"time_lag: clip too short for lags of ±{max_lag} frames")

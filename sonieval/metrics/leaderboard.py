@@ -15,7 +15,7 @@ Two entry points share one engine (:func:`score_sets`):
 Every row carries the embedding id (with its ``weight-free`` / ``random-init`` / ``pretrained`` label),
 the reference set and its size, the number evaluated, the bandwidth, the scale and the package versions.
 
-Outputs under ``<out>/``: ``scores.parquet`` and ``scores.csv`` (DESIGN.md §3 scores table, plus
+Outputs under ``<out>/``: ``scores.parquet`` and ``scores.csv`` (the scores table, docs/results.md#tables, plus
 ``category`` for per-class rows), ``item_scores.parquet``, ``paired_kad.csv`` (each system against
 the best by KAD: paired bootstrap of the difference), ``leaderboard.{csv,md,html}`` and
 ``figures/<metric>__<embedding>__<encoder>__<postprocess>.png`` (the reference work's dot plot:
@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sonieval.engines import run_items
 from sonieval.errors import DataError, SonievalError
 from sonieval.ledger import ItemOutcome, LedgerItem, RunLedger
 from sonieval.metrics.embed_tasks import fill_embedding_cache
@@ -63,7 +64,6 @@ from sonieval.metrics.scoring import (  # noqa: F401
     system_rows,
     tidy_scores,
 )
-from sonieval.pipeline.engines import run_items
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 STAGE = "score"
@@ -291,7 +291,7 @@ def score_sets(
 
     ``training`` (the train stage's table) adds each gate's validation R² to the learning table;
     ``primary_codec`` names the codec of gates whose system_id names none (their ceiling). ``engine``
-    (sonieval.pipeline.engines; default: this process) runs the embedding pass (one GPU per task when there
+    (sonieval.engines; default: this process) runs the embedding pass (one GPU per task when there
     are GPUs) and one CPU task per system; the driver records them."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -468,7 +468,7 @@ def _write_outputs(
 
 def _gallery_link(out_dir: Path):
     """system_id -> its column in the results folder's listening gallery; None for a board outside one."""
-    from sonieval.gallery.links import in_results_folder, system_link
+    from sonieval.gallery_links import in_results_folder, system_link
 
     results = in_results_folder(out_dir)
     return None if results is None else (lambda sid: system_link(sid, out_dir, results))

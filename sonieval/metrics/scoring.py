@@ -1,5 +1,5 @@
 """Computing score rows: one system's embedding frames against a fixed reference side → rows of the
-scores table (DESIGN.md §3), per-item rows, paired comparisons, and the ranked leaderboard.
+scores table (docs/results.md#tables), per-item rows, paired comparisons, and the ranked leaderboard.
 
 Nothing here reads a ledger or writes a file: :mod:`sonieval.metrics.leaderboard` runs a board over
 folders and protocols with these functions, and :mod:`sonieval.metrics.api` calls them on arrays and
@@ -25,6 +25,7 @@ import pandas as pd
 from sonieval.errors import DataError, SonievalError
 from sonieval.metrics import distances as D
 from sonieval.protocol import MetricsSpec
+from sonieval.tables import RANDOM_CODEC_MARK, RANDOM_ENCODER_MARK, random_mark  # noqa: F401 - on the tables' floor
 
 CI_LEVEL = 0.95
 SCORE_ROW_EXTRA = [
@@ -48,7 +49,6 @@ SCORE_ROW_EXTRA = [
 # Marks in every rendered leaderboard: the audio of a † system comes from a randomly initialised codec
 # (it shows that the pipeline runs, nothing more); a ‡ system's gate learned from a randomly initialised
 # encoder (a random projection of the audio: the method is real and can learn, the encoder is not AST).
-RANDOM_CODEC_MARK, RANDOM_ENCODER_MARK = "†", "‡"
 VERSION_PACKAGES = ("numpy", "torch", "scipy", "librosa", "transformers", "kadtk")
 KAD_CONVENTION = (
     "kadtk-1.1.0 calc_kernel_audio_distance equivalent (unbiased MMD^2, Gaussian kernel, x100), "
@@ -527,8 +527,7 @@ def paired_with_controls(comps: dict, config: ScoreConfig, base: dict, primary_c
     a paired bootstrap (one reference resample for both, the same clip draws), the test the learning
     table's KAD verdict uses. Two CIs side by side would be far too conservative here: most of each
     KAD CI's width is the shared reference set's resampling, which a difference cancels."""
-    from sonieval.metrics.controls import control_ids
-    from sonieval.tables import CEILING
+    from sonieval.tables import CEILING, control_ids
 
     rows = []
     for sid, comp in sorted(comps.items()):
@@ -569,21 +568,6 @@ def _with_system_parts(df: pd.DataFrame) -> pd.DataFrame:
     for j, col in enumerate(("encoder", "layer", "postprocess", "system_label", "control")):
         out[col] = [p[j] for p in parts]
     return out
-
-
-def _flag(row, column: str) -> bool:
-    value = row.get(column) if hasattr(row, "get") else None
-    return bool(value) if value is not None and not (isinstance(value, float) and np.isnan(value)) else False
-
-
-def random_mark(row) -> str:
-    """† (random codec: the audio shows only that the pipeline runs) or ‡ (random encoder only) or ''."""
-    has_detail = "system_codec_random_init" in row and pd.notna(row.get("system_codec_random_init"))
-    if has_detail:
-        if _flag(row, "system_codec_random_init"):
-            return RANDOM_CODEC_MARK
-        return RANDOM_ENCODER_MARK if _flag(row, "system_encoder_random_init") else ""
-    return RANDOM_CODEC_MARK if _flag(row, "system_random_init") else ""
 
 
 BOARD_COLUMNS = [
@@ -629,7 +613,7 @@ def build_leaderboard(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def tidy_scores(scores: pd.DataFrame) -> pd.DataFrame:
-    """The scores table's contract columns first (DESIGN.md §3), numbers as floats, every row's extras after."""
+    """The scores table's contract columns first (docs/results.md#tables), numbers as floats, every row's extras after."""
     from sonieval.tables import SCORES_COLUMNS
 
     scores = scores.copy()

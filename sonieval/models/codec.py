@@ -2,7 +2,7 @@
 
 DAC-VAE ("descript-audio-vae" by innnky, hub repo ``innnky/vae-dac``, file
 ``v1.0_vae_dac_44100_87hz_64dim.pth``) is the Descript Audio Codec with its residual vector
-quantiser replaced by a Gaussian posterior (DESIGN.md §4). It is built here from
+quantiser replaced by a Gaussian posterior (docs/architecture.md#the-dac-vae-codec). It is built here from
 descript-audio-codec's own ``dac.model.dac.Encoder``/``Decoder`` and ``dac.nn.quantize.VectorQuantize``
 under the module names of the published code (``encoder``, ``quantizer``, ``mean_proj``,
 ``logs_proj``, ``dec_in_proj``, ``decoder``), so the published ``state_dict`` loads with
@@ -37,9 +37,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from sonieval.audio import CODEC_RATE
-from sonieval.errors import SonievalError, WeightsUnavailable
+from sonieval.errors import WeightsUnavailable
 from sonieval.models import weights
+from sonieval.models.codec_base import (  # noqa: F401 - the contract, re-exported where it always was
+    CODEC_NAMES,
+    WEIGHT_FREE_CODECS,
+    Codec,
+    CodecError,
+    codec_label,
+)
 
 DAC_VAE_REPO = "innnky/vae-dac"
 DAC_VAE_FILE = "v1.0_vae_dac_44100_87hz_64dim.pth"
@@ -61,22 +67,6 @@ DAC_VAE_KWARGS: dict[str, Any] = {
 # Small random version: 4 → 64 encoder channels instead of 64 → 1024, decoder 64 instead of 1536.
 DAC_VAE_SMALL = {"encoder_dim": 4, "decoder_dim": 64}
 DAC_SMALL = {"encoder_dim": 4, "decoder_dim": 64, "n_codebooks": 2, "codebook_size": 64}
-
-
-class CodecError(SonievalError):
-    """Bad input to a codec (wrong shape, NaN latents) or an unusable checkpoint."""
-
-
-CODEC_NAMES = ("dac-vae", "dac", "mel")
-WEIGHT_FREE_CODECS = ("mel",)
-
-
-def codec_label(name: str, *, weight_free: bool | None = None, random_init: bool = False) -> str:
-    """``name[weight-free|random-init|pretrained]``: the codec as every output names it."""
-    if weight_free is None:
-        weight_free = name in WEIGHT_FREE_CODECS
-    kind = "weight-free" if weight_free else ("random-init" if random_init else "pretrained")
-    return f"{name}[{kind}]"
 
 
 class DacVae(nn.Module):
@@ -246,105 +236,6 @@ def save_dac_vae_checkpoint(model: DacVae, kwargs: dict[str, Any], path: str | o
     with atomic_path(path) as tmp:
         torch.save({"metadata": {"kwargs": dict(kwargs)}, "state_dict": model.state_dict()}, tmp)
     return Path(path)
-
-
-class Codec:
-    """A target codec: ``encode`` 44.1 kHz audio to a latent [B, C, T'], ``decode`` it back."""
-
-    name: str = "codec"
-    weight_free: bool = False  # a signal-processing codec without learned weights (``mel``)
-    # Where latent frame j is centred, in hops: DAC's encoders summarise samples [j·hop, (j+1)·hop).
-    frame_center_hops: float = 0.5
-
-    def __init__(
-        self,
-        *,
-        model_id: str,
-        random_init: bool,
-        hop_length: int,
-        latent_dim: int,
-        device: str | torch.device = "cpu",
-        sha256: str | None = None,
-    ):
-        self.model_id = model_id
-        self.random_init = random_init
-        self.sample_rate = CODEC_RATE
-        self.hop_length = int(hop_length)
-        self.latent_dim = int(latent_dim)
-        self.device = torch.device(device)
-        self.sha256 = sha256
-
-    # --- shapes
-    def latent_frames(self, n_samples: int) -> int:
-        return math.ceil(n_samples / self.hop_length)
-
-    def latent_shape(self, n_samples: int) -> tuple[int, int]:
-        return (self.latent_dim, self.latent_frames(n_samples))
-
-    @property
-    def first_frame_center_s(self) -> float:
-        """The time of latent frame 0's centre (``grid`` alignment interpolates onto j·hop plus this)."""
-        return self.frame_center_hops * self.hop_length / self.sample_rate
-
-    @property
-    def latent_rate(self) -> float:
-        """Latent frames per second (44100 / 512 ≈ 86.13 for DAC-VAE)."""
-        return self.sample_rate / self.hop_length
-
-    @property
-    def label(self) -> str:
-        """How outputs name this codec: ``mel[weight-free]``, ``dac-vae[random-init]``, ``dac-vae[pretrained]``."""
-        return codec_label(self.name, weight_free=self.weight_free, random_init=self.random_init)
-
-    def describe(self) -> dict[str, Any]:
-        """Provenance for tables and logs."""
-        return {
-            "codec": self.name,
-            "label": self.label,
-            "model_id": self.model_id,
-            "random_init": self.random_init,
-            "sha256": self.sha256,
-            "latent_dim": self.latent_dim,
-            "hop_length": self.hop_length,
-            "first_frame_center_s": self.first_frame_center_s,
-        }
-
-    # --- checks
-    def _audio_batch(self, audio: torch.Tensor) -> torch.Tensor:
-        audio = torch.as_tensor(audio, dtype=torch.float32)
-        if audio.ndim == 1:
-            audio = audio[None]
-        if audio.ndim != 2 or audio.shape[-1] == 0:
-            raise CodecError(
-                f"{self.name}.encode: expected audio [batch, samples] at 44.1 kHz, got shape {tuple(audio.shape)}"
-            )
-        if not torch.isfinite(audio).all():
-            raise CodecError(f"{self.name}.encode: audio contains NaN or infinite samples")
-        pad = self.latent_frames(audio.shape[-1]) * self.hop_length - audio.shape[-1]
-        return nn.functional.pad(audio, (0, pad)).to(self.device)
-
-    def _latent_batch(self, latent: torch.Tensor) -> torch.Tensor:
-        latent = torch.as_tensor(latent, dtype=torch.float32)
-        if latent.ndim == 2:
-            latent = latent[None]
-        if latent.ndim != 3 or latent.shape[1] != self.latent_dim or latent.shape[-1] == 0:
-            raise CodecError(
-                f"{self.name}.decode: expected a latent [batch, {self.latent_dim}, frames], "
-                f"got shape {tuple(latent.shape)}"
-            )
-        bad = int((~torch.isfinite(latent)).sum())
-        if bad:
-            raise CodecError(
-                f"{self.name}.decode: latent contains {bad} NaN or infinite value(s)",
-                hint="the gate produced non-finite output; check its checkpoint and training loss",
-            )
-        return latent.to(self.device)
-
-    def encode(self, audio: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
 
 class DacVaeCodec(Codec):

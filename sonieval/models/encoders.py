@@ -1,4 +1,5 @@
-"""Encoders under study: the embedding a gate learns to sonify (DESIGN.md §4), at any layer.
+"""Encoders under study: the embedding a gate learns to sonify, at any layer
+(docs/architecture.md#encoder-and-codec-geometry).
 
 A registry (``@register_encoder("name")``) of small classes, one per model, as in fadtk/kadtk's
 loaders. Each loads with transformers from a hub id (through :mod:`sonieval.models.weights`, which

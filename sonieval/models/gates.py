@@ -1,8 +1,9 @@
 """Gating layers ("gates"): the 12 reference variants that map an encoder embedding to a codec latent.
 
 A gate maps embeddings ``[B, T, D]`` (T embedding frames or patches, D features) to latents
-``[B, C, T']`` (C latent channels, T' latent frames), for any shapes (DESIGN.md §4; thesis §3, §4.1,
-§4.5). Variant names and layer lists are the reference work's (LIN = its "v0 LNR", ..., LIN-C = v11).
+``[B, C, T']`` (C latent channels, T' latent frames), for any shapes
+(docs/architecture.md#encoder-and-codec-geometry; thesis §3, §4.1, §4.5). Variant names and layer lists are
+the reference work's (LIN = its "v0 LNR", ..., LIN-C = v11).
 
 **The map.** An alignment (below) turns the embedding into a one-channel image ``[B, 1, R, K]``
 (R rows, K columns) and says which output image ``[R_out, K_out]`` becomes the latent. Every layer acts
@@ -69,7 +70,7 @@ CONV_KERNEL = (10, 10)
 CONV_STRIDE = (2, 1)
 CONV_CHANNELS = 8
 ATTENTION_HEADS = 3
-# The two reference shapes (DESIGN.md §4), for docstrings, `sonieval gates` and tests.
+# The two reference shapes (docs/architecture.md#encoder-and-codec-geometry), for docstrings, `sonieval gates` and tests.
 AST_EMBEDDING = (1212, 768)
 HUBERT_EMBEDDING = (249, 768)
 DAC_VAE_LATENT = (64, 431)

@@ -5,7 +5,7 @@ initialised DAC-VAE decodes every latent into the same DC-offset band, so nothin
 can be heard or tested with it. The mel codec needs no weights and decodes audio that follows its
 latent, so the whole method (encoder → gate → latent → audio) runs, learns and can be heard offline.
 
-Geometry (DESIGN.md §4): 44.1 kHz audio, n_fft 2048 (Hann), hop 512, 64 mel bands (HTK scale,
+Geometry (docs/architecture.md#the-mel-codec): 44.1 kHz audio, n_fft 2048 (Hann), hop 512, 64 mel bands (HTK scale,
 0–22.05 kHz, no area normalisation), power 2 → for 5 s (220,500 samples) a latent [64, 431]: the
 DAC-VAE latent's own shape (64 channels, ≈86.13 frames per second), so every gate and alignment
 trains on it unchanged.
@@ -24,7 +24,7 @@ trains on it unchanged.
 Why torchaudio and not librosa: torchaudio's transforms are torch modules, so decoding is batched
 and runs on the GPU when there is one (librosa's ``mel_to_audio`` is NumPy, one clip at a time, and
 solves a non-negative least-squares problem per frame). Only torchaudio's pure-Python transforms
-are used: its compiled extension does not load next to the CPU torch here (DESIGN.md §4).
+are used: its compiled extension does not load next to the CPU torch here (docs/architecture.md#dependencies-and-the-platform).
 
 The decoded audio is not clipped or rescaled: Griffin-Lim output may exceed ±1 (sonify writes
 float WAVs and the post-processings rescale).
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sonieval.models.codec import Codec, CodecError
+from sonieval.models.codec_base import Codec, CodecError
 
 N_FFT = 2048
 HOP = 512
@@ -128,9 +128,8 @@ class MelCodec(Codec):
     ):
         import torchaudio.transforms as T
 
-        self.normalisation = normalisation
-        model_id = MEL_MODEL_ID + (f"-norm{normalisation.digest()}" if normalisation else "-unnormalised")
-        super().__init__(model_id=model_id, random_init=False, hop_length=HOP, latent_dim=N_MELS, device=device)
+        super().__init__(model_id=MEL_MODEL_ID, random_init=False, hop_length=HOP, latent_dim=N_MELS, device=device)
+        self._normalise(normalisation)
         if int(iterations) < 1:
             raise CodecError(f"codec.iterations must be at least 1, got {iterations}")
         self.iterations = int(iterations)
@@ -140,6 +139,22 @@ class MelCodec(Codec):
         fb = self._mel.mel_scale.fb  # [n_freq, n_mels]: mel = fb^T @ power spectrum
         self._inverse_fb = torch.linalg.pinv(fb.T.double()).float().to(self.device)  # [n_freq, n_mels]
         self._window = torch.hann_window(N_FFT, device=self.device)
+
+    def _normalise(self, normalisation: MelNormalisation | None) -> None:
+        """Set the statistics; they are part of the codec's id (latents of other statistics never mix)."""
+        self.normalisation = normalisation
+        self.model_id = MEL_MODEL_ID + (f"-norm{normalisation.digest()}" if normalisation else "-unnormalised")
+
+    # --- the fitted state: the train split's statistics (sonieval.models.codec_base)
+    fits_data = True
+
+    def fit(self, clips: Iterable[np.ndarray], source: str = "train split") -> None:
+        """The train split's per-band statistics (:func:`fit_mel_normalisation`) become this codec's."""
+        self._normalise(fit_mel_normalisation(self, clips, source=source))
+
+    def load_fitted(self, record: dict[str, Any]) -> None:
+        """The statistics :meth:`describe` stored (``record["normalisation"]``) become this codec's again."""
+        self._normalise(MelNormalisation.from_dict(record["normalisation"]))
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

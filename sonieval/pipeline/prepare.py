@@ -32,7 +32,8 @@ embedding is refused. Latents (64×431, 110 kB) stay float32: they are the train
 
 The stage writes ``tables/prepared.parquet`` (clip_id, split, listening, kind, model, layer,
 model_key, path, status, error; ``layer`` is the layer label of an embedding, ``input`` or
-``layer<k>``, and empty for latents), which ``train`` and ``sonify`` read, and records every
+``layer<k>``, and empty for latents), which ``train`` and ``sonify`` read through the cache's read side
+(:mod:`sonieval.pipeline.cache`: they never import this stage), and records every
 entry in the run manifest (stage ``prepare``, one item per clip and layer: ``embedding/<encoder
 slot>/<clip_id>``, the slot as in system ids, e.g. ``hubert.layer6``, ``crepe-tiny.twin.layer3``). The
 encoders are the protocol's entries and their twins (``Protocol.sonified_encoders``), each known by its
@@ -41,10 +42,8 @@ encoders are the protocol's entries and their twins (``Protocol.sonified_encoder
 
 from __future__ import annotations
 
-import hashlib
 import math
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,51 +52,39 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sonieval.engines import resolve_device, run_tasks
 from sonieval.errors import DataError, SonievalError
 from sonieval.files import atomic_path, sha256_file
 from sonieval.ledger import BatchResult, ItemOutcome, LedgerItem, RunLedger
-from sonieval.pipeline.engines import run_tasks
+
+# The cache's read side (sonieval.pipeline.cache), re-exported here where older code imports it from.
+from sonieval.pipeline.cache import (  # noqa: F401
+    CODEC_INFO,
+    ENCODER_INFO,
+    PREPARED_COLUMNS,
+    USABLE_STATUS,
+    cache_file,
+    clips_table_path,
+    codec_from_cache,
+    codec_model_key,
+    encoder_layers,
+    is_random_model_key,
+    load_array,
+    load_prepared_codec,
+    model_key,
+    prepared_table_path,
+    read_codec_info,
+    read_encoder_info,
+    read_prepared,
+    weights_dir,
+    write_codec_info,
+)
 from sonieval.protocol import Protocol
 from sonieval.tables import read_table, table_path_value, write_table
 
 STAGE = "prepare"
 FLOAT16_MAX = 65504.0
-PREPARED_COLUMNS = ["clip_id", "split", "listening", "kind", "model", "layer", "model_key", "path", "status", "error"]
 DEFAULT_ENCODE_BATCH = 8
-USABLE_STATUS = ("ok", "done")  # the clips stage marks readable clips "ok", unreadable ones "failed"
-
-
-def resolve_device(option: str | None = "auto") -> str:
-    """``auto`` → ``cuda`` when a GPU is there, else ``cpu``; anything else as given."""
-    if option in (None, "auto"):
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return option
-
-
-RANDOM_MARK = "-random-"
-
-
-def is_random_model_key(key: str | None) -> bool:
-    """Whether a cache key made by :func:`model_key` names a randomly initialised model."""
-    return bool(key) and RANDOM_MARK in str(key)
-
-
-def model_key(name: str, model_id: str | None, random_init: bool, clip_seconds: float) -> str:
-    """A folder name for one model's cache: readable slug plus a hash of the full id."""
-    ident = str(model_id or name)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", ident.rstrip("/").split("/")[-1])[:40].strip("-") or "model"
-    digest = hashlib.sha256(ident.encode()).hexdigest()[:8]
-    return f"{name}-{slug}-{digest}{RANDOM_MARK[:-1] if random_init else ''}-{clip_seconds:g}s"
-
-
-def clips_table_path(proto: Protocol) -> Path:
-    return proto.results_path / "tables" / "clips.parquet"
-
-
-def prepared_table_path(proto: Protocol) -> Path:
-    return proto.results_path / "tables" / "prepared.parquet"
 
 
 def read_usable_clips(proto: Protocol) -> pd.DataFrame:
@@ -120,11 +107,6 @@ def read_usable_clips(proto: Protocol) -> pd.DataFrame:
     return clips[needed].reset_index(drop=True)
 
 
-def cache_file(proto: Protocol, kind: str, key: str, clip_sha: str) -> Path:
-    folder = {"embedding": "embeddings", "latent": "latents"}[kind]
-    return proto.cache_path / folder / key / f"{clip_sha}.npy"
-
-
 def save_array(path: Path, array: np.ndarray, kind: str) -> None:
     if not np.all(np.isfinite(array)):
         raise SonievalError(f"{kind} has NaN or infinite values; not cached", path=path)
@@ -137,21 +119,6 @@ def save_array(path: Path, array: np.ndarray, kind: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
-
-
-def load_array(path: str | Path) -> np.ndarray:
-    """A cached embedding or latent as float32."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError("cache entry not found", path=path, hint="run `sonieval prepare PROTOCOL`")
-    try:
-        return np.load(path).astype(np.float32)
-    except Exception as exc:  # a damaged file
-        raise DataError(
-            f"cannot read cache entry ({type(exc).__name__}: {exc})",
-            path=path,
-            hint="delete it and rerun `sonieval prepare PROTOCOL`",
-        ) from None
 
 
 @dataclass
@@ -253,7 +220,7 @@ def _compute_cached(
     return rows, total
 
 
-# The engine of the running ``run_prepare`` (sonieval.pipeline.engines): it reaches the cache loop without
+# The engine of the running ``run_prepare`` (sonieval.engines): it reaches the cache loop without
 # changing the helpers between (prepare_encoder, cache_embeddings), which other code calls as they are.
 _ENGINE: ContextVar = ContextVar("prepare_engine", default=None)
 CHUNKS_PER_TASK = 8  # forward batches per Ray task: 64 clips at batch 8, seconds of a GPU per task
@@ -274,7 +241,7 @@ def _cache_tasks(
     """The forward passes as tasks: on the local engine one per batch with the loaded model (recorded after
     each batch, so a kill loses at most the batch in flight); on Ray several batches per task, the worker
     loading the model once from its recipe (see ModelForward)."""
-    from sonieval.pipeline.engines import LocalEngine, Task
+    from sonieval.engines import LocalEngine, Task
 
     engine = _ENGINE.get() or LocalEngine()
     recipe = getattr(forward, "recipe", None)
@@ -317,7 +284,7 @@ def cache_chunk(
     source: tuple,
 ) -> dict[str, Any]:
     """The task: forward ``part``'s clips batch by batch and write their cache entries (no ledger)."""
-    from sonieval.pipeline.engines import attempt, worker_memo
+    from sonieval.engines import attempt, worker_memo
 
     if source[0] == "here":
         forward = source[1]
@@ -414,16 +381,6 @@ def _merge(total: BatchResult, res: BatchResult) -> None:
     total.failed.update(res.failed)
 
 
-def weights_dir() -> Path:
-    """Where pretrained weights are cached: ``$SONIEVAL_WEIGHTS`` or ``~/.cache/sonieval/weights``."""
-    import os
-
-    return Path(os.environ.get("SONIEVAL_WEIGHTS", Path.home() / ".cache" / "sonieval" / "weights"))
-
-
-ENCODER_INFO = "encoder.json"
-
-
 def write_encoder_info(proto: Protocol, key: str, encoder: Any, layer: Any = "input") -> Path:
     """Beside one layer's cached embeddings (folder ``key``): the encoder's provenance, the layer and its
     time axis (for the ``grid`` alignment; CLAP's grid changes from stage to stage)."""
@@ -449,13 +406,6 @@ def write_encoder_info(proto: Protocol, key: str, encoder: Any, layer: Any = "in
     except NotImplementedError:
         info["time_axis"] = None
     return write_text_atomic(proto.cache_path / "embeddings" / key / ENCODER_INFO, json.dumps(info, indent=1))
-
-
-def read_encoder_info(embedding_folder: str | Path) -> dict[str, Any]:
-    import json
-
-    path = Path(embedding_folder) / ENCODER_INFO
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 @dataclass
@@ -509,23 +459,11 @@ def codec_forward(codec: Any, device: str) -> ModelForward:
 
 
 def codec_from_info(proto: Protocol, recipe: tuple, device: str) -> Any:
-    """Codec ``name`` as this run's prepare wrote it: the mel codec with the normalisation the driver stored
-    beside its latents (``<cache>/latents/<key>/codec.json``) before sending any task."""
-    import json
-
-    from sonieval.models.codec import load_codec
-
+    """Codec ``name`` as this run's prepare wrote it: with the fitted state the driver stored beside its latents
+    (``<cache>/latents/<key>/codec.json``) before sending any task (the cache's one load path)."""
     _, name, model_id, random_init = recipe
-    spec = proto.resolved_codec(name)
-    if spec.name != "mel":
-        return load_codec(spec, weights_dir(), device=device)
-    from sonieval.models.mel_codec import MelNormalisation
-
     key = model_key(name, model_id, random_init, proto.data.clip_seconds)  # as codec_model_key in the driver
-    info = json.loads((proto.cache_path / "latents" / key / CODEC_INFO).read_text())
-    return load_codec(
-        spec, weights_dir(), device=device, normalisation=MelNormalisation.from_dict(info["normalisation"])
-    )
+    return codec_from_cache(proto, name, key, device=device)
 
 
 def encoder_targets(proto: Protocol, encoder: Any) -> list[CacheTarget]:
@@ -605,7 +543,7 @@ def run_prepare(
     engine: Any = None,
 ) -> PrepareResult:
     """Fill the embedding and latent caches for the protocol's clips, encoders and layers (resumable); the
-    forward passes run as tasks on ``engine`` (sonieval.pipeline.engines; default: this process)."""
+    forward passes run as tasks on ``engine`` (sonieval.engines; default: this process)."""
     token = _ENGINE.set(engine)
     try:
         return _prepare_all(proto, manifest, device=device, batch_size=batch_size, progress=progress)
@@ -664,9 +602,6 @@ def _prepare_all(
     return PrepareResult(table, batches)
 
 
-CODEC_INFO = "codec.json"
-
-
 def clips_for_codec(clips: pd.DataFrame, spec: Any, seed: int) -> pd.DataFrame:
     """The clips a codec encodes: all of them, or with ``codec.max_train_clips`` a seeded subset of the
     train and validation clips (the same share of each) plus every listening clip. An expensive codec
@@ -685,163 +620,42 @@ def clips_for_codec(clips: pd.DataFrame, spec: Any, seed: int) -> pd.DataFrame:
     return clips[keep].reset_index(drop=True)
 
 
-def codec_model_key(proto: Protocol, codec: Any) -> str:
-    return model_key(codec.name, codec.model_id, codec.random_init, proto.data.clip_seconds)
-
-
-def read_codec_info(latent_folder: str | Path) -> dict[str, Any]:
-    """The codec's provenance written beside its cached latents (empty when absent)."""
-    import json
-
-    path = Path(latent_folder) / CODEC_INFO
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def write_codec_info(proto: Protocol, key: str, codec: Any) -> Path:
-    """Beside the cached latents: the codec's provenance (and the mel codec's normalisation)."""
-    import json
-
-    from sonieval.files import write_text_atomic
-
-    return write_text_atomic(proto.cache_path / "latents" / key / CODEC_INFO, json.dumps(codec.describe(), indent=1))
-
-
 def prepared_codec_for(
     proto: Protocol, name: str, clips: pd.DataFrame, *, device: str = "cpu", progress: bool = False
 ) -> Any:
-    """The codec ``name`` of the protocol, ready to encode; the mel codec gets its train-split statistics."""
+    """The codec ``name`` of the protocol, ready to encode: one that learns from the data (the mel codec's
+    statistics) is fitted on the train split's clips; :func:`write_codec_info` then stores its fitted state."""
     from sonieval.models.codec import load_codec
 
-    spec = proto.resolved_codec(name)
-    if spec.name != "mel":
-        return load_codec(spec, weights_dir(), device=device)
-    return load_codec(
-        spec, weights_dir(), device=device, normalisation=_mel_normalisation(proto, spec, clips, device, progress)
-    )
+    codec = load_codec(proto.resolved_codec(name), weights_dir(), device=device)
+    if codec.fits_data:
+        train = clips[clips["split"] == "train"].sort_values("clip_id")
+        if train.empty:
+            raise DataError(
+                f"the {name} codec learns from the train split's clips (its normalisation), and there are none",
+                path=clips_table_path(proto),
+                hint="check the protocol's data.split and `sonieval data splits PROTOCOL`",
+            )
+        codec.fit(_train_audio(proto, train, f"{name} codec", progress), source=f"train split ({len(train)} clips)")
+    return codec
 
 
-def _mel_normalisation(proto: Protocol, spec: Any, clips: pd.DataFrame, device: str, progress: bool):
-    """Per-band log-mel statistics over the train split's clips (read once, in order)."""
+def _train_audio(proto: Protocol, train: pd.DataFrame, what: str, progress: bool) -> Iterator[np.ndarray]:
+    """The train split's clips at 44.1 kHz, read once, in clip order (an unreadable one is left out: the
+    latent pass records it)."""
     from tqdm.auto import tqdm
 
     from sonieval.audio import CODEC_RATE, load_clip
-    from sonieval.models.codec import load_codec
-    from sonieval.models.mel_codec import fit_mel_normalisation
 
-    train = clips[clips["split"] == "train"].sort_values("clip_id")
-    if train.empty:
-        raise DataError(
-            "the mel codec's normalisation needs train-split clips, and there are none",
-            path=clips_table_path(proto),
-            hint="check the protocol's data.split and `sonieval data splits PROTOCOL`",
-        )
-    raw = load_codec(spec, device=device)
-
-    def audio():
-        for row in tqdm(
-            train.itertuples(index=False),
-            total=len(train),
-            desc="mel codec: train-split statistics",
-            unit="clip",
-            disable=not progress,
-        ):
-            try:
-                yield load_clip(row.path, CODEC_RATE, proto.data.clip_seconds, proto.data.length_policy).samples
-            except SonievalError:
-                continue  # an unreadable clip is recorded by the latent pass; statistics use the rest
-
-    return fit_mel_normalisation(raw, audio(), source=f"train split ({len(train)} clips)")
-
-
-def load_prepared_codec(proto: Protocol, name: str, device: str = "cpu") -> Any:
-    """The codec that made the prepared latents of codec ``name`` (mel: with the stored statistics)."""
-    import json
-
-    from sonieval.models.codec import load_codec
-
-    spec = proto.resolved_codec(name)
-    if spec.name != "mel":
-        return load_codec(spec, weights_dir(), device=device)
-    from sonieval.models.mel_codec import MelNormalisation
-
-    prepared = read_prepared(proto)
-    keys = prepared[(prepared["kind"] == "latent") & (prepared["model"] == "mel") & (prepared["status"] == "done")]
-    if keys.empty:
-        raise DataError(
-            "no prepared mel-codec latents, so no normalisation statistics to decode with",
-            path=prepared_table_path(proto),
-            hint="run `sonieval prepare PROTOCOL`",
-        )
-    info_path = proto.cache_path / "latents" / str(keys["model_key"].iloc[-1]) / CODEC_INFO
-    try:
-        norm = MelNormalisation.from_dict(json.loads(info_path.read_text())["normalisation"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise DataError(
-            "the mel codec's normalisation record is missing or damaged",
-            path=info_path,
-            hint="rerun `sonieval prepare PROTOCOL`",
-        ) from None
-    return load_codec(spec, weights_dir(), device=device, normalisation=norm)
-
-
-def read_prepared(proto: Protocol) -> pd.DataFrame:
-    path = prepared_table_path(proto)
-    if not path.exists():
-        from sonieval.data.results_folder import require_tables
-
-        require_tables(proto.results_path, ["clips", "prepared"], proto.source)
-    try:
-        table = pd.read_parquet(path)
-    except Exception as exc:
-        raise DataError(
-            f"cannot read table ({type(exc).__name__})", path=path, hint="rerun `sonieval prepare PROTOCOL`"
-        ) from None
-    if "layer" not in table.columns and "kind" in table.columns:  # written before layers existed: all input
-        table.insert(
-            table.columns.get_loc("model") + 1 if "model" in table.columns else len(table.columns),
-            "layer",
-            np.where(table["kind"] == "embedding", "input", None),
-        )
-    missing = [c for c in PREPARED_COLUMNS if c not in table.columns]
-    if missing:
-        raise DataError(
-            f"prepared table lacks column(s) {', '.join(missing)}", path=path, hint="rerun `sonieval prepare PROTOCOL`"
-        )
-    return table
-
-
-def encoder_layers(proto: Protocol, spec: Any) -> list[str]:
-    """The layer labels ``encoders[i].layer`` expands into (``input``, ``layer<k>``), shallowest first.
-
-    ``input``, numbers and lists expand from the protocol alone; ``all`` needs the model's depth,
-    which the prepare stage found when it loaded the model: the layers of the prepared table.
-    """
-    from sonieval.models.layers import ALL, expand_layers, layer_label
-
-    value = spec.layer
-    if not (isinstance(value, str) and value == ALL):
-        items = value if isinstance(value, list) else [value]
-        deepest = max([int(v) for v in items if not isinstance(v, str)], default=0)
-        return [layer_label(layer) for layer in expand_layers(value, deepest)]
-    name = spec.system_name  # the prepared table's model (crepe-tiny, crepe-tiny.twin, hubert)
-    prepared = read_prepared(proto)
-    rows = prepared[(prepared["kind"] == "embedding") & (prepared["model"] == name)]
-    if rows.empty:
-        raise DataError(
-            f"encoder {name!r} has layer: all, and the prepared table holds none of its layers",
-            path=prepared_table_path(proto),
-            hint="run `sonieval prepare PROTOCOL` first",
-        )
-    from sonieval.models.layers import layer_depth, parse_layer_label
-
-    have = sorted(rows["layer"].astype(str).unique(), key=lambda label: layer_depth(parse_layer_label(label)))
-    info = read_encoder_info(proto.cache_path / "embeddings" / str(rows["model_key"].iloc[0]))
-    if "num_blocks" in info:
-        expected = ["input", *(layer_label(k) for k in range(1, int(info["num_blocks"]) + 1))]
-        if have != expected:
-            raise DataError(
-                f"encoder {name!r} has layer: all ({', '.join(expected)}), the prepared table holds {', '.join(have)}",
-                path=prepared_table_path(proto),
-                hint="rerun `sonieval prepare PROTOCOL` (it computes only the missing layers)",
-            )
-    return have
+    rows = tqdm(
+        train.itertuples(index=False),
+        total=len(train),
+        desc=f"{what}: train-split statistics",
+        unit="clip",
+        disable=not progress,
+    )
+    for row in rows:
+        try:
+            yield load_clip(row.path, CODEC_RATE, proto.data.clip_seconds, proto.data.length_policy).samples
+        except SonievalError:
+            continue

@@ -127,7 +127,7 @@ def ridge_snapshot(trainer: Any) -> dict[str, Any]:
     weights, evaluate it as a trained gate is (validation and held-out R²) and save it as epoch 0."""
     import torch
 
-    from sonieval.pipeline.train import evaluate
+    from sonieval.pipeline.evaluation import evaluate
 
     features = trainer.gate.align.rows
     if features > RIDGE_MAX_FEATURES:

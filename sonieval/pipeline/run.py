@@ -5,11 +5,13 @@ interruption or after adding a variant to the protocol only does the missing wor
 that fails (a clip that cannot be read, a run that cannot train) does not stop the others; the
 items that failed in this run are returned (:class:`RunResult`) and written to
 ``<results>/run_failures.csv``, and ``sonieval run`` lists them and exits 1.
+
+This module runs every stage, so it stands a floor above them (the stages of pipeline, metrics' score and
+the gallery never import it; tests/foundation/test_foundation_layers.py).
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,8 +20,14 @@ from typing import Any
 
 import pandas as pd
 
+from sonieval.data.esc50 import prepare_clips
 from sonieval.errors import SonievalError
+from sonieval.gallery.build import run_gallery
 from sonieval.ledger import RunLedger
+from sonieval.metrics.leaderboard import run_score
+from sonieval.pipeline.prepare import run_prepare
+from sonieval.pipeline.sonify import run_sonify
+from sonieval.pipeline.train import run_train
 from sonieval.protocol import Protocol
 
 FAILURES_NAME = "run_failures.csv"  # in the results folder: every item the last `sonieval run` could not make
@@ -28,26 +36,20 @@ FAILURES_SHOWN = 10
 
 @dataclass(frozen=True)
 class Stage:
-    name: str
-    target: str  # "module:function", called as function(proto, manifest)
-    summary: str
+    """One stage of a run: ``run(proto, manifest, *, engine)`` (every stage takes the engine; None: local)."""
 
-    def load(self) -> Callable:
-        module, func = self.target.split(":")
-        return getattr(importlib.import_module(module), func)
+    name: str
+    run: Callable[..., Any]
+    summary: str
 
 
 STAGES = [
-    Stage("clips", "sonieval.data.esc50:prepare_clips", "read and check every clip; splits and listening set"),
-    Stage("prepare", "sonieval.pipeline.prepare:run_prepare", "encoder embeddings and codec latents, cached"),
-    Stage("train", "sonieval.pipeline.train:run_train", "gate sweep: variants x learning rates x epochs"),
-    Stage("sonify", "sonieval.pipeline.sonify:run_sonify", "decode every system's listening-set clips, post-process"),
-    Stage("score", "sonieval.metrics.leaderboard:run_score", "KAD/FAD leaderboard and per-item scores"),
-    Stage(
-        "gallery",
-        "sonieval.gallery.build:run_gallery",
-        "listening gallery: loudness-aligned copies, thumbnails, the page",
-    ),
+    Stage("clips", prepare_clips, "read and check every clip; splits and listening set"),
+    Stage("prepare", run_prepare, "encoder embeddings and codec latents, cached"),
+    Stage("train", run_train, "gate sweep: variants x learning rates x epochs"),
+    Stage("sonify", run_sonify, "decode every system's listening-set clips, post-process"),
+    Stage("score", run_score, "KAD/FAD leaderboard and per-item scores"),
+    Stage("gallery", run_gallery, "listening gallery: loudness-aligned copies, thumbnails, the page"),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 
@@ -64,14 +66,6 @@ def select_stages(only: list[str] | None = None, until: str | None = None) -> li
     if until:
         stages = stages[: [s.name for s in stages].index(until) + 1] if until in [s.name for s in stages] else stages
     return stages
-
-
-def _call_stage(fn: Callable, proto: Protocol, manifest: RunLedger, engine: Any) -> Any:
-    """A stage function, given the engine when it takes one (the clips stage runs in the driver)."""
-    import inspect
-
-    takes = engine is not None and "engine" in inspect.signature(fn).parameters
-    return fn(proto, manifest, engine=engine) if takes else fn(proto, manifest)
 
 
 @dataclass
@@ -125,7 +119,7 @@ def run_protocol(
 ) -> RunResult:
     """Run the selected stages in order; one failed item does not stop the others (see the result).
 
-    ``engine`` (sonieval.pipeline.engines; default local) runs the stages' tasks: prepare, train, sonify, score.
+    ``engine`` (sonieval.engines; default local) runs the stages' tasks: prepare, train, sonify, score.
     This process is held to the engine's thread count meanwhile, so the driver's own work (splits, statistics,
     the bootstrap) is done as under any engine of the same ``threads`` (byte-identical runs: see engines)."""
     import contextlib
@@ -138,7 +132,7 @@ def run_protocol(
             echo(f"[{stage.name}] {stage.summary}")
             t0 = time.perf_counter()
             since = time.time()
-            out = _call_stage(stage.load(), proto, manifest, engine)
+            out = stage.run(proto, manifest, engine=engine)
             result.timings[stage.name] = time.perf_counter() - t0
             failed = stage_failures(manifest, stage.name, since)
             parts.append(failed)

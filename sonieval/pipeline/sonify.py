@@ -27,7 +27,7 @@ the next unsharded ``sonify`` (or ``sonieval run``) merges the shard ledgers, de
 made and writes the complete table. Called with the run's own manifest and a shard, every shard
 rebuilds the table under a file lock (one machine only).
 
-The decodes run as tasks on an engine (:mod:`sonieval.pipeline.engines`: local or Ray), one task per
+The decodes run as tasks on an engine (:mod:`sonieval.engines`: local or Ray), one task per
 decode batch; the driver alone records them.
 """
 
@@ -44,11 +44,11 @@ import numpy as np
 import pandas as pd
 
 from sonieval.audio import CODEC_RATE, fit_length, load_clip, write_wav
+from sonieval.engines import LocalEngine, Task, attempt, resolve_device, run_tasks, worker_memo
 from sonieval.errors import DataError, SonievalError
 from sonieval.files import sha256_file
 from sonieval.ledger import BatchResult, ItemOutcome, LedgerItem, RunLedger
-from sonieval.pipeline.postprocess import apply_postprocess, needs_embedding_rescale, rescale_embedding
-from sonieval.pipeline.prepare import (
+from sonieval.pipeline.cache import (
     USABLE_STATUS,
     clips_table_path,
     codec_model_key,
@@ -56,9 +56,10 @@ from sonieval.pipeline.prepare import (
     load_array,
     load_prepared_codec,
     read_prepared,
-    resolve_device,
 )
-from sonieval.pipeline.train import checkpoint_path, load_checkpoint, plan_runs, time_axis_from
+from sonieval.pipeline.postprocess import apply_postprocess, needs_embedding_rescale, rescale_embedding
+from sonieval.pipeline.train import plan_runs
+from sonieval.pipeline.trainer import checkpoint_path, load_checkpoint, time_axis_from
 from sonieval.protocol import Protocol
 from sonieval.tables import (
     CODEC_SLOT,
@@ -410,7 +411,6 @@ def run_sonify(
     """Sonify every (system, listening clip) of this shard as tasks on ``engine`` (default: local), one per decode
     batch; then rebuild the sonifications table (``write_table=False`` with a shard: it has its own ledger)."""
     from sonieval.data.results_folder import require_tables
-    from sonieval.pipeline.engines import LocalEngine, Task, run_tasks, worker_memo
 
     require_tables(proto.results_path, ["clips", "prepared"], proto.source)  # the first missing one, named
     device_option, device = device, resolve_device(device)
@@ -455,7 +455,6 @@ def sonify_group(items: list[LedgerItem], proto: Protocol, device: str = "auto")
     """The task: decode one batch of units (one gate or the codec) and write their post-processed WAVs.
 
     Runs in a worker (engines): the codec is loaded once per worker process; nothing touches the ledger."""
-    from sonieval.pipeline.engines import attempt, worker_memo
 
     device = resolve_device(device)
     units: list[DecodeUnit] = [it.payload for it in items]

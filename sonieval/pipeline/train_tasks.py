@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sonieval.engines import Answer, Engine, Task, attempt, item_error, resolve_device, worker_memo
 from sonieval.errors import SonievalError
 from sonieval.ledger import ItemOutcome, LedgerItem
-from sonieval.pipeline.engines import Answer, Engine, Task, attempt, item_error, worker_memo
+from sonieval.pipeline.trainer import GateTrainer, PairedData, run_summary, train_one_run, write_losses
 from sonieval.protocol import Protocol
 
 MAX_GATES_PER_TASK = 8
@@ -62,8 +63,6 @@ def train_tasks(
 def train_gates(items: list[LedgerItem], proto: Protocol, device: str = "auto", progress: bool = False) -> Answer:
     """The task: train the items' gates together (untrained controls one by one); answers per item."""
     from sonieval.ledger import inputs_hash
-    from sonieval.pipeline.prepare import resolve_device
-    from sonieval.pipeline.train import PairedData, train_one_run
 
     device = resolve_device(device)
     data = items[0].payload[1]
@@ -150,7 +149,6 @@ def train_together(
 
 def _start(proto, runs, data, device, out) -> dict[str, Any]:
     """One GateTrainer per run, resumed from its own state; the validation pairs are held once."""
-    from sonieval.pipeline.train import GateTrainer
 
     trainers: dict[str, Any] = {}
     shared = None
@@ -245,7 +243,6 @@ class _Batch:
 
 def _end_epoch(tr, epoch: int, writer) -> None:
     """As ``train_one_run`` after each epoch: validate, snapshots, resume state, losses."""
-    from sonieval.pipeline.train import write_losses
 
     tr.validate(epoch, writer)
     writer.flush()
@@ -259,7 +256,6 @@ def _finish(proto, tr) -> ItemOutcome:
     import pandas as pd
 
     from sonieval.pipeline.figures import plot_loss_curves
-    from sonieval.pipeline.train import run_summary
 
     logdir = proto.results_path / "training" / tr.run.run_id
     losses_path = logdir / "losses.csv"

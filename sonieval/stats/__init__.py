@@ -1,6 +1,6 @@
 """Statistics of listening studies: the correlation report and reliability on tidy tables.
 
-Public API (DataFrames in, DataFrames out; see README "Python API (stats)"):
+Public API (DataFrames in, DataFrames out; see docs/api.md#reports-and-reliability-on-dataframes):
 
 - :func:`report` — the correlation report of ratings against scores (DataFrames or table paths);
   returns a :class:`ReportResult` (``tables``: name → DataFrame, ``summary``: dict) and writes

@@ -398,10 +398,11 @@ def primary_metric(scores: pd.DataFrame) -> str:
 
 
 def reference_table(means: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """The reference work's table form: system, visual mean, audio mean, rank by the objective score."""
-    wide = means.pivot_table(index="system_id", columns="attribute", values="mean").reset_index()
+    """The reference work's table form: system, the mean of each attribute (visual_mean, audio_mean, ...),
+    rank by the objective score."""
+    wide = means.pivot_table(index="system_id", columns="attribute", values="mean")
+    wide = wide.rename(columns=lambda a: f"{a}_mean").reset_index()
     wide.columns.name = None
-    wide = wide.rename(columns={a: f"{a}_mean" for a in ("visual", "audio")})
     if scores.empty:
         return wide
     primary = primary_metric(scores)

@@ -9,6 +9,7 @@ to do. Metric directions live here, so that every part of the report agrees on w
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from sonieval.errors import DataError
 from sonieval.files import sha256_file
 from sonieval.measures import direction as catalogue_direction
 from sonieval.measures import measure_names
-from sonieval.tables import RATING_ATTRIBUTES, RATING_ROLES, check_columns, read_table
+from sonieval.rating_attributes import RATING_ATTRIBUTES
+from sonieval.tables import RATING_ROLES, check_columns, read_table
 
 __all__ = [
     "METRIC_DIRECTIONS",
@@ -167,13 +169,16 @@ def check_ratings(
     path: str | os.PathLike | None = None,
     simulated: bool | None = None,
     duplicates: str | None = None,
+    attributes: Sequence[str] | None = None,
 ) -> Ratings:
     """Check a ratings table (the columns in RATINGS_REQUIRED) against the declared integer scale.
 
     Rows without a rater, clip, system, role, attribute or mark are dropped and counted (a
     half-finished session leaves such rows); a mark outside ``[scale_min, scale_max]``, a
     non-integer mark, an unknown role or attribute is an error, because it means the table is
-    not on the declared scale or not a ratings table. Duplicated (rater, trial, attribute) rows
+    not on the declared scale or not a ratings table. ``attributes``: the rating attributes the
+    study asked (a protocol's ``study.attributes``); default: the catalogue's
+    (:data:`sonieval.rating_attributes.RATING_ATTRIBUTES`). Duplicated (rater, trial, attribute) rows
     are an error naming the first few, unless ``duplicates`` is ``first``, ``last`` (by
     ``submitted_at`` when present, else table order) or ``mean`` (their mean mark); the choice
     and the rows it touched are in the notes, and every later stage sees the same rows.
@@ -187,7 +192,7 @@ def check_ratings(
             f"unknown duplicates policy {duplicates!r}", path=where, hint=f"use one of {', '.join(DUPLICATE_POLICIES)}"
         )
     df, notes = _complete_rows(df, where, scale_min, scale_max)
-    _check_values(df, where, scale_min, scale_max)
+    _check_values(df, where, scale_min, scale_max, tuple(attributes or RATING_ATTRIBUTES))
     df["mark"] = df["mark"].to_numpy(dtype=float).astype(np.int64)
     df, dup_note = resolve_duplicates(df, duplicates, where)
     if dup_note:
@@ -249,15 +254,20 @@ def _complete_rows(df: pd.DataFrame, where, scale_min: int, scale_max: int) -> t
     return df, notes
 
 
-def _check_values(df: pd.DataFrame, where, scale_min: int, scale_max: int) -> None:
+def _check_values(df: pd.DataFrame, where, scale_min: int, scale_max: int, attributes: tuple[str, ...]) -> None:
     """Known roles and attributes; integer marks on the declared scale (else one DataError)."""
-    for col, allowed in (("role", RATING_ROLES), ("attribute", RATING_ATTRIBUTES)):
+    for col, allowed in (("role", RATING_ROLES), ("attribute", attributes)):
         bad = ~df[col].isin(allowed)
         if bad.any():
+            more = (
+                "; a study's own: its protocol's study.attributes (--protocol) or attributes="
+                if col == "attribute"
+                else ""
+            )
             raise DataError(
                 f"column {col} has unknown value(s) {sorted(df.loc[bad, col].unique())[:5]}",
                 path=where,
-                hint=f"allowed: {', '.join(allowed)}",
+                hint=f"allowed: {', '.join(allowed)}{more}",
             )
     marks = df["mark"].to_numpy(dtype=float)
     not_int = marks != np.round(marks)
@@ -360,10 +370,13 @@ def load_ratings(
     scale_min: int | None = None,
     scale_max: int | None = None,
     duplicates: str | None = None,
+    attributes: Sequence[str] | None = None,
 ) -> Ratings:
     df = read_table(path, "ratings", RATINGS_REQUIRED)
     scale_min, scale_max, note = declared_scale(df, scale_min, scale_max)
-    ratings = check_ratings(df, scale_min=scale_min, scale_max=scale_max, path=path, duplicates=duplicates)
+    ratings = check_ratings(
+        df, scale_min=scale_min, scale_max=scale_max, path=path, duplicates=duplicates, attributes=attributes
+    )
     if note:
         ratings.notes.append(note)
     ratings.source = InputFile("ratings", os.fspath(path), sha256_file(path), int(len(df)))
@@ -534,20 +547,28 @@ def _frame(data, kind: str) -> pd.DataFrame | None:
     raise DataError(
         f"{kind} must be a pandas DataFrame or a path to a .csv/.parquet table, not {type(data).__name__}",
         path=kind,
-        hint=f"see README, Tables: the {kind} columns",
+        hint=f"see docs/results.md#tables: the {kind} columns",
     )
 
 
 def read_ratings(
-    data, *, scale_min: int | None = None, scale_max: int | None = None, duplicates: str | None = None
+    data,
+    *,
+    scale_min: int | None = None,
+    scale_max: int | None = None,
+    duplicates: str | None = None,
+    attributes: Sequence[str] | None = None,
 ) -> Ratings:
-    """Checked ratings from a DataFrame or a table file (scale: given, else the table's, else 1–5)."""
+    """Checked ratings from a DataFrame or a table file (scale: given, else the table's, else 1–5;
+    ``attributes``: the study's, else the catalogue's)."""
     df = _frame(data, "ratings")
     if df is None:
-        return load_ratings(data, scale_min=scale_min, scale_max=scale_max, duplicates=duplicates)
+        return load_ratings(
+            data, scale_min=scale_min, scale_max=scale_max, duplicates=duplicates, attributes=attributes
+        )
     check_columns(df, "ratings", "ratings", RATINGS_REQUIRED)
     lo, hi, note = declared_scale(df, scale_min, scale_max)
-    ratings = check_ratings(df, scale_min=lo, scale_max=hi, duplicates=duplicates)
+    ratings = check_ratings(df, scale_min=lo, scale_max=hi, duplicates=duplicates, attributes=attributes)
     ratings.notes += [note] if note else []
     ratings.source = frame_source("ratings", df)
     return ratings

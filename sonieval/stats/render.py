@@ -134,7 +134,7 @@ class _FigureWriter:
 def _random_marks(scores, stamp: str) -> tuple[dict[str, str], str]:
     """Systems made with randomly initialised models carry the leaderboard's marks on every figure,
     explained in the stamp under each figure."""
-    from sonieval.metrics.leaderboard import RANDOM_CODEC_MARK, RANDOM_ENCODER_MARK, random_mark
+    from sonieval.tables import RANDOM_CODEC_MARK, RANDOM_ENCODER_MARK, random_mark
 
     overall = scores.overall.drop_duplicates("system_id").set_index("system_id")
     marks = {str(sid): random_mark(row) for sid, row in overall.iterrows()}
@@ -297,7 +297,7 @@ def _reliability_view(table: pd.DataFrame) -> pd.DataFrame:
 def _examples(out_dir: Path, tables: dict[str, pd.DataFrame]) -> list[tuple[str, str]]:
     """(system, link) to each rated system's column in the results folder's listening gallery, where every
     sonification is shown and played with the marks raters gave it; none for a report outside a results folder."""
-    from sonieval.gallery.links import in_results_folder, system_link
+    from sonieval.gallery_links import in_results_folder, system_link
 
     results = in_results_folder(out_dir)
     means = tables.get("system_means")

@@ -53,6 +53,7 @@ class ReportOptions:
     seed: int = 0
     rules: ScreeningRules = field(default_factory=ScreeningRules)
     duplicates: str | None = None  # None: duplicated (rater, trial, attribute) rows are an error; first|last|mean
+    attributes: tuple[str, ...] | None = None  # the study's rating attributes; None: the catalogue's (visual, audio)
     figures: bool = True
     progress: bool = False  # a tqdm bar over the stages (the CLI turns it on)
     simulated: bool | None = None  # None: from the ratings' `simulated` column
@@ -72,6 +73,7 @@ class ReportOptions:
         return cls(
             scale_min=proto.study.scale_min,
             scale_max=proto.study.scale_max,
+            attributes=tuple(a.name for a in proto.study.rating_attributes),
             n_boot=spec.bootstrap,
             seed=proto.seed,
             rules=ScreeningRules.from_spec(spec),
@@ -137,7 +139,7 @@ def report(
     """The correlation report of ``ratings`` against ``scores``; files only when ``out_dir`` is given.
 
     ``ratings``, ``scores``, ``item_scores`` and ``clips`` are each a pandas DataFrame or a path to
-    a .csv/.parquet table with the columns of README "Tables" (ratings need ``rater_id, clip_id,
+    a .csv/.parquet table with the columns of docs/results.md#tables (ratings need ``rater_id, clip_id,
     system_id, attribute, mark``; scores ``system_id, metric, value``; item scores ``system_id,
     clip_id, metric, value``; clips ``clip_id, category``, for per-class rows). ``options``: a
     :class:`ReportOptions`; keyword ``overrides`` set its fields (``n_boot=200, seed=1,
@@ -194,7 +196,13 @@ class _Inputs:
 
 def _read(ratings, scores, item_scores, clips, options: ReportOptions) -> _Inputs:
     """Checked tables (from DataFrames or files), where each came from, and the notes on the way."""
-    r = read_ratings(ratings, scale_min=options.scale_min, scale_max=options.scale_max, duplicates=options.duplicates)
+    r = read_ratings(
+        ratings,
+        scale_min=options.scale_min,
+        scale_max=options.scale_max,
+        duplicates=options.duplicates,
+        attributes=options.attributes,
+    )
     if options.simulated is not None:
         r.simulated = r.simulated or options.simulated
     s = read_scores(scores)

@@ -8,7 +8,11 @@
 - ``familiarisation.py``: the "near 1" / "near 5" examples: anchor and hidden reference of a clip no one rates.
 - ``texts.py``: what the pages say, including every plain-sentence answer to a rater.
 - ``waveforms.py``: original-above-stimulus PNGs, rendered once and cached.
-- ``store.py``: SQLAlchemy storage (SQLite default, PostgreSQL by URL), schema versioned.
+- ``store/``: SQLAlchemy storage (SQLite default, PostgreSQL by URL), schema versioned and migrated in
+  place; by responsibility: ``schema``, ``migrations``, ``connection``, ``records``, ``admin`` (creating a
+  study), ``planning`` and ``enrolment`` (raters and their plans), ``submissions`` and ``sessions``,
+  ``exports`` (:mod:`sonieval.study.store`).
+- ``tokens.py``: rater and admin tokens (256 random bits), stored only as hashes.
 - ``options.py``: how a study is shown and run: title, rating scale, sessions, enrolment, headphone check.
 - ``session.py``: what a rater and an admin may do, each behind a token; the listening rule,
   sessions and breaks, the headphone check, crowd enrolment (platform ids, keyed address hash).
@@ -19,6 +23,8 @@
 - ``create.py``: make a study from the protocol's tables, ``study.audio_dir`` or folders.
 - ``export.py``: the ratings table (CSV, Parquet), progress and screening tables.
 - ``server.py``: start and own ``streamlit run study_app/app.py``, record its address, build links.
-- ``browser.py``, ``loadtest.py``, ``pgtemp.py``: headless-Chromium rater driver, Streamlit-protocol
-  raters for crowd load, and throwaway PostgreSQL (tests, benchmark, deployment smoke tests).
+
+The questions a study asks (``visual``, ``audio``, or the protocol's own) are the rating attributes of
+:mod:`sonieval.rating_attributes`. The headless-Chromium rater driver, the Streamlit-protocol raters for
+crowd load and the throwaway PostgreSQL that the tests and the benchmark use live in ``tests/harness/``.
 """

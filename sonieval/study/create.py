@@ -33,6 +33,7 @@ from pathlib import Path
 
 from sonieval.data.results_folder import check_audio_folders, check_sonifications
 from sonieval.errors import DataError, ProtocolError
+from sonieval.rating_attributes import RatingAttribute, RatingAttributeError, resolve_rating_attributes
 from sonieval.study.design import (
     DesignConfig,
     StimulusSource,
@@ -60,7 +61,8 @@ class StudySettings:
 
     study_id: str
     mode: str = "joint"
-    attributes: tuple[str, ...] = ("visual", "audio")
+    # catalogue names or definitions (sonieval.rating_attributes); the protocol's study.attributes
+    attributes: tuple[str | RatingAttribute, ...] = ("visual", "audio")
     scale_min: int = 1
     scale_max: int = 5
     design: str = "full"
@@ -89,10 +91,16 @@ class StudySettings:
         return LevelSpec(self.loudness_lufs, self.true_peak_dbtp)
 
     @property
+    def rating_attributes(self) -> tuple[RatingAttribute, ...]:
+        try:
+            return resolve_rating_attributes(self.attributes)
+        except RatingAttributeError as exc:
+            raise ProtocolError(f"study.attributes: {exc}") from None
+
+    @property
     def config(self) -> DesignConfig:
-        return DesignConfig(
-            self.mode, tuple(self.attributes), self.design, self.trials_per_rater, self.min_ratings_per_trial, self.seed
-        )
+        names = tuple(a.name for a in self.rating_attributes)
+        return DesignConfig(self.mode, names, self.design, self.trials_per_rater, self.min_ratings_per_trial, self.seed)
 
     @classmethod
     def from_protocol(cls, proto) -> StudySettings:
@@ -100,7 +108,7 @@ class StudySettings:
         return cls(
             study_id=proto.study_id,
             mode=s.mode,
-            attributes=tuple(s.attributes),
+            attributes=s.rating_attributes,
             scale_min=s.scale_min,
             scale_max=s.scale_max,
             design=s.design,
@@ -163,7 +171,7 @@ class StudySettings:
             if self.headphones.enabled
             else self.headphones
         )
-        return StudyOptions(self.title, self.rating_scale, self.sessions, enrol, heads), key
+        return StudyOptions(self.title, self.rating_scale, self.sessions, enrol, heads, self.rating_attributes), key
 
 
 @dataclass
@@ -287,8 +295,7 @@ def create_study(
     familiarisation examples come from one that is not rated."""
     notes = list(notes or [])
     study_dir = Path(study_dir)
-    if settings.attributes and any(a not in ("visual", "audio") for a in settings.attributes):
-        raise ProtocolError(f"study.attributes {settings.attributes!r}: allowed are visual and audio")
+    n_attributes = len(settings.rating_attributes)  # an unknown or invalid attribute: one ProtocolError line
     if settings.mode not in ("joint", "split", "multi"):
         raise ProtocolError(f"study.mode {settings.mode!r}: allowed are joint, split and multi")
     anchor_id = (
@@ -303,7 +310,8 @@ def create_study(
         attention_checks=settings.attention_checks,
         scale_min=settings.scale_min,
         scale_max=settings.scale_max,
-        joint=settings.mode in ("joint", "multi") or len(settings.attributes) == 1,
+        joint=settings.mode in ("joint", "multi") or n_attributes == 1,
+        n_marks=n_attributes,
         seed=settings.seed,
     )
     check_subset_balance(sum(t.role == "sonification" for t in trial_list), settings.config, settings.n_raters)

@@ -118,7 +118,7 @@ class PlanStep:
     position: int
     trial_id: str  # the page's (first) trial
     attributes: tuple[str, ...]
-    block: str  # joint | visual | audio | multi
+    block: str  # joint | multi | the attribute's name (split mode: visual, audio, ...)
     trials: tuple[str, ...] = ()  # multi: every trial of the page, in the rater's order
 
     @property
@@ -357,8 +357,10 @@ def build_trials(
     scale_max: int,
     joint: bool,
     seed: int,
+    n_marks: int = 2,
 ) -> list[Trial]:
-    """The study's trials, with ids that reveal nothing (a seeded shuffle of t0001, t0002, ...)."""
+    """The study's trials, with ids that reveal nothing (a seeded shuffle of t0001, t0002, ...).
+    ``joint``: a page takes every attribute, ``n_marks`` of them (an attention check's instruction names them)."""
     trials: list[Trial] = []
     for s in sources:
         if s.role == "reference" and not hidden_reference:
@@ -379,7 +381,7 @@ def build_trials(
         cid = clip_ids[int(rng.integers(len(clip_ids)))]
         cat = next(t.category for t in trials if t.clip_id == cid)
         expected = targets[i % 2]
-        what = "both marks" if joint else "the mark"
+        what = "the mark" if not joint or n_marks == 1 else "both marks" if n_marks == 2 else "every mark"
         trials.append(
             Trial(
                 "",

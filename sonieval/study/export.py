@@ -1,4 +1,4 @@
-"""The ratings table (DESIGN.md §3) and the admin view's progress and screening tables.
+"""The ratings table (docs/results.md#tables) and the admin view's progress and screening tables.
 
 ``ratings_frame`` joins every stored mark with its trial and rater, so the export carries
 the full design: the contract columns (``RATINGS_COLUMNS``) plus the sonification's ``control`` (``none``, ``untrained``,
@@ -388,17 +388,17 @@ def progress_per_trial(store: StudyStore, study_id: str) -> pd.DataFrame:
         if len(r)
         else pd.DataFrame()
     )
-    counts = counts.add_prefix("n_") if len(counts) else counts
     means = (
         r.pivot_table(index="trial_id", columns="attribute", values="mark", aggfunc="mean")
         if len(r)
         else pd.DataFrame()
     )
-    means = means.add_prefix("mean_") if len(means) else means
-    out = t.set_index("trial_id").join(assigned).join(counts).join(means)
+    # n_<attribute>, mean_<attribute> for every attribute the study asks, marked yet or not
+    info = store.study(study_id)
+    counts, means = (f.reindex(columns=list(info.attributes)) for f in (counts, means))
+    out = t.set_index("trial_id").join(assigned).join(counts.add_prefix("n_")).join(means.add_prefix("mean_"))
     out["raters_assigned"] = out["raters_assigned"].fillna(0).astype(int)
     # M (min_ratings_per_trial) is planned for sonification trials: flag those still short of it.
-    info = store.study(study_id)
     n_cols = [c for c in out.columns if c.startswith("n_")]
     fewest = out[n_cols].fillna(0).min(axis=1) if n_cols else pd.Series(0, index=out.index)
     out["min_ratings_reached"] = (fewest >= info.min_ratings_per_trial) | (out["role"] != "sonification")
@@ -412,11 +412,11 @@ def screening_per_rater(
 
     ``reference_low`` counts hidden-reference marks ≤ ``reference_max_mark`` and ``anchor_high``
     anchor marks ≥ ``anchor_min_mark``; by default the report's screening thresholds on this
-    study's scale (:meth:`sonieval.stats.screening.ScreeningRules.for_scale`: 3 and 4 on 1–5,
+    study's scale (:meth:`sonieval.screening_rules.ScreeningRules.for_scale`: 3 and 4 on 1–5,
     BS.1534's 90 on 0–100). The decision to exclude a rater is the report's (sonieval.stats), not
     the app's.
     """
-    from sonieval.stats.screening import ScreeningRules
+    from sonieval.screening_rules import ScreeningRules
 
     info = store.study(study_id)
     rules = ScreeningRules().for_scale(info.scale_min, info.scale_max)

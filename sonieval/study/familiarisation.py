@@ -31,7 +31,7 @@ _RATE = 16_000  # the rate logmel_l1 compares at
 def distance(a: np.ndarray, b: np.ndarray, rate: int) -> float:
     """``logmel_l1`` of ``a`` against ``b`` (both at ``rate``)."""
     from sonieval.audio import resample
-    from sonieval.metrics.items import logmel_l1
+    from sonieval.logmel import logmel_l1
 
     return logmel_l1(resample(a, rate, _RATE), resample(b, rate, _RATE))
 
@@ -48,7 +48,7 @@ def choose_examples(writer, spare: dict[str, Path], anchor) -> tuple[dict, dict[
     farthest from its original; ``({}, {})`` without an unrated clip. ``writer``: the study's
     :class:`~sonieval.study.prepare.StimulusWriter`; ``anchor``: its AnchorSettings."""
     from sonieval.audio import read_audio
-    from sonieval.study.loudness import apply_gain, clip_level, measure_stimulus
+    from sonieval.loudness import apply_gain, clip_level, measure_stimulus
 
     rate, far = writer.fmt.sample_rate, {}
     for clip_id, path in spare.items():

@@ -20,12 +20,18 @@ no headphone check, labelled radio marks). Built from the protocol's ``study`` s
   address is the one the outermost trusted proxy added to ``X-Forwarded-For``.
 - :class:`Headphones`: the antiphase check of Woods et al. (2017)
   (:mod:`sonieval.study.headphone`) before the first rating page; ``salt`` names its files.
+- ``rating_attributes``: the definition of every attribute the study asks (wording, scale ends,
+  what the page shows; :class:`sonieval.rating_attributes.RatingAttribute`), as it was asked, so the
+  pages and the export show the raters' wording; empty for a study made before they were stored
+  (its attributes are the catalogue's).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+
+from sonieval.rating_attributes import RatingAttribute
 
 RATING_SCALES = ("categories", "mushra")
 
@@ -79,6 +85,7 @@ class StudyOptions:
     sessions: Sessions = field(default_factory=Sessions)
     enrolment: Enrolment = field(default_factory=Enrolment)
     headphones: Headphones = field(default_factory=Headphones)
+    rating_attributes: tuple[RatingAttribute, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -97,6 +104,8 @@ class StudyOptions:
             if f.name in parts:
                 known = {g.name for g in fields(parts[f.name])}
                 value = parts[f.name](**{k: v for k, v in value.items() if k in known})
+            elif f.name == "rating_attributes":
+                value = tuple(RatingAttribute(**a) for a in value)
             kw[f.name] = value
         return cls(**kw)
 

@@ -7,11 +7,11 @@ same answer as no token (``None`` / :class:`AccessDenied`), so the app reveals n
 **The listening rule.** The page's A/B player (:mod:`sonieval.study.player`) measures how long
 each sound was actually played (audio-clock time with that sound selected) and its report
 arrives with the submit. The server decides (:meth:`StudyStore.check_listening`): every stimulus
-of an audio page must have been played for ``min_listen_fraction`` x its duration, and the time
-played on the page together may not exceed the time since the page was first shown (the
-player plays one sound at a time, so a larger claim was not measured by it). The browser's
-countdown is a display of the same rule; its "reached" flag is never trusted. The listening
-time per sound is stored and exported. Its limit: it proves the sounds were played, not that
+of a page with sound (an attribute that plays it, as ``audio`` does) must have been played for
+``min_listen_fraction`` x its duration, and the time played on the page together may not exceed
+the time since the page was first shown (the player plays one sound at a time, so a larger claim
+was not measured by it). The browser's countdown is a display of the same rule; its "reached"
+flag is never trusted. The listening time per sound is stored and exported. Its limit: it proves the sounds were played, not that
 someone listened; the hidden reference, the anchor, the attention checks and the headphone
 check (screened in the admin view and the report) catch raters who do not.
 
@@ -163,7 +163,7 @@ class RaterSession:
         decodes them while the rater works on this page, so the next page is ready sooner); empty
         for the last page or a page without sounds."""
         step = state.following
-        if step is None or "audio" not in step.attributes:
+        if step is None or not self.info.with_sound(step.attributes):
             return []
         return [sound.path for sound in self._page_sounds(step, self.store.trials(self.study_id))]
 
@@ -176,10 +176,10 @@ class RaterSession:
         return out
 
     def min_listen_s(self, state: StepState) -> float:
-        """Seconds each stimulus must be played before an audio mark (the player's countdown): the
+        """Seconds each stimulus must be played before a page with sound is marked (the player's countdown): the
         longest of the page's per-stimulus minimums, so the countdown never ends before the rule does."""
         info = self.info
-        if state.step is None or "audio" not in state.step.attributes or info.min_listen_fraction <= 0:
+        if state.step is None or not info.with_sound(state.step.attributes) or info.min_listen_fraction <= 0:
             return 0.0
         return max(info.min_listen_fraction * t.stimulus_seconds for t in state.trials)
 

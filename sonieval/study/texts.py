@@ -1,8 +1,8 @@
-"""What the rating pages say: the questions, the labelled scale ends, and every answer to a rater.
+"""What the rating pages say around the questions, and every answer to a rater.
 
-The reference work marked "from 1 to 5 (1 = very low quality / totally different from the
-original, 5 = high quality)" for audio similarity and waveform-shape similarity (§3); the
-same wording is used here, with "the same as the original" added to the top end.
+The questions themselves and what their scale's ends mean are the study's attributes'
+(:mod:`sonieval.rating_attributes`: the reference work's wording for ``visual`` and ``audio``, or
+the protocol's own); the functions below put them on the page.
 
 A rater is never shown a traceback, a file path or an internal message: every refused or
 failed action is answered with one of the plain sentences below, and the page stays usable.
@@ -12,16 +12,9 @@ from __future__ import annotations
 
 import math
 
-QUESTIONS = {
-    "visual": "Waveform: how similar is the shape of the sonification's waveform (bottom) to the original's (top)?",
-    "audio": "Audio: how similar does the sonification sound to the original?",
-}
-SHORT_QUESTIONS = {
-    "visual": "shape",
-    "audio": "sound",
-}  # under a rating panel's sliders (the full question is their label)
-LOW_END = "very low quality / totally different from the original"
-HIGH_END = "high quality / the same as the original"
+# The similarity scale's ends: the familiarisation examples are its ends (the anchor, the hidden reference).
+from sonieval.rating_attributes import HIGH_END, HIGH_SHORT, LOW_END, LOW_SHORT
+
 KEYBOARD_HINT = (
     "Keyboard: in the player, Space plays and pauses, the key on a sound's button switches to it at the same "
     "moment (r: the original R; 1-9 or the sound's letter), L loops, S stops; Tab moves to a question, Space and "
@@ -30,35 +23,43 @@ KEYBOARD_HINT = (
 PLAYER_HINT = "R is the original (key r). Switching keeps the playhead, so you can compare the same moment."
 
 
-LOW_SHORT = "totally different"
-HIGH_SHORT = "the same"
+def scale_caption(scale_min: int, scale_max: int, low: str = LOW_END, high: str = HIGH_END) -> str:
+    return f"{scale_min} = {low}; {scale_max} = {high}."
 
 
-def scale_caption(scale_min: int, scale_max: int) -> str:
-    return f"{scale_min} = {LOW_END}; {scale_max} = {HIGH_END}."
+def page_scale_caption(attributes, scale_min: int, scale_max: int) -> str:
+    """The caption under a page's questions: what the ends mean, once when its attributes
+    (:class:`~sonieval.rating_attributes.RatingAttribute`) share them, else per question (its short form)."""
+    ends = list(dict.fromkeys(a.ends for a in attributes))
+    if len(ends) == 1:
+        return scale_caption(scale_min, scale_max, *ends[0])
+    return " ".join(f"{a.short.capitalize()}: {scale_caption(scale_min, scale_max, *a.ends)}" for a in attributes)
 
 
-def mark_label(mark: int, scale_min: int, scale_max: int) -> str:
-    """Short labels so the scale fits on one line; the full end labels are in the caption."""
+def mark_label(mark: int, scale_min: int, scale_max: int, low: str = LOW_SHORT, high: str = HIGH_SHORT) -> str:
+    """Short labels so the scale fits on one line (``low``, ``high``: the attribute's
+    ``low_short``, ``high_short``); the full end labels are in the caption."""
     if mark == scale_min:
-        return f"{mark} ({LOW_SHORT})"
+        return f"{mark} ({low})"
     if mark == scale_max:
-        return f"{mark} ({HIGH_SHORT})"
+        return f"{mark} ({high})"
     return str(mark)
 
 
-def slider_label(mark: object, scale_min: int, scale_max: int) -> str:
+def slider_label(mark: object, scale_min: int, scale_max: int, low: str = LOW_SHORT, high: str = HIGH_SHORT) -> str:
     """The 0-100 slider's labels: ``-`` until moved, the ends named (the full labels are in the caption)."""
     if mark is None or mark == UNRATED:
         return "not rated yet"
-    return mark_label(int(mark), scale_min, scale_max)  # type: ignore[arg-type]
+    return mark_label(int(mark), scale_min, scale_max, low, high)  # type: ignore[arg-type]
 
 
 UNRATED = "-"
 
 
-def block_intro(block: str) -> str:
-    return {
+def block_intro(block: str, shows: tuple[str, ...] = (), n_marks: int = 2) -> str:
+    """The line above a page's questions: by the page's ``block`` (``panel``: a rating panel), and
+    for a page of one attribute or of a joint page by what it ``shows`` (waveform, sound)."""
+    fixed = {
         "panel": (
             "Compare every sound (A, B, ...) with the original R: play, switch as often as you like (the key is on "
             "each button), then set every slider. Click a waveform to enlarge it."
@@ -67,10 +68,20 @@ def block_intro(block: str) -> str:
             "Every sound below (A, B, ...) is compared with the original R. Listen to each, switch as often as "
             "you like, then give every sound its marks."
         ),
-        "joint": "Listen to both clips and look at their waveforms, then give both marks.",
-        "visual": "This block is about the waveforms only: compare the two pictures.",
-        "audio": "This block is about sound only: listen to both clips (waveforms are hidden).",
-    }.get(block, "")
+    }
+    if block in fixed:
+        return fixed[block]
+    marks = "both marks" if n_marks == 2 else "every mark" if n_marks > 2 else "the mark"
+    if block == "joint":
+        return {
+            ("waveform",): f"Look at both waveforms, then give {marks}.",
+            ("sound",): f"Listen to both clips, then give {marks}.",
+        }.get(shows, f"Listen to both clips and look at their waveforms, then give {marks}.")
+    return {  # a block of one attribute (split mode, or a study of one attribute)
+        ("waveform",): "This block is about the waveforms only: compare the two pictures.",
+        ("sound",): "This block is about sound only: listen to both clips (waveforms are hidden).",
+        ("waveform", "sound"): "Listen to both clips and look at their waveforms, then give the mark.",
+    }.get(shows, "")
 
 
 # ----------------------------------------------------------------------------- answers to a rater

@@ -12,7 +12,7 @@ import pytest
 from sonieval.audio import decode_audio_bytes, read_audio
 from sonieval.gallery import make_copy, read_sound_file
 from sonieval.gallery.copies import COPY_FORMAT, LOUDNESS_TOLERANCE_LU, CopyFormat, copy_key
-from sonieval.study.loudness import (
+from sonieval.loudness import (
     CEILING_DBTP,
     LIMITED_BY_TRUE_PEAK,
     REACHED,

@@ -41,7 +41,10 @@ def check_output(out, proto, encoder_name):
 
 @pytest.mark.slow
 def test_finetune_small_hubert_on_the_synthetic_set(torch_threads, tmp_path, capsys):
-    proto_path = write_protocol(tmp_path, "synthetic", "hubert")
+    classes = "synthetic_glide, synthetic_engine, synthetic_struck, synthetic_texture, synthetic_clicks"
+    proto_path = write_protocol(
+        tmp_path, "synthetic", "hubert", f"  categories: [{classes}]\n  max_clips_per_class: 8\n"
+    )
     out = tmp_path / "ft-hubert"
     code = main(
         [

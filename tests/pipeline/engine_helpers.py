@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from harness.parts import require_part
 
+from sonieval.engines import attempt
 from sonieval.errors import DataError
 from sonieval.files import atomic_path
 from sonieval.ledger import ItemOutcome
-from sonieval.pipeline.engines import attempt
 
 HERE = Path(__file__).resolve().parent
 HOLD_SECONDS = 120  # a held task waits at most this long for the test to release it

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from engine_helpers import calls, failing_task, ray_cluster, report_threads, write_items  # noqa: F401 - a fixture
 
+from sonieval.engines import LocalEngine, RayEngine, Resources, Task, chunks, make_engine, run_tasks
 from sonieval.errors import SonievalError
 from sonieval.ledger import LedgerItem, RunLedger
-from sonieval.pipeline.engines import LocalEngine, RayEngine, Resources, Task, chunks, make_engine, run_tasks
 
 KEYS = ["a", "b", "bad-c", "d", "e", "f"]
 
@@ -197,3 +197,11 @@ def test_every_task_runs_with_the_engines_threads_and_records_them(tmp_path, ray
     assert torch.get_num_threads() == 1
     with pytest.raises(SonievalError, match="threads must be a whole number of at least 1, got 0"):
         make_engine("local", threads=0)
+
+
+def test_the_old_import_path_gives_the_same_engines():
+    """sonieval.pipeline.engines (deprecated) re-exports sonieval.engines: the same objects, not copies."""
+    import sonieval.engines as engines
+    import sonieval.pipeline.engines as old
+
+    assert old.__all__ == engines.__all__ and all(getattr(old, n) is getattr(engines, n) for n in engines.__all__)

@@ -1,4 +1,4 @@
-"""The engine-equality claim, checked as it is stated (sonieval.pipeline.engines, README "Scaling out"): the full
+"""The engine-equality claim, checked as it is stated (sonieval.engines, docs/scaling.md): the full
 demo protocol (protocols/demo.yaml as it is) run on a local Ray cluster, with one training worker and one
 decoding worker killed mid-task, writes byte for byte the files the local engine wrote for it, both at one
 thread per task. The local run is the session's `sonieval demo` (the `demo_run` fixture, shared with the demo
@@ -14,8 +14,8 @@ import pytest
 import yaml
 from engine_helpers import kill_first_worker, ray_cluster  # noqa: F401 - a fixture
 
+from sonieval.engines import RayEngine
 from sonieval.ledger import RunLedger
-from sonieval.pipeline.engines import RayEngine
 from sonieval.pipeline.run import run_protocol
 from sonieval.protocol import load_protocol
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from engine_helpers import checkpoints, same_checkpoints, sweep_protocol, synthetic_pairs
 
+from sonieval.engines import LocalEngine
 from sonieval.ledger import RunLedger
-from sonieval.pipeline.engines import LocalEngine
 from sonieval.pipeline.train import paired_data, plan_runs, train_one_run
 from sonieval.pipeline.train_tasks import MAX_GATES_PER_TASK, gates_per_task, train_together
 
@@ -44,7 +44,7 @@ def _reseeded(run):
 
 
 def test_a_killed_lockstep_task_resumes_each_gate_from_its_own_epoch(tmp_path, monkeypatch, torch_threads):
-    from sonieval.pipeline import train as train_mod
+    from sonieval.pipeline import trainer as train_mod
 
     alone, killed = sweep_protocol(tmp_path / "alone"), sweep_protocol(tmp_path / "killed")
     for proto in (alone, killed):

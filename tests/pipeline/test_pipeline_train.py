@@ -12,6 +12,7 @@ from pipeline_helpers import cached_pair_row, write_protocol
 
 from sonieval.ledger import RunLedger
 from sonieval.pipeline import train as train_mod
+from sonieval.pipeline import trainer as trainer_mod
 from sonieval.pipeline.prepare import PREPARED_COLUMNS, save_array
 from sonieval.pipeline.train import checkpoint_path, load_checkpoint, run_train
 from sonieval.protocol import load_protocol
@@ -119,7 +120,7 @@ def test_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_run
         assert run_train(whole, manifest, progress=False).ok
 
     killed = _proto(tmp_path / "killed", epochs=[5])
-    real_evaluate, calls = train_mod.evaluate, []
+    real_evaluate, calls = trainer_mod.evaluate, []
 
     def evaluate_then_die(*args, **kwargs):
         calls.append(1)
@@ -127,14 +128,14 @@ def test_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_run
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "evaluate", evaluate_then_die)
+    monkeypatch.setattr(trainer_mod, "evaluate", evaluate_then_die)
     with RunLedger(killed.results_path / "manifest.sqlite") as manifest, pytest.raises(KeyboardInterrupt):
         run_train(killed, manifest, progress=False)
     assert not checkpoint_path(killed, "ast", "LIN", 0.05, 5, "transpose").exists()
-    monkeypatch.setattr(train_mod, "evaluate", real_evaluate)
+    monkeypatch.setattr(trainer_mod, "evaluate", real_evaluate)
     calls.clear()
     counted = []
-    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: (counted.append(1), real_evaluate(*a, **k))[1])
+    monkeypatch.setattr(trainer_mod, "evaluate", lambda *a, **k: (counted.append(1), real_evaluate(*a, **k))[1])
     with RunLedger(killed.results_path / "manifest.sqlite") as manifest:
         assert run_train(killed, manifest, progress=False).ok
     assert len(counted) == 2, "resumed run should only do epochs 4 and 5"
@@ -230,3 +231,41 @@ def test_heldout_r2_is_measured_on_clips_that_chose_nothing(tmp_path, torch_thre
         assert ck["meta"]["heldout_r2"] == pytest.approx(row["heldout_r2"])
     trained, shuffled = table.loc["none", "heldout_r2"], table.loc["shuffled", "heldout_r2"]
     assert trained > 0.2 and trained > shuffled + 0.2, (trained, shuffled)
+
+
+def test_an_encoder_chooses_its_own_gates_and_a_codec_restricts_them(tmp_path):
+    # the demo's shape: LIN on transpose for AST, RIDGE on grid for CREPE; a second codec that takes LIN only
+    path = write_protocol(
+        tmp_path,
+        encoders=[
+            {"name": "ast", "size": "small"},
+            {"name": "crepe", "model": "tiny", "layer": 5, "twin": True, "variants": ["RIDGE"], "alignments": ["grid"]},
+        ],
+        codec=[{"name": "mel"}, {"name": "dac-vae", "size": "small", "variants": ["LIN"], "controls": False}],
+        gates={"variants": ["LIN"], "alignments": ["transpose"], "controls": ["untrained", "shuffled"]},
+    )
+    runs = train_mod.plan_runs(load_protocol(path))
+    got = {(r.encoder, r.variant, r.alignment, r.codec, r.control) for r in runs}
+    assert {(e, v, a) for e, v, a, _, _ in got} == {
+        ("ast", "LIN", "transpose"),
+        ("crepe-tiny", "RIDGE", "grid"),
+        ("crepe-tiny.twin", "RIDGE", "grid"),
+    }
+    assert {e for e, _, _, codec, _ in got if codec == "dac-vae"} == {"ast"}  # RIDGE is not among dac-vae's gates
+    assert ("crepe-tiny", "RIDGE", "grid", None, "shuffled") in got and (
+        "crepe-tiny",
+        "RIDGE",
+        "grid",
+        None,
+        "untrained",
+    ) in got
+
+
+def test_an_encoder_gate_choice_that_cannot_run_is_one_clear_error(tmp_path):
+    from sonieval.errors import SonievalError
+
+    path = write_protocol(
+        tmp_path, encoders=[{"name": "crepe", "model": "tiny", "variants": ["RIDGE"], "alignments": ["transpose"]}]
+    )
+    with pytest.raises(SonievalError, match="RIDGE needs alignment grid"):
+        load_protocol(path)
