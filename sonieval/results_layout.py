@@ -178,7 +178,7 @@ class ReportLayout:
 
 @dataclass(frozen=True)
 class StudyLayout:
-    """A study folder (``<results>/study``, or ``study create --out``)."""
+    """A study folder (``<results>/study``, or ``--study-dir`` of a study made from folders)."""
 
     root: Path
 
