@@ -423,10 +423,11 @@ def _write_outputs(
     # the what-is-kept measures are read in the profile (by layer too); seeds and depth keep the other measures
     core = _without_attributes(learning)
     seeds, depth = seed_table(core), depth_table(core)
+    where = ScoresLayout(out_dir)
     tables = {
-        "scores.parquet": (scores, "scores"),
+        where.scores_table.name: (scores, "scores"),
         "scores.csv": (scores, "scores"),
-        "item_scores.parquet": (item_scores, "item_scores"),
+        where.item_scores_table.name: (item_scores, "item_scores"),
         "leaderboard.csv": (board.drop(columns=["versions"], errors="ignore"), None),
         "paired_kad.csv": (paired, None),
         "item_summary.csv": (items, None),
@@ -441,10 +442,10 @@ def _write_outputs(
     }
     tables.update({name: (df, None) for name, df in optional.items() if df is not None and not df.empty})
     files = [write_table(df, out_dir / name, schema) for name, (df, schema) in tables.items()]
-    figures = dot_plots(board, ScoresLayout(out_dir).figures)
+    figures = dot_plots(board, where.figures)
     notes = depth_notes(scores, training)
-    depth_figs = depth_figures(depth, ScoresLayout(out_dir).figures, notes)
-    profile_figs = _profile_figures(profile, ScoresLayout(out_dir).figures)
+    depth_figs = depth_figures(depth, where.figures, notes)
+    profile_figs = _profile_figures(profile, where.figures)
     doc = leaderboard_document(
         board,
         scores,
@@ -460,7 +461,7 @@ def _write_outputs(
         profile_figures=profile_figs,
         gallery=_gallery_link(out_dir),
     )
-    files += write_pages(doc, out_dir)
+    files += write_pages(doc, out_dir, where.leaderboard.stem)
     outputs = files + figures + depth_figs + profile_figs
     return ScoreOutputs(scores, item_scores, board, outputs, failures, learning, depth, profile=profile)
 
