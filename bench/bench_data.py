@@ -4,7 +4,7 @@ Uses $SONIEVAL_ESC50 (e.g. ../shared/esc50) when set, else the built-in SYNTHETI
 (said so in the output). Prints:
 - verification from headers (what `sonieval data esc50` does for PCM files) vs decoding every clip;
 - verification with vs without the checksum manifest;
-- the clips stage: first run vs a resumed rerun (everything skipped by the run manifest).
+- the clips stage: first run vs a resumed rerun (everything skipped by the run ledger).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sonieval.audio import audio_info, read_audio  # noqa: E402
 from sonieval.data.esc50 import open_esc50, prepare_clips, verify_esc50, write_checksums  # noqa: E402
 from sonieval.data.synthetic import make_synthetic_esc50  # noqa: E402
-from sonieval.ledger import RunLedger  # noqa: E402
+from sonieval.ledger import open_ledger  # noqa: E402
 from sonieval.protocol import parse_protocol  # noqa: E402
 
 
@@ -65,12 +65,12 @@ def main() -> None:
         )
 
         proto = parse_protocol({"name": "bench", "results_dir": str(work / "results"), "data": {"esc50": str(root)}})
-        with RunLedger(work / "results" / "manifest.sqlite") as manifest:
+        with open_ledger(work / "results") as ledger:
             t0 = time.perf_counter()
-            prepare_clips(proto, manifest, progress=False)
+            prepare_clips(proto, ledger, progress=False)
             t_first = time.perf_counter() - t0
             t0 = time.perf_counter()
-            table = prepare_clips(proto, manifest, progress=False)
+            table = prepare_clips(proto, ledger, progress=False)
             t_resume = time.perf_counter() - t0
         print(
             f"clips stage first run: {t_first:.3f} s; resumed rerun: {t_resume:.3f} s; "

@@ -17,7 +17,7 @@ the output).
 Second part, at the level of the ``prepare`` stage (``--prepare``; ``NAME`` = small config,
 ``NAME:full`` = published size, random weights): the stage's embedding pass
 (``sonieval.pipeline.prepare.cache_embeddings``: hashing and reading the clips, the forward, float16
-checks, one atomic ``.npy`` per clip and layer, one manifest record per clip and layer) for
+checks, one atomic ``.npy`` per clip and layer, one ledger record per clip and layer) for
 ``layer: all`` against ``layer: <deepest>`` into fresh results and cache folders, the encoder loaded
 once beforehand (loading costs the same on both sides). Goal: the sweep <= 1.2x the deepest layer alone. Times are the minimum over ``--repeats`` (the least disturbed run, as timeit advises: on a
 shared machine other processes only ever add time); the two sides run alternately (a-b, b-a) so that
@@ -200,7 +200,7 @@ def prepare_pass(encoder, layers, clips, root: Path) -> None:
     """The prepare stage's embedding pass for ``layers`` into fresh results and cache folders under ``root``."""
     import shutil
 
-    from sonieval.ledger import RunLedger
+    from sonieval.ledger import open_ledger
     from sonieval.pipeline.prepare import cache_embeddings
     from sonieval.protocol import parse_protocol
 
@@ -215,8 +215,8 @@ def prepare_pass(encoder, layers, clips, root: Path) -> None:
         }
     )
     encoder.set_layers(layers)
-    with RunLedger(root / "manifest.sqlite") as manifest:
-        rows, _ = cache_embeddings(proto, manifest, clips, encoder, batch_size=8)
+    with open_ledger(root) as ledger:
+        rows, _ = cache_embeddings(proto, ledger, clips, encoder, batch_size=8)
     if any(r["status"] != "done" for r in rows):
         raise SystemExit(f"bench_layers: a prepare pass failed: {[r['error'] for r in rows if r['error']][:1]}")
 
@@ -312,7 +312,7 @@ def main() -> int:
         worst_prepare = measure_prepare(names, args.prepare_clips, args.repeats)
         print(
             f"prepare stage, all layers vs the deepest alone: worst CPU-time ratio {worst_prepare:.2f}x (goal <= 1.2x); "
-            "'files' = cached .npy files (and manifest records) written by each side"
+            "'files' = cached .npy files (and ledger records) written by each side"
         )
     return 0
 

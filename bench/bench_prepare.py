@@ -124,7 +124,7 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
-    from sonieval.ledger import RunLedger
+    from sonieval.ledger import open_ledger
     from sonieval.models.codec import load_codec
     from sonieval.pipeline.prepare import resolve_device, run_prepare
     from sonieval.protocol import load_protocol
@@ -137,8 +137,8 @@ def main() -> int:
         # Warm-up on 3 clips (lazy kernel loading, allocator, file cache), not timed.
         warm_file, _ = workspace(tmp / "warmup", 1, 1, checkpoint, args.esc50)
         warm = load_protocol(warm_file)
-        with RunLedger(warm.results_path / "manifest.sqlite") as manifest:
-            run_prepare(warm, manifest, device=device, batch_size=3, progress=False)
+        with open_ledger(warm.results_path) as ledger:
+            run_prepare(warm, ledger, device=device, batch_size=3, progress=False)
         for batch in (1, args.clips):
             root = tmp / f"batch{batch}"
             # all clips are "listening" so that every one is prepared (n_train 0 is not allowed: 1 + 1 + rest)
@@ -147,9 +147,9 @@ def main() -> int:
             t0 = time.perf_counter()
             load_codec(proto.codec, tmp / "weights", device=device)
             load_s = time.perf_counter() - t0
-            with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
+            with open_ledger(proto.results_path) as ledger:
                 t0 = time.perf_counter()
-                result = run_prepare(proto, manifest, device=device, batch_size=batch, progress=False)
+                result = run_prepare(proto, ledger, device=device, batch_size=batch, progress=False)
                 stage_s = time.perf_counter() - t0
             assert all(not b.failed for b in result.batches.values()), result.summary()
             results[batch] = (stage_s, load_s)

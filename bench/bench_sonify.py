@@ -7,7 +7,7 @@ clips of 5 s (real ESC-50 clips when found). In one run, on the same latents:
 - bare: ``--clips`` × the decoder's forward alone (``DacVae.decode`` on one latent, inference mode),
   timed before and after the stage and averaged (the load of a shared machine drifts);
 - sonify: the whole stage (``run_sonify``: codec loading and checksum, gate, decode, two
-  post-processings (minmax, minmax+squared), WAV writing, manifest and table), batch size 1.
+  post-processings (minmax, minmax+squared), WAV writing, ledger and table), batch size 1.
 
 Overhead = sonify / bare − 1 (goal < 10 %), reported with and without the codec's loading.
 
@@ -38,7 +38,7 @@ def main() -> int:
 
     import torch
 
-    from sonieval.ledger import RunLedger
+    from sonieval.ledger import open_ledger
     from sonieval.models.codec import load_codec
     from sonieval.pipeline.prepare import load_array, read_prepared, resolve_device, run_prepare
     from sonieval.pipeline.sonify import run_sonify
@@ -51,9 +51,9 @@ def main() -> int:
         checkpoint = full_size_random_dac_vae(tmp)
         proto_file, label = workspace(tmp / "ws", args.clips, 1, checkpoint, args.esc50, batch_size=1)
         proto = load_protocol(proto_file)
-        with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-            run_prepare(proto, manifest, device=device, batch_size=4, progress=False)
-            assert run_train(proto, manifest, device=device, progress=False).ok
+        with open_ledger(proto.results_path) as ledger:
+            run_prepare(proto, ledger, device=device, batch_size=4, progress=False)
+            assert run_train(proto, ledger, device=device, progress=False).ok
 
         # The same latents the stage will decode: cached embedding -> trained gate.
         from sonieval.models.gates import build_gate
@@ -98,9 +98,9 @@ def main() -> int:
         t0 = time.perf_counter()
         load_codec(proto.codec, tmp / "weights", device=device)
         load_s = time.perf_counter() - t0
-        with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
+        with open_ledger(proto.results_path) as ledger:
             t0 = time.perf_counter()
-            result = run_sonify(proto, manifest, device=device, progress=False)
+            result = run_sonify(proto, ledger, device=device, progress=False)
             sonify_s = time.perf_counter() - t0
         assert result.batch.ok and len(result.batch.done) == args.clips, result.summary()
         # bare forwards before and after the stage, averaged: the machine's load drifts

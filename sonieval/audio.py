@@ -35,7 +35,7 @@ MIN_SECONDS = 0.05
 
 @dataclass
 class AudioInfo:
-    """What the file was, before any conversion (recorded in manifests)."""
+    """What the file was, before any conversion (recorded in the run ledger)."""
 
     path: str
     sample_rate: int

@@ -57,7 +57,8 @@ def _prepare_protocol(path: Path, echo: Callable[[str], None]) -> Protocol:
 def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[str], None] = print) -> dict[str, Path]:
     """Run the demo; returns the main outputs by name (all of them also printed)."""
     from sonieval.data.esc50 import describe_clips_stage
-    from sonieval.pipeline.run import STAGES, open_manifest
+    from sonieval.ledger import open_ledger
+    from sonieval.pipeline.run import STAGES
     from sonieval.stats.simulate import write_simulated_report
     from sonieval.study.server import prepare_study_for_protocol
     from sonieval.tables import read_table
@@ -65,34 +66,34 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
     path = Path(protocol_path) if protocol_path else default_demo_protocol()
     echo(BANNER)
     proto = _prepare_protocol(path, echo)
-    results = proto.results_path
+    layout = proto.layout
     outputs: dict[str, Path] = {}
     t_start = time.perf_counter()
-    with open_manifest(proto) as manifest:
+    with open_ledger(proto.results_path) as ledger:
         for stage in STAGES:
             echo(f"[{stage.name}] {stage.summary}")
             t0 = time.perf_counter()
-            out = stage.run(proto, manifest, engine=None)
-            failed = manifest.failures(stage.name)
-            note = f"; {len(failed)} item(s) failed, listed in {manifest.path}" if len(failed) else ""
+            out = stage.run(proto, ledger, engine=None)
+            failed = ledger.failures(stage.name)
+            note = f"; {len(failed)} item(s) failed, listed in {ledger.path}" if len(failed) else ""
             echo(f"[{stage.name}] {time.perf_counter() - t0:.1f} s{note}")
             if stage.name == "clips":
                 for line in describe_clips_stage(out, proto):
                     echo(f"  {line}")
             for line in getattr(out, "notes", None) or []:  # e.g. score's stale-file warnings
                 echo(f"  {line}")
-        outputs["manifest"] = manifest.path
+        outputs["ledger"] = ledger.path
 
-    outputs["clips table"] = results / "tables" / "clips.parquet"
-    outputs["splits"] = results / "splits"
-    outputs["checkpoints"] = results / "checkpoints"
-    outputs["training losses"] = results / "training"
-    outputs["sonifications"] = results / "sonifications"
-    outputs["sonifications table"] = results / "tables" / "sonifications.parquet"
-    outputs["leaderboard"] = results / "scores" / "leaderboard.md"
-    outputs["scores table"] = results / "scores" / "scores.parquet"
-    outputs["item scores table"] = results / "scores" / "item_scores.parquet"
-    outputs["gallery (open in a browser)"] = results / "gallery" / "index.html"
+    outputs["clips table"] = layout.table("clips")
+    outputs["splits"] = layout.splits
+    outputs["checkpoints"] = layout.checkpoints
+    outputs["training losses"] = layout.training
+    outputs["sonifications"] = layout.sonifications
+    outputs["sonifications table"] = layout.table("sonifications")
+    outputs["leaderboard"] = layout.scores.leaderboard
+    outputs["scores table"] = layout.scores.scores_table
+    outputs["item scores table"] = layout.scores.item_scores_table
+    outputs["gallery (open in a browser)"] = layout.gallery_page
 
     echo("[figures] waveform stack of one listening clip, original on top")
     outputs["waveform figure"] = _waveform_figure(proto)
@@ -101,17 +102,17 @@ def run_demo(protocol_path: str | os.PathLike | None = None, *, echo: Callable[[
     study_lines = prepare_study_for_protocol(proto, protocol_arg=str(path), progress=False)
     for line in study_lines:
         echo(f"  {line}")
-    outputs["study"] = results / "study"
+    outputs["study"] = layout.study
 
     echo("[report] correlation report on SIMULATED ratings (the leaderboard's systems and scores are real)")
-    scores = read_table(results / "scores" / "scores.parquet", "scores")
-    report_dir = results / "report_SIMULATED"
-    item_scores = read_table(results / "scores" / "item_scores.parquet", "item_scores")
+    scores = read_table(layout.scores.scores_table, "scores")
+    report_dir = layout.simulated_report.root
+    item_scores = read_table(layout.scores.item_scores_table, "item_scores")
     write_simulated_report(
         report_dir,
         scores=scores,
         item_scores=item_scores,
-        clips_path=results / "tables" / "clips.parquet",
+        clips_path=layout.table("clips"),
         n_boot=200,
         seed=proto.seed,
         attributes=tuple(a.name for a in proto.study.rating_attributes),
@@ -169,12 +170,12 @@ def _where_to_listen(proto: Protocol) -> list[str]:
     from sonieval.tables import read_table, resolve_table_path
 
     results = proto.results_path
-    son = read_table(results / "tables" / "sonifications.parquet", "sonifications")
+    son = read_table(proto.layout.table("sonifications"), "sonifications")
     son = son[son["status"] == "done"]
     if son.empty:
         return []
     clip = sorted(son["clip_id"].unique())[0]
-    clips = read_table(results / "tables" / "clips.parquet", "clips").set_index("clip_id")
+    clips = read_table(proto.layout.table("clips"), "clips").set_index("clip_id")
     rows = [("original", resolve_table_path(clips.loc[clip, "path"], results))]
     rows += [
         (r.system_id, resolve_table_path(r.path, results))
@@ -230,12 +231,10 @@ def _waveform_figure(proto: Protocol) -> Path:
     from sonieval.pipeline.figures import sonification_figure
     from sonieval.tables import read_table
 
-    clips = read_table(proto.results_path / "tables" / "clips.parquet", "clips")
+    clips = read_table(proto.layout.table("clips"), "clips")
     listening = clips[clips["listening"] & (clips["status"] == "ok")]
     if listening.empty:
-        raise SonievalError(
-            "no readable listening-set clip to draw", path=proto.results_path / "tables" / "clips.parquet"
-        )
+        raise SonievalError("no readable listening-set clip to draw", path=proto.layout.table("clips"))
     return sonification_figure(
         proto.results_path, str(listening.iloc[0]["clip_id"]), clip_seconds=proto.data.clip_seconds
     )

@@ -474,7 +474,7 @@ def make_engine(
 
 
 def run_tasks(
-    manifest: RunLedger,
+    ledger: RunLedger,
     stage: str,
     tasks: list[Task],
     engine: Engine,
@@ -495,14 +495,14 @@ def run_tasks(
     for task in tasks:
         pending = []
         for it in task.items:
-            done = skip_done and manifest.is_done(stage, it.key, it.inputs)
+            done = skip_done and ledger.is_done(stage, it.key, it.inputs)
             (result.skipped.append(it.key) if done else pending.append(it))
         if pending:
             task.items = pending
             todo.append(task)
     for task in todo:
         for it in task.items:
-            manifest.record(stage, it.key, "running", system_id=it.system_id, inputs=it.inputs)
+            ledger.record(stage, it.key, "running", system_id=it.system_id, inputs=it.inputs)
     n_items = sum(len(t.items) for t in todo)
     bar = tqdm(total=n_items, desc=desc or stage, unit="item", disable=not progress or n_items < 2, leave=False)
     for task, answer in engine.run(todo):
@@ -512,14 +512,14 @@ def run_tasks(
                 if isinstance(answer, dict)
                 else item_error(answer)
             )
-            manifest.settle(stage, it, got, result)
+            ledger.settle(stage, it, got, result)
         bar.update(len(task.items))
     bar.close()
     return result
 
 
 def run_items(
-    manifest: RunLedger,
+    ledger: RunLedger,
     stage: str,
     items: list[LedgerItem],
     fn: Callable[[LedgerItem], Any],
@@ -529,7 +529,7 @@ def run_items(
     desc: str | None = None,
     progress: bool = True,
 ) -> BatchResult:
-    """``manifest.run_batch(stage, items, fn)`` on an engine: one task per item, ``fn(item)`` in the worker.
+    """``ledger.run_batch(stage, items, fn)`` on an engine: one task per item, ``fn(item)`` in the worker.
 
     The local engine (or None) is ``run_batch`` itself, its threads pinned and recorded as a task's. On Ray
     ``fn`` may be a closure over large read-only state (a reference kernel, embedding frames): it is stored
@@ -539,12 +539,12 @@ def run_items(
     if engine.name == "local":
         threads = engine.threads
         with pin_threads(threads):
-            return manifest.run_batch(
+            return ledger.run_batch(
                 stage, items, lambda it: _with_threads(fn(it) or ItemOutcome(), threads), desc=desc, progress=progress
             )
     ref = engine.put(fn)
     tasks = [Task(f"{stage} {it.key}", call_each, [it], (ref,), resources or engine.cpu_resources()) for it in items]
-    return run_tasks(manifest, stage, tasks, engine, desc=desc, progress=progress)
+    return run_tasks(ledger, stage, tasks, engine, desc=desc, progress=progress)
 
 
 def call_each(items: list[LedgerItem], fn: Callable[[LedgerItem], Any]) -> Answer:

@@ -2,7 +2,7 @@
 
 Every bad input (a file, a field, a value) raises :class:`SonievalError` with a single line
 naming the file or field, the problem and what to do. The CLI prints that line and exits
-non-zero; batch stages record it in the run manifest and go on with the other items.
+non-zero; batch stages record it in the run ledger and go on with the other items.
 """
 
 from __future__ import annotations

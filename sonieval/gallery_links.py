@@ -15,16 +15,17 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
+from sonieval.results_layout import GALLERY, GALLERY_PAGE, ResultsLayout
+
 __all__ = ["GALLERY_DIR", "GALLERY_PAGE", "gallery_page", "in_results_folder", "system_anchor", "system_link"]
 
-GALLERY_DIR = "gallery"  # <results>/gallery/
-GALLERY_PAGE = "index.html"
+GALLERY_DIR = GALLERY  # <results>/gallery/ (sonieval.results_layout)
 ANCHOR_PREFIX = "system="
 
 
 def gallery_page(results_dir: str | os.PathLike) -> Path:
     """``<results>/gallery/index.html``."""
-    return Path(results_dir) / GALLERY_DIR / GALLERY_PAGE
+    return ResultsLayout(Path(results_dir)).gallery_page
 
 
 def system_anchor(system_id: str) -> str:
@@ -44,4 +45,4 @@ def in_results_folder(page_dir: str | os.PathLike) -> Path | None:
     that holds ``tables/sonifications.parquet``; None for pages written elsewhere (folder scores, a report
     given ``--out`` outside the results), which have no gallery to link."""
     parent = Path(page_dir).resolve().parent
-    return parent if (parent / "tables" / "sonifications.parquet").is_file() else None
+    return parent if ResultsLayout(parent).table("sonifications").is_file() else None

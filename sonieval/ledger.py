@@ -1,7 +1,8 @@
-"""The run manifest: the spine every stage writes to.
+"""The run ledger: the spine every stage writes to.
 
-One SQLite file per results folder (``<results_dir>/manifest.sqlite``) with one row per
-artifact (embedding/latent cache entry, checkpoint, sonification, score table, export):
+One SQLite file per results folder (``<results_dir>/ledger.sqlite``, :func:`open_ledger`; a folder
+made before the ledger had one name keeps ``manifest.sqlite``, which is opened as its ledger) with one
+row per artifact (embedding/latent cache entry, checkpoint, sonification, score table, export):
 
     stage, key, system_id, inputs (JSON), inputs_hash, path, sha256, status, error,
     started_at, finished_at, extra (JSON)
@@ -31,6 +32,7 @@ import pandas as pd
 
 from sonieval.errors import SonievalError
 from sonieval.files import sha256_file
+from sonieval.results_layout import ledger_path
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS artifacts (
@@ -242,3 +244,8 @@ class RunLedger:
             extra=outcome.extra,
         )
         result.done.append(item.key)
+
+
+def open_ledger(folder: str | os.PathLike) -> RunLedger:
+    """The run ledger of a results folder (or of a folder-mode ``score`` or ``study`` folder)."""
+    return RunLedger(ledger_path(folder))

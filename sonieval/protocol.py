@@ -31,6 +31,7 @@ from pydantic import (
 from sonieval.errors import ProtocolError
 from sonieval.measures import item_measure_names, measure_names
 from sonieval.rating_attributes import RatingAttribute, resolve_rating_attributes
+from sonieval.results_layout import ResultsLayout
 
 GATE_VARIANTS = (
     "LIN",
@@ -605,8 +606,13 @@ class Protocol(_Model):
         return Path(self.results_dir) if self.results_dir else Path("results") / self.name
 
     @property
+    def layout(self) -> ResultsLayout:
+        """Every path of the results folder (sonieval.results_layout)."""
+        return ResultsLayout(self.results_path, Path(self.cache_dir) if self.cache_dir else None)
+
+    @property
     def cache_path(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir else self.results_path / "cache"
+        return self.layout.cache.root
 
     @property
     def study_id(self) -> str:

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     splits = sub.add_parser(
         "splits",
         help="read a protocol's clips; write the split files and the listening set",
-        description="Runs the 'clips' stage of PROTOCOL: reads every clip, records problems in the run manifest, "
+        description="Runs the 'clips' stage of PROTOCOL: reads every clip, records problems in the run ledger, "
         "writes <results>/splits/{train,validation,test,listening_set}.txt and <results>/tables/clips.parquet. "
         "The first run pins the data source data.esc50 resolved to (auto: $SONIEVAL_ESC50, else the SYNTHETIC set) in "
         "<results>/data_source.json; a later run that resolves to another source is refused.",
@@ -108,12 +108,12 @@ def _run_esc50(args: argparse.Namespace) -> int:
 
 def _run_splits(args: argparse.Namespace) -> int:
     from sonieval.data.esc50 import describe_clips_stage, prepare_clips
-    from sonieval.ledger import RunLedger
+    from sonieval.ledger import open_ledger
     from sonieval.protocol import load_protocol
 
     proto = load_protocol(args.protocol)
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        table = prepare_clips(proto, manifest, progress=not args.no_progress)
+    with open_ledger(proto.results_path) as ledger:
+        table = prepare_clips(proto, ledger, progress=not args.no_progress)
     for line in describe_clips_stage(table, proto):
         print(line)
     n_failed = int((table["status"] != "ok").sum())
@@ -124,7 +124,7 @@ def _run_splits(args: argparse.Namespace) -> int:
         copy = pinned.root if pinned is not None and not pinned.synthetic else "DIR"
         print(
             f"sonieval data splits: {n_failed} clip(s) could not be read (listed above; also in "
-            f"{proto.results_path / 'manifest.sqlite'}); `sonieval data esc50 --esc50 {copy}` checks every clip "
+            f"{proto.layout.ledger}); `sonieval data esc50 --esc50 {copy}` checks every clip "
             f"of the copy; fix them, then rerun `sonieval data splits {args.protocol}`",
             file=sys.stderr,
         )
@@ -144,8 +144,9 @@ def _run_synthetic(args: argparse.Namespace) -> int:
 def _run_stale(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sonieval.data.results_folder import SONIFICATIONS_DIR, find_stale, making_command
+    from sonieval.data.results_folder import find_stale, making_command
     from sonieval.errors import DataError
+    from sonieval.results_layout import ResultsLayout
 
     target = Path(args.target)
     protocol = None
@@ -163,11 +164,11 @@ def _run_stale(args: argparse.Namespace) -> int:
         if args.delete:
             path.unlink()
     if args.delete:
-        _remove_empty_folders(stale.results / SONIFICATIONS_DIR)
+        _remove_empty_folders(ResultsLayout(stale.results).sonifications)
     verb = (
         "deleted" if args.delete else "not listed in tables/sonifications.parquet (rerun with --delete to remove them)"
     )
-    print(f"{len(stale.stale_wavs)} stale WAV file(s) under {stale.results / SONIFICATIONS_DIR}: {verb}")
+    print(f"{len(stale.stale_wavs)} stale WAV file(s) under {ResultsLayout(stale.results).sonifications}: {verb}")
     if not stale.stale_rows.empty:
         print(
             f"{len(stale.stale_rows)} row(s) of tables/sonifications.parquet are of clips not in tables/clips.parquet: "

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    out = Path(args.out) if args.out else proto.results_path / "finetuned" / args.encoder
+    out = Path(args.out) if args.out else proto.layout.finetuned / args.encoder
     settings = FinetuneSettings(
         epochs=args.epochs,
         learning_rate=args.lr,

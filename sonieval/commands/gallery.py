@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sonieval.results_layout import ResultsLayout
+
 HELP = "build the listening gallery: originals and every system's sonifications, seen and heard side by side"
 DESCRIPTION = (
     "Writes <results>/gallery/index.html, a static page that opens from the file system (no server): one row "
@@ -30,7 +32,7 @@ def _results_and_spec(target: str):
 
     path = Path(target)
     if path.is_dir():
-        if not (path / "tables").is_dir():
+        if not ResultsLayout(path).holds_tables():
             raise SonievalError(
                 "not a results folder (no tables/ inside)",
                 path=path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from sonieval.commands.engine_args import add_engine_arguments, open_engine
 
@@ -26,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from sonieval.extras import require
 
     require("sonieval prepare", "transformers")
-    from sonieval.ledger import RunLedger
+    from sonieval.ledger import open_ledger
     from sonieval.pipeline.prepare import run_prepare
     from sonieval.protocol import load_protocol
 
@@ -35,24 +36,24 @@ def run(args: argparse.Namespace) -> int:
         from sonieval.errors import SonievalError
 
         raise SonievalError(f"--batch-size {args.batch_size}: must be at least 1")
-    with open_engine(args) as engine, RunLedger(proto.results_path / "manifest.sqlite") as manifest:
+    with open_engine(args) as engine, open_ledger(proto.results_path) as ledger:
         result = run_prepare(
             proto,
-            manifest,
+            ledger,
             device=args.device,
             batch_size=args.batch_size,
             progress=not args.no_progress,
             engine=engine,
         )
     print(f"prepare: {result.summary()}")
-    _print_failures({k: v for b in result.batches.values() for k, v in b.failed.items()})
-    print(f"table: {proto.results_path / 'tables' / 'prepared.parquet'}")
+    _print_failures({k: v for b in result.batches.values() for k, v in b.failed.items()}, ledger.path)
+    print(f"table: {proto.layout.table('prepared')}")
     return 1 if any(b.failed for b in result.batches.values()) else 0
 
 
-def _print_failures(failed: dict[str, str], limit: int = 10) -> None:
+def _print_failures(failed: dict[str, str], ledger_file: os.PathLike, limit: int = 10) -> None:
     for i, (key, err) in enumerate(sorted(failed.items())):
         if i == limit:
-            print(f"  ... and {len(failed) - limit} more (see manifest.sqlite)")
+            print(f"  ... and {len(failed) - limit} more (see {ledger_file})")
             break
         print(f"  failed {key}: {err}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sonieval.results_layout import StudyLayout
+
 HELP = "Correlation report: screening, reliability, mixed models, metric-human agreement with CIs."
 DESCRIPTION = (
     "Reads a ratings table (study export or any CSV/Parquet with the ratings columns) and the scores "
@@ -106,18 +108,18 @@ def _options(args):
 
         proto = load_protocol(args.protocol)
         options = ReportOptions.from_protocol(proto)
-        results = proto.results_path
+        layout = proto.layout
         try:
             from sonieval.study.create import study_paths_for_protocol
 
             study_dir = study_paths_for_protocol(proto)[0]
         except ImportError:  # the study package is optional for reports
-            study_dir = results / "study"
+            study_dir = layout.study
         defaults = {
-            "ratings": study_dir / "ratings.parquet",
-            "scores": results / "scores" / "scores.parquet",
-            "item_scores": results / "scores" / "item_scores.parquet",
-            "out": results / "report",
+            "ratings": StudyLayout(study_dir).ratings_table,
+            "scores": layout.scores.scores_table,
+            "item_scores": layout.scores.item_scores_table,
+            "out": layout.report.root,
         }
         for key, value in defaults.items():
             if paths[key] is None and (key != "item_scores" or Path(value).is_file()):

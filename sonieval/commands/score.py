@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sonieval.commands.engine_args import add_engine_arguments, open_engine
 from sonieval.models.catalogue import metric_embedding_names
+from sonieval.results_layout import ScoresLayout
 
 HELP = "KAD/FAD leaderboards against a reference set, per-item scores (for a protocol or any folders of audio)"
 DESCRIPTION = (
@@ -83,16 +84,16 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol:
         if args.reference or args.system:
             raise SonievalError("give either a PROTOCOL or --reference/--system folders, not both")
-        from sonieval.ledger import RunLedger
+        from sonieval.ledger import open_ledger
         from sonieval.metrics.leaderboard import run_score
         from sonieval.protocol import load_protocol
 
         proto = load_protocol(args.protocol)
         if args.cache:
             proto.cache_dir = args.cache
-        with open_engine(args) as engine, RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-            outputs = run_score(proto, manifest, engine=engine, **overrides)
-        out_dir = proto.results_path / "scores"
+        with open_engine(args) as engine, open_ledger(proto.results_path) as ledger:
+            outputs = run_score(proto, ledger, engine=engine, **overrides)
+        out_dir = proto.layout.scores.root
     else:
         if args.engine != "local" or args.address:
             raise SonievalError("--engine and --address go with a PROTOCOL (folder mode scores in this process)")
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     for note in outputs.notes:
         print(f"warning: {note}", file=sys.stderr)
     print(
-        f"wrote {out_dir / 'leaderboard.md'} ({len(outputs.scores)} score rows, "
+        f"wrote {ScoresLayout(out_dir).leaderboard} ({len(outputs.scores)} score rows, "
         f"{len(outputs.item_scores)} item rows, {len(outputs.failures)} failure(s))"
     )
     return 1 if outputs.failures else 0

@@ -52,20 +52,20 @@ def run(args: argparse.Namespace) -> int:
         raise SonievalError("--systems and --out go with --figure CLIP_ID")
 
     from sonieval.commands.prepare import _print_failures
-    from sonieval.ledger import RunLedger
+    from sonieval.ledger import open_ledger
     from sonieval.pipeline.sonify import parse_shard, run_sonify
 
     shard = parse_shard(args.shard)
     if shard is None:
-        ledger = RunLedger(proto.results_path / "manifest.sqlite")
+        ledger = open_ledger(proto.results_path)
     else:  # its own ledger: no SQLite file shared between machines (sonieval.pipeline.ledgers)
         from sonieval.pipeline.ledgers import open_shard_ledger
 
         ledger = open_shard_ledger(proto.results_path, "sonify", shard)
-    with open_engine(args) as engine, ledger as manifest:
+    with open_engine(args) as engine, ledger:
         result = run_sonify(
             proto,
-            manifest,
+            ledger,
             shard,
             device=args.device,
             progress=not args.no_progress,
@@ -73,12 +73,12 @@ def run(args: argparse.Namespace) -> int:
             write_table=shard is None,
         )
     print(f"sonify: {result.summary()}")
-    _print_failures(result.batch.failed)
+    _print_failures(result.batch.failed, ledger.path)
     if shard is None:
-        print(f"table: {proto.results_path / 'tables' / 'sonifications.parquet'}")
+        print(f"table: {proto.layout.table('sonifications')}")
     else:
         print(
-            f"ledger: {manifest.path}; when every shard has finished, `sonieval sonify {args.protocol}` merges "
+            f"ledger: {ledger.path}; when every shard has finished, `sonieval sonify {args.protocol}` merges "
             "them and writes the table"
         )
     return 1 if result.batch.failed else 0

@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from sonieval.results_layout import ResultsLayout
+
 HELP = "listening study: create it, serve the rating app, invite raters, export ratings"
 DESCRIPTION = (
     "Listening study over the sonifications (or any folders of audio). "
@@ -225,7 +227,7 @@ def _create(args: argparse.Namespace) -> int:
             if not sep or not name or not folder:
                 raise SonievalError(f"--system {spec!r} is not NAME=DIR")
             systems[name] = _from_cwd(folder)
-        study_dir = _from_cwd(args.study_dir or Path("results") / "study")
+        study_dir = _from_cwd(args.study_dir or ResultsLayout(Path("results")).study)
         settings = StudySettings(
             study_id=args.study_id or study_dir.name,
             mode=args.mode,

@@ -27,14 +27,14 @@ def run(args: argparse.Namespace) -> int:
 
     require("sonieval train", "tensorboard")
     from sonieval.commands.prepare import _print_failures
-    from sonieval.ledger import RunLedger
+    from sonieval.ledger import open_ledger
     from sonieval.pipeline.train import run_train
     from sonieval.protocol import load_protocol
 
     proto = load_protocol(args.protocol)
-    with open_engine(args) as engine, RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        result = run_train(proto, manifest, device=args.device, progress=not args.no_progress, engine=engine)
+    with open_engine(args) as engine, open_ledger(proto.results_path) as ledger:
+        result = run_train(proto, ledger, device=args.device, progress=not args.no_progress, engine=engine)
     print(f"train: {result.summary('runs')}")
-    _print_failures(result.failed)
-    print(f"table: {proto.results_path / 'tables' / 'training.parquet'}")
+    _print_failures(result.failed, ledger.path)
+    print(f"table: {proto.layout.table('training')}")
     return 1 if result.failed else 0

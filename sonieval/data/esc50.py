@@ -166,9 +166,7 @@ def open_esc50(root: str | os.PathLike) -> Esc50:
 
 def synthetic_root(proto: Protocol) -> Path:
     """Where the demo's synthetic clip set lives for a protocol."""
-    from sonieval.data.results_folder import BUILTIN_SYNTHETIC_DIRNAME
-
-    return proto.cache_path / BUILTIN_SYNTHETIC_DIRNAME
+    return proto.layout.cache.synthetic_set
 
 
 def resolve_data_source(proto: Protocol) -> DataSource:
@@ -662,9 +660,9 @@ AUDIO_NOTE_COLUMNS = [
 ]
 
 
-def prepare_clips(proto: Protocol, manifest: RunLedger, *, progress: bool = True, engine=None) -> pd.DataFrame:
+def prepare_clips(proto: Protocol, ledger: RunLedger, *, progress: bool = True, engine=None) -> pd.DataFrame:
     """The ``clips`` stage: read every clip at 44.1 kHz under the protocol's length policy, record each
-    clip's status, error and audio notes in the manifest, assign splits, pick the listening set, and write
+    clip's status, error and audio notes in the ledger, assign splits, pick the listening set, and write
     ``<results>/tables/clips.parquet`` and ``<results>/splits/*.txt``. The clips are read in this process
     (``engine``, which every stage of ``sonieval run`` is given, is not used).
 
@@ -705,11 +703,11 @@ def prepare_clips(proto: Protocol, manifest: RunLedger, *, progress: bool = True
         return ItemOutcome(path=item.payload, extra=clip.notes)
 
     items = [item_for(row) for _, row in clips.iterrows()]
-    batch = manifest.run_batch(CLIPS_STAGE, items, read_one, desc="read clips", progress=progress)
+    batch = ledger.run_batch(CLIPS_STAGE, items, read_one, desc="read clips", progress=progress)
 
     status, error, notes = [], [], []
     for key in clips["clip_id"]:
-        row = manifest.get(CLIPS_STAGE, key) or {}
+        row = ledger.get(CLIPS_STAGE, key) or {}
         status.append("ok" if row.get("status") == "done" else "failed")
         error.append(row.get("error") if row.get("status") != "done" else None)
         notes.append(row.get("extra") or {})
@@ -725,14 +723,14 @@ def prepare_clips(proto: Protocol, manifest: RunLedger, *, progress: bool = True
     clips["dataset"] = ds.label
     clips["synthetic"] = ds.synthetic
 
-    splits_dir = proto.results_path / "splits"
+    splits_dir = proto.layout.splits
     write_split_files(good, splits_dir)
     write_listening_set(listening, splits_dir)
     ordered = CLIPS_COLUMNS + ["listening"] + [c for c in clips.columns if c not in CLIPS_COLUMNS + ["listening"]]
     table = clips[ordered].copy()
     for col in ("source_rate", "source_channels"):
         table[col] = table[col].astype("Int64")
-    write_table(table, proto.results_path / "tables" / "clips.parquet", kind="clips")
+    write_table(table, proto.layout.table("clips"), kind="clips")
     table.attrs.update(
         dataset=ds.label,
         data_notes=list(ds.notes),
@@ -755,11 +753,13 @@ def describe_clips_stage(table: pd.DataFrame, proto: Protocol) -> list[str]:
     lines += [f"  note: {n}" for n in table.attrs.get("data_notes", [])]
     for split in ("train", "validation", "test"):
         k = int(((table["split"] == split) & (table["status"] == "ok")).sum())
-        lines.append(f"  {split}: {k} clips -> {res / 'splits' / (split + '.txt')}")
-    lines.append(f"  listening set: {int(table['listening'].sum())} clips -> {res / 'splits' / 'listening_set.txt'}")
+        lines.append(f"  {split}: {k} clips -> {proto.layout.split_list(split)}")
+    lines.append(
+        f"  listening set: {int(table['listening'].sum())} clips -> {proto.layout.split_list('listening_set')}"
+    )
     if table.attrs.get("listening_note"):
         lines.append(f"  note: {table.attrs['listening_note']}")
-    lines.append(f"  table: {res / 'tables' / 'clips.parquet'}")
+    lines.append(f"  table: {proto.layout.table('clips')}")
     for row in table[table["status"] != "ok"].itertuples():
         lines.append(f"  failed: {row.error}")
     return lines

@@ -42,14 +42,12 @@ import pandas as pd
 from sonieval.data.synthetic import SYNTHETIC_MARKER
 from sonieval.errors import DataError
 from sonieval.files import sha256_file, write_text_atomic
+from sonieval.results_layout import SYNTHETIC_SET, ResultsLayout
 from sonieval.tables import read_table, resolve_table_path
 
-PIN_NAME = "data_source.json"
 PIN_FORMAT = 1
 ESC50, SYNTHETIC = "esc50", "synthetic"
-SONIFICATIONS_DIR = "sonifications"
 META_RELPATH = Path("meta") / "esc50.csv"
-BUILTIN_SYNTHETIC_DIRNAME = "synthetic-esc50"  # <cache>/synthetic-esc50: where a protocol's built-in set is made
 STALE_SHOWN = 3  # stale files named in a one-line error; `sonieval data stale` lists them all
 
 
@@ -75,20 +73,28 @@ class MixedDataSources(DataError):
 @dataclass(frozen=True)
 class StageTable:
     kind: str
-    relpath: str  # inside the results folder
     command: str  # the command that writes it, before the protocol argument
     pipeline: bool = True  # made by `sonieval run` too
+
+    def path(self, results: str | os.PathLike) -> Path:
+        """Where the table lies in ``results`` (sonieval.results_layout)."""
+        return ResultsLayout(Path(results)).stage_table(self.kind)
+
+    @property
+    def relpath(self) -> str:
+        """Inside the results folder: ``tables/clips.parquet``."""
+        return self.path("").as_posix()
 
 
 STAGE_TABLES = {
     t.kind: t
     for t in (
-        StageTable("clips", "tables/clips.parquet", "sonieval data splits"),
-        StageTable("prepared", "tables/prepared.parquet", "sonieval prepare"),
-        StageTable("training", "tables/training.parquet", "sonieval train"),
-        StageTable("sonifications", "tables/sonifications.parquet", "sonieval sonify"),
-        StageTable("scores", "scores/scores.parquet", "sonieval score"),
-        StageTable("ratings", "study/ratings.parquet", "sonieval study export", pipeline=False),
+        StageTable("clips", "sonieval data splits"),
+        StageTable("prepared", "sonieval prepare"),
+        StageTable("training", "sonieval train"),
+        StageTable("sonifications", "sonieval sonify"),
+        StageTable("scores", "sonieval score"),
+        StageTable("ratings", "sonieval study export", pipeline=False),
     )
 }
 
@@ -115,7 +121,7 @@ def require_tables(results: str | os.PathLike, kinds: list[str], protocol: str |
     """Stop (before anything is written) when one of the ``kinds`` tables is missing; the first
     missing one in pipeline order is named with the command that makes it."""
     for kind, spec in STAGE_TABLES.items():
-        path = Path(results) / spec.relpath
+        path = spec.path(results)
         if kind in kinds and not path.is_file():
             raise missing_table_error(kind, path, protocol)
 
@@ -183,7 +189,7 @@ def source_of_copy(
 
 
 def pin_path(results: str | os.PathLike) -> Path:
-    return Path(results) / PIN_NAME
+    return ResultsLayout(Path(results)).data_source
 
 
 def read_pin(results: str | os.PathLike) -> DataSource | None:
@@ -224,7 +230,7 @@ def pin_data_source(results: str | os.PathLike, source: DataSource, protocol: st
 
 def implied_source(results: str | os.PathLike) -> DataSource | None:
     """The data source of a folder made before pins existed, read off its clips table (None: no table)."""
-    path = Path(results) / STAGE_TABLES["clips"].relpath
+    path = STAGE_TABLES["clips"].path(results)
     if not path.is_file():
         return None
     clips = read_table(path, "clips")
@@ -232,9 +238,7 @@ def implied_source(results: str | os.PathLike) -> DataSource | None:
         return None
     label = str(clips["dataset"].iloc[0]) if "dataset" in clips.columns else ""
     root = resolve_table_path(str(clips["path"].iloc[0]), results).parent.parent
-    builtin = (
-        "synthetic" in clips.columns and bool(clips["synthetic"].iloc[0]) and root.name == BUILTIN_SYNTHETIC_DIRNAME
-    )
+    builtin = "synthetic" in clips.columns and bool(clips["synthetic"].iloc[0]) and root.name == SYNTHETIC_SET
     return source_of_copy(root, builtin_synthetic=builtin, label=label)
 
 
@@ -243,7 +247,7 @@ def pinned_source(results: str | os.PathLike) -> tuple[DataSource | None, Path]:
     pinned = read_pin(results)
     if pinned is not None:
         return pinned, pin_path(results)
-    return implied_source(results), Path(results) / STAGE_TABLES["clips"].relpath
+    return implied_source(results), STAGE_TABLES["clips"].path(results)
 
 
 def check_data_source(
@@ -308,10 +312,10 @@ def _absolute(value: str, results: Path) -> str:
 def find_stale(results: str | os.PathLike, under: str | os.PathLike | None = None) -> Staleness:
     """Stale sonification rows and WAV files of ``results`` (only those inside ``under`` when given)."""
     results = Path(results).resolve()
-    son_path = results / STAGE_TABLES["sonifications"].relpath
+    son_path = STAGE_TABLES["sonifications"].path(results)
     son = read_table(son_path, "sonifications") if son_path.is_file() else None
-    clips_path = results / STAGE_TABLES["clips"].relpath
-    scope = Path(under).resolve() if under is not None else results / SONIFICATIONS_DIR
+    clips_path = STAGE_TABLES["clips"].path(results)
+    scope = Path(under).resolve() if under is not None else ResultsLayout(results).sonifications
     prefix = str(scope) + os.sep
     stale_rows = pd.DataFrame()
     listed: set[str] = set()
@@ -343,7 +347,7 @@ def stale_rows_error(stale: Staleness, protocol: str | os.PathLike | None = None
     return StaleFiles(
         f"{len(rows)} sonification(s) are of clips that are not in tables/clips.parquet (made from another data "
         f"source or an older clips table): {_examples(rows)}",
-        path=stale.results / STAGE_TABLES["sonifications"].relpath,
+        path=STAGE_TABLES["sonifications"].path(stale.results),
         hint=f"rebuild the sonifications table for the current clips with `{making_command('sonifications', protocol)}`",
     )
 
@@ -353,7 +357,7 @@ def _stale_wavs_text(stale: Staleness) -> str:
         p.relative_to(stale.results).as_posix() if _is_within(p, stale.results) else str(p) for p in stale.stale_wavs
     ]
     return (
-        f"{len(names)} WAV file(s) under {stale.results / SONIFICATIONS_DIR} are not listed in "
+        f"{len(names)} WAV file(s) under {ResultsLayout(stale.results).sonifications} are not listed in "
         f"tables/sonifications.parquet (stale: left by an earlier data source, listening set or system grid): "
         f"{_examples(names)}"
     )
@@ -384,11 +388,8 @@ def check_sonifications(results: str | os.PathLike, protocol: str | os.PathLike 
 
 def results_folder_of(folder: str | os.PathLike) -> Path | None:
     """The results folder whose ``sonifications/`` holds ``folder`` (None when it is not inside one)."""
-    folder = Path(folder).expanduser().resolve()
-    for candidate in (folder, *folder.parents):
-        if candidate.name == SONIFICATIONS_DIR and (candidate.parent / STAGE_TABLES["sonifications"].relpath).is_file():
-            return candidate.parent
-    return None
+    layout = ResultsLayout.containing(folder)
+    return layout.root if layout is not None else None
 
 
 def source_of_folder(folder: str | os.PathLike) -> tuple[DataSource | None, str]:
@@ -396,7 +397,7 @@ def source_of_folder(folder: str | os.PathLike) -> tuple[DataSource | None, str]
     layout, or a folder inside a results folder's ``sonifications/``; (None, "") when unknown."""
     folder = Path(folder).expanduser().resolve()
     if folder.name == "audio" and (folder.parent / META_RELPATH).is_file():
-        builtin = folder.parent.name == BUILTIN_SYNTHETIC_DIRNAME and (folder.parent / SYNTHETIC_MARKER).is_file()
+        builtin = folder.parent.name == SYNTHETIC_SET and (folder.parent / SYNTHETIC_MARKER).is_file()
         return source_of_copy(folder.parent, builtin_synthetic=builtin), f"{folder.parent / META_RELPATH}"
     results = results_folder_of(folder)
     if results is not None:

@@ -36,7 +36,8 @@ from sonieval.files import sha256_file, write_bytes_atomic, write_text_atomic
 from sonieval.gallery.content import GalleryContent, read_content
 from sonieval.gallery.copies import COPY_FORMAT, CopyFormat, ListeningCopy, copy_key, make_copy, row_level
 from sonieval.gallery.thumbs import RowScale, render_thumbnail, row_scale
-from sonieval.gallery_links import GALLERY_DIR, GALLERY_PAGE
+from sonieval.gallery_links import GALLERY_PAGE
+from sonieval.results_layout import ResultsLayout
 
 __all__ = ["GalleryResult", "build_gallery", "read_sound_file", "run_gallery", "sound_script"]
 
@@ -233,7 +234,7 @@ def build_gallery(
     results = Path(results)
     content = read_content(results, protocol)
     spec = spec or LevelSpec()
-    out = results / GALLERY_DIR
+    out = ResultsLayout(results).gallery
     builder = _Builder(out, spec, fmt, workers or min(4, os.cpu_count() or 1), progress)
     originals = dict(zip(content.clips["clip_id"], builder.run(_original_jobs(content), "originals")))
     jobs, absent = _cell_jobs(content, originals, spec)
@@ -272,8 +273,8 @@ class GallerySkipped:
         return list(self.notes)
 
 
-def run_gallery(proto, manifest=None, *, engine=None) -> GalleryResult | GallerySkipped:
-    """The gallery as a stage of ``sonieval run`` and the demo (called as ``run_gallery(proto, manifest, engine=...)``;
+def run_gallery(proto, ledger=None, *, engine=None) -> GalleryResult | GallerySkipped:
+    """The gallery as a stage of ``sonieval run`` and the demo (called as ``run_gallery(proto, ledger, engine=...)``;
     it runs in this process, so ``engine`` is not used):
     :func:`build_gallery` of the protocol's results folder at its study's loudness. Without the ``study``
     extra the stage is skipped with one line saying what to install, and the run goes on."""

@@ -24,6 +24,7 @@ import pandas as pd
 
 from sonieval.errors import DataError
 from sonieval.measures import MEASURES
+from sonieval.results_layout import ResultsLayout
 from sonieval.tables import (
     CEILING,
     NO_CONTROL,
@@ -39,7 +40,6 @@ __all__ = ["FACETS", "GalleryContent", "Measure", "read_content"]
 # The filters the page offers, in this order (a facet with a single value is not shown).
 FACETS = ("encoder", "layer", "variant", "alignment", "seed", "codec", "control", "postprocess", "lr", "epoch")
 CONTROL_ORDER = {NO_CONTROL: 0, TWIN: 1, "shuffled": 2, "untrained": 3, CEILING: 4}
-RATINGS_FILES = ("study/ratings.parquet", "study/ratings.csv")
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,8 @@ def read_content(results: str | os.PathLike, protocol: str | os.PathLike | None 
 
     results = Path(results)
     require_tables(results, ["clips", "sonifications"], protocol)
-    son = read_table(results / "tables" / "sonifications.parquet", "sonifications")
-    clips = read_table(results / "tables" / "clips.parquet", "clips")
+    son = read_table(ResultsLayout(results).table("sonifications"), "sonifications")
+    clips = read_table(ResultsLayout(results).table("clips"), "clips")
     cells = _cells(son, clips, results)
     content = GalleryContent(results, _systems(cells), _clips(cells, clips, results), cells)
     content.measures, content.values = _item_values(results, cells)
@@ -95,7 +95,7 @@ def _cells(son: pd.DataFrame, clips: pd.DataFrame, results: Path) -> pd.DataFram
     if son.empty:
         raise DataError(
             "no sonification of a clip in the clips table",
-            path=results / "tables" / "sonifications.parquet",
+            path=ResultsLayout(results).table("sonifications"),
             hint="run `sonieval sonify PROTOCOL` (or `sonieval run PROTOCOL`) for this results folder",
         )
     son = son.drop_duplicates(["clip_id", "system_id"], keep="last")
@@ -199,7 +199,7 @@ def _clips(cells: pd.DataFrame, clips: pd.DataFrame, results: Path) -> pd.DataFr
 
 def _item_values(results: Path, cells: pd.DataFrame) -> tuple[list[Measure], dict]:
     """The measure columns (catalogue order) and each cell's values (an undefined one: its reason)."""
-    path = results / "scores" / "item_scores.parquet"
+    path = ResultsLayout(results).scores.item_scores_table
     if not path.is_file():
         return [], {}
     items = read_table(path, "item_scores")
@@ -235,7 +235,8 @@ def _direction_column(items: pd.DataFrame, metric: str) -> str:
 
 def _marks(results: Path) -> tuple[dict, dict]:
     """Mean mark and count per (system or "original", clip, attribute), from the study's ratings export."""
-    path = next((results / f for f in RATINGS_FILES if (results / f).is_file()), None)
+    study = ResultsLayout(results).study_folder
+    path = next((p for p in (study.ratings_table, study.ratings_csv) if p.is_file()), None)
     if path is None:
         return {}, {}
     ratings = read_table(path, "ratings")

@@ -22,7 +22,7 @@ FILES_PER_TASK = 64  # a few seconds of a GPU per task, so a lost worker costs l
 
 
 def fill_embedding_cache(
-    manifest: RunLedger,
+    ledger: RunLedger,
     engine: Engine | None,
     spec: str,
     paths: list[str],
@@ -59,9 +59,7 @@ def fill_embedding_cache(
         )
         for i, part in enumerate(parts)
     ]
-    run_tasks(
-        manifest, STAGE, tasks, engine, desc=f"embed ({spec}) on {engine.name}", progress=progress, skip_done=False
-    )
+    run_tasks(ledger, STAGE, tasks, engine, desc=f"embed ({spec}) on {engine.name}", progress=progress, skip_done=False)
     return len(todo)
 
 

@@ -42,6 +42,7 @@ from sonieval.errors import SonievalError, WeightsUnavailable
 from sonieval.files import atomic_path, sha256_file
 from sonieval.logmel import LogMel
 from sonieval.models.catalogue import encoder_card
+from sonieval.results_layout import CacheLayout
 
 DEFAULT_EMBEDDING = "logmel"
 
@@ -495,7 +496,7 @@ class EmbeddingCache:
     """Per-file embeddings under ``root/<backend key>/<sha[:2]>/<sha>.npy`` (content-addressed)."""
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root) / "metric_embeddings"
+        self.root = CacheLayout(Path(root)).metric_embeddings
 
     def path(self, backend: EmbeddingBackend, content_sha256: str) -> Path:
         return self.root / backend.cache_key() / content_sha256[:2] / f"{content_sha256}.npy"

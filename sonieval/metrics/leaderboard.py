@@ -41,7 +41,7 @@ import pandas as pd
 
 from sonieval.engines import run_items
 from sonieval.errors import DataError, SonievalError
-from sonieval.ledger import ItemOutcome, LedgerItem, RunLedger
+from sonieval.ledger import ItemOutcome, LedgerItem, RunLedger, open_ledger
 from sonieval.metrics.embed_tasks import fill_embedding_cache
 from sonieval.metrics.render import dot_plots, leaderboard_document, write_pages
 
@@ -64,6 +64,7 @@ from sonieval.metrics.scoring import (  # noqa: F401
     system_rows,
     tidy_scores,
 )
+from sonieval.results_layout import ScoresLayout
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 STAGE = "score"
@@ -86,7 +87,7 @@ class ScoreOutputs:
 
 
 def _part_path(out_dir: Path, kind: str, key: str) -> Path:
-    return out_dir / "parts" / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.parquet"
+    return ScoresLayout(out_dir).parts / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.parquet"
 
 
 def _kernel_path(out_dir: Path, key: str) -> Path:
@@ -131,7 +132,7 @@ class _Board:
     config: ScoreConfig
     cache_dir: Path
     reference_label: str
-    manifest: RunLedger
+    ledger: RunLedger
     engine: object = None
     primary_codec: str | None = None
     failures: dict[str, str] = field(default_factory=dict)
@@ -157,7 +158,7 @@ class _Board:
         )
         items = self.system_items(side, backend)
         batch = run_items(
-            self.manifest,
+            self.ledger,
             STAGE,
             items,
             SystemScorer(side, frames, self.config, self.out_dir),
@@ -180,7 +181,7 @@ class _Board:
         for s in self.systems:
             paths += s.paths + [o for o in s.originals if o]
         fill_embedding_cache(
-            self.manifest, self.engine, spec, paths, self.cache_dir, self.config.device, progress=self.config.progress
+            self.ledger, self.engine, spec, paths, self.cache_dir, self.config.device, progress=self.config.progress
         )
         extraction = embed_files(
             backend,
@@ -191,7 +192,7 @@ class _Board:
         )
         for p, err in extraction.errors.items():
             key = f"{backend.embedding_id}|{p}"
-            self.manifest.record(
+            self.ledger.record(
                 f"{STAGE}-embed", key, "failed", inputs={"embedding": backend.embedding_id, "path": p}, error=err
             )
             self.failures[key] = err
@@ -251,7 +252,7 @@ class _Board:
             if any(s.originals)
         ]
         batch = run_items(
-            self.manifest,
+            self.ledger,
             f"{STAGE}-items",
             items,
             run,
@@ -282,7 +283,7 @@ def score_sets(
     config: ScoreConfig,
     cache_dir: str | os.PathLike,
     reference_label: str,
-    manifest: RunLedger,
+    ledger: RunLedger,
     training: pd.DataFrame | None = None,
     primary_codec: str | None = None,
     engine=None,
@@ -296,16 +297,14 @@ def score_sets(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_systems(systems, config)
-    board = _Board(
-        reference, systems, out_dir, config, Path(cache_dir), reference_label, manifest, engine, primary_codec
-    )
+    board = _Board(reference, systems, out_dir, config, Path(cache_dir), reference_label, ledger, engine, primary_codec)
     for spec in config.embeddings:
         try:
             board.score_embedding(spec)
         except SonievalError as exc:
             # one embedding that cannot run (weights unavailable, ...) does not stop the others
             board.failures[f"embedding {spec}"] = str(exc)
-            manifest.record(STAGE, f"embedding|{spec}", "failed", inputs={"embedding": spec}, error=str(exc))
+            ledger.record(STAGE, f"embedding|{spec}", "failed", inputs={"embedding": spec}, error=str(exc))
     if not board.score_parts and board.failures:
         first = next(iter(board.failures.values()))
         raise SonievalError(f"nothing could be scored; first failure: {first}")
@@ -424,10 +423,11 @@ def _write_outputs(
     # the what-is-kept measures are read in the profile (by layer too); seeds and depth keep the other measures
     core = _without_attributes(learning)
     seeds, depth = seed_table(core), depth_table(core)
+    where = ScoresLayout(out_dir)
     tables = {
-        "scores.parquet": (scores, "scores"),
+        where.scores_table.name: (scores, "scores"),
         "scores.csv": (scores, "scores"),
-        "item_scores.parquet": (item_scores, "item_scores"),
+        where.item_scores_table.name: (item_scores, "item_scores"),
         "leaderboard.csv": (board.drop(columns=["versions"], errors="ignore"), None),
         "paired_kad.csv": (paired, None),
         "item_summary.csv": (items, None),
@@ -442,10 +442,10 @@ def _write_outputs(
     }
     tables.update({name: (df, None) for name, df in optional.items() if df is not None and not df.empty})
     files = [write_table(df, out_dir / name, schema) for name, (df, schema) in tables.items()]
-    figures = dot_plots(board, out_dir / "figures")
+    figures = dot_plots(board, where.figures)
     notes = depth_notes(scores, training)
-    depth_figs = depth_figures(depth, out_dir / "figures", notes)
-    profile_figs = _profile_figures(profile, out_dir / "figures")
+    depth_figs = depth_figures(depth, where.figures, notes)
+    profile_figs = _profile_figures(profile, where.figures)
     doc = leaderboard_document(
         board,
         scores,
@@ -461,7 +461,7 @@ def _write_outputs(
         profile_figures=profile_figs,
         gallery=_gallery_link(out_dir),
     )
-    files += write_pages(doc, out_dir)
+    files += write_pages(doc, out_dir, where.leaderboard.stem)
     outputs = files + figures + depth_figs + profile_figs
     return ScoreOutputs(scores, item_scores, board, outputs, failures, learning, depth, profile=profile)
 
@@ -530,15 +530,15 @@ def score_folders(
     reference = _folder_set("reference", Path(reference_dir))
     index = dict(zip(reference.clip_ids, reference.paths))
     sets = [_folder_set(name, Path(d), index) for name, d in systems.items()]
-    with RunLedger(out_dir / "manifest.sqlite") as manifest:
+    with open_ledger(out_dir) as ledger:
         return score_sets(
             reference,
             sets,
             out_dir,
             config=config,
-            cache_dir=cache_dir or out_dir / "cache",
+            cache_dir=cache_dir or ScoresLayout(out_dir).cache.root,
             reference_label=f"folder:{Path(reference_dir).resolve()}",
-            manifest=manifest,
+            ledger=ledger,
         )
 
 
@@ -552,9 +552,9 @@ def protocol_sets(proto) -> tuple[AudioSet, list[AudioSet], str]:
     """The reference set and the systems of a protocol's results folder."""
     from sonieval.tables import read_table
 
-    results = proto.results_path
+    results, layout = proto.results_path, proto.layout
     spec = proto.metrics.reference_set
-    clips = read_table(results / "tables" / "clips.parquet", "clips")
+    clips = read_table(layout.table("clips"), "clips")
     ok_clips = clips[clips["status"].astype(str) != "failed"]
     folder = proto.resolve(spec) if ("/" in spec or spec.startswith(".")) else None
     if folder is not None:
@@ -570,7 +570,7 @@ def protocol_sets(proto) -> tuple[AudioSet, list[AudioSet], str]:
             if missing:
                 raise DataError(
                     f"metrics.reference_set {spec!r}: split(s) {', '.join(missing)} not in the clips table",
-                    path=results / "tables" / "clips.parquet",
+                    path=layout.table("clips"),
                     hint=f"available: {', '.join(have) or 'none'}, 'all', 'a+b', or a folder path",
                 )
             chosen = ok_clips[ok_clips["split"].astype(str).isin(wanted)]
@@ -589,12 +589,12 @@ def protocol_sets(proto) -> tuple[AudioSet, list[AudioSet], str]:
         data_label = _data_label(clips)
         if data_label:
             label += f" ({data_label})"
-    son = read_table(results / "tables" / "sonifications.parquet", "sonifications")
+    son = read_table(layout.table("sonifications"), "sonifications")
     son = son[son["status"].astype(str).isin(["done", "ok"])]
     if son.empty:
         raise DataError(
             "no finished sonifications to score",
-            path=results / "tables" / "sonifications.parquet",
+            path=layout.table("sonifications"),
             hint="run `sonieval sonify PROTOCOL` first",
         )
     orig_of = {str(c): _resolve_path(p, results) for c, p in zip(clips["clip_id"], clips["path"])}
@@ -639,7 +639,7 @@ def _data_label(clips: pd.DataFrame) -> str:
     return ""
 
 
-def run_score(proto, manifest: RunLedger, *, engine=None, **overrides) -> ScoreOutputs:
+def run_score(proto, ledger: RunLedger, *, engine=None, **overrides) -> ScoreOutputs:
     """The ``score`` stage of a protocol: writes ``<results>/scores/`` (``engine``: see score_sets)."""
     from sonieval.data.results_folder import check_sonifications
 
@@ -647,16 +647,16 @@ def run_score(proto, manifest: RunLedger, *, engine=None, **overrides) -> ScoreO
     notes = check_sonifications(proto.results_path, proto.source)
     reference, systems, label = protocol_sets(proto)
     config = ScoreConfig.from_spec(proto.metrics, **{"seed": proto.seed, **overrides})
-    training_path = proto.results_path / "tables" / "training.parquet"
+    training_path = proto.layout.table("training")
     training = pd.read_parquet(training_path) if training_path.is_file() else None
     outputs = score_sets(
         reference,
         systems,
-        proto.results_path / "scores",
+        proto.layout.scores.root,
         config=config,
         cache_dir=proto.cache_path,
         reference_label=label,
-        manifest=manifest,
+        ledger=ledger,
         training=training,
         primary_codec=proto.primary_codec.name,
         engine=engine,

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from sonieval.errors import SonievalError, WeightsUnavailable
 from sonieval.files import sha256_file, write_text_atomic
+from sonieval.results_layout import CacheLayout
 
 # (repo_id, filename) -> published SHA-256. Empty where the published value is unknown (see above).
 PUBLISHED_SHA256: dict[tuple[str, str], str] = {}
@@ -112,7 +113,7 @@ def hub_snapshot(repo_id: str, *, what: str, setting: str) -> Path:
 
 def _sidecar(cache_dir: Path, key: str) -> Path:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key).strip("_")[-150:]
-    return cache_dir / "weights" / f"{safe}.sha256.json"
+    return CacheLayout(cache_dir).weights / f"{safe}.sha256.json"
 
 
 def verify_checksum(

@@ -81,16 +81,15 @@ def codec_model_key(proto: Protocol, codec: Any) -> str:
 
 
 def clips_table_path(proto: Protocol) -> Path:
-    return proto.results_path / "tables" / "clips.parquet"
+    return proto.layout.table("clips")
 
 
 def prepared_table_path(proto: Protocol) -> Path:
-    return proto.results_path / "tables" / "prepared.parquet"
+    return proto.layout.table("prepared")
 
 
 def cache_file(proto: Protocol, kind: str, key: str, clip_sha: str) -> Path:
-    folder = {"embedding": "embeddings", "latent": "latents"}[kind]
-    return proto.cache_path / folder / key / f"{clip_sha}.npy"
+    return proto.layout.cache.model(kind, key) / f"{clip_sha}.npy"
 
 
 def weights_dir() -> Path:
@@ -169,7 +168,7 @@ def encoder_layers(proto: Protocol, spec: Any) -> list[str]:
             hint="run `sonieval prepare PROTOCOL` first",
         )
     have = sorted(rows["layer"].astype(str).unique(), key=lambda label: layer_depth(parse_layer_label(label)))
-    info = read_encoder_info(proto.cache_path / "embeddings" / str(rows["model_key"].iloc[0]))
+    info = read_encoder_info(proto.layout.cache.model("embedding", str(rows["model_key"].iloc[0])))
     if "num_blocks" in info:
         expected = ["input", *(layer_label(k) for k in range(1, int(info["num_blocks"]) + 1))]
         if have != expected:
@@ -218,7 +217,7 @@ def restore_codec_state(codec: Any, latent_folder: str | Path) -> Any:
 def write_codec_info(proto: Protocol, key: str, codec: Any) -> Path:
     """Beside the latents of folder ``key``: the codec's provenance and fitted state (:func:`save_codec_state`),
     written by prepare before any latent is made."""
-    return save_codec_state(proto.cache_path / "latents" / key, codec)
+    return save_codec_state(proto.layout.cache.model("latent", key), codec)
 
 
 def codec_from_cache(proto: Protocol, name: str, key: str, device: str = "cpu") -> Any:
@@ -227,7 +226,7 @@ def codec_from_cache(proto: Protocol, name: str, key: str, device: str = "cpu") 
     from sonieval.models.codec import load_codec
 
     codec = load_codec(proto.resolved_codec(name), weights_dir(), device=device)
-    return restore_codec_state(codec, proto.cache_path / "latents" / key)
+    return restore_codec_state(codec, proto.layout.cache.model("latent", key))
 
 
 def load_prepared_codec(proto: Protocol, name: str, device: str = "cpu") -> Any:
@@ -246,4 +245,4 @@ def load_prepared_codec(proto: Protocol, name: str, device: str = "cpu") -> Any:
             path=prepared_table_path(proto),
             hint="run `sonieval prepare PROTOCOL`",
         )
-    return restore_codec_state(codec, proto.cache_path / "latents" / str(keys["model_key"].iloc[-1]))
+    return restore_codec_state(codec, proto.layout.cache.model("latent", str(keys["model_key"].iloc[-1])))

@@ -21,6 +21,7 @@ import pandas as pd
 
 from sonieval.errors import DataError, SonievalError
 from sonieval.plotting import pyplot, save_figure
+from sonieval.results_layout import ResultsLayout
 
 
 def waveform_stack(
@@ -92,11 +93,12 @@ def sonification_figure(
     from sonieval.tables import read_table, resolve_table_path
 
     results = Path(results)
-    clips = read_table(results / "tables" / "clips.parquet", "clips")
-    son = read_table(results / "tables" / "sonifications.parquet", "sonifications")
+    layout = ResultsLayout(results)
+    clips = read_table(layout.table("clips"), "clips")
+    son = read_table(layout.table("sonifications"), "sonifications")
     match = clips[clips["clip_id"] == clip_id]
     if match.empty:
-        raise DataError(f"clip {clip_id!r} is not in the clips table", path=results / "tables" / "clips.parquet")
+        raise DataError(f"clip {clip_id!r} is not in the clips table", path=layout.table("clips"))
     rows = son[(son["clip_id"] == clip_id) & (son["status"] == "done")]
     if systems:
         unknown = [s for s in systems if s not in set(rows["system_id"])]
@@ -115,7 +117,7 @@ def sonification_figure(
         for r, mark in zip(rows.itertuples(), marks)
     ]
     category = match.iloc[0]["category"]
-    out = Path(out) if out else results / "figures" / f"waveforms_{clip_id}.png"
+    out = Path(out) if out else layout.figures / f"waveforms_{clip_id}.png"
     note = "\n".join(text for mark, text in RANDOM_MARKS.items() if any(m.strip() == mark for m in marks)) or None
     return waveform_stack(original, stack, CODEC_RATE, out, title=f"{clip_id} ({category})", note=note)
 

@@ -4,7 +4,7 @@ A shard (one job of a SLURM array, say) records its items in its own ledger,
 ``<results>/ledgers/<stage>-shard-<k>-of-<N>.sqlite``, written by that shard alone: no two machines
 ever write one SQLite file (its file locks are unsafe on network file systems). The next unsharded
 run of the stage (``sonieval sonify PROTOCOL``, or ``sonieval run PROTOCOL``) merges every shard
-ledger into the run's ledger (``manifest.sqlite``), skips what the shards made and writes the
+ledger into the run's ledger (``ledger.sqlite``), skips what the shards made and writes the
 stage's table. A shard starts from the run ledger's finished items of its stage, so it does not redo
 work finished before the array started.
 
@@ -20,8 +20,8 @@ import sqlite3
 from pathlib import Path
 
 from sonieval.ledger import RunLedger
+from sonieval.results_layout import ResultsLayout
 
-LEDGER_DIR = "ledgers"
 _COLUMNS = (
     "stage",
     "key",
@@ -39,12 +39,11 @@ _COLUMNS = (
 
 
 def shard_ledger_path(results: str | os.PathLike, stage: str, shard: tuple[int, int]) -> Path:
-    k, n = shard
-    return Path(results) / LEDGER_DIR / f"{stage}-shard-{k}-of-{n}.sqlite"
+    return ResultsLayout(Path(results)).shard_ledger(stage, shard)
 
 
 def shard_ledgers(results: str | os.PathLike, stage: str) -> list[Path]:
-    return sorted((Path(results) / LEDGER_DIR).glob(f"{stage}-shard-*-of-*.sqlite"))
+    return sorted(ResultsLayout(Path(results)).shard_ledgers.glob(f"{stage}-shard-*-of-*.sqlite"))
 
 
 def _rows(path: Path, stage: str) -> list[tuple]:
@@ -72,15 +71,15 @@ def merge_rows(dst: RunLedger, src: Path, stage: str) -> int:
     return dst._conn.total_changes - before  # noqa: SLF001
 
 
-def merge_shard_ledgers(manifest: RunLedger, results: str | os.PathLike, stage: str) -> int:
+def merge_shard_ledgers(ledger: RunLedger, results: str | os.PathLike, stage: str) -> int:
     """Every shard ledger of ``stage`` into the run ledger (the driver's); returns the rows taken."""
-    return sum(merge_rows(manifest, path, stage) for path in shard_ledgers(results, stage))
+    return sum(merge_rows(ledger, path, stage) for path in shard_ledgers(results, stage))
 
 
 def open_shard_ledger(results: str | os.PathLike, stage: str, shard: tuple[int, int]) -> RunLedger:
     """The shard's own ledger, started from the run ledger's finished items of ``stage`` (read only)."""
     ledger = RunLedger(shard_ledger_path(results, stage, shard))
-    main = Path(results) / "manifest.sqlite"
+    main = ResultsLayout(Path(results)).ledger
     if main.exists():
         merge_rows(ledger, main, stage)
     return ledger

@@ -34,7 +34,7 @@ The stage writes ``tables/prepared.parquet`` (clip_id, split, listening, kind, m
 model_key, path, status, error; ``layer`` is the layer label of an embedding, ``input`` or
 ``layer<k>``, and empty for latents), which ``train`` and ``sonify`` read through the cache's read side
 (:mod:`sonieval.pipeline.cache`: they never import this stage), and records every
-entry in the run manifest (stage ``prepare``, one item per clip and layer: ``embedding/<encoder
+entry in the run ledger (stage ``prepare``, one item per clip and layer: ``embedding/<encoder
 slot>/<clip_id>``, the slot as in system ids, e.g. ``hubert.layer6``, ``crepe-tiny.twin.layer3``). The
 encoders are the protocol's entries and their twins (``Protocol.sonified_encoders``), each known by its
 ``system_name`` (``crepe-tiny``, ``crepe-tiny.twin``), the prepared table's ``model``.
@@ -134,7 +134,7 @@ class PrepareResult:
 class CacheTarget:
     """One output a model's forward fills the cache with: an encoder layer's embeddings or a codec's latents."""
 
-    name: str  # in manifest keys: the encoder slot as in system ids (``hubert``, ``hubert.layer6``) or the codec
+    name: str  # in ledger keys: the encoder slot as in system ids (``hubert``, ``hubert.layer6``) or the codec
     model: str  # the prepared table's ``model``: the encoder's or codec's name
     key: str  # the cache folder (for an encoder layer: layer_model_key)
     layer: str | None = None  # the layer label of an embedding (``input``, ``layer<k>``); None for latents
@@ -146,7 +146,7 @@ Forward = Callable[[np.ndarray, list[CacheTarget]], list[np.ndarray]]
 
 def _compute_cached(
     proto: Protocol,
-    manifest: RunLedger,
+    ledger: RunLedger,
     clips: pd.DataFrame,
     *,
     kind: str,
@@ -157,12 +157,12 @@ def _compute_cached(
     batch_size: int,
     progress: bool,
 ) -> tuple[list[dict[str, Any]], BatchResult]:
-    """Fill the cache for one model's targets, ``batch_size`` clips per forward; one manifest row per
+    """Fill the cache for one model's targets, ``batch_size`` clips per forward; one ledger row per
     (clip, target). A clip goes through the model once for all the targets it still lacks."""
     by_clip = [(row, _clip_items(proto, row, kind, targets, load_model_info)) for row in clips.itertuples(index=False)]
     items = [it for _, its in by_clip for it in its]
     total = BatchResult()
-    pending = {it.key for it in items if not manifest.is_done(STAGE, it.key, it.inputs)}
+    pending = {it.key for it in items if not ledger.is_done(STAGE, it.key, it.inputs)}
     total.skipped.extend(it.key for it in items if it.key not in pending)
     # A cache file from an earlier run (or another results folder) is reused without a forward.
     need = {
@@ -185,7 +185,7 @@ def _compute_cached(
     _merge(
         total,
         run_tasks(
-            manifest,
+            ledger,
             STAGE,
             tasks,
             engine,
@@ -196,13 +196,13 @@ def _compute_cached(
     )
     computed = {id(row) for row, _ in to_compute}
     rest = [it for row, its in by_clip if id(row) not in computed for it in its if it.key in pending]
-    _merge(total, manifest.run_batch(STAGE, rest, lambda it: _store(it, None, kind), progress=False))
+    _merge(total, ledger.run_batch(STAGE, rest, lambda it: _store(it, None, kind), progress=False))
 
     rows = []
     for t in targets:  # the table by target, then clip
         for it in (it for _, its in by_clip for it in its if it.payload["target_spec"] == t):
             row = it.payload["row"]
-            state = manifest.get(STAGE, it.key) or {}
+            state = ledger.get(STAGE, it.key) or {}
             rows.append(
                 {
                     "clip_id": row.clip_id,
@@ -308,7 +308,7 @@ def cache_chunk(
 def _clip_items(
     proto: Protocol, row, kind: str, targets: list[CacheTarget], load_model_info: dict[str, Any]
 ) -> list[LedgerItem]:
-    """One manifest item per target for one clip, keyed by the clip's content hash."""
+    """One ledger item per target for one clip, keyed by the clip's content hash."""
     try:
         sha = sha256_file(row.path)
     except OSError as exc:
@@ -405,7 +405,7 @@ def write_encoder_info(proto: Protocol, key: str, encoder: Any, layer: Any = "in
         info["time_axis"] = {"grid": list(axis.grid), "hop_s": axis.hop_s, "first_center_s": axis.first_center_s}
     except NotImplementedError:
         info["time_axis"] = None
-    return write_text_atomic(proto.cache_path / "embeddings" / key / ENCODER_INFO, json.dumps(info, indent=1))
+    return write_text_atomic(proto.layout.cache.model("embedding", key) / ENCODER_INFO, json.dumps(info, indent=1))
 
 
 @dataclass
@@ -486,7 +486,7 @@ def encoder_targets(proto: Protocol, encoder: Any) -> list[CacheTarget]:
 
 def prepare_encoder(
     proto: Protocol,
-    manifest: RunLedger,
+    ledger: RunLedger,
     clips: pd.DataFrame,
     spec: Any,
     *,
@@ -499,12 +499,12 @@ def prepare_encoder(
     from sonieval.models.encoders import load_encoder
 
     encoder = load_encoder(spec, device=device, index=index)
-    return cache_embeddings(proto, manifest, clips, encoder, device=device, batch_size=batch_size, progress=progress)
+    return cache_embeddings(proto, ledger, clips, encoder, device=device, batch_size=batch_size, progress=progress)
 
 
 def cache_embeddings(
     proto: Protocol,
-    manifest: RunLedger,
+    ledger: RunLedger,
     clips: pd.DataFrame,
     encoder: Any,
     *,
@@ -521,7 +521,7 @@ def cache_embeddings(
     info = {"model_id": str(encoder.model_id), "random_init": bool(encoder.random_init)}
     return _compute_cached(
         proto,
-        manifest,
+        ledger,
         clips,
         kind="embedding",
         targets=targets,
@@ -535,7 +535,7 @@ def cache_embeddings(
 
 def run_prepare(
     proto: Protocol,
-    manifest: RunLedger,
+    ledger: RunLedger,
     *,
     device: str = "auto",
     batch_size: int = DEFAULT_ENCODE_BATCH,
@@ -546,14 +546,14 @@ def run_prepare(
     forward passes run as tasks on ``engine`` (sonieval.engines; default: this process)."""
     token = _ENGINE.set(engine)
     try:
-        return _prepare_all(proto, manifest, device=device, batch_size=batch_size, progress=progress)
+        return _prepare_all(proto, ledger, device=device, batch_size=batch_size, progress=progress)
     finally:
         _ENGINE.reset(token)
 
 
 def _prepare_all(
     proto: Protocol,
-    manifest: RunLedger,
+    ledger: RunLedger,
     *,
     device: str = "auto",
     batch_size: int = DEFAULT_ENCODE_BATCH,
@@ -572,7 +572,7 @@ def _prepare_all(
     batches: dict[str, BatchResult] = {}
     for i, spec in proto.sonified_encoders():  # each entry, and its random twin after it
         r, b = prepare_encoder(
-            proto, manifest, clips, spec, index=i, device=device, batch_size=batch_size, progress=progress
+            proto, ledger, clips, spec, index=i, device=device, batch_size=batch_size, progress=progress
         )
         rows += r
         batches[f"embedding/{spec.system_name}"] = b
@@ -584,7 +584,7 @@ def _prepare_all(
         info = {"model_id": str(codec.model_id), "random_init": bool(codec.random_init)}
         r, b = _compute_cached(
             proto,
-            manifest,
+            ledger,
             codec_clips,
             kind="latent",
             targets=[CacheTarget(codec.name, codec.name, key)],

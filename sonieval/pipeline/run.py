@@ -1,6 +1,6 @@
 """`sonieval run PROTOCOL`: every stage in order, each reading the previous stages' tables.
 
-Stages are resumable (the run manifest skips finished items), so rerunning after an
+Stages are resumable (the run ledger skips finished items), so rerunning after an
 interruption or after adding a variant to the protocol only does the missing work. An item
 that fails (a clip that cannot be read, a run that cannot train) does not stop the others; the
 items that failed in this run are returned (:class:`RunResult`) and written to
@@ -23,20 +23,19 @@ import pandas as pd
 from sonieval.data.esc50 import prepare_clips
 from sonieval.errors import SonievalError
 from sonieval.gallery.build import run_gallery
-from sonieval.ledger import RunLedger
+from sonieval.ledger import RunLedger, open_ledger
 from sonieval.metrics.leaderboard import run_score
 from sonieval.pipeline.prepare import run_prepare
 from sonieval.pipeline.sonify import run_sonify
 from sonieval.pipeline.train import run_train
 from sonieval.protocol import Protocol
 
-FAILURES_NAME = "run_failures.csv"  # in the results folder: every item the last `sonieval run` could not make
 FAILURES_SHOWN = 10
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of a run: ``run(proto, manifest, *, engine)`` (every stage takes the engine; None: local)."""
+    """One stage of a run: ``run(proto, ledger, *, engine)`` (every stage takes the engine; None: local)."""
 
     name: str
     run: Callable[..., Any]
@@ -52,10 +51,6 @@ STAGES = [
     Stage("gallery", run_gallery, "listening gallery: loudness-aligned copies, thumbnails, the page"),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
-
-
-def open_manifest(proto: Protocol) -> RunLedger:
-    return RunLedger(proto.results_path / "manifest.sqlite")
 
 
 def select_stages(only: list[str] | None = None, until: str | None = None) -> list[Stage]:
@@ -88,11 +83,11 @@ class RunResult:
         return lines
 
 
-def stage_failures(manifest: RunLedger, stage: str, since: float) -> pd.DataFrame:
+def stage_failures(ledger: RunLedger, stage: str, since: float) -> pd.DataFrame:
     """Items of ``stage`` (and its sub-stages, e.g. score-items) that failed at or after ``since``.
 
-    Older failures of items no longer planned stay in the manifest; they are not this run's."""
-    df = manifest.failures()
+    Older failures of items no longer planned stay in the ledger; they are not this run's."""
+    df = ledger.failures()
     mine = (df["stage"] == stage) | df["stage"].str.startswith(f"{stage}-")
     df = df[mine & (df["finished_at"].fillna(0) >= since)]
     return df[["stage", "key", "system_id", "error"]].reset_index(drop=True)
@@ -102,7 +97,7 @@ def write_failures(proto: Protocol, failures: pd.DataFrame) -> Path | None:
     """``<results>/run_failures.csv`` with this run's failures; removed after a run without any."""
     from sonieval.tables import write_table
 
-    path = proto.results_path / FAILURES_NAME
+    path = proto.layout.run_failures
     if failures.empty:
         path.unlink(missing_ok=True)
         return None
@@ -127,14 +122,14 @@ def run_protocol(
     result = RunResult()
     parts = []
     hold = engine.hold_threads() if engine is not None else contextlib.nullcontext()
-    with hold, open_manifest(proto) as manifest:
+    with hold, open_ledger(proto.results_path) as ledger:
         for stage in select_stages(only, until):
             echo(f"[{stage.name}] {stage.summary}")
             t0 = time.perf_counter()
             since = time.time()
-            out = stage.run(proto, manifest, engine=engine)
+            out = stage.run(proto, ledger, engine=engine)
             result.timings[stage.name] = time.perf_counter() - t0
-            failed = stage_failures(manifest, stage.name, since)
+            failed = stage_failures(ledger, stage.name, since)
             parts.append(failed)
             for note in getattr(out, "notes", None) or []:
                 echo(f"[{stage.name}] warning: {note}")

@@ -18,13 +18,13 @@ because no gate is trained).
 Outputs: ``<results>/sonifications/<system_id>/<clip_id>.wav`` (32-bit float WAV at 44.1 kHz,
 trimmed to the clip length, so no post-processing is silently clipped) and
 ``<results>/tables/sonifications.parquet`` (SONIFICATIONS_COLUMNS plus provenance columns).
-Work is recorded in the manifest (stage ``sonify``, one item per decode, key
+Work is recorded in the ledger (stage ``sonify``, one item per decode, key
 ``<system>/<branch>/<clip_id>``); a rerun skips finished decodes, so a killed run resumes
 where it stopped. ``shard=(k, N)`` takes the decodes whose key hashes to k-1 modulo N
 (deterministic, disjoint). ``sonieval sonify --shard k/N`` records them in the shard's own ledger
 (:mod:`sonieval.pipeline.ledgers`: no SQLite file is shared between machines) and writes no table;
 the next unsharded ``sonify`` (or ``sonieval run``) merges the shard ledgers, decodes nothing they
-made and writes the complete table. Called with the run's own manifest and a shard, every shard
+made and writes the complete table. Called with the run's own ledger and a shard, every shard
 rebuilds the table under a file lock (one machine only).
 
 The decodes run as tasks on an engine (:mod:`sonieval.engines`: local or Ray), one task per
@@ -246,7 +246,7 @@ def plan_units(proto: Protocol) -> list[DecodeUnit]:
 
 
 def output_path(proto: Protocol, system_id: str, clip_id: str) -> Path:
-    return proto.results_path / "sonifications" / system_id / f"{clip_id}.wav"
+    return proto.layout.sonification(system_id, clip_id)
 
 
 class _GateCache:
@@ -379,10 +379,10 @@ def _write_outputs(proto: Protocol, unit: DecodeUnit, value: Any, original: np.n
     return ItemOutcome(path=outputs[0]["path"], sha256=outputs[0]["sha256"], extra={"outputs": outputs})
 
 
-def _outputs_exist(manifest: RunLedger, unit: DecodeUnit) -> bool:
-    if not manifest.is_done(STAGE, unit.key, unit.inputs):
+def _outputs_exist(ledger: RunLedger, unit: DecodeUnit) -> bool:
+    if not ledger.is_done(STAGE, unit.key, unit.inputs):
         return False
-    outs = (manifest.get(STAGE, unit.key) or {}).get("extra", {}).get("outputs", [])
+    outs = (ledger.get(STAGE, unit.key) or {}).get("extra", {}).get("outputs", [])
     return len(outs) == len(unit.postprocesses) and all(Path(o["path"]).exists() for o in outs)
 
 
@@ -400,7 +400,7 @@ class SonifyResult:
 
 def run_sonify(
     proto: Protocol,
-    manifest: RunLedger,
+    ledger: RunLedger,
     shard: tuple[int, int] | None = None,
     *,
     device: str = "auto",
@@ -417,7 +417,7 @@ def run_sonify(
     if shard is None:  # the run's ledger takes what --shard runs recorded in their own (sonieval.pipeline.ledgers)
         from sonieval.pipeline.ledgers import merge_shard_ledgers
 
-        merge_shard_ledgers(manifest, proto.results_path, STAGE)
+        merge_shard_ledgers(ledger, proto.results_path, STAGE)
     codecs = {spec.name: load_prepared_codec(proto, spec.name, device=device) for spec in proto.codecs}
     codec_keys = {name: codec_model_key(proto, c) for name, c in codecs.items()}
     all_units = plan_units(proto)
@@ -426,7 +426,7 @@ def run_sonify(
     total = BatchResult()
     pending = []
     for u in units:
-        (total.skipped.append(u.key) if _outputs_exist(manifest, u) else pending.append(u))
+        (total.skipped.append(u.key) if _outputs_exist(ledger, u) else pending.append(u))
     engine = engine or LocalEngine()
     if engine.name == "local":  # the tasks run here: they reuse the codecs just loaded
         for name, codec in codecs.items():
@@ -442,12 +442,12 @@ def run_sonify(
         )
         for group in _groups(pending, proto.sonify.batch_size)
     ]  # one task per decode batch (one gate)
-    res = run_tasks(manifest, STAGE, tasks, engine, desc="sonify", progress=progress, skip_done=False)
+    res = run_tasks(ledger, STAGE, tasks, engine, desc="sonify", progress=progress, skip_done=False)
     total.done += res.done
     total.failed.update(res.failed)
     if shard is not None and not write_table:  # a shard's own ledger: the merge (an unsharded sonify) writes it
         return SonifyResult(total, pd.DataFrame(columns=SONIFICATIONS_COLUMNS), shard, len(units))
-    table = write_sonifications_table(proto, manifest, all_units, codecs, codec_keys)
+    table = write_sonifications_table(proto, ledger, all_units, codecs, codec_keys)
     return SonifyResult(total, table, shard, len(units))
 
 
@@ -556,14 +556,14 @@ def _table_lock(path: Path) -> Iterator[None]:
 
 
 def write_sonifications_table(
-    proto: Protocol, manifest: RunLedger, units: list[DecodeUnit], codecs: dict[str, Any], codec_keys: dict[str, str]
+    proto: Protocol, ledger: RunLedger, units: list[DecodeUnit], codecs: dict[str, Any], codec_keys: dict[str, str]
 ) -> pd.DataFrame:
-    """Rebuild ``tables/sonifications.parquet`` from the manifest (all shards' rows)."""
-    tables = proto.results_path / "tables"
-    with _table_lock(tables / ".sonifications.lock"):
+    """Rebuild ``tables/sonifications.parquet`` from the ledger (all shards' rows)."""
+    path = proto.layout.table("sonifications")
+    with _table_lock(path.with_name(".sonifications.lock")):
         rows = []
         for u in units:
-            state = manifest.get(STAGE, u.key)
+            state = ledger.get(STAGE, u.key)
             if state is None or state["status"] == "running":
                 continue  # not made yet (another shard, or a run in flight)
             outs = {o["postprocess"]: o for o in state["extra"].get("outputs", [])} if state["status"] == "done" else {}
@@ -572,7 +572,7 @@ def write_sonifications_table(
         table = pd.DataFrame(rows, columns=SONIFICATIONS_COLUMNS + EXTRA_COLUMNS)
         table["lr"] = table["lr"].astype(float)
         table["epoch"] = table["epoch"].astype("int64")
-        write_table(table, tables / "sonifications.parquet", "sonifications")
+        write_table(table, path, "sonifications")
     return table
 
 

@@ -39,7 +39,7 @@ separate runs):
 - ``<results>/tables/training.parquet``: one row per system (best epoch and loss, validation and
   held-out R² with clip-bootstrap CIs, n of each).
 
-Resumable: a run already finished is skipped (manifest stage ``train``); a killed run resumes
+Resumable: a run already finished is skipped (ledger stage ``train``); a killed run resumes
 from its last saved epoch with the same data order (the shuffle is seeded per epoch).
 
 This module is the stage: the sweep (:func:`plan_runs`), its tasks (:mod:`sonieval.pipeline.train_tasks`) and
@@ -177,7 +177,7 @@ def _runs_of(
 
 
 def run_train(
-    proto: Protocol, manifest: RunLedger, *, device: str = "auto", progress: bool = True, engine: Any = None
+    proto: Protocol, ledger: RunLedger, *, device: str = "auto", progress: bool = True, engine: Any = None
 ) -> BatchResult:
     """Train every run of the sweep not yet finished, gates that share their pairs together, as tasks on
     ``engine`` (default: the local engine; see sonieval.pipeline.train_tasks); write ``tables/training.parquet``."""
@@ -199,8 +199,8 @@ def run_train(
     items = [_train_item(proto, run, data_by_pair[pair(run)]) for run in runs]
     engine = engine or LocalEngine()
     tasks = train_tasks(proto, items, engine, device, progress=progress and engine.name == "local")
-    result = run_tasks(manifest, STAGE, tasks, engine, desc="train sweep", progress=progress)
-    write_training_table(proto, manifest, runs)
+    result = run_tasks(ledger, STAGE, tasks, engine, desc="train sweep", progress=progress)
+    write_training_table(proto, ledger, runs)
     return result
 
 
@@ -237,11 +237,11 @@ R2_COLUMNS = ["validation_mse", "validation_r2", "validation_r2_ci_low", "valida
 HELDOUT_COLUMNS = ["heldout_mse", "heldout_r2", "heldout_r2_ci_low", "heldout_r2_ci_high"]
 
 
-def write_training_table(proto: Protocol, manifest: RunLedger, runs: list[TrainRun]) -> Path:
+def write_training_table(proto: Protocol, ledger: RunLedger, runs: list[TrainRun]) -> Path:
     """One row per system (run × snapshot epoch): where its checkpoint is and how well it fits validation."""
     rows = []
     for run in runs:
-        state = manifest.get(STAGE, run.run_id) or {}
+        state = ledger.get(STAGE, run.run_id) or {}
         extra, inputs = state.get("extra") or {}, state.get("inputs") or {}
         snaps = extra.get("snapshots", {})
         for e in run.snapshot_epochs:
@@ -275,4 +275,4 @@ def write_training_table(proto: Protocol, manifest: RunLedger, runs: list[TrainR
     table = pd.DataFrame(rows, columns=TRAINING_COLUMNS)
     for c in R2_COLUMNS + HELDOUT_COLUMNS + ["best_validation_loss"]:
         table[c] = pd.to_numeric(table[c], errors="coerce").astype(float)
-    return write_table(table, proto.results_path / "tables" / "training.parquet")
+    return write_table(table, proto.layout.table("training"))

@@ -170,7 +170,7 @@ def _start(proto, runs, data, device, out) -> dict[str, Any]:
 def _writer(proto, tr):
     from torch.utils.tensorboard import SummaryWriter
 
-    logdir = proto.results_path / "training" / tr.run.run_id
+    logdir = proto.layout.training_run(tr.run.run_id)
     logdir.mkdir(parents=True, exist_ok=True)
     step = tr.state.step
     return SummaryWriter(log_dir=str(logdir / "tensorboard"), purge_step=step if step else None)
@@ -248,7 +248,7 @@ def _end_epoch(tr, epoch: int, writer) -> None:
     writer.flush()
     tr.save_snapshots(epoch)
     tr.save_state(epoch)
-    write_losses(tr.proto.results_path / "training" / tr.run.run_id, tr.run.run_id, tr.state.history)
+    write_losses(tr.proto.layout.training_run(tr.run.run_id), tr.run.run_id, tr.state.history)
 
 
 def _finish(proto, tr) -> ItemOutcome:
@@ -257,7 +257,7 @@ def _finish(proto, tr) -> ItemOutcome:
 
     from sonieval.pipeline.figures import plot_loss_curves
 
-    logdir = proto.results_path / "training" / tr.run.run_id
+    logdir = proto.layout.training_run(tr.run.run_id)
     losses_path = logdir / "losses.csv"
     if not losses_path.exists():
         raise SonievalError(f"run {tr.run.run_id}: no epoch was trained", path=losses_path)

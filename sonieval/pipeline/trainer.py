@@ -84,7 +84,7 @@ class TrainRun:
 
 def checkpoint_dir(proto: Protocol, encoder: str, variant: str, lr: float, alignment: str) -> Path:
     """``encoder`` and ``variant`` are the system_id's encoder and gate slots (e.g. ``hubert.layer6``, ``LIN.shuffled``)."""
-    return proto.results_path / "checkpoints" / encoder / variant / f"lr{format_lr(lr)}" / alignment
+    return proto.layout.checkpoint_dir(encoder, variant, format_lr(lr), alignment)
 
 
 def checkpoint_path(proto: Protocol, encoder: str, variant: str, lr: float, epoch: int, alignment: str) -> Path:
@@ -182,13 +182,13 @@ def paired_data(proto: Protocol, encoder: str, codec: str | None = None, layer: 
     if emb.empty:
         raise DataError(
             f"no prepared embeddings for encoder {what}",
-            path=proto.results_path / "tables" / "prepared.parquet",
+            path=proto.layout.table("prepared"),
             hint="run `sonieval prepare PROTOCOL` with this encoder in the protocol",
         )
     if lat.empty:
         raise DataError(
             f"no prepared latents of codec {codec!r}",
-            path=proto.results_path / "tables" / "prepared.parquet",
+            path=proto.layout.table("prepared"),
             hint="run `sonieval prepare PROTOCOL`",
         )
     merged = emb.merge(lat[["clip_id", "path", "model_key", "model"]], on="clip_id", suffixes=("", "_latent"))
@@ -556,7 +556,7 @@ def train_one_run(
     if run.fitted_once:
         return _snapshot_at_zero(trainer)
     trainer.resume()
-    logdir = proto.results_path / "training" / run.run_id
+    logdir = proto.layout.training_run(run.run_id)
     logdir.mkdir(parents=True, exist_ok=True)
     from torch.utils.tensorboard import SummaryWriter
 
@@ -708,4 +708,4 @@ def clear_run(proto: Protocol, run: TrainRun) -> None:
     ckdir = checkpoint_dir(proto, run.slot, run.gate_slot, run.lr, run.alignment)
     for name in (f"state_to_e{run.max_epochs}.pt", f"best_to_e{run.max_epochs}.pt"):
         (ckdir / name).unlink(missing_ok=True)
-    shutil.rmtree(proto.results_path / "training" / run.run_id / "tensorboard", ignore_errors=True)
+    shutil.rmtree(proto.layout.training_run(run.run_id) / "tensorboard", ignore_errors=True)

@@ -12,6 +12,7 @@ import pandas as pd
 
 from sonieval.document import Document, fmt, json_safe
 from sonieval.files import atomic_path, write_text_atomic
+from sonieval.results_layout import ReportLayout, ResultsLayout
 from sonieval.stats import reliability
 
 __all__ = ["SIMULATED_BANNER", "system_labels", "write_files"]
@@ -60,10 +61,10 @@ def write_files(
 
     t = time.perf_counter()
     simulated = bool(summary.get("simulated"))
-    files = _write_tables(out_dir / "tables", tables, stamp, simulated)
+    files = _write_tables(ReportLayout(out_dir).tables, tables, stamp, simulated)
     figures: list[tuple[str, str]] = []
     if options.figures:
-        fig_dir = out_dir / "figures"
+        fig_dir = ReportLayout(out_dir).figures
         fig_dir.mkdir(parents=True, exist_ok=True)
         figures = _figures(tables, scores, son, fig_dir, stamp, simulated)
         files += [out_dir / f for f, _ in figures]
@@ -128,7 +129,7 @@ class _FigureWriter:
         if self.simulated:
             fig.suptitle(SIMULATED_BANNER, color="#b00", fontweight="bold", y=box.y1 / height + pad, va="bottom")
         save_figure(fig, self.fig_dir / name, dpi=90, bbox_inches="tight")
-        self.out.append((f"figures/{name}", alt))
+        self.out.append(((Path(self.fig_dir.name) / name).as_posix(), alt))  # relative to the report
 
 
 def _random_marks(scores, stamp: str) -> tuple[dict[str, str], str]:
@@ -303,7 +304,7 @@ def _examples(out_dir: Path, tables: dict[str, pd.DataFrame]) -> list[tuple[str,
     means = tables.get("system_means")
     if results is None or means is None or means.empty:
         return []
-    sonified = set(pd.read_parquet(results / "tables" / "sonifications.parquet", columns=["system_id"])["system_id"])
+    sonified = set(pd.read_parquet(ResultsLayout(results).table("sonifications"), columns=["system_id"])["system_id"])
     rated = [s for s in dict.fromkeys(means["system_id"].astype(str)) if s in sonified]
     return [(s, system_link(s, out_dir, results)) for s in rated]
 
@@ -325,7 +326,10 @@ def _compose(summary, tables, notes, figures, options, sources, simulated, stamp
     _models_section(doc, summary, tables)
     _agreement_section(doc, summary, tables, fig)
     doc.h(2, "Files")
-    doc.bullets([f"tables/{n}.csv" for n in tables] + ["summary.json", "report.md", "report.html"])
+    doc.bullets(
+        [(ReportLayout(Path()).tables / f"{n}.csv").as_posix() for n in tables]
+        + ["summary.json", "report.md", "report.html"]
+    )
     doc.p(stamp)
     return doc
 

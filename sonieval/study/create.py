@@ -15,7 +15,7 @@ Both write into one study folder::
     <study_dir>/audio/hc_*.wav           the headphone check's sounds (when enabled)
     <study_dir>/ratings.{csv,parquet}    exports
 
-Stimulus preparation goes through the run manifest (stage ``study``): a file that cannot be
+Stimulus preparation goes through the run ledger (stage ``study``): a file that cannot be
 read fails only the trials that need it, which are left out of the study and reported, one
 line per failed file with the reader's message. Every file is aligned in loudness
 (:mod:`sonieval.study.loudness`, :mod:`sonieval.study.prepare`); the level of each is stored
@@ -34,6 +34,7 @@ from pathlib import Path
 from sonieval.data.results_folder import check_audio_folders, check_sonifications
 from sonieval.errors import DataError, ProtocolError
 from sonieval.rating_attributes import RatingAttribute, RatingAttributeError, resolve_rating_attributes
+from sonieval.results_layout import StudyLayout
 from sonieval.study.design import (
     DesignConfig,
     StimulusSource,
@@ -193,7 +194,7 @@ def study_paths_for_protocol(proto) -> tuple[Path, str]:
     # Absolute, so the Streamlit child process finds the same file whatever its folder;
     # $VARS are expanded so a shared-server password can stay out of the protocol file.
     url = os.path.expandvars(proto.study.storage.replace("{results_dir}", str(results.resolve())))
-    return results / "study", url
+    return proto.layout.study, url
 
 
 def create_from_protocol(
@@ -226,7 +227,7 @@ def create_from_protocol(
         sources,
         study_dir=study_dir,
         storage=storage or default_url,
-        manifest_path=proto.results_path / "manifest.sqlite",
+        ledger_file=proto.layout.ledger,
         source=source,
         notes=notes,
         progress=progress,
@@ -259,7 +260,7 @@ def create_from_folders(
         sources,
         study_dir=study_dir,
         storage=storage or f"sqlite:///{Path(study_dir) / 'study.sqlite'}",
-        manifest_path=Path(study_dir) / "manifest.sqlite",
+        ledger_file=StudyLayout(Path(study_dir)).ledger,
         source=source,
         notes=notes,
         progress=progress,
@@ -282,7 +283,7 @@ def create_study(
     *,
     study_dir: Path,
     storage: str,
-    manifest_path: Path,
+    ledger_file: Path,
     source: dict,
     notes: list[str] | None = None,
     progress: bool = True,
@@ -323,20 +324,20 @@ def create_study(
     fmt = StudyFormat(settings.sample_rate or study_rate(sorted({s.original_path for s in sources})))
     writer = StimulusWriter(settings.study_id, study_dir, sources, settings.level_spec, anchor, anchor_id, fmt)
     writer.plan(trial_list)
-    kept, failures, file_levels, records = _prepare_trials(writer, trial_list, study_dir, manifest_path, progress)
+    kept, failures, file_levels, records = _prepare_trials(writer, trial_list, study_dir, ledger_file, progress)
     warnings = _level_warnings(kept, file_levels, settings.level_spec)
     notes += format_notes(records, fmt)
     if failures:
         notes.append(
             f"{sum(len(v) for v in failures.values())} trial(s) left out because their audio could not be prepared "
-            f"(recorded in {manifest_path}):"
+            f"(recorded in {ledger_file}):"
         )
         notes += failure_lines(failures)
     if not any(t.role == "sonification" for t in kept):
         raise StudyNotCreated(
             "no sonification trial could be prepared",
             failure_lines(failures),
-            path=manifest_path,
+            path=ledger_file,
             hint="fix or remove the files listed above, then run the command again",
         )
     familiarisation = {}
@@ -402,12 +403,12 @@ def create_study(
 
 
 def _prepare_trials(
-    writer: StimulusWriter, trial_list: list[Trial], study_dir: Path, manifest_path: Path, progress: bool
+    writer: StimulusWriter, trial_list: list[Trial], study_dir: Path, ledger_file: Path, progress: bool
 ) -> tuple[list[Trial], dict[str, list[str]], dict[str, dict], list[dict]]:
-    """Write every trial's files through the run manifest (stage ``study``).
+    """Write every trial's files through the run ledger (stage ``study``).
 
     Returns the trials kept (files filled in), the failures (error -> trials it left out), the
-    level of every written file and the manifest records of the kept trials. One unreadable file
+    level of every written file and the ledger records of the kept trials. One unreadable file
     fails only the trials that need it.
     """
     from sonieval.ledger import ItemOutcome, LedgerItem, RunLedger
@@ -429,14 +430,14 @@ def _prepare_trials(
     kept: list[Trial] = []
     records: list[dict] = []
     failures: dict[str, list[str]] = {}
-    with contextlib.closing(RunLedger(manifest_path)) as manifest:
-        result = manifest.run_batch("study", items, prepare, desc="study stimuli", progress=progress)
+    with contextlib.closing(RunLedger(ledger_file)) as ledger:
+        result = ledger.run_batch("study", items, prepare, desc="study stimuli", progress=progress)
         for item in items:
             t: Trial = item.payload
             if item.key in result.failed:
                 failures.setdefault(result.failed[item.key], []).append(f"{t.role} {t.system_id}/{t.clip_id}")
                 continue
-            extra = (manifest.get("study", item.key) or {}).get("extra") or {}
+            extra = (ledger.get("study", item.key) or {}).get("extra") or {}
             for k in ("original_file", "stimulus_file", "waveform_file", "stimulus_seconds"):
                 setattr(t, k, extra[k])
             kept.append(t)

@@ -58,6 +58,7 @@ import numpy as np
 import pandas as pd
 
 from sonieval.errors import DataError, ProtocolError
+from sonieval.results_layout import ResultsLayout
 from sonieval.study.stimuli import check_identifier, contained
 
 REFERENCE_SYSTEM = "hidden_reference"
@@ -168,9 +169,9 @@ def sources_from_tables(
     from sonieval.tables import read_table
 
     results_dir = Path(results_dir)
-    tables = results_dir / "tables"
-    clips_path = tables / "clips.parquet"
-    son_path = tables / "sonifications.parquet"
+    layout = ResultsLayout(results_dir)
+    clips_path = layout.table("clips")
+    son_path = layout.table("sonifications")
     clip_df = read_table(clips_path, "clips")
     son_df = read_table(son_path, "sonifications")
     notes: list[str] = []
@@ -309,7 +310,7 @@ def originals_from_tables(results_dir: Path) -> dict[str, Path]:
     """``{clip id: file}`` of every usable clip of the clips table (the listening set and the rest)."""
     from sonieval.tables import read_table
 
-    clip_df = read_table(Path(results_dir) / "tables" / "clips.parquet", "clips")
+    clip_df = read_table(ResultsLayout(Path(results_dir)).table("clips"), "clips")
     clip_df = clip_df[clip_df["status"].map(_usable)]
     return {str(r.clip_id): Path(str(r.path)) for r in clip_df.itertuples(index=False)}
 

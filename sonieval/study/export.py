@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sonieval.results_layout import StudyLayout
 from sonieval.study.store import (
     StudyStore,
     enrolments,
@@ -214,8 +215,8 @@ def write_ratings(store: StudyStore, study_id: str, out_dir: str | os.PathLike) 
 
     df = ratings_frame(store, study_id)
     out = Path(out_dir)
-    parquet = write_table(df, out / "ratings.parquet", "ratings")
-    csv = write_table(df, out / "ratings.csv", "ratings")
+    parquet = write_table(df, StudyLayout(out).ratings_table, "ratings")
+    csv = write_table(df, StudyLayout(out).ratings_csv, "ratings")
     for name, frame in (
         ("raters.csv", progress_per_rater(store, study_id)),
         ("sessions.csv", sessions_frame(store, study_id)),

@@ -9,7 +9,7 @@
    original (:func:`sonieval.study.loudness.clip_level`). A file that cannot be read is skipped
    here; its trial fails in the second pass with the reader's message.
 2. :meth:`StimulusWriter.prepare` writes one trial's files: the aligned original (once per
-   clip), the aligned stimulus, the waveform picture, and returns what the run manifest records
+   clip), the aligned stimulus, the waveform picture, and returns what the run ledger records
    for it (the level of both files, the length and rate changes made).
 
 Every file is 16-bit PCM with its own seeded dither (:func:`sonieval.study.stimuli.write_stimulus`).
@@ -153,7 +153,7 @@ class StimulusWriter:
         return self.plans[clip_id].tag(self.spec, self.fmt)
 
     def prepare(self, trial: Trial) -> dict:
-        """Write one trial's files; returns the manifest's record (file names, seconds, levels, format)."""
+        """Write one trial's files; returns the ledger's record (file names, seconds, levels, format)."""
         plan = self.plans[trial.clip_id]
         original_file, original_level, original = self._original(trial.clip_id)
         key = f"{trial.source_key}@{self.level_tag(trial.clip_id)}"
@@ -216,7 +216,7 @@ class StimulusWriter:
         return level_after(written, written_rate, m, gain_db, reason, target), len(written) / written_rate
 
     def levels_by_file(self, records: list[dict]) -> dict[str, dict]:
-        """File name -> level fields, from the manifest records of the prepared trials."""
+        """File name -> level fields, from the ledger records of the prepared trials."""
         out: dict[str, dict] = {}
         for r in records:
             out[r["original_file"]] = r["original_level"]

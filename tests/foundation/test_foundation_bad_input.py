@@ -2,7 +2,7 @@
 
 Each bad file: `sonieval data esc50 --esc50 <copy>` names it on one line with the problem and what to
 do, exits non-zero, no traceback; in a batch (the clips stage) the good clips still finish and the bad
-one is in the manifest with its error.
+one is in the ledger with its error.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from foundation_helpers import write_bad_audio
 from sonieval.cli import main
 from sonieval.data.esc50 import open_esc50, prepare_clips
 from sonieval.errors import DataError, ProtocolError
-from sonieval.ledger import RunLedger
+from sonieval.ledger import open_ledger
 from sonieval.protocol import load_protocol
 
 # kind -> (text expected in the verification line, readable by the clips stage under pad_or_trim?)
@@ -75,9 +75,9 @@ def test_batch_finishes_good_clips_and_records_bad(kind, tiny_esc50, write_proto
     proto = load_protocol(
         write_protocol({"name": "bad", "results_dir": str(tmp_path / "res"), "data": {"esc50": str(tiny_esc50)}})
     )
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        table = prepare_clips(proto, manifest, progress=False)
-        row = manifest.get("clips", clip_id)
+    with open_ledger(proto.results_path) as ledger:
+        table = prepare_clips(proto, ledger, progress=False)
+        row = ledger.get("clips", clip_id)
     others = table[table["clip_id"] != clip_id]
     assert len(others) == 7 and (others["status"] == "ok").all()
     bad = table.set_index("clip_id").loc[clip_id]
@@ -116,9 +116,9 @@ def test_strict_length_policy_fails_wrong_lengths(kind, tiny_esc50, write_protoc
             }
         )
     )
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        table = prepare_clips(proto, manifest, progress=False)
-        failures = manifest.failures("clips")
+    with open_ledger(proto.results_path) as ledger:
+        table = prepare_clips(proto, ledger, progress=False)
+        failures = ledger.failures("clips")
     assert list(failures["key"]) == [clip_id]
     assert str(path) in failures["error"].iloc[0] and "expected exactly 220500" in failures["error"].iloc[0]
     assert (table[table["clip_id"] != clip_id]["status"] == "ok").all()
@@ -135,8 +135,8 @@ def test_meta_missing_column(tiny_esc50, write_protocol, tmp_path, capsys):
     proto = load_protocol(
         write_protocol({"name": "m", "results_dir": str(tmp_path / "r"), "data": {"esc50": str(tiny_esc50)}})
     )
-    with RunLedger(tmp_path / "r" / "manifest.sqlite") as manifest, pytest.raises(DataError, match="take"):
-        prepare_clips(proto, manifest, progress=False)
+    with open_ledger(tmp_path / "r") as ledger, pytest.raises(DataError, match="take"):
+        prepare_clips(proto, ledger, progress=False)
 
 
 def test_protocol_misspelt_key(write_protocol, capsys):

@@ -26,7 +26,7 @@ from sonieval.data.esc50 import (
 from sonieval.data.synthetic import SYNTHETIC_CATEGORIES, make_synthetic_esc50
 from sonieval.errors import DataError
 from sonieval.files import sha256_file
-from sonieval.ledger import RunLedger
+from sonieval.ledger import open_ledger
 from sonieval.protocol import ListeningSetSpec, SplitSpec, load_protocol
 
 
@@ -389,8 +389,8 @@ def test_real_subset_clips_stage(esc50_root, write_protocol, tmp_path):
     proto = load_protocol(
         write_protocol({"name": "real", "results_dir": str(tmp_path / "res"), "data": {"esc50": str(esc50_root)}})
     )
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        table = prepare_clips(proto, manifest, progress=False)
+    with open_ledger(proto.results_path) as ledger:
+        table = prepare_clips(proto, ledger, progress=False)
     assert len(table) == 400 and (table["status"] == "ok").all()
     assert table["listening"].sum() == 50 and table[table["listening"]]["category"].nunique() == 50
     assert table["dataset"].iloc[0].startswith("ESC-50 copy at") and not table["synthetic"].any()

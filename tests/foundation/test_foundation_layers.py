@@ -9,7 +9,7 @@ that stand side by side; and no two modules import each other, directly or aroun
     ground           __init__ · assets · audio · document · engines · errors ·
                      extras · files · gallery_links · ledger · logmel · loudness ·
                      measures · plotting · protocol · rating_attributes ·
-                     screening_rules · tables · versions
+                     results_layout · screening_rules · tables · versions
 
 Every import counts, parsed from the source: at the top of a module, inside a function (a lazy import),
 under ``TYPE_CHECKING``. A failure names the file, the line and the two floors (or the loop's modules)."""
@@ -50,6 +50,7 @@ UNITS = {
             "plotting",
             "protocol",
             "rating_attributes",  # the questions a study asks (read by protocol, study, stats)
+            "results_layout",  # every path of a results folder, read by every floor above
             "screening_rules",
             "tables",
             "versions",

@@ -42,7 +42,7 @@ def run_pipeline(root: Path):
     untrained and shuffled controls) and the mel codec's ceiling, over 3 listening clips."""
     import torch
 
-    from sonieval.ledger import RunLedger
+    from sonieval.ledger import open_ledger
     from sonieval.metrics.leaderboard import run_score
     from sonieval.pipeline.prepare import run_prepare
     from sonieval.pipeline.sonify import run_sonify
@@ -71,7 +71,7 @@ def run_pipeline(root: Path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with RunLedger(proto.results_path / "manifest.sqlite") as ledger:
+        with open_ledger(proto.results_path) as ledger:
             for stage in (run_prepare, run_train, run_sonify, run_score):
                 stage(proto, ledger, progress=False)
     finally:

@@ -171,7 +171,7 @@ def test_as_a_stage_of_a_run_it_builds_or_says_which_extra_it_lacks(own_copy, mo
     from sonieval.protocol import load_protocol
 
     proto = load_protocol(own_copy.protocol)
-    done = run_gallery(proto, None)  # called as the run's stages are: (protocol, manifest)
+    done = run_gallery(proto, None)  # called as the run's stages are: (protocol, ledger)
     assert (done.made, done.reused, done.notes) == (0, 24, [])
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyloudnorm" else real(name, *a))

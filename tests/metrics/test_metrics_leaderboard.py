@@ -92,7 +92,7 @@ def test_score_folders_writes_ranked_leaderboard_with_provenance(folders, tmp_pa
     printed = capsys.readouterr().out
     assert "KAD on logmel[weight-free]" in printed and "1. good" in printed
 
-    # rerun: every system is skipped (manifest) and the tables are identical
+    # rerun: every system is skipped (ledger) and the tables are identical
     rc = main(
         [
             "score",

@@ -185,7 +185,7 @@ def test_the_score_stage_writes_the_profile_its_tables_and_figures(tmp_path, tor
             config=config,
             cache_dir=tmp_path / "cache",
             reference_label="clicks",
-            manifest=ledger,
+            ledger=ledger,
             primary_codec="mel",
         )
     onsets = got.profile.set_index("attribute").loc["onsets"]

@@ -121,7 +121,7 @@ def twin_run(tmp_path_factory):
     """crepe-tiny (layer 5, 20 frames per second) and its twin through prepare, train, sonify and score."""
     import torch
 
-    from sonieval.ledger import RunLedger
+    from sonieval.ledger import open_ledger
     from sonieval.metrics.leaderboard import run_score
     from sonieval.pipeline.prepare import run_prepare
     from sonieval.pipeline.sonify import run_sonify
@@ -145,7 +145,7 @@ def twin_run(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with RunLedger(proto.results_path / "manifest.sqlite") as ledger:
+        with open_ledger(proto.results_path) as ledger:
             prepared = run_prepare(proto, ledger, progress=False)
             trained = run_train(proto, ledger, progress=False)
             sonified = run_sonify(proto, ledger, progress=False)

@@ -14,7 +14,7 @@ from engine_helpers import calls, failing_task, ray_cluster, report_threads, wri
 
 from sonieval.engines import LocalEngine, RayEngine, Resources, Task, chunks, make_engine, run_tasks
 from sonieval.errors import SonievalError
-from sonieval.ledger import LedgerItem, RunLedger
+from sonieval.ledger import LedgerItem, RunLedger, open_ledger
 
 KEYS = ["a", "b", "bad-c", "d", "e", "f"]
 
@@ -32,9 +32,9 @@ def _artifacts(folder: Path) -> dict[str, str]:
 
 
 def _run(folder: Path, engine, tasks=None):
-    with RunLedger(folder / "manifest.sqlite") as manifest:
-        result = run_tasks(manifest, "toy", tasks if tasks is not None else _tasks(folder), engine, progress=False)
-        return result, manifest.table("toy")
+    with open_ledger(folder) as ledger:
+        result = run_tasks(ledger, "toy", tasks if tasks is not None else _tasks(folder), engine, progress=False)
+        return result, ledger.table("toy")
 
 
 def _expected() -> dict[str, str]:
@@ -155,7 +155,7 @@ def test_ray_tasks_hold_their_resources(tmp_path, ray_cluster):
 def test_shard_ledgers_are_merged_by_the_next_unsharded_run(tmp_path):
     from sonieval.pipeline.ledgers import merge_shard_ledgers, open_shard_ledger, shard_ledgers
 
-    with RunLedger(tmp_path / "manifest.sqlite") as main:  # finished before the array started
+    with open_ledger(tmp_path) as main:  # finished before the array started
         main.record("sonify", "old", "done", inputs={"v": 1})
         main.record("sonify", "redo", "failed", inputs={"v": 1}, error="bad clip")
     for k, keys in ((1, ["a", "redo"]), (2, ["b", "c"])):
@@ -168,7 +168,7 @@ def test_shard_ledgers_are_merged_by_the_next_unsharded_run(tmp_path):
         "sonify-shard-1-of-2.sqlite",
         "sonify-shard-2-of-2.sqlite",
     ]
-    with RunLedger(tmp_path / "manifest.sqlite") as main:
+    with open_ledger(tmp_path) as main:
         assert merge_shard_ledgers(main, tmp_path, "sonify") == 4  # a, b, c and the redone item (not "old" again)
         assert merge_shard_ledgers(main, tmp_path, "sonify") == 0  # idempotent
         status = main.table("sonify").set_index("key")["status"].to_dict()
@@ -177,9 +177,9 @@ def test_shard_ledgers_are_merged_by_the_next_unsharded_run(tmp_path):
 
 def _threads_seen(tmp_path: Path, engine) -> dict:
     """What a toy task saw (torch and BLAS threads) and what the ledger recorded for it."""
-    with RunLedger(tmp_path / f"{engine.name}-{engine.threads}.sqlite") as manifest:
-        run_tasks(manifest, "toy", [Task("toy-threads", report_threads, [LedgerItem("t", {})])], engine, progress=False)
-        return manifest.get("toy", "t")["extra"]
+    with RunLedger(tmp_path / f"{engine.name}-{engine.threads}.sqlite") as ledger:
+        run_tasks(ledger, "toy", [Task("toy-threads", report_threads, [LedgerItem("t", {})])], engine, progress=False)
+        return ledger.get("toy", "t")["extra"]
 
 
 def test_every_task_runs_with_the_engines_threads_and_records_them(tmp_path, ray_cluster, torch_threads):

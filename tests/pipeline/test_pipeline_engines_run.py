@@ -15,7 +15,7 @@ import yaml
 from engine_helpers import kill_first_worker, ray_cluster  # noqa: F401 - a fixture
 
 from sonieval.engines import RayEngine
-from sonieval.ledger import RunLedger
+from sonieval.ledger import open_ledger
 from sonieval.pipeline.run import run_protocol
 from sonieval.protocol import load_protocol
 
@@ -54,8 +54,8 @@ def _table(results: Path, rel: str, spelled: str) -> pd.DataFrame:
 
 def _recorded_threads(results: Path) -> dict[str, set[int]]:
     """Per stage, the thread counts the ledger recorded for the items tasks made."""
-    with RunLedger(results / "manifest.sqlite") as manifest:
-        table = manifest.table()
+    with open_ledger(results) as ledger:
+        table = ledger.table()
     seen: dict[str, set[int]] = {}
     for stage, extra in zip(table["stage"], table["extra"]):
         threads = json.loads(extra).get("threads") if extra else None

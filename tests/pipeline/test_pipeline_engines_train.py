@@ -7,7 +7,7 @@ import pytest
 from engine_helpers import checkpoints, same_checkpoints, sweep_protocol, synthetic_pairs
 
 from sonieval.engines import LocalEngine
-from sonieval.ledger import RunLedger
+from sonieval.ledger import open_ledger
 from sonieval.pipeline.train import paired_data, plan_runs, train_one_run
 from sonieval.pipeline.train_tasks import MAX_GATES_PER_TASK, gates_per_task, train_together
 
@@ -90,8 +90,8 @@ def test_sweep_runs_through_the_local_engine_with_one_writer(tmp_path, torch_thr
 
     proto = sweep_protocol(tmp_path)
     synthetic_pairs(tmp_path)
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        result = run_train(proto, manifest, progress=False, engine=LocalEngine())
+    with open_ledger(proto.results_path) as ledger:
+        result = run_train(proto, ledger, progress=False, engine=LocalEngine())
         assert result.ok and len(result.done) == 15  # 3 untrained + 12 trained
-        table = manifest.table("train")
+        table = ledger.table("train")
     assert (table["status"] == "done").all() and sorted(table["key"]) == sorted(r.run_id for r in plan_runs(proto))

@@ -7,7 +7,7 @@ import pytest
 from pipeline_helpers import write_protocol
 
 from sonieval.audio import read_audio
-from sonieval.ledger import RunLedger
+from sonieval.ledger import open_ledger
 from sonieval.pipeline.figures import sonification_figure
 from sonieval.pipeline.prepare import run_prepare
 from sonieval.pipeline.sonify import run_sonify
@@ -35,15 +35,15 @@ def test_real_clips_prepare_train_sonify(esc50_root, tmp_path, torch_threads):
             sonify={"postprocess": ["minmax", "minmax+squared"], "batch_size": 2},
         )
     )
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        clips = prepare_clips(proto, manifest, progress=False)
+    with open_ledger(proto.results_path) as ledger:
+        clips = prepare_clips(proto, ledger, progress=False)
         assert clips["listening"].sum() == 2
-        prepared = run_prepare(proto, manifest, progress=False).table
+        prepared = run_prepare(proto, ledger, progress=False).table
         assert (prepared["status"] == "done").all()
         lat = np.load(resolve_table_path(prepared[prepared["kind"] == "latent"]["path"].iloc[0], proto.results_path))
         assert lat.shape == (64, 431)  # 5 s at 44.1 kHz, right-padded to 431 hops of 512
-        assert run_train(proto, manifest, progress=False).ok
-        result = run_sonify(proto, manifest, progress=False)
+        assert run_train(proto, ledger, progress=False).ok
+        result = run_sonify(proto, ledger, progress=False)
     assert result.batch.ok, result.batch.failed
     table = result.table
     assert len(table) == 2 * 2 + 2 and (table["status"] == "done").all()

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from pipeline_helpers import make_clips, write_protocol
 
-from sonieval.ledger import RunLedger
+from sonieval.ledger import open_ledger
 from sonieval.pipeline import prepare as prepare_mod
 from sonieval.pipeline.prepare import run_prepare
 from sonieval.protocol import load_protocol
@@ -45,8 +45,8 @@ class LayerForwards:
 
 
 def _prepare(proto, **kw):
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        return run_prepare(proto, manifest, progress=False, **kw)
+    with open_ledger(proto.results_path) as ledger:
+        return run_prepare(proto, ledger, progress=False, **kw)
 
 
 def test_prepare_caches_each_layer_apart_from_one_forward_per_batch(tmp_path, torch_threads, monkeypatch):
@@ -112,11 +112,11 @@ def layered_results(tmp_path_factory):
         metrics={"embeddings": ["logmel"], "metrics": ["kad"], "bootstrap": 50, "item_metrics": ["logmel_l1"]},
     )
     try:
-        with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-            run_prepare(proto, manifest, progress=False)
-            trained = run_train(proto, manifest, progress=False)
-            sonified = run_sonify(proto, manifest, progress=False)
-            scored = run_score(proto, manifest, progress=False)
+        with open_ledger(proto.results_path) as ledger:
+            run_prepare(proto, ledger, progress=False)
+            trained = run_train(proto, ledger, progress=False)
+            sonified = run_sonify(proto, ledger, progress=False)
+            scored = run_score(proto, ledger, progress=False)
     finally:
         torch.set_num_threads(threads)
     return proto, trained, sonified, scored

@@ -9,7 +9,7 @@ import torch
 from pipeline_helpers import write_protocol
 
 from sonieval.cli import main as cli_main
-from sonieval.ledger import RunLedger
+from sonieval.ledger import open_ledger
 from sonieval.pipeline import prepare as prepare_mod
 from sonieval.pipeline.prepare import FLOAT16_MAX, load_array, run_prepare, save_array
 from sonieval.protocol import load_protocol
@@ -17,8 +17,8 @@ from sonieval.tables import resolve_table_path
 
 
 def _prepare(proto, **kw):
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        return run_prepare(proto, manifest, progress=False, **kw)
+    with open_ledger(proto.results_path) as ledger:
+        return run_prepare(proto, ledger, progress=False, **kw)
 
 
 class ForwardCounter:
@@ -169,7 +169,7 @@ def test_grid_gates_read_the_embedding_at_the_codecs_frame_centres(tmp_path, tor
     table = _prepare(proto).table
     latent = resolve_table_path(table[table["kind"] == "latent"]["path"].iloc[0], proto.results_path)
     assert read_codec_info(latent.parent)["first_frame_center_s"] == 0.0  # centred STFT frames
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        assert run_train(proto, manifest, progress=False).ok
+    with open_ledger(proto.results_path) as ledger:
+        assert run_train(proto, ledger, progress=False).ok
     ck = next((proto.results_path / "checkpoints").rglob("e1.pt"))
     assert load_checkpoint(ck)["meta"]["latent_first_center_s"] == 0.0

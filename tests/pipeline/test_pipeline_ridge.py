@@ -10,7 +10,7 @@ from pipeline_helpers import cached_pair_row, write_protocol
 from test_pipeline_train import write_clips_table
 
 from sonieval.errors import ProtocolError
-from sonieval.ledger import RunLedger
+from sonieval.ledger import open_ledger
 from sonieval.models import gates as g
 from sonieval.pipeline.prepare import PREPARED_COLUMNS
 from sonieval.pipeline.ridge import FrameMoments, fit_ridge
@@ -76,8 +76,8 @@ def test_ridge_system_recovers_a_per_frame_map_and_beats_its_shuffled_control(tm
             training={"learning_rates": [0.02], "epochs": [5], "batch_size": 8, "eval_batch_size": 8},
         )
     )
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        assert run_train(proto, manifest, progress=False).ok
+    with open_ledger(proto.results_path) as ledger:
+        assert run_train(proto, ledger, progress=False).ok
     table = pd.read_parquet(proto.results_path / "tables" / "training.parquet")
     ridge = table[table["variant"] == "RIDGE"].set_index("control")
     assert set(ridge["alignment"]) == {"grid"} and (ridge[["lr", "epoch"]] == 0).all().all()  # grid only, lr0/e0
@@ -126,8 +126,8 @@ def test_ridge_on_too_many_features_fails_alone_with_one_line(tmp_path, torch_th
             training={"learning_rates": [0.02], "epochs": [1], "batch_size": 4, "eval_batch_size": 4},
         )
     )
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        result = run_train(proto, manifest, progress=False)
+    with open_ledger(proto.results_path) as ledger:
+        result = run_train(proto, ledger, progress=False)
     assert result.done == ["ast/LIN/lr0.02/grid"]
     error = result.failed["ast/RIDGE/lr0.0/grid"]
     assert list(result.failed) == ["ast/RIDGE/lr0.0/grid"] and "RIDGE: 10 features per frame" in error

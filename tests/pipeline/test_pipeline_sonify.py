@@ -15,7 +15,7 @@ import sonieval.models.codec  # noqa: E402
 from sonieval.audio import CODEC_RATE, load_clip, read_audio
 from sonieval.cli import main as cli_main
 from sonieval.errors import SonievalError
-from sonieval.ledger import RunLedger
+from sonieval.ledger import open_ledger
 from sonieval.pipeline.prepare import run_prepare
 from sonieval.pipeline.sonify import codec_system_id, parse_shard, run_sonify
 from sonieval.pipeline.train import checkpoint_path, run_train
@@ -34,9 +34,9 @@ def trained_template(tmp_path_factory):
     root = tmp_path_factory.mktemp("template")
     make_clips(root)
     proto = load_protocol(write_protocol(root))
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        run_prepare(proto, manifest, progress=False)
-        assert run_train(proto, manifest, progress=False).ok
+    with open_ledger(proto.results_path) as ledger:
+        run_prepare(proto, ledger, progress=False)
+        assert run_train(proto, ledger, progress=False).ok
     return root
 
 
@@ -72,8 +72,8 @@ class DecodeCounter:
 
 
 def _sonify(proto, shard=None):
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        return run_sonify(proto, manifest, shard, progress=False)
+    with open_ledger(proto.results_path) as ledger:
+        return run_sonify(proto, ledger, shard, progress=False)
 
 
 def test_sonify_writes_every_system_postprocess_and_the_codec_ceiling(trained, monkeypatch):

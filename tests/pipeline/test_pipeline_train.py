@@ -10,7 +10,7 @@ import pytest
 import torch
 from pipeline_helpers import cached_pair_row, write_protocol
 
-from sonieval.ledger import RunLedger
+from sonieval.ledger import open_ledger
 from sonieval.pipeline import train as train_mod
 from sonieval.pipeline import trainer as trainer_mod
 from sonieval.pipeline.prepare import PREPARED_COLUMNS, save_array
@@ -81,8 +81,8 @@ def _baseline(proto) -> float:
 def test_loss_falls_on_a_learnable_mapping(tmp_path, torch_threads):
     synthetic_cache(tmp_path)
     proto = _proto(tmp_path)
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        result = run_train(proto, manifest, progress=False)
+    with open_ledger(proto.results_path) as ledger:
+        result = run_train(proto, ledger, progress=False)
     assert result.ok, result.failed
     run_dir = proto.results_path / "training" / "ast" / "LIN" / "lr0.05" / "transpose"
     losses = pd.read_csv(run_dir / "losses.csv")
@@ -107,8 +107,8 @@ def test_loss_falls_on_a_learnable_mapping(tmp_path, torch_threads):
         "synthetic-lat"
     }
     # a rerun does nothing
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        again = run_train(proto, manifest, progress=False)
+    with open_ledger(proto.results_path) as ledger:
+        again = run_train(proto, ledger, progress=False)
     assert again.skipped == ["ast/LIN/lr0.05/transpose"] and not again.done
 
 
@@ -116,8 +116,8 @@ def test_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_run
     for name in ("whole", "killed"):
         synthetic_cache(tmp_path / name)
     whole = _proto(tmp_path / "whole", epochs=[5])
-    with RunLedger(whole.results_path / "manifest.sqlite") as manifest:
-        assert run_train(whole, manifest, progress=False).ok
+    with open_ledger(whole.results_path) as ledger:
+        assert run_train(whole, ledger, progress=False).ok
 
     killed = _proto(tmp_path / "killed", epochs=[5])
     real_evaluate, calls = trainer_mod.evaluate, []
@@ -129,15 +129,15 @@ def test_killed_run_resumes_from_its_last_epoch_and_matches_an_uninterrupted_run
         return real_evaluate(*args, **kwargs)
 
     monkeypatch.setattr(trainer_mod, "evaluate", evaluate_then_die)
-    with RunLedger(killed.results_path / "manifest.sqlite") as manifest, pytest.raises(KeyboardInterrupt):
-        run_train(killed, manifest, progress=False)
+    with open_ledger(killed.results_path) as ledger, pytest.raises(KeyboardInterrupt):
+        run_train(killed, ledger, progress=False)
     assert not checkpoint_path(killed, "ast", "LIN", 0.05, 5, "transpose").exists()
     monkeypatch.setattr(trainer_mod, "evaluate", real_evaluate)
     calls.clear()
     counted = []
     monkeypatch.setattr(trainer_mod, "evaluate", lambda *a, **k: (counted.append(1), real_evaluate(*a, **k))[1])
-    with RunLedger(killed.results_path / "manifest.sqlite") as manifest:
-        assert run_train(killed, manifest, progress=False).ok
+    with open_ledger(killed.results_path) as ledger:
+        assert run_train(killed, ledger, progress=False).ok
     assert len(counted) == 2, "resumed run should only do epochs 4 and 5"
     a = load_checkpoint(checkpoint_path(whole, "ast", "LIN", 0.05, 5, "transpose"))
     b = load_checkpoint(checkpoint_path(killed, "ast", "LIN", 0.05, 5, "transpose"))
@@ -157,8 +157,8 @@ def test_separate_epoch_grid_and_options(tmp_path, torch_threads):
         normalize_latents=True,
         augmentation={"gaussian_blur": True, "blur_sigma": 1.5},
     )
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        result = run_train(proto, manifest, progress=False)
+    with open_ledger(proto.results_path) as ledger:
+        result = run_train(proto, ledger, progress=False)
     assert sorted(result.done) == ["ast/LIN/lr0.05/transpose/E1", "ast/LIN/lr0.05/transpose/E2"]
     meta = load_checkpoint(checkpoint_path(proto, "ast", "LIN", 0.05, 2, "transpose"))["meta"]
     assert meta["total_epochs"] == 2 and meta["gaussian_blur"] is True
@@ -180,8 +180,8 @@ def test_missing_prepare_output_is_one_clear_error(tmp_path, torch_threads):
 
     proto = _proto(tmp_path)
     write_clips_table(tmp_path, 4, 2)
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest, pytest.raises(MissingTable) as err:
-        run_train(proto, manifest, progress=False)
+    with open_ledger(proto.results_path) as ledger, pytest.raises(MissingTable) as err:
+        run_train(proto, ledger, progress=False)
     msg = str(err.value)
     assert "prepared table not found" in msg and "sonieval prepare" in msg and "\n" not in msg
     assert not (proto.results_path / "tables" / "training.parquet").exists()
@@ -193,8 +193,8 @@ def test_diverging_loss_fails_the_run_with_one_line(tmp_path, torch_threads):
     data = train_mod.paired_data(proto, "ast")
     # a target near float32's limit makes the squared error overflow to inf
     save_array(Path(data.latents["train"][0]), np.full(LAT, 3e38, np.float32), "latent")
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        result = run_train(proto, manifest, progress=False)
+    with open_ledger(proto.results_path) as ledger:
+        result = run_train(proto, ledger, progress=False)
     msg = result.failed["ast/LIN/lr0.05/transpose"]
     assert "training loss became inf at epoch 1" in msg and "lower the learning rate" in msg and "\n" not in msg
     table = pd.read_parquet(proto.results_path / "tables" / "training.parquet")
@@ -213,8 +213,8 @@ def test_heldout_r2_is_measured_on_clips_that_chose_nothing(tmp_path, torch_thre
             training={"learning_rates": [0.05], "epochs": [6], "batch_size": 8, "eval_batch_size": 8},
         )
     )
-    with RunLedger(proto.results_path / "manifest.sqlite") as manifest:
-        assert run_train(proto, manifest, progress=False).ok
+    with open_ledger(proto.results_path) as ledger:
+        assert run_train(proto, ledger, progress=False).ok
     table = pd.read_parquet(proto.results_path / "tables" / "training.parquet").set_index("control")
     assert (table["n_heldout"] == 10).all() and (table["n_validation"] == 16).all()
     data = train_mod.paired_data(proto, "ast")

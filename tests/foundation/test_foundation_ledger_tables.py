@@ -1,4 +1,4 @@
-"""Run manifest (resumability) and the tables contract."""
+"""Run ledger (resumability) and the tables contract."""
 
 from __future__ import annotations
 
