@@ -243,6 +243,9 @@ def test_mushra_page_fits_1280x800_and_1920x1080_with_6_and_12_conditions(tmp_pa
                         "() => Math.abs(window.frameElement.getBoundingClientRect().height"
                         " - document.documentElement.scrollHeight) <= 1"
                     )
+                    # the frame's layout follows the new width on its next frames: measure after two of them
+                    # (measured before, a 12-condition row could still have its 1920-px column widths)
+                    frame.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
                     _check_fits(frame.evaluate(_GEOMETRY_JS), n)
                     seen.append((n, width, height))
                     if shots:
