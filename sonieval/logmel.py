@@ -11,6 +11,8 @@ Hz; ``log(mel + 1e-6)`` (natural log). One 64-d vector per frame.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from sonieval.audio import ENCODER_RATE, fit_length
@@ -75,5 +77,11 @@ def logmel_l1(evaluated: np.ndarray, original: np.ndarray) -> float:
     ``original``'s length): the ``logmel_l1`` per-item measure."""
     ev, _ = fit_length(np.asarray(evaluated, dtype=np.float32), len(original))
     orig = np.asarray(original, dtype=np.float32)
-    lm = LogMel()
+    lm = _shared()
     return float(np.mean(np.abs(lm(ev) - lm(orig))))
+
+
+@functools.cache
+def _shared() -> LogMel:
+    """One transform for every pair, so its mel filterbank is built once per process, not once per item."""
+    return LogMel()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from sonieval.errors import SonievalError
 
@@ -332,13 +332,16 @@ def lower_is_better(name: str) -> bool:
     return get_measure(name).lower_is_better
 
 
-class _LowerIsBetter(Mapping):
-    """``{measure: lower is better}`` read live from the catalogue (measures registered later included)."""
+class _CatalogueView(Mapping):
+    """``{measure: <attribute> of it}`` read live from the catalogue (measures registered later included)."""
 
-    def __getitem__(self, name: str) -> bool:
+    def __init__(self, attribute: str) -> None:
+        self._attribute = attribute
+
+    def __getitem__(self, name: str) -> Any:
         if name not in MEASURES:
             raise KeyError(name)
-        return MEASURES[name].lower_is_better
+        return getattr(MEASURES[name], self._attribute)
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(MEASURES))
@@ -347,25 +350,8 @@ class _LowerIsBetter(Mapping):
         return len(MEASURES)
 
 
-LOWER_IS_BETTER: Mapping[str, bool] = _LowerIsBetter()
-
-
-class _Headings(Mapping):
-    """``{measure: heading}`` (the title with its direction) read live from the catalogue."""
-
-    def __getitem__(self, name: str) -> str:
-        if name not in MEASURES:
-            raise KeyError(name)
-        return MEASURES[name].heading
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(MEASURES))
-
-    def __len__(self) -> int:
-        return len(MEASURES)
-
-
-HEADINGS: Mapping[str, str] = _Headings()
+LOWER_IS_BETTER: Mapping[str, bool] = _CatalogueView("lower_is_better")
+HEADINGS: Mapping[str, str] = _CatalogueView("heading")  # the title with its direction
 
 
 def item_measure(name: str) -> Callable[[Callable], Callable]:
